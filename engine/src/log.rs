@@ -1,0 +1,546 @@
+//! A partition's log: its segments, offsets, durability state and retention.
+//!
+//! Directory layout (`<data_dir>/<topic>/<partition>/`):
+//!
+//! ```text
+//! 00000000000000000000.log        segments, see crate::segment
+//! 00000000000000000000.index
+//! 00000000000000000000.timeindex
+//! log-start-offset                decimal text, written atomically (delete-records, retention)
+//! clean-shutdown                  present only between a clean close and the next open
+//! ```
+//!
+//! Crash story: on open without `clean-shutdown`, the active (last) segment is
+//! recovered (validated, torn tail truncated, indexes rebuilt); sealed segments were
+//! synced before the next one was created. The marker is removed, and its removal
+//! synced, before the log accepts an append. If `log-start-offset` is past the
+//! recovered end (records deleted, then lost in a crash), the log restarts empty at
+//! the log start offset, so an offset is never handed out twice.
+//!
+//! A failed sync poisons the log: every later append or sync fails with
+//! [`EngineError::Poisoned`]; reads keep working. Only a restart, which recovers
+//! from what is on disk, clears it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{self, BatchHeader};
+use crate::config::{Clock, TopicConfig};
+use crate::error::{EngineError, Result};
+use crate::segment::{parse_segment_file_name, LogSegment, RecoveryReport, SegmentRead};
+use crate::storage::Storage;
+use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+
+const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub batch_count: usize,
+    /// The broker's clock at append (Kafka's `log_append_time_ms`).
+    pub log_append_time: TimestampMs,
+}
+
+/// Result of a read: whole batches, and the log's offsets at the time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadResult {
+    pub bytes: Vec<u8>,
+    /// Offset to fetch next (equal to the requested offset if nothing was read).
+    pub next_offset: Offset,
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+    pub high_watermark: Offset,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+    pub high_watermark: Offset,
+    /// Offsets below this are synced to disk.
+    pub durable_offset: Offset,
+    pub size_bytes: u64,
+    pub segment_count: usize,
+    pub poisoned: Option<String>,
+}
+
+/// Which end of the log, or which timestamp, [`PartitionLog::list_offset`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    /// The first batch whose max timestamp is at least this.
+    Timestamp(TimestampMs),
+}
+
+pub struct PartitionLog<S: Storage> {
+    partition: TopicPartition,
+    storage: S,
+    dir: PathBuf,
+    config: TopicConfig,
+    clock: Arc<dyn Clock>,
+    /// Keyed by base offset; never empty; the last one is active.
+    segments: BTreeMap<Offset, LogSegment<S>>,
+    log_start_offset: Offset,
+    high_watermark: Offset,
+    durable_offset: Offset,
+    poisoned: Option<String>,
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Opens (creating if needed) the log in `dir`, recovering after a crash.
+    pub async fn open(
+        storage: S,
+        dir: &Path,
+        partition: TopicPartition,
+        config: TopicConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(PartitionLog<S>, RecoveryReport)> {
+        storage.create_dir_all(dir).await?;
+        let names = storage.list_dir(dir).await?;
+        let clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
+        let base_offsets: Vec<Offset> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
+        let checkpoint = read_offset_file(&storage, &dir.join(LOG_START_OFFSET_FILE)).await?;
+        let now = clock.now_ms();
+
+        let mut segments = BTreeMap::new();
+        let mut report = RecoveryReport::default();
+        for (i, base_offset) in base_offsets.iter().enumerate() {
+            let active = i + 1 == base_offsets.len();
+            let (segment, segment_report) =
+                LogSegment::open(&storage, dir, *base_offset, config.index_interval_bytes, now, active && !clean)
+                    .await?;
+            if segment_report.indexes_rebuilt {
+                report.indexes_rebuilt = true;
+            }
+            report.batches_valid += segment_report.batches_valid;
+            report.bytes_truncated += segment_report.bytes_truncated;
+            segments.insert(*base_offset, segment);
+        }
+        check_contiguous(&segments, &partition)?;
+
+        let mut log = PartitionLog {
+            partition,
+            storage,
+            dir: dir.to_path_buf(),
+            config,
+            clock,
+            segments,
+            log_start_offset: Offset(0),
+            high_watermark: Offset(0),
+            durable_offset: Offset(0),
+            poisoned: None,
+        };
+        let first_base = log.segments.keys().next().copied();
+        log.log_start_offset = match (checkpoint, first_base) {
+            (Some(checkpoint), Some(first)) => checkpoint.max(first),
+            (Some(checkpoint), None) => checkpoint,
+            (None, first) => first.unwrap_or(Offset(0)),
+        };
+        if log.segments.is_empty() || log.log_start_offset > log.log_end_offset() {
+            log.restart_at(log.log_start_offset).await?;
+        }
+        log.high_watermark = log.log_end_offset();
+        log.durable_offset = log.log_end_offset();
+        if clean {
+            log.storage.remove_file(&log.dir.join(CLEAN_SHUTDOWN_FILE)).await?;
+            log.storage.sync_dir(&log.dir).await?;
+        }
+        Ok((log, report))
+    }
+
+    /// Drops every segment and starts an empty one at `offset`.
+    async fn restart_at(&mut self, offset: Offset) -> Result<()> {
+        for (_, segment) in std::mem::take(&mut self.segments) {
+            segment.delete(&self.storage).await?;
+        }
+        let segment =
+            LogSegment::create(&self.storage, &self.dir, offset, self.config.index_interval_bytes, self.clock.now_ms())
+                .await?;
+        self.segments.insert(offset, segment);
+        Ok(())
+    }
+
+    fn active(&self) -> &LogSegment<S> {
+        self.segments.values().next_back().expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut LogSegment<S> {
+        self.segments.values_mut().next_back().expect("a log always has a segment")
+    }
+
+    pub fn partition(&self) -> &TopicPartition {
+        &self.partition
+    }
+
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// Changes the topic config; takes effect at the next append or housekeeping.
+    pub fn set_config(&mut self, config: TopicConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        self.segments.values().next_back().map_or(self.log_start_offset, |s| s.next_offset())
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        self.high_watermark
+    }
+
+    /// Offsets below this have been synced.
+    pub fn durable_offset(&self) -> Offset {
+        self.durable_offset
+    }
+
+    /// Set by the owner of replication state; a single node advances it to the log
+    /// end (or to the durable offset under `fsync: always`). Clamped to the log end.
+    pub fn set_high_watermark(&mut self, offset: Offset) {
+        self.high_watermark = offset.min(self.log_end_offset()).max(self.log_start_offset);
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(cause) => Err(EngineError::Poisoned { partition: self.partition.clone(), cause: cause.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Validates and appends a record set (one or more batches back to back),
+    /// stamping base offsets and the leader epoch. A malformed batch rejects the whole
+    /// set and nothing is written. Not durable until [`PartitionLog::sync`].
+    pub async fn append(&mut self, mut bytes: Vec<u8>, leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
+        self.check_writable()?;
+        let mut batches = batch::split_batches(&bytes)?;
+        if batches.is_empty() {
+            return Err(batch::BatchError::TooShort { len_bytes: 0 }.into());
+        }
+        for (_, header) in &batches {
+            let size_bytes = header.size_bytes();
+            if size_bytes > self.config.max_message_bytes as usize {
+                return Err(EngineError::BatchTooLarge { size_bytes, size_bytes_max: self.config.max_message_bytes as usize });
+            }
+        }
+        let base_offset = self.log_end_offset();
+        let mut next = base_offset;
+        for (position, header) in batches.iter_mut() {
+            batch::stamp(&mut bytes[*position..], next, leader_epoch);
+            header.base_offset = next;
+            header.leader_epoch = leader_epoch;
+            next = header.last_offset().next();
+        }
+        let last_offset = Offset(next.0 - 1);
+        let now = self.clock.now_ms();
+        if self.should_roll(bytes.len() as u64, last_offset, now) {
+            self.roll().await?;
+        }
+        self.active_mut().append(&bytes, &batches).await?;
+        Ok(AppendInfo { base_offset, last_offset, batch_count: batches.len(), log_append_time: now })
+    }
+
+    fn should_roll(&self, incoming_bytes: u64, last_offset: Offset, now: TimestampMs) -> bool {
+        let active = self.active();
+        !active.is_empty()
+            && (active.size_bytes() + incoming_bytes > self.config.segment_bytes
+                || now.0 - active.created_at().0 >= self.config.segment_ms
+                || !active.can_hold_offsets(last_offset))
+    }
+
+    /// Seals the active segment (syncing it) and starts a new one at the log end.
+    pub async fn roll(&mut self) -> Result<()> {
+        self.check_writable()?;
+        let next = self.log_end_offset();
+        if let Err(error) = self.active_mut().seal().await {
+            return Err(self.poison(error));
+        }
+        self.durable_offset = next;
+        let segment =
+            LogSegment::create(&self.storage, &self.dir, next, self.config.index_interval_bytes, self.clock.now_ms())
+                .await?;
+        self.segments.insert(next, segment);
+        Ok(())
+    }
+
+    fn poison(&mut self, error: EngineError) -> EngineError {
+        let cause = error.to_string();
+        self.poisoned = Some(cause.clone());
+        EngineError::Poisoned { partition: self.partition.clone(), cause }
+    }
+
+    /// Makes every append so far durable. A failure poisons the log.
+    pub async fn sync(&mut self) -> Result<Offset> {
+        self.check_writable()?;
+        let end = self.log_end_offset();
+        if self.durable_offset == end {
+            return Ok(end);
+        }
+        // A full disk while writing the buffered bytes out is not a sync failure: the
+        // bytes are still in memory and the log is consistent. Only fdatasync errors
+        // poison (after one, the kernel may have dropped dirty pages).
+        match self.active_mut().flush().await {
+            Err(error @ EngineError::NoSpace { .. }) => return Err(error),
+            Err(error) => return Err(self.poison(error)),
+            Ok(()) => {}
+        }
+        match self.active_mut().sync().await {
+            Ok(()) => {
+                self.durable_offset = end;
+                Ok(end)
+            }
+            Err(error) => Err(self.poison(error)),
+        }
+    }
+
+    /// Forgets appends that were never synced (after a group commit failed with a full
+    /// disk: none of them was acknowledged, and the high watermark never reached them).
+    pub async fn discard_unsynced(&mut self) -> Result<()> {
+        assert!(self.high_watermark <= self.durable_offset, "acknowledged appends may not be discarded");
+        self.truncate_to(self.durable_offset).await
+    }
+
+    /// Hands buffered appends to the device without waiting for durability.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.active_mut().flush().await
+    }
+
+    /// Whole batches from `offset`, at most `max_bytes` (but at least one batch), none
+    /// past `offset_limit` (by default the high watermark).
+    pub async fn read(&self, offset: Offset, max_bytes: usize, offset_limit: Option<Offset>) -> Result<ReadResult> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end_offset {
+            return Err(EngineError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
+        }
+        let offset_limit = offset_limit.unwrap_or(self.high_watermark).min(log_end_offset);
+        let mut result = ReadResult {
+            bytes: Vec::new(),
+            next_offset: offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset,
+            high_watermark: self.high_watermark,
+        };
+        let floor = self.segments.range(..=offset).next_back().map_or(self.log_start_offset, |(base, _)| *base);
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            if segment.next_offset() <= offset {
+                continue;
+            }
+            if let Some(SegmentRead { bytes, next_offset, .. }) = segment.read(offset, max_bytes, offset_limit).await? {
+                result.bytes = bytes;
+                result.next_offset = next_offset;
+            }
+            break;
+        }
+        Ok(result)
+    }
+
+    /// An offset for ListOffsets.
+    pub async fn list_offset(&self, spec: OffsetSpec) -> Result<Option<(Offset, TimestampMs)>> {
+        match spec {
+            OffsetSpec::Earliest => Ok(Some((self.log_start_offset, TimestampMs(-1)))),
+            OffsetSpec::Latest => Ok(Some((self.high_watermark, TimestampMs(-1)))),
+            OffsetSpec::Timestamp(timestamp) => {
+                for segment in self.segments.values() {
+                    if let Some((offset, ts)) = segment.offset_for_timestamp(timestamp).await? {
+                        if offset < self.high_watermark {
+                            return Ok(Some((offset.max(self.log_start_offset), ts)));
+                        }
+                        return Ok(None);
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes every record at or past `offset` (for a replica diverging from its
+    /// leader). Durable when it returns.
+    pub async fn truncate_to(&mut self, offset: Offset) -> Result<()> {
+        self.check_writable()?;
+        let offset = offset.max(self.log_start_offset);
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let doomed: Vec<Offset> = self.segments.range(offset..).map(|(base, _)| *base).filter(|b| *b > offset).collect();
+        // Keep at least one segment: the one holding `offset` (or the first).
+        for base in doomed {
+            if self.segments.len() > 1 {
+                let segment = self.segments.remove(&base).expect("listed");
+                segment.delete(&self.storage).await?;
+            }
+        }
+        self.storage.sync_dir(&self.dir).await?;
+        if let Err(error) = self.active_mut().truncate_to(offset).await {
+            return Err(self.poison(error));
+        }
+        let end = self.log_end_offset();
+        self.high_watermark = self.high_watermark.min(end);
+        self.durable_offset = self.durable_offset.min(end);
+        Ok(())
+    }
+
+    /// Advances the log start offset (DeleteRecords): offsets below become
+    /// unreadable; segments wholly below it are deleted.
+    pub async fn delete_records(&mut self, offset: Offset) -> Result<Offset> {
+        if offset > self.high_watermark || offset < Offset(0) {
+            return Err(EngineError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.high_watermark,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.set_log_start_offset(offset).await?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    async fn set_log_start_offset(&mut self, offset: Offset) -> Result<()> {
+        self.storage
+            .write_file_atomic(&self.dir.join(LOG_START_OFFSET_FILE), format!("{}\n", offset.0).as_bytes())
+            .await?;
+        self.log_start_offset = offset;
+        self.delete_segments_while(|segment, _| segment.next_offset() <= offset).await?;
+        Ok(())
+    }
+
+    /// Deletes sealed segments from the oldest while `doomed(segment, log size
+    /// without it)` holds. The active segment is never deleted.
+    async fn delete_segments_while(&mut self, mut doomed: impl FnMut(&LogSegment<S>, u64) -> bool) -> Result<usize> {
+        let mut deleted = 0;
+        let mut size_bytes: u64 = self.segments.values().map(|s| s.size_bytes()).sum();
+        while self.segments.len() > 1 {
+            let (base, segment) = self.segments.iter().next().expect("not empty");
+            let remaining = size_bytes - segment.size_bytes();
+            if !doomed(segment, remaining) {
+                break;
+            }
+            let base = *base;
+            let segment = self.segments.remove(&base).expect("present");
+            size_bytes = remaining;
+            segment.delete(&self.storage).await?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.storage.sync_dir(&self.dir).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Applies `retention.bytes` and `retention.ms`, deleting whole sealed segments,
+    /// and rolls the active segment once it is older than `segment.ms`. Returns the
+    /// number of segments deleted.
+    pub async fn housekeeping(&mut self) -> Result<usize> {
+        let now = self.clock.now_ms();
+        if !self.is_poisoned() && self.should_roll(0, self.log_end_offset(), now) {
+            self.roll().await?;
+        }
+        let retention_bytes = self.config.retention_bytes;
+        let retention_ms = self.config.retention_ms;
+        let deleted = self
+            .delete_segments_while(|segment, remaining| {
+                let too_big = retention_bytes >= 0 && remaining >= retention_bytes as u64;
+                let newest = segment.max_timestamp().unwrap_or(segment.created_at());
+                let too_old = retention_ms >= 0 && now.0 - newest.0 > retention_ms;
+                too_big || too_old
+            })
+            .await?;
+        let first_base = self.segments.keys().next().copied().expect("a log always has a segment");
+        if first_base > self.log_start_offset {
+            self.set_log_start_offset(first_base).await?;
+        }
+        Ok(deleted)
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        PartitionStats {
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+            high_watermark: self.high_watermark,
+            durable_offset: self.durable_offset,
+            size_bytes: self.segments.values().map(|s| s.size_bytes()).sum(),
+            segment_count: self.segments.len(),
+            poisoned: self.poisoned.clone(),
+        }
+    }
+
+    /// Clean shutdown: syncs and closes every segment, then writes the marker that
+    /// lets the next open skip recovery. A poisoned log skips the marker, so the next
+    /// open recovers from what actually reached the disk.
+    pub async fn close(self) -> Result<()> {
+        let poisoned = self.poisoned.is_some();
+        for (_, segment) in self.segments {
+            segment.close().await?;
+        }
+        if !poisoned {
+            self.storage.write_file_atomic(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"clean\n").await?;
+        }
+        Ok(())
+    }
+
+    /// Closes and removes the log's directory (topic deletion).
+    pub async fn delete(self) -> Result<()> {
+        for (_, segment) in self.segments {
+            segment.delete(&self.storage).await?;
+        }
+        self.storage.remove_dir_all(&self.dir).await?;
+        if let Some(parent) = self.dir.parent() {
+            self.storage.sync_dir(parent).await?;
+        }
+        Ok(())
+    }
+
+    /// Header of the batch holding `offset`, if present (idempotent-producer state
+    /// rebuild, tests).
+    pub async fn batch_header(&self, offset: Offset) -> Result<Option<BatchHeader>> {
+        let segment = self.segments.range(..=offset).next_back().map(|(_, s)| s);
+        match segment {
+            Some(segment) => Ok(segment.find_batch(offset).await?.map(|(_, header)| header)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn check_contiguous<S: Storage>(segments: &BTreeMap<Offset, LogSegment<S>>, partition: &TopicPartition) -> Result<()> {
+    let mut previous: Option<&LogSegment<S>> = None;
+    for segment in segments.values() {
+        if let Some(previous) = previous {
+            if previous.next_offset() != segment.base_offset() {
+                return Err(EngineError::Startup(format!(
+                    "partition {partition}: segment {} ends at offset {} but the next segment starts at {}; \
+                     the log directory is damaged",
+                    previous.base_offset(),
+                    previous.next_offset(),
+                    segment.base_offset()
+                )));
+            }
+        }
+        previous = Some(segment);
+    }
+    Ok(())
+}
+
+async fn read_offset_file<S: Storage>(storage: &S, path: &Path) -> Result<Option<Offset>> {
+    let Some(bytes) = storage.read_file(path).await? else { return Ok(None) };
+    let text = String::from_utf8_lossy(&bytes);
+    match text.trim().parse::<i64>() {
+        Ok(offset) if offset >= 0 => Ok(Some(Offset(offset))),
+        _ => Err(EngineError::Startup(format!("{}: not an offset: {:?}", path.display(), text.trim()))),
+    }
+}

@@ -1,0 +1,303 @@
+//! An in-memory disk with crash semantics, for model-based crash tests.
+//!
+//! Every file keeps two images: `current` (what reads see, like the page cache) and
+//! `durable` (the content at its last successful sync). [`SimStorage::crash`]
+//! replaces every file by its durable image plus some of its unsynced tail, as a
+//! power loss would: the tail may be lost entirely, torn at any byte, or survive
+//! with bit flips. Directory operations (create, remove, rename) and truncation are
+//! durable at once; the engine syncs after each of them anyway.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::{FileRole, Storage, StorageFile};
+use crate::error::{EngineError, Result};
+
+/// What a simulated crash does to the bytes written since each file's last sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashFault {
+    /// Every unsynced byte is lost.
+    LoseUnsynced,
+    /// A prefix of the unsynced bytes survives, cut at a byte chosen by `seed`.
+    TornTail { seed: u64 },
+    /// Like `TornTail`, then one bit of the surviving unsynced bytes is flipped.
+    BitFlipInTail { seed: u64 },
+    /// Everything written survives (the kernel flushed it all in time).
+    KeepAll,
+}
+
+#[derive(Default)]
+struct SimFileState {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Default)]
+struct SimDisk {
+    files: BTreeMap<PathBuf, SimFileState>,
+    dirs: std::collections::BTreeSet<PathBuf>,
+    /// Incremented by each crash; handles from before it stop working.
+    generation: u64,
+    fail_next_syncs: u32,
+    space_bytes_max: Option<u64>,
+    syncs: u64,
+}
+
+impl SimDisk {
+    fn used_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.current.len() as u64).sum()
+    }
+}
+
+/// A simulated disk. Cloning shares the disk.
+#[derive(Clone, Default)]
+pub struct SimStorage {
+    disk: Rc<RefCell<SimDisk>>,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl SimStorage {
+    pub fn new() -> SimStorage {
+        SimStorage::default()
+    }
+
+    /// Simulates power loss: every open handle dies, and each file keeps its durable
+    /// image plus what `fault` lets survive of its unsynced tail.
+    pub fn crash(&self, fault: CrashFault) {
+        let mut disk = self.disk.borrow_mut();
+        disk.generation += 1;
+        for (index, (_, file)) in disk.files.iter_mut().enumerate() {
+            let durable_len = file.durable.len();
+            let common = file.current.len().min(durable_len);
+            // Truncation is durable at once, so `current` extends `durable` or is a
+            // prefix of it.
+            let unsynced = file.current.get(durable_len..).unwrap_or(&[]).to_vec();
+            let mut survivor = file.durable[..common].to_vec();
+            if file.current.len() < durable_len {
+                survivor.truncate(file.current.len());
+            }
+            let seed_for = |seed: u64| splitmix(seed ^ (index as u64).wrapping_mul(0x1000_0001));
+            match fault {
+                CrashFault::LoseUnsynced => {}
+                CrashFault::KeepAll => survivor.extend_from_slice(&unsynced),
+                CrashFault::TornTail { seed } | CrashFault::BitFlipInTail { seed } => {
+                    if !unsynced.is_empty() {
+                        let random = seed_for(seed);
+                        let keep = (random % (unsynced.len() as u64 + 1)) as usize;
+                        let start = survivor.len();
+                        survivor.extend_from_slice(&unsynced[..keep]);
+                        if matches!(fault, CrashFault::BitFlipInTail { .. }) && keep > 0 {
+                            let at = start + (splitmix(random) % keep as u64) as usize;
+                            survivor[at] ^= 1 << (random % 8);
+                        }
+                    }
+                }
+            }
+            file.current = survivor.clone();
+            file.durable = survivor;
+        }
+    }
+
+    /// Makes the next `count` syncs fail with EIO.
+    pub fn fail_next_syncs(&self, count: u32) {
+        self.disk.borrow_mut().fail_next_syncs = count;
+    }
+
+    /// Limits the total bytes held by all files; appends past it fail with ENOSPC.
+    pub fn set_space_bytes_max(&self, space_bytes_max: Option<u64>) {
+        self.disk.borrow_mut().space_bytes_max = space_bytes_max;
+    }
+
+    /// Number of successful file syncs so far.
+    pub fn sync_count(&self) -> u64 {
+        self.disk.borrow().syncs
+    }
+
+    /// Mutates the durable bytes of a file directly (to test detection of corruption).
+    pub fn corrupt(&self, path: &Path, position: usize, xor: u8) {
+        let mut disk = self.disk.borrow_mut();
+        if let Some(file) = disk.files.get_mut(path) {
+            if position < file.current.len() {
+                file.current[position] ^= xor;
+            }
+            if position < file.durable.len() {
+                file.durable[position] ^= xor;
+            }
+        }
+    }
+
+    /// Size of a file as currently seen, for tests.
+    pub fn file_len(&self, path: &Path) -> Option<u64> {
+        self.disk.borrow().files.get(path).map(|f| f.current.len() as u64)
+    }
+}
+
+fn not_found(op: &'static str, path: &Path) -> EngineError {
+    EngineError::io(op, path, io::Error::from(io::ErrorKind::NotFound))
+}
+
+impl Storage for SimStorage {
+    type File = SimFile;
+
+    async fn open(&self, path: &Path, create: bool, _role: FileRole) -> Result<SimFile> {
+        let mut disk = self.disk.borrow_mut();
+        if !disk.files.contains_key(path) {
+            if !create {
+                return Err(not_found("open", path));
+            }
+            disk.files.insert(path.to_path_buf(), SimFileState::default());
+        }
+        let generation = disk.generation;
+        Ok(SimFile { disk: self.disk.clone(), path: path.to_path_buf(), generation })
+    }
+
+    async fn remove_file(&self, path: &Path) -> Result<()> {
+        match self.disk.borrow_mut().files.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(not_found("remove", path)),
+        }
+    }
+
+    async fn create_dir_all(&self, path: &Path) -> Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        for ancestor in path.ancestors() {
+            disk.dirs.insert(ancestor.to_path_buf());
+        }
+        Ok(())
+    }
+
+    async fn remove_dir_all(&self, path: &Path) -> Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        disk.files.retain(|file, _| !file.starts_with(path));
+        disk.dirs.retain(|dir| !dir.starts_with(path));
+        Ok(())
+    }
+
+    async fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
+        let disk = self.disk.borrow();
+        if !disk.dirs.contains(path) {
+            return Err(not_found("list", path));
+        }
+        let children = disk.files.keys().chain(disk.dirs.iter()).filter(|p| p.parent() == Some(path));
+        let mut names: Vec<String> =
+            children.filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn exists(&self, path: &Path) -> Result<bool> {
+        let disk = self.disk.borrow();
+        Ok(disk.files.contains_key(path) || disk.dirs.contains(path))
+    }
+
+    async fn sync_dir(&self, _path: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    async fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        if disk.fail_next_syncs > 0 {
+            disk.fail_next_syncs -= 1;
+            return Err(EngineError::io("fsync", path, io::Error::from_raw_os_error(libc::EIO)));
+        }
+        let state = SimFileState { current: bytes.to_vec(), durable: bytes.to_vec() };
+        disk.files.insert(path.to_path_buf(), state);
+        Ok(())
+    }
+
+    async fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        Ok(self.disk.borrow().files.get(path).map(|f| f.current.clone()))
+    }
+}
+
+/// A handle on a [`SimStorage`] file. It stops working after a crash.
+pub struct SimFile {
+    disk: Rc<RefCell<SimDisk>>,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl SimFile {
+    fn with<T>(&self, op: &'static str, f: impl FnOnce(&mut SimDisk, &PathBuf) -> Result<T>) -> Result<T> {
+        let mut disk = self.disk.borrow_mut();
+        if disk.generation != self.generation {
+            let dead = io::Error::other("simulated crash: this handle belongs to a dead process");
+            return Err(EngineError::io(op, &self.path, dead));
+        }
+        if !disk.files.contains_key(&self.path) {
+            return Err(not_found(op, &self.path));
+        }
+        f(&mut disk, &self.path)
+    }
+}
+
+impl StorageFile for SimFile {
+    fn len(&self) -> u64 {
+        self.disk.borrow().files.get(&self.path).map_or(0, |f| f.current.len() as u64)
+    }
+
+    async fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.with("write", |disk, path| {
+            if let Some(space_bytes_max) = disk.space_bytes_max {
+                if disk.used_bytes() + bytes.len() as u64 > space_bytes_max {
+                    return Err(EngineError::io("write", path, io::Error::from_raw_os_error(libc::ENOSPC)));
+                }
+            }
+            disk.files.get_mut(path).expect("checked").current.extend_from_slice(bytes);
+            Ok(())
+        })
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.with("write", |_, _| Ok(()))
+    }
+
+    async fn sync(&mut self) -> Result<()> {
+        self.with("fdatasync", |disk, path| {
+            if disk.fail_next_syncs > 0 {
+                disk.fail_next_syncs -= 1;
+                return Err(EngineError::io("fdatasync", path, io::Error::from_raw_os_error(libc::EIO)));
+            }
+            disk.syncs += 1;
+            let file = disk.files.get_mut(path).expect("checked");
+            file.durable = file.current.clone();
+            Ok(())
+        })
+    }
+
+    async fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>> {
+        self.with("read", |disk, path| {
+            let current = &disk.files[path].current;
+            let start = (position as usize).min(current.len());
+            let end = start.saturating_add(len).min(current.len());
+            Ok(current[start..end].to_vec())
+        })
+    }
+
+    async fn truncate(&mut self, len: u64) -> Result<()> {
+        self.with("truncate", |disk, path| {
+            let file = disk.files.get_mut(path).expect("checked");
+            file.current.truncate(len as usize);
+            file.durable.truncate(len as usize);
+            Ok(())
+        })
+    }
+
+    async fn seal(&mut self) -> Result<()> {
+        self.with("write", |_, _| Ok(()))
+    }
+
+    async fn close(self) -> Result<()> {
+        Ok(())
+    }
+}

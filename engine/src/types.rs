@@ -1,0 +1,140 @@
+//! Typed identifiers. Raw integers do not cross module boundaries: an offset is an
+//! [`Offset`], a partition index is a [`PartitionId`], and so on.
+
+use std::fmt;
+
+use crate::error::EngineError;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        pub struct $name(pub $inner);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A record's position in a partition's log: the Kafka offset.
+    Offset(i64)
+);
+id_type!(
+    /// A partition's index within its topic.
+    PartitionId(i32)
+);
+id_type!(
+    /// The index of a shard (one glommio executor, pinned to one core).
+    ShardId(usize)
+);
+id_type!(
+    /// The leader epoch the broker stamps into each batch it appends.
+    LeaderEpoch(i32)
+);
+id_type!(
+    /// An idempotent producer's id, as carried in the batch header.
+    ProducerId(i64)
+);
+id_type!(
+    /// Milliseconds since the Unix epoch, Kafka's timestamp unit.
+    TimestampMs(i64)
+);
+
+impl Offset {
+    pub fn next(self) -> Offset {
+        Offset(self.0 + 1)
+    }
+}
+
+/// The longest topic name Kafka accepts.
+pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
+
+/// A topic name checked against Kafka's rules: 1..=249 characters from
+/// `[a-zA-Z0-9._-]`, and neither `.` nor `..`. Because `/` and NUL can never appear,
+/// a `TopicName` used as a directory name always stays inside the data directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicName(String);
+
+impl TopicName {
+    pub fn new(name: impl Into<String>) -> Result<TopicName, EngineError> {
+        let name = name.into();
+        let reason = if name.is_empty() {
+            Some("is empty")
+        } else if name.len() > TOPIC_NAME_LENGTH_MAX {
+            Some("is longer than 249 characters")
+        } else if name == "." || name == ".." {
+            Some("may not be '.' or '..'")
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        {
+            Some("may only contain ASCII letters, digits, '.', '_' and '-'")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(EngineError::InvalidTopicName { name, reason }),
+            None => Ok(TopicName(name)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A topic and one of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: TopicName,
+    pub partition: PartitionId,
+}
+
+impl TopicPartition {
+    pub fn new(topic: TopicName, partition: PartitionId) -> TopicPartition {
+        TopicPartition { topic, partition }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        for good in ["a", "orders", "__consumer_offsets", "a.b-c_D9", &"x".repeat(249)] {
+            assert!(TopicName::new(good).is_ok(), "{good:?} should be valid");
+        }
+        for bad in ["", ".", "..", "../etc", "a/b", "a\0b", "ümlaut", "sp ace", &"x".repeat(250)] {
+            assert!(TopicName::new(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn valid_topic_names_never_escape_the_data_dir(name in "\\PC{1,40}") {
+            if let Ok(topic) = TopicName::new(name) {
+                let path = std::path::Path::new("/data").join(topic.as_str());
+                proptest::prop_assert_eq!(path.parent(), Some(std::path::Path::new("/data")));
+                proptest::prop_assert!(!topic.as_str().contains('/'));
+                proptest::prop_assert!(topic.as_str() != "." && topic.as_str() != "..");
+            }
+        }
+    }
+}
