@@ -52,6 +52,9 @@ pub enum EngineError {
 
     #[error("{0}")]
     Startup(String),
+
+    #[error("io_uring is not usable: {0}")]
+    IoUring(#[from] crate::diagnostics::StartupError),
 }
 
 impl EngineError {

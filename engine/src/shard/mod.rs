@@ -117,8 +117,7 @@ impl Engine {
         let cpus = glommio::CpuSet::online().map_err(|e| EngineError::Startup(format!("listing CPUs: {e}")))?;
         let cpu_ids: Vec<usize> = cpus.iter().map(|location| location.cpu).collect();
         let shard_count = if config.shard_count == 0 { cpu_ids.len().max(1) } else { config.shard_count };
-        crate::diagnostics::probe_io_uring((shard_count * config.io_memory_bytes) as u64)
-            .map_err(|e| EngineError::Startup(e.to_string()))?;
+        crate::diagnostics::probe_io_uring((shard_count * config.io_memory_bytes) as u64)?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| EngineError::io("create directory", &config.data_dir, e))?;
         let topics = load_topics(&config.data_dir)?;
 
