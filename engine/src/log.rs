@@ -357,7 +357,7 @@ impl<S: Storage> PartitionLog<S> {
             OffsetSpec::Latest => Ok(Some((self.high_watermark, TimestampMs(-1)))),
             OffsetSpec::Timestamp(timestamp) => {
                 for segment in self.segments.values() {
-                    if let Some((offset, ts)) = segment.offset_for_timestamp(timestamp).await? {
+                    if let Some((offset, ts)) = segment.offset_for_timestamp(timestamp, self.log_start_offset).await? {
                         if offset < self.high_watermark {
                             return Ok(Some((offset.max(self.log_start_offset), ts)));
                         }
@@ -370,7 +370,8 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Removes every record at or past `offset` (for a replica diverging from its
-    /// leader). Durable when it returns.
+    /// leader). Durable when it returns. If that leaves nothing at or above the log
+    /// start offset, the log restarts empty there.
     pub async fn truncate_to(&mut self, offset: Offset) -> Result<()> {
         self.check_writable()?;
         let offset = offset.max(self.log_start_offset);
@@ -389,9 +390,16 @@ impl<S: Storage> PartitionLog<S> {
         if let Err(error) = self.active_mut().truncate_to(offset).await {
             return Err(self.poison(error));
         }
+        if self.log_end_offset() < self.log_start_offset {
+            // The batch holding the log start offset straddled it and went whole: as
+            // in `open`, restart empty at the log start so no offset below it is
+            // handed out again.
+            self.restart_at(self.log_start_offset).await?;
+        }
+        // Truncation synced the active segment, so all that is left is durable.
         let end = self.log_end_offset();
         self.high_watermark = self.high_watermark.min(end);
-        self.durable_offset = self.durable_offset.min(end);
+        self.durable_offset = end;
         Ok(())
     }
 
@@ -443,8 +451,8 @@ impl<S: Storage> PartitionLog<S> {
         Ok(deleted)
     }
 
-    /// Applies `retention.bytes` and `retention.ms`, deleting whole sealed segments,
-    /// and rolls the active segment once it is older than `segment.ms`. Returns the
+    /// Applies `retention.bytes` and `retention.ms`, deleting whole sealed segments
+    /// wholly below the high watermark, and rolls the active segment once it is older than `segment.ms`. Returns the
     /// number of segments deleted.
     pub async fn housekeeping(&mut self) -> Result<usize> {
         let now = self.clock.now_ms();
@@ -453,8 +461,14 @@ impl<S: Storage> PartitionLog<S> {
         }
         let retention_bytes = self.config.retention_bytes;
         let retention_ms = self.config.retention_ms;
+        let high_watermark = self.high_watermark;
         let deleted = self
             .delete_segments_while(|segment, remaining| {
+                // As in Kafka, only segments wholly below the high watermark: the log
+                // start never passes it, and no record is deleted before it was visible.
+                if segment.next_offset() > high_watermark {
+                    return false;
+                }
                 let too_big = retention_bytes >= 0 && remaining >= retention_bytes as u64;
                 let newest = segment.max_timestamp().unwrap_or(segment.created_at());
                 let too_old = retention_ms >= 0 && now.0 - newest.0 > retention_ms;

@@ -204,8 +204,10 @@ impl<S: Storage> LogSegment<S> {
         if position < log_len {
             report.bytes_truncated = log_len - position;
             self.log.truncate(position).await?;
-            self.log.sync().await?;
         }
+        // What survived may have been unsynced when the process died (still in the
+        // device cache): it counts as durable from now on, so make it so.
+        self.log.sync().await?;
         self.offset_index.sync().await?;
         self.time_index.sync().await?;
         Ok(report)
@@ -318,9 +320,14 @@ impl<S: Storage> LogSegment<S> {
         Ok(Some(SegmentRead { bytes, first_offset: first.base_offset, next_offset }))
     }
 
-    /// The first batch whose max timestamp is at least `timestamp`: its base offset
-    /// and max timestamp.
-    pub async fn offset_for_timestamp(&self, timestamp: TimestampMs) -> Result<Option<(Offset, TimestampMs)>> {
+    /// The first batch holding an offset at or past `from` whose max timestamp is at
+    /// least `timestamp`: its base offset and max timestamp. (`from` is the log start
+    /// offset: batches wholly below it are deleted, even if their segment is not.)
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: TimestampMs,
+        from: Offset,
+    ) -> Result<Option<(Offset, TimestampMs)>> {
         if self.max_timestamp.is_none_or(|(max, _)| max < timestamp) {
             return Ok(None);
         }
@@ -329,6 +336,7 @@ impl<S: Storage> LogSegment<S> {
             Some(at) => self.absolute(entries[at].relative_offset),
             None => self.base_offset,
         };
+        let start_offset = start_offset.max(from);
         let Some((mut position, _)) = self.find_batch(start_offset).await? else { return Ok(None) };
         while let Some(header) = self.header_at(position).await? {
             if header.max_timestamp >= timestamp {

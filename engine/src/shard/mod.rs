@@ -14,6 +14,8 @@
 pub mod partition;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, RwLock};
@@ -32,6 +34,11 @@ use partition::{PartitionOp, Reply};
 /// Written first on create, removed first on delete: a topic directory without it is
 /// an interrupted delete and is removed at start-up.
 const TOPIC_PROPERTIES_FILE: &str = "topic.properties";
+
+/// A service started on every shard next to its partitions (the Kafka listener):
+/// called once per shard, on that shard's thread, with a handle to the engine. The
+/// future runs until it ends by itself or the engine shuts down.
+pub type ShardService = Arc<dyn Fn(ShardId, EngineHandle) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
 
 /// How the engine is started.
 #[derive(Debug, Clone)]
@@ -81,6 +88,7 @@ pub fn shard_for(partition: &TopicPartition, shard_count: usize) -> ShardId {
 pub enum ShardRequest {
     Open { partition: TopicPartition, config: TopicConfig, reply: Reply<()> },
     Op { partition: TopicPartition, op: PartitionOp },
+    StartService { service: ShardService, handle: EngineHandle, reply: Reply<()> },
     Shutdown { reply: Reply<()> },
 }
 
@@ -114,6 +122,11 @@ impl Engine {
     /// Probes io_uring, starts the shards and opens every topic found in the data
     /// directory (recovering partitions that were not closed cleanly).
     pub fn start(config: EngineConfig) -> Result<Engine> {
+        Engine::start_with_service(config, None)
+    }
+
+    /// [`Engine::start`], plus `service` spawned on every shard once all topics are open.
+    pub fn start_with_service(config: EngineConfig, service: Option<ShardService>) -> Result<Engine> {
         let cpus = glommio::CpuSet::online().map_err(|e| EngineError::Startup(format!("listing CPUs: {e}")))?;
         let cpu_ids: Vec<usize> = cpus.iter().map(|location| location.cpu).collect();
         let shard_count = if config.shard_count == 0 { cpu_ids.len().max(1) } else { config.shard_count };
@@ -121,10 +134,13 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| EngineError::io("create directory", &config.data_dir, e))?;
         let topics = load_topics(&config.data_dir)?;
 
-        let mut senders = Vec::with_capacity(shard_count);
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..shard_count).map(|_| flume::bounded(config.queue_depth_max)).unzip();
+        let handle = EngineHandle {
+            shared: Arc::new(Shared { data_dir: config.data_dir.clone(), shards: senders, topics: RwLock::new(BTreeMap::new()) }),
+        };
         let mut threads = Vec::with_capacity(shard_count);
-        for shard in 0..shard_count {
-            let (sender, receiver) = flume::bounded(config.queue_depth_max);
+        for (shard, receiver) in receivers.into_iter().enumerate() {
             let placement = match (config.pin_shards, cpu_ids.is_empty()) {
                 (true, false) => Placement::Fixed(cpu_ids[shard % cpu_ids.len()]),
                 _ => Placement::Unbound,
@@ -135,17 +151,21 @@ impl Engine {
                 .io_memory(config.io_memory_bytes)
                 .spawn(move || run_shard(ShardId(shard), receiver, shard_config))
                 .map_err(|e| EngineError::Startup(format!("starting shard {shard}: {e}")))?;
-            senders.push(sender);
             threads.push(thread);
         }
-        let handle = EngineHandle {
-            shared: Arc::new(Shared { data_dir: config.data_dir.clone(), shards: senders, topics: RwLock::new(BTreeMap::new()) }),
-        };
         let engine = Engine { handle, threads };
         futures_lite::future::block_on(async {
             for metadata in topics.into_values() {
                 engine.handle.open_partitions(&metadata, 0).await?;
                 engine.handle.shared.topics.write().expect("registry lock").insert(metadata.name.clone(), metadata);
+            }
+            if let Some(service) = service {
+                for shard in 0..shard_count {
+                    let (reply, receiver) = flume::bounded(1);
+                    let request = ShardRequest::StartService { service: service.clone(), handle: engine.handle(), reply };
+                    engine.handle.send(ShardId(shard), request).await?;
+                    receiver.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard))??;
+                }
             }
             Ok::<(), EngineError>(())
         })?;
@@ -453,6 +473,12 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
                 }
                 if let Err(flume::SendError(op)) = queue.send_async(op).await {
                     reject(op, EngineError::UnknownTopicOrPartition(partition.to_string()));
+                }
+            }
+            ShardRequest::StartService { service, handle, reply } => {
+                glommio::spawn_local(service(shard, handle)).detach();
+                if reply.send(Ok(())).is_err() {
+                    tracing::debug!("shard {shard}: service reply dropped");
                 }
             }
             ShardRequest::Shutdown { reply } => {
