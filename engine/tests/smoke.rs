@@ -15,7 +15,7 @@ fn partition(topic: &str, index: i32) -> TopicPartition {
 
 #[test]
 fn engine_appends_reads_and_survives_a_clean_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir on the build disk");
     let mut config = EngineConfig::new(dir.path());
     config.shard_count = 2;
     let engine = Engine::start(config.clone()).expect("start");
