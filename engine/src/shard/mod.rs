@@ -26,6 +26,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::{Clock, SystemClock, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
+use crate::storage::dma::replace_file_durably;
 use crate::storage::DmaStorage;
 use crate::types::{LeaderEpoch, Offset, PartitionId, ShardId, TimestampMs, TopicName, TopicPartition};
 use partition::{PartitionOp, Reply};
@@ -254,17 +255,6 @@ fn load_topics(data_dir: &Path) -> Result<BTreeMap<TopicName, TopicMetadata>> {
     Ok(topics)
 }
 
-fn write_file_durably(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary).map_err(|e| EngineError::io("create", &temporary, e))?;
-    file.write_all(text.as_bytes()).map_err(|e| EngineError::io("write", &temporary, e))?;
-    file.sync_all().map_err(|e| EngineError::io("fsync", &temporary, e))?;
-    std::fs::rename(&temporary, path).map_err(|e| EngineError::io("rename", path, e))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| EngineError::io("fsync directory", dir, e))
-}
-
 impl EngineHandle {
     pub fn shard_count(&self) -> usize {
         self.shared.shards.len()
@@ -321,7 +311,7 @@ impl EngineHandle {
             }
             let dir = topic_dir(&self.shared.data_dir, &name);
             std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create directory", &dir, e))?;
-            write_file_durably(&dir.join(TOPIC_PROPERTIES_FILE), &topic_properties(&metadata))?;
+            replace_file_durably(&dir.join(TOPIC_PROPERTIES_FILE), topic_properties(&metadata).as_bytes())?;
             topics.insert(name.clone(), metadata.clone());
         }
         if let Err(error) = self.open_partitions(&metadata, 0).await {
@@ -373,7 +363,7 @@ impl EngineHandle {
             let mut updated = metadata.clone();
             updated.partition_count = partition_count;
             let path = topic_dir(&self.shared.data_dir, name).join(TOPIC_PROPERTIES_FILE);
-            write_file_durably(&path, &topic_properties(&updated))?;
+            replace_file_durably(&path, topic_properties(&updated).as_bytes())?;
             *metadata = updated.clone();
             (before, updated)
         };
@@ -389,7 +379,7 @@ impl EngineHandle {
             let mut updated = metadata.clone();
             updated.config = config.clone();
             let path = topic_dir(&self.shared.data_dir, name).join(TOPIC_PROPERTIES_FILE);
-            write_file_durably(&path, &topic_properties(&updated))?;
+            replace_file_durably(&path, topic_properties(&updated).as_bytes())?;
             *metadata = updated.clone();
             updated
         };

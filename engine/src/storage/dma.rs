@@ -75,6 +75,18 @@ fn sync_dir_blocking(path: &Path) -> Result<()> {
     std::fs::File::open(path).and_then(|dir| dir.sync_all()).map_err(std_io("fsync directory", path))
 }
 
+/// Replaces a small file atomically and durably with blocking calls: write a
+/// temporary file, fsync it, rename it over `path`, fsync the directory.
+pub(crate) fn replace_file_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary).map_err(std_io("create", &temporary))?;
+    file.write_all(bytes).map_err(std_io("write", &temporary))?;
+    file.sync_all().map_err(std_io("fsync", &temporary))?;
+    std::fs::rename(&temporary, path).map_err(std_io("rename", path))?;
+    sync_dir_blocking(path.parent().unwrap_or(Path::new(".")))
+}
+
 impl Storage for DmaStorage {
     type File = DmaStorageFile;
 
@@ -124,13 +136,7 @@ impl Storage for DmaStorage {
     }
 
     async fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        use std::io::Write;
-        let temporary = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&temporary).map_err(std_io("create", &temporary))?;
-        file.write_all(bytes).map_err(std_io("write", &temporary))?;
-        file.sync_all().map_err(std_io("fsync", &temporary))?;
-        std::fs::rename(&temporary, path).map_err(std_io("rename", path))?;
-        sync_dir_blocking(path.parent().unwrap_or(Path::new(".")))
+        replace_file_durably(path, bytes)
     }
 
     async fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
