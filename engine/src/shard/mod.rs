@@ -129,7 +129,9 @@ impl Engine {
     /// [`Engine::start`], plus `service` spawned on every shard once all topics are open.
     pub fn start_with_service(config: EngineConfig, service: Option<ShardService>) -> Result<Engine> {
         let cpus = glommio::CpuSet::online().map_err(|e| EngineError::Startup(format!("listing CPUs: {e}")))?;
-        let cpu_ids: Vec<usize> = cpus.iter().map(|location| location.cpu).collect();
+        // CpuSet is a HashSet: sort, so shard i is pinned to the i-th CPU on every start.
+        let mut cpu_ids: Vec<usize> = cpus.iter().map(|location| location.cpu).collect();
+        cpu_ids.sort_unstable();
         let shard_count = if config.shard_count == 0 { cpu_ids.len().max(1) } else { config.shard_count };
         crate::diagnostics::probe_io_uring((shard_count * config.io_memory_bytes) as u64)?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| EngineError::io("create directory", &config.data_dir, e))?;
