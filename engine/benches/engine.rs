@@ -12,14 +12,20 @@
 //! executor pinned like shard 0, or like shards 0..n-1) with no engine logic:
 //! sequential 1 MiB O_DIRECT writes and reads, and a small-write + fdatasync loop.
 //!
-//! Every case runs 3 times (rounds interleave raw and engine runs, so drift hits
-//! both); the table shows medians. Data lives in `<target>/bench-data` and is removed
-//! between runs. Figures go to stdout and to `<target>/bench/engine.json`.
+//! Every case runs 3 times and the table shows medians. Each engine run is paired
+//! with a raw run made right before or after it (alternating), because this kind of
+//! machine's disk swings 2-3x within seconds; `paired` is the median of those
+//! per-pair ratios. Every measured run starts after a syncfs of the data dir, so no
+//! run pays for the write-back of the one before. Data lives in `<target>/bench-data`
+//! and is removed between runs. Figures go to stdout and to
+//! `<target>/bench/engine.json`; a diagnostics section gives, per run, device
+//! requests and flushes (/proc/diskstats) and the process's CPU use.
 //!
 //! Knobs (environment): `CORELOG_BENCH_REPEATS` (default 3), `CORELOG_BENCH_SCALE`
 //! (multiplies bytes and time per run, default 1.0), `CORELOG_BENCH_CLIENTS`
 //! (client threads per partition, default 1), `CORELOG_BENCH_INFLIGHT` (appends in
-//! flight per client thread, default 32), `CORELOG_BENCH_ONLY` (substring filter on
+//! flight per client thread; default: 2 MiB of batches per partition, at least 8),
+//! `CORELOG_BENCH_ONLY` (substring filter on
 //! case names; raw baselines always run). Without `--bench` on the command line (as
 //! `cargo test --benches` runs it) it does a quick smoke pass: 1 repeat, small data.
 
@@ -58,6 +64,10 @@ const POLICIES: [Durability; 3] = [Durability::Never, Durability::IntervalMs(5),
 const READ_CASE: (usize, usize, Durability) = (1024, 64 << 10, Durability::Never);
 const GROUP_COMMIT_APPENDERS: [usize; 3] = [1, 8, 64];
 const GROUP_COMMIT_MESSAGE_BYTES: usize = 1024;
+/// Bytes of appends kept in flight per partition by default: two engine write
+/// buffers, so the partition queue still holds a full buffer's worth of appends
+/// while the actor waits on a 1 MiB write (queue depth 1024 ops is not the limit).
+const INFLIGHT_BYTES: usize = 2 * WRITE_BUFFER_BYTES_DEFAULT;
 
 // ---------------------------------------------------------------------------------
 // Settings
@@ -75,7 +85,8 @@ struct Settings {
     latency_run: Duration,
     latency_warmup: Duration,
     clients_per_partition: usize,
-    inflight_per_client: usize,
+    /// Appends in flight per client thread; `None`: enough for `INFLIGHT_BYTES` per partition.
+    inflight_per_client: Option<usize>,
     only: Option<String>,
     cpu_ids: Vec<usize>,
     data_root: PathBuf,
@@ -93,9 +104,11 @@ impl Settings {
         let repeats = env_parse("CORELOG_BENCH_REPEATS").unwrap_or(if bench_mode { 3 } else { 1 });
         let mib = |n: f64| ((n * scale * (1 << 20) as f64) as u64).max(4 << 20);
         let secs = |s: f64| Duration::from_secs_f64((s * scale).max(0.2));
-        let cpu_ids: Vec<usize> = glommio::CpuSet::online()
+        // Sorted, as the engine does, so raw executor i is on shard i's core.
+        let mut cpu_ids: Vec<usize> = glommio::CpuSet::online()
             .map(|set| set.iter().map(|location| location.cpu).collect())
             .unwrap_or_default();
+        cpu_ids.sort_unstable();
         let target = target_dir();
         Settings {
             repeats: repeats.max(1),
@@ -105,7 +118,7 @@ impl Settings {
             latency_run: secs(2.0),
             latency_warmup: Duration::from_millis(200).min(secs(2.0) / 4),
             clients_per_partition: env_parse("CORELOG_BENCH_CLIENTS").unwrap_or(1usize).max(1),
-            inflight_per_client: env_parse("CORELOG_BENCH_INFLIGHT").unwrap_or(32usize).max(1),
+            inflight_per_client: env_parse::<usize>("CORELOG_BENCH_INFLIGHT").map(|n| n.max(1)),
             only: std::env::var("CORELOG_BENCH_ONLY").ok().filter(|s| !s.is_empty()),
             cpu_ids: if cpu_ids.is_empty() { vec![0] } else { cpu_ids },
             data_root: target.join("bench-data"),
@@ -143,12 +156,26 @@ fn wipe(dir: &Path) {
     }
 }
 
+/// Lets the device drain what earlier runs left behind: syncfs flushes the file
+/// system and the device's write cache. On this kind of virtual disk, writes land in
+/// the host's cache and a flush makes the host write them back; without this, a run
+/// pays for the backlog of the run before it, and figures swing 2-3x from run to run.
+fn settle(dir: &Path) {
+    use std::os::unix::io::AsRawFd;
+    let handle = std::fs::File::open(dir).unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()));
+    // SAFETY: syncfs only reads the descriptor, which stays open for the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        panic!("syncfs {}: {}", dir.display(), std::io::Error::last_os_error());
+    }
+    std::thread::sleep(Duration::from_millis(50));
+}
+
 fn policy_name(policy: Durability) -> String {
     policy.to_string()
 }
 
 fn size_name(bytes: usize) -> String {
-    if bytes >= 1024 && bytes % 1024 == 0 {
+    if bytes >= 1024 && bytes & 1023 == 0 {
         format!("{}KiB", bytes / 1024)
     } else {
         format!("{bytes}B")
@@ -252,6 +279,17 @@ struct Workload {
     warmup: Duration,
 }
 
+/// CPU seconds (user + system) this process has used so far, all threads.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass and nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 #[derive(Default)]
 struct AppendOutcome {
     bytes: u64,
@@ -260,6 +298,8 @@ struct AppendOutcome {
     secs: f64,
     latency_us: Option<Histogram<u64>>,
     disk: DiskCounters,
+    /// CPU seconds used by the whole process (shards and clients) during the run.
+    cpu_secs: f64,
 }
 
 struct WorkerTotals {
@@ -330,6 +370,7 @@ fn engine_append(dir: &Path, shards: usize, policy: Durability, workload: &Workl
     block_on(handle.create_topic(TopicName::new(TOPIC).expect("valid"), handle.shard_count() as i32, topic_config))
         .expect("create topic");
     let partitions = bench_partitions(&handle);
+    settle(dir);
     let threads = partitions.len() * workload.clients_per_partition;
     let barrier = Arc::new(Barrier::new(threads + 1));
     let mut joins = Vec::new();
@@ -364,6 +405,7 @@ fn engine_append(dir: &Path, shards: usize, policy: Durability, workload: &Workl
         }
     }
     let disk_before = disk_counters(device);
+    let cpu_before = cpu_seconds();
     barrier.wait();
     let started = Instant::now();
     let mut outcome = AppendOutcome::default();
@@ -379,10 +421,35 @@ fn engine_append(dir: &Path, shards: usize, policy: Durability, workload: &Workl
         }
     }
     outcome.secs = finished.duration_since(started).as_secs_f64();
+    outcome.cpu_secs = cpu_seconds() - cpu_before;
     outcome.disk = disk_counters(device).since(disk_before);
     outcome.messages = outcome.appends * workload.messages_per_batch;
     outcome.latency_us = Some(latency);
     (engine, outcome)
+}
+
+/// Latency of an op that does no IO (`stats`) from a client thread to a 1-shard
+/// engine and back: the cost of the queues and cross-thread wake-ups alone.
+fn engine_round_trip(dir: &Path, settings: &Settings) -> Histogram<u64> {
+    wipe(dir);
+    let engine = Engine::start(engine_config(dir, 1)).expect("engine start");
+    let handle = engine.handle();
+    block_on(handle.create_topic(TopicName::new(TOPIC).expect("valid"), 1, TopicConfig::default())).expect("create topic");
+    let partition = bench_partitions(&handle).remove(0);
+    let mut histogram = new_histogram();
+    let started = Instant::now();
+    block_on(async {
+        while started.elapsed() < settings.latency_warmup + settings.latency_run / 2 {
+            let begin = Instant::now();
+            handle.stats(&partition).await.expect("stats");
+            if begin.duration_since(started) >= settings.latency_warmup {
+                histogram.saturating_record(begin.elapsed().as_micros().max(1) as u64);
+            }
+        }
+    });
+    engine.shutdown().expect("shutdown");
+    wipe(dir);
+    histogram
 }
 
 struct ReadOutcome {
@@ -398,6 +465,7 @@ fn engine_read_after_restart(engine: Engine, dir: &Path, shards: usize, expected
     let engine = Engine::start(engine_config(dir, shards)).expect("engine restart");
     let handle = engine.handle();
     let partitions = bench_partitions(&handle);
+    settle(dir);
     let barrier = Arc::new(Barrier::new(partitions.len() + 1));
     let joins: Vec<_> = partitions
         .iter()
@@ -473,8 +541,17 @@ async fn raw_open(dir: &Path, name: &str, probe: &str) -> DmaFile {
 
 /// Sequential O_DIRECT writes of `WRITE_BUFFER_BYTES_DEFAULT`, one in flight per
 /// executor (like a partition's active segment), `bytes_per_executor` each, on
-/// `executors` executors pinned to cores 0..n-1, each into its own new file.
-fn raw_write(dir: &Path, settings: &Settings, executors: usize, bytes_per_executor: u64, device: &Option<(u32, u32, String)>) -> (f64, u64, DiskCounters) {
+/// `executors` executors pinned like shards 0..n-1, each into its own new file.
+/// With `durable`, one fdatasync at the end, inside the timing: the device's
+/// sustained durable bandwidth, the ceiling for `interval` and `always`.
+fn raw_write(
+    dir: &Path,
+    settings: &Settings,
+    executors: usize,
+    bytes_per_executor: u64,
+    durable: bool,
+    device: &Option<(u32, u32, String)>,
+) -> (f64, u64, DiskCounters) {
     std::fs::create_dir_all(dir).expect("raw dir");
     let barrier = Arc::new(Barrier::new(executors + 1));
     let joins: Vec<_> = (0..executors)
@@ -491,6 +568,9 @@ fn raw_write(dir: &Path, settings: &Settings, executors: usize, bytes_per_execut
                     let written = file.write_rc_at(buffer.clone(), position).await.expect("raw write");
                     assert_eq!(written, WRITE_BUFFER_BYTES_DEFAULT, "short raw write");
                     position += written as u64;
+                }
+                if durable {
+                    file.fdatasync().await.expect("raw fdatasync");
                 }
                 let end = Instant::now();
                 file.close().await.expect("close raw file");
@@ -552,6 +632,7 @@ fn raw_read(dir: &Path, settings: &Settings, executors: usize) -> (f64, u64) {
 /// in µs, and loops per second.
 fn raw_fdatasync(dir: &Path, settings: &Settings, device: &Option<(u32, u32, String)>) -> (Histogram<u64>, f64, DiskCounters) {
     std::fs::create_dir_all(dir).expect("raw dir");
+    settle(dir);
     let (run, warmup) = (settings.latency_run, settings.latency_warmup);
     let before = disk_counters(device);
     let owned_dir = dir.to_path_buf();
@@ -696,7 +777,8 @@ fn main() {
                 disk.flushes
             ),
         );
-        let group_commit_runs = GROUP_COMMIT_APPENDERS.iter().map(|&a| (Durability::Always, a)).chain([(Durability::Never, 64)]);
+        let group_commit_runs =
+            GROUP_COMMIT_APPENDERS.iter().map(|&a| (Durability::Always, a)).chain([(Durability::Never, 64), (Durability::Never, 1)]);
         for (policy, appenders) in group_commit_runs {
             let key = format!("group-commit/{}/a{appenders}", policy_name(policy));
             if !settings.selected(&key) && !settings.selected("always-64-vs-never") {
@@ -722,7 +804,7 @@ fn main() {
             log(
                 &key,
                 format!(
-                    "{} appends in {:.2} s, p50/p99/max {}/{}/{} µs, device writes {}, flushes {} ({:.1} appends per flush)",
+                    "{} appends in {:.2} s, p50/p99/max {}/{}/{} µs, device writes {}, flushes {} ({:.1} appends per flush), cpu {:.0}% of {} cores",
                     outcome.appends,
                     outcome.secs,
                     latency.value_at_quantile(0.5),
@@ -731,8 +813,16 @@ fn main() {
                     outcome.disk.writes,
                     outcome.disk.flushes,
                     outcome.appends as f64 / outcome.disk.flushes.max(1) as f64,
+                    outcome.cpu_secs / outcome.secs * 100.0 / settings.cpu_ids.len() as f64,
+                    settings.cpu_ids.len(),
                 ),
             );
+        }
+
+        if settings.selected("round-trip") || settings.selected("group-commit") {
+            let latency = engine_round_trip(&engine_dir, &settings);
+            samples.add("round-trip/stats/p50", latency.value_at_quantile(0.50) as f64);
+            samples.add("round-trip/stats/p99", latency.value_at_quantile(0.99) as f64);
         }
 
         // Appends, each next to a raw write of the same bytes on as many executors as
@@ -751,6 +841,7 @@ fn main() {
                         case_index += 1;
                         let count = messages_per_batch(message_bytes, batch_bytes);
                         let batch = build_value_batch(TimestampMs(1_700_000_000_000), count, message_bytes);
+                        let batch_len = batch.len();
                         let bytes_total = if policy == Durability::Always { settings.bytes_always } else { settings.bytes_fast };
                         let workload = Workload {
                             batch: Arc::new(batch),
@@ -758,21 +849,28 @@ fn main() {
                             bytes_per_partition: bytes_total / shards as u64,
                             time_cap: settings.append_time_cap,
                             clients_per_partition: settings.clients_per_partition,
-                            inflight_per_client: settings.inflight_per_client,
+                            inflight_per_client: settings.inflight_per_client.unwrap_or_else(|| {
+                                INFLIGHT_BYTES.div_ceil(batch_len * settings.clients_per_partition).max(8)
+                            }),
                             warmup: Duration::ZERO,
                         };
                         let raw_first = case_index % 2 == 0;
                         let mut raw = None;
                         let mut run_raw = |raw: &mut Option<(f64, Option<f64>)>| {
                             wipe(&raw_dir);
-                            let (secs, bytes, disk) = raw_write(&raw_dir, &settings, shards, bytes_total / shards as u64, &device);
+                            settle(&settings.data_root);
+                            let durable = policy != Durability::Never;
+                            let (secs, bytes, disk) =
+                                raw_write(&raw_dir, &settings, shards, bytes_total / shards as u64, durable, &device);
                             let write = bytes as f64 / secs / MB;
                             let read = read_too.then(|| {
+                                settle(&settings.data_root);
                                 let (secs, bytes) = raw_read(&raw_dir, &settings, shards);
                                 bytes as f64 / secs / MB
                             });
                             wipe(&raw_dir);
-                            samples.add(format!("raw/write/x{shards}"), write);
+                            let raw_key = if durable { "raw/write+fdatasync" } else { "raw/write" };
+                            samples.add(format!("{raw_key}/x{shards}"), write);
                             if let Some(read) = read {
                                 samples.add(format!("raw/read/x{shards}"), read);
                             }
@@ -814,7 +912,7 @@ fn main() {
                         log(
                             &key,
                             format!(
-                                "{:.0} MiB in {:.2} s, {} appends of {} B ({} msgs), append p50/p99 {}/{} µs, device writes {} (avg {:.0} KiB), flushes {}",
+                                "{:.0} MiB in {:.2} s, {} appends of {} B ({} msgs), append p50/p99 {}/{} µs, device writes {} (avg {:.0} KiB), flushes {}, cpu {:.2} s ({:.0}% of {} cores)",
                                 outcome.bytes as f64 / (1 << 20) as f64,
                                 outcome.secs,
                                 outcome.appends,
@@ -825,6 +923,9 @@ fn main() {
                                 outcome.disk.writes,
                                 outcome.disk.sectors_written as f64 * 512.0 / outcome.disk.writes.max(1) as f64 / 1024.0,
                                 outcome.disk.flushes,
+                                outcome.cpu_secs,
+                                outcome.cpu_secs / outcome.secs * 100.0 / settings.cpu_ids.len() as f64,
+                                settings.cpu_ids.len(),
                             ),
                         );
                         if let (Some(read), Some(raw_read_mbps)) = (read, raw_read_mbps) {
@@ -853,6 +954,7 @@ fn main() {
     let rows = build_rows(&samples, &shard_counts);
     print_table(&rows);
     print_raw(&samples);
+    print_breakdown(&samples);
     print_diagnostics(&diagnostics);
     write_json(&rows, &settings.out_dir.join("engine.json"));
     wipe(&settings.data_root);
@@ -946,9 +1048,9 @@ fn print_environment(settings: &Settings, device: &Option<(u32, u32, String)>, a
         settings.cpu_ids[0], settings.cpu_ids
     );
     println!(
-        "client threads: unpinned, {} per partition with {} appends in flight each, sharing the same {} cores with the shards",
+        "client threads: unpinned (not pinned to any core), {} per partition with {} appends in flight each, sharing the same {} cores with the shards",
         settings.clients_per_partition,
-        settings.inflight_per_client,
+        settings.inflight_per_client.map_or(format!("{} KiB (rounded up to whole batches, at least 8)", INFLIGHT_BYTES >> 10), |n| n.to_string()),
         settings.cpu_ids.len()
     );
     println!(
@@ -969,7 +1071,7 @@ fn print_environment(settings: &Settings, device: &Option<(u32, u32, String)>, a
         settings.repeats
     );
     println!(
-        "raw figures: append MB/s vs raw sequential write (same executor count as shards); msgs/s vs raw write bandwidth / bytes per message; read vs raw sequential read; group commit vs a 1 KiB write + fdatasync loop"
+        "raw figures, each run next to its engine run: `never` appends vs raw sequential writes of the same bytes (as many executors as shards); `interval`/`always` appends vs the same writes plus one fdatasync at the end (durable bandwidth); msgs/s vs that bandwidth / bytes per message; read vs raw sequential 1 MiB reads; group commit vs a loop of 1 KiB O_DIRECT write + fdatasync.\nevery measured run (engine or raw) starts after a syncfs of the data dir, so none pays for the previous run's write-back"
     );
     println!();
 }
@@ -1007,13 +1109,24 @@ fn print_raw(samples: &Samples) {
     for key in samples.0.keys().filter(|k| k.starts_with("raw/")) {
         let unit = if key.ends_with("/ops") {
             "ops/s"
-        } else if key.contains("fdatasync") {
+        } else if key.starts_with("raw/fdatasync/") {
             "µs"
         } else {
             "MB/s"
         };
         println!("  {key:22} {:>9} {unit:6} [{}]", fmt_value(samples.median(key).unwrap_or(f64::NAN)), samples.all(key));
     }
+    println!();
+}
+
+/// Where the time of one `always` append with a single appender goes.
+fn print_breakdown(samples: &Samples) {
+    let figure = |key: &str| samples.median(key).map_or("-".to_string(), fmt_value);
+    println!("latency breakdown, 1 appender, 1 KiB (medians, µs; p50 / p99):");
+    println!("  client->shard->client round trip, no IO (stats)      {:>6} / {:>6}", figure("round-trip/stats/p50"), figure("round-trip/stats/p99"));
+    println!("  append under never (round trip + append, no IO)      {:>6} / {:>6}", figure("group-commit/never/a1/p50"), figure("group-commit/never/a1/p99"));
+    println!("  raw 1 KiB O_DIRECT write + fdatasync                 {:>6} / {:>6}", figure("raw/fdatasync/p50"), figure("raw/fdatasync/p99"));
+    println!("  append under always (all of the above)               {:>6} / {:>6}", figure("group-commit/always/a1/p50"), figure("group-commit/always/a1/p99"));
     println!();
 }
 
