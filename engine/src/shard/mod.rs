@@ -26,7 +26,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::{Clock, SystemClock, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
-use crate::storage::dma::replace_file_durably;
+use crate::storage::dma::{replace_file_durably, sync_dir_blocking};
 use crate::storage::DmaStorage;
 use crate::types::{LeaderEpoch, Offset, PartitionId, ShardId, TimestampMs, TopicName, TopicPartition};
 use partition::{PartitionOp, Reply};
@@ -338,7 +338,7 @@ impl EngineHandle {
         let dir = topic_dir(&self.shared.data_dir, name);
         let properties = dir.join(TOPIC_PROPERTIES_FILE);
         std::fs::remove_file(&properties).map_err(|e| EngineError::io("remove", &properties, e))?;
-        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| EngineError::io("fsync directory", &dir, e))?;
+        sync_dir_blocking(&dir)?;
         for index in 0..metadata.partition_count {
             let partition = TopicPartition::new(name.clone(), PartitionId(index));
             match self.op(&partition, |reply| PartitionOp::Close { delete: true, reply }).await {

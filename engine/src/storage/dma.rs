@@ -71,7 +71,7 @@ fn std_io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Eng
     move |source| EngineError::io(op, path, source)
 }
 
-fn sync_dir_blocking(path: &Path) -> Result<()> {
+pub(crate) fn sync_dir_blocking(path: &Path) -> Result<()> {
     std::fs::File::open(path).and_then(|dir| dir.sync_all()).map_err(std_io("fsync directory", path))
 }
 
