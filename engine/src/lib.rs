@@ -27,9 +27,11 @@
 //! - replicated (yet): the high watermark is set by the single node.
 
 pub mod batch;
+pub mod broker;
 pub mod config;
 pub mod diagnostics;
 pub mod error;
+pub mod kafka;
 pub mod log;
 pub mod segment;
 pub mod shard;

@@ -41,6 +41,9 @@ const TOPIC_PROPERTIES_FILE: &str = "topic.properties";
 /// future runs until it ends by itself or the engine shuts down.
 pub type ShardService = Arc<dyn Fn(ShardId, EngineHandle) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
 
+/// How often [`EngineHandle::wait_for_data`] looks at the high watermark.
+const DATA_POLL_INTERVAL: Duration = Duration::from_millis(1);
+
 /// How the engine is started.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -430,6 +433,18 @@ impl EngineHandle {
 
     pub async fn stats(&self, partition: &TopicPartition) -> Result<PartitionStats> {
         self.op(partition, |reply| PartitionOp::Stats { reply }).await
+    }
+
+    /// Returns once the partition's high watermark is past `offset` (data to read),
+    /// or the partition is gone. For long-poll fetches; callers bound the wait.
+    pub async fn wait_for_data(&self, partition: &TopicPartition, offset: Offset) {
+        loop {
+            match self.stats(partition).await {
+                Ok(stats) if stats.high_watermark <= offset => {}
+                _ => return,
+            }
+            glommio::timer::sleep(DATA_POLL_INTERVAL).await;
+        }
     }
 }
 

@@ -1,0 +1,224 @@
+//! The Kafka broker: one node that real Kafka clients use unchanged.
+//!
+//! [`Broker::start`] starts the engine with a listener service on every shard. Each
+//! shard binds the same address with SO_REUSEPORT, so the kernel spreads incoming
+//! connections over the shards; a connection is served entirely by the shard that
+//! accepted it ([`connection`]), and the handlers reach partitions of other shards
+//! through the engine's queues. [`Broker::shutdown`] stops accepting, lets every
+//! connection finish the requests it has read, then closes the engine (synced, with
+//! clean-shutdown markers).
+//!
+//! Shared state ([`BrokerState`]) is read-only after start-up except for atomics:
+//! there are no locks on the request path.
+
+pub mod connection;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::config::TopicConfig;
+use crate::error::{EngineError, Result};
+use crate::shard::{Engine, EngineConfig, EngineHandle, ShardService};
+use crate::storage::dma::replace_file_durably;
+use crate::types::{ShardId, TopicName};
+
+/// How a broker is started (the `corelog broker` flags and YAML file end up here).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// Address to listen on; port 0 picks a free port (see [`Broker::local_addr`]).
+    pub listen: SocketAddr,
+    /// `host:port` given to clients in Metadata; by default the listen address.
+    pub advertised_listener: Option<(String, u16)>,
+    /// Create topics that Metadata requests name and that do not exist.
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics with -1.
+    pub default_partitions: i32,
+    /// Topic configs that new topics start from.
+    pub topic_defaults: TopicConfig,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`); a larger
+    /// one closes the connection.
+    pub request_bytes_max: usize,
+    /// Connections served at once, over all shards; more are closed at accept.
+    pub connections_max: usize,
+    /// Requests of one connection being handled at once (pipelining depth).
+    pub inflight_requests_max: usize,
+    pub engine: EngineConfig,
+}
+
+impl BrokerConfig {
+    pub fn new(data_dir: impl Into<std::path::PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            node_id: 0,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_listener: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            topic_defaults: TopicConfig::default(),
+            request_bytes_max: 100 << 20,
+            connections_max: 10_000,
+            inflight_requests_max: 64,
+            engine: EngineConfig::new(data_dir),
+        }
+    }
+}
+
+/// What every shard's handlers share. Read-only after start but for atomics.
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    /// The port all shards listen on (resolved when the configured one is 0).
+    listen_port: AtomicU16,
+    connections: AtomicUsize,
+}
+
+impl BrokerState {
+    /// The `(host, port)` clients are told to connect to.
+    pub fn advertised(&self) -> (String, u16) {
+        match &self.config.advertised_listener {
+            Some((host, port)) => (host.clone(), *port),
+            None => (self.config.listen.ip().to_string(), self.listen_port.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Counts a new connection; `false` (and nothing counted) when at the limit.
+    fn admit_connection(&self) -> bool {
+        let max = self.config.connections_max;
+        self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a handler running on one shard has at hand.
+pub struct ShardContext {
+    pub broker: Arc<BrokerState>,
+    pub engine: EngineHandle,
+    pub shard: ShardId,
+}
+
+/// A stable topic id for Metadata v10+, derived from the name. (A topic deleted and
+/// created again under the same name gets the same id; ids are not stored yet.)
+pub fn topic_id(name: &TopicName) -> uuid::Uuid {
+    let mut high: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut low: u64 = 0x8422_2325_cbf2_9ce4;
+    for byte in name.as_str().bytes() {
+        high = (high ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        low = (low ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(7);
+    }
+    uuid::Uuid::from_u64_pair(high, low | 1)
+}
+
+/// A running broker.
+pub struct Broker {
+    engine: Option<Engine>,
+    state: Arc<BrokerState>,
+    /// Dropping the sender tells every shard's listener to stop.
+    stop: Option<flume::Sender<()>>,
+    /// One message per shard whose listener and connections have all finished.
+    stopped: flume::Receiver<()>,
+}
+
+const CLUSTER_ID_FILE: &str = "cluster-id";
+
+impl Broker {
+    /// Starts the engine (recovering the data directory) and a listener on every shard.
+    pub fn start(config: BrokerConfig) -> Result<Broker> {
+        std::fs::create_dir_all(&config.engine.data_dir)
+            .map_err(|e| EngineError::io("create directory", &config.engine.data_dir, e))?;
+        let cluster_id = load_or_create_cluster_id(&config.engine.data_dir)?;
+        let state = Arc::new(BrokerState {
+            listen_port: AtomicU16::new(config.listen.port()),
+            config: config.clone(),
+            cluster_id,
+            connections: AtomicUsize::new(0),
+        });
+        let (stop, stop_seen) = flume::bounded::<()>(1);
+        let (stopped_tx, stopped) = flume::unbounded::<()>();
+        let bind_error: Arc<Mutex<Option<String>>> = Arc::default();
+
+        let service_state = state.clone();
+        let service_bind_error = bind_error.clone();
+        let service: ShardService = Arc::new(move |shard, engine| {
+            // Runs on the shard's thread, shard after shard: shard 0 binds first and
+            // fixes the port that the others then share.
+            let state = service_state.clone();
+            let port = state.listen_port.load(Ordering::Acquire);
+            let address = SocketAddr::new(state.config.listen.ip(), port);
+            let listener = match glommio::net::TcpListener::bind(address) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    let message = format!("listening on {address}: {error}");
+                    service_bind_error.lock().expect("bind error slot").get_or_insert(message);
+                    return Box::pin(async {});
+                }
+            };
+            if let Ok(local) = listener.local_addr() {
+                state.listen_port.store(local.port(), Ordering::Release);
+                tracing::info!("shard {shard}: listening on {local} (Kafka protocol)");
+            }
+            let context = Rc::new(ShardContext { broker: state, engine, shard });
+            let stop_seen = stop_seen.clone();
+            let stopped = stopped_tx.clone();
+            Box::pin(async move {
+                connection::accept_loop(listener, context, stop_seen).await;
+                if stopped.send(()).is_err() {
+                    tracing::debug!("shard {shard}: nobody waits for the listener to stop");
+                }
+            })
+        });
+        let engine = Engine::start_with_service(config.engine.clone(), Some(service))?;
+        if let Some(message) = bind_error.lock().expect("bind error slot").take() {
+            drop(stop);
+            if let Err(error) = engine.shutdown() {
+                tracing::error!("closing the engine after a failed start: {error}");
+            }
+            return Err(EngineError::Startup(message));
+        }
+        Ok(Broker { engine: Some(engine), state, stop: Some(stop), stopped })
+    }
+
+    /// The address the broker listens on (with the port resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.state.config.listen.ip(), self.state.listen_port.load(Ordering::Acquire))
+    }
+
+    pub fn handle(&self) -> Option<EngineHandle> {
+        self.engine.as_ref().map(Engine::handle)
+    }
+
+    /// Stops accepting, waits for in-flight requests to be answered, then closes the
+    /// engine (every partition synced and marked clean).
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop.take();
+        let shards = self.engine.as_ref().map_or(0, |e| e.handle().shard_count());
+        for _ in 0..shards {
+            if self.stopped.recv().is_err() {
+                break;
+            }
+        }
+        match self.engine.take() {
+            Some(engine) => engine.shutdown(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn load_or_create_cluster_id(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(CLUSTER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(EngineError::io("read", &path, error)),
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let id = uuid::Uuid::from_u64_pair(nanos, std::process::id() as u64 ^ 0x636f_7265_6c6f_6700).simple().to_string();
+    replace_file_durably(&path, id.as_bytes())?;
+    Ok(id)
+}

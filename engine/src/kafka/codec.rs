@@ -1,0 +1,178 @@
+//! Framing and the request/response envelope.
+//!
+//! A Kafka frame is a big-endian `i32` size followed by that many bytes. A request
+//! starts with its header (api key, api version, correlation id, client id, and
+//! tagged fields from header v2); a response starts with the correlation id (and
+//! tagged fields from header v1). The header version of each depends on the API key
+//! and version, which `kafka-protocol` knows.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_lite::{AsyncRead, AsyncReadExt};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use super::handlers::{self, Versions};
+
+/// Size of the frame length prefix.
+pub const FRAME_SIZE_BYTES: usize = 4;
+
+/// Why a connection must be closed while reading a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {size_bytes} bytes exceeds the maximum request size of {size_bytes_max} bytes")]
+    TooLarge { size_bytes: i64, size_bytes_max: usize },
+    #[error("frame size {0} is negative")]
+    NegativeSize(i32),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("reading from the connection: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one frame body. `Ok(None)`: the peer closed the connection between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, size_bytes_max: usize) -> Result<Option<Bytes>, FrameError> {
+    let mut size = [0u8; FRAME_SIZE_BYTES];
+    let mut filled = 0;
+    while filled < FRAME_SIZE_BYTES {
+        let read = reader.read(&mut size[filled..]).await?;
+        if read == 0 {
+            return if filled == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+        }
+        filled += read;
+    }
+    let size = i32::from_be_bytes(size);
+    if size < 0 {
+        return Err(FrameError::NegativeSize(size));
+    }
+    if size as usize > size_bytes_max {
+        return Err(FrameError::TooLarge { size_bytes: size as i64, size_bytes_max });
+    }
+    let mut body = vec![0u8; size as usize];
+    reader.read_exact(&mut body).await.map_err(|error| match error.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(error),
+    })?;
+    Ok(Some(Bytes::from(body)))
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub struct Request {
+    pub api_key: ApiKey,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+/// A request that cannot be served. Every variant but `ApiVersions` closes the
+/// connection, as Kafka does; the variants carry what the log line needs.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame of {0} bytes is too short for a request header")]
+    TooShort(usize),
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api_key:?} v{version} is not supported (this broker serves v{}..=v{})", versions.min, versions.max)]
+    UnsupportedVersion { api_key: ApiKey, version: i16, versions: Versions, correlation_id: i32 },
+    #[error("malformed {api_key:?} v{version} request: {reason}")]
+    Malformed { api_key: ApiKey, version: i16, reason: String },
+}
+
+/// Decodes a frame body into a request the broker serves.
+pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
+    if frame.len() < 8 {
+        return Err(DecodeError::TooShort(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnknownApiKey(raw_key))?;
+    let versions = handlers::versions(api_key).ok_or(DecodeError::UnknownApiKey(raw_key))?;
+    if !versions.contains(version) {
+        return Err(DecodeError::UnsupportedVersion { api_key, version, versions, correlation_id });
+    }
+    let malformed = |reason: String| DecodeError::Malformed { api_key, version, reason };
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| malformed(format!("header: {e}")))?;
+    let body = RequestKind::decode(api_key, &mut frame, version).map_err(|e| malformed(e.to_string()))?;
+    if frame.has_remaining() {
+        return Err(malformed(format!("{} bytes left after the body", frame.remaining())));
+    }
+    Ok(Request { api_key, header, body })
+}
+
+/// Encodes a response frame: size prefix, response header, body.
+pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> Result<Bytes, String> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    let mut frame = BytesMut::with_capacity(64);
+    frame.put_i32(0);
+    header.encode(&mut frame, header_version).map_err(|e| format!("encoding {api_key:?} response header: {e}"))?;
+    body.encode(&mut frame, version).map_err(|e| format!("encoding {api_key:?} v{version} response: {e}"))?;
+    let size = (frame.len() - FRAME_SIZE_BYTES) as i32;
+    frame[..FRAME_SIZE_BYTES].copy_from_slice(&size.to_be_bytes());
+    Ok(frame.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn frame_of(api_key: ApiKey, version: i16, body: &RequestKind) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        let mut frame = BytesMut::new();
+        header.encode(&mut frame, api_key.request_header_version(version)).expect("header");
+        body.encode(&mut frame, version).expect("body");
+        frame.freeze()
+    }
+
+    #[test]
+    fn decodes_what_a_client_encodes() {
+        let body = RequestKind::Metadata(MetadataRequest::default().with_topics(None));
+        let request = decode_request(frame_of(ApiKey::Metadata, 9, &body)).expect("decodes");
+        assert_eq!(request.api_key, ApiKey::Metadata);
+        assert_eq!(request.header.correlation_id, 7);
+        assert_eq!(request.header.client_id.as_deref(), Some("test"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_short_frames_trailing_bytes_and_unsupported_versions() {
+        assert!(matches!(decode_request(Bytes::from_static(&[0, 1, 2])), Err(DecodeError::TooShort(3))));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1])),
+            Err(DecodeError::UnknownApiKey(0x7f7f))
+        ));
+        let body = RequestKind::ApiVersions(ApiVersionsRequest::default());
+        let mut future_version = BytesMut::from(&frame_of(ApiKey::ApiVersions, 3, &body)[..]);
+        future_version[2..4].copy_from_slice(&99i16.to_be_bytes());
+        assert!(matches!(
+            decode_request(future_version.freeze()),
+            Err(DecodeError::UnsupportedVersion { correlation_id: 7, .. })
+        ));
+        let mut trailing = BytesMut::from(&frame_of(ApiKey::ApiVersions, 2, &body)[..]);
+        trailing.put_u8(0);
+        assert!(matches!(decode_request(trailing.freeze()), Err(DecodeError::Malformed { .. })));
+        let truncated = frame_of(ApiKey::Metadata, 9, &RequestKind::Metadata(MetadataRequest::default()));
+        assert!(matches!(decode_request(truncated.slice(..truncated.len() - 1)), Err(DecodeError::Malformed { .. })));
+    }
+
+    #[test]
+    fn frames_over_the_limit_and_cut_frames_are_errors() {
+        let mut oversized: &[u8] = &[0, 0, 1, 0, 1, 2];
+        let result = futures_lite::future::block_on(read_frame(&mut oversized, 255));
+        assert!(matches!(result, Err(FrameError::TooLarge { size_bytes: 256, .. })));
+        let mut cut: &[u8] = &[0, 0, 0, 4, 1, 2];
+        assert!(matches!(futures_lite::future::block_on(read_frame(&mut cut, 255)), Err(FrameError::Truncated)));
+        let mut negative: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(futures_lite::future::block_on(read_frame(&mut negative, 255)), Err(FrameError::NegativeSize(-1))));
+        let mut empty: &[u8] = &[];
+        assert!(matches!(futures_lite::future::block_on(read_frame(&mut empty, 255)), Ok(None)));
+        let mut whole: &[u8] = &[0, 0, 0, 2, 9, 8, 0];
+        assert_eq!(futures_lite::future::block_on(read_frame(&mut whole, 255)).expect("ok"), Some(Bytes::from_static(&[9, 8])));
+    }
+}

@@ -1,0 +1,71 @@
+//! CreateTopics (key 19), v2–v7: creates topics with a partition count and topic
+//! configs, or with `validate_only` checks the same things and creates nothing.
+
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{RequestContext, Versions};
+use crate::config::TopicConfig;
+use crate::error::EngineError;
+use crate::kafka::errors::error_code;
+use crate::types::TopicName;
+
+pub const VERSIONS: Versions = Versions::new(2, 7);
+
+pub async fn handle(context: &RequestContext<'_>, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
+        let outcome = create(context, &topic, request.validate_only).await;
+        match outcome {
+            Ok((partitions, topic_id)) => {
+                result = result.with_num_partitions(partitions).with_replication_factor(1).with_topic_id(topic_id);
+            }
+            Err((code, message)) => {
+                result = result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)));
+            }
+        }
+        results.push(result);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn create(
+    context: &RequestContext<'_>,
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    validate_only: bool,
+) -> Result<(i32, uuid::Uuid), (i16, String)> {
+    let failed = |error: EngineError| (error_code(&error), error.to_string());
+    let name = TopicName::new(topic.name.0.as_str()).map_err(failed)?;
+    let broker = &context.shard.broker;
+    if topic.replication_factor != -1 && topic.replication_factor != 1 {
+        return Err((
+            ResponseError::InvalidReplicationFactor.code(),
+            format!("replication factor {} is not possible: this cluster has one broker", topic.replication_factor),
+        ));
+    }
+    if !topic.assignments.is_empty() {
+        return Err((ResponseError::InvalidReplicaAssignment.code(), "manual replica assignment is not supported".to_string()));
+    }
+    let partitions = if topic.num_partitions == -1 { broker.config.default_partitions } else { topic.num_partitions };
+    let mut config: TopicConfig = broker.config.topic_defaults.clone();
+    for entry in &topic.configs {
+        let Some(value) = &entry.value else { continue };
+        config.set(entry.name.as_str(), value.as_str()).map_err(failed)?;
+    }
+    let engine = &context.shard.engine;
+    if validate_only {
+        if !(1..=crate::config::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(failed(EngineError::InvalidPartitionCount(partitions)));
+        }
+        if engine.topic(&name).is_some() {
+            return Err(failed(EngineError::TopicAlreadyExists(name.to_string())));
+        }
+    } else {
+        engine.create_topic(name.clone(), partitions, config).await.map_err(failed)?;
+        tracing::info!("created topic {name} with {partitions} partitions");
+    }
+    Ok((partitions, crate::broker::topic_id(&name)))
+}

@@ -1,0 +1,54 @@
+//! `corelog`: the one binary. `corelog broker` runs a Kafka-compatible broker.
+//!
+//! Exit codes: 0 success; 1 the command failed (the message says why); 2 bad
+//! command line or configuration (clap's usage errors use 2 as well).
+
+mod broker;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "corelog", version, about = "A Kafka-compatible thread-per-core log engine and its test harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a Kafka-compatible broker on this machine.
+    Broker(broker::BrokerArgs),
+}
+
+/// A failure the user caused (bad flags or configuration): exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CORELOG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(error) = try_main() {
+        eprintln!("corelog: error: {error:#}");
+        let code = if error.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
+        std::process::exit(code);
+    }
+}
+
+fn try_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Broker(args) => broker::run(args),
+    }
+}
