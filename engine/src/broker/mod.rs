@@ -12,6 +12,7 @@
 //! there are no locks on the request path.
 
 pub mod connection;
+pub mod producer_ids;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -70,6 +71,7 @@ impl BrokerConfig {
 pub struct BrokerState {
     pub config: BrokerConfig,
     pub cluster_id: String,
+    pub producer_ids: producer_ids::ProducerIdAllocator,
     /// The port all shards listen on (resolved when the configured one is 0).
     listen_port: AtomicU16,
     connections: AtomicUsize,
@@ -136,6 +138,7 @@ impl Broker {
             listen_port: AtomicU16::new(config.listen.port()),
             config: config.clone(),
             cluster_id,
+            producer_ids: producer_ids::ProducerIdAllocator::open(&config.engine.data_dir)?,
             connections: AtomicUsize::new(0),
         });
         let (stop, stop_seen) = flume::bounded::<()>(1);

@@ -12,6 +12,7 @@ pub mod api_versions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -77,6 +78,7 @@ served! {
     ApiVersions => api_versions,
     CreateTopics => create_topics,
     DeleteTopics => delete_topics,
+    InitProducerId => init_producer_id,
 }
 
 /// Runs `futures` concurrently on this shard and returns their outputs in order.

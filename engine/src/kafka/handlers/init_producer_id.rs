@@ -1,0 +1,31 @@
+//! InitProducerId (key 22), v0–v4: a producer id and epoch for an idempotent
+//! producer.
+//!
+//! Without a transactional id, Kafka hands out a fresh producer id every time, even
+//! when the request names the producer's current id and epoch (KIP-360 epoch bumps
+//! of idempotent producers): the partitions' sequence state for the old id simply
+//! stops being used. Transactions are not served yet, so a request with a
+//! transactional id is refused; clients never get that far, because ApiVersions
+//! does not advertise the transaction APIs and they fail at once.
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::ResponseError;
+
+use super::{RequestContext, Versions};
+use crate::kafka::errors::error_code;
+
+pub const VERSIONS: Versions = Versions::new(0, 4);
+
+pub async fn handle(context: &RequestContext<'_>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    if request.transactional_id.is_some() {
+        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    match context.shard.broker.producer_ids.next() {
+        Ok(id) => response.with_producer_id(ProducerId(id.0)).with_producer_epoch(0),
+        Err(error) => {
+            tracing::error!("allocating a producer id: {error}");
+            response.with_error_code(error_code(&error))
+        }
+    }
+}
