@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::batch::BatchError;
-use crate::types::{Offset, TopicPartition};
+use crate::types::{Offset, ProducerEpoch, ProducerId, Sequence, TopicPartition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -34,6 +34,48 @@ pub enum EngineError {
 
     #[error("offset {requested} is out of range: the log holds [{log_start_offset}, {log_end_offset})")]
     OffsetOutOfRange { requested: Offset, log_start_offset: Offset, log_end_offset: Offset },
+
+    /// An idempotent batch from an older epoch than the producer's current one: a
+    /// newer instance of the producer has fenced this one. Kafka's
+    /// `INVALID_PRODUCER_EPOCH`. Nothing of the record set was written.
+    #[error(
+        "partition {partition}: producer {producer_id} sent epoch {epoch}, older than its current epoch \
+         {current_epoch}; a newer instance of the producer has fenced this one (INVALID_PRODUCER_EPOCH), \
+         nothing was written"
+    )]
+    InvalidProducerEpoch {
+        partition: TopicPartition,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        current_epoch: ProducerEpoch,
+    },
+
+    /// An idempotent batch whose base sequence is neither the next one after the
+    /// producer's last appended batch nor (for a new epoch) 0, and is not a retry of
+    /// one of its last five batches. Kafka's `OUT_OF_ORDER_SEQUENCE_NUMBER`. Nothing
+    /// of the record set was written.
+    #[error(
+        "partition {partition}: producer {producer_id} (epoch {epoch}) sent base sequence {base_sequence}, \
+         but the next expected sequence is {expected_sequence} (current epoch {current_epoch}, last appended \
+         sequence {last_sequence}) (OUT_OF_ORDER_SEQUENCE_NUMBER); nothing was written"
+    )]
+    OutOfOrderSequence {
+        partition: TopicPartition,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        base_sequence: Sequence,
+        expected_sequence: Sequence,
+        current_epoch: ProducerEpoch,
+        last_sequence: Sequence,
+    },
+
+    /// A batch with a producer id but a negative base sequence. Kafka rejects it as
+    /// `INVALID_RECORD`. Nothing of the record set was written.
+    #[error(
+        "partition {partition}: producer {producer_id} sent base sequence {base_sequence}; a batch with a \
+         producer id needs a sequence >= 0 (INVALID_RECORD), nothing was written"
+    )]
+    InvalidSequence { partition: TopicPartition, producer_id: ProducerId, base_sequence: Sequence },
 
     #[error("unknown topic or partition {0}")]
     UnknownTopicOrPartition(String),

@@ -33,6 +33,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod kafka;
 pub mod log;
+pub mod producer_state;
 pub mod segment;
 pub mod shard;
 pub mod storage;
@@ -42,4 +43,6 @@ pub use config::{Durability, TopicConfig};
 pub use error::{EngineError, Result};
 pub use log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
 pub use shard::{Engine, EngineConfig, EngineHandle};
-pub use types::{LeaderEpoch, Offset, PartitionId, ProducerId, ShardId, TimestampMs, TopicName, TopicPartition};
+pub use types::{
+    LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, Sequence, ShardId, TimestampMs, TopicName, TopicPartition,
+};

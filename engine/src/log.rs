@@ -6,6 +6,8 @@
 //! 00000000000000000000.log        segments, see crate::segment
 //! 00000000000000000000.index
 //! 00000000000000000000.timeindex
+//! 00000000000000000000.snapshot   idempotent-producer state as of that offset, see
+//!                                 crate::producer_state (at each roll and clean close)
 //! log-start-offset                decimal text, written atomically (delete-records, retention)
 //! clean-shutdown                  present only between a clean close and the next open
 //! ```
@@ -15,7 +17,10 @@
 //! synced before the next one was created. The marker is removed, and its removal
 //! synced, before the log accepts an append. If `log-start-offset` is past the
 //! recovered end (records deleted, then lost in a crash), the log restarts empty at
-//! the log start offset, so an offset is never handed out twice.
+//! the log start offset, so an offset is never handed out twice. The idempotent
+//! producers' state is then rebuilt from the newest usable snapshot at or below the
+//! recovered end and the batch headers after it (its own crash story is in
+//! [`crate::producer_state`]); a log that restarts empty forgets every producer.
 //!
 //! A failed sync poisons the log: every later append or sync fails with
 //! [`EngineError::Poisoned`]; reads keep working. Only a restart, which recovers
@@ -28,6 +33,7 @@ use std::sync::Arc;
 use crate::batch::{self, BatchHeader};
 use crate::config::{Clock, TopicConfig};
 use crate::error::{EngineError, Result};
+use crate::producer_state::{Admission, ProducerStateManager, SnapshotFiles};
 use crate::segment::{parse_segment_file_name, LogSegment, RecoveryReport, SegmentRead};
 use crate::storage::Storage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
@@ -43,6 +49,11 @@ pub struct AppendInfo {
     pub batch_count: usize,
     /// The broker's clock at append (Kafka's `log_append_time_ms`).
     pub log_append_time: TimestampMs,
+    /// The record set was a retry of an idempotent batch already in the log: nothing
+    /// was written, and the offsets (and time) are the original batch's, with
+    /// `batch_count` 1. The broker answers it like a fresh append (Kafka answers
+    /// NONE with the original offsets). See [`crate::producer_state`].
+    pub duplicate: bool,
 }
 
 /// Result of a read: whole batches, and the log's offsets at the time.
@@ -89,6 +100,10 @@ pub struct PartitionLog<S: Storage> {
     high_watermark: Offset,
     durable_offset: Offset,
     poisoned: Option<String>,
+    /// Idempotent producers' epochs and last batches, as of the log end.
+    producer_state: ProducerStateManager,
+    /// The producer-state snapshot files in `dir`.
+    snapshots: SnapshotFiles,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -124,6 +139,8 @@ impl<S: Storage> PartitionLog<S> {
         check_contiguous(&segments, &partition)?;
 
         let mut log = PartitionLog {
+            producer_state: ProducerStateManager::new(partition.clone()),
+            snapshots: SnapshotFiles::from_names(dir, &names),
             partition,
             storage,
             dir: dir.to_path_buf(),
@@ -144,6 +161,7 @@ impl<S: Storage> PartitionLog<S> {
         if log.segments.is_empty() || log.log_start_offset > log.log_end_offset() {
             log.restart_at(log.log_start_offset).await?;
         }
+        log.load_producer_state().await?;
         log.high_watermark = log.log_end_offset();
         log.durable_offset = log.log_end_offset();
         if clean {
@@ -153,8 +171,11 @@ impl<S: Storage> PartitionLog<S> {
         Ok((log, report))
     }
 
-    /// Drops every segment and starts an empty one at `offset`.
+    /// Drops every segment and starts an empty one at `offset`. The producer state
+    /// and its snapshots go with the batches (Kafka's `truncateFullyAndStartAt`).
     async fn restart_at(&mut self, offset: Offset) -> Result<()> {
+        self.producer_state.clear();
+        self.snapshots.remove_where(&self.storage, |_| true).await?;
         for (_, segment) in std::mem::take(&mut self.segments) {
             segment.delete(&self.storage).await?;
         }
@@ -162,6 +183,36 @@ impl<S: Storage> PartitionLog<S> {
             LogSegment::create(&self.storage, &self.dir, offset, self.config.index_interval_bytes, self.clock.now_ms())
                 .await?;
         self.segments.insert(offset, segment);
+        Ok(())
+    }
+
+    /// Rebuilds the producer state: the newest usable snapshot at or below the log
+    /// end, then the batch headers from its offset (or from the first segment) to the
+    /// end. Deletes, durably, the snapshots that cannot serve: above the end, below
+    /// the first segment, damaged, or strays that are neither a segment's base nor
+    /// the one loaded (an older clean close's). See [`crate::producer_state`].
+    async fn load_producer_state(&mut self) -> Result<()> {
+        let end = self.log_end_offset();
+        let first_base = self.segments.keys().next().copied().expect("a log always has a segment");
+        let count_before = self.snapshots.offsets().count();
+        self.snapshots.remove_where(&self.storage, |offset| offset > end || offset < first_base).await?;
+        let loaded = self.snapshots.load_newest(&self.storage, &self.partition, end).await?;
+        let (loaded_offset, mut state) = match loaded {
+            Some((offset, state)) => (Some(offset), state),
+            None => (None, ProducerStateManager::new(self.partition.clone())),
+        };
+        let scan_from = loaded_offset.unwrap_or(first_base);
+        for segment in self.segments.values().filter(|s| s.next_offset() > scan_from) {
+            segment.scan_headers(scan_from.max(segment.base_offset()), |header| state.replay(header)).await?;
+        }
+        let segments = &self.segments;
+        self.snapshots
+            .remove_where(&self.storage, |offset| !segments.contains_key(&offset) && Some(offset) != loaded_offset)
+            .await?;
+        if self.snapshots.offsets().count() != count_before {
+            self.storage.sync_dir(&self.dir).await?;
+        }
+        self.producer_state = state;
         Ok(())
     }
 
@@ -223,6 +274,14 @@ impl<S: Storage> PartitionLog<S> {
     /// Validates and appends a record set (one or more batches back to back),
     /// stamping base offsets and the leader epoch. A malformed batch rejects the whole
     /// set and nothing is written. Not durable until [`PartitionLog::sync`].
+    ///
+    /// Idempotent batches (producer id >= 0) are checked against the producer state
+    /// ([`crate::producer_state`]): a retry of one of a producer's last five batches
+    /// writes nothing and returns the original's offsets with
+    /// [`AppendInfo::duplicate`] set (not necessarily durable yet: the caller waits
+    /// for the sync covering `last_offset` as for a fresh append); a fenced epoch or
+    /// a sequence out of order fails with [`EngineError::InvalidProducerEpoch`] or
+    /// [`EngineError::OutOfOrderSequence`] and writes nothing.
     pub async fn append(&mut self, mut bytes: Vec<u8>, leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
         self.check_writable()?;
         let mut batches = batch::split_batches(&bytes)?;
@@ -245,11 +304,25 @@ impl<S: Storage> PartitionLog<S> {
         }
         let last_offset = Offset(next.0 - 1);
         let now = self.clock.now_ms();
+        let update = match self.producer_state.check(batches.iter().map(|(_, header)| header), now)? {
+            Admission::Append(update) => update,
+            Admission::Duplicate(original) => {
+                return Ok(AppendInfo {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                    batch_count: 1,
+                    log_append_time: original.log_append_time,
+                    duplicate: true,
+                });
+            }
+        };
         if self.should_roll(bytes.len() as u64, last_offset, now) {
             self.roll().await?;
         }
         self.active_mut().append(&bytes, &batches).await?;
-        Ok(AppendInfo { base_offset, last_offset, batch_count: batches.len(), log_append_time: now })
+        // Only now: a failed write (a full disk) leaves the producer state as it was.
+        self.producer_state.apply(update);
+        Ok(AppendInfo { base_offset, last_offset, batch_count: batches.len(), log_append_time: now, duplicate: false })
     }
 
     fn should_roll(&self, incoming_bytes: u64, last_offset: Offset, now: TimestampMs) -> bool {
@@ -260,7 +333,10 @@ impl<S: Storage> PartitionLog<S> {
                 || !active.can_hold_offsets(last_offset))
     }
 
-    /// Seals the active segment (syncing it) and starts a new one at the log end.
+    /// Seals the active segment (syncing it) and starts a new one at the log end,
+    /// then writes the producer-state snapshot at that offset, so that recovery only
+    /// scans the new segment's headers. If the snapshot cannot be written the error is
+    /// returned but the roll stands (the log is consistent; the next open scans more).
     pub async fn roll(&mut self) -> Result<()> {
         self.check_writable()?;
         let next = self.log_end_offset();
@@ -272,7 +348,8 @@ impl<S: Storage> PartitionLog<S> {
             LogSegment::create(&self.storage, &self.dir, next, self.config.index_interval_bytes, self.clock.now_ms())
                 .await?;
         self.segments.insert(next, segment);
-        Ok(())
+        // Everything below `next` is durable (sealed above): the snapshot's premise.
+        self.snapshots.write(&self.storage, &self.producer_state, next).await
     }
 
     fn poison(&mut self, error: EngineError) -> EngineError {
@@ -400,7 +477,9 @@ impl<S: Storage> PartitionLog<S> {
         let end = self.log_end_offset();
         self.high_watermark = self.high_watermark.min(end);
         self.durable_offset = end;
-        Ok(())
+        // Rebuilt from what is left; the snapshots above the new end are deleted
+        // (durably) before this returns and anything can be appended past them.
+        self.load_producer_state().await
     }
 
     /// Advances the log start offset (DeleteRecords): offsets below become
@@ -446,6 +525,10 @@ impl<S: Storage> PartitionLog<S> {
             deleted += 1;
         }
         if deleted > 0 {
+            // Snapshots below the first segment can never be loaded again; the one at
+            // its base stays and keeps the producers whose batches just went.
+            let first_base = self.segments.keys().next().copied().expect("a log always has a segment");
+            self.snapshots.remove_where(&self.storage, |snapshot| snapshot < first_base).await?;
             self.storage.sync_dir(&self.dir).await?;
         }
         Ok(deleted)
@@ -482,6 +565,11 @@ impl<S: Storage> PartitionLog<S> {
         Ok(deleted)
     }
 
+    /// The idempotent producers' epochs and last batches, as of the log end.
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producer_state
+    }
+
     pub fn stats(&self) -> PartitionStats {
         PartitionStats {
             log_start_offset: self.log_start_offset,
@@ -494,16 +582,23 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// Clean shutdown: syncs and closes every segment, then writes the marker that
-    /// lets the next open skip recovery. A poisoned log skips the marker, so the next
-    /// open recovers from what actually reached the disk.
+    /// Clean shutdown: syncs and closes every segment, writes the producer-state
+    /// snapshot at the log end (so the next open loads it without a scan), then the
+    /// marker that lets the next open skip recovery. A poisoned log skips both, so the
+    /// next open recovers from what actually reached the disk.
     pub async fn close(self) -> Result<()> {
         let poisoned = self.poisoned.is_some();
-        for (_, segment) in self.segments {
+        let end = self.log_end_offset();
+        let PartitionLog { storage, dir, segments, producer_state, mut snapshots, .. } = self;
+        for (_, segment) in segments {
             segment.close().await?;
         }
         if !poisoned {
-            self.storage.write_file_atomic(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"clean\n").await?;
+            // A snapshot already at the end (a roll just before) holds the same state.
+            if !snapshots.contains(end) {
+                snapshots.write(&storage, &producer_state, end).await?;
+            }
+            storage.write_file_atomic(&dir.join(CLEAN_SHUTDOWN_FILE), b"clean\n").await?;
         }
         Ok(())
     }

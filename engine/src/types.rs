@@ -43,10 +43,40 @@ id_type!(
     /// Milliseconds since the Unix epoch, Kafka's timestamp unit.
     TimestampMs(i64)
 );
+id_type!(
+    /// An idempotent producer's epoch, as carried in the batch header. A producer
+    /// that restarts gets a higher epoch, which fences the older instance.
+    ProducerEpoch(i16)
+);
+id_type!(
+    /// An idempotent producer's sequence number for one partition: the first record
+    /// of a batch has the batch's `base_sequence`, each next record the next number.
+    /// Sequences wrap from `i32::MAX` to 0, so their order is not the integers'.
+    Sequence(i32)
+);
 
 impl Offset {
     pub fn next(self) -> Offset {
         Offset(self.0 + 1)
+    }
+}
+
+impl Sequence {
+    /// The sequence after this one; `i32::MAX` is followed by 0, as in Kafka.
+    pub fn next(self) -> Sequence {
+        self.plus(1)
+    }
+
+    /// The sequence `delta` (>= 0) after this one, wrapping like [`Sequence::next`]:
+    /// a batch's last sequence is `base_sequence.plus(last_offset_delta)`
+    /// (Kafka's `DefaultRecordBatch.incrementSequence`).
+    pub fn plus(self, delta: i32) -> Sequence {
+        assert!(delta >= 0, "sequence increments are never negative");
+        if self.0 > i32::MAX - delta {
+            Sequence(delta - (i32::MAX - self.0) - 1)
+        } else {
+            Sequence(self.0 + delta)
+        }
     }
 }
 
@@ -124,6 +154,16 @@ mod tests {
         for bad in ["", ".", "..", "../etc", "a/b", "a\0b", "ümlaut", "sp ace", &"x".repeat(250)] {
             assert!(TopicName::new(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn sequences_wrap_from_i32_max_to_zero() {
+        assert_eq!(Sequence(5).next(), Sequence(6));
+        assert_eq!(Sequence(i32::MAX).next(), Sequence(0));
+        assert_eq!(Sequence(i32::MAX - 2).plus(2), Sequence(i32::MAX));
+        assert_eq!(Sequence(i32::MAX - 2).plus(3), Sequence(0));
+        assert_eq!(Sequence(i32::MAX - 2).plus(7), Sequence(4));
+        assert_eq!(Sequence(0).plus(0), Sequence(0));
     }
 
     proptest::proptest! {

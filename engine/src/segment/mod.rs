@@ -295,6 +295,39 @@ impl<S: Storage> LogSegment<S> {
         Ok(None)
     }
 
+    /// Calls `visit` with the header of every batch from the one holding `from` to
+    /// the end of the segment, reading the `.log` in large chunks (the rebuild of
+    /// idempotent-producer state needs headers only, possibly of a whole segment).
+    pub async fn scan_headers(&self, from: Offset, mut visit: impl FnMut(&BatchHeader)) -> Result<()> {
+        let Some((mut position, _)) = self.find_batch(from).await? else { return Ok(()) };
+        let end = self.log.len();
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut chunk_start = position;
+        let mut chunk_fresh = false;
+        while position < end {
+            let in_chunk = (position - chunk_start) as usize;
+            if let Some(Ok(header)) = chunk.get(in_chunk..).map(BatchHeader::parse) {
+                visit(&header);
+                position += header.size_bytes() as u64;
+                chunk_fresh = false;
+                continue;
+            }
+            if chunk_fresh {
+                // A read from `position` itself holds no header: the file ends in a
+                // partial batch, which open() never leaves behind; the disk changed.
+                let source = std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("no whole batch header at byte {position} of {end}"),
+                );
+                return Err(crate::error::EngineError::io("scan batch headers", &self.log_path, source));
+            }
+            chunk = self.log.read_at(position, RECOVERY_READ_BYTES).await?;
+            chunk_start = position;
+            chunk_fresh = true;
+        }
+        Ok(())
+    }
+
     /// Whole batches starting with the one holding `offset`, up to `max_bytes` (the
     /// first batch is returned whole even if larger, so a consumer always makes
     /// progress), and not including batches at or past `offset_limit`.

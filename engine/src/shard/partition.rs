@@ -7,6 +7,13 @@
 //! flight queue up and share the next one. The high watermark only advances over
 //! synced offsets under `always`, so no consumer sees an unacknowledged record.
 //! Under `interval`, the actor syncs once the oldest unsynced append is that old.
+//!
+//! A duplicate (a retried idempotent batch, [`AppendInfo::duplicate`]) is answered
+//! with its original's offsets under the same rule: under `always`, only once those
+//! offsets are durable. Its original was either synced in an earlier round (then the
+//! duplicate is answered at once) or appended in this round, and then the duplicate
+//! waits for this round's sync and shares its outcome, so a retry never learns of an
+//! offset that a crash could still take away.
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +88,7 @@ pub async fn run<S: Storage>(mut log: PartitionLog<S>, queue: flume::Receiver<Pa
         for op in round.drain(..) {
             match op {
                 PartitionOp::Append { bytes, leader_epoch, reply } => match log.append(bytes, leader_epoch).await {
+                    Ok(info) if info.duplicate && info.last_offset < log.durable_offset() => answer(reply, Ok(info)),
                     Ok(info) if log.config().durability == Durability::Always => waiting_for_sync.push((info, reply)),
                     Ok(info) => {
                         log.set_high_watermark(log.log_end_offset());
@@ -172,5 +180,129 @@ async fn commit<S: Storage>(log: &mut PartitionLog<S>, waiting: &mut Vec<(Append
                 answer(reply, Err(error));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use futures_lite::future::block_on;
+
+    use super::*;
+    use crate::batch::{self, BatchProducer, RecordSpec};
+    use crate::config::ManualClock;
+    use crate::storage::SimStorage;
+    use crate::types::{PartitionId, ProducerId, TopicName, TopicPartition};
+
+    /// One record from producer 42, epoch 0, at `sequence`.
+    fn idempotent_batch(sequence: i32) -> Vec<u8> {
+        let producer = BatchProducer { producer_id: ProducerId(42), producer_epoch: 0, base_sequence: sequence };
+        batch::build_batch(
+            TimestampMs(1_700_000_000_000),
+            producer,
+            &[RecordSpec { key: None, value: Some(b"once"), timestamp_delta_ms: 0 }],
+        )
+    }
+
+    async fn open_always(storage: &SimStorage) -> PartitionLog<SimStorage> {
+        let config = TopicConfig { durability: Durability::Always, ..TopicConfig::default() };
+        let partition = TopicPartition::new(TopicName::new("actor").expect("valid"), PartitionId(0));
+        let clock = ManualClock::new(TimestampMs(1_700_000_000_000));
+        let (log, _) = PartitionLog::open(storage.clone(), Path::new("/data/actor/0"), partition, config, clock)
+            .await
+            .expect("open");
+        log
+    }
+
+    fn append(bytes: Vec<u8>) -> (PartitionOp, flume::Receiver<Result<AppendInfo>>) {
+        let (reply, answer) = flume::bounded(1);
+        (PartitionOp::Append { bytes, leader_epoch: LeaderEpoch(0), reply }, answer)
+    }
+
+    fn close() -> (PartitionOp, flume::Receiver<Result<()>>) {
+        let (reply, answer) = flume::bounded(1);
+        (PartitionOp::Close { delete: false, reply }, answer)
+    }
+
+    fn reply<T>(answer: &flume::Receiver<Result<T>>) -> Result<T> {
+        answer.try_recv().expect("the actor answered")
+    }
+
+    #[test]
+    fn a_duplicate_in_the_same_round_is_answered_with_its_original_after_the_sync() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_always(&storage).await;
+            let (sender, queue) = flume::bounded(16);
+            let (original, original_answer) = append(idempotent_batch(0));
+            let (retry, retry_answer) = append(idempotent_batch(0));
+            let (close, close_answer) = close();
+            for op in [original, retry, close] {
+                sender.send_async(op).await.expect("queued");
+            }
+            let syncs_before = storage.sync_count();
+            run(log, queue).await;
+            let original = reply(&original_answer).expect("appended");
+            let retry = reply(&retry_answer).expect("answered");
+            assert!(!original.duplicate && retry.duplicate, "{original:?} {retry:?}");
+            assert_eq!((retry.base_offset, retry.last_offset), (original.base_offset, original.last_offset));
+            assert!(storage.sync_count() > syncs_before);
+            reply(&close_answer).expect("closed");
+        });
+    }
+
+    #[test]
+    fn a_duplicate_of_an_unsynced_batch_shares_the_fate_of_its_sync() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_always(&storage).await;
+            storage.fail_next_syncs(1);
+            let (sender, queue) = flume::bounded(16);
+            let (original, original_answer) = append(idempotent_batch(0));
+            let (retry, retry_answer) = append(idempotent_batch(0));
+            let (close, _) = close();
+            for op in [original, retry, close] {
+                sender.send_async(op).await.expect("queued");
+            }
+            run(log, queue).await;
+            // Answering the retry before the sync would have told the producer its
+            // batch was at offset 0, which the failed sync never made durable.
+            assert!(matches!(reply(&original_answer), Err(EngineError::Poisoned { .. })));
+            match reply(&retry_answer) {
+                Err(EngineError::Poisoned { .. }) => {}
+                other => panic!("the retry of an unsynced batch must wait for its sync, got {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn a_duplicate_of_a_durable_batch_is_answered_at_once() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_always(&storage).await;
+            let (sender, queue) = flume::bounded(16);
+            let driver = async {
+                let (original, original_answer) = append(idempotent_batch(0));
+                sender.send_async(original).await.expect("queued");
+                let original = original_answer.recv_async().await.expect("answered").expect("appended");
+                // The next round's sync fails; the retry of the durable batch does not
+                // depend on it.
+                storage.fail_next_syncs(1);
+                let (next, next_answer) = append(idempotent_batch(1));
+                let (retry, retry_answer) = append(idempotent_batch(0));
+                sender.send_async(next).await.expect("queued");
+                sender.send_async(retry).await.expect("queued");
+                let next = next_answer.recv_async().await.expect("answered");
+                let retry = retry_answer.recv_async().await.expect("answered").expect("a duplicate");
+                assert!(matches!(next, Err(EngineError::Poisoned { .. })), "{next:?}");
+                assert!(retry.duplicate);
+                assert_eq!(retry.base_offset, original.base_offset);
+                let (close, close_answer) = close();
+                sender.send_async(close).await.expect("queued");
+                close_answer.recv_async().await.expect("answered").expect("closed");
+            };
+            futures_lite::future::zip(run(log, queue), driver).await;
+        });
     }
 }

@@ -206,6 +206,12 @@ impl Storage for SimStorage {
 
     async fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let mut disk = self.disk.borrow_mut();
+        if let Some(space_bytes_max) = disk.space_bytes_max {
+            // The temporary file needs room while the old one still exists.
+            if disk.used_bytes() + bytes.len() as u64 > space_bytes_max {
+                return Err(EngineError::io("write", path, io::Error::from_raw_os_error(libc::ENOSPC)));
+            }
+        }
         if disk.fail_next_syncs > 0 {
             disk.fail_next_syncs -= 1;
             return Err(EngineError::io("fsync", path, io::Error::from_raw_os_error(libc::EIO)));
