@@ -27,7 +27,8 @@ pub fn response_error(error: &EngineError) -> ResponseError {
         EngineError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         EngineError::ShardUnavailable(_) => ResponseError::NotLeaderOrFollower,
         EngineError::Startup(_) | EngineError::IoUring(_) => ResponseError::UnknownServerError,
-        #[allow(unreachable_patterns)]
-        _ => ResponseError::UnknownServerError,
+        EngineError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        EngineError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        EngineError::InvalidSequence { .. } => ResponseError::InvalidRecord,
     }
 }
