@@ -41,9 +41,6 @@ const TOPIC_PROPERTIES_FILE: &str = "topic.properties";
 /// future runs until it ends by itself or the engine shuts down.
 pub type ShardService = Arc<dyn Fn(ShardId, EngineHandle) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
 
-/// How often [`EngineHandle::wait_for_data`] looks at the high watermark.
-const DATA_POLL_INTERVAL: Duration = Duration::from_millis(1);
-
 /// How the engine is started.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -436,14 +433,12 @@ impl EngineHandle {
     }
 
     /// Returns once the partition's high watermark is past `offset` (data to read),
-    /// or the partition is gone. For long-poll fetches; callers bound the wait.
+    /// or the partition is gone. The partition's actor answers when an append (or,
+    /// under `always`, its sync) moves the high watermark; callers bound the wait
+    /// and dropping the future withdraws it.
     pub async fn wait_for_data(&self, partition: &TopicPartition, offset: Offset) {
-        loop {
-            match self.stats(partition).await {
-                Ok(stats) if stats.high_watermark <= offset => {}
-                _ => return,
-            }
-            glommio::timer::sleep(DATA_POLL_INTERVAL).await;
+        if let Err(error) = self.op(partition, |reply| PartitionOp::WaitForData { offset, reply }).await {
+            tracing::debug!("waiting for data on {partition}: {error}");
         }
     }
 }
@@ -573,6 +568,7 @@ fn reject(op: PartitionOp, error: EngineError) {
         PartitionOp::DeleteRecords { reply, .. } => send(reply, error),
         PartitionOp::SetConfig { reply, .. } => send(reply, error),
         PartitionOp::Stats { reply } => send(reply, error),
+        PartitionOp::WaitForData { reply, .. } => send(reply, error),
         PartitionOp::Close { reply, .. } => send(reply, error),
         PartitionOp::Housekeeping => {}
     }

@@ -26,6 +26,10 @@ use crate::types::{LeaderEpoch, Offset, TimestampMs};
 /// Operations served per round; bounds the latency one round can add.
 pub const OPS_PER_ROUND_MAX: usize = 1024;
 
+/// Long-poll fetches waiting on one partition. Past this, the oldest is answered
+/// early (it re-reads, finds nothing new and waits again): bounded memory, no loss.
+pub const DATA_WAITERS_MAX: usize = 4096;
+
 pub type Reply<T> = flume::Sender<Result<T>>;
 
 pub enum PartitionOp {
@@ -37,6 +41,9 @@ pub enum PartitionOp {
     DeleteRecords { offset: Offset, reply: Reply<Offset> },
     SetConfig { config: TopicConfig, reply: Reply<()> },
     Stats { reply: Reply<PartitionStats> },
+    /// Answered once the high watermark is past `offset` (a long-poll fetch waits on
+    /// it); a waiter whose requester gave up is dropped at the end of a round.
+    WaitForData { offset: Offset, reply: Reply<()> },
     /// Periodic: roll by age, retention.
     Housekeeping,
     /// Clean close (`delete`: remove the data too). The actor ends after replying.
@@ -54,6 +61,7 @@ fn answer<T>(reply: Reply<T>, result: Result<T>) {
 pub async fn run<S: Storage>(mut log: PartitionLog<S>, queue: flume::Receiver<PartitionOp>) {
     let mut round: Vec<PartitionOp> = Vec::with_capacity(64);
     let mut waiting_for_sync: Vec<(AppendInfo, Reply<AppendInfo>)> = Vec::new();
+    let mut waiting_for_data: Vec<(Offset, Reply<()>)> = Vec::new();
     // Under `interval`, when the oldest unsynced append was made.
     let mut unsynced_since: Option<Instant> = None;
     loop {
@@ -108,6 +116,17 @@ pub async fn run<S: Storage>(mut log: PartitionLog<S>, queue: flume::Receiver<Pa
                     answer(reply, Ok(()));
                 }
                 PartitionOp::Stats { reply } => answer(reply, Ok(log.stats())),
+                PartitionOp::WaitForData { offset, reply } => {
+                    if log.high_watermark() > offset {
+                        answer(reply, Ok(()));
+                    } else {
+                        if waiting_for_data.len() >= DATA_WAITERS_MAX {
+                            let (_, oldest) = waiting_for_data.remove(0);
+                            answer(oldest, Ok(()));
+                        }
+                        waiting_for_data.push((offset, reply));
+                    }
+                }
                 PartitionOp::Housekeeping => {
                     if let Err(error) = log.housekeeping().await {
                         tracing::error!("housekeeping of {} failed: {error}", log.partition());
@@ -121,6 +140,20 @@ pub async fn run<S: Storage>(mut log: PartitionLog<S>, queue: flume::Receiver<Pa
         }
         if !waiting_for_sync.is_empty() {
             commit(&mut log, &mut waiting_for_sync).await;
+        }
+        if !waiting_for_data.is_empty() {
+            let high_watermark = log.high_watermark();
+            waiting_for_data.retain(|(offset, reply)| {
+                if reply.is_disconnected() {
+                    return false;
+                }
+                if high_watermark > *offset {
+                    // A dropped receiver here only means the fetch timed out meanwhile.
+                    let _ = reply.send(Ok(()));
+                    return false;
+                }
+                true
+            });
         }
         if log.durable_offset() == log.log_end_offset() {
             unsynced_since = None;
@@ -303,6 +336,32 @@ mod tests {
                 close_answer.recv_async().await.expect("answered").expect("closed");
             };
             futures_lite::future::zip(run(log, queue), driver).await;
+        });
+    }
+
+    #[test]
+    fn a_data_waiter_is_answered_only_once_the_synced_high_watermark_passes_its_offset() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_always(&storage).await;
+            let (sender, queue) = flume::bounded(16);
+            let wait = |offset| {
+                let (reply, answer) = flume::bounded(1);
+                (PartitionOp::WaitForData { offset: Offset(offset), reply }, answer)
+            };
+            let (wait_at_0, at_0) = wait(0);
+            let (wait_at_1, at_1) = wait(1);
+            let (first, first_answer) = append(idempotent_batch(0));
+            let (close, close_answer) = close();
+            for op in [wait_at_0, wait_at_1, first, close] {
+                sender.send_async(op).await.expect("queued");
+            }
+            run(log, queue).await;
+            reply(&first_answer).expect("appended");
+            reply(&close_answer).expect("closed");
+            // One record (offset 0) was appended and synced: data past 0, not past 1.
+            assert!(reply(&at_0).is_ok(), "the waiter at offset 0 sees the new record");
+            assert!(at_1.try_recv().is_err(), "nothing past offset 1 exists, so that waiter was never answered");
         });
     }
 }
