@@ -109,6 +109,7 @@ fn build_config(args: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(connections) = file.max_connections {
         config.connections_max = connections;
     }
+    let mut topic_defaults = Vec::new();
     for (key, value) in file.topic_defaults.iter().flatten() {
         let text = match value {
             serde_yaml::Value::String(s) => s.clone(),
@@ -116,8 +117,13 @@ fn build_config(args: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
             serde_yaml::Value::Bool(b) => b.to_string(),
             other => return Err(UsageError(format!("topic_defaults.{key}: expected a scalar, got {other:?}")).into()),
         };
-        config.topic_defaults.set(key, &text).map_err(|e| UsageError(format!("topic_defaults.{key}: {e}")))?;
+        topic_defaults.push((key.as_str(), text));
     }
+    // All at once: contradicting keys (fsync.policy against flush.*) are refused.
+    config
+        .topic_defaults
+        .set_all(topic_defaults.iter().map(|(key, value)| (*key, value.as_str())))
+        .map_err(|e| UsageError(format!("topic_defaults: {e}")))?;
     Ok(config)
 }
 

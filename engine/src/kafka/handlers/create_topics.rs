@@ -1,11 +1,14 @@
 //! CreateTopics (key 19), v2–v7: creates topics with a partition count and topic
 //! configs, or with `validate_only` checks the same things and creates nothing.
+//! Configs are validated all together by [`TopicConfig::set_all`], as AlterConfigs
+//! does; v5+ answers with the new topic's configs, described as DescribeConfigs does.
 
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::config_resources::topic_config_entries;
 use super::{RequestContext, Versions};
 use crate::config::TopicConfig;
 use crate::error::EngineError;
@@ -20,8 +23,22 @@ pub async fn handle(context: &RequestContext<'_>, request: CreateTopicsRequest) 
         let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
         let outcome = create(context, &topic, request.validate_only).await;
         match outcome {
-            Ok((partitions, topic_id)) => {
+            Ok((partitions, topic_id, config)) => {
                 result = result.with_num_partitions(partitions).with_replication_factor(1).with_topic_id(topic_id);
+                if context.version >= 5 {
+                    let configs = topic_config_entries(&config, &context.shard.broker.config.topic_defaults)
+                        .into_iter()
+                        .map(|entry| {
+                            CreatableTopicConfigs::default()
+                                .with_name(StrBytes::from_string(entry.name))
+                                .with_value(Some(StrBytes::from_string(entry.value)))
+                                .with_read_only(entry.read_only)
+                                .with_config_source(entry.source.code())
+                                .with_is_sensitive(false)
+                        })
+                        .collect();
+                    result = result.with_configs(Some(configs));
+                }
             }
             Err((code, message)) => {
                 result = result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)));
@@ -36,7 +53,7 @@ async fn create(
     context: &RequestContext<'_>,
     topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
     validate_only: bool,
-) -> Result<(i32, uuid::Uuid), (i16, String)> {
+) -> Result<(i32, uuid::Uuid, TopicConfig), (i16, String)> {
     let failed = |error: EngineError| (error_code(&error), error.to_string());
     let name = TopicName::new(topic.name.0.as_str()).map_err(failed)?;
     let broker = &context.shard.broker;
@@ -51,10 +68,8 @@ async fn create(
     }
     let partitions = if topic.num_partitions == -1 { broker.config.default_partitions } else { topic.num_partitions };
     let mut config: TopicConfig = broker.config.topic_defaults.clone();
-    for entry in &topic.configs {
-        let Some(value) = &entry.value else { continue };
-        config.set(entry.name.as_str(), value.as_str()).map_err(failed)?;
-    }
+    let entries = topic.configs.iter().filter_map(|entry| entry.value.as_ref().map(|value| (entry.name.as_str(), value.as_str())));
+    config.set_all(entries).map_err(failed)?;
     let engine = &context.shard.engine;
     if validate_only {
         if !(1..=crate::config::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
@@ -64,8 +79,8 @@ async fn create(
             return Err(failed(EngineError::TopicAlreadyExists(name.to_string())));
         }
     } else {
-        engine.create_topic(name.clone(), partitions, config).await.map_err(failed)?;
+        engine.create_topic(name.clone(), partitions, config.clone()).await.map_err(failed)?;
         tracing::info!("created topic {name} with {partitions} partitions");
     }
-    Ok((partitions, crate::broker::topic_id(&name)))
+    Ok((partitions, crate::broker::topic_id(&name), config))
 }
