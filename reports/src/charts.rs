@@ -1,0 +1,503 @@
+//! Charts: what to draw (backend-neutral specs built from the model) apart from how
+//! to draw it (a [`ChartRenderer`]; [`PngRenderer`] is the one we ship).
+//!
+//! [`build_charts`] decides which charts a set of runs gets and fills them with
+//! data; a renderer only turns a [`Chart`] into image bytes. Writing files is not a
+//! renderer's business: `report.rs` names and writes every output.
+//!
+//! Limits: fault labels are staggered over three rows above the plot; many faults
+//! close together still overprint there (the Faults table lists every one). Lines
+//! are drawn point to point, without downsampling: fine for hours of one-second
+//! windows, not meant for millions of points.
+//!
+//! Several runs in one report are overlaid: one colour per run, and where a run has
+//! several lines in a chart (p50/p99/p99.9, publish/consume) a dash pattern tells
+//! them apart. A single run gets one colour per line instead.
+
+mod png;
+
+pub use self::png::PngRenderer;
+
+use crate::error::Result;
+use crate::model::{FaultWindow, LatencyKind, LatencyStat, RunResult};
+
+/// The charts a report can hold. Each has one file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChartId {
+    /// Publish and consume rate over time.
+    Throughput,
+    /// Backlog over time.
+    Backlog,
+    /// p50/p99/p99.9 latency over time, one panel per latency kind.
+    LatencyOverTime,
+    /// Latency by percentile, log percentile axis.
+    LatencyQuantiles,
+    /// Checker anomaly counts per delivery guarantee.
+    GuaranteeCounts,
+}
+
+impl ChartId {
+    pub const ALL: [ChartId; 5] = [
+        ChartId::Throughput,
+        ChartId::Backlog,
+        ChartId::LatencyOverTime,
+        ChartId::LatencyQuantiles,
+        ChartId::GuaranteeCounts,
+    ];
+
+    /// The file name without extension; also the chart's id in report.html.
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            ChartId::Throughput => "throughput",
+            ChartId::Backlog => "backlog",
+            ChartId::LatencyOverTime => "latency-over-time",
+            ChartId::LatencyQuantiles => "latency-quantiles",
+            ChartId::GuaranteeCounts => "guarantee-counts",
+        }
+    }
+}
+
+/// One chart, ready to render.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    pub id: ChartId,
+    pub title: String,
+    /// One sentence under the chart in report.html: how to read it.
+    pub caption: String,
+    pub body: ChartBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChartBody {
+    TimeSeries(TimeSeriesChart),
+    Quantiles(QuantileChart),
+    Bars(BarChart),
+}
+
+/// Values over time (seconds from t = 0), in stacked panels sharing the time axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeSeriesChart {
+    pub panels: Vec<Panel>,
+    /// Shaded on every panel, labelled by kind and target.
+    pub faults: Vec<FaultBand>,
+    /// Seconds: from 0 to the last window end or fault end.
+    pub x_end_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    pub title: String,
+    pub y_label: String,
+    pub y_scale: Scale,
+    pub lines: Vec<Line>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    Linear,
+    Log,
+}
+
+/// One line. `y == None` is a gap (a window without samples).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub label: String,
+    /// Index into the renderer's palette.
+    pub color: usize,
+    pub dash: Dash,
+    pub points: Vec<(f64, Option<f64>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dash {
+    Solid,
+    Dashed,
+    Dotted,
+}
+
+impl Dash {
+    const BY_INDEX: [Dash; 3] = [Dash::Solid, Dash::Dashed, Dash::Dotted];
+
+    fn nth(index: usize) -> Dash {
+        Dash::BY_INDEX[index % Dash::BY_INDEX.len()]
+    }
+}
+
+/// A fault window on the time axis, in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultBand {
+    pub label: String,
+    pub start_seconds: f64,
+    pub end_seconds: f64,
+}
+
+/// Latency against percentile. Line x values are percentiles (0–100); the
+/// renderer draws them on a log axis of 1/(1−q), from 50% to 99.99%.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantileChart {
+    pub y_label: String,
+    pub lines: Vec<Line>,
+}
+
+/// Grouped bars: for each category, one bar per group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarChart {
+    pub y_label: String,
+    pub categories: Vec<String>,
+    pub groups: Vec<BarGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarGroup {
+    pub label: String,
+    pub color: usize,
+    /// One per category.
+    pub values: Vec<u64>,
+}
+
+/// Turns a chart into image bytes. Implementations must not write files.
+pub trait ChartRenderer {
+    /// The file extension of the images, without dot (`png`).
+    fn extension(&self) -> &'static str;
+    /// The MIME type, for data URIs (`image/png`).
+    fn mime_type(&self) -> &'static str;
+    /// Renders one chart.
+    fn render(&self, chart: &Chart) -> Result<Vec<u8>>;
+}
+
+/// The percentiles-over-time lines drawn per latency kind.
+const OVER_TIME_STATS: [LatencyStat; 3] = [LatencyStat::P50, LatencyStat::P99, LatencyStat::P999];
+
+/// The latency kinds shown in the over-time and quantile charts. Publish delay
+/// (µs, the client's own scheduling lag) is in the tables only.
+const CHARTED_KINDS: [LatencyKind; 3] = [
+    LatencyKind::Publish,
+    LatencyKind::PublishCorrected,
+    LatencyKind::EndToEnd,
+];
+
+/// The charts for `runs`, in report order; a chart without data is left out.
+/// `labels[i]` names `runs[i]` in legends (a missing one falls back to the run's
+/// display label).
+pub fn build_charts(runs: &[RunResult], labels: &[String]) -> Vec<Chart> {
+    let labels: Vec<String> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, run)| {
+            labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| run.display_label())
+        })
+        .collect();
+    let faults = fault_bands(runs);
+    let x_end_seconds = time_axis_end(runs, &faults);
+    let overlay = runs.len() > 1;
+    let mut charts = Vec::new();
+
+    // Throughput.
+    let mut lines = Vec::new();
+    for (run_index, run) in runs.iter().enumerate() {
+        let named = [
+            ("publish", &run.publish_rate),
+            ("consume", &run.consume_rate),
+        ];
+        for (line_index, (name, rates)) in named.into_iter().enumerate() {
+            if rates.is_empty() {
+                continue;
+            }
+            lines.push(Line {
+                label: line_label(overlay, &labels[run_index], name),
+                color: if overlay { run_index } else { line_index },
+                dash: if overlay {
+                    Dash::nth(line_index)
+                } else {
+                    Dash::Solid
+                },
+                points: rates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &rate)| (run.window_end_seconds(i), Some(rate)))
+                    .collect(),
+            });
+        }
+    }
+    if !lines.is_empty() {
+        charts.push(Chart {
+            id: ChartId::Throughput,
+            title: "Throughput".into(),
+            caption: "Messages per second acknowledged (publish) and consumed, per window; \
+                      shaded bands are injected faults."
+                .into(),
+            body: ChartBody::TimeSeries(TimeSeriesChart {
+                panels: vec![Panel {
+                    title: "Publish and consume rate".into(),
+                    y_label: "msg/s".into(),
+                    y_scale: Scale::Linear,
+                    lines,
+                }],
+                faults: faults.clone(),
+                x_end_seconds,
+            }),
+        });
+    }
+
+    // Backlog.
+    let lines: Vec<Line> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, run)| !run.backlog.is_empty())
+        .map(|(run_index, run)| Line {
+            label: if overlay {
+                labels[run_index].clone()
+            } else {
+                "backlog".into()
+            },
+            color: run_index,
+            dash: Dash::Solid,
+            points: run
+                .backlog
+                .iter()
+                .enumerate()
+                .map(|(i, &backlog)| (run.window_end_seconds(i), Some(backlog as f64)))
+                .collect(),
+        })
+        .collect();
+    if !lines.is_empty() {
+        charts.push(Chart {
+            id: ChartId::Backlog,
+            title: "Backlog".into(),
+            caption: "Messages published but not yet consumed at the end of each window.".into(),
+            body: ChartBody::TimeSeries(TimeSeriesChart {
+                panels: vec![Panel {
+                    title: "Backlog".into(),
+                    y_label: "messages".into(),
+                    y_scale: Scale::Linear,
+                    lines,
+                }],
+                faults: faults.clone(),
+                x_end_seconds,
+            }),
+        });
+    }
+
+    // Latency percentiles over time: one panel per kind that has windows.
+    let mut panels = Vec::new();
+    for kind in CHARTED_KINDS {
+        let mut lines = Vec::new();
+        for (run_index, run) in runs.iter().enumerate() {
+            let view = run.latency(kind);
+            for (stat_index, stat) in OVER_TIME_STATS.into_iter().enumerate() {
+                let windows = view.windows(stat);
+                if windows.iter().all(Option::is_none) {
+                    continue;
+                }
+                lines.push(Line {
+                    label: line_label(overlay, &labels[run_index], stat.title()),
+                    color: if overlay { run_index } else { stat_index },
+                    dash: if overlay {
+                        Dash::nth(stat_index)
+                    } else {
+                        Dash::Solid
+                    },
+                    points: windows
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &value)| (run.window_end_seconds(i), value))
+                        .collect(),
+                });
+            }
+        }
+        if !lines.is_empty() {
+            panels.push(Panel {
+                title: format!("{} latency", capitalise(kind.title())),
+                y_label: kind.unit().into(),
+                y_scale: Scale::Log,
+                lines,
+            });
+        }
+    }
+    if !panels.is_empty() {
+        charts.push(Chart {
+            id: ChartId::LatencyOverTime,
+            title: "Latency percentiles over time".into(),
+            caption: "p50, p99 and p99.9 per window (log scale). Publish is send to ack, \
+                      corrected is intended send to ack, end-to-end is send to consume."
+                .into(),
+            body: ChartBody::TimeSeries(TimeSeriesChart {
+                panels,
+                faults: faults.clone(),
+                x_end_seconds,
+            }),
+        });
+    }
+
+    // Latency quantiles.
+    let mut lines = Vec::new();
+    for (run_index, run) in runs.iter().enumerate() {
+        for (kind_index, kind) in CHARTED_KINDS.into_iter().enumerate() {
+            let points = quantile_points(run, kind);
+            if points.is_empty() {
+                continue;
+            }
+            lines.push(Line {
+                label: line_label(overlay, &labels[run_index], kind.title()),
+                color: if overlay { run_index } else { kind_index },
+                dash: if overlay {
+                    Dash::nth(kind_index)
+                } else {
+                    Dash::Solid
+                },
+                points,
+            });
+        }
+    }
+    if !lines.is_empty() {
+        charts.push(Chart {
+            id: ChartId::LatencyQuantiles,
+            title: "Latency by percentile".into(),
+            caption: "Latency over the whole measured phase by percentile; the percentile \
+                      axis is logarithmic in 1/(1-q), so each step right is one more nine."
+                .into(),
+            body: ChartBody::Quantiles(QuantileChart {
+                y_label: "ms".into(),
+                lines,
+            }),
+        });
+    }
+
+    // Checker counts per guarantee.
+    let checked: Vec<(usize, &RunResult)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, run)| run.checker.is_some())
+        .collect();
+    if !checked.is_empty() {
+        let mut categories = Vec::new();
+        let mut groups = Vec::new();
+        for (group_index, &(run_index, run)) in checked.iter().enumerate() {
+            let Some(checker) = &run.checker else {
+                continue;
+            };
+            let anomalies = checker.counts.anomalies();
+            if categories.is_empty() {
+                categories = anomalies.iter().map(|(name, _)| name.to_string()).collect();
+            }
+            let same_guarantee_elsewhere = checked.iter().any(|&(other, other_run)| {
+                other != run_index
+                    && other_run.checker.as_ref().map(|c| c.guarantee) == Some(checker.guarantee)
+            });
+            groups.push(BarGroup {
+                label: if same_guarantee_elsewhere {
+                    format!("{}: {}", checker.guarantee, labels[run_index])
+                } else {
+                    checker.guarantee.to_string()
+                },
+                color: group_index,
+                values: anomalies.iter().map(|&(_, count)| count).collect(),
+            });
+        }
+        charts.push(Chart {
+            id: ChartId::GuaranteeCounts,
+            title: "Checker anomalies per delivery guarantee".into(),
+            caption: "Distinct messages per anomaly category after the final drain; \
+                      ambiguous sends are counted apart, not as failures."
+                .into(),
+            body: ChartBody::Bars(BarChart {
+                y_label: "messages".into(),
+                categories,
+                groups,
+            }),
+        });
+    }
+
+    charts
+}
+
+/// A run's latency distribution for the quantile chart: its quantile map, or, for a
+/// result without one, its aggregated percentiles.
+fn quantile_points(run: &RunResult, kind: LatencyKind) -> Vec<(f64, Option<f64>)> {
+    let view = run.latency(kind);
+    if !view.quantiles.is_empty() {
+        return view
+            .quantiles
+            .points()
+            .iter()
+            .map(|&(q, value)| (q, Some(value)))
+            .collect();
+    }
+    LatencyStat::ALL
+        .into_iter()
+        .filter_map(|stat| Some((stat.percentile()?, Some(view.aggregated(stat)?))))
+        .collect()
+}
+
+/// Every run's fault windows as bands, deduplicated (runs of one schedule share
+/// them) and ordered by start.
+fn fault_bands(runs: &[RunResult]) -> Vec<FaultBand> {
+    let run_end_seconds = |run: &RunResult| match run.window_count() {
+        0 => 0.0,
+        n => run.window_end_seconds(n - 1),
+    };
+    let mut bands: Vec<FaultBand> = Vec::new();
+    for run in runs {
+        for fault in &run.fault_windows {
+            let band = band_of(fault, run_end_seconds(run));
+            if !bands.contains(&band) {
+                bands.push(band);
+            }
+        }
+    }
+    bands.sort_by(|a, b| a.start_seconds.total_cmp(&b.start_seconds));
+    bands
+}
+
+fn band_of(fault: &FaultWindow, run_end_seconds: f64) -> FaultBand {
+    let start_seconds = (fault.start_ms as f64 / 1000.0).max(0.0);
+    let end_seconds = match fault.end_ms {
+        Some(end_ms) => (end_ms as f64 / 1000.0).max(start_seconds),
+        None => run_end_seconds.max(start_seconds),
+    };
+    FaultBand {
+        label: fault.label(),
+        start_seconds,
+        end_seconds,
+    }
+}
+
+fn time_axis_end(runs: &[RunResult], faults: &[FaultBand]) -> f64 {
+    let windows_end = runs
+        .iter()
+        .filter_map(|run| {
+            run.window_count()
+                .checked_sub(1)
+                .map(|last| run.window_end_seconds(last))
+        })
+        .fold(0.0_f64, f64::max);
+    let faults_end = faults
+        .iter()
+        .map(|band| band.end_seconds)
+        .fold(0.0_f64, f64::max);
+    let end = windows_end.max(faults_end);
+    if end > 0.0 {
+        end
+    } else {
+        1.0
+    }
+}
+
+fn line_label(overlay: bool, run_label: &str, line: &str) -> String {
+    if overlay {
+        format!("{run_label}: {line}")
+    } else {
+        line.to_string()
+    }
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
