@@ -25,9 +25,18 @@
 //! A failed sync poisons the log: every later append or sync fails with
 //! [`EngineError::Poisoned`]; reads keep working. Only a restart, which recovers
 //! from what is on disk, clears it.
+//!
+//! Syncs come in two forms: [`PartitionLog::sync`] holds the log until the fdatasync
+//! completes; [`PartitionLog::start_sync`] flushes, then hands back the fdatasync as
+//! a future that does not borrow the log, so appends can go on while it is in flight
+//! (the partition actor's pipelined group commit), and [`PartitionLog::finish_sync`]
+//! takes its outcome. The durable offset only ever moves to the end a sync captured
+//! before its fdatasync was issued.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader};
@@ -79,6 +88,23 @@ pub struct PartitionStats {
     pub poisoned: Option<String>,
 }
 
+/// A sync started by [`PartitionLog::start_sync`] and not yet finished.
+pub struct StartedSync {
+    /// Offsets below this are durable once `fdatasync` completes with `Ok`.
+    end: Offset,
+    /// [`PartitionLog`]'s truncation count at the start: no truncation may happen
+    /// while a sync is in flight (it would change the bytes the sync covers).
+    truncations: u64,
+    /// The fdatasync of the active segment; it borrows nothing of the log.
+    pub fdatasync: Pin<Box<dyn Future<Output = Result<()>>>>,
+}
+
+impl StartedSync {
+    pub fn end(&self) -> Offset {
+        self.end
+    }
+}
+
 /// Which end of the log, or which timestamp, [`PartitionLog::list_offset`] looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {
@@ -100,6 +126,8 @@ pub struct PartitionLog<S: Storage> {
     high_watermark: Offset,
     durable_offset: Offset,
     poisoned: Option<String>,
+    /// Truncations so far (truncate_to, restart_at); see [`StartedSync`].
+    truncations: u64,
     /// Idempotent producers' epochs and last batches, as of the log end.
     producer_state: ProducerStateManager,
     /// The producer-state snapshot files in `dir`.
@@ -151,6 +179,7 @@ impl<S: Storage> PartitionLog<S> {
             high_watermark: Offset(0),
             durable_offset: Offset(0),
             poisoned: None,
+            truncations: 0,
         };
         let first_base = log.segments.keys().next().copied();
         log.log_start_offset = match (checkpoint, first_base) {
@@ -174,6 +203,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Drops every segment and starts an empty one at `offset`. The producer state
     /// and its snapshots go with the batches (Kafka's `truncateFullyAndStartAt`).
     async fn restart_at(&mut self, offset: Offset) -> Result<()> {
+        self.truncations += 1;
         self.producer_state.clear();
         self.snapshots.remove_where(&self.storage, |_| true).await?;
         for (_, segment) in std::mem::take(&mut self.segments) {
@@ -264,7 +294,8 @@ impl<S: Storage> PartitionLog<S> {
         self.poisoned.is_some()
     }
 
-    fn check_writable(&self) -> Result<()> {
+    /// `Err(Poisoned)` once a sync has failed.
+    pub fn check_writable(&self) -> Result<()> {
         match &self.poisoned {
             Some(cause) => Err(EngineError::Poisoned { partition: self.partition.clone(), cause: cause.clone() }),
             None => Ok(()),
@@ -382,6 +413,51 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// Starts making every append so far durable without holding the log while the
+    /// fdatasync is in flight: flushes the active segment's write buffer (awaited
+    /// here), captures the log end, and returns the fdatasync as a future covering
+    /// every byte flushed so far; appends made meanwhile are not covered. Drive it to
+    /// completion and pass its outcome to [`PartitionLog::finish_sync`]; no truncation
+    /// may happen in between (asserted there). `Ok(None)`: everything is durable
+    /// already. Errors as [`PartitionLog::sync`]: a full disk while flushing does not
+    /// poison, any other failure does.
+    ///
+    /// Only the active segment's `.log` needs the sync: sealed segments were synced
+    /// when sealed, and a roll while this sync is in flight seals (syncs) the segment
+    /// it covers.
+    pub async fn start_sync(&mut self) -> Result<Option<StartedSync>> {
+        self.check_writable()?;
+        let end = self.log_end_offset();
+        if self.durable_offset == end {
+            return Ok(None);
+        }
+        match self.active_mut().flush().await {
+            Err(error @ EngineError::NoSpace { .. }) => return Err(error),
+            Err(error) => return Err(self.poison(error)),
+            Ok(()) => {}
+        }
+        let fdatasync = Box::pin(self.active().sync_detached());
+        Ok(Some(StartedSync { end, truncations: self.truncations, fdatasync }))
+    }
+
+    /// Takes the outcome of a started sync's fdatasync: on success the durable offset
+    /// advances to the sync's end (it never moves back: a later sync or a roll may
+    /// have passed it) and is returned; a failure poisons the log. A success after the
+    /// log was poisoned (by another sync in flight at the same time) counts for
+    /// nothing: it returns the poisoning error.
+    pub fn finish_sync(&mut self, started: &StartedSync, outcome: Result<()>) -> Result<Offset> {
+        assert_eq!(started.truncations, self.truncations, "the log was truncated while a sync was in flight");
+        assert!(started.end <= self.log_end_offset(), "a sync's end is past the log end");
+        if let Err(error) = outcome {
+            if self.poisoned.is_none() {
+                return Err(self.poison(error));
+            }
+        }
+        self.check_writable()?;
+        self.durable_offset = self.durable_offset.max(started.end);
+        Ok(self.durable_offset)
+    }
+
     /// Forgets appends that were never synced (after a group commit failed with a full
     /// disk: none of them was acknowledged, and the high watermark never reached them).
     pub async fn discard_unsynced(&mut self) -> Result<()> {
@@ -455,6 +531,7 @@ impl<S: Storage> PartitionLog<S> {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        self.truncations += 1;
         let doomed: Vec<Offset> = self.segments.range(offset..).map(|(base, _)| *base).filter(|b| *b > offset).collect();
         // Keep at least one segment: the one holding `offset` (or the first).
         for base in doomed {

@@ -451,6 +451,12 @@ impl<S: Storage> LogSegment<S> {
         self.log.flush().await
     }
 
+    /// An fdatasync of `.log` that does not borrow the segment: it covers every byte
+    /// flushed before this call (see [`StorageFile::sync_detached`]).
+    pub fn sync_detached(&self) -> impl std::future::Future<Output = Result<()>> + 'static + use<S> {
+        self.log.sync_detached()
+    }
+
     /// Syncs `.log` and both indexes and releases write buffers: this segment will
     /// never be appended to again.
     pub async fn seal(&mut self) -> Result<()> {

@@ -1,30 +1,67 @@
 //! The partition actor: one task per partition, on its owning shard, that holds the
 //! [`PartitionLog`] and serves operations from a bounded queue in arrival order.
 //!
-//! Group commit: the actor takes everything queued (up to [`OPS_PER_ROUND_MAX`]),
-//! performs it, and under `fsync: always` issues one sync for all the appends of the
-//! round before acknowledging any of them. Appends that arrive while that sync is in
-//! flight queue up and share the next one. The high watermark only advances over
-//! synced offsets under `always`, so no consumer sees an unacknowledged record.
-//! Under `interval`, the actor syncs once the oldest unsynced append is that old.
+//! Group commit under `fsync: always`, pipelined. An append is acknowledged only once
+//! an fdatasync that was issued after its bytes were flushed has succeeded, and the
+//! high watermark only advances over such durable offsets, so no consumer sees an
+//! unacknowledged record. The actor takes everything queued (up to
+//! [`OPS_PER_ROUND_MAX`]), performs it, and then starts one sync for all the appends
+//! no sync covers yet: [`PartitionLog::start_sync`] flushes the write buffer, captures
+//! the log end and hands back the fdatasync as a future that borrows nothing of the
+//! log. The actor polls it alongside its queue: appends that arrive while it is in
+//! flight are validated and buffered meanwhile (their bytes, written after the sync
+//! started, are not covered by it), and when it completes the waiting appends it
+//! covers are answered and the next sync starts at once for the rest. Why: with the
+//! sync awaited inline, the actor sat idle through every fdatasync, and the appends
+//! arriving then paid for a whole extra round of CPU work before their own sync.
+//!
+//! Commit delay: when a sync answers several appends, their appenders usually send
+//! again at once, while the appends that arrived during the sync are ready to go.
+//! Starting the next sync with only the latter splits a closed-loop load into two
+//! halves that take turns, each sync carrying half of it. So the next sync waits
+//! until as many appends arrived as were answered, but no longer than
+//! [`COMMIT_DELAY_MAX`] or half the last fdatasync's duration. A single appender
+//! never waits: nothing is waiting when its append arrives, and one answered append
+//! sets no delay.
+//!
+//! Limits: at most [`SYNCS_IN_FLIGHT_MAX`] syncs in flight (with two, the syncs
+//! overlapped on the device and each carried fewer appends, for no gain). Ops that
+//! must not overlap a sync in flight or that promise durability (`Sync`, `Truncate`,
+//! `Housekeeping`, which may roll or delete, and `Close`) first wait for it and commit
+//! every waiting append (a barrier). A roll inside an append may seal the segment a
+//! sync in flight covers: harmless, the seal syncs it too. A failed fdatasync poisons
+//! the log: every waiting append, covered by it or appended after it, fails, and
+//! every later one too. A full disk while flushing for a sync: the syncs in flight
+//! complete first (answering what they cover), then the unsynced appends are
+//! discarded and fail with `NoSpace`. Under `interval`, the actor syncs (inline) once
+//! the oldest unsynced append is that old.
 //!
 //! A duplicate (a retried idempotent batch, [`AppendInfo::duplicate`]) is answered
 //! with its original's offsets under the same rule: under `always`, only once those
-//! offsets are durable. Its original was either synced in an earlier round (then the
-//! duplicate is answered at once) or appended in this round, and then the duplicate
-//! waits for this round's sync and shares its outcome, so a retry never learns of an
-//! offset that a crash could still take away.
+//! offsets are durable. Its original is either durable already (then the duplicate
+//! is answered at once) or not, and then the duplicate waits like a fresh append for
+//! the sync that covers its original (in flight or not started yet) and shares its
+//! outcome, so a retry never learns of an offset that a crash could still take away.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::{Durability, TopicConfig};
 use crate::error::{EngineError, Result};
-use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
+use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult, StartedSync};
 use crate::storage::Storage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs};
 
 /// Operations served per round; bounds the latency one round can add.
 pub const OPS_PER_ROUND_MAX: usize = 1024;
+
+/// Syncs in flight at once under `always`; see the module doc.
+pub const SYNCS_IN_FLIGHT_MAX: usize = 1;
+
+/// Longest a sync waits for the appenders the previous one answered to send again
+/// (the commit delay, see the module doc); it is also at most half the last
+/// fdatasync's duration.
+pub const COMMIT_DELAY_MAX: Duration = Duration::from_micros(200);
 
 /// Long-poll fetches waiting on one partition. Past this, the oldest is answered
 /// early (it re-reads, finds nothing new and waits again): bounded memory, no loss.
@@ -58,31 +95,59 @@ fn answer<T>(reply: Reply<T>, result: Result<T>) {
 }
 
 /// Runs until a `Close` op or until every sender is dropped (then closes cleanly).
-pub async fn run<S: Storage>(mut log: PartitionLog<S>, queue: flume::Receiver<PartitionOp>) {
+pub async fn run<S: Storage>(log: PartitionLog<S>, queue: flume::Receiver<PartitionOp>) {
+    run_with_commit_delay(log, queue, COMMIT_DELAY_MAX).await
+}
+
+/// [`run`] with another bound on the commit delay (`Duration::ZERO`: none; tests that
+/// run without a glommio executor, which timers need).
+async fn run_with_commit_delay<S: Storage>(
+    mut log: PartitionLog<S>,
+    queue: flume::Receiver<PartitionOp>,
+    commit_delay_max: Duration,
+) {
     let mut round: Vec<PartitionOp> = Vec::with_capacity(64);
-    let mut waiting_for_sync: Vec<(AppendInfo, Reply<AppendInfo>)> = Vec::new();
+    let mut commit = GroupCommit { commit_delay_max, ..GroupCommit::default() };
     let mut waiting_for_data: Vec<(Offset, Reply<()>)> = Vec::new();
     // Under `interval`, when the oldest unsynced append was made.
     let mut unsynced_since: Option<Instant> = None;
     loop {
-        let deadline = match (log.config().durability, unsynced_since) {
+        let interval_deadline = match (log.config().durability, unsynced_since) {
             (Durability::IntervalMs(ms), Some(since)) => Some(since + Duration::from_millis(ms)),
             _ => None,
         };
-        match next_op(&queue, deadline).await {
-            Some(Ok(op)) => round.push(op),
-            Some(Err(flume::RecvError::Disconnected)) => {
+        let deadline = match (interval_deadline, commit.delayed_until()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next_event(&queue, deadline, commit.in_flight.front_mut().map(|(started, _)| started)).await {
+            Event::Op(Ok(op)) => round.push(op),
+            Event::Op(Err(flume::RecvError::Disconnected)) => {
+                commit.barrier(&mut log).await;
                 let partition = log.partition().clone();
                 if let Err(error) = log.close().await {
                     tracing::error!("closing {partition} failed: {error}");
                 }
                 return;
             }
-            None => {
-                if let Err(error) = log.sync().await {
-                    tracing::error!("interval sync of {} failed: {error}", log.partition());
+            Event::Synced(outcome) => {
+                commit.finish_oldest(&mut log, outcome);
+                commit.start_if_due(&mut log).await;
+                answer_data_waiters(&log, &mut waiting_for_data);
+                continue;
+            }
+            Event::Deadline => {
+                if interval_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                    commit.barrier(&mut log).await;
+                    if let Err(error) = log.sync().await {
+                        tracing::error!("interval sync of {} failed: {error}", log.partition());
+                    }
+                    commit.settle(&mut log);
+                    unsynced_since = None;
                 }
-                unsynced_since = None;
+                // Or the commit delay ran out.
+                commit.start_if_due(&mut log).await;
+                answer_data_waiters(&log, &mut waiting_for_data);
                 continue;
             }
         }
@@ -97,7 +162,7 @@ pub async fn run<S: Storage>(mut log: PartitionLog<S>, queue: flume::Receiver<Pa
             match op {
                 PartitionOp::Append { bytes, leader_epoch, reply } => match log.append(bytes, leader_epoch).await {
                     Ok(info) if info.duplicate && info.last_offset < log.durable_offset() => answer(reply, Ok(info)),
-                    Ok(info) if log.config().durability == Durability::Always => waiting_for_sync.push((info, reply)),
+                    Ok(info) if log.config().durability == Durability::Always => commit.wait(info, reply),
                     Ok(info) => {
                         log.set_high_watermark(log.log_end_offset());
                         answer(reply, Ok(info));
@@ -108,8 +173,14 @@ pub async fn run<S: Storage>(mut log: PartitionLog<S>, queue: flume::Receiver<Pa
                     answer(reply, log.read(offset, max_bytes, offset_limit).await)
                 }
                 PartitionOp::ListOffset { spec, reply } => answer(reply, log.list_offset(spec).await),
-                PartitionOp::Sync { reply } => answer(reply, log.sync().await),
-                PartitionOp::Truncate { offset, reply } => answer(reply, log.truncate_to(offset).await),
+                PartitionOp::Sync { reply } => {
+                    commit.barrier(&mut log).await;
+                    answer(reply, log.sync().await);
+                }
+                PartitionOp::Truncate { offset, reply } => {
+                    commit.barrier(&mut log).await;
+                    answer(reply, log.truncate_to(offset).await);
+                }
                 PartitionOp::DeleteRecords { offset, reply } => answer(reply, log.delete_records(offset).await),
                 PartitionOp::SetConfig { config, reply } => {
                     log.set_config(config);
@@ -128,6 +199,7 @@ pub async fn run<S: Storage>(mut log: PartitionLog<S>, queue: flume::Receiver<Pa
                     }
                 }
                 PartitionOp::Housekeeping => {
+                    commit.barrier(&mut log).await;
                     if let Err(error) = log.housekeeping().await {
                         tracing::error!("housekeeping of {} failed: {error}", log.partition());
                     }
@@ -138,35 +210,72 @@ pub async fn run<S: Storage>(mut log: PartitionLog<S>, queue: flume::Receiver<Pa
                 }
             }
         }
-        if !waiting_for_sync.is_empty() {
-            commit(&mut log, &mut waiting_for_sync).await;
-        }
-        if !waiting_for_data.is_empty() {
-            let high_watermark = log.high_watermark();
-            waiting_for_data.retain(|(offset, reply)| {
-                if reply.is_disconnected() {
-                    return false;
-                }
-                if high_watermark > *offset {
-                    // A dropped receiver here only means the fetch timed out meanwhile.
-                    let _ = reply.send(Ok(()));
-                    return false;
-                }
-                true
-            });
-        }
+        // A roll during the round (which syncs the sealed segment) or an explicit sync
+        // may have made waiting appends durable.
+        commit.settle(&mut log);
+        commit.start_if_due(&mut log).await;
+        answer_data_waiters(&log, &mut waiting_for_data);
         if log.durable_offset() == log.log_end_offset() {
             unsynced_since = None;
         } else if unsynced_since.is_none() {
             unsynced_since = Some(Instant::now());
         }
         if let Some((delete, reply)) = close {
+            commit.barrier(&mut log).await;
+            answer_data_waiters(&log, &mut waiting_for_data);
             // Ops queued behind the close are dropped with it; their requesters see
             // a disconnected reply channel.
             let result = if delete { log.delete().await } else { log.close().await };
             answer(reply, result);
             return;
         }
+    }
+}
+
+/// Answers the long-poll fetches the high watermark has passed; drops those whose
+/// requester gave up.
+fn answer_data_waiters<S: Storage>(log: &PartitionLog<S>, waiting_for_data: &mut Vec<(Offset, Reply<()>)>) {
+    if waiting_for_data.is_empty() {
+        return;
+    }
+    let high_watermark = log.high_watermark();
+    waiting_for_data.retain(|(offset, reply)| {
+        if reply.is_disconnected() {
+            return false;
+        }
+        if high_watermark > *offset {
+            // A dropped receiver here only means the fetch timed out meanwhile.
+            let _ = reply.send(Ok(()));
+            return false;
+        }
+        true
+    });
+}
+
+enum Event {
+    Op(Result<PartitionOp, flume::RecvError>),
+    /// The `interval` deadline passed.
+    Deadline,
+    /// The oldest sync in flight completed.
+    Synced(Result<()>),
+}
+
+/// The next thing to act on: the oldest sync in flight completing (checked first),
+/// a queued op, or the `interval` deadline.
+async fn next_event(
+    queue: &flume::Receiver<PartitionOp>,
+    deadline: Option<Instant>,
+    in_flight: Option<&mut StartedSync>,
+) -> Event {
+    let receive = async {
+        match next_op(queue, deadline).await {
+            Some(op) => Event::Op(op),
+            None => Event::Deadline,
+        }
+    };
+    match in_flight {
+        Some(started) => futures_lite::future::or(async { Event::Synced(started.fdatasync.as_mut().await) }, receive).await,
+        None => receive.await,
     }
 }
 
@@ -188,31 +297,149 @@ async fn next_op(
     futures_lite::future::or(receive, expire).await
 }
 
-/// One fdatasync for every append of the round, then all the acknowledgements.
-async fn commit<S: Storage>(log: &mut PartitionLog<S>, waiting: &mut Vec<(AppendInfo, Reply<AppendInfo>)>) {
-    match log.sync().await {
-        Ok(durable) => {
-            log.set_high_watermark(durable);
-            for (info, reply) in waiting.drain(..) {
-                answer(reply, Ok(info));
+/// The pipelined group commit under `always` (see the module doc).
+#[derive(Default)]
+struct GroupCommit {
+    /// Appends (fresh or duplicates) not yet answered, in arrival order. Each is
+    /// answered once the durable offset passes its last offset, or failed.
+    waiting: Vec<(AppendInfo, Reply<AppendInfo>)>,
+    /// Syncs started (and when), oldest first; at most [`SYNCS_IN_FLIGHT_MAX`].
+    in_flight: VecDeque<(StartedSync, Instant)>,
+    /// After a sync answered several appends: how many more appends the next sync
+    /// waits for (as many as were answered), and until when at most.
+    delay: Option<(usize, Instant)>,
+    /// How long the last fdatasync took; the commit delay is at most half of it.
+    last_sync: Duration,
+    commit_delay_max: Duration,
+}
+
+impl GroupCommit {
+    /// An append waiting for a sync.
+    fn wait(&mut self, info: AppendInfo, reply: Reply<AppendInfo>) {
+        self.waiting.push((info, reply));
+        if let Some((expected, _)) = &mut self.delay {
+            *expected = expected.saturating_sub(1);
+            if *expected == 0 {
+                self.delay = None;
             }
         }
-        Err(error) => {
-            let message = error.to_string();
-            let no_space = matches!(error, EngineError::NoSpace { .. });
-            if no_space {
+    }
+
+    /// When the commit delay runs out, if a sync is waiting for it.
+    fn delayed_until(&self) -> Option<Instant> {
+        let (_, until) = self.delay?;
+        (self.in_flight.is_empty() && !self.waiting.is_empty()).then_some(until)
+    }
+
+    /// Whether some waiting append is covered neither by the durable offset nor by a
+    /// sync in flight.
+    fn has_uncovered<S: Storage>(&self, log: &PartitionLog<S>) -> bool {
+        let covered = self.in_flight.back().map_or(log.durable_offset(), |(s, _)| s.end().max(log.durable_offset()));
+        self.waiting.iter().any(|(info, _)| info.last_offset >= covered)
+    }
+
+    /// Starts a sync for the waiting appends no sync in flight covers, if there is
+    /// room in the pipeline.
+    async fn start_if_due<S: Storage>(&mut self, log: &mut PartitionLog<S>) {
+        if self.in_flight.len() >= SYNCS_IN_FLIGHT_MAX || log.is_poisoned() || !self.has_uncovered(log) {
+            return;
+        }
+        if let Some((_, until)) = self.delay {
+            if Instant::now() < until {
+                return;
+            }
+            self.delay = None;
+        }
+        match log.start_sync().await {
+            Ok(Some(started)) => self.in_flight.push_back((started, Instant::now())),
+            Ok(None) => panic!("appends wait for a sync, but every offset of {} is durable", log.partition()),
+            Err(error @ EngineError::NoSpace { .. }) => {
+                // The disk is full: the unsynced appends are still only in memory.
+                // Those covered by syncs in flight are answered as those end; the
+                // rest are forgotten and failed (their offsets are handed out again).
+                self.drain(log).await;
+                if log.is_poisoned() {
+                    return;
+                }
                 if let Err(discard) = log.discard_unsynced().await {
                     tracing::error!("discarding unsynced appends of {} failed: {discard}", log.partition());
                 }
+                let EngineError::NoSpace { op, path } = &error else { unreachable!("matched above") };
+                for (_, reply) in self.waiting.drain(..) {
+                    answer(reply, Err(EngineError::NoSpace { op, path: path.clone() }));
+                }
             }
-            for (_, reply) in waiting.drain(..) {
-                let error = match &error {
-                    EngineError::NoSpace { op, path } => EngineError::NoSpace { op, path: path.clone() },
-                    _ => EngineError::Poisoned { partition: log.partition().clone(), cause: message.clone() },
-                };
-                answer(reply, Err(error));
+            Err(error) => {
+                tracing::error!("flushing {} for a sync failed: {error}", log.partition());
+                self.settle(log);
             }
         }
+    }
+
+    /// Takes the outcome of the oldest sync in flight and answers what it decides.
+    fn finish_oldest<S: Storage>(&mut self, log: &mut PartitionLog<S>, outcome: Result<()>) {
+        let (started, at) = self.in_flight.pop_front().expect("a sync completed, so one was in flight");
+        let now = Instant::now();
+        self.last_sync = now - at;
+        if let Err(error) = log.finish_sync(&started, outcome) {
+            tracing::error!("group commit of {} failed: {error}", log.partition());
+        }
+        let answered = self.settle(log);
+        let delay = self.commit_delay_max.min(self.last_sync / 2);
+        if answered >= 2 && !delay.is_zero() {
+            // Their appenders are likely to send again at once: rather than start the
+            // next sync with whoever arrived meanwhile and leave them for the one
+            // after, wait a little for them to come back.
+            self.delay = Some((answered, now + delay));
+        }
+    }
+
+    /// Waits for every sync in flight, oldest first.
+    async fn drain<S: Storage>(&mut self, log: &mut PartitionLog<S>) {
+        while let Some((started, _)) = self.in_flight.front_mut() {
+            let outcome = started.fdatasync.as_mut().await;
+            self.finish_oldest(log, outcome);
+        }
+    }
+
+    /// Waits until no sync is in flight and every waiting append is answered: for ops
+    /// that must not overlap a sync (truncation, roll, close) or that promise
+    /// durability (`Sync`).
+    async fn barrier<S: Storage>(&mut self, log: &mut PartitionLog<S>) {
+        loop {
+            self.delay = None;
+            self.drain(log).await;
+            if !self.has_uncovered(log) || log.is_poisoned() {
+                break;
+            }
+            self.start_if_due(log).await;
+        }
+        self.settle(log);
+        assert!(self.waiting.is_empty() && self.in_flight.is_empty(), "a barrier leaves nothing pending");
+    }
+
+    /// Answers every waiting append the durable offset has passed and moves the high
+    /// watermark up to it; once the log is poisoned, fails every waiting append
+    /// instead (each was covered by the failed sync or came after it).
+    /// Returns how many were answered.
+    fn settle<S: Storage>(&mut self, log: &mut PartitionLog<S>) -> usize {
+        if log.is_poisoned() {
+            for (_, reply) in self.waiting.drain(..) {
+                let Err(error) = log.check_writable() else { unreachable!("the log is poisoned") };
+                answer(reply, Err(error));
+            }
+            return 0;
+        }
+        let durable = log.durable_offset();
+        if durable > log.high_watermark() {
+            log.set_high_watermark(durable);
+        }
+        let mut answered = 0;
+        for (info, reply) in self.waiting.extract_if(.., |(info, _)| info.last_offset < durable) {
+            answer(reply, Ok(info));
+            answered += 1;
+        }
+        answered
     }
 }
 
@@ -275,7 +502,7 @@ mod tests {
                 sender.send_async(op).await.expect("queued");
             }
             let syncs_before = storage.sync_count();
-            run(log, queue).await;
+            run_with_commit_delay(log, queue, Duration::ZERO).await;
             let original = reply(&original_answer).expect("appended");
             let retry = reply(&retry_answer).expect("answered");
             assert!(!original.duplicate && retry.duplicate, "{original:?} {retry:?}");
@@ -298,7 +525,7 @@ mod tests {
             for op in [original, retry, close] {
                 sender.send_async(op).await.expect("queued");
             }
-            run(log, queue).await;
+            run_with_commit_delay(log, queue, Duration::ZERO).await;
             // Answering the retry before the sync would have told the producer its
             // batch was at offset 0, which the failed sync never made durable.
             assert!(matches!(reply(&original_answer), Err(EngineError::Poisoned { .. })));
@@ -335,7 +562,216 @@ mod tests {
                 sender.send_async(close).await.expect("queued");
                 close_answer.recv_async().await.expect("answered").expect("closed");
             };
-            futures_lite::future::zip(run(log, queue), driver).await;
+            futures_lite::future::zip(run_with_commit_delay(log, queue, Duration::ZERO), driver).await;
+        });
+    }
+
+    const LOG_PATH: &str = "/data/actor/0/00000000000000000000.log";
+
+    /// Waits (yielding to the actor) until `done` holds.
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            futures_lite::future::yield_now().await;
+        }
+        panic!("the actor never got there");
+    }
+
+    /// Asks for the partition's stats: every op queued before has been performed.
+    async fn stats_of(sender: &flume::Sender<PartitionOp>) -> PartitionStats {
+        let (reply, answer) = flume::bounded(1);
+        sender.send_async(PartitionOp::Stats { reply }).await.expect("queued");
+        answer.recv_async().await.expect("answered").expect("stats")
+    }
+
+    /// The acknowledgement of an append, checked against the simulated disk: an
+    /// acknowledged batch must already be durable (all test batches have one size).
+    async fn acknowledged(storage: &SimStorage, answer: &flume::Receiver<Result<AppendInfo>>) -> Result<AppendInfo> {
+        let result = answer.recv_async().await.expect("answered");
+        if let Ok(info) = &result {
+            let batch_bytes = idempotent_batch(0).len() as u64;
+            let durable = storage.durable_file_len(Path::new(LOG_PATH)).expect("the segment exists");
+            assert!(
+                durable >= (info.last_offset.0 as u64 + 1) * batch_bytes,
+                "offset {} acknowledged with only {durable} bytes durable",
+                info.last_offset
+            );
+        }
+        result
+    }
+
+    #[test]
+    fn appends_made_while_a_sync_is_in_flight_wait_for_a_later_sync() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_always(&storage).await;
+            let (sender, queue) = flume::bounded(16);
+            let driver = async {
+                storage.hold_syncs(true);
+                let syncs_before = storage.sync_count();
+                let (first, first_answer) = append(idempotent_batch(0));
+                sender.send_async(first).await.expect("queued");
+                until(|| storage.syncs_in_flight() == 1).await;
+                let (second, second_answer) = append(idempotent_batch(1));
+                let (third, third_answer) = append(idempotent_batch(2));
+                sender.send_async(second).await.expect("queued");
+                sender.send_async(third).await.expect("queued");
+                // Appended behind the sync in flight, which does not cover them; with
+                // one sync in flight at most, none is started for them yet.
+                let stats = stats_of(&sender).await;
+                assert_eq!((stats.log_end_offset, stats.durable_offset, stats.high_watermark), (Offset(3), Offset(0), Offset(0)));
+                assert_eq!(storage.syncs_in_flight(), SYNCS_IN_FLIGHT_MAX);
+                assert!(first_answer.is_empty() && second_answer.is_empty() && third_answer.is_empty());
+                storage.hold_syncs(false);
+                let first = acknowledged(&storage, &first_answer).await.expect("appended");
+                let second = acknowledged(&storage, &second_answer).await.expect("appended");
+                let third = acknowledged(&storage, &third_answer).await.expect("appended");
+                assert_eq!((first.base_offset, second.base_offset, third.base_offset), (Offset(0), Offset(1), Offset(2)));
+                assert_eq!(storage.sync_count() - syncs_before, 2, "one sync for the first append, one for the rest");
+                let stats = stats_of(&sender).await;
+                assert_eq!((stats.durable_offset, stats.high_watermark), (Offset(3), Offset(3)));
+                let (close, close_answer) = close();
+                sender.send_async(close).await.expect("queued");
+                close_answer.recv_async().await.expect("answered").expect("closed");
+            };
+            futures_lite::future::zip(run_with_commit_delay(log, queue, Duration::ZERO), driver).await;
+        });
+    }
+
+    #[test]
+    fn a_failed_sync_in_flight_fails_what_it_covers_and_everything_appended_meanwhile() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_always(&storage).await;
+            let (sender, queue) = flume::bounded(16);
+            let driver = async {
+                let (durable, durable_answer) = append(idempotent_batch(0));
+                sender.send_async(durable).await.expect("queued");
+                acknowledged(&storage, &durable_answer).await.expect("appended");
+                storage.hold_syncs(true);
+                let (covered, covered_answer) = append(idempotent_batch(1));
+                sender.send_async(covered).await.expect("queued");
+                until(|| storage.syncs_in_flight() == 1).await;
+                let (later, later_answer) = append(idempotent_batch(2));
+                // A retry of the batch the failing sync covers shares its fate.
+                let (retry, retry_answer) = append(idempotent_batch(1));
+                // A retry of the durable batch is answered at once.
+                let (old_retry, old_retry_answer) = append(idempotent_batch(0));
+                for op in [later, retry, old_retry] {
+                    sender.send_async(op).await.expect("queued");
+                }
+                let old_retry = acknowledged(&storage, &old_retry_answer).await.expect("a duplicate");
+                assert!(old_retry.duplicate && old_retry.base_offset == Offset(0));
+                assert!(covered_answer.is_empty() && later_answer.is_empty() && retry_answer.is_empty());
+                storage.fail_next_syncs(1);
+                storage.hold_syncs(false);
+                for (what, answer) in [("covered", &covered_answer), ("later", &later_answer), ("retry", &retry_answer)] {
+                    match acknowledged(&storage, answer).await {
+                        Err(EngineError::Poisoned { .. }) => {}
+                        other => panic!("the {what} append must fail with the sync, got {other:?}"),
+                    }
+                }
+                let (after, after_answer) = append(idempotent_batch(3));
+                sender.send_async(after).await.expect("queued");
+                assert!(matches!(after_answer.recv_async().await.expect("answered"), Err(EngineError::Poisoned { .. })));
+                let stats = stats_of(&sender).await;
+                assert_eq!((stats.durable_offset, stats.high_watermark), (Offset(1), Offset(1)));
+                let (close, close_answer) = close();
+                sender.send_async(close).await.expect("queued");
+                close_answer.recv_async().await.expect("answered").expect("closed");
+            };
+            futures_lite::future::zip(run_with_commit_delay(log, queue, Duration::ZERO), driver).await;
+        });
+    }
+
+    #[test]
+    fn a_truncation_waits_for_the_sync_in_flight_and_commits_the_appends_before_it() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_always(&storage).await;
+            let (sender, queue) = flume::bounded(16);
+            let driver = async {
+                storage.hold_syncs(true);
+                let (first, first_answer) = append(idempotent_batch(0));
+                sender.send_async(first).await.expect("queued");
+                until(|| storage.syncs_in_flight() == 1).await;
+                let (second, second_answer) = append(idempotent_batch(1));
+                let (truncate_reply, truncate_answer) = flume::bounded(1);
+                sender.send_async(second).await.expect("queued");
+                sender.send_async(PartitionOp::Truncate { offset: Offset(1), reply: truncate_reply }).await.expect("queued");
+                // The truncation must not cut under the sync in flight: it waits.
+                for _ in 0..100 {
+                    futures_lite::future::yield_now().await;
+                }
+                assert!(truncate_answer.is_empty() && first_answer.is_empty());
+                storage.hold_syncs(false);
+                // Ops run in order: both appends are committed before the truncation
+                // (which then cuts the second away: the disk cannot vouch for it here).
+                first_answer.recv_async().await.expect("answered").expect("appended");
+                second_answer.recv_async().await.expect("answered").expect("appended");
+                truncate_answer.recv_async().await.expect("answered").expect("truncated");
+                let stats = stats_of(&sender).await;
+                assert_eq!((stats.log_end_offset, stats.durable_offset, stats.high_watermark), (Offset(1), Offset(1), Offset(1)));
+                let (close, close_answer) = close();
+                sender.send_async(close).await.expect("queued");
+                close_answer.recv_async().await.expect("answered").expect("closed");
+            };
+            futures_lite::future::zip(run_with_commit_delay(log, queue, Duration::ZERO), driver).await;
+        });
+    }
+
+    /// Sends two appends at once (one round, one sync) and holds that sync for
+    /// `held`, so the next commit delay is half of it; returns once both are answered.
+    async fn two_answered_by_a_held_sync(storage: &SimStorage, sender: &flume::Sender<PartitionOp>, first_sequence: i32, held: Duration) {
+        storage.hold_syncs(true);
+        let (first, first_answer) = append(idempotent_batch(first_sequence));
+        let (second, second_answer) = append(idempotent_batch(first_sequence + 1));
+        sender.send_async(first).await.expect("queued");
+        sender.send_async(second).await.expect("queued");
+        until(|| storage.syncs_in_flight() == 1).await;
+        glommio::timer::sleep(held).await;
+        storage.hold_syncs(false);
+        acknowledged(storage, &first_answer).await.expect("appended");
+        acknowledged(storage, &second_answer).await.expect("appended");
+    }
+
+    #[test]
+    fn the_next_sync_waits_for_as_many_appends_as_the_last_answered_but_not_past_the_delay() {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().expect("executor");
+        executor.run(async {
+            let storage = SimStorage::new();
+            let log = open_always(&storage).await;
+            let (sender, queue) = flume::bounded(16);
+            let held = Duration::from_millis(400);
+            let driver = async {
+                // Two answered: the next sync waits for two appends.
+                two_answered_by_a_held_sync(&storage, &sender, 0, held).await;
+                let (third, third_answer) = append(idempotent_batch(2));
+                sender.send_async(third).await.expect("queued");
+                assert_eq!(stats_of(&sender).await.log_end_offset, Offset(3));
+                assert!(third_answer.is_empty() && storage.syncs_in_flight() == 0, "one of two came back: no sync yet");
+                let (fourth, fourth_answer) = append(idempotent_batch(3));
+                sender.send_async(fourth).await.expect("queued");
+                acknowledged(&storage, &third_answer).await.expect("appended");
+                acknowledged(&storage, &fourth_answer).await.expect("appended");
+
+                // Two answered again, but only one comes back: it is synced once the
+                // delay (half the held sync) runs out.
+                two_answered_by_a_held_sync(&storage, &sender, 4, held).await;
+                let answered_at = Instant::now();
+                let (alone, alone_answer) = append(idempotent_batch(6));
+                sender.send_async(alone).await.expect("queued");
+                acknowledged(&storage, &alone_answer).await.expect("appended");
+                let waited = answered_at.elapsed();
+                assert!(waited >= held / 2 - Duration::from_millis(50), "synced after {waited:?}, before the delay ran out");
+
+                let (close, close_answer) = close();
+                sender.send_async(close).await.expect("queued");
+                close_answer.recv_async().await.expect("answered").expect("closed");
+            };
+            futures_lite::future::zip(run_with_commit_delay(log, queue, Duration::from_secs(10)), driver).await;
         });
     }
 
@@ -356,7 +792,7 @@ mod tests {
             for op in [wait_at_0, wait_at_1, first, close] {
                 sender.send_async(op).await.expect("queued");
             }
-            run(log, queue).await;
+            run_with_commit_delay(log, queue, Duration::ZERO).await;
             reply(&first_answer).expect("appended");
             reply(&close_answer).expect("closed");
             // One record (offset 0) was appended and synced: data past 0, not past 1.

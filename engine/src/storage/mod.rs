@@ -12,6 +12,7 @@
 //!
 //! Both are single-threaded: files are owned by one shard (`!Send` in practice).
 
+use std::future::Future;
 use std::path::Path;
 
 use crate::error::Result;
@@ -64,6 +65,12 @@ pub trait StorageFile: 'static {
     async fn flush(&mut self) -> Result<()>;
     /// Flushes and fdatasyncs. When this returns `Ok`, every appended byte survives a crash.
     async fn sync(&mut self) -> Result<()>;
+    /// An fdatasync that does not borrow the file, so appends (and flushes) can go on
+    /// while it is in flight (the partition actor's pipelined group commit). When it
+    /// returns `Ok`, every byte flushed before this call survives a crash; bytes
+    /// flushed after it may or may not. The file must not be truncated before it
+    /// completes, and must not be closed while it is alive.
+    fn sync_detached(&self) -> impl Future<Output = Result<()>> + 'static + use<Self>;
     async fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>>;
     /// Cuts the file to `len` bytes (`len <= self.len()`).
     async fn truncate(&mut self, len: u64) -> Result<()>;

@@ -6,12 +6,19 @@
 //! power loss would: the tail may be lost entirely, torn at any byte, or survive
 //! with bit flips. Directory operations (create, remove, rename) and truncation are
 //! durable at once; the engine syncs after each of them anyway.
+//!
+//! A detached sync ([`StorageFile::sync_detached`]) makes durable exactly the bytes
+//! present when it was started, and completes no earlier than one poll later, so
+//! work interleaves with it as with a real fdatasync in flight. A test can hold every
+//! detached sync in flight ([`SimStorage::hold_syncs`]) to act while one is pending.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 use super::{FileRole, Storage, StorageFile};
 use crate::error::{EngineError, Result};
@@ -44,6 +51,11 @@ struct SimDisk {
     fail_next_syncs: u32,
     space_bytes_max: Option<u64>,
     syncs: u64,
+    /// While set, detached syncs wait (their wakers are kept here) before completing.
+    syncs_held: bool,
+    held_wakers: Vec<Waker>,
+    /// Detached syncs started and neither completed nor dropped.
+    syncs_in_flight: usize,
 }
 
 impl SimDisk {
@@ -122,6 +134,31 @@ impl SimStorage {
         self.disk.borrow().syncs
     }
 
+    /// While `held`, every detached sync ([`StorageFile::sync_detached`]) stays in
+    /// flight; releasing lets them complete (each consumes a [`fail_next_syncs`]
+    /// failure, if any, when it completes).
+    ///
+    /// [`fail_next_syncs`]: SimStorage::fail_next_syncs
+    pub fn hold_syncs(&self, held: bool) {
+        let wakers = {
+            let mut disk = self.disk.borrow_mut();
+            disk.syncs_held = held;
+            if held {
+                Vec::new()
+            } else {
+                std::mem::take(&mut disk.held_wakers)
+            }
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Detached syncs started and not yet completed.
+    pub fn syncs_in_flight(&self) -> usize {
+        self.disk.borrow().syncs_in_flight
+    }
+
     /// Mutates the durable bytes of a file directly (to test detection of corruption).
     pub fn corrupt(&self, path: &Path, position: usize, xor: u8) {
         let mut disk = self.disk.borrow_mut();
@@ -138,6 +175,11 @@ impl SimStorage {
     /// Size of a file as currently seen, for tests.
     pub fn file_len(&self, path: &Path) -> Option<u64> {
         self.disk.borrow().files.get(path).map(|f| f.current.len() as u64)
+    }
+
+    /// Size of a file as a crash now would leave it at least (its synced bytes).
+    pub fn durable_file_len(&self, path: &Path) -> Option<u64> {
+        self.disk.borrow().files.get(path).map(|f| f.durable.len() as u64)
     }
 }
 
@@ -226,6 +268,24 @@ impl Storage for SimStorage {
     }
 }
 
+/// Counts a detached sync in [`SimDisk::syncs_in_flight`] until it is dropped.
+struct SyncInFlight {
+    disk: Rc<RefCell<SimDisk>>,
+}
+
+impl SyncInFlight {
+    fn start(disk: Rc<RefCell<SimDisk>>) -> SyncInFlight {
+        disk.borrow_mut().syncs_in_flight += 1;
+        SyncInFlight { disk }
+    }
+}
+
+impl Drop for SyncInFlight {
+    fn drop(&mut self) {
+        self.disk.borrow_mut().syncs_in_flight -= 1;
+    }
+}
+
 /// A handle on a [`SimStorage`] file. It stops working after a crash.
 pub struct SimFile {
     disk: Rc<RefCell<SimDisk>>,
@@ -279,6 +339,48 @@ impl StorageFile for SimFile {
             file.durable = file.current.clone();
             Ok(())
         })
+    }
+
+    fn sync_detached(&self) -> impl Future<Output = Result<()>> + 'static + use<> {
+        // What a real fdatasync issued now would cover at least: every byte so far
+        // (a simulated file has no write buffer, so every append is "flushed").
+        let covered = self.len() as usize;
+        let handle = SimFile { disk: self.disk.clone(), path: self.path.clone(), generation: self.generation };
+        let in_flight = SyncInFlight::start(self.disk.clone());
+        let disk = self.disk.clone();
+        let mut polled = false;
+        let gate = futures_lite::future::poll_fn(move |context| {
+            let mut disk = disk.borrow_mut();
+            if disk.syncs_held {
+                disk.held_wakers.push(context.waker().clone());
+                return Poll::Pending;
+            }
+            if !polled {
+                polled = true;
+                context.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(())
+        });
+        async move {
+            gate.await;
+            let _in_flight = in_flight;
+            handle.with("fdatasync", |disk, path| {
+                if disk.fail_next_syncs > 0 {
+                    disk.fail_next_syncs -= 1;
+                    return Err(EngineError::io("fdatasync", path, io::Error::from_raw_os_error(libc::EIO)));
+                }
+                disk.syncs += 1;
+                let file = disk.files.get_mut(path).expect("checked");
+                // `durable` is always a prefix of `current`; this sync extends it to
+                // what was there at its start (truncation meanwhile is the caller's bug).
+                let end = covered.min(file.current.len());
+                if end > file.durable.len() {
+                    file.durable = file.current[..end].to_vec();
+                }
+                Ok(())
+            })
+        }
     }
 
     async fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>> {
