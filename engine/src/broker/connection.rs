@@ -10,6 +10,11 @@
 //! Bad input closes only its own connection, with one log line: an oversized,
 //! truncated or undecodable frame, an unknown API key or an unsupported version (but
 //! ApiVersions at an unknown version is answered, as Kafka does).
+//!
+//! Endings: when the peer goes away, handlers still running are cancelled (nobody
+//! would read their answers; a JoinGroup may otherwise wait minutes for a
+//! rebalance). When the broker stops or the connection is closed for bad input,
+//! requests already read get [`SHUTDOWN_GRACE`] to finish and be answered.
 
 use std::rc::Rc;
 
@@ -72,6 +77,96 @@ pub async fn accept_loop(listener: TcpListener, context: Rc<ShardContext>, stop:
     }
 }
 
+/// How long in-flight requests may take to finish once the broker is stopping (or
+/// the connection is being closed for bad input); past it they are cancelled.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why the read side of a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The peer closed the connection or it failed: nobody reads responses any more,
+    /// so pending handlers are cancelled.
+    PeerGone,
+    /// The broker is stopping, or the peer sent bad input: requests already read
+    /// are finished and answered within [`SHUTDOWN_GRACE`], then the connection closes.
+    Closing,
+}
+
+/// Cancels every handler queued for the writer until the reader closes the queue.
+async fn cancel_all(pending: &local_channel::LocalReceiver<Pending>) {
+    while let Some(next) = pending.recv().await {
+        if let Pending::Handler { task, .. } = next {
+            task.cancel();
+        }
+    }
+}
+
+/// Reads, decodes and dispatches requests until the connection or the broker ends.
+async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    queue: &local_channel::LocalSender<Pending>,
+    context: &Rc<ShardContext>,
+    peer: &str,
+    stop: &flume::Receiver<()>,
+) -> End {
+    let shard = context.shard;
+    loop {
+        let frame = async { Some(codec::read_frame(reader, context.broker.config.request_bytes_max).await) }
+            .or(async {
+                // The broker never sends on `stop`; it drops the sender to say "stop".
+                let _ = stop.recv_async().await;
+                None
+            })
+            .await;
+        let frame = match frame {
+            None => return End::Closing,
+            Some(Ok(Some(frame))) => frame,
+            Some(Ok(None)) => return End::PeerGone,
+            Some(Err(FrameError::Io(error))) => {
+                tracing::debug!("shard {shard}: {peer}: {error}");
+                return End::PeerGone;
+            }
+            Some(Err(error)) => {
+                tracing::warn!("shard {shard}: closing {peer}: {error}");
+                return End::Closing;
+            }
+        };
+        let next = match codec::decode_request(frame) {
+            Ok(request) => {
+                let version = request.header.request_api_version;
+                let correlation_id = request.header.correlation_id;
+                let api_key = request.api_key;
+                // Produce with acks=0: the client reads no response.
+                let silent = matches!(&request.body, RequestKind::Produce(produce) if produce.acks == 0);
+                let context = context.clone();
+                let task = glommio::spawn_local(async move {
+                    let request_context = RequestContext { shard: &context, header: &request.header, version };
+                    handlers::dispatch(&request_context, request.body).await
+                })
+                .detach();
+                Pending::Handler { api_key, version, correlation_id, silent, task }
+            }
+            Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
+                let body = ResponseKind::ApiVersions(api_versions::unsupported_version());
+                match codec::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body) {
+                    Ok(bytes) => Pending::Ready(bytes),
+                    Err(error) => {
+                        tracing::error!("shard {shard}: {peer}: {error}");
+                        return End::Closing;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!("shard {shard}: closing {peer}: {error}");
+                return End::Closing;
+            }
+        };
+        if queue.send(next).await.is_err() {
+            return End::PeerGone;
+        }
+    }
+}
+
 /// What the writer sends for one request, in order.
 enum Pending {
     Handler { api_key: ApiKey, version: i16, correlation_id: i32, silent: bool, task: JoinHandle<Option<ResponseKind>> },
@@ -87,93 +182,81 @@ async fn serve(stream: TcpStream, context: &Rc<ShardContext>, peer: &str, stop: 
     let stop = &stop;
     let reader = &mut reader;
     let (queue, pending) = local_channel::new_bounded::<Pending>(context.broker.config.inflight_requests_max.max(1));
+    // How the read side ended: the writer drains differently for each.
+    let (ended, end_seen) = flume::bounded::<End>(1);
     let shard = context.shard;
     let read_side = async move {
-        loop {
-            let frame = async { Some(codec::read_frame(reader, context.broker.config.request_bytes_max).await) }
-                .or(async {
-                    let _ = stop.recv_async().await;
-                    None
-                })
-                .await;
-            let frame = match frame {
-                None => return,
-                Some(Ok(Some(frame))) => frame,
-                Some(Ok(None)) => return,
-                Some(Err(FrameError::Io(error))) => {
-                    tracing::debug!("shard {shard}: {peer}: {error}");
-                    return;
-                }
-                Some(Err(error)) => {
-                    tracing::warn!("shard {shard}: closing {peer}: {error}");
-                    return;
-                }
-            };
-            let next = match codec::decode_request(frame) {
-                Ok(request) => {
-                    let version = request.header.request_api_version;
-                    let correlation_id = request.header.correlation_id;
-                    let api_key = request.api_key;
-                    // Produce with acks=0: the client reads no response.
-                    let silent = matches!(&request.body, RequestKind::Produce(produce) if produce.acks == 0);
-                    let context = context.clone();
-                    let task = glommio::spawn_local(async move {
-                        let request_context = RequestContext { shard: &context, header: &request.header, version };
-                        handlers::dispatch(&request_context, request.body).await
-                    })
-                    .detach();
-                    Pending::Handler { api_key, version, correlation_id, silent, task }
-                }
-                Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
-                    let body = ResponseKind::ApiVersions(api_versions::unsupported_version());
-                    match codec::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body) {
-                        Ok(bytes) => Pending::Ready(bytes),
-                        Err(error) => {
-                            tracing::error!("shard {shard}: {peer}: {error}");
-                            return;
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!("shard {shard}: closing {peer}: {error}");
-                    return;
-                }
-            };
-            if queue.send(next).await.is_err() {
-                return;
-            }
-        }
+        let end = read_requests(reader, &queue, context, peer, stop).await;
+        // Capacity 1 and sent once: this cannot fail while the writer lives.
+        let _ = ended.try_send(end);
+        // Dropping `queue` here closes it: the writer ends after the last response.
+        drop(queue);
     };
     let write_side = async {
+        let mut deadline: Option<std::time::Instant> = None;
+        let mut end_seen_once = false;
         while let Some(next) = pending.recv().await {
             let bytes = match next {
                 Pending::Ready(bytes) => bytes,
-                Pending::Handler { api_key, version, correlation_id, silent, task } => match task.await {
-                    Some(Some(_)) if silent => continue,
-                    Some(Some(body)) => match codec::encode_response(api_key, version, correlation_id, &body) {
-                        Ok(bytes) => bytes,
-                        Err(error) => {
-                            tracing::error!("shard {shard}: {peer}: {error}");
+                Pending::Handler { api_key, version, correlation_id, silent, mut task } => {
+                    // Wait for the handler, unless the peer is gone (nobody to answer:
+                    // cancel) or the broker stops and the grace period runs out.
+                    let answered = loop {
+                        let end_signal = async {
+                            if end_seen_once {
+                                std::future::pending::<()>().await;
+                            }
+                            let end = end_seen.recv_async().await.unwrap_or(End::PeerGone);
+                            Some(end)
+                        };
+                        let grace = async {
+                            match deadline {
+                                Some(at) => glommio::timer::sleep(at.saturating_duration_since(std::time::Instant::now())).await,
+                                None => std::future::pending::<()>().await,
+                            }
+                            Some(End::PeerGone)
+                        };
+                        let outcome = async { (&mut task).await.map(Ok) }.or(async { end_signal.or(grace).await.map(Err) }).await;
+                        match outcome {
+                            Some(Ok(answer)) => break Some(answer),
+                            Some(Err(End::Closing)) => {
+                                end_seen_once = true;
+                                deadline.get_or_insert(std::time::Instant::now() + SHUTDOWN_GRACE);
+                            }
+                            Some(Err(End::PeerGone)) | None => {
+                                task.cancel();
+                                break None;
+                            }
+                        }
+                    };
+                    match answered {
+                        Some(Some(_)) if silent => continue,
+                        Some(Some(body)) => match codec::encode_response(api_key, version, correlation_id, &body) {
+                            Ok(bytes) => bytes,
+                            Err(error) => {
+                                tracing::error!("shard {shard}: {peer}: {error}");
+                                return;
+                            }
+                        },
+                        Some(None) => {
+                            tracing::error!("shard {shard}: {peer}: no handler answered {api_key:?} v{version}");
                             return;
                         }
-                    },
-                    Some(None) | None => {
-                        tracing::error!("shard {shard}: {peer}: no handler answered {api_key:?} v{version}");
-                        return;
+                        None => {
+                            tracing::debug!("shard {shard}: {peer}: dropping {api_key:?} (peer gone or shutdown grace over)");
+                            cancel_all(&pending).await;
+                            return;
+                        }
                     }
-                },
+                }
             };
             if let Err(error) = writer.write_all(&bytes).await {
                 tracing::debug!("shard {shard}: {peer}: writing a response: {error}");
+                cancel_all(&pending).await;
                 return;
             }
         }
     };
-    // The reader ends first (closing the queue) or the writer fails; either way the
-    // responses already queued are written before the connection closes, unless
-    // the writer itself failed.
-    // `read_side` owns the queue's sender: when it returns, the queue closes and
-    // the writer ends after the last queued response.
     futures_lite::future::zip(read_side, write_side).await;
     if let Err(error) = writer.close().await {
         tracing::debug!("shard {shard}: {peer}: closing: {error}");

@@ -12,6 +12,7 @@
 //! there are no locks on the request path.
 
 pub mod connection;
+pub mod group;
 pub mod producer_ids;
 
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ pub struct BrokerConfig {
     /// Requests of one connection being handled at once (pipelining depth).
     pub inflight_requests_max: usize,
     pub engine: EngineConfig,
+    /// Consumer groups and `__consumer_offsets` ([`group::GroupConfig`]).
+    pub groups: group::GroupConfig,
 }
 
 impl BrokerConfig {
@@ -63,6 +66,7 @@ impl BrokerConfig {
             connections_max: 10_000,
             inflight_requests_max: 64,
             engine: EngineConfig::new(data_dir),
+            groups: group::GroupConfig::default(),
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct ShardContext {
     pub broker: Arc<BrokerState>,
     pub engine: EngineHandle,
     pub shard: ShardId,
+    /// Reaches the group coordinator of any group (on whichever shard owns it).
+    pub groups: group::GroupRouter,
 }
 
 /// A stable topic id for Metadata v10+, derived from the name. (A topic deleted and
@@ -145,6 +151,8 @@ impl Broker {
         let (stopped_tx, stopped) = flume::unbounded::<()>();
         let bind_error: Arc<Mutex<Option<String>>> = Arc::default();
 
+        let coordinators = group::Coordinators::new(config.groups.clone());
+        let service_coordinators = coordinators.clone();
         let service_state = state.clone();
         let service_bind_error = bind_error.clone();
         let service: ShardService = Arc::new(move |shard, engine| {
@@ -165,7 +173,8 @@ impl Broker {
                 state.listen_port.store(local.port(), Ordering::Release);
                 tracing::info!("shard {shard}: listening on {local} (Kafka protocol)");
             }
-            let context = Rc::new(ShardContext { broker: state, engine, shard });
+            let groups = service_coordinators.start_on_shard(shard, engine.clone(), stop_seen.clone());
+            let context = Rc::new(ShardContext { broker: state, engine, shard, groups });
             let stop_seen = stop_seen.clone();
             let stopped = stopped_tx.clone();
             Box::pin(async move {
@@ -182,6 +191,15 @@ impl Broker {
                 tracing::error!("closing the engine after a failed start: {error}");
             }
             return Err(EngineError::Startup(message));
+        }
+        // Committed offsets and groups are replayed before the broker reports ready;
+        // group requests that arrive meanwhile wait in the coordinators' queues.
+        if let Err(error) = futures_lite::future::block_on(coordinators.load(&engine.handle())) {
+            drop(stop);
+            if let Err(shutdown_error) = engine.shutdown() {
+                tracing::error!("closing the engine after a failed start: {shutdown_error}");
+            }
+            return Err(error);
         }
         Ok(Broker { engine: Some(engine), state, stop: Some(stop), stopped })
     }

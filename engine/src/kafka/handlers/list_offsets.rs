@@ -45,6 +45,7 @@ pub async fn handle(context: &RequestContext<'_>, request: ListOffsetsRequest) -
         }
         shape.push((topic.name, indexes));
     }
+    let version = context.version;
     let mut results = concurrently(lookups).await.into_iter();
     let topics = shape
         .into_iter()
@@ -52,7 +53,10 @@ pub async fn handle(context: &RequestContext<'_>, request: ListOffsetsRequest) -
             let partitions = indexes
                 .into_iter()
                 .map(|index| {
-                    let response = ListOffsetsPartitionResponse::default().with_partition_index(index).with_leader_epoch(0);
+                    // The leader epoch field exists from v4; below it must stay at its default.
+                    let leader_epoch = if version >= 4 { 0 } else { -1 };
+                    let response =
+                        ListOffsetsPartitionResponse::default().with_partition_index(index).with_leader_epoch(leader_epoch);
                     match results.next() {
                         Some(Ok(Some((offset, timestamp)))) => response.with_offset(offset.0).with_timestamp(timestamp.0),
                         // No batch that recent: Kafka answers offset -1.

@@ -13,17 +13,27 @@ pub mod api_versions;
 pub mod config_resources;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
@@ -94,6 +104,16 @@ served! {
     CreatePartitions => create_partitions,
     IncrementalAlterConfigs => incremental_alter_configs,
     DescribeCluster => describe_cluster,
+    FindCoordinator => find_coordinator,
+    JoinGroup => join_group,
+    SyncGroup => sync_group,
+    Heartbeat => heartbeat,
+    LeaveGroup => leave_group,
+    OffsetCommit => offset_commit,
+    OffsetFetch => offset_fetch,
+    ListGroups => list_groups,
+    DescribeGroups => describe_groups,
+    DeleteGroups => delete_groups,
 }
 
 /// Runs `futures` concurrently on this shard and returns their outputs in order.

@@ -1,0 +1,71 @@
+//! FindCoordinator (key 10), v0–v4: which broker coordinates a group. With one
+//! broker the answer for a group (key type 0) is always this broker; v4 asks for
+//! several keys at once (KIP-699). Transactions (key type 1) have no coordinator
+//! yet: COORDINATOR_NOT_AVAILABLE, which clients retry.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{RequestContext, Versions};
+
+pub const VERSIONS: Versions = Versions::new(0, 4);
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// The coordinator of one key: this broker, or an error.
+struct Answer {
+    error: Option<(ResponseError, String)>,
+    node_id: BrokerId,
+    host: String,
+    port: i32,
+}
+
+fn answer(context: &RequestContext<'_>, key_type: i8) -> Answer {
+    let error = match key_type {
+        KEY_TYPE_GROUP => None,
+        KEY_TYPE_TRANSACTION => {
+            Some((ResponseError::CoordinatorNotAvailable, "transactions are not supported yet".to_string()))
+        }
+        other => Some((ResponseError::InvalidRequest, format!("unknown coordinator key type {other}"))),
+    };
+    match error {
+        None => {
+            let broker = &context.shard.broker;
+            let (host, port) = broker.advertised();
+            Answer { error: None, node_id: BrokerId(broker.config.node_id), host, port: port as i32 }
+        }
+        Some(error) => Answer { error: Some(error), node_id: BrokerId(-1), host: String::new(), port: -1 },
+    }
+}
+
+pub async fn handle(context: &RequestContext<'_>, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    if context.version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let answer = answer(context, request.key_type);
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(answer.node_id)
+                    .with_host(StrBytes::from_string(answer.host))
+                    .with_port(answer.port)
+                    .with_error_code(answer.error.as_ref().map_or(0, |(e, _)| e.code()))
+                    .with_error_message(answer.error.map(|(_, message)| StrBytes::from_string(message)))
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_error_message(None).with_coordinators(coordinators);
+    }
+    // v0 has no key type: a group.
+    let key_type = if context.version == 0 { KEY_TYPE_GROUP } else { request.key_type };
+    let answer = answer(context, key_type);
+    FindCoordinatorResponse::default()
+        .with_error_code(answer.error.as_ref().map_or(0, |(e, _)| e.code()))
+        .with_error_message(answer.error.map(|(_, message)| StrBytes::from_string(message)))
+        .with_node_id(answer.node_id)
+        .with_host(StrBytes::from_string(answer.host))
+        .with_port(answer.port)
+}
