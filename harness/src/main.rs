@@ -1,9 +1,18 @@
-//! `corelog`: the one binary. `corelog broker` runs a Kafka-compatible broker.
+//! `corelog`: the one binary. `corelog broker` runs a Kafka-compatible broker;
+//! `corelog run` replays a workload against brokers it starts (or any Kafka-compatible
+//! cluster, or the embedded engine) and writes results and a report; `corelog report`
+//! and `corelog compare` re-render results; `corelog check` validates workloads.
 //!
 //! Exit codes: 0 success; 1 the command failed (the message says why); 2 bad
 //! command line or configuration (clap's usage errors use 2 as well).
 
 mod broker;
+mod check;
+mod workload;
+mod driver;
+mod payload;
+mod report;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +27,14 @@ struct Cli {
 enum Command {
     /// Run a Kafka-compatible broker on this machine.
     Broker(broker::BrokerArgs),
+    /// Validate workload files without running them (exit 2 if one is invalid).
+    Check(check::CheckArgs),
+    /// Run a workload: start brokers, produce, consume, measure, write result.json and report.html.
+    Run(run::RunArgs),
+    /// Render report.html and charts from result.json files.
+    Report(report::ReportArgs),
+    /// Compare runs: a change table (base, new, % change) and overlaid charts.
+    Compare(report::CompareArgs),
 }
 
 /// A failure the user caused (bad flags or configuration): exit code 2.
@@ -50,5 +67,9 @@ fn try_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Broker(args) => broker::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Report(args) => report::report(args),
+        Command::Compare(args) => report::compare(args),
     }
 }

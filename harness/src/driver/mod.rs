@@ -1,0 +1,122 @@
+//! Drivers: how the harness talks to the system under test.
+//!
+//! - [`kafka`]: real Kafka clients (librdkafka through the `rdkafka` crate) against
+//!   any Kafka-compatible cluster: the brokers the harness started or a bootstrap list.
+//! - [`embedded`]: the corelog engine in this process, no network, no broker: the
+//!   engine's own limits.
+//!
+//! Both report to the same sinks ([`DeliverySink`], [`MessageSink`]), so the
+//! measurement code does not know which driver ran.
+
+pub mod embedded;
+pub mod kafka;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What a producer is asked to guarantee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSettings {
+    /// `0`, `1` or `all` (Kafka's `acks`).
+    pub acks: String,
+    /// Retry failed sends (Kafka clients' default); `false` for at-most-once.
+    pub retries: bool,
+    /// The idempotent producer (`enable.idempotence`).
+    pub idempotent: bool,
+    /// Client configuration overrides from the workload, applied last.
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// When a consumer commits what it consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Commit a message's offset before processing it (at-most-once).
+    BeforeProcessing,
+    /// Commit after processing (at-least-once).
+    AfterProcessing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    pub group_id: String,
+    /// This consumer's index among its group's `members` (for drivers without group
+    /// coordination, which then split partitions statically: index i takes every
+    /// partition p with p % members == i).
+    pub member: (usize, usize),
+    pub commit: CommitMode,
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// Identifies one send to the measurement code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendToken {
+    pub producer_id: u64,
+    pub sequence: u64,
+    /// When the rate schedule wanted it sent (µs since the epoch).
+    pub intended_us: i64,
+    /// When it was handed to the client.
+    pub sent_us: i64,
+}
+
+/// How a send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    Acknowledged { partition: i32, offset: i64 },
+    /// `ambiguous`: the message may have been persisted (timed out, connection lost
+    /// after sending); the checker counts these apart from failures.
+    Failed { error: String, ambiguous: bool },
+}
+
+pub trait DeliverySink: Send + Sync {
+    /// Called once per send, from a client thread, when its outcome is known.
+    fn delivered(&self, token: SendToken, outcome: SendOutcome, at_us: i64);
+}
+
+/// One consumed message. Where it was read from (topic, partition, offset, key)
+/// is for the delivery checker; the latency measurement needs only the payload.
+#[allow(dead_code)]
+pub struct Received<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    pub received_us: i64,
+}
+
+pub trait MessageSink: Send + Sync {
+    /// Called from a consumer thread for every message, in consumption order.
+    fn received(&self, message: Received<'_>);
+}
+
+#[derive(Debug)]
+pub enum SendError {
+    /// The client's queue is full: poll, wait a little, retry.
+    QueueFull,
+    Failed(String),
+}
+
+pub trait ProducerHandle: Send {
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], token: SendToken) -> Result<(), SendError>;
+    /// Waits until every queued message has an outcome, or `timeout`.
+    fn flush(&mut self, timeout: Duration) -> anyhow::Result<()>;
+}
+
+pub trait Driver: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Creates a topic (an existing one is an error: a run starts from empty topics).
+    fn create_topic(&self, name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> anyhow::Result<()>;
+    fn producer(&self, settings: &ProducerSettings, sink: Arc<dyn DeliverySink>) -> anyhow::Result<Box<dyn ProducerHandle>>;
+    /// Starts a consumer thread that reads `topics` from the beginning until `stop`
+    /// is set, handing every message to `sink`.
+    fn consumer(
+        &self,
+        topics: &[String],
+        settings: &ConsumerSettings,
+        sink: Arc<dyn MessageSink>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>>;
+}

@@ -1,0 +1,186 @@
+//! The load: producer threads that follow a rate schedule (open loop).
+//!
+//! Each message is due one interval (1 / rate) after the previous one's due time.
+//! The producer hands it to the client at that time or, if it has fallen behind,
+//! as soon as it can; the token carries both times, so the corrected latency (due →
+//! acknowledged) shows any lag that the service time (handed over → acknowledged)
+//! would hide. The rate is read from a shared [`Rate`] before every message, so a
+//! controller can move it while the run goes (OMB's `producerRate: 0`, see
+//! [`RateController`]); a fixed-rate workload sets it once.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::driver::{ProducerHandle, SendError, SendToken};
+use crate::payload::{now_us, PayloadHeader, PAYLOAD_HEADER_BYTES};
+use crate::run::metrics::Metrics;
+
+/// How keys are chosen (OMB's `keyDistributor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChoice {
+    None,
+    RoundRobin,
+    RandomNano,
+}
+
+/// Keys in the pool the key distributors draw from.
+pub const KEY_POOL_SIZE: usize = 10_000;
+
+/// A producer's current rate in messages per second, shared with a controller.
+#[derive(Debug, Default)]
+pub struct Rate(AtomicU64);
+
+impl Rate {
+    pub fn new(per_second: f64) -> Rate {
+        Rate(AtomicU64::new(per_second.to_bits()))
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, per_second: f64) {
+        self.0.store(per_second.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Finds the highest rate the system sustains, as OMB's `producerRate: 0` does:
+/// start low, grow by a quarter each second while the producers reach their target
+/// and consumers keep up, back off by a fifth as soon as a backlog of more than
+/// [`RateController::BACKLOG_SECONDS_MAX`] seconds of traffic builds up or
+/// producers fall behind their schedule.
+pub struct RateController {
+    /// The aggregate rate over all producers.
+    total_per_second: f64,
+    producers: usize,
+}
+
+impl RateController {
+    pub const START_PER_SECOND: f64 = 10_000.0;
+    pub const BACKLOG_SECONDS_MAX: f64 = 1.0;
+    pub const PUBLISH_DELAY_US_MAX: u64 = 50_000;
+
+    pub fn new(producers: usize) -> RateController {
+        RateController { total_per_second: Self::START_PER_SECOND, producers: producers.max(1) }
+    }
+
+    pub fn per_producer(&self) -> f64 {
+        self.total_per_second / self.producers as f64
+    }
+
+    /// Adjusts after a window: what was acknowledged per second, the backlog, and
+    /// the producers' median lag behind their schedule.
+    pub fn adjust(&mut self, acknowledged_per_second: f64, backlog: i64, publish_delay_us_p50: u64) -> f64 {
+        let behind = backlog as f64 > self.total_per_second * Self::BACKLOG_SECONDS_MAX
+            || publish_delay_us_p50 > Self::PUBLISH_DELAY_US_MAX;
+        if behind {
+            self.total_per_second = (self.total_per_second * 0.8).max(100.0);
+        } else if acknowledged_per_second >= self.total_per_second * 0.9 {
+            self.total_per_second *= 1.25;
+        }
+        self.per_producer()
+    }
+}
+
+pub struct ProducerPlan {
+    pub producer_id: u64,
+    pub topic: String,
+    /// Messages per second, read before every message.
+    pub rate: Arc<Rate>,
+    pub keys: KeyChoice,
+    /// Payload templates, used in turn; each is at least the header's size.
+    pub payloads: Arc<Vec<Vec<u8>>>,
+}
+
+/// What a producer thread reports when it ends.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProducerReport {
+    pub sent: u64,
+    pub send_errors: u64,
+}
+
+pub fn key_pool(seed: u64) -> Arc<Vec<Vec<u8>>> {
+    let mut state = seed | 1;
+    Arc::new(
+        (0..KEY_POOL_SIZE)
+            .map(|_| {
+                // xorshift64*: cheap, deterministic keys; their values do not matter.
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                format!("{:016x}", state.wrapping_mul(0x2545_f491_4f6c_dd1d)).into_bytes()
+            })
+            .collect(),
+    )
+}
+
+/// Starts one producer thread; it stops when `stop` is set, flushes, and returns
+/// its report.
+pub fn spawn_producer(
+    mut producer: Box<dyn ProducerHandle>,
+    plan: ProducerPlan,
+    keys: Arc<Vec<Vec<u8>>>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    sent_total: Arc<AtomicU64>,
+) -> std::io::Result<JoinHandle<ProducerReport>> {
+    std::thread::Builder::new().name(format!("corelog-producer-{}", plan.producer_id)).spawn(move || {
+        let mut report = ProducerReport::default();
+        let started = Instant::now();
+        let mut due_us = now_us() as f64;
+        let mut buffer = Vec::new();
+        let mut sequence: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let ahead_us = due_us as i64 - now_us();
+            if ahead_us > 0 {
+                // Sleep in slices so a stop or a rate change is seen promptly.
+                std::thread::sleep(Duration::from_micros(ahead_us.min(50_000) as u64));
+                continue;
+            }
+            let template = &plan.payloads[(sequence % plan.payloads.len() as u64) as usize];
+            buffer.clear();
+            buffer.extend_from_slice(template);
+            if buffer.len() < PAYLOAD_HEADER_BYTES {
+                buffer.resize(PAYLOAD_HEADER_BYTES, 0);
+            }
+            let key = match plan.keys {
+                KeyChoice::None => None,
+                KeyChoice::RoundRobin => Some(keys[(sequence % keys.len() as u64) as usize].as_slice()),
+                KeyChoice::RandomNano => Some(keys[(started.elapsed().as_nanos() % keys.len() as u128) as usize].as_slice()),
+            };
+            let message_due_us = due_us as i64;
+            due_us += 1e6 / plan.rate.get().max(1e-3);
+            loop {
+                let sent_us = now_us();
+                PayloadHeader { producer_id: plan.producer_id, sequence, send_time_us: sent_us }.stamp(&mut buffer);
+                let token = SendToken { producer_id: plan.producer_id, sequence, intended_us: message_due_us, sent_us };
+                match producer.send(&plan.topic, key, &buffer, token) {
+                    Ok(()) => {
+                        metrics.note_sent();
+                        sent_total.fetch_add(1, Ordering::Relaxed);
+                        report.sent += 1;
+                        break;
+                    }
+                    Err(SendError::QueueFull) => {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err(SendError::Failed(error)) => {
+                        tracing::debug!("producer {}: send failed: {error}", plan.producer_id);
+                        report.send_errors += 1;
+                        break;
+                    }
+                }
+            }
+            sequence += 1;
+        }
+        if let Err(error) = producer.flush(Duration::from_secs(30)) {
+            tracing::warn!("producer {}: {error:#}", plan.producer_id);
+        }
+        report
+    })
+}

@@ -1,0 +1,231 @@
+//! What a run measures, recorded from client threads as it happens.
+//!
+//! Four latencies, in microseconds, in HdrHistograms (1 µs to 1 hour, 3
+//! significant digits): publish service time (handed to the client → acknowledged),
+//! corrected publish latency (the rate schedule's intended send time →
+//! acknowledged; includes any time the producer fell behind its schedule, so a
+//! stalled system cannot hide behind a slow sender), publish delay (intended →
+//! handed over: the producers' own lag), and end-to-end latency (send
+//! time carried in the payload → consumed). A sample outside the histogram's range
+//! is counted in `out_of_range`, never dropped silently.
+//!
+//! Every second the run takes a [`Window`]: the interval histograms and counters are
+//! swapped out and summarised, and the interval histograms are added to the
+//! run-long totals. Samples of the warm-up are discarded with its windows.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+use crate::driver::{DeliverySink, MessageSink, Received, SendOutcome, SendToken};
+use crate::payload::PayloadHeader;
+
+/// Highest latency a histogram holds: one hour, in µs.
+pub const LATENCY_US_MAX: u64 = 3_600_000_000;
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
+}
+
+/// One latency metric: an interval histogram and the out-of-range count.
+pub struct Latency {
+    interval: Mutex<Histogram<u64>>,
+    out_of_range: AtomicU64,
+}
+
+impl Latency {
+    fn new() -> Latency {
+        Latency { interval: Mutex::new(new_histogram()), out_of_range: AtomicU64::new(0) }
+    }
+
+    pub fn record(&self, value_us: i64) {
+        let value = value_us.max(1) as u64;
+        let recorded = self.interval.lock().expect("histogram lock").record(value);
+        if recorded.is_err() {
+            self.out_of_range.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn take(&self) -> Histogram<u64> {
+        std::mem::replace(&mut *self.interval.lock().expect("histogram lock"), new_histogram())
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    acknowledged: AtomicU64,
+    failed: AtomicU64,
+    ambiguous: AtomicU64,
+    consumed: AtomicU64,
+    consumed_bytes: AtomicU64,
+    acknowledged_bytes: AtomicU64,
+    foreign: AtomicU64,
+}
+
+/// Counts of one window (or of the whole run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub failed: u64,
+    pub ambiguous: u64,
+    pub consumed: u64,
+    pub consumed_bytes: u64,
+    pub acknowledged_bytes: u64,
+    /// Consumed messages without a harness header (not ours): not measured.
+    pub foreign: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        self.sent += other.sent;
+        self.acknowledged += other.acknowledged;
+        self.failed += other.failed;
+        self.ambiguous += other.ambiguous;
+        self.consumed += other.consumed;
+        self.consumed_bytes += other.consumed_bytes;
+        self.acknowledged_bytes += other.acknowledged_bytes;
+        self.foreign += other.foreign;
+    }
+}
+
+/// One second (or so) of a run.
+pub struct Window {
+    pub counts: Counts,
+    pub publish_service_us: Histogram<u64>,
+    pub publish_corrected_us: Histogram<u64>,
+    pub publish_delay_us: Histogram<u64>,
+    pub end_to_end_us: Histogram<u64>,
+    pub out_of_range: u64,
+}
+
+pub struct Metrics {
+    message_bytes: u64,
+    pub publish_service: Latency,
+    pub publish_corrected: Latency,
+    /// Due → handed to the client (OMB's publish delay): how far producers lagged.
+    pub publish_delay: Latency,
+    pub end_to_end: Latency,
+    counters: Counters,
+}
+
+impl Metrics {
+    pub fn new(message_bytes: usize) -> Metrics {
+        Metrics {
+            message_bytes: message_bytes as u64,
+            publish_service: Latency::new(),
+            publish_corrected: Latency::new(),
+            publish_delay: Latency::new(),
+            end_to_end: Latency::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn note_sent(&self) {
+        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Swaps out everything recorded since the last call.
+    pub fn take_window(&self) -> Window {
+        let c = &self.counters;
+        let take = |counter: &AtomicU64| counter.swap(0, Ordering::Relaxed);
+        let counts = Counts {
+            sent: take(&c.sent),
+            acknowledged: take(&c.acknowledged),
+            failed: take(&c.failed),
+            ambiguous: take(&c.ambiguous),
+            consumed: take(&c.consumed),
+            consumed_bytes: take(&c.consumed_bytes),
+            acknowledged_bytes: take(&c.acknowledged_bytes),
+            foreign: take(&c.foreign),
+        };
+        let out_of_range = [&self.publish_service, &self.publish_corrected, &self.publish_delay, &self.end_to_end]
+            .iter()
+            .map(|l| l.out_of_range.swap(0, Ordering::Relaxed))
+            .sum();
+        Window {
+            counts,
+            publish_service_us: self.publish_service.take(),
+            publish_corrected_us: self.publish_corrected.take(),
+            publish_delay_us: self.publish_delay.take(),
+            end_to_end_us: self.end_to_end.take(),
+            out_of_range,
+        }
+    }
+}
+
+impl DeliverySink for Metrics {
+    fn delivered(&self, token: SendToken, outcome: SendOutcome, at_us: i64) {
+        match outcome {
+            SendOutcome::Acknowledged { .. } => {
+                self.counters.acknowledged.fetch_add(1, Ordering::Relaxed);
+                self.counters.acknowledged_bytes.fetch_add(self.message_bytes, Ordering::Relaxed);
+                self.publish_service.record(at_us - token.sent_us);
+                self.publish_corrected.record(at_us - token.intended_us);
+                self.publish_delay.record(token.sent_us - token.intended_us);
+            }
+            SendOutcome::Failed { ambiguous: true, .. } => {
+                self.counters.ambiguous.fetch_add(1, Ordering::Relaxed);
+            }
+            SendOutcome::Failed { .. } => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl MessageSink for Metrics {
+    fn received(&self, message: Received<'_>) {
+        let Some(header) = PayloadHeader::parse(message.payload) else {
+            self.counters.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.counters.consumed.fetch_add(1, Ordering::Relaxed);
+        self.counters.consumed_bytes.fetch_add(message.payload.len() as u64, Ordering::Relaxed);
+        self.end_to_end.record(message.received_us - header.send_time_us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(intended_us: i64, sent_us: i64) -> SendToken {
+        SendToken { producer_id: 1, sequence: 0, intended_us, sent_us }
+    }
+
+    #[test]
+    fn service_and_corrected_latency_differ_by_the_schedule_lag_and_windows_reset() {
+        let metrics = Metrics::new(100);
+        metrics.note_sent();
+        // Wanted at t=1000, handed to the client at 1500 (behind schedule), acked at 2000.
+        metrics.delivered(token(1_000, 1_500), SendOutcome::Acknowledged { partition: 0, offset: 0 }, 2_000);
+        metrics.delivered(token(0, 0), SendOutcome::Failed { error: "x".into(), ambiguous: true }, 10);
+        metrics.delivered(token(0, 0), SendOutcome::Failed { error: "y".into(), ambiguous: false }, 10);
+        let window = metrics.take_window();
+        assert_eq!(window.counts.sent, 1);
+        assert_eq!((window.counts.acknowledged, window.counts.ambiguous, window.counts.failed), (1, 1, 1));
+        assert_eq!(window.publish_service_us.max(), 500);
+        assert!(window.publish_corrected_us.max() >= 999 && window.publish_corrected_us.max() <= 1001);
+        let empty = metrics.take_window();
+        assert_eq!(empty.counts, Counts::default());
+        assert_eq!(empty.publish_service_us.len(), 0);
+    }
+
+    #[test]
+    fn out_of_range_samples_are_counted_and_foreign_messages_are_not_measured() {
+        let metrics = Metrics::new(100);
+        metrics.end_to_end.record(LATENCY_US_MAX as i64 * 2);
+        metrics.received(Received { topic: "t", partition: 0, offset: 0, key: None, payload: b"not ours", received_us: 5 });
+        let mut payload = vec![0u8; 64];
+        PayloadHeader { producer_id: 1, sequence: 1, send_time_us: 1_000 }.stamp(&mut payload);
+        metrics.received(Received { topic: "t", partition: 0, offset: 1, key: None, payload: &payload, received_us: 1_250 });
+        let window = metrics.take_window();
+        assert_eq!(window.out_of_range, 1);
+        assert_eq!(window.counts.foreign, 1);
+        assert_eq!(window.counts.consumed, 1);
+        assert_eq!(window.end_to_end_us.max(), 250);
+    }
+}
