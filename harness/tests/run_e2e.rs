@@ -1,0 +1,91 @@
+//! End to end: `corelog run` on a short workload against a broker it starts itself,
+//! then checks what it wrote: counts that add up, percentiles in order, one window
+//! per measured second, a report that embeds every chart, PNGs that decode, and
+//! HdrHistogram logs.
+
+use std::path::Path;
+use std::process::Command;
+
+fn number(value: &serde_json::Value, field: &str) -> f64 {
+    value[field].as_f64().unwrap_or_else(|| panic!("{field} missing or not a number in result.json"))
+}
+
+#[test]
+fn a_short_run_writes_consistent_results_and_a_complete_report() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let workload = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run/short.yaml");
+    let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
+        .arg("run")
+        .arg(&workload)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run corelog");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "corelog run failed: {stderr}");
+
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).expect("result.json")).expect("valid JSON");
+    let counts = &result["counts"];
+    let (produced, acknowledged, consumed) = (number(counts, "produced"), number(counts, "acknowledged"), number(counts, "consumed"));
+    assert!(produced >= 2000.0 * 4.0, "about 2000 msg/s for 5 s, got {produced}");
+    assert_eq!(produced, acknowledged, "every produced message acknowledged");
+    assert_eq!(acknowledged, consumed, "every acknowledged message consumed once");
+    assert_eq!(number(counts, "errors"), 0.0);
+
+    // One window per measured second (the last may be cut by the stop).
+    let windows = result["publishRate"].as_array().expect("publishRate").len();
+    assert!((3..=5).contains(&windows), "4 s measured should give about 4 windows, got {windows}");
+    assert_eq!(result["windowEndMs"].as_array().expect("windowEndMs").len(), windows);
+    let rate = result["publishRate"].as_array().expect("rates").iter().map(|r| r.as_f64().expect("rate")).sum::<f64>() / windows as f64;
+    assert!((1500.0..=2500.0).contains(&rate), "the fixed rate of 2000 msg/s is kept, got {rate}");
+
+    for kind in ["aggregatedPublishLatency", "aggregatedEndToEndLatency", "aggregatedPublishCorrectedLatency"] {
+        let stats: Vec<f64> = ["50pct", "75pct", "95pct", "99pct", "999pct", "9999pct", "Max"]
+            .iter()
+            .map(|stat| number(&result, &format!("{kind}{stat}")))
+            .collect();
+        assert!(stats.windows(2).all(|pair| pair[0] <= pair[1]), "{kind} percentiles must not decrease: {stats:?}");
+        assert!(stats[0] > 0.0, "{kind} p50 is a real latency");
+    }
+    // Corrected latency includes the service time.
+    assert!(number(&result, "aggregatedPublishCorrectedLatency99pct") >= number(&result, "aggregatedPublishLatency50pct"));
+    assert_eq!(result["deliveryGuarantee"], "at-least-once");
+    assert!(result["environment"]["cpuCores"].as_u64().expect("cores") >= 1);
+    assert!(result["environment"]["pinning"].as_str().expect("pinning").contains("broker"));
+
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    let pngs: Vec<_> = std::fs::read_dir(&out)
+        .expect("list out")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    assert!(pngs.len() >= 3, "throughput, latency over time and quantile charts at least: {pngs:?}");
+    let embedded = html.matches("data:image/png;base64,").count();
+    assert_eq!(embedded, pngs.len(), "the HTML embeds every chart");
+    for png in &pngs {
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png).expect("open png")));
+        let reader = decoder.read_info().unwrap_or_else(|e| panic!("{} does not decode: {e}", png.display()));
+        assert!(reader.info().width >= 400 && reader.info().height >= 200, "{} is a real chart", png.display());
+    }
+    for log in ["publish-latency.hlog", "end-to-end-latency.hlog"] {
+        let text = std::fs::read_to_string(out.join(log)).expect("hlog");
+        assert!(text.lines().filter(|l| !l.starts_with('#') && !l.starts_with('"')).count() >= 3, "{log} has interval lines");
+    }
+    std::fs::remove_dir_all(&out).expect("clean up");
+}
+
+#[test]
+fn a_bad_workload_fails_before_anything_starts_with_exit_code_2() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let workload = dir.join("bad.yaml");
+    std::fs::write(&workload, "name: bad\ntopics: 1\npartitionsPerTopic: 0\nmessageSize: 10\nproducersPerTopic: 1\ntestDurationSeconds: 1\n")
+        .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_corelog")).arg("run").arg(&workload).arg("--out").arg(dir.join("out")).output().expect("run");
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.yaml:3") && stderr.contains("partitionsPerTopic"), "{stderr}");
+    assert!(!dir.join("out").exists(), "nothing is written for an invalid workload");
+}
