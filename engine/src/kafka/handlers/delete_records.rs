@@ -10,11 +10,10 @@
 
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
-use kafka_protocol::ResponseError;
 
-use super::{concurrently, RequestContext, Versions};
+use super::{PerPartition, RequestContext, Versions};
 use crate::kafka::errors::error_code;
-use crate::types::{Offset, PartitionId, TopicName, TopicPartition};
+use crate::types::Offset;
 
 pub const VERSIONS: Versions = Versions::new(0, 2);
 
@@ -25,22 +24,13 @@ const INVALID_LOW_WATERMARK: i64 = -1;
 
 pub async fn handle(context: &RequestContext<'_>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let engine = &context.shard.engine;
-    let mut deletions = Vec::new();
-    let mut shape = Vec::with_capacity(request.topics.len());
+    let mut work = PerPartition::new();
     for topic in request.topics {
-        let name = TopicName::new(topic.name.0.as_str()).map_err(|e| error_code(&e));
-        let partition_count = name.as_ref().ok().and_then(|n| engine.topic(n)).map_or(0, |m| m.partition_count);
-        let mut indexes = Vec::with_capacity(topic.partitions.len());
-        for wanted in topic.partitions {
-            indexes.push(wanted.partition_index);
+        let raw_name = topic.name.0.to_string();
+        work.topic(engine, topic.name, &raw_name, topic.partitions, |p| p.partition_index, |partition, wanted| {
             let engine = engine.clone();
-            let name = name.clone();
-            deletions.push(async move {
-                let name = name?;
-                if !(0..partition_count).contains(&wanted.partition_index) {
-                    return Err(ResponseError::UnknownTopicOrPartition.code());
-                }
-                let partition = TopicPartition::new(name, PartitionId(wanted.partition_index));
+            async move {
+                let partition = partition?;
                 let offset = if wanted.offset == HIGH_WATERMARK {
                     engine.stats(&partition).await.map_err(|e| error_code(&e))?.high_watermark
                 } else {
@@ -49,24 +39,21 @@ pub async fn handle(context: &RequestContext<'_>, request: DeleteRecordsRequest)
                 let low_watermark = engine.delete_records(&partition, offset).await.map_err(|e| error_code(&e))?;
                 tracing::info!("deleted records of {partition} below {offset}: log start offset {low_watermark}");
                 Ok(low_watermark)
-            });
-        }
-        shape.push((topic.name, indexes));
+            }
+        });
     }
-    let mut results = concurrently(deletions).await.into_iter();
-    let topics = shape
+    let topics = work
+        .run()
+        .await
         .into_iter()
-        .map(|(name, indexes)| {
-            let partitions = indexes
+        .map(|(name, answers)| {
+            let partitions = answers
                 .into_iter()
-                .map(|index| {
+                .map(|(index, answer)| {
                     let result = DeleteRecordsPartitionResult::default().with_partition_index(index);
-                    match results.next() {
-                        Some(Ok(low_watermark)) => result.with_low_watermark(low_watermark.0),
-                        Some(Err(code)) => result.with_error_code(code).with_low_watermark(INVALID_LOW_WATERMARK),
-                        None => result
-                            .with_error_code(ResponseError::UnknownServerError.code())
-                            .with_low_watermark(INVALID_LOW_WATERMARK),
+                    match answer {
+                        Ok(low_watermark) => result.with_low_watermark(low_watermark.0),
+                        Err(code) => result.with_error_code(code).with_low_watermark(INVALID_LOW_WATERMARK),
                     }
                 })
                 .collect();

@@ -154,3 +154,77 @@ pub async fn first_of<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
     })
     .await
 }
+
+/// The partitions one topic of a request names, each resolved against the engine
+/// (or answered with the Kafka error code: invalid topic name, unknown topic or
+/// partition), in request order, with the request's per-partition item.
+pub fn resolve_partitions<T>(
+    engine: &crate::shard::EngineHandle,
+    topic: &str,
+    items: Vec<T>,
+    index_of: impl Fn(&T) -> i32,
+) -> Vec<(i32, Result<crate::types::TopicPartition, i16>, T)> {
+    use crate::types::{PartitionId, TopicName, TopicPartition};
+    let name = TopicName::new(topic).map_err(|e| crate::kafka::errors::error_code(&e));
+    let partition_count = name.as_ref().ok().and_then(|n| engine.topic(n)).map_or(0, |m| m.partition_count);
+    items
+        .into_iter()
+        .map(|item| {
+            let index = index_of(&item);
+            let partition = match &name {
+                Ok(_) if !(0..partition_count).contains(&index) => {
+                    Err(kafka_protocol::ResponseError::UnknownTopicOrPartition.code())
+                }
+                Ok(name) => Ok(TopicPartition::new(name.clone(), PartitionId(index))),
+                Err(code) => Err(*code),
+            };
+            (index, partition, item)
+        })
+        .collect()
+}
+
+/// Per-partition work of a request, run concurrently and handed back grouped by
+/// topic in request order: `(topic, [(partition index, output)])`.
+pub struct PerPartition<N, F> {
+    shape: Vec<(N, Vec<i32>)>,
+    work: Vec<F>,
+}
+
+impl<N, F, T> PerPartition<N, F>
+where
+    F: std::future::Future<Output = T> + 'static,
+    T: 'static,
+{
+    pub fn new() -> Self {
+        PerPartition { shape: Vec::new(), work: Vec::new() }
+    }
+
+    /// Adds one topic: `each` turns every resolved partition into its future.
+    pub fn topic<I>(
+        &mut self,
+        engine: &crate::shard::EngineHandle,
+        name: N,
+        raw_name: &str,
+        items: Vec<I>,
+        index_of: impl Fn(&I) -> i32,
+        mut each: impl FnMut(Result<crate::types::TopicPartition, i16>, I) -> F,
+    ) {
+        let mut indexes = Vec::with_capacity(items.len());
+        for (index, partition, item) in resolve_partitions(engine, raw_name, items, index_of) {
+            indexes.push(index);
+            self.work.push(each(partition, item));
+        }
+        self.shape.push((name, indexes));
+    }
+
+    pub async fn run(self) -> Vec<(N, Vec<(i32, T)>)> {
+        let mut outputs = concurrently(self.work).await.into_iter();
+        self.shape
+            .into_iter()
+            .map(|(name, indexes)| {
+                let answered = indexes.into_iter().filter_map(|index| outputs.next().map(|output| (index, output))).collect();
+                (name, answered)
+            })
+            .collect()
+    }
+}

@@ -15,9 +15,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset,
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::ResponseError;
 
-use super::{concurrently, RequestContext, Versions};
+use super::{PerPartition, RequestContext, Versions};
 use crate::kafka::errors::error_code;
-use crate::types::{LeaderEpoch, Offset, PartitionId, TopicName, TopicPartition};
+use crate::types::{LeaderEpoch, Offset};
 
 pub const VERSIONS: Versions = Versions::new(2, 4);
 
@@ -30,42 +30,32 @@ pub const UNDEFINED_EPOCH_OFFSET: Offset = Offset(-1);
 
 pub async fn handle(context: &RequestContext<'_>, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
     let engine = &context.shard.engine;
-    let mut lookups = Vec::new();
-    let mut shape = Vec::with_capacity(request.topics.len());
+    let mut work = PerPartition::new();
     for topic in request.topics {
-        let name = TopicName::new(topic.topic.0.as_str()).map_err(|e| error_code(&e));
-        let partition_count = name.as_ref().ok().and_then(|n| engine.topic(n)).map_or(0, |m| m.partition_count);
-        let mut indexes = Vec::with_capacity(topic.partitions.len());
-        for wanted in topic.partitions {
-            indexes.push(wanted.partition);
+        let raw_name = topic.topic.0.to_string();
+        work.topic(engine, topic.topic, &raw_name, topic.partitions, |p| p.partition, |partition, wanted| {
             let engine = engine.clone();
-            let name = name.clone();
-            lookups.push(async move {
-                let name = name?;
-                if !(0..partition_count).contains(&wanted.partition) {
-                    return Err(ResponseError::UnknownTopicOrPartition.code());
-                }
+            async move {
+                let partition = partition?;
                 check_current_leader_epoch(LeaderEpoch(wanted.current_leader_epoch)).map_err(|e| e.code())?;
-                let partition = TopicPartition::new(name, PartitionId(wanted.partition));
                 let stats = engine.stats(&partition).await.map_err(|e| error_code(&e))?;
                 let history = [(LEADER_EPOCH, stats.log_start_offset)];
                 Ok(end_offset_for(&history, LeaderEpoch(wanted.leader_epoch), stats.log_end_offset))
-            });
-        }
-        shape.push((topic.topic, indexes));
+            }
+        });
     }
-    let mut results = concurrently(lookups).await.into_iter();
-    let topics = shape
+    let topics = work
+        .run()
+        .await
         .into_iter()
-        .map(|(topic, indexes)| {
-            let partitions = indexes
+        .map(|(topic, answers)| {
+            let partitions = answers
                 .into_iter()
-                .map(|index| {
+                .map(|(index, answer)| {
                     let result = EpochEndOffset::default().with_partition(index);
-                    match results.next() {
-                        Some(Ok((epoch, end_offset))) => result.with_leader_epoch(epoch.0).with_end_offset(end_offset.0),
-                        Some(Err(code)) => result.with_error_code(code),
-                        None => result.with_error_code(ResponseError::UnknownServerError.code()),
+                    match answer {
+                        Ok((epoch, end_offset)) => result.with_leader_epoch(epoch.0).with_end_offset(end_offset.0),
+                        Err(code) => result.with_error_code(code),
                     }
                 })
                 .collect();
