@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: checks the toolchain, then builds and
-# runs every test of the workspace (unit, property, model-based crash, real-process
-# crash). Nothing is skipped; the exit status is cargo's.
+# The whole test suite, from a fresh clone: checks the toolchain, sets up the Python
+# clients of the interop tests, then builds and runs every test of the workspace
+# (unit, property, model-based crash, real-process crash, and the real-client tests
+# of harness/tests/ against a `corelog broker` process). Nothing is skipped; the exit
+# status is cargo's.
+#
+# Python: a virtualenv in target/python-venv with the pinned clients of
+# harness/tests/python/requirements.txt (kafka-python, confluent-kafka, aiokafka)
+# from PyPI. It is created on the first run and reused after; pip runs again only
+# when requirements.txt changed. CORELOG_TEST_PYTHON tells the tests where it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,5 +17,32 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 2
 fi
 
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "error: the interop tests need Python 3.10 or newer with venv as \$PYTHON or python3" \
+    "(Debian/Ubuntu: apt-get install python3 python3-venv)." >&2
+  exit 2
+fi
+venv=target/python-venv
+requirements=harness/tests/python/requirements.txt
+installed="$venv/requirements.installed"
+if [ ! -x "$venv/bin/python" ]; then
+  rm -rf "$venv"
+  if ! "$python" -m venv "$venv"; then
+    echo "error: '$python -m venv' failed. Install the venv module (Debian/Ubuntu: apt-get install python3-venv)." >&2
+    exit 2
+  fi
+fi
+if ! cmp -s "$requirements" "$installed"; then
+  echo "Installing the Python Kafka clients into $venv (from $requirements)"
+  # Wheels only: confluent-kafka built from source would need librdkafka's headers.
+  PIP_NO_INPUT=1 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --only-binary=:all: -r "$requirements"
+  cp "$requirements" "$installed"
+fi
+export CORELOG_TEST_PYTHON="$PWD/$venv/bin/python"
+
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked
+# Every test binary runs even after one fails, so one run reports every failure.
+cargo test --workspace --locked --no-fail-fast
+

@@ -1,0 +1,177 @@
+//! Python clients against a `corelog broker` process: the snippets users write, as
+//! the seed course notes show them (kafka-python's producer with a JSON
+//! `value_serializer` and string keys; confluent-kafka's producer and a consumer of a
+//! group that subscribes and polls), plus an aiokafka producer/consumer-group round
+//! trip. The scripts live in `tests/python/` and check what they read themselves;
+//! this side checks their exit status and summary, and reads kafka-python's records
+//! back with librdkafka. One more script checks the error codes of DescribeConfigs
+//! and AlterConfigs, which rust-rdkafka does not report.
+//!
+//! The interpreter comes from `CORELOG_TEST_PYTHON`, which `scripts/test.sh` sets to
+//! its virtualenv (with `tests/python/requirements.txt` installed). Without it these
+//! tests fail and say so: they are part of the suite, never skipped.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const PYTHON_ENV: &str = "CORELOG_TEST_PYTHON";
+/// Longest a script may run; each script gives up by itself well before.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(150);
+
+fn python() -> PathBuf {
+    let python = std::env::var_os(PYTHON_ENV).unwrap_or_else(|| {
+        panic!(
+            "{PYTHON_ENV} is not set: run the suite with `bash scripts/test.sh`, which creates the Python \
+             virtualenv with the clients of harness/tests/python/requirements.txt and sets {PYTHON_ENV} to \
+             its interpreter"
+        )
+    });
+    let python = PathBuf::from(python);
+    assert!(python.exists(), "{PYTHON_ENV}={} does not exist; run `bash scripts/test.sh`", python.display());
+    python
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("python").join(name)
+}
+
+/// Runs a script with `args`, asserts it exits 0, and returns its stdout.
+fn run_script(python: &Path, name: &str, args: &[&str]) -> String {
+    let mut command = Command::new(python);
+    command
+        .arg(script(name))
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn_dying_with_parent(&mut command).unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    // Drain both pipes on their own threads so a chatty script cannot block.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let status = wait_with_timeout(&mut child, SCRIPT_TIMEOUT);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (stdout, stderr) = (out.join().expect("stdout reader"), err.join().expect("stderr reader"));
+    let tail =
+        |text: &str| text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    match status {
+        Some(status) if status.success() => stdout,
+        Some(status) => {
+            panic!("{name} exited with {status}\n--- stderr ---\n{}\n--- stdout ---\n{}", tail(&stderr), tail(&stdout))
+        }
+        None => panic!(
+            "{name} ran past {SCRIPT_TIMEOUT:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            tail(&stderr),
+            tail(&stdout)
+        ),
+    }
+}
+
+/// The `RESULT {...}` summary a script prints last.
+fn result_line(name: &str, stdout: &str) -> serde_json::Value {
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("{name} printed no RESULT line"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: RESULT is not JSON ({e}): {line}"))
+}
+
+#[test]
+fn kafka_python_seed_producer_with_json_values_and_string_keys() {
+    let _watchdog = Watchdog::new("kafka_python_seed", Duration::from_secs(300));
+    let python = python();
+    let broker = BrokerProcess::start(BrokerOptions::new("python-kafka-python"));
+    let topic = "user-activity-topic";
+    block_on(create_topic(&broker, topic, 4, &[]));
+
+    let stdout = run_script(&python, "kafka_python_seed.py", &[&broker.bootstrap(), topic]);
+    let result = result_line("kafka_python_seed.py", &stdout);
+    assert_eq!(result["sent"], 201, "events the script sent: {result}");
+    assert_eq!(result["read"], 201, "events the script read back: {result}");
+    assert!(result["partitions"].as_u64() > Some(1), "keyed events all went to one partition: {result}");
+
+    // librdkafka reads the same records at the places kafka-python reported.
+    let stored = read_partitions(&broker, topic, 4, Duration::from_secs(60));
+    let reported: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("JSON record line"))
+        .collect();
+    assert_eq!(reported.len(), 201, "record lines the script printed");
+    assert_eq!(stored.values().map(Vec::len).sum::<usize>(), reported.len(), "records stored in {topic}");
+    for line in &reported {
+        let partition = line["partition"].as_i64().expect("partition") as i32;
+        let offset = line["offset"].as_i64().expect("offset");
+        let record = stored[&partition]
+            .iter()
+            .find(|r| r.offset == offset)
+            .unwrap_or_else(|| panic!("no record at {partition}/{offset}"));
+        assert_eq!(record.key_text(), line["key"].as_str().expect("key"), "key at {partition}/{offset}");
+        assert_eq!(record.value_text(), line["value_json"].as_str().expect("value"), "value at {partition}/{offset}");
+        let value: serde_json::Value = serde_json::from_str(&record.value_text()).expect("the value is JSON");
+        assert_eq!(value["user_id"].to_string(), record.key_text(), "the key is the user id, as a string");
+    }
+}
+
+#[test]
+fn confluent_kafka_seed_producer_and_group_consumer() {
+    let _watchdog = Watchdog::new("confluent_kafka_seed", Duration::from_secs(300));
+    let python = python();
+    let broker = BrokerProcess::start(BrokerOptions::new("python-confluent-kafka"));
+    let topic = "orders";
+    block_on(create_topic(&broker, topic, 3, &[]));
+
+    let stdout = run_script(&python, "confluent_kafka_seed.py", &[&broker.bootstrap(), topic]);
+    let result = result_line("confluent_kafka_seed.py", &stdout);
+    assert_eq!(result["produced"], 101, "messages the seed producer sent: {result}");
+    assert_eq!(result["received"], 101, "messages the seed consumer received: {result}");
+    assert_eq!(result["partitions"], 3, "partitions the consumer was assigned: {result}");
+}
+
+#[test]
+fn aiokafka_producer_and_group_consumer_round_trip() {
+    let _watchdog = Watchdog::new("aiokafka_round_trip", Duration::from_secs(300));
+    let python = python();
+    let broker = BrokerProcess::start(BrokerOptions::new("python-aiokafka"));
+    let topic = "sensor-readings";
+    block_on(create_topic(&broker, topic, 3, &[]));
+
+    let stdout = run_script(&python, "aiokafka_round_trip.py", &[&broker.bootstrap(), topic]);
+    let result = result_line("aiokafka_round_trip.py", &stdout);
+    assert_eq!(result["produced"], 300, "events aiokafka sent: {result}");
+    assert_eq!(result["received"], 300, "events the aiokafka group read: {result}");
+    assert!(result["partitions"].as_u64() > Some(1), "keyed events all went to one partition: {result}");
+}
+
+#[test]
+fn confluent_kafka_admin_reports_config_errors() {
+    let _watchdog = Watchdog::new("confluent_kafka_admin_errors", Duration::from_secs(180));
+    let python = python();
+    let broker = BrokerProcess::start(BrokerOptions::new("python-admin-errors"));
+    let topic = "billing";
+    block_on(create_topic(&broker, topic, 1, &[]));
+
+    let stdout = run_script(&python, "confluent_kafka_admin_errors.py", &[&broker.bootstrap(), topic]);
+    let result = result_line("confluent_kafka_admin_errors.py", &stdout);
+    assert_eq!(result["checked"], 6, "admin calls the script checked: {result}");
+}
