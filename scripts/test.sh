@@ -46,3 +46,10 @@ cargo build --workspace --all-targets --locked
 # Every test binary runs even after one fails, so one run reports every failure.
 cargo test --workspace --locked --no-fail-fast
 
+# Then the request fuzz target for a fixed time (installs cargo-fuzz if missing;
+# CORELOG_FUZZ_SECONDS, default 45): see scripts/fuzz.sh. A crash fails the suite.
+bash scripts/fuzz.sh
+
+# Last, the README's main command as a new user runs it (release build, one broker
+# the harness starts itself, about half a minute), with its output under target/.
+cargo run --release --locked -p corelog-harness -- run workloads/quickstart.yaml --out target/quickstart
