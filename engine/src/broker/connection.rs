@@ -35,8 +35,7 @@ pub async fn accept_loop(listener: TcpListener, context: Rc<ShardContext>, stop:
     let connections = glommio::sync::Gate::new();
     loop {
         let accepted = async { Some(listener.accept().await) }.or(async {
-            // The broker never sends on `stop`; it drops the sender to say "stop".
-            let _ = stop.recv_async().await;
+            super::stop_requested(&stop).await;
             None
         });
         match accepted.await {
@@ -113,8 +112,7 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
     loop {
         let frame = async { Some(codec::read_frame(reader, context.broker.config.request_bytes_max).await) }
             .or(async {
-                // The broker never sends on `stop`; it drops the sender to say "stop".
-                let _ = stop.recv_async().await;
+                super::stop_requested(stop).await;
                 None
             })
             .await;

@@ -110,6 +110,12 @@ pub struct ShardContext {
     pub groups: group::GroupRouter,
 }
 
+/// Resolves once the broker stops. The broker never sends on its stop channel; it
+/// drops the sender, and the disconnection is the signal.
+pub(crate) async fn stop_requested(stop: &flume::Receiver<()>) {
+    while stop.recv_async().await.is_ok() {}
+}
+
 /// A stable topic id for Metadata v10+, derived from the name. (A topic deleted and
 /// created again under the same name gets the same id; ids are not stored yet.)
 pub fn topic_id(name: &TopicName) -> uuid::Uuid {

@@ -149,8 +149,7 @@ impl Actor {
                 if stopping {
                     std::future::pending::<()>().await;
                 }
-                // The broker never sends on `stop`; it drops the sender.
-                let _ = stop.recv_async().await;
+                crate::broker::stop_requested(&stop).await;
                 Event::Stop
             };
             match request.or(deadline).or(stopped).await {
