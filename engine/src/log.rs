@@ -596,6 +596,13 @@ impl<S: Storage> PartitionLog<S> {
                 break;
             }
             let base = *base;
+            let successor = self.segments.keys().nth(1).copied().expect("more than one segment");
+            if let Err(error) = self.ensure_snapshot_at(successor).await {
+                // Without it, the producers of the doomed segment would be forgotten
+                // by the next rebuild; the segment stays until a later attempt.
+                tracing::warn!("{}: keeping segment {base}: snapshot at {successor}: {error}", self.partition);
+                break;
+            }
             let segment = self.segments.remove(&base).expect("present");
             size_bytes = remaining;
             segment.delete(&self.storage).await?;
@@ -609,6 +616,26 @@ impl<S: Storage> PartitionLog<S> {
             self.storage.sync_dir(&self.dir).await?;
         }
         Ok(deleted)
+    }
+
+    /// Makes sure a producer-state snapshot exists at segment base `base` before the
+    /// segments below it go: a roll whose snapshot write failed (full disk) leaves a
+    /// segment without one. The state as of `base` is rebuilt from the newest older
+    /// snapshot and the headers of the segments below `base`, which still exist.
+    async fn ensure_snapshot_at(&mut self, base: Offset) -> Result<()> {
+        if self.snapshots.contains(base) {
+            return Ok(());
+        }
+        let first_base = self.segments.keys().next().copied().expect("a log always has a segment");
+        let below = Offset(base.0 - 1);
+        let (scan_from, mut state) = match self.snapshots.load_newest(&self.storage, &self.partition, below).await? {
+            Some((offset, state)) => (offset, state),
+            None => (first_base, ProducerStateManager::new(self.partition.clone())),
+        };
+        for segment in self.segments.range(..base).map(|(_, s)| s).filter(|s| s.next_offset() > scan_from) {
+            segment.scan_headers(scan_from.max(segment.base_offset()), |header| state.replay(header)).await?;
+        }
+        self.snapshots.write(&self.storage, &state, base).await
     }
 
     /// Applies `retention.bytes` and `retention.ms`, deleting whole sealed segments
