@@ -8,6 +8,7 @@
 
 mod broker;
 mod check;
+mod checker;
 mod workload;
 mod driver;
 mod payload;

@@ -400,8 +400,9 @@ pub fn build_charts(runs: &[RunResult], labels: &[String]) -> Vec<Chart> {
         charts.push(Chart {
             id: ChartId::GuaranteeCounts,
             title: "Checker anomalies per delivery guarantee".into(),
-            caption: "Distinct messages per anomaly category after the final drain; \
-                      ambiguous sends are counted apart, not as failures."
+            caption: "Messages per anomaly category after the final drain (lost, unseen \
+                      and duplicate count once per subscription); ambiguous sends are \
+                      counted apart, not as failures."
                 .into(),
             body: ChartBody::Bars(BarChart {
                 y_label: "messages".into(),
@@ -432,8 +433,10 @@ fn quantile_points(run: &RunResult, kind: LatencyKind) -> Vec<(f64, Option<f64>)
         .collect()
 }
 
-/// Every run's fault windows as bands, deduplicated (runs of one schedule share
-/// them) and ordered by start.
+/// Every run's fault windows as bands, deduplicated and ordered by start. Runs of
+/// one schedule (one per guarantee) inject the same fault a few milliseconds
+/// apart: windows with the same label whose ends are within
+/// [`SAME_FAULT_SECONDS`] of each other are one band, spanning them all.
 fn fault_bands(runs: &[RunResult]) -> Vec<FaultBand> {
     let run_end_seconds = |run: &RunResult| match run.window_count() {
         0 => 0.0,
@@ -443,14 +446,26 @@ fn fault_bands(runs: &[RunResult]) -> Vec<FaultBand> {
     for run in runs {
         for fault in &run.fault_windows {
             let band = band_of(fault, run_end_seconds(run));
-            if !bands.contains(&band) {
-                bands.push(band);
+            let same = |other: &&mut FaultBand| {
+                other.label == band.label
+                    && (other.start_seconds - band.start_seconds).abs() <= SAME_FAULT_SECONDS
+                    && (other.end_seconds - band.end_seconds).abs() <= SAME_FAULT_SECONDS
+            };
+            match bands.iter_mut().find(same) {
+                Some(other) => {
+                    other.start_seconds = other.start_seconds.min(band.start_seconds);
+                    other.end_seconds = other.end_seconds.max(band.end_seconds);
+                }
+                None => bands.push(band),
             }
         }
     }
     bands.sort_by(|a, b| a.start_seconds.total_cmp(&b.start_seconds));
     bands
 }
+
+/// How far apart two runs' windows of one scheduled fault may be (see [`fault_bands`]).
+const SAME_FAULT_SECONDS: f64 = 0.5;
 
 fn band_of(fault: &FaultWindow, run_end_seconds: f64) -> FaultBand {
     let start_seconds = (fault.start_ms as f64 / 1000.0).max(0.0);
@@ -499,5 +514,39 @@ fn capitalise(text: &str) -> String {
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(windows: &[(&str, i64, i64)]) -> RunResult {
+        let mut run = RunResult::new();
+        run.fault_windows = windows
+            .iter()
+            .map(|&(target, start_ms, end_ms)| FaultWindow {
+                kind: "crash".to_string(),
+                target: target.to_string(),
+                start_ms,
+                end_ms: Some(end_ms),
+                parameters: serde_json::Value::Null,
+            })
+            .collect();
+        run
+    }
+
+    #[test]
+    fn one_scheduled_fault_in_several_runs_is_one_band_and_distinct_faults_stay_apart() {
+        let runs = [
+            run_with(&[("broker-0", 6_002, 8_002), ("broker-0", 20_000, 21_000)]),
+            run_with(&[("broker-0", 6_000, 8_010)]),
+            run_with(&[("broker-1", 6_001, 8_001)]),
+        ];
+        let bands = fault_bands(&runs);
+        assert_eq!(bands.len(), 3, "{bands:?}");
+        assert_eq!((bands[0].start_seconds, bands[0].end_seconds), (6.0, 8.01));
+        assert_eq!(bands[1].label, "crash broker-1");
+        assert_eq!(bands[2].start_seconds, 20.0);
     }
 }

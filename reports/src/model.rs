@@ -893,44 +893,61 @@ pub struct CheckerResult {
     pub verdict: Verdict,
 }
 
-/// Message counts after the final drain. Every message carries a run-unique
-/// producer id and sequence number; these count distinct messages.
+/// Message counts after the final drain (Jepsen's categories). Every message carries
+/// a run-unique producer id and sequence number, so a message is one (producer,
+/// sequence) pair however often it was stored or read.
+///
+/// Units: where a subscription (consumer group) is involved, a count is over
+/// (subscription, message) pairs, so with two subscriptions one message never read
+/// by either counts 2 under `lost`; every other count is over distinct messages.
+/// A missing field reads as 0 (`writtenTwice` came later), so older `result.json`
+/// files stay readable.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CheckerCounts {
-    /// Sends attempted.
+    /// Sends attempted (handed to the client), over messages.
     pub attempted: u64,
-    /// Sends acknowledged by the cluster.
+    /// Sends acknowledged by the cluster, over messages.
     pub acknowledged: u64,
-    /// Distinct messages read back.
+    /// (subscription, message) pairs read at least once.
     pub consumed: u64,
-    /// Acknowledged and never read back, although later messages of the same
-    /// partition were.
+    /// (subscription, message) pairs: acknowledged at an offset of a partition and
+    /// never read by the subscription, although it read a later offset of that
+    /// partition.
     pub lost: u64,
-    /// Acknowledged and never read back, with nothing later read either: possibly
+    /// (subscription, message) pairs: acknowledged and never read by the
+    /// subscription, which read nothing beyond the message's offset either: possibly
     /// still in flight when the drain ended.
     pub unseen: u64,
-    /// Messages read more than once (counted once per message).
+    /// (subscription, message) pairs: read more than once by one subscription,
+    /// whatever the cause (consumer redelivery, or a producer retry written twice).
     pub duplicate: u64,
-    /// Messages read out of their producer's order within a partition.
+    /// Messages, acknowledged or not, stored at two or more offsets (read at two
+    /// offsets, or acknowledged at one and read at another): a producer retry wrote
+    /// them again.
+    pub written_twice: u64,
+    /// Messages stored in a partition after a higher sequence number of the same
+    /// producer (Jepsen's nonmonotonic send).
     pub reordered: u64,
-    /// One message seen at two offsets, or two messages at one offset.
+    /// Messages read at a (topic, partition, offset) where a different message was
+    /// also read: two messages at one offset, a broker bug.
     pub inconsistent_offsets: u64,
     /// Messages of an aborted transaction that a read_committed consumer saw.
     pub aborted_read: u64,
-    /// Sends with no answer (timed out, connection lost): possibly persisted.
-    /// Not failures; counted apart.
+    /// Sends with no definite answer (timed out, connection lost, or no outcome at
+    /// all): possibly persisted. Not failures; counted apart, over messages.
     pub ambiguous: u64,
 }
 
 impl CheckerCounts {
     /// The anomaly categories, in display order, with their counts: what the
     /// guarantee bar chart shows (attempted/acknowledged/consumed are not anomalies).
-    pub fn anomalies(&self) -> [(&'static str, u64); 7] {
+    pub fn anomalies(&self) -> [(&'static str, u64); 8] {
         [
             ("lost", self.lost),
             ("unseen", self.unseen),
             ("duplicate", self.duplicate),
+            ("written twice", self.written_twice),
             ("reordered", self.reordered),
             ("inconsistent offsets", self.inconsistent_offsets),
             ("aborted read", self.aborted_read),
@@ -939,8 +956,8 @@ impl CheckerCounts {
     }
 
     /// Every count, in display order.
-    pub fn all(&self) -> [(&'static str, u64); 10] {
-        let [a, b, c, d, e, f, g] = self.anomalies();
+    pub fn all(&self) -> [(&'static str, u64); 11] {
+        let [a, b, c, d, e, f, g, h] = self.anomalies();
         [
             ("attempted", self.attempted),
             ("acknowledged", self.acknowledged),
@@ -952,6 +969,7 @@ impl CheckerCounts {
             e,
             f,
             g,
+            h,
         ]
     }
 }
@@ -964,7 +982,9 @@ pub struct Verdict {
     /// The promise checked, in words ("no acknowledged message lost").
     #[serde(default)]
     pub promise: String,
-    /// One sentence per broken promise; empty when it passed.
+    /// One sentence per broken promise, or per reason the checker could not
+    /// decide; then notes that did not change the status (starting "Note:"). A
+    /// passing verdict has notes at most.
     #[serde(default)]
     pub reasons: Vec<String>,
     /// Example message ids per category, to start an investigation from.
@@ -1000,6 +1020,24 @@ impl VerdictStatus {
 pub struct Evidence {
     /// A category of [`CheckerCounts`] (`lost`, `duplicate`, …).
     pub category: String,
-    /// Message ids (`producer-3:seq-1042 @ orders-2:5531`), a few at most.
+    /// Message ids (`p3:1042 @ orders/2:5531`: producer 3's sequence 1042 at
+    /// topic `orders`, partition 2, offset 5531), ten at most.
     pub message_ids: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checker_counts_written_before_written_twice_existed_still_load() {
+        let old = r#"{"attempted": 10, "acknowledged": 9, "consumed": 9, "lost": 0,
+            "unseen": 0, "duplicate": 1, "reordered": 0, "inconsistentOffsets": 2,
+            "abortedRead": 0, "ambiguous": 1}"#;
+        let counts: CheckerCounts = serde_json::from_str(old).expect("an old counts object");
+        assert_eq!(counts.written_twice, 0);
+        assert_eq!(counts.inconsistent_offsets, 2);
+        assert_eq!(counts.anomalies().len() + 3, counts.all().len());
+        assert_eq!(counts.anomalies()[3], ("written twice", 0));
+    }
 }
