@@ -12,6 +12,7 @@ mod checker;
 mod workload;
 mod driver;
 mod payload;
+mod proxy;
 mod report;
 mod run;
 
@@ -36,6 +37,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Compare runs: a change table (base, new, % change) and overlaid charts.
     Compare(report::CompareArgs),
+    /// A TCP fault proxy in front of a broker: latency, bandwidth, resets, blackhole, down.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// A failure the user caused (bad flags or configuration): exit code 2.
@@ -72,5 +75,6 @@ fn try_main() -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Report(args) => report::report(args),
         Command::Compare(args) => report::compare(args),
+        Command::Proxy(args) => proxy::run(args),
     }
 }
