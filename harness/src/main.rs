@@ -39,7 +39,16 @@ enum Command {
     Compare(report::CompareArgs),
     /// A TCP fault proxy in front of a broker: latency, bandwidth, resets, blackhole, down.
     Proxy(proxy::ProxyArgs),
+    /// A consumer in its own process, for `corelog run` (faults kill it for real).
+    #[command(hide = true)]
+    ConsumerWorker(driver::worker::WorkerArgs),
 }
+
+/// Log filter unless `CORELOG_LOG` says otherwise. librdkafka's own log is off:
+/// under faults it reports every refused connection as an error, burying the run's
+/// output; `corelog run` counts and reports failed sends itself, and
+/// `CORELOG_LOG=info` brings librdkafka's lines back.
+pub const DEFAULT_LOG: &str = "info,rdkafka=off,librdkafka=off";
 
 /// A failure the user caused (bad flags or configuration): exit code 2.
 #[derive(Debug)]
@@ -56,7 +65,7 @@ impl std::error::Error for UsageError {}
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CORELOG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("CORELOG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -76,5 +85,6 @@ fn try_main() -> anyhow::Result<()> {
         Command::Report(args) => report::report(args),
         Command::Compare(args) => report::compare(args),
         Command::Proxy(args) => proxy::run(args),
+        Command::ConsumerWorker(args) => driver::worker::run(args),
     }
 }

@@ -83,9 +83,11 @@ fn assert_all_ok(dir: &Path, files: &[String]) {
 #[test]
 fn every_library_workload_checks_ok() {
     let repo = repo_dir();
-    let files = yaml_files(&repo.join("workloads"), &repo);
+    let mut files = yaml_files(&repo.join("workloads"), &repo);
+    files.extend(yaml_files(&repo.join("workloads/chaos"), &repo));
     assert!(files.iter().any(|file| file == "workloads/quickstart.yaml"), "{files:?}");
-    assert!(files.len() >= 11, "{files:?}");
+    assert!(files.iter().any(|file| file == "workloads/chaos/ci-broker-crash.yaml"), "{files:?}");
+    assert!(files.len() >= 18, "{files:?}");
     assert_all_ok(&repo, &files);
 }
 

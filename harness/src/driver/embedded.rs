@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use corelog_engine::batch::{build_batch, split_batches, BatchProducer, RecordSpec, BATCH_HEADER_BYTES};
-use corelog_engine::{Durability, Engine, EngineError, EngineConfig, EngineHandle, LeaderEpoch, Offset, PartitionId, TimestampMs, TopicConfig, TopicName, TopicPartition};
+use corelog_engine::{Durability, Engine, EngineError, EngineConfig, EngineHandle, LeaderEpoch, Offset, OffsetSpec, PartitionId, TimestampMs, TopicConfig, TopicName, TopicPartition};
 use futures_lite::future::block_on;
 
 use super::{
@@ -270,6 +270,18 @@ impl Driver for EmbeddedDriver {
             Ok(())
         })?;
         Ok(thread)
+    }
+
+    fn end_offsets(&self, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+        let name = TopicName::new(topic)?;
+        (0..partitions).map(|p| self.end_offset(&TopicPartition::new(name.clone(), PartitionId(p)))).collect()
+    }
+}
+
+impl EmbeddedDriver {
+    fn end_offset(&self, partition: &TopicPartition) -> anyhow::Result<i64> {
+        let latest = block_on(self.engine.handle().list_offset(partition, OffsetSpec::Latest))?;
+        Ok(latest.map_or(0, |(offset, _)| offset.0))
     }
 }
 

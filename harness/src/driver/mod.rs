@@ -10,6 +10,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -31,12 +32,35 @@ pub struct ProducerSettings {
 }
 
 /// When a consumer commits what it consumed.
+///
+/// Consumers take messages in batches (what one poll has ready, up to
+/// [`kafka::BATCH_MAX`]); the commit point is relative to the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitMode {
-    /// Commit a message's offset before processing it (at-most-once).
+    /// Commit the batch's offsets synchronously, then process it (at-most-once: a
+    /// crash while processing loses the rest of the batch, never re-delivers it).
     BeforeProcessing,
-    /// Commit after processing (at-least-once).
+    /// Process, then mark the offsets; they are committed every second and when
+    /// the consumer stops (at-least-once: a crash re-delivers what was processed
+    /// since the last commit).
     AfterProcessing,
+}
+
+impl CommitMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitMode::BeforeProcessing => "before",
+            CommitMode::AfterProcessing => "after",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<CommitMode> {
+        match name {
+            "before" => Some(CommitMode::BeforeProcessing),
+            "after" => Some(CommitMode::AfterProcessing),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,4 +143,8 @@ pub trait Driver: Send + Sync {
         sink: Arc<dyn MessageSink>,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>>;
+    /// The log end offset (high watermark) of each of `topic`'s partitions: where a
+    /// consumer that read everything stands. The drain uses it to tell "caught up"
+    /// from "still behind".
+    fn end_offsets(&self, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>>;
 }

@@ -27,6 +27,8 @@ pub struct BrokerSpec {
     pub cores: usize,
     /// Lines of the broker's YAML `--config` file.
     pub config_yaml: String,
+    /// The address the broker tells clients to use (its fault proxy), if not its own.
+    pub advertised: Option<String>,
 }
 
 pub struct LocalBroker {
@@ -35,6 +37,7 @@ pub struct LocalBroker {
     data_dir: PathBuf,
     config_path: PathBuf,
     cores: usize,
+    advertised: Option<String>,
     log_path: PathBuf,
     child: Option<Child>,
 }
@@ -62,16 +65,13 @@ impl LocalCluster {
                 data_dir,
                 config_path,
                 cores: spec.cores,
+                advertised: spec.advertised.clone(),
                 child: None,
             };
             broker.start("127.0.0.1:0")?;
             brokers.push(broker);
         }
         Ok(LocalCluster { brokers, _root: root })
-    }
-
-    pub fn bootstrap(&self) -> String {
-        self.brokers.iter().map(|b| b.address.as_str()).collect::<Vec<_>>().join(",")
     }
 
     /// Stops every broker gracefully; the first failure is returned after all tried.
@@ -102,6 +102,7 @@ impl LocalBroker {
             .arg(self.cores.to_string())
             .arg("--config")
             .arg(&self.config_path)
+            .args(self.advertised.iter().flat_map(|address| ["--advertised-listener", address.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -160,6 +161,27 @@ impl LocalBroker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl LocalBroker {
+    /// SIGKILL, and wait for the process to be gone: a crash.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else { bail!("broker {} is not running", self.name) };
+        child.kill().with_context(|| format!("killing broker {}", self.name))?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`).
+    pub fn freeze(&mut self, frozen: bool) -> anyhow::Result<()> {
+        let Some(child) = &self.child else { bail!("broker {} is not running", self.name) };
+        signal(child, if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+        Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 }
 

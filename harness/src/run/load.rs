@@ -8,11 +8,12 @@
 //! controller can move it while the run goes (OMB's `producerRate: 0`, see
 //! [`RateController`]); a fixed-rate workload sets it once.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::checker::History;
 use crate::driver::{ProducerHandle, SendError, SendToken};
 use crate::payload::{now_us, PayloadHeader, PAYLOAD_HEADER_BYTES};
 use crate::run::metrics::Metrics;
@@ -84,14 +85,52 @@ impl RateController {
     }
 }
 
+/// Makes a new client producer: after a producer-crash fault, the thread starts
+/// over with a fresh one, as a restarted application would.
+pub type ProducerFactory = Arc<dyn Fn() -> anyhow::Result<Box<dyn ProducerHandle>> + Send + Sync>;
+
+/// A producer-crash fault's hold on one producer thread.
+///
+/// `crash` makes the thread drop its client without flushing: librdkafka purges
+/// what it holds, reporting queued messages as failed (never sent) and in-flight
+/// ones as ambiguous (maybe written), which is what the checker should see of a
+/// producer that died mid-send. The thread sends nothing until `restart`, then
+/// starts a new client and resumes its rate schedule from that moment (a new
+/// process does not make up for the time it was dead).
+#[derive(Debug, Default)]
+pub struct CrashSwitch(AtomicU8);
+
+impl CrashSwitch {
+    const RUNNING: u8 = 0;
+    const CRASH: u8 = 1;
+    const DOWN: u8 = 2;
+    const RESTART: u8 = 3;
+
+    pub fn crash(&self) {
+        self.0.store(Self::CRASH, Ordering::SeqCst);
+    }
+
+    pub fn restart(&self) {
+        // Only a producer that is down (or about to be) restarts.
+        let _ = self.0.compare_exchange(Self::DOWN, Self::RESTART, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self.0.compare_exchange(Self::CRASH, Self::RESTART, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
 pub struct ProducerPlan {
     pub producer_id: u64,
+    /// The topic's index in the run, for the history.
+    pub topic_index: u32,
     pub topic: String,
     /// Messages per second, read before every message.
     pub rate: Arc<Rate>,
     pub keys: KeyChoice,
     /// Payload templates, used in turn; each is at least the header's size.
     pub payloads: Arc<Vec<Vec<u8>>>,
+    pub factory: ProducerFactory,
+    pub crash: Arc<CrashSwitch>,
+    /// Every send is recorded here before it is handed to the client.
+    pub history: Arc<History>,
 }
 
 /// What a producer thread reports when it ends.
@@ -133,6 +172,14 @@ pub fn spawn_producer(
         let mut buffer = Vec::new();
         let mut sequence: u64 = 0;
         while !stop.load(Ordering::Relaxed) {
+            if plan.crash.0.load(Ordering::SeqCst) != CrashSwitch::RUNNING {
+                match crashed(&plan, producer, &stop) {
+                    Some(restarted) => producer = restarted,
+                    None => return report,
+                }
+                due_us = now_us() as f64;
+                continue;
+            }
             let ahead_us = due_us as i64 - now_us();
             if ahead_us > 0 {
                 // Sleep in slices so a stop or a rate change is seen promptly.
@@ -156,6 +203,8 @@ pub fn spawn_producer(
                 let sent_us = now_us();
                 PayloadHeader { producer_id: plan.producer_id, sequence, send_time_us: sent_us }.stamp(&mut buffer);
                 let token = SendToken { producer_id: plan.producer_id, sequence, intended_us: message_due_us, sent_us };
+                // Before the send: its outcome may be reported before `send` returns.
+                plan.history.sent(plan.producer_id, sequence, plan.topic_index);
                 match producer.send(&plan.topic, key, &buffer, token) {
                     Ok(()) => {
                         metrics.note_sent();
@@ -165,12 +214,15 @@ pub fn spawn_producer(
                     }
                     Err(SendError::QueueFull) => {
                         if stop.load(Ordering::Relaxed) {
+                            // Never handed over: a definite failure, not a possible write.
+                            plan.history.failed(plan.producer_id, sequence, false);
                             break;
                         }
                         std::thread::sleep(Duration::from_micros(200));
                     }
                     Err(SendError::Failed(error)) => {
                         tracing::debug!("producer {}: send failed: {error}", plan.producer_id);
+                        plan.history.failed(plan.producer_id, sequence, false);
                         report.send_errors += 1;
                         break;
                     }
@@ -183,4 +235,27 @@ pub fn spawn_producer(
         }
         report
     })
+}
+
+/// A crashed producer: drops its client unflushed, waits for the restart (or the
+/// end of the run: `None`), and returns a new client.
+fn crashed(plan: &ProducerPlan, producer: Box<dyn ProducerHandle>, stop: &AtomicBool) -> Option<Box<dyn ProducerHandle>> {
+    drop(producer);
+    let _ = plan.crash.0.compare_exchange(CrashSwitch::CRASH, CrashSwitch::DOWN, Ordering::SeqCst, Ordering::SeqCst);
+    while plan.crash.0.load(Ordering::SeqCst) != CrashSwitch::RESTART {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match (plan.factory)() {
+        Ok(producer) => {
+            plan.crash.0.store(CrashSwitch::RUNNING, Ordering::SeqCst);
+            Some(producer)
+        }
+        Err(error) => {
+            tracing::error!("producer {}: could not start again after its crash: {error:#}", plan.producer_id);
+            None
+        }
+    }
 }

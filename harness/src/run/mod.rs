@@ -15,27 +15,36 @@
 //! over all of them; `<out>/<run>/…-latency.hlog` are the interval logs.
 
 pub mod cluster;
+pub mod consumers;
 pub mod environment;
+pub mod faults;
 pub mod load;
 pub mod metrics;
+pub mod recorder;
 pub mod result;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use corelog_reports::model::{Guarantee as ReportGuarantee, RawCounts, RunResult};
+use corelog_reports::model::{ErrorCount, Guarantee as ReportGuarantee, RawCounts, RunResult};
 use hdrhistogram::Histogram;
 
+use crate::checker::History;
 use crate::driver::embedded::EmbeddedDriver;
 use crate::driver::kafka::KafkaDriver;
-use crate::driver::{CommitMode, ConsumerSettings, Driver, ProducerSettings};
+use crate::driver::{CommitMode, ConsumerSettings, DeliverySink, Driver, ProducerSettings};
+use crate::proxy::FaultProxy;
 use crate::run::cluster::{BrokerSpec, LocalCluster};
-use crate::run::load::{KeyChoice, ProducerPlan};
+use crate::run::consumers::{ConsumerSpec, Consumers};
+use crate::run::faults::Targets;
+use crate::run::load::{CrashSwitch, KeyChoice, ProducerPlan};
 use crate::run::metrics::{Counts, Metrics, Window};
-use crate::workload::{self, Cluster, DriverKind, Guarantee, KeyDistributor, Payload, ProducerRate, Workload};
+use crate::run::recorder::{ConsumerSink, ReadPositions, Recorder};
+use crate::workload::{self, Cluster, DriverKind, FaultKind, FaultScope, Guarantee, KeyDistributor, Payload, ProducerRate, Workload};
 use crate::UsageError;
 
 /// Drain ends when nothing was consumed for this long.
@@ -44,6 +53,10 @@ pub const DRAIN_IDLE_MAX: Duration = Duration::from_secs(10);
 pub const DRAIN_MAX: Duration = Duration::from_secs(120);
 /// How often a window is taken (and the progress line redrawn).
 const WINDOW: Duration = Duration::from_secs(1);
+/// The checker's history holds at most this many messages (about 40 bytes each
+/// for a send and its read); beyond it the verdict is "unknown". Enough for a
+/// 10-minute run at 50 000 msg/s.
+const HISTORY_MESSAGES_MAX: u64 = 30_000_000;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -86,7 +99,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&run_dir)?;
         let label = guarantee.map_or_else(|| workload.name.clone(), |g| format!("{} ({})", workload.name, g.name()));
         match execute(&workload, *guarantee, &run_dir, &interrupted) {
-            Ok(mut result) => {
+            Ok((mut result, problems)) => {
+                failures.extend(problems.into_iter().map(|problem| format!("{label}: {problem}")));
                 result.label = Some(label.clone());
                 result.workload_source = source.clone();
                 let path = corelog_reports::output_path(&run_dir, corelog_reports::Output::Result);
@@ -118,26 +132,52 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// What the system under test is, for one execution.
 enum Target {
-    Local(LocalCluster, KafkaDriver),
-    External(KafkaDriver),
-    Embedded(EmbeddedDriver, tempfile::TempDir),
+    Local { cluster: Arc<Mutex<LocalCluster>>, driver: Arc<KafkaDriver>, proxies: BTreeMap<String, Arc<FaultProxy>> },
+    External(Arc<KafkaDriver>),
+    Embedded(Arc<EmbeddedDriver>, tempfile::TempDir),
 }
 
 impl Target {
-    fn driver(&self) -> &dyn Driver {
+    fn driver(&self) -> Arc<dyn Driver> {
         match self {
-            Target::Local(_, driver) | Target::External(driver) => driver,
-            Target::Embedded(driver, _) => driver,
+            Target::Local { driver, .. } | Target::External(driver) => driver.clone(),
+            Target::Embedded(driver, _) => driver.clone(),
         }
     }
 
-    fn stop(self) -> anyhow::Result<()> {
+    fn kafka(&self) -> Option<Arc<KafkaDriver>> {
         match self {
-            Target::Local(cluster, _) => cluster.stop(),
-            Target::External(_) => Ok(()),
-            Target::Embedded(driver, _dir) => driver.shutdown(),
+            Target::Local { driver, .. } | Target::External(driver) => Some(driver.clone()),
+            Target::Embedded(..) => None,
         }
     }
+
+    /// Stops what was started; everything holding a driver must be gone.
+    fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Target::Local { cluster, proxies, .. } => {
+                // Proxies first: no client is left, and a proxy outliving its broker
+                // would only report refused upstream connections.
+                for proxy in proxies.into_values() {
+                    if let Ok(proxy) = Arc::try_unwrap(proxy) {
+                        proxy.shutdown();
+                    }
+                }
+                let cluster = Arc::try_unwrap(cluster).map_err(|_| anyhow::anyhow!("the cluster is still in use"))?;
+                cluster.into_inner().expect("cluster lock").stop()
+            }
+            Target::External(_) => Ok(()),
+            Target::Embedded(driver, _dir) => {
+                Arc::try_unwrap(driver).map_err(|_| anyhow::anyhow!("the embedded engine is still in use"))?.shutdown()
+            }
+        }
+    }
+}
+
+/// Whether the workload can inject a fault of this scope.
+fn has_faults_of(workload: &Workload, wanted: impl Fn(FaultKind) -> bool) -> bool {
+    workload.faults.iter().any(|fault| wanted(fault.kind))
+        || workload.nemesis.as_ref().is_some_and(|nemesis| nemesis.kinds.iter().any(|&kind| wanted(kind)))
 }
 
 fn start_target(workload: &Workload, run_dir: &Path) -> anyhow::Result<Target> {
@@ -146,7 +186,7 @@ fn start_target(workload: &Workload, run_dir: &Path) -> anyhow::Result<Target> {
         (DriverKind::Embedded, Cluster::Local(local)) => {
             std::fs::create_dir_all(&scratch)?;
             let dir = tempfile::Builder::new().prefix("embedded-").tempdir_in(&scratch)?;
-            Ok(Target::Embedded(EmbeddedDriver::start(dir.path(), local.cores as usize)?, dir))
+            Ok(Target::Embedded(Arc::new(EmbeddedDriver::start(dir.path(), local.cores as usize)?), dir))
         }
         (DriverKind::Embedded, Cluster::External(_)) => bail!("the embedded driver runs the engine in-process; it cannot use `bootstrap`"),
         (DriverKind::Kafka, Cluster::Local(local)) => {
@@ -158,14 +198,42 @@ fn start_target(workload: &Workload, run_dir: &Path) -> anyhow::Result<Target> {
             for (key, value) in &local.topic_config {
                 config_yaml.push_str(&format!("  {key}: {value:?}\n"));
             }
-            let specs: Vec<BrokerSpec> = (0..local.brokers)
-                .map(|id| BrokerSpec { name: workload::local_broker_name(id), cores: local.cores as usize, config_yaml: config_yaml.clone() })
-                .collect();
+            // Network faults need every client connection to cross a proxy: each
+            // broker advertises its proxy's address. Without them, no proxy: it
+            // would only add its overhead to the measurement.
+            let with_proxies = has_faults_of(workload, |kind| kind.scope() == FaultScope::Network);
+            let mut proxies = BTreeMap::new();
+            let mut specs = Vec::new();
+            for id in 0..local.brokers {
+                let name = workload::local_broker_name(id);
+                let mut advertised = None;
+                if with_proxies {
+                    // The upstream is set once the broker has said where it listens.
+                    let unbound = "127.0.0.1:9".parse().expect("a socket address");
+                    let proxy = FaultProxy::start(&name, "127.0.0.1:0".parse().expect("a socket address"), unbound)
+                        .with_context(|| format!("starting the fault proxy of {name}"))?;
+                    advertised = Some(proxy.local_addr().to_string());
+                    proxies.insert(name.clone(), Arc::new(proxy));
+                }
+                specs.push(BrokerSpec { name, cores: local.cores as usize, config_yaml: config_yaml.clone(), advertised });
+            }
             let cluster = LocalCluster::start(&scratch, &specs)?;
-            let driver = KafkaDriver::new(cluster.bootstrap());
-            Ok(Target::Local(cluster, driver))
+            let mut bootstrap = Vec::new();
+            for broker in &cluster.brokers {
+                match proxies.get(&broker.name) {
+                    Some(proxy) => {
+                        proxy.set_upstream(broker.address.parse().with_context(|| format!("broker address {}", broker.address))?);
+                        bootstrap.push(proxy.local_addr().to_string());
+                    }
+                    None => bootstrap.push(broker.address.clone()),
+                }
+            }
+            let driver = Arc::new(KafkaDriver::new(bootstrap.join(",")));
+            Ok(Target::Local { cluster: Arc::new(Mutex::new(cluster)), driver, proxies })
         }
-        (DriverKind::Kafka, Cluster::External(external)) => Ok(Target::External(KafkaDriver::new(external.bootstrap.join(",")))),
+        (DriverKind::Kafka, Cluster::External(external)) => {
+            Ok(Target::External(Arc::new(KafkaDriver::new(external.bootstrap.join(",")))))
+        }
     }
 }
 
@@ -208,8 +276,15 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, metrics::LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 
-/// One execution of the workload under one guarantee.
-fn execute(workload: &Workload, guarantee: Option<Guarantee>, run_dir: &Path, interrupted: &Arc<AtomicBool>) -> anyhow::Result<RunResult> {
+/// One execution of the workload under one guarantee: its result, and problems
+/// that make the run a failure although it measured something (faults that could
+/// not be injected, consumers that failed).
+fn execute(
+    workload: &Workload,
+    guarantee: Option<Guarantee>,
+    run_dir: &Path,
+    interrupted: &Arc<AtomicBool>,
+) -> anyhow::Result<(RunResult, Vec<String>)> {
     let seed = workload.seed.unwrap_or_else(|| crate::payload::now_us() as u64);
     let nonce = format!("{:06x}", seed & 0xff_ffff);
     let target = start_target(workload, run_dir)?;
@@ -228,6 +303,37 @@ fn execute(workload: &Workload, guarantee: Option<Guarantee>, run_dir: &Path, in
     Ok(result)
 }
 
+/// The run's consumers, as the workload asks: per topic, per subscription, per member.
+fn start_consumers(
+    workload: &Workload,
+    topics: &[String],
+    commit: CommitMode,
+    consumers: &Consumers,
+    sinks: &dyn Fn(u32, u32) -> Arc<ConsumerSink>,
+) -> anyhow::Result<()> {
+    for (topic_index, topic) in topics.iter().enumerate() {
+        for subscription in 0..workload.subscriptions_per_topic {
+            for member in 0..workload.consumers_per_subscription as usize {
+                let mut overrides = workload.consumer_config.clone();
+                if consumers.runs_workers() {
+                    // A crashed member is noticed when its session times out; Kafka's
+                    // lowest allowed timeout keeps the rebalance within the run.
+                    overrides.entry("session.timeout.ms".to_string()).or_insert_with(|| "6000".to_string());
+                    overrides.entry("heartbeat.interval.ms".to_string()).or_insert_with(|| "1000".to_string());
+                }
+                let settings = ConsumerSettings {
+                    group_id: format!("{topic}-sub-{subscription}"),
+                    member: (member, workload.consumers_per_subscription as usize),
+                    commit,
+                    overrides,
+                };
+                consumers.start(ConsumerSpec { topic: topic.clone(), settings, sink: sinks(topic_index as u32, subscription) })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn execute_on(
     workload: &Workload,
@@ -237,7 +343,7 @@ fn execute_on(
     target: &Target,
     seed: u64,
     nonce: &str,
-) -> anyhow::Result<RunResult> {
+) -> anyhow::Result<(RunResult, Vec<String>)> {
     let driver = target.driver();
     let topic_config = match &workload.cluster {
         Cluster::Local(local) => local.topic_config.clone(),
@@ -249,29 +355,30 @@ fn execute_on(
         driver.create_topic(topic, workload.partitions_per_topic as i32, &topic_config)?;
     }
     let metrics = Arc::new(Metrics::new(workload.message_size_bytes as usize));
+    let history = Arc::new(History::new(topics.clone(), workload.subscriptions_per_topic, HISTORY_MESSAGES_MAX));
+    let recorder: Arc<Recorder> = Arc::new(Recorder { metrics: metrics.clone(), history: history.clone() });
     let commit = match guarantee {
         Some(Guarantee::AtMostOnce) => CommitMode::BeforeProcessing,
         _ => CommitMode::AfterProcessing,
     };
-    let consumers_stop = Arc::new(AtomicBool::new(false));
-    let start_consumers = || -> anyhow::Result<Vec<std::thread::JoinHandle<anyhow::Result<()>>>> {
-        let mut threads = Vec::new();
-        for topic in &topics {
-            for subscription in 0..workload.subscriptions_per_topic {
-                for member in 0..workload.consumers_per_subscription as usize {
-                    let settings = ConsumerSettings {
-                        group_id: format!("{topic}-sub-{subscription}"),
-                        member: (member, workload.consumers_per_subscription as usize),
-                        commit,
-                        overrides: workload.consumer_config.clone(),
-                    };
-                    threads.push(driver.consumer(std::slice::from_ref(topic), &settings, metrics.clone(), consumers_stop.clone())?);
-                }
-            }
-        }
-        Ok(threads)
+    let positions: Vec<Arc<ReadPositions>> = (0..workload.subscriptions_per_topic).map(|_| Arc::default()).collect();
+    let sinks = |topic_index: u32, subscription: u32| {
+        Arc::new(ConsumerSink {
+            metrics: metrics.clone(),
+            history: history.clone(),
+            topic_index,
+            subscription,
+            positions: positions[subscription as usize].clone(),
+        })
     };
-    let mut consumers = if workload.backlog.is_none() { start_consumers()? } else { Vec::new() };
+    let workers = match target.kafka() {
+        Some(kafka) if has_faults_of(workload, |kind| kind == FaultKind::ConsumerCrash) => Some(kafka.bootstrap().to_string()),
+        _ => None,
+    };
+    let consumers = Arc::new(Consumers::new(driver.clone(), workers));
+    if workload.backlog.is_none() {
+        start_consumers(workload, &topics, commit, &consumers, &sinks)?;
+    }
 
     let producers_stop = Arc::new(AtomicBool::new(false));
     let sent_total = Arc::new(AtomicU64::new(0));
@@ -292,14 +399,30 @@ fn execute_on(
         KeyDistributor::RandomNano => KeyChoice::RandomNano,
     };
     let settings = producer_settings(workload, guarantee);
+    let factory: load::ProducerFactory = {
+        let (driver, settings, sink) = (driver.clone(), settings.clone(), recorder.clone() as Arc<dyn DeliverySink>);
+        Arc::new(move || driver.producer(&settings, sink.clone()))
+    };
     let mut producers = Vec::new();
+    let mut crash_switches = Vec::new();
     let mut producer_id = (seed & 0xffff_ffff) << 16;
-    for topic in &topics {
+    for (topic_index, topic) in topics.iter().enumerate() {
         for _ in 0..workload.producers_per_topic {
             producer_id += 1;
-            let handle = driver.producer(&settings, metrics.clone())?;
-            let plan = ProducerPlan { producer_id, topic: topic.clone(), rate: rate.clone(), keys: key_choice, payloads: payloads.clone() };
-            producers.push(load::spawn_producer(handle, plan, keys.clone(), metrics.clone(), producers_stop.clone(), sent_total.clone())?);
+            let crash = Arc::new(CrashSwitch::default());
+            crash_switches.push(crash.clone());
+            let plan = ProducerPlan {
+                producer_id,
+                topic_index: topic_index as u32,
+                topic: topic.clone(),
+                rate: rate.clone(),
+                keys: key_choice,
+                payloads: payloads.clone(),
+                factory: factory.clone(),
+                crash,
+                history: history.clone(),
+            };
+            producers.push(load::spawn_producer(factory()?, plan, keys.clone(), metrics.clone(), producers_stop.clone(), sent_total.clone())?);
         }
     }
 
@@ -312,7 +435,7 @@ fn execute_on(
     result.producers_per_topic = workload.producers_per_topic;
     result.consumers_per_topic = workload.subscriptions_per_topic * workload.consumers_per_subscription;
     result.environment = environment::collect(workload);
-    result.workload_echo = serde_json::json!({ "summary": workload.summary(), "file": workload.path.display().to_string() });
+    result.workload_echo = serde_json::json!({ "summary": workload.summary(), "file": workload.path.display().to_string(), "seed": seed });
     result.delivery_guarantee = guarantee.map(report_guarantee);
 
     let mut totals = result::Totals {
@@ -328,7 +451,45 @@ fn execute_on(
     let started = Instant::now();
     let warmup = workload.warmup_duration;
     let end = warmup + workload.test_duration;
-    result.started_at_ms = Some((crate::payload::now_us() / 1000) as u64);
+    // t = 0 of the result is the end of the warm-up.
+    let t0 = started + warmup;
+    result.started_at_ms = Some((crate::payload::now_us() / 1000) as u64 + warmup.as_millis() as u64);
+
+    let brokers: Vec<String> = match (target, &workload.cluster) {
+        (Target::Local { cluster, .. }, _) => cluster.lock().expect("cluster lock").brokers.iter().map(|b| b.name.clone()).collect(),
+        (_, Cluster::External(external)) => external.nodes.iter().map(|n| n.name.clone()).collect(),
+        _ => Vec::new(),
+    };
+    let (planned, nemesis_seed) = faults::plan(workload, &brokers, seed);
+    if let Some(nemesis_seed) = nemesis_seed {
+        eprintln!("  nemesis seed {nemesis_seed} (set nemesis.seed to repeat this run's faults)");
+        result.workload_echo["nemesisSeed"] = nemesis_seed.into();
+    }
+    let faults_stop = Arc::new(AtomicBool::new(false));
+    let injector = if planned.is_empty() {
+        None
+    } else {
+        let targets = Targets {
+            local: match target {
+                Target::Local { cluster, .. } => Some(cluster.clone()),
+                _ => None,
+            },
+            external: match &workload.cluster {
+                Cluster::External(external) => Some(external.clone()),
+                Cluster::Local(_) => None,
+            },
+            proxies: match target {
+                Target::Local { proxies, .. } => proxies.clone(),
+                _ => BTreeMap::new(),
+            },
+            kafka: target.kafka(),
+            topics: topics.clone(),
+            consumers: consumers.clone(),
+            producers: crash_switches,
+        };
+        Some(faults::spawn(planned, targets, t0, faults_stop.clone())?)
+    };
+
     let mut last = Instant::now();
     let mut backlog_reached = workload.backlog.is_none();
     let progress = Progress::new(end);
@@ -340,7 +501,8 @@ fn execute_on(
         out_of_range += window.out_of_range;
         let backlog = (counts.acknowledged * subscriptions) as i64 - counts.consumed as i64;
         if measured {
-            result::push_window(result, &window, seconds, started.elapsed().as_millis() as u64, backlog);
+            let end_ms = Instant::now().saturating_duration_since(t0).as_millis() as u64;
+            result::push_window(result, &window, seconds, end_ms, backlog);
             totals.publish_service_us.add(&window.publish_service_us).ok();
             totals.publish_corrected_us.add(&window.publish_corrected_us).ok();
             totals.publish_delay_us.add(&window.publish_delay_us).ok();
@@ -367,11 +529,19 @@ fn execute_on(
             if let Some(backlog) = workload.backlog {
                 if counts.acknowledged * workload.message_size_bytes as u64 >= backlog.size_bytes {
                     backlog_reached = true;
-                    consumers = start_consumers()?;
+                    start_consumers(workload, &topics, commit, &consumers, &sinks)?;
                 }
             }
         }
     }
+    // Faults end with the measured phase (the schedule ends them by then; an
+    // interrupted run ends them now), so the drain sees a healthy cluster.
+    faults_stop.store(true, Ordering::Relaxed);
+    let injected = match injector.map(std::thread::JoinHandle::join) {
+        Some(Ok(injected)) => injected,
+        Some(Err(_)) => bail!("the fault injector panicked"),
+        None => faults::Injected { windows: Vec::new(), errors: Vec::new() },
+    };
     producers_stop.store(true, Ordering::Relaxed);
     let mut send_errors = 0;
     for producer in producers {
@@ -381,36 +551,12 @@ fn execute_on(
         }
     }
     if !backlog_reached {
-        consumers = start_consumers()?;
+        start_consumers(workload, &topics, commit, &consumers, &sinks)?;
     }
-    // Drain: until every acknowledged message reached every subscription.
-    let drain_started = Instant::now();
-    let mut last_consumed = counts.consumed;
-    let mut idle_since = Instant::now();
-    while !interrupted.load(Ordering::Relaxed) && drain_started.elapsed() < DRAIN_MAX {
-        std::thread::sleep(Duration::from_millis(200));
-        let window = take(&mut counts, &mut result, &mut totals, false, &mut logs)?;
-        drop(window);
-        if counts.consumed >= counts.acknowledged * subscriptions {
-            break;
-        }
-        if counts.consumed > last_consumed {
-            last_consumed = counts.consumed;
-            idle_since = Instant::now();
-        } else if idle_since.elapsed() > DRAIN_IDLE_MAX {
-            tracing::warn!("drain: nothing consumed for {DRAIN_IDLE_MAX:?}; {} of {} expected", counts.consumed, counts.acknowledged * subscriptions);
-            break;
-        }
-    }
-    consumers_stop.store(true, Ordering::Relaxed);
-    let mut consumer_errors = Vec::new();
-    for consumer in consumers {
-        match consumer.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => consumer_errors.push(format!("{error:#}")),
-            Err(_) => consumer_errors.push("a consumer thread panicked".to_string()),
-        }
-    }
+    let drain_complete = drain(&*driver, workload, &topics, &positions, interrupted, &mut |counts_now: &mut Counts| {
+        take(counts_now, &mut result, &mut totals, false, &mut logs).map(drop)
+    }, &mut counts)?;
+    let consumer_errors = consumers.stop_all();
     let last_window = metrics.take_window();
     counts += last_window.counts;
     progress.finish();
@@ -423,9 +569,14 @@ fn execute_on(
         errors: counts.failed + counts.ambiguous + send_errors,
     };
     result.out_of_range_samples.end_to_end_latency = out_of_range;
+    result.fault_windows = injected.windows;
+    for error in &injected.errors {
+        result.errors.push(ErrorCount { operation: "fault".to_string(), error: error.clone(), count: 1, first_ms: None });
+    }
     logs.finish()?;
+    let mut problems: Vec<String> = injected.errors.iter().map(|e| format!("fault injection: {e}")).collect();
     if !consumer_errors.is_empty() {
-        bail!("consumers failed: {}", consumer_errors.join("; "));
+        problems.push(format!("consumers failed: {}", consumer_errors.join("; ")));
     }
     eprintln!(
         "  {}: produced {}, acknowledged {}, consumed {} ({} subscription(s)), errors {}",
@@ -436,7 +587,73 @@ fn execute_on(
         subscriptions,
         result.counts.errors
     );
-    Ok(result)
+    if let Some(guarantee) = guarantee {
+        let checked = history.check(report_guarantee(guarantee), drain_complete);
+        let c = &checked.counts;
+        eprintln!(
+            "  checker: {} ({}): lost {}, unseen {}, duplicate {}, written twice {}, reordered {}, ambiguous {}",
+            checked.verdict.status.as_str(),
+            checked.verdict.promise,
+            c.lost,
+            c.unseen,
+            c.duplicate,
+            c.written_twice,
+            c.reordered,
+            c.ambiguous
+        );
+        for reason in &checked.verdict.reasons {
+            eprintln!("    {reason}");
+        }
+        result.checker = Some(checked);
+    }
+    Ok((result, problems))
+}
+
+/// Consumes until every subscription has read every partition to its end offset
+/// (`true`), or nothing was consumed for [`DRAIN_IDLE_MAX`], or [`DRAIN_MAX`]
+/// passed, or the run was interrupted (`false`: the checker then cannot tell an
+/// unseen message from a lost one). `take` takes a metrics window.
+fn drain(
+    driver: &dyn Driver,
+    workload: &Workload,
+    topics: &[String],
+    positions: &[Arc<ReadPositions>],
+    interrupted: &AtomicBool,
+    take: &mut dyn FnMut(&mut Counts) -> anyhow::Result<()>,
+    counts: &mut Counts,
+) -> anyhow::Result<bool> {
+    let drain_started = Instant::now();
+    let mut last_consumed = counts.consumed;
+    let mut idle_since = Instant::now();
+    let partitions = workload.partitions_per_topic as i32;
+    let mut end_offsets: Option<Vec<Vec<i64>>> = None;
+    while !interrupted.load(Ordering::Relaxed) && drain_started.elapsed() < DRAIN_MAX {
+        std::thread::sleep(Duration::from_millis(200));
+        take(counts)?;
+        // Producers are done, so end offsets no longer move: read them once.
+        if end_offsets.is_none() {
+            match topics.iter().map(|topic| driver.end_offsets(topic, partitions)).collect::<anyhow::Result<Vec<_>>>() {
+                Ok(offsets) => end_offsets = Some(offsets),
+                Err(error) => tracing::debug!("drain: {error:#}"),
+            }
+        }
+        if let Some(ends) = &end_offsets {
+            let caught_up = positions.iter().all(|position| {
+                ends.iter().enumerate().all(|(topic, ends)| position.caught_up(topic as u32, ends))
+            });
+            if caught_up {
+                return Ok(true);
+            }
+        }
+        if counts.consumed > last_consumed {
+            last_consumed = counts.consumed;
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() > DRAIN_IDLE_MAX {
+            tracing::warn!("drain: nothing consumed for {DRAIN_IDLE_MAX:?}; subscriptions have not read every partition to its end");
+            return Ok(false);
+        }
+    }
+    Ok(false)
 }
 
 fn report_guarantee(guarantee: Guarantee) -> ReportGuarantee {

@@ -127,8 +127,9 @@ named_enum! {
         /// The fault proxy resets (TCP RST) every open connection at `at`, and every
         /// connection opened during `duration` if it is above 0.
         Reset = "reset",
-        /// The fault proxy keeps connections open but silently drops their traffic
-        /// for `duration`, so clients time out.
+        /// The fault proxy keeps connections open but forwards nothing for
+        /// `duration`, so clients time out; like a network partition that heals
+        /// before TCP gives up, what was held back is delivered afterwards.
         Blackhole = "blackhole",
         /// The fault proxy closes its listener and connections for `duration`:
         /// connections are refused.

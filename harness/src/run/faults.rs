@@ -1,0 +1,488 @@
+//! Fault injection during a run: the schedule (the workload's `faults` plus what
+//! a seeded nemesis draws), and the injector thread that applies each fault at its
+//! time and undoes it when its duration is over.
+//!
+//! Times are from the start of the measured phase (t = 0 of the result), as the
+//! workload's `at` is. Every target is resolved when the schedule is made (a
+//! `random` broker, producer or consumer is drawn with the run's seed), so the
+//! same seed gives the same faults on the same targets; only `leader:<t>/<p>` is
+//! resolved when the fault starts, since leadership is the cluster's to decide.
+//!
+//! Each applied fault becomes a [`FaultWindow`] of the result. When the run stops
+//! early (Ctrl-C, a failure), every active fault is undone at once: a paused
+//! broker resumes, a crashed one starts again, proxies stop faulting, so the
+//! drain and the cluster's shutdown see a healthy system.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use corelog_reports::model::FaultWindow;
+
+use crate::driver::kafka::KafkaDriver;
+use crate::proxy::{Directions, FaultId, FaultProxy, NetFault};
+use crate::run::cluster::LocalCluster;
+use crate::run::consumers::Consumers;
+use crate::run::load::CrashSwitch;
+use crate::workload::{ExternalCluster, FaultKind, FaultParameters, FaultScope, FaultTarget, ParameterDirection, Workload};
+
+/// A fault with a concrete target and a time from t = 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedFault {
+    pub at: Duration,
+    pub duration: Duration,
+    pub kind: FaultKind,
+    /// Never `Random`.
+    pub target: FaultTarget,
+    pub parameters: FaultParameters,
+}
+
+/// The run's faults in start order, and the nemesis seed if a nemesis drew some.
+pub fn plan(workload: &Workload, brokers: &[String], seed: u64) -> (Vec<PlannedFault>, Option<u64>) {
+    let mut rng = SplitMix(seed ^ 0x6a09_e667_f3bc_c909);
+    let mut faults: Vec<PlannedFault> = workload
+        .faults
+        .iter()
+        .map(|fault| PlannedFault {
+            at: fault.at,
+            duration: fault.duration,
+            kind: fault.kind,
+            target: resolve_random(&fault.target, fault.kind, workload, brokers, &mut rng),
+            parameters: fault.parameters.clone(),
+        })
+        .collect();
+    let mut nemesis_seed = None;
+    if let Some(nemesis) = &workload.nemesis {
+        let seed = nemesis.seed.unwrap_or(seed);
+        nemesis_seed = Some(seed);
+        let mut rng = SplitMix(seed);
+        let mut at = nemesis.interval;
+        while at + nemesis.duration <= workload.test_duration && !nemesis.kinds.is_empty() {
+            let kind = nemesis.kinds[rng.below(nemesis.kinds.len() as u64) as usize];
+            let target = resolve_random(&FaultTarget::Random, kind, workload, brokers, &mut rng);
+            let duration = if kind.needs_duration() || kind.scope() != FaultScope::Network { nemesis.duration } else { Duration::ZERO };
+            faults.push(PlannedFault { at, duration, kind, target, parameters: nemesis.parameters.clone() });
+            at += nemesis.interval;
+        }
+    }
+    faults.sort_by_key(|fault| fault.at);
+    (faults, nemesis_seed)
+}
+
+fn resolve_random(target: &FaultTarget, kind: FaultKind, workload: &Workload, brokers: &[String], rng: &mut SplitMix) -> FaultTarget {
+    if *target != FaultTarget::Random {
+        return target.clone();
+    }
+    match kind {
+        FaultKind::ProducerCrash => FaultTarget::Producer(rng.below(workload.producers_total().max(1)) as u32),
+        FaultKind::ConsumerCrash => FaultTarget::Consumer(rng.below(workload.consumers_total().max(1)) as u32),
+        _ => FaultTarget::Broker(brokers[rng.below(brokers.len().max(1) as u64) as usize % brokers.len().max(1)].clone()),
+    }
+}
+
+/// SplitMix64: small, seedable, good enough to draw fault targets.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// What the injector acts on.
+pub struct Targets {
+    /// Brokers the harness started, or `None`.
+    pub local: Option<Arc<Mutex<LocalCluster>>>,
+    /// An external cluster's nodes and commands, or `None`.
+    pub external: Option<ExternalCluster>,
+    /// The fault proxy in front of each local broker, by broker name.
+    pub proxies: BTreeMap<String, Arc<FaultProxy>>,
+    /// For `leader:` targets.
+    pub kafka: Option<Arc<KafkaDriver>>,
+    /// The run's topic names, by index.
+    pub topics: Vec<String>,
+    pub consumers: Arc<Consumers>,
+    pub producers: Vec<Arc<CrashSwitch>>,
+}
+
+/// What the injector thread returns.
+pub struct Injected {
+    pub windows: Vec<FaultWindow>,
+    /// Faults that could not be applied or undone: the run is not the experiment
+    /// the workload describes, so it fails (after writing what it measured).
+    pub errors: Vec<String>,
+}
+
+/// Starts the injector: it applies `faults` relative to `t0` until they are all
+/// over or `stop` is set, then undoes what is still active.
+pub fn spawn(faults: Vec<PlannedFault>, targets: Targets, t0: Instant, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<Injected>> {
+    std::thread::Builder::new().name("corelog-faults".to_string()).spawn(move || {
+        let mut injector = Injector { targets, t0, active: Vec::new(), injected: Injected { windows: Vec::new(), errors: Vec::new() } };
+        injector.run(faults, &stop);
+        injector.injected
+    })
+}
+
+/// A fault in effect: what undoes it, and its window's index.
+struct Active {
+    ends: Duration,
+    window: usize,
+    undo: Vec<Undo>,
+}
+
+enum Undo {
+    StartBroker(String),
+    Resume(String),
+    Command { command: String, node: String },
+    RemoveNet(Arc<FaultProxy>, FaultId),
+    RestartConsumer(usize),
+    RestartProducer(usize),
+}
+
+struct Injector {
+    targets: Targets,
+    t0: Instant,
+    active: Vec<Active>,
+    injected: Injected,
+}
+
+impl Injector {
+    fn run(&mut self, faults: Vec<PlannedFault>, stop: &AtomicBool) {
+        let mut pending = faults.into_iter().peekable();
+        loop {
+            let next_start = pending.peek().map(|f| f.at);
+            let next_end = self.active.iter().map(|a| a.ends).min();
+            let Some(next) = [next_start, next_end].into_iter().flatten().min() else { return };
+            if !self.sleep_until(next, stop) {
+                break;
+            }
+            // Ends first: a fault that ends when another starts frees its target.
+            if next_end == Some(next) {
+                let index = self.active.iter().position(|a| a.ends == next).expect("an active fault ends now");
+                let active = self.active.remove(index);
+                self.undo(active);
+            } else if let Some(fault) = pending.next() {
+                self.apply(&fault);
+            }
+        }
+        // Stopped early: undo everything still in effect, newest first.
+        while let Some(active) = self.active.pop() {
+            self.undo(active);
+        }
+    }
+
+    /// Sleeps until `t0 + at`; `false` if `stop` was set first.
+    fn sleep_until(&self, at: Duration, stop: &AtomicBool) -> bool {
+        let deadline = self.t0 + at;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.t0.elapsed().as_millis() as i64
+    }
+
+    fn apply(&mut self, fault: &PlannedFault) {
+        let started_ms = self.now_ms();
+        let (target_text, outcome) = match self.start(fault) {
+            Ok((text, undo)) => (text, Ok(undo)),
+            Err(error) => (fault.target.to_string(), Err(error)),
+        };
+        let window = FaultWindow {
+            kind: fault.kind.name().to_string(),
+            target: target_text,
+            start_ms: started_ms,
+            end_ms: None,
+            parameters: parameters_json(&fault.parameters),
+        };
+        eprintln!("  fault: {} {} at {:.1} s for {:.1} s", window.kind, window.target, started_ms as f64 / 1000.0, fault.duration.as_secs_f64());
+        self.injected.windows.push(window);
+        let index = self.injected.windows.len() - 1;
+        match outcome {
+            Ok(undo) => {
+                // Not before its scheduled end, and never in the past when applying it was slow.
+                let ends = (fault.at + fault.duration).max(self.t0.elapsed());
+                self.active.push(Active { ends, window: index, undo });
+            }
+            Err(error) => {
+                self.injected.windows[index].end_ms = Some(started_ms);
+                self.injected.errors.push(format!("{} {}: {error:#}", fault.kind, fault.target));
+            }
+        }
+    }
+
+    fn undo(&mut self, active: Active) {
+        for undo in active.undo {
+            if let Err(error) = self.undo_one(undo) {
+                self.injected.errors.push(format!("undoing {}: {error:#}", self.injected.windows[active.window].label()));
+            }
+        }
+        let now = self.now_ms();
+        self.injected.windows[active.window].end_ms = Some(now);
+    }
+
+    /// Applies a fault; returns its resolved target's name and how to undo it.
+    fn start(&mut self, fault: &PlannedFault) -> anyhow::Result<(String, Vec<Undo>)> {
+        match fault.kind.scope() {
+            FaultScope::Client => self.start_client(fault),
+            FaultScope::BrokerProcess | FaultScope::Network => {
+                let brokers = self.brokers(&fault.target)?;
+                let mut undo = Vec::new();
+                for broker in &brokers {
+                    if fault.kind.scope() == FaultScope::Network {
+                        undo.push(self.start_network(fault, broker)?);
+                    } else {
+                        undo.extend(self.start_process(fault.kind, broker)?);
+                    }
+                }
+                Ok((brokers.join(","), undo))
+            }
+        }
+    }
+
+    /// The broker names a target means now.
+    fn brokers(&self, target: &FaultTarget) -> anyhow::Result<Vec<String>> {
+        let all: Vec<String> = match (&self.targets.local, &self.targets.external) {
+            (Some(cluster), _) => cluster.lock().expect("cluster lock").brokers.iter().map(|b| b.name.clone()).collect(),
+            (None, Some(external)) => external.nodes.iter().map(|n| n.name.clone()).collect(),
+            (None, None) => bail!("there are no brokers to fault"),
+        };
+        Ok(match target {
+            FaultTarget::All => all,
+            FaultTarget::Broker(name) => vec![name.clone()],
+            FaultTarget::Leader { topic, partition } => vec![self.leader(*topic, *partition, &all)?],
+            FaultTarget::Random | FaultTarget::Producer(_) | FaultTarget::Consumer(_) => bail!("`{target}` is not a broker"),
+        })
+    }
+
+    fn leader(&self, topic: u32, partition: u32, all: &[String]) -> anyhow::Result<String> {
+        if self.targets.local.is_some() {
+            // Started clusters have one broker until replication lands: it leads everything.
+            return all.first().cloned().context("the cluster has no broker");
+        }
+        let topic_name = self.targets.topics.get(topic as usize).with_context(|| format!("there is no topic {topic}"))?;
+        let kafka = self.targets.kafka.as_ref().context("leader targets need the kafka driver")?;
+        let node_id = kafka.partition_leader(topic_name, partition as i32)?;
+        let external = self.targets.external.as_ref().context("leader targets need cluster nodes")?;
+        external
+            .nodes
+            .iter()
+            .find(|node| node.node_id == node_id)
+            .map(|node| node.name.clone())
+            .with_context(|| format!("the leader of {topic_name}/{partition} is node {node_id}, which cluster.nodes does not name"))
+    }
+
+    fn start_process(&mut self, kind: FaultKind, broker: &str) -> anyhow::Result<Vec<Undo>> {
+        if let Some(external) = &self.targets.external {
+            let commands = &external.commands;
+            let (begin, end) = match kind {
+                FaultKind::Crash => (&commands.kill, &commands.start),
+                FaultKind::Restart => (&commands.stop, &commands.start),
+                _ => (&commands.pause, &commands.resume),
+            };
+            let begin = begin.as_ref().with_context(|| format!("no command for `{kind}` in cluster.commands"))?;
+            run_command(begin, broker)?;
+            return Ok(end.iter().map(|command| Undo::Command { command: command.clone(), node: broker.to_string() }).collect());
+        }
+        let cluster = self.targets.local.as_ref().context("no cluster")?;
+        let mut cluster = cluster.lock().expect("cluster lock");
+        let node = cluster.brokers.iter_mut().find(|b| b.name == broker).with_context(|| format!("there is no broker {broker}"))?;
+        match kind {
+            FaultKind::Crash => node.kill()?,
+            FaultKind::Restart => node.stop()?,
+            _ => {
+                node.freeze(true)?;
+                return Ok(vec![Undo::Resume(broker.to_string())]);
+            }
+        }
+        Ok(vec![Undo::StartBroker(broker.to_string())])
+    }
+
+    fn start_network(&mut self, fault: &PlannedFault, broker: &str) -> anyhow::Result<Undo> {
+        let proxy = self.targets.proxies.get(broker).with_context(|| format!("broker {broker} has no fault proxy"))?.clone();
+        let id = proxy.add(net_fault(fault.kind, &fault.parameters)?);
+        Ok(Undo::RemoveNet(proxy, id))
+    }
+
+    fn start_client(&mut self, fault: &PlannedFault) -> anyhow::Result<(String, Vec<Undo>)> {
+        let consumers = self.targets.consumers.len();
+        let producers = self.targets.producers.len();
+        let (indexes, is_consumer): (Vec<usize>, bool) = match (&fault.target, fault.kind) {
+            (FaultTarget::Consumer(i), _) => (vec![*i as usize], true),
+            (FaultTarget::Producer(i), _) => (vec![*i as usize], false),
+            (FaultTarget::All, FaultKind::ConsumerCrash) => ((0..consumers).collect(), true),
+            (FaultTarget::All, _) => ((0..producers).collect(), false),
+            (target, kind) => bail!("`{kind}` cannot act on `{target}`"),
+        };
+        let mut undo = Vec::new();
+        for &index in &indexes {
+            if is_consumer {
+                self.targets.consumers.crash(index)?;
+                undo.push(Undo::RestartConsumer(index));
+            } else {
+                self.targets.producers.get(index).with_context(|| format!("there is no producer-{index}"))?.crash();
+                undo.push(Undo::RestartProducer(index));
+            }
+        }
+        let prefix = if is_consumer { "consumer" } else { "producer" };
+        Ok((indexes.iter().map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>().join(","), undo))
+    }
+
+    fn undo_one(&mut self, undo: Undo) -> anyhow::Result<()> {
+        match undo {
+            Undo::StartBroker(name) | Undo::Resume(name) if self.targets.local.is_some() => {
+                let cluster = self.targets.local.as_ref().expect("checked");
+                let mut cluster = cluster.lock().expect("cluster lock");
+                let node = cluster.brokers.iter_mut().find(|b| b.name == name).with_context(|| format!("there is no broker {name}"))?;
+                if node.is_running() {
+                    node.freeze(false)
+                } else {
+                    let address = node.address.clone();
+                    node.start(&address)
+                }
+            }
+            Undo::StartBroker(name) | Undo::Resume(name) => bail!("broker {name} is not one the harness started"),
+            Undo::Command { command, node } => run_command(&command, &node),
+            Undo::RemoveNet(proxy, id) => {
+                proxy.remove(id);
+                Ok(())
+            }
+            Undo::RestartConsumer(index) => self.targets.consumers.restart(index),
+            Undo::RestartProducer(index) => {
+                if let Some(switch) = self.targets.producers.get(index) {
+                    switch.restart();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The proxy fault for a network fault kind.
+pub fn net_fault(kind: FaultKind, parameters: &FaultParameters) -> anyhow::Result<NetFault> {
+    let directions = match parameters.direction.unwrap_or(ParameterDirection::Both) {
+        ParameterDirection::Both => Directions::BOTH,
+        ParameterDirection::ToBroker => Directions::TO_BROKER,
+        ParameterDirection::ToClient => Directions::TO_CLIENT,
+    };
+    Ok(match kind {
+        FaultKind::Latency => NetFault::Latency {
+            delay: Duration::from_millis(u64::from(parameters.delay_ms.context("latency needs delay_ms")?)),
+            jitter: Duration::from_millis(u64::from(parameters.jitter_ms.unwrap_or(0))),
+            directions,
+        },
+        FaultKind::Bandwidth => NetFault::Bandwidth {
+            bytes_per_second: parameters.bytes_per_second.context("bandwidth needs bytes_per_second")?,
+            directions,
+        },
+        FaultKind::Blackhole => NetFault::Blackhole { directions },
+        FaultKind::Reset => NetFault::Reset,
+        FaultKind::Down => NetFault::Down,
+        other => bail!("`{other}` is not a network fault"),
+    })
+}
+
+fn parameters_json(parameters: &FaultParameters) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    if let Some(delay) = parameters.delay_ms {
+        map.insert("delayMs".into(), delay.into());
+    }
+    if let Some(jitter) = parameters.jitter_ms {
+        map.insert("jitterMs".into(), jitter.into());
+    }
+    if let Some(rate) = parameters.bytes_per_second {
+        map.insert("bytesPerSecond".into(), rate.into());
+    }
+    if let Some(direction) = parameters.direction {
+        map.insert("direction".into(), direction.name().into());
+    }
+    serde_json::Value::Object(map)
+}
+
+/// How long an external cluster's command may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs an external cluster's command with `{node}` replaced by the node's name.
+fn run_command(template: &str, node: &str) -> anyhow::Result<()> {
+    let command = template.replace("{node}", node);
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("running `{command}`"))?;
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`{command}` did not finish within {COMMAND_TIMEOUT:?} and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if !status.success() {
+        bail!("`{command}` exited with {status}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_mix_is_deterministic_and_spread() {
+        let draw = |seed| {
+            let mut rng = SplitMix(seed);
+            (0..1000).map(|_| rng.below(3)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+        let zeros = draw(7).iter().filter(|&&v| v == 0).count();
+        assert!((250..420).contains(&zeros), "{zeros} of 1000 draws were 0");
+    }
+
+    #[test]
+    fn external_commands_get_the_node_name_and_their_failures_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("touched");
+        run_command(&format!("echo {{node}} > {}", marker.display()), "kafka-2").unwrap();
+        assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "kafka-2");
+        let error = run_command("exit 3", "kafka-2").unwrap_err().to_string();
+        assert!(error.contains("exit 3") && error.contains("exit status: 3"), "{error}");
+    }
+
+    #[test]
+    fn network_kinds_map_to_proxy_faults_with_their_directions() {
+        let parameters = FaultParameters { delay_ms: Some(200), jitter_ms: Some(50), direction: Some(ParameterDirection::ToClient), ..Default::default() };
+        assert_eq!(
+            net_fault(FaultKind::Latency, &parameters).unwrap(),
+            NetFault::Latency { delay: Duration::from_millis(200), jitter: Duration::from_millis(50), directions: Directions::TO_CLIENT }
+        );
+        assert_eq!(net_fault(FaultKind::Down, &FaultParameters::default()).unwrap(), NetFault::Down);
+        assert!(net_fault(FaultKind::Crash, &FaultParameters::default()).is_err());
+        assert!(net_fault(FaultKind::Latency, &FaultParameters::default()).is_err(), "latency without delay_ms");
+    }
+}

@@ -1,0 +1,77 @@
+//! The sinks the clients report to: every event goes to the [`Metrics`] (rates,
+//! latencies) and to the checker's [`History`] (who sent what, what was read where),
+//! and consumers' positions are kept so the drain can tell when each subscription
+//! has read its partitions to the end.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::checker::History;
+use crate::driver::{DeliverySink, MessageSink, Received, SendOutcome, SendToken};
+use crate::payload::PayloadHeader;
+use crate::run::metrics::Metrics;
+
+/// The producers' sink.
+pub struct Recorder {
+    pub metrics: Arc<Metrics>,
+    pub history: Arc<History>,
+}
+
+impl DeliverySink for Recorder {
+    fn delivered(&self, token: SendToken, outcome: SendOutcome, at_us: i64) {
+        match &outcome {
+            SendOutcome::Acknowledged { partition, offset } => {
+                self.history.acknowledged(token.producer_id, token.sequence, *partition, *offset)
+            }
+            SendOutcome::Failed { ambiguous, .. } => self.history.failed(token.producer_id, token.sequence, *ambiguous),
+        }
+        self.metrics.delivered(token, outcome, at_us);
+    }
+}
+
+/// How far one subscription has read: the highest offset seen per (topic index,
+/// partition), over all of its consumers (partitions move between them).
+#[derive(Default)]
+pub struct ReadPositions(Mutex<HashMap<(u32, i32), i64>>);
+
+impl ReadPositions {
+    fn note(&self, topic: u32, partition: i32, offset: i64) {
+        let mut positions = self.0.lock().expect("positions lock");
+        let highest = positions.entry((topic, partition)).or_insert(offset);
+        *highest = (*highest).max(offset);
+    }
+
+    /// Whether every partition was read up to `end_offsets[p]` (exclusive).
+    pub fn caught_up(&self, topic: u32, end_offsets: &[i64]) -> bool {
+        let positions = self.0.lock().expect("positions lock");
+        end_offsets.iter().enumerate().all(|(partition, &end)| {
+            end <= 0 || positions.get(&(topic, partition as i32)).is_some_and(|&highest| highest + 1 >= end)
+        })
+    }
+}
+
+/// One consumer's sink: knows its topic's index and its subscription.
+pub struct ConsumerSink {
+    pub metrics: Arc<Metrics>,
+    pub history: Arc<History>,
+    pub topic_index: u32,
+    pub subscription: u32,
+    pub positions: Arc<ReadPositions>,
+}
+
+impl MessageSink for ConsumerSink {
+    fn received(&self, message: Received<'_>) {
+        if let Some(header) = PayloadHeader::parse(message.payload) {
+            self.history.received(
+                self.subscription,
+                self.topic_index,
+                message.partition,
+                message.offset,
+                header.producer_id,
+                header.sequence,
+            );
+        }
+        self.positions.note(self.topic_index, message.partition, message.offset);
+        self.metrics.received(message);
+    }
+}

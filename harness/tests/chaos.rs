@@ -1,0 +1,104 @@
+//! Short chaos runs of `corelog run`, end to end: a real broker process killed and
+//! restarted, a real consumer process killed mid-batch; then the checker's counts
+//! and verdicts in result.json, the fault windows, and the report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn out_dir(name: &str) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    out
+}
+
+/// Runs a workload; returns result.json and stderr.
+fn run(workload: &Path, out: &Path) -> (serde_json::Value, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
+        .arg("run")
+        .arg(workload)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run corelog");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "corelog run failed: {stderr}");
+    let text = std::fs::read_to_string(out.join("result.json")).expect("result.json");
+    (serde_json::from_str(&text).expect("valid JSON"), stderr)
+}
+
+fn count(checker: &serde_json::Value, field: &str) -> u64 {
+    checker["counts"][field].as_u64().unwrap_or_else(|| panic!("checker.counts.{field} missing"))
+}
+
+#[test]
+fn killing_the_only_broker_loses_nothing_acknowledged_under_at_least_once_with_fsync_always() {
+    let out = out_dir("broker-crash");
+    let workload = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/chaos/ci-broker-crash.yaml");
+    let (result, stderr) = run(&workload, &out);
+
+    let checker = &result["checker"];
+    assert_eq!(checker["guarantee"], "at-least-once", "{stderr}");
+    let acknowledged = count(checker, "acknowledged");
+    assert!(acknowledged >= 5_000, "about 1000 msg/s for 12 s minus the outage, got {acknowledged}");
+    assert_eq!(count(checker, "lost"), 0, "an acknowledged message was lost: {stderr}");
+    assert_eq!(count(checker, "unseen"), 0, "the drain should read everything: {stderr}");
+    assert_eq!(count(checker, "inconsistentOffsets"), 0);
+    assert_eq!(checker["verdict"]["status"], "pass", "{stderr}");
+
+    // The crash is one window of about its duration, inside the measured test.
+    let windows = result["faultWindows"].as_array().expect("faultWindows");
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert_eq!(windows[0]["kind"], "crash");
+    assert_eq!(windows[0]["target"], "broker-0");
+    let (start, end) = (windows[0]["startMs"].as_i64().unwrap(), windows[0]["endMs"].as_i64().unwrap());
+    assert!((3_900..5_000).contains(&start), "scheduled at 4 s, started at {start} ms");
+    assert!((1_900..6_000).contains(&(end - start)), "2 s down plus the restart, got {} ms", end - start);
+
+    // The publish rate really dropped during the outage: some window inside it is
+    // far below the 1000 msg/s schedule.
+    let rates: Vec<f64> = result["publishRate"].as_array().unwrap().iter().map(|r| r.as_f64().unwrap_or(0.0)).collect();
+    let ends: Vec<i64> = result["windowEndMs"].as_array().unwrap().iter().map(|e| e.as_i64().unwrap()).collect();
+    let inside: Vec<f64> = rates.iter().zip(&ends).filter(|(_, &e)| e > start + 1_000 && e <= end).map(|(r, _)| *r).collect();
+    assert!(inside.iter().any(|&r| r < 500.0), "no dip in {rates:?} at {ends:?} (fault {start}..{end})");
+
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.contains("PASS"), "the verdict is in the report");
+    assert!(html.contains("crash"), "the fault is in the report");
+}
+
+#[test]
+fn a_consumer_killed_after_committing_shows_the_loss_at_most_once_allows() {
+    let out = out_dir("consumer-crash");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workload = dir.path().join("at-most-once-consumer-crash.yaml");
+    std::fs::write(
+        &workload,
+        "name: amo-consumer-crash\n\
+         topics: 1\n\
+         partitionsPerTopic: 2\n\
+         messageSize: 256\n\
+         producersPerTopic: 1\n\
+         subscriptionsPerTopic: 1\n\
+         consumerPerSubscription: 2\n\
+         producerRate: 1000\n\
+         warmupDurationSeconds: 2\n\
+         testDurationSeconds: 12\n\
+         guarantees: [at-most-once]\n\
+         cluster: { brokers: 1, cores: 1, fsync: always }\n\
+         faults:\n\
+         \x20 - { at: 3, duration: 1, kind: consumer-crash, target: consumer-0 }\n",
+    )
+    .expect("write workload");
+    let (result, stderr) = run(&workload, &out);
+
+    let checker = &result["checker"];
+    assert_eq!(checker["guarantee"], "at-most-once");
+    assert!(count(checker, "lost") > 0, "the consumer died after committing a batch it had not processed: {stderr}");
+    assert_eq!(count(checker, "duplicate"), 0, "at-most-once never re-delivers: {stderr}");
+    assert_eq!(count(checker, "writtenTwice"), 0);
+    assert_eq!(checker["verdict"]["status"], "pass", "loss is what at-most-once allows: {stderr}");
+    let windows = result["faultWindows"].as_array().expect("faultWindows");
+    assert_eq!(windows.len(), 1);
+    assert_eq!(windows[0]["kind"], "consumer-crash");
+    assert_eq!(windows[0]["target"], "consumer-0");
+}
