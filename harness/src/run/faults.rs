@@ -79,7 +79,9 @@ fn resolve_random(target: &FaultTarget, kind: FaultKind, workload: &Workload, br
     match kind {
         FaultKind::ProducerCrash => FaultTarget::Producer(rng.below(workload.producers_total().max(1)) as u32),
         FaultKind::ConsumerCrash => FaultTarget::Consumer(rng.below(workload.consumers_total().max(1)) as u32),
-        _ => FaultTarget::Broker(brokers[rng.below(brokers.len().max(1) as u64) as usize % brokers.len().max(1)].clone()),
+        // No broker to draw from stays `Random`, which the injector reports.
+        _ if brokers.is_empty() => FaultTarget::Random,
+        _ => FaultTarget::Broker(brokers[rng.below(brokers.len() as u64) as usize].clone()),
     }
 }
 
@@ -266,12 +268,17 @@ impl Injector {
             (None, Some(external)) => external.nodes.iter().map(|n| n.name.clone()).collect(),
             (None, None) => bail!("there are no brokers to fault"),
         };
-        Ok(match target {
+        let brokers = match target {
             FaultTarget::All => all,
             FaultTarget::Broker(name) => vec![name.clone()],
             FaultTarget::Leader { topic, partition } => vec![self.leader(*topic, *partition, &all)?],
-            FaultTarget::Random | FaultTarget::Producer(_) | FaultTarget::Consumer(_) => bail!("`{target}` is not a broker"),
-        })
+            FaultTarget::Random => bail!("no broker to draw a random target from: list the external cluster's brokers under cluster.nodes"),
+            FaultTarget::Producer(_) | FaultTarget::Consumer(_) => bail!("`{target}` is not a broker"),
+        };
+        if brokers.is_empty() {
+            bail!("`{target}` names no broker: list the external cluster's brokers under cluster.nodes");
+        }
+        Ok(brokers)
     }
 
     fn leader(&self, topic: u32, partition: u32, all: &[String]) -> anyhow::Result<String> {
@@ -462,6 +469,44 @@ mod tests {
         assert_ne!(draw(7), draw(8));
         let zeros = draw(7).iter().filter(|&&v| v == 0).count();
         assert!((250..420).contains(&zeros), "{zeros} of 1000 draws were 0");
+    }
+
+    fn workload(yaml: &str) -> Workload {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        let base = "name: w\ntopics: 1\npartitionsPerTopic: 2\nmessageSize: 100\nproducersPerTopic: 2\n\
+                    subscriptionsPerTopic: 1\nconsumerPerSubscription: 3\nproducerRate: 100\n\
+                    warmupDurationSeconds: 1\ntestDurationSeconds: 40\n";
+        std::fs::write(&path, format!("{base}{yaml}")).unwrap();
+        crate::workload::load(&path).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    #[test]
+    fn a_seeded_nemesis_repeats_and_every_target_is_concrete() {
+        let w = workload(
+            "nemesis: { seed: 42, interval: 8, duration: 3, kinds: [crash, pause, latency, producer-crash, consumer-crash], parameters: { delay_ms: 10 } }\n\
+             faults:\n  - { at: 1, duration: 2, kind: pause, target: random }\n",
+        );
+        let brokers = vec!["broker-0".to_string()];
+        let (first, seed) = plan(&w, &brokers, 7);
+        let (again, _) = plan(&w, &brokers, 99);
+        assert_eq!(seed, Some(42), "the nemesis' own seed wins over the run's");
+        assert_eq!(first.iter().filter(|f| f.at.as_secs() % 8 == 0).count(), 4, "faults at 8, 16, 24, 32 s: {first:?}");
+        assert_eq!(
+            first.iter().filter(|f| f.at.as_secs() % 8 == 0).collect::<Vec<_>>(),
+            again.iter().filter(|f| f.at.as_secs() % 8 == 0).collect::<Vec<_>>(),
+            "same nemesis seed, same faults"
+        );
+        assert!(first.windows(2).all(|pair| pair[0].at <= pair[1].at), "in start order");
+        for fault in &first {
+            assert!(fault.at + fault.duration <= w.test_duration, "{fault:?} ends after the test");
+            match (fault.kind, &fault.target) {
+                (FaultKind::ProducerCrash, FaultTarget::Producer(i)) => assert!(*i < 2),
+                (FaultKind::ConsumerCrash, FaultTarget::Consumer(i)) => assert!(*i < 3),
+                (_, FaultTarget::Broker(name)) => assert_eq!(name, "broker-0"),
+                other => panic!("unresolved or mismatched target: {other:?}"),
+            }
+        }
     }
 
     #[test]
