@@ -1,14 +1,19 @@
 //! `corelog run`: replays a workload and writes its results and report.
 //!
-//! One execution per delivery guarantee the workload lists (or one, without a
-//! guarantee): start what the cluster block asks for (brokers as child processes,
-//! the embedded engine, or nothing for an external bootstrap list), create fresh
+//! One execution per delivery guarantee the workload lists, each with the same
+//! workload and fault schedule: start what the cluster block asks for (brokers as
+//! child processes, behind fault proxies when the workload has network faults;
+//! the embedded engine; or nothing for an external bootstrap list), create fresh
 //! topics, start consumers, run the producers through warm-up and the measured
-//! phase, stop the producers, drain (until every acknowledged message is consumed
-//! by every subscription, or no progress for [`DRAIN_IDLE_MAX`]), stop everything
-//! started, and write `result.json`, HdrHistogram interval logs, `report.html` and
-//! the PNG charts. Ctrl-C stops the current execution early; what was measured is
-//! still written.
+//! phase while the fault injector ([`faults`]) applies and undoes the schedule,
+//! stop the producers, drain (until every subscription has read every partition
+//! to its end offset, or no progress for [`DRAIN_IDLE_MAX`]), stop everything
+//! started, judge the history with the checker, and write `result.json`,
+//! HdrHistogram interval logs, `report.html` and the PNG charts. Ctrl-C stops the
+//! current execution early (active faults are undone first); what was measured
+//! is still written. A run fails (exit 1) when nothing was acknowledged, a fault
+//! could not be applied or undone, or a consumer failed; a FAIL verdict is a
+//! finding, not a failed run.
 //!
 //! Output layout: `<out>/result.json` (one execution) or
 //! `<out>/<guarantee>/result.json` (several), plus `<out>/report.html` and charts
