@@ -89,7 +89,11 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, crash.clone())?;
     let overrides = args.settings.into_iter().collect();
     let consumer = kafka::subscribed_consumer(&args.bootstrap, &args.topics, &args.group, &overrides)?;
-    let sink = StdoutSink { topics: args.topics, out: std::sync::Mutex::new(BufWriter::new(std::io::stdout())) };
+    let sink = StdoutSink {
+        topics: args.topics,
+        out: std::sync::Mutex::new(BufWriter::new(std::io::stdout())),
+        parent_gone: stop.clone(),
+    };
     let ending = kafka::consume(&consumer, args.commit, &sink, &stop, Some(&crash))?;
     sink.flush()?;
     if ending == Ending::Crashed {
@@ -109,6 +113,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
 struct StdoutSink {
     topics: Vec<String>,
     out: std::sync::Mutex<BufWriter<std::io::Stdout>>,
+    /// Set when stdout fails: the parent is gone, so the worker stops consuming.
+    parent_gone: Arc<AtomicBool>,
 }
 
 impl StdoutSink {
@@ -122,9 +128,11 @@ impl MessageSink for StdoutSink {
         let topic = self.topics.iter().position(|t| t == message.topic).unwrap_or(0) as u16;
         let record = encode_record(topic, &message);
         let mut out = self.out.lock().expect("stdout lock");
-        // A closed pipe means the parent is gone; the next poll's stop check or
-        // the parent's kill ends this process.
-        let _ = out.write_all(&record).and_then(|()| out.flush());
+        if let Err(error) = out.write_all(&record).and_then(|()| out.flush()) {
+            // A closed pipe: nobody reads what this worker processes any more.
+            tracing::warn!("consumer worker: writing to the parent failed ({error}); stopping");
+            self.parent_gone.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
