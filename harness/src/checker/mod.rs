@@ -36,6 +36,7 @@ mod verdict;
 mod tests;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -80,11 +81,34 @@ pub(crate) struct Bounds {
 /// The producers whose id maps to one shard.
 #[derive(Default)]
 struct Shard {
-    producers: HashMap<u64, ProducerLog>,
+    producers: HashMap<u64, ProducerLog, BuildHasherDefault<ProducerIdHasher>>,
     /// Highest offset per (subscription, topic, partition) among reads the history
     /// had no room for (after an overflow), so that `lost` versus `unseen` stays
     /// right for the messages that were recorded.
     unrecorded_read_progress: HashMap<PartitionRead, i64>,
+}
+
+/// Hashes a producer id with one multiplication: every send, acknowledgement and
+/// read looks its producer up, and the ids are the harness's own small integers (or
+/// ones read back from payloads), not attacker-chosen keys that SipHash must guard
+/// against.
+#[derive(Default)]
+struct ProducerIdHasher(u64);
+
+impl Hasher for ProducerIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (self.0 ^ id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// One producer's messages, indexed by sequence, and every read of them.

@@ -28,27 +28,30 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 
-/// One latency metric: an interval histogram and the out-of-range count.
-pub struct Latency {
-    interval: Mutex<Histogram<u64>>,
+/// `N` latency metrics recorded together (one lock per event, not one per metric):
+/// their interval histograms and the out-of-range count.
+pub struct Latencies<const N: usize> {
+    interval: Mutex<[Histogram<u64>; N]>,
     out_of_range: AtomicU64,
 }
 
-impl Latency {
-    fn new() -> Latency {
-        Latency { interval: Mutex::new(new_histogram()), out_of_range: AtomicU64::new(0) }
+impl<const N: usize> Latencies<N> {
+    fn new() -> Latencies<N> {
+        Latencies { interval: Mutex::new(std::array::from_fn(|_| new_histogram())), out_of_range: AtomicU64::new(0) }
     }
 
-    pub fn record(&self, value_us: i64) {
-        let value = value_us.max(1) as u64;
-        let recorded = self.interval.lock().expect("histogram lock").record(value);
-        if recorded.is_err() {
-            self.out_of_range.fetch_add(1, Ordering::Relaxed);
+    /// One sample per metric, in the order the metrics are declared.
+    pub fn record(&self, values_us: [i64; N]) {
+        let mut histograms = self.interval.lock().expect("histogram lock");
+        for (histogram, value_us) in histograms.iter_mut().zip(values_us) {
+            if histogram.record(value_us.max(1) as u64).is_err() {
+                self.out_of_range.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    fn take(&self) -> Histogram<u64> {
-        std::mem::replace(&mut *self.interval.lock().expect("histogram lock"), new_histogram())
+    fn take(&self) -> [Histogram<u64>; N] {
+        std::mem::replace(&mut *self.interval.lock().expect("histogram lock"), std::array::from_fn(|_| new_histogram()))
     }
 }
 
@@ -103,11 +106,10 @@ pub struct Window {
 
 pub struct Metrics {
     message_bytes: u64,
-    pub publish_service: Latency,
-    pub publish_corrected: Latency,
-    /// Due → handed to the client (OMB's publish delay): how far producers lagged.
-    pub publish_delay: Latency,
-    pub end_to_end: Latency,
+    /// Publish service time, corrected publish latency and publish delay (due →
+    /// handed to the client, OMB's: how far producers lagged), recorded per ack.
+    pub publish: Latencies<3>,
+    pub end_to_end: Latencies<1>,
     counters: Counters,
 }
 
@@ -115,10 +117,8 @@ impl Metrics {
     pub fn new(message_bytes: usize) -> Metrics {
         Metrics {
             message_bytes: message_bytes as u64,
-            publish_service: Latency::new(),
-            publish_corrected: Latency::new(),
-            publish_delay: Latency::new(),
-            end_to_end: Latency::new(),
+            publish: Latencies::new(),
+            end_to_end: Latencies::new(),
             counters: Counters::default(),
         }
     }
@@ -141,18 +141,11 @@ impl Metrics {
             acknowledged_bytes: take(&c.acknowledged_bytes),
             foreign: take(&c.foreign),
         };
-        let out_of_range = [&self.publish_service, &self.publish_corrected, &self.publish_delay, &self.end_to_end]
-            .iter()
-            .map(|l| l.out_of_range.swap(0, Ordering::Relaxed))
-            .sum();
-        Window {
-            counts,
-            publish_service_us: self.publish_service.take(),
-            publish_corrected_us: self.publish_corrected.take(),
-            publish_delay_us: self.publish_delay.take(),
-            end_to_end_us: self.end_to_end.take(),
-            out_of_range,
-        }
+        let out_of_range =
+            self.publish.out_of_range.swap(0, Ordering::Relaxed) + self.end_to_end.out_of_range.swap(0, Ordering::Relaxed);
+        let [publish_service_us, publish_corrected_us, publish_delay_us] = self.publish.take();
+        let [end_to_end_us] = self.end_to_end.take();
+        Window { counts, publish_service_us, publish_corrected_us, publish_delay_us, end_to_end_us, out_of_range }
     }
 }
 
@@ -162,9 +155,7 @@ impl DeliverySink for Metrics {
             SendOutcome::Acknowledged { .. } => {
                 self.counters.acknowledged.fetch_add(1, Ordering::Relaxed);
                 self.counters.acknowledged_bytes.fetch_add(self.message_bytes, Ordering::Relaxed);
-                self.publish_service.record(at_us - token.sent_us);
-                self.publish_corrected.record(at_us - token.intended_us);
-                self.publish_delay.record(token.sent_us - token.intended_us);
+                self.publish.record([at_us - token.sent_us, at_us - token.intended_us, token.sent_us - token.intended_us]);
             }
             SendOutcome::Failed { ambiguous: true, .. } => {
                 self.counters.ambiguous.fetch_add(1, Ordering::Relaxed);
@@ -184,7 +175,7 @@ impl MessageSink for Metrics {
         };
         self.counters.consumed.fetch_add(1, Ordering::Relaxed);
         self.counters.consumed_bytes.fetch_add(message.payload.len() as u64, Ordering::Relaxed);
-        self.end_to_end.record(message.received_us - header.send_time_us);
+        self.end_to_end.record([message.received_us - header.send_time_us]);
     }
 }
 
@@ -217,7 +208,7 @@ mod tests {
     #[test]
     fn out_of_range_samples_are_counted_and_foreign_messages_are_not_measured() {
         let metrics = Metrics::new(100);
-        metrics.end_to_end.record(LATENCY_US_MAX as i64 * 2);
+        metrics.end_to_end.record([LATENCY_US_MAX as i64 * 2]);
         metrics.received(Received { topic: "t", partition: 0, offset: 0, key: None, payload: b"not ours", received_us: 5 });
         let mut payload = vec![0u8; 64];
         PayloadHeader { producer_id: 1, sequence: 1, send_time_us: 1_000 }.stamp(&mut payload);
