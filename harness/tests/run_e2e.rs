@@ -89,3 +89,31 @@ fn a_bad_workload_fails_before_anything_starts_with_exit_code_2() {
     assert!(stderr.contains("bad.yaml:3") && stderr.contains("partitionsPerTopic"), "{stderr}");
     assert!(!dir.join("out").exists(), "nothing is written for an invalid workload");
 }
+
+/// At 20 msg/s the producer thread spends most of its time waiting for the next
+/// send; acknowledgements must still be timed when they arrive (it waits on
+/// librdkafka's report queue, not in a sleep), so the publish latency is the
+/// broker's round trip, not the 50 ms between sends.
+#[test]
+fn acknowledgements_at_a_low_rate_are_timed_when_they_arrive_not_at_the_next_send() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-low-rate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let workload = dir.join("low-rate.yaml");
+    std::fs::write(
+        &workload,
+        "name: low-rate\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 100\nproducersPerTopic: 1\n\
+         subscriptionsPerTopic: 0\nproducerRate: 20\nwarmupDurationSeconds: 1\ntestDurationSeconds: 3\n\
+         cluster:\n  brokers: 1\n  cores: 1\n",
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_corelog")).arg("run").arg(&workload).arg("--out").arg(dir.join("out")).output().expect("run");
+    assert!(output.status.success(), "corelog run failed: {}", String::from_utf8_lossy(&output.stderr));
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/result.json")).expect("result.json")).expect("valid JSON");
+    let acknowledged = number(&result["counts"], "acknowledged");
+    assert!((40.0..=90.0).contains(&acknowledged), "about 20 msg/s for 3 s (and the drain), got {acknowledged}");
+    let p50_ms = number(&result, "aggregatedPublishLatency50pct");
+    assert!(p50_ms < 20.0, "publish latency p50 {p50_ms} ms: acknowledgements waited for the next send (50 ms apart)");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -125,6 +125,16 @@ pub enum SendError {
 
 pub trait ProducerHandle: Send {
     fn send(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], token: SendToken) -> Result<(), SendError>;
+    /// Reports the outcomes that are ready to the sink, then waits up to `timeout`
+    /// (the time to the next send), reporting outcomes as they arrive. The producer
+    /// thread calls it between sends (with a zero timeout when it is behind its
+    /// schedule) and instead of sleeping. A driver that reports from its own thread
+    /// just sleeps.
+    fn poll(&mut self, timeout: Duration) {
+        if !timeout.is_zero() {
+            std::thread::sleep(timeout);
+        }
+    }
     /// Waits until every queued message has an outcome, or `timeout`.
     fn flush(&mut self, timeout: Duration) -> anyhow::Result<()>;
 }

@@ -26,6 +26,9 @@ pub enum KeyChoice {
     RandomNano,
 }
 
+/// How often a producer that sends back to back stops to report acknowledgements.
+pub const POLL_INTERVAL_US: i64 = 10;
+
 /// Keys in the pool the key distributors draw from.
 pub const KEY_POOL_SIZE: usize = 10_000;
 
@@ -171,6 +174,7 @@ pub fn spawn_producer(
         let mut due_us = now_us() as f64;
         let mut buffer = Vec::new();
         let mut sequence: u64 = 0;
+        let mut polled_us = 0;
         while !stop.load(Ordering::Relaxed) {
             if plan.crash.0.load(Ordering::SeqCst) != CrashSwitch::RUNNING {
                 match crashed(&plan, producer, &stop) {
@@ -186,8 +190,8 @@ pub fn spawn_producer(
             let mut now = now_us();
             let ahead_us = due_us as i64 - now;
             if ahead_us > 0 {
-                // Sleep in slices so a stop or a rate change is seen promptly.
-                std::thread::sleep(Duration::from_micros(ahead_us.min(50_000) as u64));
+                // Wait in slices so a stop or a rate change is seen promptly.
+                producer.poll(Duration::from_micros(ahead_us.min(50_000) as u64));
                 continue;
             }
             let template = &plan.payloads[(sequence % plan.payloads.len() as u64) as usize];
@@ -211,6 +215,14 @@ pub fn spawn_producer(
                 plan.history.sent(plan.producer_id, sequence, plan.topic_index);
                 match producer.send(&plan.topic, key, &buffer, token) {
                     Ok(()) => {
+                        // Between sends, report what was acknowledged meanwhile; at
+                        // most every POLL_INTERVAL_US, which bounds how late an ack
+                        // is timed while the producer is saturated (a waiting one
+                        // times it on arrival).
+                        if sent_us - polled_us >= POLL_INTERVAL_US {
+                            producer.poll(Duration::ZERO);
+                            polled_us = sent_us;
+                        }
                         metrics.note_sent();
                         sent_total.fetch_add(1, Ordering::Relaxed);
                         report.sent += 1;
@@ -222,7 +234,7 @@ pub fn spawn_producer(
                             plan.history.failed(plan.producer_id, sequence, false);
                             break;
                         }
-                        std::thread::sleep(Duration::from_micros(200));
+                        producer.poll(Duration::from_micros(200));
                         now = now_us();
                     }
                     Err(SendError::Failed(error)) => {
