@@ -24,33 +24,9 @@ COUNT_1K=${COUNT_1K:-300000}
 COUNT_100=${COUNT_100:-1000000}
 CORELOG_FSYNC=${CORELOG_FSYNC:-never}
 CORELOG_CORES=${CORELOG_CORES:-0}
-shared=${SHARED_DIR:-../shared}
-
-perf=$(bash "$shared/peers/rdkafka-perf.sh")
-tansu=$(bash "$shared/peers/tansu.sh")
-cargo build -q --release --locked -p corelog-harness
-corelog=target/release/corelog
-
-work=$(mktemp -d "${PWD}/target/bench-broker.XXXXXX")
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "broker on port $1 did not start; its log:" >&2
-  cat "$work"/*.log >&2
-  exit 1
-}
+source scripts/bench-lib.sh
+tansu=$(bash "${SHARED_DIR:-../shared}/peers/tansu.sh")
+bench_setup broker
 
 corelog_port=$(free_port)
 cat > "$work/corelog.yaml" <<YAML
@@ -89,7 +65,6 @@ run_pair() {
   echo "$produce $consume"
 }
 
-median() { tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
 
 mkdir -p target/bench
 json="["

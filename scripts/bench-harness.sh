@@ -22,25 +22,13 @@ SIZE=${SIZE:-100}
 COUNT=${COUNT:-2000000}
 DURATION=${DURATION:-10}
 CORELOG_CORES=${CORELOG_CORES:-1}
-shared=${SHARED_DIR:-../shared}
+source scripts/bench-lib.sh
+bench_setup harness
 
-perf=$(bash "$shared/peers/rdkafka-perf.sh")
-cargo build -q --release --locked -p corelog-harness
-corelog=target/release/corelog
-
-work=$(mktemp -d "${PWD}/target/bench-harness.XXXXXX")
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+port=$(free_port)
 "$corelog" broker --data-dir "$work/data" --listen "127.0.0.1:$port" --cores "$CORELOG_CORES" 2>"$work/broker.log" &
 pids+=($!)
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+wait_port "$port"
 
 cores=$(nproc)
 echo "== harness producers vs rdkafka_performance, one corelog broker =="
@@ -75,7 +63,6 @@ YAML
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); w=r["publishRate"]; print(int(sum(w)/len(w)))' "$work/run-$1/result.json"
 }
 
-median() { tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
 
 h=(); p=()
 for repeat in $(seq 1 "$REPEATS"); do
