@@ -17,8 +17,9 @@
 //! vector store or push) and allocates only when a vector grows. `check` locks every
 //! shard and may run more than once.
 //!
-//! Memory: 16 bytes per send ([`MessageRecord`]) and 24 bytes per read
-//! ([`ReadRecord`]), up to twice that while vectors grow, so one subscription costs
+//! Memory: 16 bytes per send ([`MessageRecord`], kept in 1 MiB chunks that are
+//! never moved: see [`chunked`]) and 24 bytes per read ([`ReadRecord`], up to twice
+//! that while its vector grows), so one subscription costs
 //! about 40 bytes per message (30 M messages: ~1.2 GB). `check` adds 32 bytes per
 //! stored copy of a message (its reconstruction of every partition) for its
 //! duration. Hard limits: at most `max_messages` sends (and `u32::MAX`, the width
@@ -29,6 +30,7 @@
 //! It is not: a transaction checker (`aborted_read` stays 0 until transactions
 //! exist), nor a latency or throughput measurement.
 
+mod chunked;
 mod classify;
 mod verdict;
 
@@ -114,9 +116,17 @@ impl Hasher for ProducerIdHasher {
 /// One producer's messages, indexed by sequence, and every read of them.
 #[derive(Default)]
 struct ProducerLog {
-    messages: Vec<MessageRecord>,
+    messages: chunked::Chunked<MessageRecord>,
     /// In arrival order while recording; `check` sorts it by sequence.
     reads: Vec<ReadRecord>,
+}
+
+/// How a client reported a send to have ended (see [`History::outcomes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    Acknowledged { partition: i32, offset: i64 },
+    /// `ambiguous`: it may have been persisted anyway.
+    Failed { ambiguous: bool },
 }
 
 /// One send: where it went and how it ended. 16 bytes.
@@ -258,20 +268,41 @@ impl History {
 
     /// The send was acknowledged at `partition`/`offset`; a negative offset
     /// (acks=0: the client learns none) is recorded as "acknowledged, offset
-    /// unknown".
+    /// unknown". (The run reports through [`History::outcomes`].)
+    #[cfg(test)]
     pub fn acknowledged(&self, producer_id: u64, sequence: u64, partition: i32, offset: i64) {
-        let mut shard = self.lock(producer_id);
-        if let Some(message) = self.message(&mut shard, producer_id, sequence) {
-            message.partition = partition;
-            message.set_outcome(Outcome::Acknowledged { offset: Some(offset) });
-        }
+        self.outcomes([(producer_id, sequence, Reported::Acknowledged { partition, offset })]);
     }
 
     /// The send failed; `ambiguous`: it may have been persisted anyway.
     pub fn failed(&self, producer_id: u64, sequence: u64, ambiguous: bool) {
-        let mut shard = self.lock(producer_id);
-        if let Some(message) = self.message(&mut shard, producer_id, sequence) {
-            message.set_outcome(Outcome::Failed { ambiguous });
+        self.outcomes([(producer_id, sequence, Reported::Failed { ambiguous })]);
+    }
+
+    /// Many sends' outcomes, (producer id, sequence, outcome), each recorded as
+    /// [`History::acknowledged`] or [`History::failed`] would, locking a
+    /// producer's shard once per run of its messages rather than once per message
+    /// (a client reports a produce response's worth at a time).
+    pub fn outcomes(&self, outcomes: impl IntoIterator<Item = (u64, u64, Reported)>) {
+        let mut held: Option<(u64, MutexGuard<'_, Shard>)> = None;
+        for (producer_id, sequence, reported) in outcomes {
+            let shard = match &mut held {
+                Some((id, shard)) if *id == producer_id => shard,
+                _ => {
+                    // Unlock first: another producer may share the shard.
+                    held = None;
+                    &mut held.insert((producer_id, self.lock(producer_id))).1
+                }
+            };
+            if let Some(message) = self.message(shard, producer_id, sequence) {
+                match reported {
+                    Reported::Acknowledged { partition, offset } => {
+                        message.partition = partition;
+                        message.set_outcome(Outcome::Acknowledged { offset: Some(offset) });
+                    }
+                    Reported::Failed { ambiguous } => message.set_outcome(Outcome::Failed { ambiguous }),
+                }
+            }
         }
     }
 
@@ -346,7 +377,7 @@ impl History {
             if !self.reserve(&self.messages_recorded, slots, self.bounds.messages_max) {
                 return None;
             }
-            log.messages.resize(index + 1, MessageRecord::NOT_SENT);
+            log.messages.grow(index + 1, MessageRecord::NOT_SENT);
         }
         log.messages.get_mut(index)
     }

@@ -58,7 +58,7 @@ impl EmbeddedDriver {
 }
 
 enum Outgoing {
-    Message { topic: String, key: Option<Vec<u8>>, payload: Vec<u8>, token: SendToken },
+    Message { topic: String, partition: Option<i32>, key: Option<Vec<u8>>, payload: Vec<u8>, token: SendToken },
     Flush(flume::Sender<()>),
 }
 
@@ -68,8 +68,9 @@ struct EmbeddedProducer {
 }
 
 impl ProducerHandle for EmbeddedProducer {
-    fn send(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], token: SendToken) -> Result<(), SendError> {
-        let message = Outgoing::Message { topic: topic.to_string(), key: key.map(<[u8]>::to_vec), payload: payload.to_vec(), token };
+    fn send(&mut self, topic: &str, partition: Option<i32>, key: Option<&[u8]>, payload: &[u8], token: SendToken) -> Result<(), SendError> {
+        let message =
+            Outgoing::Message { topic: topic.to_string(), partition, key: key.map(<[u8]>::to_vec), payload: payload.to_vec(), token };
         match self.queue.try_send(message) {
             Ok(()) => Ok(()),
             Err(flume::TrySendError::Full(_)) => Err(SendError::QueueFull),
@@ -138,14 +139,20 @@ fn run_producer(engine: EngineHandle, queue: flume::Receiver<Outgoing>, sink: Ar
         let sticky = round_robin.fetch_add(1, Ordering::Relaxed);
         for outgoing in drained {
             match outgoing {
-                Outgoing::Message { topic, key, payload, token } => {
+                Outgoing::Message { topic, partition, key, payload, token } => {
                     let Some(count) = TopicName::new(topic.as_str()).ok().and_then(|n| engine.topic(&n)).map(|m| m.partition_count) else {
                         sink.delivered(token, SendOutcome::Failed { error: format!("unknown topic {topic}"), ambiguous: false }, now_us());
                         continue;
                     };
-                    let partition = match &key {
-                        Some(key) => (fnv1a(key) % count as u64) as i32,
-                        None => (sticky % count as u64) as i32,
+                    let partition = match (partition, &key) {
+                        (Some(partition), _) if (0..count as i32).contains(&partition) => partition,
+                        (Some(partition), _) => {
+                            let error = format!("topic {topic} has no partition {partition}");
+                            sink.delivered(token, SendOutcome::Failed { error, ambiguous: false }, now_us());
+                            continue;
+                        }
+                        (None, Some(key)) => (fnv1a(key) % count as u64) as i32,
+                        (None, None) => (sticky % count as u64) as i32,
                     };
                     by_partition.entry((topic, partition)).or_default().push((key, payload, token));
                 }

@@ -94,9 +94,26 @@ pub enum SendOutcome {
     Failed { error: String, ambiguous: bool },
 }
 
+/// One send's outcome, known at `at_us`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub token: SendToken,
+    pub outcome: SendOutcome,
+    pub at_us: i64,
+}
+
 pub trait DeliverySink: Send + Sync {
     /// Called once per send, from a client thread, when its outcome is known.
     fn delivered(&self, token: SendToken, outcome: SendOutcome, at_us: i64);
+
+    /// The outcomes of many sends at once (a produce response's worth), each
+    /// reported exactly as [`DeliverySink::delivered`] would; a sink that locks
+    /// per event overrides this to lock once per batch.
+    fn delivered_all(&self, deliveries: &[Delivery]) {
+        for delivery in deliveries {
+            self.delivered(delivery.token, delivery.outcome.clone(), delivery.at_us);
+        }
+    }
 }
 
 /// One consumed message. Where it was read from (topic, partition, offset, key)
@@ -124,7 +141,17 @@ pub enum SendError {
 }
 
 pub trait ProducerHandle: Send {
-    fn send(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], token: SendToken) -> Result<(), SendError>;
+    /// Hands one message to the client. `partition`: where it must go; `None` lets
+    /// the client's partitioner choose (by key, or for keyless messages as the
+    /// client does).
+    fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        token: SendToken,
+    ) -> Result<(), SendError>;
     /// Reports the outcomes that are ready to the sink, then waits up to `timeout`
     /// (the time to the next send), reporting outcomes as they arrive. The producer
     /// thread calls it between sends (with a zero timeout when it is behind its

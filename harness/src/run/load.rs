@@ -125,6 +125,12 @@ pub struct ProducerPlan {
     /// The topic's index in the run, for the history.
     pub topic_index: u32,
     pub topic: String,
+    /// Where every message goes, when that is decided here: `Some(0)` for a topic
+    /// of one partition, the only answer a partitioner can give (naming it skips
+    /// librdkafka's partitioner: a lock and a clock read per message); `None` lets
+    /// the client's partitioner choose, which for keyless messages avoids
+    /// partitions without a leader.
+    pub partition: Option<i32>,
     /// Messages per second, read before every message.
     pub rate: Arc<Rate>,
     pub keys: KeyChoice,
@@ -213,7 +219,7 @@ pub fn spawn_producer(
                 let token = SendToken { producer_id: plan.producer_id, sequence, intended_us: message_due_us, sent_us };
                 // Before the send: its outcome may be reported before `send` returns.
                 plan.history.sent(plan.producer_id, sequence, plan.topic_index);
-                match producer.send(&plan.topic, key, &buffer, token) {
+                match producer.send(&plan.topic, plan.partition, key, &buffer, token) {
                     Ok(()) => {
                         // Between sends, report what was acknowledged meanwhile; at
                         // most every POLL_INTERVAL_US, which bounds how late an ack

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
-use crate::driver::{DeliverySink, MessageSink, Received, SendOutcome, SendToken};
+use crate::driver::{Delivery, DeliverySink, MessageSink, Received, SendOutcome, SendToken};
 use crate::payload::PayloadHeader;
 
 /// Highest latency a histogram holds: one hour, in µs.
@@ -42,11 +42,20 @@ impl<const N: usize> Latencies<N> {
 
     /// One sample per metric, in the order the metrics are declared.
     pub fn record(&self, values_us: [i64; N]) {
+        self.record_all([values_us]);
+    }
+
+    /// Many events' samples under one lock.
+    pub fn record_all(&self, events: impl IntoIterator<Item = [i64; N]>) {
         let mut histograms = self.interval.lock().expect("histogram lock");
-        for (histogram, value_us) in histograms.iter_mut().zip(values_us) {
-            if histogram.record(value_us.max(1) as u64).is_err() {
-                self.out_of_range.fetch_add(1, Ordering::Relaxed);
+        let mut out_of_range = 0;
+        for values_us in events {
+            for (histogram, value_us) in histograms.iter_mut().zip(values_us) {
+                out_of_range += u64::from(histogram.record(value_us.max(1) as u64).is_err());
             }
+        }
+        if out_of_range > 0 {
+            self.out_of_range.fetch_add(out_of_range, Ordering::Relaxed);
         }
     }
 
@@ -151,18 +160,30 @@ impl Metrics {
 
 impl DeliverySink for Metrics {
     fn delivered(&self, token: SendToken, outcome: SendOutcome, at_us: i64) {
-        match outcome {
-            SendOutcome::Acknowledged { .. } => {
-                self.counters.acknowledged.fetch_add(1, Ordering::Relaxed);
-                self.counters.acknowledged_bytes.fetch_add(self.message_bytes, Ordering::Relaxed);
-                self.publish.record([at_us - token.sent_us, at_us - token.intended_us, token.sent_us - token.intended_us]);
+        self.delivered_all(&[Delivery { token, outcome, at_us }]);
+    }
+
+    fn delivered_all(&self, deliveries: &[Delivery]) {
+        let (mut acknowledged, mut ambiguous, mut failed) = (0, 0, 0);
+        for delivery in deliveries {
+            match delivery.outcome {
+                SendOutcome::Acknowledged { .. } => acknowledged += 1,
+                SendOutcome::Failed { ambiguous: true, .. } => ambiguous += 1,
+                SendOutcome::Failed { .. } => failed += 1,
             }
-            SendOutcome::Failed { ambiguous: true, .. } => {
-                self.counters.ambiguous.fetch_add(1, Ordering::Relaxed);
+        }
+        let c = &self.counters;
+        for (counter, count) in [(&c.acknowledged, acknowledged), (&c.ambiguous, ambiguous), (&c.failed, failed)] {
+            if count > 0 {
+                counter.fetch_add(count, Ordering::Relaxed);
             }
-            SendOutcome::Failed { .. } => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-            }
+        }
+        if acknowledged > 0 {
+            c.acknowledged_bytes.fetch_add(acknowledged * self.message_bytes, Ordering::Relaxed);
+            self.publish.record_all(deliveries.iter().filter(|d| matches!(d.outcome, SendOutcome::Acknowledged { .. })).map(|d| {
+                let (token, at_us) = (d.token, d.at_us);
+                [at_us - token.sent_us, at_us - token.intended_us, token.sent_us - token.intended_us]
+            }));
         }
     }
 }

@@ -420,6 +420,7 @@ fn execute_on(
                 producer_id,
                 topic_index: topic_index as u32,
                 topic: topic.clone(),
+                partition: (workload.partitions_per_topic == 1).then_some(0),
                 rate: rate.clone(),
                 keys: key_choice,
                 payloads: payloads.clone(),

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::checker::History;
-use crate::driver::{DeliverySink, MessageSink, Received, SendOutcome, SendToken};
+use crate::checker::{History, Reported};
+use crate::driver::{Delivery, DeliverySink, MessageSink, Received, SendOutcome, SendToken};
 use crate::payload::PayloadHeader;
 use crate::run::metrics::Metrics;
 
@@ -19,13 +19,18 @@ pub struct Recorder {
 
 impl DeliverySink for Recorder {
     fn delivered(&self, token: SendToken, outcome: SendOutcome, at_us: i64) {
-        match &outcome {
-            SendOutcome::Acknowledged { partition, offset } => {
-                self.history.acknowledged(token.producer_id, token.sequence, *partition, *offset)
-            }
-            SendOutcome::Failed { ambiguous, .. } => self.history.failed(token.producer_id, token.sequence, *ambiguous),
-        }
-        self.metrics.delivered(token, outcome, at_us);
+        self.delivered_all(&[Delivery { token, outcome, at_us }]);
+    }
+
+    fn delivered_all(&self, deliveries: &[Delivery]) {
+        self.history.outcomes(deliveries.iter().map(|delivery| {
+            let reported = match delivery.outcome {
+                SendOutcome::Acknowledged { partition, offset } => Reported::Acknowledged { partition, offset },
+                SendOutcome::Failed { ambiguous, .. } => Reported::Failed { ambiguous },
+            };
+            (delivery.token.producer_id, delivery.token.sequence, reported)
+        }));
+        self.metrics.delivered_all(deliveries);
     }
 }
 
