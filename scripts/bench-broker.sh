@@ -65,7 +65,6 @@ run_pair() {
   echo "$produce $consume"
 }
 
-
 mkdir -p target/bench
 json="["
 printf '%-26s %14s %14s %7s   %s\n' case corelog tansu ratio "runs (corelog | tansu)"

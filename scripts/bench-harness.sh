@@ -75,7 +75,6 @@ YAML
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); w=r["publishRate"]; print(int(sum(w)/len(w)))' "$work/run-$1/result.json"
 }
 
-
 h=(); p=()
 for repeat in $(seq 1 "$REPEATS"); do
   if [ $((repeat % 2)) = 1 ]; then order="harness perf"; else order="perf harness"; fi

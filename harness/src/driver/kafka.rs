@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode as RdCommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -123,7 +123,6 @@ struct KafkaProducer {
     reports: ReportQueue,
     topics: TopicHandles,
     producer: BaseProducer<DeliveryContext>,
-    sink: Arc<dyn DeliverySink>,
     /// Scratch for [`KafkaProducer::report`], kept to reuse its allocation.
     deliveries: Vec<Delivery>,
 }
@@ -264,7 +263,8 @@ impl ProducerHandle for KafkaProducer {
         ];
         // SAFETY: a live client and topic handle; librdkafka copies payload and key
         // (F_COPY) and, on success, owns the token until its delivery report, where
-        // `DeliveryContext::delivery` takes it back as the `Box` it was.
+        // `KafkaProducer::report` (or, while flushing, `DeliveryContext::delivery`)
+        // takes it back as the `Box` it was.
         let error = unsafe { rdsys::rd_kafka_produceva(client, vus.as_ptr(), vus.len()) };
         if error.is_null() {
             return Ok(());
@@ -353,32 +353,39 @@ impl KafkaProducer {
             };
             self.deliveries.push(Delivery { token, outcome, at_us });
         }
-        self.sink.delivered_all(&self.deliveries);
+        self.producer.context().sink.delivered_all(&self.deliveries);
     }
 
     /// Any other event on the producer's queue (rdkafka routes librdkafka's log and
-    /// errors there): logged as rdkafka's own polling would.
+    /// errors there): handed to the context's `log` and `error`, as rdkafka's own
+    /// polling would.
     ///
     /// SAFETY: `event` is a live event of type `kind`.
     unsafe fn other_event(&self, event: *mut rdsys::rd_kafka_event_t, kind: rdsys::rd_kafka_event_type_t) {
         let text = |text: *const libc::c_char| if text.is_null() { String::new() } else { std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned() };
+        let context = self.producer.context();
         match kind {
             rdsys::RD_KAFKA_EVENT_LOG => {
                 let (mut facility, mut message, mut level) = (std::ptr::null(), std::ptr::null(), 0);
                 if rdsys::rd_kafka_event_log(event, &mut facility, &mut message, &mut level) != 0 {
                     return;
                 }
-                let (facility, message) = (text(facility), text(message));
-                match level {
-                    0..=3 => tracing::error!(target: "librdkafka", "librdkafka: {facility} {message}"),
-                    4 => tracing::warn!(target: "librdkafka", "librdkafka: {facility} {message}"),
-                    5 | 6 => tracing::info!(target: "librdkafka", "librdkafka: {facility} {message}"),
-                    _ => tracing::debug!(target: "librdkafka", "librdkafka: {facility} {message}"),
-                }
+                // syslog levels, as librdkafka reports them.
+                let level = match level {
+                    0 => RDKafkaLogLevel::Emerg,
+                    1 => RDKafkaLogLevel::Alert,
+                    2 => RDKafkaLogLevel::Critical,
+                    3 => RDKafkaLogLevel::Error,
+                    4 => RDKafkaLogLevel::Warning,
+                    5 => RDKafkaLogLevel::Notice,
+                    6 => RDKafkaLogLevel::Info,
+                    _ => RDKafkaLogLevel::Debug,
+                };
+                context.log(level, &text(facility), &text(message));
             }
             rdsys::RD_KAFKA_EVENT_ERROR => {
                 let error = KafkaError::Global(rdsys::rd_kafka_event_error(event).into());
-                tracing::error!("librdkafka: {error}: {}", text(rdsys::rd_kafka_event_error_string(event)).trim());
+                context.error(error, text(rdsys::rd_kafka_event_error_string(event)).trim());
             }
             _ => tracing::debug!("producer: ignored librdkafka event {}", text(rdsys::rd_kafka_event_name(event))),
         }
@@ -420,9 +427,9 @@ impl Driver for KafkaDriver {
             config.set(key, value);
         }
         let producer: BaseProducer<DeliveryContext> =
-            config.create_with_context(DeliveryContext { sink: sink.clone() }).context("creating a Kafka producer")?;
+            config.create_with_context(DeliveryContext { sink }).context("creating a Kafka producer")?;
         let reports = ReportQueue::new(&producer)?;
-        Ok(Box::new(KafkaProducer { reports, topics: TopicHandles(Vec::new()), producer, sink, deliveries: Vec::new() }))
+        Ok(Box::new(KafkaProducer { reports, topics: TopicHandles(Vec::new()), producer, deliveries: Vec::new() }))
     }
 
     fn consumer(
