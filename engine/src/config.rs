@@ -24,15 +24,21 @@ pub const SEGMENT_BYTES_MIN: u64 = 14;
 /// by message count or by time, which is `fsync.policy=never`.
 pub const KAFKA_FLUSH_NEVER: i64 = i64::MAX;
 
-/// When appended bytes are fdatasynced.
+/// When appended bytes are fdatasynced. Under every policy an append is acknowledged
+/// only once its bytes are out of the process (written to the segment file), so a
+/// crash of the process never loses an acknowledged append; the policies differ in
+/// what a crash of the machine (power loss, kernel panic) may lose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Group commit: appends waiting on a partition share one fdatasync, and none is
     /// acknowledged before it completes.
     Always,
-    /// Synced at most this many milliseconds after being appended.
+    /// Synced at most this many milliseconds after being appended: a crash of the
+    /// machine may lose the acknowledged appends of the last interval.
     IntervalMs(u64),
-    /// Left to the kernel (and to segment roll and clean shutdown).
+    /// Synced only at segment roll and clean shutdown, otherwise left to the device
+    /// (Kafka's default): a crash of the machine may lose acknowledged appends not
+    /// synced yet, a crash of the process loses none.
     Never,
 }
 
@@ -220,7 +226,10 @@ impl TopicConfig {
             kind: ConfigKind::String,
             stored: true,
             documentation: "corelog's own: when appends are fdatasynced. always: before they are acknowledged \
-                            (group commit); interval:<ms>: at most ms after; never: left to the kernel.",
+                            (group commit); interval:<ms>: at most ms after; never: at segment roll and shutdown. \
+                            Under every policy an append is acknowledged only once written to the segment file, so \
+                            a crash of the broker process loses nothing acknowledged; under interval and never a \
+                            power loss or kernel crash may lose what was not synced yet.",
         },
         ConfigDefinition {
             name: "flush.messages",

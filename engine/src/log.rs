@@ -83,6 +83,9 @@ pub struct PartitionStats {
     pub high_watermark: Offset,
     /// Offsets below this are synced to disk.
     pub durable_offset: Offset,
+    /// Offsets below this are written to the segment files (they survive a crash of
+    /// the process, not of the machine).
+    pub written_offset: Offset,
     pub size_bytes: u64,
     pub segment_count: usize,
     pub poisoned: Option<String>,
@@ -125,6 +128,10 @@ pub struct PartitionLog<S: Storage> {
     log_start_offset: Offset,
     high_watermark: Offset,
     durable_offset: Offset,
+    /// Offsets below this are written to the segment files (handed to the kernel or
+    /// the device, out of this process's memory): a crash of the process cannot take
+    /// them away, only one of the machine. `durable_offset <= written_offset <= end`.
+    written_offset: Offset,
     poisoned: Option<String>,
     /// Truncations so far (truncate_to, restart_at); see [`StartedSync`].
     truncations: u64,
@@ -178,6 +185,7 @@ impl<S: Storage> PartitionLog<S> {
             log_start_offset: Offset(0),
             high_watermark: Offset(0),
             durable_offset: Offset(0),
+            written_offset: Offset(0),
             poisoned: None,
             truncations: 0,
         };
@@ -193,6 +201,7 @@ impl<S: Storage> PartitionLog<S> {
         log.load_producer_state().await?;
         log.high_watermark = log.log_end_offset();
         log.durable_offset = log.log_end_offset();
+        log.written_offset = log.log_end_offset();
         if clean {
             log.storage.remove_file(&log.dir.join(CLEAN_SHUTDOWN_FILE)).await?;
             log.storage.sync_dir(&log.dir).await?;
@@ -282,6 +291,12 @@ impl<S: Storage> PartitionLog<S> {
     /// Offsets below this have been synced.
     pub fn durable_offset(&self) -> Offset {
         self.durable_offset
+    }
+
+    /// Offsets below this survive a crash of the process (not of the machine): their
+    /// bytes are out of the write buffer and in the file.
+    pub fn written_offset(&self) -> Offset {
+        self.written_offset
     }
 
     /// Set by the owner of replication state; a single node advances it to the log
@@ -375,6 +390,7 @@ impl<S: Storage> PartitionLog<S> {
             return Err(self.poison(error));
         }
         self.durable_offset = next;
+        self.written_offset = next;
         let segment =
             LogSegment::create(&self.storage, &self.dir, next, self.config.index_interval_bytes, self.clock.now_ms())
                 .await?;
@@ -407,6 +423,7 @@ impl<S: Storage> PartitionLog<S> {
         match self.active_mut().sync().await {
             Ok(()) => {
                 self.durable_offset = end;
+                self.written_offset = end;
                 Ok(end)
             }
             Err(error) => Err(self.poison(error)),
@@ -434,7 +451,7 @@ impl<S: Storage> PartitionLog<S> {
         match self.active_mut().flush().await {
             Err(error @ EngineError::NoSpace { .. }) => return Err(error),
             Err(error) => return Err(self.poison(error)),
-            Ok(()) => {}
+            Ok(()) => self.written_offset = end,
         }
         let fdatasync = Box::pin(self.active().sync_detached());
         Ok(Some(StartedSync { end, truncations: self.truncations, fdatasync }))
@@ -465,9 +482,33 @@ impl<S: Storage> PartitionLog<S> {
         self.truncate_to(self.durable_offset).await
     }
 
-    /// Hands buffered appends to the device without waiting for durability.
-    pub async fn flush(&mut self) -> Result<()> {
-        self.active_mut().flush().await
+    /// Writes buffered appends to the active segment's file without waiting for
+    /// durability: when it returns `Ok`, [`PartitionLog::written_offset`] is the log
+    /// end, and a crash of the process loses none of it. Errors as
+    /// [`PartitionLog::sync`]: a full disk does not poison (the bytes are still in
+    /// memory, see [`PartitionLog::discard_unwritten`]), any other failure does.
+    pub async fn flush(&mut self) -> Result<Offset> {
+        self.check_writable()?;
+        let end = self.log_end_offset();
+        if self.written_offset == end {
+            return Ok(end);
+        }
+        match self.active_mut().flush().await {
+            Ok(()) => {
+                self.written_offset = end;
+                Ok(end)
+            }
+            Err(error @ EngineError::NoSpace { .. }) => Err(error),
+            Err(error) => Err(self.poison(error)),
+        }
+    }
+
+    /// Forgets appends that were never written out of the write buffer (after a
+    /// flush failed with a full disk: none of them was acknowledged, and the high
+    /// watermark never reached them), so their offsets are handed out again.
+    pub async fn discard_unwritten(&mut self) -> Result<()> {
+        assert!(self.high_watermark <= self.written_offset, "acknowledged appends may not be discarded");
+        self.truncate_to(self.written_offset).await
     }
 
     /// Whole batches from `offset`, at most `max_bytes` (but at least one batch), none
@@ -554,6 +595,7 @@ impl<S: Storage> PartitionLog<S> {
         let end = self.log_end_offset();
         self.high_watermark = self.high_watermark.min(end);
         self.durable_offset = end;
+        self.written_offset = end;
         // Rebuilt from what is left; the snapshots above the new end are deleted
         // (durably) before this returns and anything can be appended past them.
         self.load_producer_state().await
@@ -680,6 +722,7 @@ impl<S: Storage> PartitionLog<S> {
             log_end_offset: self.log_end_offset(),
             high_watermark: self.high_watermark,
             durable_offset: self.durable_offset,
+            written_offset: self.written_offset,
             size_bytes: self.segments.values().map(|s| s.size_bytes()).sum(),
             segment_count: self.segments.len(),
             poisoned: self.poisoned.clone(),

@@ -1,12 +1,17 @@
-//! Real-process crash test: a child process appends under `fsync: always` and
-//! reports every acknowledged batch; the parent SIGKILLs it at a random moment,
-//! reopens the data directory with a real engine, and checks that every
-//! acknowledged batch is present, at its offset, byte for byte, and that offsets are
-//! contiguous. Cycles run on the same directory, so each recovery starts from the
-//! previous one's result.
+//! Real-process crash test: a child process appends and reports every acknowledged
+//! batch; the parent SIGKILLs it at a random moment, reopens the data directory with
+//! a real engine, and checks that every acknowledged batch is present, at its
+//! offset, byte for byte, that offsets are contiguous and that no offset was
+//! acknowledged twice. Cycles run on the same directory, so each recovery starts from
+//! the previous one's result.
+//!
+//! It runs once per fsync policy: the rule is the same under all three (a crash of
+//! the process never loses an acknowledged batch; only a crash of the machine may,
+//! and only under `never` and `interval`).
 //!
 //! The child is this test binary itself, re-executed with `CORELOG_CRASH_CHILD_DIR`
-//! set; without it, `child_appender` returns at once.
+//! (and the policy in `CORELOG_CRASH_CHILD_FSYNC`) set; without it, `child_appender`
+//! returns at once.
 //! `CORELOG_CRASH_SEED=<n>` repeats a run.
 
 use std::collections::BTreeMap;
@@ -21,6 +26,7 @@ use futures_lite::future::block_on;
 use rand::{Rng, SeedableRng};
 
 const CHILD_ENV: &str = "CORELOG_CRASH_CHILD_DIR";
+const CHILD_FSYNC_ENV: &str = "CORELOG_CRASH_CHILD_FSYNC";
 const TOPIC: &str = "crash";
 const PARTITIONS: i32 = 2;
 const APPENDERS: usize = 4;
@@ -40,12 +46,14 @@ fn engine_config(dir: &Path) -> EngineConfig {
 #[test]
 fn child_appender() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let durability: Durability =
+        std::env::var(CHILD_FSYNC_ENV).expect("child: the policy").parse().expect("child: a valid policy");
     let engine = Engine::start(engine_config(Path::new(&dir))).expect("child: start engine");
     let handle = engine.handle();
     let name = TopicName::new(TOPIC).expect("valid");
     if handle.topic(&name).is_none() {
         let mut config = TopicConfig::default();
-        config.durability = Durability::Always;
+        config.durability = durability;
         config.segment_bytes = 256 << 10;
         // The batches carry small timestamps (their sequence numbers), decades old
         // for `retention.ms`: without this, age retention deletes acknowledged
@@ -109,10 +117,11 @@ fn parse_ack(line: &str) -> Option<Ack> {
 
 /// Runs the child until it has acknowledged something and `kill_after` has passed,
 /// SIGKILLs it, and returns the complete ACK lines it printed.
-fn run_and_kill_child(dir: &Path, kill_after: Duration, seed: u64) -> Vec<Ack> {
+fn run_and_kill_child(dir: &Path, durability: Durability, kill_after: Duration, seed: u64) -> Vec<Ack> {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "child_appender", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir)
+        .env(CHILD_FSYNC_ENV, durability.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -187,20 +196,35 @@ fn verify(dir: &Path, acks: &BTreeMap<(i32, i64), Ack>, seed: u64, cycle: usize)
 }
 
 #[test]
-fn sigkill_never_loses_an_acknowledged_batch() {
+fn sigkill_never_loses_an_acknowledged_batch_under_fsync_always() {
+    sigkill_cycles(Durability::Always);
+}
+
+#[test]
+fn sigkill_never_loses_an_acknowledged_batch_under_fsync_never() {
+    sigkill_cycles(Durability::Never);
+}
+
+#[test]
+fn sigkill_never_loses_an_acknowledged_batch_under_fsync_interval() {
+    sigkill_cycles(Durability::IntervalMs(50));
+}
+
+fn sigkill_cycles(durability: Durability) {
     let seed = std::env::var("CORELOG_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64);
-    println!("crash_process: seed {seed} (CORELOG_CRASH_SEED={seed} repeats it)");
+    println!("crash_process ({durability}): seed {seed} (CORELOG_CRASH_SEED={seed} repeats it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("crash-process-{seed}"));
+    let policy = durability.to_string().replace(':', "-");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("crash-process-{policy}-{seed}"));
     let _ = std::fs::remove_dir_all(&dir);
     let started = Instant::now();
     let mut acks: BTreeMap<(i32, i64), Ack> = BTreeMap::new();
     for cycle in 0..CYCLES {
         let kill_after = Duration::from_millis(rng.gen_range(20..300));
-        let new_acks = run_and_kill_child(&dir, kill_after, seed);
+        let new_acks = run_and_kill_child(&dir, durability, kill_after, seed);
         for ack in &new_acks {
             let previous = acks.insert((ack.partition, ack.base_offset), *ack);
             assert!(previous.is_none(), "seed {seed} cycle {cycle}: offset {ack:?} acknowledged twice");
@@ -211,6 +235,6 @@ fn sigkill_never_loses_an_acknowledged_batch() {
             new_acks.len()
         );
     }
-    println!("crash_process: {CYCLES} SIGKILL cycles, {} acknowledged batches intact, {:?}", acks.len(), started.elapsed());
+    println!("crash_process ({durability}): {CYCLES} SIGKILL cycles, {} acknowledged batches intact, {:?}", acks.len(), started.elapsed());
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

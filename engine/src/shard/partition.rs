@@ -36,6 +36,17 @@
 //! discarded and fail with `NoSpace`. Under `interval`, the actor syncs (inline) once
 //! the oldest unsynced append is that old.
 //!
+//! Under `never` and `interval` an append is acknowledged once its bytes are written
+//! into the segment file (out of this process's write buffer: with O_DIRECT, in the
+//! device), not once synced: a crash of the process loses nothing acknowledged, a
+//! crash of the machine (power, kernel) may lose what no fdatasync covered yet, as
+//! with Kafka's page cache. The appends of one round share one write at its end
+//! ([`write_out`]; ops queued meanwhile form the next round, so the writes group as
+//! the fdatasyncs do under `always`), and the high watermark follows the written
+//! offset, so no consumer reads what a crash of the process could take back. Ops that
+//! must see the round's appends settled (`Sync`, `Truncate`, `DeleteRecords`,
+//! `SetConfig`, `Housekeeping`) write them out first.
+//!
 //! A duplicate (a retried idempotent batch, [`AppendInfo::duplicate`]) is answered
 //! with its original's offsets under the same rule: under `always`, only once those
 //! offsets are durable. Its original is either durable already (then the duplicate
@@ -109,6 +120,8 @@ async fn run_with_commit_delay<S: Storage>(
     let mut round: Vec<PartitionOp> = Vec::with_capacity(64);
     let mut commit = GroupCommit { commit_delay_max, ..GroupCommit::default() };
     let mut waiting_for_data: Vec<(Offset, Reply<()>)> = Vec::new();
+    // Under `never` and `interval`: this round's appends, answered once written out.
+    let mut unwritten: Vec<(AppendInfo, Reply<AppendInfo>)> = Vec::new();
     // Under `interval`, when the oldest unsynced append was made.
     let mut unsynced_since: Option<Instant> = None;
     loop {
@@ -163,10 +176,7 @@ async fn run_with_commit_delay<S: Storage>(
                 PartitionOp::Append { bytes, leader_epoch, reply } => match log.append(bytes, leader_epoch).await {
                     Ok(info) if info.duplicate && info.last_offset < log.durable_offset() => answer(reply, Ok(info)),
                     Ok(info) if log.config().durability == Durability::Always => commit.wait(info, reply),
-                    Ok(info) => {
-                        log.set_high_watermark(log.log_end_offset());
-                        answer(reply, Ok(info));
-                    }
+                    Ok(info) => unwritten.push((info, reply)),
                     Err(error) => answer(reply, Err(error)),
                 },
                 PartitionOp::Read { offset, max_bytes, offset_limit, reply } => {
@@ -174,15 +184,22 @@ async fn run_with_commit_delay<S: Storage>(
                 }
                 PartitionOp::ListOffset { spec, reply } => answer(reply, log.list_offset(spec).await),
                 PartitionOp::Sync { reply } => {
+                    write_out(&mut log, &mut unwritten).await;
                     commit.barrier(&mut log).await;
                     answer(reply, log.sync().await);
                 }
                 PartitionOp::Truncate { offset, reply } => {
+                    write_out(&mut log, &mut unwritten).await;
                     commit.barrier(&mut log).await;
                     answer(reply, log.truncate_to(offset).await);
                 }
-                PartitionOp::DeleteRecords { offset, reply } => answer(reply, log.delete_records(offset).await),
+                PartitionOp::DeleteRecords { offset, reply } => {
+                    write_out(&mut log, &mut unwritten).await;
+                    answer(reply, log.delete_records(offset).await)
+                }
                 PartitionOp::SetConfig { config, reply } => {
+                    // Appends made under the old policy are answered under it.
+                    write_out(&mut log, &mut unwritten).await;
                     log.set_config(config);
                     answer(reply, Ok(()));
                 }
@@ -199,6 +216,7 @@ async fn run_with_commit_delay<S: Storage>(
                     }
                 }
                 PartitionOp::Housekeeping => {
+                    write_out(&mut log, &mut unwritten).await;
                     commit.barrier(&mut log).await;
                     if let Err(error) = log.housekeeping().await {
                         tracing::error!("housekeeping of {} failed: {error}", log.partition());
@@ -210,6 +228,7 @@ async fn run_with_commit_delay<S: Storage>(
                 }
             }
         }
+        write_out(&mut log, &mut unwritten).await;
         // A roll during the round (which syncs the sealed segment) or an explicit sync
         // may have made waiting appends durable.
         commit.settle(&mut log);
@@ -228,6 +247,44 @@ async fn run_with_commit_delay<S: Storage>(
             let result = if delete { log.delete().await } else { log.close().await };
             answer(reply, result);
             return;
+        }
+    }
+}
+
+/// Under `never` and `interval`: writes the round's appends out of the write buffer
+/// into the segment file (one write for all of them), then moves the high watermark
+/// up to what is written and acknowledges them, so an acknowledged append survives a
+/// crash of the process (only a crash of the machine may take it). A full disk fails
+/// them all and forgets them (their offsets are handed out again; none was
+/// acknowledged); any other write error poisons the log and fails them.
+async fn write_out<S: Storage>(log: &mut PartitionLog<S>, unwritten: &mut Vec<(AppendInfo, Reply<AppendInfo>)>) {
+    if unwritten.is_empty() {
+        return;
+    }
+    match log.flush().await {
+        Ok(written) => {
+            if written > log.high_watermark() {
+                log.set_high_watermark(written);
+            }
+            for (info, reply) in unwritten.drain(..) {
+                debug_assert!(info.last_offset < written, "acknowledged before it was written");
+                answer(reply, Ok(info));
+            }
+        }
+        Err(EngineError::NoSpace { op, path }) => {
+            if let Err(discard) = log.discard_unwritten().await {
+                tracing::error!("discarding unwritten appends of {} failed: {discard}", log.partition());
+            }
+            for (_, reply) in unwritten.drain(..) {
+                answer(reply, Err(EngineError::NoSpace { op, path: path.clone() }));
+            }
+        }
+        Err(error) => {
+            tracing::error!("writing the appends of {} out failed: {error}", log.partition());
+            for (_, reply) in unwritten.drain(..) {
+                let Err(error) = log.check_writable() else { unreachable!("a failed write poisons the log") };
+                answer(reply, Err(error));
+            }
         }
     }
 }
@@ -467,6 +524,16 @@ mod tests {
 
     async fn open_always(storage: &SimStorage) -> PartitionLog<SimStorage> {
         let config = TopicConfig { durability: Durability::Always, ..TopicConfig::default() };
+        let partition = TopicPartition::new(TopicName::new("actor").expect("valid"), PartitionId(0));
+        let clock = ManualClock::new(TimestampMs(1_700_000_000_000));
+        let (log, _) = PartitionLog::open(storage.clone(), Path::new("/data/actor/0"), partition, config, clock)
+            .await
+            .expect("open");
+        log
+    }
+
+    async fn open_with(storage: &SimStorage, durability: Durability) -> PartitionLog<SimStorage> {
+        let config = TopicConfig { durability, ..TopicConfig::default() };
         let partition = TopicPartition::new(TopicName::new("actor").expect("valid"), PartitionId(0));
         let clock = ManualClock::new(TimestampMs(1_700_000_000_000));
         let (log, _) = PartitionLog::open(storage.clone(), Path::new("/data/actor/0"), partition, config, clock)
@@ -772,6 +839,45 @@ mod tests {
                 close_answer.recv_async().await.expect("answered").expect("closed");
             };
             futures_lite::future::zip(run_with_commit_delay(log, queue, Duration::from_secs(10)), driver).await;
+        });
+    }
+
+    #[test]
+    fn under_never_and_interval_an_acknowledged_append_survives_a_crash_of_the_process() {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().expect("executor");
+        executor.run(async {
+            for durability in [Durability::Never, Durability::IntervalMs(60_000)] {
+                let storage = SimStorage::new();
+                let log = open_with(&storage, durability).await;
+                let (sender, queue) = flume::bounded(16);
+                let actor = glommio::spawn_local(run_with_commit_delay(log, queue, Duration::ZERO));
+                let (first, first_answer) = append(idempotent_batch(0));
+                let (second, second_answer) = append(idempotent_batch(1));
+                sender.send_async(first).await.expect("queued");
+                sender.send_async(second).await.expect("queued");
+                let batch_bytes = idempotent_batch(0).len() as u64;
+                for answer in [&first_answer, &second_answer] {
+                    let info = answer.recv_async().await.expect("answered").expect("appended");
+                    let written = storage.written_file_len(Path::new(LOG_PATH)).expect("the segment exists");
+                    assert!(
+                        written >= (info.last_offset.0 as u64 + 1) * batch_bytes,
+                        "{durability:?}: offset {} acknowledged while only {written} bytes left the process",
+                        info.last_offset
+                    );
+                }
+                let stats = stats_of(&sender).await;
+                assert_eq!((stats.written_offset, stats.high_watermark), (Offset(2), Offset(2)), "{durability:?}");
+                assert_eq!(stats.durable_offset, Offset(0), "{durability:?}: nothing asked for a sync yet");
+
+                // SIGKILL: the process's memory is gone, what it wrote is not.
+                storage.kill_process();
+                drop(sender);
+                actor.await;
+                let log = open_with(&storage, durability).await;
+                assert_eq!(log.log_end_offset(), Offset(2), "{durability:?}: acknowledged appends lost");
+                let read = log.read(Offset(0), 1 << 20, None).await.expect("read");
+                assert_eq!(read.bytes.len() as u64, 2 * batch_bytes, "{durability:?}");
+            }
         });
     }
 

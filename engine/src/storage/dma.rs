@@ -63,8 +63,16 @@ impl DmaStorage {
     }
 }
 
+/// Keeps the OS error of a failed IO: glommio's own conversion of its
+/// `EnhancedIoError` into `io::Error` keeps the kind and message but not the error
+/// number, so ENOSPC could not become [`EngineError::NoSpace`].
 fn glommio_io<T>(op: &'static str, path: &Path, error: glommio::GlommioError<T>) -> EngineError {
-    EngineError::io(op, path, io::Error::from(error))
+    let source = match error {
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        glommio::GlommioError::IoError(source) => source,
+        other => io::Error::from(other),
+    };
+    EngineError::io(op, path, source)
 }
 
 fn std_io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> EngineError + 'a {

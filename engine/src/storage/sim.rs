@@ -40,6 +40,10 @@ pub enum CrashFault {
 struct SimFileState {
     current: Vec<u8>,
     durable: Vec<u8>,
+    /// Bytes of `current` handed to the kernel (flushed, synced, sealed): what a
+    /// crash of the process, as opposed to the machine, leaves. The rest stands for
+    /// a write buffer in the process's memory. `durable.len() <= written`.
+    written: usize,
 }
 
 #[derive(Default)]
@@ -114,8 +118,21 @@ impl SimStorage {
                     }
                 }
             }
+            file.written = survivor.len();
             file.current = survivor.clone();
             file.durable = survivor;
+        }
+    }
+
+    /// Simulates a crash of the process (SIGKILL), not of the machine: every open
+    /// handle dies, and each file keeps every byte that was flushed to the kernel
+    /// (synced or not); bytes appended but never flushed, still in the process's
+    /// write buffer, are lost.
+    pub fn kill_process(&self) {
+        let mut disk = self.disk.borrow_mut();
+        disk.generation += 1;
+        for file in disk.files.values_mut() {
+            file.current.truncate(file.written);
         }
     }
 
@@ -175,6 +192,12 @@ impl SimStorage {
     /// Size of a file as currently seen, for tests.
     pub fn file_len(&self, path: &Path) -> Option<u64> {
         self.disk.borrow().files.get(path).map(|f| f.current.len() as u64)
+    }
+
+    /// Size of a file as a crash of the process now would leave it (its bytes flushed
+    /// to the kernel).
+    pub fn written_file_len(&self, path: &Path) -> Option<u64> {
+        self.disk.borrow().files.get(path).map(|f| f.written as u64)
     }
 
     /// Size of a file as a crash now would leave it at least (its synced bytes).
@@ -258,7 +281,7 @@ impl Storage for SimStorage {
             disk.fail_next_syncs -= 1;
             return Err(EngineError::io("fsync", path, io::Error::from_raw_os_error(libc::EIO)));
         }
-        let state = SimFileState { current: bytes.to_vec(), durable: bytes.to_vec() };
+        let state = SimFileState { current: bytes.to_vec(), durable: bytes.to_vec(), written: bytes.len() };
         disk.files.insert(path.to_path_buf(), state);
         Ok(())
     }
@@ -325,7 +348,11 @@ impl StorageFile for SimFile {
     }
 
     async fn flush(&mut self) -> Result<()> {
-        self.with("write", |_, _| Ok(()))
+        self.with("write", |disk, path| {
+            let file = disk.files.get_mut(path).expect("checked");
+            file.written = file.current.len();
+            Ok(())
+        })
     }
 
     async fn sync(&mut self) -> Result<()> {
@@ -337,14 +364,15 @@ impl StorageFile for SimFile {
             disk.syncs += 1;
             let file = disk.files.get_mut(path).expect("checked");
             file.durable = file.current.clone();
+            file.written = file.current.len();
             Ok(())
         })
     }
 
     fn sync_detached(&self) -> impl Future<Output = Result<()>> + 'static + use<> {
-        // What a real fdatasync issued now would cover at least: every byte so far
-        // (a simulated file has no write buffer, so every append is "flushed").
-        let covered = self.len() as usize;
+        // What a real fdatasync issued now would cover at least: every byte flushed so
+        // far (the caller flushes first).
+        let covered = self.disk.borrow().files.get(&self.path).map_or(0, |f| f.written);
         let handle = SimFile { disk: self.disk.clone(), path: self.path.clone(), generation: self.generation };
         let in_flight = SyncInFlight::start(self.disk.clone());
         let disk = self.disk.clone();
@@ -397,15 +425,24 @@ impl StorageFile for SimFile {
             let file = disk.files.get_mut(path).expect("checked");
             file.current.truncate(len as usize);
             file.durable.truncate(len as usize);
+            file.written = file.written.min(len as usize);
             Ok(())
         })
     }
 
     async fn seal(&mut self) -> Result<()> {
-        self.with("write", |_, _| Ok(()))
+        self.flush().await
     }
 
     async fn close(self) -> Result<()> {
+        // Closing hands the rest to the kernel; a handle of a dead process has
+        // nothing left to hand over.
+        let mut disk = self.disk.borrow_mut();
+        if disk.generation == self.generation {
+            if let Some(file) = disk.files.get_mut(&self.path) {
+                file.written = file.current.len();
+            }
+        }
         Ok(())
     }
 }

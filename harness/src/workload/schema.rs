@@ -317,9 +317,12 @@ block! {
     cores: i64 = "cores", Corelog, Kind::Integer { min: 0, max: 1024 }, Presence::Default("`0`: one per online CPU");
 
     /// When started brokers fdatasync appended data: `always` (before acknowledging,
-    /// with group commit), `interval:<ms>` (at most that long after), `never` (left to
-    /// the kernel, like Kafka's default). For an external cluster set Kafka's
-    /// `flush.messages`/`flush.ms` in `topic_config` instead.
+    /// with group commit), `interval:<ms>` (at most that long after), `never` (at
+    /// segment roll and shutdown, like Kafka's default). Under all three a broker
+    /// acknowledges only data written out of its process, so killing a broker loses
+    /// nothing acknowledged; under `interval` and `never` a power loss may. For an
+    /// external cluster set Kafka's `flush.messages`/`flush.ms` in `topic_config`
+    /// instead.
     fsync: String = "fsync", Corelog, Kind::Pattern("always | never | interval:<ms>"), Presence::Default("`never`");
 
     /// Replicas of each partition; at most `brokers` for started brokers.

@@ -59,9 +59,8 @@ impl BrokerOptions {
     }
 
     /// Every topic, internal ones included, acknowledges writes only once they are
-    /// fdatasync'ed: the setting under which acknowledged data survives SIGKILL
-    /// (under the default `never`, acknowledged appends may still sit in the
-    /// broker's write buffers).
+    /// fdatasync'ed. A SIGKILL loses nothing acknowledged under any policy; this one
+    /// makes the tests that kill the broker hold under a power loss too.
     pub fn durable(mut self) -> BrokerOptions {
         self.config_yaml = Some("topic_defaults:\n  fsync.policy: always\n".to_string());
         self
