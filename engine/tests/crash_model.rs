@@ -1,10 +1,13 @@
 //! Model-based crash tests of [`PartitionLog`] over the simulated disk.
 //!
-//! A seeded RNG drives sequences of appends, syncs, forced rolls, housekeeping with
-//! retention, delete-records, truncation, clean restarts, failing fsyncs, full disks
-//! and crashes (every [`CrashFault`] kind). The test remembers every batch it
-//! appended and the offset below which a successful `sync()` (or roll) acknowledged
-//! everything durable: the `fsync: always` promise. After every crash and recovery:
+//! A seeded RNG drives sequences of appends, flushes, syncs, forced rolls,
+//! housekeeping with retention, delete-records, truncation, clean restarts, failing
+//! fsyncs, full disks, crashes of the machine (every [`CrashFault`] kind) and kills
+//! of the process ([`SimStorage::kill_process`]). The test remembers every batch it
+//! appended, the offset below which a successful `sync()` (or roll) acknowledged
+//! everything durable (the `fsync: always` promise), and the offset below which a
+//! successful `flush()` acknowledged everything written (the promise of `never` and
+//! `interval`: a killed process loses none of it). After every crash and recovery:
 //!
 //! - (a) reads from the log start to the log end return valid batches with contiguous
 //!   offsets;
@@ -177,6 +180,7 @@ struct Coverage {
     segments_deleted: u64,
     poisonings: u64,
     no_space: u64,
+    process_kills: u64,
 }
 
 struct Run {
@@ -193,6 +197,9 @@ struct Run {
     lso: i64,
     /// Offsets below this were acknowledged durable (a sync or roll returned Ok).
     acked: i64,
+    /// Offsets below this were acknowledged written (a flush, sync or roll returned
+    /// Ok): a crash of the process, unlike one of the machine, must not lose them.
+    written: i64,
     /// Offsets below this are on disk even if the log does not claim them durable:
     /// a truncation syncs what it keeps (and recovery keeps only what is on disk).
     synced_floor: i64,
@@ -235,6 +242,7 @@ impl Run {
             end: 0,
             lso: 0,
             acked: 0,
+            written: 0,
             synced_floor: 0,
             hw_follows_end,
             poisoned: false,
@@ -437,6 +445,7 @@ impl Run {
         let synced = self.ok(result, "sync");
         self.ensure(synced == Offset(self.end), || format!("sync returned {synced}, end is {}", self.end));
         self.acked = self.end;
+        self.written = self.end;
         self.advance_hw();
     }
 
@@ -448,6 +457,7 @@ impl Run {
         }
         self.ok(result, "roll");
         self.acked = self.end;
+        self.written = self.end;
         self.advance_hw();
     }
 
@@ -511,8 +521,53 @@ impl Run {
                 self.batches.clear();
             }
             self.acked = self.acked.min(self.end);
+            self.written = self.written.min(self.end);
             self.synced_floor = self.end;
         }
+    }
+
+    /// Writes the appends out of the process's buffers (`fsync: never`'s
+    /// acknowledgement), without a sync.
+    fn flush(&mut self) {
+        self.note("flush".to_string());
+        let result = block_on(self.log_mut().flush());
+        if self.poisoned {
+            return self.expect_poisoned(result, "flush");
+        }
+        let written = self.ok(result, "flush");
+        self.ensure(written == Offset(self.end), || format!("flush returned {written}, end is {}", self.end));
+        self.written = self.end;
+    }
+
+    /// Kills the process (not the machine): everything written out survives, synced
+    /// or not, and recovery ends exactly there; only what was still in the write
+    /// buffers may be lost.
+    fn kill_process(&mut self) -> i64 {
+        self.note("kill the process".to_string());
+        let written_claimed = self.log().written_offset().0;
+        self.ensure(written_claimed >= self.written.min(self.end), || {
+            format!("the log claims written {written_claimed} below the acknowledged {}", self.written)
+        });
+        drop(self.log.take());
+        self.storage.kill_process();
+        let (data_end, bytes_after, active_base) = surviving_end(&self.storage, &self.batches);
+        self.coverage.process_kills += 1;
+        let floor = written_claimed.max(self.synced_floor).max(active_base);
+        self.ensure(data_end >= floor, || {
+            format!("kill: the disk holds intact batches to {data_end}, but {floor} was written (claimed {written_claimed})")
+        });
+        let expected_end = data_end.max(self.lso);
+        self.ensure(expected_end >= self.written.max(self.acked), || {
+            format!("kill: acknowledged offsets below {} but only {data_end} survived", self.written.max(self.acked))
+        });
+        let (log, report) = self.open();
+        self.log = Some(log);
+        self.recovered(expected_end, data_end, "recovery after a process kill");
+        self.ensure(report.bytes_truncated == bytes_after, || {
+            format!("kill: recovery truncated {} bytes, {bytes_after} follow the intact batches", report.bytes_truncated)
+        });
+        self.after_recovery("recovery after a process kill");
+        expected_end
     }
 
     /// Drop the log, crash the disk with `fault`, recover, check everything.
@@ -559,10 +614,20 @@ impl Run {
         self.ensure(expected_end >= self.acked, || {
             format!("{fault:?}: acknowledged offsets below {} but only {data_end} survived", self.acked)
         });
+        let end_before = self.end;
         let (log, report) = self.open();
         self.log = Some(log);
         let what = format!("recovery after {fault:?}");
         self.recovered(expected_end, data_end, &what);
+        if end_before > expected_end {
+            // A consumer whose position was past the new end is told so (Kafka's
+            // OFFSET_OUT_OF_RANGE, and it resets by its policy), not served nothing.
+            let read = block_on(self.log().read(Offset(end_before), 1 << 16, None));
+            self.ensure(
+                matches!(read, Err(EngineError::OffsetOutOfRange { log_end_offset, .. }) if log_end_offset == Offset(expected_end)),
+                || format!("{what}: a read at the lost offset {end_before} gave {read:?}"),
+            );
+        }
         self.ensure(report.bytes_truncated == bytes_after, || {
             format!(
                 "{what}: recovery truncated {} bytes, {bytes_after} follow the intact batches",
@@ -596,6 +661,7 @@ impl Run {
         self.end = expected_end;
         // The simulated disk keeps what survived; the log rightly calls it durable.
         self.acked = expected_end;
+        self.written = expected_end;
         self.synced_floor = expected_end;
         self.poisoned = false;
     }
@@ -711,6 +777,9 @@ impl Run {
             0 => {
                 let count = if self.rng.gen_bool(0.8) { 1 } else { self.rng.gen_range(2..=4) };
                 self.append(count);
+                if self.rng.gen_bool(0.3) {
+                    self.flush();
+                }
             }
             1 => self.sync(),
             2 => self.roll(),
@@ -719,11 +788,15 @@ impl Run {
             5 => self.truncate(),
             6 => {
                 let seed = self.rng.gen();
-                let fault = match self.rng.gen_range(0..4) {
+                let fault = match self.rng.gen_range(0..5) {
                     0 => CrashFault::LoseUnsynced,
                     1 => CrashFault::TornTail { seed },
                     2 => CrashFault::BitFlipInTail { seed },
-                    _ => CrashFault::KeepAll,
+                    3 => CrashFault::KeepAll,
+                    _ => {
+                        self.kill_process();
+                        return self.check_offsets("after the step");
+                    }
                 };
                 self.crash(fault);
             }
@@ -763,8 +836,11 @@ fn run_seeds(test: &str, default: std::ops::Range<u64>, steps: usize, weights: W
         total.segments_deleted += coverage.segments_deleted;
         total.poisonings += coverage.poisonings;
         total.no_space += coverage.no_space;
+        total.process_kills += coverage.process_kills;
     });
-    eprintln!("{test}: {:?}", total.borrow());
+    let total = total.borrow();
+    eprintln!("{test}: {total:?}");
+    assert!(total.process_kills > 0, "{test}: no process was killed; the sequences no longer cover it");
 }
 
 #[test]

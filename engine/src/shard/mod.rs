@@ -511,9 +511,12 @@ async fn open_partition(
         PartitionLog::open(storage.clone(), &dir, partition.clone(), topic_config, config.clock.clone()).await?;
     if report.bytes_truncated > 0 {
         tracing::warn!(
-            "recovered {partition}: {} valid batches, truncated a {}-byte torn or corrupt tail",
+            "recovered {partition} after an unclean shutdown: truncated a {}-byte torn or corrupt tail after {} \
+             valid batches of the active segment; the log now ends at offset {} (consumers past it get \
+             OFFSET_OUT_OF_RANGE and reset)",
+            report.bytes_truncated,
             report.batches_valid,
-            report.bytes_truncated
+            log.log_end_offset()
         );
     }
     let (queue, receiver) = flume::bounded(queue_depth_max);
