@@ -3,8 +3,11 @@
 //! cluster, or the embedded engine) and writes results and a report; `corelog report`
 //! and `corelog compare` re-render results; `corelog check` validates workloads.
 //!
-//! Exit codes: 0 success; 1 the command failed (the message says why); 2 bad
-//! command line or configuration (clap's usage errors use 2 as well).
+//! Exit codes: 0 success; 1 the command failed (the message says why), and for
+//! `corelog run` also a guarantee whose verdict is not PASS (FAIL, or UNKNOWN: the
+//! checker could not confirm it; the closing line names each guarantee with its
+//! verdict); 2 bad command line or configuration (clap's usage errors use 2 as
+//! well).
 
 mod broker;
 mod check;

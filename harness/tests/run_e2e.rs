@@ -1,10 +1,16 @@
 //! End to end: `corelog run` on a short workload against a broker it starts itself,
 //! then checks what it wrote: counts that add up, percentiles in order, one window
 //! per measured second, a report that embeds every chart, PNGs that decode, and
-//! HdrHistogram logs.
+//! HdrHistogram logs; and the exit status: 0 with a PASS closing line when every
+//! guarantee held, 1 naming the guarantee when one failed.
 
 use std::path::Path;
 use std::process::Command;
+
+/// The last line `corelog run` wrote to stderr: its closing line.
+fn closing_line(stderr: &str) -> &str {
+    stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("")
+}
 
 fn number(value: &serde_json::Value, field: &str) -> f64 {
     value[field].as_f64().unwrap_or_else(|| panic!("{field} missing or not a number in result.json"))
@@ -23,7 +29,8 @@ fn a_short_run_writes_consistent_results_and_a_complete_report() {
         .output()
         .expect("run corelog");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "corelog run failed: {stderr}");
+    assert_eq!(output.status.code(), Some(0), "corelog run failed: {stderr}");
+    assert_eq!(closing_line(&stderr), "corelog run: PASS: at-least-once", "{stderr}");
 
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).expect("result.json")).expect("valid JSON");
@@ -108,12 +115,64 @@ fn acknowledgements_at_a_low_rate_are_timed_when_they_arrive_not_at_the_next_sen
     )
     .expect("write");
     let output = Command::new(env!("CARGO_BIN_EXE_corelog")).arg("run").arg(&workload).arg("--out").arg(dir.join("out")).output().expect("run");
-    assert!(output.status.success(), "corelog run failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "corelog run failed: {stderr}");
+    // Nothing reads, so the verdict is UNKNOWN by construction and decides nothing.
+    assert_eq!(closing_line(&stderr), "corelog run: done; no subscription reads the topics, so no delivery guarantee was checked");
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/result.json")).expect("result.json")).expect("valid JSON");
     let acknowledged = number(&result["counts"], "acknowledged");
     assert!((40.0..=90.0).contains(&acknowledged), "about 20 msg/s for 3 s (and the drain), got {acknowledged}");
     let p50_ms = number(&result, "aggregatedPublishLatency50pct");
     assert!(p50_ms < 20.0, "publish latency p50 {p50_ms} ms: acknowledgements waited for the next send (50 ms apart)");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// The test-only switch makes the checker forget the reads of every 50th message
+/// (the broker, the clients and the drain are all real), so at-least-once sees
+/// them lost and FAILs, while at-most-once, which allows loss, passes: the run
+/// exits 1 and its closing line names the guarantee that failed and why.
+#[test]
+fn a_failed_guarantee_makes_the_run_exit_1_and_the_closing_line_names_it() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-verdict-fail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let workload = dir.join("forgetful.yaml");
+    std::fs::write(
+        &workload,
+        "name: forgetful\ntopics: 1\npartitionsPerTopic: 2\nmessageSize: 100\nproducersPerTopic: 1\n\
+         subscriptionsPerTopic: 1\nconsumerPerSubscription: 1\nproducerRate: 1000\nwarmupDurationSeconds: 1\ntestDurationSeconds: 2\n\
+         guarantees: [at-most-once, at-least-once]\ncluster:\n  brokers: 1\n  cores: 1\n",
+    )
+    .expect("write");
+    let out = dir.join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
+        .arg("run")
+        .arg(&workload)
+        .arg("--out")
+        .arg(&out)
+        .args(["--test-forget-reads", "50"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "a FAIL verdict is a failed run: {stderr}");
+    assert!(stderr.contains("TEST ONLY (--test-forget-reads 50)"), "the run says it was sabotaged: {stderr}");
+    // A forgotten message that ends its partition is never read rather than lost,
+    // and the brief says so after the loss.
+    let closing = closing_line(&stderr);
+    assert!(closing.starts_with("corelog: error: FAIL: at-least-once (lost "), "{stderr}");
+    assert!(closing.ends_with("); PASS: at-most-once"), "loss is what at-most-once allows: {stderr}");
+
+    // Everything is still written, and the loss is exactly the forgotten messages.
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("at-least-once/result.json")).expect("result.json"))
+        .expect("valid JSON");
+    let checker = &result["checker"];
+    assert_eq!(checker["verdict"]["status"], "fail", "{stderr}");
+    let acknowledged = number(&checker["counts"], "acknowledged");
+    assert_eq!(number(&result["counts"], "produced"), acknowledged, "every send acknowledged: {stderr}");
+    let lost = number(&checker["counts"], "lost") + number(&checker["counts"], "unseen");
+    assert_eq!(lost, (acknowledged / 50.0).ceil(), "sequences 0, 50, 100, … are the forgotten ones: {stderr}");
+    assert_eq!(result["workloadEcho"]["testForgetReads"], 50);
+    assert!(out.join("report.html").exists());
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

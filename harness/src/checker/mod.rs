@@ -121,6 +121,14 @@ struct ProducerLog {
     reads: Vec<ReadRecord>,
 }
 
+/// What [`History::check`] found: the result `result.json` keeps, and what
+/// decided its verdict in a few words ("lost 6000 acknowledged"; empty for a pass)
+/// for the closing line of `corelog run`.
+pub struct Checked {
+    pub result: CheckerResult,
+    pub brief: String,
+}
+
 /// How a client reported a send to have ended (see [`History::outcomes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reported {
@@ -335,7 +343,7 @@ impl History {
     /// Classifies every message and judges the run against `guarantee`. Call it
     /// after the final drain; `drain_complete`: every subscription caught up with
     /// the log end.
-    pub fn check(&self, guarantee: Guarantee, drain_complete: bool) -> CheckerResult {
+    pub fn check(&self, guarantee: Guarantee, drain_complete: bool) -> Checked {
         let mut guards: Vec<MutexGuard<'_, Shard>> = (0..SHARDS).map(|index| self.lock_shard(index)).collect();
         let mut shards: Vec<&mut Shard> = guards.iter_mut().map(|guard| &mut **guard).collect();
         let classification = classify::classify(&mut shards, &self.topics, self.subscriptions);
@@ -344,8 +352,8 @@ impl History {
             subscriptions: self.subscriptions,
             overflow: self.overflowed.load(Ordering::Relaxed).then_some(self.bounds),
         };
-        let verdict = verdict::verdict(guarantee, &classification, &context);
-        CheckerResult { guarantee, counts: classification.counts, verdict }
+        let verdict::Judged { verdict, brief } = verdict::verdict(guarantee, &classification, &context);
+        Checked { result: CheckerResult { guarantee, counts: classification.counts, verdict }, brief }
     }
 
     fn assert_topic(&self, topic: u32) {

@@ -35,7 +35,7 @@ fn acknowledged_in_order(history: &History, n: u64) {
 
 /// The statuses for at-most-once, at-least-once, idempotent, exactly-once.
 fn statuses(history: &History, drain_complete: bool) -> [VerdictStatus; 4] {
-    Guarantee::ALL.map(|guarantee| history.check(guarantee, drain_complete).verdict.status)
+    Guarantee::ALL.map(|guarantee| history.check(guarantee, drain_complete).result.verdict.status)
 }
 
 fn evidence(result: &CheckerResult, category: &str) -> Vec<String> {
@@ -64,11 +64,12 @@ fn a_clean_history_passes_every_guarantee() {
         read(&history, 0, 2, sequence as i64, 2, sequence);
     }
     assert_eq!(statuses(&history, true), [Pass; 4]);
-    let result = history.check(Guarantee::ExactlyOnce, true);
+    let result = history.check(Guarantee::ExactlyOnce, true).result;
     assert_eq!((result.counts.attempted, result.counts.acknowledged, result.counts.consumed), (8, 8, 8));
     assert_eq!(anomalies(&result), NO_ANOMALIES);
     assert!(result.verdict.reasons.is_empty() && result.verdict.evidence.is_empty());
     assert!(result.verdict.promise.contains("no acknowledged message lost"));
+    assert_eq!(history.check(Guarantee::ExactlyOnce, true).brief, "", "a pass has nothing to explain");
 }
 
 #[test]
@@ -77,13 +78,14 @@ fn lost_needs_a_later_offset_read_and_unseen_has_none() {
     acknowledged_in_order(&history, 4);
     read(&history, 0, 0, 0, 1, 0);
     read(&history, 0, 0, 2, 1, 2); // offset 1 skipped: lost; offset 3 never reached: unseen.
-    let result = history.check(Guarantee::AtLeastOnce, false);
+    let result = history.check(Guarantee::AtLeastOnce, false).result;
     assert_eq!(anomalies(&result), [("lost", 1), ("unseen", 1)]);
     assert_eq!(result.verdict.status, Fail);
     assert_eq!(evidence(&result, "lost"), ["p1:1 @ orders/0:1"]);
     assert_eq!(categories(&result), ["lost"], "unseen decides nothing once the verdict failed");
     assert_eq!(result.verdict.reasons.len(), 1);
     assert!(result.verdict.reasons[0].starts_with("1 acknowledged message was lost"), "{:?}", result.verdict.reasons);
+    assert_eq!(history.check(Guarantee::AtLeastOnce, false).brief, "lost 1 acknowledged");
     assert_eq!(statuses(&history, false), [Pass, Fail, Fail, Fail], "at-most-once allows loss");
 }
 
@@ -94,7 +96,7 @@ fn consumer_redelivery_is_a_duplicate_but_not_written_twice() {
     for offset in [0, 1, 0, 1, 2] {
         read(&history, 0, 0, offset, 1, offset as u64);
     }
-    let result = history.check(Guarantee::AtMostOnce, true);
+    let result = history.check(Guarantee::AtMostOnce, true).result;
     assert_eq!(anomalies(&result), [("duplicate", 2)]);
     assert_eq!(evidence(&result, "duplicate"), ["p1:0 @ orders/0:0", "p1:1 @ orders/0:1"]);
     assert_eq!(statuses(&history, true), [Fail, Pass, Pass, Fail]);
@@ -111,11 +113,12 @@ fn a_retry_written_twice_fails_idempotence_but_not_at_least_once() {
     }
     acknowledged(&history, 2, 0, 1, 7);
     read(&history, 0, 1, 8, 2, 0);
-    let result = history.check(Guarantee::Idempotent, true);
+    let result = history.check(Guarantee::Idempotent, true).result;
     assert_eq!(anomalies(&result), [("duplicate", 1), ("written twice", 2)], "the second copy is not also reordered");
     assert_eq!(result.verdict.status, Fail);
     assert_eq!(evidence(&result, "written twice"), ["p1:1 @ orders/0:3", "p2:0 @ orders/1:8"]);
     assert_eq!(categories(&result), ["written twice"], "idempotence allows the duplicate read");
+    assert_eq!(history.check(Guarantee::ExactlyOnce, true).brief, "1 read twice, 2 written twice", "every broken promise, in display order");
     assert_eq!(statuses(&history, true), [Fail, Pass, Fail, Fail]);
 }
 
@@ -132,7 +135,7 @@ fn reordering_within_a_partition_fails_idempotence() {
     for (partition, offset, producer, sequence) in [(0, 0, 1, 0), (0, 1, 1, 2), (0, 2, 1, 1), (0, 3, 2, 0), (1, 0, 1, 3)] {
         read(&history, 0, partition, offset, producer, sequence);
     }
-    let result = history.check(Guarantee::Idempotent, true);
+    let result = history.check(Guarantee::Idempotent, true).result;
     assert_eq!(anomalies(&result), [("reordered", 1)]);
     assert_eq!(evidence(&result, "reordered"), ["p1:1 @ orders/0:2"]);
     assert_eq!(statuses(&history, true), [Pass, Pass, Fail, Fail]);
@@ -147,7 +150,7 @@ fn two_messages_at_one_offset_fail_every_guarantee() {
     read(&history, 1, 0, 0, 2, 0);
     read(&history, 1, 0, 1, 1, 0); // Subscription 1 found producer 1's message one offset on.
     read(&history, 0, 0, 1, 2, 0);
-    let result = history.check(Guarantee::AtLeastOnce, true);
+    let result = history.check(Guarantee::AtLeastOnce, true).result;
     assert_eq!(result.counts.inconsistent_offsets, 2);
     assert_eq!(evidence(&result, "inconsistent offsets"), ["p1:0 @ orders/0:0", "p2:0 @ orders/0:0"]);
     assert_eq!(statuses(&history, true), [Fail; 4]);
@@ -167,7 +170,7 @@ fn ambiguous_sends_are_never_lost_read_or_not() {
     for (offset, sequence) in [(0, 0), (1, 1), (2, 4)] {
         read(&history, 0, 0, offset, 1, sequence);
     }
-    let result = history.check(Guarantee::ExactlyOnce, true);
+    let result = history.check(Guarantee::ExactlyOnce, true).result;
     assert_eq!(anomalies(&result), [("ambiguous", 3)]);
     assert_eq!((result.counts.attempted, result.counts.acknowledged, result.counts.consumed), (5, 2, 3));
     assert_eq!(statuses(&history, true), [Pass; 4]);
@@ -181,7 +184,7 @@ fn sends_without_an_outcome_are_ambiguous() {
     history.sent(1, 1, ORDERS);
     acknowledged(&history, 2, 0, 0, 5);
     read(&history, 0, 0, 5, 2, 0);
-    let result = history.check(Guarantee::AtLeastOnce, true);
+    let result = history.check(Guarantee::AtLeastOnce, true).result;
     assert_eq!((result.counts.attempted, result.counts.ambiguous), (3, 2));
     assert_eq!(result.verdict.status, Pass);
 }
@@ -194,7 +197,7 @@ fn a_definitely_failed_send_read_anyway_is_a_note_not_a_failure() {
     history.failed(1, 1, false);
     read(&history, 0, 0, 0, 1, 0);
     read(&history, 0, 0, 1, 1, 1);
-    let result = history.check(Guarantee::ExactlyOnce, true);
+    let result = history.check(Guarantee::ExactlyOnce, true).result;
     assert_eq!(result.verdict.status, Pass);
     assert_eq!(anomalies(&result), NO_ANOMALIES);
     assert_eq!(result.verdict.reasons.len(), 1);
@@ -207,21 +210,23 @@ fn unseen_messages_are_unknown_until_the_drain_completes_then_lost() {
     let history = history(1);
     acknowledged_in_order(&history, 3);
     read(&history, 0, 0, 0, 1, 0);
-    let incomplete = history.check(Guarantee::AtLeastOnce, false);
+    let incomplete = history.check(Guarantee::AtLeastOnce, false).result;
     assert_eq!(anomalies(&incomplete), [("unseen", 2)]);
     assert_eq!(incomplete.verdict.status, Unknown);
     assert!(incomplete.verdict.reasons[0].starts_with("The drain did not finish: 2 acknowledged messages were unseen"));
+    assert_eq!(history.check(Guarantee::AtLeastOnce, false).brief, "the drain did not finish, 2 acknowledged unseen");
     assert_eq!(evidence(&incomplete, "unseen"), ["p1:1 @ orders/0:1", "p1:2 @ orders/0:2"]);
     assert_eq!(statuses(&history, false), [Pass, Unknown, Unknown, Unknown]);
 
-    let complete = history.check(Guarantee::AtLeastOnce, true);
+    let complete = history.check(Guarantee::AtLeastOnce, true).result;
     assert_eq!(complete.verdict.status, Fail);
     assert!(complete.verdict.reasons[0].contains("the drain completed, so counted as lost"));
+    assert_eq!(history.check(Guarantee::AtLeastOnce, true).brief, "2 acknowledged never read");
     assert_eq!(statuses(&history, true), [Pass, Fail, Fail, Fail]);
 
     // A failure elsewhere decides the verdict even while the drain is incomplete.
     read(&history, 0, 0, 0, 1, 0);
-    assert_eq!(history.check(Guarantee::ExactlyOnce, false).verdict.status, Fail);
+    assert_eq!(history.check(Guarantee::ExactlyOnce, false).result.verdict.status, Fail);
 }
 
 #[test]
@@ -234,7 +239,7 @@ fn subscriptions_are_checked_independently() {
     read(&history, 1, 0, 0, 1, 0);
     read(&history, 1, 0, 2, 1, 2);
     read(&history, 1, 0, 2, 1, 2); // A redelivery in subscription 1 only.
-    let result = history.check(Guarantee::AtLeastOnce, true);
+    let result = history.check(Guarantee::AtLeastOnce, true).result;
     assert_eq!(anomalies(&result), [("lost", 1), ("duplicate", 1)]);
     assert_eq!(result.counts.consumed, 5, "(subscription, message) pairs");
     assert_eq!(evidence(&result, "lost"), ["p1:1 @ orders/0:1"]);
@@ -243,7 +248,7 @@ fn subscriptions_are_checked_independently() {
     acknowledged_in_order(&unread_by_both, 2);
     read(&unread_by_both, 0, 0, 1, 1, 1);
     read(&unread_by_both, 1, 0, 1, 1, 1);
-    let result = unread_by_both.check(Guarantee::AtLeastOnce, true);
+    let result = unread_by_both.check(Guarantee::AtLeastOnce, true).result;
     assert_eq!(anomalies(&result), [("lost", 2)], "once per subscription");
     assert_eq!(evidence(&result, "lost"), ["p1:0 @ orders/0:0"], "evidence names the message once");
 }
@@ -253,7 +258,7 @@ fn evidence_is_capped_at_ten_ids_lowest_first() {
     let history = history(1);
     acknowledged_in_order(&history, 16);
     read(&history, 0, 0, 15, 1, 15);
-    let result = history.check(Guarantee::AtLeastOnce, true);
+    let result = history.check(Guarantee::AtLeastOnce, true).result;
     assert_eq!(result.counts.lost, 15);
     let expected: Vec<String> = (0..10).map(|sequence| format!("p1:{sequence} @ orders/0:{sequence}")).collect();
     assert_eq!(evidence(&result, "lost"), expected);
@@ -266,7 +271,7 @@ fn an_overflowing_history_is_unknown() {
         acknowledged(&history, 1, sequence, 0, sequence as i64);
         read(&history, 0, 0, sequence as i64, 1, sequence);
     }
-    let result = history.check(Guarantee::AtLeastOnce, true);
+    let result = history.check(Guarantee::AtLeastOnce, true).result;
     assert_eq!(result.verdict.status, Unknown);
     assert!(result.verdict.reasons[0].starts_with("The history exceeded 5 messages"), "{:?}", result.verdict.reasons);
     assert_eq!((result.counts.attempted, result.counts.consumed), (5, 5), "the recorded part");
@@ -278,7 +283,7 @@ fn an_overflowing_history_is_unknown() {
     for _ in 0..11 {
         read(&reads_overflow, 0, 0, 0, 1, 0);
     }
-    assert_eq!(reads_overflow.check(Guarantee::AtLeastOnce, true).verdict.status, Unknown);
+    assert_eq!(reads_overflow.check(Guarantee::AtLeastOnce, true).result.verdict.status, Unknown);
 }
 
 #[test]
@@ -287,7 +292,7 @@ fn reads_of_messages_never_sent_or_no_subscription_are_unknown() {
     acknowledged(&history, 1, 0, 0, 0);
     read(&history, 0, 0, 0, 1, 0);
     read(&history, 0, 0, 1, 9, 0);
-    let result = history.check(Guarantee::AtLeastOnce, true);
+    let result = history.check(Guarantee::AtLeastOnce, true).result;
     assert_eq!(result.verdict.status, Unknown);
     assert_eq!(evidence(&result, "read but never sent"), ["p9:0 @ orders/0:1"]);
     assert_eq!(result.counts.attempted, 1);
@@ -308,10 +313,10 @@ fn acknowledgements_without_an_offset_use_the_producers_order() {
     read(&history, 0, 0, 1, 1, 2);
     history.sent(1, 3, ORDERS);
     history.acknowledged(1, 3, 0, -1);
-    let result = history.check(Guarantee::AtMostOnce, true);
+    let result = history.check(Guarantee::AtMostOnce, true).result;
     assert_eq!(anomalies(&result), [("lost", 1), ("unseen", 1)]);
     assert_eq!(result.verdict.status, Pass);
-    assert_eq!(history.check(Guarantee::AtLeastOnce, false).verdict.evidence[0].message_ids, ["p1:1 @ orders/0:?"]);
+    assert_eq!(history.check(Guarantee::AtLeastOnce, false).result.verdict.evidence[0].message_ids, ["p1:1 @ orders/0:?"]);
 }
 
 #[test]
@@ -329,7 +334,7 @@ fn recording_from_many_threads_loses_nothing() {
             });
         }
     });
-    let result = history.check(Guarantee::ExactlyOnce, true);
+    let result = history.check(Guarantee::ExactlyOnce, true).result;
     assert_eq!((result.counts.acknowledged, result.counts.consumed), (8000, 8000));
     assert_eq!(result.verdict.status, Pass);
 }
@@ -390,14 +395,14 @@ proptest! {
             }
         }
         for guarantee in Guarantee::ALL {
-            let result = clean.check(guarantee, true);
+            let result = clean.check(guarantee, true).result;
             prop_assert_eq!(result.verdict.status, Pass);
             prop_assert_eq!(anomalies(&result), NO_ANOMALIES);
             prop_assert_eq!(result.counts.consumed, run.sends.len() as u64 * u64::from(run.subscriptions));
         }
         if let Some(index) = skipped {
             let (_, partition, offset, producer, sequence, _) = reads[index];
-            let result = history.check(Guarantee::AtLeastOnce, true);
+            let result = history.check(Guarantee::AtLeastOnce, true).result;
             prop_assert_eq!(anomalies(&result), [("lost", 1)]);
             prop_assert_eq!(evidence(&result, "lost"), [format!("p{producer}:{sequence} @ orders/{partition}:{offset}")]);
             prop_assert_eq!(result.verdict.status, Fail);

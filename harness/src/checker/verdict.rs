@@ -5,7 +5,8 @@
 //! overflowed, the drain did not finish with acknowledged messages unseen, reads of
 //! messages never sent, no subscription); otherwise Pass. An overflowed history is
 //! Unknown whatever it shows, as its counts cover only part of the run. Reasons are
-//! the sentences that decided the status, then notes that did not.
+//! the sentences that decided the status, then notes that did not; the brief says
+//! what decided it in a few words, for the closing line of `corelog run`.
 
 use corelog_reports::model::{Evidence, Guarantee, Verdict, VerdictStatus};
 
@@ -74,22 +75,31 @@ fn promise(guarantee: Guarantee) -> Promise {
     }
 }
 
-/// One sentence of the verdict, and the category whose ids back it.
+/// One sentence of the verdict, the same in a few words, and the category whose
+/// ids back it.
 struct Finding {
     reason: String,
+    brief: String,
     category: Option<Category>,
 }
 
 impl Finding {
-    fn of(category: Category, reason: String) -> Finding {
-        Finding { reason, category: Some(category) }
+    fn of(category: Category, reason: String, brief: String) -> Finding {
+        Finding { reason, brief, category: Some(category) }
     }
 }
 
-pub(super) fn verdict(guarantee: Guarantee, classification: &Classification, context: &Context) -> Verdict {
+/// A verdict and what decided it in a few words ("lost 6000 acknowledged"; empty
+/// for a pass).
+pub(super) struct Judged {
+    pub verdict: Verdict,
+    pub brief: String,
+}
+
+pub(super) fn verdict(guarantee: Guarantee, classification: &Classification, context: &Context) -> Judged {
     let promise = promise(guarantee);
     if let Some(bounds) = context.overflow {
-        return Verdict {
+        let verdict = Verdict {
             status: VerdictStatus::Unknown,
             promise: promise.text.to_string(),
             reasons: vec![format!(
@@ -99,6 +109,7 @@ pub(super) fn verdict(guarantee: Guarantee, classification: &Classification, con
             )],
             evidence: Vec::new(),
         };
+        return Judged { verdict, brief: "the history overflowed".to_string() };
     }
     let violations = violations(&promise, classification, context.drain_complete);
     let undecided = undecided(&promise, classification, context);
@@ -109,70 +120,103 @@ pub(super) fn verdict(guarantee: Guarantee, classification: &Classification, con
     } else {
         (VerdictStatus::Pass, Vec::new())
     };
+    let brief = deciding.iter().map(|finding| finding.brief.as_str()).collect::<Vec<_>>().join(", ");
     let findings: Vec<Finding> = deciding.into_iter().chain(notes(classification)).collect();
-    Verdict {
+    let verdict = Verdict {
         status,
         promise: promise.text.to_string(),
         reasons: findings.iter().map(|finding| finding.reason.clone()).collect(),
         evidence: findings.iter().filter_map(|finding| evidence(classification, finding.category?)).collect(),
-    }
+    };
+    Judged { verdict, brief }
 }
 
 /// The broken promises, in display order.
 fn violations(promise: &Promise, classification: &Classification, drain_complete: bool) -> Vec<Finding> {
     type Reason = fn(u64) -> String;
-    let rules: [(bool, Category, Reason); 6] = [
-        (promise.no_loss, Category::Lost, |n| {
-            format!(
-                "{n} acknowledged message{} {} lost: never read by a subscription that read later \
-                 offsets of the same partition (counted once per subscription).",
-                s(n),
-                were(n)
-            )
-        }),
-        (promise.no_loss && drain_complete, Category::Unseen, |n| {
-            format!(
-                "{n} acknowledged message{} {} never read although the drain completed, so \
-                 counted as lost (counted once per subscription).",
-                s(n),
-                were(n)
-            )
-        }),
-        (promise.no_duplicate, Category::Duplicate, |n| {
-            format!(
-                "{n} message{} {} read more than once by one subscription (counted once per subscription).",
-                s(n),
-                were(n)
-            )
-        }),
-        (promise.no_written_twice, Category::WrittenTwice, |n| {
-            format!("{n} message{} {} stored at two or more offsets: written again by a producer retry.", s(n), were(n))
-        }),
-        (promise.ordered, Category::Reordered, |n| {
-            format!(
-                "{n} message{} {} stored after a higher sequence number of the same producer in the same partition.",
-                s(n),
-                were(n)
-            )
-        }),
-        (true, Category::InconsistentOffsets, |n| {
-            format!(
-                "{n} message{} {} read at an offset where a different message was read too: the \
-                 broker stored two messages at one offset.",
-                s(n),
-                were(n)
-            )
-        }),
+    let rules: [(bool, Category, Reason, Reason); 6] = [
+        (
+            promise.no_loss,
+            Category::Lost,
+            |n| {
+                format!(
+                    "{n} acknowledged message{} {} lost: never read by a subscription that read later \
+                     offsets of the same partition (counted once per subscription).",
+                    s(n),
+                    were(n)
+                )
+            },
+            |n| format!("lost {n} acknowledged"),
+        ),
+        (
+            promise.no_loss && drain_complete,
+            Category::Unseen,
+            |n| {
+                format!(
+                    "{n} acknowledged message{} {} never read although the drain completed, so \
+                     counted as lost (counted once per subscription).",
+                    s(n),
+                    were(n)
+                )
+            },
+            |n| format!("{n} acknowledged never read"),
+        ),
+        (
+            promise.no_duplicate,
+            Category::Duplicate,
+            |n| {
+                format!(
+                    "{n} message{} {} read more than once by one subscription (counted once per subscription).",
+                    s(n),
+                    were(n)
+                )
+            },
+            |n| format!("{n} read twice"),
+        ),
+        (
+            promise.no_written_twice,
+            Category::WrittenTwice,
+            |n| format!("{n} message{} {} stored at two or more offsets: written again by a producer retry.", s(n), were(n)),
+            |n| format!("{n} written twice"),
+        ),
+        (
+            promise.ordered,
+            Category::Reordered,
+            |n| {
+                format!(
+                    "{n} message{} {} stored after a higher sequence number of the same producer in the same partition.",
+                    s(n),
+                    were(n)
+                )
+            },
+            |n| format!("{n} reordered"),
+        ),
+        (
+            true,
+            Category::InconsistentOffsets,
+            |n| {
+                format!(
+                    "{n} message{} {} read at an offset where a different message was read too: the \
+                     broker stored two messages at one offset.",
+                    s(n),
+                    were(n)
+                )
+            },
+            |n| format!("{n} at an offset shared with another message"),
+        ),
     ];
     let mut found: Vec<Finding> = rules
         .into_iter()
-        .filter(|&(forbidden, category, _)| forbidden && classification.count(category) > 0)
-        .map(|(_, category, reason)| Finding::of(category, reason(classification.count(category))))
+        .filter(|&(forbidden, category, _, _)| forbidden && classification.count(category) > 0)
+        .map(|(_, category, reason, brief)| {
+            let n = classification.count(category);
+            Finding::of(category, reason(n), brief(n))
+        })
         .collect();
     let aborted = classification.counts.aborted_read;
     if promise.no_aborted_read && aborted > 0 {
         let reason = format!("{aborted} message{} of aborted transactions {} read.", s(aborted), were(aborted));
-        found.push(Finding { reason, category: None });
+        found.push(Finding { reason, brief: format!("{aborted} aborted read"), category: None });
     }
     found
 }
@@ -190,6 +234,7 @@ fn undecided(promise: &Promise, classification: &Classification, context: &Conte
                 s(unseen),
                 were(unseen)
             ),
+            format!("the drain did not finish, {unseen} acknowledged unseen"),
         ));
     }
     let unsent = classification.read_unsent;
@@ -202,11 +247,12 @@ fn undecided(promise: &Promise, classification: &Classification, context: &Conte
                 s(unsent),
                 were(unsent)
             ),
+            format!("{unsent} read but never sent"),
         ));
     }
     if context.subscriptions == 0 {
         let reason = "No subscription read the topics, so delivery could not be checked.".to_string();
-        found.push(Finding { reason, category: None });
+        found.push(Finding { reason, brief: "no subscription".to_string(), category: None });
     }
     found
 }
@@ -225,6 +271,7 @@ fn notes(classification: &Classification) -> Vec<Finding> {
             s(failed),
             were(failed)
         ),
+        format!("{failed} failed but read"),
     )]
 }
 

@@ -12,8 +12,15 @@
 //! HdrHistogram interval logs, `report.html` and the PNG charts. Ctrl-C stops the
 //! current execution early (active faults are undone first); what was measured
 //! is still written. A run fails (exit 1) when nothing was acknowledged, a fault
-//! could not be applied or undone, or a consumer failed; a FAIL verdict is a
-//! finding, not a failed run.
+//! could not be applied or undone, a consumer failed, it was interrupted, or a
+//! guarantee's verdict is not PASS: FAIL (the promise was broken) and UNKNOWN (the
+//! checker could not confirm it: the drain did not finish, the history
+//! overflowed) alike, so CI notices. The closing line names every guarantee with
+//! its verdict and, for those that did not pass, what decided it in a few words
+//! (`FAIL: at-least-once (lost 6000 acknowledged)`). A workload without
+//! subscriptions (OMB's producer-only benchmarks) is a measurement only: nothing
+//! reads, so its verdicts are UNKNOWN by construction and decide nothing.
+//! Everything is written first, whatever the exit status.
 //!
 //! Output layout: `<out>/result.json` (one execution) or
 //! `<out>/<guarantee>/result.json` (several), plus `<out>/report.html` and charts
@@ -29,13 +36,14 @@ pub mod recorder;
 pub mod result;
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use corelog_reports::model::{ErrorCount, Guarantee as ReportGuarantee, RawCounts, RunResult};
+use corelog_reports::model::{ErrorCount, Guarantee as ReportGuarantee, RawCounts, RunResult, VerdictStatus};
 use hdrhistogram::Histogram;
 
 use crate::checker::History;
@@ -70,6 +78,44 @@ pub struct RunArgs {
     /// Output directory (default: results/<workload name>/<UTC timestamp>/).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Test only, hidden: the checker forgets every read of each message whose
+    /// sequence number is a multiple of N (the consumers still read them and the
+    /// drain still sees them), so every guarantee that forbids loss FAILs on purpose
+    /// through the real checker. For the tests of `corelog run`'s exit status; the
+    /// run says so on stderr and in result.json (`workloadEcho.testForgetReads`).
+    #[arg(long, hide = true, value_name = "N")]
+    test_forget_reads: Option<NonZeroU64>,
+}
+
+/// One guarantee's verdict, for the closing line.
+struct VerdictLine {
+    guarantee: Guarantee,
+    status: VerdictStatus,
+    /// What decided a verdict that is not PASS, in a few words.
+    brief: String,
+}
+
+/// The closing line's verdicts: `FAIL: at-least-once (lost 6000 acknowledged),
+/// idempotent (3 written twice); PASS: at-most-once`, failures first.
+fn verdicts_line(verdicts: &[VerdictLine]) -> String {
+    let mut groups = Vec::new();
+    for status in [VerdictStatus::Fail, VerdictStatus::Unknown, VerdictStatus::Pass] {
+        let named: Vec<String> = verdicts
+            .iter()
+            .filter(|line| line.status == status)
+            .map(|line| {
+                if line.brief.is_empty() {
+                    line.guarantee.name().to_string()
+                } else {
+                    format!("{} ({})", line.guarantee.name(), line.brief)
+                }
+            })
+            .collect();
+        if !named.is_empty() {
+            groups.push(format!("{}: {}", status.as_str(), named.join(", ")));
+        }
+    }
+    groups.join("; ")
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -94,18 +140,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         )));
     }
     eprintln!("corelog run: {} → {}", workload.summary(), out_dir.display());
+    if let Some(every) = args.test_forget_reads {
+        eprintln!(
+            "  TEST ONLY (--test-forget-reads {every}): the checker forgets the reads of every message whose sequence \
+             is a multiple of {every}; this run's verdicts say nothing about the system under test"
+        );
+    }
     let mut results = Vec::new();
     let mut failures = Vec::new();
+    let mut verdicts = Vec::new();
+    let mut started = 0;
     for guarantee in &guarantees {
+        started += 1;
         let run_dir = match guarantee {
             Some(g) if guarantees.len() > 1 => out_dir.join(g.name()),
             _ => out_dir.clone(),
         };
         std::fs::create_dir_all(&run_dir)?;
         let label = guarantee.map_or_else(|| workload.name.clone(), |g| format!("{} ({})", workload.name, g.name()));
-        match execute(&workload, *guarantee, &run_dir, &interrupted) {
-            Ok((mut result, problems)) => {
+        match execute(&workload, *guarantee, &run_dir, &interrupted, args.test_forget_reads) {
+            Ok(Execution { mut result, problems, verdict_brief }) => {
                 failures.extend(problems.into_iter().map(|problem| format!("{label}: {problem}")));
+                // Without a subscription nothing was read: the verdict is UNKNOWN by
+                // construction and decides nothing.
+                if let (Some(guarantee), Some(checker)) = (guarantee, &result.checker) {
+                    if workload.subscriptions_per_topic > 0 {
+                        let status = checker.verdict.status;
+                        verdicts.push(VerdictLine { guarantee: *guarantee, status, brief: verdict_brief });
+                    }
+                }
                 result.label = Some(label.clone());
                 result.workload_source = source.clone();
                 let path = corelog_reports::output_path(&run_dir, corelog_reports::Output::Result);
@@ -126,13 +189,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let files = corelog_reports::render_report(&results, &out_dir).context("rendering the report")?;
         eprintln!("  report: {} ({} charts)", files.html.display(), files.charts.len());
     }
-    if interrupted.load(Ordering::Relaxed) {
-        bail!("interrupted; what was measured is in {}", out_dir.display());
-    }
+    // The verdicts come last, so the closing line says which guarantee failed.
+    let mut closing = Vec::new();
     if !failures.is_empty() {
-        bail!("the run failed:\n  {}", failures.join("\n  "));
+        closing.push(format!("the run failed:\n  {}", failures.join("\n  ")));
     }
-    Ok(())
+    if interrupted.load(Ordering::Relaxed) {
+        let not_run: Vec<&str> = guarantees.iter().skip(started).flatten().map(|guarantee| guarantee.name()).collect();
+        let skipped = if not_run.is_empty() { String::new() } else { format!(" (not run: {})", not_run.join(", ")) };
+        closing.push(format!("interrupted; what was measured is in {}{skipped}", out_dir.display()));
+    }
+    let verdicts_held = verdicts.iter().all(|line| line.status == VerdictStatus::Pass);
+    if closing.is_empty() && verdicts_held {
+        if workload.subscriptions_per_topic == 0 {
+            eprintln!("corelog run: done; no subscription reads the topics, so no delivery guarantee was checked");
+        } else if verdicts.is_empty() {
+            eprintln!("corelog run: done; the workload lists no delivery guarantee, so none was checked");
+        } else {
+            eprintln!("corelog run: {}", verdicts_line(&verdicts));
+        }
+        return Ok(());
+    }
+    if !verdicts.is_empty() {
+        closing.push(verdicts_line(&verdicts));
+    }
+    bail!("{}", closing.join("\n"))
 }
 
 /// What the system under test is, for one execution.
@@ -281,19 +362,30 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, metrics::LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 
-/// One execution of the workload under one guarantee: its result, and problems
-/// that make the run a failure although it measured something (faults that could
-/// not be injected, consumers that failed).
+/// What one execution of the workload under one guarantee measured and found.
+struct Execution {
+    result: RunResult,
+    /// What makes the run a failure although it measured something (faults that
+    /// could not be injected, consumers that failed).
+    problems: Vec<String>,
+    /// What decided the checker's verdict, in a few words (empty for a pass, and
+    /// without a guarantee).
+    verdict_brief: String,
+}
+
+/// One execution of the workload under one guarantee. `forget_reads`: see
+/// `RunArgs::test_forget_reads` (tests only).
 fn execute(
     workload: &Workload,
     guarantee: Option<Guarantee>,
     run_dir: &Path,
     interrupted: &Arc<AtomicBool>,
-) -> anyhow::Result<(RunResult, Vec<String>)> {
+    forget_reads: Option<NonZeroU64>,
+) -> anyhow::Result<Execution> {
     let seed = workload.seed.unwrap_or_else(|| crate::payload::now_us() as u64);
     let nonce = format!("{:06x}", seed & 0xff_ffff);
     let target = start_target(workload, run_dir)?;
-    let outcome = execute_on(workload, guarantee, run_dir, interrupted, &target, seed, &nonce);
+    let outcome = execute_on(workload, guarantee, run_dir, interrupted, &target, seed, &nonce, forget_reads);
     let stopped = target.stop();
     if run_dir.join(".scratch").exists() {
         if let Err(error) = std::fs::remove_dir_all(run_dir.join(".scratch")) {
@@ -348,7 +440,8 @@ fn execute_on(
     target: &Target,
     seed: u64,
     nonce: &str,
-) -> anyhow::Result<(RunResult, Vec<String>)> {
+    forget_reads: Option<NonZeroU64>,
+) -> anyhow::Result<Execution> {
     let driver = target.driver();
     let topic_config = match &workload.cluster {
         Cluster::Local(local) => local.topic_config.clone(),
@@ -374,6 +467,7 @@ fn execute_on(
             topic_index,
             subscription,
             positions: positions[subscription as usize].clone(),
+            forget_reads,
         })
     };
     let workers = match target.kafka() {
@@ -443,6 +537,9 @@ fn execute_on(
     result.environment = environment::collect(workload);
     result.workload_echo = serde_json::json!({ "summary": workload.summary(), "file": workload.path.display().to_string(), "seed": seed });
     result.delivery_guarantee = guarantee.map(report_guarantee);
+    if let Some(every) = forget_reads {
+        result.workload_echo["testForgetReads"] = every.get().into();
+    }
 
     let mut totals = result::Totals {
         publish_service_us: new_histogram(),
@@ -593,8 +690,11 @@ fn execute_on(
         subscriptions,
         result.counts.errors
     );
+    let mut verdict_brief = String::new();
     if let Some(guarantee) = guarantee {
         let checked = history.check(report_guarantee(guarantee), drain_complete);
+        verdict_brief = checked.brief;
+        let checked = checked.result;
         let c = &checked.counts;
         eprintln!(
             "  checker: {} ({}): lost {}, unseen {}, duplicate {}, written twice {}, reordered {}, ambiguous {}",
@@ -612,7 +712,7 @@ fn execute_on(
         }
         result.checker = Some(checked);
     }
-    Ok((result, problems))
+    Ok(Execution { result, problems, verdict_brief })
 }
 
 /// Consumes until every subscription has read every partition to its end offset

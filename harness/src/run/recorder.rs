@@ -4,6 +4,7 @@
 //! has read its partitions to the end.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
 use crate::checker::{History, Reported};
@@ -62,19 +63,28 @@ pub struct ConsumerSink {
     pub topic_index: u32,
     pub subscription: u32,
     pub positions: Arc<ReadPositions>,
+    /// Test only (`corelog run --test-forget-reads N`): reads of messages whose
+    /// sequence is a multiple of N are kept from the history, so the checker sees
+    /// those messages lost; metrics and read positions still count them, so the
+    /// drain completes as usual.
+    pub forget_reads: Option<NonZeroU64>,
 }
 
 impl MessageSink for ConsumerSink {
     fn received(&self, message: Received<'_>) {
         if let Some(header) = PayloadHeader::parse(message.payload) {
-            self.history.received(
-                self.subscription,
-                self.topic_index,
-                message.partition,
-                message.offset,
-                header.producer_id,
-                header.sequence,
-            );
+            // Test only: see `forget_reads`.
+            let forgotten = self.forget_reads.is_some_and(|every| header.sequence % every.get() == 0);
+            if !forgotten {
+                self.history.received(
+                    self.subscription,
+                    self.topic_index,
+                    message.partition,
+                    message.offset,
+                    header.producer_id,
+                    header.sequence,
+                );
+            }
         }
         self.positions.note(self.topic_index, message.partition, message.offset);
         self.metrics.received(message);
