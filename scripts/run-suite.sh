@@ -7,6 +7,9 @@
 #
 # Each workload is validated first (corelog check), so a typo fails the suite before
 # anything runs. Results: <out>/<workload file name>/result.json and report.html.
+# A workload whose run fails (exit 1: a verdict that is not PASS, or a failed run)
+# does not stop the suite: the rest still run and are reported, and the suite exits
+# 1 at the end naming them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:?usage: scripts/run-suite.sh WORKLOAD_DIR [OUT_DIR]}
@@ -17,10 +20,14 @@ mapfile -t files < <(find "$dir" -maxdepth 1 -name '*.yaml' | sort)
 [ "${#files[@]}" -gt 0 ] || { echo "no *.yaml in $dir" >&2; exit 2; }
 "$corelog" check "${files[@]}"
 results=()
+failed=()
+# Ctrl-C reaches the running `corelog run` too, which stops, writes what it measured
+# and exits 1; the suite stops then instead of going on to the next workload.
+trap 'echo "interrupted" >&2; exit 130' INT
 for file in "${files[@]}"; do
   name=$(basename "$file" .yaml)
   echo "== $name"
-  "$corelog" run "$file" --out "$out/$name"
+  "$corelog" run "$file" --out "$out/$name" || failed+=("$name")
   # A workload with several guarantees writes one result per guarantee.
   while IFS= read -r result; do results+=("$result"); done < <(find "$out/$name" -name result.json | sort)
 done
@@ -30,3 +37,7 @@ else
   "$corelog" report "${results[@]}" --out "$out/compare"
 fi
 echo "suite report: $out/compare/report.html"
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "failed: ${failed[*]} (see each run's closing line above)" >&2
+  exit 1
+fi
