@@ -387,7 +387,10 @@ impl<S: Storage> PartitionLog<S> {
         self.check_writable()?;
         let next = self.log_end_offset();
         if let Err(error) = self.active_mut().seal().await {
-            return Err(self.poison(error));
+            // A full disk while writing the segment's buffers out leaves the bytes in
+            // memory and the files as they were: the roll is retried by a later
+            // append. Anything else, a failed fdatasync above all, poisons.
+            return Err(if is_full_disk_write(&error) { error } else { self.poison(error) });
         }
         self.durable_offset = next;
         self.written_offset = next;
@@ -737,15 +740,31 @@ impl<S: Storage> PartitionLog<S> {
         let poisoned = self.poisoned.is_some();
         let end = self.log_end_offset();
         let PartitionLog { storage, dir, segments, producer_state, mut snapshots, .. } = self;
+        // On a full disk (a write, not a sync, refused) the close goes on without the
+        // snapshot and the marker: what was written out is in the files, and the next
+        // open recovers by scanning, as after a crash, needing no space to do so.
+        let mut no_space = None;
         for (_, segment) in segments {
-            segment.close().await?;
-        }
-        if !poisoned {
-            // A snapshot already at the end (a roll just before) holds the same state.
-            if !snapshots.contains(end) {
-                snapshots.write(&storage, &producer_state, end).await?;
+            match segment.close().await {
+                Err(error) if is_full_disk_write(&error) => no_space = no_space.or(Some(error)),
+                other => other?,
             }
-            storage.write_file_atomic(&dir.join(CLEAN_SHUTDOWN_FILE), b"clean\n").await?;
+        }
+        if !poisoned && no_space.is_none() {
+            // A snapshot already at the end (a roll just before) holds the same state.
+            let marked = async {
+                if !snapshots.contains(end) {
+                    snapshots.write(&storage, &producer_state, end).await?;
+                }
+                storage.write_file_atomic(&dir.join(CLEAN_SHUTDOWN_FILE), b"clean\n").await
+            };
+            match marked.await {
+                Err(error) if is_full_disk_write(&error) => no_space = Some(error),
+                other => other?,
+            }
+        }
+        if let Some(error) = no_space {
+            tracing::warn!("closing {}: {error}; the next start recovers the log by scanning it", dir.display());
         }
         Ok(())
     }
@@ -790,6 +809,12 @@ fn check_contiguous<S: Storage>(segments: &BTreeMap<Offset, LogSegment<S>>, part
         previous = Some(segment);
     }
     Ok(())
+}
+
+/// ENOSPC from a write (not from an fsync, which poisons like any failed fsync): the
+/// bytes being written are still in memory and the file is as it was.
+fn is_full_disk_write(error: &EngineError) -> bool {
+    matches!(error, EngineError::NoSpace { op, .. } if !op.contains("sync"))
 }
 
 async fn read_offset_file<S: Storage>(storage: &S, path: &Path) -> Result<Option<Offset>> {

@@ -18,7 +18,7 @@
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::storage::{FileRole, Storage, StorageFile};
 use crate::types::TimestampMs;
 
@@ -115,13 +115,34 @@ impl<S: Storage, E: IndexEntry> SparseIndex<S, E> {
         &self.path
     }
 
+    /// Adds an entry. On a full disk the entry is left out, in memory and in the file
+    /// alike, and the append still succeeds: an index is sparse by design (a lookup
+    /// takes the nearest entry below and scans the log from there), so a missing entry
+    /// costs a longer scan, never a wrong answer, and a full disk does not stop the
+    /// log (recovery on a full disk above all).
     pub async fn append(&mut self, entry: E) -> Result<()> {
         if let Some(last) = self.entries.last() {
             assert!(entry.key() > last.key(), "index keys must increase: {last:?} then {entry:?}");
         }
-        self.file.append(&entry.encode()).await?;
-        self.entries.push(entry);
+        match self.file.append(&entry.encode()).await {
+            Ok(()) => self.entries.push(entry),
+            Err(EngineError::NoSpace { .. }) => tracing::debug!("{}: no space for an entry, left out", self.path.display()),
+            Err(error) => return Err(error),
+        }
         Ok(())
+    }
+
+    /// [`Self::sync`], except that a full disk leaves the unwritten entries in memory
+    /// (where lookups see them) rather than failing: for recovery, which must not
+    /// need space to open a log. The file keeps a prefix of the entries.
+    pub async fn sync_if_room(&mut self) -> Result<()> {
+        match self.file.sync().await {
+            Err(EngineError::NoSpace { .. }) => {
+                tracing::warn!("{}: no space to write the index out; it is kept in memory", self.path.display());
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Index of the last entry whose key is at most `key`.

@@ -208,8 +208,8 @@ impl<S: Storage> LogSegment<S> {
         // What survived may have been unsynced when the process died (still in the
         // device cache): it counts as durable from now on, so make it so.
         self.log.sync().await?;
-        self.offset_index.sync().await?;
-        self.time_index.sync().await?;
+        self.offset_index.sync_if_room().await?;
+        self.time_index.sync_if_room().await?;
         Ok(report)
     }
 

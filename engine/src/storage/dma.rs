@@ -53,10 +53,20 @@ impl DmaStorage {
     /// is empty, the read "succeeds" and the device is wrongly marked pollable; every
     /// later read then fails with EOPNOTSUPP on devices without polled IO (virtio,
     /// most cloud disks). Opening a file that does have a block first gets the probe
-    /// right.
+    /// right: an existing file of the data directory on the same device when there
+    /// is one (so a full disk, where no probe file can be written, still starts),
+    /// else a block written for the purpose as `probe_name` and removed after.
     pub async fn prime_device_probe(&self, dir: &Path, probe_name: &str) -> Result<()> {
+        if let Some(existing) = file_with_a_block(dir) {
+            let file =
+                OpenOptions::new().read(true).dma_open(&existing).await.map_err(|e| glommio_io("open", &existing, e))?;
+            return file.close().await.map_err(|e| glommio_io("close", &existing, e));
+        }
         let path = dir.join(probe_name);
-        std::fs::write(&path, vec![0u8; 4096]).map_err(std_io("write", &path))?;
+        if let Err(error) = std::fs::write(&path, vec![0u8; 4096]) {
+            let _ = std::fs::remove_file(&path);
+            return Err(EngineError::io("write", &path, error));
+        }
         let file = OpenOptions::new().read(true).dma_open(&path).await.map_err(|e| glommio_io("open", &path, e))?;
         file.close().await.map_err(|e| glommio_io("close", &path, e))?;
         std::fs::remove_file(&path).map_err(std_io("remove", &path))
@@ -75,6 +85,29 @@ fn glommio_io<T>(op: &'static str, path: &Path, error: glommio::GlommioError<T>)
     EngineError::io(op, path, source)
 }
 
+/// A regular file of at least one block on `dir`'s device, looked for in `dir` and
+/// two levels below it (`<topic>/<partition>/` segments); `None` if there is none.
+fn file_with_a_block(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(dir).ok()?.dev();
+    let mut pending = vec![(dir.to_path_buf(), 0)];
+    while let Some((path, depth)) = pending.pop() {
+        for entry in std::fs::read_dir(&path).ok()?.flatten() {
+            let Ok(metadata) = entry.metadata() else { continue };
+            if metadata.dev() != device {
+                continue;
+            }
+            if metadata.is_file() && metadata.len() >= 4096 {
+                return Some(entry.path());
+            }
+            if metadata.is_dir() && depth < 2 {
+                pending.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    None
+}
+
 fn std_io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> EngineError + 'a {
     move |source| EngineError::io(op, path, source)
 }
@@ -88,9 +121,15 @@ pub(crate) fn sync_dir_blocking(path: &Path) -> Result<()> {
 pub(crate) fn replace_file_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary).map_err(std_io("create", &temporary))?;
-    file.write_all(bytes).map_err(std_io("write", &temporary))?;
-    file.sync_all().map_err(std_io("fsync", &temporary))?;
+    let written = std::fs::File::create(&temporary).map_err(std_io("create", &temporary)).and_then(|mut file| {
+        file.write_all(bytes).map_err(std_io("write", &temporary))?;
+        file.sync_all().map_err(std_io("fsync", &temporary))
+    });
+    if let Err(error) = written {
+        // A full disk leaves no half-written temporary behind; `path` is untouched.
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
+    }
     std::fs::rename(&temporary, path).map_err(std_io("rename", path))?;
     sync_dir_blocking(path.parent().unwrap_or(Path::new(".")))
 }

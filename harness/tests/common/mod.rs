@@ -51,11 +51,14 @@ pub struct BrokerOptions {
     pub config_yaml: Option<String>,
     /// `--advertised-listener host:port` (e.g. a test proxy in front of the broker).
     pub advertised_listener: Option<String>,
+    /// A data directory of the test's own (e.g. on a small file system it mounted),
+    /// instead of a fresh one under the test's temporary directory. Left in place.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl BrokerOptions {
     pub fn new(name: &str) -> BrokerOptions {
-        BrokerOptions { name: name.to_string(), cores: 2, config_yaml: None, advertised_listener: None }
+        BrokerOptions { name: name.to_string(), cores: 2, config_yaml: None, advertised_listener: None, data_dir: None }
     }
 
     /// Every topic, internal ones included, acknowledges writes only once they are
@@ -71,6 +74,9 @@ impl BrokerOptions {
 pub struct BrokerProcess {
     options: BrokerOptions,
     child: Option<Child>,
+    /// The test's directory: log, config, and the data directory unless the options
+    /// name another.
+    root: PathBuf,
     data_dir: PathBuf,
     log_path: PathBuf,
     config_path: Option<PathBuf>,
@@ -91,12 +97,13 @@ impl BrokerProcess {
             path
         });
         let mut broker = BrokerProcess {
-            data_dir: root.join("data"),
+            data_dir: options.data_dir.clone().unwrap_or_else(|| root.join("data")),
             log_path: root.join("broker.log"),
             config_path,
             options,
             child: None,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            root,
         };
         broker.spawn_and_wait_ready(0).unwrap_or_else(|e| panic!("{e}"));
         broker
@@ -240,8 +247,8 @@ impl Drop for BrokerProcess {
         if std::thread::panicking() {
             eprintln!("{}", self.log_tail());
             eprintln!("data directory kept: {}", self.data_dir.display());
-        } else if let Some(root) = self.data_dir.parent() {
-            let _ = std::fs::remove_dir_all(root);
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
         }
     }
 }
