@@ -113,54 +113,28 @@ pub async fn run<S: Storage>(log: PartitionLog<S>, queue: flume::Receiver<Partit
 /// [`run`] with another bound on the commit delay (`Duration::ZERO`: none; tests that
 /// run without a glommio executor, which timers need).
 async fn run_with_commit_delay<S: Storage>(
-    mut log: PartitionLog<S>,
+    log: PartitionLog<S>,
     queue: flume::Receiver<PartitionOp>,
     commit_delay_max: Duration,
 ) {
+    let mut actor = Actor::new(log, commit_delay_max);
     let mut round: Vec<PartitionOp> = Vec::with_capacity(64);
-    let mut commit = GroupCommit { commit_delay_max, ..GroupCommit::default() };
-    let mut waiting_for_data: Vec<(Offset, Reply<()>)> = Vec::new();
-    // Under `never` and `interval`: this round's appends, answered once written out.
-    let mut unwritten: Vec<(AppendInfo, Reply<AppendInfo>)> = Vec::new();
-    // Under `interval`, when the oldest unsynced append was made.
-    let mut unsynced_since: Option<Instant> = None;
     loop {
-        let interval_deadline = match (log.config().durability, unsynced_since) {
-            (Durability::IntervalMs(ms), Some(since)) => Some(since + Duration::from_millis(ms)),
-            _ => None,
-        };
-        let deadline = match (interval_deadline, commit.delayed_until()) {
+        let interval_deadline = actor.interval_deadline();
+        let deadline = match (interval_deadline, actor.commit.delayed_until()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match next_event(&queue, deadline, commit.in_flight.front_mut().map(|(started, _)| started)).await {
+        let in_flight = actor.commit.in_flight.front_mut().map(|(started, _)| started);
+        match next_event(&queue, deadline, in_flight).await {
             Event::Op(Ok(op)) => round.push(op),
-            Event::Op(Err(flume::RecvError::Disconnected)) => {
-                commit.barrier(&mut log).await;
-                let partition = log.partition().clone();
-                if let Err(error) = log.close().await {
-                    tracing::error!("closing {partition} failed: {error}");
-                }
-                return;
-            }
+            Event::Op(Err(flume::RecvError::Disconnected)) => return actor.shut_down().await,
             Event::Synced(outcome) => {
-                commit.finish_oldest(&mut log, outcome);
-                commit.start_if_due(&mut log).await;
-                answer_data_waiters(&log, &mut waiting_for_data);
+                actor.synced(outcome).await;
                 continue;
             }
             Event::Deadline => {
-                if interval_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                    commit.barrier(&mut log).await;
-                    if let Err(error) = log.sync().await {
-                        tracing::error!("interval sync of {} failed: {error}", log.partition());
-                    }
-                    commit.settle(&mut log);
-                    unsynced_since = None;
-                }
-                // Or the commit delay ran out.
-                commit.start_if_due(&mut log).await;
-                answer_data_waiters(&log, &mut waiting_for_data);
+                actor.deadline_passed(interval_deadline).await;
                 continue;
             }
         }
@@ -170,84 +144,167 @@ async fn run_with_commit_delay<S: Storage>(
                 Err(_) => break,
             }
         }
+        if let Some((delete, reply)) = actor.serve_round(&mut round).await {
+            return actor.close(delete, reply).await;
+        }
+    }
+}
+
+/// The actor's state between events: the log and what waits on it.
+struct Actor<S: Storage> {
+    log: PartitionLog<S>,
+    commit: GroupCommit,
+    waiting_for_data: Vec<(Offset, Reply<()>)>,
+    /// Under `never` and `interval`: this round's appends, answered once written out.
+    unwritten: Vec<(AppendInfo, Reply<AppendInfo>)>,
+    /// Under `interval`, when the oldest unsynced append was made.
+    unsynced_since: Option<Instant>,
+}
+
+impl<S: Storage> Actor<S> {
+    fn new(log: PartitionLog<S>, commit_delay_max: Duration) -> Actor<S> {
+        Actor {
+            log,
+            commit: GroupCommit { commit_delay_max, ..GroupCommit::default() },
+            waiting_for_data: Vec::new(),
+            unwritten: Vec::new(),
+            unsynced_since: None,
+        }
+    }
+
+    /// Under `interval`: when the oldest unsynced append must be synced.
+    fn interval_deadline(&self) -> Option<Instant> {
+        match (self.log.config().durability, self.unsynced_since) {
+            (Durability::IntervalMs(ms), Some(since)) => Some(since + Duration::from_millis(ms)),
+            _ => None,
+        }
+    }
+
+    /// Every sender is gone: commit what waits and close cleanly.
+    async fn shut_down(mut self) {
+        self.commit.barrier(&mut self.log).await;
+        let partition = self.log.partition().clone();
+        if let Err(error) = self.log.close().await {
+            tracing::error!("closing {partition} failed: {error}");
+        }
+    }
+
+    /// The oldest sync in flight completed.
+    async fn synced(&mut self, outcome: Result<()>) {
+        self.commit.finish_oldest(&mut self.log, outcome);
+        self.commit.start_if_due(&mut self.log).await;
+        answer_data_waiters(&self.log, &mut self.waiting_for_data);
+    }
+
+    /// The `interval` deadline or the commit delay ran out.
+    async fn deadline_passed(&mut self, interval_deadline: Option<Instant>) {
+        if interval_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            self.commit.barrier(&mut self.log).await;
+            if let Err(error) = self.log.sync().await {
+                tracing::error!("interval sync of {} failed: {error}", self.log.partition());
+            }
+            self.commit.settle(&mut self.log);
+            self.unsynced_since = None;
+        }
+        self.commit.start_if_due(&mut self.log).await;
+        answer_data_waiters(&self.log, &mut self.waiting_for_data);
+    }
+
+    /// Performs a round of ops in order, then settles what they made durable or
+    /// written. Returns the `Close` op if one came (ops queued behind it are dropped
+    /// with it; their requesters see a disconnected reply channel).
+    async fn serve_round(&mut self, round: &mut Vec<PartitionOp>) -> Option<(bool, Reply<()>)> {
         let mut close = None;
         for op in round.drain(..) {
-            match op {
-                PartitionOp::Append { bytes, leader_epoch, reply } => match log.append(bytes, leader_epoch).await {
-                    Ok(info) if info.duplicate && info.last_offset < log.durable_offset() => answer(reply, Ok(info)),
-                    Ok(info) if log.config().durability == Durability::Always => commit.wait(info, reply),
-                    Ok(info) => unwritten.push((info, reply)),
-                    Err(error) => answer(reply, Err(error)),
-                },
-                PartitionOp::Read { offset, max_bytes, offset_limit, reply } => {
-                    answer(reply, log.read(offset, max_bytes, offset_limit).await)
-                }
-                PartitionOp::ListOffset { spec, reply } => answer(reply, log.list_offset(spec).await),
-                PartitionOp::Sync { reply } => {
-                    write_out(&mut log, &mut unwritten).await;
-                    commit.barrier(&mut log).await;
-                    answer(reply, log.sync().await);
-                }
-                PartitionOp::Truncate { offset, reply } => {
-                    write_out(&mut log, &mut unwritten).await;
-                    commit.barrier(&mut log).await;
-                    answer(reply, log.truncate_to(offset).await);
-                }
-                PartitionOp::DeleteRecords { offset, reply } => {
-                    write_out(&mut log, &mut unwritten).await;
-                    answer(reply, log.delete_records(offset).await)
-                }
-                PartitionOp::SetConfig { config, reply } => {
-                    // Appends made under the old policy are answered under it.
-                    write_out(&mut log, &mut unwritten).await;
-                    log.set_config(config);
-                    answer(reply, Ok(()));
-                }
-                PartitionOp::Stats { reply } => answer(reply, Ok(log.stats())),
-                PartitionOp::WaitForData { offset, reply } => {
-                    if log.high_watermark() > offset {
-                        answer(reply, Ok(()));
-                    } else {
-                        if waiting_for_data.len() >= DATA_WAITERS_MAX {
-                            let (_, oldest) = waiting_for_data.remove(0);
-                            answer(oldest, Ok(()));
-                        }
-                        waiting_for_data.push((offset, reply));
-                    }
-                }
-                PartitionOp::Housekeeping => {
-                    write_out(&mut log, &mut unwritten).await;
-                    commit.barrier(&mut log).await;
-                    if let Err(error) = log.housekeeping().await {
-                        tracing::error!("housekeeping of {} failed: {error}", log.partition());
-                    }
-                }
-                PartitionOp::Close { delete, reply } => {
-                    close = Some((delete, reply));
-                    break;
-                }
+            if let PartitionOp::Close { delete, reply } = op {
+                close = Some((delete, reply));
+                break;
             }
+            self.serve(op).await;
         }
-        write_out(&mut log, &mut unwritten).await;
+        write_out(&mut self.log, &mut self.unwritten).await;
         // A roll during the round (which syncs the sealed segment) or an explicit sync
         // may have made waiting appends durable.
-        commit.settle(&mut log);
-        commit.start_if_due(&mut log).await;
-        answer_data_waiters(&log, &mut waiting_for_data);
-        if log.durable_offset() == log.log_end_offset() {
-            unsynced_since = None;
-        } else if unsynced_since.is_none() {
-            unsynced_since = Some(Instant::now());
+        self.commit.settle(&mut self.log);
+        self.commit.start_if_due(&mut self.log).await;
+        answer_data_waiters(&self.log, &mut self.waiting_for_data);
+        if self.log.durable_offset() == self.log.log_end_offset() {
+            self.unsynced_since = None;
+        } else if self.unsynced_since.is_none() {
+            self.unsynced_since = Some(Instant::now());
         }
-        if let Some((delete, reply)) = close {
-            commit.barrier(&mut log).await;
-            answer_data_waiters(&log, &mut waiting_for_data);
-            // Ops queued behind the close are dropped with it; their requesters see
-            // a disconnected reply channel.
-            let result = if delete { log.delete().await } else { log.close().await };
-            answer(reply, result);
+        close
+    }
+
+    /// One op other than `Close`.
+    async fn serve(&mut self, op: PartitionOp) {
+        let log = &mut self.log;
+        match op {
+            PartitionOp::Append { bytes, leader_epoch, reply } => match log.append(bytes, leader_epoch).await {
+                Ok(info) if info.duplicate && info.last_offset < log.durable_offset() => answer(reply, Ok(info)),
+                Ok(info) if log.config().durability == Durability::Always => self.commit.wait(info, reply),
+                Ok(info) => self.unwritten.push((info, reply)),
+                Err(error) => answer(reply, Err(error)),
+            },
+            PartitionOp::Read { offset, max_bytes, offset_limit, reply } => {
+                answer(reply, log.read(offset, max_bytes, offset_limit).await)
+            }
+            PartitionOp::ListOffset { spec, reply } => answer(reply, log.list_offset(spec).await),
+            PartitionOp::Sync { reply } => {
+                self.settle_all().await;
+                answer(reply, self.log.sync().await);
+            }
+            PartitionOp::Truncate { offset, reply } => {
+                self.settle_all().await;
+                answer(reply, self.log.truncate_to(offset).await);
+            }
+            PartitionOp::DeleteRecords { offset, reply } => {
+                write_out(log, &mut self.unwritten).await;
+                answer(reply, log.delete_records(offset).await)
+            }
+            PartitionOp::SetConfig { config, reply } => {
+                // Appends made under the old policy are answered under it.
+                write_out(log, &mut self.unwritten).await;
+                log.set_config(config);
+                answer(reply, Ok(()));
+            }
+            PartitionOp::Stats { reply } => answer(reply, Ok(log.stats())),
+            PartitionOp::WaitForData { offset, reply } => self.wait_for_data(offset, reply),
+            PartitionOp::Housekeeping => {
+                self.settle_all().await;
+                if let Err(error) = self.log.housekeeping().await {
+                    tracing::error!("housekeeping of {} failed: {error}", self.log.partition());
+                }
+            }
+            PartitionOp::Close { .. } => unreachable!("serve_round takes Close"),
+        }
+    }
+
+    /// Writes out and commits every append so far, with no sync left in flight: for
+    /// ops that must not overlap a sync (truncation, roll) or promise durability.
+    async fn settle_all(&mut self) {
+        write_out(&mut self.log, &mut self.unwritten).await;
+        self.commit.barrier(&mut self.log).await;
+    }
+
+    fn wait_for_data(&mut self, offset: Offset, reply: Reply<()>) {
+        if self.log.high_watermark() > offset {
+            answer(reply, Ok(()));
             return;
         }
+        if self.waiting_for_data.len() >= DATA_WAITERS_MAX {
+            let (_, oldest) = self.waiting_for_data.remove(0);
+            answer(oldest, Ok(()));
+        }
+        self.waiting_for_data.push((offset, reply));
+    }
+
+    /// The `Close` op: commit what waits, then close (or delete) the log and answer.
+    async fn close(mut self, delete: bool, reply: Reply<()>) {
+        self.commit.barrier(&mut self.log).await;
+        answer_data_waiters(&self.log, &mut self.waiting_for_data);
+        let result = if delete { self.log.delete().await } else { self.log.close().await };
+        answer(reply, result);
     }
 }
 
