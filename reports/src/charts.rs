@@ -2,8 +2,9 @@
 //! to draw it (a [`ChartRenderer`]; [`PngRenderer`] is the one we ship).
 //!
 //! [`build_charts`] decides which charts a set of runs gets and fills them with
-//! data; a renderer only turns a [`Chart`] into image bytes. Writing files is not a
-//! renderer's business: `report.rs` names and writes every output.
+//! data, one function per chart, in [`ChartId::ALL`]'s order; a renderer only turns
+//! a [`Chart`] into image bytes. Writing files is not a renderer's business:
+//! `report.rs` names and writes every output.
 //!
 //! Limits: fault labels are staggered over three rows above the plot; many faults
 //! close together still overprint there (the Faults table lists every one). Lines
@@ -37,6 +38,7 @@ pub enum ChartId {
 }
 
 impl ChartId {
+    /// Every chart, in report order: [`build_charts`] builds them in this order.
     pub const ALL: [ChartId; 5] = [
         ChartId::Throughput,
         ChartId::Backlog,
@@ -180,24 +182,92 @@ const CHARTED_KINDS: [LatencyKind; 3] = [
 /// `labels[i]` names `runs[i]` in legends (a missing one falls back to the run's
 /// display label).
 pub fn build_charts(runs: &[RunResult], labels: &[String]) -> Vec<Chart> {
-    let labels: Vec<String> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, run)| {
-            labels
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| run.display_label())
+    let input = ChartInput::new(runs, labels);
+    ChartId::ALL
+        .into_iter()
+        .filter_map(|id| {
+            let build = match id {
+                ChartId::Throughput => throughput_chart,
+                ChartId::Backlog => backlog_chart,
+                ChartId::LatencyOverTime => latency_over_time_chart,
+                ChartId::LatencyQuantiles => latency_quantiles_chart,
+                ChartId::GuaranteeCounts => guarantee_counts_chart,
+            };
+            build(&input)
         })
-        .collect();
-    let faults = fault_bands(runs);
-    let x_end_seconds = time_axis_end(runs, &faults);
-    let overlay = runs.len() > 1;
-    let mut charts = Vec::new();
+        .collect()
+}
 
-    // Throughput.
+/// What every chart is built from: the runs, their legend labels, and the fault
+/// bands and time axis that all time-series charts share.
+struct ChartInput<'a> {
+    runs: &'a [RunResult],
+    /// One per run.
+    labels: Vec<String>,
+    faults: Vec<FaultBand>,
+    x_end_seconds: f64,
+    /// Several runs overlaid: a colour per run, a dash per line of a run.
+    overlay: bool,
+}
+
+impl<'a> ChartInput<'a> {
+    fn new(runs: &'a [RunResult], labels: &[String]) -> Self {
+        let labels = runs
+            .iter()
+            .enumerate()
+            .map(|(i, run)| {
+                labels
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| run.display_label())
+            })
+            .collect();
+        let faults = fault_bands(runs);
+        let x_end_seconds = time_axis_end(runs, &faults);
+        ChartInput {
+            runs,
+            labels,
+            faults,
+            x_end_seconds,
+            overlay: runs.len() > 1,
+        }
+    }
+
+    /// Line `line_index` of run `run_index`, called `name`: with several runs, in
+    /// the run's colour with the line's dash; with one, in the line's colour.
+    fn line(
+        &self,
+        run_index: usize,
+        line_index: usize,
+        name: &str,
+        points: Vec<(f64, Option<f64>)>,
+    ) -> Line {
+        Line {
+            label: line_label(self.overlay, &self.labels[run_index], name),
+            color: if self.overlay { run_index } else { line_index },
+            dash: if self.overlay {
+                Dash::nth(line_index)
+            } else {
+                Dash::Solid
+            },
+            points,
+        }
+    }
+
+    /// A time-series body over `panels`, with the shared fault bands and time axis.
+    fn time_series(&self, panels: Vec<Panel>) -> ChartBody {
+        ChartBody::TimeSeries(TimeSeriesChart {
+            panels,
+            faults: self.faults.clone(),
+            x_end_seconds: self.x_end_seconds,
+        })
+    }
+}
+
+/// Publish and consume rate over time.
+fn throughput_chart(input: &ChartInput<'_>) -> Option<Chart> {
     let mut lines = Vec::new();
-    for (run_index, run) in runs.iter().enumerate() {
+    for (run_index, run) in input.runs.iter().enumerate() {
         let named = [
             ("publish", &run.publish_rate),
             ("consume", &run.consume_rate),
@@ -206,50 +276,42 @@ pub fn build_charts(runs: &[RunResult], labels: &[String]) -> Vec<Chart> {
             if rates.is_empty() {
                 continue;
             }
-            lines.push(Line {
-                label: line_label(overlay, &labels[run_index], name),
-                color: if overlay { run_index } else { line_index },
-                dash: if overlay {
-                    Dash::nth(line_index)
-                } else {
-                    Dash::Solid
-                },
-                points: rates
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &rate)| (run.window_end_seconds(i), Some(rate)))
-                    .collect(),
-            });
+            let points = rates
+                .iter()
+                .enumerate()
+                .map(|(i, &rate)| (run.window_end_seconds(i), Some(rate)))
+                .collect();
+            lines.push(input.line(run_index, line_index, name, points));
         }
     }
-    if !lines.is_empty() {
-        charts.push(Chart {
-            id: ChartId::Throughput,
-            title: "Throughput".into(),
-            caption: "Messages per second acknowledged (publish) and consumed, per window; \
-                      shaded bands are injected faults."
-                .into(),
-            body: ChartBody::TimeSeries(TimeSeriesChart {
-                panels: vec![Panel {
-                    title: "Publish and consume rate".into(),
-                    y_label: "msg/s".into(),
-                    y_scale: Scale::Linear,
-                    lines,
-                }],
-                faults: faults.clone(),
-                x_end_seconds,
-            }),
-        });
+    if lines.is_empty() {
+        return None;
     }
+    Some(Chart {
+        id: ChartId::Throughput,
+        title: "Throughput".into(),
+        caption: "Messages per second acknowledged (publish) and consumed, per window; \
+                  shaded bands are injected faults."
+            .into(),
+        body: input.time_series(vec![Panel {
+            title: "Publish and consume rate".into(),
+            y_label: "msg/s".into(),
+            y_scale: Scale::Linear,
+            lines,
+        }]),
+    })
+}
 
-    // Backlog.
-    let lines: Vec<Line> = runs
+/// Backlog over time: one line per run, in the run's colour even alone.
+fn backlog_chart(input: &ChartInput<'_>) -> Option<Chart> {
+    let lines: Vec<Line> = input
+        .runs
         .iter()
         .enumerate()
         .filter(|(_, run)| !run.backlog.is_empty())
         .map(|(run_index, run)| Line {
-            label: if overlay {
-                labels[run_index].clone()
+            label: if input.overlay {
+                input.labels[run_index].clone()
             } else {
                 "backlog".into()
             },
@@ -263,156 +325,148 @@ pub fn build_charts(runs: &[RunResult], labels: &[String]) -> Vec<Chart> {
                 .collect(),
         })
         .collect();
-    if !lines.is_empty() {
-        charts.push(Chart {
-            id: ChartId::Backlog,
+    if lines.is_empty() {
+        return None;
+    }
+    Some(Chart {
+        id: ChartId::Backlog,
+        title: "Backlog".into(),
+        caption: "Messages published but not yet consumed at the end of each window.".into(),
+        body: input.time_series(vec![Panel {
             title: "Backlog".into(),
-            caption: "Messages published but not yet consumed at the end of each window.".into(),
-            body: ChartBody::TimeSeries(TimeSeriesChart {
-                panels: vec![Panel {
-                    title: "Backlog".into(),
-                    y_label: "messages".into(),
-                    y_scale: Scale::Linear,
-                    lines,
-                }],
-                faults: faults.clone(),
-                x_end_seconds,
-            }),
-        });
-    }
+            y_label: "messages".into(),
+            y_scale: Scale::Linear,
+            lines,
+        }]),
+    })
+}
 
-    // Latency percentiles over time: one panel per kind that has windows.
-    let mut panels = Vec::new();
-    for kind in CHARTED_KINDS {
-        let mut lines = Vec::new();
-        for (run_index, run) in runs.iter().enumerate() {
-            let view = run.latency(kind);
-            for (stat_index, stat) in OVER_TIME_STATS.into_iter().enumerate() {
-                let windows = view.windows(stat);
-                if windows.iter().all(Option::is_none) {
-                    continue;
-                }
-                lines.push(Line {
-                    label: line_label(overlay, &labels[run_index], stat.title()),
-                    color: if overlay { run_index } else { stat_index },
-                    dash: if overlay {
-                        Dash::nth(stat_index)
-                    } else {
-                        Dash::Solid
-                    },
-                    points: windows
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &value)| (run.window_end_seconds(i), value))
-                        .collect(),
-                });
-            }
-        }
-        if !lines.is_empty() {
-            panels.push(Panel {
-                title: format!("{} latency", capitalise(kind.title())),
-                y_label: kind.unit().into(),
-                y_scale: Scale::Log,
-                lines,
-            });
-        }
+/// Latency percentiles over time: one panel per charted kind that has windows.
+fn latency_over_time_chart(input: &ChartInput<'_>) -> Option<Chart> {
+    let panels: Vec<Panel> = CHARTED_KINDS
+        .into_iter()
+        .filter_map(|kind| latency_over_time_panel(input, kind))
+        .collect();
+    if panels.is_empty() {
+        return None;
     }
-    if !panels.is_empty() {
-        charts.push(Chart {
-            id: ChartId::LatencyOverTime,
-            title: "Latency percentiles over time".into(),
-            caption: "p50, p99 and p99.9 per window (log scale). Publish is send to ack, \
-                      corrected is intended send to ack, end-to-end is send to consume."
-                .into(),
-            body: ChartBody::TimeSeries(TimeSeriesChart {
-                panels,
-                faults: faults.clone(),
-                x_end_seconds,
-            }),
-        });
-    }
+    Some(Chart {
+        id: ChartId::LatencyOverTime,
+        title: "Latency percentiles over time".into(),
+        caption: "p50, p99 and p99.9 per window (log scale). Publish is send to ack, \
+                  corrected is intended send to ack, end-to-end is send to consume."
+            .into(),
+        body: input.time_series(panels),
+    })
+}
 
-    // Latency quantiles.
+/// The [`OVER_TIME_STATS`] lines of `kind` for every run; `None` when no run has a
+/// window of them.
+fn latency_over_time_panel(input: &ChartInput<'_>, kind: LatencyKind) -> Option<Panel> {
     let mut lines = Vec::new();
-    for (run_index, run) in runs.iter().enumerate() {
+    for (run_index, run) in input.runs.iter().enumerate() {
+        let view = run.latency(kind);
+        for (stat_index, stat) in OVER_TIME_STATS.into_iter().enumerate() {
+            let windows = view.windows(stat);
+            if windows.iter().all(Option::is_none) {
+                continue;
+            }
+            let points = windows
+                .iter()
+                .enumerate()
+                .map(|(i, &value)| (run.window_end_seconds(i), value))
+                .collect();
+            lines.push(input.line(run_index, stat_index, stat.title(), points));
+        }
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    Some(Panel {
+        title: format!("{} latency", capitalise(kind.title())),
+        y_label: kind.unit().into(),
+        y_scale: Scale::Log,
+        lines,
+    })
+}
+
+/// Latency by percentile over the whole measured phase, one line per charted kind.
+fn latency_quantiles_chart(input: &ChartInput<'_>) -> Option<Chart> {
+    let mut lines = Vec::new();
+    for (run_index, run) in input.runs.iter().enumerate() {
         for (kind_index, kind) in CHARTED_KINDS.into_iter().enumerate() {
             let points = quantile_points(run, kind);
             if points.is_empty() {
                 continue;
             }
-            lines.push(Line {
-                label: line_label(overlay, &labels[run_index], kind.title()),
-                color: if overlay { run_index } else { kind_index },
-                dash: if overlay {
-                    Dash::nth(kind_index)
-                } else {
-                    Dash::Solid
-                },
-                points,
-            });
+            lines.push(input.line(run_index, kind_index, kind.title(), points));
         }
     }
-    if !lines.is_empty() {
-        charts.push(Chart {
-            id: ChartId::LatencyQuantiles,
-            title: "Latency by percentile".into(),
-            caption: "Latency over the whole measured phase by percentile; the percentile \
-                      axis is logarithmic in 1/(1-q), so each step right is one more nine."
-                .into(),
-            body: ChartBody::Quantiles(QuantileChart {
-                y_label: "ms".into(),
-                lines,
-            }),
-        });
+    if lines.is_empty() {
+        return None;
     }
+    Some(Chart {
+        id: ChartId::LatencyQuantiles,
+        title: "Latency by percentile".into(),
+        caption: "Latency over the whole measured phase by percentile; the percentile \
+                  axis is logarithmic in 1/(1-q), so each step right is one more nine."
+            .into(),
+        body: ChartBody::Quantiles(QuantileChart {
+            y_label: "ms".into(),
+            lines,
+        }),
+    })
+}
 
-    // Checker counts per guarantee.
-    let checked: Vec<(usize, &RunResult)> = runs
+/// The checker's anomaly counts, one bar group per checked run. A group is named by
+/// its guarantee, and by its run too when another run has the same guarantee.
+fn guarantee_counts_chart(input: &ChartInput<'_>) -> Option<Chart> {
+    let checked: Vec<(usize, &RunResult)> = input
+        .runs
         .iter()
         .enumerate()
         .filter(|(_, run)| run.checker.is_some())
         .collect();
-    if !checked.is_empty() {
-        let mut categories = Vec::new();
-        let mut groups = Vec::new();
-        for (group_index, &(run_index, run)) in checked.iter().enumerate() {
-            let Some(checker) = &run.checker else {
-                continue;
-            };
-            let anomalies = checker.counts.anomalies();
-            if categories.is_empty() {
-                categories = anomalies.iter().map(|(name, _)| name.to_string()).collect();
-            }
-            let same_guarantee_elsewhere = checked.iter().any(|&(other, other_run)| {
-                other != run_index
-                    && other_run.checker.as_ref().map(|c| c.guarantee) == Some(checker.guarantee)
-            });
-            groups.push(BarGroup {
-                label: if same_guarantee_elsewhere {
-                    format!("{}: {}", checker.guarantee, labels[run_index])
-                } else {
-                    checker.guarantee.to_string()
-                },
-                color: group_index,
-                values: anomalies.iter().map(|&(_, count)| count).collect(),
-            });
+    if checked.is_empty() {
+        return None;
+    }
+    let mut categories = Vec::new();
+    let mut groups = Vec::new();
+    for (group_index, &(run_index, run)) in checked.iter().enumerate() {
+        let Some(checker) = &run.checker else {
+            continue;
+        };
+        let anomalies = checker.counts.anomalies();
+        if categories.is_empty() {
+            categories = anomalies.iter().map(|(name, _)| name.to_string()).collect();
         }
-        charts.push(Chart {
-            id: ChartId::GuaranteeCounts,
-            title: "Checker anomalies per delivery guarantee".into(),
-            caption: "Messages per anomaly category after the final drain (lost, unseen \
-                      and duplicate count once per subscription); ambiguous sends are \
-                      counted apart, not as failures."
-                .into(),
-            body: ChartBody::Bars(BarChart {
-                y_label: "messages".into(),
-                categories,
-                groups,
-            }),
+        let same_guarantee_elsewhere = checked.iter().any(|&(other, other_run)| {
+            other != run_index
+                && other_run.checker.as_ref().map(|c| c.guarantee) == Some(checker.guarantee)
+        });
+        groups.push(BarGroup {
+            label: if same_guarantee_elsewhere {
+                format!("{}: {}", checker.guarantee, input.labels[run_index])
+            } else {
+                checker.guarantee.to_string()
+            },
+            color: group_index,
+            values: anomalies.iter().map(|&(_, count)| count).collect(),
         });
     }
-
-    charts
+    Some(Chart {
+        id: ChartId::GuaranteeCounts,
+        title: "Checker anomalies per delivery guarantee".into(),
+        caption: "Messages per anomaly category after the final drain (lost, unseen \
+                  and duplicate count once per subscription); ambiguous sends are \
+                  counted apart, not as failures."
+            .into(),
+        body: ChartBody::Bars(BarChart {
+            y_label: "messages".into(),
+            categories,
+            groups,
+        }),
+    })
 }
 
 /// A run's latency distribution for the quantile chart: its quantile map, or, for a
