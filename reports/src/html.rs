@@ -3,8 +3,11 @@
 //! mailed, archived or opened offline.
 //!
 //! Sections, in order: verdicts (when a checker ran), changes (compare only, in
-//! place of the summary) or summary, charts, delivery guarantees (when a checker ran), faults, errors,
-//! workload, environment. Every value from a result is HTML-escaped.
+//! place of the summary) or summary, charts, delivery guarantees (when a checker
+//! ran), faults and errors (when a run has any), workload, environment. One table,
+//! [`SECTIONS`], holds each section's id, title, presence and renderer; the
+//! navigation and the body both iterate it, so neither can hold a section the
+//! other lacks. Every value from a result is HTML-escaped.
 
 use base64::Engine as _;
 
@@ -56,94 +59,141 @@ padding:10px;overflow:auto;font-size:.85em}
 .muted{color:#777}footer{margin-top:40px;color:#777;font-size:.85em}
 ";
 
-/// The whole page.
+/// The whole page: a title, the runs, then every present section of [`SECTIONS`],
+/// linked from the navigation in the same order.
 pub fn render_html(
     runs: &[RunResult],
     labels: &[String],
     charts: &[EmbeddedChart],
     changes: Option<&ChangeTable>,
 ) -> String {
-    let mut page = String::new();
-    let title = format!("corelog report: {}", labels.join(" vs "));
-    page.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
-    page.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
-    outln!(page, "<title>{}</title>", escape(&title));
-    outln!(page, "<style>\n{STYLE}</style>\n</head>\n<body>");
-    outln!(page, "<h1>{}</h1>", escape(&title));
-    page.push_str(&runs_list(runs, labels));
-
-    let has_verdicts = runs.iter().any(|r| r.checker.is_some());
-    let has_faults = runs.iter().any(|r| !r.fault_windows.is_empty());
-    let has_errors = runs.iter().any(|r| !r.errors.is_empty());
-    let mut nav = Vec::new();
-    if has_verdicts {
-        nav.push(("verdicts", "Verdicts"));
-    }
-    if changes.is_some() {
-        nav.push(("changes", "Changes"));
-    }
-    // A comparison's change table is its summary.
-    if changes.is_none() {
-        nav.push(("summary", "Summary"));
-    }
-    nav.push(("charts", "Charts"));
-    if has_verdicts {
-        nav.push(("guarantees", "Delivery guarantees"));
-    }
-    if has_faults {
-        nav.push(("faults", "Faults"));
-    }
-    if has_errors {
-        nav.push(("errors", "Errors"));
-    }
-    nav.push(("workload", "Workload"));
-    nav.push(("environment", "Environment"));
-    page.push_str("<nav>");
-    for (id, name) in &nav {
-        out!(page, "<a href=\"#{id}\">{name}</a>");
-    }
-    page.push_str("</nav>\n");
-
-    if has_verdicts {
-        page.push_str(&verdicts(runs, labels));
-    }
-    if let Some(changes) = changes {
-        page.push_str(&change_table(changes));
-    }
-    if changes.is_none() {
-        page.push_str(&summary(runs, labels));
-    }
-    page.push_str("<section id=\"charts\">\n<h2>Charts</h2>\n");
-    let time_and_latency: Vec<&EmbeddedChart> = charts
+    let page = Page {
+        runs,
+        labels,
+        charts,
+        changes,
+    };
+    let sections: Vec<&Section> = SECTIONS
         .iter()
-        .filter(|c| c.id != ChartId::GuaranteeCounts)
+        .filter(|section| (section.present)(&page))
         .collect();
-    if time_and_latency.is_empty() {
-        page.push_str("<p class=\"muted\">No time series or latency data in these results.</p>\n");
+    let mut html = String::new();
+    let title = format!("corelog report: {}", labels.join(" vs "));
+    html.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    html.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+    outln!(html, "<title>{}</title>", escape(&title));
+    outln!(html, "<style>\n{STYLE}</style>\n</head>\n<body>");
+    outln!(html, "<h1>{}</h1>", escape(&title));
+    html.push_str(&runs_list(runs, labels));
+    html.push_str("<nav>");
+    for section in &sections {
+        out!(html, "<a href=\"#{}\">{}</a>", section.id, section.title);
     }
-    for chart in time_and_latency {
-        page.push_str(&figure(chart));
+    html.push_str("</nav>\n");
+    for section in &sections {
+        outln!(
+            html,
+            "<section id=\"{}\">\n<h2>{}</h2>",
+            section.id,
+            section.title
+        );
+        html.push_str(&(section.render)(&page));
+        html.push_str("</section>\n");
     }
-    page.push_str("</section>\n");
-    if has_verdicts {
-        page.push_str(&guarantees(runs, labels, charts));
-    }
-    if has_faults {
-        page.push_str(&faults(runs, labels));
-    }
-    if has_errors {
-        page.push_str(&errors(runs, labels));
-    }
-    page.push_str(&workload(runs, labels));
-    page.push_str(&environment(runs, labels));
     outln!(
-        page,
+        html,
         "<footer>Generated by corelog-reports {} (result schema {}).</footer>\n</body>\n</html>",
         env!("CARGO_PKG_VERSION"),
         SCHEMA_VERSION
     );
-    page
+    html
 }
+
+/// What the page's sections are rendered from.
+struct Page<'a> {
+    runs: &'a [RunResult],
+    labels: &'a [String],
+    charts: &'a [EmbeddedChart],
+    changes: Option<&'a ChangeTable>,
+}
+
+impl Page<'_> {
+    fn has_verdicts(&self) -> bool {
+        self.runs.iter().any(|r| r.checker.is_some())
+    }
+}
+
+/// One section of report.html. The navigation and the body both iterate
+/// [`SECTIONS`], so a section is linked exactly when it is on the page.
+struct Section {
+    /// The `<section>`'s id, the navigation's `#` target.
+    id: &'static str,
+    /// The `<h2>` heading and the navigation link's text (plain text, not escaped).
+    title: &'static str,
+    /// Whether these runs get the section.
+    present: fn(&Page<'_>) -> bool,
+    /// The section's content, between its heading and `</section>`.
+    render: fn(&Page<'_>) -> String,
+}
+
+/// Every section, in page order.
+const SECTIONS: &[Section] = &[
+    Section {
+        id: "verdicts",
+        title: "Verdicts",
+        present: |page| page.has_verdicts(),
+        render: |page| verdicts(page.runs, page.labels),
+    },
+    Section {
+        id: "changes",
+        title: "Changes",
+        present: |page| page.changes.is_some(),
+        render: |page| page.changes.map_or_else(String::new, change_table),
+    },
+    // A comparison's change table is its summary.
+    Section {
+        id: "summary",
+        title: "Summary",
+        present: |page| page.changes.is_none(),
+        render: |page| summary(page.runs, page.labels),
+    },
+    Section {
+        id: "charts",
+        title: "Charts",
+        present: |_| true,
+        render: |page| chart_figures(page.charts),
+    },
+    Section {
+        id: "guarantees",
+        title: "Delivery guarantees",
+        present: |page| page.has_verdicts(),
+        render: |page| guarantees(page.runs, page.labels, page.charts),
+    },
+    Section {
+        id: "faults",
+        title: "Faults",
+        present: |page| page.runs.iter().any(|r| !r.fault_windows.is_empty()),
+        render: |page| faults(page.runs, page.labels),
+    },
+    Section {
+        id: "errors",
+        title: "Errors",
+        present: |page| page.runs.iter().any(|r| !r.errors.is_empty()),
+        render: |page| errors(page.runs, page.labels),
+    },
+    Section {
+        id: "workload",
+        title: "Workload",
+        present: |_| true,
+        render: |page| workload(page.runs, page.labels),
+    },
+    Section {
+        id: "environment",
+        title: "Environment",
+        present: |_| true,
+        render: |page| environment(page.runs, page.labels),
+    },
+];
 
 fn runs_list(runs: &[RunResult], labels: &[String]) -> String {
     let mut html = String::from("<ul class=\"runs\">\n");
@@ -183,7 +233,7 @@ fn runs_list(runs: &[RunResult], labels: &[String]) -> String {
 }
 
 fn verdicts(runs: &[RunResult], labels: &[String]) -> String {
-    let mut html = String::from("<section id=\"verdicts\">\n<h2>Verdicts</h2>\n<table>\n");
+    let mut html = String::from("<table>\n");
     html.push_str("<tr><th>run</th><th>guarantee</th><th>verdict</th><th>promise</th><th>reasons</th><th>evidence</th></tr>\n");
     for (run, label) in runs.iter().zip(labels) {
         let Some(checker) = &run.checker else {
@@ -218,14 +268,12 @@ fn verdicts(runs: &[RunResult], labels: &[String]) -> String {
             evidence.join("<br>"),
         );
     }
-    html.push_str("</table>\n</section>\n");
+    html.push_str("</table>\n");
     html
 }
 
 fn change_table(changes: &ChangeTable) -> String {
-    let mut html = String::from(
-        "<section id=\"changes\">\n<h2>Changes</h2>\n<table>\n<tr><th>metric</th><th>unit</th>",
-    );
+    let mut html = String::from("<table>\n<tr><th>metric</th><th>unit</th>");
     out!(html, "<th>base: {}</th>", escape(&changes.base_label));
     for label in &changes.new_labels {
         out!(html, "<th>{}</th><th>change</th>", escape(label));
@@ -249,14 +297,12 @@ fn change_table(changes: &ChangeTable) -> String {
         }
         html.push_str("</tr>\n");
     }
-    html.push_str("</table>\n</section>\n");
+    html.push_str("</table>\n");
     html
 }
 
 fn summary(runs: &[RunResult], labels: &[String]) -> String {
-    let mut html = String::from(
-        "<section id=\"summary\">\n<h2>Summary</h2>\n<table>\n<tr><th>metric</th><th>unit</th>",
-    );
+    let mut html = String::from("<table>\n<tr><th>metric</th><th>unit</th>");
     for label in labels {
         out!(html, "<th>{}</th>", escape(label));
     }
@@ -281,8 +327,21 @@ fn summary(runs: &[RunResult], labels: &[String]) -> String {
         }
         html.push_str("</tr>\n");
     }
-    html.push_str("</table>\n</section>\n");
+    html.push_str("</table>\n");
     html
+}
+
+/// Every chart but the checker's counts, which the guarantees section shows.
+fn chart_figures(charts: &[EmbeddedChart]) -> String {
+    let time_and_latency: Vec<&EmbeddedChart> = charts
+        .iter()
+        .filter(|c| c.id != ChartId::GuaranteeCounts)
+        .collect();
+    if time_and_latency.is_empty() {
+        return "<p class=\"muted\">No time series or latency data in these results.</p>\n"
+            .to_string();
+    }
+    time_and_latency.into_iter().map(figure).collect()
 }
 
 fn figure(chart: &EmbeddedChart) -> String {
@@ -298,9 +357,7 @@ fn figure(chart: &EmbeddedChart) -> String {
 }
 
 fn guarantees(runs: &[RunResult], labels: &[String], charts: &[EmbeddedChart]) -> String {
-    let mut html = String::from(
-        "<section id=\"guarantees\">\n<h2>Delivery guarantees</h2>\n<table>\n<tr><th>count</th>",
-    );
+    let mut html = String::from("<table>\n<tr><th>count</th>");
     let checked: Vec<(&RunResult, &String)> = runs
         .iter()
         .zip(labels)
@@ -340,13 +397,12 @@ fn guarantees(runs: &[RunResult], labels: &[String], charts: &[EmbeddedChart]) -
     for chart in charts.iter().filter(|c| c.id == ChartId::GuaranteeCounts) {
         html.push_str(&figure(chart));
     }
-    html.push_str("</section>\n");
     html
 }
 
 fn faults(runs: &[RunResult], labels: &[String]) -> String {
     let mut html = String::from(
-        "<section id=\"faults\">\n<h2>Faults</h2>\n<table>\n<tr><th>run</th><th>kind</th><th>target</th><th>start (s)</th><th>end (s)</th><th>parameters</th></tr>\n",
+        "<table>\n<tr><th>run</th><th>kind</th><th>target</th><th>start (s)</th><th>end (s)</th><th>parameters</th></tr>\n",
     );
     // Runs of one schedule share their faults: list them once.
     let shared = runs.len() > 1
@@ -379,13 +435,13 @@ fn faults(runs: &[RunResult], labels: &[String]) -> String {
             );
         }
     }
-    html.push_str("</table>\n</section>\n");
+    html.push_str("</table>\n");
     html
 }
 
 fn errors(runs: &[RunResult], labels: &[String]) -> String {
     let mut html = String::from(
-        "<section id=\"errors\">\n<h2>Errors</h2>\n<table>\n<tr><th>run</th><th>operation</th><th>error</th><th>count</th><th>first seen (s)</th></tr>\n",
+        "<table>\n<tr><th>run</th><th>operation</th><th>error</th><th>count</th><th>first seen (s)</th></tr>\n",
     );
     for (run, label) in runs.iter().zip(labels) {
         for error in &run.errors {
@@ -400,12 +456,12 @@ fn errors(runs: &[RunResult], labels: &[String]) -> String {
             );
         }
     }
-    html.push_str("</table>\n</section>\n");
+    html.push_str("</table>\n");
     html
 }
 
 fn workload(runs: &[RunResult], labels: &[String]) -> String {
-    let mut html = String::from("<section id=\"workload\">\n<h2>Workload</h2>\n");
+    let mut html = String::new();
     let texts: Vec<String> = runs.iter().map(workload_text).collect();
     let all_same = texts.windows(2).all(|pair| pair[0] == pair[1]);
     if all_same && runs.len() > 1 {
@@ -420,7 +476,6 @@ fn workload(runs: &[RunResult], labels: &[String]) -> String {
         }
         outln!(html, "<pre>{}</pre>", escape(text));
     }
-    html.push_str("</section>\n");
     html
 }
 
@@ -442,8 +497,7 @@ fn workload_text(run: &RunResult) -> String {
 }
 
 fn environment(runs: &[RunResult], labels: &[String]) -> String {
-    let mut html =
-        String::from("<section id=\"environment\">\n<h2>Environment</h2>\n<table>\n<tr><th></th>");
+    let mut html = String::from("<table>\n<tr><th></th>");
     for label in labels {
         out!(html, "<th>{}</th>", escape(label));
     }
@@ -502,7 +556,7 @@ fn environment(runs: &[RunResult], labels: &[String]) -> String {
         }
         html.push_str("</tr>\n");
     }
-    html.push_str("</table>\n</section>\n");
+    html.push_str("</table>\n");
     html
 }
 

@@ -349,6 +349,55 @@ fn html_is_self_contained_and_embeds_every_chart() {
     assert!(html.contains("NOT_LEADER_OR_FOLLOWER &lt;broker-1&gt;"));
 }
 
+/// The `#` targets of the navigation and the ids of the `<section>`s, in page order.
+fn navigation_and_section_ids(html: &str) -> (Vec<String>, Vec<String>) {
+    let ids_after = |text: &str, marker: &str| -> Vec<String> {
+        text.split(marker)
+            .skip(1)
+            .map(|rest| rest.split('"').next().expect("closing quote").to_string())
+            .collect()
+    };
+    let nav = html
+        .split("<nav>")
+        .nth(1)
+        .and_then(|rest| rest.split("</nav>").next())
+        .expect("a navigation");
+    (
+        ids_after(nav, "<a href=\"#"),
+        ids_after(html, "<section id=\""),
+    )
+}
+
+#[test]
+fn the_navigation_links_every_section_on_the_page_and_no_other() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut no_checker = base_run();
+    no_checker.checker = None;
+    no_checker.fault_windows.clear();
+    no_checker.errors.clear();
+    let pages = [
+        render_report(&[base_run(), new_run()], &dir.path().join("overlay"))
+            .expect("render")
+            .html,
+        render_report(&[no_checker], &dir.path().join("plain"))
+            .expect("render")
+            .html,
+        render_report(&[RunResult::new()], &dir.path().join("empty"))
+            .expect("render")
+            .html,
+        compare(&base_run(), &[new_run()], &dir.path().join("compare"))
+            .expect("compare")
+            .files
+            .html,
+    ];
+    for path in &pages {
+        let html = std::fs::read_to_string(path).expect("read html");
+        let (linked, sections) = navigation_and_section_ids(&html);
+        assert!(sections.len() >= 4, "{}: {sections:?}", path.display());
+        assert_eq!(linked, sections, "{}", path.display());
+    }
+}
+
 #[test]
 fn report_without_data_still_renders() {
     let dir = tempfile::tempdir().expect("temp dir");
