@@ -24,8 +24,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
 use super::{
-    BarChart, Chart, ChartBody, ChartRenderer, Dash, FaultBand, Line, Panel, QuantileChart, Scale,
-    TimeSeriesChart,
+    BarChart, BarGroup, Chart, ChartBody, ChartRenderer, Dash, FaultBand, Line, Panel,
+    QuantileChart, Scale, TimeSeriesChart,
 };
 use crate::error::{ReportError, Result};
 
@@ -538,32 +538,7 @@ fn draw_bars(area: &Area<'_>, chart: &BarChart) -> DrawResult {
     let groups = chart.groups.len() as f64;
     let bar_width = 0.8 / groups;
     for (group_index, group) in chart.groups.iter().enumerate() {
-        let color = PALETTE[group.color % PALETTE.len()];
-        let left = |category: usize| category as f64 + 0.1 + group_index as f64 * bar_width;
-        let bars = group.values.iter().enumerate().map(|(category, &value)| {
-            Rectangle::new(
-                [
-                    (left(category), 0.0),
-                    (left(category) + bar_width * 0.92, value as f64),
-                ],
-                color.filled(),
-            )
-        });
-        ctx.draw_series(bars)?
-            .label(group.label.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
-        let centred = font(13.0).pos(Pos::new(HPos::Center, VPos::Bottom));
-        let value_labels =
-            group
-                .values
-                .iter()
-                .enumerate()
-                .filter(|(_, &v)| v > 0)
-                .map(|(category, &value)| {
-                    EmptyElement::at((left(category) + bar_width * 0.46, value as f64))
-                        + Text::new(short_number(value as f64), (0, -4), centred.clone())
-                });
-        ctx.draw_series(value_labels)?;
+        draw_bar_group(&mut ctx, group, group_index as f64 * bar_width, bar_width)?;
     }
     if max == 0 {
         ctx.draw_series(std::iter::once(Text::new(
@@ -573,6 +548,43 @@ fn draw_bars(area: &Area<'_>, chart: &BarChart) -> DrawResult {
         )))?;
     }
     draw_legend(&mut ctx, SeriesLabelPosition::UpperRight)
+}
+
+/// One group's bars, `offset` right of each category's left edge (plus the 0.1
+/// margin), each labelled with its value unless zero. Registers one legend entry.
+fn draw_bar_group<'a, 'b: 'a>(
+    ctx: &mut ChartContext<'a, BitMapBackend<'b>, Coords>,
+    group: &BarGroup,
+    offset: f64,
+    bar_width: f64,
+) -> DrawResult {
+    let color = PALETTE[group.color % PALETTE.len()];
+    let left = |category: usize| category as f64 + 0.1 + offset;
+    let bars = group.values.iter().enumerate().map(|(category, &value)| {
+        Rectangle::new(
+            [
+                (left(category), 0.0),
+                (left(category) + bar_width * 0.92, value as f64),
+            ],
+            color.filled(),
+        )
+    });
+    ctx.draw_series(bars)?
+        .label(group.label.clone())
+        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
+    let centred = font(13.0).pos(Pos::new(HPos::Center, VPos::Bottom));
+    let value_labels =
+        group
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v > 0)
+            .map(|(category, &value)| {
+                EmptyElement::at((left(category) + bar_width * 0.46, value as f64))
+                    + Text::new(short_number(value as f64), (0, -4), centred.clone())
+            });
+    ctx.draw_series(value_labels)?;
+    Ok(())
 }
 
 fn no_data(area: &Area<'_>) -> DrawResult {
