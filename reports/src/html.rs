@@ -5,7 +5,7 @@
 //! Sections, in order: verdicts (when a checker ran), changes (compare only, in
 //! place of the summary) or summary, charts, delivery guarantees (when a checker
 //! ran), faults and errors (when a run has any), workload, environment. One table,
-//! [`SECTIONS`], holds each section's id, title, presence and renderer; the
+//! `SECTIONS`, holds each section's id, title, presence and renderer; the
 //! navigation and the body both iterate it, so neither can hold a section the
 //! other lacks. Every value from a result is HTML-escaped.
 
@@ -59,7 +59,7 @@ padding:10px;overflow:auto;font-size:.85em}
 .muted{color:#777}footer{margin-top:40px;color:#777;font-size:.85em}
 ";
 
-/// The whole page: a title, the runs, then every present section of [`SECTIONS`],
+/// The whole page: a title, the runs, then every present section of `SECTIONS`,
 /// linked from the navigation in the same order.
 pub fn render_html(
     runs: &[RunResult],
