@@ -58,9 +58,11 @@ impl DmaStorage {
     /// else a block written for the purpose as `probe_name` and removed after.
     pub async fn prime_device_probe(&self, dir: &Path, probe_name: &str) -> Result<()> {
         if let Some(existing) = file_with_a_block(dir) {
-            let file =
-                OpenOptions::new().read(true).dma_open(&existing).await.map_err(|e| glommio_io("open", &existing, e))?;
-            return file.close().await.map_err(|e| glommio_io("close", &existing, e));
+            // Another shard may remove it meanwhile (its own probe file, a deleted
+            // topic's segment): then write a probe of our own after all.
+            if let Ok(file) = OpenOptions::new().read(true).dma_open(&existing).await {
+                return file.close().await.map_err(|e| glommio_io("close", &existing, e));
+            }
         }
         let path = dir.join(probe_name);
         if let Err(error) = std::fs::write(&path, vec![0u8; 4096]) {
@@ -97,7 +99,9 @@ fn file_with_a_block(dir: &Path) -> Option<PathBuf> {
             if metadata.dev() != device {
                 continue;
             }
-            if metadata.is_file() && metadata.len() >= 4096 {
+            // Not a probe file, which its shard removes at once.
+            let probe = entry.file_name().to_string_lossy().starts_with(".io-probe");
+            if metadata.is_file() && metadata.len() >= 4096 && !probe {
                 return Some(entry.path());
             }
             if metadata.is_dir() && depth < 2 {
