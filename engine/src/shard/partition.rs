@@ -45,7 +45,10 @@
 //! the fdatasyncs do under `always`), and the high watermark follows the written
 //! offset, so no consumer reads what a crash of the process could take back. Ops that
 //! must see the round's appends settled (`Sync`, `Truncate`, `DeleteRecords`,
-//! `SetConfig`, `Housekeeping`) write them out first.
+//! `SetConfig`, `Housekeeping`) write them out first, and reads (`Read`, `ListOffset`,
+//! `Stats`) queued behind unwritten appends are served right after the write-out: a
+//! read sees every append queued before it, as a Kafka connection's pipelined
+//! requests do (under `always` a read sees the high watermark of the last sync).
 //!
 //! A duplicate (a retried idempotent batch, [`AppendInfo::duplicate`]) is answered
 //! with its original's offsets under the same rule: under `always`, only once those
@@ -157,6 +160,10 @@ struct Actor<S: Storage> {
     waiting_for_data: Vec<(Offset, Reply<()>)>,
     /// Under `never` and `interval`: this round's appends, answered once written out.
     unwritten: Vec<(AppendInfo, Reply<AppendInfo>)>,
+    /// Reads (`Read`, `ListOffset`, `Stats`) that came behind unwritten appends of
+    /// this round: served once those are written out, so a read sees every append
+    /// queued before it (a Kafka connection's requests take effect in order).
+    deferred_reads: Vec<PartitionOp>,
     /// Under `interval`, when the oldest unsynced append was made.
     unsynced_since: Option<Instant>,
 }
@@ -168,6 +175,7 @@ impl<S: Storage> Actor<S> {
             commit: GroupCommit { commit_delay_max, ..GroupCommit::default() },
             waiting_for_data: Vec::new(),
             unwritten: Vec::new(),
+            deferred_reads: Vec::new(),
             unsynced_since: None,
         }
     }
@@ -222,7 +230,7 @@ impl<S: Storage> Actor<S> {
             }
             self.serve(op).await;
         }
-        write_out(&mut self.log, &mut self.unwritten).await;
+        self.write_out_and_serve_reads().await;
         // A roll during the round (which syncs the sealed segment) or an explicit sync
         // may have made waiting appends durable.
         self.commit.settle(&mut self.log);
@@ -238,6 +246,11 @@ impl<S: Storage> Actor<S> {
 
     /// One op other than `Close`.
     async fn serve(&mut self, op: PartitionOp) {
+        let read = matches!(op, PartitionOp::Read { .. } | PartitionOp::ListOffset { .. } | PartitionOp::Stats { .. });
+        if read && !self.unwritten.is_empty() {
+            self.deferred_reads.push(op);
+            return;
+        }
         let log = &mut self.log;
         match op {
             PartitionOp::Append { bytes, leader_epoch, reply } => match log.append(bytes, leader_epoch).await {
@@ -259,13 +272,13 @@ impl<S: Storage> Actor<S> {
                 answer(reply, self.log.truncate_to(offset).await);
             }
             PartitionOp::DeleteRecords { offset, reply } => {
-                write_out(log, &mut self.unwritten).await;
-                answer(reply, log.delete_records(offset).await)
+                self.write_out_and_serve_reads().await;
+                answer(reply, self.log.delete_records(offset).await)
             }
             PartitionOp::SetConfig { config, reply } => {
                 // Appends made under the old policy are answered under it.
-                write_out(log, &mut self.unwritten).await;
-                log.set_config(config);
+                self.write_out_and_serve_reads().await;
+                self.log.set_config(config);
                 answer(reply, Ok(()));
             }
             PartitionOp::Stats { reply } => answer(reply, Ok(log.stats())),
@@ -283,8 +296,17 @@ impl<S: Storage> Actor<S> {
     /// Writes out and commits every append so far, with no sync left in flight: for
     /// ops that must not overlap a sync (truncation, roll) or promise durability.
     async fn settle_all(&mut self) {
-        write_out(&mut self.log, &mut self.unwritten).await;
+        self.write_out_and_serve_reads().await;
         self.commit.barrier(&mut self.log).await;
+    }
+
+    /// Writes out the round's appends so far and serves the reads that waited for
+    /// them, before an op that must come after both.
+    async fn write_out_and_serve_reads(&mut self) {
+        write_out(&mut self.log, &mut self.unwritten).await;
+        for read in std::mem::take(&mut self.deferred_reads) {
+            Box::pin(self.serve(read)).await;
+        }
     }
 
     fn wait_for_data(&mut self, offset: Offset, reply: Reply<()>) {
@@ -935,6 +957,33 @@ mod tests {
                 let read = log.read(Offset(0), 1 << 20, None).await.expect("read");
                 assert_eq!(read.bytes.len() as u64, 2 * batch_bytes, "{durability:?}");
             }
+        });
+    }
+
+    #[test]
+    fn under_never_a_read_queued_behind_an_append_sees_it() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_with(&storage, Durability::Never).await;
+            let (sender, queue) = flume::bounded(16);
+            let (first, first_answer) = append(idempotent_batch(0));
+            let (latest_reply, latest) = flume::bounded(1);
+            let (stats_reply, stats) = flume::bounded(1);
+            let (close, _) = close();
+            let ops = [
+                first,
+                PartitionOp::ListOffset { spec: OffsetSpec::Latest, reply: latest_reply },
+                PartitionOp::Stats { reply: stats_reply },
+                close,
+            ];
+            for op in ops {
+                sender.send_async(op).await.expect("queued");
+            }
+            run_with_commit_delay(log, queue, Duration::ZERO).await;
+            reply(&first_answer).expect("appended");
+            let latest = reply(&latest).expect("listed").expect("an offset");
+            assert_eq!(latest.0, Offset(1), "ListOffsets behind the append in the same round missed it");
+            assert_eq!(reply(&stats).expect("stats").high_watermark, Offset(1));
         });
     }
 
