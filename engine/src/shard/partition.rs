@@ -161,9 +161,10 @@ struct Actor<S: Storage> {
     /// Under `never` and `interval`: this round's appends, answered once written out.
     unwritten: Vec<(AppendInfo, Reply<AppendInfo>)>,
     /// Reads (`Read`, `ListOffset`, `Stats`) that came behind unwritten appends of
-    /// this round: served once those are written out, so a read sees every append
-    /// queued before it (a Kafka connection's requests take effect in order).
-    deferred_reads: Vec<PartitionOp>,
+    /// this round, each with the log end when it came: served once those appends are
+    /// written out, as of that end, so a read sees every append queued before it and
+    /// none queued after it (a Kafka connection's requests take effect in order).
+    deferred_reads: Vec<(PartitionOp, Offset)>,
     /// Under `interval`, when the oldest unsynced append was made.
     unsynced_since: Option<Instant>,
 }
@@ -248,7 +249,7 @@ impl<S: Storage> Actor<S> {
     async fn serve(&mut self, op: PartitionOp) {
         let read = matches!(op, PartitionOp::Read { .. } | PartitionOp::ListOffset { .. } | PartitionOp::Stats { .. });
         if read && !self.unwritten.is_empty() {
-            self.deferred_reads.push(op);
+            self.deferred_reads.push((op, self.log.log_end_offset()));
             return;
         }
         let log = &mut self.log;
@@ -304,8 +305,40 @@ impl<S: Storage> Actor<S> {
     /// them, before an op that must come after both.
     async fn write_out_and_serve_reads(&mut self) {
         write_out(&mut self.log, &mut self.unwritten).await;
-        for read in std::mem::take(&mut self.deferred_reads) {
-            Box::pin(self.serve(read)).await;
+        for (read, end) in std::mem::take(&mut self.deferred_reads) {
+            self.serve_read_as_of(read, end).await;
+        }
+    }
+
+    /// A deferred read, answered as the log was when it came: nothing at or past
+    /// `end` (later appends of the round, written out with it) is shown.
+    async fn serve_read_as_of(&self, op: PartitionOp, end: Offset) {
+        let log = &self.log;
+        match op {
+            PartitionOp::Read { offset, max_bytes, offset_limit, reply } => {
+                let limit = offset_limit.unwrap_or(log.high_watermark()).min(end);
+                let read = log.read(offset, max_bytes, Some(limit)).await.map(|mut read| {
+                    read.high_watermark = read.high_watermark.min(end);
+                    read.log_end_offset = read.log_end_offset.min(end);
+                    read
+                });
+                answer(reply, read)
+            }
+            PartitionOp::ListOffset { spec, reply } => {
+                let found = log.list_offset(spec).await.map(|found| match spec {
+                    OffsetSpec::Latest => found.map(|(offset, timestamp)| (offset.min(end), timestamp)),
+                    OffsetSpec::Earliest => found,
+                    OffsetSpec::Timestamp(_) => found.filter(|(offset, _)| *offset < end),
+                });
+                answer(reply, found)
+            }
+            PartitionOp::Stats { reply } => {
+                let mut stats = log.stats();
+                stats.high_watermark = stats.high_watermark.min(end);
+                stats.log_end_offset = stats.log_end_offset.min(end);
+                answer(reply, Ok(stats))
+            }
+            _ => unreachable!("only reads are deferred"),
         }
     }
 
@@ -961,7 +994,7 @@ mod tests {
     }
 
     #[test]
-    fn under_never_a_read_queued_behind_an_append_sees_it() {
+    fn under_never_a_read_queued_behind_an_append_sees_it_and_not_the_appends_queued_after_it() {
         block_on(async {
             let storage = SimStorage::new();
             let log = open_with(&storage, Durability::Never).await;
@@ -969,11 +1002,13 @@ mod tests {
             let (first, first_answer) = append(idempotent_batch(0));
             let (latest_reply, latest) = flume::bounded(1);
             let (stats_reply, stats) = flume::bounded(1);
+            let (second, second_answer) = append(idempotent_batch(1));
             let (close, _) = close();
             let ops = [
                 first,
                 PartitionOp::ListOffset { spec: OffsetSpec::Latest, reply: latest_reply },
                 PartitionOp::Stats { reply: stats_reply },
+                second,
                 close,
             ];
             for op in ops {
@@ -981,9 +1016,12 @@ mod tests {
             }
             run_with_commit_delay(log, queue, Duration::ZERO).await;
             reply(&first_answer).expect("appended");
+            reply(&second_answer).expect("appended");
+            // Offset 0 was queued before the reads, offset 1 after them.
             let latest = reply(&latest).expect("listed").expect("an offset");
             assert_eq!(latest.0, Offset(1), "ListOffsets behind the append in the same round missed it");
-            assert_eq!(reply(&stats).expect("stats").high_watermark, Offset(1));
+            let stats = reply(&stats).expect("stats");
+            assert_eq!((stats.high_watermark, stats.log_end_offset), (Offset(1), Offset(1)));
         });
     }
 
