@@ -28,6 +28,12 @@ id_type!(
     PartitionId(i32)
 );
 id_type!(
+    /// One incarnation of a topic name (Kafka's topic id): a topic created again
+    /// after a delete gets a new one, so an op for the deleted incarnation can never
+    /// reach the new one.
+    TopicId(uuid::Uuid)
+);
+id_type!(
     /// The index of a shard (one glommio executor, pinned to one core).
     ShardId(usize)
 );

@@ -25,7 +25,7 @@ use crate::config::TopicConfig;
 use crate::error::{EngineError, Result};
 use crate::shard::{Engine, EngineConfig, EngineHandle, ShardService};
 use crate::storage::dma::replace_file_durably;
-use crate::types::{ShardId, TopicName};
+use crate::types::ShardId;
 
 /// How a broker is started (the `corelog broker` flags and YAML file end up here).
 #[derive(Debug, Clone)]
@@ -114,18 +114,6 @@ pub struct ShardContext {
 /// drops the sender, and the disconnection is the signal.
 pub(crate) async fn stop_requested(stop: &flume::Receiver<()>) {
     while stop.recv_async().await.is_ok() {}
-}
-
-/// A stable topic id for Metadata v10+, derived from the name. (A topic deleted and
-/// created again under the same name gets the same id; ids are not stored yet.)
-pub fn topic_id(name: &TopicName) -> uuid::Uuid {
-    let mut high: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut low: u64 = 0x8422_2325_cbf2_9ce4;
-    for byte in name.as_str().bytes() {
-        high = (high ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
-        low = (low ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(7);
-    }
-    uuid::Uuid::from_u64_pair(high, low | 1)
 }
 
 /// A running broker.

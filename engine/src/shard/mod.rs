@@ -5,16 +5,20 @@
 //! and outside threads alike, reaches it through [`EngineHandle`], which sends a
 //! [`ShardRequest`] over the owner's bounded queue and awaits the reply. Queues are
 //! bounded, so a slow shard pushes back on its senders. There are no locks on the
-//! data path; the topic registry behind an `RwLock` is touched only by admin calls.
+//! data path; the topic registry behind an `RwLock` is touched only by admin calls
+//! and metadata lookups, and only the controller thread changes it (see
+//! [`controller`]: admin operations run there one at a time, to the end).
 //!
 //! Every method of [`EngineHandle`] is `async` and works from any executor (a glommio
 //! shard, or `futures_lite::future::block_on` in a plain thread): replies travel over
 //! flume channels, whose wakers glommio accepts from foreign threads.
 
+mod controller;
 pub mod partition;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -26,14 +30,14 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::{Clock, SystemClock, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
-use crate::storage::dma::{replace_file_durably, sync_dir_blocking};
 use crate::storage::DmaStorage;
-use crate::types::{LeaderEpoch, Offset, PartitionId, ShardId, TimestampMs, TopicName, TopicPartition};
+use crate::types::{LeaderEpoch, Offset, PartitionId, ShardId, TimestampMs, TopicId, TopicName, TopicPartition};
 use partition::{PartitionOp, Reply};
 
-/// The file in each topic directory that records its partition count and config.
-/// Written first on create, removed first on delete: a topic directory without it is
-/// an interrupted delete and is removed at start-up.
+/// The file in each topic directory that records its topic id, partition count and
+/// config. Written last on create (once every partition is open), removed first on
+/// delete: a topic exists on disk exactly when this file does, and a topic directory
+/// without it is an interrupted create or delete and is removed at start-up.
 const TOPIC_PROPERTIES_FILE: &str = "topic.properties";
 
 /// A service started on every shard next to its partitions (the Kafka listener):
@@ -87,8 +91,20 @@ pub fn shard_for(partition: &TopicPartition, shard_count: usize) -> ShardId {
 
 /// A request to the shard that owns `partition`.
 pub enum ShardRequest {
-    Open { partition: TopicPartition, config: TopicConfig, reply: Reply<()> },
-    Op { partition: TopicPartition, op: PartitionOp },
+    /// Opens a partition of incarnation `topic_id`, inactive: only ops naming
+    /// `topic_id` reach it until [`ShardRequest::Activate`]. Refused if the
+    /// partition is open already, in any incarnation: two actors never share a
+    /// directory.
+    Open { partition: TopicPartition, topic_id: TopicId, config: TopicConfig, reply: Reply<()> },
+    /// Makes every partition of incarnation `topic_id` of `topic` on this shard
+    /// reachable by ops that name no incarnation (the data path): sent once the
+    /// topic's creation or growth is durable, so no append lands in partitions that
+    /// a failed creation would delete again.
+    Activate { topic: TopicName, topic_id: TopicId, reply: Reply<()> },
+    /// An op for `partition`: for incarnation `topic_id` if given (admin calls),
+    /// otherwise for the active incarnation (the data path). A partition of any other
+    /// incarnation, or none, answers UNKNOWN_TOPIC_OR_PARTITION.
+    Op { partition: TopicPartition, topic_id: Option<TopicId>, op: PartitionOp },
     StartService { service: ShardService, handle: EngineHandle, reply: Reply<()> },
     Shutdown { reply: Reply<()> },
 }
@@ -96,6 +112,8 @@ pub enum ShardRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMetadata {
     pub name: TopicName,
+    /// This incarnation of the name.
+    pub id: TopicId,
     pub partition_count: i32,
     pub config: TopicConfig,
 }
@@ -103,7 +121,10 @@ pub struct TopicMetadata {
 struct Shared {
     data_dir: PathBuf,
     shards: Vec<flume::Sender<ShardRequest>>,
+    /// The committed topics: a topic is here from the end of its creation to the
+    /// start of its deletion. Changed only on the controller thread.
     topics: RwLock<BTreeMap<TopicName, TopicMetadata>>,
+    controller: flume::Sender<controller::ControllerRequest>,
 }
 
 /// A cloneable, `Send` handle to a running engine.
@@ -117,6 +138,7 @@ pub struct EngineHandle {
 pub struct Engine {
     handle: EngineHandle,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    controller: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Engine {
@@ -139,8 +161,14 @@ impl Engine {
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| flume::bounded(config.queue_depth_max)).unzip();
+        let (controller_sender, controller_receiver) = flume::bounded(config.queue_depth_max);
         let handle = EngineHandle {
-            shared: Arc::new(Shared { data_dir: config.data_dir.clone(), shards: senders, topics: RwLock::new(BTreeMap::new()) }),
+            shared: Arc::new(Shared {
+                data_dir: config.data_dir.clone(),
+                shards: senders,
+                topics: RwLock::new(BTreeMap::new()),
+                controller: controller_sender,
+            }),
         };
         let mut threads = Vec::with_capacity(shard_count);
         for (shard, receiver) in receivers.into_iter().enumerate() {
@@ -156,10 +184,15 @@ impl Engine {
                 .map_err(|e| EngineError::Startup(format!("starting shard {shard}: {e}")))?;
             threads.push(thread);
         }
-        let engine = Engine { handle, threads };
+        let mut engine = Engine { handle, threads, controller: None };
+        engine.controller = Some(controller::start(controller_receiver)?);
         futures_lite::future::block_on(async {
             for metadata in topics.into_values() {
-                engine.handle.open_partitions(&metadata, 0).await?;
+                let (_, failed) = engine.handle.open_partitions(&metadata, 0..metadata.partition_count).await;
+                if let Some(error) = failed {
+                    return Err(error);
+                }
+                engine.handle.activate(&metadata).await?;
                 engine.handle.shared.topics.write().expect("registry lock").insert(metadata.name.clone(), metadata);
             }
             if let Some(service) = service {
@@ -187,6 +220,16 @@ impl Engine {
 
     fn stop(&mut self) -> Result<()> {
         let mut first_error = None;
+        // The admin operation under way finishes first (it needs the shards); the
+        // ones queued behind the stop are dropped and their callers get an error.
+        if let Some(controller) = self.controller.take() {
+            if self.handle.shared.controller.send(controller::ControllerRequest::Stop).is_err() {
+                tracing::debug!("the controller thread had ended already");
+            }
+            if controller.join().is_err() {
+                first_error.get_or_insert(EngineError::Startup("the controller thread panicked".to_string()));
+            }
+        }
         for shard in 0..self.handle.shared.shards.len() {
             let (reply, receiver) = flume::bounded(1);
             if self.handle.shared.shards[shard].send(ShardRequest::Shutdown { reply }).is_ok() {
@@ -222,8 +265,34 @@ fn partition_dir(data_dir: &Path, partition: &TopicPartition) -> PathBuf {
     topic_dir(data_dir, &partition.topic).join(partition.partition.0.to_string())
 }
 
+/// The key of the topic id's line in `topic.properties`, the second line.
+const TOPIC_ID_KEY: &str = "topic.id";
+
 fn topic_properties(metadata: &TopicMetadata) -> String {
-    format!("partitions={}\n{}", metadata.partition_count, metadata.config.to_properties())
+    format!("partitions={}\n{TOPIC_ID_KEY}={}\n{}", metadata.partition_count, metadata.id, metadata.config.to_properties())
+}
+
+/// Parses [`topic_properties`]. A file written before topic ids were stored has no
+/// id line; its topic keeps the id it has always been reported with, derived from
+/// the name.
+fn parse_topic_properties(name: TopicName, text: &str, path: &Path) -> Result<TopicMetadata> {
+    let bad = |what: String| EngineError::Startup(format!("{}: {what}", path.display()));
+    let (count_line, rest) = text.split_once('\n').unwrap_or((text, ""));
+    let partition_count = count_line
+        .strip_prefix("partitions=")
+        .and_then(|n| n.trim().parse::<i32>().ok())
+        .filter(|n| (1..=PARTITIONS_PER_TOPIC_MAX).contains(n))
+        .ok_or_else(|| bad(format!("bad partitions line {count_line:?}")))?;
+    let (id, config_text) = match rest.strip_prefix(TOPIC_ID_KEY).and_then(|r| r.strip_prefix('=')) {
+        Some(id_and_rest) => {
+            let (id_line, config_text) = id_and_rest.split_once('\n').unwrap_or((id_and_rest, ""));
+            let id = uuid::Uuid::parse_str(id_line.trim()).map_err(|e| bad(format!("bad {TOPIC_ID_KEY} {id_line:?}: {e}")))?;
+            (TopicId(id), config_text)
+        }
+        None => (controller::topic_id_from_name(&name), rest),
+    };
+    let config = TopicConfig::from_properties(config_text)?;
+    Ok(TopicMetadata { name, id, partition_count, config })
 }
 
 /// Reads every topic's `topic.properties`; removes directories of interrupted deletes.
@@ -239,20 +308,13 @@ fn load_topics(data_dir: &Path) -> Result<BTreeMap<TopicName, TopicMetadata>> {
         let text = match std::fs::read_to_string(&properties_path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!("removing {}: a topic delete was interrupted", entry.path().display());
+                tracing::warn!("removing {}: a topic create or delete was interrupted", entry.path().display());
                 std::fs::remove_dir_all(entry.path()).map_err(|e| EngineError::io("remove directory", entry.path(), e))?;
                 continue;
             }
             Err(error) => return Err(EngineError::io("read", properties_path, error)),
         };
-        let (count_line, config_text) = text.split_once('\n').unwrap_or((&text, ""));
-        let partition_count = count_line
-            .strip_prefix("partitions=")
-            .and_then(|n| n.trim().parse::<i32>().ok())
-            .filter(|n| (1..=PARTITIONS_PER_TOPIC_MAX).contains(n))
-            .ok_or_else(|| EngineError::Startup(format!("{}: bad partitions line {count_line:?}", properties_path.display())))?;
-        let config = TopicConfig::from_properties(config_text)?;
-        topics.insert(name.clone(), TopicMetadata { name, partition_count, config });
+        topics.insert(name.clone(), parse_topic_properties(name, &text, &properties_path)?);
     }
     Ok(topics)
 }
@@ -270,24 +332,111 @@ impl EngineHandle {
         self.shared.shards[shard.0].send_async(request).await.map_err(|_| EngineError::ShardUnavailable(shard.0))
     }
 
+    /// An op for the active incarnation of `partition` (the data path).
     async fn op<T>(&self, partition: &TopicPartition, make: impl FnOnce(Reply<T>) -> PartitionOp) -> Result<T> {
+        self.op_on(partition, None, make).await
+    }
+
+    /// An op for `partition`, of incarnation `topic_id` if given (admin calls),
+    /// else of the active one.
+    async fn op_on<T>(
+        &self,
+        partition: &TopicPartition,
+        topic_id: Option<TopicId>,
+        make: impl FnOnce(Reply<T>) -> PartitionOp,
+    ) -> Result<T> {
         let shard = shard_for(partition, self.shard_count());
         let (reply, receiver) = flume::bounded(1);
-        self.send(shard, ShardRequest::Op { partition: partition.clone(), op: make(reply) }).await?;
+        self.send(shard, ShardRequest::Op { partition: partition.clone(), topic_id, op: make(reply) }).await?;
         receiver.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard.0))?
     }
 
-    async fn open_partitions(&self, metadata: &TopicMetadata, from: i32) -> Result<()> {
-        let mut waiting = Vec::new();
-        for index in from..metadata.partition_count {
+    /// Opens partitions `indexes` of `metadata`'s incarnation, inactive, all at once
+    /// (each on its shard). Waits for every answer, so that on failure the caller
+    /// knows exactly which opened: returns those, and the first error.
+    async fn open_partitions(
+        &self,
+        metadata: &TopicMetadata,
+        indexes: Range<i32>,
+    ) -> (Vec<PartitionId>, Option<EngineError>) {
+        let mut waiting = Vec::with_capacity(indexes.len());
+        let mut first_error = None;
+        for index in indexes {
             let partition = TopicPartition::new(metadata.name.clone(), PartitionId(index));
             let shard = shard_for(&partition, self.shard_count());
             let (reply, receiver) = flume::bounded(1);
-            self.send(shard, ShardRequest::Open { partition, config: metadata.config.clone(), reply }).await?;
+            let request = ShardRequest::Open { partition, topic_id: metadata.id, config: metadata.config.clone(), reply };
+            match self.send(shard, request).await {
+                Ok(()) => waiting.push((PartitionId(index), shard, receiver)),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        let mut opened = Vec::with_capacity(waiting.len());
+        for (index, shard, receiver) in waiting {
+            match receiver.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard.0)) {
+                Ok(Ok(())) => opened.push(index),
+                Ok(Err(error)) | Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        (opened, first_error)
+    }
+
+    /// Closes partitions `indexes` of incarnation `topic_id` of `topic`, all at once;
+    /// with `delete`, their directories go too. Every close is attempted; returns the
+    /// first error. A partition whose close was delivered has no actor afterwards,
+    /// whatever the outcome: the actor ends after answering a close.
+    async fn close_partitions(
+        &self,
+        topic: &TopicName,
+        topic_id: TopicId,
+        indexes: impl Iterator<Item = PartitionId>,
+        delete: bool,
+    ) -> Result<()> {
+        let mut waiting = Vec::new();
+        let mut first_error = None;
+        for index in indexes {
+            let partition = TopicPartition::new(topic.clone(), index);
+            let shard = shard_for(&partition, self.shard_count());
+            let (reply, receiver) = flume::bounded(1);
+            let op = PartitionOp::Close { delete, reply };
+            let request = ShardRequest::Op { partition: partition.clone(), topic_id: Some(topic_id), op };
+            match self.send(shard, request).await {
+                Ok(()) => waiting.push((partition, shard, receiver)),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        for (partition, shard, receiver) in waiting {
+            match receiver.recv_async().await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!("closing {partition} (topic id {topic_id}): {error}");
+                    first_error.get_or_insert(error);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(EngineError::ShardUnavailable(shard.0));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Activates `metadata`'s incarnation on every shard (see [`ShardRequest::Activate`]).
+    async fn activate(&self, metadata: &TopicMetadata) -> Result<()> {
+        let mut waiting = Vec::with_capacity(self.shard_count());
+        for shard in 0..self.shard_count() {
+            let (reply, receiver) = flume::bounded(1);
+            let request = ShardRequest::Activate { topic: metadata.name.clone(), topic_id: metadata.id, reply };
+            self.send(ShardId(shard), request).await?;
             waiting.push((shard, receiver));
         }
         for (shard, receiver) in waiting {
-            receiver.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard.0))??;
+            receiver.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard))??;
         }
         Ok(())
     }
@@ -300,97 +449,44 @@ impl EngineHandle {
         self.shared.topics.read().expect("registry lock").get(name).cloned()
     }
 
-    /// Creates a topic: its properties file first (durably), then its partitions.
+    /// Creates a topic, all or nothing: a new topic id, every partition opened, then
+    /// its properties file (the commit point), then the registry. Runs on the
+    /// controller, after every admin operation asked for before it.
     pub async fn create_topic(&self, name: TopicName, partition_count: i32, config: TopicConfig) -> Result<TopicMetadata> {
-        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partition_count) {
-            return Err(EngineError::InvalidPartitionCount(partition_count));
-        }
-        let metadata = TopicMetadata { name: name.clone(), partition_count, config };
-        {
-            let mut topics = self.shared.topics.write().expect("registry lock");
-            if topics.contains_key(&name) {
-                return Err(EngineError::TopicAlreadyExists(name.to_string()));
-            }
-            let dir = topic_dir(&self.shared.data_dir, &name);
-            std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create directory", &dir, e))?;
-            replace_file_durably(&dir.join(TOPIC_PROPERTIES_FILE), topic_properties(&metadata).as_bytes())?;
-            topics.insert(name.clone(), metadata.clone());
-        }
-        if let Err(error) = self.open_partitions(&metadata, 0).await {
-            if let Err(cleanup) = self.delete_topic(&name).await {
-                tracing::error!("cleaning up failed topic {name}: {cleanup}");
-            }
-            return Err(error);
-        }
-        Ok(metadata)
+        self.on_controller("create topic", move |handle| async move {
+            controller::create_topic(&handle, name, partition_count, config).await
+        })
+        .await
     }
 
-    /// Deletes a topic and its data: the properties file goes first, so an
-    /// interrupted delete finishes at the next start.
+    /// Deletes a topic and its data: the properties file goes first (the commit
+    /// point), then the registry entry, then every partition (actor and files), then
+    /// the directory. Runs on the controller; once it returns, no op reaches the
+    /// deleted incarnation and a create of the same name starts from nothing.
     pub async fn delete_topic(&self, name: &TopicName) -> Result<()> {
-        let metadata = self
-            .shared
-            .topics
-            .write()
-            .expect("registry lock")
-            .remove(name)
-            .ok_or_else(|| EngineError::UnknownTopicOrPartition(name.to_string()))?;
-        let dir = topic_dir(&self.shared.data_dir, name);
-        let properties = dir.join(TOPIC_PROPERTIES_FILE);
-        std::fs::remove_file(&properties).map_err(|e| EngineError::io("remove", &properties, e))?;
-        sync_dir_blocking(&dir)?;
-        for index in 0..metadata.partition_count {
-            let partition = TopicPartition::new(name.clone(), PartitionId(index));
-            match self.op(&partition, |reply| PartitionOp::Close { delete: true, reply }).await {
-                Ok(()) | Err(EngineError::UnknownTopicOrPartition(_)) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(EngineError::io("remove directory", &dir, error)),
-        }
+        let name = name.clone();
+        self.on_controller("delete topic", move |handle| async move { controller::delete_topic(&handle, &name).await })
+            .await
     }
 
-    /// Grows a topic to `partition_count` partitions.
+    /// Grows a topic to `partition_count` partitions, all or nothing. Runs on the
+    /// controller.
     pub async fn create_partitions(&self, name: &TopicName, partition_count: i32) -> Result<TopicMetadata> {
-        let (before, metadata) = {
-            let mut topics = self.shared.topics.write().expect("registry lock");
-            let metadata = topics.get_mut(name).ok_or_else(|| EngineError::UnknownTopicOrPartition(name.to_string()))?;
-            if partition_count <= metadata.partition_count || partition_count > PARTITIONS_PER_TOPIC_MAX {
-                return Err(EngineError::InvalidPartitionCount(partition_count));
-            }
-            let before = metadata.partition_count;
-            let mut updated = metadata.clone();
-            updated.partition_count = partition_count;
-            let path = topic_dir(&self.shared.data_dir, name).join(TOPIC_PROPERTIES_FILE);
-            replace_file_durably(&path, topic_properties(&updated).as_bytes())?;
-            *metadata = updated.clone();
-            (before, updated)
-        };
-        self.open_partitions(&metadata, before).await?;
-        Ok(metadata)
+        let name = name.clone();
+        self.on_controller("create partitions", move |handle| async move {
+            controller::create_partitions(&handle, &name, partition_count).await
+        })
+        .await
     }
 
-    /// Replaces a topic's config on disk and in every partition.
+    /// Replaces a topic's config on disk and in every partition. Runs on the
+    /// controller.
     pub async fn set_topic_config(&self, name: &TopicName, config: TopicConfig) -> Result<()> {
-        let metadata = {
-            let mut topics = self.shared.topics.write().expect("registry lock");
-            let metadata = topics.get_mut(name).ok_or_else(|| EngineError::UnknownTopicOrPartition(name.to_string()))?;
-            let mut updated = metadata.clone();
-            updated.config = config.clone();
-            let path = topic_dir(&self.shared.data_dir, name).join(TOPIC_PROPERTIES_FILE);
-            replace_file_durably(&path, topic_properties(&updated).as_bytes())?;
-            *metadata = updated.clone();
-            updated
-        };
-        for index in 0..metadata.partition_count {
-            let partition = TopicPartition::new(name.clone(), PartitionId(index));
-            let config = config.clone();
-            self.op(&partition, |reply| PartitionOp::SetConfig { config, reply }).await?;
-        }
-        Ok(())
+        let name = name.clone();
+        self.on_controller("set topic config", move |handle| async move {
+            controller::set_topic_config(&handle, &name, config).await
+        })
+        .await
     }
 
     /// Appends a record set (one or more v2 batches). Returns once the topic's
@@ -443,6 +539,18 @@ impl EngineHandle {
     }
 }
 
+/// Where a shard sends the ops of one of its partitions: the actor of the one open
+/// incarnation.
+struct Route {
+    topic_id: TopicId,
+    /// Reachable by ops that name no incarnation (see [`ShardRequest::Activate`]).
+    active: bool,
+    queue: flume::Sender<PartitionOp>,
+}
+
+/// A shard's open partitions. Owned by the shard's thread (shared with its ticker).
+type Routes = Rc<std::cell::RefCell<HashMap<TopicPartition, Route>>>;
+
 /// The shard's event loop: opens partitions, routes ops to their actors, runs the
 /// periodic ticks, and closes everything on shutdown.
 async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, config: EngineConfig) {
@@ -450,25 +558,49 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
     if let Err(error) = storage.prime_device_probe(&config.data_dir, &format!(".io-probe-{}", shard.0)).await {
         tracing::error!("shard {shard}: probing the data directory's device: {error}");
     }
-    let partitions: Rc<std::cell::RefCell<HashMap<TopicPartition, flume::Sender<PartitionOp>>>> = Rc::default();
+    let partitions: Routes = Rc::default();
     let ticker = glommio::spawn_local(tick(partitions.clone(), config.housekeeping_interval_ms)).detach();
     while let Ok(request) = requests.recv_async().await {
         match request {
-            ShardRequest::Open { partition, config: topic_config, reply } => {
-                let result = open_partition(&storage, &config, &partition, topic_config, config.queue_depth_max).await;
+            ShardRequest::Open { partition, topic_id, config: topic_config, reply } => {
+                let open = partitions.borrow().get(&partition).map(|route| route.topic_id);
+                let result = match open {
+                    // The controller closes an incarnation before it opens another,
+                    // so this is a bug; refusing keeps one actor per directory.
+                    Some(open_id) => {
+                        tracing::error!("shard {shard}: {partition} (topic id {topic_id}) is open already, as {open_id}");
+                        Err(EngineError::TopicAlreadyExists(partition.to_string()))
+                    }
+                    None => open_partition(&storage, &config, &partition, topic_config, config.queue_depth_max).await,
+                };
                 let result = result.map(|queue| {
-                    partitions.borrow_mut().insert(partition, queue);
+                    partitions.borrow_mut().insert(partition, Route { topic_id, active: false, queue });
                 });
                 if reply.send(result).is_err() {
                     tracing::debug!("shard {shard}: open reply dropped");
                 }
             }
-            ShardRequest::Op { partition, op } => {
-                let queue = partitions.borrow().get(&partition).cloned();
+            ShardRequest::Activate { topic, topic_id, reply } => {
+                for (partition, route) in partitions.borrow_mut().iter_mut() {
+                    if partition.topic == topic && route.topic_id == topic_id {
+                        route.active = true;
+                    }
+                }
+                if reply.send(Ok(())).is_err() {
+                    tracing::debug!("shard {shard}: activate reply dropped");
+                }
+            }
+            ShardRequest::Op { partition, topic_id, op } => {
+                let queue = match partitions.borrow().get(&partition) {
+                    Some(route) if topic_id.map_or(route.active, |id| id == route.topic_id) => Some(route.queue.clone()),
+                    _ => None,
+                };
                 let Some(queue) = queue else {
                     reject(op, EngineError::UnknownTopicOrPartition(partition.to_string()));
                     continue;
                 };
+                // Once removed here, no later op reaches this actor: the close is the
+                // last op it is sent.
                 let closing = matches!(op, PartitionOp::Close { .. });
                 if closing {
                     partitions.borrow_mut().remove(&partition);
@@ -524,8 +656,8 @@ async fn open_partition(
     Ok(queue)
 }
 
-async fn close_all(partitions: &Rc<std::cell::RefCell<HashMap<TopicPartition, flume::Sender<PartitionOp>>>>) -> Result<()> {
-    let queues: Vec<_> = partitions.borrow_mut().drain().collect();
+async fn close_all(partitions: &Routes) -> Result<()> {
+    let queues: Vec<_> = partitions.borrow_mut().drain().map(|(partition, route)| (partition, route.queue)).collect();
     let mut first_error = None;
     for (partition, queue) in queues {
         let (reply, receiver) = flume::bounded(1);
@@ -545,11 +677,11 @@ async fn close_all(partitions: &Rc<std::cell::RefCell<HashMap<TopicPartition, fl
 /// Sends a housekeeping tick (segment roll by age, retention) to every partition of
 /// the shard. A tick is dropped, not queued, when a partition's queue is full: the
 /// partition is busy and the next tick will do.
-async fn tick(partitions: Rc<std::cell::RefCell<HashMap<TopicPartition, flume::Sender<PartitionOp>>>>, housekeeping_ms: u64) {
+async fn tick(partitions: Routes, housekeeping_ms: u64) {
     loop {
         glommio::timer::sleep(Duration::from_millis(housekeeping_ms.max(1))).await;
-        for queue in partitions.borrow().values() {
-            if queue.try_send(PartitionOp::Housekeeping).is_err() {
+        for route in partitions.borrow().values() {
+            if route.queue.try_send(PartitionOp::Housekeeping).is_err() {
                 tracing::trace!("housekeeping tick skipped for a busy partition");
             }
         }
@@ -574,5 +706,107 @@ fn reject(op: PartitionOp, error: EngineError) {
         PartitionOp::WaitForData { reply, .. } => send(reply, error),
         PartitionOp::Close { reply, .. } => send(reply, error),
         PartitionOp::Housekeeping => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::build_value_batch;
+    use futures_lite::future::block_on;
+
+    fn start_engine() -> (tempfile::TempDir, Engine) {
+        // The build disk: O_DIRECT needs a real file system, and /tmp may be tmpfs.
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tmp");
+        std::fs::create_dir_all(root).expect("create target/tmp");
+        let dir = tempfile::tempdir_in(root).expect("tempdir on the build disk");
+        let mut config = EngineConfig::new(dir.path());
+        config.shard_count = 2;
+        let engine = Engine::start(config).expect("start");
+        (dir, engine)
+    }
+
+    fn metadata(topic: &str, id: u128, partition_count: i32) -> TopicMetadata {
+        TopicMetadata {
+            name: TopicName::new(topic).expect("valid"),
+            id: TopicId(uuid::Uuid::from_u128(id)),
+            partition_count,
+            config: TopicConfig::default(),
+        }
+    }
+
+    fn append(handle: &EngineHandle, partition: &TopicPartition) -> Result<AppendInfo> {
+        block_on(handle.append(partition, build_value_batch(TimestampMs(0), 1, 10), LeaderEpoch(0)))
+    }
+
+    fn stats_of(handle: &EngineHandle, partition: &TopicPartition, id: TopicId) -> Result<PartitionStats> {
+        block_on(handle.op_on(partition, Some(id), |reply| PartitionOp::Stats { reply }))
+    }
+
+    fn unknown<T>(result: Result<T>) -> bool {
+        matches!(result, Err(EngineError::UnknownTopicOrPartition(_)))
+    }
+
+    #[test]
+    fn a_partition_serves_the_data_path_once_active_and_admin_ops_only_for_its_own_incarnation() {
+        let (_dir, engine) = start_engine();
+        let handle = engine.handle();
+        let topic = metadata("routes", 1, 1);
+        let other = metadata("routes", 2, 1);
+        let partition = TopicPartition::new(topic.name.clone(), PartitionId(0));
+        let (opened, failed) = block_on(handle.open_partitions(&topic, 0..1));
+        assert_eq!((opened, failed.map(|e| e.to_string())), (vec![PartitionId(0)], None));
+
+        assert!(unknown(append(&handle, &partition)), "an inactive partition took an append");
+        stats_of(&handle, &partition, topic.id).expect("an op naming its incarnation");
+        assert!(unknown(stats_of(&handle, &partition, other.id)), "an op for another incarnation was served");
+        let (opened, failed) = block_on(handle.open_partitions(&other, 0..1));
+        let refused = matches!(failed, Some(EngineError::TopicAlreadyExists(_)));
+        assert!(opened.is_empty() && refused, "a second actor opened {partition}");
+
+        block_on(handle.activate(&topic)).expect("activate");
+        assert_eq!(append(&handle, &partition).expect("an append once active").base_offset, Offset(0));
+        // A close for another incarnation (a delete of an older topic of the name)
+        // does not reach this one.
+        let closed = block_on(handle.close_partitions(&topic.name, other.id, [PartitionId(0)].into_iter(), true));
+        assert!(unknown(closed), "a close for another incarnation was served");
+        assert_eq!(append(&handle, &partition).expect("still open").base_offset, Offset(1));
+        block_on(handle.close_partitions(&topic.name, topic.id, [PartitionId(0)].into_iter(), true)).expect("close");
+        assert!(unknown(append(&handle, &partition)), "an append reached a closed partition");
+        engine.shutdown().expect("shutdown");
+    }
+
+    #[test]
+    fn a_create_that_fails_on_one_partition_leaves_no_topic_and_no_partition_open() {
+        let (dir, engine) = start_engine();
+        let handle = engine.handle();
+        // A stray actor on partition 3 (only reachable by going around the
+        // controller) makes the create's open of that partition fail.
+        let stray = metadata("half", 7, 4);
+        let (opened, failed) = block_on(handle.open_partitions(&stray, 3..4));
+        assert!(failed.is_none() && opened == vec![PartitionId(3)]);
+
+        let failed = block_on(handle.create_topic(stray.name.clone(), 8, TopicConfig::default()));
+        assert!(matches!(failed, Err(EngineError::TopicAlreadyExists(_))), "{failed:?}");
+        assert_eq!(handle.topic(&stray.name), None, "a failed create is in the registry");
+        assert!(!dir.path().join("half").join(TOPIC_PROPERTIES_FILE).exists(), "a failed create left its properties file");
+        for index in (0..8).filter(|index| *index != 3) {
+            let partition = TopicPartition::new(stray.name.clone(), PartitionId(index));
+            let result = block_on(handle.stats(&partition));
+            assert!(matches!(result, Err(EngineError::UnknownTopicOrPartition(_))), "{partition} stayed open: {result:?}");
+        }
+
+        // The undo removed the topic directory, the stray's files with it (the stray
+        // broke the controller's rule that no actor outlives its topic), so its close
+        // may fail; the actor ends either way.
+        let closed = block_on(handle.close_partitions(&stray.name, stray.id, [PartitionId(3)].into_iter(), true));
+        assert!(!matches!(closed, Err(EngineError::UnknownTopicOrPartition(_))), "the stray was not open: {closed:?}");
+        let created = block_on(handle.create_topic(stray.name.clone(), 8, TopicConfig::default())).expect("create");
+        for index in 0..8 {
+            let partition = TopicPartition::new(stray.name.clone(), PartitionId(index));
+            assert_eq!(append(&handle, &partition).expect("append").base_offset, Offset(0), "{partition}");
+        }
+        assert_eq!(handle.topic(&stray.name), Some(created));
+        engine.shutdown().expect("shutdown");
     }
 }

@@ -78,9 +78,10 @@ async fn create(
         if engine.topic(&name).is_some() {
             return Err(failed(EngineError::TopicAlreadyExists(name.to_string())));
         }
-    } else {
-        engine.create_topic(name.clone(), partitions, config.clone()).await.map_err(failed)?;
-        tracing::info!("created topic {name} with {partitions} partitions");
+        // Nothing was created, so there is no topic id to report.
+        return Ok((partitions, uuid::Uuid::nil(), config));
     }
-    Ok((partitions, crate::broker::topic_id(&name), config))
+    let metadata = engine.create_topic(name.clone(), partitions, config.clone()).await.map_err(failed)?;
+    tracing::info!("created topic {name} with {partitions} partitions, topic id {}", metadata.id);
+    Ok((partitions, metadata.id.0, config))
 }

@@ -88,7 +88,7 @@ fn topic_entry(metadata: &TopicMetadata, node_id: BrokerId) -> MetadataResponseT
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(kafka_protocol::messages::TopicName(StrBytes::from_string(metadata.name.to_string()))))
-        .with_topic_id(crate::broker::topic_id(&metadata.name))
+        .with_topic_id(metadata.id.0)
         .with_is_internal(metadata.name.as_str().starts_with("__"))
         .with_partitions(partitions)
 }
