@@ -1,11 +1,17 @@
 //! Accepting and serving connections on one shard.
 //!
 //! A connection is two tasks on the shard that accepted it. The reader reads frames,
-//! decodes each request and spawns its handler at once (so requests pipeline), and
-//! queues the handler's task; the writer awaits those tasks in queue order and
-//! writes each response, so responses leave in request order whatever order the
-//! handlers finish in. The queue holds at most `inflight_requests_max` requests:
-//! past that, the reader stops reading and TCP pushes back on the client.
+//! decodes each request, spawns its handler and queues the handler's task; the
+//! writer awaits those tasks in queue order and writes each response, so responses
+//! leave in request order whatever order the handlers finish in. The queue holds at
+//! most `inflight_requests_max` requests: past that, the reader stops reading and
+//! TCP pushes back on the client.
+//!
+//! Requests take effect in order, as Kafka's do: the reader starts the next request
+//! only once the handler of the previous one is dispatched, that is, has put every
+//! op it needs on its partition or coordinator queue (see the handlers' module doc).
+//! Only that stage is sequential; the waiting for replies (acks, fsync) of many
+//! requests overlaps, so requests still pipeline.
 //!
 //! Bad input closes only its own connection, with one log line: an oversized,
 //! truncated or undecodable frame, an unknown API key or an unsupported version (but
@@ -137,17 +143,24 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
                 // Produce with acks=0: the client reads no response.
                 let silent = matches!(&request.body, RequestKind::Produce(produce) if produce.acks == 0);
                 let context = context.clone();
+                let (dispatched, on_dispatched) = local_channel::new_bounded::<()>(1);
                 let task = glommio::spawn_local(async move {
                     let request_context = RequestContext { shard: &context, header: &request.header, version };
-                    handlers::dispatch(&request_context, request.body).await
+                    handlers::dispatch(&request_context, request.body, move || {
+                        // The reader is gone (the connection ends): nobody waits for it.
+                        if dispatched.try_send(()).is_err() {
+                            tracing::trace!("a request was dispatched after its reader ended");
+                        }
+                    })
+                    .await
                 })
                 .detach();
-                Pending::Handler { api_key, version, correlation_id, silent, task }
+                (Pending::Handler { api_key, version, correlation_id, silent, task }, Some(on_dispatched))
             }
             Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
                 let body = ResponseKind::ApiVersions(api_versions::unsupported_version());
                 match codec::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body) {
-                    Ok(bytes) => Pending::Ready(bytes),
+                    Ok(bytes) => (Pending::Ready(bytes), None),
                     Err(error) => {
                         tracing::error!("shard {shard}: {peer}: {error}");
                         return End::Closing;
@@ -159,8 +172,25 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
                 return End::Closing;
             }
         };
+        let (next, on_dispatched) = next;
         if queue.send(next).await.is_err() {
             return End::PeerGone;
+        }
+        // glommio polls a task as it is spawned, so a handler is usually dispatched
+        // by now; if not, one of its queues is full. A handler that ends or is
+        // cancelled before it is dispatched drops the sender, which lets go too.
+        if let Some(on_dispatched) = on_dispatched {
+            let dispatched = async {
+                on_dispatched.recv().await;
+                false
+            };
+            let stopping = async {
+                super::stop_requested(stop).await;
+                true
+            };
+            if dispatched.or(stopping).await {
+                return End::Closing;
+            }
         }
     }
 }

@@ -8,6 +8,9 @@
 //! data path; the topic registry behind an `RwLock` is touched only by admin calls
 //! and metadata lookups, and only the controller thread changes it (see
 //! [`controller`]: admin operations run there one at a time, to the end).
+//! The `dispatch_*` methods return once the op is queued, as a [`Dispatched`]
+//! whose reply is awaited later: a Kafka connection queues every op of a request
+//! before the next request starts, so its requests reach each partition in order.
 //!
 //! Every method of [`EngineHandle`] is `async` and works from any executor (a glommio
 //! shard, or `futures_lite::future::block_on` in a plain thread): replies travel over
@@ -131,6 +134,25 @@ struct Shared {
 #[derive(Clone)]
 pub struct EngineHandle {
     shared: Arc<Shared>,
+}
+
+/// An op on its owner shard's queue whose reply is still to come (the `dispatch_*`
+/// methods of [`EngineHandle`]). Ops on one partition run in the order they were
+/// queued: the shard routes its queue in order to the partition's queue, which the
+/// partition's actor serves in order. So a caller that queues op A, then op B on the
+/// same partition, knows A runs first, whatever order it awaits the replies in.
+/// Dropping it withdraws nothing: the op runs and its reply is discarded.
+#[must_use = "the op is queued; the reply says whether it succeeded"]
+pub struct Dispatched<T> {
+    shard: ShardId,
+    receiver: flume::Receiver<Result<T>>,
+}
+
+impl<T> Dispatched<T> {
+    /// Waits for the op's reply.
+    pub async fn reply(self) -> Result<T> {
+        self.receiver.recv_async().await.map_err(|_| EngineError::ShardUnavailable(self.shard.0))?
+    }
 }
 
 /// The running engine: owns the shard threads. [`Engine::shutdown`] closes every
@@ -334,7 +356,13 @@ impl EngineHandle {
 
     /// An op for the active incarnation of `partition` (the data path).
     async fn op<T>(&self, partition: &TopicPartition, make: impl FnOnce(Reply<T>) -> PartitionOp) -> Result<T> {
-        self.op_on(partition, None, make).await
+        self.dispatch(partition, make).await?.reply().await
+    }
+
+    /// Puts an op for the active incarnation of `partition` on its owner shard's
+    /// queue and returns without waiting for the reply.
+    async fn dispatch<T>(&self, partition: &TopicPartition, make: impl FnOnce(Reply<T>) -> PartitionOp) -> Result<Dispatched<T>> {
+        self.dispatch_on(partition, None, make).await
     }
 
     /// An op for `partition`, of incarnation `topic_id` if given (admin calls),
@@ -345,10 +373,19 @@ impl EngineHandle {
         topic_id: Option<TopicId>,
         make: impl FnOnce(Reply<T>) -> PartitionOp,
     ) -> Result<T> {
+        self.dispatch_on(partition, topic_id, make).await?.reply().await
+    }
+
+    async fn dispatch_on<T>(
+        &self,
+        partition: &TopicPartition,
+        topic_id: Option<TopicId>,
+        make: impl FnOnce(Reply<T>) -> PartitionOp,
+    ) -> Result<Dispatched<T>> {
         let shard = shard_for(partition, self.shard_count());
         let (reply, receiver) = flume::bounded(1);
         self.send(shard, ShardRequest::Op { partition: partition.clone(), topic_id, op: make(reply) }).await?;
-        receiver.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard.0))?
+        Ok(Dispatched { shard, receiver })
     }
 
     /// Opens partitions `indexes` of `metadata`'s incarnation, inactive, all at once
@@ -492,7 +529,18 @@ impl EngineHandle {
     /// Appends a record set (one or more v2 batches). Returns once the topic's
     /// durability policy is satisfied: under `always`, after the group commit's sync.
     pub async fn append(&self, partition: &TopicPartition, bytes: Vec<u8>, leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
-        self.op(partition, |reply| PartitionOp::Append { bytes, leader_epoch, reply }).await
+        self.dispatch_append(partition, bytes, leader_epoch).await?.reply().await
+    }
+
+    /// [`EngineHandle::append`] in two stages: returns once the append is queued
+    /// (its place in the partition's order is fixed), with its reply to come.
+    pub async fn dispatch_append(
+        &self,
+        partition: &TopicPartition,
+        bytes: Vec<u8>,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<Dispatched<AppendInfo>> {
+        self.dispatch(partition, |reply| PartitionOp::Append { bytes, leader_epoch, reply }).await
     }
 
     /// Whole batches from `offset` (at most `max_bytes`, at least one batch), up to
@@ -504,11 +552,31 @@ impl EngineHandle {
         max_bytes: usize,
         offset_limit: Option<Offset>,
     ) -> Result<ReadResult> {
-        self.op(partition, |reply| PartitionOp::Read { offset, max_bytes, offset_limit, reply }).await
+        self.dispatch_read(partition, offset, max_bytes, offset_limit).await?.reply().await
+    }
+
+    /// [`EngineHandle::read`] in two stages, as [`EngineHandle::dispatch_append`].
+    pub async fn dispatch_read(
+        &self,
+        partition: &TopicPartition,
+        offset: Offset,
+        max_bytes: usize,
+        offset_limit: Option<Offset>,
+    ) -> Result<Dispatched<ReadResult>> {
+        self.dispatch(partition, |reply| PartitionOp::Read { offset, max_bytes, offset_limit, reply }).await
     }
 
     pub async fn list_offset(&self, partition: &TopicPartition, spec: OffsetSpec) -> Result<Option<(Offset, TimestampMs)>> {
-        self.op(partition, |reply| PartitionOp::ListOffset { spec, reply }).await
+        self.dispatch_list_offset(partition, spec).await?.reply().await
+    }
+
+    /// [`EngineHandle::list_offset`] in two stages, as [`EngineHandle::dispatch_append`].
+    pub async fn dispatch_list_offset(
+        &self,
+        partition: &TopicPartition,
+        spec: OffsetSpec,
+    ) -> Result<Dispatched<Option<(Offset, TimestampMs)>>> {
+        self.dispatch(partition, |reply| PartitionOp::ListOffset { spec, reply }).await
     }
 
     /// Syncs a partition now, whatever its policy; returns the durable offset.
@@ -521,11 +589,21 @@ impl EngineHandle {
     }
 
     pub async fn delete_records(&self, partition: &TopicPartition, offset: Offset) -> Result<Offset> {
-        self.op(partition, |reply| PartitionOp::DeleteRecords { offset, reply }).await
+        self.dispatch_delete_records(partition, offset).await?.reply().await
+    }
+
+    /// [`EngineHandle::delete_records`] in two stages, as [`EngineHandle::dispatch_append`].
+    pub async fn dispatch_delete_records(&self, partition: &TopicPartition, offset: Offset) -> Result<Dispatched<Offset>> {
+        self.dispatch(partition, |reply| PartitionOp::DeleteRecords { offset, reply }).await
     }
 
     pub async fn stats(&self, partition: &TopicPartition) -> Result<PartitionStats> {
-        self.op(partition, |reply| PartitionOp::Stats { reply }).await
+        self.dispatch_stats(partition).await?.reply().await
+    }
+
+    /// [`EngineHandle::stats`] in two stages, as [`EngineHandle::dispatch_append`].
+    pub async fn dispatch_stats(&self, partition: &TopicPartition) -> Result<Dispatched<PartitionStats>> {
+        self.dispatch(partition, |reply| PartitionOp::Stats { reply }).await
     }
 
     /// Returns once the partition's high watermark is past `offset` (data to read),

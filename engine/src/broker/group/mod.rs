@@ -411,9 +411,15 @@ impl GroupRouter {
     }
 
     async fn ask<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Option<T> {
+        self.queue(shard, make).await?.recv_async().await.ok()
+    }
+
+    /// Puts a request on the coordinator's queue and returns without waiting for
+    /// the answer; `None` when the coordinator is gone.
+    async fn queue<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Option<flume::Receiver<T>> {
         let (reply, answer) = flume::bounded(1);
         self.coordinators[shard.0].send_async(make(reply)).await.ok()?;
-        answer.recv_async().await.ok()
+        Some(answer)
     }
 
     /// `None` when the coordinator is gone (shutting down): callers answer
@@ -452,12 +458,21 @@ impl GroupRouter {
         })
     }
 
-    pub async fn commit(&self, request: CommitRequest) -> CommitResponse {
-        let group = request.group_id.clone();
+    /// Queues an offset commit on the group's coordinator and returns the future of
+    /// its answer. The coordinator serves its queue in order and hands each offsets
+    /// partition's writes to its writer in that order, so of two commits queued one
+    /// after the other, the later is appended (and applied) later and wins.
+    pub async fn dispatch_commit(&self, request: CommitRequest) -> impl std::future::Future<Output = CommitResponse> {
         let count = request.offsets.len();
-        self.ask_group(&group, |reply| CoordinatorRequest::Commit(request, reply))
-            .await
-            .unwrap_or_else(|| vec![Some(GroupError::CoordinatorNotAvailable); count])
+        let shard = self.shard_for_group(&request.group_id);
+        let answer = self.queue(shard, |reply| CoordinatorRequest::Commit(request, reply)).await;
+        async move {
+            let answered = match answer {
+                Some(answer) => answer.recv_async().await.ok(),
+                None => None,
+            };
+            answered.unwrap_or_else(|| vec![Some(GroupError::CoordinatorNotAvailable); count])
+        }
     }
 
     pub async fn fetch(&self, request: FetchRequest) -> FetchResponse {

@@ -6,7 +6,11 @@
 //! the log start offset afterwards, -1 on error. The new log start offset is written
 //! durably before the answer; whole segments below it are deleted at once, and
 //! reads below it fail from then on even where a segment still holds the bytes.
-//! Partitions are handled concurrently, each on its own shard.
+//!
+//! Staged (see the handlers' module doc): each partition's delete is queued in
+//! request order before the next request of the connection starts; for offset -1
+//! that takes one round trip first, for the high watermark as it is at that place
+//! in the partition's order. The deletes then run concurrently, each on its shard.
 
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
@@ -22,28 +26,32 @@ const HIGH_WATERMARK: i64 = -1;
 /// Kafka's low watermark on error.
 const INVALID_LOW_WATERMARK: i64 = -1;
 
-pub async fn handle(context: &RequestContext<'_>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+/// Queues every partition's delete; the returned future waits for their replies.
+pub async fn dispatch(
+    context: &RequestContext<'_>,
+    request: DeleteRecordsRequest,
+) -> impl std::future::Future<Output = DeleteRecordsResponse> {
     let engine = &context.shard.engine;
     let mut work = PerPartition::new();
     for topic in request.topics {
         let raw_name = topic.name.0.to_string();
-        work.topic(engine, topic.name, &raw_name, topic.partitions, |p| p.partition_index, |partition, wanted| {
-            let engine = engine.clone();
-            async move {
-                let partition = partition?;
-                let offset = if wanted.offset == HIGH_WATERMARK {
-                    engine.stats(&partition).await.map_err(|e| error_code(&e))?.high_watermark
-                } else {
-                    Offset(wanted.offset)
-                };
-                let low_watermark = engine.delete_records(&partition, offset).await.map_err(|e| error_code(&e))?;
-                tracing::info!("deleted records of {partition} below {offset}: log start offset {low_watermark}");
-                Ok(low_watermark)
-            }
-        });
+        work.topic(engine, topic.name, &raw_name, topic.partitions, |p| p.partition_index, |partition, wanted| async move {
+            let offset = if wanted.offset == HIGH_WATERMARK {
+                engine.stats(&partition).await.map_err(|e| error_code(&e))?.high_watermark
+            } else {
+                Offset(wanted.offset)
+            };
+            tracing::info!("deleting records of {partition} below {offset}");
+            engine.dispatch_delete_records(&partition, offset).await.map_err(|e| error_code(&e))
+        })
+        .await;
     }
+    respond(work)
+}
+
+async fn respond(work: PerPartition<kafka_protocol::messages::TopicName, Offset>) -> DeleteRecordsResponse {
     let topics = work
-        .run()
+        .replies()
         .await
         .into_iter()
         .map(|(name, answers)| {

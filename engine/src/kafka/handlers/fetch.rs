@@ -10,6 +10,10 @@
 //! clients send full requests. Until transactions arrive, `read_committed` sees the
 //! same data as `read_uncommitted` (there are no open transactions, so the last
 //! stable offset is the high watermark).
+//!
+//! Staged (see the handlers' module doc): the request is dispatched once the first
+//! read of every partition is queued, so it sees what the requests sent before it
+//! on the connection appended; the re-reads of a long poll are not ordered.
 
 use std::time::{Duration, Instant};
 
@@ -18,9 +22,10 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
-use super::{concurrently, first_of, RequestContext, Versions};
+use super::{first_of, RequestContext, Versions};
 use crate::kafka::errors::error_code;
 use crate::log::ReadResult;
+use crate::shard::{Dispatched, EngineHandle};
 use crate::types::{Offset, PartitionId, TopicName, TopicPartition};
 
 pub const VERSIONS: Versions = Versions::new(4, 12);
@@ -34,11 +39,11 @@ struct Wanted {
     partition_max_bytes: usize,
 }
 
-pub async fn handle(context: &RequestContext<'_>, request: FetchRequest) -> FetchResponse {
-    let engine = &context.shard.engine;
+/// Queues the first read of every partition; the returned future waits for them,
+/// long-polls if asked to, and answers.
+pub async fn dispatch(context: &RequestContext<'_>, request: FetchRequest) -> impl std::future::Future<Output = FetchResponse> {
+    let engine = context.shard.engine.clone();
     let started = Instant::now();
-    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
-    let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
 
     let mut shape = Vec::with_capacity(request.topics.len());
@@ -61,7 +66,25 @@ pub async fn handle(context: &RequestContext<'_>, request: FetchRequest) -> Fetc
         shape.push((topic.topic.clone(), topic.partitions.iter().map(|p| p.partition).collect::<Vec<_>>()));
     }
 
-    let mut results = read_all(context, &wanted, max_bytes).await;
+    let first_reads = dispatch_reads(&engine, &wanted, max_bytes).await;
+    async move {
+        let results = read_replies(first_reads, max_bytes).await;
+        respond(&engine, request, started, shape, wanted, results).await
+    }
+}
+
+/// Waits for data as the request asks, re-reading as it arrives, then answers.
+async fn respond(
+    engine: &EngineHandle,
+    request: FetchRequest,
+    started: Instant,
+    shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
+    wanted: Vec<Wanted>,
+    mut results: Vec<Result<ReadResult, i16>>,
+) -> FetchResponse {
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
     loop {
         let total: usize = results.iter().map(|r| r.as_ref().map_or(0, |read| read.bytes.len())).sum();
         let any_error = results.iter().any(|r| r.is_err());
@@ -85,7 +108,7 @@ pub async fn handle(context: &RequestContext<'_>, request: FetchRequest) -> Fetc
         };
         let timeout = glommio::timer::sleep(remaining);
         futures_lite::future::or(any_data, timeout).await;
-        results = read_all(context, &wanted, max_bytes).await;
+        results = read_replies(dispatch_reads(engine, &wanted, max_bytes).await, max_bytes).await;
     }
 
     let mut results = results.into_iter();
@@ -115,23 +138,37 @@ pub async fn handle(context: &RequestContext<'_>, request: FetchRequest) -> Fetc
     FetchResponse::default().with_responses(responses)
 }
 
-/// Reads every wanted partition concurrently, then applies the response budget in
-/// request order: once `max_bytes` is spent, later partitions return no records
-/// (but the first non-empty one is always kept).
-async fn read_all(context: &RequestContext<'_>, wanted: &[Wanted], max_bytes: usize) -> Vec<Result<ReadResult, i16>> {
-    let reads = wanted
-        .iter()
-        .map(|w| {
-            let engine = context.shard.engine.clone();
-            let partition = w.partition.clone();
-            let (offset, budget) = (w.fetch_offset, w.partition_max_bytes.min(max_bytes));
-            async move {
-                let partition = partition?;
-                engine.read(&partition, offset, budget, None).await.map_err(|error| error_code(&error))
+/// Queues a read of every wanted partition, one after the other in request order.
+async fn dispatch_reads(
+    engine: &EngineHandle,
+    wanted: &[Wanted],
+    max_bytes: usize,
+) -> Vec<Result<Dispatched<ReadResult>, i16>> {
+    let mut reads = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let read = match &w.partition {
+            Ok(partition) => {
+                let budget = w.partition_max_bytes.min(max_bytes);
+                engine.dispatch_read(partition, w.fetch_offset, budget, None).await.map_err(|error| error_code(&error))
             }
-        })
-        .collect();
-    let mut results = concurrently(reads).await;
+            Err(code) => Err(*code),
+        };
+        reads.push(read);
+    }
+    reads
+}
+
+/// Waits for the reads (all queued, so as long as the slowest), then applies the
+/// response budget in request order: once `max_bytes` is spent, later partitions
+/// return no records (but the first non-empty one is always kept).
+async fn read_replies(reads: Vec<Result<Dispatched<ReadResult>, i16>>, max_bytes: usize) -> Vec<Result<ReadResult, i16>> {
+    let mut results = Vec::with_capacity(reads.len());
+    for read in reads {
+        results.push(match read {
+            Ok(pending) => pending.reply().await.map_err(|error| error_code(&error)),
+            Err(code) => Err(code),
+        });
+    }
     let mut spent = 0usize;
     for read in results.iter_mut().flatten() {
         if spent > 0 && spent + read.bytes.len() > max_bytes {

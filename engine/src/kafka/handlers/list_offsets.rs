@@ -9,35 +9,43 @@ use kafka_protocol::ResponseError;
 use super::{PerPartition, RequestContext, Versions};
 use crate::kafka::errors::error_code;
 use crate::log::OffsetSpec;
-use crate::types::TimestampMs;
+use crate::types::{Offset, TimestampMs};
 
 pub const VERSIONS: Versions = Versions::new(1, 6);
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub async fn handle(context: &RequestContext<'_>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+/// Queues every partition's lookup (staged, see the handlers' module doc); the
+/// returned future waits for their replies.
+pub async fn dispatch(
+    context: &RequestContext<'_>,
+    request: ListOffsetsRequest,
+) -> impl std::future::Future<Output = ListOffsetsResponse> {
     let engine = &context.shard.engine;
-    let version = context.version;
     let mut work = PerPartition::new();
     for topic in request.topics {
         let raw_name = topic.name.0.to_string();
-        work.topic(engine, topic.name, &raw_name, topic.partitions, |p| p.partition_index, |partition, wanted| {
-            let engine = engine.clone();
-            async move {
-                let partition = partition?;
-                let spec = match wanted.timestamp {
-                    LATEST => OffsetSpec::Latest,
-                    EARLIEST => OffsetSpec::Earliest,
-                    timestamp if timestamp >= 0 => OffsetSpec::Timestamp(TimestampMs(timestamp)),
-                    _ => return Err(ResponseError::UnsupportedVersion.code()),
-                };
-                engine.list_offset(&partition, spec).await.map_err(|error| error_code(&error))
-            }
-        });
+        work.topic(engine, topic.name, &raw_name, topic.partitions, |p| p.partition_index, |partition, wanted| async move {
+            let spec = match wanted.timestamp {
+                LATEST => OffsetSpec::Latest,
+                EARLIEST => OffsetSpec::Earliest,
+                timestamp if timestamp >= 0 => OffsetSpec::Timestamp(TimestampMs(timestamp)),
+                _ => return Err(ResponseError::UnsupportedVersion.code()),
+            };
+            engine.dispatch_list_offset(&partition, spec).await.map_err(|error| error_code(&error))
+        })
+        .await;
     }
+    respond(work, context.version)
+}
+
+async fn respond(
+    work: PerPartition<kafka_protocol::messages::TopicName, Option<(Offset, TimestampMs)>>,
+    version: i16,
+) -> ListOffsetsResponse {
     let topics = work
-        .run()
+        .replies()
         .await
         .into_iter()
         .map(|(name, answers)| {

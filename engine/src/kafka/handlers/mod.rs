@@ -1,12 +1,30 @@
 //! One handler per Kafka API key. Each file declares `VERSIONS`, the request versions
-//! it serves (and ApiVersions advertises), and an async `handle` from the decoded
-//! request to its response. The table in [`served!`] is the one place that lists
-//! them: ApiVersions, the decoder's version check and the dispatch all derive from it.
+//! it serves (and ApiVersions advertises), and either an async `handle` from the
+//! decoded request to its response or, for the requests whose order matters, an
+//! async `dispatch` in two stages (below). The table in [`served!`] is the one place
+//! that lists them: ApiVersions, the decoder's version check and the dispatch all
+//! derive from it.
 //!
 //! Handlers run on the shard that accepted the connection. They reach partitions of
 //! any shard through [`crate::shard::EngineHandle`], which routes each operation to
-//! the owner shard's queue; a request touching several partitions issues those
-//! operations concurrently and merges the answers in request order.
+//! the owner shard's queue, and groups through their coordinator's queue.
+//!
+//! Request order. Kafka never reorders the requests of one connection, yet the
+//! connection pipelines them (several in flight). So a request is handled in two
+//! stages, as Redpanda's `dispatched` and `produced`: `dispatch` returns once every
+//! op the request needs is on its queue (a partition's, or a group coordinator's),
+//! each queue being served in order, with the future of the response, which waits
+//! for the replies (acks, fsync). The connection starts the next request only once
+//! the previous one is dispatched ([`dispatch`]'s `on_dispatched`), so a request's
+//! ops reach every partition and coordinator after those of the requests sent
+//! before it, while the waiting overlaps. Staged: Produce, Fetch (its first read;
+//! a long poll's re-reads are not ordered), ListOffsets, DeleteRecords,
+//! OffsetForLeaderEpoch and OffsetCommit. Every other handler counts as dispatched
+//! when it starts: it either touches no queue whose order a client can see, or
+//! (JoinGroup, SyncGroup) may wait long on purpose. Limits: OffsetFetch is not
+//! staged behind a pipelined OffsetCommit's durable write, so it may answer the
+//! offset before that commit; and a partition op queued by a handler of another
+//! connection interleaves freely.
 
 pub mod alter_configs;
 pub mod api_versions;
@@ -38,6 +56,7 @@ pub mod sync_group;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
 use crate::broker::ShardContext;
+use crate::shard::Dispatched;
 
 /// An inclusive range of request versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,8 +83,21 @@ pub struct RequestContext<'a> {
     pub version: i16,
 }
 
+/// Runs one handler of the [`served!`] table, staged or not (see the module doc).
+macro_rules! run_handler {
+    ($module:ident, $context:ident, $request:ident, $on_dispatched:ident, staged) => {{
+        let response = $module::dispatch($context, $request).await;
+        $on_dispatched();
+        response.await.into()
+    }};
+    ($module:ident, $context:ident, $request:ident, $on_dispatched:ident) => {{
+        $on_dispatched();
+        $module::handle($context, $request).await.into()
+    }};
+}
+
 macro_rules! served {
-    ($($key:ident => $module:ident),* $(,)?) => {
+    ($($key:ident => $module:ident $(: $stages:ident)?),* $(,)?) => {
         /// The versions served for `api_key`, or `None` if the broker does not serve it.
         pub fn versions(api_key: ApiKey) -> Option<Versions> {
             match api_key {
@@ -77,11 +109,18 @@ macro_rules! served {
         /// Every API key the broker serves, in the order ApiVersions lists them.
         pub const API_KEYS: &[ApiKey] = &[$(ApiKey::$key),*];
 
-        /// Runs the handler of `request`. `None` only for a request kind that
-        /// [`versions`] does not list, which the decoder never lets through.
-        pub async fn dispatch(context: &RequestContext<'_>, request: RequestKind) -> Option<ResponseKind> {
+        /// Runs the handler of `request`, calling `on_dispatched` once the request's
+        /// ops are all queued (at once for a handler that is not staged; see the
+        /// module doc). `None` only for a request kind that [`versions`] does not
+        /// list, which the decoder never lets through; `on_dispatched` is then
+        /// dropped uncalled.
+        pub async fn dispatch(
+            context: &RequestContext<'_>,
+            request: RequestKind,
+            on_dispatched: impl FnOnce(),
+        ) -> Option<ResponseKind> {
             match request {
-                $(RequestKind::$key(request) => Some($module::handle(context, request).await.into()),)*
+                $(RequestKind::$key(request) => Some(run_handler!($module, context, request, on_dispatched $(, $stages)?)),)*
                 _ => None,
             }
         }
@@ -89,16 +128,16 @@ macro_rules! served {
 }
 
 served! {
-    Produce => produce,
-    Fetch => fetch,
-    ListOffsets => list_offsets,
+    Produce => produce: staged,
+    Fetch => fetch: staged,
+    ListOffsets => list_offsets: staged,
     Metadata => metadata,
     ApiVersions => api_versions,
     CreateTopics => create_topics,
     DeleteTopics => delete_topics,
-    DeleteRecords => delete_records,
+    DeleteRecords => delete_records: staged,
     InitProducerId => init_producer_id,
-    OffsetForLeaderEpoch => offset_for_leader_epoch,
+    OffsetForLeaderEpoch => offset_for_leader_epoch: staged,
     DescribeConfigs => describe_configs,
     AlterConfigs => alter_configs,
     CreatePartitions => create_partitions,
@@ -109,33 +148,11 @@ served! {
     SyncGroup => sync_group,
     Heartbeat => heartbeat,
     LeaveGroup => leave_group,
-    OffsetCommit => offset_commit,
+    OffsetCommit => offset_commit: staged,
     OffsetFetch => offset_fetch,
     ListGroups => list_groups,
     DescribeGroups => describe_groups,
     DeleteGroups => delete_groups,
-}
-
-/// Runs `futures` concurrently on this shard and returns their outputs in order.
-/// Each one usually waits on another shard's partition, so they overlap.
-pub async fn concurrently<F, T>(futures: Vec<F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + 'static,
-    T: 'static,
-{
-    if futures.len() == 1 {
-        let mut outputs = Vec::with_capacity(1);
-        for future in futures {
-            outputs.push(future.await);
-        }
-        return outputs;
-    }
-    let tasks: Vec<_> = futures.into_iter().map(glommio::spawn_local).collect();
-    let mut outputs = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        outputs.push(task.await);
-    }
-    outputs
 }
 
 /// Waits until the first of `futures` completes.
@@ -183,48 +200,73 @@ pub fn resolve_partitions<T>(
         .collect()
 }
 
-/// Per-partition work of a request, run concurrently and handed back grouped by
-/// topic in request order: `(topic, [(partition index, output)])`.
-pub struct PerPartition<N, F> {
+/// Per-partition ops of a staged request: queued one after the other in request
+/// order by [`PerPartition::topic`] (the dispatch stage), their replies then awaited
+/// together by [`PerPartition::replies`] and handed back grouped by topic in request
+/// order: `(topic, [(partition index, reply or error code)])`.
+pub struct PerPartition<N, T> {
     shape: Vec<(N, Vec<i32>)>,
-    work: Vec<F>,
+    /// One per partition index of `shape`, in the same order.
+    dispatched: Vec<Result<Dispatched<T>, i16>>,
 }
 
-impl<N, F, T> PerPartition<N, F>
-where
-    F: std::future::Future<Output = T> + 'static,
-    T: 'static,
-{
+impl<N, T> Default for PerPartition<N, T> {
+    fn default() -> Self {
+        PerPartition { shape: Vec::new(), dispatched: Vec::new() }
+    }
+}
+
+impl<N: std::fmt::Debug, T> PerPartition<N, T> {
     pub fn new() -> Self {
-        PerPartition { shape: Vec::new(), work: Vec::new() }
+        Self::default()
     }
 
-    /// Adds one topic: `each` turns every resolved partition into its future.
-    pub fn topic<I>(
+    /// Adds one topic: `dispatch` queues the op of every partition that exists, in
+    /// request order, each before the next starts (or answers an error code).
+    /// Partitions that do not resolve are answered with their error code.
+    pub async fn topic<I, F>(
         &mut self,
         engine: &crate::shard::EngineHandle,
         name: N,
         raw_name: &str,
         items: Vec<I>,
         index_of: impl Fn(&I) -> i32,
-        mut each: impl FnMut(Result<crate::types::TopicPartition, i16>, I) -> F,
-    ) {
+        mut dispatch: impl FnMut(crate::types::TopicPartition, I) -> F,
+    ) where
+        F: std::future::Future<Output = Result<Dispatched<T>, i16>>,
+    {
         let mut indexes = Vec::with_capacity(items.len());
         for (index, partition, item) in resolve_partitions(engine, raw_name, items, index_of) {
             indexes.push(index);
-            self.work.push(each(partition, item));
+            let dispatched = match partition {
+                Ok(partition) => dispatch(partition, item).await,
+                Err(code) => Err(code),
+            };
+            self.dispatched.push(dispatched);
         }
         self.shape.push((name, indexes));
     }
 
-    pub async fn run(self) -> Vec<(N, Vec<(i32, T)>)> {
-        let mut outputs = concurrently(self.work).await.into_iter();
-        self.shape
-            .into_iter()
-            .map(|(name, indexes)| {
-                let answered = indexes.into_iter().filter_map(|index| outputs.next().map(|output| (index, output))).collect();
-                (name, answered)
-            })
-            .collect()
+    /// Waits for every reply. They are all queued already, so waiting for them one
+    /// after the other takes as long as the slowest.
+    pub async fn replies(self) -> Vec<(N, Vec<(i32, Result<T, i16>)>)> {
+        let mut dispatched = self.dispatched.into_iter();
+        let mut replies = Vec::with_capacity(self.shape.len());
+        for (name, indexes) in self.shape {
+            let mut answered = Vec::with_capacity(indexes.len());
+            for index in indexes {
+                let Some(next) = dispatched.next() else { break };
+                let reply = match next {
+                    Ok(pending) => pending.reply().await.map_err(|error| {
+                        tracing::debug!("topic {name:?} partition {index}: {error}");
+                        crate::kafka::errors::error_code(&error)
+                    }),
+                    Err(code) => Err(code),
+                };
+                answered.push((index, reply));
+            }
+            replies.push((name, answered));
+        }
+        replies
     }
 }

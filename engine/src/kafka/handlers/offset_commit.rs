@@ -3,18 +3,27 @@
 //! `fsync.policy=always`). Members of a group must name the current generation;
 //! clients outside group management commit with generation -1 into empty groups.
 //! Partitions of topics that do not exist get UNKNOWN_TOPIC_OR_PARTITION.
+//!
+//! Staged (see the handlers' module doc): the request is dispatched once the commit
+//! is on the coordinator's queue, so of two commits pipelined on one connection the
+//! later one is appended later and is the one kept.
 
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
 use super::{RequestContext, Versions};
-use crate::broker::group::{CommitRequest, CommittedOffset, GenerationId, GroupId, MemberId};
+use crate::broker::group::{CommitRequest, CommitResponse, CommittedOffset, GenerationId, GroupId, MemberId};
 use crate::types::{LeaderEpoch, Offset, PartitionId, TopicName, TopicPartition};
 
 pub const VERSIONS: Versions = Versions::new(2, 9);
 
-pub async fn handle(context: &RequestContext<'_>, request: OffsetCommitRequest) -> OffsetCommitResponse {
+/// Queues the commit on the group's coordinator; the returned future waits for it
+/// to be durable and answers.
+pub async fn dispatch(
+    context: &RequestContext<'_>,
+    request: OffsetCommitRequest,
+) -> impl std::future::Future<Output = OffsetCommitResponse> {
     let engine = &context.shard.engine;
     // (topic index, partition index, Some(error) or None: asked of the coordinator)
     let mut shape: Vec<(usize, i32, Option<i16>)> = Vec::new();
@@ -38,8 +47,8 @@ pub async fn handle(context: &RequestContext<'_>, request: OffsetCommitRequest) 
             shape.push((topic_index, partition.partition_index, None));
         }
     }
-    let mut results = if offsets.is_empty() {
-        Vec::new().into_iter()
+    let committed = if offsets.is_empty() {
+        None
     } else {
         let commit = CommitRequest {
             group_id: GroupId(request.group_id.0.to_string()),
@@ -48,7 +57,21 @@ pub async fn handle(context: &RequestContext<'_>, request: OffsetCommitRequest) 
             group_instance_id: request.group_instance_id.as_ref().map(|id| id.to_string()),
             offsets,
         };
-        context.shard.groups.commit(commit).await.into_iter()
+        Some(context.shard.groups.dispatch_commit(commit).await)
+    };
+    respond(request, shape, committed)
+}
+
+/// `shape` as `dispatch` made it: (topic index, partition index, Some(error) or
+/// None: asked of the coordinator, whose answer `committed` brings).
+async fn respond(
+    request: OffsetCommitRequest,
+    shape: Vec<(usize, i32, Option<i16>)>,
+    committed: Option<impl std::future::Future<Output = CommitResponse>>,
+) -> OffsetCommitResponse {
+    let mut results = match committed {
+        Some(committed) => committed.await.into_iter(),
+        None => Vec::new().into_iter(),
     };
     let mut topics: Vec<OffsetCommitResponseTopic> = request
         .topics

@@ -17,6 +17,7 @@ use kafka_protocol::ResponseError;
 
 use super::{PerPartition, RequestContext, Versions};
 use crate::kafka::errors::error_code;
+use crate::log::PartitionStats;
 use crate::types::{LeaderEpoch, Offset};
 
 pub const VERSIONS: Versions = Versions::new(2, 4);
@@ -28,24 +29,36 @@ pub const UNDEFINED_EPOCH: LeaderEpoch = LeaderEpoch(-1);
 /// Kafka's `UNDEFINED_EPOCH_OFFSET`.
 pub const UNDEFINED_EPOCH_OFFSET: Offset = Offset(-1);
 
-pub async fn handle(context: &RequestContext<'_>, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+/// Checks each partition's current leader epoch and queues the lookup of its log
+/// start and end offsets (staged, see the handlers' module doc); the returned future
+/// waits for the replies and answers from them.
+pub async fn dispatch(
+    context: &RequestContext<'_>,
+    request: OffsetForLeaderEpochRequest,
+) -> impl std::future::Future<Output = OffsetForLeaderEpochResponse> {
     let engine = &context.shard.engine;
     let mut work = PerPartition::new();
+    // The epoch asked for, per partition in request order.
+    let mut requested = Vec::new();
     for topic in request.topics {
         let raw_name = topic.topic.0.to_string();
-        work.topic(engine, topic.topic, &raw_name, topic.partitions, |p| p.partition, |partition, wanted| {
-            let engine = engine.clone();
-            async move {
-                let partition = partition?;
-                check_current_leader_epoch(LeaderEpoch(wanted.current_leader_epoch)).map_err(|e| e.code())?;
-                let stats = engine.stats(&partition).await.map_err(|e| error_code(&e))?;
-                let history = [(LEADER_EPOCH, stats.log_start_offset)];
-                Ok(end_offset_for(&history, LeaderEpoch(wanted.leader_epoch), stats.log_end_offset))
-            }
-        });
+        requested.extend(topic.partitions.iter().map(|p| LeaderEpoch(p.leader_epoch)));
+        work.topic(engine, topic.topic, &raw_name, topic.partitions, |p| p.partition, |partition, wanted| async move {
+            check_current_leader_epoch(LeaderEpoch(wanted.current_leader_epoch)).map_err(|e| e.code())?;
+            engine.dispatch_stats(&partition).await.map_err(|e| error_code(&e))
+        })
+        .await;
     }
+    respond(work, requested)
+}
+
+async fn respond(
+    work: PerPartition<kafka_protocol::messages::TopicName, PartitionStats>,
+    requested: Vec<LeaderEpoch>,
+) -> OffsetForLeaderEpochResponse {
+    let mut requested = requested.into_iter();
     let topics = work
-        .run()
+        .replies()
         .await
         .into_iter()
         .map(|(topic, answers)| {
@@ -53,8 +66,13 @@ pub async fn handle(context: &RequestContext<'_>, request: OffsetForLeaderEpochR
                 .into_iter()
                 .map(|(index, answer)| {
                     let result = EpochEndOffset::default().with_partition(index);
+                    let requested = requested.next().unwrap_or(UNDEFINED_EPOCH);
                     match answer {
-                        Ok((epoch, end_offset)) => result.with_leader_epoch(epoch.0).with_end_offset(end_offset.0),
+                        Ok(stats) => {
+                            let history = [(LEADER_EPOCH, stats.log_start_offset)];
+                            let (epoch, end_offset) = end_offset_for(&history, requested, stats.log_end_offset);
+                            result.with_leader_epoch(epoch.0).with_end_offset(end_offset.0)
+                        }
                         Err(code) => result.with_error_code(code),
                     }
                 })

@@ -1,11 +1,13 @@
 //! Produce (key 0), v3–v9 (advertised from v0, see `api_versions`): appends each
 //! partition's record set, as the producer's bytes, to the partition's log.
 //!
-//! Partitions are appended concurrently (each on its owner shard) and answered in
-//! request order. `acks` 1 and -1 (all) both wait for the engine's acknowledgement,
-//! which under `fsync: always` comes after the group-commit fdatasync: with one
-//! broker the leader is the whole in-sync replica set. `acks=0` appends the same way;
-//! the connection drops the response.
+//! Staged (see the handlers' module doc): the request is dispatched once every
+//! partition's append is queued, one after the other in request order, so the
+//! appends of pipelined requests reach each partition in request order; the
+//! response then waits for all of them together. `acks` 1 and -1 (all) both wait for
+//! the engine's acknowledgement, which under `fsync: always` comes after the
+//! group-commit fdatasync: with one broker the leader is the whole in-sync replica
+//! set. `acks=0` appends the same way; the connection drops the response.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -13,29 +15,32 @@ use kafka_protocol::ResponseError;
 
 use super::{PerPartition, RequestContext, Versions};
 use crate::kafka::errors::error_code;
+use crate::log::AppendInfo;
 use crate::types::LeaderEpoch;
 
 pub const VERSIONS: Versions = Versions::new(3, 9);
 
-pub async fn handle(context: &RequestContext<'_>, request: ProduceRequest) -> ProduceResponse {
+/// Queues every partition's append; the returned future waits for their replies.
+pub async fn dispatch(context: &RequestContext<'_>, request: ProduceRequest) -> impl std::future::Future<Output = ProduceResponse> {
     let engine = &context.shard.engine;
     let mut work = PerPartition::new();
     for topic in request.topic_data {
         let raw_name = topic.name.0.to_string();
-        work.topic(engine, topic.name, &raw_name, topic.partition_data, |data| data.index, |partition, data| {
-            let engine = engine.clone();
-            async move {
-                let partition = partition?;
-                let Some(records) = data.records else { return Err(ResponseError::CorruptMessage.code()) };
-                engine.append(&partition, records.to_vec(), LeaderEpoch(0)).await.map_err(|error| {
-                    tracing::debug!("produce to {partition} failed: {error}");
-                    error_code(&error)
-                })
-            }
-        });
+        work.topic(engine, topic.name, &raw_name, topic.partition_data, |data| data.index, |partition, data| async move {
+            let Some(records) = data.records else { return Err(ResponseError::CorruptMessage.code()) };
+            engine.dispatch_append(&partition, records.to_vec(), LeaderEpoch(0)).await.map_err(|error| {
+                tracing::debug!("produce to {partition} failed: {error}");
+                error_code(&error)
+            })
+        })
+        .await;
     }
+    respond(work)
+}
+
+async fn respond(work: PerPartition<kafka_protocol::messages::TopicName, AppendInfo>) -> ProduceResponse {
     let responses = work
-        .run()
+        .replies()
         .await
         .into_iter()
         .map(|(name, answers)| {
