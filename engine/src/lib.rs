@@ -29,6 +29,7 @@
 pub mod batch;
 pub mod broker;
 pub mod config;
+pub mod data_dir;
 pub mod diagnostics;
 pub mod error;
 pub mod kafka;

@@ -10,9 +10,19 @@
 //!
 //! Shared state ([`BrokerState`]) is read-only after start-up except for atomics:
 //! there are no locks on the request path.
+//!
+//! ## What the broker keeps to itself
+//!
+//! - Its data directory: the engine locks it ([`crate::data_dir`]), so a second
+//!   broker on the same directory exits with an error naming the first one's pid.
+//! - Its address: SO_REUSEPORT is shared by this broker's shards only; a second
+//!   broker on the same address exits with an error naming it ([`listener`]).
+//! - Its files: `cluster-id` and `producer-id-block` live in the data directory's
+//!   [`crate::data_dir::META_DIR`], apart from every topic's directory.
 
 pub mod connection;
 pub mod group;
+pub mod listener;
 pub mod producer_ids;
 
 use std::net::SocketAddr;
@@ -22,6 +32,7 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::TopicConfig;
+use crate::data_dir::DataDir;
 use crate::error::{EngineError, Result};
 use crate::shard::{Engine, EngineConfig, EngineHandle, ShardService};
 use crate::storage::dma::replace_file_durably;
@@ -129,16 +140,18 @@ pub struct Broker {
 const CLUSTER_ID_FILE: &str = "cluster-id";
 
 impl Broker {
-    /// Starts the engine (recovering the data directory) and a listener on every shard.
+    /// Locks the data directory, checks that no other process serves the address,
+    /// then starts the engine (recovering the data directory) and a listener on
+    /// every shard.
     pub fn start(config: BrokerConfig) -> Result<Broker> {
-        std::fs::create_dir_all(&config.engine.data_dir)
-            .map_err(|e| EngineError::io("create directory", &config.engine.data_dir, e))?;
-        let cluster_id = load_or_create_cluster_id(&config.engine.data_dir)?;
+        let data_dir = DataDir::open(&config.engine.data_dir)?;
+        listener::ensure_no_other_listener(config.listen)?;
+        let cluster_id = load_or_create_cluster_id(&data_dir.meta_dir())?;
         let state = Arc::new(BrokerState {
             listen_port: AtomicU16::new(config.listen.port()),
             config: config.clone(),
             cluster_id,
-            producer_ids: producer_ids::ProducerIdAllocator::open(&config.engine.data_dir)?,
+            producer_ids: producer_ids::ProducerIdAllocator::open(&data_dir.meta_dir())?,
             connections: AtomicUsize::new(0),
         });
         let (stop, stop_seen) = flume::bounded::<()>(1);
@@ -178,22 +191,20 @@ impl Broker {
                 }
             })
         });
-        let engine = Engine::start_with_service(config.engine.clone(), Some(service))?;
+        let engine = Engine::start_in(data_dir, config.engine.clone(), Some(service))?;
         if let Some(message) = bind_error.lock().expect("bind error slot").take() {
-            drop(stop);
-            if let Err(error) = engine.shutdown() {
-                tracing::error!("closing the engine after a failed start: {error}");
-            }
-            return Err(EngineError::Startup(message));
+            return Err(abandon_start(engine, stop, EngineError::Startup(message)));
+        }
+        // Every shard listens now. Another broker that started at the same instant
+        // passed the check above too; one of the two checks sees the other.
+        let bound = SocketAddr::new(config.listen.ip(), state.listen_port.load(Ordering::Acquire));
+        if let Err(error) = listener::ensure_no_other_listener(bound) {
+            return Err(abandon_start(engine, stop, error));
         }
         // Committed offsets and groups are replayed before the broker reports ready;
         // group requests that arrive meanwhile wait in the coordinators' queues.
         if let Err(error) = futures_lite::future::block_on(coordinators.load(&engine.handle())) {
-            drop(stop);
-            if let Err(shutdown_error) = engine.shutdown() {
-                tracing::error!("closing the engine after a failed start: {shutdown_error}");
-            }
-            return Err(error);
+            return Err(abandon_start(engine, stop, error));
         }
         Ok(Broker { engine: Some(engine), state, stop: Some(stop), stopped })
     }
@@ -224,8 +235,20 @@ impl Broker {
     }
 }
 
-fn load_or_create_cluster_id(data_dir: &Path) -> Result<String> {
-    let path = data_dir.join(CLUSTER_ID_FILE);
+/// Stops the listeners (dropping `stop`) and the engine of a start that failed with
+/// `error`, and returns `error`.
+fn abandon_start(engine: Engine, stop: flume::Sender<()>, error: EngineError) -> EngineError {
+    drop(stop);
+    if let Err(shutdown_error) = engine.shutdown() {
+        tracing::error!("closing the engine after a failed start: {shutdown_error}");
+    }
+    error
+}
+
+/// The cluster id in `meta_dir` (the data directory's `corelog+meta`), made and
+/// stored durably on the first start.
+fn load_or_create_cluster_id(meta_dir: &Path) -> Result<String> {
+    let path = meta_dir.join(CLUSTER_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
         Ok(_) => {}

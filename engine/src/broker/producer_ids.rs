@@ -2,7 +2,8 @@
 //!
 //! Ids are handed out from blocks of [`PRODUCER_ID_BLOCK_SIZE`]. Before the first id
 //! of a block is given to a client, the block's end is written durably to
-//! `<data_dir>/producer-id-block` (decimal text, replaced atomically). After a crash
+//! `<data_dir>/corelog+meta/producer-id-block` (decimal text, replaced atomically;
+//! the layout is in [`crate::data_dir`]). After a crash
 //! the broker starts at the recorded end, so an id handed out before the crash is
 //! never handed out again (at most one block of ids is skipped).
 //!
@@ -26,9 +27,10 @@ pub struct ProducerIdAllocator {
 }
 
 impl ProducerIdAllocator {
-    /// Reads the last reserved block end (0 on a new data directory).
-    pub fn open(data_dir: &Path) -> Result<ProducerIdAllocator> {
-        let path = data_dir.join(PRODUCER_ID_BLOCK_FILE);
+    /// Reads the last reserved block end from `meta_dir`, the data directory's
+    /// `corelog+meta` (0 on a new data directory).
+    pub fn open(meta_dir: &Path) -> Result<ProducerIdAllocator> {
+        let path = meta_dir.join(PRODUCER_ID_BLOCK_FILE);
         let reserved_end = match std::fs::read_to_string(&path) {
             Ok(text) => text.trim().parse::<i64>().ok().filter(|end| *end >= 0).ok_or_else(|| {
                 EngineError::Startup(format!("{}: expected a non-negative integer, found {text:?}", path.display()))

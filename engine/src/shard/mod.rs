@@ -31,6 +31,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Clock, SystemClock, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
+use crate::data_dir::DataDir;
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
 use crate::storage::DmaStorage;
@@ -161,6 +162,9 @@ pub struct Engine {
     handle: EngineHandle,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     controller: Option<std::thread::JoinHandle<()>>,
+    /// The data directory's lock, released only after every shard has stopped (a
+    /// field is dropped after `Drop::drop` has run).
+    _data_dir: DataDir,
 }
 
 impl Engine {
@@ -172,13 +176,21 @@ impl Engine {
 
     /// [`Engine::start`], plus `service` spawned on every shard once all topics are open.
     pub fn start_with_service(config: EngineConfig, service: Option<ShardService>) -> Result<Engine> {
+        let data_dir = DataDir::open(&config.data_dir)?;
+        Engine::start_in(data_dir, config, service)
+    }
+
+    /// [`Engine::start_with_service`] in a data directory the caller has already
+    /// opened and locked (the broker reads its own files there before the engine
+    /// starts). `config.data_dir` must be that directory.
+    pub fn start_in(data_dir: DataDir, config: EngineConfig, service: Option<ShardService>) -> Result<Engine> {
+        assert_eq!(data_dir.path(), config.data_dir, "the engine starts in the data directory it was given");
         let cpus = glommio::CpuSet::online().map_err(|e| EngineError::Startup(format!("listing CPUs: {e}")))?;
         // CpuSet is a HashSet: sort, so shard i is pinned to the i-th CPU on every start.
         let mut cpu_ids: Vec<usize> = cpus.iter().map(|location| location.cpu).collect();
         cpu_ids.sort_unstable();
         let shard_count = if config.shard_count == 0 { cpu_ids.len().max(1) } else { config.shard_count };
         crate::diagnostics::probe_io_uring((shard_count * config.io_memory_bytes) as u64)?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| EngineError::io("create directory", &config.data_dir, e))?;
         let topics = load_topics(&config.data_dir)?;
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -206,7 +218,7 @@ impl Engine {
                 .map_err(|e| EngineError::Startup(format!("starting shard {shard}: {e}")))?;
             threads.push(thread);
         }
-        let mut engine = Engine { handle, threads, controller: None };
+        let mut engine = Engine { handle, threads, controller: None, _data_dir: data_dir };
         engine.controller = Some(controller::start(controller_receiver)?);
         futures_lite::future::block_on(async {
             for metadata in topics.into_values() {
@@ -633,7 +645,9 @@ type Routes = Rc<std::cell::RefCell<HashMap<TopicPartition, Route>>>;
 /// periodic ticks, and closes everything on shutdown.
 async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, config: EngineConfig) {
     let storage = DmaStorage::new(config.write_buffer_bytes);
-    if let Err(error) = storage.prime_device_probe(&config.data_dir, &format!(".io-probe-{}", shard.0)).await {
+    let probe_dir = crate::data_dir::meta_dir(&config.data_dir);
+    let probe_name = format!("{}{}", crate::data_dir::IO_PROBE_PREFIX, shard.0);
+    if let Err(error) = storage.prime_device_probe(&probe_dir, &probe_name).await {
         tracing::error!("shard {shard}: probing the data directory's device: {error}");
     }
     let partitions: Routes = Rc::default();

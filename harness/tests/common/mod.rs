@@ -122,6 +122,11 @@ impl BrokerProcess {
         &self.data_dir
     }
 
+    /// The broker process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker is running").id()
+    }
+
     /// The directory of one partition's log.
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
         self.data_dir.join(topic).join(partition.to_string())
@@ -251,6 +256,35 @@ impl Drop for BrokerProcess {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// Runs `corelog broker` with `args`, expecting it to refuse to start: returns its
+/// exit status and everything it wrote to stderr. Panics (after killing it) if it is
+/// still running after `timeout`, which is a broker that started.
+pub fn run_broker_expecting_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corelog"));
+    command
+        .arg("broker")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("CORELOG_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = spawn_dying_with_parent(&mut command).expect("spawning corelog broker");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let Some(status) = wait_with_timeout(&mut child, timeout) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = reader.join().unwrap_or_default();
+        panic!("corelog broker {args:?} was still running after {timeout:?}: it started\n{log}");
+    };
+    (status, reader.join().expect("the stderr reader"))
 }
 
 /// Spawns `command` so that the child gets SIGKILL when the thread that spawned it
