@@ -19,6 +19,9 @@
 //!   broker on the same address exits with an error naming it ([`listener`]).
 //! - Its files: `cluster-id` and `producer-id-block` live in the data directory's
 //!   [`crate::data_dir::META_DIR`], apart from every topic's directory.
+//! - Its internal topic [`group::OFFSETS_TOPIC`]: clients may read it, but their
+//!   Produce, DeleteRecords, DeleteTopics, CreatePartitions and (Incremental)
+//!   AlterConfigs on it are refused (see [`is_internal`] and the handlers).
 
 pub mod connection;
 pub mod group;
@@ -36,7 +39,7 @@ use crate::data_dir::DataDir;
 use crate::error::{EngineError, Result};
 use crate::shard::{Engine, EngineConfig, EngineHandle, ShardService};
 use crate::storage::dma::replace_file_durably;
-use crate::types::ShardId;
+use crate::types::{ShardId, TopicName};
 
 /// How a broker is started (the `corelog broker` flags and YAML file end up here).
 #[derive(Debug, Clone)]
@@ -125,6 +128,14 @@ pub struct ShardContext {
 /// drops the sender, and the disconnection is the signal.
 pub(crate) async fn stop_requested(stop: &flume::Receiver<()>) {
     while stop.recv_async().await.is_ok() {}
+}
+
+/// Whether `topic` is one of the broker's internal topics (Kafka's
+/// `Topic.isInternal`; corelog has one, [`group::OFFSETS_TOPIC`]). The broker writes
+/// and replays it itself, so clients may read it but not write, truncate, delete,
+/// grow or reconfigure it.
+pub fn is_internal(topic: &TopicName) -> bool {
+    topic.as_str() == group::OFFSETS_TOPIC
 }
 
 /// A running broker.

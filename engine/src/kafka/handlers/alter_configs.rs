@@ -6,7 +6,10 @@
 //! ([`TopicConfig::set_all`], the same validation as CreateTopics); with
 //! `validate_only` nothing changes. The new config is written to `topic.properties`
 //! durably and applied to every live partition before the answer.
-//! Broker configs are read-only: altering one fails with INVALID_CONFIG.
+//! Broker configs are read-only: altering one fails with INVALID_CONFIG. The
+//! broker's internal topics are refused with TOPIC_AUTHORIZATION_FAILED, even with
+//! `validate_only` (see [`internal_topic_refused`]): `retention.ms=1` on
+//! `__consumer_offsets` would erase committed offsets.
 //!
 //! [`TopicConfig::set_all`]: crate::config::TopicConfig::set_all
 
@@ -16,7 +19,8 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::config_resources::{broker_configs_read_only, failed, replace_topic_config, resolve, Failure, Resource};
-use super::{RequestContext, Versions};
+use super::{internal_topic_refused, RequestContext, Versions};
+use crate::broker::is_internal;
 
 pub const VERSIONS: Versions = Versions::new(0, 2);
 
@@ -37,6 +41,9 @@ pub async fn handle(context: &RequestContext<'_>, request: AlterConfigsRequest) 
 
 async fn alter(context: &RequestContext<'_>, resource: &AlterConfigsResource, validate_only: bool) -> Result<(), Failure> {
     match resolve(context, resource.resource_type, resource.resource_name.as_str())? {
+        Resource::Topic(metadata) if is_internal(&metadata.name) => {
+            Err(internal_topic_refused(&metadata.name, "change its config"))
+        }
         Resource::Topic(metadata) => {
             let mut updated = context.shard.broker.config.topic_defaults.clone();
             let entries = resource

@@ -6,6 +6,9 @@
 //! [`PARTITIONS_PER_TOPIC_MAX`]. Manual assignments are accepted only as what the
 //! one broker would do anyway: one list per new partition, holding this broker.
 //! A topic named twice in one request fails both times with INVALID_REQUEST.
+//! The broker's internal topics are refused with TOPIC_AUTHORIZATION_FAILED (see
+//! [`internal_topic_refused`]): groups map to `__consumer_offsets` partitions by a
+//! hash modulo the partition count, so growing it would lose every group.
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -14,7 +17,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::config_resources::{failed, Failure};
-use super::{RequestContext, Versions};
+use super::{internal_topic_refused, RequestContext, Versions};
+use crate::broker::is_internal;
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
 use crate::error::EngineError;
 use crate::types::TopicName;
@@ -41,6 +45,9 @@ pub async fn handle(context: &RequestContext<'_>, request: CreatePartitionsReque
 
 async fn grow(context: &RequestContext<'_>, topic: &CreatePartitionsTopic, validate_only: bool) -> Result<(), Failure> {
     let name = TopicName::new(topic.name.0.as_str()).map_err(failed)?;
+    if is_internal(&name) {
+        return Err(internal_topic_refused(&name, "add partitions to it"));
+    }
     let engine = &context.shard.engine;
     let metadata = engine.topic(&name).ok_or_else(|| failed(EngineError::UnknownTopicOrPartition(name.to_string())))?;
     let (current, wanted) = (metadata.partition_count, topic.count);

@@ -11,11 +11,18 @@
 //! request order before the next request of the connection starts; for offset -1
 //! that takes one round trip first, for the high watermark as it is at that place
 //! in the partition's order. The deletes then run concurrently, each on its shard.
+//!
+//! The broker's internal topics are refused with INVALID_TOPIC_EXCEPTION, as Kafka's
+//! `ReplicaManager.deleteRecordsOnLocalLog` refuses them ("Cannot delete records of
+//! internal topic"): deleting records of `__consumer_offsets` would erase committed
+//! offsets.
 
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use kafka_protocol::ResponseError;
 
 use super::{PerPartition, RequestContext, Versions};
+use crate::broker::is_internal;
 use crate::kafka::errors::error_code;
 use crate::types::Offset;
 
@@ -36,6 +43,9 @@ pub async fn dispatch(
     for topic in request.topics {
         let raw_name = topic.name.0.to_string();
         work.topic(engine, topic.name, &raw_name, topic.partitions, |p| p.partition_index, |partition, wanted| async move {
+            if is_internal(&partition.topic) {
+                return Err(ResponseError::InvalidTopicException.code());
+            }
             let offset = if wanted.offset == HIGH_WATERMARK {
                 engine.stats(&partition).await.map_err(|e| error_code(&e))?.high_watermark
             } else {

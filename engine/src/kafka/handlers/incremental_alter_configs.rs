@@ -9,7 +9,8 @@
 //! [`TopicConfig::set_all`], the validation CreateTopics and AlterConfigs use, so
 //! either every operation of a resource applies or none does. With `validate_only`
 //! nothing changes. Broker configs are read-only: altering one fails with
-//! INVALID_CONFIG.
+//! INVALID_CONFIG. The broker's internal topics are refused with
+//! TOPIC_AUTHORIZATION_FAILED, even with `validate_only`, as in AlterConfigs.
 
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
@@ -18,7 +19,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::config_resources::{broker_configs_read_only, failed, replace_topic_config, resolve, Failure, Resource};
-use super::{RequestContext, Versions};
+use super::{internal_topic_refused, RequestContext, Versions};
+use crate::broker::is_internal;
 use crate::config::{ConfigKind, TopicConfig};
 use crate::error::EngineError;
 
@@ -49,6 +51,9 @@ pub async fn handle(context: &RequestContext<'_>, request: IncrementalAlterConfi
 
 async fn alter(context: &RequestContext<'_>, resource: &AlterConfigsResource, validate_only: bool) -> Result<(), Failure> {
     match resolve(context, resource.resource_type, resource.resource_name.as_str())? {
+        Resource::Topic(metadata) if is_internal(&metadata.name) => {
+            Err(internal_topic_refused(&metadata.name, "change its config"))
+        }
         Resource::Topic(metadata) => {
             let operations: Vec<Operation<'_>> = resource
                 .configs

@@ -89,6 +89,6 @@ fn topic_entry(metadata: &TopicMetadata, node_id: BrokerId) -> MetadataResponseT
     MetadataResponseTopic::default()
         .with_name(Some(kafka_protocol::messages::TopicName(StrBytes::from_string(metadata.name.to_string()))))
         .with_topic_id(metadata.id.0)
-        .with_is_internal(metadata.name.as_str().starts_with("__"))
+        .with_is_internal(crate::broker::is_internal(&metadata.name))
         .with_partitions(partitions)
 }

@@ -270,3 +270,20 @@ impl<N: std::fmt::Debug, T> PerPartition<N, T> {
         replies
     }
 }
+
+/// The answer to an admin request that would change one of the broker's internal
+/// topics ([`crate::broker::is_internal`]): TOPIC_AUTHORIZATION_FAILED, what a Kafka
+/// broker answers a principal without the ALTER, DELETE or ALTER_CONFIGS permission
+/// on the topic (`KafkaApis.handleDeleteTopicsRequest`,
+/// `handleCreatePartitionsRequest`, `configsAuthorizationApiError`). Kafka itself
+/// leaves these to its ACLs; corelog has none, and no client holds the permission.
+/// `action` completes "clients may not ...".
+pub fn internal_topic_refused(topic: &crate::types::TopicName, action: &str) -> (i16, String) {
+    (
+        kafka_protocol::ResponseError::TopicAuthorizationFailed.code(),
+        format!(
+            "{topic} is the broker's internal topic: the group coordinator writes it and replays it at start-up, \
+             so clients may read it but not {action}"
+        ),
+    )
+}

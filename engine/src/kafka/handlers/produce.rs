@@ -8,12 +8,19 @@
 //! the engine's acknowledgement, which under `fsync: always` comes after the
 //! group-commit fdatasync: with one broker the leader is the whole in-sync replica
 //! set. `acks=0` appends the same way; the connection drops the response.
+//!
+//! The broker's internal topics are refused with INVALID_TOPIC_EXCEPTION, as Kafka's
+//! `ReplicaManager.appendToLocalLog` refuses them ("Cannot append to internal
+//! topic"). Kafka lets one client id through (`__admin_client`, its own tools');
+//! corelog lets none: the group coordinator owns the records of `__consumer_offsets`
+//! and replays them at start-up.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use super::{PerPartition, RequestContext, Versions};
+use crate::broker::is_internal;
 use crate::kafka::errors::error_code;
 use crate::log::AppendInfo;
 use crate::types::LeaderEpoch;
@@ -27,6 +34,10 @@ pub async fn dispatch(context: &RequestContext<'_>, request: ProduceRequest) -> 
     for topic in request.topic_data {
         let raw_name = topic.name.0.to_string();
         work.topic(engine, topic.name, &raw_name, topic.partition_data, |data| data.index, |partition, data| async move {
+            if is_internal(&partition.topic) {
+                tracing::debug!("produce to {partition} refused: an internal topic");
+                return Err(ResponseError::InvalidTopicException.code());
+            }
             let Some(records) = data.records else { return Err(ResponseError::CorruptMessage.code()) };
             engine.dispatch_append(&partition, records.to_vec(), LeaderEpoch(0)).await.map_err(|error| {
                 tracing::debug!("produce to {partition} failed: {error}");
