@@ -6,7 +6,8 @@
 //!     lock                  locked by the process serving the directory; holds its pid
 //!     cluster-id            the broker's cluster id
 //!     producer-id-block     end of the last durably reserved block of producer ids
-//!     .io-probe-<shard>     each shard's start-up device probe (removed once done)
+//!     device-probe          one block of zeros for the shards' start-up device probe
+//!     .io-probe-<shard>     a shard's own probe file, only when device-probe is missing
 //!   <topic>/                one directory per topic (see `crate::shard`)
 //!     topic.properties
 //!     <partition>/          segments, indexes, snapshots (see `crate::log`)
@@ -16,6 +17,16 @@
 //! ASCII letters, digits, '.', '_' and '-'. [`META_DIR`] holds a '+', so no topic can
 //! ever be named like it, and the files inside it cannot collide with any topic: a
 //! topic may be called `producer-id-block`, `cluster-id`, `lock` or `.io-probe-0`.
+//!
+//! ## The device probe
+//!
+//! Every shard opens a file of at least one block before its data files (see
+//! `DmaStorage::prime_device_probe`). `device-probe` is that file: written once and
+//! never removed, so the shards only read it. Without it, each shard would look for
+//! any such file in the data directory and else write and remove a probe of its
+//! own, and one shard may pick up another's probe just as it is removed (glommio
+//! then panics on the vanished file). If it cannot be written (a first start on a
+//! full disk), the shards fall back to that search.
 //!
 //! ## One process per data directory
 //!
@@ -60,9 +71,21 @@ const MOVED_FROM_ROOT: &[&str] = &["cluster-id", "producer-id-block"];
 /// The prefix of a shard's probe file (see `DmaStorage::prime_device_probe`).
 pub const IO_PROBE_PREFIX: &str = ".io-probe-";
 
+/// The file in [`META_DIR`] every shard's device probe reads (see the module docs).
+const DEVICE_PROBE_FILE: &str = "device-probe";
+
+/// The size of [`DEVICE_PROBE_FILE`]: one block, as the probe needs.
+const DEVICE_PROBE_BYTES: usize = 4096;
+
 /// Where the engine's and the broker's own files live in `data_dir`.
 pub fn meta_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(META_DIR)
+}
+
+/// Whether `data_dir` has a whole `device-probe` for the shards' probes to read.
+pub fn has_device_probe(data_dir: &Path) -> bool {
+    let path = meta_dir(data_dir).join(DEVICE_PROBE_FILE);
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.is_file() && metadata.len() >= DEVICE_PROBE_BYTES as u64)
 }
 
 /// An open, locked data directory. Dropping it releases the lock.
@@ -88,6 +111,7 @@ impl DataDir {
         }
         let lock = lock(path, &meta.join(LOCK_FILE))?;
         move_old_layout(path, &meta)?;
+        write_device_probe(path);
         Ok(DataDir { path: path.to_path_buf(), _lock: lock })
     }
 
@@ -128,10 +152,14 @@ fn lock(data_dir: &Path, lock_path: &Path) -> Result<File> {
         )));
     }
     // The pid is only for the error message above: it is not synced, and a stale one
-    // after a crash is overwritten here before anyone can read it.
+    // after a crash is overwritten here before anyone can read it. Overwriting in
+    // place before cutting the rest needs no new block once the file has one, so a
+    // restart on a full disk writes it too; if it cannot, the lock still holds.
     let pid = format!("{}\n", std::process::id());
-    file.set_len(0).map_err(|e| EngineError::io("truncate", lock_path, e))?;
-    file.write_all_at(pid.as_bytes(), 0).map_err(|e| EngineError::io("write", lock_path, e))?;
+    let written = file.write_all_at(pid.as_bytes(), 0).and_then(|()| file.set_len(pid.len() as u64));
+    if let Err(error) = written {
+        tracing::warn!("writing this process's pid into {}: {error}", lock_path.display());
+    }
     Ok(file)
 }
 
@@ -180,6 +208,21 @@ fn move_old_layout(root: &Path, meta: &Path) -> Result<()> {
         sync_dir_blocking(root)?;
     }
     Ok(())
+}
+
+/// Writes [`DEVICE_PROBE_FILE`] unless it is already whole. It holds nothing, so it
+/// is not synced, and failing to write it only costs the fallback (module docs).
+fn write_device_probe(data_dir: &Path) {
+    if has_device_probe(data_dir) {
+        return;
+    }
+    let path = meta_dir(data_dir).join(DEVICE_PROBE_FILE);
+    if let Err(error) = std::fs::write(&path, [0u8; DEVICE_PROBE_BYTES]) {
+        tracing::warn!("writing {}: {error}; each shard's device probe will look for another file", path.display());
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::debug!("removing the partial {}: {error}", path.display());
+        }
+    }
 }
 
 /// Whether `path` is a regular file (not a directory, not missing).
@@ -232,6 +275,20 @@ mod tests {
         assert!(!root.join(".io-probe-1").exists(), "the leftover probe is removed");
         assert!(root.join("cluster-id").join("0").is_dir(), "a topic directory is left alone");
         assert!(!meta.join("cluster-id").exists(), "a directory is never moved");
+    }
+
+    #[test]
+    fn the_device_probe_file_holds_one_block_and_a_short_one_is_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!has_device_probe(dir.path()));
+        drop(DataDir::open(dir.path()).expect("open"));
+        let path = meta_dir(dir.path()).join(DEVICE_PROBE_FILE);
+        assert_eq!(std::fs::metadata(&path).expect("written").len(), DEVICE_PROBE_BYTES as u64);
+        assert!(has_device_probe(dir.path()));
+        std::fs::write(&path, [0u8; 10]).expect("cut short");
+        assert!(!has_device_probe(dir.path()), "a short file is no probe");
+        drop(DataDir::open(dir.path()).expect("reopen"));
+        assert!(has_device_probe(dir.path()), "rewritten whole");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What is the broker's stays the broker's, against real `corelog broker` processes:
 //!
 //! - one broker per data directory and per address: a second one exits non-zero
-//!   naming the first one's pid (and the address), and the first keeps serving;
+//!   naming the first one's pid (and the address), and the first keeps serving,
+//!   while a broker restarted at once after a SIGKILL is not taken for a second one;
 //! - `__consumer_offsets` is the broker's: Produce, DeleteRecords, DeleteTopics,
 //!   CreatePartitions, AlterConfigs and IncrementalAlterConfigs on it are refused
 //!   with the error codes Kafka gives, and a group's committed offset survives them
@@ -191,6 +192,28 @@ fn a_second_broker_on_the_same_address_exits_naming_the_address() {
 }
 
 #[test]
+fn a_broker_killed_and_restarted_at_once_on_its_port_starts_at_the_first_try() {
+    let _watchdog = Watchdog::new("kill_and_restart_on_the_same_port", TEST_BOUND);
+    let mut broker = BrokerProcess::start(BrokerOptions::new("ownership-kill-restart").durable());
+    let producer = idempotent_producer(&broker);
+    produce_all(&producer, "survivors", "before", 3);
+    // The killed broker's listeners outlive it for a moment (its io_uring rings are
+    // torn down after it is reaped); the new broker waits for them instead of
+    // taking them for another broker's.
+    broker.kill();
+    broker.restart();
+    assert!(
+        !broker.log_tail().contains("Address already in use"),
+        "the restart was refused at least once:\n{}",
+        broker.log_tail()
+    );
+    produce_all(&producer, "survivors", "after", 3);
+    let mut expected = expected_values("before", 3);
+    expected.extend(expected_values("after", 3));
+    assert_eq!(values(&broker, "survivors"), expected);
+}
+
+#[test]
 fn client_changes_to_the_offsets_topic_are_refused_with_kafkas_error_codes() {
     let _watchdog = Watchdog::new("offsets_topic_refusals", TEST_BOUND);
     let mut broker = BrokerProcess::start(BrokerOptions::new("ownership-offsets-topic").durable());
@@ -310,7 +333,7 @@ fn client_changes_to_the_offsets_topic_are_refused_with_kafkas_error_codes() {
 
 /// Names a topic may have that the broker's own files have or had.
 const BROKER_FILE_NAMES: &[&str] =
-    &["producer-id-block", "cluster-id", "lock", ".io-probe-0", ".io-probe-1", "corelog-meta"];
+    &["producer-id-block", "cluster-id", "lock", "device-probe", ".io-probe-0", ".io-probe-1", "corelog-meta"];
 
 #[test]
 fn topics_named_like_the_brokers_files_work_across_a_restart_and_init_producer_id_too() {

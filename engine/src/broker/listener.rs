@@ -14,7 +14,11 @@
 //!   the first check, and both stop here.
 //!
 //! Connections in TIME_WAIT left by an earlier broker on the port are not listeners
-//! and do not count, so a restart on the same port is not refused.
+//! and do not count, so a restart on the same port is not refused. Nor is a
+//! listening socket that no process holds: a broker that has just exited leaves its
+//! listeners alive until the kernel has torn down its io_uring rings, whose pending
+//! accepts still hold them. The check waits up to [`ORPHANED_LISTENER_WAIT`] for
+//! such sockets to go, and refuses only if they stay.
 //!
 //! Limits: the tables are those of this network namespace. The pid is found by
 //! looking for the socket among every process's open files, which hides the
@@ -25,6 +29,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use crate::error::{EngineError, Result};
 
@@ -39,6 +44,13 @@ struct Listener {
 /// The state code of a listening socket in `/proc/net/tcp`.
 const TCP_LISTEN: &str = "0A";
 
+/// How long a listener that no visible process holds may take to go away (see the
+/// module docs) before the broker refuses the address.
+pub const ORPHANED_LISTENER_WAIT: Duration = Duration::from_secs(10);
+
+/// How often the tables are read again while waiting.
+const ORPHANED_LISTENER_POLL: Duration = Duration::from_millis(50);
+
 /// Fails if a process other than this one listens on an address overlapping
 /// `address` (see the module docs). Port 0 is not checked: the kernel has not
 /// chosen the port yet. If the tables cannot be read, the check is skipped with a
@@ -47,30 +59,52 @@ pub fn ensure_no_other_listener(address: SocketAddr) -> Result<()> {
     if address.port() == 0 {
         return Ok(());
     }
-    let (listeners, own) = match (listeners(), own_sockets()) {
-        (Ok(listeners), Ok(own)) => (listeners, own),
-        (Err(error), _) | (_, Err(error)) => {
-            tracing::warn!("cannot check that no other process listens on {address}: {error}");
+    let deadline = Instant::now() + ORPHANED_LISTENER_WAIT;
+    let mut waiting_logged = false;
+    loop {
+        let (listeners, own) = match (listeners(), own_sockets()) {
+            (Ok(listeners), Ok(own)) => (listeners, own),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!("cannot check that no other process listens on {address}: {error}");
+                return Ok(());
+            }
+        };
+        let others: Vec<(Listener, Option<u32>)> = listeners
+            .into_iter()
+            .filter(|l| overlaps(l.address, address) && !own.contains(&l.inode))
+            .map(|listener| (listener, pid_holding(listener.inode)))
+            .collect();
+        if others.is_empty() {
             return Ok(());
         }
-    };
-    let others: Vec<Listener> =
-        listeners.into_iter().filter(|l| overlaps(l.address, address) && !own.contains(&l.inode)).collect();
-    if others.is_empty() {
-        return Ok(());
+        let orphans_only = others.iter().all(|(_, pid)| pid.is_none());
+        if orphans_only && Instant::now() < deadline {
+            if !waiting_logged {
+                tracing::info!("waiting for the listener of an exited process on {address} to be released");
+                waiting_logged = true;
+            }
+            std::thread::sleep(ORPHANED_LISTENER_POLL);
+            continue;
+        }
+        let holders: Vec<String> = others
+            .iter()
+            .map(|(listener, pid)| match pid {
+                Some(pid) => format!("pid {pid} listens on {}", listener.address),
+                None => format!(
+                    "a socket listens on {} that no process this user can see holds, after {}s",
+                    listener.address,
+                    ORPHANED_LISTENER_WAIT.as_secs()
+                ),
+            })
+            .collect();
+        // The OS's own words, which tools that retry a bind look for.
+        let in_use = std::io::Error::from_raw_os_error(libc::EADDRINUSE);
+        return Err(EngineError::Startup(format!(
+            "listening on {address}: {in_use}: another process already serves this address ({}): one broker per \
+             address, as two would split clients between two clusters",
+            holders.join(", ")
+        )));
     }
-    let holders: Vec<String> = others
-        .iter()
-        .map(|listener| match pid_holding(listener.inode) {
-            Some(pid) => format!("pid {pid} listens on {}", listener.address),
-            None => format!("a process this user cannot see listens on {}", listener.address),
-        })
-        .collect();
-    Err(EngineError::Startup(format!(
-        "listening on {address}: another process already serves this address ({}): one broker per address, as \
-         two would split clients between two clusters",
-        holders.join(", ")
-    )))
 }
 
 /// Every listening TCP socket of this network namespace, v4 and v6.

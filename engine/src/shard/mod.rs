@@ -645,9 +645,17 @@ type Routes = Rc<std::cell::RefCell<HashMap<TopicPartition, Route>>>;
 /// periodic ticks, and closes everything on shutdown.
 async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, config: EngineConfig) {
     let storage = DmaStorage::new(config.write_buffer_bytes);
-    let probe_dir = crate::data_dir::meta_dir(&config.data_dir);
+    // The probe reads the meta directory's device-probe file, written for it; if that
+    // is missing, it looks for any file of a block under the data directory, and else
+    // writes a probe of its own into the meta directory (see `crate::data_dir`).
+    let meta_dir = crate::data_dir::meta_dir(&config.data_dir);
     let probe_name = format!("{}{}", crate::data_dir::IO_PROBE_PREFIX, shard.0);
-    if let Err(error) = storage.prime_device_probe(&probe_dir, &probe_name).await {
+    let probed = if crate::data_dir::has_device_probe(&config.data_dir) {
+        storage.prime_device_probe(&meta_dir, &probe_name).await
+    } else {
+        storage.prime_device_probe(&config.data_dir, &format!("{}/{probe_name}", crate::data_dir::META_DIR)).await
+    };
+    if let Err(error) = probed {
         tracing::error!("shard {shard}: probing the data directory's device: {error}");
     }
     let partitions: Routes = Rc::default();
