@@ -8,21 +8,15 @@
 //! checker could not confirm it; the closing line names each guarantee with its
 //! verdict); 2 bad command line or configuration (clap's usage errors use 2 as
 //! well).
-
-mod broker;
-mod check;
-mod checker;
-mod workload;
-mod driver;
-mod payload;
-mod proxy;
-mod report;
-mod run;
+//!
+//! This file is only the command line: flags, logging, the allocator and the exit
+//! code. What each command does is in the `corelog_harness` library (`lib.rs`).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
+use corelog_harness::{broker, check, driver, proxy, report, run, UsageError};
 
 #[derive(Parser)]
 #[command(name = "corelog", version, about = "A Kafka-compatible thread-per-core log engine and its test harness")]
@@ -55,18 +49,6 @@ enum Command {
 /// output; `corelog run` counts and reports failed sends itself, and
 /// `CORELOG_LOG=info` brings librdkafka's lines back.
 pub const DEFAULT_LOG: &str = "info,rdkafka=off,librdkafka=off";
-
-/// A failure the user caused (bad flags or configuration): exit code 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
 
 fn main() {
     tracing_subscriber::fmt()

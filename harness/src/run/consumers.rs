@@ -68,6 +68,10 @@ impl Consumers {
         self.slots.lock().expect("consumers lock").len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Kills consumer `index` without a commit or a goodbye to its group.
     pub fn crash(&self, index: usize) -> anyhow::Result<()> {
         let mut slots = self.slots.lock().expect("consumers lock");

@@ -1,0 +1,41 @@
+//! corelog's harness as a library: everything the `corelog` binary does, behind the
+//! thin command line in `main.rs` (which only parses flags, sets up logging and
+//! picks the allocator).
+//!
+//! Where to start reading:
+//!
+//! - [`broker`]: `corelog broker`, a Kafka-compatible broker on this machine (the
+//!   engine and the Kafka protocol live in `corelog-engine`).
+//! - [`run`]: `corelog run`, which replays a [`workload`] file through a [`driver`]
+//!   against brokers it starts, an external cluster or the embedded engine, injects
+//!   faults (through the [`proxy`] for network faults), judges the history with the
+//!   [`checker`] and writes results and a report.
+//! - [`check`]: `corelog check`, which validates workload files without running them.
+//! - [`report`]: `corelog report` and `corelog compare`, over `corelog-reports`.
+//! - [`proxy`]: `corelog proxy`, the TCP fault proxy on its own.
+//! - [`payload`]: the header every message the harness sends carries.
+//!
+//! Errors are `anyhow` throughout; a [`UsageError`] among them means the user's
+//! flags or configuration were wrong, which the binary turns into exit code 2.
+
+pub mod broker;
+pub mod check;
+pub mod checker;
+pub mod driver;
+pub mod payload;
+pub mod proxy;
+pub mod report;
+pub mod run;
+pub mod workload;
+
+/// A failure the user caused (bad flags or configuration): exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
