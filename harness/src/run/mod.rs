@@ -32,14 +32,16 @@ pub mod environment;
 pub mod faults;
 pub mod load;
 pub mod metrics;
+mod progress;
 pub mod recorder;
 pub mod result;
+mod target;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -47,17 +49,15 @@ use corelog_reports::model::{ErrorCount, Guarantee as ReportGuarantee, RawCounts
 use hdrhistogram::Histogram;
 
 use crate::checker::History;
-use crate::driver::embedded::EmbeddedDriver;
-use crate::driver::kafka::KafkaDriver;
+use crate::run::progress::{HistogramLogs, Progress};
+use crate::run::target::{has_faults_of, Target};
 use crate::driver::{CommitMode, ConsumerSettings, DeliverySink, Driver, ProducerSettings};
-use crate::proxy::FaultProxy;
-use crate::run::cluster::{BrokerSpec, LocalCluster};
 use crate::run::consumers::{ConsumerSpec, Consumers};
 use crate::run::faults::Targets;
 use crate::run::load::{CrashSwitch, KeyChoice, ProducerPlan};
 use crate::run::metrics::{Counts, Metrics, Window};
 use crate::run::recorder::{ConsumerSink, ReadPositions, Recorder};
-use crate::workload::{self, Cluster, DriverKind, FaultKind, FaultScope, Guarantee, KeyDistributor, Payload, ProducerRate, Workload};
+use crate::workload::{self, Cluster, FaultKind, Guarantee, KeyDistributor, Payload, ProducerRate, Workload};
 use crate::UsageError;
 
 /// Drain ends when nothing was consumed for this long.
@@ -216,113 +216,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     bail!("{}", closing.join("\n"))
 }
 
-/// What the system under test is, for one execution.
-enum Target {
-    Local { cluster: Arc<Mutex<LocalCluster>>, driver: Arc<KafkaDriver>, proxies: BTreeMap<String, Arc<FaultProxy>> },
-    External(Arc<KafkaDriver>),
-    Embedded(Arc<EmbeddedDriver>, tempfile::TempDir),
-}
-
-impl Target {
-    fn driver(&self) -> Arc<dyn Driver> {
-        match self {
-            Target::Local { driver, .. } | Target::External(driver) => driver.clone(),
-            Target::Embedded(driver, _) => driver.clone(),
-        }
-    }
-
-    fn kafka(&self) -> Option<Arc<KafkaDriver>> {
-        match self {
-            Target::Local { driver, .. } | Target::External(driver) => Some(driver.clone()),
-            Target::Embedded(..) => None,
-        }
-    }
-
-    /// Stops what was started; everything holding a driver must be gone.
-    fn stop(self) -> anyhow::Result<()> {
-        match self {
-            Target::Local { cluster, proxies, .. } => {
-                // Proxies first: no client is left, and a proxy outliving its broker
-                // would only report refused upstream connections.
-                for proxy in proxies.into_values() {
-                    if let Ok(proxy) = Arc::try_unwrap(proxy) {
-                        proxy.shutdown();
-                    }
-                }
-                let cluster = Arc::try_unwrap(cluster).map_err(|_| anyhow::anyhow!("the cluster is still in use"))?;
-                cluster.into_inner().expect("cluster lock").stop()
-            }
-            Target::External(_) => Ok(()),
-            Target::Embedded(driver, _dir) => {
-                Arc::try_unwrap(driver).map_err(|_| anyhow::anyhow!("the embedded engine is still in use"))?.shutdown()
-            }
-        }
-    }
-}
-
-/// Whether the workload can inject a fault of this scope.
-fn has_faults_of(workload: &Workload, wanted: impl Fn(FaultKind) -> bool) -> bool {
-    workload.faults.iter().any(|fault| wanted(fault.kind))
-        || workload.nemesis.as_ref().is_some_and(|nemesis| nemesis.kinds.iter().any(|&kind| wanted(kind)))
-}
-
-fn start_target(workload: &Workload, run_dir: &Path) -> anyhow::Result<Target> {
-    let scratch = run_dir.join(".scratch");
-    match (&workload.driver, &workload.cluster) {
-        (DriverKind::Embedded, Cluster::Local(local)) => {
-            std::fs::create_dir_all(&scratch)?;
-            let dir = tempfile::Builder::new().prefix("embedded-").tempdir_in(&scratch)?;
-            Ok(Target::Embedded(Arc::new(EmbeddedDriver::start(dir.path(), local.cores as usize)?), dir))
-        }
-        (DriverKind::Embedded, Cluster::External(_)) => bail!("the embedded driver runs the engine in-process; it cannot use `bootstrap`"),
-        (DriverKind::Kafka, Cluster::Local(local)) => {
-            if local.brokers != 1 {
-                bail!("{} brokers: clusters of several corelog brokers need replication, which is not served yet", local.brokers);
-            }
-            let mut config_yaml = String::from("topic_defaults:\n");
-            config_yaml.push_str(&format!("  fsync.policy: \"{}\"\n", local.fsync));
-            for (key, value) in &local.topic_config {
-                config_yaml.push_str(&format!("  {key}: {value:?}\n"));
-            }
-            // Network faults need every client connection to cross a proxy: each
-            // broker advertises its proxy's address. Without them, no proxy: it
-            // would only add its overhead to the measurement.
-            let with_proxies = has_faults_of(workload, |kind| kind.scope() == FaultScope::Network);
-            let mut proxies = BTreeMap::new();
-            let mut specs = Vec::new();
-            for id in 0..local.brokers {
-                let name = workload::local_broker_name(id);
-                let mut advertised = None;
-                if with_proxies {
-                    // The upstream is set once the broker has said where it listens.
-                    let unbound = "127.0.0.1:9".parse().expect("a socket address");
-                    let proxy = FaultProxy::start(&name, "127.0.0.1:0".parse().expect("a socket address"), unbound)
-                        .with_context(|| format!("starting the fault proxy of {name}"))?;
-                    advertised = Some(proxy.local_addr().to_string());
-                    proxies.insert(name.clone(), Arc::new(proxy));
-                }
-                specs.push(BrokerSpec { name, cores: local.cores as usize, config_yaml: config_yaml.clone(), advertised });
-            }
-            let cluster = LocalCluster::start(&scratch, &specs)?;
-            let mut bootstrap = Vec::new();
-            for broker in &cluster.brokers {
-                match proxies.get(&broker.name) {
-                    Some(proxy) => {
-                        proxy.set_upstream(broker.address.parse().with_context(|| format!("broker address {}", broker.address))?);
-                        bootstrap.push(proxy.local_addr().to_string());
-                    }
-                    None => bootstrap.push(broker.address.clone()),
-                }
-            }
-            let driver = Arc::new(KafkaDriver::new(bootstrap.join(",")));
-            Ok(Target::Local { cluster: Arc::new(Mutex::new(cluster)), driver, proxies })
-        }
-        (DriverKind::Kafka, Cluster::External(external)) => {
-            Ok(Target::External(Arc::new(KafkaDriver::new(external.bootstrap.join(",")))))
-        }
-    }
-}
-
 fn producer_settings(workload: &Workload, guarantee: Option<Guarantee>) -> ProducerSettings {
     let (acks, retries, idempotent) = match guarantee {
         Some(Guarantee::AtMostOnce) => ("1", false, false),
@@ -384,7 +277,7 @@ fn execute(
 ) -> anyhow::Result<Execution> {
     let seed = workload.seed.unwrap_or_else(|| crate::payload::now_us() as u64);
     let nonce = format!("{:06x}", seed & 0xff_ffff);
-    let target = start_target(workload, run_dir)?;
+    let target = Target::start(workload, run_dir)?;
     let outcome = execute_on(workload, guarantee, run_dir, interrupted, &target, seed, &nonce, forget_reads);
     let stopped = target.stop();
     if run_dir.join(".scratch").exists() {
@@ -768,85 +661,5 @@ fn report_guarantee(guarantee: Guarantee) -> ReportGuarantee {
         Guarantee::AtLeastOnce => ReportGuarantee::AtLeastOnce,
         Guarantee::Idempotent => ReportGuarantee::Idempotent,
         Guarantee::ExactlyOnce => ReportGuarantee::ExactlyOnce,
-    }
-}
-
-/// HdrHistogram interval logs (one file per latency, HdrHistogram's log format),
-/// kept in memory during the run and written at the end.
-struct HistogramLogs {
-    dir: PathBuf,
-    windows: Vec<(Duration, [Histogram<u64>; 4])>,
-}
-
-impl HistogramLogs {
-    const NAMES: [&'static str; 4] = ["publish-latency", "publish-corrected-latency", "publish-delay-latency", "end-to-end-latency"];
-
-    fn create(dir: &Path) -> anyhow::Result<HistogramLogs> {
-        Ok(HistogramLogs { dir: dir.to_path_buf(), windows: Vec::new() })
-    }
-
-    fn write(&mut self, window: &Window, elapsed: Duration) -> anyhow::Result<()> {
-        let histograms = [
-            window.publish_service_us.clone(),
-            window.publish_corrected_us.clone(),
-            window.publish_delay_us.clone(),
-            window.end_to_end_us.clone(),
-        ];
-        self.windows.push((elapsed.saturating_sub(WINDOW), histograms));
-        Ok(())
-    }
-
-    fn finish(self) -> anyhow::Result<()> {
-        use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-        use std::io::Write;
-        let mut serializer = hdrhistogram::serialization::V2Serializer::new();
-        for (index, name) in Self::NAMES.iter().enumerate() {
-            let path = self.dir.join(format!("{name}.hlog"));
-            let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-            let mut file = std::io::BufWriter::new(file);
-            {
-                let mut writer = IntervalLogWriterBuilder::new()
-                    .add_comment(&format!("corelog {name}, microseconds"))
-                    .begin_log_with(&mut file, &mut serializer)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                let tag = Tag::new(name);
-                for (start, histograms) in &self.windows {
-                    writer
-                        .write_histogram(&histograms[index], *start, WINDOW, tag)
-                        .map_err(|e| anyhow::anyhow!("writing {}: {e:?}", path.display()))?;
-                }
-            }
-            file.flush().with_context(|| format!("writing {}", path.display()))?;
-        }
-        Ok(())
-    }
-}
-
-/// The live progress line (stderr; hidden when stderr is not a terminal).
-struct Progress {
-    bar: indicatif::ProgressBar,
-}
-
-impl Progress {
-    fn new(total: Duration) -> Progress {
-        let bar = indicatif::ProgressBar::with_draw_target(Some(total.as_secs()), indicatif::ProgressDrawTarget::stderr());
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("  [{elapsed_precise}/{duration_precise}] {bar:30} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Progress { bar }
-    }
-
-    fn update(&self, elapsed: Duration, window: &Window, seconds: f64, backlog: i64) {
-        self.bar.set_position(elapsed.as_secs());
-        self.bar.set_message(format!(
-            "publish {:.0}/s, consume {:.0}/s, backlog {backlog}",
-            window.counts.acknowledged as f64 / seconds.max(1e-6),
-            window.counts.consumed as f64 / seconds.max(1e-6)
-        ));
-    }
-
-    fn finish(&self) {
-        self.bar.finish_and_clear();
     }
 }

@@ -1,0 +1,133 @@
+//! The system under test of one execution: brokers the run starts (behind fault
+//! proxies when the workload has network faults), an external cluster, or the
+//! embedded engine; and the driver that reaches it.
+//!
+//! A [`Target`] outlives every client of its execution: `execute` starts it
+//! before the execution and stops it after, once the execution's drop has stopped
+//! every producer, consumer and fault.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context as _};
+
+use crate::driver::embedded::EmbeddedDriver;
+use crate::driver::kafka::KafkaDriver;
+use crate::driver::Driver;
+use crate::proxy::FaultProxy;
+use crate::run::cluster::{BrokerSpec, LocalCluster};
+use crate::workload::{self, Cluster, DriverKind, FaultKind, FaultScope, Workload};
+
+/// What the system under test is, for one execution.
+pub(super) enum Target {
+    Local { cluster: Arc<Mutex<LocalCluster>>, driver: Arc<KafkaDriver>, proxies: BTreeMap<String, Arc<FaultProxy>> },
+    External(Arc<KafkaDriver>),
+    Embedded(Arc<EmbeddedDriver>, tempfile::TempDir),
+}
+
+impl Target {
+    /// Starts what the workload's cluster block asks for, with its scratch files
+    /// under `run_dir/.scratch`.
+    pub(super) fn start(workload: &Workload, run_dir: &Path) -> anyhow::Result<Target> {
+        let scratch = run_dir.join(".scratch");
+        match (&workload.driver, &workload.cluster) {
+            (DriverKind::Embedded, Cluster::Local(local)) => {
+                std::fs::create_dir_all(&scratch)?;
+                let dir = tempfile::Builder::new().prefix("embedded-").tempdir_in(&scratch)?;
+                Ok(Target::Embedded(Arc::new(EmbeddedDriver::start(dir.path(), local.cores as usize)?), dir))
+            }
+            (DriverKind::Embedded, Cluster::External(_)) => bail!("the embedded driver runs the engine in-process; it cannot use `bootstrap`"),
+            (DriverKind::Kafka, Cluster::Local(local)) => start_local(workload, local, &scratch),
+            (DriverKind::Kafka, Cluster::External(external)) => {
+                Ok(Target::External(Arc::new(KafkaDriver::new(external.bootstrap.join(",")))))
+            }
+        }
+    }
+
+    pub(super) fn driver(&self) -> Arc<dyn Driver> {
+        match self {
+            Target::Local { driver, .. } | Target::External(driver) => driver.clone(),
+            Target::Embedded(driver, _) => driver.clone(),
+        }
+    }
+
+    pub(super) fn kafka(&self) -> Option<Arc<KafkaDriver>> {
+        match self {
+            Target::Local { driver, .. } | Target::External(driver) => Some(driver.clone()),
+            Target::Embedded(..) => None,
+        }
+    }
+
+    /// Stops what was started; everything holding a driver must be gone.
+    pub(super) fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Target::Local { cluster, proxies, .. } => {
+                // Proxies first: no client is left, and a proxy outliving its broker
+                // would only report refused upstream connections.
+                for proxy in proxies.into_values() {
+                    if let Ok(proxy) = Arc::try_unwrap(proxy) {
+                        proxy.shutdown();
+                    }
+                }
+                let cluster = Arc::try_unwrap(cluster).map_err(|_| anyhow::anyhow!("the cluster is still in use"))?;
+                cluster.into_inner().expect("cluster lock").stop()
+            }
+            Target::External(_) => Ok(()),
+            Target::Embedded(driver, _dir) => {
+                Arc::try_unwrap(driver).map_err(|_| anyhow::anyhow!("the embedded engine is still in use"))?.shutdown()
+            }
+        }
+    }
+}
+
+/// Whether the workload can inject a fault of this scope.
+pub(super) fn has_faults_of(workload: &Workload, wanted: impl Fn(FaultKind) -> bool) -> bool {
+    workload.faults.iter().any(|fault| wanted(fault.kind))
+        || workload.nemesis.as_ref().is_some_and(|nemesis| nemesis.kinds.iter().any(|&kind| wanted(kind)))
+}
+
+/// Starts the local brokers as child processes, each behind a fault proxy when
+/// the workload has network faults.
+fn start_local(workload: &Workload, local: &workload::LocalCluster, scratch: &Path) -> anyhow::Result<Target> {
+    if local.brokers != 1 {
+        bail!("{} brokers: clusters of several corelog brokers need replication, which is not served yet", local.brokers);
+    }
+    let mut config_yaml = String::from("topic_defaults:\n");
+    config_yaml.push_str(&format!("  fsync.policy: \"{}\"\n", local.fsync));
+    for (key, value) in &local.topic_config {
+        config_yaml.push_str(&format!("  {key}: {value:?}\n"));
+    }
+    // Network faults need every client connection to cross a proxy: each
+    // broker advertises its proxy's address. Without them, no proxy: it
+    // would only add its overhead to the measurement.
+    let with_proxies = has_faults_of(workload, |kind| kind.scope() == FaultScope::Network);
+    let mut proxies = BTreeMap::new();
+    let mut specs = Vec::new();
+    for id in 0..local.brokers {
+        let name = workload::local_broker_name(id);
+        let mut advertised = None;
+        if with_proxies {
+            // The upstream is set once the broker has said where it listens.
+            let unbound = "127.0.0.1:9".parse().expect("a socket address");
+            let proxy = FaultProxy::start(&name, "127.0.0.1:0".parse().expect("a socket address"), unbound)
+                .with_context(|| format!("starting the fault proxy of {name}"))?;
+            advertised = Some(proxy.local_addr().to_string());
+            proxies.insert(name.clone(), Arc::new(proxy));
+        }
+        specs.push(BrokerSpec { name, cores: local.cores as usize, config_yaml: config_yaml.clone(), advertised });
+    }
+    let cluster = LocalCluster::start(scratch, &specs)?;
+    let mut bootstrap = Vec::new();
+    for broker in &cluster.brokers {
+        match proxies.get(&broker.name) {
+            Some(proxy) => {
+                proxy.set_upstream(broker.address.parse().with_context(|| format!("broker address {}", broker.address))?);
+                bootstrap.push(proxy.local_addr().to_string());
+            }
+            None => bootstrap.push(broker.address.clone()),
+        }
+    }
+    let driver = Arc::new(KafkaDriver::new(bootstrap.join(",")));
+    Ok(Target::Local { cluster: Arc::new(Mutex::new(cluster)), driver, proxies })
+}
