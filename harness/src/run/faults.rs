@@ -11,7 +11,9 @@
 //! Each applied fault becomes a [`FaultWindow`] of the result. When the run stops
 //! early (Ctrl-C, a failure), every active fault is undone at once: a paused
 //! broker resumes, a crashed one starts again, proxies stop faulting, so the
-//! drain and the cluster's shutdown see a healthy system.
+//! drain and the cluster's shutdown see a healthy system. [`FaultInjector`] keeps
+//! that promise on every exit path: stopping it or dropping it undoes what is in
+//! effect and waits until that is done.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,6 +121,7 @@ pub struct Targets {
 }
 
 /// What the injector thread returns.
+#[derive(Default)]
 pub struct Injected {
     pub windows: Vec<FaultWindow>,
     /// Faults that could not be applied or undone: the run is not the experiment
@@ -126,14 +129,56 @@ pub struct Injected {
     pub errors: Vec<String>,
 }
 
-/// Starts the injector: it applies `faults` relative to `t0` until they are all
-/// over or `stop` is set, then undoes what is still active.
-pub fn spawn(faults: Vec<PlannedFault>, targets: Targets, t0: Instant, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<Injected>> {
-    std::thread::Builder::new().name("corelog-faults".to_string()).spawn(move || {
-        let mut injector = Injector { targets, t0, active: Vec::new(), injected: Injected { windows: Vec::new(), errors: Vec::new() } };
-        injector.run(faults, &stop);
-        injector.injected
-    })
+/// The injector thread: it applies the planned faults relative to `t0` until they
+/// are all over or it is stopped, then undoes what is still active.
+///
+/// [`FaultInjector::stop`] stops it and waits until every active fault is undone;
+/// dropping it does the same (and logs what could not be undone, since nobody else
+/// will see it), so no exit path leaves a fault applied.
+pub struct FaultInjector {
+    stop: Arc<AtomicBool>,
+    /// `None` once stopped.
+    thread: Option<JoinHandle<Injected>>,
+}
+
+impl FaultInjector {
+    pub fn spawn(faults: Vec<PlannedFault>, targets: Targets, t0: Instant) -> std::io::Result<FaultInjector> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new().name("corelog-faults".to_string()).spawn(move || {
+                let mut injector = Injector { targets, t0, active: Vec::new(), injected: Injected::default() };
+                injector.run(faults, &stop);
+                injector.injected
+            })?
+        };
+        Ok(FaultInjector { stop, thread: Some(thread) })
+    }
+
+    /// Stops the injector and waits until it has undone every fault still in
+    /// effect; returns the fault windows and the faults that could not be applied or
+    /// undone. Stopping again returns nothing more.
+    pub fn stop(&mut self) -> anyhow::Result<Injected> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(injected)) => Ok(injected),
+            Some(Err(_)) => bail!("the fault injector panicked"),
+            None => Ok(Injected::default()),
+        }
+    }
+}
+
+impl Drop for FaultInjector {
+    fn drop(&mut self) {
+        match self.stop() {
+            Ok(injected) => {
+                for error in injected.errors {
+                    tracing::error!("fault injection: {error}");
+                }
+            }
+            Err(error) => tracing::error!("{error:#}"),
+        }
+    }
 }
 
 /// A fault in effect: what undoes it, and its window's index.

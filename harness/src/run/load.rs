@@ -113,6 +113,12 @@ impl CrashSwitch {
         self.0.store(Self::CRASH, Ordering::SeqCst);
     }
 
+    /// Whether a crash is in effect: the thread was told to crash and does not
+    /// send again until it has restarted.
+    pub fn is_crashed(&self) -> bool {
+        self.0.load(Ordering::SeqCst) != Self::RUNNING
+    }
+
     pub fn restart(&self) {
         // Only a producer that is down (or about to be) restarts.
         let _ = self.0.compare_exchange(Self::DOWN, Self::RESTART, Ordering::SeqCst, Ordering::SeqCst);
@@ -164,100 +170,186 @@ pub fn key_pool(seed: u64) -> Arc<Vec<Vec<u8>>> {
     )
 }
 
-/// Starts one producer thread; it stops when `stop` is set, flushes, and returns
-/// its report.
-pub fn spawn_producer(
-    mut producer: Box<dyn ProducerHandle>,
+/// The run's producer threads, in start order (`producer-<i>` in fault targets).
+///
+/// [`Producers::stop`] stops every thread and waits for it (each flushes what its
+/// client holds first); dropping it does the same, so no exit path leaves a
+/// producer sending.
+#[derive(Default)]
+pub struct Producers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<ProducerReport>>,
+    /// One per thread, in start order.
+    crash_switches: Vec<Arc<CrashSwitch>>,
+}
+
+impl Producers {
+    /// Starts one producer thread sending through `producer` as `plan` says.
+    pub fn spawn(
+        &mut self,
+        producer: Box<dyn ProducerHandle>,
+        plan: ProducerPlan,
+        keys: Arc<Vec<Vec<u8>>>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<()> {
+        let crash = plan.crash.clone();
+        let name = format!("corelog-producer-{}", plan.producer_id);
+        let thread = ProducerThread {
+            plan,
+            keys,
+            metrics,
+            stop: self.stop.clone(),
+            report: ProducerReport::default(),
+            started: Instant::now(),
+            due_us: now_us() as f64,
+            buffer: Vec::new(),
+            sequence: 0,
+            polled_us: 0,
+        };
+        self.threads.push(std::thread::Builder::new().name(name).spawn(move || thread.run(producer))?);
+        self.crash_switches.push(crash);
+        Ok(())
+    }
+
+    /// Each thread's hold for producer-crash faults, in start order.
+    pub fn crash_switches(&self) -> &[Arc<CrashSwitch>] {
+        &self.crash_switches
+    }
+
+    /// Stops every producer thread and waits until each has flushed and ended;
+    /// returns their send errors. Stopping again returns 0.
+    pub fn stop(&mut self) -> anyhow::Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut send_errors = 0;
+        let mut panicked = 0;
+        for thread in self.threads.drain(..) {
+            match thread.join() {
+                Ok(report) => send_errors += report.send_errors,
+                Err(_) => panicked += 1,
+            }
+        }
+        if panicked > 0 {
+            anyhow::bail!("{panicked} producer thread(s) panicked");
+        }
+        Ok(send_errors)
+    }
+}
+
+impl Drop for Producers {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            tracing::error!("{error:#}");
+        }
+    }
+}
+
+/// One producer thread: its schedule and where it stands in it.
+struct ProducerThread {
     plan: ProducerPlan,
     keys: Arc<Vec<Vec<u8>>>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
-    sent_total: Arc<AtomicU64>,
-) -> std::io::Result<JoinHandle<ProducerReport>> {
-    std::thread::Builder::new().name(format!("corelog-producer-{}", plan.producer_id)).spawn(move || {
-        let mut report = ProducerReport::default();
-        let started = Instant::now();
-        let mut due_us = now_us() as f64;
-        let mut buffer = Vec::new();
-        let mut sequence: u64 = 0;
-        let mut polled_us = 0;
-        while !stop.load(Ordering::Relaxed) {
-            if plan.crash.0.load(Ordering::SeqCst) != CrashSwitch::RUNNING {
-                match crashed(&plan, producer, &stop) {
+    report: ProducerReport,
+    /// For `RandomNano` keys.
+    started: Instant,
+    /// When the next message is due (µs since the epoch; fractional, as 1 / rate is).
+    due_us: f64,
+    /// The message being sent: its template, stamped with its header.
+    buffer: Vec<u8>,
+    /// The next message's sequence number.
+    sequence: u64,
+    /// When the client last reported acknowledgements.
+    polled_us: i64,
+}
+
+impl ProducerThread {
+    /// Sends on schedule until `stop` is set, then flushes and returns the report.
+    fn run(mut self, mut producer: Box<dyn ProducerHandle>) -> ProducerReport {
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.plan.crash.0.load(Ordering::SeqCst) != CrashSwitch::RUNNING {
+                match crashed(&self.plan, producer, &self.stop) {
                     Some(restarted) => producer = restarted,
-                    None => return report,
+                    None => return self.report,
                 }
-                due_us = now_us() as f64;
+                self.due_us = now_us() as f64;
                 continue;
             }
             // One clock read per message: it decides whether the message is due and,
             // if so, is its send time (at a million messages a second, clock reads
             // were a tenth of this thread's time).
-            let mut now = now_us();
-            let ahead_us = due_us as i64 - now;
+            let now = now_us();
+            let ahead_us = self.due_us as i64 - now;
             if ahead_us > 0 {
                 // Wait in slices so a stop or a rate change is seen promptly.
                 producer.poll(Duration::from_micros(ahead_us.min(50_000) as u64));
                 continue;
             }
-            let template = &plan.payloads[(sequence % plan.payloads.len() as u64) as usize];
-            buffer.clear();
-            buffer.extend_from_slice(template);
-            if buffer.len() < PAYLOAD_HEADER_BYTES {
-                buffer.resize(PAYLOAD_HEADER_BYTES, 0);
-            }
-            let key = match plan.keys {
-                KeyChoice::None => None,
-                KeyChoice::RoundRobin => Some(keys[(sequence % keys.len() as u64) as usize].as_slice()),
-                KeyChoice::RandomNano => Some(keys[(started.elapsed().as_nanos() % keys.len() as u128) as usize].as_slice()),
-            };
-            let message_due_us = due_us as i64;
-            due_us += 1e6 / plan.rate.get().max(1e-3);
-            loop {
-                let sent_us = now;
-                PayloadHeader { producer_id: plan.producer_id, sequence, send_time_us: sent_us }.stamp(&mut buffer);
-                let token = SendToken { producer_id: plan.producer_id, sequence, intended_us: message_due_us, sent_us };
-                // Before the send: its outcome may be reported before `send` returns.
-                plan.history.sent(plan.producer_id, sequence, plan.topic_index);
-                match producer.send(&plan.topic, plan.partition, key, &buffer, token) {
-                    Ok(()) => {
-                        // Between sends, report what was acknowledged meanwhile; at
-                        // most every POLL_INTERVAL_US, which bounds how late an ack
-                        // is timed while the producer is saturated (a waiting one
-                        // times it on arrival).
-                        if sent_us - polled_us >= POLL_INTERVAL_US {
-                            producer.poll(Duration::ZERO);
-                            polled_us = sent_us;
-                        }
-                        metrics.note_sent();
-                        sent_total.fetch_add(1, Ordering::Relaxed);
-                        report.sent += 1;
-                        break;
-                    }
-                    Err(SendError::QueueFull) => {
-                        if stop.load(Ordering::Relaxed) {
-                            // Never handed over: a definite failure, not a possible write.
-                            plan.history.failed(plan.producer_id, sequence, false);
-                            break;
-                        }
-                        producer.poll(Duration::from_micros(200));
-                        now = now_us();
-                    }
-                    Err(SendError::Failed(error)) => {
-                        tracing::debug!("producer {}: send failed: {error}", plan.producer_id);
-                        plan.history.failed(plan.producer_id, sequence, false);
-                        report.send_errors += 1;
-                        break;
-                    }
-                }
-            }
-            sequence += 1;
+            self.send_next(&mut *producer, now);
+            self.sequence += 1;
         }
         if let Err(error) = producer.flush(Duration::from_secs(30)) {
-            tracing::warn!("producer {}: {error:#}", plan.producer_id);
+            tracing::warn!("producer {}: {error:#}", self.plan.producer_id);
         }
-        report
-    })
+        self.report
+    }
+
+    /// Sends the next message, which is due (`now` is the clock read that said so):
+    /// hands it to the client, polling while the client's queue is full, unless
+    /// the producer is stopped meanwhile or the send fails.
+    fn send_next(&mut self, producer: &mut dyn ProducerHandle, mut now: i64) {
+        let template = &self.plan.payloads[(self.sequence % self.plan.payloads.len() as u64) as usize];
+        self.buffer.clear();
+        self.buffer.extend_from_slice(template);
+        if self.buffer.len() < PAYLOAD_HEADER_BYTES {
+            self.buffer.resize(PAYLOAD_HEADER_BYTES, 0);
+        }
+        let keys = &self.keys;
+        let key = match self.plan.keys {
+            KeyChoice::None => None,
+            KeyChoice::RoundRobin => Some(keys[(self.sequence % keys.len() as u64) as usize].as_slice()),
+            KeyChoice::RandomNano => Some(keys[(self.started.elapsed().as_nanos() % keys.len() as u128) as usize].as_slice()),
+        };
+        let (producer_id, sequence) = (self.plan.producer_id, self.sequence);
+        let message_due_us = self.due_us as i64;
+        self.due_us += 1e6 / self.plan.rate.get().max(1e-3);
+        loop {
+            let sent_us = now;
+            PayloadHeader { producer_id, sequence, send_time_us: sent_us }.stamp(&mut self.buffer);
+            let token = SendToken { producer_id, sequence, intended_us: message_due_us, sent_us };
+            // Before the send: its outcome may be reported before `send` returns.
+            self.plan.history.sent(producer_id, sequence, self.plan.topic_index);
+            match producer.send(&self.plan.topic, self.plan.partition, key, &self.buffer, token) {
+                Ok(()) => {
+                    // Between sends, report what was acknowledged meanwhile; at
+                    // most every POLL_INTERVAL_US, which bounds how late an ack
+                    // is timed while the producer is saturated (a waiting one
+                    // times it on arrival).
+                    if sent_us - self.polled_us >= POLL_INTERVAL_US {
+                        producer.poll(Duration::ZERO);
+                        self.polled_us = sent_us;
+                    }
+                    self.metrics.note_sent();
+                    self.report.sent += 1;
+                    return;
+                }
+                Err(SendError::QueueFull) => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        // Never handed over: a definite failure, not a possible write.
+                        self.plan.history.failed(producer_id, sequence, false);
+                        return;
+                    }
+                    producer.poll(Duration::from_micros(200));
+                    now = now_us();
+                }
+                Err(SendError::Failed(error)) => {
+                    tracing::debug!("producer {producer_id}: send failed: {error}");
+                    self.plan.history.failed(producer_id, sequence, false);
+                    self.report.send_errors += 1;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// A crashed producer: drops its client unflushed, waits for the restart (or the

@@ -59,6 +59,15 @@ impl Target {
         }
     }
 
+    /// The brokers a fault can target by name.
+    pub(super) fn broker_names(&self, workload: &Workload) -> Vec<String> {
+        match (self, &workload.cluster) {
+            (Target::Local { cluster, .. }, _) => cluster.lock().expect("cluster lock").brokers.iter().map(|b| b.name.clone()).collect(),
+            (_, Cluster::External(external)) => external.nodes.iter().map(|n| n.name.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Stops what was started; everything holding a driver must be gone.
     pub(super) fn stop(self) -> anyhow::Result<()> {
         match self {
