@@ -272,36 +272,26 @@ impl DmaStorageFile {
         Ok(())
     }
 
-    /// Writes `buffer[..write_len]` (block aligned) at `buffer_start`, keeping the
-    /// buffer whether the write succeeds or fails.
-    async fn write_buffer(&mut self, write_len: usize) -> Result<()> {
-        debug_assert!(write_len as u64 % self.alignment == 0);
-        let write_len_full = write_len == self.capacity();
-        let buffer = self.buffer.take().expect("buffer is present between writes");
-        let (result, buffer) = if write_len_full {
-            let shared = Rc::new(buffer);
-            let result = self.file.write_rc_at(shared.clone(), self.buffer_start).await;
-            let buffer = Rc::try_unwrap(shared).unwrap_or_else(|shared| {
-                let mut fresh = self.file.alloc_dma_buffer(shared.len());
-                fresh.as_bytes_mut().copy_from_slice(shared.as_bytes());
-                fresh
-            });
-            (result, buffer)
-        } else {
-            let mut partial = self.file.alloc_dma_buffer(write_len);
-            partial.as_bytes_mut().copy_from_slice(&buffer.as_bytes()[..write_len]);
-            (self.file.write_at(partial, self.buffer_start).await, buffer)
-        };
+    fn short_write(&self, written: usize, expected: usize) -> EngineError {
+        let short = io::Error::new(io::ErrorKind::WriteZero, format!("short O_DIRECT write: {written} of {expected} bytes"));
+        EngineError::io("write", &self.path, short)
+    }
+
+    /// Writes the whole buffer at `buffer_start`, keeping the buffer whether the
+    /// write succeeds or fails.
+    async fn write_buffer(&mut self) -> Result<()> {
+        let write_len = self.capacity();
+        let shared = Rc::new(self.buffer.take().expect("buffer is present between writes"));
+        let result = self.file.write_rc_at(shared.clone(), self.buffer_start).await;
+        let buffer = Rc::try_unwrap(shared).unwrap_or_else(|shared| {
+            let mut fresh = self.file.alloc_dma_buffer(shared.len());
+            fresh.as_bytes_mut().copy_from_slice(shared.as_bytes());
+            fresh
+        });
         self.buffer = Some(buffer);
         match result {
             Ok(written) if written == write_len => Ok(()),
-            Ok(written) => {
-                let short = io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("short O_DIRECT write: {written} of {write_len} bytes"),
-                );
-                Err(EngineError::io("write", &self.path, short))
-            }
+            Ok(written) => Err(self.short_write(written, write_len)),
             Err(e) => Err(glommio_io("write", &self.path, e)),
         }
     }
@@ -309,7 +299,7 @@ impl DmaStorageFile {
     /// Writes the full buffer and moves it forward by its whole length.
     async fn write_full_buffer(&mut self) -> Result<()> {
         let capacity = self.capacity();
-        self.write_buffer(capacity).await?;
+        self.write_buffer().await?;
         self.buffer_start += capacity as u64;
         self.buffer_len = 0;
         self.flushed_end = self.buffer_start;
@@ -348,17 +338,35 @@ impl StorageFile for DmaStorageFile {
         }
         let padded = (self.buffer_len as u64).next_multiple_of(self.alignment) as usize;
         let buffer_len = self.buffer_len;
-        self.buffer_mut().as_bytes_mut()[buffer_len..padded].fill(0);
-        self.write_buffer(padded).await?;
-        self.flushed_end = self.len();
-        // Keep only the partial last block; it is rewritten by the next flush.
         let whole_blocks = buffer_len - buffer_len % self.alignment as usize;
-        if whole_blocks > 0 {
-            self.buffer_mut().as_bytes_mut().copy_within(whole_blocks..buffer_len, 0);
-            self.buffer_start += whole_blocks as u64;
-            self.buffer_len -= whole_blocks;
+        let tail = buffer_len - whole_blocks;
+        self.buffer_mut().as_bytes_mut()[buffer_len..padded].fill(0);
+        // The buffer itself goes to the device, trimmed to the blocks to write (its
+        // bytes are not copied again: under `never` every round of appends ends in a
+        // flush); a fresh buffer carries the partial last block on, for the next flush
+        // to rewrite with more bytes.
+        let mut next = self.file.alloc_dma_buffer(self.capacity());
+        let mut outgoing = self.buffer.take().expect("buffer is present between writes");
+        next.as_bytes_mut()[..tail].copy_from_slice(&outgoing.as_bytes()[whole_blocks..buffer_len]);
+        outgoing.trim_to_size(padded);
+        let outgoing = Rc::new(outgoing);
+        let result = self.file.write_rc_at(outgoing.clone(), self.buffer_start).await;
+        if let Ok(written) = result {
+            if written == padded {
+                self.buffer = Some(next);
+                self.flushed_end = self.len();
+                self.buffer_start += whole_blocks as u64;
+                self.buffer_len = tail;
+                return Ok(());
+            }
         }
-        Ok(())
+        // Nothing counts as written: the bytes go back into a whole buffer, as they were.
+        next.as_bytes_mut()[..buffer_len].copy_from_slice(&outgoing.as_bytes()[..buffer_len]);
+        self.buffer = Some(next);
+        Err(match result {
+            Ok(written) => self.short_write(written, padded),
+            Err(e) => glommio_io("write", &self.path, e),
+        })
     }
 
     async fn sync(&mut self) -> Result<()> {
