@@ -89,6 +89,28 @@ pub enum EngineError {
     #[error("invalid config {key}={value:?}: {reason}")]
     InvalidConfig { key: String, value: String, reason: String },
 
+    /// Stored bytes that fail validation where no crash can have left them: a sealed
+    /// segment, a segment closed cleanly, a gap between segments, an offset file that
+    /// holds no offset. Nothing is truncated or rewritten because of it: at start-up
+    /// the partition goes offline instead ([`EngineError::PartitionOffline`]), and a
+    /// read that meets it fails. Kafka's `KAFKA_STORAGE_ERROR`.
+    #[error("{path} is damaged at byte {position}{at_offset}: {reason}", at_offset = .offset.map_or(String::new(), |o| format!(" (where offset {o} should be)")))]
+    Corrupt { path: PathBuf, position: u64, offset: Option<Offset>, reason: String },
+
+    /// A partition that start-up found damaged: it is not opened, its files are kept
+    /// byte for byte, and every request to it fails with this (Kafka's
+    /// `KAFKA_STORAGE_ERROR`) until `corelog repair` truncates it with consent.
+    #[error(
+        "partition {partition} is offline: {cause}. Its files are kept as they are and every other partition is \
+         served. To repair, stop the broker and run `corelog repair --data-dir {data_dir} --topic {topic} \
+         --partition {index} --truncate-at-corruption`: it deletes this partition's records from the damage to \
+         its end",
+        data_dir = .data_dir.display(),
+        topic = .partition.topic,
+        index = .partition.partition.0
+    )]
+    PartitionOffline { partition: TopicPartition, data_dir: PathBuf, cause: String },
+
     #[error("shard {0} is not running (the engine is shutting down or the shard failed)")]
     ShardUnavailable(usize),
 
@@ -108,6 +130,24 @@ impl EngineError {
             EngineError::NoSpace { op, path }
         } else {
             EngineError::Io { op, path, source }
+        }
+    }
+}
+
+impl EngineError {
+    /// Whether the error says stored data is damaged (bad bytes, or a device that
+    /// reports an IO error, EIO, or a file system that found its own structures
+    /// corrupt, EUCLEAN/EBADMSG), as opposed to a resource or usage problem. A
+    /// partition whose open fails with damage goes offline alone; any other failure
+    /// to open stops the start-up as before.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            EngineError::Corrupt { .. } => true,
+            EngineError::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::EIO | libc::EUCLEAN | libc::EBADMSG))
+                    || source.kind() == io::ErrorKind::InvalidData
+            }
+            _ => false,
         }
     }
 }

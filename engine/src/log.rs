@@ -15,7 +15,17 @@
 //! Crash story: on open without `clean-shutdown`, the active (last) segment is
 //! recovered (validated, torn tail truncated, indexes rebuilt); sealed segments were
 //! synced before the next one was created. The marker is removed, and its removal
-//! synced, before the log accepts an append. If `log-start-offset` is past the
+//! synced, before the log accepts an append.
+//!
+//! Damage story: every other segment (all of them after a clean shutdown) is verified
+//! at open without being changed, and so are the joins between segments (each one
+//! starts where the previous one ends) and `log-start-offset`. Anything wrong there
+//! cannot be a torn write, so it is damage: [`PartitionLog::open`] fails with
+//! [`EngineError::Corrupt`] (file, byte, offset, what is wrong) before it has written
+//! anything, and the caller takes this partition alone offline. Truncating fsynced,
+//! acknowledged records is left to [`PartitionLog::repair`], which runs only when
+//! asked (`corelog repair --truncate-at-corruption`). Reads that meet bytes which
+//! changed under a running log fail with [`EngineError::Corrupt`] (logged once). If `log-start-offset` is past the
 //! recovered end (records deleted, then lost in a crash), the log restarts empty at
 //! the log start offset, so an offset is never handed out twice. The idempotent
 //! producers' state is then rebuilt from the newest usable snapshot at or below the
@@ -33,6 +43,7 @@
 //! takes its outcome. The durable offset only ever moves to the end a sync captured
 //! before its fdatasync was issued.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -43,8 +54,8 @@ use crate::batch::{self, BatchHeader};
 use crate::config::{Clock, TopicConfig};
 use crate::error::{EngineError, Result};
 use crate::producer_state::{Admission, ProducerStateManager, SnapshotFiles};
-use crate::segment::{parse_segment_file_name, LogSegment, RecoveryReport, SegmentRead};
-use crate::storage::Storage;
+use crate::segment::{parse_segment_file_name, segment_file_name, LogSegment, OpenMode, RecoveryReport, SegmentRead};
+use crate::storage::{FileRole, Storage, StorageFile};
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -139,6 +150,24 @@ pub struct PartitionLog<S: Storage> {
     producer_state: ProducerStateManager,
     /// The producer-state snapshot files in `dir`.
     snapshots: SnapshotFiles,
+    /// Whether a read has met damaged bytes and said so in the log (once per open).
+    damage_logged: Cell<bool>,
+}
+
+/// What [`PartitionLog::repair`] found, and removed or would remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// The damage found, as [`EngineError::Corrupt`] words it; empty: none.
+    pub damage: Vec<String>,
+    /// Where the log ends once repaired: every record from this offset on goes.
+    pub truncated_at: Option<Offset>,
+    /// Bytes of `.log` files cut or removed.
+    pub log_bytes_removed: u64,
+    /// Files removed whole: later segments' `.log` and indexes, a damaged
+    /// `log-start-offset`.
+    pub files_removed: Vec<PathBuf>,
+    /// Whether the repair was carried out (consent given) or only described.
+    pub applied: bool,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -157,13 +186,18 @@ impl<S: Storage> PartitionLog<S> {
         let checkpoint = read_offset_file(&storage, &dir.join(LOG_START_OFFSET_FILE)).await?;
         let now = clock.now_ms();
 
-        let mut segments = BTreeMap::new();
+        // Every check that can find damage runs before anything is written: the
+        // active segment's recovery, the only writer here, comes last.
+        let mut segments: BTreeMap<Offset, LogSegment<S>> = BTreeMap::new();
         let mut report = RecoveryReport::default();
         for (i, base_offset) in base_offsets.iter().enumerate() {
+            if let Some(previous) = segments.values().next_back() {
+                check_join(previous, *base_offset)?;
+            }
             let active = i + 1 == base_offsets.len();
+            let mode = if active && !clean { OpenMode::RecoverTail } else { OpenMode::Verify };
             let (segment, segment_report) =
-                LogSegment::open(&storage, dir, *base_offset, config.index_interval_bytes, now, active && !clean)
-                    .await?;
+                LogSegment::open(&storage, dir, *base_offset, config.index_interval_bytes, now, mode).await?;
             if segment_report.indexes_rebuilt {
                 report.indexes_rebuilt = true;
             }
@@ -171,7 +205,6 @@ impl<S: Storage> PartitionLog<S> {
             report.bytes_truncated += segment_report.bytes_truncated;
             segments.insert(*base_offset, segment);
         }
-        check_contiguous(&segments, &partition)?;
 
         let mut log = PartitionLog {
             producer_state: ProducerStateManager::new(partition.clone()),
@@ -188,6 +221,7 @@ impl<S: Storage> PartitionLog<S> {
             written_offset: Offset(0),
             poisoned: None,
             truncations: 0,
+            damage_logged: Cell::new(false),
         };
         let first_base = log.segments.keys().next().copied();
         log.log_start_offset = match (checkpoint, first_base) {
@@ -207,6 +241,91 @@ impl<S: Storage> PartitionLog<S> {
             log.storage.sync_dir(&log.dir).await?;
         }
         Ok((log, report))
+    }
+
+    /// Finds the first damage of the log in `dir` (what makes [`PartitionLog::open`]
+    /// fail with [`EngineError::Corrupt`]) and, when `truncate`, cuts the log right
+    /// before it: the damaged segment is truncated at the first bad byte (its
+    /// indexes rebuilt, synced), every later segment is removed, and a damaged
+    /// `log-start-offset` is removed (the log start falls back to the first
+    /// segment). Every record from the damage on is lost, acknowledged or not: that
+    /// is why it runs only with consent. Without `truncate` it writes nothing and
+    /// reports what it would remove. The log must not be open anywhere (the broker
+    /// stopped). Producer-state snapshots past the new end are removed by the next
+    /// open, as after any truncation.
+    pub async fn repair(storage: S, dir: &Path, index_interval_bytes: u32, now: TimestampMs, truncate: bool) -> Result<RepairReport> {
+        let names = storage.list_dir(dir).await?;
+        let base_offsets: Vec<Offset> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
+        let mut report = RepairReport { applied: truncate, ..RepairReport::default() };
+        let offset_file = dir.join(LOG_START_OFFSET_FILE);
+        if let Err(error @ EngineError::Corrupt { .. }) = read_offset_file(&storage, &offset_file).await {
+            report.damage.push(error.to_string());
+            report.files_removed.push(offset_file.clone());
+            if truncate {
+                storage.remove_file(&offset_file).await?;
+            }
+        }
+        // The first segment (index into `base_offsets`) that loses anything, and the
+        // byte it is cut at, if it keeps its file: a damaged segment keeps its
+        // valid prefix, even an empty one, so its base offset, and with it every
+        // offset below, is never handed out again. Every later segment goes whole.
+        let mut cut: Option<(usize, Option<u64>)> = None;
+        let mut previous_end: Option<Offset> = None;
+        for (i, base_offset) in base_offsets.iter().enumerate() {
+            if let Some(end) = previous_end.filter(|end| end != base_offset) {
+                let path = dir.join(segment_file_name(base_offsets[i - 1], "log"));
+                report.damage.push(join_damage(&path, end, *base_offset).to_string());
+                report.truncated_at = Some(end);
+                cut = Some((i, None));
+                break;
+            }
+            match LogSegment::open(&storage, dir, *base_offset, index_interval_bytes, now, OpenMode::Inspect).await {
+                Ok((segment, _)) => previous_end = Some(segment.next_offset()),
+                Err(EngineError::Corrupt { path, position, offset, reason }) => {
+                    report.truncated_at = offset;
+                    cut = Some((i, Some(position)));
+                    report.damage.push(EngineError::Corrupt { path, position, offset, reason }.to_string());
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let Some((first_cut, cut_at)) = cut else {
+            if truncate && !report.files_removed.is_empty() {
+                storage.sync_dir(dir).await?;
+            }
+            return Ok(report);
+        };
+        for (i, base_offset) in base_offsets.iter().enumerate().skip(first_cut) {
+            let log_path = dir.join(segment_file_name(*base_offset, "log"));
+            let log_len = storage.open(&log_path, false, FileRole::Log).await?.len();
+            if let Some(position) = cut_at.filter(|_| i == first_cut) {
+                // Recovery cuts exactly at the first damage, as it cuts a torn tail.
+                report.log_bytes_removed += log_len - position;
+                if truncate {
+                    let (segment, _) =
+                        LogSegment::open(&storage, dir, *base_offset, index_interval_bytes, now, OpenMode::RecoverTail)
+                            .await?;
+                    segment.close().await?;
+                }
+                continue;
+            }
+            report.log_bytes_removed += log_len;
+            for extension in ["log", "index", "timeindex"] {
+                let name = segment_file_name(*base_offset, extension);
+                if names.contains(&name) {
+                    let path = dir.join(&name);
+                    if truncate {
+                        storage.remove_file(&path).await?;
+                    }
+                    report.files_removed.push(path);
+                }
+            }
+        }
+        if truncate {
+            storage.sync_dir(dir).await?;
+        }
+        Ok(report)
     }
 
     /// Drops every segment and starts an empty one at `offset`. The producer state
@@ -261,6 +380,19 @@ impl<S: Storage> PartitionLog<S> {
 
     fn active_mut(&mut self) -> &mut LogSegment<S> {
         self.segments.values_mut().next_back().expect("a log always has a segment")
+    }
+
+    /// Logs, once per open, that a read met damaged bytes: they changed under the
+    /// running log (open verified them). The reads that reach them fail; the next
+    /// start takes the partition offline.
+    fn note_damage(&self, error: &EngineError) {
+        if matches!(error, EngineError::Corrupt { .. }) && !self.damage_logged.replace(true) {
+            tracing::error!(
+                "{}: a read met damaged bytes: {error}; reads that reach them fail with KAFKA_STORAGE_ERROR, and the \
+                 next start takes the partition offline",
+                self.partition
+            );
+        }
     }
 
     pub fn partition(&self) -> &TopicPartition {
@@ -538,7 +670,8 @@ impl<S: Storage> PartitionLog<S> {
             if segment.next_offset() <= offset {
                 continue;
             }
-            if let Some(SegmentRead { bytes, next_offset, .. }) = segment.read(offset, max_bytes, offset_limit).await? {
+            let read = segment.read(offset, max_bytes, offset_limit).await.inspect_err(|e| self.note_damage(e))?;
+            if let Some(SegmentRead { bytes, next_offset, .. }) = read {
                 result.bytes = bytes;
                 result.next_offset = next_offset;
             }
@@ -554,7 +687,11 @@ impl<S: Storage> PartitionLog<S> {
             OffsetSpec::Latest => Ok(Some((self.high_watermark, TimestampMs(-1)))),
             OffsetSpec::Timestamp(timestamp) => {
                 for segment in self.segments.values() {
-                    if let Some((offset, ts)) = segment.offset_for_timestamp(timestamp, self.log_start_offset).await? {
+                    let found = segment
+                        .offset_for_timestamp(timestamp, self.log_start_offset)
+                        .await
+                        .inspect_err(|e| self.note_damage(e))?;
+                    if let Some((offset, ts)) = found {
                         if offset < self.high_watermark {
                             return Ok(Some((offset.max(self.log_start_offset), ts)));
                         }
@@ -786,29 +923,38 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn batch_header(&self, offset: Offset) -> Result<Option<BatchHeader>> {
         let segment = self.segments.range(..=offset).next_back().map(|(_, s)| s);
         match segment {
-            Some(segment) => Ok(segment.find_batch(offset).await?.map(|(_, header)| header)),
+            Some(segment) => {
+                let found = segment.find_batch(offset).await.inspect_err(|e| self.note_damage(e))?;
+                Ok(found.map(|(_, header)| header))
+            }
             None => Ok(None),
         }
     }
 }
 
-fn check_contiguous<S: Storage>(segments: &BTreeMap<Offset, LogSegment<S>>, partition: &TopicPartition) -> Result<()> {
-    let mut previous: Option<&LogSegment<S>> = None;
-    for segment in segments.values() {
-        if let Some(previous) = previous {
-            if previous.next_offset() != segment.base_offset() {
-                return Err(EngineError::Startup(format!(
-                    "partition {partition}: segment {} ends at offset {} but the next segment starts at {}; \
-                     the log directory is damaged",
-                    previous.base_offset(),
-                    previous.next_offset(),
-                    segment.base_offset()
-                )));
-            }
-        }
-        previous = Some(segment);
+/// Damage where one segment does not start at the offset the previous one ends at
+/// (a segment file lost or left over).
+fn join_damage(previous_log: &Path, previous_end: Offset, next_base: Offset) -> EngineError {
+    EngineError::Corrupt {
+        path: previous_log.to_path_buf(),
+        position: 0,
+        offset: Some(previous_end),
+        reason: format!(
+            "this segment ends at offset {previous_end}, but the next segment file starts at offset {next_base}; \
+             segments must be contiguous, so a segment file is missing or left over"
+        ),
     }
-    Ok(())
+}
+
+fn check_join<S: Storage>(previous: &LogSegment<S>, next_base: Offset) -> Result<()> {
+    if previous.next_offset() == next_base {
+        return Ok(());
+    }
+    let mut error = join_damage(previous.log_path(), previous.next_offset(), next_base);
+    if let EngineError::Corrupt { position, .. } = &mut error {
+        *position = previous.size_bytes();
+    }
+    Err(error)
 }
 
 /// ENOSPC from a write (not from an fsync, which poisons like any failed fsync): the
@@ -822,6 +968,11 @@ async fn read_offset_file<S: Storage>(storage: &S, path: &Path) -> Result<Option
     let text = String::from_utf8_lossy(&bytes);
     match text.trim().parse::<i64>() {
         Ok(offset) if offset >= 0 => Ok(Some(Offset(offset))),
-        _ => Err(EngineError::Startup(format!("{}: not an offset: {:?}", path.display(), text.trim()))),
+        _ => Err(EngineError::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            offset: None,
+            reason: format!("it holds {:?}, not an offset", text.trim()),
+        }),
     }
 }

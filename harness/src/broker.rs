@@ -1,5 +1,6 @@
 //! `corelog broker`: flags, the optional YAML file, and the process lifecycle
-//! (SIGTERM/SIGINT: stop accepting, finish in-flight requests, sync, exit 0).
+//! (SIGTERM/SIGINT: stop accepting, finish in-flight requests, sync, exit 0; a
+//! shard that panics: exit 1 at once, see [`watch_shards`]).
 //!
 //! Flags override the file; the file overrides the defaults. Unknown YAML fields and
 //! bad values are rejected before anything starts, naming the file and line.
@@ -34,6 +35,9 @@ pub struct BrokerArgs {
     /// YAML file with broker settings (see `BrokerFile`).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Test-only: a Produce to this topic panics the shard that handles it.
+    #[arg(long, hide = true)]
+    test_panic_on_produce_to: Option<String>,
 }
 
 /// The `--config` file. Topic defaults use Kafka's topic config keys, plus
@@ -58,7 +62,11 @@ struct BrokerFile {
 }
 
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
-    let config = build_config(&args)?;
+    let mut config = build_config(&args)?;
+    config.test_panic_on_produce_to = args.test_panic_on_produce_to.clone();
+    let (failures, failed) = flume::bounded(1);
+    config.engine.shard_failures = Some(failures);
+    watch_shards(failed)?;
     let data_dir = config.engine.data_dir.clone();
     let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .context("installing the SIGTERM/SIGINT handler")?;
@@ -70,6 +78,32 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     }
     broker.shutdown().context("shutting down")?;
     tracing::info!("corelog broker stopped cleanly");
+    Ok(())
+}
+
+/// Ends the process with exit status 1 as soon as a shard reports that it panicked
+/// (from start-up on). The dead shard's partitions, listener and connections cannot
+/// come back, and a broker serving the rest would be half alive: new connections
+/// that the kernel hands to the dead listener hang. The other shards are not closed
+/// cleanly either (one of them may wait on the dead shard forever); nothing
+/// acknowledged is lost by that, since an append is acknowledged only once it is out
+/// of the process, and the next start recovers the active segments as after a
+/// crash.
+fn watch_shards(failed: flume::Receiver<corelog_engine::shard::ShardFailure>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("corelog-shard-watch".to_string())
+        .spawn(move || {
+            if let Ok(failure) = failed.recv() {
+                tracing::error!(
+                    "corelog broker stopping with exit status 1: shard {} panicked ({}); the other shards' \
+                     partitions are recovered at the next start, as after a crash",
+                    failure.shard,
+                    failure.panic
+                );
+                std::process::exit(1);
+            }
+        })
+        .context("starting the shard watch thread")?;
     Ok(())
 }
 
@@ -157,7 +191,15 @@ mod tests {
     use super::*;
 
     fn args(config: Option<PathBuf>) -> BrokerArgs {
-        BrokerArgs { data_dir: "/tmp/x".into(), listen: None, advertised_listener: None, node_id: None, cores: None, config }
+        BrokerArgs {
+            data_dir: "/tmp/x".into(),
+            listen: None,
+            advertised_listener: None,
+            node_id: None,
+            cores: None,
+            config,
+            test_panic_on_produce_to: None,
+        }
     }
 
     #[test]

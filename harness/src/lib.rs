@@ -13,6 +13,8 @@
 //! - [`check`]: `corelog check`, which validates workload files without running them.
 //! - [`report`]: `corelog report` and `corelog compare`, over `corelog-reports`.
 //! - [`proxy`]: `corelog proxy`, the TCP fault proxy on its own.
+//! - [`repair`]: `corelog repair`, which shows a damaged (offline) partition's
+//!   damage and, with consent, truncates it there.
 //! - [`payload`]: the header every message the harness sends carries.
 //!
 //! Errors are `anyhow` throughout; a [`UsageError`] among them means the user's
@@ -24,6 +26,7 @@ pub mod checker;
 pub mod driver;
 pub mod payload;
 pub mod proxy;
+pub mod repair;
 pub mod report;
 pub mod run;
 pub mod workload;

@@ -1,7 +1,8 @@
 //! `corelog`: the one binary. `corelog broker` runs a Kafka-compatible broker;
 //! `corelog run` replays a workload against brokers it starts (or any Kafka-compatible
 //! cluster, or the embedded engine) and writes results and a report; `corelog report`
-//! and `corelog compare` re-render results; `corelog check` validates workloads.
+//! and `corelog compare` re-render results; `corelog check` validates workloads;
+//! `corelog repair` truncates a damaged partition, with consent.
 //!
 //! Exit codes: 0 success; 1 the command failed (the message says why), and for
 //! `corelog run` also a guarantee whose verdict is not PASS (FAIL, or UNKNOWN: the
@@ -16,7 +17,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
-use corelog_harness::{broker, check, driver, proxy, report, run, UsageError};
+use corelog_harness::{broker, check, driver, proxy, repair, report, run, UsageError};
 
 #[derive(Parser)]
 #[command(name = "corelog", version, about = "A Kafka-compatible thread-per-core log engine and its test harness")]
@@ -39,6 +40,8 @@ enum Command {
     Compare(report::CompareArgs),
     /// A TCP fault proxy in front of a broker: latency, bandwidth, resets, blackhole, down.
     Proxy(proxy::ProxyArgs),
+    /// Show a damaged (offline) partition's damage; with --truncate-at-corruption, cut it there.
+    Repair(repair::RepairArgs),
     /// A consumer in its own process, for `corelog run` (faults kill it for real).
     #[command(hide = true)]
     ConsumerWorker(driver::worker::WorkerArgs),
@@ -73,6 +76,7 @@ fn try_main() -> anyhow::Result<()> {
         Command::Report(args) => report::report(args),
         Command::Compare(args) => report::compare(args),
         Command::Proxy(args) => proxy::run(args),
+        Command::Repair(args) => repair::run(args),
         Command::ConsumerWorker(args) => driver::worker::run(args),
     }
 }

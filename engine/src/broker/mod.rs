@@ -65,6 +65,10 @@ pub struct BrokerConfig {
     pub engine: EngineConfig,
     /// Consumer groups and `__consumer_offsets` ([`group::GroupConfig`]).
     pub groups: group::GroupConfig,
+    /// Test-only (`corelog broker --test-panic-on-produce-to`, hidden): a Produce
+    /// request naming this topic panics the shard that handles it, so tests can
+    /// check what a shard's death does to the process.
+    pub test_panic_on_produce_to: Option<String>,
 }
 
 impl BrokerConfig {
@@ -81,6 +85,7 @@ impl BrokerConfig {
             inflight_requests_max: 64,
             engine: EngineConfig::new(data_dir),
             groups: group::GroupConfig::default(),
+            test_panic_on_produce_to: None,
         }
     }
 }
@@ -233,10 +238,15 @@ impl Broker {
     /// engine (every partition synced and marked clean).
     pub fn shutdown(mut self) -> Result<()> {
         self.stop.take();
-        let shards = self.engine.as_ref().map_or(0, |e| e.handle().shard_count());
-        for _ in 0..shards {
-            if self.stopped.recv().is_err() {
-                break;
+        let Some(handle) = self.handle() else { return Ok(()) };
+        // One message per live shard; a shard that panicked never sends one, so the
+        // count is taken again while waiting.
+        let mut listeners_stopped = 0;
+        while listeners_stopped < handle.shard_count() - handle.failed_shards().len() {
+            match self.stopped.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(()) => listeners_stopped += 1,
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => break,
             }
         }
         match self.engine.take() {

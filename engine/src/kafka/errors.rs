@@ -20,6 +20,7 @@ pub fn response_error(error: &EngineError) -> ResponseError {
         EngineError::Io { .. } => ResponseError::KafkaStorageError,
         EngineError::NoSpace { .. } => ResponseError::KafkaStorageError,
         EngineError::Poisoned { .. } => ResponseError::KafkaStorageError,
+        EngineError::Corrupt { .. } | EngineError::PartitionOffline { .. } => ResponseError::KafkaStorageError,
         EngineError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         EngineError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
         EngineError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,

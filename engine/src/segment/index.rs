@@ -12,7 +12,8 @@
 //! Crash story: indexes are derived from the `.log` and never trusted over it. They
 //! are synced with the segment when it is sealed. After an unclean shutdown the
 //! active segment's indexes are rebuilt; a sealed segment's index that fails the
-//! sanity check in [`SparseIndex::open`] is rebuilt too. The whole index is kept in
+//! sanity check in [`SparseIndex::open`], or names a batch that is not where it
+//! says, is rebuilt once the segment's `.log` is found intact. The whole index is kept in
 //! memory (entries are tiny and sparse).
 
 use std::marker::PhantomData;
@@ -90,17 +91,18 @@ pub type TimeIndex<S> = SparseIndex<S, TimeEntry>;
 impl<S: Storage, E: IndexEntry> SparseIndex<S, E> {
     /// Opens (or creates) an index file and loads its entries. Returns the index and
     /// whether it looked sane: whole entries only, keys strictly increasing. An
-    /// insane index is returned empty, ready to be rebuilt.
+    /// insane index is returned empty and its file left as it is: the segment
+    /// rebuilds it ([`SparseIndex::clear`] first) only once its `.log` has been
+    /// found intact, so a damaged segment keeps every byte of its files.
     pub async fn open(storage: &S, path: &Path) -> Result<(Self, bool)> {
         let file = storage.open(path, true, FileRole::Index).await?;
         let bytes = file.read_at(0, file.len() as usize).await?;
-        let entries: Vec<E> = bytes.chunks_exact(E::BYTES).map(E::decode).collect();
+        let mut entries: Vec<E> = bytes.chunks_exact(E::BYTES).map(E::decode).collect();
         let sane = bytes.len() % E::BYTES == 0 && entries.windows(2).all(|pair| pair[0].key() < pair[1].key());
-        let mut index = SparseIndex { file, path: path.to_path_buf(), entries, _entry: PhantomData };
         if !sane {
-            index.clear().await?;
+            entries.clear();
         }
-        Ok((index, sane))
+        Ok((SparseIndex { file, path: path.to_path_buf(), entries, _entry: PhantomData }, sane))
     }
 
     pub fn entries(&self) -> &[E] {

@@ -6,24 +6,193 @@
 //! previous batch's last offset + 1, and the first is the segment's base offset.
 //!
 //! Crash story: a sealed (non-active) segment was fully synced, `.log` and indexes,
-//! before the next segment was created, so only the active segment can have a torn
-//! tail. [`LogSegment::open`] with `recover` scans the whole `.log`, validating each
-//! batch (length, magic, CRC32C, offset contiguity); at the first invalid or
-//! incomplete batch it truncates the file, syncs, and rebuilds both indexes from
-//! what remains. Invalid bytes are therefore never served.
+//! before the next segment was created, and a clean close syncs the active one, so
+//! only the active segment after an unclean shutdown can have a torn tail.
+//! [`LogSegment::open`] validates every batch of the `.log` (length, magic, CRC32C,
+//! offset contiguity) in every case; what it does at the first invalid or incomplete
+//! batch depends on [`OpenMode`]:
+//!
+//! - [`OpenMode::RecoverTail`] (the active segment after an unclean shutdown): the
+//!   file is truncated there, synced, and both indexes rebuilt from what remains.
+//! - [`OpenMode::Verify`] (every other segment): no crash can have left invalid bytes,
+//!   so they are damage. The open fails with [`EngineError::Corrupt`] naming the file,
+//!   the byte and the offset, and no byte of the segment's files has changed. The
+//!   caller takes the partition offline; only `corelog repair`, with consent, cuts
+//!   it ([`OpenMode::RecoverTail`] on a segment known to be damaged).
+//!
+//! Invalid bytes are therefore never served. Opening reads every segment once, at
+//! the disk's sequential speed: the price of finding damage before a consumer does.
+//!
+//! Reads after open trust the validation at open for CRCs (a consumer checks them
+//! too), but never a length or an offset: every header a read walks is checked for a
+//! length that covers a header and ends inside the file, magic 2, and the offset
+//! the previous batch leads to. Bytes that changed under a running broker fail the
+//! read with [`EngineError::Corrupt`]; they never make it panic, loop, or allocate
+//! what a corrupt length asks for.
 
 pub mod index;
 
 use std::path::{Path, PathBuf};
 
-use crate::batch::{self, BatchHeader, ScanStep, BATCH_HEADER_BYTES};
-use crate::error::Result;
+use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, MAGIC_V2};
+use crate::error::{EngineError, Result};
 use crate::storage::{FileRole, Storage, StorageFile};
 use crate::types::{Offset, TimestampMs};
 use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 
 /// Bytes read per step while scanning a `.log` during recovery.
 const RECOVERY_READ_BYTES: usize = 1 << 20;
+
+/// The smallest `batch_length` a batch can have: the header after the length field.
+const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i32;
+
+/// How [`LogSegment::open`] treats bytes that fail validation (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The active segment after an unclean shutdown: its tail may be torn (written,
+    /// not synced, when the machine stopped), so `.log` is cut at the first invalid
+    /// or incomplete batch, synced, and the indexes are rebuilt.
+    RecoverTail,
+    /// Any other segment: every byte of it was synced, so an invalid one is damage
+    /// and fails the open with [`EngineError::Corrupt`], with no byte of its files
+    /// changed. When the `.log` is intact but an index disagrees with it, the indexes
+    /// (derived data) are rebuilt.
+    Verify,
+    /// As [`OpenMode::Verify`], but writes nothing, not even an index that
+    /// disagrees: for looking at a partition that will not be served
+    /// (`corelog repair` without consent).
+    Inspect,
+}
+
+/// Where and why a `.log` stops holding valid batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Damage {
+    position: u64,
+    /// The offset the batch at `position` should start with.
+    offset: Offset,
+    reason: String,
+}
+
+impl Damage {
+    fn into_error(self, path: &Path) -> EngineError {
+        EngineError::Corrupt { path: path.to_path_buf(), position: self.position, offset: Some(self.offset), reason: self.reason }
+    }
+}
+
+/// Checks what can be checked of the batch header at the start of `bytes` without
+/// its records: the header is whole, its length covers at least a header and ends
+/// inside the file (of `end` bytes; the header sits at byte `position`), the magic is
+/// 2, the offset delta is not negative, and the base offset is `expected`, the one
+/// the previous batch leads to. `bytes` holds the header, or all that is left of the
+/// file if that is less.
+fn check_header(bytes: &[u8], position: u64, end: u64, expected: Offset) -> Result<BatchHeader, Damage> {
+    let damage = |reason: String| Damage { position, offset: expected, reason };
+    let Ok(header) = BatchHeader::parse(bytes) else {
+        return Err(damage(format!(
+            "the file ends {} bytes into a batch header, which takes {BATCH_HEADER_BYTES}",
+            end.saturating_sub(position)
+        )));
+    };
+    if header.batch_length < BATCH_LENGTH_MIN {
+        return Err(damage(format!(
+            "batch_length is {}, less than a batch header's {BATCH_LENGTH_MIN}",
+            header.batch_length
+        )));
+    }
+    let batch_end = position + header.size_bytes() as u64;
+    if batch_end > end {
+        return Err(damage(format!(
+            "batch_length {} runs {} bytes past the end of the file",
+            header.batch_length,
+            batch_end - end
+        )));
+    }
+    if header.magic != MAGIC_V2 {
+        return Err(damage(format!("magic byte {} where a record batch v2 has {MAGIC_V2}", header.magic)));
+    }
+    if header.last_offset_delta < 0 {
+        return Err(damage(format!("last_offset_delta {} is negative", header.last_offset_delta)));
+    }
+    if header.base_offset != expected {
+        return Err(damage(format!(
+            "the batch says base offset {}, but offsets are contiguous and the previous batch leads to {expected}",
+            header.base_offset
+        )));
+    }
+    Ok(header)
+}
+
+/// One step of [`BatchScan`].
+enum Scanned {
+    Batch { position: u64, header: BatchHeader },
+    End,
+    Damaged(Damage),
+}
+
+/// Reads a `.log` front to back in large chunks and validates each batch whole
+/// (header, CRC32C, offset contiguity): the scan that recovery and verification
+/// share. A declared length is checked against the file before anything is read
+/// for it, so a corrupt one costs no memory.
+struct BatchScan {
+    path: PathBuf,
+    position: u64,
+    end: u64,
+    expected: Offset,
+    chunk: Vec<u8>,
+    chunk_start: u64,
+}
+
+impl BatchScan {
+    fn new(path: &Path, base_offset: Offset, end: u64) -> BatchScan {
+        BatchScan { path: path.to_path_buf(), position: 0, end, expected: base_offset, chunk: Vec::new(), chunk_start: 0 }
+    }
+
+    /// Bytes `[position, position + len)`, from the chunk, or read into a new one
+    /// starting at `position` when the chunk does not hold them all.
+    async fn bytes<F: StorageFile>(&mut self, log: &F, len: usize) -> Result<&[u8]> {
+        let at = (self.position - self.chunk_start) as usize;
+        if self.position < self.chunk_start || at + len > self.chunk.len() {
+            self.chunk = log.read_at(self.position, RECOVERY_READ_BYTES.max(len)).await?;
+            self.chunk_start = self.position;
+            if self.chunk.len() < len {
+                let short = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} bytes at byte {}, {} expected: the file shrank", self.chunk.len(), self.position, len),
+                );
+                return Err(EngineError::io("read", &self.path, short));
+            }
+        }
+        let at = (self.position - self.chunk_start) as usize;
+        Ok(&self.chunk[at..at + len])
+    }
+
+    async fn next<F: StorageFile>(&mut self, log: &F) -> Result<Scanned> {
+        let (position, end, expected) = (self.position, self.end, self.expected);
+        if position >= end {
+            return Ok(Scanned::End);
+        }
+        let head = self.bytes(log, BATCH_HEADER_BYTES.min((end - position) as usize)).await?;
+        let header = match check_header(head, position, end, expected) {
+            Ok(header) => header,
+            Err(damage) => return Ok(Scanned::Damaged(damage)),
+        };
+        let whole = self.bytes(log, header.size_bytes()).await?;
+        if let Err(error) = batch::validate(whole) {
+            return Ok(Scanned::Damaged(Damage { position, offset: expected, reason: format!("invalid batch: {error}") }));
+        }
+        self.position += header.size_bytes() as u64;
+        self.expected = header.last_offset().next();
+        Ok(Scanned::Batch { position, header })
+    }
+}
+
+/// What [`LogSegment::verify`] found.
+enum Verified {
+    /// Every byte is whole, valid batches; `indexes_agree` says whether every index
+    /// entry names a batch as it is.
+    Intact { indexes_agree: bool, batches: u64 },
+    Damaged(Damage),
+}
 
 pub fn segment_file_name(base_offset: Offset, extension: &str) -> String {
     format!("{:020}.{extension}", base_offset.0)
@@ -84,7 +253,7 @@ impl<S: Storage> LogSegment<S> {
         index_interval_bytes: u32,
         now: TimestampMs,
     ) -> Result<LogSegment<S>> {
-        let (segment, _) = Self::open_files(storage, dir, base_offset, index_interval_bytes, now).await?;
+        let (segment, _) = Self::open_files(storage, dir, base_offset, index_interval_bytes, now, true).await?;
         storage.sync_dir(dir).await?;
         Ok(segment)
     }
@@ -95,9 +264,10 @@ impl<S: Storage> LogSegment<S> {
         base_offset: Offset,
         index_interval_bytes: u32,
         now: TimestampMs,
+        create: bool,
     ) -> Result<(LogSegment<S>, bool)> {
         let log_path = dir.join(segment_file_name(base_offset, "log"));
-        let log = storage.open(&log_path, true, FileRole::Log).await?;
+        let log = storage.open(&log_path, create, FileRole::Log).await?;
         let (offset_index, offset_sane) =
             OffsetIndex::open(storage, &dir.join(segment_file_name(base_offset, "index"))).await?;
         let (time_index, time_sane) =
@@ -117,93 +287,117 @@ impl<S: Storage> LogSegment<S> {
         Ok((segment, offset_sane && time_sane))
     }
 
-    /// Opens an existing segment. With `recover`, or when its indexes look wrong,
-    /// the whole `.log` is validated and the indexes rebuilt; otherwise only the tail
-    /// after the last index entry is scanned to find the end.
+    /// Opens an existing segment, validating every batch of its `.log`; `mode` says
+    /// what happens to bytes that fail (see [`OpenMode`] and the module doc).
     pub async fn open(
         storage: &S,
         dir: &Path,
         base_offset: Offset,
         index_interval_bytes: u32,
         now: TimestampMs,
-        recover: bool,
+        mode: OpenMode,
     ) -> Result<(LogSegment<S>, RecoveryReport)> {
-        let (mut segment, sane) = Self::open_files(storage, dir, base_offset, index_interval_bytes, now).await?;
-        if !recover && sane && segment.load_tail().await? {
-            return Ok((segment, RecoveryReport::default()));
+        let (mut segment, sane) =
+            Self::open_files(storage, dir, base_offset, index_interval_bytes, now, false).await?;
+        if mode == OpenMode::RecoverTail {
+            let report = segment.recover(true).await?;
+            return Ok((segment, report));
         }
-        let report = segment.recover().await?;
-        Ok((segment, report))
+        match segment.verify(sane).await? {
+            Verified::Damaged(damage) => Err(damage.into_error(&segment.log_path)),
+            Verified::Intact { indexes_agree, batches } if indexes_agree || mode == OpenMode::Inspect => {
+                Ok((segment, RecoveryReport { batches_valid: batches, ..RecoveryReport::default() }))
+            }
+            Verified::Intact { .. } => {
+                let report = segment.recover(false).await?;
+                Ok((segment, report))
+            }
+        }
     }
 
-    /// Fast open: trusts the indexes, scans headers from the last index entry to the
-    /// end. Returns false if what it finds disagrees (then the caller recovers).
-    async fn load_tail(&mut self) -> Result<bool> {
-        let (mut position, mut expected) = match self.offset_index.last() {
-            Some(entry) => (entry.position as u64, Offset(self.base_offset.0 + entry.relative_offset as i64)),
-            None => (0, self.base_offset),
-        };
-        if position > self.log.len() {
-            return Ok(false);
-        }
-        let mut max_timestamp = self.time_index.last().map(|e| (e.timestamp, self.absolute(e.relative_offset)));
-        while position < self.log.len() {
-            let Some(header) = self.header_at(position).await? else { return Ok(false) };
-            if header.base_offset != expected || position + header.size_bytes() as u64 > self.log.len() {
-                return Ok(false);
+    /// Validates every batch of `.log` without writing anything, and checks that
+    /// every index entry names a batch as it is: an offset-index entry the position
+    /// of the batch at its offset, a time-index entry the first batch whose max
+    /// timestamp reached its timestamp. When the log is intact, sets the in-memory
+    /// state (end, max timestamp, bytes since the last index entry) from it.
+    async fn verify(&mut self, indexes_sane: bool) -> Result<Verified> {
+        let mut scan = BatchScan::new(&self.log_path, self.base_offset, self.log.len());
+        let offset_entries = self.offset_index.entries();
+        let time_entries = self.time_index.entries();
+        let (mut next_offset_entry, mut next_time_entry) = (0, 0);
+        let mut indexes_agree = indexes_sane;
+        let mut max_timestamp: Option<(TimestampMs, Offset)> = None;
+        let mut next_offset = self.base_offset;
+        let mut batches = 0u64;
+        loop {
+            let (position, header) = match scan.next(&self.log).await? {
+                Scanned::Batch { position, header } => (position, header),
+                Scanned::End => break,
+                Scanned::Damaged(damage) => return Ok(Verified::Damaged(damage)),
+            };
+            let relative = header.base_offset.0 - self.base_offset.0;
+            while offset_entries.get(next_offset_entry).is_some_and(|e| (e.relative_offset as i64) < relative) {
+                indexes_agree = false;
+                next_offset_entry += 1;
             }
-            if max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts) {
+            if let Some(entry) = offset_entries.get(next_offset_entry).filter(|e| e.relative_offset as i64 == relative) {
+                indexes_agree &= entry.position as u64 == position;
+                next_offset_entry += 1;
+            }
+            while time_entries.get(next_time_entry).is_some_and(|e| (e.relative_offset as i64) < relative) {
+                indexes_agree = false;
+                next_time_entry += 1;
+            }
+            if let Some(entry) = time_entries.get(next_time_entry).filter(|e| e.relative_offset as i64 == relative) {
+                let first_to_reach = max_timestamp.is_none_or(|(timestamp, _)| timestamp < entry.timestamp);
+                indexes_agree &= header.max_timestamp == entry.timestamp && first_to_reach;
+                next_time_entry += 1;
+            }
+            if max_timestamp.is_none_or(|(timestamp, _)| header.max_timestamp > timestamp) {
                 max_timestamp = Some((header.max_timestamp, header.base_offset));
             }
-            position += header.size_bytes() as u64;
-            expected = header.last_offset().next();
+            next_offset = header.last_offset().next();
+            batches += 1;
         }
-        self.next_offset = expected;
+        // Entries past the last batch, or none at all for a log with batches (every
+        // segment's first batch gets one), disagree too.
+        indexes_agree &= next_offset_entry == offset_entries.len() && next_time_entry == time_entries.len();
+        indexes_agree &= batches == 0 || !offset_entries.is_empty();
+        let end = self.log.len();
+        self.bytes_since_index_entry = end - offset_entries.last().map_or(0, |e| e.position as u64).min(end);
+        self.next_offset = next_offset;
         self.max_timestamp = max_timestamp;
-        Ok(true)
+        Ok(Verified::Intact { indexes_agree, batches })
     }
 
-    /// Validates every batch, truncates at the first bad one, rebuilds the indexes.
-    async fn recover(&mut self) -> Result<RecoveryReport> {
+    /// Validates every batch and rebuilds the indexes. At the first bad batch it
+    /// truncates the `.log` when `may_truncate` (a torn tail of the active segment);
+    /// otherwise the bad batch is damage and fails with [`EngineError::Corrupt`] (the
+    /// indexes are cleared by then, the `.log` untouched).
+    async fn recover(&mut self, may_truncate: bool) -> Result<RecoveryReport> {
         self.offset_index.clear().await?;
         self.time_index.clear().await?;
         self.next_offset = self.base_offset;
         self.max_timestamp = None;
         self.bytes_since_index_entry = 0;
-        let log_len = self.log.len();
         let mut report = RecoveryReport { indexes_rebuilt: true, ..RecoveryReport::default() };
-        let mut position = 0u64;
-        let mut chunk = Vec::new();
-        let mut chunk_start = 0u64;
-        'scan: while position < log_len {
-            let in_chunk = (position - chunk_start) as usize;
-            let step = batch::scan_step(&chunk[in_chunk.min(chunk.len())..]);
-            let header = match step {
-                ScanStep::Batch(header) => header,
-                ScanStep::Incomplete => {
-                    // Read on from `position`: either more bytes complete the batch,
-                    // or this is the torn end of the file.
-                    let already = (chunk_start + chunk.len() as u64).saturating_sub(position);
-                    if position + already >= log_len {
-                        break 'scan;
-                    }
-                    let want = RECOVERY_READ_BYTES.max(self.declared_size_at(&chunk, in_chunk) + 1);
-                    chunk = self.log.read_at(position, want).await?;
-                    chunk_start = position;
-                    continue;
+        let mut scan = BatchScan::new(&self.log_path, self.base_offset, self.log.len());
+        let damage = loop {
+            match scan.next(&self.log).await? {
+                Scanned::Batch { position, header } => {
+                    self.index_batch(&header, position).await?;
+                    report.batches_valid += 1;
                 }
-                ScanStep::Invalid => break 'scan,
-            };
-            if header.base_offset != self.next_offset {
-                break 'scan;
+                Scanned::End => break None,
+                Scanned::Damaged(damage) => break Some(damage),
             }
-            self.index_batch(&header, position).await?;
-            position += header.size_bytes() as u64;
-            report.batches_valid += 1;
-        }
-        if position < log_len {
-            report.bytes_truncated = log_len - position;
-            self.log.truncate(position).await?;
+        };
+        if let Some(damage) = damage {
+            if !may_truncate {
+                return Err(damage.into_error(&self.log_path));
+            }
+            report.bytes_truncated = self.log.len() - damage.position;
+            self.log.truncate(damage.position).await?;
         }
         // What survived may have been unsynced when the process died (still in the
         // device cache): it counts as durable from now on, so make it so.
@@ -211,10 +405,6 @@ impl<S: Storage> LogSegment<S> {
         self.offset_index.sync_if_room().await?;
         self.time_index.sync_if_room().await?;
         Ok(report)
-    }
-
-    fn declared_size_at(&self, chunk: &[u8], at: usize) -> usize {
-        BatchHeader::parse(chunk.get(at..).unwrap_or(&[])).map_or(0, |h| h.size_bytes())
     }
 
     fn absolute(&self, relative_offset: u32) -> Offset {
@@ -269,78 +459,101 @@ impl<S: Storage> LogSegment<S> {
         Ok(())
     }
 
-    /// Reads and parses the batch header at `position`, or `None` past the end.
-    async fn header_at(&self, position: u64) -> Result<Option<BatchHeader>> {
+    /// The header of the batch at `position`, which the previous batch (or an index
+    /// entry) says starts with offset `expected`; `None` exactly at the end of the
+    /// `.log`. A header that fails [`check_header`] is damage: an error naming the
+    /// file, the byte and the offset.
+    async fn batch_at(&self, position: u64, expected: Offset) -> Result<Option<BatchHeader>> {
+        let end = self.log.len();
+        if position == end {
+            return Ok(None);
+        }
+        if position > end {
+            let reason = format!("a batch should start here, past the end of the file at byte {end}");
+            return Err(Damage { position, offset: expected, reason }.into_error(&self.log_path));
+        }
         let bytes = self.log.read_at(position, BATCH_HEADER_BYTES).await?;
-        Ok(BatchHeader::parse(&bytes).ok())
+        check_header(&bytes, position, end, expected).map(Some).map_err(|damage| damage.into_error(&self.log_path))
     }
 
-    /// Position and header of the batch holding `offset`, scanning headers from the
+    /// Position and header of the batch holding `offset`, walking headers from the
     /// nearest offset-index entry at or before it.
     pub async fn find_batch(&self, offset: Offset) -> Result<Option<(u64, BatchHeader)>> {
         if offset >= self.next_offset {
             return Ok(None);
         }
         let relative = (offset.0 - self.base_offset.0).max(0);
-        let mut position = match self.offset_index.floor(relative) {
-            Some(at) => self.offset_index.entries()[at].position as u64,
-            None => 0,
+        let (mut position, mut expected) = match self.offset_index.floor(relative) {
+            Some(at) => {
+                let entry = self.offset_index.entries()[at];
+                (entry.position as u64, self.absolute(entry.relative_offset))
+            }
+            None => (0, self.base_offset),
         };
-        while let Some(header) = self.header_at(position).await? {
+        loop {
+            let Some(header) = self.batch_at(position, expected).await? else {
+                let reason = format!("the file ends before offset {offset}, though the segment holds offsets up to {}", self.next_offset);
+                return Err(Damage { position, offset: expected, reason }.into_error(&self.log_path));
+            };
             if header.last_offset() >= offset {
                 return Ok(Some((position, header)));
             }
             position += header.size_bytes() as u64;
+            expected = header.last_offset().next();
         }
-        Ok(None)
     }
 
     /// Calls `visit` with the header of every batch from the one holding `from` to
     /// the end of the segment, reading the `.log` in large chunks (the rebuild of
     /// idempotent-producer state needs headers only, possibly of a whole segment).
     pub async fn scan_headers(&self, from: Offset, mut visit: impl FnMut(&BatchHeader)) -> Result<()> {
-        let Some((mut position, _)) = self.find_batch(from).await? else { return Ok(()) };
+        let Some((mut position, first)) = self.find_batch(from).await? else { return Ok(()) };
         let end = self.log.len();
+        let mut expected = first.base_offset;
         let mut chunk: Vec<u8> = Vec::new();
         let mut chunk_start = position;
-        let mut chunk_fresh = false;
         while position < end {
-            let in_chunk = (position - chunk_start) as usize;
-            if let Some(Ok(header)) = chunk.get(in_chunk..).map(BatchHeader::parse) {
-                visit(&header);
-                position += header.size_bytes() as u64;
-                chunk_fresh = false;
-                continue;
+            let needed = BATCH_HEADER_BYTES.min((end - position) as usize);
+            if (position - chunk_start) as usize + needed > chunk.len() {
+                chunk = self.log.read_at(position, RECOVERY_READ_BYTES).await?;
+                chunk_start = position;
+                if chunk.len() < needed {
+                    let short = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} bytes at byte {position}, {needed} expected: the file shrank", chunk.len()),
+                    );
+                    return Err(EngineError::io("scan batch headers", &self.log_path, short));
+                }
             }
-            if chunk_fresh {
-                // A read from `position` itself holds no header: the file ends in a
-                // partial batch, which open() never leaves behind; the disk changed.
-                let source = std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("no whole batch header at byte {position} of {end}"),
-                );
-                return Err(crate::error::EngineError::io("scan batch headers", &self.log_path, source));
-            }
-            chunk = self.log.read_at(position, RECOVERY_READ_BYTES).await?;
-            chunk_start = position;
-            chunk_fresh = true;
+            let at = (position - chunk_start) as usize;
+            let header = check_header(&chunk[at..], position, end, expected)
+                .map_err(|damage| damage.into_error(&self.log_path))?;
+            visit(&header);
+            position += header.size_bytes() as u64;
+            expected = header.last_offset().next();
         }
         Ok(())
     }
 
     /// Whole batches starting with the one holding `offset`, up to `max_bytes` (the
     /// first batch is returned whole even if larger, so a consumer always makes
-    /// progress), and not including batches at or past `offset_limit`.
+    /// progress), and not including batches at or past `offset_limit`. A damaged
+    /// header after the first ends the read before it; the next read, which starts
+    /// there, fails with [`EngineError::Corrupt`].
     pub async fn read(&self, offset: Offset, max_bytes: usize, offset_limit: Offset) -> Result<Option<SegmentRead>> {
         let Some((start, first)) = self.find_batch(offset).await? else { return Ok(None) };
         if first.base_offset >= offset_limit {
             return Ok(None);
         }
+        // `first` ends inside the file (checked by `find_batch`), so this is bounded
+        // by the file whatever its length field says.
         let want = max_bytes.max(first.size_bytes());
         let mut bytes = self.log.read_at(start, want).await?;
+        let file_end = self.log.len();
         let mut end = 0usize;
         let mut next_offset = first.base_offset;
-        while let Ok(header) = BatchHeader::parse(&bytes[end..]) {
+        while bytes.len() - end >= BATCH_HEADER_BYTES {
+            let Ok(header) = check_header(&bytes[end..], start + end as u64, file_end, next_offset) else { break };
             let fits = end + header.size_bytes() <= bytes.len();
             if !fits || header.base_offset >= offset_limit || (end > 0 && end + header.size_bytes() > max_bytes) {
                 break;
@@ -348,7 +561,10 @@ impl<S: Storage> LogSegment<S> {
             end += header.size_bytes();
             next_offset = header.last_offset().next();
         }
-        assert!(end > 0, "the first batch of a read must fit: it was sized for it");
+        if end == 0 {
+            let reason = format!("a read of {want} bytes returned {}, less than the first batch", bytes.len());
+            return Err(Damage { position: start, offset: first.base_offset, reason }.into_error(&self.log_path));
+        }
         bytes.truncate(end);
         Ok(Some(SegmentRead { bytes, first_offset: first.base_offset, next_offset }))
     }
@@ -370,14 +586,17 @@ impl<S: Storage> LogSegment<S> {
             None => self.base_offset,
         };
         let start_offset = start_offset.max(from);
-        let Some((mut position, _)) = self.find_batch(start_offset).await? else { return Ok(None) };
-        while let Some(header) = self.header_at(position).await? {
+        let Some((mut position, mut header)) = self.find_batch(start_offset).await? else { return Ok(None) };
+        loop {
             if header.max_timestamp >= timestamp {
                 return Ok(Some((header.base_offset, header.max_timestamp)));
             }
             position += header.size_bytes() as u64;
+            match self.batch_at(position, header.last_offset().next()).await? {
+                Some(next) => header = next,
+                None => return Ok(None),
+            }
         }
-        Ok(None)
     }
 
     /// Removes every batch holding an offset at or past `offset` (a batch that
@@ -395,15 +614,19 @@ impl<S: Storage> LogSegment<S> {
         // Recompute the running maximum and the index spacing from what is left.
         self.max_timestamp = None;
         self.bytes_since_index_entry = 0;
-        let mut scan = self.offset_index.last().map_or(0, |e| e.position as u64);
+        let (mut scan, mut expected) = match self.offset_index.last() {
+            Some(entry) => (entry.position as u64, self.absolute(entry.relative_offset)),
+            None => (0, self.base_offset),
+        };
         let mut max_timestamp = self.time_index.last().map(|e| (e.timestamp, self.absolute(e.relative_offset)));
         while scan < position {
-            let Some(header) = self.header_at(scan).await? else { break };
+            let Some(header) = self.batch_at(scan, expected).await? else { break };
             if max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts) {
                 max_timestamp = Some((header.max_timestamp, header.base_offset));
             }
             self.bytes_since_index_entry += header.size_bytes() as u64;
             scan += header.size_bytes() as u64;
+            expected = header.last_offset().next();
         }
         self.max_timestamp = max_timestamp;
         Ok(())

@@ -20,7 +20,8 @@
 //!   deletes what was opened; a crash before it leaves a directory without the file,
 //!   which start-up removes.
 //! - delete: the properties file removed durably (the commit point), the registry
-//!   entry removed, every partition closed and its files deleted (all at once), the
+//!   entry and its offline partitions' entries removed, every partition closed and
+//!   its files deleted (all at once; an offline one's go with the directory), the
 //!   directory removed. Once the commit point passed, the topic is gone whatever
 //!   happens to its files; leftovers are removed by the next create of the name (which
 //!   starts from an empty directory) or at start-up.
@@ -38,7 +39,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::thread::JoinHandle;
 
-use super::{partition_dir, topic_dir, topic_properties, EngineHandle, TopicMetadata, TOPIC_PROPERTIES_FILE};
+use super::{partition_dir, topic_dir, topic_properties, EngineHandle, OnDamage, TopicMetadata, TOPIC_PROPERTIES_FILE};
 use crate::config::{TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 use crate::error::{EngineError, Result};
 use crate::shard::partition::PartitionOp;
@@ -123,7 +124,7 @@ pub(super) async fn create_topic(
     // The topic directory's entry must be durable before anything in it is acknowledged.
     sync_dir_blocking(handle.data_dir())?;
     let metadata = TopicMetadata { name, id: new_topic_id()?, partition_count, config };
-    let (opened, failed) = handle.open_partitions(&metadata, 0..partition_count).await;
+    let (opened, failed) = handle.open_partitions(&metadata, 0..partition_count, OnDamage::Fail).await;
     // The file's directory sync also makes the partition directories' entries durable.
     let committed = match failed {
         Some(error) => Err(error),
@@ -160,6 +161,9 @@ pub(super) async fn delete_topic(handle: &EngineHandle, name: &TopicName) -> Res
     let dir = topic_dir(handle.data_dir(), name);
     remove_properties(&dir)?;
     handle.shared.topics.write().expect("registry lock").remove(name);
+    // Its offline partitions go with it: their routes are closed below like the
+    // others', and their files go with the directory.
+    handle.shared.offline.write().expect("offline registry lock").retain(|partition, _| partition.topic != *name);
     let partitions = (0..metadata.partition_count).map(PartitionId);
     if let Err(error) = handle.close_partitions(name, metadata.id, partitions, true).await {
         tracing::error!("deleting topic {name}: {error}; leftover files go at the next create of the name or start-up");
@@ -188,7 +192,7 @@ pub(super) async fn create_partitions(
             tracing::warn!("removed {}, left by an interrupted growth of topic {name}", dir.display());
         }
     }
-    let (opened, failed) = handle.open_partitions(&grown, new_partitions).await;
+    let (opened, failed) = handle.open_partitions(&grown, new_partitions, OnDamage::Fail).await;
     let properties = topic_dir(handle.data_dir(), name).join(TOPIC_PROPERTIES_FILE);
     let committed = match failed {
         Some(error) => Err(error),
@@ -217,7 +221,12 @@ pub(super) async fn set_topic_config(handle: &EngineHandle, name: &TopicName, co
     for index in 0..updated.partition_count {
         let partition = TopicPartition::new(name.clone(), PartitionId(index));
         let config = config.clone();
-        handle.op_on(&partition, Some(updated.id), |reply| PartitionOp::SetConfig { config, reply }).await?;
+        match handle.op_on(&partition, Some(updated.id), |reply| PartitionOp::SetConfig { config, reply }).await {
+            // It reads the new config from the properties file when it opens again
+            // (after `corelog repair` and a restart).
+            Ok(()) | Err(EngineError::PartitionOffline { .. }) => {}
+            Err(error) => return Err(error),
+        }
     }
     Ok(())
 }

@@ -15,17 +15,38 @@
 //! Every method of [`EngineHandle`] is `async` and works from any executor (a glommio
 //! shard, or `futures_lite::future::block_on` in a plain thread): replies travel over
 //! flume channels, whose wakers glommio accepts from foreign threads.
+//!
+//! Damage is contained: a partition whose files start-up finds damaged (see
+//! [`crate::log`]) is not opened and stays offline; its files are kept byte for byte,
+//! every request to it fails with [`EngineError::PartitionOffline`] (Kafka's
+//! `KAFKA_STORAGE_ERROR`), [`EngineHandle::offline_partitions`] names it for
+//! Metadata, and every other partition is served. Its shard holds it under its
+//! topic's incarnation like an open one, so deleting the topic closes it and
+//! removes its files with the rest. A create or a growth that meets damage fails
+//! instead, all or nothing (see `OnDamage`). [`repair_partition`] (`corelog repair`)
+//! truncates it at the damage, with consent, while the broker is stopped.
+//!
+//! A shard that panics is gone: glommio unwinds its thread, and its partitions,
+//! listener and connections with it. Nothing can restart it in place (its
+//! partitions' in-memory state died mid-operation), so the engine makes the death
+//! loud and bounded instead: a panic hook logs the shard and the panic, marks the
+//! shard failed (requests to it fail at once with [`EngineError::ShardUnavailable`]
+//! instead of waiting forever, and shutdown skips it) and reports a [`ShardFailure`]
+//! on [`EngineConfig::shard_failures`]. `corelog broker` exits non-zero on it; the
+//! next start recovers like after a crash, which loses nothing acknowledged.
 
 mod controller;
 pub mod partition;
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once, RwLock};
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -33,7 +54,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::{Clock, SystemClock, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 use crate::data_dir::DataDir;
 use crate::error::{EngineError, Result};
-use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
+use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult, RepairReport};
 use crate::storage::DmaStorage;
 use crate::types::{LeaderEpoch, Offset, PartitionId, ShardId, TimestampMs, TopicId, TopicName, TopicPartition};
 use partition::{PartitionOp, Reply};
@@ -66,6 +87,18 @@ pub struct EngineConfig {
     /// Period of segment-age rolls and retention checks.
     pub housekeeping_interval_ms: u64,
     pub clock: Arc<dyn Clock>,
+    /// Where a shard's panic is reported, besides the log (see the module doc): the
+    /// owner of the process should end it, since the dead shard's partitions and
+    /// connections cannot come back. `None`: only logged.
+    pub shard_failures: Option<flume::Sender<ShardFailure>>,
+}
+
+/// A shard whose thread panicked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardFailure {
+    pub shard: ShardId,
+    /// The panic's message and where it was raised.
+    pub panic: String,
 }
 
 impl EngineConfig {
@@ -79,6 +112,7 @@ impl EngineConfig {
             io_memory_bytes: 10 << 20,
             housekeeping_interval_ms: 1000,
             clock: Arc::new(SystemClock),
+            shard_failures: None,
         }
     }
 }
@@ -98,7 +132,8 @@ pub enum ShardRequest {
     /// Opens a partition of incarnation `topic_id`, inactive: only ops naming
     /// `topic_id` reach it until [`ShardRequest::Activate`]. Refused if the
     /// partition is open already, in any incarnation: two actors never share a
-    /// directory.
+    /// directory. If its files are damaged, the shard holds it offline under
+    /// `topic_id` and answers the damage (see [`EngineError::is_damage`]).
     Open { partition: TopicPartition, topic_id: TopicId, config: TopicConfig, reply: Reply<()> },
     /// Makes every partition of incarnation `topic_id` of `topic` on this shard
     /// reachable by ops that name no incarnation (the data path): sent once the
@@ -129,6 +164,12 @@ struct Shared {
     /// start of its deletion. Changed only on the controller thread.
     topics: RwLock<BTreeMap<TopicName, TopicMetadata>>,
     controller: flume::Sender<controller::ControllerRequest>,
+    /// Partitions that start-up found damaged and left offline, with the damage (read
+    /// by Metadata). Written at start-up, before any admin operation runs, and by
+    /// topic deletion on the controller.
+    offline: RwLock<BTreeMap<TopicPartition, String>>,
+    /// Per shard: set once its thread has panicked (see [`ShardFailure`]).
+    failed: Arc<[AtomicBool]>,
 }
 
 /// A cloneable, `Send` handle to a running engine.
@@ -196,12 +237,16 @@ impl Engine {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| flume::bounded(config.queue_depth_max)).unzip();
         let (controller_sender, controller_receiver) = flume::bounded(config.queue_depth_max);
+        let failed: Arc<[AtomicBool]> = (0..shard_count).map(|_| AtomicBool::new(false)).collect();
+        install_shard_panic_hook();
         let handle = EngineHandle {
             shared: Arc::new(Shared {
                 data_dir: config.data_dir.clone(),
                 shards: senders,
                 topics: RwLock::new(BTreeMap::new()),
                 controller: controller_sender,
+                offline: RwLock::new(BTreeMap::new()),
+                failed: failed.clone(),
             }),
         };
         let mut threads = Vec::with_capacity(shard_count);
@@ -211,10 +256,14 @@ impl Engine {
                 _ => Placement::Unbound,
             };
             let shard_config = config.clone();
+            let watch = ShardWatch { shard: ShardId(shard), failed: failed.clone(), report: config.shard_failures.clone() };
             let thread = LocalExecutorBuilder::new(placement)
                 .name(&format!("corelog-shard-{shard}"))
                 .io_memory(config.io_memory_bytes)
-                .spawn(move || run_shard(ShardId(shard), receiver, shard_config))
+                .spawn(move || {
+                    SHARD_WATCH.with(|slot| *slot.borrow_mut() = Some(watch));
+                    run_shard(ShardId(shard), receiver, shard_config)
+                })
                 .map_err(|e| EngineError::Startup(format!("starting shard {shard}: {e}")))?;
             threads.push(thread);
         }
@@ -222,7 +271,8 @@ impl Engine {
         engine.controller = Some(controller::start(controller_receiver)?);
         futures_lite::future::block_on(async {
             for metadata in topics.into_values() {
-                let (_, failed) = engine.handle.open_partitions(&metadata, 0..metadata.partition_count).await;
+                let partitions = 0..metadata.partition_count;
+                let (_, failed) = engine.handle.open_partitions(&metadata, partitions, OnDamage::KeepOffline).await;
                 if let Some(error) = failed {
                     return Err(error);
                 }
@@ -265,6 +315,11 @@ impl Engine {
             }
         }
         for shard in 0..self.handle.shared.shards.len() {
+            if self.handle.shared.failed[shard].load(Ordering::Acquire) {
+                // Nobody reads its queue any more: a request would wait forever.
+                first_error.get_or_insert(EngineError::ShardUnavailable(shard));
+                continue;
+            }
             let (reply, receiver) = flume::bounded(1);
             if self.handle.shared.shards[shard].send(ShardRequest::Shutdown { reply }).is_ok() {
                 if let Ok(Err(error)) = receiver.recv() {
@@ -363,7 +418,21 @@ impl EngineHandle {
     }
 
     async fn send(&self, shard: ShardId, request: ShardRequest) -> Result<()> {
+        if self.shared.failed[shard.0].load(Ordering::Acquire) {
+            return Err(EngineError::ShardUnavailable(shard.0));
+        }
         self.shared.shards[shard.0].send_async(request).await.map_err(|_| EngineError::ShardUnavailable(shard.0))
+    }
+
+    /// Shards whose thread panicked (see [`ShardFailure`]).
+    pub fn failed_shards(&self) -> Vec<ShardId> {
+        (0..self.shard_count()).filter(|&shard| self.shared.failed[shard].load(Ordering::Acquire)).map(ShardId).collect()
+    }
+
+    /// The partitions of `topic` that are offline because their files are damaged.
+    pub fn offline_partitions(&self, topic: &TopicName) -> BTreeSet<PartitionId> {
+        let offline = self.shared.offline.read().expect("offline registry lock");
+        offline.keys().filter(|partition| partition.topic == *topic).map(|partition| partition.partition).collect()
     }
 
     /// An op for the active incarnation of `partition` (the data path).
@@ -402,11 +471,14 @@ impl EngineHandle {
 
     /// Opens partitions `indexes` of `metadata`'s incarnation, inactive, all at once
     /// (each on its shard). Waits for every answer, so that on failure the caller
-    /// knows exactly which opened: returns those, and the first error.
+    /// knows exactly which the shards now hold: returns those, and the first error.
+    /// A partition whose files are damaged is held too, offline (a close of the
+    /// incarnation must reach it); `on_damage` says whether that fails the open.
     async fn open_partitions(
         &self,
         metadata: &TopicMetadata,
         indexes: Range<i32>,
+        on_damage: OnDamage,
     ) -> (Vec<PartitionId>, Option<EngineError>) {
         let mut waiting = Vec::with_capacity(indexes.len());
         let mut first_error = None;
@@ -426,6 +498,21 @@ impl EngineHandle {
         for (index, shard, receiver) in waiting {
             match receiver.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard.0)) {
                 Ok(Ok(())) => opened.push(index),
+                // The shard holds the partition offline (see `Target::Offline`).
+                Ok(Err(error)) if error.is_damage() => {
+                    opened.push(index);
+                    match on_damage {
+                        OnDamage::KeepOffline => {
+                            let partition = TopicPartition::new(metadata.name.clone(), index);
+                            let cause = error.to_string();
+                            tracing::error!("{}", offline_error(&self.shared.data_dir, &partition, &cause));
+                            self.shared.offline.write().expect("offline registry lock").insert(partition, cause);
+                        }
+                        OnDamage::Fail => {
+                            first_error.get_or_insert(error);
+                        }
+                    }
+                }
                 Ok(Err(error)) | Err(error) => {
                     first_error.get_or_insert(error);
                 }
@@ -435,8 +522,9 @@ impl EngineHandle {
     }
 
     /// Closes partitions `indexes` of incarnation `topic_id` of `topic`, all at once;
-    /// with `delete`, their directories go too. Every close is attempted; returns the
-    /// first error. A partition whose close was delivered has no actor afterwards,
+    /// with `delete`, their directories go too (an offline partition's stays, for the
+    /// caller to remove with the topic's directory). Every close is attempted; returns
+    /// the first error. A partition whose close was delivered has no actor afterwards,
     /// whatever the outcome: the actor ends after answering a close.
     async fn close_partitions(
         &self,
@@ -629,13 +717,36 @@ impl EngineHandle {
     }
 }
 
+/// What [`EngineHandle::open_partitions`] makes of a partition whose files are
+/// damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnDamage {
+    /// Start-up: the partition stays offline (in the offline registry, and held by
+    /// its shard), and the rest of the topic is served.
+    KeepOffline,
+    /// A create or a growth: the partition's directory was just made empty, so an
+    /// open can only meet "damage" as an IO error of the device (EIO and the like);
+    /// the operation fails and is undone, all or nothing like any other failure.
+    Fail,
+}
+
 /// Where a shard sends the ops of one of its partitions: the actor of the one open
-/// incarnation.
+/// incarnation, or nowhere if that incarnation is offline.
 struct Route {
     topic_id: TopicId,
     /// Reachable by ops that name no incarnation (see [`ShardRequest::Activate`]).
     active: bool,
-    queue: flume::Sender<PartitionOp>,
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    /// The partition's actor.
+    Actor(flume::Sender<PartitionOp>),
+    /// Not opened because its files are damaged (the cause): every op but a close
+    /// is refused with [`EngineError::PartitionOffline`]. A close only removes the
+    /// route; the files go with the topic's directory (see `controller::delete_topic`).
+    Offline(String),
 }
 
 /// A shard's open partitions. Owned by the shard's thread (shared with its ticker).
@@ -673,9 +784,22 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
                     }
                     None => open_partition(&storage, &config, &partition, topic_config, config.queue_depth_max).await,
                 };
-                let result = result.map(|queue| {
-                    partitions.borrow_mut().insert(partition, Route { topic_id, active: false, queue });
-                });
+                let result = match result {
+                    Ok(queue) => {
+                        partitions.borrow_mut().insert(partition, Route { topic_id, active: false, target: Target::Actor(queue) });
+                        Ok(())
+                    }
+                    // Damaged files: the partition is held, offline, under this
+                    // incarnation, so that ops reaching it learn why and a close of the
+                    // incarnation (a delete, or an undone create) finds it. The caller
+                    // decides what the damage means (see `OnDamage`) and logs it.
+                    Err(error) if error.is_damage() => {
+                        let target = Target::Offline(error.to_string());
+                        partitions.borrow_mut().insert(partition, Route { topic_id, active: false, target });
+                        Err(error)
+                    }
+                    Err(error) => Err(error),
+                };
                 if reply.send(result).is_err() {
                     tracing::debug!("shard {shard}: open reply dropped");
                 }
@@ -691,13 +815,27 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
                 }
             }
             ShardRequest::Op { partition, topic_id, op } => {
-                let queue = match partitions.borrow().get(&partition) {
-                    Some(route) if topic_id.map_or(route.active, |id| id == route.topic_id) => Some(route.queue.clone()),
+                let target = match partitions.borrow().get(&partition) {
+                    Some(route) if topic_id.map_or(route.active, |id| id == route.topic_id) => Some(route.target.clone()),
                     _ => None,
                 };
-                let Some(queue) = queue else {
-                    reject(op, EngineError::UnknownTopicOrPartition(partition.to_string()));
-                    continue;
+                let (queue, op) = match (target, op) {
+                    (Some(Target::Actor(queue)), op) => (queue, op),
+                    (Some(Target::Offline(_)), PartitionOp::Close { reply, .. }) => {
+                        partitions.borrow_mut().remove(&partition);
+                        if reply.send(Ok(())).is_err() {
+                            tracing::debug!("shard {shard}: close reply dropped");
+                        }
+                        continue;
+                    }
+                    (Some(Target::Offline(cause)), op) => {
+                        reject(op, offline_error(&config.data_dir, &partition, &cause));
+                        continue;
+                    }
+                    (None, op) => {
+                        reject(op, EngineError::UnknownTopicOrPartition(partition.to_string()));
+                        continue;
+                    }
                 };
                 // Once removed here, no later op reaches this actor: the close is the
                 // last op it is sent.
@@ -731,6 +869,95 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
     }
 }
 
+fn offline_error(data_dir: &Path, partition: &TopicPartition, cause: &str) -> EngineError {
+    EngineError::PartitionOffline { partition: partition.clone(), data_dir: data_dir.to_path_buf(), cause: cause.to_string() }
+}
+
+/// What a shard's thread knows about itself, for the panic hook.
+struct ShardWatch {
+    shard: ShardId,
+    failed: Arc<[AtomicBool]>,
+    report: Option<flume::Sender<ShardFailure>>,
+}
+
+thread_local! {
+    /// Set on each shard's thread before its executor runs anything.
+    static SHARD_WATCH: RefCell<Option<ShardWatch>> = const { RefCell::new(None) };
+}
+
+/// Installs, once per process, a panic hook that reports panics on shard threads (see
+/// the module doc) and then runs the hook that was there before (the default one
+/// prints the message and where it was raised). Panics on other threads go to the
+/// previous hook alone.
+fn install_shard_panic_hook() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report_shard_panic(info);
+            previous(info);
+        }));
+    });
+}
+
+fn report_shard_panic(info: &std::panic::PanicHookInfo<'_>) {
+    // A thread being torn down has no locals left to read: then it is no shard's.
+    let _ = SHARD_WATCH.try_with(|slot| {
+        let Ok(slot) = slot.try_borrow() else { return };
+        let Some(watch) = slot.as_ref() else { return };
+        watch.failed[watch.shard.0].store(true, Ordering::Release);
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        let place = info.location().map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+        let panic = format!("{message}{place}");
+        tracing::error!(
+            "shard {} panicked: {panic}; its partitions, listener and connections are gone, and requests to them fail",
+            watch.shard
+        );
+        if let Some(report) = &watch.report {
+            if report.try_send(ShardFailure { shard: watch.shard, panic }).is_err() {
+                tracing::debug!("shard {}: the failure report found nobody listening, or a full queue", watch.shard);
+            }
+        }
+    });
+}
+
+/// `corelog repair`: finds the first damage of one partition's log and, with
+/// `truncate` (consent), cuts the log right before it (see
+/// [`PartitionLog::repair`]). The broker must be stopped. Runs on a glommio executor
+/// of its own, like the shards, since the storage is io_uring's.
+pub fn repair_partition(data_dir: &Path, partition: &TopicPartition, truncate: bool) -> Result<RepairReport> {
+    let properties = topic_dir(data_dir, &partition.topic).join(TOPIC_PROPERTIES_FILE);
+    if !properties.exists() {
+        return Err(EngineError::UnknownTopicOrPartition(format!(
+            "{}: no topic {} in {}",
+            partition,
+            partition.topic,
+            data_dir.display()
+        )));
+    }
+    let dir = partition_dir(data_dir, partition);
+    if !dir.is_dir() {
+        return Err(EngineError::UnknownTopicOrPartition(format!("{partition}: no directory {}", dir.display())));
+    }
+    let io_memory_bytes = EngineConfig::new(data_dir).io_memory_bytes;
+    crate::diagnostics::probe_io_uring(io_memory_bytes as u64)?;
+    let index_interval_bytes = TopicConfig::default().index_interval_bytes;
+    let now = SystemClock.now_ms();
+    let storage = DmaStorage::new(crate::storage::dma::WRITE_BUFFER_BYTES_DEFAULT);
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("corelog-repair")
+        .io_memory(io_memory_bytes)
+        .spawn(move || async move { PartitionLog::repair(storage, &dir, index_interval_bytes, now, truncate).await })
+        .map_err(|e| EngineError::Startup(format!("starting the repair executor: {e}")))?
+        .join()
+        .map_err(|e| EngineError::Startup(format!("the repair executor failed: {e}")))?
+}
+
 async fn open_partition(
     storage: &DmaStorage,
     config: &EngineConfig,
@@ -757,7 +984,14 @@ async fn open_partition(
 }
 
 async fn close_all(partitions: &Routes) -> Result<()> {
-    let queues: Vec<_> = partitions.borrow_mut().drain().map(|(partition, route)| (partition, route.queue)).collect();
+    let queues: Vec<_> = partitions
+        .borrow_mut()
+        .drain()
+        .filter_map(|(partition, route)| match route.target {
+            Target::Actor(queue) => Some((partition, queue)),
+            Target::Offline(_) => None,
+        })
+        .collect();
     let mut first_error = None;
     for (partition, queue) in queues {
         let (reply, receiver) = flume::bounded(1);
@@ -781,7 +1015,8 @@ async fn tick(partitions: Routes, housekeeping_ms: u64) {
     loop {
         glommio::timer::sleep(Duration::from_millis(housekeeping_ms.max(1))).await;
         for route in partitions.borrow().values() {
-            if route.queue.try_send(PartitionOp::Housekeeping).is_err() {
+            let Target::Actor(queue) = &route.target else { continue };
+            if queue.try_send(PartitionOp::Housekeeping).is_err() {
                 tracing::trace!("housekeeping tick skipped for a busy partition");
             }
         }
@@ -854,13 +1089,13 @@ mod tests {
         let topic = metadata("routes", 1, 1);
         let other = metadata("routes", 2, 1);
         let partition = TopicPartition::new(topic.name.clone(), PartitionId(0));
-        let (opened, failed) = block_on(handle.open_partitions(&topic, 0..1));
+        let (opened, failed) = block_on(handle.open_partitions(&topic, 0..1, OnDamage::Fail));
         assert_eq!((opened, failed.map(|e| e.to_string())), (vec![PartitionId(0)], None));
 
         assert!(unknown(append(&handle, &partition)), "an inactive partition took an append");
         stats_of(&handle, &partition, topic.id).expect("an op naming its incarnation");
         assert!(unknown(stats_of(&handle, &partition, other.id)), "an op for another incarnation was served");
-        let (opened, failed) = block_on(handle.open_partitions(&other, 0..1));
+        let (opened, failed) = block_on(handle.open_partitions(&other, 0..1, OnDamage::Fail));
         let refused = matches!(failed, Some(EngineError::TopicAlreadyExists(_)));
         assert!(opened.is_empty() && refused, "a second actor opened {partition}");
 
@@ -883,7 +1118,7 @@ mod tests {
         // A stray actor on partition 3 (only reachable by going around the
         // controller) makes the create's open of that partition fail.
         let stray = metadata("half", 7, 4);
-        let (opened, failed) = block_on(handle.open_partitions(&stray, 3..4));
+        let (opened, failed) = block_on(handle.open_partitions(&stray, 3..4, OnDamage::Fail));
         assert!(failed.is_none() && opened == vec![PartitionId(3)]);
 
         let failed = block_on(handle.create_topic(stray.name.clone(), 8, TopicConfig::default()));

@@ -1,6 +1,11 @@
 //! Metadata (key 3), v0–v12: brokers, topics and partition leaders. Requested topics
 //! that do not exist are created when both the request and the broker allow it
 //! (`auto_create_topics`), with the broker's default partition count and configs.
+//!
+//! A partition that is offline because its files are damaged is listed with
+//! `KAFKA_STORAGE_ERROR`, this broker still its leader (so clients send it their
+//! requests and get the same error, as from Kafka for a partition in an offline log
+//! directory), an empty ISR and this broker as its offline replica.
 
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
@@ -11,7 +16,7 @@ use super::{RequestContext, Versions};
 use crate::error::EngineError;
 use crate::kafka::errors::error_code;
 use crate::shard::TopicMetadata;
-use crate::types::TopicName;
+use crate::types::{PartitionId, TopicName};
 
 pub const VERSIONS: Versions = Versions::new(0, 12);
 
@@ -33,12 +38,12 @@ pub async fn handle(context: &RequestContext<'_>, request: MetadataRequest) -> M
     };
     let allow_create = broker.config.auto_create_topics && (context.version < 4 || request.allow_auto_topic_creation);
     let topics = match requested {
-        None => engine.topics().iter().map(|m| topic_entry(m, node_id)).collect(),
+        None => engine.topics().iter().map(|m| topic_entry(context, m, node_id)).collect(),
         Some(names) => {
             let mut topics = Vec::with_capacity(names.len());
             for raw_name in names {
                 let entry = match lookup(context, raw_name.0.as_str(), allow_create).await {
-                    Ok(metadata) => topic_entry(&metadata, node_id),
+                    Ok(metadata) => topic_entry(context, &metadata, node_id),
                     Err(error) => MetadataResponseTopic::default().with_name(Some(raw_name)).with_error_code(error),
                 };
                 topics.push(entry);
@@ -75,15 +80,23 @@ async fn lookup(context: &RequestContext<'_>, raw_name: &str, allow_create: bool
     }
 }
 
-fn topic_entry(metadata: &TopicMetadata, node_id: BrokerId) -> MetadataResponseTopic {
+fn topic_entry(context: &RequestContext<'_>, metadata: &TopicMetadata, node_id: BrokerId) -> MetadataResponseTopic {
+    let offline = context.shard.engine.offline_partitions(&metadata.name);
     let partitions = (0..metadata.partition_count)
         .map(|index| {
-            MetadataResponsePartition::default()
+            let partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(node_id)
                 .with_leader_epoch(0)
-                .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(vec![node_id])
+                .with_replica_nodes(vec![node_id]);
+            if offline.contains(&PartitionId(index)) {
+                partition
+                    .with_error_code(ResponseError::KafkaStorageError.code())
+                    .with_isr_nodes(Vec::new())
+                    .with_offline_replicas(vec![node_id])
+            } else {
+                partition.with_isr_nodes(vec![node_id])
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -33,6 +33,9 @@ pub async fn dispatch(context: &RequestContext<'_>, request: ProduceRequest) -> 
     let mut work = PerPartition::new();
     for topic in request.topic_data {
         let raw_name = topic.name.0.to_string();
+        if context.shard.broker.config.test_panic_on_produce_to.as_deref() == Some(raw_name.as_str()) {
+            panic!("test-only panic: a Produce to {raw_name} (--test-panic-on-produce-to)");
+        }
         work.topic(engine, topic.name, &raw_name, topic.partition_data, |data| data.index, |partition, data| async move {
             if is_internal(&partition.topic) {
                 tracing::debug!("produce to {partition} refused: an internal topic");
