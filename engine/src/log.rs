@@ -201,8 +201,10 @@ impl<S: Storage> PartitionLog<S> {
             if segment_report.indexes_rebuilt {
                 report.indexes_rebuilt = true;
             }
-            report.batches_valid += segment_report.batches_valid;
-            report.bytes_truncated += segment_report.bytes_truncated;
+            if mode == OpenMode::RecoverTail {
+                report.batches_valid += segment_report.batches_valid;
+                report.bytes_truncated += segment_report.bytes_truncated;
+            }
             segments.insert(*base_offset, segment);
         }
 

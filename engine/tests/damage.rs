@@ -199,17 +199,15 @@ fn expect_damage_at(result: Result<(PartitionLog<SimStorage>, segment::RecoveryR
 fn a_damaged_sealed_segment_fails_the_open_and_no_byte_of_any_file_changes() {
     for shutdown in [Shutdown::Clean, Shutdown::Killed] {
         for corruption in CORRUPTIONS {
+            // In the second segment (sealed, synced): its second batch, which has
+            // batches and index entries after it, and its last batch, after its last
+            // index entry (where a damaged length used to get the segment cut).
+            for last in [false, true] {
             let (storage, clock, _) = written_log(shutdown);
             let stored = layout(&storage);
-            // A batch in the middle of the second segment: sealed, synced, with
-            // batches (and index entries) before and after it.
-            let second = &stored.iter().find(|b| b.position > 0 && b.log_path != stored[0].log_path).expect("2nd");
-            let victim = stored
-                .iter()
-                .filter(|b| b.log_path == second.log_path)
-                .nth(1)
-                .expect("a second batch in the second segment")
-                .clone();
+            let second_segment = stored.iter().find(|b| b.log_path != stored[0].log_path).expect("2nd").log_path.clone();
+            let in_second = stored.iter().filter(|b| b.log_path == second_segment);
+            let victim = if last { in_second.last() } else { in_second.clone().nth(1) }.expect("a batch").clone();
             corrupt(&storage, &victim, corruption);
             let before = files(&storage);
             let what = format!("{shutdown:?}, {corruption:?} at byte {} of {}", victim.position, victim.log_path.display());
@@ -218,6 +216,7 @@ fn a_damaged_sealed_segment_fails_the_open_and_no_byte_of_any_file_changes() {
             // A second try finds the same, and still changes nothing.
             expect_damage_at(open(&storage, &clock), &victim, &what);
             assert!(files(&storage) == before, "{what}: the second open changed the files");
+            }
         }
     }
 }

@@ -54,11 +54,20 @@ pub struct BrokerOptions {
     /// A data directory of the test's own (e.g. on a small file system it mounted),
     /// instead of a fresh one under the test's temporary directory. Left in place.
     pub data_dir: Option<PathBuf>,
+    /// More `corelog broker` arguments (hidden test-only flags).
+    pub extra_args: Vec<String>,
 }
 
 impl BrokerOptions {
     pub fn new(name: &str) -> BrokerOptions {
-        BrokerOptions { name: name.to_string(), cores: 2, config_yaml: None, advertised_listener: None, data_dir: None }
+        BrokerOptions {
+            name: name.to_string(),
+            cores: 2,
+            config_yaml: None,
+            advertised_listener: None,
+            data_dir: None,
+            extra_args: Vec::new(),
+        }
     }
 
     /// Every topic, internal ones included, acknowledges writes only once they are
@@ -138,6 +147,29 @@ impl BrokerProcess {
         assert!(status.success(), "broker exited with {status} after SIGTERM\n{}", self.log_tail());
     }
 
+    /// Waits for the broker to exit by itself, at most `timeout`; panics (with the
+    /// log tail) if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("the broker is running");
+        match wait_with_timeout(&mut child, timeout) {
+            Some(status) => {
+                // Give the log reader a moment to write the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                status
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the broker was still running {timeout:?} later\n{}", self.log_tail())
+            }
+        }
+    }
+
+    /// The broker's whole log (all runs of this test).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// SIGKILL: the broker gets no chance to sync or close anything.
     pub fn kill(&mut self) {
         self.signal_and_wait(libc::SIGKILL);
@@ -202,6 +234,7 @@ impl BrokerProcess {
         if let Some(advertised) = &self.options.advertised_listener {
             command.arg("--advertised-listener").arg(advertised);
         }
+        command.args(&self.options.extra_args);
         let mut child = spawn_dying_with_parent(&mut command).map_err(|e| format!("spawning corelog broker: {e}"))?;
         let stderr = child.stderr.take().expect("piped stderr");
         let mut log = std::fs::OpenOptions::new()
