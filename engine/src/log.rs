@@ -15,22 +15,25 @@
 //! Crash story: on open without `clean-shutdown`, the active (last) segment is
 //! recovered (validated, torn tail truncated, indexes rebuilt); sealed segments were
 //! synced before the next one was created. The marker is removed, and its removal
-//! synced, before the log accepts an append.
-//!
-//! Damage story: every other segment (all of them after a clean shutdown) is verified
-//! at open without being changed, and so are the joins between segments (each one
-//! starts where the previous one ends) and `log-start-offset`. Anything wrong there
-//! cannot be a torn write, so it is damage: [`PartitionLog::open`] fails with
-//! [`EngineError::Corrupt`] (file, byte, offset, what is wrong) before it has written
-//! anything, and the caller takes this partition alone offline. Truncating fsynced,
-//! acknowledged records is left to [`PartitionLog::repair`], which runs only when
-//! asked (`corelog repair --truncate-at-corruption`). Reads that meet bytes which
-//! changed under a running log fail with [`EngineError::Corrupt`] (logged once). If `log-start-offset` is past the
+//! synced, before the log accepts an append. If `log-start-offset` is past the
 //! recovered end (records deleted, then lost in a crash), the log restarts empty at
 //! the log start offset, so an offset is never handed out twice. The idempotent
 //! producers' state is then rebuilt from the newest usable snapshot at or below the
 //! recovered end and the batch headers after it (its own crash story is in
 //! [`crate::producer_state`]); a log that restarts empty forgets every producer.
+//!
+//! Damage story: every other segment (all of them after a clean shutdown) is verified
+//! at open without being changed, and so are the joins between segments (each one
+//! starts where the previous one ends) and `log-start-offset`. Anything wrong there
+//! cannot be a torn write, so it is damage: [`PartitionLog::open`] fails with
+//! [`EngineError::Corrupt`] (file, byte, offset, what is wrong) before it has
+//! changed a byte of any `.log`, of the damaged segment's indexes, or of the marker
+//! and snapshots (an intact earlier segment whose index disagreed with its `.log` may
+//! have had it rebuilt: indexes are derived data), and the caller takes this
+//! partition alone offline. Truncating fsynced, acknowledged records is left to
+//! [`PartitionLog::repair`], which runs only when asked (`corelog repair
+//! --truncate-at-corruption`). Reads that meet bytes which changed under a running
+//! log fail with [`EngineError::Corrupt`] (logged once).
 //!
 //! A failed sync poisons the log: every later append or sync fails with
 //! [`EngineError::Poisoned`]; reads keep working. Only a restart, which recovers
@@ -186,8 +189,8 @@ impl<S: Storage> PartitionLog<S> {
         let checkpoint = read_offset_file(&storage, &dir.join(LOG_START_OFFSET_FILE)).await?;
         let now = clock.now_ms();
 
-        // Every check that can find damage runs before anything is written: the
-        // active segment's recovery, the only writer here, comes last.
+        // Every check that can find damage runs before any `.log` is written: the
+        // active segment's recovery, the only writer of one here, comes last.
         let mut segments: BTreeMap<Offset, LogSegment<S>> = BTreeMap::new();
         let mut report = RecoveryReport::default();
         for (i, base_offset) in base_offsets.iter().enumerate() {

@@ -150,8 +150,9 @@ impl BatchScan {
     /// Bytes `[position, position + len)`, from the chunk, or read into a new one
     /// starting at `position` when the chunk does not hold them all.
     async fn bytes<F: StorageFile>(&mut self, log: &F, len: usize) -> Result<&[u8]> {
+        // The scan only moves forward, and a chunk starts where it was read from.
         let at = (self.position - self.chunk_start) as usize;
-        if self.position < self.chunk_start || at + len > self.chunk.len() {
+        if at + len > self.chunk.len() {
             self.chunk = log.read_at(self.position, RECOVERY_READ_BYTES.max(len)).await?;
             self.chunk_start = self.position;
             if self.chunk.len() < len {
