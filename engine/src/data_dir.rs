@@ -30,13 +30,14 @@
 //!
 //! ## One process per data directory
 //!
-//! [`DataDir::open`] takes an exclusive `flock(2)` on `corelog+meta/lock` without
+//! [`DataDir::open`] (a broker, or any engine) and [`DataDir::lock_existing`]
+//! (`corelog repair`) take an exclusive `flock(2)` on `corelog+meta/lock` without
 //! waiting, and [`DataDir`] holds it for its whole life (the engine keeps it until its
-//! shards have stopped). The kernel releases it when the process ends, however it
-//! ends (SIGKILL included), so a crash never leaves a stale lock behind. The holder
-//! writes its pid into the file, so the process that is refused can name it. Limits:
-//! the lock is advisory (only corelog honours it), and `flock` on a network file
-//! system may lock only on one client.
+//! shards have stopped; the repair until it is done). The kernel releases it when the
+//! process ends, however it ends (SIGKILL included), so a crash never leaves a stale
+//! lock behind. The holder writes its pid into the file, so the process that is
+//! refused can name it. Limits: the lock is advisory (only corelog honours it), and
+//! `flock` on a network file system may lock only on one client.
 //!
 //! ## The old layout
 //!
@@ -102,6 +103,26 @@ impl DataDir {
     /// holder's pid, if another process has it open.
     pub fn open(path: &Path) -> Result<DataDir> {
         std::fs::create_dir_all(path).map_err(|e| EngineError::io("create directory", path, e))?;
+        let data_dir = DataDir::lock_meta_dir(path)?;
+        move_old_layout(path, &data_dir.meta_dir())?;
+        write_device_probe(path);
+        Ok(data_dir)
+    }
+
+    /// Locks an existing data directory for a tool that works on its files while no
+    /// broker runs (`corelog repair`), so that it refuses to run beside one. Changes
+    /// nothing in the directory but the lock file (and [`META_DIR`], made if
+    /// missing); the old layout stays until a broker opens it. Fails, naming the
+    /// holder's pid, if another process has it open.
+    pub fn lock_existing(path: &Path) -> Result<DataDir> {
+        if !path.is_dir() {
+            return Err(EngineError::Startup(format!("{} is not a data directory: no such directory", path.display())));
+        }
+        DataDir::lock_meta_dir(path)
+    }
+
+    /// Makes [`META_DIR`] if missing and takes the lock in it.
+    fn lock_meta_dir(path: &Path) -> Result<DataDir> {
         let meta = meta_dir(path);
         match std::fs::create_dir(&meta) {
             // A new META_DIR is made durable before anything durable is written in it.
@@ -110,8 +131,6 @@ impl DataDir {
             Err(error) => return Err(EngineError::io("create directory", &meta, error)),
         }
         let lock = lock(path, &meta.join(LOCK_FILE))?;
-        move_old_layout(path, &meta)?;
-        write_device_probe(path);
         Ok(DataDir { path: path.to_path_buf(), _lock: lock })
     }
 
@@ -145,8 +164,8 @@ fn lock(data_dir: &Path, lock_path: &Path) -> Result<File> {
             None => "another process (its pid is not written yet)".to_string(),
         };
         return Err(EngineError::Startup(format!(
-            "data directory {} is in use by {holder}, which holds the lock on {}: one broker per data \
-             directory, as two would overwrite each other's logs",
+            "data directory {} is in use by {holder}, which holds the lock on {}: one process per data \
+             directory (a broker, or corelog repair), as two would overwrite each other's files",
             data_dir.display(),
             lock_path.display()
         )));
@@ -256,6 +275,26 @@ mod tests {
         assert!(message.contains(&dir.path().display().to_string()), "names the directory: {message}");
         drop(first);
         DataDir::open(dir.path()).expect("open after the holder let go");
+    }
+
+    #[test]
+    fn lock_existing_is_refused_beside_a_broker_keeps_a_broker_out_and_moves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing");
+        let message = DataDir::lock_existing(&missing).expect_err("no directory").to_string();
+        assert!(message.contains("not a data directory"), "{message}");
+        assert!(!missing.exists(), "lock_existing made the directory");
+
+        let broker = DataDir::open(dir.path()).expect("open");
+        let message = DataDir::lock_existing(dir.path()).expect_err("a repair beside a broker").to_string();
+        assert!(message.contains(&format!("pid {}", std::process::id())), "names the holder: {message}");
+        drop(broker);
+
+        std::fs::write(dir.path().join("cluster-id"), "old").expect("an old-layout file");
+        let repair = DataDir::lock_existing(dir.path()).expect("lock once the broker is gone");
+        assert!(DataDir::open(dir.path()).is_err(), "a broker started beside the repair");
+        assert_eq!(std::fs::read_to_string(dir.path().join("cluster-id")).expect("left"), "old", "the repair moved a file");
+        drop(repair);
     }
 
     #[test]

@@ -516,6 +516,10 @@ fn a_damaged_partition_stays_offline_with_its_bytes_kept_while_the_others_are_se
     retention.retention_ms = 3_600_000;
     block_on(handle.set_topic_config(&topic, retention.clone())).expect("a config change beside an offline partition");
     assert_eq!(handle.topic(&topic).expect("the topic").config, retention);
+    // corelog repair refuses to run beside the engine, which holds the data
+    // directory's lock.
+    let refused = repair_partition(root.path(), &events(1), true).expect_err("a repair beside a running engine");
+    assert!(refused.to_string().contains(&format!("in use by pid {}", std::process::id())), "{refused}");
     engine.shutdown().expect("shutdown");
     assert!(files_under(&damaged_dir) == before, "the damaged partition's files changed");
 

@@ -4,7 +4,9 @@
 //! repair would remove (exit 1 if anything is damaged, 0 if not); with it, the log is
 //! cut right before the first damage (see `PartitionLog::repair`) and the partition
 //! is served again at the next start. Every record from the damage on is lost,
-//! acknowledged or not. The broker must be stopped while it runs.
+//! acknowledged or not. The broker must be stopped while it runs: the command takes
+//! the data directory's lock, so it refuses to run beside a broker (naming its pid)
+//! and a broker started meanwhile is refused.
 
 use std::path::PathBuf;
 

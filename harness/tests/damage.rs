@@ -266,6 +266,11 @@ fn a_damaged_sealed_segment_takes_only_its_partition_offline_keeps_its_bytes_and
         let expected: Vec<Vec<u8>> = sent[&("kept".to_string(), partition)].iter().map(|(_, v)| v.clone()).collect();
         assert!(values == expected, "kept-{partition}: {} records read, {} sent", values.len(), expected.len());
     }
+    // corelog repair refuses to run beside the broker, which holds the data
+    // directory's lock (the files are compared below).
+    let (ok, text) = corelog_repair(&broker, "damaged", 0, true);
+    assert!(!ok, "corelog repair ran beside a running broker: {text}");
+    assert!(text.contains(&format!("in use by pid {}", broker.pid())), "the refusal names the broker: {text}");
     broker.stop();
     for partition in 0..2 {
         assert!(files(&broker.partition_dir("damaged", partition)) == before[partition as usize], "damaged-{partition}'s files changed");

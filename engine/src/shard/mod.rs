@@ -928,9 +928,12 @@ fn report_shard_panic(info: &std::panic::PanicHookInfo<'_>) {
 
 /// `corelog repair`: finds the first damage of one partition's log and, with
 /// `truncate` (consent), cuts the log right before it (see
-/// [`PartitionLog::repair`]). The broker must be stopped. Runs on a glommio executor
-/// of its own, like the shards, since the storage is io_uring's.
+/// [`PartitionLog::repair`]). The broker must be stopped: this takes the data
+/// directory's lock ([`DataDir::lock_existing`]) for its whole run, so it fails beside
+/// a running broker and a broker started meanwhile is refused. Runs on a glommio
+/// executor of its own, like the shards, since the storage is io_uring's.
 pub fn repair_partition(data_dir: &Path, partition: &TopicPartition, truncate: bool) -> Result<RepairReport> {
+    let _lock = DataDir::lock_existing(data_dir)?;
     let properties = topic_dir(data_dir, &partition.topic).join(TOPIC_PROPERTIES_FILE);
     if !properties.exists() {
         return Err(EngineError::UnknownTopicOrPartition(format!(
