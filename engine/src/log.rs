@@ -762,12 +762,28 @@ impl<S: Storage> PartitionLog<S> {
         Ok(self.log_start_offset)
     }
 
+    /// Moves the log start offset: the checkpoint file first, then the segments
+    /// wholly below it go. On a full disk, where the checkpoint cannot be written
+    /// until something is freed, the segments go first and the checkpoint is written
+    /// after (as Kafka checkpoints its log start offsets: later, not before): a crash
+    /// in between brings back at most the records from the first remaining segment's
+    /// base to `offset`, never hands an offset out twice.
     async fn set_log_start_offset(&mut self, offset: Offset) -> Result<()> {
-        self.storage
-            .write_file_atomic(&self.dir.join(LOG_START_OFFSET_FILE), format!("{}\n", offset.0).as_bytes())
-            .await?;
+        let checkpoint = self.dir.join(LOG_START_OFFSET_FILE);
+        let text = format!("{}\n", offset.0);
+        let written = self.storage.write_file_atomic(&checkpoint, text.as_bytes()).await;
+        if let Err(error) = &written {
+            if !is_full_disk_write(error) {
+                return written;
+            }
+        }
         self.log_start_offset = offset;
         self.delete_segments_while(|segment, _| segment.next_offset() <= offset).await?;
+        if written.is_err() {
+            if let Err(error) = self.storage.write_file_atomic(&checkpoint, text.as_bytes()).await {
+                tracing::warn!("{}: log start offset {offset} not checkpointed yet: {error}", self.partition);
+            }
+        }
         Ok(())
     }
 

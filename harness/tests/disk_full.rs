@@ -182,7 +182,10 @@ fn a_full_disk_refuses_produce_keeps_what_was_acknowledged_and_recovers_after_de
     assert!(mount.free_bytes() < 2 << 20, "the file system is not full: {} bytes free", mount.free_bytes());
     assert_all_acknowledged_readable(&broker, &acknowledged, "on a full disk");
 
-    // DeleteRecords frees the sealed segments below the new log start; produce works again.
+    // DeleteRecords on a disk full to the last byte (no room even for its log start
+    // checkpoint) frees the sealed segments below the new log start; produce works
+    // again.
+    mount.fill_up();
     let high = *acknowledged.keys().next_back().expect("acknowledged") + 1;
     let mut below = TopicPartitionList::new();
     below.add_partition_offset(TOPIC, 0, Offset::Offset(high)).expect("valid offset");
