@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the broker's request path for a fixed time: the `request_frame` target of
-# engine/fuzz feeds arbitrary bytes through codec::read_frame, codec::decode_request
+# engine/broker/fuzz feeds arbitrary bytes through codec::read_frame, codec::decode_request
 # and the response envelope, asserting what must hold (see the target's doc comment).
 # A panic, a failed assertion, an abort or an oversized allocation fails this script;
-# libFuzzer saves the input under engine/fuzz/artifacts/request_frame/ and prints the
+# libFuzzer saves the input under engine/broker/fuzz/artifacts/request_frame/ and prints the
 # command that replays it.
 #
 # Runs on stable Rust: cargo-fuzz needs nightly only for sanitizers, so the target is
@@ -12,8 +12,8 @@
 # catch a decoder asking for gigabytes).
 #
 # CORELOG_FUZZ_SECONDS: how long to fuzz (default 45). The corpus starts from the
-# committed seeds (engine/fuzz/corpus/request_frame, one well-formed request of each
-# served API and version) and grows in engine/fuzz/target/corpus, which is kept
+# committed seeds (engine/broker/fuzz/corpus/request_frame, one well-formed request of each
+# served API and version) and grows in engine/broker/fuzz/target/corpus, which is kept
 # between runs on one machine and never committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
-cd engine/fuzz
+cd engine/broker/fuzz
 scratch_corpus="target/corpus/request_frame"
 mkdir -p "$scratch_corpus"
 # New inputs go to the first corpus directory; the seeds are only read.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use corelog_engine::broker::{Broker, BrokerConfig};
+use corelog_broker::{Broker, BrokerConfig};
 use serde::Deserialize;
 
 use crate::UsageError;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use corelog_engine::kafka::handlers;
+use corelog_broker::kafka::handlers;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{

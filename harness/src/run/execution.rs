@@ -600,7 +600,7 @@ fn new_histogram() -> Histogram<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corelog_engine::broker::{Broker, BrokerConfig};
+    use corelog_broker::{Broker, BrokerConfig};
 
     /// The state an execution's clients hold while they run, kept past its drop.
     struct Held {

@@ -1,0 +1,632 @@
+//! Consumer groups: Kafka's classic group protocol (JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup) and committed offsets (OffsetCommit, OffsetFetch), with ListGroups,
+//! DescribeGroups and DeleteGroups.
+//!
+//! ## Where a group lives
+//!
+//! A group maps to one partition of the internal topic [`OFFSETS_TOPIC`] by a stable
+//! hash of its id ([`offsets_partition_for`]), and is coordinated by the shard that
+//! owns that partition in the engine ([`corelog_engine::shard::shard_for`]): the group's
+//! membership, its timers and its offsets log all live on one shard, and the
+//! coordinator's appends stay on that shard's queue. Each shard runs one coordinator
+//! task ([`runtime`]); handlers on any shard reach it through a [`GroupRouter`]
+//! (bounded flume queues, as the engine does). There are no locks on the request path.
+//!
+//! ## Layers
+//!
+//! - [`state`]: one group's data (members, state, generation, protocol selection).
+//! - [`coordinator`]: [`GroupCoordinator`], the state machine of all groups of one
+//!   shard. Pure: no IO, no clock; it is given `now_ms` and hands out the records it
+//!   wants persisted. Tests drive it directly.
+//! - [`offsets`]: the record layout of `__consumer_offsets`, the [`offsets::OffsetsStore`]
+//!   that replaying a partition yields, and [`offsets::OffsetsLog`], which appends,
+//!   replays and compacts one partition through the engine.
+//! - [`runtime`]: the glommio tasks: the coordinator actor (requests, timers) and one
+//!   writer per offsets partition (group commit of offset commits, snapshots).
+//!
+//! ## Limits
+//!
+//! - Offsets never expire (Kafka's `offsets.retention.minutes` is not implemented):
+//!   a group with committed offsets stays until DeleteGroups.
+//! - Group metadata records (generation, members, assignments) are written after
+//!   the fact, not awaited: a crash can roll a group back to its previous persisted
+//!   generation, whose members then rejoin (ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID).
+//!   Offset commits are acknowledged only once durable.
+//! - The client host of a member is not known to handlers; DescribeGroups reports "".
+//! - Transactional offset commits and the KIP-848 consumer protocol are not served.
+
+pub mod coordinator;
+pub mod offsets;
+pub mod runtime;
+pub mod state;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+
+use corelog_engine::config::{Durability, TopicConfig};
+use corelog_engine::shard::shard_for;
+use corelog_engine::types::{LeaderEpoch, Offset, PartitionId, ShardId, TopicName, TopicPartition};
+
+pub use coordinator::GroupCoordinator;
+pub use state::GroupState;
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// A Kafka error code of the group APIs; `None` in a response field means NONE.
+pub type GroupError = ResponseError;
+
+/// A consumer group's id (any string; empty is allowed only where Kafka allows it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GroupId(pub String);
+
+/// A member's id, assigned by the coordinator (empty: "unknown member").
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MemberId(pub String);
+
+/// A group's generation: bumped each time a rebalance completes. -1: no generation
+/// (a client outside group management, or an error response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GenerationId(pub i32);
+
+impl GenerationId {
+    pub const NONE: GenerationId = GenerationId(-1);
+}
+
+impl MemberId {
+    pub fn is_unknown(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for GenerationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How groups behave; Kafka's broker config names in the field docs.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty
+    /// group waits for more members (extended by the same delay, up to the rebalance
+    /// timeout, while new members keep arriving). Kafka's default is 3000; ours is
+    /// small so tests and benchmarks do not idle.
+    pub initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`: JoinGroup with a shorter session timeout gets
+    /// INVALID_SESSION_TIMEOUT.
+    pub session_timeout_ms_min: u64,
+    /// `group.max.session.timeout.ms`.
+    pub session_timeout_ms_max: u64,
+    /// `group.max.size`: members per group; more get GROUP_MAX_SIZE_REACHED.
+    pub group_members_max: usize,
+    /// `offsets.topic.num.partitions`, used when the broker creates the topic. An
+    /// existing topic keeps its partition count (the group-to-partition map depends
+    /// on it).
+    pub offsets_partitions: i32,
+    /// `offsets.topic.segment.bytes`: small, so that compaction (which can only drop
+    /// whole segments) keeps the topic small.
+    pub offsets_segment_bytes: u64,
+    /// Bytes appended to an offsets partition after which the writer appends a
+    /// snapshot of the partition's state and deletes the records before it. The
+    /// effective interval is at least twice the last snapshot's size, so snapshots
+    /// cost at most about as much as the writes they compact.
+    pub offsets_snapshot_interval_bytes: u64,
+    /// `offset.metadata.max.bytes`: longer commit metadata gets OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_bytes_max: usize,
+    /// Requests queued for one shard's coordinator; senders wait when it is full.
+    pub coordinator_queue_depth_max: usize,
+    /// Writes queued for one offsets partition's writer.
+    pub offsets_writes_queue_max: usize,
+    /// Writes (offset commits, group records) coalesced into one append: one
+    /// fdatasync for all of them.
+    pub offsets_writes_per_append_max: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 100,
+            session_timeout_ms_min: 6_000,
+            session_timeout_ms_max: 1_800_000,
+            group_members_max: 10_000,
+            offsets_partitions: 8,
+            offsets_segment_bytes: 4 << 20,
+            offsets_snapshot_interval_bytes: 4 << 20,
+            offset_metadata_bytes_max: 4096,
+            coordinator_queue_depth_max: 1024,
+            offsets_writes_queue_max: 1024,
+            offsets_writes_per_append_max: 256,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// The topic config of `__consumer_offsets`: synced on every append (a commit is
+    /// acknowledged only when durable), never deleted by retention (only compaction
+    /// moves the log start), and batches large enough for a big group's record.
+    pub fn offsets_topic_config(&self) -> TopicConfig {
+        TopicConfig {
+            segment_bytes: self.offsets_segment_bytes,
+            retention_bytes: -1,
+            retention_ms: -1,
+            max_message_bytes: offsets::OFFSETS_BATCH_BYTES_MAX as u32,
+            durability: Durability::Always,
+            ..TopicConfig::default()
+        }
+    }
+}
+
+/// The partition of [`OFFSETS_TOPIC`] that holds `group`'s records: a stable hash
+/// (FNV-1a), so the map survives restarts as long as the partition count does.
+pub fn offsets_partition_for(group: &GroupId, partition_count: i32) -> PartitionId {
+    assert!(partition_count > 0, "the offsets topic has partitions");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in group.0.bytes() {
+        hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    PartitionId((hash % partition_count as u64) as i32)
+}
+
+pub fn offsets_topic() -> TopicName {
+    TopicName::new(OFFSETS_TOPIC).expect("the offsets topic name is valid")
+}
+
+/// One protocol a member supports (for consumers, an assignor name and the member's
+/// subscription). The broker never decodes `metadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protocol {
+    pub name: String,
+    pub metadata: Bytes,
+}
+
+/// A committed offset as stored and fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: Offset,
+    /// -1 when the client did not send one (OffsetCommit before v6).
+    pub leader_epoch: LeaderEpoch,
+    pub metadata: Option<String>,
+    /// Wall-clock time of the commit, stamped by the writer (milliseconds since the
+    /// Unix epoch); informational.
+    pub commit_timestamp_ms: i64,
+}
+
+pub struct JoinRequest {
+    pub group_id: GroupId,
+    pub member_id: MemberId,
+    pub group_instance_id: Option<String>,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    pub protocol_type: String,
+    pub protocols: Vec<Protocol>,
+    pub client_id: String,
+    pub client_host: String,
+    /// KIP-394 (JoinGroup v4+, dynamic members): a first join without a member id
+    /// gets MEMBER_ID_REQUIRED and a fresh id to join with.
+    pub require_known_member_id: bool,
+}
+
+/// A member as the leader sees it in its JoinGroup response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedMember {
+    pub member_id: MemberId,
+    pub group_instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinResponse {
+    pub error: Option<GroupError>,
+    pub generation: GenerationId,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: MemberId,
+    pub member_id: MemberId,
+    /// Every member with its metadata for the chosen protocol; the leader's only.
+    pub members: Vec<JoinedMember>,
+}
+
+impl JoinResponse {
+    pub fn error(member_id: MemberId, error: GroupError) -> JoinResponse {
+        JoinResponse {
+            error: Some(error),
+            generation: GenerationId::NONE,
+            protocol_type: None,
+            protocol_name: None,
+            leader: MemberId::default(),
+            member_id,
+            members: Vec::new(),
+        }
+    }
+}
+
+pub struct SyncRequest {
+    pub group_id: GroupId,
+    pub generation: GenerationId,
+    pub member_id: MemberId,
+    pub group_instance_id: Option<String>,
+    /// SyncGroup v5+: checked against the group's when present.
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    /// The leader's assignment (empty from followers).
+    pub assignments: Vec<(MemberId, Bytes)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncResponse {
+    pub error: Option<GroupError>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResponse {
+    pub fn error(error: GroupError) -> SyncResponse {
+        SyncResponse { error: Some(error), protocol_type: None, protocol_name: None, assignment: Bytes::new() }
+    }
+}
+
+pub struct HeartbeatRequest {
+    pub group_id: GroupId,
+    pub generation: GenerationId,
+    pub member_id: MemberId,
+    pub group_instance_id: Option<String>,
+}
+
+/// One member of a LeaveGroup request (v3+ carry several; older ones exactly one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeavingMember {
+    pub member_id: MemberId,
+    pub group_instance_id: Option<String>,
+}
+
+pub struct LeaveRequest {
+    pub group_id: GroupId,
+    pub members: Vec<LeavingMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveResponse {
+    pub error: Option<GroupError>,
+    /// One entry per request member, in request order.
+    pub members: Vec<(LeavingMember, Option<GroupError>)>,
+}
+
+pub struct CommitRequest {
+    pub group_id: GroupId,
+    pub generation: GenerationId,
+    pub member_id: MemberId,
+    pub group_instance_id: Option<String>,
+    /// Partitions of existing topics only (the handler answers the others).
+    pub offsets: Vec<(TopicPartition, CommittedOffset)>,
+}
+
+/// One error per [`CommitRequest::offsets`] entry, in order.
+pub type CommitResponse = Vec<Option<GroupError>>;
+
+pub struct FetchRequest {
+    pub group_id: GroupId,
+    /// `None`: every partition the group has committed offsets for.
+    pub partitions: Option<Vec<TopicPartition>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResponse {
+    pub error: Option<GroupError>,
+    /// `None` offset: nothing committed (the wire says -1).
+    pub offsets: Vec<(TopicPartition, Option<CommittedOffset>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    pub group_id: GroupId,
+    pub protocol_type: String,
+    pub state: GroupState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedMember {
+    pub member_id: MemberId,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Only while Stable, as in Kafka: the member's metadata for the chosen protocol.
+    pub metadata: Bytes,
+    /// Only while Stable.
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedGroup {
+    pub group_id: GroupId,
+    pub state: GroupState,
+    pub protocol_type: String,
+    /// The chosen protocol while Stable, else "".
+    pub protocol_data: String,
+    pub members: Vec<DescribedMember>,
+}
+
+/// A reply slot: a bounded(1) flume channel that the coordinator answers once.
+pub type Reply<T> = flume::Sender<T>;
+
+/// Sends `value` if the requester still waits; a requester that went away (its
+/// connection closed) is no error.
+pub(crate) fn answer<T>(reply: Reply<T>, value: T) {
+    if reply.send(value).is_err() {
+        tracing::debug!("a group request's requester went away before its answer");
+    }
+}
+
+/// What handlers send to a shard's coordinator.
+pub enum CoordinatorRequest {
+    Join(JoinRequest, Reply<JoinResponse>),
+    Sync(SyncRequest, Reply<SyncResponse>),
+    Heartbeat(HeartbeatRequest, Reply<Option<GroupError>>),
+    Leave(LeaveRequest, Reply<LeaveResponse>),
+    Commit(CommitRequest, Reply<CommitResponse>),
+    Fetch(FetchRequest, Reply<FetchResponse>),
+    List(Reply<Vec<ListedGroup>>),
+    Describe(GroupId, Reply<Option<DescribedGroup>>),
+    Delete(GroupId, Reply<Option<GroupError>>),
+}
+
+/// How handlers reach the coordinator of a group. Cheap to clone; `Send`.
+#[derive(Clone)]
+pub struct GroupRouter {
+    coordinators: Arc<[flume::Sender<CoordinatorRequest>]>,
+    offsets_partitions: i32,
+}
+
+impl GroupRouter {
+    pub fn new(coordinators: Arc<[flume::Sender<CoordinatorRequest>]>, offsets_partitions: i32) -> GroupRouter {
+        assert!(!coordinators.is_empty(), "one coordinator per shard");
+        assert!(offsets_partitions > 0, "the offsets topic has partitions");
+        GroupRouter { coordinators, offsets_partitions }
+    }
+
+    pub fn offsets_partitions(&self) -> i32 {
+        self.offsets_partitions
+    }
+
+    /// The shard whose coordinator owns `group`: the engine owner of its offsets partition.
+    pub fn shard_for_group(&self, group: &GroupId) -> ShardId {
+        let partition = offsets_partition_for(group, self.offsets_partitions);
+        shard_for(&TopicPartition::new(offsets_topic(), partition), self.coordinators.len())
+    }
+
+    async fn ask<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Option<T> {
+        self.queue(shard, make).await?.recv_async().await.ok()
+    }
+
+    /// Puts a request on the coordinator's queue and returns without waiting for
+    /// the answer; `None` when the coordinator is gone.
+    async fn queue<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Option<flume::Receiver<T>> {
+        let (reply, answer) = flume::bounded(1);
+        self.coordinators[shard.0].send_async(make(reply)).await.ok()?;
+        Some(answer)
+    }
+
+    /// `None` when the coordinator is gone (shutting down): callers answer
+    /// COORDINATOR_NOT_AVAILABLE, which clients retry.
+    async fn ask_group<T>(&self, group: &GroupId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Option<T> {
+        self.ask(self.shard_for_group(group), make).await
+    }
+
+    pub async fn join(&self, request: JoinRequest) -> JoinResponse {
+        let member_id = request.member_id.clone();
+        let group = request.group_id.clone();
+        self.ask_group(&group, |reply| CoordinatorRequest::Join(request, reply))
+            .await
+            .unwrap_or_else(|| JoinResponse::error(member_id, GroupError::CoordinatorNotAvailable))
+    }
+
+    pub async fn sync(&self, request: SyncRequest) -> SyncResponse {
+        let group = request.group_id.clone();
+        self.ask_group(&group, |reply| CoordinatorRequest::Sync(request, reply))
+            .await
+            .unwrap_or_else(|| SyncResponse::error(GroupError::CoordinatorNotAvailable))
+    }
+
+    pub async fn heartbeat(&self, request: HeartbeatRequest) -> Option<GroupError> {
+        let group = request.group_id.clone();
+        self.ask_group(&group, |reply| CoordinatorRequest::Heartbeat(request, reply))
+            .await
+            .unwrap_or(Some(GroupError::CoordinatorNotAvailable))
+    }
+
+    pub async fn leave(&self, request: LeaveRequest) -> LeaveResponse {
+        let group = request.group_id.clone();
+        self.ask_group(&group, |reply| CoordinatorRequest::Leave(request, reply)).await.unwrap_or_else(|| LeaveResponse {
+            error: Some(GroupError::CoordinatorNotAvailable),
+            members: Vec::new(),
+        })
+    }
+
+    /// Queues an offset commit on the group's coordinator and returns the future of
+    /// its answer. The coordinator serves its queue in order and hands each offsets
+    /// partition's writes to its writer in that order, so of two commits queued one
+    /// after the other, the later is appended (and applied) later and wins.
+    pub async fn dispatch_commit(&self, request: CommitRequest) -> impl std::future::Future<Output = CommitResponse> {
+        let count = request.offsets.len();
+        let shard = self.shard_for_group(&request.group_id);
+        let answer = self.queue(shard, |reply| CoordinatorRequest::Commit(request, reply)).await;
+        async move {
+            let answered = match answer {
+                Some(answer) => answer.recv_async().await.ok(),
+                None => None,
+            };
+            answered.unwrap_or_else(|| vec![Some(GroupError::CoordinatorNotAvailable); count])
+        }
+    }
+
+    pub async fn fetch(&self, request: FetchRequest) -> FetchResponse {
+        let group = request.group_id.clone();
+        self.ask_group(&group, |reply| CoordinatorRequest::Fetch(request, reply))
+            .await
+            .unwrap_or(FetchResponse { error: Some(GroupError::CoordinatorNotAvailable), offsets: Vec::new() })
+    }
+
+    /// Every shard's groups (asked concurrently). `Err` if some coordinator is gone.
+    pub async fn list(&self) -> Result<Vec<ListedGroup>, GroupError> {
+        let mut answers = Vec::with_capacity(self.coordinators.len());
+        for shard in 0..self.coordinators.len() {
+            let (reply, answer) = flume::bounded(1);
+            self.coordinators[shard]
+                .send_async(CoordinatorRequest::List(reply))
+                .await
+                .map_err(|_| GroupError::CoordinatorNotAvailable)?;
+            answers.push(answer);
+        }
+        let mut groups = Vec::new();
+        for answer in answers {
+            groups.extend(answer.recv_async().await.map_err(|_| GroupError::CoordinatorNotAvailable)?);
+        }
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(groups)
+    }
+
+    /// `Ok(None)`: no such group.
+    pub async fn describe(&self, group: GroupId) -> Result<Option<DescribedGroup>, GroupError> {
+        let shard = self.shard_for_group(&group);
+        self.ask(shard, |reply| CoordinatorRequest::Describe(group, reply)).await.ok_or(GroupError::CoordinatorNotAvailable)
+    }
+
+    pub async fn delete(&self, group: GroupId) -> Option<GroupError> {
+        let shard = self.shard_for_group(&group);
+        self.ask(shard, |reply| CoordinatorRequest::Delete(group, reply))
+            .await
+            .unwrap_or(Some(GroupError::CoordinatorNotAvailable))
+    }
+}
+
+/// The broker's start-up plumbing: the coordinator queues of every shard, made by
+/// the first shard to start (the engine decides the shard count) so that every
+/// shard's handlers are given every queue. Cheap to clone (`Send + Sync`), as the
+/// per-shard service closure needs; the lock is touched only at start-up.
+#[derive(Clone)]
+pub struct Coordinators {
+    config: GroupConfig,
+    channels: Arc<std::sync::OnceLock<Channels>>,
+}
+
+struct Channels {
+    senders: Arc<[flume::Sender<CoordinatorRequest>]>,
+    receivers: Vec<flume::Receiver<CoordinatorRequest>>,
+    starts: Vec<(flume::Sender<runtime::Start>, flume::Receiver<runtime::Start>)>,
+}
+
+impl Coordinators {
+    pub fn new(config: GroupConfig) -> Coordinators {
+        Coordinators { config, channels: Arc::default() }
+    }
+
+    fn channels(&self, shard_count: usize) -> &Channels {
+        let channels = self.channels.get_or_init(|| {
+            let (senders, receivers): (Vec<_>, Vec<_>) =
+                (0..shard_count).map(|_| flume::bounded(self.config.coordinator_queue_depth_max.max(1))).unzip();
+            let starts = (0..shard_count).map(|_| flume::bounded(1)).collect();
+            Channels { senders: senders.into(), receivers, starts }
+        });
+        assert_eq!(channels.senders.len(), shard_count, "one coordinator per engine shard");
+        channels
+    }
+
+    /// Runs on `shard`'s thread (from the broker's shard service): spawns the shard's
+    /// coordinator task, which waits for [`Coordinators::load`] before it serves, and
+    /// returns the router for this shard's handlers. `stop` disconnecting tells the
+    /// coordinator the broker is shutting down.
+    pub fn start_on_shard(&self, shard: ShardId, engine: corelog_engine::shard::EngineHandle, stop: flume::Receiver<()>) -> GroupRouter {
+        let channels = self.channels(engine.shard_count());
+        // The partition count of an existing offsets topic wins; the broker creates a
+        // missing one with the configured count, so every shard computes the same.
+        let partitions = engine.topic(&offsets_topic()).map_or(self.config.offsets_partitions, |m| m.partition_count);
+        let task = runtime::run(
+            shard,
+            engine,
+            self.config.clone(),
+            channels.receivers[shard.0].clone(),
+            channels.starts[shard.0].1.clone(),
+            stop,
+        );
+        glommio::spawn_local(task).detach();
+        GroupRouter::new(channels.senders.clone(), partitions)
+    }
+
+    /// Creates `__consumer_offsets` if missing, then has every shard's coordinator
+    /// replay its partitions. Returns once all are loaded and serving. Works from any
+    /// thread (the broker calls it with `block_on`).
+    pub async fn load(&self, engine: &corelog_engine::shard::EngineHandle) -> corelog_engine::error::Result<()> {
+        use corelog_engine::error::EngineError;
+        let Some(channels) = self.channels.get() else {
+            return Err(EngineError::Startup("no shard started a group coordinator".to_string()));
+        };
+        let topic = offsets_topic();
+        let partitions = match engine.topic(&topic) {
+            Some(metadata) => {
+                let config = &metadata.config;
+                if config.durability != Durability::Always || config.retention_ms != -1 || config.retention_bytes != -1 {
+                    tracing::warn!("{topic}: restoring fsync.policy=always and unlimited retention");
+                    let mut fixed = config.clone();
+                    fixed.durability = Durability::Always;
+                    fixed.retention_ms = -1;
+                    fixed.retention_bytes = -1;
+                    engine.set_topic_config(&topic, fixed).await?;
+                }
+                metadata.partition_count
+            }
+            None => {
+                let metadata =
+                    engine.create_topic(topic.clone(), self.config.offsets_partitions, self.config.offsets_topic_config()).await?;
+                tracing::info!("created {topic} with {} partitions", metadata.partition_count);
+                metadata.partition_count
+            }
+        };
+        let mut waiting = Vec::with_capacity(channels.starts.len());
+        for (shard, (start, _)) in channels.starts.iter().enumerate() {
+            let (reply, loaded) = flume::bounded(1);
+            start
+                .send_async(runtime::Start { offsets_partitions: partitions, reply })
+                .await
+                .map_err(|_| EngineError::ShardUnavailable(shard))?;
+            waiting.push((shard, loaded));
+        }
+        for (shard, loaded) in waiting {
+            loaded.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard))??;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_map_to_partitions_stably_and_spread() {
+        let first = offsets_partition_for(&GroupId("orders-service".into()), 8);
+        assert_eq!(first, offsets_partition_for(&GroupId("orders-service".into()), 8));
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let partition = offsets_partition_for(&GroupId(format!("group-{i}")), 8);
+            assert!((0..8).contains(&partition.0));
+            seen.insert(partition);
+        }
+        assert_eq!(seen.len(), 8, "200 groups should touch every partition");
+    }
+}

@@ -1,0 +1,71 @@
+//! ListOffsets (key 2), v1–v6: the earliest offset (-2), the latest (-1, the high
+//! watermark), or the first offset of the first batch whose max timestamp reaches
+//! the given one (batch granularity: records are never decoded).
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use super::{PerPartition, RequestContext, Versions};
+use crate::kafka::errors::error_code;
+use corelog_engine::log::OffsetSpec;
+use corelog_engine::types::{Offset, TimestampMs};
+
+pub const VERSIONS: Versions = Versions::new(1, 6);
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+/// Queues every partition's lookup (staged, see the handlers' module doc); the
+/// returned future waits for their replies.
+pub async fn dispatch(
+    context: &RequestContext<'_>,
+    request: ListOffsetsRequest,
+) -> impl std::future::Future<Output = ListOffsetsResponse> {
+    let engine = &context.shard.engine;
+    let mut work = PerPartition::new();
+    for topic in request.topics {
+        let raw_name = topic.name.0.to_string();
+        work.topic(engine, topic.name, &raw_name, topic.partitions, |p| p.partition_index, |partition, wanted| async move {
+            let spec = match wanted.timestamp {
+                LATEST => OffsetSpec::Latest,
+                EARLIEST => OffsetSpec::Earliest,
+                timestamp if timestamp >= 0 => OffsetSpec::Timestamp(TimestampMs(timestamp)),
+                _ => return Err(ResponseError::UnsupportedVersion.code()),
+            };
+            engine.dispatch_list_offset(&partition, spec).await.map_err(|error| error_code(&error))
+        })
+        .await;
+    }
+    respond(work, context.version)
+}
+
+async fn respond(
+    work: PerPartition<kafka_protocol::messages::TopicName, Option<(Offset, TimestampMs)>>,
+    version: i16,
+) -> ListOffsetsResponse {
+    let topics = work
+        .replies()
+        .await
+        .into_iter()
+        .map(|(name, answers)| {
+            let partitions = answers
+                .into_iter()
+                .map(|(index, answer)| {
+                    // The leader epoch field exists from v4; below it must stay at its default.
+                    let leader_epoch = if version >= 4 { 0 } else { -1 };
+                    let response =
+                        ListOffsetsPartitionResponse::default().with_partition_index(index).with_leader_epoch(leader_epoch);
+                    match answer {
+                        Ok(Some((offset, timestamp))) => response.with_offset(offset.0).with_timestamp(timestamp.0),
+                        // No batch that recent: Kafka answers offset -1.
+                        Ok(None) => response.with_offset(-1).with_timestamp(-1),
+                        Err(code) => response.with_error_code(code).with_offset(-1).with_timestamp(-1),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,142 @@
+//! OffsetFetch (key 9), v1–v9: a group's committed offsets. Up to v7 one group per
+//! request; from v8 several (each answered by its own coordinator). A partition
+//! without a commit (or of an unknown topic) answers offset -1; a null topic list
+//! asks for every committed partition of the group. Groups need not exist: clients
+//! fetch before they ever commit.
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{RequestContext, Versions};
+use crate::group::{CommittedOffset, FetchRequest, GroupError, GroupId};
+use corelog_engine::types::{PartitionId, TopicName, TopicPartition};
+
+pub const VERSIONS: Versions = Versions::new(1, 9);
+
+/// One partition's answer.
+struct Fetched {
+    partition_index: i32,
+    committed: Option<CommittedOffset>,
+    error: Option<GroupError>,
+}
+
+/// One group's answer, topics in request order (or by name for "all").
+struct GroupFetch {
+    error: Option<GroupError>,
+    topics: Vec<(kafka_protocol::messages::TopicName, Vec<Fetched>)>,
+}
+
+/// Fetches one group's offsets; `topics` as the request names them (`None`: all).
+async fn fetch_group(context: &RequestContext<'_>, group_id: GroupId, topics: Option<Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>>) -> GroupFetch {
+    let Some(topics) = topics else {
+        let response = context.shard.groups.fetch(FetchRequest { group_id, partitions: None }).await;
+        let mut grouped: Vec<(kafka_protocol::messages::TopicName, Vec<Fetched>)> = Vec::new();
+        for (partition, committed) in response.offsets {
+            let fetched = Fetched { partition_index: partition.partition.0, committed, error: None };
+            match grouped.last_mut() {
+                Some((name, partitions)) if name.0.as_str() == partition.topic.as_str() => partitions.push(fetched),
+                _ => grouped.push((
+                    kafka_protocol::messages::TopicName(StrBytes::from_string(partition.topic.as_str().to_string())),
+                    vec![fetched],
+                )),
+            }
+        }
+        return GroupFetch { error: response.error, topics: grouped };
+    };
+    let mut asked = Vec::new();
+    for (name, partitions) in &topics {
+        if let Ok(topic) = TopicName::new(name.0.as_str()) {
+            asked.extend(partitions.iter().map(|&index| TopicPartition::new(topic.clone(), PartitionId(index))));
+        }
+    }
+    let response = context.shard.groups.fetch(FetchRequest { group_id, partitions: Some(asked) }).await;
+    let mut answers = response.offsets.into_iter();
+    let topics = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let valid = TopicName::new(name.0.as_str()).is_ok();
+            let fetched = partitions
+                .into_iter()
+                .map(|partition_index| {
+                    // Unknown or invalid topic names answer -1 like any uncommitted partition.
+                    let committed = if valid { answers.next().and_then(|(_, c)| c) } else { None };
+                    Fetched { partition_index, committed, error: response.error }
+                })
+                .collect();
+            (name, fetched)
+        })
+        .collect();
+    GroupFetch { error: response.error, topics }
+}
+
+fn offset_fields(fetched: &Fetched) -> (i64, i32, Option<StrBytes>, i16) {
+    let error = fetched.error.map_or(0, |e| e.code());
+    match &fetched.committed {
+        Some(c) => (c.offset.0, c.leader_epoch.0, Some(StrBytes::from_string(c.metadata.clone().unwrap_or_default())), error),
+        None => (-1, -1, Some(StrBytes::default()), error),
+    }
+}
+
+pub async fn handle(context: &RequestContext<'_>, request: OffsetFetchRequest) -> OffsetFetchResponse {
+    if context.version < 8 {
+        let topics = request.topics.map(|topics| topics.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+        let fetched = fetch_group(context, GroupId(request.group_id.0.to_string()), topics).await;
+        let topics = fetched
+            .topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions
+                    .iter()
+                    .map(|p| {
+                        let (offset, epoch, metadata, error) = offset_fields(p);
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(epoch)
+                            .with_metadata(metadata)
+                            .with_error_code(error)
+                    })
+                    .collect();
+                OffsetFetchResponseTopic::default().with_name(name).with_partitions(partitions)
+            })
+            .collect();
+        return OffsetFetchResponse::default()
+            .with_topics(topics)
+            .with_error_code(fetched.error.map_or(0, |e| e.code()));
+    }
+    let mut groups = Vec::with_capacity(request.groups.len());
+    for group in request.groups {
+        let topics = group.topics.map(|topics| topics.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+        let fetched = fetch_group(context, GroupId(group.group_id.0.to_string()), topics).await;
+        let topics = fetched
+            .topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions
+                    .iter()
+                    .map(|p| {
+                        let (offset, epoch, metadata, error) = offset_fields(p);
+                        OffsetFetchResponsePartitions::default()
+                            .with_partition_index(p.partition_index)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(epoch)
+                            .with_metadata(metadata)
+                            .with_error_code(error)
+                    })
+                    .collect();
+                OffsetFetchResponseTopics::default().with_name(name).with_partitions(partitions)
+            })
+            .collect();
+        groups.push(
+            OffsetFetchResponseGroup::default()
+                .with_group_id(group.group_id)
+                .with_topics(topics)
+                .with_error_code(fetched.error.map_or(0, |e| e.code())),
+        );
+    }
+    OffsetFetchResponse::default().with_groups(groups)
+}

@@ -1,0 +1,291 @@
+//! # corelog-broker
+//!
+//! The Kafka broker: one node that real Kafka clients use unchanged, over the log of
+//! `corelog-engine`. It holds the wire protocol ([`kafka`]: codec, error codes, one
+//! handler per API) and the broker around it (connections, consumer groups, producer
+//! ids, the listener). Replication and transactions will live here too, their state
+//! machines sans IO like the group coordinator's. The engine below knows nothing of
+//! the Kafka wire format: it sees RecordBatch bytes and typed ids.
+//!
+//! [`Broker::start`] starts the engine with a listener service on every shard. Each
+//! shard binds the same address with SO_REUSEPORT, so the kernel spreads incoming
+//! connections over the shards; a connection is served entirely by the shard that
+//! accepted it ([`connection`]), and the handlers reach partitions of other shards
+//! through the engine's queues. [`Broker::shutdown`] stops accepting, lets every
+//! connection finish the requests it has read, then closes the engine (synced, with
+//! clean-shutdown markers).
+//!
+//! Shared state ([`BrokerState`]) is read-only after start-up except for atomics:
+//! there are no locks on the request path.
+//!
+//! ## What the broker keeps to itself
+//!
+//! - Its data directory: the engine locks it ([`corelog_engine::data_dir`]), so a second
+//!   broker on the same directory exits with an error naming the first one's pid.
+//! - Its address: SO_REUSEPORT is shared by this broker's shards only; a second
+//!   broker on the same address exits with an error naming it ([`listener`]).
+//! - Its files: `cluster-id` and `producer-id-block` live in the data directory's
+//!   [`corelog_engine::data_dir::META_DIR`], apart from every topic's directory.
+//! - Its internal topic [`group::OFFSETS_TOPIC`]: clients may read it, but their
+//!   Produce, DeleteRecords, DeleteTopics, CreatePartitions and (Incremental)
+//!   AlterConfigs on it are refused (see [`is_internal`] and the handlers).
+
+pub mod connection;
+pub mod kafka;
+pub mod group;
+pub mod listener;
+pub mod producer_ids;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use corelog_engine::config::TopicConfig;
+use corelog_engine::data_dir::DataDir;
+use corelog_engine::error::{EngineError, Result};
+use corelog_engine::shard::{Engine, EngineConfig, EngineHandle, ShardService};
+use corelog_engine::storage::dma::replace_file_durably;
+use corelog_engine::types::{ShardId, TopicName};
+
+/// How a broker is started (the `corelog broker` flags and YAML file end up here).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// Address to listen on; port 0 picks a free port (see [`Broker::local_addr`]).
+    pub listen: SocketAddr,
+    /// `host:port` given to clients in Metadata; by default the listen address.
+    pub advertised_listener: Option<(String, u16)>,
+    /// Create topics that Metadata requests name and that do not exist.
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics with -1.
+    pub default_partitions: i32,
+    /// Topic configs that new topics start from.
+    pub topic_defaults: TopicConfig,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`); a larger
+    /// one closes the connection.
+    pub request_bytes_max: usize,
+    /// Connections served at once, over all shards; more are closed at accept.
+    pub connections_max: usize,
+    /// Requests of one connection being handled at once (pipelining depth).
+    pub inflight_requests_max: usize,
+    pub engine: EngineConfig,
+    /// Consumer groups and `__consumer_offsets` ([`group::GroupConfig`]).
+    pub groups: group::GroupConfig,
+    /// Test-only (`corelog broker --test-panic-on-produce-to`, hidden): a Produce
+    /// request naming this topic panics the shard that handles it, so tests can
+    /// check what a shard's death does to the process.
+    pub test_panic_on_produce_to: Option<String>,
+}
+
+impl BrokerConfig {
+    pub fn new(data_dir: impl Into<std::path::PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            node_id: 0,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_listener: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            topic_defaults: TopicConfig::default(),
+            request_bytes_max: 100 << 20,
+            connections_max: 10_000,
+            inflight_requests_max: 64,
+            engine: EngineConfig::new(data_dir),
+            groups: group::GroupConfig::default(),
+            test_panic_on_produce_to: None,
+        }
+    }
+}
+
+/// What every shard's handlers share. Read-only after start but for atomics.
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    pub producer_ids: producer_ids::ProducerIdAllocator,
+    /// The port all shards listen on (resolved when the configured one is 0).
+    listen_port: AtomicU16,
+    connections: AtomicUsize,
+}
+
+impl BrokerState {
+    /// The `(host, port)` clients are told to connect to.
+    pub fn advertised(&self) -> (String, u16) {
+        match &self.config.advertised_listener {
+            Some((host, port)) => (host.clone(), *port),
+            None => (self.config.listen.ip().to_string(), self.listen_port.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Counts a new connection; `false` (and nothing counted) when at the limit.
+    fn admit_connection(&self) -> bool {
+        let max = self.config.connections_max;
+        self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a handler running on one shard has at hand.
+pub struct ShardContext {
+    pub broker: Arc<BrokerState>,
+    pub engine: EngineHandle,
+    pub shard: ShardId,
+    /// Reaches the group coordinator of any group (on whichever shard owns it).
+    pub groups: group::GroupRouter,
+}
+
+/// Resolves once the broker stops. The broker never sends on its stop channel; it
+/// drops the sender, and the disconnection is the signal.
+pub(crate) async fn stop_requested(stop: &flume::Receiver<()>) {
+    while stop.recv_async().await.is_ok() {}
+}
+
+/// Whether `topic` is one of the broker's internal topics (Kafka's
+/// `Topic.isInternal`; corelog has one, [`group::OFFSETS_TOPIC`]). The broker writes
+/// and replays it itself, so clients may read it but not write, truncate, delete,
+/// grow or reconfigure it.
+pub fn is_internal(topic: &TopicName) -> bool {
+    topic.as_str() == group::OFFSETS_TOPIC
+}
+
+/// A running broker.
+pub struct Broker {
+    engine: Option<Engine>,
+    state: Arc<BrokerState>,
+    /// Dropping the sender tells every shard's listener to stop.
+    stop: Option<flume::Sender<()>>,
+    /// One message per shard whose listener and connections have all finished.
+    stopped: flume::Receiver<()>,
+}
+
+const CLUSTER_ID_FILE: &str = "cluster-id";
+
+impl Broker {
+    /// Locks the data directory, checks that no other process serves the address,
+    /// then starts the engine (recovering the data directory) and a listener on
+    /// every shard.
+    pub fn start(config: BrokerConfig) -> Result<Broker> {
+        let data_dir = DataDir::open(&config.engine.data_dir)?;
+        listener::ensure_no_other_listener(config.listen)?;
+        let cluster_id = load_or_create_cluster_id(&data_dir.meta_dir())?;
+        let state = Arc::new(BrokerState {
+            listen_port: AtomicU16::new(config.listen.port()),
+            config: config.clone(),
+            cluster_id,
+            producer_ids: producer_ids::ProducerIdAllocator::open(&data_dir.meta_dir())?,
+            connections: AtomicUsize::new(0),
+        });
+        let (stop, stop_seen) = flume::bounded::<()>(1);
+        let (stopped_tx, stopped) = flume::unbounded::<()>();
+        let bind_error: Arc<Mutex<Option<String>>> = Arc::default();
+
+        let coordinators = group::Coordinators::new(config.groups.clone());
+        let service_coordinators = coordinators.clone();
+        let service_state = state.clone();
+        let service_bind_error = bind_error.clone();
+        let service: ShardService = Arc::new(move |shard, engine| {
+            // Runs on the shard's thread, shard after shard: shard 0 binds first and
+            // fixes the port that the others then share.
+            let state = service_state.clone();
+            let port = state.listen_port.load(Ordering::Acquire);
+            let address = SocketAddr::new(state.config.listen.ip(), port);
+            let listener = match glommio::net::TcpListener::bind(address) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    let message = format!("listening on {address}: {error}");
+                    service_bind_error.lock().expect("bind error slot").get_or_insert(message);
+                    return Box::pin(async {});
+                }
+            };
+            if let Ok(local) = listener.local_addr() {
+                state.listen_port.store(local.port(), Ordering::Release);
+                tracing::info!("shard {shard}: listening on {local} (Kafka protocol)");
+            }
+            let groups = service_coordinators.start_on_shard(shard, engine.clone(), stop_seen.clone());
+            let context = Rc::new(ShardContext { broker: state, engine, shard, groups });
+            let stop_seen = stop_seen.clone();
+            let stopped = stopped_tx.clone();
+            Box::pin(async move {
+                connection::accept_loop(listener, context, stop_seen).await;
+                if stopped.send(()).is_err() {
+                    tracing::debug!("shard {shard}: nobody waits for the listener to stop");
+                }
+            })
+        });
+        let engine = Engine::start_in(data_dir, config.engine.clone(), Some(service))?;
+        if let Some(message) = bind_error.lock().expect("bind error slot").take() {
+            return Err(abandon_start(engine, stop, EngineError::Startup(message)));
+        }
+        // Every shard listens now. Another broker that started at the same instant
+        // passed the check above too; one of the two checks sees the other.
+        let bound = SocketAddr::new(config.listen.ip(), state.listen_port.load(Ordering::Acquire));
+        if let Err(error) = listener::ensure_no_other_listener(bound) {
+            return Err(abandon_start(engine, stop, error));
+        }
+        // Committed offsets and groups are replayed before the broker reports ready;
+        // group requests that arrive meanwhile wait in the coordinators' queues.
+        if let Err(error) = futures_lite::future::block_on(coordinators.load(&engine.handle())) {
+            return Err(abandon_start(engine, stop, error));
+        }
+        Ok(Broker { engine: Some(engine), state, stop: Some(stop), stopped })
+    }
+
+    /// The address the broker listens on (with the port resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.state.config.listen.ip(), self.state.listen_port.load(Ordering::Acquire))
+    }
+
+    pub fn handle(&self) -> Option<EngineHandle> {
+        self.engine.as_ref().map(Engine::handle)
+    }
+
+    /// Stops accepting, waits for in-flight requests to be answered, then closes the
+    /// engine (every partition synced and marked clean).
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop.take();
+        let Some(handle) = self.handle() else { return Ok(()) };
+        // One message per live shard; a shard that panicked never sends one, so the
+        // count is taken again while waiting.
+        let mut listeners_stopped = 0;
+        while listeners_stopped < handle.shard_count() - handle.failed_shards().len() {
+            match self.stopped.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(()) => listeners_stopped += 1,
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        match self.engine.take() {
+            Some(engine) => engine.shutdown(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Stops the listeners (dropping `stop`) and the engine of a start that failed with
+/// `error`, and returns `error`.
+fn abandon_start(engine: Engine, stop: flume::Sender<()>, error: EngineError) -> EngineError {
+    drop(stop);
+    if let Err(shutdown_error) = engine.shutdown() {
+        tracing::error!("closing the engine after a failed start: {shutdown_error}");
+    }
+    error
+}
+
+/// The cluster id in `meta_dir` (the data directory's `corelog+meta`), made and
+/// stored durably on the first start.
+fn load_or_create_cluster_id(meta_dir: &Path) -> Result<String> {
+    let path = meta_dir.join(CLUSTER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(EngineError::io("read", &path, error)),
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let id = uuid::Uuid::from_u64_pair(nanos, std::process::id() as u64 ^ 0x636f_7265_6c6f_6700).simple().to_string();
+    replace_file_durably(&path, id.as_bytes())?;
+    Ok(id)
+}

@@ -1,0 +1,108 @@
+//! A global allocator for the codec tests that measures the largest single allocation a
+//! piece of code asks for, so a test can bound how much memory a few bytes of input
+//! make the decoder reserve, and fail with the input rather than abort the process.
+//!
+//! Why not just let a huge allocation fail: Rust aborts the whole process when an
+//! allocation fails, and in the broker that process serves every other client. A test
+//! that aborts shows neither the input nor a shrunk case. So requests of at least
+//! `DIRECT_MAPPING_BYTES_MIN` are served by private anonymous `MAP_NORESERVE`
+//! mappings, which the kernel grants without committing memory (unless overcommit is
+//! off, `vm.overcommit_memory = 2`): a terabyte reserved and never touched costs
+//! nothing, returns, and is measured. Smaller requests go to the system allocator.
+//!
+//! Used by `engine/broker/tests/kafka_codec.rs` and the fuzz target in `engine/broker/fuzz` (which
+//! include this file by path); each installs it with `#[global_allocator]`.
+
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// From this size on, allocations are direct mappings (see the module comment).
+const DIRECT_MAPPING_BYTES_MIN: usize = 1 << 30;
+
+/// Page alignment: what a direct mapping guarantees.
+const DIRECT_MAPPING_ALIGN_MAX: usize = 4096;
+
+thread_local! {
+    /// The largest allocation this thread asked for since the last reset.
+    static LARGEST_BYTES: Cell<usize> = const { Cell::new(0) };
+}
+
+pub struct MeasuringAllocator;
+
+fn note(size_bytes: usize) {
+    // `try_with`: the allocator also runs while a thread's locals are torn down.
+    let _ = LARGEST_BYTES.try_with(|largest| largest.set(largest.get().max(size_bytes)));
+}
+
+fn is_direct(layout: &Layout) -> bool {
+    layout.size() >= DIRECT_MAPPING_BYTES_MIN && layout.align() <= DIRECT_MAPPING_ALIGN_MAX
+}
+
+unsafe fn map(size_bytes: usize) -> *mut u8 {
+    let address = libc::mmap(
+        std::ptr::null_mut(),
+        size_bytes,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        -1,
+        0,
+    );
+    if address == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        address.cast()
+    }
+}
+
+unsafe impl GlobalAlloc for MeasuringAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        if is_direct(&layout) {
+            map(layout.size())
+        } else {
+            System.alloc(layout)
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        if is_direct(&layout) {
+            map(layout.size()) // fresh anonymous pages are zero
+        } else {
+            System.alloc_zeroed(layout)
+        }
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        if is_direct(&layout) {
+            libc::munmap(pointer.cast(), layout.size());
+        } else {
+            System.dealloc(pointer, layout)
+        }
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size_bytes: usize) -> *mut u8 {
+        note(new_size_bytes);
+        let new_layout = Layout::from_size_align_unchecked(new_size_bytes, layout.align());
+        if !is_direct(&layout) && !is_direct(&new_layout) {
+            return System.realloc(pointer, layout, new_size_bytes);
+        }
+        let moved = self.alloc(new_layout);
+        if !moved.is_null() {
+            std::ptr::copy_nonoverlapping(pointer, moved, layout.size().min(new_size_bytes));
+            self.dealloc(pointer, layout);
+        }
+        moved
+    }
+}
+
+/// Runs `f` and returns its output with the largest single allocation (in bytes) this
+/// thread asked for while it ran.
+pub fn largest_allocation_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = LARGEST_BYTES.with(|largest| largest.replace(0));
+    let output = f();
+    let during = LARGEST_BYTES.with(|largest| largest.replace(before.max(largest.get())));
+    (output, during)
+}

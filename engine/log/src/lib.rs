@@ -1,0 +1,50 @@
+//! # corelog-engine
+//!
+//! The storage engine of corelog: a Kafka-format, segmented, crash-safe partition log
+//! ([`log::PartitionLog`]) run thread-per-core on glommio ([`shard::Engine`]).
+//!
+//! ## Execution model
+//!
+//! One glommio executor (io_uring) per shard, pinned to a core. Each partition is
+//! owned by one shard; its log is `!Send` in practice and never leaves that thread.
+//! Other threads and shards talk to it through [`shard::EngineHandle`] over bounded
+//! queues. Disk IO is O_DIRECT through [`storage::DmaStorage`]; tests swap in
+//! [`storage::SimStorage`] to crash the log at any write.
+//!
+//! ## Limits
+//!
+//! - Record batches must be Kafka RecordBatch v2 (magic 2); older message formats
+//!   are rejected.
+//! - A segment is at most 2 GiB (index positions are 32-bit), as in Kafka.
+//! - At most [`config::PARTITIONS_PER_TOPIC_MAX`] partitions per topic.
+//! - Reads copy stored bytes into a `Vec<u8>` once, to hand them across threads.
+//! - ListOffsets by timestamp answers at batch granularity: the base offset of the
+//!   first batch whose max timestamp reaches the target (records are never decoded).
+//!
+//! ## It is not
+//!
+//! - a network server, nor does it know the Kafka wire format: the protocol and the
+//!   broker are the `corelog-broker` crate, which uses this one's public API (the
+//!   engine and its handle, typed ids, topic configs, the data directory's layout
+//!   and lock, and [`storage::dma::replace_file_durably`]);
+//! - replicated (yet): the high watermark is set by the single node.
+
+pub mod batch;
+pub mod config;
+pub mod data_dir;
+pub mod diagnostics;
+pub mod error;
+pub mod log;
+pub mod producer_state;
+pub mod segment;
+pub mod shard;
+pub mod storage;
+pub mod types;
+
+pub use config::{Durability, TopicConfig};
+pub use error::{EngineError, Result};
+pub use log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
+pub use shard::{Engine, EngineConfig, EngineHandle};
+pub use types::{
+    LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, Sequence, ShardId, TimestampMs, TopicName, TopicPartition,
+};
