@@ -5,9 +5,9 @@
 //! Flags override the file; the file overrides the defaults. Unknown YAML fields and
 //! bad values are rejected before anything starts, naming the file and line.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::collections::BTreeMap;
 
 use anyhow::Context;
 use corelog_broker::{Broker, BrokerConfig};
@@ -170,11 +170,7 @@ fn load_file(path: &Path) -> anyhow::Result<BrokerFile> {
 }
 
 fn resolve(address: &str) -> Result<SocketAddr, String> {
-    address
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or_else(|| "resolves to no address".to_string())
+    address.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or_else(|| "resolves to no address".to_string())
 }
 
 fn parse_host_port(text: &str) -> Result<(String, u16), String> {

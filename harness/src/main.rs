@@ -56,7 +56,8 @@ pub const DEFAULT_LOG: &str = "info,rdkafka=off,librdkafka=off";
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CORELOG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
+            tracing_subscriber::EnvFilter::try_from_env("CORELOG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -99,7 +99,9 @@ impl Connection {
         let size = i32::from_be_bytes(size);
         assert!((0..=REQUEST_BYTES_MAX as i32).contains(&size), "{}: answer to {what} has size {size}", self.peer);
         let mut frame = vec![0u8; size as usize];
-        self.stream.read_exact(&mut frame).unwrap_or_else(|e| panic!("{}: reading the answer to {what}: {e}", self.peer));
+        self.stream
+            .read_exact(&mut frame)
+            .unwrap_or_else(|e| panic!("{}: reading the answer to {what}: {e}", self.peer));
         frame
     }
 
@@ -108,7 +110,8 @@ impl Connection {
         let what = format!("{:?} v{version}", ApiKey::try_from(R::KEY).expect("a known key"));
         let frame = self.receive_frame(&what);
         let mut rest = frame.as_slice();
-        let header = ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("a response header");
+        let header =
+            ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("a response header");
         assert_eq!(header.correlation_id, correlation_id, "{}: correlation id of the answer to {what}", self.peer);
         let response = R::Response::decode(&mut rest, version)
             .unwrap_or_else(|e| panic!("{}: decoding the answer to {what}: {e}", self.peer));
@@ -128,7 +131,11 @@ impl Connection {
         match self.stream.read(&mut buffer) {
             Ok(0) => {}
             Ok(read) => {
-                panic!("{}: after {after}, the broker sent {read} bytes instead of closing: {:?}", self.peer, &buffer[..read])
+                panic!(
+                    "{}: after {after}, the broker sent {read} bytes instead of closing: {:?}",
+                    self.peer,
+                    &buffer[..read]
+                )
             }
             // The broker closed with bytes of ours still unread: a reset.
             Err(error) if matches!(error.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {}
@@ -165,7 +172,10 @@ fn request_frame(
 fn api_versions(connection: &mut Connection) -> ApiVersionsResponse {
     let response = connection.request(&ApiVersionsRequest::default(), 3);
     assert_eq!(response.error_code, 0, "{}: ApiVersions v3 error code", connection.peer);
-    assert!(response.api_keys.iter().any(|k| k.api_key == ApiKey::Metadata as i16), "ApiVersions does not list Metadata");
+    assert!(
+        response.api_keys.iter().any(|k| k.api_key == ApiKey::Metadata as i16),
+        "ApiVersions does not list Metadata"
+    );
     response
 }
 
@@ -179,7 +189,11 @@ fn assert_serves(broker: &BrokerProcess, connection: &mut Connection, after: &st
     api_versions(connection);
     let metadata: MetadataResponse = connection.request(&MetadataRequest::default().with_topics(None), 12);
     assert_eq!(metadata.brokers.len(), 1, "after {after}: Metadata lists {} brokers", metadata.brokers.len());
-    assert_eq!(metadata.brokers[0].port, i32::from(broker.address().port()), "after {after}: Metadata advertises another port");
+    assert_eq!(
+        metadata.brokers[0].port,
+        i32::from(broker.address().port()),
+        "after {after}: Metadata advertises another port"
+    );
 }
 
 /// The broker's whole log. `BrokerProcess` shows only its tail, but names the file
@@ -258,7 +272,14 @@ fn an_oversized_frame_closes_only_its_connection() {
     // broker refuses on the size alone, without waiting for (or buffering) the rest.
     let mut bytes = ((REQUEST_BYTES_MAX + 1) as i32).to_be_bytes().to_vec();
     bytes.extend_from_slice(&[0u8; 64]);
-    expect_rejected(&broker, &mut bystander, "a frame 1 byte over the limit", &bytes, false, "exceeds the maximum request size");
+    expect_rejected(
+        &broker,
+        &mut bystander,
+        "a frame 1 byte over the limit",
+        &bytes,
+        false,
+        "exceeds the maximum request size",
+    );
     expect_rejected(
         &broker,
         &mut bystander,
@@ -276,10 +297,18 @@ fn a_frame_cut_short_then_closed_is_logged_and_dropped() {
     let mut bystander = Connection::open(&broker);
     api_versions(&mut bystander);
 
-    let whole =
-        request_frame(ApiKey::Metadata as i16, 12, 1, |frame| MetadataRequest::default().with_topics(None).encode(frame, 12));
+    let whole = request_frame(ApiKey::Metadata as i16, 12, 1, |frame| {
+        MetadataRequest::default().with_topics(None).encode(frame, 12)
+    });
     let cut = &whole[..whole.len() / 2];
-    expect_rejected(&broker, &mut bystander, "half a Metadata frame, then a close", cut, true, "closed in the middle of a frame");
+    expect_rejected(
+        &broker,
+        &mut bystander,
+        "half a Metadata frame, then a close",
+        cut,
+        true,
+        "closed in the middle of a frame",
+    );
     expect_rejected(
         &broker,
         &mut bystander,
@@ -302,8 +331,22 @@ fn garbage_bytes_close_only_their_connection() {
     let http = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
     expect_rejected(&broker, &mut bystander, "an HTTP request", http, false, "exceeds the maximum request size");
     let client_hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x5a, 0x5a, 0x5a];
-    expect_rejected(&broker, &mut bystander, "a TLS ClientHello", &client_hello, false, "exceeds the maximum request size");
-    expect_rejected(&broker, &mut bystander, "a negative frame size", &[0xff, 0xff, 0xff, 0xfe, 1, 2, 3], false, "is negative");
+    expect_rejected(
+        &broker,
+        &mut bystander,
+        "a TLS ClientHello",
+        &client_hello,
+        false,
+        "exceeds the maximum request size",
+    );
+    expect_rejected(
+        &broker,
+        &mut bystander,
+        "a negative frame size",
+        &[0xff, 0xff, 0xff, 0xfe, 1, 2, 3],
+        false,
+        "is negative",
+    );
     expect_rejected(&broker, &mut bystander, "an empty frame", &[0, 0, 0, 0], false, "too short for a request header");
     // A well-framed request whose header is all ones: API key -1.
     let mut ones = 64i32.to_be_bytes().to_vec();
@@ -353,16 +396,25 @@ fn an_unsupported_version_closes_the_connection_except_for_api_versions() {
     let mut bystander = Connection::open(&broker);
     api_versions(&mut bystander);
 
-    let metadata_v99 = request_frame(ApiKey::Metadata as i16, 99, 1, |frame| MetadataRequest::default().encode(frame, 12));
+    let metadata_v99 =
+        request_frame(ApiKey::Metadata as i16, 99, 1, |frame| MetadataRequest::default().encode(frame, 12));
     expect_rejected(&broker, &mut bystander, "Metadata v99", &metadata_v99, false, "Metadata v99 is not supported");
     let produce_v1 = request_frame(ApiKey::Produce as i16, 1, 1, |_| Ok(()));
-    expect_rejected(&broker, &mut bystander, "Produce v1 (message sets)", &produce_v1, false, "Produce v1 is not supported");
+    expect_rejected(
+        &broker,
+        &mut bystander,
+        "Produce v1 (message sets)",
+        &produce_v1,
+        false,
+        "Produce v1 is not supported",
+    );
 
     // ApiVersions at a version from the future is answered at v0 with
     // UNSUPPORTED_VERSION and the full list (KIP-511), and the connection stays open
     // for the client to ask again at a version both speak.
     let mut connection = Connection::open(&broker);
-    let frame = request_frame(ApiKey::ApiVersions as i16, 99, 42, |frame| ApiVersionsRequest::default().encode(frame, 3));
+    let frame =
+        request_frame(ApiKey::ApiVersions as i16, 99, 42, |frame| ApiVersionsRequest::default().encode(frame, 3));
     connection.send_raw(&frame);
     let answer = connection.receive_frame("ApiVersions v99");
     let mut rest = answer.as_slice();
@@ -371,7 +423,8 @@ fn an_unsupported_version_closes_the_connection_except_for_api_versions() {
     let response = ApiVersionsResponse::decode(&mut rest, 0).expect("an ApiVersions v0 response");
     assert!(rest.is_empty(), "{} bytes after the ApiVersions v0 response", rest.len());
     assert_eq!(response.error_code, ResponseError::UnsupportedVersion.code());
-    let listed: BTreeSet<(i16, i16, i16)> = response.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
+    let listed: BTreeSet<(i16, i16, i16)> =
+        response.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
     let served: BTreeSet<(i16, i16, i16)> = handlers::API_KEYS
         .iter()
         .map(|&key| {
@@ -383,12 +436,20 @@ fn an_unsupported_version_closes_the_connection_except_for_api_versions() {
         .collect();
     assert_eq!(listed, served, "the API list in the answer to ApiVersions v99");
     api_versions(&mut connection);
-    assert!(log_lines_about(&broker, &connection.peer).is_empty(), "ApiVersions v99 is a normal negotiation, yet was logged");
+    assert!(
+        log_lines_about(&broker, &connection.peer).is_empty(),
+        "ApiVersions v99 is a normal negotiation, yet was logged"
+    );
     assert_serves_fresh_clients(&broker, "ApiVersions v99");
 }
 
-fn create_topics(connection: &mut Connection, topics: Vec<CreatableTopic>, validate_only: bool) -> CreateTopicsResponse {
-    let request = CreateTopicsRequest::default().with_topics(topics).with_timeout_ms(30_000).with_validate_only(validate_only);
+fn create_topics(
+    connection: &mut Connection,
+    topics: Vec<CreatableTopic>,
+    validate_only: bool,
+) -> CreateTopicsResponse {
+    let request =
+        CreateTopicsRequest::default().with_topics(topics).with_timeout_ms(30_000).with_validate_only(validate_only);
     connection.request(&request, 7)
 }
 
@@ -437,8 +498,8 @@ fn invalid_topic_names_are_refused_and_nothing_is_created_outside_the_data_dir()
         .iter()
         .map(|name| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.to_string())))))
         .collect();
-    let metadata: MetadataResponse =
-        connection.request(&MetadataRequest::default().with_topics(Some(topics)).with_allow_auto_topic_creation(true), 12);
+    let metadata: MetadataResponse = connection
+        .request(&MetadataRequest::default().with_topics(Some(topics)).with_allow_auto_topic_creation(true), 12);
     assert_eq!(metadata.topics.len(), names.len(), "Metadata answers every topic");
     for (name, topic) in names.iter().zip(&metadata.topics) {
         assert_eq!(topic.error_code, ResponseError::InvalidTopicException.code(), "Metadata of {name:?}");
@@ -452,7 +513,10 @@ fn invalid_topic_names_are_refused_and_nothing_is_created_outside_the_data_dir()
     assert!(!Path::new("/tmp/corelog-escape").exists(), "a topic name created /tmp/corelog-escape");
     let listed: MetadataResponse = connection.request(&MetadataRequest::default().with_topics(None), 12);
     let listed: Vec<String> = listed.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
-    assert!(listed.iter().all(|name| name.starts_with("__")), "topics exist after only invalid names were asked for: {listed:?}");
+    assert!(
+        listed.iter().all(|name| name.starts_with("__")),
+        "topics exist after only invalid names were asked for: {listed:?}"
+    );
 }
 
 #[test]
@@ -478,7 +542,11 @@ fn absurd_partition_counts_are_refused_with_an_error_code() {
     assert_eq!(entries(broker.data_dir()), data_before, "entries of the data directory after refused CreateTopics");
     // A sane count still works on the same connection.
     let response = create_topics(&mut connection, vec![creatable("sane", 3)], false);
-    assert_eq!(response.topics[0].error_code, 0, "CreateTopics with 3 partitions: {:?}", response.topics[0].error_message);
+    assert_eq!(
+        response.topics[0].error_code, 0,
+        "CreateTopics with 3 partitions: {:?}",
+        response.topics[0].error_message
+    );
 }
 
 #[test]
@@ -543,7 +611,10 @@ fn is_answered(connection: &mut Connection) -> bool {
             true
         }
         Err(error)
-            if matches!(error.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) =>
+            if matches!(
+                error.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+            ) =>
         {
             false
         }
@@ -584,8 +655,9 @@ fn a_garbage_sending_connection_beside_a_real_producer_does_not_disturb_the_prod
     // A connection that sends most of a frame and then nothing, for the whole run: a
     // stalled client must not hold up the others of its shard.
     let mut stalled = Connection::open(&broker);
-    let whole =
-        request_frame(ApiKey::Metadata as i16, 12, 1, |frame| MetadataRequest::default().with_topics(None).encode(frame, 12));
+    let whole = request_frame(ApiKey::Metadata as i16, 12, 1, |frame| {
+        MetadataRequest::default().with_topics(None).encode(frame, 12)
+    });
     stalled.send_raw(&whole[..whole.len() - 3]);
 
     // Connection after connection sends garbage and waits to be closed, from before
@@ -604,8 +676,11 @@ fn a_garbage_sending_connection_beside_a_real_producer_does_not_disturb_the_prod
                 let stream = TcpStream::connect_timeout(&address, IO_TIMEOUT).expect("connecting the garbage sprayer");
                 stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
                 stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
-                let mut connection =
-                    Connection { peer: stream.local_addr().expect("local address").to_string(), stream, next_correlation_id: 1 };
+                let mut connection = Connection {
+                    peer: stream.local_addr().expect("local address").to_string(),
+                    stream,
+                    next_correlation_id: 1,
+                };
                 connection.send_raw(payload);
                 connection.expect_closed("garbage beside a producer");
                 sent.push((connection.peer, reason));
@@ -621,7 +696,9 @@ fn a_garbage_sending_connection_beside_a_real_producer_does_not_disturb_the_prod
             unreachable!("cycle() never ends")
         })
     };
-    started.recv_timeout(IO_TIMEOUT).expect("the garbage sprayer's first round of connections to be closed by the broker");
+    started
+        .recv_timeout(IO_TIMEOUT)
+        .expect("the garbage sprayer's first round of connections to be closed by the broker");
 
     let producer: rdkafka::producer::FutureProducer = client_config(&broker)
         .set("acks", "all")
@@ -629,8 +706,9 @@ fn a_garbage_sending_connection_beside_a_real_producer_does_not_disturb_the_prod
         .set("linger.ms", "2")
         .create()
         .expect("creating a producer");
-    let messages: Vec<Outgoing> =
-        (0..MESSAGES).map(|i| (Some(format!("key-{}", i % 17).into_bytes()), format!("value-{i}").into_bytes())).collect();
+    let messages: Vec<Outgoing> = (0..MESSAGES)
+        .map(|i| (Some(format!("key-{}", i % 17).into_bytes()), format!("value-{i}").into_bytes()))
+        .collect();
     let outcomes = produce(&producer, TOPIC, None, &messages, Duration::from_secs(90));
     let acknowledged = expect_all_acknowledged(TOPIC, &outcomes);
     stop.store(true, Ordering::Relaxed);
@@ -665,9 +743,17 @@ fn a_garbage_sending_connection_beside_a_real_producer_does_not_disturb_the_prod
     }
     for (peer, reasons) in &reasons_by_peer {
         let lines = log_lines_about(&broker, peer);
-        assert_eq!(lines.len(), reasons.len(), "log lines about {peer}, which sent garbage {} times: {lines:#?}", reasons.len());
+        assert_eq!(
+            lines.len(),
+            reasons.len(),
+            "log lines about {peer}, which sent garbage {} times: {lines:#?}",
+            reasons.len()
+        );
         for reason in reasons {
-            assert!(lines.iter().any(|line| line.contains(reason)), "no log line about {peer} says {reason:?}: {lines:#?}");
+            assert!(
+                lines.iter().any(|line| line.contains(reason)),
+                "no log line about {peer} says {reason:?}: {lines:#?}"
+            );
         }
     }
     assert!(log_lines_about(&broker, &stalled.peer).is_empty(), "the stalled connection was logged as bad");

@@ -45,7 +45,8 @@ fn killing_the_only_broker_loses_nothing_acknowledged_under_at_least_once_with_f
     // far below the 1000 msg/s schedule.
     let rates: Vec<f64> = result["publishRate"].as_array().unwrap().iter().map(|r| r.as_f64().unwrap_or(0.0)).collect();
     let ends: Vec<i64> = result["windowEndMs"].as_array().unwrap().iter().map(|e| e.as_i64().unwrap()).collect();
-    let inside: Vec<f64> = rates.iter().zip(&ends).filter(|(_, &e)| e > start + 1_000 && e <= end).map(|(r, _)| *r).collect();
+    let inside: Vec<f64> =
+        rates.iter().zip(&ends).filter(|(_, &e)| e > start + 1_000 && e <= end).map(|(r, _)| *r).collect();
     assert!(inside.iter().any(|&r| r < 500.0), "no dip in {rates:?} at {ends:?} (fault {start}..{end})");
 
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
@@ -68,12 +69,14 @@ fn killing_the_only_broker_loses_nothing_acknowledged_with_fsync_interval() {
 
 fn broker_crash_under(policy: &str) {
     let name = format!("broker-crash-{}", policy.replace(':', "-"));
-    let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/chaos/ci-broker-crash.yaml"))
-        .expect("the CI chaos workload");
+    let template =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/chaos/ci-broker-crash.yaml"))
+            .expect("the CI chaos workload");
     assert!(template.contains("  fsync: always\n"), "the workload sets fsync under cluster");
     let dir = tempfile::tempdir().expect("tempdir");
     let workload = dir.path().join(format!("{name}.yaml"));
-    std::fs::write(&workload, template.replace("  fsync: always\n", &format!("  fsync: \"{policy}\"\n"))).expect("write workload");
+    std::fs::write(&workload, template.replace("  fsync: always\n", &format!("  fsync: \"{policy}\"\n")))
+        .expect("write workload");
     let (result, stderr) = run(&workload, &out_dir(&name));
     assert_nothing_acknowledged_lost(&result, &stderr, policy);
 }

@@ -95,7 +95,8 @@ fn topic_name(name: &str) -> TopicName {
 
 /// Partition index → error code, from a Metadata v12 answer about `topic`.
 fn metadata_errors(connection: &mut Connection, topic: &str) -> BTreeMap<i32, i16> {
-    let request = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(topic)))]));
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(topic)))]));
     let response: MetadataResponse = connection.request(&request, 12);
     assert_eq!(response.topics.len(), 1);
     assert_eq!(response.topics[0].error_code, 0, "topic {topic}");
@@ -141,7 +142,9 @@ fn new_producer(broker: &BrokerProcess) -> FutureProducer {
 }
 
 fn messages(tag: &str, count: usize) -> Vec<Outgoing> {
-    (0..count).map(|i| (Some(format!("{tag}-{i}").into_bytes()), format!("{tag}-{i}-{}", "v".repeat(300)).into_bytes())).collect()
+    (0..count)
+        .map(|i| (Some(format!("{tag}-{i}").into_bytes()), format!("{tag}-{i}-{}", "v".repeat(300)).into_bytes()))
+        .collect()
 }
 
 /// The segment files (`.log`) of a partition directory, in offset order.
@@ -236,7 +239,10 @@ fn a_damaged_sealed_segment_takes_only_its_partition_offline_keeps_its_bytes_and
         for needle in [
             victim.log.display().to_string(),
             format!("damaged at byte {} (where offset {} should be)", victim.position, victim.header.base_offset),
-            format!("corelog repair --data-dir {} --topic damaged --partition {partition}", broker.data_dir().display()),
+            format!(
+                "corelog repair --data-dir {} --topic damaged --partition {partition}",
+                broker.data_dir().display()
+            ),
         ] {
             assert!(line.contains(&needle), "the log line does not say {needle:?}: {line}");
         }
@@ -247,7 +253,11 @@ fn a_damaged_sealed_segment_takes_only_its_partition_offline_keeps_its_bytes_and
     assert_eq!(metadata_errors(&mut connection, "kept"), BTreeMap::from([(0, 0), (1, 0)]));
     for partition in 0..2 {
         assert_eq!(fetch(&mut connection, "damaged", partition).0, KAFKA_STORAGE_ERROR, "Fetch damaged-{partition}");
-        assert_eq!(produce_raw(&mut connection, "damaged", partition), KAFKA_STORAGE_ERROR, "Produce damaged-{partition}");
+        assert_eq!(
+            produce_raw(&mut connection, "damaged", partition),
+            KAFKA_STORAGE_ERROR,
+            "Produce damaged-{partition}"
+        );
         let (code, bytes) = fetch(&mut connection, "kept", partition);
         assert_eq!((code, bytes > 0), (0, true), "Fetch kept-{partition}");
     }
@@ -273,7 +283,10 @@ fn a_damaged_sealed_segment_takes_only_its_partition_offline_keeps_its_bytes_and
     assert!(text.contains(&format!("in use by pid {}", broker.pid())), "the refusal names the broker: {text}");
     broker.stop();
     for partition in 0..2 {
-        assert!(files(&broker.partition_dir("damaged", partition)) == before[partition as usize], "damaged-{partition}'s files changed");
+        assert!(
+            files(&broker.partition_dir("damaged", partition)) == before[partition as usize],
+            "damaged-{partition}'s files changed"
+        );
     }
 
     // Repair: nothing without consent; with it, each partition is cut right before
@@ -281,8 +294,14 @@ fn a_damaged_sealed_segment_takes_only_its_partition_offline_keeps_its_bytes_and
     for (partition, victim) in [(0, &bad_length), (1, &flipped)] {
         let (ok, text) = corelog_repair(&broker, "damaged", partition, false);
         assert!(!ok, "corelog repair without consent must exit non-zero on damage: {text}");
-        assert!(text.contains(&victim.log.display().to_string()) && text.contains("--truncate-at-corruption"), "{text}");
-        assert!(files(&broker.partition_dir("damaged", partition)) == before[partition as usize], "a look changed files");
+        assert!(
+            text.contains(&victim.log.display().to_string()) && text.contains("--truncate-at-corruption"),
+            "{text}"
+        );
+        assert!(
+            files(&broker.partition_dir("damaged", partition)) == before[partition as usize],
+            "a look changed files"
+        );
         let (ok, text) = corelog_repair(&broker, "damaged", partition, true);
         assert!(ok, "corelog repair --truncate-at-corruption failed: {text}");
         assert!(text.contains(&format!("every record from offset {} on", victim.header.base_offset)), "{text}");
@@ -292,7 +311,8 @@ fn a_damaged_sealed_segment_takes_only_its_partition_offline_keeps_its_bytes_and
     assert_eq!(metadata_errors(&mut connection, "damaged"), BTreeMap::from([(0, 0), (1, 0)]));
     let producer = new_producer(&broker);
     for (partition, victim) in [(0, &bad_length), (1, &flipped)] {
-        let outcomes = produce(&producer, "damaged", Some(partition), &messages("after-repair", 1), Duration::from_secs(60));
+        let outcomes =
+            produce(&producer, "damaged", Some(partition), &messages("after-repair", 1), Duration::from_secs(60));
         let placed = expect_all_acknowledged("damaged", &outcomes);
         assert_eq!(placed, vec![(partition, victim.header.base_offset.0)], "the log resumes right at the damage");
     }
@@ -301,7 +321,8 @@ fn a_damaged_sealed_segment_takes_only_its_partition_offline_keeps_its_bytes_and
     for (partition, victim) in [(0, &bad_length), (1, &flipped)] {
         let kept = victim.header.base_offset.0 as usize;
         let values: Vec<Vec<u8>> = repaired[&partition].iter().map(|r| r.value.clone().expect("a value")).collect();
-        let expected: Vec<Vec<u8>> = sent[&("damaged".to_string(), partition)][..kept].iter().map(|(_, v)| v.clone()).collect();
+        let expected: Vec<Vec<u8>> =
+            sent[&("damaged".to_string(), partition)][..kept].iter().map(|(_, v)| v.clone()).collect();
         assert!(values[..kept] == expected[..], "damaged-{partition}: the records before the damage changed");
         assert_eq!(values.len(), kept + 1);
     }
@@ -316,11 +337,13 @@ fn a_shard_that_panics_takes_the_broker_down_with_exit_status_1() {
     let mut broker = BrokerProcess::start(options);
     let mut connection = Connection::open(&broker);
     connection.send(
-        &ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name("boom"))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(
-                build_value_batch(corelog_engine::TimestampMs(0), 1, 1).into(),
-            ))])]),
+        &ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
+            TopicProduceData::default().with_name(topic_name("boom")).with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(build_value_batch(corelog_engine::TimestampMs(0), 1, 1).into())),
+            ]),
+        ]),
         9,
     );
     let status = broker.wait_exit(Duration::from_secs(30));

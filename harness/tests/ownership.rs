@@ -266,9 +266,10 @@ fn client_changes_to_the_offsets_topic_are_refused_with_kafkas_error_codes() {
         .iter()
         .map(|&index| DeleteRecordsPartition::default().with_partition_index(index).with_offset(-1))
         .collect();
-    let delete_records = DeleteRecordsRequest::default().with_timeout_ms(30_000).with_topics(vec![
-        DeleteRecordsTopic::default().with_name(topic_name(OFFSETS_TOPIC)).with_partitions(everything),
-    ]);
+    let delete_records =
+        DeleteRecordsRequest::default().with_timeout_ms(30_000).with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic_name(OFFSETS_TOPIC))
+            .with_partitions(everything)]);
     let response = connection.request(&delete_records, 2);
     for partition in &response.topics[0].partitions {
         let index = partition.partition_index;
@@ -284,9 +285,10 @@ fn client_changes_to_the_offsets_topic_are_refused_with_kafkas_error_codes() {
     let message = response.responses[0].error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
     assert!(message.contains("internal topic"), "DeleteTopics says why: {message:?}");
 
-    let grow = CreatePartitionsRequest::default().with_timeout_ms(30_000).with_topics(vec![
-        CreatePartitionsTopic::default().with_name(topic_name(OFFSETS_TOPIC)).with_count(partitions.len() as i32 + 1),
-    ]);
+    let grow =
+        CreatePartitionsRequest::default().with_timeout_ms(30_000).with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(topic_name(OFFSETS_TOPIC))
+            .with_count(partitions.len() as i32 + 1)]);
     let response = connection.request(&grow, 3);
     assert_eq!(response.results[0].error_code, not_authorized, "CreatePartitions of {OFFSETS_TOPIC}");
 
@@ -306,12 +308,13 @@ fn client_changes_to_the_offsets_topic_are_refused_with_kafkas_error_codes() {
             .with_name(str_bytes("retention.ms"))
             .with_config_operation(SET)
             .with_value(Some(str_bytes("1")));
-        let incremental = IncrementalAlterConfigsRequest::default().with_validate_only(validate_only).with_resources(vec![
-            incremental::AlterConfigsResource::default()
-                .with_resource_type(TOPIC_RESOURCE)
-                .with_resource_name(str_bytes(OFFSETS_TOPIC))
-                .with_configs(vec![set_retention]),
-        ]);
+        let incremental =
+            IncrementalAlterConfigsRequest::default().with_validate_only(validate_only).with_resources(vec![
+                incremental::AlterConfigsResource::default()
+                    .with_resource_type(TOPIC_RESOURCE)
+                    .with_resource_name(str_bytes(OFFSETS_TOPIC))
+                    .with_configs(vec![set_retention]),
+            ]);
         let response = connection.request(&incremental, 1);
         assert_eq!(
             response.responses[0].error_code, not_authorized,

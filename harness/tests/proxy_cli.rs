@@ -35,7 +35,15 @@ impl ProxyProcess {
     /// Starts `corelog proxy` and waits for its ready line.
     fn start(upstream: SocketAddr, faults: &[&str]) -> ProxyProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_corelog"));
-        command.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream.to_string(), "--control", "127.0.0.1:0"]);
+        command.args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.to_string(),
+            "--control",
+            "127.0.0.1:0",
+        ]);
         for fault in faults {
             command.args(["--fault", fault]);
         }
@@ -96,7 +104,9 @@ fn wait_for_ready(stderr: &mpsc::Receiver<String>) -> Result<(SocketAddr, Socket
     let deadline = Instant::now() + START_TIMEOUT;
     let mut seen = Vec::new();
     loop {
-        let Ok(line) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) else { return Err(seen) };
+        let Ok(line) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            return Err(seen);
+        };
         if let Some(ready) = line.strip_prefix(READY_MARKER) {
             return Ok(parse_ready(ready));
         }
@@ -184,7 +194,10 @@ fn median_round_trip(stream: &mut TcpStream, count: usize) -> Duration {
 
 #[test]
 fn the_control_port_adds_and_removes_faults_reports_stats_and_sigterm_exits_0() {
-    let _watchdog = Watchdog::new("the_control_port_adds_and_removes_faults_reports_stats_and_sigterm_exits_0", Duration::from_secs(120));
+    let _watchdog = Watchdog::new(
+        "the_control_port_adds_and_removes_faults_reports_stats_and_sigterm_exits_0",
+        Duration::from_secs(120),
+    );
     let mut proxy = ProxyProcess::start(echo_server(), &[]);
     let mut client = proxy.connect();
     let mut control = proxy.control();
@@ -222,12 +235,17 @@ fn the_control_port_adds_and_removes_faults_reports_stats_and_sigterm_exits_0() 
 
 #[test]
 fn faults_given_on_the_command_line_are_active_from_the_start() {
-    let _watchdog = Watchdog::new("faults_given_on_the_command_line_are_active_from_the_start", Duration::from_secs(120));
-    let mut proxy = ProxyProcess::start(echo_server(), &["latency delay_ms=100 direction=to-broker", "bandwidth bytes_per_second=1000000"]);
+    let _watchdog =
+        Watchdog::new("faults_given_on_the_command_line_are_active_from_the_start", Duration::from_secs(120));
+    let mut proxy = ProxyProcess::start(
+        echo_server(),
+        &["latency delay_ms=100 direction=to-broker", "bandwidth bytes_per_second=1000000"],
+    );
     let mut client = proxy.connect();
     let took = round_trip(&mut client, b"first");
     assert!(took >= Duration::from_millis(100), "the first round trip took {took:?} under 100 ms of latency");
-    let stats: serde_json::Value = serde_json::from_str(&proxy.control().command("stats")).expect("stats is one JSON line");
+    let stats: serde_json::Value =
+        serde_json::from_str(&proxy.control().command("stats")).expect("stats is one JSON line");
     assert_eq!(stats["active_faults"], 2, "{stats}");
     let status = proxy.stop(libc::SIGINT);
     assert_eq!(status.code(), Some(0), "exit status after SIGINT: {status}");
@@ -249,7 +267,8 @@ fn a_bad_fault_is_a_usage_error_naming_the_token() {
 #[test]
 fn overhead_without_faults() {
     let full = std::env::var_os("CORELOG_BENCH_PROXY").is_some_and(|v| v == "1");
-    let (round_trips, bulk_bytes, bulk_repeats): (usize, u64, usize) = if full { (20_000, 1 << 30, 5) } else { (2_000, 64 << 20, 1) };
+    let (round_trips, bulk_bytes, bulk_repeats): (usize, u64, usize) =
+        if full { (20_000, 1 << 30, 5) } else { (2_000, 64 << 20, 1) };
     const MESSAGE_BYTES: usize = 1024;
     let echo = echo_server();
     let (sink, sunk) = sink_server();

@@ -127,13 +127,21 @@ impl Pipeline {
     /// Reads the next answer, which must be to the request with `correlation_id`.
     fn receive<R: Request>(&mut self, correlation_id: i32, version: i16) -> R::Response {
         let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).unwrap_or_else(|e| panic!("reading the answer to request {correlation_id}: {e}"));
+        self.stream
+            .read_exact(&mut size)
+            .unwrap_or_else(|e| panic!("reading the answer to request {correlation_id}: {e}"));
         let size = i32::from_be_bytes(size);
-        assert!((0..=RESPONSE_BYTES_MAX as i32).contains(&size), "the answer to request {correlation_id} has size {size}");
+        assert!(
+            (0..=RESPONSE_BYTES_MAX as i32).contains(&size),
+            "the answer to request {correlation_id} has size {size}"
+        );
         let mut frame = vec![0u8; size as usize];
-        self.stream.read_exact(&mut frame).unwrap_or_else(|e| panic!("reading the answer to request {correlation_id}: {e}"));
+        self.stream
+            .read_exact(&mut frame)
+            .unwrap_or_else(|e| panic!("reading the answer to request {correlation_id}: {e}"));
         let mut rest = frame.as_slice();
-        let header = ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("a response header");
+        let header =
+            ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("a response header");
         assert_eq!(header.correlation_id, correlation_id, "answers leave in request order");
         let response = R::Response::decode(&mut rest, version).expect("a response body");
         assert!(rest.is_empty(), "{} bytes after the answer to request {correlation_id}", rest.len());
@@ -200,11 +208,8 @@ fn pipelined_produces_append_in_request_order(name: &str, acks: i16, configs: &[
     for number in 0..REQUESTS {
         let response = pipeline.receive::<ProduceRequest>(number as i32, PRODUCE_VERSION);
         let offsets = base_offsets(&response, number);
-        let expected: Vec<(i32, i64)> = if number % 2 == 0 {
-            vec![(P, number as i64), (Q, (number / 2) as i64)]
-        } else {
-            vec![(P, number as i64)]
-        };
+        let expected: Vec<(i32, i64)> =
+            if number % 2 == 0 { vec![(P, number as i64), (Q, (number / 2) as i64)] } else { vec![(P, number as i64)] };
         if offsets != expected {
             out_of_order.push(format!("request {number}: base offsets {offsets:?}, in request order {expected:?}"));
         }
@@ -219,7 +224,11 @@ fn pipelined_produces_append_in_request_order(name: &str, acks: i16, configs: &[
     let records = read_partitions(&broker, &topic, 2, Duration::from_secs(60));
     let values = |partition: i32| records[&partition].iter().map(Record::value_text).collect::<Vec<_>>();
     assert_eq!(values(P), (0..REQUESTS).map(value_of).collect::<Vec<_>>(), "P holds every request's record in order");
-    assert_eq!(values(Q), (0..REQUESTS).step_by(2).map(value_of).collect::<Vec<_>>(), "Q holds the even requests' records in order");
+    assert_eq!(
+        values(Q),
+        (0..REQUESTS).step_by(2).map(value_of).collect::<Vec<_>>(),
+        "Q holds the even requests' records in order"
+    );
 }
 
 #[test]
@@ -243,35 +252,48 @@ fn pipelined_offset_commits_land_in_request_order_and_the_last_one_wins() {
         let partitions: &[i32] = if number % 2 == 0 { &[P, Q] } else { &[P] };
         let partitions = partitions
             .iter()
-            .map(|&index| OffsetCommitRequestPartition::default().with_partition_index(index).with_committed_offset(number as i64 + 1))
+            .map(|&index| {
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(index)
+                    .with_committed_offset(number as i64 + 1)
+            })
             .collect();
         OffsetCommitRequest::default()
             .with_group_id(group.clone())
             .with_generation_id_or_member_epoch(-1)
             .with_member_id(StrBytes::from_static_str(""))
-            .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic_name(topic)).with_partitions(partitions)])
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(partitions)])
     };
     let frames: Vec<u8> =
         (0..REQUESTS).flat_map(|number| frame(&commit(number), OFFSET_COMMIT_VERSION, number as i32)).collect();
     let mut pipeline = Pipeline::start(&broker, frames);
     for number in 0..REQUESTS {
-        let response: OffsetCommitResponse = pipeline.receive::<OffsetCommitRequest>(number as i32, OFFSET_COMMIT_VERSION);
-        let errors: Vec<(i32, i16)> =
-            response.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.error_code))).collect();
+        let response: OffsetCommitResponse =
+            pipeline.receive::<OffsetCommitRequest>(number as i32, OFFSET_COMMIT_VERSION);
+        let errors: Vec<(i32, i16)> = response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.error_code)))
+            .collect();
         let expected: Vec<(i32, i16)> = if number % 2 == 0 { vec![(P, 0), (Q, 0)] } else { vec![(P, 0)] };
         assert_eq!(errors, expected, "request {number}: every partition committed");
     }
     pipeline.finish();
 
-    let fetch = OffsetFetchRequest::default()
-        .with_group_id(group.clone())
-        .with_topics(Some(vec![OffsetFetchRequestTopic::default().with_name(topic_name(topic)).with_partition_indexes(vec![P, Q])]));
+    let fetch = OffsetFetchRequest::default().with_group_id(group.clone()).with_topics(Some(vec![
+        OffsetFetchRequestTopic::default().with_name(topic_name(topic)).with_partition_indexes(vec![P, Q]),
+    ]));
     let mut pipeline = Pipeline::start(&broker, frame(&fetch, OFFSET_FETCH_VERSION, 0));
     let response: OffsetFetchResponse = pipeline.receive::<OffsetFetchRequest>(0, OFFSET_FETCH_VERSION);
     pipeline.finish();
     assert_eq!(response.error_code, 0, "OffsetFetch error code");
-    let committed: Vec<(i32, i64)> =
-        response.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.committed_offset))).collect();
+    let committed: Vec<(i32, i64)> = response
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.committed_offset)))
+        .collect();
     let last_even = (REQUESTS - 1) / 2 * 2;
     assert_eq!(
         committed,
@@ -292,9 +314,10 @@ fn requests_pipelined_after_a_produce_see_its_record() {
     // so a request that reaches P after the append sees the record.
     let broker = start_broker_with_topic("reads", topic, &[]);
     let produces = REQUESTS / 2;
-    let list_offsets = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(topic_name(topic))
-        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(P).with_timestamp(-1)])]);
+    let list_offsets =
+        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(P).with_timestamp(-1)])]);
     let fetch_at = |offset: i64| {
         let partition = FetchPartition::default()
             .with_partition(P)
@@ -311,14 +334,14 @@ fn requests_pipelined_after_a_produce_see_its_record() {
             .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![partition])])
     };
     let end_of_epoch = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-        OffsetForLeaderTopic::default().with_topic(topic_name(topic)).with_partitions(vec![OffsetForLeaderPartition::default()
-            .with_partition(P)
-            .with_current_leader_epoch(-1)
-            .with_leader_epoch(0)]),
+        OffsetForLeaderTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
+            OffsetForLeaderPartition::default().with_partition(P).with_current_leader_epoch(-1).with_leader_epoch(0),
+        ]),
     ]);
-    let delete_all = DeleteRecordsRequest::default().with_timeout_ms(30_000).with_topics(vec![DeleteRecordsTopic::default()
-        .with_name(topic_name(topic))
-        .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(P).with_offset(-1)])]);
+    let delete_all =
+        DeleteRecordsRequest::default().with_timeout_ms(30_000).with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(P).with_offset(-1)])]);
     let deletes_after = |number: usize| number % DELETE_RECORDS_EVERY == DELETE_RECORDS_EVERY - 1;
 
     // Produce n names P and Q (every one does, so every one is a multi-partition
@@ -350,16 +373,16 @@ fn requests_pipelined_after_a_produce_see_its_record() {
         let produced = pipeline.receive::<ProduceRequest>(next_id(), PRODUCE_VERSION);
         let offsets = base_offsets(&produced, 2 * number);
         let end = number as i64 + 1;
-        let latest = pipeline.receive::<ListOffsetsRequest>(next_id(), LIST_OFFSETS_VERSION).topics[0].partitions[0].clone();
+        let latest =
+            pipeline.receive::<ListOffsetsRequest>(next_id(), LIST_OFFSETS_VERSION).topics[0].partitions[0].clone();
         assert_eq!(latest.error_code, 0, "ListOffsets after produce {number}");
         let read = pipeline.receive::<FetchRequest>(next_id(), FETCH_VERSION).responses[0].partitions[0].clone();
         // OFFSET_OUT_OF_RANGE when the Fetch overtook the produce.
         let records = read.records.as_ref().map_or(0, |records| records.len());
-        let epoch_end = pipeline
-            .receive::<OffsetForLeaderEpochRequest>(next_id(), OFFSET_FOR_LEADER_EPOCH_VERSION)
-            .topics[0]
-            .partitions[0]
-            .clone();
+        let epoch_end =
+            pipeline.receive::<OffsetForLeaderEpochRequest>(next_id(), OFFSET_FOR_LEADER_EPOCH_VERSION).topics[0]
+                .partitions[0]
+                .clone();
         assert_eq!(epoch_end.error_code, 0, "OffsetForLeaderEpoch after produce {number}");
         let mut seen = format!(
             "produce {number}: P base offset {:?}; then ListOffsets latest {}, Fetch at {number} error {} {records} \
@@ -373,9 +396,14 @@ fn requests_pipelined_after_a_produce_see_its_record() {
             || read.high_watermark != end
             || epoch_end.end_offset != end;
         if deletes_after(number) {
-            let deleted = pipeline.receive::<DeleteRecordsRequest>(next_id(), DELETE_RECORDS_VERSION).topics[0].partitions[0].clone();
+            let deleted = pipeline.receive::<DeleteRecordsRequest>(next_id(), DELETE_RECORDS_VERSION).topics[0]
+                .partitions[0]
+                .clone();
             assert_eq!(deleted.error_code, 0, "DeleteRecords after produce {number}");
-            seen.push_str(&format!(", DeleteRecords to the high watermark leaves the log starting at {}", deleted.low_watermark));
+            seen.push_str(&format!(
+                ", DeleteRecords to the high watermark leaves the log starting at {}",
+                deleted.low_watermark
+            ));
             wrong |= deleted.low_watermark != end;
         }
         if wrong {

@@ -33,9 +33,11 @@ fn a_short_run_writes_consistent_results_and_a_complete_report() {
     assert_eq!(closing_line(&stderr), "corelog run: PASS: at-least-once", "{stderr}");
 
     let result: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).expect("result.json")).expect("valid JSON");
+        serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).expect("result.json"))
+            .expect("valid JSON");
     let counts = &result["counts"];
-    let (produced, acknowledged, consumed) = (number(counts, "produced"), number(counts, "acknowledged"), number(counts, "consumed"));
+    let (produced, acknowledged, consumed) =
+        (number(counts, "produced"), number(counts, "acknowledged"), number(counts, "consumed"));
     assert!(produced >= 2000.0 * 4.0, "about 2000 msg/s for 5 s, got {produced}");
     assert_eq!(produced, acknowledged, "every produced message acknowledged");
     assert_eq!(acknowledged, consumed, "every acknowledged message consumed once");
@@ -45,7 +47,8 @@ fn a_short_run_writes_consistent_results_and_a_complete_report() {
     let windows = result["publishRate"].as_array().expect("publishRate").len();
     assert!((3..=5).contains(&windows), "4 s measured should give about 4 windows, got {windows}");
     assert_eq!(result["windowEndMs"].as_array().expect("windowEndMs").len(), windows);
-    let rate = result["publishRate"].as_array().expect("rates").iter().map(|r| r.as_f64().expect("rate")).sum::<f64>() / windows as f64;
+    let rate = result["publishRate"].as_array().expect("rates").iter().map(|r| r.as_f64().expect("rate")).sum::<f64>()
+        / windows as f64;
     assert!((1500.0..=2500.0).contains(&rate), "the fixed rate of 2000 msg/s is kept, got {rate}");
 
     for kind in ["aggregatedPublishLatency", "aggregatedEndToEndLatency", "aggregatedPublishCorrectedLatency"] {
@@ -57,7 +60,9 @@ fn a_short_run_writes_consistent_results_and_a_complete_report() {
         assert!(stats[0] > 0.0, "{kind} p50 is a real latency");
     }
     // Corrected latency includes the service time.
-    assert!(number(&result, "aggregatedPublishCorrectedLatency99pct") >= number(&result, "aggregatedPublishLatency50pct"));
+    assert!(
+        number(&result, "aggregatedPublishCorrectedLatency99pct") >= number(&result, "aggregatedPublishLatency50pct")
+    );
     assert_eq!(result["deliveryGuarantee"], "at-least-once");
     assert!(result["environment"]["cpuCores"].as_u64().expect("cores") >= 1);
     assert!(result["environment"]["pinning"].as_str().expect("pinning").contains("broker"));
@@ -78,7 +83,10 @@ fn a_short_run_writes_consistent_results_and_a_complete_report() {
     }
     for log in ["publish-latency.hlog", "end-to-end-latency.hlog"] {
         let text = std::fs::read_to_string(out.join(log)).expect("hlog");
-        assert!(text.lines().filter(|l| !l.starts_with('#') && !l.starts_with('"')).count() >= 3, "{log} has interval lines");
+        assert!(
+            text.lines().filter(|l| !l.starts_with('#') && !l.starts_with('"')).count() >= 3,
+            "{log} has interval lines"
+        );
     }
     std::fs::remove_dir_all(&out).expect("clean up");
 }
@@ -88,9 +96,18 @@ fn a_bad_workload_fails_before_anything_starts_with_exit_code_2() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let workload = dir.join("bad.yaml");
-    std::fs::write(&workload, "name: bad\ntopics: 1\npartitionsPerTopic: 0\nmessageSize: 10\nproducersPerTopic: 1\ntestDurationSeconds: 1\n")
-        .expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_corelog")).arg("run").arg(&workload).arg("--out").arg(dir.join("out")).output().expect("run");
+    std::fs::write(
+        &workload,
+        "name: bad\ntopics: 1\npartitionsPerTopic: 0\nmessageSize: 10\nproducersPerTopic: 1\ntestDurationSeconds: 1\n",
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
+        .arg("run")
+        .arg(&workload)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .expect("run");
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.yaml:3") && stderr.contains("partitionsPerTopic"), "{stderr}");
@@ -114,13 +131,23 @@ fn acknowledgements_at_a_low_rate_are_timed_when_they_arrive_not_at_the_next_sen
          cluster:\n  brokers: 1\n  cores: 1\n",
     )
     .expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_corelog")).arg("run").arg(&workload).arg("--out").arg(dir.join("out")).output().expect("run");
+    let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
+        .arg("run")
+        .arg(&workload)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "corelog run failed: {stderr}");
     // Nothing reads, so the verdict is UNKNOWN by construction and decides nothing.
-    assert_eq!(closing_line(&stderr), "corelog run: done; no subscription reads the topics, so no delivery guarantee was checked");
+    assert_eq!(
+        closing_line(&stderr),
+        "corelog run: done; no subscription reads the topics, so no delivery guarantee was checked"
+    );
     let result: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("out/result.json")).expect("result.json")).expect("valid JSON");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/result.json")).expect("result.json"))
+            .expect("valid JSON");
     let acknowledged = number(&result["counts"], "acknowledged");
     assert!((40.0..=90.0).contains(&acknowledged), "about 20 msg/s for 3 s (and the drain), got {acknowledged}");
     let p50_ms = number(&result, "aggregatedPublishLatency50pct");
@@ -164,8 +191,9 @@ fn a_failed_guarantee_makes_the_run_exit_1_and_the_closing_line_names_it() {
     assert!(closing.ends_with("); PASS: at-most-once"), "loss is what at-most-once allows: {stderr}");
 
     // Everything is still written, and the loss is exactly the forgotten messages.
-    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("at-least-once/result.json")).expect("result.json"))
-        .expect("valid JSON");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("at-least-once/result.json")).expect("result.json"))
+            .expect("valid JSON");
     let checker = &result["checker"];
     assert_eq!(checker["verdict"]["status"], "fail", "{stderr}");
     let acknowledged = number(&checker["counts"], "acknowledged");

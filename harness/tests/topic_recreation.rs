@@ -86,7 +86,8 @@ impl Connection {
         let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
         self.stream.read_exact(&mut body).unwrap_or_else(|e| panic!("reading the answer to API key {}: {e}", R::KEY));
         let mut rest = body.as_slice();
-        let header = ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("a response header");
+        let header =
+            ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("a response header");
         assert_eq!(header.correlation_id, correlation_id, "correlation id of the answer to API key {}", R::KEY);
         R::Response::decode(&mut rest, version).expect("decoding a response")
     }
@@ -267,14 +268,23 @@ fn writes_acknowledged_after_delete_topics_survive_a_restart_while_clients_auto_
 /// lists, and after a SIGKILL and a restart it still exists, every write sent after
 /// the delete was acknowledged is at its offset, and no record of the deleted
 /// incarnation is in it.
-fn check_round(broker: &mut BrokerProcess, writes: &Writes, round: usize, delete_sent: Instant, delete_answered: Instant) {
+fn check_round(
+    broker: &mut BrokerProcess,
+    writes: &Writes,
+    round: usize,
+    delete_sent: Instant,
+    delete_answered: Instant,
+) {
     let mut connection = Connection::open(broker);
     assert_eq!(metadata(&mut connection, false), Some(PARTITIONS as usize), "round {round}: the re-created topic");
     for partition in 0..PARTITIONS {
         let value = format!("round-{round}/check/{partition}");
         let sent = Instant::now();
         let outcome = produce_one(&mut connection, partition, value.as_bytes());
-        assert!(outcome.is_ok(), "round {round}: a write to partition {partition} of the new topic failed: {outcome:?}");
+        assert!(
+            outcome.is_ok(),
+            "round {round}: a write to partition {partition} of the new topic failed: {outcome:?}"
+        );
         let write = SentWrite { value: value.clone(), partition, sent, answered: Instant::now(), outcome };
         writes.lock().expect("writes").insert(value, write);
     }
@@ -293,8 +303,9 @@ fn check_round(broker: &mut BrokerProcess, writes: &Writes, round: usize, delete
         for record in records {
             let value = record.value_text();
             stored_at.insert((*partition, record.offset), value.clone());
-            let write =
-                writes.get(&value).unwrap_or_else(|| panic!("round {round}: {TOPIC}/{partition} holds {value:?}, never written"));
+            let write = writes
+                .get(&value)
+                .unwrap_or_else(|| panic!("round {round}: {TOPIC}/{partition} holds {value:?}, never written"));
             assert!(
                 write.answered >= delete_sent,
                 "round {round}: {value:?}, answered before the delete was sent, is in the re-created topic at \
@@ -319,7 +330,9 @@ fn check_round(broker: &mut BrokerProcess, writes: &Writes, round: usize, delete
         }
     }
     let records: usize = stored.values().map(Vec::len).sum();
-    eprintln!("round {round}: {surviving} writes acknowledged after the delete, {records} records in the re-created topic");
+    eprintln!(
+        "round {round}: {surviving} writes acknowledged after the delete, {records} records in the re-created topic"
+    );
     assert!(
         lost.is_empty(),
         "round {round}: {} of {surviving} writes acknowledged after the delete are not where they were \

@@ -12,11 +12,7 @@ use corelog_reports::model::Guarantee;
 use corelog_reports::{compare, render_report};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .ok_or("usage: sample_report OUT_DIR")?,
-    );
+    let out = PathBuf::from(std::env::args().nth(1).ok_or("usage: sample_report OUT_DIR")?);
     let base = common::synthetic_run("baseline", Guarantee::AtLeastOnce, 1.0);
     let candidate = common::synthetic_run("candidate", Guarantee::ExactlyOnce, 1.25);
 

@@ -172,11 +172,7 @@ const OVER_TIME_STATS: [LatencyStat; 3] = [LatencyStat::P50, LatencyStat::P99, L
 
 /// The latency kinds shown in the over-time and quantile charts. Publish delay
 /// (µs, the client's own scheduling lag) is in the tables only.
-const CHARTED_KINDS: [LatencyKind; 3] = [
-    LatencyKind::Publish,
-    LatencyKind::PublishCorrected,
-    LatencyKind::EndToEnd,
-];
+const CHARTED_KINDS: [LatencyKind; 3] = [LatencyKind::Publish, LatencyKind::PublishCorrected, LatencyKind::EndToEnd];
 
 /// The charts for `runs`, in report order; a chart without data is left out.
 /// `labels[i]` names `runs[i]` in legends (a missing one falls back to the run's
@@ -215,41 +211,20 @@ impl<'a> ChartInput<'a> {
         let labels = runs
             .iter()
             .enumerate()
-            .map(|(i, run)| {
-                labels
-                    .get(i)
-                    .cloned()
-                    .unwrap_or_else(|| run.display_label())
-            })
+            .map(|(i, run)| labels.get(i).cloned().unwrap_or_else(|| run.display_label()))
             .collect();
         let faults = fault_bands(runs);
         let x_end_seconds = time_axis_end(runs, &faults);
-        ChartInput {
-            runs,
-            labels,
-            faults,
-            x_end_seconds,
-            overlay: runs.len() > 1,
-        }
+        ChartInput { runs, labels, faults, x_end_seconds, overlay: runs.len() > 1 }
     }
 
     /// Line `line_index` of run `run_index`, called `name`: with several runs, in
     /// the run's colour with the line's dash; with one, in the line's colour.
-    fn line(
-        &self,
-        run_index: usize,
-        line_index: usize,
-        name: &str,
-        points: Vec<(f64, Option<f64>)>,
-    ) -> Line {
+    fn line(&self, run_index: usize, line_index: usize, name: &str, points: Vec<(f64, Option<f64>)>) -> Line {
         Line {
             label: line_label(self.overlay, &self.labels[run_index], name),
             color: if self.overlay { run_index } else { line_index },
-            dash: if self.overlay {
-                Dash::nth(line_index)
-            } else {
-                Dash::Solid
-            },
+            dash: if self.overlay { Dash::nth(line_index) } else { Dash::Solid },
             points,
         }
     }
@@ -268,19 +243,12 @@ impl<'a> ChartInput<'a> {
 fn throughput_chart(input: &ChartInput<'_>) -> Option<Chart> {
     let mut lines = Vec::new();
     for (run_index, run) in input.runs.iter().enumerate() {
-        let named = [
-            ("publish", &run.publish_rate),
-            ("consume", &run.consume_rate),
-        ];
+        let named = [("publish", &run.publish_rate), ("consume", &run.consume_rate)];
         for (line_index, (name, rates)) in named.into_iter().enumerate() {
             if rates.is_empty() {
                 continue;
             }
-            let points = rates
-                .iter()
-                .enumerate()
-                .map(|(i, &rate)| (run.window_end_seconds(i), Some(rate)))
-                .collect();
+            let points = rates.iter().enumerate().map(|(i, &rate)| (run.window_end_seconds(i), Some(rate))).collect();
             lines.push(input.line(run_index, line_index, name, points));
         }
     }
@@ -310,11 +278,7 @@ fn backlog_chart(input: &ChartInput<'_>) -> Option<Chart> {
         .enumerate()
         .filter(|(_, run)| !run.backlog.is_empty())
         .map(|(run_index, run)| Line {
-            label: if input.overlay {
-                input.labels[run_index].clone()
-            } else {
-                "backlog".into()
-            },
+            label: if input.overlay { input.labels[run_index].clone() } else { "backlog".into() },
             color: run_index,
             dash: Dash::Solid,
             points: run
@@ -343,10 +307,8 @@ fn backlog_chart(input: &ChartInput<'_>) -> Option<Chart> {
 
 /// Latency percentiles over time: one panel per charted kind that has windows.
 fn latency_over_time_chart(input: &ChartInput<'_>) -> Option<Chart> {
-    let panels: Vec<Panel> = CHARTED_KINDS
-        .into_iter()
-        .filter_map(|kind| latency_over_time_panel(input, kind))
-        .collect();
+    let panels: Vec<Panel> =
+        CHARTED_KINDS.into_iter().filter_map(|kind| latency_over_time_panel(input, kind)).collect();
     if panels.is_empty() {
         return None;
     }
@@ -371,11 +333,7 @@ fn latency_over_time_panel(input: &ChartInput<'_>, kind: LatencyKind) -> Option<
             if windows.iter().all(Option::is_none) {
                 continue;
             }
-            let points = windows
-                .iter()
-                .enumerate()
-                .map(|(i, &value)| (run.window_end_seconds(i), value))
-                .collect();
+            let points = windows.iter().enumerate().map(|(i, &value)| (run.window_end_seconds(i), value)).collect();
             lines.push(input.line(run_index, stat_index, stat.title(), points));
         }
     }
@@ -411,22 +369,15 @@ fn latency_quantiles_chart(input: &ChartInput<'_>) -> Option<Chart> {
         caption: "Latency over the whole measured phase by percentile; the percentile \
                   axis is logarithmic in 1/(1-q), so each step right is one more nine."
             .into(),
-        body: ChartBody::Quantiles(QuantileChart {
-            y_label: "ms".into(),
-            lines,
-        }),
+        body: ChartBody::Quantiles(QuantileChart { y_label: "ms".into(), lines }),
     })
 }
 
 /// The checker's anomaly counts, one bar group per checked run. A group is named by
 /// its guarantee, and by its run too when another run has the same guarantee.
 fn guarantee_counts_chart(input: &ChartInput<'_>) -> Option<Chart> {
-    let checked: Vec<(usize, &RunResult)> = input
-        .runs
-        .iter()
-        .enumerate()
-        .filter(|(_, run)| run.checker.is_some())
-        .collect();
+    let checked: Vec<(usize, &RunResult)> =
+        input.runs.iter().enumerate().filter(|(_, run)| run.checker.is_some()).collect();
     if checked.is_empty() {
         return None;
     }
@@ -441,8 +392,7 @@ fn guarantee_counts_chart(input: &ChartInput<'_>) -> Option<Chart> {
             categories = anomalies.iter().map(|(name, _)| name.to_string()).collect();
         }
         let same_guarantee_elsewhere = checked.iter().any(|&(other, other_run)| {
-            other != run_index
-                && other_run.checker.as_ref().map(|c| c.guarantee) == Some(checker.guarantee)
+            other != run_index && other_run.checker.as_ref().map(|c| c.guarantee) == Some(checker.guarantee)
         });
         groups.push(BarGroup {
             label: if same_guarantee_elsewhere {
@@ -461,11 +411,7 @@ fn guarantee_counts_chart(input: &ChartInput<'_>) -> Option<Chart> {
                   and duplicate count once per subscription); ambiguous sends are \
                   counted apart, not as failures."
             .into(),
-        body: ChartBody::Bars(BarChart {
-            y_label: "messages".into(),
-            categories,
-            groups,
-        }),
+        body: ChartBody::Bars(BarChart { y_label: "messages".into(), categories, groups }),
     })
 }
 
@@ -474,17 +420,9 @@ fn guarantee_counts_chart(input: &ChartInput<'_>) -> Option<Chart> {
 fn quantile_points(run: &RunResult, kind: LatencyKind) -> Vec<(f64, Option<f64>)> {
     let view = run.latency(kind);
     if !view.quantiles.is_empty() {
-        return view
-            .quantiles
-            .points()
-            .iter()
-            .map(|&(q, value)| (q, Some(value)))
-            .collect();
+        return view.quantiles.points().iter().map(|&(q, value)| (q, Some(value))).collect();
     }
-    LatencyStat::ALL
-        .into_iter()
-        .filter_map(|stat| Some((stat.percentile()?, Some(view.aggregated(stat)?))))
-        .collect()
+    LatencyStat::ALL.into_iter().filter_map(|stat| Some((stat.percentile()?, Some(view.aggregated(stat)?)))).collect()
 }
 
 /// Every run's fault windows as bands, deduplicated and ordered by start. Runs of
@@ -527,26 +465,15 @@ fn band_of(fault: &FaultWindow, run_end_seconds: f64) -> FaultBand {
         Some(end_ms) => (end_ms as f64 / 1000.0).max(start_seconds),
         None => run_end_seconds.max(start_seconds),
     };
-    FaultBand {
-        label: fault.label(),
-        start_seconds,
-        end_seconds,
-    }
+    FaultBand { label: fault.label(), start_seconds, end_seconds }
 }
 
 fn time_axis_end(runs: &[RunResult], faults: &[FaultBand]) -> f64 {
     let windows_end = runs
         .iter()
-        .filter_map(|run| {
-            run.window_count()
-                .checked_sub(1)
-                .map(|last| run.window_end_seconds(last))
-        })
+        .filter_map(|run| run.window_count().checked_sub(1).map(|last| run.window_end_seconds(last)))
         .fold(0.0_f64, f64::max);
-    let faults_end = faults
-        .iter()
-        .map(|band| band.end_seconds)
-        .fold(0.0_f64, f64::max);
+    let faults_end = faults.iter().map(|band| band.end_seconds).fold(0.0_f64, f64::max);
     let end = windows_end.max(faults_end);
     if end > 0.0 {
         end

@@ -73,31 +73,19 @@ impl ChangeTable {
                 })
             })
             .collect();
-        ChangeTable {
-            base_label,
-            new_labels,
-            rows,
-        }
+        ChangeTable { base_label, new_labels, rows }
     }
 
     /// The table as aligned plain text, for the terminal. Ends with a newline.
     pub fn to_text(&self) -> String {
-        let mut header = vec![
-            "metric".to_string(),
-            "unit".to_string(),
-            format!("base: {}", self.base_label),
-        ];
+        let mut header = vec!["metric".to_string(), "unit".to_string(), format!("base: {}", self.base_label)];
         for label in &self.new_labels {
             header.push(label.clone());
             header.push("change".to_string());
         }
         let mut rows: Vec<Vec<String>> = vec![header];
         for row in &self.rows {
-            let mut cells = vec![
-                row.metric.clone(),
-                row.unit.to_string(),
-                row.base_text.clone(),
-            ];
+            let mut cells = vec![row.metric.clone(), row.unit.to_string(), row.base_text.clone()];
             for change in &row.changes {
                 cells.push(change.value_text.clone());
                 cells.push(change.percent_text.clone());
@@ -106,12 +94,7 @@ impl ChangeTable {
         }
         let columns = rows.first().map_or(0, Vec::len);
         let widths: Vec<usize> = (0..columns)
-            .map(|c| {
-                rows.iter()
-                    .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
-                    .max()
-                    .unwrap_or(0)
-            })
+            .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
             .collect();
         let mut text = String::new();
         for (row_index, row) in rows.iter().enumerate() {
@@ -133,8 +116,7 @@ impl ChangeTable {
             text.push_str(line.trim_end());
             text.push('\n');
             if row_index == 0 {
-                let total: usize =
-                    widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+                let total: usize = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
                 text.push_str(&"-".repeat(total));
                 text.push('\n');
             }

@@ -25,19 +25,11 @@ pub enum ReportError {
          (and OMB results, which have none); {hint}",
         path.display()
     )]
-    SchemaVersion {
-        path: PathBuf,
-        found: String,
-        supported: u32,
-        hint: &'static str,
-    },
+    SchemaVersion { path: PathBuf, found: String, supported: u32, hint: &'static str },
     #[error("cannot encode the result as JSON: {0}")]
     Encode(#[source] serde_json::Error),
     #[error("cannot render the {chart} chart: {message}")]
-    Chart {
-        chart: &'static str,
-        message: String,
-    },
+    Chart { chart: &'static str, message: String },
     #[error("the embedded chart font could not be loaded")]
     Font,
     #[error("nothing to report: no results were given")]

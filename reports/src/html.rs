@@ -67,16 +67,8 @@ pub fn render_html(
     charts: &[EmbeddedChart],
     changes: Option<&ChangeTable>,
 ) -> String {
-    let page = Page {
-        runs,
-        labels,
-        charts,
-        changes,
-    };
-    let sections: Vec<&Section> = SECTIONS
-        .iter()
-        .filter(|section| (section.present)(&page))
-        .collect();
+    let page = Page { runs, labels, charts, changes };
+    let sections: Vec<&Section> = SECTIONS.iter().filter(|section| (section.present)(&page)).collect();
     let mut html = String::new();
     let title = format!("corelog report: {}", labels.join(" vs "));
     html.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -91,12 +83,7 @@ pub fn render_html(
     }
     html.push_str("</nav>\n");
     for section in &sections {
-        outln!(
-            html,
-            "<section id=\"{}\">\n<h2>{}</h2>",
-            section.id,
-            section.title
-        );
+        outln!(html, "<section id=\"{}\">\n<h2>{}</h2>", section.id, section.title);
         html.push_str(&(section.render)(&page));
         html.push_str("</section>\n");
     }
@@ -157,12 +144,7 @@ const SECTIONS: &[Section] = &[
         present: |page| page.changes.is_none(),
         render: |page| summary(page.runs, page.labels),
     },
-    Section {
-        id: "charts",
-        title: "Charts",
-        present: |_| true,
-        render: |page| chart_figures(page.charts),
-    },
+    Section { id: "charts", title: "Charts", present: |_| true, render: |page| chart_figures(page.charts) },
     Section {
         id: "guarantees",
         title: "Delivery guarantees",
@@ -181,12 +163,7 @@ const SECTIONS: &[Section] = &[
         present: |page| page.runs.iter().any(|r| !r.errors.is_empty()),
         render: |page| errors(page.runs, page.labels),
     },
-    Section {
-        id: "workload",
-        title: "Workload",
-        present: |_| true,
-        render: |page| workload(page.runs, page.labels),
-    },
+    Section { id: "workload", title: "Workload", present: |_| true, render: |page| workload(page.runs, page.labels) },
     Section {
         id: "environment",
         title: "Environment",
@@ -213,20 +190,12 @@ fn runs_list(runs: &[RunResult], labels: &[String]) -> String {
         }
         let windows = run.window_count();
         if windows > 0 {
-            facts.push(format!(
-                "{windows} windows over {} s",
-                seconds_text(run.window_end_seconds(windows - 1))
-            ));
+            facts.push(format!("{windows} windows over {} s", seconds_text(run.window_end_seconds(windows - 1))));
         }
         if run.is_omb() {
             facts.push("OpenMessaging Benchmark result".to_string());
         }
-        outln!(
-            html,
-            "<li><b>{}</b>: {}</li>",
-            escape(label),
-            escape(&facts.join(", "))
-        );
+        outln!(html, "<li><b>{}</b>: {}</li>", escape(label), escape(&facts.join(", ")));
     }
     html.push_str("</ul>\n");
     html
@@ -234,7 +203,9 @@ fn runs_list(runs: &[RunResult], labels: &[String]) -> String {
 
 fn verdicts(runs: &[RunResult], labels: &[String]) -> String {
     let mut html = String::from("<table>\n");
-    html.push_str("<tr><th>run</th><th>guarantee</th><th>verdict</th><th>promise</th><th>reasons</th><th>evidence</th></tr>\n");
+    html.push_str(
+        "<tr><th>run</th><th>guarantee</th><th>verdict</th><th>promise</th><th>reasons</th><th>evidence</th></tr>\n",
+    );
     for (run, label) in runs.iter().zip(labels) {
         let Some(checker) = &run.checker else {
             continue;
@@ -249,13 +220,7 @@ fn verdicts(runs: &[RunResult], labels: &[String]) -> String {
         let evidence: Vec<String> = verdict
             .evidence
             .iter()
-            .map(|e| {
-                format!(
-                    "{}: {}",
-                    escape(&e.category),
-                    escape(&e.message_ids.join(", "))
-                )
-            })
+            .map(|e| format!("{}: {}", escape(&e.category), escape(&e.message_ids.join(", "))))
             .collect();
         outln!(
             html,
@@ -312,18 +277,9 @@ fn summary(runs: &[RunResult], labels: &[String]) -> String {
         if values.iter().all(Option::is_none) {
             continue;
         }
-        out!(
-            html,
-            "<tr><td>{}</td><td>{}</td>",
-            escape(&metric.name),
-            escape(metric.unit)
-        );
+        out!(html, "<tr><td>{}</td><td>{}</td>", escape(&metric.name), escape(metric.unit));
         for value in values {
-            out!(
-                html,
-                "<td class=\"num\">{}</td>",
-                escape(&metric.format(value))
-            );
+            out!(html, "<td class=\"num\">{}</td>", escape(&metric.format(value)));
         }
         html.push_str("</tr>\n");
     }
@@ -333,13 +289,9 @@ fn summary(runs: &[RunResult], labels: &[String]) -> String {
 
 /// Every chart but the checker's counts, which the guarantees section shows.
 fn chart_figures(charts: &[EmbeddedChart]) -> String {
-    let time_and_latency: Vec<&EmbeddedChart> = charts
-        .iter()
-        .filter(|c| c.id != ChartId::GuaranteeCounts)
-        .collect();
+    let time_and_latency: Vec<&EmbeddedChart> = charts.iter().filter(|c| c.id != ChartId::GuaranteeCounts).collect();
     if time_and_latency.is_empty() {
-        return "<p class=\"muted\">No time series or latency data in these results.</p>\n"
-            .to_string();
+        return "<p class=\"muted\">No time series or latency data in these results.</p>\n".to_string();
     }
     time_and_latency.into_iter().map(figure).collect()
 }
@@ -358,38 +310,19 @@ fn figure(chart: &EmbeddedChart) -> String {
 
 fn guarantees(runs: &[RunResult], labels: &[String], charts: &[EmbeddedChart]) -> String {
     let mut html = String::from("<table>\n<tr><th>count</th>");
-    let checked: Vec<(&RunResult, &String)> = runs
-        .iter()
-        .zip(labels)
-        .filter(|(r, _)| r.checker.is_some())
-        .collect();
+    let checked: Vec<(&RunResult, &String)> = runs.iter().zip(labels).filter(|(r, _)| r.checker.is_some()).collect();
     for (run, label) in &checked {
         if let Some(checker) = &run.checker {
-            out!(
-                html,
-                "<th>{}<br><span class=\"muted\">{}</span></th>",
-                checker.guarantee,
-                escape(label)
-            );
+            out!(html, "<th>{}<br><span class=\"muted\">{}</span></th>", checker.guarantee, escape(label));
         }
     }
     html.push_str("</tr>\n");
-    let names = crate::model::CheckerCounts::default()
-        .all()
-        .map(|(name, _)| name);
+    let names = crate::model::CheckerCounts::default().all().map(|(name, _)| name);
     for (index, name) in names.iter().enumerate() {
         out!(html, "<tr><td>{name}</td>");
         for (run, _) in &checked {
-            let count = run
-                .checker
-                .as_ref()
-                .and_then(|c| c.counts.all().get(index).map(|&(_, n)| n))
-                .unwrap_or(0);
-            out!(
-                html,
-                "<td class=\"num\">{}</td>",
-                crate::metrics::group_thousands(count as f64)
-            );
+            let count = run.checker.as_ref().and_then(|c| c.counts.all().get(index).map(|&(_, n)| n)).unwrap_or(0);
+            out!(html, "<td class=\"num\">{}</td>", crate::metrics::group_thousands(count as f64));
         }
         html.push_str("</tr>\n");
     }
@@ -405,24 +338,13 @@ fn faults(runs: &[RunResult], labels: &[String]) -> String {
         "<table>\n<tr><th>run</th><th>kind</th><th>target</th><th>start (s)</th><th>end (s)</th><th>parameters</th></tr>\n",
     );
     // Runs of one schedule share their faults: list them once.
-    let shared = runs.len() > 1
-        && runs
-            .windows(2)
-            .all(|pair| pair[0].fault_windows == pair[1].fault_windows);
+    let shared = runs.len() > 1 && runs.windows(2).all(|pair| pair[0].fault_windows == pair[1].fault_windows);
     let all_runs = ["all runs".to_string()];
-    let (runs, labels) = if shared {
-        (&runs[..1], &all_runs[..])
-    } else {
-        (runs, labels)
-    };
+    let (runs, labels) = if shared { (&runs[..1], &all_runs[..]) } else { (runs, labels) };
     for (run, label) in runs.iter().zip(labels) {
         for fault in &run.fault_windows {
             let end = fault.end_ms.map_or("end of run".to_string(), seconds);
-            let parameters = if fault.parameters.is_null() {
-                "–".to_string()
-            } else {
-                fault.parameters.to_string()
-            };
+            let parameters = if fault.parameters.is_null() { "–".to_string() } else { fault.parameters.to_string() };
             outln!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><code>{}</code></td></tr>",
@@ -506,34 +428,21 @@ fn environment(runs: &[RunResult], labels: &[String]) -> String {
     type Field = Box<dyn Fn(&RunResult) -> String>;
     let rows: Vec<(&str, Field)> = vec![
         ("CPU", Box::new(move |r| opt(&r.environment.cpu_model))),
-        (
-            "cores",
-            Box::new(|r| {
-                r.environment
-                    .cpu_cores
-                    .map_or("–".into(), |c| c.to_string())
-            }),
-        ),
+        ("cores", Box::new(|r| r.environment.cpu_cores.map_or("–".into(), |c| c.to_string()))),
         ("pinning", Box::new(move |r| opt(&r.environment.pinning))),
         ("kernel", Box::new(move |r| opt(&r.environment.kernel))),
         ("OS", Box::new(move |r| opt(&r.environment.os))),
         (
             "memory",
             Box::new(|r| {
-                r.environment.memory_bytes.map_or("–".into(), |b| {
-                    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
-                })
+                r.environment
+                    .memory_bytes
+                    .map_or("–".into(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
             }),
         ),
         ("host", Box::new(move |r| opt(&r.environment.hostname))),
-        (
-            "corelog version",
-            Box::new(move |r| opt(&r.environment.corelog_version)),
-        ),
-        (
-            "git commit",
-            Box::new(move |r| opt(&r.environment.git_commit)),
-        ),
+        ("corelog version", Box::new(move |r| opt(&r.environment.corelog_version))),
+        ("git commit", Box::new(move |r| opt(&r.environment.git_commit))),
     ];
     for (name, value) in &rows {
         out!(html, "<tr><th>{name}</th>");
@@ -542,10 +451,7 @@ fn environment(runs: &[RunResult], labels: &[String]) -> String {
         }
         html.push_str("</tr>\n");
     }
-    let mut extra_keys: Vec<&String> = runs
-        .iter()
-        .flat_map(|r| r.environment.extra.keys())
-        .collect();
+    let mut extra_keys: Vec<&String> = runs.iter().flat_map(|r| r.environment.extra.keys()).collect();
     extra_keys.sort();
     extra_keys.dedup();
     for key in extra_keys {
@@ -595,8 +501,7 @@ pub fn utc_time(unix_ms: u64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -619,9 +524,6 @@ mod tests {
         assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc_time(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
         assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(
-            escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
     }
 }

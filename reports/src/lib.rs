@@ -37,6 +37,6 @@ pub use compare::ChangeTable;
 pub use error::{ReportError, Result};
 pub use model::{RunResult, SCHEMA_VERSION};
 pub use report::{
-    compare, load_result, output_path, parse_result, render_report, render_report_with,
-    save_result, Comparison, Output, ReportFiles,
+    compare, load_result, output_path, parse_result, render_report, render_report_with, save_result, Comparison,
+    Output, ReportFiles,
 };

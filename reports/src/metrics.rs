@@ -30,12 +30,7 @@ impl Metric {
         format: Format,
         value: impl Fn(&RunResult) -> Option<f64> + 'static,
     ) -> Metric {
-        Metric {
-            name: name.into(),
-            unit,
-            format,
-            value: Box::new(value),
-        }
+        Metric { name: name.into(), unit, format, value: Box::new(value) }
     }
 
     pub fn value(&self, run: &RunResult) -> Option<f64> {
@@ -54,38 +49,20 @@ impl Metric {
 }
 
 /// The latency statistics summarised per kind.
-const SUMMARY_STATS: [LatencyStat; 6] = [
-    LatencyStat::Avg,
-    LatencyStat::P50,
-    LatencyStat::P99,
-    LatencyStat::P999,
-    LatencyStat::P9999,
-    LatencyStat::Max,
-];
+const SUMMARY_STATS: [LatencyStat; 6] =
+    [LatencyStat::Avg, LatencyStat::P50, LatencyStat::P99, LatencyStat::P999, LatencyStat::P9999, LatencyStat::Max];
 
 /// Every summary metric, in display order. A metric no run has a value for is
 /// left out by the tables, not here.
 pub fn metrics() -> Vec<Metric> {
     let mut metrics = vec![
-        Metric::new("publish rate (avg)", "msg/s", Format::Measure, |r| {
-            mean(&r.publish_rate)
-        }),
-        Metric::new("consume rate (avg)", "msg/s", Format::Measure, |r| {
-            mean(&r.consume_rate)
-        }),
-        Metric::new("publish error rate (avg)", "err/s", Format::Measure, |r| {
-            mean(&r.publish_error_rate)
-        }),
-        Metric::new("backlog (max)", "msg", Format::Count, |r| {
-            r.backlog.iter().max().map(|&b| b as f64)
-        }),
+        Metric::new("publish rate (avg)", "msg/s", Format::Measure, |r| mean(&r.publish_rate)),
+        Metric::new("consume rate (avg)", "msg/s", Format::Measure, |r| mean(&r.consume_rate)),
+        Metric::new("publish error rate (avg)", "err/s", Format::Measure, |r| mean(&r.publish_error_rate)),
+        Metric::new("backlog (max)", "msg", Format::Count, |r| r.backlog.iter().max().map(|&b| b as f64)),
     ];
-    for kind in [
-        LatencyKind::Publish,
-        LatencyKind::PublishCorrected,
-        LatencyKind::EndToEnd,
-        LatencyKind::PublishDelay,
-    ] {
+    for kind in [LatencyKind::Publish, LatencyKind::PublishCorrected, LatencyKind::EndToEnd, LatencyKind::PublishDelay]
+    {
         for stat in SUMMARY_STATS {
             metrics.push(Metric::new(
                 format!("{} latency {}", kind.title(), stat.title()),
@@ -98,39 +75,18 @@ pub fn metrics() -> Vec<Metric> {
     // OMB results carry no counts: show "–", not a misleading 0.
     let corelog = |r: &RunResult, value: u64| (!r.is_omb()).then_some(value as f64);
     metrics.extend([
-        Metric::new("messages produced", "msg", Format::Count, move |r| {
-            corelog(r, r.counts.produced)
-        }),
-        Metric::new("messages acknowledged", "msg", Format::Count, move |r| {
-            corelog(r, r.counts.acknowledged)
-        }),
-        Metric::new("messages consumed", "msg", Format::Count, move |r| {
-            corelog(r, r.counts.consumed)
-        }),
-        Metric::new("errors", "", Format::Count, move |r| {
-            corelog(r, r.counts.errors)
-        }),
-        Metric::new("out-of-range samples", "", Format::Count, move |r| {
-            corelog(r, r.out_of_range_samples.total())
-        }),
+        Metric::new("messages produced", "msg", Format::Count, move |r| corelog(r, r.counts.produced)),
+        Metric::new("messages acknowledged", "msg", Format::Count, move |r| corelog(r, r.counts.acknowledged)),
+        Metric::new("messages consumed", "msg", Format::Count, move |r| corelog(r, r.counts.consumed)),
+        Metric::new("errors", "", Format::Count, move |r| corelog(r, r.counts.errors)),
+        Metric::new("out-of-range samples", "", Format::Count, move |r| corelog(r, r.out_of_range_samples.total())),
     ]);
-    let anomaly_names = crate::model::CheckerCounts::default()
-        .anomalies()
-        .map(|(name, _)| name);
+    let anomaly_names = crate::model::CheckerCounts::default().anomalies().map(|(name, _)| name);
     for (index, name) in anomaly_names.into_iter().enumerate() {
-        metrics.push(Metric::new(
-            format!("checker: {name}"),
-            "msg",
-            Format::Count,
-            move |r| {
-                let checker = r.checker.as_ref()?;
-                checker
-                    .counts
-                    .anomalies()
-                    .get(index)
-                    .map(|&(_, count)| count as f64)
-            },
-        ));
+        metrics.push(Metric::new(format!("checker: {name}"), "msg", Format::Count, move |r| {
+            let checker = r.checker.as_ref()?;
+            checker.counts.anomalies().get(index).map(|&(_, count)| count as f64)
+        }));
     }
     metrics
 }

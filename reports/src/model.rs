@@ -344,12 +344,8 @@ pub enum LatencyKind {
 }
 
 impl LatencyKind {
-    pub const ALL: [LatencyKind; 4] = [
-        LatencyKind::Publish,
-        LatencyKind::PublishCorrected,
-        LatencyKind::PublishDelay,
-        LatencyKind::EndToEnd,
-    ];
+    pub const ALL: [LatencyKind; 4] =
+        [LatencyKind::Publish, LatencyKind::PublishCorrected, LatencyKind::PublishDelay, LatencyKind::EndToEnd];
 
     /// A short human name, as used in legends and tables.
     pub fn title(self) -> &'static str {
@@ -505,11 +501,7 @@ impl RunResult {
         if let Some(label) = &self.label {
             return label.clone();
         }
-        let workload = if self.workload.is_empty() {
-            "run"
-        } else {
-            self.workload.as_str()
-        };
+        let workload = if self.workload.is_empty() { "run" } else { self.workload.as_str() };
         match self.delivery_guarantee {
             Some(guarantee) => format!("{workload} ({guarantee})"),
             None => workload.to_string(),
@@ -678,10 +670,8 @@ impl Quantiles {
     /// Builds from points in any order; the last of equal percentiles wins, and
     /// points with a non-finite percentile or value are left out.
     pub fn from_points(points: impl IntoIterator<Item = (f64, f64)>) -> Self {
-        let mut points: Vec<(f64, f64)> = points
-            .into_iter()
-            .filter(|(percentile, value)| percentile.is_finite() && value.is_finite())
-            .collect();
+        let mut points: Vec<(f64, f64)> =
+            points.into_iter().filter(|(percentile, value)| percentile.is_finite() && value.is_finite()).collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         points.dedup_by(|later, earlier| {
             if later.0 == earlier.0 {
@@ -725,13 +715,12 @@ impl<'de> Deserialize<'de> for Quantiles {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Quantiles, A::Error> {
                 let mut points = Vec::new();
                 while let Some((key, value)) = map.next_entry::<String, f64>()? {
-                    let percentile: f64 = key.trim().parse().map_err(|_| {
-                        de::Error::custom(format!("quantile key {key:?} is not a percentile"))
-                    })?;
+                    let percentile: f64 = key
+                        .trim()
+                        .parse()
+                        .map_err(|_| de::Error::custom(format!("quantile key {key:?} is not a percentile")))?;
                     if !(0.0..=100.0).contains(&percentile) {
-                        return Err(de::Error::custom(format!(
-                            "quantile key {key:?} is outside 0..=100"
-                        )));
+                        return Err(de::Error::custom(format!("quantile key {key:?} is outside 0..=100")));
                     }
                     points.push((percentile, value));
                 }
@@ -795,10 +784,7 @@ pub struct OutOfRangeSamples {
 
 impl OutOfRangeSamples {
     pub fn total(&self) -> u64 {
-        self.publish_latency
-            + self.publish_corrected_latency
-            + self.publish_delay_latency
-            + self.end_to_end_latency
+        self.publish_latency + self.publish_corrected_latency + self.publish_delay_latency + self.end_to_end_latency
     }
 }
 
@@ -859,12 +845,8 @@ pub enum Guarantee {
 }
 
 impl Guarantee {
-    pub const ALL: [Guarantee; 4] = [
-        Guarantee::AtMostOnce,
-        Guarantee::AtLeastOnce,
-        Guarantee::Idempotent,
-        Guarantee::ExactlyOnce,
-    ];
+    pub const ALL: [Guarantee; 4] =
+        [Guarantee::AtMostOnce, Guarantee::AtLeastOnce, Guarantee::Idempotent, Guarantee::ExactlyOnce];
 
     pub fn as_str(self) -> &'static str {
         match self {

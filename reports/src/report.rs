@@ -19,10 +19,7 @@ pub enum Output {
     /// `report.html`.
     Html,
     /// One chart image, with the renderer's extension.
-    Chart {
-        id: ChartId,
-        extension: &'static str,
-    },
+    Chart { id: ChartId, extension: &'static str },
 }
 
 /// The path of `output` in `dir`. Every output path is built here.
@@ -74,15 +71,10 @@ pub fn load_result(path: &Path) -> Result<RunResult> {
 
 /// Parses a result's JSON text; `origin` names it in errors.
 pub fn parse_result(text: &str, origin: &Path) -> Result<RunResult> {
-    let not_a_result = |source: serde_json::Error| ReportError::NotAResult {
-        path: origin.to_path_buf(),
-        source,
-    };
+    let not_a_result = |source: serde_json::Error| ReportError::NotAResult { path: origin.to_path_buf(), source };
     let value: serde_json::Value = serde_json::from_str(text).map_err(not_a_result)?;
     let Some(object) = value.as_object() else {
-        return Err(not_a_result(serde::de::Error::custom(
-            "the top level is not a JSON object",
-        )));
+        return Err(not_a_result(serde::de::Error::custom("the top level is not a JSON object")));
     };
     match object.get("schemaVersion") {
         None => {
@@ -94,9 +86,7 @@ pub fn parse_result(text: &str, origin: &Path) -> Result<RunResult> {
         }
         Some(version) if version.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
         Some(version) => {
-            let newer = version
-                .as_u64()
-                .is_some_and(|v| v > u64::from(SCHEMA_VERSION));
+            let newer = version.as_u64().is_some_and(|v| v > u64::from(SCHEMA_VERSION));
             return Err(ReportError::SchemaVersion {
                 path: origin.to_path_buf(),
                 found: version.to_string(),
@@ -110,9 +100,7 @@ pub fn parse_result(text: &str, origin: &Path) -> Result<RunResult> {
         }
     }
     let result: RunResult = serde_json::from_value(value).map_err(not_a_result)?;
-    debug_assert!(
-        result.schema_version == SCHEMA_VERSION || result.schema_version == OMB_SCHEMA_VERSION
-    );
+    debug_assert!(result.schema_version == SCHEMA_VERSION || result.schema_version == OMB_SCHEMA_VERSION);
     Ok(result)
 }
 
@@ -123,9 +111,7 @@ pub fn parse_result(text: &str, origin: &Path) -> Result<RunResult> {
 pub fn save_result(result: &RunResult, path: &Path) -> Result<()> {
     let non_finite = result.non_finite_fields();
     if !non_finite.is_empty() {
-        return Err(ReportError::NonFinite {
-            fields: non_finite.join(", "),
-        });
+        return Err(ReportError::NonFinite { fields: non_finite.join(", ") });
     }
     let json = serde_json::to_vec_pretty(result).map_err(ReportError::Encode)?;
     let mut temporary = path.as_os_str().to_owned();
@@ -158,11 +144,7 @@ pub fn compare(base: &RunResult, new: &[RunResult], out_dir: &Path) -> Result<Co
     let table = ChangeTable::new(base, new);
     let runs: Vec<RunResult> = std::iter::once(base).chain(new).cloned().collect();
     let files = render_report_with(&PngRenderer::default(), &runs, Some(&table), out_dir)?;
-    Ok(Comparison {
-        table_text: table.to_text(),
-        table,
-        files,
-    })
+    Ok(Comparison { table_text: table.to_text(), table, files })
 }
 
 /// [`render_report`] with any renderer, and optionally a change table at the top.
@@ -185,13 +167,7 @@ pub fn render_report_with(
     let mut chart_paths = Vec::new();
     for chart in build_charts(results, &labels) {
         let bytes = renderer.render(&chart)?;
-        let path = output_path(
-            out_dir,
-            Output::Chart {
-                id: chart.id,
-                extension: renderer.extension(),
-            },
-        );
+        let path = output_path(out_dir, Output::Chart { id: chart.id, extension: renderer.extension() });
         write_file(&path, &bytes, "write chart")?;
         embedded.push(EmbeddedChart {
             id: chart.id,
@@ -206,24 +182,15 @@ pub fn render_report_with(
     let html = render_html(results, &labels, &embedded, changes);
     let html_path = output_path(out_dir, Output::Html);
     write_file(&html_path, html.as_bytes(), "write report")?;
-    Ok(ReportFiles {
-        html: html_path,
-        charts: chart_paths,
-    })
+    Ok(ReportFiles { html: html_path, charts: chart_paths })
 }
 
 fn write_file(path: &Path, bytes: &[u8], operation: &'static str) -> Result<()> {
-    fs::write(path, bytes).map_err(|source| ReportError::Io {
-        operation,
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::write(path, bytes).map_err(|source| ReportError::Io { operation, path: path.to_path_buf(), source })
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// "run-a" for `run-a.json`; "run-a" for `run-a/result.json`.

@@ -10,14 +10,11 @@ use std::path::Path;
 use common::{check_golden, normalise_data_uris, synthetic_run, WINDOWS};
 use corelog_reports::model::{Guarantee, LatencyKind, LatencyStat, OMB_SCHEMA_VERSION};
 use corelog_reports::{
-    compare, load_result, parse_result, render_report, save_result, ChangeTable, ReportError,
-    RunResult, SCHEMA_VERSION,
+    compare, load_result, parse_result, render_report, save_result, ChangeTable, ReportError, RunResult, SCHEMA_VERSION,
 };
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn base_run() -> RunResult {
@@ -37,10 +34,7 @@ fn schema_round_trips() {
 
     let empty = RunResult::new();
     let json = serde_json::to_string(&empty).expect("serialize");
-    assert_eq!(
-        parse_result(&json, Path::new("empty.json")).expect("parse"),
-        empty
-    );
+    assert_eq!(parse_result(&json, Path::new("empty.json")).expect("parse"), empty);
 }
 
 #[test]
@@ -105,14 +99,8 @@ fn schema_uses_omb_field_names() {
         assert!(object.contains_key(key), "result.json lacks {key}");
     }
     assert_eq!(object["schemaVersion"], SCHEMA_VERSION);
-    let quantiles = object["aggregatedPublishLatencyQuantiles"]
-        .as_object()
-        .expect("map");
-    assert!(
-        quantiles.contains_key("0.0"),
-        "{:?}",
-        quantiles.keys().take(5).collect::<Vec<_>>()
-    );
+    let quantiles = object["aggregatedPublishLatencyQuantiles"].as_object().expect("map");
+    assert!(quantiles.contains_key("0.0"), "{:?}", quantiles.keys().take(5).collect::<Vec<_>>());
 }
 
 #[test]
@@ -124,21 +112,14 @@ fn omb_result_loads() {
     assert_eq!(run.workload, "1 topic / 16 partitions / 1Kb");
     assert_eq!(run.publish_rate, [49983.4, 50012.1, 49998.7]);
     assert_eq!(run.backlog, [32, 44, 18]);
-    assert_eq!(
-        run.publish_delay_latency_50pct,
-        [Some(8.0), Some(8.0), Some(9.0)]
-    );
+    assert_eq!(run.publish_delay_latency_50pct, [Some(8.0), Some(8.0), Some(9.0)]);
     assert!(run.publish_latency_99999pct.is_empty());
     let publish = run.latency(LatencyKind::Publish);
     assert_eq!(publish.aggregated(LatencyStat::P99), Some(5.107));
     assert_eq!(publish.quantiles.points().first(), Some(&(0.0, 0.912)));
     assert_eq!(publish.quantiles.points().last(), Some(&(100.0, 23.4)));
     let e2e = run.latency(LatencyKind::EndToEnd);
-    assert_eq!(
-        e2e.quantiles.points().first(),
-        Some(&(0.0001, 1.0)),
-        "Java's 1.0E-4 key"
-    );
+    assert_eq!(e2e.quantiles.points().first(), Some(&(0.0001, 1.0)), "Java's 1.0E-4 key");
     // OMB windows are 10 s and carry no timestamps.
     assert_eq!(run.window_end_seconds(2), 30.0);
     assert!(run.checker.is_none() && run.fault_windows.is_empty());
@@ -146,11 +127,7 @@ fn omb_result_loads() {
     // And it renders: OMB results can be reported and compared like corelog's.
     let dir = tempfile::tempdir().expect("temp dir");
     let files = render_report(&[run], dir.path()).expect("render OMB result");
-    assert_eq!(
-        files.charts.len(),
-        4,
-        "no guarantee chart without a checker"
-    );
+    assert_eq!(files.charts.len(), 4, "no guarantee chart without a checker");
 }
 
 #[test]
@@ -158,15 +135,10 @@ fn wrong_schema_versions_are_refused_clearly() {
     let mut value = serde_json::to_value(base_run()).expect("serialize");
     value["schemaVersion"] = serde_json::json!(SCHEMA_VERSION + 1);
     let error = parse_result(&value.to_string(), Path::new("out/result.json")).expect_err("newer");
-    assert!(
-        matches!(error, ReportError::SchemaVersion { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, ReportError::SchemaVersion { .. }), "{error:?}");
     let message = error.to_string();
     assert!(
-        message.contains("out/result.json")
-            && message.contains("version 2")
-            && message.contains("newer corelog"),
+        message.contains("out/result.json") && message.contains("version 2") && message.contains("newer corelog"),
         "{message}"
     );
 
@@ -205,11 +177,7 @@ fn save_then_load_is_identity() {
     std::fs::create_dir(&run_dir).expect("mkdir");
     save_result(&unlabelled, &run_dir.join("result.json")).expect("save");
     let loaded = load_result(&run_dir.join("result.json")).expect("load");
-    assert_eq!(
-        loaded.label.as_deref(),
-        Some("at-least-once"),
-        "labelled by its directory"
-    );
+    assert_eq!(loaded.label.as_deref(), Some("at-least-once"), "labelled by its directory");
 }
 
 /// The chart files of a full report and their expected pixel sizes.
@@ -228,9 +196,7 @@ fn expected_charts() -> BTreeMap<&'static str, (u32, u32)> {
 
 fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
     let file = std::fs::File::open(path).expect("open png");
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .expect("png header");
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().expect("png header");
     let mut pixels = vec![0; reader.output_buffer_size().expect("buffer size")];
     let info = reader.next_frame(&mut pixels).expect("png data");
     assert_eq!(info.color_type, png::ColorType::Rgb);
@@ -242,36 +208,20 @@ fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
 fn pngs_decode_with_expected_sizes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let files = render_report(&[base_run(), new_run()], dir.path()).expect("render");
-    let names: Vec<String> = files
-        .charts
-        .iter()
-        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> =
+        files.charts.iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
     let expected = expected_charts();
     assert_eq!(
         names,
-        [
-            "throughput.png",
-            "backlog.png",
-            "latency-over-time.png",
-            "latency-quantiles.png",
-            "guarantee-counts.png"
-        ]
+        ["throughput.png", "backlog.png", "latency-over-time.png", "latency-quantiles.png", "guarantee-counts.png"]
     );
     for path in &files.charts {
-        let name = path
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
         let (width, height, pixels) = decode_png(path);
         assert_eq!((width, height), expected[name.as_str()], "{name}");
         // Something was drawn: not a blank canvas.
         let non_white = pixels.chunks(3).filter(|p| p != &[255, 255, 255]).count();
-        assert!(
-            non_white > 10_000,
-            "{name} is nearly blank ({non_white} pixels drawn)"
-        );
+        assert!(non_white > 10_000, "{name} is nearly blank ({non_white} pixels drawn)");
     }
 }
 
@@ -284,15 +234,8 @@ fn chart_text_is_drawn_with_the_embedded_font() {
     for path in &files.charts {
         let (width, _, pixels) = decode_png(path);
         let title_strip = &pixels[..(width as usize * 44 * 3)];
-        let dark = title_strip
-            .chunks(3)
-            .filter(|p| p.iter().all(|&c| c < 100))
-            .count();
-        assert!(
-            dark > 200,
-            "{} has no title text ({dark} dark pixels)",
-            path.display()
-        );
+        let dark = title_strip.chunks(3).filter(|p| p.iter().all(|&c| c < 100)).count();
+        assert!(dark > 200, "{} has no title text ({dark} dark pixels)", path.display());
     }
 }
 
@@ -310,33 +253,12 @@ fn html_is_self_contained_and_embeds_every_chart() {
     let files = render_report(&[base_run(), new_run()], dir.path()).expect("render");
     let html = std::fs::read_to_string(&files.html).expect("read html");
     for chart in &files.charts {
-        let name = chart
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        assert!(
-            html.contains(&format!("data-file=\"{name}\"")),
-            "report.html does not embed {name}"
-        );
+        let name = chart.file_name().expect("name").to_string_lossy().into_owned();
+        assert!(html.contains(&format!("data-file=\"{name}\"")), "report.html does not embed {name}");
     }
-    assert_eq!(
-        html.matches("src=\"data:image/png;base64,").count(),
-        files.charts.len()
-    );
-    assert_eq!(
-        html.matches("src=\"").count(),
-        files.charts.len(),
-        "every src is a data URI"
-    );
-    for external in [
-        "<link",
-        "<script",
-        "url(",
-        "src=\"http",
-        "href=\"http",
-        "@import",
-    ] {
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), files.charts.len());
+    assert_eq!(html.matches("src=\"").count(), files.charts.len(), "every src is a data URI");
+    for external in ["<link", "<script", "url(", "src=\"http", "href=\"http", "@import"] {
         assert!(!html.contains(external), "report.html contains {external}");
     }
     // Verdicts come first, before the summary.
@@ -352,20 +274,10 @@ fn html_is_self_contained_and_embeds_every_chart() {
 /// The `#` targets of the navigation and the ids of the `<section>`s, in page order.
 fn navigation_and_section_ids(html: &str) -> (Vec<String>, Vec<String>) {
     let ids_after = |text: &str, marker: &str| -> Vec<String> {
-        text.split(marker)
-            .skip(1)
-            .map(|rest| rest.split('"').next().expect("closing quote").to_string())
-            .collect()
+        text.split(marker).skip(1).map(|rest| rest.split('"').next().expect("closing quote").to_string()).collect()
     };
-    let nav = html
-        .split("<nav>")
-        .nth(1)
-        .and_then(|rest| rest.split("</nav>").next())
-        .expect("a navigation");
-    (
-        ids_after(nav, "<a href=\"#"),
-        ids_after(html, "<section id=\""),
-    )
+    let nav = html.split("<nav>").nth(1).and_then(|rest| rest.split("</nav>").next()).expect("a navigation");
+    (ids_after(nav, "<a href=\"#"), ids_after(html, "<section id=\""))
 }
 
 #[test]
@@ -376,19 +288,10 @@ fn the_navigation_links_every_section_on_the_page_and_no_other() {
     no_checker.fault_windows.clear();
     no_checker.errors.clear();
     let pages = [
-        render_report(&[base_run(), new_run()], &dir.path().join("overlay"))
-            .expect("render")
-            .html,
-        render_report(&[no_checker], &dir.path().join("plain"))
-            .expect("render")
-            .html,
-        render_report(&[RunResult::new()], &dir.path().join("empty"))
-            .expect("render")
-            .html,
-        compare(&base_run(), &[new_run()], &dir.path().join("compare"))
-            .expect("compare")
-            .files
-            .html,
+        render_report(&[base_run(), new_run()], &dir.path().join("overlay")).expect("render").html,
+        render_report(&[no_checker], &dir.path().join("plain")).expect("render").html,
+        render_report(&[RunResult::new()], &dir.path().join("empty")).expect("render").html,
+        compare(&base_run(), &[new_run()], &dir.path().join("compare")).expect("compare").files.html,
     ];
     for path in &pages {
         let html = std::fs::read_to_string(path).expect("read html");
@@ -426,24 +329,16 @@ fn compare_writes_an_overlay_report_with_the_change_table() {
     let mut second = base_run();
     second.label = None; // falls back to workload and guarantee
     let comparison = compare(&base, &[new_run(), second], dir.path()).expect("compare");
-    assert_eq!(
-        comparison.table.new_labels,
-        ["candidate", "1-topic-16-partitions-1kb (at-least-once)"]
-    );
+    assert_eq!(comparison.table.new_labels, ["candidate", "1-topic-16-partitions-1kb (at-least-once)"]);
     let header = comparison.table_text.lines().next().expect("header");
     assert!(
-        header.starts_with("metric")
-            && header.contains("base: baseline")
-            && header.contains("candidate"),
+        header.starts_with("metric") && header.contains("base: baseline") && header.contains("candidate"),
         "{header}"
     );
     let html = std::fs::read_to_string(&comparison.files.html).expect("read html");
     let changes = html.find("id=\"changes\"").expect("changes section");
     assert!(html.find("id=\"verdicts\"").expect("verdicts") < changes);
-    assert!(
-        !html.contains("id=\"summary\""),
-        "the change table replaces the summary"
-    );
+    assert!(!html.contains("id=\"summary\""), "the change table replaces the summary");
     assert_eq!(comparison.files.charts.len(), 5);
     check_golden("compare.html", &normalise_data_uris(&html));
 }

@@ -197,7 +197,13 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
 
 /// What the writer sends for one request, in order.
 enum Pending {
-    Handler { api_key: ApiKey, version: i16, correlation_id: i32, silent: bool, task: JoinHandle<Option<ResponseKind>> },
+    Handler {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        silent: bool,
+        task: JoinHandle<Option<ResponseKind>>,
+    },
     /// A response known at read time (ApiVersions at an unsupported version).
     Ready(Bytes),
 }
@@ -239,12 +245,15 @@ async fn serve(stream: TcpStream, context: &Rc<ShardContext>, peer: &str, stop: 
                         };
                         let grace = async {
                             match deadline {
-                                Some(at) => glommio::timer::sleep(at.saturating_duration_since(std::time::Instant::now())).await,
+                                Some(at) => {
+                                    glommio::timer::sleep(at.saturating_duration_since(std::time::Instant::now())).await
+                                }
                                 None => std::future::pending::<()>().await,
                             }
                             Some(End::PeerGone)
                         };
-                        let outcome = async { (&mut task).await.map(Ok) }.or(async { end_signal.or(grace).await.map(Err) }).await;
+                        let outcome =
+                            async { (&mut task).await.map(Ok) }.or(async { end_signal.or(grace).await.map(Err) }).await;
                         match outcome {
                             Some(Ok(answer)) => break Some(answer),
                             Some(Err(End::Closing)) => {
@@ -271,7 +280,9 @@ async fn serve(stream: TcpStream, context: &Rc<ShardContext>, peer: &str, stop: 
                             return;
                         }
                         None => {
-                            tracing::debug!("shard {shard}: {peer}: dropping {api_key:?} (peer gone or shutdown grace over)");
+                            tracing::debug!(
+                                "shard {shard}: {peer}: dropping {api_key:?} (peer gone or shutdown grace over)"
+                            );
                             cancel_all(&pending).await;
                             return;
                         }

@@ -31,8 +31,8 @@
 //!   AlterConfigs on it are refused (see [`is_internal`] and the handlers).
 
 pub mod connection;
-pub mod kafka;
 pub mod group;
+pub mod kafka;
 pub mod listener;
 pub mod producer_ids;
 

@@ -46,9 +46,9 @@ impl ProducerIdAllocator {
         let mut state = self.state.lock().expect("producer id allocator lock");
         let (next, reserved_end) = *state;
         if next >= reserved_end {
-            let new_end = next.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or_else(|| {
-                EngineError::Startup("producer ids exhausted".to_string())
-            })?;
+            let new_end = next
+                .checked_add(PRODUCER_ID_BLOCK_SIZE)
+                .ok_or_else(|| EngineError::Startup("producer ids exhausted".to_string()))?;
             replace_file_durably(&self.path, new_end.to_string().as_bytes())?;
             state.1 = new_end;
         }

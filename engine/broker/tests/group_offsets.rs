@@ -4,7 +4,9 @@
 //! when a snapshot was appended but its `delete_records` never happened.
 
 use bytes::Bytes;
-use corelog_broker::group::offsets::{encode_batches, replay, GroupRecord, MemberRecord, OffsetsLog, OffsetsStore, Record};
+use corelog_broker::group::offsets::{
+    encode_batches, replay, GroupRecord, MemberRecord, OffsetsLog, OffsetsStore, Record,
+};
 use corelog_broker::group::{CommittedOffset, GenerationId, GroupConfig, GroupId, MemberId, OFFSETS_TOPIC};
 use corelog_engine::*;
 use futures_lite::future::block_on;
@@ -72,7 +74,8 @@ fn replay_after_snapshots_and_delete_records_yields_the_same_state() {
     let mut model = OffsetsStore::default();
     let mut snapshots = 0;
     for round in 0..400i64 {
-        let mut records = vec![commit("orders", "orders", (round % 12) as i32, round), commit("billing", "invoices", 0, round)];
+        let mut records =
+            vec![commit("orders", "orders", (round % 12) as i32, round), commit("billing", "invoices", 0, round)];
         if round % 25 == 0 {
             records.push(group_record("orders", round as i32));
         }

@@ -120,7 +120,9 @@ fn every_served_request_decodes_to_what_was_encoded() {
                     sample.version
                 );
             }
-            other => panic!("{:?} v{} ({} bytes) did not decode: {other:?}", sample.api_key, sample.version, frame.len()),
+            other => {
+                panic!("{:?} v{} ({} bytes) did not decode: {other:?}", sample.api_key, sample.version, frame.len())
+            }
         }
     }
 }

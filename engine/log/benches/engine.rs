@@ -105,9 +105,8 @@ impl Settings {
         let mib = |n: f64| ((n * scale * (1 << 20) as f64) as u64).max(4 << 20);
         let secs = |s: f64| Duration::from_secs_f64((s * scale).max(0.2));
         // Sorted, as the engine does, so raw executor i is on shard i's core.
-        let mut cpu_ids: Vec<usize> = glommio::CpuSet::online()
-            .map(|set| set.iter().map(|location| location.cpu).collect())
-            .unwrap_or_default();
+        let mut cpu_ids: Vec<usize> =
+            glommio::CpuSet::online().map(|set| set.iter().map(|location| location.cpu).collect()).unwrap_or_default();
         cpu_ids.sort_unstable();
         let target = target_dir();
         Settings {
@@ -232,7 +231,13 @@ fn disk_counters(device: &Option<(u32, u32, String)>) -> DiskCounters {
             let n = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0u64);
             // After major, minor, name: reads(3) .. sectors read(5), writes(7),
             // sectors written(9), ..., flushes completed(18).
-            return DiskCounters { reads: n(3), sectors_read: n(5), writes: n(7), sectors_written: n(9), flushes: n(18) };
+            return DiskCounters {
+                reads: n(3),
+                sectors_read: n(5),
+                writes: n(7),
+                sectors_written: n(9),
+                flushes: n(18),
+            };
         }
     }
     DiskCounters::default()
@@ -362,7 +367,13 @@ fn engine_config(dir: &Path, shards: usize) -> EngineConfig {
 
 /// Starts an engine on an empty `dir`, creates one partition per shard and appends
 /// `workload` to each. Returns the engine (still running) and the outcome.
-fn engine_append(dir: &Path, shards: usize, policy: Durability, workload: &Workload, device: &Option<(u32, u32, String)>) -> (Engine, AppendOutcome) {
+fn engine_append(
+    dir: &Path,
+    shards: usize,
+    policy: Durability,
+    workload: &Workload,
+    device: &Option<(u32, u32, String)>,
+) -> (Engine, AppendOutcome) {
     wipe(dir);
     let engine = Engine::start(engine_config(dir, shards)).expect("engine start");
     let handle = engine.handle();
@@ -377,7 +388,8 @@ fn engine_append(dir: &Path, shards: usize, policy: Durability, workload: &Workl
     for partition in &partitions {
         let issued = Arc::new(AtomicU64::new(0));
         for _ in 0..workload.clients_per_partition {
-            let (handle, partition, issued, barrier) = (handle.clone(), partition.clone(), issued.clone(), barrier.clone());
+            let (handle, partition, issued, barrier) =
+                (handle.clone(), partition.clone(), issued.clone(), barrier.clone());
             let batch = workload.batch.clone();
             let (budget, cap, warmup, inflight) =
                 (workload.bytes_per_partition, workload.time_cap, workload.warmup, workload.inflight_per_client);
@@ -434,7 +446,8 @@ fn engine_round_trip(dir: &Path, settings: &Settings) -> Histogram<u64> {
     wipe(dir);
     let engine = Engine::start(engine_config(dir, 1)).expect("engine start");
     let handle = engine.handle();
-    block_on(handle.create_topic(TopicName::new(TOPIC).expect("valid"), 1, TopicConfig::default())).expect("create topic");
+    block_on(handle.create_topic(TopicName::new(TOPIC).expect("valid"), 1, TopicConfig::default()))
+        .expect("create topic");
     let partition = bench_partitions(&handle).remove(0);
     let mut histogram = new_histogram();
     let started = Instant::now();
@@ -477,7 +490,8 @@ fn engine_read_after_restart(engine: Engine, dir: &Path, shards: usize, expected
                 let (mut offset, mut bytes, mut reads) = (Offset(0), 0u64, 0u64);
                 block_on(async {
                     while offset < end {
-                        let read = handle.read(&partition, offset, WRITE_BUFFER_BYTES_DEFAULT, None).await.expect("read");
+                        let read =
+                            handle.read(&partition, offset, WRITE_BUFFER_BYTES_DEFAULT, None).await.expect("read");
                         assert!(read.next_offset > offset, "a read below the end must make progress");
                         bytes += read.bytes.len() as u64;
                         reads += 1;
@@ -630,7 +644,11 @@ fn raw_read(dir: &Path, settings: &Settings, executors: usize) -> (f64, u64) {
 /// of logical data, write the block(s) holding the new tail (zero padded, rewriting
 /// the partial block) at the block-aligned start, then fdatasync. Latency per loop
 /// in µs, and loops per second.
-fn raw_fdatasync(dir: &Path, settings: &Settings, device: &Option<(u32, u32, String)>) -> (Histogram<u64>, f64, DiskCounters) {
+fn raw_fdatasync(
+    dir: &Path,
+    settings: &Settings,
+    device: &Option<(u32, u32, String)>,
+) -> (Histogram<u64>, f64, DiskCounters) {
     std::fs::create_dir_all(dir).expect("raw dir");
     settle(dir);
     let (run, warmup) = (settings.latency_run, settings.latency_warmup);
@@ -777,8 +795,10 @@ fn main() {
                 disk.flushes
             ),
         );
-        let group_commit_runs =
-            GROUP_COMMIT_APPENDERS.iter().map(|&a| (Durability::Always, a)).chain([(Durability::Never, 64), (Durability::Never, 1)]);
+        let group_commit_runs = GROUP_COMMIT_APPENDERS
+            .iter()
+            .map(|&a| (Durability::Always, a))
+            .chain([(Durability::Never, 64), (Durability::Never, 1)]);
         for (policy, appenders) in group_commit_runs {
             let key = format!("group-commit/{}/a{appenders}", policy_name(policy));
             if !settings.selected(&key) && !settings.selected("always-64-vs-never") {
@@ -842,7 +862,8 @@ fn main() {
                         let count = messages_per_batch(message_bytes, batch_bytes);
                         let batch = build_value_batch(TimestampMs(1_700_000_000_000), count, message_bytes);
                         let batch_len = batch.len();
-                        let bytes_total = if policy == Durability::Always { settings.bytes_always } else { settings.bytes_fast };
+                        let bytes_total =
+                            if policy == Durability::Always { settings.bytes_always } else { settings.bytes_fast };
                         let workload = Workload {
                             batch: Arc::new(batch),
                             messages_per_batch: count as u64,
@@ -969,10 +990,28 @@ fn build_rows(samples: &Samples, shard_counts: &[usize]) -> Vec<Row> {
     let mut rows = Vec::new();
     let median = |key: &str| samples.median(key);
     #[allow(clippy::too_many_arguments)]
-    let mut push = |case: String, engine: Option<f64>, raw: Option<f64>, unit, shards, policy: &str, target, key: &str, paired: Option<f64>| {
+    let mut push = |case: String,
+                    engine: Option<f64>,
+                    raw: Option<f64>,
+                    unit,
+                    shards,
+                    policy: &str,
+                    target,
+                    key: &str,
+                    paired: Option<f64>| {
         if let (Some(engine), Some(raw)) = (engine, raw) {
             let policy = Some(policy.to_string());
-            rows.push(Row { case, engine, raw, unit, shards: Some(shards), policy, target, repeats: samples.all(key), paired });
+            rows.push(Row {
+                case,
+                engine,
+                raw,
+                unit,
+                shards: Some(shards),
+                policy,
+                target,
+                repeats: samples.all(key),
+                paired,
+            });
         }
     };
     for &shards in shard_counts {
@@ -985,8 +1024,28 @@ fn build_rows(samples: &Samples, shard_counts: &[usize]) -> Vec<Row> {
                     let per_message = median(&format!("{key}/bytes-per-message"));
                     let raw_msgps = raw_write.zip(per_message).map(|(mbps, per)| mbps * MB / per);
                     let paired = median(&format!("{key}/paired"));
-                    push(format!("{key} MB/s"), median(&format!("{key}/MBps")), raw_write, "MB/s", shards, &name, None, &format!("{key}/MBps"), paired);
-                    push(format!("{key} msgs/s"), median(&format!("{key}/msgps")), raw_msgps, "msgs/s", shards, &name, None, &format!("{key}/msgps"), paired);
+                    push(
+                        format!("{key} MB/s"),
+                        median(&format!("{key}/MBps")),
+                        raw_write,
+                        "MB/s",
+                        shards,
+                        &name,
+                        None,
+                        &format!("{key}/MBps"),
+                        paired,
+                    );
+                    push(
+                        format!("{key} msgs/s"),
+                        median(&format!("{key}/msgps")),
+                        raw_msgps,
+                        "msgs/s",
+                        shards,
+                        &name,
+                        None,
+                        &format!("{key}/msgps"),
+                        paired,
+                    );
                 }
             }
         }
@@ -1008,9 +1067,39 @@ fn build_rows(samples: &Samples, shard_counts: &[usize]) -> Vec<Row> {
     let raw_ops = median("raw/fdatasync/ops");
     for appenders in GROUP_COMMIT_APPENDERS {
         let key = format!("group-commit/always/a{appenders}");
-        push(format!("{key} p50"), median(&format!("{key}/p50")), raw_p50, "µs", 1, "always", None, &format!("{key}/p50"), None);
-        push(format!("{key} p99"), median(&format!("{key}/p99")), raw_p99, "µs", 1, "always", None, &format!("{key}/p99"), median(&format!("{key}/paired-p99")));
-        push(format!("{key} throughput"), median(&format!("{key}/msgps")), raw_ops, "msgs/s", 1, "always", None, &format!("{key}/msgps"), None);
+        push(
+            format!("{key} p50"),
+            median(&format!("{key}/p50")),
+            raw_p50,
+            "µs",
+            1,
+            "always",
+            None,
+            &format!("{key}/p50"),
+            None,
+        );
+        push(
+            format!("{key} p99"),
+            median(&format!("{key}/p99")),
+            raw_p99,
+            "µs",
+            1,
+            "always",
+            None,
+            &format!("{key}/p99"),
+            median(&format!("{key}/paired-p99")),
+        );
+        push(
+            format!("{key} throughput"),
+            median(&format!("{key}/msgps")),
+            raw_ops,
+            "msgs/s",
+            1,
+            "always",
+            None,
+            &format!("{key}/msgps"),
+            None,
+        );
     }
 
     // The three targets.
@@ -1019,15 +1108,45 @@ fn build_rows(samples: &Samples, shard_counts: &[usize]) -> Vec<Row> {
         let (engine, raw) = (median(&format!("{key}/MBps")), median(&format!("{key}/raw-MBps")));
         let verdict = engine.zip(raw).map(|(e, r)| (e / r >= 0.8, "engine/raw ≥ 0.8".to_string()));
         let case = format!("target: append 1KiB/64KiB never s{shards} vs raw write");
-        push(case, engine, raw, "MB/s", shards, "never", verdict, &format!("{key}/MBps"), median(&format!("{key}/paired")));
+        push(
+            case,
+            engine,
+            raw,
+            "MB/s",
+            shards,
+            "never",
+            verdict,
+            &format!("{key}/MBps"),
+            median(&format!("{key}/paired")),
+        );
     }
     let (always, never) = (median("group-commit/always/a64/msgps"), median("group-commit/never/a64/msgps"));
     let verdict = always.zip(never).map(|(a, n)| (a / n >= 0.5, "always/never ≥ 0.5".to_string()));
-    push("always-64-vs-never".to_string(), always, never, "msgs/s", 1, "always", verdict, "group-commit/always/a64/msgps", None);
+    push(
+        "always-64-vs-never".to_string(),
+        always,
+        never,
+        "msgs/s",
+        1,
+        "always",
+        verdict,
+        "group-commit/always/a64/msgps",
+        None,
+    );
     let p99 = median("group-commit/always/a1/p99");
     let verdict = p99.zip(raw_p99).map(|(e, r)| (e / r <= 2.0, "engine/raw ≤ 2".to_string()));
     let paired = median("group-commit/always/a1/paired-p99");
-    push("target: group-commit p99 a1 vs fdatasync p99".to_string(), p99, raw_p99, "µs", 1, "always", verdict, "group-commit/always/a1/p99", paired);
+    push(
+        "target: group-commit p99 a1 vs fdatasync p99".to_string(),
+        p99,
+        raw_p99,
+        "µs",
+        1,
+        "always",
+        verdict,
+        "group-commit/always/a1/p99",
+        paired,
+    );
     rows
 }
 
@@ -1035,7 +1154,11 @@ fn print_environment(settings: &Settings, device: &Option<(u32, u32, String)>, a
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let scheduler = device
         .as_ref()
@@ -1078,7 +1201,9 @@ fn print_environment(settings: &Settings, device: &Option<(u32, u32, String)>, a
 
 fn print_table(rows: &[Row]) {
     let width = rows.iter().map(|r| r.case.len()).max().unwrap_or(10).max(4);
-    println!("ratio = engine median / raw median; paired = median over repeats of engine/raw for runs made back to back");
+    println!(
+        "ratio = engine median / raw median; paired = median over repeats of engine/raw for runs made back to back"
+    );
     println!(
         "{:width$}  {:>10}  {:>10}  {:>6}  {:6}  {:>6}  {:24}  repeats (engine)",
         "case", "engine", "raw", "ratio", "unit", "paired", "target"
@@ -1114,7 +1239,11 @@ fn print_raw(samples: &Samples) {
         } else {
             "MB/s"
         };
-        println!("  {key:22} {:>9} {unit:6} [{}]", fmt_value(samples.median(key).unwrap_or(f64::NAN)), samples.all(key));
+        println!(
+            "  {key:22} {:>9} {unit:6} [{}]",
+            fmt_value(samples.median(key).unwrap_or(f64::NAN)),
+            samples.all(key)
+        );
     }
     println!();
 }
@@ -1123,10 +1252,26 @@ fn print_raw(samples: &Samples) {
 fn print_breakdown(samples: &Samples) {
     let figure = |key: &str| samples.median(key).map_or("-".to_string(), fmt_value);
     println!("latency breakdown, 1 appender, 1 KiB (medians, µs; p50 / p99):");
-    println!("  client->shard->client round trip, no IO (stats)      {:>6} / {:>6}", figure("round-trip/stats/p50"), figure("round-trip/stats/p99"));
-    println!("  append under never (round trip + append, no IO)      {:>6} / {:>6}", figure("group-commit/never/a1/p50"), figure("group-commit/never/a1/p99"));
-    println!("  raw 1 KiB O_DIRECT write + fdatasync                 {:>6} / {:>6}", figure("raw/fdatasync/p50"), figure("raw/fdatasync/p99"));
-    println!("  append under always (all of the above)               {:>6} / {:>6}", figure("group-commit/always/a1/p50"), figure("group-commit/always/a1/p99"));
+    println!(
+        "  client->shard->client round trip, no IO (stats)      {:>6} / {:>6}",
+        figure("round-trip/stats/p50"),
+        figure("round-trip/stats/p99")
+    );
+    println!(
+        "  append under never (round trip + append, no IO)      {:>6} / {:>6}",
+        figure("group-commit/never/a1/p50"),
+        figure("group-commit/never/a1/p99")
+    );
+    println!(
+        "  raw 1 KiB O_DIRECT write + fdatasync                 {:>6} / {:>6}",
+        figure("raw/fdatasync/p50"),
+        figure("raw/fdatasync/p99")
+    );
+    println!(
+        "  append under always (all of the above)               {:>6} / {:>6}",
+        figure("group-commit/always/a1/p50"),
+        figure("group-commit/always/a1/p99")
+    );
     println!();
 }
 

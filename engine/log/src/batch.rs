@@ -168,9 +168,7 @@ pub fn split_batches(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchErr
         let rest = &bytes[position..];
         let header = BatchHeader::parse(rest)?;
         let size_bytes = header.size_bytes();
-        if header.batch_length < (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i32
-            || size_bytes > rest.len()
-        {
+        if header.batch_length < (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i32 || size_bytes > rest.len() {
             return Err(BatchError::LengthMismatch {
                 declared_bytes: header.batch_length as i64,
                 actual_bytes: rest.len() - BATCH_LENGTH_PREFIX_BYTES,

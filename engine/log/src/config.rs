@@ -311,7 +311,11 @@ impl TopicConfig {
             "cleanup.policy" => {
                 let policies: Vec<&str> = value.split(',').map(str::trim).collect();
                 if policies.iter().any(|policy| *policy != "delete") || value.trim().is_empty() {
-                    return Err(invalid(key, value, "delete is the only cleanup policy: log compaction is not implemented"));
+                    return Err(invalid(
+                        key,
+                        value,
+                        "delete is the only cleanup policy: log compaction is not implemented",
+                    ));
                 }
             }
             _ => return Err(invalid(key, value, "unknown topic config key")),
@@ -350,7 +354,10 @@ impl TopicConfig {
                 return Err(invalid(
                     key,
                     value,
-                    format!("contradicts fsync.policy={policy_text} given with it (it would make the policy {})", updated.durability),
+                    format!(
+                        "contradicts fsync.policy={policy_text} given with it (it would make the policy {})",
+                        updated.durability
+                    ),
                 ));
             }
         }
@@ -468,7 +475,8 @@ mod tests {
     #[test]
     fn every_key_reports_a_value_that_set_accepts_and_only_stored_keys_are_written() {
         assert_eq!(TopicConfig::KEYS.len(), TopicConfig::DEFINITIONS.len());
-        let config = TopicConfig { durability: Durability::IntervalMs(250), min_insync_replicas: 2, ..TopicConfig::default() };
+        let config =
+            TopicConfig { durability: Durability::IntervalMs(250), min_insync_replicas: 2, ..TopicConfig::default() };
         for (key, definition) in TopicConfig::KEYS.iter().zip(TopicConfig::DEFINITIONS.iter()) {
             assert_eq!(*key, definition.name);
             assert_eq!(TopicConfig::definition(key), Some(definition));
@@ -505,7 +513,10 @@ mod tests {
         assert_eq!(durability_after(&[("flush.messages", "1"), ("flush.messages", NEVER)]), Durability::Never);
         assert_eq!(durability_after(&[("flush.ms", "1000"), ("flush.ms", NEVER)]), Durability::Never);
         assert_eq!(durability_after(&[("flush.messages", NEVER), ("flush.ms", NEVER)]), Durability::Never);
-        assert_eq!(durability_after(&[("fsync.policy", "interval:7"), ("flush.messages", NEVER)]), Durability::IntervalMs(7));
+        assert_eq!(
+            durability_after(&[("fsync.policy", "interval:7"), ("flush.messages", NEVER)]),
+            Durability::IntervalMs(7)
+        );
 
         let reported = |durability: Durability| {
             let config = TopicConfig { durability, ..TopicConfig::default() };
@@ -566,7 +577,9 @@ mod tests {
             assert!(error.to_string().contains("contradicts fsync.policy"), "{error}");
             assert_eq!(config, before);
         }
-        config.set_all([("flush.ms", "50"), ("fsync.policy", "interval:50"), ("retention.ms", "5")]).expect("agreeing keys");
+        config
+            .set_all([("flush.ms", "50"), ("fsync.policy", "interval:50"), ("retention.ms", "5")])
+            .expect("agreeing keys");
         assert_eq!((config.durability, config.retention_ms), (Durability::IntervalMs(50), 5));
         config.set_all([("fsync.policy", "always"), ("flush.ms", "1000")]).expect("flush.messages=1 keeps always");
         assert_eq!(config.durability, Durability::Always);

@@ -293,7 +293,11 @@ mod tests {
         std::fs::write(dir.path().join("cluster-id"), "old").expect("an old-layout file");
         let repair = DataDir::lock_existing(dir.path()).expect("lock once the broker is gone");
         assert!(DataDir::open(dir.path()).is_err(), "a broker started beside the repair");
-        assert_eq!(std::fs::read_to_string(dir.path().join("cluster-id")).expect("left"), "old", "the repair moved a file");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("cluster-id")).expect("left"),
+            "old",
+            "the repair moved a file"
+        );
         drop(repair);
     }
 

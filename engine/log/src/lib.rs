@@ -46,5 +46,6 @@ pub use error::{EngineError, Result};
 pub use log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
 pub use shard::{Engine, EngineConfig, EngineHandle};
 pub use types::{
-    LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, Sequence, ShardId, TimestampMs, TopicName, TopicPartition,
+    LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, Sequence, ShardId, TimestampMs, TopicName,
+    TopicPartition,
 };

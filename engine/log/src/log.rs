@@ -258,7 +258,13 @@ impl<S: Storage> PartitionLog<S> {
     /// reports what it would remove. The log must not be open anywhere (the broker
     /// stopped). Producer-state snapshots past the new end are removed by the next
     /// open, as after any truncation.
-    pub async fn repair(storage: S, dir: &Path, index_interval_bytes: u32, now: TimestampMs, truncate: bool) -> Result<RepairReport> {
+    pub async fn repair(
+        storage: S,
+        dir: &Path,
+        index_interval_bytes: u32,
+        now: TimestampMs,
+        truncate: bool,
+    ) -> Result<RepairReport> {
         let names = storage.list_dir(dir).await?;
         let base_offsets: Vec<Offset> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
         let mut report = RepairReport { applied: truncate, ..RepairReport::default() };
@@ -474,7 +480,10 @@ impl<S: Storage> PartitionLog<S> {
         for (_, header) in &batches {
             let size_bytes = header.size_bytes();
             if size_bytes > self.config.max_message_bytes as usize {
-                return Err(EngineError::BatchTooLarge { size_bytes, size_bytes_max: self.config.max_message_bytes as usize });
+                return Err(EngineError::BatchTooLarge {
+                    size_bytes,
+                    size_bytes_max: self.config.max_message_bytes as usize,
+                });
             }
         }
         let base_offset = self.log_end_offset();
@@ -718,7 +727,8 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(());
         }
         self.truncations += 1;
-        let doomed: Vec<Offset> = self.segments.range(offset..).map(|(base, _)| *base).filter(|b| *b > offset).collect();
+        let doomed: Vec<Offset> =
+            self.segments.range(offset..).map(|(base, _)| *base).filter(|b| *b > offset).collect();
         // Keep at least one segment: the one holding `offset` (or the first).
         for base in doomed {
             if self.segments.len() > 1 {

@@ -425,7 +425,9 @@ impl ProducerStateManager {
                     log_append_time: TimestampMs(i64::from_be_bytes(reader.take()?)),
                 };
                 let after_previous = batches.back().is_none_or(|p: &BatchMetadata| p.last_offset < batch.base_offset);
-                if batch.base_offset.0 < 0 || batch.last_offset < batch.base_offset || batch.last_offset >= offset
+                if batch.base_offset.0 < 0
+                    || batch.last_offset < batch.base_offset
+                    || batch.last_offset >= offset
                     || !after_previous
                 {
                     return Err(corrupt(format!("producer {producer_id} has a batch at impossible offsets {batch:?}")));

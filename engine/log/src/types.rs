@@ -135,10 +135,7 @@ impl TopicName {
             Some("is longer than 249 characters")
         } else if name == "." || name == ".." {
             Some("may not be '.' or '..'")
-        } else if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-        {
+        } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
             Some("may only contain ASCII letters, digits, '.', '_' and '-'")
         } else {
             None
@@ -188,7 +185,12 @@ mod tests {
         let id = TopicId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
         assert_eq!(id.to_string(), "01234567-89ab-cdef-0123-456789abcdef");
         assert_eq!(TopicId::parse(&id.to_string()), Some(id));
-        for bad in ["", "0123456789abcdef0123456789abcdef", "01234567-89ab-cdef-0123-456789abcdeg", "01234567-89ab-cdef-0123-456789abcde"] {
+        for bad in [
+            "",
+            "0123456789abcdef0123456789abcdef",
+            "01234567-89ab-cdef-0123-456789abcdeg",
+            "01234567-89ab-cdef-0123-456789abcde",
+        ] {
             assert_eq!(TopicId::parse(bad), None, "{bad:?}");
         }
         let random = TopicId::from_random_bytes([0xff; 16]);

@@ -564,7 +564,10 @@ impl Run {
         self.log = Some(log);
         self.recovered(expected_end, data_end, "recovery after a process kill");
         self.ensure(report.bytes_truncated == bytes_after, || {
-            format!("kill: recovery truncated {} bytes, {bytes_after} follow the intact batches", report.bytes_truncated)
+            format!(
+                "kill: recovery truncated {} bytes, {bytes_after} follow the intact batches",
+                report.bytes_truncated
+            )
         });
         self.after_recovery("recovery after a process kill");
         expected_end

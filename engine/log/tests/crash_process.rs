@@ -83,7 +83,10 @@ fn child_appender() {
                     let checksum = crc32c::crc32c(&batch[16..]);
                     let info = block_on(handle.append(&partition, batch, LeaderEpoch(0))).expect("child: append");
                     // One write per line: a kill can cut the last line, never mix two.
-                    let line = format!("ACK {} {} {} {checksum}\n", partition.partition.0, info.base_offset.0, info.last_offset.0);
+                    let line = format!(
+                        "ACK {} {} {} {checksum}\n",
+                        partition.partition.0, info.base_offset.0, info.last_offset.0
+                    );
                     use std::io::Write;
                     let mut stdout = std::io::stdout().lock();
                     stdout.write_all(line.as_bytes()).expect("child: stdout");
@@ -211,10 +214,9 @@ fn sigkill_never_loses_an_acknowledged_batch_under_fsync_interval() {
 }
 
 fn sigkill_cycles(durability: Durability) {
-    let seed = std::env::var("CORELOG_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64);
+    let seed = std::env::var("CORELOG_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
+    });
     println!("crash_process ({durability}): seed {seed} (CORELOG_CRASH_SEED={seed} repeats it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let policy = durability.to_string().replace(':', "-");
@@ -235,6 +237,10 @@ fn sigkill_cycles(durability: Durability) {
             new_acks.len()
         );
     }
-    println!("crash_process ({durability}): {CYCLES} SIGKILL cycles, {} acknowledged batches intact, {:?}", acks.len(), started.elapsed());
+    println!(
+        "crash_process ({durability}): {CYCLES} SIGKILL cycles, {} acknowledged batches intact, {:?}",
+        acks.len(),
+        started.elapsed()
+    );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

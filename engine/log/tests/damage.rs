@@ -203,19 +203,24 @@ fn a_damaged_sealed_segment_fails_the_open_and_no_byte_of_any_file_changes() {
             // batches and index entries after it, and its last batch, after its last
             // index entry (where a damaged length used to get the segment cut).
             for last in [false, true] {
-            let (storage, clock, _) = written_log(shutdown);
-            let stored = layout(&storage);
-            let second_segment = stored.iter().find(|b| b.log_path != stored[0].log_path).expect("2nd").log_path.clone();
-            let in_second = stored.iter().filter(|b| b.log_path == second_segment);
-            let victim = if last { in_second.last() } else { in_second.clone().nth(1) }.expect("a batch").clone();
-            corrupt(&storage, &victim, corruption);
-            let before = files(&storage);
-            let what = format!("{shutdown:?}, {corruption:?} at byte {} of {}", victim.position, victim.log_path.display());
-            expect_damage_at(open(&storage, &clock), &victim, &what);
-            assert!(files(&storage) == before, "{what}: opening changed the files");
-            // A second try finds the same, and still changes nothing.
-            expect_damage_at(open(&storage, &clock), &victim, &what);
-            assert!(files(&storage) == before, "{what}: the second open changed the files");
+                let (storage, clock, _) = written_log(shutdown);
+                let stored = layout(&storage);
+                let second_segment =
+                    stored.iter().find(|b| b.log_path != stored[0].log_path).expect("2nd").log_path.clone();
+                let in_second = stored.iter().filter(|b| b.log_path == second_segment);
+                let victim = if last { in_second.last() } else { in_second.clone().nth(1) }.expect("a batch").clone();
+                corrupt(&storage, &victim, corruption);
+                let before = files(&storage);
+                let what = format!(
+                    "{shutdown:?}, {corruption:?} at byte {} of {}",
+                    victim.position,
+                    victim.log_path.display()
+                );
+                expect_damage_at(open(&storage, &clock), &victim, &what);
+                assert!(files(&storage) == before, "{what}: opening changed the files");
+                // A second try finds the same, and still changes nothing.
+                expect_damage_at(open(&storage, &clock), &victim, &what);
+                assert!(files(&storage) == before, "{what}: the second open changed the files");
             }
         }
     }
@@ -318,9 +323,17 @@ fn reads_that_meet_a_corrupt_length_fail_with_an_error_and_never_panic() {
         expect_read_damage(block_on(log.batch_header(offset)), &victim, &what("PartitionLog::batch_header"));
         let by_time = block_on(log.list_offset(OffsetSpec::Timestamp(timestamp)));
         expect_read_damage(by_time, &victim, &what("PartitionLog::list_offset by timestamp"));
-        expect_read_damage(block_on(segment.read(offset, 1 << 20, Offset(i64::MAX))), &victim, &what("LogSegment::read"));
+        expect_read_damage(
+            block_on(segment.read(offset, 1 << 20, Offset(i64::MAX))),
+            &victim,
+            &what("LogSegment::read"),
+        );
         expect_read_damage(block_on(segment.find_batch(offset)), &victim, &what("LogSegment::find_batch"));
-        expect_read_damage(block_on(segment.scan_headers(Offset(0), |_| {})), &victim, &what("LogSegment::scan_headers"));
+        expect_read_damage(
+            block_on(segment.scan_headers(Offset(0), |_| {})),
+            &victim,
+            &what("LogSegment::scan_headers"),
+        );
         let by_time = block_on(segment.offset_for_timestamp(timestamp, Offset(0)));
         expect_read_damage(by_time, &victim, &what("LogSegment::offset_for_timestamp"));
 
@@ -353,7 +366,8 @@ fn repair_changes_nothing_without_consent_and_with_it_cuts_right_before_the_dama
         let before = files(&storage);
         let interval = config().index_interval_bytes;
 
-        let looked = block_on(PartitionLog::repair(storage.clone(), dir(), interval, TimestampMs(T0), false)).expect("look");
+        let looked =
+            block_on(PartitionLog::repair(storage.clone(), dir(), interval, TimestampMs(T0), false)).expect("look");
         assert!(files(&storage) == before, "{corruption:?}: repair without consent changed the files");
         assert!(!looked.applied);
         assert_eq!(looked.truncated_at, Some(victim.header.base_offset), "{looked:?}");
@@ -367,12 +381,17 @@ fn repair_changes_nothing_without_consent_and_with_it_cuts_right_before_the_dama
             assert!(looked.files_removed.contains(path), "{looked:?} does not remove {}", path.display());
         }
 
-        let repaired = block_on(PartitionLog::repair(storage.clone(), dir(), interval, TimestampMs(T0), true)).expect("repair");
+        let repaired =
+            block_on(PartitionLog::repair(storage.clone(), dir(), interval, TimestampMs(T0), true)).expect("repair");
         assert!(repaired.applied);
-        assert_eq!((repaired.truncated_at, repaired.log_bytes_removed), (looked.truncated_at, looked.log_bytes_removed));
+        assert_eq!(
+            (repaired.truncated_at, repaired.log_bytes_removed),
+            (looked.truncated_at, looked.log_bytes_removed)
+        );
         let (mut log, _) = open(&storage, &clock).expect("a repaired log opens");
         assert_eq!(log.log_end_offset(), victim.header.base_offset);
-        let kept: Vec<(i64, Vec<u8>)> = served.range(..victim.header.base_offset.0).map(|(o, b)| (*o, b.clone())).collect();
+        let kept: Vec<(i64, Vec<u8>)> =
+            served.range(..victim.header.base_offset.0).map(|(o, b)| (*o, b.clone())).collect();
         assert!(batches_below(&log, victim.header.base_offset) == kept, "{corruption:?}: the kept records changed");
         let appended = block_on(log.append(make_batch(99), LeaderEpoch(0))).expect("append after repair");
         assert_eq!(appended.base_offset, victim.header.base_offset);
@@ -407,7 +426,8 @@ fn repair_of_a_missing_segment_removes_the_segments_after_the_gap() {
     block_on(storage.remove_file(&segments[2])).expect("remove");
     let end = stored.iter().filter(|b| b.log_path == segments[1]).last().expect("batches").header.last_offset().next();
     let interval = config().index_interval_bytes;
-    let repaired = block_on(PartitionLog::repair(storage.clone(), dir(), interval, TimestampMs(T0), true)).expect("repair");
+    let repaired =
+        block_on(PartitionLog::repair(storage.clone(), dir(), interval, TimestampMs(T0), true)).expect("repair");
     assert_eq!(repaired.truncated_at, Some(end), "{repaired:?}");
     let (log, _) = open(&storage, &clock).expect("a repaired log opens");
     assert_eq!(log.log_end_offset(), end);
@@ -461,7 +481,8 @@ fn events_with_partition_1_damaged(config: &EngineConfig) -> (PathBuf, Vec<u8>, 
     engine.shutdown().expect("shutdown");
 
     let damaged_dir = config.data_dir.join("events").join("1");
-    let mut logs: Vec<PathBuf> = files_under(&damaged_dir).into_keys().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    let mut logs: Vec<PathBuf> =
+        files_under(&damaged_dir).into_keys().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
     logs.sort();
     let mut bytes = std::fs::read(&logs[1]).expect("read");
     let second = BatchHeader::parse(&bytes).expect("a batch").size_bytes();
@@ -551,7 +572,8 @@ fn deleting_a_topic_with_an_offline_partition_removes_its_files_and_the_name_can
     block_on(handle.delete_topic(&topic)).expect("delete a topic with an offline partition");
     assert!(!root.path().join("events").exists(), "the deleted topic's files stayed");
     assert!(handle.offline_partitions(&topic).is_empty(), "the deleted partition is still listed offline");
-    let created = block_on(handle.create_topic(topic.clone(), 3, TopicConfig::default())).expect("create the name again");
+    let created =
+        block_on(handle.create_topic(topic.clone(), 3, TopicConfig::default())).expect("create the name again");
     assert_eq!(created.partition_count, 3);
     for index in 0..3 {
         let appended = block_on(handle.append(&events(index), make_batch(0), LeaderEpoch(0))).expect("append");

@@ -169,25 +169,58 @@ fn expect(state: &MState, set: &[Option<Idem>]) -> Expect {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Next { producer: usize, records: usize },
+    Next {
+        producer: usize,
+        records: usize,
+    },
     /// Two batches of one producer in one record set.
-    Pair { producer: usize, records: (usize, usize) },
+    Pair {
+        producer: usize,
+        records: (usize, usize),
+    },
     /// The `back`-th newest batch of the producer the log holds, sent again.
-    Retry { producer: usize, back: usize },
-    Gap { producer: usize, skip: i64 },
-    BumpEpoch { producer: usize },
-    Zombie { producer: usize },
-    NewEpochNotAtZero { producer: usize, base_seq: i32 },
-    NegativeSequence { producer: usize },
-    Plain { records: usize },
+    Retry {
+        producer: usize,
+        back: usize,
+    },
+    Gap {
+        producer: usize,
+        skip: i64,
+    },
+    BumpEpoch {
+        producer: usize,
+    },
+    Zombie {
+        producer: usize,
+    },
+    NewEpochNotAtZero {
+        producer: usize,
+        base_seq: i32,
+    },
+    NegativeSequence {
+        producer: usize,
+    },
+    Plain {
+        records: usize,
+    },
     /// The producer's next batch on a disk that has no room for it.
-    FullDisk { producer: usize },
+    FullDisk {
+        producer: usize,
+    },
     Sync,
     Roll,
-    Housekeeping { advance_ms: i64 },
-    DeleteRecords { per_mille: i64 },
-    Truncate { per_mille: i64 },
-    Crash { fault: CrashFault },
+    Housekeeping {
+        advance_ms: i64,
+    },
+    DeleteRecords {
+        per_mille: i64,
+    },
+    Truncate {
+        per_mille: i64,
+    },
+    Crash {
+        fault: CrashFault,
+    },
     CleanRestart,
 }
 
@@ -395,9 +428,10 @@ impl Run {
             }
             (Expect::Duplicate { base, last }, Ok(info)) => {
                 self.coverage.duplicates += 1;
-                self.ensure(info.duplicate && info.base_offset == Offset(base) && info.last_offset == Offset(last), || {
-                    format!("expected a duplicate of [{base}, {last}], got {info:?}")
-                });
+                self.ensure(
+                    info.duplicate && info.base_offset == Offset(base) && info.last_offset == Offset(last),
+                    || format!("expected a duplicate of [{base}, {last}], got {info:?}"),
+                );
             }
             (Expect::Fenced, Err(EngineError::InvalidProducerEpoch { .. })) => self.coverage.fenced += 1,
             (Expect::OutOfOrder, Err(EngineError::OutOfOrderSequence { .. })) => self.coverage.out_of_order += 1,

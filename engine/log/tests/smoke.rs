@@ -46,7 +46,10 @@ fn engine_appends_reads_and_survives_a_clean_restart() {
         let read = block_on(handle.read(&orders, offset, 50_000, None)).expect("read");
         let mut at = 0;
         while at < read.bytes.len() {
-            let header = validate(&read.bytes[at..at + 12 + i32::from_be_bytes(read.bytes[at + 8..at + 12].try_into().unwrap()) as usize]).expect("valid batch");
+            let header = validate(
+                &read.bytes[at..at + 12 + i32::from_be_bytes(read.bytes[at + 8..at + 12].try_into().unwrap()) as usize],
+            )
+            .expect("valid batch");
             assert_eq!(header.base_offset, Offset(seen as i64 * 10));
             assert_eq!(&read.bytes[at + 16..at + header.size_bytes()], &expected[seen][16..]);
             at += header.size_bytes();
@@ -98,7 +101,8 @@ fn sim_log_loses_nothing_synced_across_a_torn_crash() {
 /// (base offset, leader epoch): what the appender sent from byte 16 on.
 fn stored_batch(handle: &EngineHandle, partition: &TopicPartition, offset: Offset) -> Option<Vec<u8>> {
     let read = block_on(handle.read(partition, offset, 1 << 20, None)).ok()?;
-    let (position, header) = corelog_engine::batch::split_batches(&read.bytes).expect("valid batches").into_iter().next()?;
+    let (position, header) =
+        corelog_engine::batch::split_batches(&read.bytes).expect("valid batches").into_iter().next()?;
     (header.base_offset == offset).then(|| read.bytes[position + 16..position + header.size_bytes()].to_vec())
 }
 
@@ -116,7 +120,8 @@ fn a_delete_racing_a_create_of_the_same_name_leaves_a_whole_new_topic_and_every_
     let old = block_on(handle.create_topic(name.clone(), PARTITIONS, topic_config.clone())).expect("create");
     for index in 0..PARTITIONS {
         let batch = build_value_batch(TimestampMs(index as i64), 1, 10);
-        block_on(handle.append(&partition("recreated", index), batch, LeaderEpoch(0))).expect("append to the first incarnation");
+        block_on(handle.append(&partition("recreated", index), batch, LeaderEpoch(0)))
+            .expect("append to the first incarnation");
     }
 
     // One thread deletes the topic while another keeps creating it (as auto-creating
@@ -157,7 +162,11 @@ fn a_delete_racing_a_create_of_the_same_name_leaves_a_whole_new_topic_and_every_
         // Nothing of the first incarnation is in the new one.
         let first_batch = stored_batch(&handle, &target, Offset(0));
         let old_batch = build_value_batch(TimestampMs(index as i64), 1, 10);
-        assert_ne!(first_batch.as_deref(), Some(&old_batch[16..]), "{target} holds the old incarnation's batch: {stats:?}");
+        assert_ne!(
+            first_batch.as_deref(),
+            Some(&old_batch[16..]),
+            "{target} holds the old incarnation's batch: {stats:?}"
+        );
         block_on(handle.append(&target, build_value_batch(TimestampMs(index as i64), 1, 10), LeaderEpoch(0)))
             .unwrap_or_else(|e| panic!("appending to {target} of the new incarnation: {e}"));
     }

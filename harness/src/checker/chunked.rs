@@ -68,7 +68,8 @@ mod tests {
         *array.get_mut(2).unwrap() = 9;
         array.grow(CHUNK_LEN + 3, 1);
         *array.get_mut(CHUNK_LEN + 2).unwrap() = 4;
-        let (first, second) = (array.get_mut(2).unwrap() as *mut u32, array.get_mut(CHUNK_LEN + 2).unwrap() as *mut u32);
+        let (first, second) =
+            (array.get_mut(2).unwrap() as *mut u32, array.get_mut(CHUNK_LEN + 2).unwrap() as *mut u32);
         array.grow(CHUNK_LEN * 3 + 5, 2);
         assert_eq!(array.get_mut(2).unwrap() as *mut u32, first, "appending moved the full first chunk");
         assert_eq!(array.get_mut(CHUNK_LEN + 2).unwrap() as *mut u32, second, "appending moved the second chunk");

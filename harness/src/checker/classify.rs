@@ -213,7 +213,14 @@ fn note_progress(progress: &mut HashMap<PartitionRead, i64>, read: PartitionRead
 
 /// `p<producer>:<sequence> @ <topic>/<partition>:<offset>`, `?` for an offset the
 /// client never learnt.
-fn describe(topics: &[String], producer_id: u64, sequence: u32, topic: u32, partition: i32, offset: Option<i64>) -> String {
+fn describe(
+    topics: &[String],
+    producer_id: u64,
+    sequence: u32,
+    topic: u32,
+    partition: i32,
+    offset: Option<i64>,
+) -> String {
     let topic = topics.get(topic as usize).map_or("?", String::as_str);
     match offset {
         Some(offset) => format!("p{producer_id}:{sequence} @ {topic}/{partition}:{offset}"),
@@ -306,7 +313,9 @@ impl Classifier<'_> {
         }
         if let Some(at) = second_read {
             let topics = self.topics;
-            self.result.found(Category::Duplicate, duplicated, || describe_at(topics, message.producer_id, message.sequence, at));
+            self.result.found(Category::Duplicate, duplicated, || {
+                describe_at(topics, message.producer_id, message.sequence, at)
+            });
         }
     }
 
@@ -319,7 +328,12 @@ impl Classifier<'_> {
         positions.dedup();
         for (index, &position) in positions.iter().enumerate() {
             let first_copy = index == 0 || !positions[index - 1].same_partition(&position);
-            self.copies.push(StoredCopy { position, producer_id: message.producer_id, sequence: message.sequence, first_copy });
+            self.copies.push(StoredCopy {
+                position,
+                producer_id: message.producer_id,
+                sequence: message.sequence,
+                first_copy,
+            });
         }
         let acknowledged_at = match outcome {
             Outcome::Acknowledged { offset: Some(offset) } => {
@@ -333,7 +347,9 @@ impl Classifier<'_> {
             let later_copy = positions.iter().copied().chain(acknowledged_at).max();
             if let Some(at) = later_copy {
                 let topics = self.topics;
-                self.result.found(Category::WrittenTwice, 1, || describe_at(topics, message.producer_id, message.sequence, at));
+                self.result.found(Category::WrittenTwice, 1, || {
+                    describe_at(topics, message.producer_id, message.sequence, at)
+                });
             }
         }
         self.positions = positions;
@@ -341,16 +357,24 @@ impl Classifier<'_> {
 
     /// lost and unseen: for every subscription that never read this acknowledged
     /// message.
-    fn unread(&mut self, message: &Message<'_>, offset: Option<i64>, later_reads: Option<&HashMap<PartitionRead, u32>>) {
+    fn unread(
+        &mut self,
+        message: &Message<'_>,
+        offset: Option<i64>,
+        later_reads: Option<&HashMap<PartitionRead, u32>>,
+    ) {
         let (mut lost, mut unseen) = (0, 0);
         for subscription in 0..self.subscriptions {
             if message.reads.binary_search_by_key(&subscription, |read| read.subscription).is_ok() {
                 continue;
             }
-            let partition = PartitionRead { subscription, topic: message.record.topic, partition: message.record.partition };
+            let partition =
+                PartitionRead { subscription, topic: message.record.topic, partition: message.record.partition };
             let read_beyond = match offset {
                 Some(offset) => self.progress.get(&partition).is_some_and(|&highest| highest > offset),
-                None => later_reads.and_then(|later| later.get(&partition)).is_some_and(|&highest| highest > message.sequence),
+                None => later_reads
+                    .and_then(|later| later.get(&partition))
+                    .is_some_and(|&highest| highest > message.sequence),
             };
             if read_beyond {
                 lost += 1;

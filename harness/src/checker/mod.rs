@@ -132,9 +132,14 @@ pub struct Checked {
 /// How a client reported a send to have ended (see [`History::outcomes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reported {
-    Acknowledged { partition: i32, offset: i64 },
+    Acknowledged {
+        partition: i32,
+        offset: i64,
+    },
     /// `ambiguous`: it may have been persisted anyway.
-    Failed { ambiguous: bool },
+    Failed {
+        ambiguous: bool,
+    },
 }
 
 /// One send: where it went and how it ended. 16 bytes.
@@ -173,8 +178,12 @@ enum Outcome {
     /// Handed to the client, no outcome yet; ambiguous if it stays so.
     Pending,
     /// Acknowledged at `offset`, or without one (acks=0 reports no offset).
-    Acknowledged { offset: Option<i64> },
-    Failed { ambiguous: bool },
+    Acknowledged {
+        offset: Option<i64>,
+    },
+    Failed {
+        ambiguous: bool,
+    },
 }
 
 /// An [`Outcome`] in the 8 bytes of an offset, which keeps [`MessageRecord`] at 16
@@ -316,7 +325,15 @@ impl History {
 
     /// A consumer of `subscription` read message (`producer_id`, `sequence`) at
     /// `topic`/`partition`/`offset`.
-    pub fn received(&self, subscription: u32, topic: u32, partition: i32, offset: i64, producer_id: u64, sequence: u64) {
+    pub fn received(
+        &self,
+        subscription: u32,
+        topic: u32,
+        partition: i32,
+        offset: i64,
+        producer_id: u64,
+        sequence: u64,
+    ) {
         self.assert_topic(topic);
         assert!(
             subscription < self.subscriptions,
@@ -324,8 +341,8 @@ impl History {
             self.subscriptions
         );
         let mut shard = self.lock(producer_id);
-        let has_room =
-            self.message(&mut shard, producer_id, sequence).is_some() && self.reserve(&self.reads_recorded, 1, self.bounds.reads_max);
+        let has_room = self.message(&mut shard, producer_id, sequence).is_some()
+            && self.reserve(&self.reads_recorded, 1, self.bounds.reads_max);
         let read = PartitionRead { subscription, topic, partition };
         match shard.producers.get_mut(&producer_id) {
             Some(log) if has_room => {
@@ -376,7 +393,8 @@ impl History {
     /// below it) if the bound allows; `None` once the history is full.
     fn message<'s>(&self, shard: &'s mut Shard, producer_id: u64, sequence: u64) -> Option<&'s mut MessageRecord> {
         let log = shard.producers.entry(producer_id).or_default();
-        let Some(index) = usize::try_from(sequence).ok().filter(|&index| (index as u64) < self.bounds.messages_max) else {
+        let Some(index) = usize::try_from(sequence).ok().filter(|&index| (index as u64) < self.bounds.messages_max)
+        else {
             self.overflowed.store(true, Ordering::Relaxed);
             return None;
         };

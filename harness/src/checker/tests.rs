@@ -118,7 +118,11 @@ fn a_retry_written_twice_fails_idempotence_but_not_at_least_once() {
     assert_eq!(result.verdict.status, Fail);
     assert_eq!(evidence(&result, "written twice"), ["p1:1 @ orders/0:3", "p2:0 @ orders/1:8"]);
     assert_eq!(categories(&result), ["written twice"], "idempotence allows the duplicate read");
-    assert_eq!(history.check(Guarantee::ExactlyOnce, true).brief, "1 read twice, 2 written twice", "every broken promise, in display order");
+    assert_eq!(
+        history.check(Guarantee::ExactlyOnce, true).brief,
+        "1 read twice, 2 written twice",
+        "every broken promise, in display order"
+    );
     assert_eq!(statuses(&history, true), [Fail, Pass, Fail, Fail]);
 }
 
@@ -132,7 +136,9 @@ fn reordering_within_a_partition_fails_idempotence() {
     // Another producer's messages in between do not matter; nor does order across partitions.
     acknowledged(&history, 2, 0, 0, 3);
     acknowledged(&history, 1, 3, 1, 0);
-    for (partition, offset, producer, sequence) in [(0, 0, 1, 0), (0, 1, 1, 2), (0, 2, 1, 1), (0, 3, 2, 0), (1, 0, 1, 3)] {
+    for (partition, offset, producer, sequence) in
+        [(0, 0, 1, 0), (0, 1, 1, 2), (0, 2, 1, 1), (0, 3, 2, 0), (1, 0, 1, 3)]
+    {
         read(&history, 0, partition, offset, producer, sequence);
     }
     let result = history.check(Guarantee::Idempotent, true).result;
@@ -316,7 +322,10 @@ fn acknowledgements_without_an_offset_use_the_producers_order() {
     let result = history.check(Guarantee::AtMostOnce, true).result;
     assert_eq!(anomalies(&result), [("lost", 1), ("unseen", 1)]);
     assert_eq!(result.verdict.status, Pass);
-    assert_eq!(history.check(Guarantee::AtLeastOnce, false).result.verdict.evidence[0].message_ids, ["p1:1 @ orders/0:?"]);
+    assert_eq!(
+        history.check(Guarantee::AtLeastOnce, false).result.verdict.evidence[0].message_ids,
+        ["p1:1 @ orders/0:?"]
+    );
 }
 
 #[test]
@@ -365,8 +374,12 @@ fn append(run: &Run, history: &History) -> Vec<Vec<(u64, u64)>> {
 
 fn runs() -> impl Strategy<Value = Run> {
     (1..5u64, 1..5i32, 1..4u32).prop_flat_map(|(producers, partitions, subscriptions)| {
-        prop::collection::vec((0..producers, 0..partitions), 0..120)
-            .prop_map(move |sends| Run { producers, partitions, subscriptions, sends })
+        prop::collection::vec((0..producers, 0..partitions), 0..120).prop_map(move |sends| Run {
+            producers,
+            partitions,
+            subscriptions,
+            sends,
+        })
     })
 }
 

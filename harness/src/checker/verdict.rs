@@ -176,7 +176,13 @@ fn violations(promise: &Promise, classification: &Classification, drain_complete
         (
             promise.no_written_twice,
             Category::WrittenTwice,
-            |n| format!("{n} message{} {} stored at two or more offsets: written again by a producer retry.", s(n), were(n)),
+            |n| {
+                format!(
+                    "{n} message{} {} stored at two or more offsets: written again by a producer retry.",
+                    s(n),
+                    were(n)
+                )
+            },
             |n| format!("{n} written twice"),
         ),
         (

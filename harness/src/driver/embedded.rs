@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use corelog_engine::batch::{build_batch, split_batches, BatchProducer, RecordSpec, BATCH_HEADER_BYTES};
-use corelog_engine::{Durability, Engine, EngineError, EngineConfig, EngineHandle, LeaderEpoch, Offset, OffsetSpec, PartitionId, TimestampMs, TopicConfig, TopicName, TopicPartition};
+use corelog_engine::{
+    Durability, Engine, EngineConfig, EngineError, EngineHandle, LeaderEpoch, Offset, OffsetSpec, PartitionId,
+    TimestampMs, TopicConfig, TopicName, TopicPartition,
+};
 use futures_lite::future::block_on;
 
 use super::{
@@ -48,7 +51,8 @@ impl EmbeddedDriver {
     pub fn start(data_dir: &Path, shards: usize) -> anyhow::Result<EmbeddedDriver> {
         let mut config = EngineConfig::new(data_dir);
         config.shard_count = shards;
-        let engine = Engine::start(config).with_context(|| format!("starting the embedded engine on {}", data_dir.display()))?;
+        let engine =
+            Engine::start(config).with_context(|| format!("starting the embedded engine on {}", data_dir.display()))?;
         Ok(EmbeddedDriver { engine })
     }
 
@@ -68,13 +72,27 @@ struct EmbeddedProducer {
 }
 
 impl ProducerHandle for EmbeddedProducer {
-    fn send(&mut self, topic: &str, partition: Option<i32>, key: Option<&[u8]>, payload: &[u8], token: SendToken) -> Result<(), SendError> {
-        let message =
-            Outgoing::Message { topic: topic.to_string(), partition, key: key.map(<[u8]>::to_vec), payload: payload.to_vec(), token };
+    fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        token: SendToken,
+    ) -> Result<(), SendError> {
+        let message = Outgoing::Message {
+            topic: topic.to_string(),
+            partition,
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            token,
+        };
         match self.queue.try_send(message) {
             Ok(()) => Ok(()),
             Err(flume::TrySendError::Full(_)) => Err(SendError::QueueFull),
-            Err(flume::TrySendError::Disconnected(_)) => Err(SendError::Failed("the embedded producer stopped".to_string())),
+            Err(flume::TrySendError::Disconnected(_)) => {
+                Err(SendError::Failed("the embedded producer stopped".to_string()))
+            }
         }
     }
 
@@ -140,8 +158,14 @@ fn run_producer(engine: EngineHandle, queue: flume::Receiver<Outgoing>, sink: Ar
         for outgoing in drained {
             match outgoing {
                 Outgoing::Message { topic, partition, key, payload, token } => {
-                    let Some(count) = TopicName::new(topic.as_str()).ok().and_then(|n| engine.topic(&n)).map(|m| m.partition_count) else {
-                        sink.delivered(token, SendOutcome::Failed { error: format!("unknown topic {topic}"), ambiguous: false }, now_us());
+                    let Some(count) =
+                        TopicName::new(topic.as_str()).ok().and_then(|n| engine.topic(&n)).map(|m| m.partition_count)
+                    else {
+                        sink.delivered(
+                            token,
+                            SendOutcome::Failed { error: format!("unknown topic {topic}"), ambiguous: false },
+                            now_us(),
+                        );
                         continue;
                     };
                     let partition = match (partition, &key) {
@@ -172,8 +196,14 @@ fn run_producer(engine: EngineHandle, queue: flume::Receiver<Outgoing>, sink: Ar
                     end += 1;
                 }
                 let chunk = &messages[start..end];
-                let specs: Vec<RecordSpec<'_>> =
-                    chunk.iter().map(|(key, value, _)| RecordSpec { key: key.as_deref(), value: Some(value), timestamp_delta_ms: 0 }).collect();
+                let specs: Vec<RecordSpec<'_>> = chunk
+                    .iter()
+                    .map(|(key, value, _)| RecordSpec {
+                        key: key.as_deref(),
+                        value: Some(value),
+                        timestamp_delta_ms: 0,
+                    })
+                    .collect();
                 let batch = build_batch(TimestampMs(now_us() / 1000), BatchProducer::default(), &specs);
                 let engine = engine.clone();
                 let target = target.clone();
@@ -183,7 +213,10 @@ fn run_producer(engine: EngineHandle, queue: flume::Receiver<Outgoing>, sink: Ar
                     let at_us = now_us();
                     for (index, (_, _, token)) in chunk.iter().enumerate() {
                         let outcome = match &result {
-                            Ok(info) => SendOutcome::Acknowledged { partition: target.partition.0, offset: info.base_offset.0 + index as i64 },
+                            Ok(info) => SendOutcome::Acknowledged {
+                                partition: target.partition.0,
+                                offset: info.base_offset.0 + index as i64,
+                            },
                             Err(error) => SendOutcome::Failed { error: error.to_string(), ambiguous: false },
                         };
                         sink.delivered(*token, outcome, at_us);
@@ -214,7 +247,11 @@ impl Driver for EmbeddedDriver {
         Ok(())
     }
 
-    fn producer(&self, _settings: &ProducerSettings, sink: Arc<dyn DeliverySink>) -> anyhow::Result<Box<dyn ProducerHandle>> {
+    fn producer(
+        &self,
+        _settings: &ProducerSettings,
+        sink: Arc<dyn DeliverySink>,
+    ) -> anyhow::Result<Box<dyn ProducerHandle>> {
         let (queue, receiver) = flume::bounded(PRODUCER_QUEUE_MAX);
         let engine = self.engine.handle();
         let thread = std::thread::Builder::new()
@@ -297,7 +334,10 @@ fn for_each_record(bytes: &[u8], mut each: impl FnMut(i64, Option<&[u8]>, Option
     for (position, header) in split_batches(bytes)? {
         let attributes = i16::from_be_bytes([bytes[position + 21], bytes[position + 22]]);
         if attributes & 0x7 != 0 {
-            bail!("compressed batch at offset {}: the embedded driver only writes uncompressed ones", header.base_offset.0);
+            bail!(
+                "compressed batch at offset {}: the embedded driver only writes uncompressed ones",
+                header.base_offset.0
+            );
         }
         let end = position + header.size_bytes();
         let mut cursor = &bytes[position + BATCH_HEADER_BYTES..end];
@@ -357,8 +397,10 @@ mod tests {
         let mut batch = build_batch(TimestampMs(1_700_000_000_000), BatchProducer::default(), &specs);
         corelog_engine::batch::stamp(&mut batch, Offset(40), LeaderEpoch(0));
         let mut seen = Vec::new();
-        for_each_record(&batch, |offset, key, value| seen.push((offset, key.map(<[u8]>::to_vec), value.map(<[u8]>::to_vec))))
-            .expect("decodes");
+        for_each_record(&batch, |offset, key, value| {
+            seen.push((offset, key.map(<[u8]>::to_vec), value.map(<[u8]>::to_vec)))
+        })
+        .expect("decodes");
         assert_eq!(
             seen,
             vec![

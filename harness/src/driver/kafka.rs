@@ -27,18 +27,18 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::bindings as rdsys;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode as RdCommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::bindings as rdsys;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
 use super::{
-    CommitMode, ConsumerSettings, Delivery, DeliverySink, Driver, MessageSink, ProducerHandle, ProducerSettings, Received,
-    SendError, SendOutcome, SendToken,
+    CommitMode, ConsumerSettings, Delivery, DeliverySink, Driver, MessageSink, ProducerHandle, ProducerSettings,
+    Received, SendError, SendOutcome, SendToken,
 };
 use crate::payload::now_us;
 
@@ -60,7 +60,9 @@ impl KafkaDriver {
     /// The node id leading `topic`/`partition`, from the cluster's metadata.
     pub fn partition_leader(&self, topic: &str, partition: i32) -> anyhow::Result<i32> {
         let client: BaseConsumer = self.base_config().create().context("creating a metadata client")?;
-        let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10)).with_context(|| format!("reading the metadata of {topic}"))?;
+        let metadata = client
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("reading the metadata of {topic}"))?;
         metadata
             .topics()
             .iter()
@@ -144,13 +146,17 @@ impl TopicHandles {
         if let Some((_, handle)) = self.0.iter().find(|(name, _)| name == topic) {
             return Ok(*handle);
         }
-        let name = std::ffi::CString::new(topic).map_err(|_| SendError::Failed(format!("topic name {topic:?} contains a NUL byte")))?;
+        let name = std::ffi::CString::new(topic)
+            .map_err(|_| SendError::Failed(format!("topic name {topic:?} contains a NUL byte")))?;
         // SAFETY: a live client; a null configuration takes the client's defaults.
         let handle = unsafe { rdsys::rd_kafka_topic_new(client, name.as_ptr(), std::ptr::null_mut()) };
         if handle.is_null() {
             // SAFETY: reads this thread's last librdkafka error.
             let code = unsafe { rdsys::rd_kafka_last_error() };
-            return Err(SendError::Failed(format!("creating a handle for topic {topic}: {}", RDKafkaErrorCode::from(code))));
+            return Err(SendError::Failed(format!(
+                "creating a handle for topic {topic}: {}",
+                RDKafkaErrorCode::from(code)
+            )));
         }
         self.0.push((topic.to_string(), handle));
         Ok(handle)
@@ -233,7 +239,14 @@ impl Drop for ReportQueue {
 }
 
 impl ProducerHandle for KafkaProducer {
-    fn send(&mut self, topic: &str, partition: Option<i32>, key: Option<&[u8]>, payload: &[u8], token: SendToken) -> Result<(), SendError> {
+    fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        token: SendToken,
+    ) -> Result<(), SendError> {
         use rdsys::rd_kafka_vtype_t::*;
         let client = self.producer.client().native_ptr();
         let topic = self.topics.get(client, topic)?;
@@ -241,22 +254,31 @@ impl ProducerHandle for KafkaProducer {
         // without librdkafka reading the clock again.
         let timestamp_ms = token.sent_us / 1000;
         let token = Box::into_raw(Box::new(token));
-        let (key_ptr, key_len) = key.map_or((std::ptr::null_mut(), 0), |key| (key.as_ptr() as *mut libc::c_void, key.len()));
+        let (key_ptr, key_len) =
+            key.map_or((std::ptr::null_mut(), 0), |key| (key.as_ptr() as *mut libc::c_void, key.len()));
         let value = |vtype, u| rdsys::rd_kafka_vu_t { vtype, u };
         let vus = [
             value(RD_KAFKA_VTYPE_RKT, rdsys::rd_kafka_vu_s__bindgen_ty_1 { rkt: topic }),
             // Unassigned (-1): librdkafka's partitioner chooses.
             value(RD_KAFKA_VTYPE_PARTITION, rdsys::rd_kafka_vu_s__bindgen_ty_1 { i32_: partition.unwrap_or(-1) }),
-            value(RD_KAFKA_VTYPE_MSGFLAGS, rdsys::rd_kafka_vu_s__bindgen_ty_1 { i: rdsys::RD_KAFKA_MSG_F_COPY as libc::c_int }),
+            value(
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                rdsys::rd_kafka_vu_s__bindgen_ty_1 { i: rdsys::RD_KAFKA_MSG_F_COPY as libc::c_int },
+            ),
             value(
                 RD_KAFKA_VTYPE_VALUE,
                 rdsys::rd_kafka_vu_s__bindgen_ty_1 {
-                    mem: rdsys::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: payload.as_ptr() as *mut libc::c_void, size: payload.len() },
+                    mem: rdsys::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+                        ptr: payload.as_ptr() as *mut libc::c_void,
+                        size: payload.len(),
+                    },
                 },
             ),
             value(
                 RD_KAFKA_VTYPE_KEY,
-                rdsys::rd_kafka_vu_s__bindgen_ty_1 { mem: rdsys::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: key_ptr, size: key_len } },
+                rdsys::rd_kafka_vu_s__bindgen_ty_1 {
+                    mem: rdsys::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: key_ptr, size: key_len },
+                },
             ),
             value(RD_KAFKA_VTYPE_OPAQUE, rdsys::rd_kafka_vu_s__bindgen_ty_1 { ptr: token.cast() }),
             value(RD_KAFKA_VTYPE_TIMESTAMP, rdsys::rd_kafka_vu_s__bindgen_ty_1 { i64_: timestamp_ms }),
@@ -362,7 +384,13 @@ impl KafkaProducer {
     ///
     /// SAFETY: `event` is a live event of type `kind`.
     unsafe fn other_event(&self, event: *mut rdsys::rd_kafka_event_t, kind: rdsys::rd_kafka_event_type_t) {
-        let text = |text: *const libc::c_char| if text.is_null() { String::new() } else { std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned() };
+        let text = |text: *const libc::c_char| {
+            if text.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned()
+            }
+        };
         let context = self.producer.context();
         match kind {
             rdsys::RD_KAFKA_EVENT_LOG => {
@@ -398,7 +426,8 @@ impl Driver for KafkaDriver {
     }
 
     fn create_topic(&self, name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = self.base_config().create().context("creating the admin client")?;
+        let admin: AdminClient<DefaultClientContext> =
+            self.base_config().create().context("creating the admin client")?;
         let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
         for (key, value) in configs {
             topic = topic.set(key, value);
@@ -414,7 +443,11 @@ impl Driver for KafkaDriver {
         Ok(())
     }
 
-    fn producer(&self, settings: &ProducerSettings, sink: Arc<dyn DeliverySink>) -> anyhow::Result<Box<dyn ProducerHandle>> {
+    fn producer(
+        &self,
+        settings: &ProducerSettings,
+        sink: Arc<dyn DeliverySink>,
+    ) -> anyhow::Result<Box<dyn ProducerHandle>> {
         let mut config = self.base_config();
         config.set("acks", &settings.acks);
         config.set("enable.idempotence", settings.idempotent.to_string());
@@ -540,7 +573,10 @@ pub fn consume(
                 consumer.store_offset_from_message(message).context("storing an offset")?;
             }
             if let Err(error) = consumer.commit_consumer_state(RdCommitMode::Sync) {
-                tracing::debug!("consumer: commit before processing failed ({error}); {} messages dropped", batch.len());
+                tracing::debug!(
+                    "consumer: commit before processing failed ({error}); {} messages dropped",
+                    batch.len()
+                );
                 continue;
             }
         }

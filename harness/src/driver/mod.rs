@@ -88,10 +88,16 @@ pub struct SendToken {
 /// How a send ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
-    Acknowledged { partition: i32, offset: i64 },
+    Acknowledged {
+        partition: i32,
+        offset: i64,
+    },
     /// `ambiguous`: the message may have been persisted (timed out, connection lost
     /// after sending); the checker counts these apart from failures.
-    Failed { error: String, ambiguous: bool },
+    Failed {
+        error: String,
+        ambiguous: bool,
+    },
 }
 
 /// One send's outcome, known at `at_us`.
@@ -170,7 +176,11 @@ pub trait Driver: Send + Sync {
     fn name(&self) -> &'static str;
     /// Creates a topic (an existing one is an error: a run starts from empty topics).
     fn create_topic(&self, name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> anyhow::Result<()>;
-    fn producer(&self, settings: &ProducerSettings, sink: Arc<dyn DeliverySink>) -> anyhow::Result<Box<dyn ProducerHandle>>;
+    fn producer(
+        &self,
+        settings: &ProducerSettings,
+        sink: Arc<dyn DeliverySink>,
+    ) -> anyhow::Result<Box<dyn ProducerHandle>>;
     /// Starts a consumer thread that reads `topics` from the beginning until `stop`
     /// is set, handing every message to `sink`.
     fn consumer(

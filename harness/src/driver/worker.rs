@@ -158,7 +158,12 @@ pub struct WorkerConsumer {
 }
 
 impl WorkerConsumer {
-    pub fn spawn(bootstrap: &str, topics: &[String], settings: &ConsumerSettings, sink: Arc<dyn MessageSink>) -> anyhow::Result<WorkerConsumer> {
+    pub fn spawn(
+        bootstrap: &str,
+        topics: &[String],
+        settings: &ConsumerSettings,
+        sink: Arc<dyn MessageSink>,
+    ) -> anyhow::Result<WorkerConsumer> {
         let exe = std::env::current_exe().context("locating the corelog binary")?;
         let mut command = Command::new(exe);
         command.arg("consumer-worker").arg("--bootstrap").arg(bootstrap).arg("--group").arg(&settings.group_id);
@@ -170,7 +175,10 @@ impl WorkerConsumer {
             command.arg("--set").arg(format!("{key}={value}"));
         }
         let mut child = command
-            .env("CORELOG_LOG", std::env::var("CORELOG_LOG").unwrap_or_else(|_| "warn,rdkafka=off,librdkafka=off".to_string()))
+            .env(
+                "CORELOG_LOG",
+                std::env::var("CORELOG_LOG").unwrap_or_else(|_| "warn,rdkafka=off,librdkafka=off".to_string()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -277,7 +285,9 @@ fn read_records(mut input: impl Read, topics: &[String], sink: &dyn MessageSink)
             Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(error) => return Err(error).context("reading from a consumer worker"),
         }
-        let Some(topic) = topics.get(topic) else { bail!("a consumer worker named topic #{topic}, which it was not given") };
+        let Some(topic) = topics.get(topic) else {
+            bail!("a consumer worker named topic #{topic}, which it was not given")
+        };
         sink.received(Received { topic, partition, offset, key: None, payload: &payload, received_us });
     }
 }
@@ -325,7 +335,10 @@ mod tests {
 
     #[test]
     fn a_record_longer_than_a_header_is_refused() {
-        let mut bytes = encode_record(0, &Received { topic: "a", partition: 0, offset: 0, key: None, payload: &[1; 40], received_us: 0 });
+        let mut bytes = encode_record(
+            0,
+            &Received { topic: "a", partition: 0, offset: 0, key: None, payload: &[1; 40], received_us: 0 },
+        );
         bytes[26] = 29;
         let error = read_records(&bytes[..], &["a".to_string()], &Collect::default()).unwrap_err();
         assert!(error.to_string().contains("malformed"), "{error}");

@@ -103,10 +103,8 @@ fn wait_for_listener(shared: &Shared) -> Option<Arc<TcpListener>> {
                     );
                     slot.bind_failing = true;
                 }
-                let (next, _) = shared
-                    .listener_changed
-                    .wait_timeout(slot, REBIND_INTERVAL)
-                    .unwrap_or_else(PoisonError::into_inner);
+                let (next, _) =
+                    shared.listener_changed.wait_timeout(slot, REBIND_INTERVAL).unwrap_or_else(PoisonError::into_inner);
                 slot = next;
             }
         }

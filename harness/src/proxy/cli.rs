@@ -65,7 +65,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the SIGTERM/SIGINT handler")?;
     }
-    let control = TcpListener::bind(args.control).with_context(|| format!("binding the control port {}", args.control))?;
+    let control =
+        TcpListener::bind(args.control).with_context(|| format!("binding the control port {}", args.control))?;
     let control_addr = control.local_addr().context("reading the control port's address")?;
     control.set_nonblocking(true).context("making the control port non-blocking")?;
     let proxy = FaultProxy::start("proxy", args.listen, args.upstream)
@@ -107,9 +108,8 @@ fn serve_control<'scope>(
     while !stop.load(Ordering::Relaxed) {
         match control.accept() {
             Ok((stream, peer)) => {
-                let spawned = std::thread::Builder::new()
-                    .name("proxy-control".to_string())
-                    .spawn_scoped(scope, move || {
+                let spawned =
+                    std::thread::Builder::new().name("proxy-control".to_string()).spawn_scoped(scope, move || {
                         if let Err(error) = serve_control_connection(stream, proxy, stop) {
                             tracing::debug!("control connection from {peer}: {error}");
                         }
@@ -147,7 +147,11 @@ fn serve_control_connection(stream: TcpStream, proxy: &FaultProxy, stop: &Atomic
                 line.clear();
             }
             Ok(_) => {}
-            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
             Err(error) => return Err(error),
         }
         if line.len() > CONTROL_LINE_BYTES_MAX {

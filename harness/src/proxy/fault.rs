@@ -157,7 +157,8 @@ pub fn parse_fault(text: &str) -> Result<NetFault, String> {
             NetFault::Latency { delay: milliseconds("delay_ms")?, jitter: milliseconds("jitter_ms")?, directions }
         }
         FaultKind::Bandwidth => {
-            let parameter = given("bytes_per_second").ok_or_else(|| "bandwidth needs bytes_per_second=N".to_string())?;
+            let parameter =
+                given("bytes_per_second").ok_or_else(|| "bandwidth needs bytes_per_second=N".to_string())?;
             let bytes_per_second = parameter.number()?;
             if bytes_per_second == 0 {
                 return Err(format!("{:?}: must be at least 1", parameter.token));

@@ -156,14 +156,12 @@ fn connect_upstream(shared: &Shared, link: &Link) -> bool {
         return false;
     }
     let (client, upstream) = link.ends(Direction::ToBroker);
-    let configured = [client, upstream]
-        .into_iter()
-        .try_for_each(|stream| {
-            // Kafka clients and brokers disable Nagle themselves; the proxy must not
-            // add it back between them.
-            stream.set_nodelay(true)?;
-            stream.set_write_timeout(Some(WRITE_POLL_INTERVAL))
-        });
+    let configured = [client, upstream].into_iter().try_for_each(|stream| {
+        // Kafka clients and brokers disable Nagle themselves; the proxy must not
+        // add it back between them.
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(WRITE_POLL_INTERVAL))
+    });
     if let Err(error) = configured {
         tracing::debug!("proxy {}: setting up the sockets of {}: {error}; closing it", shared.name, link.peer);
         return false;
@@ -337,7 +335,13 @@ fn read_loop(shared: &Shared, link: &Link, direction: Direction) {
 
 /// Waits until the reader of `direction` may read (not blackholed, room in the
 /// queue) and returns a buffer to read into; `None` if the link was aborted.
-fn admit_read(shared: &Shared, link: &Link, pipe: &Pipe, view: &mut FaultView, direction: Direction) -> Option<Vec<u8>> {
+fn admit_read(
+    shared: &Shared,
+    link: &Link,
+    pipe: &Pipe,
+    view: &mut FaultView,
+    direction: Direction,
+) -> Option<Vec<u8>> {
     let mut state = pipe.lock();
     loop {
         if link.is_aborted() {
@@ -477,7 +481,10 @@ fn write_all(link: &Link, mut destination: &TcpStream, mut bytes: &[u8]) -> Resu
             Ok(written) => bytes = &bytes[written..],
             // The write timeout: the peer is not reading; check for an abort and go on.
             Err(error)
-                if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
             Err(error) => return Err(Stop::Failed("writing", error)),
         }
     }
@@ -514,7 +521,8 @@ struct Jitter(u64);
 
 impl Jitter {
     fn seeded(link_id: u64, direction: Direction) -> Jitter {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         Jitter(nanos ^ link_id.rotate_left(32) ^ direction.index() as u64)
     }
 

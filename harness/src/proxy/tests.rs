@@ -208,7 +208,11 @@ fn latency_delays_each_direction_and_faults_compose() {
 fn jitter_never_reorders_bytes() {
     let proxy = start(server(echo));
     let client = connect(&proxy);
-    proxy.add(NetFault::Latency { delay: Duration::from_millis(10), jitter: Duration::from_millis(10), directions: Directions::BOTH });
+    proxy.add(NetFault::Latency {
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(10),
+        directions: Directions::BOTH,
+    });
     const MESSAGES: u32 = 300;
     let writer = std::thread::spawn({
         let mut client = client.try_clone().expect("cloning the client");
@@ -364,7 +368,11 @@ fn a_fault_added_to_an_open_connection_applies_at_once() {
 fn removing_latency_releases_delayed_bytes_and_round_trips_are_fast_again() {
     let proxy = start(server(echo));
     let mut client = connect(&proxy);
-    let latency = proxy.add(NetFault::Latency { delay: Duration::from_secs(5), jitter: Duration::ZERO, directions: Directions::TO_CLIENT });
+    let latency = proxy.add(NetFault::Latency {
+        delay: Duration::from_secs(5),
+        jitter: Duration::ZERO,
+        directions: Directions::TO_CLIENT,
+    });
     client.write_all(b"held").expect("sending");
     std::thread::sleep(Duration::from_millis(100));
     let removed_at = Instant::now();
@@ -373,7 +381,10 @@ fn removing_latency_releases_delayed_bytes_and_round_trips_are_fast_again() {
     client.read_exact(&mut echoed).expect("the delayed echo");
     let after_removal = removed_at.elapsed();
     assert_eq!(&echoed, b"held");
-    assert!(after_removal < Duration::from_secs(1), "the delayed echo came {after_removal:?} after the latency was removed");
+    assert!(
+        after_removal < Duration::from_secs(1),
+        "the delayed echo came {after_removal:?} after the latency was removed"
+    );
     let typical = median((0..5).map(|_| round_trip(&mut client, b"ping")).collect());
     assert!(typical < Duration::from_millis(100), "round trips take {typical:?} after the latency was removed");
 }
@@ -388,7 +399,11 @@ fn shutdown_closes_open_connections_and_returns_promptly() {
     round_trip(&mut held, b"held");
     proxy.add(NetFault::Blackhole { directions: Directions::BOTH });
     held.write_all(b"bytes the blackhole holds").expect("sending");
-    proxy.add(NetFault::Latency { delay: Duration::from_secs(5), jitter: Duration::ZERO, directions: Directions::BOTH });
+    proxy.add(NetFault::Latency {
+        delay: Duration::from_secs(5),
+        jitter: Duration::ZERO,
+        directions: Directions::BOTH,
+    });
     let started = Instant::now();
     proxy.shutdown();
     let took = started.elapsed();
@@ -445,7 +460,10 @@ fn parse_fault_reads_the_workload_words() {
         "latency  delay_ms=200 jitter_ms=50 direction=to-client",
         NetFault::Latency { delay: ms(200), jitter: ms(50), directions: Directions::TO_CLIENT },
     );
-    check("bandwidth bytes_per_second=1000 direction=to-broker", NetFault::Bandwidth { bytes_per_second: 1000, directions: Directions::TO_BROKER });
+    check(
+        "bandwidth bytes_per_second=1000 direction=to-broker",
+        NetFault::Bandwidth { bytes_per_second: 1000, directions: Directions::TO_BROKER },
+    );
     check("blackhole", NetFault::Blackhole { directions: Directions::BOTH });
     check("blackhole direction=both", NetFault::Blackhole { directions: Directions::BOTH });
     check("reset", NetFault::Reset);
@@ -459,14 +477,20 @@ fn parse_fault_errors_name_the_bad_token() {
         assert_eq!(error, expected, "{text}");
     };
     check("", "empty fault: expected a kind (latency, bandwidth, reset, blackhole, down)");
-    check("latncy delay_ms=1", "\"latncy\" is not a network fault kind (expected latency, bandwidth, reset, blackhole, down)");
+    check(
+        "latncy delay_ms=1",
+        "\"latncy\" is not a network fault kind (expected latency, bandwidth, reset, blackhole, down)",
+    );
     check("crash", "\"crash\" is not a network fault kind (expected latency, bandwidth, reset, blackhole, down)");
     check("latency", "latency needs delay_ms=N");
     check("latency delay_ms=abc", "\"delay_ms=abc\": delay_ms must be a whole number");
     check("latency delay_ms=5 delay_ms=6", "\"delay_ms=6\": delay_ms is given twice");
     check("latency delay_ms=5 rate=7", "\"rate=7\": latency takes only delay_ms, jitter_ms, direction");
     check("latency delay_ms", "\"delay_ms\": expected key=value");
-    check("blackhole direction=sideways", "\"direction=sideways\": direction must be one of both, to-broker, to-client");
+    check(
+        "blackhole direction=sideways",
+        "\"direction=sideways\": direction must be one of both, to-broker, to-client",
+    );
     check("bandwidth bytes_per_second=0", "\"bytes_per_second=0\": must be at least 1");
     check("reset now=1", "\"now=1\": reset takes no parameters");
 }
@@ -484,8 +508,14 @@ fn active_faults_compose() {
     let effective = Effective::of(&faults);
     let to_broker = effective.direction(Direction::ToBroker);
     let to_client = effective.direction(Direction::ToClient);
-    assert_eq!((to_broker.delay, to_broker.jitter, to_broker.bytes_per_second, to_broker.blackhole), (ms(10), ms(2), Some(200), false));
-    assert_eq!((to_client.delay, to_client.jitter, to_client.bytes_per_second, to_client.blackhole), (ms(15), ms(2), Some(500), true));
+    assert_eq!(
+        (to_broker.delay, to_broker.jitter, to_broker.bytes_per_second, to_broker.blackhole),
+        (ms(10), ms(2), Some(200), false)
+    );
+    assert_eq!(
+        (to_client.delay, to_client.jitter, to_client.bytes_per_second, to_client.blackhole),
+        (ms(15), ms(2), Some(500), true)
+    );
     assert!(!effective.reset && !effective.down);
     assert!(Effective::of(&[NetFault::Reset, NetFault::Down]).reset);
     assert!(Effective::of(&[]).direction(Direction::ToBroker).is_clear());

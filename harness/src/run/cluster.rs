@@ -52,12 +52,16 @@ impl LocalCluster {
     /// Starts every broker under a temporary directory inside `parent`.
     pub fn start(parent: &Path, specs: &[BrokerSpec]) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        let root = tempfile::Builder::new().prefix("corelog-cluster-").tempdir_in(parent).context("creating the cluster directory")?;
+        let root = tempfile::Builder::new()
+            .prefix("corelog-cluster-")
+            .tempdir_in(parent)
+            .context("creating the cluster directory")?;
         let mut brokers = Vec::with_capacity(specs.len());
         for spec in specs {
             let data_dir = root.path().join(&spec.name);
             let config_path = root.path().join(format!("{}.yaml", spec.name));
-            std::fs::write(&config_path, &spec.config_yaml).with_context(|| format!("writing {}", config_path.display()))?;
+            std::fs::write(&config_path, &spec.config_yaml)
+                .with_context(|| format!("writing {}", config_path.display()))?;
             let mut broker = LocalBroker {
                 name: spec.name.clone(),
                 address: String::new(),
@@ -131,11 +135,19 @@ impl LocalBroker {
                 break;
             }
             if let Some(status) = child.try_wait()? {
-                bail!("broker {} exited ({status}) before it was ready; its log is {}", self.name, self.log_path.display());
+                bail!(
+                    "broker {} exited ({status}) before it was ready; its log is {}",
+                    self.name,
+                    self.log_path.display()
+                );
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                bail!("broker {} was not ready within {START_TIMEOUT:?}; its log is {}", self.name, self.log_path.display());
+                bail!(
+                    "broker {} was not ready within {START_TIMEOUT:?}; its log is {}",
+                    self.name,
+                    self.log_path.display()
+                );
             }
         }
         self.child = Some(child);

@@ -54,8 +54,12 @@ impl Consumers {
     fn launch(&self, spec: &ConsumerSpec) -> anyhow::Result<Running> {
         let topics = std::slice::from_ref(&spec.topic);
         Ok(match &self.workers {
-            Some(bootstrap) => Running::Worker(WorkerConsumer::spawn(bootstrap, topics, &spec.settings, spec.sink.clone())?),
-            None => Running::Thread(self.driver.consumer(topics, &spec.settings, spec.sink.clone(), self.stop.clone())?),
+            Some(bootstrap) => {
+                Running::Worker(WorkerConsumer::spawn(bootstrap, topics, &spec.settings, spec.sink.clone())?)
+            }
+            None => {
+                Running::Thread(self.driver.consumer(topics, &spec.settings, spec.sink.clone(), self.stop.clone())?)
+            }
         })
     }
 

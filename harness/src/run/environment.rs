@@ -8,9 +8,12 @@ use crate::workload::{Cluster, DriverKind, Workload};
 
 pub fn collect(workload: &Workload) -> Environment {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get()) as u32;
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()));
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
+        info.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|m| m.trim().to_string())
+    });
     let memory_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
         info.lines()
             .find(|l| l.starts_with("MemTotal:"))

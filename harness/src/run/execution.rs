@@ -127,7 +127,9 @@ impl<'a> Execution<'a> {
         let metrics = Arc::new(Metrics::new(workload.message_size_bytes as usize));
         let history = Arc::new(History::new(topics.clone(), workload.subscriptions_per_topic, HISTORY_MESSAGES_MAX));
         let workers = match target.kafka() {
-            Some(kafka) if has_faults_of(workload, |kind| kind == FaultKind::ConsumerCrash) => Some(kafka.bootstrap().to_string()),
+            Some(kafka) if has_faults_of(workload, |kind| kind == FaultKind::ConsumerCrash) => {
+                Some(kafka.bootstrap().to_string())
+            }
             _ => None,
         };
         let controller = match workload.producer_rate {
@@ -217,7 +219,8 @@ impl<'a> Execution<'a> {
             KeyDistributor::RandomNano => KeyChoice::RandomNano,
         };
         let settings = producer_settings(workload, self.plan.guarantee);
-        let recorder: Arc<dyn DeliverySink> = Arc::new(Recorder { metrics: self.metrics.clone(), history: self.history.clone() });
+        let recorder: Arc<dyn DeliverySink> =
+            Arc::new(Recorder { metrics: self.metrics.clone(), history: self.history.clone() });
         let factory: load::ProducerFactory = {
             let driver = self.driver.clone();
             Arc::new(move || driver.producer(&settings, recorder.clone()))
@@ -354,7 +357,12 @@ impl<'a> Execution<'a> {
     /// say (the drain asks again).
     fn end_offsets(&self) -> Option<Vec<Vec<i64>>> {
         let partitions = self.plan.workload.partitions_per_topic as i32;
-        match self.topics.iter().map(|topic| self.driver.end_offsets(topic, partitions)).collect::<anyhow::Result<Vec<_>>>() {
+        match self
+            .topics
+            .iter()
+            .map(|topic| self.driver.end_offsets(topic, partitions))
+            .collect::<anyhow::Result<Vec<_>>>()
+        {
             Ok(offsets) => Some(offsets),
             Err(error) => {
                 tracing::debug!("drain: {error:#}");
@@ -383,7 +391,12 @@ impl<'a> Execution<'a> {
         let injected = std::mem::take(&mut self.injected);
         result.fault_windows = injected.windows;
         for error in &injected.errors {
-            result.errors.push(ErrorCount { operation: "fault".to_string(), error: error.clone(), count: 1, first_ms: None });
+            result.errors.push(ErrorCount {
+                operation: "fault".to_string(),
+                error: error.clone(),
+                count: 1,
+                first_ms: None,
+            });
         }
         self.measurement.logs.finish()?;
         let mut problems: Vec<String> = injected.errors.iter().map(|e| format!("fault injection: {e}")).collect();
@@ -458,7 +471,11 @@ impl<'a> Execution<'a> {
     fn adjust_rate(&mut self, window: &Window) {
         // While a backlog is being built on purpose, it says nothing about the rate.
         let counts = self.measurement.counts;
-        let backlog = if self.consumers_started { (counts.acknowledged * self.subscriptions()) as i64 - counts.consumed as i64 } else { 0 };
+        let backlog = if self.consumers_started {
+            (counts.acknowledged * self.subscriptions()) as i64 - counts.consumed as i64
+        } else {
+            0
+        };
         if let Some(controller) = self.controller.as_mut() {
             let delay_p50 = window.publish_delay_us.value_at_quantile(0.5);
             self.rate.set(controller.adjust(window.counts.acknowledged as f64, backlog, delay_p50));
@@ -534,7 +551,8 @@ fn create_topics(plan: &Plan<'_>, driver: &dyn Driver) -> anyhow::Result<Vec<Str
         Cluster::External(external) => &external.topic_config,
     };
     let guarantee = plan.guarantee.map_or("run", |g| g.name());
-    let topics: Vec<String> = (0..workload.topics).map(|i| format!("{}-{guarantee}-{i}-{nonce}", sanitize(&workload.name))).collect();
+    let topics: Vec<String> =
+        (0..workload.topics).map(|i| format!("{}-{guarantee}-{i}-{nonce}", sanitize(&workload.name))).collect();
     for topic in &topics {
         driver.create_topic(topic, workload.partitions_per_topic as i32, topic_config)?;
     }
@@ -553,8 +571,7 @@ fn new_result(plan: &Plan<'_>, driver: &str) -> RunResult {
     result.producers_per_topic = workload.producers_per_topic;
     result.consumers_per_topic = workload.subscriptions_per_topic * workload.consumers_per_subscription;
     result.environment = environment::collect(workload);
-    result.workload_echo =
-        serde_json::json!({ "summary": workload.summary(), "file": workload.path.display().to_string(), "seed": plan.seed });
+    result.workload_echo = serde_json::json!({ "summary": workload.summary(), "file": workload.path.display().to_string(), "seed": plan.seed });
     result.delivery_guarantee = plan.guarantee.map(report_guarantee);
     if let Some(every) = plan.forget_reads {
         result.workload_echo["testForgetReads"] = every.get().into();
@@ -582,7 +599,9 @@ fn payloads(workload: &Workload, seed: u64) -> anyhow::Result<Vec<Vec<u8>>> {
         (state >> 24) as u8
     };
     Ok(match &workload.payload {
-        Payload::File(path) => vec![std::fs::read(path).with_context(|| format!("reading payload file {}", path.display()))?],
+        Payload::File(path) => {
+            vec![std::fs::read(path).with_context(|| format!("reading payload file {}", path.display()))?]
+        }
         Payload::Randomized { random_bytes_ratio, pool_size } => (0..(*pool_size).max(1))
             .map(|_| {
                 let random = (size as f64 * random_bytes_ratio).round() as usize;
@@ -631,18 +650,29 @@ mod tests {
     /// Starts an execution, takes windows until both faults are in effect and
     /// acknowledgements come in, then fails the way a failed write between start
     /// and stop does: an early return with `?`.
-    fn fail_while_faults_are_applied(plan: Plan<'_>, target: &Target, held: &mut Option<Held>) -> anyhow::Result<Outcome> {
+    fn fail_while_faults_are_applied(
+        plan: Plan<'_>,
+        target: &Target,
+        held: &mut Option<Held>,
+    ) -> anyhow::Result<Outcome> {
         let paused = plan.run_dir.join("paused-node-0");
         let mut execution = Execution::start(plan, target)?;
         let producer_0 = execution.producers.crash_switches()[0].clone();
-        *held = Some(Held { metrics: execution.metrics.clone(), history: execution.history.clone(), producer_0: producer_0.clone() });
+        *held = Some(Held {
+            metrics: execution.metrics.clone(),
+            history: execution.history.clone(),
+            producer_0: producer_0.clone(),
+        });
         let deadline = Instant::now() + Duration::from_secs(60);
         while !(paused.exists() && producer_0.is_crashed() && execution.measurement.counts.acknowledged > 0) {
             assert!(Instant::now() < deadline, "the faults were not applied or nothing was acknowledged within 60 s");
             std::thread::sleep(Duration::from_millis(100));
             execution.take_window(true)?;
         }
-        assert!(Arc::strong_count(&execution.metrics) > 2, "the producers and the consumer hold the metrics while they run");
+        assert!(
+            Arc::strong_count(&execution.metrics) > 2,
+            "the producers and the consumer hold the metrics while they run"
+        );
         anyhow::bail!("a write failed")
     }
 
@@ -655,10 +685,17 @@ mod tests {
         let broker = Broker::start(config).unwrap();
         let workload = workload(dir.path(), &broker.local_addr().to_string());
         let target = Target::start(&workload, dir.path()).unwrap();
-        let plan = Plan { workload: &workload, guarantee: Some(Guarantee::AtLeastOnce), run_dir: dir.path(), seed: 7, forget_reads: None };
+        let plan = Plan {
+            workload: &workload,
+            guarantee: Some(Guarantee::AtLeastOnce),
+            run_dir: dir.path(),
+            seed: 7,
+            forget_reads: None,
+        };
 
         let mut held = None;
-        let error = fail_while_faults_are_applied(plan, &target, &mut held).err().expect("the execution fails on purpose");
+        let error =
+            fail_while_faults_are_applied(plan, &target, &mut held).err().expect("the execution fails on purpose");
         assert_eq!(error.to_string(), "a write failed");
         let held = held.expect("the execution started");
         // A thread that still runs holds its clones of these: none is left.

@@ -29,7 +29,9 @@ use crate::proxy::{Directions, FaultId, FaultProxy, NetFault};
 use crate::run::cluster::LocalCluster;
 use crate::run::consumers::Consumers;
 use crate::run::load::CrashSwitch;
-use crate::workload::{ExternalCluster, FaultKind, FaultParameters, FaultScope, FaultTarget, ParameterDirection, Workload};
+use crate::workload::{
+    ExternalCluster, FaultKind, FaultParameters, FaultScope, FaultTarget, ParameterDirection, Workload,
+};
 
 /// A fault with a concrete target and a time from t = 0.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +67,11 @@ pub fn plan(workload: &Workload, brokers: &[String], seed: u64) -> (Vec<PlannedF
         while at + nemesis.duration <= workload.test_duration && !nemesis.kinds.is_empty() {
             let kind = nemesis.kinds[rng.below(nemesis.kinds.len() as u64) as usize];
             let target = resolve_random(&FaultTarget::Random, kind, workload, brokers, &mut rng);
-            let duration = if kind.needs_duration() || kind.scope() != FaultScope::Network { nemesis.duration } else { Duration::ZERO };
+            let duration = if kind.needs_duration() || kind.scope() != FaultScope::Network {
+                nemesis.duration
+            } else {
+                Duration::ZERO
+            };
             faults.push(PlannedFault { at, duration, kind, target, parameters: nemesis.parameters.clone() });
             at += nemesis.interval;
         }
@@ -74,7 +80,13 @@ pub fn plan(workload: &Workload, brokers: &[String], seed: u64) -> (Vec<PlannedF
     (faults, nemesis_seed)
 }
 
-fn resolve_random(target: &FaultTarget, kind: FaultKind, workload: &Workload, brokers: &[String], rng: &mut SplitMix) -> FaultTarget {
+fn resolve_random(
+    target: &FaultTarget,
+    kind: FaultKind,
+    workload: &Workload,
+    brokers: &[String],
+    rng: &mut SplitMix,
+) -> FaultTarget {
     if *target != FaultTarget::Random {
         return target.clone();
     }
@@ -261,7 +273,13 @@ impl Injector {
             end_ms: None,
             parameters: parameters_json(&fault.parameters),
         };
-        eprintln!("  fault: {} {} at {:.1} s for {:.1} s", window.kind, window.target, started_ms as f64 / 1000.0, fault.duration.as_secs_f64());
+        eprintln!(
+            "  fault: {} {} at {:.1} s for {:.1} s",
+            window.kind,
+            window.target,
+            started_ms as f64 / 1000.0,
+            fault.duration.as_secs_f64()
+        );
         self.injected.windows.push(window);
         let index = self.injected.windows.len() - 1;
         match outcome {
@@ -280,7 +298,9 @@ impl Injector {
     fn undo(&mut self, active: Active) {
         for undo in active.undo {
             if let Err(error) = self.undo_one(undo) {
-                self.injected.errors.push(format!("undoing {}: {error:#}", self.injected.windows[active.window].label()));
+                self.injected
+                    .errors
+                    .push(format!("undoing {}: {error:#}", self.injected.windows[active.window].label()));
             }
         }
         let now = self.now_ms();
@@ -309,7 +329,9 @@ impl Injector {
     /// The broker names a target means now.
     fn brokers(&self, target: &FaultTarget) -> anyhow::Result<Vec<String>> {
         let all: Vec<String> = match (&self.targets.local, &self.targets.external) {
-            (Some(cluster), _) => cluster.lock().expect("cluster lock").brokers.iter().map(|b| b.name.clone()).collect(),
+            (Some(cluster), _) => {
+                cluster.lock().expect("cluster lock").brokers.iter().map(|b| b.name.clone()).collect()
+            }
             (None, Some(external)) => external.nodes.iter().map(|n| n.name.clone()).collect(),
             (None, None) => bail!("there are no brokers to fault"),
         };
@@ -317,7 +339,9 @@ impl Injector {
             FaultTarget::All => all,
             FaultTarget::Broker(name) => vec![name.clone()],
             FaultTarget::Leader { topic, partition } => vec![self.leader(*topic, *partition, &all)?],
-            FaultTarget::Random => bail!("no broker to draw a random target from: list the external cluster's brokers under cluster.nodes"),
+            FaultTarget::Random => {
+                bail!("no broker to draw a random target from: list the external cluster's brokers under cluster.nodes")
+            }
             FaultTarget::Producer(_) | FaultTarget::Consumer(_) => bail!("`{target}` is not a broker"),
         };
         if brokers.is_empty() {
@@ -331,16 +355,14 @@ impl Injector {
             // Started clusters have one broker until replication lands: it leads everything.
             return all.first().cloned().context("the cluster has no broker");
         }
-        let topic_name = self.targets.topics.get(topic as usize).with_context(|| format!("there is no topic {topic}"))?;
+        let topic_name =
+            self.targets.topics.get(topic as usize).with_context(|| format!("there is no topic {topic}"))?;
         let kafka = self.targets.kafka.as_ref().context("leader targets need the kafka driver")?;
         let node_id = kafka.partition_leader(topic_name, partition as i32)?;
         let external = self.targets.external.as_ref().context("leader targets need cluster nodes")?;
-        external
-            .nodes
-            .iter()
-            .find(|node| node.node_id == node_id)
-            .map(|node| node.name.clone())
-            .with_context(|| format!("the leader of {topic_name}/{partition} is node {node_id}, which cluster.nodes does not name"))
+        external.nodes.iter().find(|node| node.node_id == node_id).map(|node| node.name.clone()).with_context(|| {
+            format!("the leader of {topic_name}/{partition} is node {node_id}, which cluster.nodes does not name")
+        })
     }
 
     fn start_process(&mut self, kind: FaultKind, broker: &str) -> anyhow::Result<Vec<Undo>> {
@@ -353,11 +375,18 @@ impl Injector {
             };
             let begin = begin.as_ref().with_context(|| format!("no command for `{kind}` in cluster.commands"))?;
             run_command(begin, broker)?;
-            return Ok(end.iter().map(|command| Undo::Command { command: command.clone(), node: broker.to_string() }).collect());
+            return Ok(end
+                .iter()
+                .map(|command| Undo::Command { command: command.clone(), node: broker.to_string() })
+                .collect());
         }
         let cluster = self.targets.local.as_ref().context("no cluster")?;
         let mut cluster = cluster.lock().expect("cluster lock");
-        let node = cluster.brokers.iter_mut().find(|b| b.name == broker).with_context(|| format!("there is no broker {broker}"))?;
+        let node = cluster
+            .brokers
+            .iter_mut()
+            .find(|b| b.name == broker)
+            .with_context(|| format!("there is no broker {broker}"))?;
         match kind {
             FaultKind::Crash => node.kill()?,
             FaultKind::Restart => node.stop()?,
@@ -370,7 +399,8 @@ impl Injector {
     }
 
     fn start_network(&mut self, fault: &PlannedFault, broker: &str) -> anyhow::Result<Undo> {
-        let proxy = self.targets.proxies.get(broker).with_context(|| format!("broker {broker} has no fault proxy"))?.clone();
+        let proxy =
+            self.targets.proxies.get(broker).with_context(|| format!("broker {broker} has no fault proxy"))?.clone();
         let id = proxy.add(net_fault(fault.kind, &fault.parameters)?);
         Ok(Undo::RemoveNet(proxy, id))
     }
@@ -404,7 +434,11 @@ impl Injector {
             Undo::StartBroker(name) | Undo::Resume(name) if self.targets.local.is_some() => {
                 let cluster = self.targets.local.as_ref().expect("checked");
                 let mut cluster = cluster.lock().expect("cluster lock");
-                let node = cluster.brokers.iter_mut().find(|b| b.name == name).with_context(|| format!("there is no broker {name}"))?;
+                let node = cluster
+                    .brokers
+                    .iter_mut()
+                    .find(|b| b.name == name)
+                    .with_context(|| format!("there is no broker {name}"))?;
                 if node.is_running() {
                     node.freeze(false)
                 } else {
@@ -566,10 +600,19 @@ mod tests {
 
     #[test]
     fn network_kinds_map_to_proxy_faults_with_their_directions() {
-        let parameters = FaultParameters { delay_ms: Some(200), jitter_ms: Some(50), direction: Some(ParameterDirection::ToClient), ..Default::default() };
+        let parameters = FaultParameters {
+            delay_ms: Some(200),
+            jitter_ms: Some(50),
+            direction: Some(ParameterDirection::ToClient),
+            ..Default::default()
+        };
         assert_eq!(
             net_fault(FaultKind::Latency, &parameters).unwrap(),
-            NetFault::Latency { delay: Duration::from_millis(200), jitter: Duration::from_millis(50), directions: Directions::TO_CLIENT }
+            NetFault::Latency {
+                delay: Duration::from_millis(200),
+                jitter: Duration::from_millis(50),
+                directions: Directions::TO_CLIENT
+            }
         );
         assert_eq!(net_fault(FaultKind::Down, &FaultParameters::default()).unwrap(), NetFault::Down);
         assert!(net_fault(FaultKind::Crash, &FaultParameters::default()).is_err());

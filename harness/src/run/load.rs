@@ -307,7 +307,9 @@ impl ProducerThread {
         let key = match self.plan.keys {
             KeyChoice::None => None,
             KeyChoice::RoundRobin => Some(keys[(self.sequence % keys.len() as u64) as usize].as_slice()),
-            KeyChoice::RandomNano => Some(keys[(self.started.elapsed().as_nanos() % keys.len() as u128) as usize].as_slice()),
+            KeyChoice::RandomNano => {
+                Some(keys[(self.started.elapsed().as_nanos() % keys.len() as u128) as usize].as_slice())
+            }
         };
         let (producer_id, sequence) = (self.plan.producer_id, self.sequence);
         let message_due_us = self.due_us as i64;
@@ -354,7 +356,11 @@ impl ProducerThread {
 
 /// A crashed producer: drops its client unflushed, waits for the restart (or the
 /// end of the run: `None`), and returns a new client.
-fn crashed(plan: &ProducerPlan, producer: Box<dyn ProducerHandle>, stop: &AtomicBool) -> Option<Box<dyn ProducerHandle>> {
+fn crashed(
+    plan: &ProducerPlan,
+    producer: Box<dyn ProducerHandle>,
+    stop: &AtomicBool,
+) -> Option<Box<dyn ProducerHandle>> {
     drop(producer);
     let _ = plan.crash.0.compare_exchange(CrashSwitch::CRASH, CrashSwitch::DOWN, Ordering::SeqCst, Ordering::SeqCst);
     while plan.crash.0.load(Ordering::SeqCst) != CrashSwitch::RESTART {

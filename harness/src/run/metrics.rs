@@ -150,8 +150,8 @@ impl Metrics {
             acknowledged_bytes: take(&c.acknowledged_bytes),
             foreign: take(&c.foreign),
         };
-        let out_of_range =
-            self.publish.out_of_range.swap(0, Ordering::Relaxed) + self.end_to_end.out_of_range.swap(0, Ordering::Relaxed);
+        let out_of_range = self.publish.out_of_range.swap(0, Ordering::Relaxed)
+            + self.end_to_end.out_of_range.swap(0, Ordering::Relaxed);
         let [publish_service_us, publish_corrected_us, publish_delay_us] = self.publish.take();
         let [end_to_end_us] = self.end_to_end.take();
         Window { counts, publish_service_us, publish_corrected_us, publish_delay_us, end_to_end_us, out_of_range }
@@ -180,10 +180,12 @@ impl DeliverySink for Metrics {
         }
         if acknowledged > 0 {
             c.acknowledged_bytes.fetch_add(acknowledged * self.message_bytes, Ordering::Relaxed);
-            self.publish.record_all(deliveries.iter().filter(|d| matches!(d.outcome, SendOutcome::Acknowledged { .. })).map(|d| {
-                let (token, at_us) = (d.token, d.at_us);
-                [at_us - token.sent_us, at_us - token.intended_us, token.sent_us - token.intended_us]
-            }));
+            self.publish.record_all(
+                deliveries.iter().filter(|d| matches!(d.outcome, SendOutcome::Acknowledged { .. })).map(|d| {
+                    let (token, at_us) = (d.token, d.at_us);
+                    [at_us - token.sent_us, at_us - token.intended_us, token.sent_us - token.intended_us]
+                }),
+            );
         }
     }
 }
@@ -230,10 +232,24 @@ mod tests {
     fn out_of_range_samples_are_counted_and_foreign_messages_are_not_measured() {
         let metrics = Metrics::new(100);
         metrics.end_to_end.record([LATENCY_US_MAX as i64 * 2]);
-        metrics.received(Received { topic: "t", partition: 0, offset: 0, key: None, payload: b"not ours", received_us: 5 });
+        metrics.received(Received {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: b"not ours",
+            received_us: 5,
+        });
         let mut payload = vec![0u8; 64];
         PayloadHeader { producer_id: 1, sequence: 1, send_time_us: 1_000 }.stamp(&mut payload);
-        metrics.received(Received { topic: "t", partition: 0, offset: 1, key: None, payload: &payload, received_us: 1_250 });
+        metrics.received(Received {
+            topic: "t",
+            partition: 0,
+            offset: 1,
+            key: None,
+            payload: &payload,
+            received_us: 1_250,
+        });
         let window = metrics.take_window();
         assert_eq!(window.out_of_range, 1);
         assert_eq!(window.counts.foreign, 1);

@@ -126,8 +126,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let source = std::fs::read_to_string(&args.workload).ok();
     let interrupted = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone()).context("installing the Ctrl-C handler")?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, interrupted.clone()).context("installing the SIGTERM handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
+        .context("installing the Ctrl-C handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, interrupted.clone())
+        .context("installing the SIGTERM handler")?;
     let guarantees = guarantees_to_run(&workload, &args.workload)?;
     eprintln!("corelog run: {} → {}", workload.summary(), out_dir.display());
     if let Some(every) = args.test_forget_reads {
@@ -186,8 +188,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 /// One execution per guarantee the workload lists, or one unjudged execution if it
 /// lists none.
 fn guarantees_to_run(workload: &Workload, path: &Path) -> anyhow::Result<Vec<Option<Guarantee>>> {
-    let guarantees: Vec<Option<Guarantee>> =
-        if workload.guarantees.is_empty() { vec![None] } else { workload.guarantees.iter().copied().map(Some).collect() };
+    let guarantees: Vec<Option<Guarantee>> = if workload.guarantees.is_empty() {
+        vec![None]
+    } else {
+        workload.guarantees.iter().copied().map(Some).collect()
+    };
     if guarantees.contains(&Some(Guarantee::ExactlyOnce)) {
         bail!(UsageError(format!(
             "{}: exactly-once needs transactions, which corelog does not serve yet; remove it from `guarantees`",
@@ -217,7 +222,8 @@ impl Summary {
             closing.push(format!("the run failed:\n  {}", self.failures.join("\n  ")));
         }
         if let Some(not_run) = not_run {
-            let skipped = if not_run.is_empty() { String::new() } else { format!(" (not run: {})", not_run.join(", ")) };
+            let skipped =
+                if not_run.is_empty() { String::new() } else { format!(" (not run: {})", not_run.join(", ")) };
             closing.push(format!("interrupted; what was measured is in {}{skipped}", out_dir.display()));
         }
         let verdicts_held = self.verdicts.iter().all(|line| line.status == VerdictStatus::Pass);

@@ -18,7 +18,8 @@ pub(super) struct HistogramLogs {
 }
 
 impl HistogramLogs {
-    const NAMES: [&'static str; 4] = ["publish-latency", "publish-corrected-latency", "publish-delay-latency", "end-to-end-latency"];
+    const NAMES: [&'static str; 4] =
+        ["publish-latency", "publish-corrected-latency", "publish-delay-latency", "end-to-end-latency"];
 
     pub(super) fn create(dir: &Path) -> anyhow::Result<HistogramLogs> {
         Ok(HistogramLogs { dir: dir.to_path_buf(), windows: Vec::new() })
@@ -68,7 +69,8 @@ pub(super) struct Progress {
 
 impl Progress {
     pub(super) fn new(total: Duration) -> Progress {
-        let bar = indicatif::ProgressBar::with_draw_target(Some(total.as_secs()), indicatif::ProgressDrawTarget::stderr());
+        let bar =
+            indicatif::ProgressBar::with_draw_target(Some(total.as_secs()), indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
             indicatif::ProgressStyle::with_template("  [{elapsed_precise}/{duration_precise}] {bar:30} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),

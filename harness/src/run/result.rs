@@ -3,15 +3,14 @@
 //! Units follow OMB's TestResult: publish and end-to-end latencies in milliseconds,
 //! publish delay in microseconds; rates per second of window.
 
-use hdrhistogram::Histogram;
 use corelog_reports::model::{Quantiles, RunResult};
+use hdrhistogram::Histogram;
 
 use crate::run::metrics::Window;
 
 /// Percentiles written to the quantile maps (as OMB's `…Quantiles`).
-const QUANTILES: [f64; 16] = [
-    1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0,
-];
+const QUANTILES: [f64; 16] =
+    [1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0];
 
 /// The nine statistics of one latency, in the unit `scale` divides µs into.
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,9 +48,7 @@ pub fn quantiles(histogram: &Histogram<u64>, scale: f64) -> Quantiles {
     if histogram.is_empty() {
         return Quantiles::default();
     }
-    Quantiles::from_points(
-        QUANTILES.iter().map(|&p| (p, histogram.value_at_quantile(p / 100.0) as f64 / scale)),
-    )
+    Quantiles::from_points(QUANTILES.iter().map(|&p| (p, histogram.value_at_quantile(p / 100.0) as f64 / scale)))
 }
 
 /// Appends a window's rates and latency statistics to the result's series;
@@ -71,20 +68,58 @@ pub fn push_window(result: &mut RunResult, window: &Window, seconds: f64, end_ms
             $(result.$field.push(values.next().flatten());)*
         }};
     }
-    push!(&window.publish_service_us, 1000.0, publish_latency_avg, publish_latency_50pct, publish_latency_75pct,
-        publish_latency_95pct, publish_latency_99pct, publish_latency_999pct, publish_latency_9999pct,
-        publish_latency_99999pct, publish_latency_max);
-    push!(&window.publish_corrected_us, 1000.0, publish_corrected_latency_avg, publish_corrected_latency_50pct,
-        publish_corrected_latency_75pct, publish_corrected_latency_95pct, publish_corrected_latency_99pct,
-        publish_corrected_latency_999pct, publish_corrected_latency_9999pct, publish_corrected_latency_99999pct,
-        publish_corrected_latency_max);
-    push!(&window.publish_delay_us, 1.0, publish_delay_latency_avg, publish_delay_latency_50pct,
-        publish_delay_latency_75pct, publish_delay_latency_95pct, publish_delay_latency_99pct,
-        publish_delay_latency_999pct, publish_delay_latency_9999pct, publish_delay_latency_99999pct,
-        publish_delay_latency_max);
-    push!(&window.end_to_end_us, 1000.0, end_to_end_latency_avg, end_to_end_latency_50pct, end_to_end_latency_75pct,
-        end_to_end_latency_95pct, end_to_end_latency_99pct, end_to_end_latency_999pct, end_to_end_latency_9999pct,
-        end_to_end_latency_99999pct, end_to_end_latency_max);
+    push!(
+        &window.publish_service_us,
+        1000.0,
+        publish_latency_avg,
+        publish_latency_50pct,
+        publish_latency_75pct,
+        publish_latency_95pct,
+        publish_latency_99pct,
+        publish_latency_999pct,
+        publish_latency_9999pct,
+        publish_latency_99999pct,
+        publish_latency_max
+    );
+    push!(
+        &window.publish_corrected_us,
+        1000.0,
+        publish_corrected_latency_avg,
+        publish_corrected_latency_50pct,
+        publish_corrected_latency_75pct,
+        publish_corrected_latency_95pct,
+        publish_corrected_latency_99pct,
+        publish_corrected_latency_999pct,
+        publish_corrected_latency_9999pct,
+        publish_corrected_latency_99999pct,
+        publish_corrected_latency_max
+    );
+    push!(
+        &window.publish_delay_us,
+        1.0,
+        publish_delay_latency_avg,
+        publish_delay_latency_50pct,
+        publish_delay_latency_75pct,
+        publish_delay_latency_95pct,
+        publish_delay_latency_99pct,
+        publish_delay_latency_999pct,
+        publish_delay_latency_9999pct,
+        publish_delay_latency_99999pct,
+        publish_delay_latency_max
+    );
+    push!(
+        &window.end_to_end_us,
+        1000.0,
+        end_to_end_latency_avg,
+        end_to_end_latency_50pct,
+        end_to_end_latency_75pct,
+        end_to_end_latency_95pct,
+        end_to_end_latency_99pct,
+        end_to_end_latency_999pct,
+        end_to_end_latency_9999pct,
+        end_to_end_latency_99999pct,
+        end_to_end_latency_max
+    );
 }
 
 /// The run-long histograms of the measured phase.
@@ -106,25 +141,60 @@ pub fn set_aggregates(result: &mut RunResult, totals: &Totals) {
             result.$quantiles = quantiles($histogram, $scale);
         }};
     }
-    set!(&totals.publish_service_us, 1000.0, aggregated_publish_latency_quantiles, aggregated_publish_latency_avg,
-        aggregated_publish_latency_50pct, aggregated_publish_latency_75pct, aggregated_publish_latency_95pct,
-        aggregated_publish_latency_99pct, aggregated_publish_latency_999pct, aggregated_publish_latency_9999pct,
-        aggregated_publish_latency_99999pct, aggregated_publish_latency_max);
-    set!(&totals.publish_corrected_us, 1000.0, aggregated_publish_corrected_latency_quantiles,
-        aggregated_publish_corrected_latency_avg, aggregated_publish_corrected_latency_50pct,
-        aggregated_publish_corrected_latency_75pct, aggregated_publish_corrected_latency_95pct,
-        aggregated_publish_corrected_latency_99pct, aggregated_publish_corrected_latency_999pct,
-        aggregated_publish_corrected_latency_9999pct, aggregated_publish_corrected_latency_99999pct,
-        aggregated_publish_corrected_latency_max);
-    set!(&totals.publish_delay_us, 1.0, aggregated_publish_delay_latency_quantiles,
-        aggregated_publish_delay_latency_avg, aggregated_publish_delay_latency_50pct,
-        aggregated_publish_delay_latency_75pct, aggregated_publish_delay_latency_95pct,
-        aggregated_publish_delay_latency_99pct, aggregated_publish_delay_latency_999pct,
-        aggregated_publish_delay_latency_9999pct, aggregated_publish_delay_latency_99999pct,
-        aggregated_publish_delay_latency_max);
-    set!(&totals.end_to_end_us, 1000.0, aggregated_end_to_end_latency_quantiles, aggregated_end_to_end_latency_avg,
-        aggregated_end_to_end_latency_50pct, aggregated_end_to_end_latency_75pct, aggregated_end_to_end_latency_95pct,
-        aggregated_end_to_end_latency_99pct, aggregated_end_to_end_latency_999pct,
-        aggregated_end_to_end_latency_9999pct, aggregated_end_to_end_latency_99999pct,
-        aggregated_end_to_end_latency_max);
+    set!(
+        &totals.publish_service_us,
+        1000.0,
+        aggregated_publish_latency_quantiles,
+        aggregated_publish_latency_avg,
+        aggregated_publish_latency_50pct,
+        aggregated_publish_latency_75pct,
+        aggregated_publish_latency_95pct,
+        aggregated_publish_latency_99pct,
+        aggregated_publish_latency_999pct,
+        aggregated_publish_latency_9999pct,
+        aggregated_publish_latency_99999pct,
+        aggregated_publish_latency_max
+    );
+    set!(
+        &totals.publish_corrected_us,
+        1000.0,
+        aggregated_publish_corrected_latency_quantiles,
+        aggregated_publish_corrected_latency_avg,
+        aggregated_publish_corrected_latency_50pct,
+        aggregated_publish_corrected_latency_75pct,
+        aggregated_publish_corrected_latency_95pct,
+        aggregated_publish_corrected_latency_99pct,
+        aggregated_publish_corrected_latency_999pct,
+        aggregated_publish_corrected_latency_9999pct,
+        aggregated_publish_corrected_latency_99999pct,
+        aggregated_publish_corrected_latency_max
+    );
+    set!(
+        &totals.publish_delay_us,
+        1.0,
+        aggregated_publish_delay_latency_quantiles,
+        aggregated_publish_delay_latency_avg,
+        aggregated_publish_delay_latency_50pct,
+        aggregated_publish_delay_latency_75pct,
+        aggregated_publish_delay_latency_95pct,
+        aggregated_publish_delay_latency_99pct,
+        aggregated_publish_delay_latency_999pct,
+        aggregated_publish_delay_latency_9999pct,
+        aggregated_publish_delay_latency_99999pct,
+        aggregated_publish_delay_latency_max
+    );
+    set!(
+        &totals.end_to_end_us,
+        1000.0,
+        aggregated_end_to_end_latency_quantiles,
+        aggregated_end_to_end_latency_avg,
+        aggregated_end_to_end_latency_50pct,
+        aggregated_end_to_end_latency_75pct,
+        aggregated_end_to_end_latency_95pct,
+        aggregated_end_to_end_latency_99pct,
+        aggregated_end_to_end_latency_999pct,
+        aggregated_end_to_end_latency_9999pct,
+        aggregated_end_to_end_latency_99999pct,
+        aggregated_end_to_end_latency_max
+    );
 }

@@ -37,7 +37,9 @@ impl Target {
                 let dir = tempfile::Builder::new().prefix("embedded-").tempdir_in(&scratch)?;
                 Ok(Target::Embedded(Arc::new(EmbeddedDriver::start(dir.path(), local.cores as usize)?), dir))
             }
-            (DriverKind::Embedded, Cluster::External(_)) => bail!("the embedded driver runs the engine in-process; it cannot use `bootstrap`"),
+            (DriverKind::Embedded, Cluster::External(_)) => {
+                bail!("the embedded driver runs the engine in-process; it cannot use `bootstrap`")
+            }
             (DriverKind::Kafka, Cluster::Local(local)) => start_local(workload, local, &scratch),
             (DriverKind::Kafka, Cluster::External(external)) => {
                 Ok(Target::External(Arc::new(KafkaDriver::new(external.bootstrap.join(",")))))
@@ -62,7 +64,9 @@ impl Target {
     /// The brokers a fault can target by name.
     pub(super) fn broker_names(&self, workload: &Workload) -> Vec<String> {
         match (self, &workload.cluster) {
-            (Target::Local { cluster, .. }, _) => cluster.lock().expect("cluster lock").brokers.iter().map(|b| b.name.clone()).collect(),
+            (Target::Local { cluster, .. }, _) => {
+                cluster.lock().expect("cluster lock").brokers.iter().map(|b| b.name.clone()).collect()
+            }
             (_, Cluster::External(external)) => external.nodes.iter().map(|n| n.name.clone()).collect(),
             _ => Vec::new(),
         }
@@ -100,7 +104,10 @@ pub(super) fn has_faults_of(workload: &Workload, wanted: impl Fn(FaultKind) -> b
 /// the workload has network faults.
 fn start_local(workload: &Workload, local: &workload::LocalCluster, scratch: &Path) -> anyhow::Result<Target> {
     if local.brokers != 1 {
-        bail!("{} brokers: clusters of several corelog brokers need replication, which is not served yet", local.brokers);
+        bail!(
+            "{} brokers: clusters of several corelog brokers need replication, which is not served yet",
+            local.brokers
+        );
     }
     let mut config_yaml = String::from("topic_defaults:\n");
     config_yaml.push_str(&format!("  fsync.policy: \"{}\"\n", local.fsync));
@@ -131,7 +138,9 @@ fn start_local(workload: &Workload, local: &workload::LocalCluster, scratch: &Pa
     for broker in &cluster.brokers {
         match proxies.get(&broker.name) {
             Some(proxy) => {
-                proxy.set_upstream(broker.address.parse().with_context(|| format!("broker address {}", broker.address))?);
+                proxy.set_upstream(
+                    broker.address.parse().with_context(|| format!("broker address {}", broker.address))?,
+                );
                 bootstrap.push(proxy.local_addr().to_string());
             }
             None => bootstrap.push(broker.address.clone()),

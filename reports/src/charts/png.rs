@@ -24,8 +24,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
 use super::{
-    BarChart, BarGroup, Chart, ChartBody, ChartRenderer, Dash, FaultBand, Line, Panel,
-    QuantileChart, Scale, TimeSeriesChart,
+    BarChart, BarGroup, Chart, ChartBody, ChartRenderer, Dash, FaultBand, Line, Panel, QuantileChart, Scale,
+    TimeSeriesChart,
 };
 use crate::error::{ReportError, Result};
 
@@ -74,11 +74,7 @@ pub struct PngRenderer {
 
 impl Default for PngRenderer {
     fn default() -> Self {
-        PngRenderer {
-            width_px: 1200,
-            panel_height_px: 380,
-            chart_height_px: 560,
-        }
+        PngRenderer { width_px: 1200, panel_height_px: 380, chart_height_px: 560 }
     }
 }
 
@@ -88,10 +84,7 @@ impl PngRenderer {
         match &chart.body {
             ChartBody::TimeSeries(series) => {
                 let panels = u32::try_from(series.panels.len().max(1)).unwrap_or(u32::MAX);
-                (
-                    self.width_px,
-                    TITLE_HEIGHT_PX + self.panel_height_px.saturating_mul(panels),
-                )
+                (self.width_px, TITLE_HEIGHT_PX + self.panel_height_px.saturating_mul(panels))
             }
             ChartBody::Quantiles(_) | ChartBody::Bars(_) => (self.width_px, self.chart_height_px),
         }
@@ -110,10 +103,7 @@ impl ChartRenderer for PngRenderer {
     fn render(&self, chart: &Chart) -> Result<Vec<u8>> {
         register_font()?;
         let (width, height) = self.size_of(chart);
-        let chart_error = |message: String| ReportError::Chart {
-            chart: chart.id.file_stem(),
-            message,
-        };
+        let chart_error = |message: String| ReportError::Chart { chart: chart.id.file_stem(), message };
         let pixels = (width as usize)
             .checked_mul(height as usize)
             .and_then(|n| n.checked_mul(3))
@@ -122,8 +112,7 @@ impl ChartRenderer for PngRenderer {
         {
             let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
             draw_chart(&root, chart).map_err(|error| chart_error(error.to_string()))?;
-            root.present()
-                .map_err(|error| chart_error(error.to_string()))?;
+            root.present().map_err(|error| chart_error(error.to_string()))?;
         }
         encode_png(&rgb, width, height).map_err(|error| chart_error(error.to_string()))
     }
@@ -132,9 +121,8 @@ impl ChartRenderer for PngRenderer {
 /// Registers the embedded font with plotters, once per process.
 fn register_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| {
-        plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_TTF).is_ok()
-    });
+    let ok =
+        *REGISTERED.get_or_init(|| plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_TTF).is_ok());
     if ok {
         Ok(())
     } else {
@@ -142,11 +130,7 @@ fn register_font() -> Result<()> {
     }
 }
 
-fn encode_png(
-    rgb: &[u8],
-    width: u32,
-    height: u32,
-) -> std::result::Result<Vec<u8>, png::EncodingError> {
+fn encode_png(rgb: &[u8], width: u32, height: u32) -> std::result::Result<Vec<u8>, png::EncodingError> {
     let mut bytes = Vec::new();
     let mut encoder = png::Encoder::new(&mut bytes, width, height);
     encoder.set_color(png::ColorType::Rgb);
@@ -176,16 +160,8 @@ struct TickedAxis {
 
 impl TickedAxis {
     fn new(range: Range<f64>, ticks: Vec<f64>) -> TickedAxis {
-        let high = if range.end > range.start {
-            range.end
-        } else {
-            range.start + 1.0
-        };
-        TickedAxis {
-            low: range.start,
-            high,
-            ticks,
-        }
+        let high = if range.end > range.start { range.end } else { range.start + 1.0 };
+        TickedAxis { low: range.start, high, ticks }
     }
 }
 
@@ -200,11 +176,7 @@ impl Ranged for TickedAxis {
     }
 
     fn key_points<Hint: KeyPointHint>(&self, _hint: Hint) -> Vec<f64> {
-        self.ticks
-            .iter()
-            .copied()
-            .filter(|t| *t >= self.low - 1e-9 && *t <= self.high + 1e-9)
-            .collect()
+        self.ticks.iter().copied().filter(|t| *t >= self.low - 1e-9 && *t <= self.high + 1e-9).collect()
     }
 
     fn range(&self) -> Range<f64> {
@@ -220,11 +192,7 @@ fn draw_chart(root: &Area<'_>, chart: &Chart) -> DrawResult {
     root.fill(&WHITE)?;
     let (_, height) = root.dim_in_pixel();
     let (title_area, body) = root.split_vertically(TITLE_HEIGHT_PX.min(height));
-    title_area.draw(&Text::new(
-        chart.title.clone(),
-        (16, 10),
-        font(TITLE_FONT_PX),
-    ))?;
+    title_area.draw(&Text::new(chart.title.clone(), (16, 10), font(TITLE_FONT_PX)))?;
     match &chart.body {
         ChartBody::TimeSeries(series) => draw_time_series(&body, series),
         ChartBody::Quantiles(quantiles) => draw_quantiles(&body, quantiles),
@@ -246,38 +214,14 @@ fn draw_time_series(area: &Area<'_>, chart: &TimeSeriesChart) -> DrawResult {
 
 /// One panel: its title (when the chart has several) at the top left, then the
 /// fault labels' rows, then the plot.
-fn draw_panel(
-    area: &Area<'_>,
-    panel: &Panel,
-    chart: &TimeSeriesChart,
-    titled: bool,
-    label_faults: bool,
-) -> DrawResult {
-    let axis = ValueAxis::fit(
-        panel.y_scale,
-        panel
-            .lines
-            .iter()
-            .flat_map(|l| l.points.iter().filter_map(|p| p.1)),
-    );
+fn draw_panel(area: &Area<'_>, panel: &Panel, chart: &TimeSeriesChart, titled: bool, label_faults: bool) -> DrawResult {
+    let axis = ValueAxis::fit(panel.y_scale, panel.lines.iter().flat_map(|l| l.points.iter().filter_map(|p| p.1)));
     let x_ticks = linear_ticks(0.0, chart.x_end_seconds);
-    let x_end = x_ticks
-        .last()
-        .copied()
-        .unwrap_or(chart.x_end_seconds)
-        .max(chart.x_end_seconds);
+    let x_end = x_ticks.last().copied().unwrap_or(chart.x_end_seconds).max(chart.x_end_seconds);
     // Fault labels go in rows above the plot, where they cover neither data nor legend.
-    let label_rows = if label_faults {
-        chart.faults.len().min(FAULT_LABEL_ROWS)
-    } else {
-        0
-    };
+    let label_rows = if label_faults { chart.faults.len().min(FAULT_LABEL_ROWS) } else { 0 };
     let title_px = if titled {
-        area.draw(&Text::new(
-            panel.title.clone(),
-            (PLOT_LEFT_PX, 6),
-            font(PANEL_TITLE_FONT_PX),
-        ))?;
+        area.draw(&Text::new(panel.title.clone(), (PLOT_LEFT_PX, 6), font(PANEL_TITLE_FONT_PX)))?;
         PANEL_TITLE_FONT_PX as i32 + 10
     } else {
         0
@@ -370,15 +314,8 @@ fn draw_line<'a, 'b: 'a>(
         }
     }
     // Lone points (a window between two gaps) would vanish as lines: mark them.
-    let lone: Vec<(f64, f64)> = segments
-        .iter()
-        .filter(|s| s.len() == 1)
-        .map(|s| s[0])
-        .collect();
-    ctx.draw_series(
-        lone.into_iter()
-            .map(|point| Circle::new(point, 2, color.filled())),
-    )?;
+    let lone: Vec<(f64, f64)> = segments.iter().filter(|s| s.len() == 1).map(|s| s[0]).collect();
+    ctx.draw_series(lone.into_iter().map(|point| Circle::new(point, 2, color.filled())))?;
 
     let mut legend_done = false;
     for segment in segments.into_iter().filter(|s| s.len() > 1) {
@@ -390,9 +327,7 @@ fn draw_line<'a, 'b: 'a>(
         if !legend_done {
             legend_done = true;
             let dash = line.dash;
-            annotation
-                .label(line.label.clone())
-                .legend(move |(x, y)| legend_mark(dash, style, x, y));
+            annotation.label(line.label.clone()).legend(move |(x, y)| legend_mark(dash, style, x, y));
         }
     }
     Ok(())
@@ -434,28 +369,15 @@ fn nines(percentile: f64) -> Option<f64> {
 fn draw_quantiles(area: &Area<'_>, chart: &QuantileChart) -> DrawResult {
     const NINES_MIN: f64 = 4.0; // 99.99%
     const NINES_MAX: f64 = 6.0; // 99.9999%
-    let data_nines = chart
-        .lines
-        .iter()
-        .flat_map(|line| line.points.iter().filter_map(|p| nines(p.0)))
-        .fold(0.0_f64, f64::max);
+    let data_nines =
+        chart.lines.iter().flat_map(|line| line.points.iter().filter_map(|p| nines(p.0))).fold(0.0_f64, f64::max);
     let x_end = data_nines.ceil().clamp(NINES_MIN, NINES_MAX);
     let mut x_ticks = vec![0.0, 2.0_f64.log10()];
     x_ticks.extend((1..=x_end as u32).map(f64::from));
 
-    let axis = ValueAxis::fit(
-        Scale::Log,
-        chart
-            .lines
-            .iter()
-            .flat_map(|l| l.points.iter().filter_map(|p| p.1)),
-    );
+    let axis = ValueAxis::fit(Scale::Log, chart.lines.iter().flat_map(|l| l.points.iter().filter_map(|p| p.1)));
     let mut builder = ChartBuilder::on(area);
-    builder
-        .margin(16)
-        .margin_right(MARGIN_RIGHT_PX)
-        .x_label_area_size(44)
-        .y_label_area_size(Y_LABEL_AREA_PX);
+    builder.margin(16).margin_right(MARGIN_RIGHT_PX).x_label_area_size(44).y_label_area_size(Y_LABEL_AREA_PX);
     let mut ctx = builder.build_cartesian_2d(
         TickedAxis::new(0.0..x_end, x_ticks),
         TickedAxis::new(axis.low..axis.high, axis.ticks.clone()),
@@ -472,12 +394,7 @@ fn draw_quantiles(area: &Area<'_>, chart: &QuantileChart) -> DrawResult {
         .bold_line_style(RGBColor(0xdd, 0xdd, 0xdd))
         .draw()?;
     for line in &chart.lines {
-        draw_line(
-            &mut ctx,
-            line,
-            |q| nines(q).filter(|&x| x <= x_end + 1e-9),
-            |y| axis.place(y),
-        )?;
+        draw_line(&mut ctx, line, |q| nines(q).filter(|&x| x <= x_end + 1e-9), |y| axis.place(y))?;
     }
     draw_legend(&mut ctx, SeriesLabelPosition::UpperLeft)
 }
@@ -494,35 +411,17 @@ fn draw_bars(area: &Area<'_>, chart: &BarChart) -> DrawResult {
         return no_data(area);
     }
     let categories = chart.categories.len() as f64;
-    let max = chart
-        .groups
-        .iter()
-        .flat_map(|g| g.values.iter())
-        .copied()
-        .max()
-        .unwrap_or(0);
+    let max = chart.groups.iter().flat_map(|g| g.values.iter()).copied().max().unwrap_or(0);
     // Headroom above the tallest bar for its value label.
     let axis = ValueAxis::fit(Scale::Linear, [0.0, (max as f64 * 1.1).max(1.0)]);
-    let x_ticks: Vec<f64> = (0..chart.categories.len())
-        .map(|i| i as f64 + 0.5)
-        .collect();
+    let x_ticks: Vec<f64> = (0..chart.categories.len()).map(|i| i as f64 + 0.5).collect();
     let mut builder = ChartBuilder::on(area);
-    builder
-        .margin(16)
-        .margin_right(MARGIN_RIGHT_PX)
-        .x_label_area_size(44)
-        .y_label_area_size(Y_LABEL_AREA_PX);
+    builder.margin(16).margin_right(MARGIN_RIGHT_PX).x_label_area_size(44).y_label_area_size(Y_LABEL_AREA_PX);
     let mut ctx = builder.build_cartesian_2d(
         TickedAxis::new(0.0..categories, x_ticks),
         TickedAxis::new(axis.low..axis.high, axis.ticks.clone()),
     )?;
-    let category_of = |x: &f64| {
-        chart
-            .categories
-            .get(x.floor().max(0.0) as usize)
-            .cloned()
-            .unwrap_or_default()
-    };
+    let category_of = |x: &f64| chart.categories.get(x.floor().max(0.0) as usize).cloned().unwrap_or_default();
     let y_format = |y: &f64| axis.label(*y);
     ctx.configure_mesh()
         .disable_x_mesh()
@@ -561,28 +460,16 @@ fn draw_bar_group<'a, 'b: 'a>(
     let color = PALETTE[group.color % PALETTE.len()];
     let left = |category: usize| category as f64 + 0.1 + offset;
     let bars = group.values.iter().enumerate().map(|(category, &value)| {
-        Rectangle::new(
-            [
-                (left(category), 0.0),
-                (left(category) + bar_width * 0.92, value as f64),
-            ],
-            color.filled(),
-        )
+        Rectangle::new([(left(category), 0.0), (left(category) + bar_width * 0.92, value as f64)], color.filled())
     });
     ctx.draw_series(bars)?
         .label(group.label.clone())
         .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
     let centred = font(13.0).pos(Pos::new(HPos::Center, VPos::Bottom));
-    let value_labels =
-        group
-            .values
-            .iter()
-            .enumerate()
-            .filter(|(_, &v)| v > 0)
-            .map(|(category, &value)| {
-                EmptyElement::at((left(category) + bar_width * 0.46, value as f64))
-                    + Text::new(short_number(value as f64), (0, -4), centred.clone())
-            });
+    let value_labels = group.values.iter().enumerate().filter(|(_, &v)| v > 0).map(|(category, &value)| {
+        EmptyElement::at((left(category) + bar_width * 0.46, value as f64))
+            + Text::new(short_number(value as f64), (0, -4), centred.clone())
+    });
     ctx.draw_series(value_labels)?;
     Ok(())
 }
@@ -619,12 +506,7 @@ impl ValueAxis {
                 let ticks = linear_ticks(low, high);
                 let low = ticks.first().copied().unwrap_or(low).min(low);
                 let high = ticks.last().copied().unwrap_or(high).max(high);
-                ValueAxis {
-                    scale,
-                    low,
-                    high,
-                    ticks,
-                }
+                ValueAxis { scale, low, high, ticks }
             }
             Scale::Log => {
                 if !min.is_finite() {
@@ -633,12 +515,7 @@ impl ValueAxis {
                 let ticks = log_ticks(min, max);
                 let low = ticks.first().copied().unwrap_or(0.0);
                 let high = ticks.last().copied().unwrap_or(1.0).max(low + 1e-9);
-                ValueAxis {
-                    scale,
-                    low,
-                    high,
-                    ticks,
-                }
+                ValueAxis { scale, low, high, ticks }
             }
         }
     }
@@ -667,11 +544,8 @@ fn linear_ticks(low: f64, high: f64) -> Vec<f64> {
     }
     let raw_step = span / 6.0;
     let magnitude = 10f64.powf(raw_step.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * magnitude)
-        .find(|&s| s >= raw_step)
-        .unwrap_or(10.0 * magnitude);
+    let step =
+        [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * magnitude).find(|&s| s >= raw_step).unwrap_or(10.0 * magnitude);
     let first = (low / step).floor() as i64;
     let last = (high / step).ceil() as i64;
     (first..=last).map(|i| i as f64 * step).collect()
@@ -682,38 +556,18 @@ fn linear_ticks(low: f64, high: f64) -> Vec<f64> {
 fn log_ticks(min: f64, max: f64) -> Vec<f64> {
     let first_decade = min.log10().floor() as i32;
     let last_decade = max.log10().ceil() as i32;
-    let multipliers: &[f64] = if last_decade - first_decade > 4 {
-        &[1.0]
-    } else {
-        &[1.0, 2.0, 5.0]
-    };
+    let multipliers: &[f64] = if last_decade - first_decade > 4 { &[1.0] } else { &[1.0, 2.0, 5.0] };
     let mut candidates = Vec::new();
     for decade in first_decade..=last_decade {
         for m in multipliers {
             candidates.push(m * 10f64.powi(decade));
         }
     }
-    let low = candidates
-        .iter()
-        .copied()
-        .filter(|&t| t <= min * (1.0 + 1e-12))
-        .fold(f64::NAN, f64::max);
-    let high = candidates
-        .iter()
-        .copied()
-        .filter(|&t| t >= max * (1.0 - 1e-12))
-        .fold(f64::NAN, f64::min);
+    let low = candidates.iter().copied().filter(|&t| t <= min * (1.0 + 1e-12)).fold(f64::NAN, f64::max);
+    let high = candidates.iter().copied().filter(|&t| t >= max * (1.0 - 1e-12)).fold(f64::NAN, f64::min);
     let low = if low.is_nan() { min } else { low };
-    let high = if high.is_nan() || high <= low {
-        low * 10.0
-    } else {
-        high
-    };
-    candidates
-        .into_iter()
-        .filter(|&t| t >= low * (1.0 - 1e-12) && t <= high * (1.0 + 1e-12))
-        .map(f64::log10)
-        .collect()
+    let high = if high.is_nan() || high <= low { low * 10.0 } else { high };
+    candidates.into_iter().filter(|&t| t >= low * (1.0 - 1e-12) && t <= high * (1.0 + 1e-12)).map(f64::log10).collect()
 }
 
 /// Compact axis labels: 0.05, 1.5, 20, 1.2k, 3M.
@@ -740,23 +594,14 @@ mod tests {
 
     #[test]
     fn percent_labels() {
-        let labels: Vec<String> = [0.0, 2f64.log10(), 1.0, 2.0, 3.0, 4.0]
-            .iter()
-            .map(|&x| percent_label(x))
-            .collect();
+        let labels: Vec<String> = [0.0, 2f64.log10(), 1.0, 2.0, 3.0, 4.0].iter().map(|&x| percent_label(x)).collect();
         assert_eq!(labels, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"]);
     }
 
     #[test]
     fn ticks() {
-        assert_eq!(
-            linear_ticks(0.0, 10_000.0),
-            [0.0, 2000.0, 4000.0, 6000.0, 8000.0, 10_000.0]
-        );
-        let log: Vec<String> = log_ticks(0.3, 40.0)
-            .iter()
-            .map(|&t| short_number(10f64.powf(t)))
-            .collect();
+        assert_eq!(linear_ticks(0.0, 10_000.0), [0.0, 2000.0, 4000.0, 6000.0, 8000.0, 10_000.0]);
+        let log: Vec<String> = log_ticks(0.3, 40.0).iter().map(|&t| short_number(10f64.powf(t))).collect();
         assert_eq!(log, ["0.2", "0.5", "1", "2", "5", "10", "20", "50"]);
         assert_eq!(short_number(25_000.0), "25k");
         assert_eq!(short_number(0.125), "0.125");

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use corelog_reports::model::{
-    CheckerCounts, CheckerResult, Environment, ErrorCount, Evidence, FaultWindow, Guarantee,
-    OutOfRangeSamples, Quantiles, RawCounts, RunResult, Verdict, VerdictStatus,
+    CheckerCounts, CheckerResult, Environment, ErrorCount, Evidence, FaultWindow, Guarantee, OutOfRangeSamples,
+    Quantiles, RawCounts, RunResult, Verdict, VerdictStatus,
 };
 
 /// Windows in the synthetic run (one per second).
@@ -34,11 +34,7 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
     let mut backlog: i64 = 0;
     for t in 0..WINDOWS {
         let wobble = ((t as f64) * 0.7).sin() * 150.0;
-        let publish = if in_crash(t) {
-            2_500.0
-        } else {
-            10_000.0 + wobble
-        } * speed;
+        let publish = if in_crash(t) { 2_500.0 } else { 10_000.0 + wobble } * speed;
         let consume = if in_crash(t) {
             1_000.0 * speed
         } else if (30..36).contains(&t) {
@@ -50,8 +46,7 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
         run.window_end_ms.push((t as u64 + 1) * 1000);
         run.publish_rate.push(round(publish));
         run.consume_rate.push(round(consume));
-        run.publish_error_rate
-            .push(if in_crash(t) { 40.0 } else { 0.0 });
+        run.publish_error_rate.push(if in_crash(t) { 40.0 } else { 0.0 });
         run.backlog.push(backlog);
 
         let factor = if in_crash(t) {
@@ -130,32 +125,19 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
         let tail = (1.0 - percentile / 100.0).max(1e-6);
         round(scale / speed * tail.powf(-0.45))
     };
-    let percentiles: Vec<f64> = (0..=60)
-        .map(|i| 100.0 * (1.0 - 10f64.powf(-(i as f64) / 12.0)))
-        .map(round)
-        .collect();
-    let quantiles =
-        |scale: f64| Quantiles::from_points(percentiles.iter().map(|&p| (p, latency_at(scale, p))));
+    let percentiles: Vec<f64> = (0..=60).map(|i| 100.0 * (1.0 - 10f64.powf(-(i as f64) / 12.0))).map(round).collect();
+    let quantiles = |scale: f64| Quantiles::from_points(percentiles.iter().map(|&p| (p, latency_at(scale, p))));
     run.aggregated_publish_latency_quantiles = quantiles(0.8);
     run.aggregated_publish_corrected_latency_quantiles = quantiles(1.2);
     run.aggregated_end_to_end_latency_quantiles = quantiles(2.4);
     run.aggregated_publish_delay_latency_quantiles = quantiles(16.0);
     let aggregate = |scale: f64| {
-        [
-            None,
-            Some(50.0),
-            Some(75.0),
-            Some(95.0),
-            Some(99.0),
-            Some(99.9),
-            Some(99.99),
-            Some(99.999),
-            Some(100.0),
-        ]
-        .map(|p| match p {
-            None => Some(round(scale * 1.6 / speed)),
-            Some(p) => Some(latency_at(scale, p)),
-        })
+        [None, Some(50.0), Some(75.0), Some(95.0), Some(99.0), Some(99.9), Some(99.99), Some(99.999), Some(100.0)].map(
+            |p| match p {
+                None => Some(round(scale * 1.6 / speed)),
+                Some(p) => Some(latency_at(scale, p)),
+            },
+        )
     };
     let [avg, p50, p75, p95, p99, p999, p9999, p99999, max] = aggregate(0.8);
     run.aggregated_publish_latency_avg = avg;
@@ -223,21 +205,11 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
         hostname: Some("bench-1".into()),
         corelog_version: Some("0.1.0".into()),
         git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
-        extra: [("librdkafka".to_string(), "2.12.0".to_string())]
-            .into_iter()
-            .collect(),
+        extra: [("librdkafka".to_string(), "2.12.0".to_string())].into_iter().collect(),
     };
     let produced = (run.publish_rate.iter().sum::<f64>()) as u64;
-    run.counts = RawCounts {
-        produced: produced + 400,
-        acknowledged: produced,
-        consumed: produced + 12,
-        errors: 400,
-    };
-    run.out_of_range_samples = OutOfRangeSamples {
-        end_to_end_latency: 3,
-        ..Default::default()
-    };
+    run.counts = RawCounts { produced: produced + 400, acknowledged: produced, consumed: produced + 12, errors: 400 };
+    run.out_of_range_samples = OutOfRangeSamples { end_to_end_latency: 3, ..Default::default() };
     run.errors = vec![
         ErrorCount {
             operation: "produce".into(),
@@ -315,24 +287,14 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
                 evidence: vec![
                     Evidence {
                         category: "lost".into(),
-                        message_ids: vec![
-                            "p1:20077 @ orders-3".into(),
-                            "p1:20078 @ orders-3".into(),
-                        ],
+                        message_ids: vec!["p1:20077 @ orders-3".into(), "p1:20078 @ orders-3".into()],
                     },
-                    Evidence {
-                        category: "reordered".into(),
-                        message_ids: vec!["p0:31000 @ orders-7:5531".into()],
-                    },
+                    Evidence { category: "reordered".into(), message_ids: vec!["p0:31000 @ orders-7:5531".into()] },
                 ],
             },
         ),
     };
-    run.checker = Some(CheckerResult {
-        guarantee,
-        counts,
-        verdict,
-    });
+    run.checker = Some(CheckerResult { guarantee, counts, verdict });
     run
 }
 
@@ -342,9 +304,7 @@ fn round(value: f64) -> f64 {
 }
 
 pub fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
 }
 
 /// Compares `actual` with the golden file `name`. With UPDATE_GOLDEN=1 it writes
@@ -373,12 +333,7 @@ pub fn check_golden(name: &str, actual: &str) {
             .zip(actual.lines())
             .position(|(e, a)| e != a)
             .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        let line = |text: &str| {
-            text.lines()
-                .nth(first_difference)
-                .unwrap_or("<end of file>")
-                .to_string()
-        };
+        let line = |text: &str| text.lines().nth(first_difference).unwrap_or("<end of file>").to_string();
         panic!(
             "{} differs from the output, first at line {}:\n  golden: {}\n  actual: {}\n\
              If the change is intended, run with UPDATE_GOLDEN=1 and review the diff.",
@@ -399,9 +354,7 @@ pub fn normalise_data_uris(html: &str) -> String {
     while let Some(start) = rest.find(MARKER) {
         let payload_start = start + MARKER.len();
         out.push_str(&rest[..payload_start]);
-        let payload_len = rest[payload_start..]
-            .find('"')
-            .unwrap_or(rest.len() - payload_start);
+        let payload_len = rest[payload_start..].find('"').unwrap_or(rest.len() - payload_start);
         out.push_str("<DATA>");
         rest = &rest[payload_start + payload_len..];
     }

@@ -80,7 +80,8 @@ fn read_frames(data: &[u8]) -> Frames {
     loop {
         let rest = stream;
         let result = futures_lite::future::block_on(codec::read_frame(&mut stream, REQUEST_BYTES_MAX));
-        let declared = (rest.len() >= FRAME_SIZE_BYTES).then(|| i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]));
+        let declared =
+            (rest.len() >= FRAME_SIZE_BYTES).then(|| i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]));
         match result {
             Ok(None) => {
                 assert!(rest.is_empty(), "a clean end with {} bytes left", rest.len());
@@ -153,7 +154,12 @@ fn check_decode(frame: Bytes) {
             let version = request.header.request_api_version;
             let versions = served.expect("decoded a request of an API key the broker does not serve");
             assert_eq!(api_key as i16, raw_key);
-            assert!(versions.contains(version), "decoded {api_key:?} v{version}, outside v{}..=v{}", versions.min, versions.max);
+            assert!(
+                versions.contains(version),
+                "decoded {api_key:?} v{version}, outside v{}..=v{}",
+                versions.min,
+                versions.max
+            );
             assert_eq!(request.header.request_api_key, raw_key);
             assert_eq!(version, i16::from_be_bytes([frame[2], frame[3]]));
             assert_eq!(request.header.correlation_id, i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]));
@@ -221,7 +227,8 @@ fn check_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &Res
     let mut rest = frame.clone();
     let size = rest.get_i32();
     assert_eq!(size as usize, rest.len(), "size prefix of a response");
-    let header = ResponseHeader::decode(&mut rest, api_key.response_header_version(version)).expect("response header parses");
+    let header =
+        ResponseHeader::decode(&mut rest, api_key.response_header_version(version)).expect("response header parses");
     assert_eq!(header.correlation_id, correlation_id);
     let parsed = ResponseKind::decode(api_key, &mut rest, version).expect("response body parses");
     assert!(!rest.has_remaining(), "{} bytes after the response body", rest.remaining());

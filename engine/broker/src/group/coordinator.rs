@@ -15,7 +15,7 @@
 //! DeleteGroups of empty groups only.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, BTreeMap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use bytes::Bytes;
 
@@ -49,9 +49,9 @@ pub enum StoreWrite {
 impl StoreWrite {
     pub fn partition(&self) -> PartitionId {
         match self {
-            StoreWrite::Commit { partition, .. } | StoreWrite::Group { partition, .. } | StoreWrite::Delete { partition, .. } => {
-                *partition
-            }
+            StoreWrite::Commit { partition, .. }
+            | StoreWrite::Group { partition, .. }
+            | StoreWrite::Delete { partition, .. } => *partition,
         }
     }
 }
@@ -128,7 +128,8 @@ impl GroupCoordinator {
     /// Puts a group back and schedules its next deadline. An empty group without
     /// stored records is forgotten instead (a join that failed, a member id never used).
     fn put_group(&mut self, mut group: Group) {
-        if group.is(GroupState::Empty) && group.members.is_empty() && group.pending_members.is_empty() && !group.stored {
+        if group.is(GroupState::Empty) && group.members.is_empty() && group.pending_members.is_empty() && !group.stored
+        {
             return;
         }
         if let Some(next) = group.next_deadline_ms() {
@@ -242,7 +243,13 @@ impl GroupCoordinator {
         self.put_group(group);
     }
 
-    fn join_unknown_member(&mut self, now_ms: u64, group: &mut Group, request: JoinRequest, reply: Reply<JoinResponse>) {
+    fn join_unknown_member(
+        &mut self,
+        now_ms: u64,
+        group: &mut Group,
+        request: JoinRequest,
+        reply: Reply<JoinResponse>,
+    ) {
         if !group.supports_protocols(&request.protocol_type, &request.protocols) {
             return answer(reply, JoinResponse::error(MemberId::default(), GroupError::InconsistentGroupProtocol));
         }
@@ -350,7 +357,9 @@ impl GroupCoordinator {
                 answer(reply, group.join_response(&member_id))
             }
             GroupState::Stable => self.update_member_and_rebalance(now_ms, group, request, reply),
-            GroupState::Empty | GroupState::Dead => answer(reply, JoinResponse::error(member_id, GroupError::UnknownMemberId)),
+            GroupState::Empty | GroupState::Dead => {
+                answer(reply, JoinResponse::error(member_id, GroupError::UnknownMemberId))
+            }
         }
     }
 
@@ -396,7 +405,13 @@ impl GroupCoordinator {
         self.maybe_prepare_rebalance(now_ms, group);
     }
 
-    fn update_member_and_rebalance(&mut self, now_ms: u64, group: &mut Group, request: JoinRequest, reply: Reply<JoinResponse>) {
+    fn update_member_and_rebalance(
+        &mut self,
+        now_ms: u64,
+        group: &mut Group,
+        request: JoinRequest,
+        reply: Reply<JoinResponse>,
+    ) {
         let Some(member) = group.members.get_mut(&request.member_id) else {
             return answer(reply, JoinResponse::error(request.member_id, GroupError::UnknownMemberId));
         };
@@ -558,7 +573,8 @@ impl GroupCoordinator {
                     return answer(reply, SyncResponse::error(GroupError::UnknownMemberId));
                 };
                 member.heartbeat_deadline_ms = session_deadline(now_ms, member);
-                let response = SyncResponse { error: None, protocol_type, protocol_name, assignment: member.assignment.clone() };
+                let response =
+                    SyncResponse { error: None, protocol_type, protocol_name, assignment: member.assignment.clone() };
                 answer(reply, response);
             }
             GroupState::CompletingRebalance => {
@@ -676,7 +692,13 @@ impl GroupCoordinator {
         LeaveResponse { error: None, members }
     }
 
-    fn leave_member(&mut self, now_ms: u64, group: &mut Group, member_id: &MemberId, instance: Option<&str>) -> Option<GroupError> {
+    fn leave_member(
+        &mut self,
+        now_ms: u64,
+        group: &mut Group,
+        member_id: &MemberId,
+        instance: Option<&str>,
+    ) -> Option<GroupError> {
         if !member_id.is_unknown() && group.is_static_member_fenced(member_id, instance) {
             return Some(GroupError::FencedInstanceId);
         }
@@ -781,7 +803,10 @@ impl GroupCoordinator {
         let mut results: CommitResponse = request
             .offsets
             .iter()
-            .map(|(_, c)| (c.metadata.as_ref().map_or(0, String::len) > metadata_bytes_max).then_some(GroupError::OffsetMetadataTooLarge))
+            .map(|(_, c)| {
+                (c.metadata.as_ref().map_or(0, String::len) > metadata_bytes_max)
+                    .then_some(GroupError::OffsetMetadataTooLarge)
+            })
             .collect();
         let (mut group, verdict) = match self.take_group(&request.group_id) {
             // A client outside group management (assign(), generation -1) commits to a
@@ -813,7 +838,13 @@ impl GroupCoordinator {
                         group.stored = true;
                     }
                     let partition = self.offsets_partition(&request.group_id);
-                    self.writes.push(StoreWrite::Commit { partition, group_id: request.group_id, offsets, results, reply });
+                    self.writes.push(StoreWrite::Commit {
+                        partition,
+                        group_id: request.group_id,
+                        offsets,
+                        results,
+                        reply,
+                    });
                 }
             }
         }

@@ -416,7 +416,11 @@ impl GroupRouter {
 
     /// Puts a request on the coordinator's queue and returns without waiting for
     /// the answer; `None` when the coordinator is gone.
-    async fn queue<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Option<flume::Receiver<T>> {
+    async fn queue<T>(
+        &self,
+        shard: ShardId,
+        make: impl FnOnce(Reply<T>) -> CoordinatorRequest,
+    ) -> Option<flume::Receiver<T>> {
         let (reply, answer) = flume::bounded(1);
         self.coordinators[shard.0].send_async(make(reply)).await.ok()?;
         Some(answer)
@@ -452,10 +456,9 @@ impl GroupRouter {
 
     pub async fn leave(&self, request: LeaveRequest) -> LeaveResponse {
         let group = request.group_id.clone();
-        self.ask_group(&group, |reply| CoordinatorRequest::Leave(request, reply)).await.unwrap_or_else(|| LeaveResponse {
-            error: Some(GroupError::CoordinatorNotAvailable),
-            members: Vec::new(),
-        })
+        self.ask_group(&group, |reply| CoordinatorRequest::Leave(request, reply))
+            .await
+            .unwrap_or_else(|| LeaveResponse { error: Some(GroupError::CoordinatorNotAvailable), members: Vec::new() })
     }
 
     /// Queues an offset commit on the group's coordinator and returns the future of
@@ -504,7 +507,9 @@ impl GroupRouter {
     /// `Ok(None)`: no such group.
     pub async fn describe(&self, group: GroupId) -> Result<Option<DescribedGroup>, GroupError> {
         let shard = self.shard_for_group(&group);
-        self.ask(shard, |reply| CoordinatorRequest::Describe(group, reply)).await.ok_or(GroupError::CoordinatorNotAvailable)
+        self.ask(shard, |reply| CoordinatorRequest::Describe(group, reply))
+            .await
+            .ok_or(GroupError::CoordinatorNotAvailable)
     }
 
     pub async fn delete(&self, group: GroupId) -> Option<GroupError> {
@@ -551,7 +556,12 @@ impl Coordinators {
     /// coordinator task, which waits for [`Coordinators::load`] before it serves, and
     /// returns the router for this shard's handlers. `stop` disconnecting tells the
     /// coordinator the broker is shutting down.
-    pub fn start_on_shard(&self, shard: ShardId, engine: corelog_engine::shard::EngineHandle, stop: flume::Receiver<()>) -> GroupRouter {
+    pub fn start_on_shard(
+        &self,
+        shard: ShardId,
+        engine: corelog_engine::shard::EngineHandle,
+        stop: flume::Receiver<()>,
+    ) -> GroupRouter {
         let channels = self.channels(engine.shard_count());
         // The partition count of an existing offsets topic wins; the broker creates a
         // missing one with the configured count, so every shard computes the same.
@@ -580,7 +590,8 @@ impl Coordinators {
         let partitions = match engine.topic(&topic) {
             Some(metadata) => {
                 let config = &metadata.config;
-                if config.durability != Durability::Always || config.retention_ms != -1 || config.retention_bytes != -1 {
+                if config.durability != Durability::Always || config.retention_ms != -1 || config.retention_bytes != -1
+                {
                     tracing::warn!("{topic}: restoring fsync.policy=always and unlimited retention");
                     let mut fixed = config.clone();
                     fixed.durability = Durability::Always;
@@ -591,8 +602,9 @@ impl Coordinators {
                 metadata.partition_count
             }
             None => {
-                let metadata =
-                    engine.create_topic(topic.clone(), self.config.offsets_partitions, self.config.offsets_topic_config()).await?;
+                let metadata = engine
+                    .create_topic(topic.clone(), self.config.offsets_partitions, self.config.offsets_topic_config())
+                    .await?;
                 tracing::info!("created {topic} with {} partitions", metadata.partition_count);
                 metadata.partition_count
             }

@@ -595,11 +595,12 @@ impl OffsetsStore {
     ) -> Vec<(TopicPartition, Option<CommittedOffset>)> {
         let group = self.groups.get(group_id);
         match partitions {
-            Some(partitions) => partitions
-                .iter()
-                .map(|p| (p.clone(), group.and_then(|g| g.offsets.get(p)).cloned()))
-                .collect(),
-            None => group.map_or_else(Vec::new, |g| g.offsets.iter().map(|(p, c)| (p.clone(), Some(c.clone()))).collect()),
+            Some(partitions) => {
+                partitions.iter().map(|p| (p.clone(), group.and_then(|g| g.offsets.get(p)).cloned())).collect()
+            }
+            None => {
+                group.map_or_else(Vec::new, |g| g.offsets.iter().map(|(p, c)| (p.clone(), Some(c.clone()))).collect())
+            }
         }
     }
 }
@@ -629,7 +630,11 @@ pub struct Compaction {
 
 impl OffsetsLog {
     /// Replays the partition from its log start.
-    pub async fn load(engine: EngineHandle, partition: TopicPartition, snapshot_interval_bytes: u64) -> Result<OffsetsLog> {
+    pub async fn load(
+        engine: EngineHandle,
+        partition: TopicPartition,
+        snapshot_interval_bytes: u64,
+    ) -> Result<OffsetsLog> {
         let (store, bytes_replayed) = replay(&engine, &partition).await?;
         Ok(OffsetsLog {
             partition,
@@ -688,11 +693,7 @@ impl OffsetsLog {
         };
         let log_start = self.engine.delete_records(&self.partition, log_start).await?;
         self.bytes_since_snapshot = 0;
-        tracing::debug!(
-            "{}: snapshot of {} records, log starts at {log_start}",
-            self.partition,
-            records.len()
-        );
+        tracing::debug!("{}: snapshot of {} records, log starts at {log_start}", self.partition, records.len());
         Ok(log_start)
     }
 }
@@ -783,7 +784,8 @@ mod tests {
     /// The documented layout, byte for byte, for one key and value of each kind.
     #[test]
     fn records_have_the_documented_byte_layout() {
-        let offset = Record::Offset { group_id: GroupId("g".into()), partition: tp("t", 5), value: Some(committed(9, None)) };
+        let offset =
+            Record::Offset { group_id: GroupId("g".into()), partition: tp("t", 5), value: Some(committed(9, None)) };
         assert_eq!(offset.encode_key(), b"\x00\x01\x00\x00\x00\x01g\x00\x00\x00\x01t\x00\x00\x00\x05");
         let mut value = vec![0, 1];
         value.extend_from_slice(&9i64.to_be_bytes());
@@ -801,7 +803,8 @@ mod tests {
         let records = sample_records();
         let bytes = encode_batches(&records, TimestampMs(5));
         let mut decoded = Vec::new();
-        let skipped = decode_batches(&bytes, &tp(crate::group::OFFSETS_TOPIC, 0), |r| decoded.push(r)).expect("decodes");
+        let skipped =
+            decode_batches(&bytes, &tp(crate::group::OFFSETS_TOPIC, 0), |r| decoded.push(r)).expect("decodes");
         assert_eq!(skipped, 0);
         assert_eq!(decoded, records);
     }
@@ -841,7 +844,11 @@ mod tests {
         }
         assert_eq!(Record::decode(b"\x00\x09\x00\x00\x00\x00", None), Err(RecordError::UnknownKeyType(9)));
         // A batch produced by a client with a key that is not ours: skipped, counted.
-        let foreign = build_batch(TimestampMs(0), BatchProducer::default(), &[RecordSpec { key: Some(b"hello"), value: Some(b"world"), timestamp_delta_ms: 0 }]);
+        let foreign = build_batch(
+            TimestampMs(0),
+            BatchProducer::default(),
+            &[RecordSpec { key: Some(b"hello"), value: Some(b"world"), timestamp_delta_ms: 0 }],
+        );
         let mut decoded = Vec::new();
         assert_eq!(decode_batches(&foreign, &tp("x", 0), |r| decoded.push(r)).expect("batch is valid"), 1);
         assert!(decoded.is_empty());

@@ -28,9 +28,9 @@ use super::{
     answer, offsets_partition_for, offsets_topic, CommittedOffset, CoordinatorRequest, FetchResponse, GroupConfig,
     GroupError,
 };
+use crate::kafka::errors::response_error;
 use corelog_engine::config::{Clock, SystemClock};
 use corelog_engine::error::{EngineError, Result};
-use crate::kafka::errors::response_error;
 use corelog_engine::shard::{shard_for, EngineHandle};
 use corelog_engine::types::{PartitionId, ShardId, TopicPartition};
 
@@ -83,7 +83,12 @@ struct Actor {
 impl Actor {
     /// Replays every offsets partition this shard owns into stores and the groups
     /// they hold into the coordinator, and starts each partition's writer.
-    async fn load(shard: ShardId, engine: &EngineHandle, config: &GroupConfig, offsets_partitions: i32) -> Result<Actor> {
+    async fn load(
+        shard: ShardId,
+        engine: &EngineHandle,
+        config: &GroupConfig,
+        offsets_partitions: i32,
+    ) -> Result<Actor> {
         let wall_ms = SystemClock.now_ms().0 as u64;
         let seed = wall_ms.rotate_left(16) ^ (shard.0 as u64);
         let mut coordinator = GroupCoordinator::new(config.clone(), offsets_partitions, seed);
@@ -96,7 +101,8 @@ impl Actor {
             if shard_for(&partition, engine.shard_count()) != shard {
                 continue;
             }
-            let log = OffsetsLog::load(engine.clone(), partition.clone(), config.offsets_snapshot_interval_bytes).await?;
+            let log =
+                OffsetsLog::load(engine.clone(), partition.clone(), config.offsets_snapshot_interval_bytes).await?;
             let store = log.store();
             for (group_id, stored) in store.borrow().groups() {
                 if offsets_partition_for(group_id, offsets_partitions) != partition.partition {
@@ -210,9 +216,13 @@ impl Actor {
 /// Answers a write that will not be appended.
 fn fail_write(write: StoreWrite, error: GroupError) {
     match write {
-        StoreWrite::Commit { results, reply, .. } => answer(reply, results.into_iter().map(|r| r.or(Some(error))).collect()),
+        StoreWrite::Commit { results, reply, .. } => {
+            answer(reply, results.into_iter().map(|r| r.or(Some(error))).collect())
+        }
         StoreWrite::Delete { reply, .. } => answer(reply, Some(error)),
-        StoreWrite::Group { group_id, .. } => tracing::warn!("group {group_id}: metadata not persisted: {}", error.code()),
+        StoreWrite::Group { group_id, .. } => {
+            tracing::warn!("group {group_id}: metadata not persisted: {}", error.code())
+        }
     }
 }
 

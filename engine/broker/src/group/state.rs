@@ -106,10 +106,15 @@ pub enum RebalanceTimer {
     /// The first rebalance of an empty group: complete at `deadline_ms` (no earlier,
     /// even if everyone joined), or wait another delay if members kept arriving and
     /// `remaining_ms` of the rebalance timeout is left. Kafka's `InitialDelayedJoin`.
-    Initial { deadline_ms: u64, remaining_ms: u64 },
+    Initial {
+        deadline_ms: u64,
+        remaining_ms: u64,
+    },
     /// Complete as soon as every known member rejoined, or at `deadline_ms` (the
     /// rebalance timeout) without the missing ones. Kafka's `DelayedJoin`.
-    Join { deadline_ms: u64 },
+    Join {
+        deadline_ms: u64,
+    },
 }
 
 pub struct Group {
@@ -182,7 +187,8 @@ impl Group {
             return !protocol_type.is_empty() && !protocols.is_empty();
         }
         let candidates = self.candidate_protocols();
-        self.protocol_type.as_deref() == Some(protocol_type) && protocols.iter().any(|p| candidates.contains(&p.name.as_str()))
+        self.protocol_type.as_deref() == Some(protocol_type)
+            && protocols.iter().any(|p| candidates.contains(&p.name.as_str()))
     }
 
     /// The protocol for the next generation: each member votes for its favourite
@@ -321,7 +327,10 @@ mod tests {
             client_host: String::new(),
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 30_000,
-            protocols: protocols.iter().map(|name| Protocol { name: name.to_string(), metadata: Bytes::new() }).collect(),
+            protocols: protocols
+                .iter()
+                .map(|name| Protocol { name: name.to_string(), metadata: Bytes::new() })
+                .collect(),
             assignment: Bytes::new(),
             awaiting_join: None,
             awaiting_sync: None,

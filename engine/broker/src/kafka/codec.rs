@@ -30,7 +30,10 @@ pub enum FrameError {
 }
 
 /// Reads one frame body. `Ok(None)`: the peer closed the connection between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, size_bytes_max: usize) -> Result<Option<Bytes>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size_bytes_max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let mut size = [0u8; FRAME_SIZE_BYTES];
     let mut filled = 0;
     while filled < FRAME_SIZE_BYTES {
@@ -103,7 +106,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
 }
 
 /// Encodes a response frame: size prefix, response header, body.
-pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> Result<Bytes, String> {
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<Bytes, String> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api_key.response_header_version(version);
     let mut frame = BytesMut::with_capacity(64);
@@ -171,10 +179,16 @@ mod tests {
         let mut cut: &[u8] = &[0, 0, 0, 4, 1, 2];
         assert!(matches!(futures_lite::future::block_on(read_frame(&mut cut, 255)), Err(FrameError::Truncated)));
         let mut negative: &[u8] = &[0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(futures_lite::future::block_on(read_frame(&mut negative, 255)), Err(FrameError::NegativeSize(-1))));
+        assert!(matches!(
+            futures_lite::future::block_on(read_frame(&mut negative, 255)),
+            Err(FrameError::NegativeSize(-1))
+        ));
         let mut empty: &[u8] = &[];
         assert!(matches!(futures_lite::future::block_on(read_frame(&mut empty, 255)), Ok(None)));
         let mut whole: &[u8] = &[0, 0, 0, 2, 9, 8, 0];
-        assert_eq!(futures_lite::future::block_on(read_frame(&mut whole, 255)).expect("ok"), Some(Bytes::from_static(&[9, 8])));
+        assert_eq!(
+            futures_lite::future::block_on(read_frame(&mut whole, 255)).expect("ok"),
+            Some(Bytes::from_static(&[9, 8]))
+        );
     }
 }

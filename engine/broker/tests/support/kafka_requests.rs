@@ -10,8 +10,8 @@
 #![allow(dead_code)]
 
 use bytes::{BufMut, Bytes, BytesMut};
-use corelog_engine::batch::{build_batch, BatchProducer, RecordSpec};
 use corelog_broker::kafka::handlers;
+use corelog_engine::batch::{build_batch, BatchProducer, RecordSpec};
 use corelog_engine::types::TimestampMs;
 use kafka_protocol::messages::{self, ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -102,15 +102,20 @@ pub fn sample_request(api_key: ApiKey, version: i16) -> RequestKind {
                     RecordSpec { key: None, value: Some(b"world"), timestamp_delta_ms: 1 },
                 ],
             );
-            let partition = produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch)));
-            let topic =
-                produce_request::TopicProduceData::default().with_name(topic_name(TOPIC)).with_partition_data(vec![partition]);
+            let partition =
+                produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch)));
+            let topic = produce_request::TopicProduceData::default()
+                .with_name(topic_name(TOPIC))
+                .with_partition_data(vec![partition]);
             ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![topic]).into()
         }
         ApiKey::Fetch => {
-            let partition =
-                fetch_request::FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
-            let topic = fetch_request::FetchTopic::default().with_topic(topic_name(TOPIC)).with_partitions(vec![partition]);
+            let partition = fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20);
+            let topic =
+                fetch_request::FetchTopic::default().with_topic(topic_name(TOPIC)).with_partitions(vec![partition]);
             FetchRequest::default()
                 .with_max_wait_ms(100)
                 .with_min_bytes(1)
@@ -119,9 +124,11 @@ pub fn sample_request(api_key: ApiKey, version: i16) -> RequestKind {
                 .into()
         }
         ApiKey::ListOffsets => {
-            let partition = list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1);
-            let topic =
-                list_offsets_request::ListOffsetsTopic::default().with_name(topic_name(TOPIC)).with_partitions(vec![partition]);
+            let partition =
+                list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1);
+            let topic = list_offsets_request::ListOffsetsTopic::default()
+                .with_name(topic_name(TOPIC))
+                .with_partitions(vec![partition]);
             ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![topic]).into()
         }
         ApiKey::Metadata => {

@@ -128,7 +128,9 @@ impl<S: Storage, E: IndexEntry> SparseIndex<S, E> {
         }
         match self.file.append(&entry.encode()).await {
             Ok(()) => self.entries.push(entry),
-            Err(EngineError::NoSpace { .. }) => tracing::debug!("{}: no space for an entry, left out", self.path.display()),
+            Err(EngineError::NoSpace { .. }) => {
+                tracing::debug!("{}: no space for an entry, left out", self.path.display())
+            }
             Err(error) => return Err(error),
         }
         Ok(())

@@ -75,7 +75,12 @@ struct Damage {
 
 impl Damage {
     fn into_error(self, path: &Path) -> EngineError {
-        EngineError::Corrupt { path: path.to_path_buf(), position: self.position, offset: Some(self.offset), reason: self.reason }
+        EngineError::Corrupt {
+            path: path.to_path_buf(),
+            position: self.position,
+            offset: Some(self.offset),
+            reason: self.reason,
+        }
     }
 }
 
@@ -144,7 +149,14 @@ struct BatchScan {
 
 impl BatchScan {
     fn new(path: &Path, base_offset: Offset, end: u64) -> BatchScan {
-        BatchScan { path: path.to_path_buf(), position: 0, end, expected: base_offset, chunk: Vec::new(), chunk_start: 0 }
+        BatchScan {
+            path: path.to_path_buf(),
+            position: 0,
+            end,
+            expected: base_offset,
+            chunk: Vec::new(),
+            chunk_start: 0,
+        }
     }
 
     /// Bytes `[position, position + len)`, from the chunk, or read into a new one
@@ -179,7 +191,11 @@ impl BatchScan {
         };
         let whole = self.bytes(log, header.size_bytes()).await?;
         if let Err(error) = batch::validate(whole) {
-            return Ok(Scanned::Damaged(Damage { position, offset: expected, reason: format!("invalid batch: {error}") }));
+            return Ok(Scanned::Damaged(Damage {
+                position,
+                offset: expected,
+                reason: format!("invalid batch: {error}"),
+            }));
         }
         self.position += header.size_bytes() as u64;
         self.expected = header.last_offset().next();
@@ -191,7 +207,10 @@ impl BatchScan {
 enum Verified {
     /// Every byte is whole, valid batches; `indexes_agree` says whether every index
     /// entry names a batch as it is.
-    Intact { indexes_agree: bool, batches: u64 },
+    Intact {
+        indexes_agree: bool,
+        batches: u64,
+    },
     Damaged(Damage),
 }
 
@@ -298,8 +317,7 @@ impl<S: Storage> LogSegment<S> {
         now: TimestampMs,
         mode: OpenMode,
     ) -> Result<(LogSegment<S>, RecoveryReport)> {
-        let (mut segment, sane) =
-            Self::open_files(storage, dir, base_offset, index_interval_bytes, now, false).await?;
+        let (mut segment, sane) = Self::open_files(storage, dir, base_offset, index_interval_bytes, now, false).await?;
         if mode == OpenMode::RecoverTail {
             let report = segment.recover(true).await?;
             return Ok((segment, report));
@@ -341,7 +359,8 @@ impl<S: Storage> LogSegment<S> {
                 indexes_agree = false;
                 next_offset_entry += 1;
             }
-            if let Some(entry) = offset_entries.get(next_offset_entry).filter(|e| e.relative_offset as i64 == relative) {
+            if let Some(entry) = offset_entries.get(next_offset_entry).filter(|e| e.relative_offset as i64 == relative)
+            {
                 indexes_agree &= entry.position as u64 == position;
                 next_offset_entry += 1;
             }
@@ -493,7 +512,10 @@ impl<S: Storage> LogSegment<S> {
         };
         loop {
             let Some(header) = self.batch_at(position, expected).await? else {
-                let reason = format!("the file ends before offset {offset}, though the segment holds offsets up to {}", self.next_offset);
+                let reason = format!(
+                    "the file ends before offset {offset}, though the segment holds offsets up to {}",
+                    self.next_offset
+                );
                 return Err(Damage { position, offset: expected, reason }.into_error(&self.log_path));
             };
             if header.last_offset() >= offset {
@@ -702,11 +724,8 @@ impl<S: Storage> LogSegment<S> {
 
     /// Closes and removes the segment's three files.
     pub async fn delete(self, storage: &S) -> Result<()> {
-        let paths = [
-            self.log_path.clone(),
-            self.offset_index.path().to_path_buf(),
-            self.time_index.path().to_path_buf(),
-        ];
+        let paths =
+            [self.log_path.clone(), self.offset_index.path().to_path_buf(), self.time_index.path().to_path_buf()];
         self.log.close().await?;
         self.offset_index.close().await?;
         self.time_index.close().await?;

@@ -114,7 +114,10 @@ pub(super) async fn create_topic(
     let properties = dir.join(TOPIC_PROPERTIES_FILE);
     if properties.try_exists().map_err(|e| EngineError::io("look up", &properties, e))? {
         // The registry holds every topic whose file exists; refusing keeps the data.
-        tracing::error!("{} exists but topic {name} is not in the registry; not creating over it", properties.display());
+        tracing::error!(
+            "{} exists but topic {name} is not in the registry; not creating over it",
+            properties.display()
+        );
         return Err(EngineError::TopicAlreadyExists(name.to_string()));
     }
     if remove_dir_if_present(&dir)? {
@@ -169,7 +172,9 @@ pub(super) async fn delete_topic(handle: &EngineHandle, name: &TopicName) -> Res
         tracing::error!("deleting topic {name}: {error}; leftover files go at the next create of the name or start-up");
     }
     if let Err(error) = remove_dir_if_present(&dir) {
-        tracing::error!("deleting topic {name}: {error}; the directory goes at the next create of the name or start-up");
+        tracing::error!(
+            "deleting topic {name}: {error}; the directory goes at the next create of the name or start-up"
+        );
     }
     Ok(())
 }

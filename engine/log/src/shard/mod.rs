@@ -42,8 +42,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::ops::Range;
-use std::pin::Pin;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once, RwLock};
@@ -134,18 +134,37 @@ pub enum ShardRequest {
     /// partition is open already, in any incarnation: two actors never share a
     /// directory. If its files are damaged, the shard holds it offline under
     /// `topic_id` and answers the damage (see [`EngineError::is_damage`]).
-    Open { partition: TopicPartition, topic_id: TopicId, config: TopicConfig, reply: Reply<()> },
+    Open {
+        partition: TopicPartition,
+        topic_id: TopicId,
+        config: TopicConfig,
+        reply: Reply<()>,
+    },
     /// Makes every partition of incarnation `topic_id` of `topic` on this shard
     /// reachable by ops that name no incarnation (the data path): sent once the
     /// topic's creation or growth is durable, so no append lands in partitions that
     /// a failed creation would delete again.
-    Activate { topic: TopicName, topic_id: TopicId, reply: Reply<()> },
+    Activate {
+        topic: TopicName,
+        topic_id: TopicId,
+        reply: Reply<()>,
+    },
     /// An op for `partition`: for incarnation `topic_id` if given (admin calls),
     /// otherwise for the active incarnation (the data path). A partition of any other
     /// incarnation, or none, answers UNKNOWN_TOPIC_OR_PARTITION.
-    Op { partition: TopicPartition, topic_id: Option<TopicId>, op: PartitionOp },
-    StartService { service: ShardService, handle: EngineHandle, reply: Reply<()> },
-    Shutdown { reply: Reply<()> },
+    Op {
+        partition: TopicPartition,
+        topic_id: Option<TopicId>,
+        op: PartitionOp,
+    },
+    StartService {
+        service: ShardService,
+        handle: EngineHandle,
+        reply: Reply<()>,
+    },
+    Shutdown {
+        reply: Reply<()>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +275,8 @@ impl Engine {
                 _ => Placement::Unbound,
             };
             let shard_config = config.clone();
-            let watch = ShardWatch { shard: ShardId(shard), failed: failed.clone(), report: config.shard_failures.clone() };
+            let watch =
+                ShardWatch { shard: ShardId(shard), failed: failed.clone(), report: config.shard_failures.clone() };
             let thread = LocalExecutorBuilder::new(placement)
                 .name(&format!("corelog-shard-{shard}"))
                 .io_memory(config.io_memory_bytes)
@@ -282,7 +302,8 @@ impl Engine {
             if let Some(service) = service {
                 for shard in 0..shard_count {
                     let (reply, receiver) = flume::bounded(1);
-                    let request = ShardRequest::StartService { service: service.clone(), handle: engine.handle(), reply };
+                    let request =
+                        ShardRequest::StartService { service: service.clone(), handle: engine.handle(), reply };
                     engine.handle.send(ShardId(shard), request).await?;
                     receiver.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard))??;
                 }
@@ -358,7 +379,12 @@ fn partition_dir(data_dir: &Path, partition: &TopicPartition) -> PathBuf {
 const TOPIC_ID_KEY: &str = "topic.id";
 
 fn topic_properties(metadata: &TopicMetadata) -> String {
-    format!("partitions={}\n{TOPIC_ID_KEY}={}\n{}", metadata.partition_count, metadata.id, metadata.config.to_properties())
+    format!(
+        "partitions={}\n{TOPIC_ID_KEY}={}\n{}",
+        metadata.partition_count,
+        metadata.id,
+        metadata.config.to_properties()
+    )
 }
 
 /// Parses [`topic_properties`]. A file written before topic ids were stored has no
@@ -398,7 +424,8 @@ fn load_topics(data_dir: &Path) -> Result<BTreeMap<TopicName, TopicMetadata>> {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!("removing {}: a topic create or delete was interrupted", entry.path().display());
-                std::fs::remove_dir_all(entry.path()).map_err(|e| EngineError::io("remove directory", entry.path(), e))?;
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| EngineError::io("remove directory", entry.path(), e))?;
                 continue;
             }
             Err(error) => return Err(EngineError::io("read", properties_path, error)),
@@ -426,7 +453,10 @@ impl EngineHandle {
 
     /// Shards whose thread panicked (see [`ShardFailure`]).
     pub fn failed_shards(&self) -> Vec<ShardId> {
-        (0..self.shard_count()).filter(|&shard| self.shared.failed[shard].load(Ordering::Acquire)).map(ShardId).collect()
+        (0..self.shard_count())
+            .filter(|&shard| self.shared.failed[shard].load(Ordering::Acquire))
+            .map(ShardId)
+            .collect()
     }
 
     /// The partitions of `topic` that are offline because their files are damaged.
@@ -442,7 +472,11 @@ impl EngineHandle {
 
     /// Puts an op for the active incarnation of `partition` on its owner shard's
     /// queue and returns without waiting for the reply.
-    async fn dispatch<T>(&self, partition: &TopicPartition, make: impl FnOnce(Reply<T>) -> PartitionOp) -> Result<Dispatched<T>> {
+    async fn dispatch<T>(
+        &self,
+        partition: &TopicPartition,
+        make: impl FnOnce(Reply<T>) -> PartitionOp,
+    ) -> Result<Dispatched<T>> {
         self.dispatch_on(partition, None, make).await
     }
 
@@ -486,7 +520,8 @@ impl EngineHandle {
             let partition = TopicPartition::new(metadata.name.clone(), PartitionId(index));
             let shard = shard_for(&partition, self.shard_count());
             let (reply, receiver) = flume::bounded(1);
-            let request = ShardRequest::Open { partition, topic_id: metadata.id, config: metadata.config.clone(), reply };
+            let request =
+                ShardRequest::Open { partition, topic_id: metadata.id, config: metadata.config.clone(), reply };
             match self.send(shard, request).await {
                 Ok(()) => waiting.push((PartitionId(index), shard, receiver)),
                 Err(error) => {
@@ -589,7 +624,12 @@ impl EngineHandle {
     /// Creates a topic, all or nothing: a new topic id, every partition opened, then
     /// its properties file (the commit point), then the registry. Runs on the
     /// controller, after every admin operation asked for before it.
-    pub async fn create_topic(&self, name: TopicName, partition_count: i32, config: TopicConfig) -> Result<TopicMetadata> {
+    pub async fn create_topic(
+        &self,
+        name: TopicName,
+        partition_count: i32,
+        config: TopicConfig,
+    ) -> Result<TopicMetadata> {
         self.on_controller("create topic", move |handle| async move {
             controller::create_topic(&handle, name, partition_count, config).await
         })
@@ -628,7 +668,12 @@ impl EngineHandle {
 
     /// Appends a record set (one or more v2 batches). Returns once the topic's
     /// durability policy is satisfied: under `always`, after the group commit's sync.
-    pub async fn append(&self, partition: &TopicPartition, bytes: Vec<u8>, leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
+    pub async fn append(
+        &self,
+        partition: &TopicPartition,
+        bytes: Vec<u8>,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo> {
         self.dispatch_append(partition, bytes, leader_epoch).await?.reply().await
     }
 
@@ -666,7 +711,11 @@ impl EngineHandle {
         self.dispatch(partition, |reply| PartitionOp::Read { offset, max_bytes, offset_limit, reply }).await
     }
 
-    pub async fn list_offset(&self, partition: &TopicPartition, spec: OffsetSpec) -> Result<Option<(Offset, TimestampMs)>> {
+    pub async fn list_offset(
+        &self,
+        partition: &TopicPartition,
+        spec: OffsetSpec,
+    ) -> Result<Option<(Offset, TimestampMs)>> {
         self.dispatch_list_offset(partition, spec).await?.reply().await
     }
 
@@ -693,7 +742,11 @@ impl EngineHandle {
     }
 
     /// [`EngineHandle::delete_records`] in two stages, as [`EngineHandle::dispatch_append`].
-    pub async fn dispatch_delete_records(&self, partition: &TopicPartition, offset: Offset) -> Result<Dispatched<Offset>> {
+    pub async fn dispatch_delete_records(
+        &self,
+        partition: &TopicPartition,
+        offset: Offset,
+    ) -> Result<Dispatched<Offset>> {
         self.dispatch(partition, |reply| PartitionOp::DeleteRecords { offset, reply }).await
     }
 
@@ -779,14 +832,18 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
                     // The controller closes an incarnation before it opens another,
                     // so this is a bug; refusing keeps one actor per directory.
                     Some(open_id) => {
-                        tracing::error!("shard {shard}: {partition} (topic id {topic_id}) is open already, as {open_id}");
+                        tracing::error!(
+                            "shard {shard}: {partition} (topic id {topic_id}) is open already, as {open_id}"
+                        );
                         Err(EngineError::TopicAlreadyExists(partition.to_string()))
                     }
                     None => open_partition(&storage, &config, &partition, topic_config, config.queue_depth_max).await,
                 };
                 let result = match result {
                     Ok(queue) => {
-                        partitions.borrow_mut().insert(partition, Route { topic_id, active: false, target: Target::Actor(queue) });
+                        partitions
+                            .borrow_mut()
+                            .insert(partition, Route { topic_id, active: false, target: Target::Actor(queue) });
                         Ok(())
                     }
                     // Damaged files: the partition is held, offline, under this
@@ -816,7 +873,9 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
             }
             ShardRequest::Op { partition, topic_id, op } => {
                 let target = match partitions.borrow().get(&partition) {
-                    Some(route) if topic_id.map_or(route.active, |id| id == route.topic_id) => Some(route.target.clone()),
+                    Some(route) if topic_id.map_or(route.active, |id| id == route.topic_id) => {
+                        Some(route.target.clone())
+                    }
                     _ => None,
                 };
                 let (queue, op) = match (target, op) {
@@ -870,7 +929,11 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
 }
 
 fn offline_error(data_dir: &Path, partition: &TopicPartition, cause: &str) -> EngineError {
-    EngineError::PartitionOffline { partition: partition.clone(), data_dir: data_dir.to_path_buf(), cause: cause.to_string() }
+    EngineError::PartitionOffline {
+        partition: partition.clone(),
+        data_dir: data_dir.to_path_buf(),
+        cause: cause.to_string(),
+    }
 }
 
 /// What a shard's thread knows about itself, for the panic hook.
@@ -1127,11 +1190,17 @@ mod tests {
         let failed = block_on(handle.create_topic(stray.name.clone(), 8, TopicConfig::default()));
         assert!(matches!(failed, Err(EngineError::TopicAlreadyExists(_))), "{failed:?}");
         assert_eq!(handle.topic(&stray.name), None, "a failed create is in the registry");
-        assert!(!dir.path().join("half").join(TOPIC_PROPERTIES_FILE).exists(), "a failed create left its properties file");
+        assert!(
+            !dir.path().join("half").join(TOPIC_PROPERTIES_FILE).exists(),
+            "a failed create left its properties file"
+        );
         for index in (0..8).filter(|index| *index != 3) {
             let partition = TopicPartition::new(stray.name.clone(), PartitionId(index));
             let result = block_on(handle.stats(&partition));
-            assert!(matches!(result, Err(EngineError::UnknownTopicOrPartition(_))), "{partition} stayed open: {result:?}");
+            assert!(
+                matches!(result, Err(EngineError::UnknownTopicOrPartition(_))),
+                "{partition} stayed open: {result:?}"
+            );
         }
 
         // The undo removed the topic directory, the stray's files with it (the stray

@@ -84,21 +84,52 @@ pub const DATA_WAITERS_MAX: usize = 4096;
 pub type Reply<T> = flume::Sender<Result<T>>;
 
 pub enum PartitionOp {
-    Append { bytes: Vec<u8>, leader_epoch: LeaderEpoch, reply: Reply<AppendInfo> },
-    Read { offset: Offset, max_bytes: usize, offset_limit: Option<Offset>, reply: Reply<ReadResult> },
-    ListOffset { spec: OffsetSpec, reply: Reply<Option<(Offset, TimestampMs)>> },
-    Sync { reply: Reply<Offset> },
-    Truncate { offset: Offset, reply: Reply<()> },
-    DeleteRecords { offset: Offset, reply: Reply<Offset> },
-    SetConfig { config: TopicConfig, reply: Reply<()> },
-    Stats { reply: Reply<PartitionStats> },
+    Append {
+        bytes: Vec<u8>,
+        leader_epoch: LeaderEpoch,
+        reply: Reply<AppendInfo>,
+    },
+    Read {
+        offset: Offset,
+        max_bytes: usize,
+        offset_limit: Option<Offset>,
+        reply: Reply<ReadResult>,
+    },
+    ListOffset {
+        spec: OffsetSpec,
+        reply: Reply<Option<(Offset, TimestampMs)>>,
+    },
+    Sync {
+        reply: Reply<Offset>,
+    },
+    Truncate {
+        offset: Offset,
+        reply: Reply<()>,
+    },
+    DeleteRecords {
+        offset: Offset,
+        reply: Reply<Offset>,
+    },
+    SetConfig {
+        config: TopicConfig,
+        reply: Reply<()>,
+    },
+    Stats {
+        reply: Reply<PartitionStats>,
+    },
     /// Answered once the high watermark is past `offset` (a long-poll fetch waits on
     /// it); a waiter whose requester gave up is dropped at the end of a round.
-    WaitForData { offset: Offset, reply: Reply<()> },
+    WaitForData {
+        offset: Offset,
+        reply: Reply<()>,
+    },
     /// Periodic: roll by age, retention.
     Housekeeping,
     /// Clean close (`delete`: remove the data too). The actor ends after replying.
-    Close { delete: bool, reply: Reply<()> },
+    Close {
+        delete: bool,
+        reply: Reply<()>,
+    },
 }
 
 fn answer<T>(reply: Reply<T>, result: Result<T>) {
@@ -443,7 +474,9 @@ async fn next_event(
         }
     };
     match in_flight {
-        Some(started) => futures_lite::future::or(async { Event::Synced(started.fdatasync.as_mut().await) }, receive).await,
+        Some(started) => {
+            futures_lite::future::or(async { Event::Synced(started.fdatasync.as_mut().await) }, receive).await
+        }
         None => receive.await,
     }
 }
@@ -800,14 +833,20 @@ mod tests {
                 // Appended behind the sync in flight, which does not cover them; with
                 // one sync in flight at most, none is started for them yet.
                 let stats = stats_of(&sender).await;
-                assert_eq!((stats.log_end_offset, stats.durable_offset, stats.high_watermark), (Offset(3), Offset(0), Offset(0)));
+                assert_eq!(
+                    (stats.log_end_offset, stats.durable_offset, stats.high_watermark),
+                    (Offset(3), Offset(0), Offset(0))
+                );
                 assert_eq!(storage.syncs_in_flight(), SYNCS_IN_FLIGHT_MAX);
                 assert!(first_answer.is_empty() && second_answer.is_empty() && third_answer.is_empty());
                 storage.hold_syncs(false);
                 let first = acknowledged(&storage, &first_answer).await.expect("appended");
                 let second = acknowledged(&storage, &second_answer).await.expect("appended");
                 let third = acknowledged(&storage, &third_answer).await.expect("appended");
-                assert_eq!((first.base_offset, second.base_offset, third.base_offset), (Offset(0), Offset(1), Offset(2)));
+                assert_eq!(
+                    (first.base_offset, second.base_offset, third.base_offset),
+                    (Offset(0), Offset(1), Offset(2))
+                );
                 assert_eq!(storage.sync_count() - syncs_before, 2, "one sync for the first append, one for the rest");
                 let stats = stats_of(&sender).await;
                 assert_eq!((stats.durable_offset, stats.high_watermark), (Offset(3), Offset(3)));
@@ -846,7 +885,8 @@ mod tests {
                 assert!(covered_answer.is_empty() && later_answer.is_empty() && retry_answer.is_empty());
                 storage.fail_next_syncs(1);
                 storage.hold_syncs(false);
-                for (what, answer) in [("covered", &covered_answer), ("later", &later_answer), ("retry", &retry_answer)] {
+                for (what, answer) in [("covered", &covered_answer), ("later", &later_answer), ("retry", &retry_answer)]
+                {
                     match acknowledged(&storage, answer).await {
                         Err(EngineError::Poisoned { .. }) => {}
                         other => panic!("the {what} append must fail with the sync, got {other:?}"),
@@ -854,7 +894,10 @@ mod tests {
                 }
                 let (after, after_answer) = append(idempotent_batch(3));
                 sender.send_async(after).await.expect("queued");
-                assert!(matches!(after_answer.recv_async().await.expect("answered"), Err(EngineError::Poisoned { .. })));
+                assert!(matches!(
+                    after_answer.recv_async().await.expect("answered"),
+                    Err(EngineError::Poisoned { .. })
+                ));
                 let stats = stats_of(&sender).await;
                 assert_eq!((stats.durable_offset, stats.high_watermark), (Offset(1), Offset(1)));
                 let (close, close_answer) = close();
@@ -879,7 +922,10 @@ mod tests {
                 let (second, second_answer) = append(idempotent_batch(1));
                 let (truncate_reply, truncate_answer) = flume::bounded(1);
                 sender.send_async(second).await.expect("queued");
-                sender.send_async(PartitionOp::Truncate { offset: Offset(1), reply: truncate_reply }).await.expect("queued");
+                sender
+                    .send_async(PartitionOp::Truncate { offset: Offset(1), reply: truncate_reply })
+                    .await
+                    .expect("queued");
                 // The truncation must not cut under the sync in flight: it waits.
                 for _ in 0..100 {
                     futures_lite::future::yield_now().await;
@@ -892,7 +938,10 @@ mod tests {
                 second_answer.recv_async().await.expect("answered").expect("appended");
                 truncate_answer.recv_async().await.expect("answered").expect("truncated");
                 let stats = stats_of(&sender).await;
-                assert_eq!((stats.log_end_offset, stats.durable_offset, stats.high_watermark), (Offset(1), Offset(1), Offset(1)));
+                assert_eq!(
+                    (stats.log_end_offset, stats.durable_offset, stats.high_watermark),
+                    (Offset(1), Offset(1), Offset(1))
+                );
                 let (close, close_answer) = close();
                 sender.send_async(close).await.expect("queued");
                 close_answer.recv_async().await.expect("answered").expect("closed");
@@ -903,7 +952,12 @@ mod tests {
 
     /// Sends two appends at once (one round, one sync) and holds that sync for
     /// `held`, so the next commit delay is half of it; returns once both are answered.
-    async fn two_answered_by_a_held_sync(storage: &SimStorage, sender: &flume::Sender<PartitionOp>, first_sequence: i32, held: Duration) {
+    async fn two_answered_by_a_held_sync(
+        storage: &SimStorage,
+        sender: &flume::Sender<PartitionOp>,
+        first_sequence: i32,
+        held: Duration,
+    ) {
         storage.hold_syncs(true);
         let (first, first_answer) = append(idempotent_batch(first_sequence));
         let (second, second_answer) = append(idempotent_batch(first_sequence + 1));
@@ -944,7 +998,10 @@ mod tests {
                 sender.send_async(alone).await.expect("queued");
                 acknowledged(&storage, &alone_answer).await.expect("appended");
                 let waited = answered_at.elapsed();
-                assert!(waited >= held / 2 - Duration::from_millis(50), "synced after {waited:?}, before the delay ran out");
+                assert!(
+                    waited >= held / 2 - Duration::from_millis(50),
+                    "synced after {waited:?}, before the delay ran out"
+                );
 
                 let (close, close_answer) = close();
                 sender.send_async(close).await.expect("queued");

@@ -256,11 +256,7 @@ impl DmaStorageFile {
         let block_start = len - len % self.alignment;
         let partial = (len - block_start) as usize;
         if partial > 0 {
-            let read = self
-                .file
-                .read_at(block_start, partial)
-                .await
-                .map_err(|e| glommio_io("read", &self.path, e))?;
+            let read = self.file.read_at(block_start, partial).await.map_err(|e| glommio_io("read", &self.path, e))?;
             if read.len() != partial {
                 let short = io::Error::new(io::ErrorKind::UnexpectedEof, "short read of the tail block");
                 return Err(EngineError::io("read", &self.path, short));
@@ -273,7 +269,8 @@ impl DmaStorageFile {
     }
 
     fn short_write(&self, written: usize, expected: usize) -> EngineError {
-        let short = io::Error::new(io::ErrorKind::WriteZero, format!("short O_DIRECT write: {written} of {expected} bytes"));
+        let short =
+            io::Error::new(io::ErrorKind::WriteZero, format!("short O_DIRECT write: {written} of {expected} bytes"));
         EngineError::io("write", &self.path, short)
     }
 
@@ -390,8 +387,7 @@ impl StorageFile for DmaStorageFile {
         if position < self.buffer_start {
             let disk_end = end.min(self.buffer_start);
             let disk_len = (disk_end - position) as usize;
-            let read =
-                self.file.read_at(position, disk_len).await.map_err(|e| glommio_io("read", &self.path, e))?;
+            let read = self.file.read_at(position, disk_len).await.map_err(|e| glommio_io("read", &self.path, e))?;
             if read.len() != disk_len {
                 let short = io::Error::new(io::ErrorKind::UnexpectedEof, "short read below the write buffer");
                 return Err(EngineError::io("read", &self.path, short));

@@ -65,7 +65,13 @@ fn join(c: &mut GroupCoordinator, now: u64, request: JoinRequest) -> Held<JoinRe
     Held(answer)
 }
 
-fn sync(c: &mut GroupCoordinator, now: u64, member: &MemberId, generation: GenerationId, assignments: &[(&MemberId, &'static [u8])]) -> Held<SyncResponse> {
+fn sync(
+    c: &mut GroupCoordinator,
+    now: u64,
+    member: &MemberId,
+    generation: GenerationId,
+    assignments: &[(&MemberId, &'static [u8])],
+) -> Held<SyncResponse> {
     let (reply, answer) = flume::bounded(1);
     let request = SyncRequest {
         group_id: group(),
@@ -81,7 +87,10 @@ fn sync(c: &mut GroupCoordinator, now: u64, member: &MemberId, generation: Gener
 }
 
 fn heartbeat(c: &mut GroupCoordinator, now: u64, member: &MemberId, generation: GenerationId) -> Option<GroupError> {
-    c.heartbeat(now, HeartbeatRequest { group_id: group(), generation, member_id: member.clone(), group_instance_id: None })
+    c.heartbeat(
+        now,
+        HeartbeatRequest { group_id: group(), generation, member_id: member.clone(), group_instance_id: None },
+    )
 }
 
 fn leave(c: &mut GroupCoordinator, now: u64, members: &[&MemberId]) -> Vec<Option<GroupError>> {
@@ -99,9 +108,16 @@ fn offset(value: i64) -> CommittedOffset {
     CommittedOffset { offset: Offset(value), leader_epoch: LeaderEpoch(-1), metadata: None, commit_timestamp_ms: 0 }
 }
 
-fn commit(c: &mut GroupCoordinator, now: u64, member: &MemberId, generation: GenerationId, offsets: Vec<(TopicPartition, CommittedOffset)>) -> Held<Vec<Option<GroupError>>> {
+fn commit(
+    c: &mut GroupCoordinator,
+    now: u64,
+    member: &MemberId,
+    generation: GenerationId,
+    offsets: Vec<(TopicPartition, CommittedOffset)>,
+) -> Held<Vec<Option<GroupError>>> {
     let (reply, answer) = flume::bounded(1);
-    let request = CommitRequest { group_id: group(), generation, member_id: member.clone(), group_instance_id: None, offsets };
+    let request =
+        CommitRequest { group_id: group(), generation, member_id: member.clone(), group_instance_id: None, offsets };
     c.commit(now, request, reply);
     Held(answer)
 }
@@ -132,8 +148,13 @@ fn stable_pair(c: &mut GroupCoordinator) -> (MemberId, MemberId, GenerationId) {
     assert_eq!(state(c), Some(GroupState::CompletingRebalance));
     let follower_sync = sync(c, 300, &follower.member_id, GenerationId(1), &[]);
     assert!(follower_sync.pending(), "followers wait for the leader's assignment");
-    let leader_sync =
-        sync(c, 310, &leader.member_id, GenerationId(1), &[(&leader.member_id, b"first-half"), (&follower.member_id, b"second-half")]);
+    let leader_sync = sync(
+        c,
+        310,
+        &leader.member_id,
+        GenerationId(1),
+        &[(&leader.member_id, b"first-half"), (&follower.member_id, b"second-half")],
+    );
     assert_eq!(leader_sync.answer().assignment, Bytes::from_static(b"first-half"));
     assert_eq!(follower_sync.answer().assignment, Bytes::from_static(b"second-half"));
     assert_eq!(state(c), Some(GroupState::Stable));
@@ -289,7 +310,10 @@ fn stale_generations_and_unknown_members_are_refused() {
     assert_eq!(heartbeat(&mut c, 400, &stranger, generation), Some(GroupError::UnknownMemberId));
     assert_eq!(sync(&mut c, 400, &follower, GenerationId(7), &[]).answer().error, Some(GroupError::IllegalGeneration));
     assert_eq!(sync(&mut c, 400, &stranger, generation, &[]).answer().error, Some(GroupError::UnknownMemberId));
-    assert_eq!(join(&mut c, 400, join_request(&stranger, protocols(&["range"], b"sub"))).answer().error, Some(GroupError::UnknownMemberId));
+    assert_eq!(
+        join(&mut c, 400, join_request(&stranger, protocols(&["range"], b"sub"))).answer().error,
+        Some(GroupError::UnknownMemberId)
+    );
     let results = commit(&mut c, 400, &follower, GenerationId(0), vec![(tp(0), offset(5))]).answer();
     assert_eq!(results, vec![Some(GroupError::IllegalGeneration)]);
     let results = commit(&mut c, 400, &stranger, generation, vec![(tp(0), offset(5))]).answer();
@@ -325,11 +349,14 @@ fn members_of_the_current_generation_commit_and_the_answer_waits_for_the_write()
     let long = "m".repeat(5000);
     let mut too_long = offset(9);
     too_long.metadata = Some(long);
-    let held = commit(&mut c, 500, &leader, generation, vec![(tp(0), offset(10)), (tp(1), too_long), (tp(2), offset(30))]);
+    let held =
+        commit(&mut c, 500, &leader, generation, vec![(tp(0), offset(10)), (tp(1), too_long), (tp(2), offset(30))]);
     assert!(held.pending(), "answered by the writer after the append");
     let writes = c.take_writes();
     assert_eq!(writes.len(), 1);
-    let StoreWrite::Commit { partition, group_id, offsets, results, reply } = writes.into_iter().next().expect("one write") else {
+    let StoreWrite::Commit { partition, group_id, offsets, results, reply } =
+        writes.into_iter().next().expect("one write")
+    else {
         panic!("expected a commit");
     };
     assert_eq!(partition, c.offsets_partition(&group()));
@@ -387,9 +414,18 @@ fn leave_group_answers_each_member_of_a_batch() {
     let mut c = coordinator();
     let (leader, follower, _) = stable_pair(&mut c);
     let stranger = MemberId("stranger".into());
-    assert_eq!(leave(&mut c, 500, &[&stranger, &follower, &follower]), vec![Some(GroupError::UnknownMemberId), None, Some(GroupError::UnknownMemberId)]);
+    assert_eq!(
+        leave(&mut c, 500, &[&stranger, &follower, &follower]),
+        vec![Some(GroupError::UnknownMemberId), None, Some(GroupError::UnknownMemberId)]
+    );
     assert_eq!(state(&c), Some(GroupState::PreparingRebalance));
-    let response = c.leave(600, LeaveRequest { group_id: GroupId("nobody".into()), members: vec![LeavingMember { member_id: leader, group_instance_id: None }] });
+    let response = c.leave(
+        600,
+        LeaveRequest {
+            group_id: GroupId("nobody".into()),
+            members: vec![LeavingMember { member_id: leader, group_instance_id: None }],
+        },
+    );
     assert_eq!(response.members[0].1, Some(GroupError::UnknownMemberId));
 }
 
@@ -437,17 +473,32 @@ fn a_static_member_rejoining_with_a_new_id_fences_the_old_one_without_a_rebalanc
     assert_eq!(synced.assignment, Bytes::from_static(b"mine"));
     let fenced = c.heartbeat(
         1_200,
-        HeartbeatRequest { group_id: group(), generation: first.generation, member_id: first.member_id, group_instance_id: Some("instance-1".into()) },
+        HeartbeatRequest {
+            group_id: group(),
+            generation: first.generation,
+            member_id: first.member_id,
+            group_instance_id: Some("instance-1".into()),
+        },
     );
     assert_eq!(fenced, Some(GroupError::FencedInstanceId));
     let unknown_instance = c.heartbeat(
         1_200,
-        HeartbeatRequest { group_id: group(), generation: second.generation, member_id: second.member_id.clone(), group_instance_id: Some("instance-9".into()) },
+        HeartbeatRequest {
+            group_id: group(),
+            generation: second.generation,
+            member_id: second.member_id.clone(),
+            group_instance_id: Some("instance-9".into()),
+        },
     );
     assert_eq!(unknown_instance, Some(GroupError::UnknownMemberId));
     let current = c.heartbeat(
         1_200,
-        HeartbeatRequest { group_id: group(), generation: second.generation, member_id: second.member_id, group_instance_id: Some("instance-1".into()) },
+        HeartbeatRequest {
+            group_id: group(),
+            generation: second.generation,
+            member_id: second.member_id,
+            group_instance_id: Some("instance-1".into()),
+        },
     );
     assert_eq!(current, None);
 }
@@ -564,5 +615,8 @@ fn an_abandoned_first_join_times_out_after_the_new_member_bound() {
     // a never syncs nor heartbeats: its session expires and the group empties.
     c.tick(DELAY_MS + SESSION_MS);
     assert_eq!(state(&c), Some(GroupState::Empty));
-    assert_eq!(heartbeat(&mut c, DELAY_MS + SESSION_MS + 1, &a.member_id, a.generation), Some(GroupError::UnknownMemberId));
+    assert_eq!(
+        heartbeat(&mut c, DELAY_MS + SESSION_MS + 1, &a.member_id, a.generation),
+        Some(GroupError::UnknownMemberId)
+    );
 }

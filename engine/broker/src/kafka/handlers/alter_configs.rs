@@ -32,14 +32,20 @@ pub async fn handle(context: &RequestContext<'_>, request: AlterConfigsRequest) 
             .with_resource_name(resource.resource_name.clone());
         let response = match alter(context, resource, request.validate_only).await {
             Ok(()) => response.with_error_message(None),
-            Err((code, message)) => response.with_error_code(code).with_error_message(Some(StrBytes::from_string(message))),
+            Err((code, message)) => {
+                response.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)))
+            }
         };
         responses.push(response);
     }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-async fn alter(context: &RequestContext<'_>, resource: &AlterConfigsResource, validate_only: bool) -> Result<(), Failure> {
+async fn alter(
+    context: &RequestContext<'_>,
+    resource: &AlterConfigsResource,
+    validate_only: bool,
+) -> Result<(), Failure> {
     match resolve(context, resource.resource_type, resource.resource_name.as_str())? {
         Resource::Topic(metadata) if is_internal(&metadata.name) => {
             Err(internal_topic_refused(&metadata.name, "change its config"))

@@ -30,7 +30,12 @@ fn supported() -> ApiVersionsResponse {
             // (its feature probe still dates from the message-set era); it then sends
             // v3+ with RecordBatch v2, the only format the decoder accepts.
             let min_version = if api_key == ApiKey::Produce { 0 } else { served.min };
-            Some(ApiVersion::default().with_api_key(api_key as i16).with_min_version(min_version).with_max_version(served.max))
+            Some(
+                ApiVersion::default()
+                    .with_api_key(api_key as i16)
+                    .with_min_version(min_version)
+                    .with_max_version(served.max),
+            )
         })
         .collect();
     ApiVersionsResponse::default().with_api_keys(api_keys)

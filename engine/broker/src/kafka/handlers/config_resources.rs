@@ -12,9 +12,9 @@
 use kafka_protocol::ResponseError;
 
 use super::RequestContext;
+use crate::kafka::errors::error_code;
 use corelog_engine::config::{ConfigKind, TopicConfig};
 use corelog_engine::error::EngineError;
-use crate::kafka::errors::error_code;
 use corelog_engine::shard::TopicMetadata;
 use corelog_engine::types::TopicName;
 
@@ -100,9 +100,17 @@ pub fn topic_config_entries(config: &TopicConfig, defaults: &TopicConfig) -> Vec
                 synonyms.push((key.to_string(), value.clone(), ConfigSource::DynamicTopic));
             }
             if defaults.get(key) != built_in.get(key) {
-                synonyms.push((definition.broker_name.to_string(), defaults.get(key).unwrap_or_default(), ConfigSource::StaticBroker));
+                synonyms.push((
+                    definition.broker_name.to_string(),
+                    defaults.get(key).unwrap_or_default(),
+                    ConfigSource::StaticBroker,
+                ));
             }
-            synonyms.push((definition.broker_name.to_string(), built_in.get(key).unwrap_or_default(), ConfigSource::Default));
+            synonyms.push((
+                definition.broker_name.to_string(),
+                built_in.get(key).unwrap_or_default(),
+                ConfigSource::Default,
+            ));
             ConfigEntry {
                 name: key.to_string(),
                 value,
@@ -222,7 +230,10 @@ mod tests {
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, TopicConfig::KEYS.to_vec());
         let retention = entries.iter().find(|e| e.name == "retention.ms").expect("listed");
-        assert_eq!((retention.value.as_str(), retention.source, retention.read_only), ("5", ConfigSource::DynamicTopic, false));
+        assert_eq!(
+            (retention.value.as_str(), retention.source, retention.read_only),
+            ("5", ConfigSource::DynamicTopic, false)
+        );
         let synonyms: Vec<(&str, &str, ConfigSource)> =
             retention.synonyms.iter().map(|(n, v, s)| (n.as_str(), v.as_str(), *s)).collect();
         assert_eq!(
@@ -234,6 +245,9 @@ mod tests {
             ]
         );
         let segment = entries.iter().find(|e| e.name == "segment.bytes").expect("listed");
-        assert_eq!(segment.synonyms, vec![("log.segment.bytes".to_string(), "1073741824".to_string(), ConfigSource::Default)]);
+        assert_eq!(
+            segment.synonyms,
+            vec![("log.segment.bytes".to_string(), "1073741824".to_string(), ConfigSource::Default)]
+        );
     }
 }

@@ -30,14 +30,19 @@ pub async fn handle(context: &RequestContext<'_>, request: CreatePartitionsReque
     for topic in &request.topics {
         let repeated = request.topics.iter().filter(|other| other.name == topic.name).count() > 1;
         let outcome = if repeated {
-            Err((ResponseError::InvalidRequest.code(), format!("topic {} appears more than once in the request", topic.name.0)))
+            Err((
+                ResponseError::InvalidRequest.code(),
+                format!("topic {} appears more than once in the request", topic.name.0),
+            ))
         } else {
             grow(context, topic, request.validate_only).await
         };
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         results.push(match outcome {
             Ok(()) => result,
-            Err((code, message)) => result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message))),
+            Err((code, message)) => {
+                result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)))
+            }
         });
     }
     CreatePartitionsResponse::default().with_results(results)
@@ -59,7 +64,9 @@ async fn grow(context: &RequestContext<'_>, topic: &CreatePartitionsTopic, valid
         return invalid_partitions(format!("topic {name} already has {current} partitions"));
     }
     if wanted > PARTITIONS_PER_TOPIC_MAX {
-        return invalid_partitions(format!("{wanted} partitions is more than the {PARTITIONS_PER_TOPIC_MAX} a topic may have"));
+        return invalid_partitions(format!(
+            "{wanted} partitions is more than the {PARTITIONS_PER_TOPIC_MAX} a topic may have"
+        ));
     }
     if let Some(assignments) = &topic.assignments {
         let node_id = context.shard.broker.config.node_id;
@@ -67,7 +74,10 @@ async fn grow(context: &RequestContext<'_>, topic: &CreatePartitionsTopic, valid
         if assignments.len() != new_partitions {
             return Err((
                 ResponseError::InvalidReplicaAssignment.code(),
-                format!("{} assignments given for the {new_partitions} new partitions of topic {name}", assignments.len()),
+                format!(
+                    "{} assignments given for the {new_partitions} new partitions of topic {name}",
+                    assignments.len()
+                ),
             ));
         }
         if assignments.iter().any(|assignment| assignment.broker_ids.iter().map(|id| id.0).ne([node_id])) {

@@ -10,9 +10,9 @@ use kafka_protocol::ResponseError;
 
 use super::config_resources::topic_config_entries;
 use super::{RequestContext, Versions};
+use crate::kafka::errors::error_code;
 use corelog_engine::config::TopicConfig;
 use corelog_engine::error::EngineError;
-use crate::kafka::errors::error_code;
 use corelog_engine::types::TopicName;
 
 pub const VERSIONS: Versions = Versions::new(2, 7);
@@ -64,11 +64,17 @@ async fn create(
         ));
     }
     if !topic.assignments.is_empty() {
-        return Err((ResponseError::InvalidReplicaAssignment.code(), "manual replica assignment is not supported".to_string()));
+        return Err((
+            ResponseError::InvalidReplicaAssignment.code(),
+            "manual replica assignment is not supported".to_string(),
+        ));
     }
     let partitions = if topic.num_partitions == -1 { broker.config.default_partitions } else { topic.num_partitions };
     let mut config: TopicConfig = broker.config.topic_defaults.clone();
-    let entries = topic.configs.iter().filter_map(|entry| entry.value.as_ref().map(|value| (entry.name.as_str(), value.as_str())));
+    let entries = topic
+        .configs
+        .iter()
+        .filter_map(|entry| entry.value.as_ref().map(|value| (entry.name.as_str(), value.as_str())));
     config.set_all(entries).map_err(failed)?;
     let engine = &context.shard.engine;
     if validate_only {

@@ -14,7 +14,8 @@ pub async fn handle(context: &RequestContext<'_>, request: DeleteGroupsRequest) 
     let mut results = Vec::with_capacity(request.groups_names.len());
     for name in request.groups_names {
         let error = context.shard.groups.delete(GroupId(name.0.to_string())).await;
-        results.push(DeletableGroupResult::default().with_group_id(name).with_error_code(error.map_or(0, |e| e.code())));
+        results
+            .push(DeletableGroupResult::default().with_group_id(name).with_error_code(error.map_or(0, |e| e.code())));
     }
     DeleteGroupsResponse::default().with_results(results)
 }

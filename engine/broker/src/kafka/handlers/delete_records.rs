@@ -42,18 +42,25 @@ pub async fn dispatch(
     let mut work = PerPartition::new();
     for topic in request.topics {
         let raw_name = topic.name.0.to_string();
-        work.topic(engine, topic.name, &raw_name, topic.partitions, |p| p.partition_index, |partition, wanted| async move {
-            if is_internal(&partition.topic) {
-                return Err(ResponseError::InvalidTopicException.code());
-            }
-            let offset = if wanted.offset == HIGH_WATERMARK {
-                engine.stats(&partition).await.map_err(|e| error_code(&e))?.high_watermark
-            } else {
-                Offset(wanted.offset)
-            };
-            tracing::info!("deleting records of {partition} below {offset}");
-            engine.dispatch_delete_records(&partition, offset).await.map_err(|e| error_code(&e))
-        })
+        work.topic(
+            engine,
+            topic.name,
+            &raw_name,
+            topic.partitions,
+            |p| p.partition_index,
+            |partition, wanted| async move {
+                if is_internal(&partition.topic) {
+                    return Err(ResponseError::InvalidTopicException.code());
+                }
+                let offset = if wanted.offset == HIGH_WATERMARK {
+                    engine.stats(&partition).await.map_err(|e| error_code(&e))?.high_watermark
+                } else {
+                    Offset(wanted.offset)
+                };
+                tracing::info!("deleting records of {partition} below {offset}");
+                engine.dispatch_delete_records(&partition, offset).await.map_err(|e| error_code(&e))
+            },
+        )
         .await;
     }
     respond(work)

@@ -31,9 +31,9 @@ pub async fn handle(context: &RequestContext<'_>, request: DescribeClusterReques
     if context.version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKER {
         return response.with_error_code(ResponseError::UnsupportedEndpointType.code()).with_error_message(Some(
             StrBytes::from_string(format!(
-                "endpoint type {} is not supported: this broker describes brokers (endpoint type {ENDPOINT_TYPE_BROKER})",
-                request.endpoint_type
-            )),
+            "endpoint type {} is not supported: this broker describes brokers (endpoint type {ENDPOINT_TYPE_BROKER})",
+            request.endpoint_type
+        )),
         ));
     }
     let (host, port) = broker.advertised();

@@ -48,7 +48,9 @@ fn describe(
         Ok(Resource::Topic(metadata)) => topic_config_entries(&metadata.config, &broker.config.topic_defaults),
         Ok(Resource::Broker) => broker_config_entries(broker),
         Ok(Resource::BrokerDefaults) => Vec::new(),
-        Err((code, message)) => return result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message))),
+        Err((code, message)) => {
+            return result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)))
+        }
     };
     let wanted = |name: &str| match &resource.configuration_keys {
         Some(keys) if !keys.is_empty() => keys.iter().any(|key| key.as_str() == name),
@@ -92,14 +94,15 @@ fn broker_config_entries(broker: &BrokerState) -> Vec<ConfigEntry> {
     let config = &broker.config;
     let built_in = BrokerConfig::new(config.engine.data_dir.clone());
     let (host, port) = broker.advertised();
-    let entry = |name: &str, value: String, is_set: bool, kind: ConfigKind, documentation: &'static str, default: String| {
-        let source = if is_set { ConfigSource::StaticBroker } else { ConfigSource::Default };
-        let mut synonyms = vec![(name.to_string(), value.clone(), source)];
-        if is_set {
-            synonyms.push((name.to_string(), default, ConfigSource::Default));
-        }
-        ConfigEntry { name: name.to_string(), value, source, read_only: true, kind, documentation, synonyms }
-    };
+    let entry =
+        |name: &str, value: String, is_set: bool, kind: ConfigKind, documentation: &'static str, default: String| {
+            let source = if is_set { ConfigSource::StaticBroker } else { ConfigSource::Default };
+            let mut synonyms = vec![(name.to_string(), value.clone(), source)];
+            if is_set {
+                synonyms.push((name.to_string(), default, ConfigSource::Default));
+            }
+            ConfigEntry { name: name.to_string(), value, source, read_only: true, kind, documentation, synonyms }
+        };
     let mut entries = vec![
         entry(
             "broker.id",

@@ -41,7 +41,10 @@ struct Wanted {
 
 /// Queues the first read of every partition; the returned future waits for them,
 /// long-polls if asked to, and answers.
-pub async fn dispatch(context: &RequestContext<'_>, request: FetchRequest) -> impl std::future::Future<Output = FetchResponse> {
+pub async fn dispatch(
+    context: &RequestContext<'_>,
+    request: FetchRequest,
+) -> impl std::future::Future<Output = FetchResponse> {
     let engine = context.shard.engine.clone();
     let started = Instant::now();
     let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
@@ -53,7 +56,9 @@ pub async fn dispatch(context: &RequestContext<'_>, request: FetchRequest) -> im
         let partition_count = name.as_ref().ok().and_then(|n| engine.topic(n)).map_or(0, |m| m.partition_count);
         for fetch in &topic.partitions {
             let partition = match &name {
-                Ok(_) if !(0..partition_count).contains(&fetch.partition) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                Ok(_) if !(0..partition_count).contains(&fetch.partition) => {
+                    Err(ResponseError::UnknownTopicOrPartition.code())
+                }
                 Ok(name) => Ok(TopicPartition::new(name.clone(), PartitionId(fetch.partition))),
                 Err(code) => Err(*code),
             };
@@ -120,14 +125,19 @@ async fn respond(
                 .into_iter()
                 .map(|index| {
                     let data = PartitionData::default().with_partition_index(index);
-                    let data = if isolation_committed { data.with_aborted_transactions(Some(Vec::new())) } else { data };
+                    let data =
+                        if isolation_committed { data.with_aborted_transactions(Some(Vec::new())) } else { data };
                     match results.next() {
                         Some(Ok(read)) => data
                             .with_high_watermark(read.high_watermark.0)
                             .with_last_stable_offset(read.high_watermark.0)
                             .with_log_start_offset(read.log_start_offset.0)
                             .with_records(Some(Bytes::from(read.bytes))),
-                        Some(Err(code)) => data.with_error_code(code).with_high_watermark(-1).with_last_stable_offset(-1).with_log_start_offset(-1),
+                        Some(Err(code)) => data
+                            .with_error_code(code)
+                            .with_high_watermark(-1)
+                            .with_last_stable_offset(-1)
+                            .with_log_start_offset(-1),
                         None => data.with_error_code(ResponseError::UnknownServerError.code()),
                     }
                 })
@@ -161,7 +171,10 @@ async fn dispatch_reads(
 /// Waits for the reads (all queued, so as long as the slowest), then applies the
 /// response budget in request order: once `max_bytes` is spent, later partitions
 /// return no records (but the first non-empty one is always kept).
-async fn read_replies(reads: Vec<Result<Dispatched<ReadResult>, i16>>, max_bytes: usize) -> Vec<Result<ReadResult, i16>> {
+async fn read_replies(
+    reads: Vec<Result<Dispatched<ReadResult>, i16>>,
+    max_bytes: usize,
+) -> Vec<Result<ReadResult, i16>> {
     let mut results = Vec::with_capacity(reads.len());
     for read in reads {
         results.push(match read {

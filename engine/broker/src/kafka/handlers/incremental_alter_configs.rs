@@ -34,7 +34,10 @@ const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
-pub async fn handle(context: &RequestContext<'_>, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn handle(
+    context: &RequestContext<'_>,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in &request.resources {
         let response = AlterConfigsResourceResponse::default()
@@ -42,14 +45,20 @@ pub async fn handle(context: &RequestContext<'_>, request: IncrementalAlterConfi
             .with_resource_name(resource.resource_name.clone());
         let response = match alter(context, resource, request.validate_only).await {
             Ok(()) => response.with_error_message(None),
-            Err((code, message)) => response.with_error_code(code).with_error_message(Some(StrBytes::from_string(message))),
+            Err((code, message)) => {
+                response.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)))
+            }
         };
         responses.push(response);
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-async fn alter(context: &RequestContext<'_>, resource: &AlterConfigsResource, validate_only: bool) -> Result<(), Failure> {
+async fn alter(
+    context: &RequestContext<'_>,
+    resource: &AlterConfigsResource,
+    validate_only: bool,
+) -> Result<(), Failure> {
     match resolve(context, resource.resource_type, resource.resource_name.as_str())? {
         Resource::Topic(metadata) if is_internal(&metadata.name) => {
             Err(internal_topic_refused(&metadata.name, "change its config"))
@@ -58,7 +67,9 @@ async fn alter(context: &RequestContext<'_>, resource: &AlterConfigsResource, va
             let operations: Vec<Operation<'_>> = resource
                 .configs
                 .iter()
-                .map(|config| (config.name.as_str(), config.config_operation, config.value.as_ref().map(|v| v.as_str())))
+                .map(|config| {
+                    (config.name.as_str(), config.config_operation, config.value.as_ref().map(|v| v.as_str()))
+                })
                 .collect();
             let updated = apply(&metadata.config, &context.shard.broker.config.topic_defaults, &operations)?;
             replace_topic_config(context, &metadata, updated, validate_only).await
@@ -70,10 +81,18 @@ async fn alter(context: &RequestContext<'_>, resource: &AlterConfigsResource, va
 
 /// The topic config after `operations`, starting from `current`; a DELETEd key
 /// takes its value in `defaults` (the broker's defaults for topics).
-pub fn apply(current: &TopicConfig, defaults: &TopicConfig, operations: &[Operation<'_>]) -> Result<TopicConfig, Failure> {
+pub fn apply(
+    current: &TopicConfig,
+    defaults: &TopicConfig,
+    operations: &[Operation<'_>],
+) -> Result<TopicConfig, Failure> {
     let invalid_request = |message: String| (ResponseError::InvalidRequest.code(), message);
     let invalid_config = |key: &str, value: &str, reason: &str| {
-        failed(EngineError::InvalidConfig { key: key.to_string(), value: value.to_string(), reason: reason.to_string() })
+        failed(EngineError::InvalidConfig {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        })
     };
     for (index, (key, _, _)) in operations.iter().enumerate() {
         if operations[..index].iter().any(|(earlier, _, _)| earlier == key) {
@@ -115,14 +134,16 @@ pub fn apply(current: &TopicConfig, defaults: &TopicConfig, operations: &[Operat
             SUBTRACT => {
                 list_only("SUBTRACT")?;
                 let removed = list_items(value);
-                let items: Vec<String> =
-                    list_items(&current.get(key).unwrap_or_default()).into_iter().filter(|item| !removed.contains(item)).collect();
+                let items: Vec<String> = list_items(&current.get(key).unwrap_or_default())
+                    .into_iter()
+                    .filter(|item| !removed.contains(item))
+                    .collect();
                 items.join(",")
             }
             other => {
                 return Err(invalid_request(format!(
-                    "unknown config operation {other} on {key}: expected 0 (SET), 1 (DELETE), 2 (APPEND) or 3 (SUBTRACT)"
-                )))
+                "unknown config operation {other} on {key}: expected 0 (SET), 1 (DELETE), 2 (APPEND) or 3 (SUBTRACT)"
+            )))
             }
         };
         assigned.push((key, new_value));
@@ -156,8 +177,9 @@ mod tests {
     fn set_and_delete_start_from_the_current_config_and_the_broker_defaults() {
         let defaults = TopicConfig { retention_ms: 1000, ..TopicConfig::default() };
         let current = TopicConfig { retention_ms: 5, segment_bytes: 4096, ..defaults.clone() };
-        let updated = apply(&current, &defaults, &[("retention.ms", DELETE, None), ("max.message.bytes", SET, Some("2048"))])
-            .expect("valid");
+        let updated =
+            apply(&current, &defaults, &[("retention.ms", DELETE, None), ("max.message.bytes", SET, Some("2048"))])
+                .expect("valid");
         assert_eq!(updated.retention_ms, 1000, "DELETE goes back to the broker's default");
         assert_eq!(updated.segment_bytes, 4096, "keys not named keep their value");
         assert_eq!(updated.max_message_bytes, 2048);
@@ -186,17 +208,26 @@ mod tests {
         for order in both_orders {
             assert_eq!(apply(&relaxed, &always, &order).expect("valid").durability, Durability::Always);
         }
-        assert_eq!(apply(&relaxed, &always, &[("fsync.policy", DELETE, None)]).expect("valid").durability, Durability::Always);
+        assert_eq!(
+            apply(&relaxed, &always, &[("fsync.policy", DELETE, None)]).expect("valid").durability,
+            Durability::Always
+        );
     }
 
     #[test]
     fn append_and_subtract_apply_only_to_list_configs() {
         let config = TopicConfig::default();
         let invalid_config = ResponseError::InvalidConfig.code();
-        assert_eq!(apply(&config, &config, &[("cleanup.policy", APPEND, Some("delete"))]).expect("no-op append"), config);
+        assert_eq!(
+            apply(&config, &config, &[("cleanup.policy", APPEND, Some("delete"))]).expect("no-op append"),
+            config
+        );
         assert_eq!(code(apply(&config, &config, &[("cleanup.policy", APPEND, Some("compact"))])), invalid_config);
         assert_eq!(code(apply(&config, &config, &[("cleanup.policy", SUBTRACT, Some("delete"))])), invalid_config);
-        assert_eq!(apply(&config, &config, &[("cleanup.policy", SUBTRACT, Some("compact"))]).expect("no-op subtract"), config);
+        assert_eq!(
+            apply(&config, &config, &[("cleanup.policy", SUBTRACT, Some("compact"))]).expect("no-op subtract"),
+            config
+        );
         assert_eq!(code(apply(&config, &config, &[("retention.ms", APPEND, Some("5"))])), invalid_config);
         assert_eq!(code(apply(&config, &config, &[("fsync.policy", SUBTRACT, Some("never"))])), invalid_config);
     }

@@ -26,15 +26,22 @@ pub async fn dispatch(
     let mut work = PerPartition::new();
     for topic in request.topics {
         let raw_name = topic.name.0.to_string();
-        work.topic(engine, topic.name, &raw_name, topic.partitions, |p| p.partition_index, |partition, wanted| async move {
-            let spec = match wanted.timestamp {
-                LATEST => OffsetSpec::Latest,
-                EARLIEST => OffsetSpec::Earliest,
-                timestamp if timestamp >= 0 => OffsetSpec::Timestamp(TimestampMs(timestamp)),
-                _ => return Err(ResponseError::UnsupportedVersion.code()),
-            };
-            engine.dispatch_list_offset(&partition, spec).await.map_err(|error| error_code(&error))
-        })
+        work.topic(
+            engine,
+            topic.name,
+            &raw_name,
+            topic.partitions,
+            |p| p.partition_index,
+            |partition, wanted| async move {
+                let spec = match wanted.timestamp {
+                    LATEST => OffsetSpec::Latest,
+                    EARLIEST => OffsetSpec::Earliest,
+                    timestamp if timestamp >= 0 => OffsetSpec::Timestamp(TimestampMs(timestamp)),
+                    _ => return Err(ResponseError::UnsupportedVersion.code()),
+                };
+                engine.dispatch_list_offset(&partition, spec).await.map_err(|error| error_code(&error))
+            },
+        )
         .await;
     }
     respond(work, context.version)
@@ -54,8 +61,9 @@ async fn respond(
                 .map(|(index, answer)| {
                     // The leader epoch field exists from v4; below it must stay at its default.
                     let leader_epoch = if version >= 4 { 0 } else { -1 };
-                    let response =
-                        ListOffsetsPartitionResponse::default().with_partition_index(index).with_leader_epoch(leader_epoch);
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(index)
+                        .with_leader_epoch(leader_epoch);
                     match answer {
                         Ok(Some((offset, timestamp))) => response.with_offset(offset.0).with_timestamp(timestamp.0),
                         // No batch that recent: Kafka answers offset -1.

@@ -7,14 +7,16 @@
 //! requests and get the same error, as from Kafka for a partition in an offline log
 //! directory), an empty ISR and this broker as its offline replica.
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{RequestContext, Versions};
-use corelog_engine::error::EngineError;
 use crate::kafka::errors::error_code;
+use corelog_engine::error::EngineError;
 use corelog_engine::shard::TopicMetadata;
 use corelog_engine::types::{PartitionId, TopicName};
 
@@ -69,13 +71,18 @@ async fn lookup(context: &RequestContext<'_>, raw_name: &str, allow_create: bool
         return Err(ResponseError::UnknownTopicOrPartition.code());
     }
     let broker = &context.shard.broker;
-    match engine.create_topic(name.clone(), broker.config.default_partitions, broker.config.topic_defaults.clone()).await {
+    match engine
+        .create_topic(name.clone(), broker.config.default_partitions, broker.config.topic_defaults.clone())
+        .await
+    {
         Ok(metadata) => {
             tracing::info!("auto-created topic {name} with {} partitions", metadata.partition_count);
             Ok(metadata)
         }
         // Another connection created it first.
-        Err(EngineError::TopicAlreadyExists(_)) => engine.topic(&name).ok_or(ResponseError::UnknownTopicOrPartition.code()),
+        Err(EngineError::TopicAlreadyExists(_)) => {
+            engine.topic(&name).ok_or(ResponseError::UnknownTopicOrPartition.code())
+        }
         Err(error) => Err(error_code(&error)),
     }
 }

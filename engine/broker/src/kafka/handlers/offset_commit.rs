@@ -34,7 +34,11 @@ pub async fn dispatch(
         for partition in &topic.partitions {
             let known = name.as_ref().filter(|_| (0..partition_count).contains(&partition.partition_index));
             let Some(name) = known else {
-                shape.push((topic_index, partition.partition_index, Some(ResponseError::UnknownTopicOrPartition.code())));
+                shape.push((
+                    topic_index,
+                    partition.partition_index,
+                    Some(ResponseError::UnknownTopicOrPartition.code()),
+                ));
                 continue;
             };
             let committed = CommittedOffset {
@@ -73,11 +77,8 @@ async fn respond(
         Some(committed) => committed.await.into_iter(),
         None => Vec::new().into_iter(),
     };
-    let mut topics: Vec<OffsetCommitResponseTopic> = request
-        .topics
-        .iter()
-        .map(|t| OffsetCommitResponseTopic::default().with_name(t.name.clone()))
-        .collect();
+    let mut topics: Vec<OffsetCommitResponseTopic> =
+        request.topics.iter().map(|t| OffsetCommitResponseTopic::default().with_name(t.name.clone())).collect();
     for (topic_index, partition_index, error) in shape {
         let error = match error {
             Some(code) => code,
@@ -86,9 +87,9 @@ async fn respond(
                 None => ResponseError::UnknownServerError.code(),
             },
         };
-        topics[topic_index]
-            .partitions
-            .push(OffsetCommitResponsePartition::default().with_partition_index(partition_index).with_error_code(error));
+        topics[topic_index].partitions.push(
+            OffsetCommitResponsePartition::default().with_partition_index(partition_index).with_error_code(error),
+        );
     }
     OffsetCommitResponse::default().with_topics(topics)
 }

@@ -31,7 +31,11 @@ struct GroupFetch {
 }
 
 /// Fetches one group's offsets; `topics` as the request names them (`None`: all).
-async fn fetch_group(context: &RequestContext<'_>, group_id: GroupId, topics: Option<Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>>) -> GroupFetch {
+async fn fetch_group(
+    context: &RequestContext<'_>,
+    group_id: GroupId,
+    topics: Option<Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>>,
+) -> GroupFetch {
     let Some(topics) = topics else {
         let response = context.shard.groups.fetch(FetchRequest { group_id, partitions: None }).await;
         let mut grouped: Vec<(kafka_protocol::messages::TopicName, Vec<Fetched>)> = Vec::new();
@@ -76,7 +80,9 @@ async fn fetch_group(context: &RequestContext<'_>, group_id: GroupId, topics: Op
 fn offset_fields(fetched: &Fetched) -> (i64, i32, Option<StrBytes>, i16) {
     let error = fetched.error.map_or(0, |e| e.code());
     match &fetched.committed {
-        Some(c) => (c.offset.0, c.leader_epoch.0, Some(StrBytes::from_string(c.metadata.clone().unwrap_or_default())), error),
+        Some(c) => {
+            (c.offset.0, c.leader_epoch.0, Some(StrBytes::from_string(c.metadata.clone().unwrap_or_default())), error)
+        }
         None => (-1, -1, Some(StrBytes::default()), error),
     }
 }

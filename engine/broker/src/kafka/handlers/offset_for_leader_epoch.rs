@@ -43,10 +43,17 @@ pub async fn dispatch(
     for topic in request.topics {
         let raw_name = topic.topic.0.to_string();
         requested.extend(topic.partitions.iter().map(|p| LeaderEpoch(p.leader_epoch)));
-        work.topic(engine, topic.topic, &raw_name, topic.partitions, |p| p.partition, |partition, wanted| async move {
-            check_current_leader_epoch(LeaderEpoch(wanted.current_leader_epoch)).map_err(|e| e.code())?;
-            engine.dispatch_stats(&partition).await.map_err(|e| error_code(&e))
-        })
+        work.topic(
+            engine,
+            topic.topic,
+            &raw_name,
+            topic.partitions,
+            |p| p.partition,
+            |partition, wanted| async move {
+                check_current_leader_epoch(LeaderEpoch(wanted.current_leader_epoch)).map_err(|e| e.code())?;
+                engine.dispatch_stats(&partition).await.map_err(|e| error_code(&e))
+            },
+        )
         .await;
     }
     respond(work, requested)
@@ -97,7 +104,11 @@ pub fn check_current_leader_epoch(current: LeaderEpoch) -> Result<(), ResponseEr
 /// The end offset of `requested` and the epoch it belongs to, over `history`: each
 /// epoch with the offset where it starts, in increasing order of both, the last one
 /// being the current epoch (Kafka's `LeaderEpochFileCache.endOffsetFor`).
-pub fn end_offset_for(history: &[(LeaderEpoch, Offset)], requested: LeaderEpoch, log_end_offset: Offset) -> (LeaderEpoch, Offset) {
+pub fn end_offset_for(
+    history: &[(LeaderEpoch, Offset)],
+    requested: LeaderEpoch,
+    log_end_offset: Offset,
+) -> (LeaderEpoch, Offset) {
     assert!(
         history.windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 <= pair[1].1),
         "a leader-epoch history grows in both epoch and start offset: {history:?}"

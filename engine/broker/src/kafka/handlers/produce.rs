@@ -28,7 +28,10 @@ use corelog_engine::types::LeaderEpoch;
 pub const VERSIONS: Versions = Versions::new(3, 9);
 
 /// Queues every partition's append; the returned future waits for their replies.
-pub async fn dispatch(context: &RequestContext<'_>, request: ProduceRequest) -> impl std::future::Future<Output = ProduceResponse> {
+pub async fn dispatch(
+    context: &RequestContext<'_>,
+    request: ProduceRequest,
+) -> impl std::future::Future<Output = ProduceResponse> {
     let engine = &context.shard.engine;
     let mut work = PerPartition::new();
     for topic in request.topic_data {
@@ -36,17 +39,24 @@ pub async fn dispatch(context: &RequestContext<'_>, request: ProduceRequest) -> 
         if context.shard.broker.config.test_panic_on_produce_to.as_deref() == Some(raw_name.as_str()) {
             panic!("test-only panic: a Produce to {raw_name} (--test-panic-on-produce-to)");
         }
-        work.topic(engine, topic.name, &raw_name, topic.partition_data, |data| data.index, |partition, data| async move {
-            if is_internal(&partition.topic) {
-                tracing::debug!("produce to {partition} refused: an internal topic");
-                return Err(ResponseError::InvalidTopicException.code());
-            }
-            let Some(records) = data.records else { return Err(ResponseError::CorruptMessage.code()) };
-            engine.dispatch_append(&partition, records.to_vec(), LeaderEpoch(0)).await.map_err(|error| {
-                tracing::debug!("produce to {partition} failed: {error}");
-                error_code(&error)
-            })
-        })
+        work.topic(
+            engine,
+            topic.name,
+            &raw_name,
+            topic.partition_data,
+            |data| data.index,
+            |partition, data| async move {
+                if is_internal(&partition.topic) {
+                    tracing::debug!("produce to {partition} refused: an internal topic");
+                    return Err(ResponseError::InvalidTopicException.code());
+                }
+                let Some(records) = data.records else { return Err(ResponseError::CorruptMessage.code()) };
+                engine.dispatch_append(&partition, records.to_vec(), LeaderEpoch(0)).await.map_err(|error| {
+                    tracing::debug!("produce to {partition} failed: {error}");
+                    error_code(&error)
+                })
+            },
+        )
         .await;
     }
     respond(work)
