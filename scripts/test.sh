@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: checks the toolchain, sets up the Python
-# clients of the interop tests, then builds and runs every test of the workspace
-# (unit, property, model-based crash, real-process crash, and the real-client tests
-# of harness/tests/ against a `corelog broker` process). Nothing is skipped; the exit
-# status is cargo's.
+# clients of the interop tests, checks style and lints (`cargo fmt --check` and
+# `cargo clippy -D warnings`, for the workspace and the fuzz workspace; see
+# ARCHITECTURE.md, "Style and lints"), then builds and runs every test of the
+# workspace (unit, property, model-based crash, real-process crash, and the
+# real-client tests of harness/tests/ against a `corelog broker` process). Nothing is
+# skipped. Exit status: 2 for a missing tool, 1 for unformatted code or a lint,
+# otherwise cargo's.
 #
 # Python: a virtualenv in target/python-venv with the pinned clients of
 # harness/tests/python/requirements.txt (kafka-python, confluent-kafka, aiokafka)
@@ -14,6 +17,10 @@ cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found. Install Rust first: curl https://sh.rustup.rs -sSf | sh" >&2
+  exit 2
+fi
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "error: rustfmt or clippy not found. Install them: rustup component add rustfmt clippy" >&2
   exit 2
 fi
 
@@ -41,6 +48,18 @@ if ! cmp -s "$requirements" "$installed"; then
   cp "$requirements" "$installed"
 fi
 export CORELOG_TEST_PYTHON="$PWD/$venv/bin/python"
+
+# Style and lints first, so CI fails on drift before the long part.
+fuzz_manifest=engine/broker/fuzz/Cargo.toml
+if ! cargo fmt --all --check || ! cargo fmt --manifest-path "$fuzz_manifest" --check; then
+  echo "error: code not formatted as rustfmt.toml says (diff above). Fix: cargo fmt --all && cargo fmt --manifest-path $fuzz_manifest" >&2
+  exit 1
+fi
+if ! cargo clippy --workspace --all-targets --locked -- -D warnings ||
+  ! cargo clippy --manifest-path "$fuzz_manifest" --all-targets --locked -- -D warnings; then
+  echo "error: clippy found problems (above). Fix each one; an allow only where the lint is wrong, with a comment saying why (ARCHITECTURE.md, \"Style and lints\")." >&2
+  exit 1
+fi
 
 cargo build --workspace --all-targets --locked
 # Every test binary runs even after one fails, so one run reports every failure.

@@ -20,6 +20,11 @@
 //! Errors are `anyhow` throughout; a [`UsageError`] among them means the user's
 //! flags or configuration were wrong, which the binary turns into exit code 2.
 
+// Unsafe code only where the harness calls C: librdkafka's own API (`driver::kafka`)
+// and libc for what std lacks (signals, socket options). Those places allow it by
+// name, and each unsafe block says why it is sound.
+#![deny(unsafe_code)]
+
 pub mod broker;
 pub mod check;
 pub mod checker;

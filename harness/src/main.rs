@@ -13,6 +13,8 @@
 //! This file is only the command line: flags, logging, the allocator and the exit
 //! code. What each command does is in the `corelog_harness` library (`lib.rs`).
 
+#![forbid(unsafe_code)]
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -64,8 +64,10 @@ impl LoopMount {
     /// Bytes the file system still has for files.
     fn free_bytes(&self) -> u64 {
         let path = std::ffi::CString::new(self.mount_point.to_string_lossy().as_bytes()).expect("no NUL");
-        // SAFETY: statvfs(3) fills the struct we own from a NUL-terminated path.
+        // SAFETY: statvfs is plain C data (integers), so all-zero is a valid value.
         let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: statvfs(3) reads the NUL-terminated `path` and writes only into the
+        // struct we pass by valid pointer.
         let status = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
         assert_eq!(status, 0, "statvfs: {}", std::io::Error::last_os_error());
         stat.f_bavail * stat.f_frsize

@@ -163,7 +163,7 @@ fn value_of(number: usize) -> String {
 
 /// Request `number` of the produce pattern: even ones name P and Q, odd ones P.
 fn produce_request(topic: &str, number: usize, acks: i16) -> ProduceRequest {
-    let partitions: &[i32] = if number % 2 == 0 { &[P, Q] } else { &[P] };
+    let partitions: &[i32] = if number.is_multiple_of(2) { &[P, Q] } else { &[P] };
     let value = value_of(number);
     let partition_data = partitions
         .iter()
@@ -249,7 +249,7 @@ fn pipelined_offset_commits_land_in_request_order_and_the_last_one_wins() {
     let group = GroupId(StrBytes::from_static_str("request-order-group"));
     // Request n commits offset n + 1 for P, and for Q too when n is even.
     let commit = |number: usize| {
-        let partitions: &[i32] = if number % 2 == 0 { &[P, Q] } else { &[P] };
+        let partitions: &[i32] = if number.is_multiple_of(2) { &[P, Q] } else { &[P] };
         let partitions = partitions
             .iter()
             .map(|&index| {

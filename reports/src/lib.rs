@@ -24,6 +24,8 @@
 //! and quantile maps, not histograms), or a migrator of old schema versions (there
 //! is only one so far; a reader of a newer version says so and stops).
 
+#![forbid(unsafe_code)]
+
 pub mod charts;
 pub mod compare;
 mod error;

@@ -30,6 +30,8 @@
 //!   Produce, DeleteRecords, DeleteTopics, CreatePartitions and (Incremental)
 //!   AlterConfigs on it are refused (see [`is_internal`] and the handlers).
 
+#![forbid(unsafe_code)]
+
 pub mod connection;
 pub mod group;
 pub mod kafka;

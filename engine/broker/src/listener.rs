@@ -253,26 +253,16 @@ mod tests {
 
     #[test]
     fn a_listener_of_this_process_is_its_own_and_one_of_another_is_refused_with_its_pid() {
-        use std::os::unix::io::AsRawFd;
-        use std::os::unix::process::CommandExt;
-
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let bound = listener.local_addr().expect("local address");
         ensure_no_other_listener(bound).expect("our own socket is no other listener");
-        // Hand the listening socket to a child process and close ours: now another
-        // process serves the address.
-        let fd = listener.as_raw_fd();
+        // Hand the listening socket to a child process (as its stdin) and close ours:
+        // now another process serves the address.
         let mut command = std::process::Command::new("sleep");
-        command.arg("60");
-        // SAFETY: fcntl is async-signal-safe, and clears close-on-exec in the child only.
-        unsafe {
-            command.pre_exec(move || match libc::fcntl(fd, libc::F_SETFD, 0) {
-                -1 => Err(std::io::Error::last_os_error()),
-                _ => Ok(()),
-            });
-        }
+        command.arg("60").stdin(std::os::fd::OwnedFd::from(listener));
         let mut child = command.spawn().expect("spawning sleep");
-        drop(listener);
+        // The command keeps our copy of the socket until it is dropped.
+        drop(command);
         let result = ensure_no_other_listener(bound);
         let _ = child.kill();
         let _ = child.wait();

@@ -286,8 +286,9 @@ struct Workload {
 
 /// CPU seconds (user + system) this process has used so far, all threads.
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the struct we pass and nothing else.
+    // SAFETY: rusage is plain C data (integers and timevals), so all-zero is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass by valid pointer and nothing else.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
         return 0.0;
     }

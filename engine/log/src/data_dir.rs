@@ -50,10 +50,9 @@
 //! refused, naming both: corelog never copies these files, so the two are not
 //! versions of one another and the engine cannot tell which one is right.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{EngineError, Result};
@@ -153,22 +152,22 @@ fn lock(data_dir: &Path, lock_path: &Path) -> Result<File> {
         .truncate(false)
         .open(lock_path)
         .map_err(|e| EngineError::io("open", lock_path, e))?;
-    // SAFETY: flock(2) on a descriptor this function owns; it touches no memory.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(EngineError::io("lock", lock_path, error));
+    // On Linux this is flock(2), LOCK_EX | LOCK_NB: the lock earlier versions took.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::Error(error)) => return Err(EngineError::io("lock", lock_path, error)),
+        Err(TryLockError::WouldBlock) => {
+            let holder = match holder_pid(&file) {
+                Some(pid) => format!("pid {pid}"),
+                None => "another process (its pid is not written yet)".to_string(),
+            };
+            return Err(EngineError::Startup(format!(
+                "data directory {} is in use by {holder}, which holds the lock on {}: one process per data \
+                 directory (a broker, or corelog repair), as two would overwrite each other's files",
+                data_dir.display(),
+                lock_path.display()
+            )));
         }
-        let holder = match holder_pid(&file) {
-            Some(pid) => format!("pid {pid}"),
-            None => "another process (its pid is not written yet)".to_string(),
-        };
-        return Err(EngineError::Startup(format!(
-            "data directory {} is in use by {holder}, which holds the lock on {}: one process per data \
-             directory (a broker, or corelog repair), as two would overwrite each other's files",
-            data_dir.display(),
-            lock_path.display()
-        )));
     }
     // The pid is only for the error message above: it is not synced, and a stale one
     // after a crash is overwritten here before anyone can read it. Overwriting in

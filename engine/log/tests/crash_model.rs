@@ -217,13 +217,15 @@ impl Run {
     /// A run with a random config drawn from `seed`.
     fn new(seed: u64) -> Run {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut config = TopicConfig::default();
-        config.segment_bytes = rng.gen_range(300..5000);
-        config.index_interval_bytes = rng.gen_range(0..2000);
-        config.segment_ms = if rng.gen_bool(0.7) { 1 << 50 } else { rng.gen_range(5_000..60_000) };
-        config.retention_bytes = if rng.gen_bool(0.5) { -1 } else { rng.gen_range(500..20_000) };
-        config.retention_ms = if rng.gen_bool(0.5) { -1 } else { rng.gen_range(2_000..60_000) };
-        config.durability = Durability::Always;
+        let config = TopicConfig {
+            segment_bytes: rng.gen_range(300..5000),
+            index_interval_bytes: rng.gen_range(0..2000),
+            segment_ms: if rng.gen_bool(0.7) { 1 << 50 } else { rng.gen_range(5_000..60_000) },
+            retention_bytes: if rng.gen_bool(0.5) { -1 } else { rng.gen_range(500..20_000) },
+            retention_ms: if rng.gen_bool(0.5) { -1 } else { rng.gen_range(2_000..60_000) },
+            durability: Durability::Always,
+            ..TopicConfig::default()
+        };
         let hw_follows_end = rng.gen_bool(0.3);
         Run::with_config(seed, rng, config, hw_follows_end)
     }
@@ -808,7 +810,7 @@ impl Run {
             _ => self.no_space(),
         }
         self.check_offsets("after the step");
-        if self.step % 8 == 0 {
+        if self.step.is_multiple_of(8) {
             self.check_reads("periodic check");
         }
     }
@@ -862,12 +864,14 @@ fn random_crash_sequences_on_a_faulty_disk() {
 
 /// A run with a fixed config: big segments, retention off, no random ops.
 fn fixed_run(segment_bytes: u64) -> Run {
-    let mut config = TopicConfig::default();
-    config.segment_bytes = segment_bytes;
-    config.index_interval_bytes = 150;
-    config.retention_bytes = -1;
-    config.retention_ms = -1;
-    config.durability = Durability::Always;
+    let config = TopicConfig {
+        segment_bytes,
+        index_interval_bytes: 150,
+        retention_bytes: -1,
+        retention_ms: -1,
+        durability: Durability::Always,
+        ..TopicConfig::default()
+    };
     Run::with_config(0, StdRng::seed_from_u64(0), config, false)
 }
 

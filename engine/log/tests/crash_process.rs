@@ -52,13 +52,15 @@ fn child_appender() {
     let handle = engine.handle();
     let name = TopicName::new(TOPIC).expect("valid");
     if handle.topic(&name).is_none() {
-        let mut config = TopicConfig::default();
-        config.durability = durability;
-        config.segment_bytes = 256 << 10;
-        // The batches carry small timestamps (their sequence numbers), decades old
-        // for `retention.ms`: without this, age retention deletes acknowledged
-        // segments and the check below would blame recovery for it.
-        config.retention_ms = -1;
+        let config = TopicConfig {
+            durability,
+            segment_bytes: 256 << 10,
+            // The batches carry small timestamps (their sequence numbers), decades old
+            // for `retention.ms`: without this, age retention deletes acknowledged
+            // segments and the check below would blame recovery for it.
+            retention_ms: -1,
+            ..TopicConfig::default()
+        };
         block_on(handle.create_topic(name, PARTITIONS, config)).expect("child: create topic");
     }
     let threads: Vec<_> = (0..APPENDERS)

@@ -35,10 +35,7 @@ fn partition() -> TopicPartition {
 
 /// Small segments (a few batches each) with an index entry every couple of batches.
 fn config() -> TopicConfig {
-    let mut config = TopicConfig::default();
-    config.segment_bytes = 1500;
-    config.index_interval_bytes = 300;
-    config
+    TopicConfig { segment_bytes: 1500, index_interval_bytes: 300, ..TopicConfig::default() }
 }
 
 fn make_batch(seq: i64) -> Vec<u8> {
@@ -207,8 +204,8 @@ fn a_damaged_sealed_segment_fails_the_open_and_no_byte_of_any_file_changes() {
                 let stored = layout(&storage);
                 let second_segment =
                     stored.iter().find(|b| b.log_path != stored[0].log_path).expect("2nd").log_path.clone();
-                let in_second = stored.iter().filter(|b| b.log_path == second_segment);
-                let victim = if last { in_second.last() } else { in_second.clone().nth(1) }.expect("a batch").clone();
+                let mut in_second = stored.iter().filter(|b| b.log_path == second_segment);
+                let victim = if last { in_second.next_back() } else { in_second.nth(1) }.expect("a batch").clone();
                 corrupt(&storage, &victim, corruption);
                 let before = files(&storage);
                 let what = format!(
@@ -250,7 +247,7 @@ fn a_missing_segment_file_between_two_others_fails_the_open_and_changes_nothing(
         segments.dedup();
         block_on(storage.remove_file(&segments[2])).expect("remove");
         let before = files(&storage);
-        let last_of_second = stored.iter().filter(|b| b.log_path == segments[1]).last().expect("batches").clone();
+        let last_of_second = stored.iter().rfind(|b| b.log_path == segments[1]).expect("batches").clone();
         match open(&storage, &clock) {
             Err(EngineError::Corrupt { path, position, offset, reason }) => {
                 assert_eq!(path, segments[1], "{reason}");
@@ -424,7 +421,7 @@ fn repair_of_a_missing_segment_removes_the_segments_after_the_gap() {
     let mut segments: Vec<PathBuf> = stored.iter().map(|b| b.log_path.clone()).collect();
     segments.dedup();
     block_on(storage.remove_file(&segments[2])).expect("remove");
-    let end = stored.iter().filter(|b| b.log_path == segments[1]).last().expect("batches").header.last_offset().next();
+    let end = stored.iter().rfind(|b| b.log_path == segments[1]).expect("batches").header.last_offset().next();
     let interval = config().index_interval_bytes;
     let repaired =
         block_on(PartitionLog::repair(storage.clone(), dir(), interval, TimestampMs(T0), true)).expect("repair");
@@ -468,8 +465,7 @@ fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// batch of its second segment. Returns that segment's path, its damaged bytes and
 /// the damaged batch's position.
 fn events_with_partition_1_damaged(config: &EngineConfig) -> (PathBuf, Vec<u8>, usize) {
-    let mut topic_config = TopicConfig::default();
-    topic_config.segment_bytes = 2048;
+    let topic_config = TopicConfig { segment_bytes: 2048, ..TopicConfig::default() };
     let engine = Engine::start(config.clone()).expect("start");
     let handle = engine.handle();
     block_on(handle.create_topic(TopicName::new("events").expect("valid"), 3, topic_config)).expect("create");
@@ -532,9 +528,7 @@ fn a_damaged_partition_stays_offline_with_its_bytes_kept_while_the_others_are_se
     }
     // A config change reaches the partitions that are open and the properties file,
     // which the offline one reads when it opens again.
-    let mut retention = TopicConfig::default();
-    retention.segment_bytes = 2048;
-    retention.retention_ms = 3_600_000;
+    let retention = TopicConfig { segment_bytes: 2048, retention_ms: 3_600_000, ..TopicConfig::default() };
     block_on(handle.set_topic_config(&topic, retention.clone())).expect("a config change beside an offline partition");
     assert_eq!(handle.topic(&topic).expect("the topic").config, retention);
     // corelog repair refuses to run beside the engine, which holds the data

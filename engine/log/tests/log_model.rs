@@ -453,12 +453,14 @@ async fn open(storage: &SimStorage, config: &TopicConfig, clock: &Arc<ManualCloc
 async fn run_case(case: Case, ops: Vec<Op>) {
     let storage = SimStorage::new();
     let clock = ManualClock::new(TimestampMs(T0));
-    let mut config = TopicConfig::default();
-    config.segment_bytes = case.segment_bytes;
-    config.index_interval_bytes = case.index_interval_bytes;
-    config.segment_ms = case.segment_ms;
-    config.retention_bytes = -1;
-    config.retention_ms = -1;
+    let config = TopicConfig {
+        segment_bytes: case.segment_bytes,
+        index_interval_bytes: case.index_interval_bytes,
+        segment_ms: case.segment_ms,
+        retention_bytes: -1,
+        retention_ms: -1,
+        ..TopicConfig::default()
+    };
     let mut log = open(&storage, &config, &clock).await;
     let mut model = Model::new(config.clone(), T0);
     let mut seq = 0u64;
@@ -630,9 +632,7 @@ fn malformed_batches_are_rejected_and_nothing_is_written() {
     block_on(async {
         let storage = SimStorage::new();
         let clock = ManualClock::new(TimestampMs(T0));
-        let mut config = TopicConfig::default();
-        config.segment_bytes = 600;
-        config.index_interval_bytes = 100;
+        let config = TopicConfig { segment_bytes: 600, index_interval_bytes: 100, ..TopicConfig::default() };
         let mut log = open(&storage, &config, &clock).await;
         for i in 0..12 {
             log.append(batch::build_value_batch(TimestampMs(T0 + i), 2, 40), LeaderEpoch(1)).await.expect("append");
@@ -726,9 +726,7 @@ fn batches_over_max_message_bytes_are_rejected_and_nothing_is_written() {
     block_on(async {
         let storage = SimStorage::new();
         let clock = ManualClock::new(TimestampMs(T0));
-        let mut config = TopicConfig::default();
-        config.max_message_bytes = 1000;
-        config.segment_bytes = 2500;
+        let config = TopicConfig { max_message_bytes: 1000, segment_bytes: 2500, ..TopicConfig::default() };
         let mut log = open(&storage, &config, &clock).await;
         for _ in 0..4 {
             log.append(batch::build_value_batch(TimestampMs(T0), 2, 200), LeaderEpoch(0)).await.expect("append");

@@ -20,9 +20,8 @@ fn engine_appends_reads_and_survives_a_clean_restart() {
     config.shard_count = 2;
     let engine = Engine::start(config.clone()).expect("start");
     let handle = engine.handle();
-    let mut topic_config = TopicConfig::default();
-    topic_config.durability = Durability::Always;
-    topic_config.segment_bytes = 64 << 10;
+    let topic_config =
+        TopicConfig { durability: Durability::Always, segment_bytes: 64 << 10, ..TopicConfig::default() };
     block_on(handle.create_topic(TopicName::new("orders").expect("valid"), 4, topic_config)).expect("create");
     let orders = partition("orders", 3);
     let mut expected = Vec::new();
@@ -69,8 +68,7 @@ fn sim_log_loses_nothing_synced_across_a_torn_crash() {
         let storage = SimStorage::new();
         let clock = ManualClock::new(TimestampMs(0));
         let dir = std::path::Path::new("/data/t/0");
-        let mut config = TopicConfig::default();
-        config.segment_bytes = 4096;
+        let config = TopicConfig { segment_bytes: 4096, ..TopicConfig::default() };
         let (mut log, _) = PartitionLog::open(storage.clone(), dir, partition("t", 0), config.clone(), clock.clone())
             .await
             .expect("open");
@@ -115,8 +113,7 @@ fn a_delete_racing_a_create_of_the_same_name_leaves_a_whole_new_topic_and_every_
     let engine = Engine::start(config.clone()).expect("start");
     let handle = engine.handle();
     let name = TopicName::new("recreated").expect("valid");
-    let mut topic_config = TopicConfig::default();
-    topic_config.durability = Durability::Always;
+    let topic_config = TopicConfig { durability: Durability::Always, ..TopicConfig::default() };
     let old = block_on(handle.create_topic(name.clone(), PARTITIONS, topic_config.clone())).expect("create");
     for index in 0..PARTITIONS {
         let batch = build_value_batch(TimestampMs(index as i64), 1, 10);

@@ -146,13 +146,17 @@ async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + '_>>>) -> Vec
     outputs.into_iter().map(|o| o.expect("every future finished")).collect()
 }
 
+/// A message waiting to be appended with the others of its partition: its key, its
+/// payload, and the token its delivery report carries.
+type PendingMessage = (Option<Vec<u8>>, Vec<u8>, SendToken);
+
 fn run_producer(engine: EngineHandle, queue: flume::Receiver<Outgoing>, sink: Arc<dyn DeliverySink>) {
     let round_robin = AtomicU64::new(0);
     while let Ok(first) = queue.recv() {
         let mut drained = vec![first];
         drained.extend(queue.try_iter().take(PRODUCER_QUEUE_MAX));
         // Group messages by partition, keeping each partition's order.
-        let mut by_partition: BTreeMap<(String, i32), Vec<(Option<Vec<u8>>, Vec<u8>, SendToken)>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<(String, i32), Vec<PendingMessage>> = BTreeMap::new();
         let mut flushes = Vec::new();
         let sticky = round_robin.fetch_add(1, Ordering::Relaxed);
         for outgoing in drained {
@@ -169,7 +173,7 @@ fn run_producer(engine: EngineHandle, queue: flume::Receiver<Outgoing>, sink: Ar
                         continue;
                     };
                     let partition = match (partition, &key) {
-                        (Some(partition), _) if (0..count as i32).contains(&partition) => partition,
+                        (Some(partition), _) if (0..count).contains(&partition) => partition,
                         (Some(partition), _) => {
                             let error = format!("topic {topic} has no partition {partition}");
                             sink.delivered(token, SendOutcome::Failed { error, ambiguous: false }, now_us());

@@ -107,15 +107,17 @@ fn failed(error: &KafkaError) -> SendOutcome {
 /// Whether a failed send may still have been written: the request went out and
 /// no definite answer came back.
 fn is_ambiguous(error: &KafkaError) -> bool {
-    match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::MessageTimedOut)
-        | Some(RDKafkaErrorCode::RequestTimedOut)
-        | Some(RDKafkaErrorCode::BrokerTransportFailure)
-        | Some(RDKafkaErrorCode::AllBrokersDown)
-        | Some(RDKafkaErrorCode::NetworkException)
-        | Some(RDKafkaErrorCode::PurgeInflight) => true,
-        _ => false,
-    }
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::PurgeInflight
+        )
+    )
 }
 
 struct KafkaProducer {
@@ -137,8 +139,10 @@ struct KafkaProducer {
 /// sends to one topic, so a list beats a map.)
 struct TopicHandles(Vec<(String, *mut rdsys::rd_kafka_topic_t)>);
 
-// Topic handles are reference-counted librdkafka objects whose use in
-// `rd_kafka_produceva` is thread-safe; each is used by one thread at a time.
+// SAFETY: the pointers are librdkafka topic handles, reference-counted objects that
+// librdkafka lets any thread use and release (`rd_kafka_produceva` and
+// `rd_kafka_topic_destroy` are thread-safe), so moving them to another thread is
+// sound. Not `Sync`: one thread at a time uses them, through `&mut`.
 unsafe impl Send for TopicHandles {}
 
 impl TopicHandles {
@@ -184,26 +188,34 @@ struct ReportQueue {
     eventfd: std::os::fd::OwnedFd,
 }
 
-// The queue handle is a reference-counted librdkafka object; librdkafka's queue
-// functions are thread-safe, and this handle is used by one thread at a time.
+// SAFETY: the queue handle is a reference-counted librdkafka object whose functions
+// any thread may call (librdkafka's queue API is thread-safe), and the eventfd is an
+// owned descriptor; moving both to another thread is sound. Not `Sync`: one thread
+// at a time uses them.
 unsafe impl Send for ReportQueue {}
 
 impl ReportQueue {
     fn new(producer: &BaseProducer<DeliveryContext>) -> anyhow::Result<ReportQueue> {
         use std::os::fd::{AsRawFd, FromRawFd};
-        // SAFETY: plain syscall; the descriptor is owned from here on.
+        // SAFETY: eventfd(2) takes no pointers and touches no memory of ours.
         let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if raw < 0 {
             return Err(std::io::Error::last_os_error()).context("creating the producer's eventfd");
         }
+        // SAFETY: `raw` is the open descriptor eventfd(2) just returned, which nothing
+        // else owns or closes.
         let eventfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        // SAFETY: the client outlives the handle: `KafkaProducer` drops this first.
+        // SAFETY: a live client, which outlives the queue handle: `KafkaProducer` drops
+        // this `ReportQueue` first (field order).
         let queue = unsafe { rdsys::rd_kafka_queue_get_main(producer.client().native_ptr()) };
         if queue.is_null() {
             anyhow::bail!("librdkafka has no main queue for the producer");
         }
-        // An eventfd takes 8-byte writes; librdkafka copies the payload.
+        // An eventfd takes 8-byte writes.
         let one: u64 = 1;
+        // SAFETY: `queue` is live and `eventfd` stays open until `Drop` disables the
+        // event; librdkafka copies the 8 payload bytes, so `one` need only live
+        // across the call.
         unsafe {
             rdsys::rd_kafka_queue_io_event_enable(queue, eventfd.as_raw_fd(), (&one as *const u64).cast(), 8);
         }
@@ -223,6 +235,8 @@ impl ReportQueue {
         if ready > 0 {
             let mut counter = 0u64;
             // Resets the counter; nonblocking, so a concurrent reset just reads EAGAIN.
+            // SAFETY: reads at most 8 bytes into `counter`, a live u64, from our
+            // open eventfd.
             unsafe { libc::read(fd.fd, (&mut counter as *mut u64).cast(), 8) };
         }
     }
@@ -230,7 +244,9 @@ impl ReportQueue {
 
 impl Drop for ReportQueue {
     fn drop(&mut self) {
-        // SAFETY: disable before the eventfd closes, then release the handle.
+        // SAFETY: the handle is live until here and released once; the event is
+        // disabled before the eventfd (a later field) closes, so librdkafka never
+        // writes to a closed or reused descriptor.
         unsafe {
             rdsys::rd_kafka_queue_io_event_enable(self.queue, -1, std::ptr::null(), 0);
             rdsys::rd_kafka_queue_destroy(self.queue);
@@ -291,11 +307,16 @@ impl ProducerHandle for KafkaProducer {
         if error.is_null() {
             return Ok(());
         }
-        // SAFETY: not enqueued, so the token is still ours; the error is ours to free.
-        drop(unsafe { Box::from_raw(token) });
-        let code = RDKafkaErrorCode::from(unsafe { rdsys::rd_kafka_error_code(error) });
-        unsafe { rdsys::rd_kafka_error_destroy(error) };
-        match code {
+        // SAFETY: the message was not enqueued, so `token` is still the `Box` made
+        // above, taken back once; `error` is a live error object that we own, read
+        // and then free once.
+        let code = unsafe {
+            drop(Box::from_raw(token));
+            let code = rdsys::rd_kafka_error_code(error);
+            rdsys::rd_kafka_error_destroy(error);
+            code
+        };
+        match RDKafkaErrorCode::from(code) {
             RDKafkaErrorCode::QueueFull => Err(SendError::QueueFull),
             code => Err(SendError::Failed(KafkaError::MessageProduction(code).to_string())),
         }
@@ -341,7 +362,9 @@ impl KafkaProducer {
             if event.is_null() {
                 break;
             }
-            // SAFETY: a live event, destroyed once, after its messages were read.
+            // SAFETY: a live event of the type read from it, destroyed once, after it
+            // was handled. A delivery report's messages are ones `send` enqueued, so
+            // their opaques are its `Box<SendToken>`s, as `report` requires.
             unsafe {
                 match rdsys::rd_kafka_event_type(event) {
                     rdsys::RD_KAFKA_EVENT_DR => self.report(event),
@@ -355,18 +378,30 @@ impl KafkaProducer {
     /// Hands a delivery-report event's messages to the sink in one batch, timed
     /// when the event was taken (one clock read per produce response).
     ///
-    /// SAFETY: `event` is a live delivery-report event of this producer, whose
-    /// messages' opaques are the `Box<SendToken>`s `send` made.
+    /// # Safety
+    ///
+    /// `event` is a live delivery-report event of this producer, whose messages'
+    /// opaques are the `Box<SendToken>`s `send` made.
     unsafe fn report(&mut self, event: *mut rdsys::rd_kafka_event_t) {
         let at_us = now_us();
-        let count = rdsys::rd_kafka_event_message_count(event);
-        let mut messages: Vec<*const rdsys::rd_kafka_message_t> = Vec::with_capacity(count);
-        let taken = rdsys::rd_kafka_event_message_array(event, messages.as_mut_ptr(), count);
-        messages.set_len(taken.min(count));
+        // SAFETY: `event` is live (the caller's promise); librdkafka fills at most
+        // `count` pointers into the vector's spare capacity and says how many, so
+        // `set_len` covers only initialised elements.
+        let messages = unsafe {
+            let count = rdsys::rd_kafka_event_message_count(event);
+            let mut messages: Vec<*const rdsys::rd_kafka_message_t> = Vec::with_capacity(count);
+            let taken = rdsys::rd_kafka_event_message_array(event, messages.as_mut_ptr(), count);
+            messages.set_len(taken.min(count));
+            messages
+        };
         self.deliveries.clear();
         for &message in &messages {
-            let message = &*message;
-            let token = *Box::from_raw(message._private.cast::<SendToken>());
+            // SAFETY: each pointer is a message of the live event, and its opaque is
+            // the `Box<SendToken>` `send` leaked for it, taken back exactly once here.
+            let (message, token) = unsafe {
+                let message = &*message;
+                (message, *Box::from_raw(message._private.cast::<SendToken>()))
+            };
             let outcome = match message.err {
                 rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => {
                     SendOutcome::Acknowledged { partition: message.partition, offset: message.offset }
@@ -382,20 +417,25 @@ impl KafkaProducer {
     /// errors there): handed to the context's `log` and `error`, as rdkafka's own
     /// polling would.
     ///
-    /// SAFETY: `event` is a live event of type `kind`.
+    /// # Safety
+    ///
+    /// `event` is a live event of type `kind`.
     unsafe fn other_event(&self, event: *mut rdsys::rd_kafka_event_t, kind: rdsys::rd_kafka_event_type_t) {
         let text = |text: *const libc::c_char| {
             if text.is_null() {
                 String::new()
             } else {
-                std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned()
+                // SAFETY: `text` is only given strings librdkafka returned for the live
+                // `event`, which are NUL-terminated and live as long as the event.
+                unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy().into_owned()
             }
         };
         let context = self.producer.context();
         match kind {
             rdsys::RD_KAFKA_EVENT_LOG => {
                 let (mut facility, mut message, mut level) = (std::ptr::null(), std::ptr::null(), 0);
-                if rdsys::rd_kafka_event_log(event, &mut facility, &mut message, &mut level) != 0 {
+                // SAFETY: a live log event; the out-pointers are our locals.
+                if unsafe { rdsys::rd_kafka_event_log(event, &mut facility, &mut message, &mut level) } != 0 {
                     return;
                 }
                 // syslog levels, as librdkafka reports them.
@@ -412,10 +452,17 @@ impl KafkaProducer {
                 context.log(level, &text(facility), &text(message));
             }
             rdsys::RD_KAFKA_EVENT_ERROR => {
-                let error = KafkaError::Global(rdsys::rd_kafka_event_error(event).into());
-                context.error(error, text(rdsys::rd_kafka_event_error_string(event)).trim());
+                // SAFETY: a live error event; the description is read before it is
+                // destroyed.
+                let (code, description) =
+                    unsafe { (rdsys::rd_kafka_event_error(event), rdsys::rd_kafka_event_error_string(event)) };
+                context.error(KafkaError::Global(code.into()), text(description).trim());
             }
-            _ => tracing::debug!("producer: ignored librdkafka event {}", text(rdsys::rd_kafka_event_name(event))),
+            _ => {
+                // SAFETY: a live event.
+                let name = unsafe { rdsys::rd_kafka_event_name(event) };
+                tracing::debug!("producer: ignored librdkafka event {}", text(name));
+            }
         }
     }
 }

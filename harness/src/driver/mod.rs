@@ -9,6 +9,7 @@
 //! measurement code does not know which driver ran.
 
 pub mod embedded;
+#[allow(unsafe_code)] // librdkafka's C API: batched delivery reports, topic handles
 pub mod kafka;
 pub mod worker;
 

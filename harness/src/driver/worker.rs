@@ -97,15 +97,21 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let ending = kafka::consume(&consumer, args.commit, &sink, &stop, Some(&crash))?;
     sink.flush()?;
     if ending == Ending::Crashed {
-        // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so nothing of
-        // this process (librdkafka's threads included) runs after it.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        crash_now();
     }
     kafka::close(&consumer);
     drop(consumer);
     Ok(())
+}
+
+/// Kills this process with SIGKILL, which cannot be caught, so nothing of it
+/// (librdkafka's threads included) runs after it: a crash, not an exit.
+#[allow(unsafe_code)] // kill(2) on our own pid: `std::process::abort` raises SIGABRT
+fn crash_now() {
+    // SAFETY: kill(2) takes no pointers and touches no memory of ours.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
 }
 
 /// Writes one record per processed message; flushed after every message so what
@@ -219,8 +225,10 @@ impl WorkerConsumer {
         Ok(())
     }
 
+    #[allow(unsafe_code)] // kill(2): std sends no signal but SIGKILL
     fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        // SAFETY: kill(2) takes no pointers and touches no memory of ours. (The pid is
+        // a child we own and have not reaped, so no other process can have it.)
         unsafe {
             libc::kill(self.child.id() as i32, signal);
         }

@@ -44,6 +44,7 @@ mod bandwidth;
 mod cli;
 mod fault;
 mod link;
+#[allow(unsafe_code)] // setsockopt(2) and shutdown(2) through libc
 mod socket;
 #[cfg(test)]
 mod tests;

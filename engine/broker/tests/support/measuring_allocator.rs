@@ -40,15 +40,21 @@ fn is_direct(layout: &Layout) -> bool {
     layout.size() >= DIRECT_MAPPING_BYTES_MIN && layout.align() <= DIRECT_MAPPING_ALIGN_MAX
 }
 
-unsafe fn map(size_bytes: usize) -> *mut u8 {
-    let address = libc::mmap(
-        std::ptr::null_mut(),
-        size_bytes,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-        -1,
-        0,
-    );
+/// A new private anonymous mapping of `size_bytes`, page aligned, or null if the
+/// kernel refuses it.
+fn map(size_bytes: usize) -> *mut u8 {
+    // SAFETY: a new anonymous mapping at an address the kernel chooses (a null hint,
+    // no MAP_FIXED) replaces nothing, so no memory in use is touched.
+    let address = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size_bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
     if address == libc::MAP_FAILED {
         std::ptr::null_mut()
     } else {
@@ -56,13 +62,19 @@ unsafe fn map(size_bytes: usize) -> *mut u8 {
     }
 }
 
+// SAFETY: every block is either a direct mapping (`is_direct` of its layout: at least
+// `DIRECT_MAPPING_BYTES_MIN` bytes with an alignment a page satisfies) or the system
+// allocator's, and the layout a block is freed or resized with is the one it was
+// allocated with (GlobalAlloc's contract), so each block goes back to the allocator
+// that made it. Mappings are page aligned, zero filled, and not shared.
 unsafe impl GlobalAlloc for MeasuringAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
         if is_direct(&layout) {
             map(layout.size())
         } else {
-            System.alloc(layout)
+            // SAFETY: the caller's layout has a non-zero size (alloc's contract).
+            unsafe { System.alloc(layout) }
         }
     }
 
@@ -71,28 +83,43 @@ unsafe impl GlobalAlloc for MeasuringAllocator {
         if is_direct(&layout) {
             map(layout.size()) // fresh anonymous pages are zero
         } else {
-            System.alloc_zeroed(layout)
+            // SAFETY: the caller's layout has a non-zero size (alloc_zeroed's contract).
+            unsafe { System.alloc_zeroed(layout) }
         }
     }
 
     unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
         if is_direct(&layout) {
-            libc::munmap(pointer.cast(), layout.size());
+            // SAFETY: a direct layout's block is the mapping `map` made for it, of
+            // exactly `layout.size()` bytes, and the caller no longer uses it.
+            unsafe { libc::munmap(pointer.cast(), layout.size()) };
         } else {
-            System.dealloc(pointer, layout)
+            // SAFETY: a non-direct layout's block came from `System` with this layout.
+            unsafe { System.dealloc(pointer, layout) }
         }
     }
 
     unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size_bytes: usize) -> *mut u8 {
         note(new_size_bytes);
-        let new_layout = Layout::from_size_align_unchecked(new_size_bytes, layout.align());
+        // SAFETY: the alignment is the block's own, a power of two, and the caller
+        // promises the new size rounded up to it does not overflow isize (realloc's
+        // contract).
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size_bytes, layout.align()) };
         if !is_direct(&layout) && !is_direct(&new_layout) {
-            return System.realloc(pointer, layout, new_size_bytes);
+            // SAFETY: both layouts are the system allocator's: the block came from
+            // `System` with `layout`, and the new size is non-zero (realloc's contract).
+            return unsafe { System.realloc(pointer, layout, new_size_bytes) };
         }
-        let moved = self.alloc(new_layout);
+        // SAFETY: `new_layout` has a non-zero size (realloc's contract).
+        let moved = unsafe { self.alloc(new_layout) };
         if !moved.is_null() {
-            std::ptr::copy_nonoverlapping(pointer, moved, layout.size().min(new_size_bytes));
-            self.dealloc(pointer, layout);
+            // SAFETY: `pointer` holds `layout.size()` bytes and `moved` at least
+            // `new_size_bytes`, two distinct live blocks; the old one is freed once,
+            // with its own layout, and only after the copy.
+            unsafe {
+                std::ptr::copy_nonoverlapping(pointer, moved, layout.size().min(new_size_bytes));
+                self.dealloc(pointer, layout);
+            }
         }
         moved
     }

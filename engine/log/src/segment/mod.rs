@@ -626,7 +626,7 @@ impl<S: Storage> LogSegment<S> {
     /// straddles it goes whole), then syncs.
     pub async fn truncate_to(&mut self, offset: Offset) -> Result<()> {
         let Some((position, header)) = self.find_batch(offset).await? else { return Ok(()) };
-        let relative = (header.base_offset.0 - self.base_offset.0) as i64;
+        let relative = header.base_offset.0 - self.base_offset.0;
         let keep = self.offset_index.entries().partition_point(|e| (e.relative_offset as i64) < relative);
         self.offset_index.truncate_entries(keep).await?;
         let keep = self.time_index.entries().partition_point(|e| (e.relative_offset as i64) < relative);

@@ -1062,12 +1062,9 @@ async fn close_all(partitions: &Routes) -> Result<()> {
     for (partition, queue) in queues {
         let (reply, receiver) = flume::bounded(1);
         if queue.send_async(PartitionOp::Close { delete: false, reply }).await.is_ok() {
-            match receiver.recv_async().await {
-                Ok(Err(error)) => {
-                    tracing::error!("closing {partition}: {error}");
-                    first_error.get_or_insert(error);
-                }
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(error)) = receiver.recv_async().await {
+                tracing::error!("closing {partition}: {error}");
+                first_error.get_or_insert(error);
             }
         }
     }

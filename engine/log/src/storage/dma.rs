@@ -218,7 +218,7 @@ pub struct DmaStorageFile {
 impl DmaStorageFile {
     async fn new(file: DmaFile, path: PathBuf, write_buffer_bytes: usize) -> Result<DmaStorageFile> {
         let alignment = file.alignment().max(512);
-        assert!(write_buffer_bytes as u64 % alignment == 0, "write buffer must be block aligned");
+        assert!((write_buffer_bytes as u64).is_multiple_of(alignment), "write buffer must be block aligned");
         let size = file.file_size().await.map_err(|e| glommio_io("stat", &path, e))?;
         Ok(DmaStorageFile {
             buffer: None,
@@ -394,10 +394,9 @@ impl StorageFile for DmaStorageFile {
             }
             out.extend_from_slice(&read);
         }
-        if end > self.buffer_start && self.buffer.is_some() {
+        if let Some(buffer) = self.buffer.as_ref().filter(|_| end > self.buffer_start) {
             let from = position.max(self.buffer_start) - self.buffer_start;
             let to = end - self.buffer_start;
-            let buffer = self.buffer.as_ref().expect("buffer is present between writes");
             out.extend_from_slice(&buffer.as_bytes()[from as usize..to as usize]);
         }
         Ok(out)

@@ -57,6 +57,9 @@ pub enum FileRole {
 /// An append-only file with random reads. Appends may be buffered by the
 /// implementation; `read_at` always sees every appended byte.
 #[allow(async_fn_in_trait)]
+// `len` is the file's size in bytes, as `std::fs::Metadata::len` is: not a
+// collection's length, and no caller asks whether a file is empty.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: 'static {
     /// Bytes appended so far (buffered or not).
     fn len(&self) -> u64;
