@@ -22,10 +22,10 @@ const MESSAGES: usize = 3_000;
 
 /// Payloads of several sizes that compress well but differ from one another.
 fn messages(codec: &str) -> Vec<Outgoing> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut generator = corelog_engine::hash::SplitMix64::new(1);
     (0..MESSAGES)
         .map(|i| {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let state = generator.next_u64();
             let words = 1 + (state >> 33) as usize % 120;
             let body: String = (0..words)
                 .map(|w| ["order", "shipped", "user", "warehouse", "payment"][(w + i) % 5])

@@ -40,6 +40,7 @@ pub mod data_dir;
 #[allow(unsafe_code)] // getrlimit, setrlimit, io_uring_setup and uname through libc
 pub mod diagnostics;
 pub mod error;
+pub mod hash;
 pub mod log;
 pub mod producer_state;
 pub mod segment;

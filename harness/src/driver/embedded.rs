@@ -115,10 +115,6 @@ impl Drop for EmbeddedProducer {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ *byte as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// Polls every future until all are done; outputs in input order.
 async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + '_>>>) -> Vec<T> {
     let mut futures: Vec<_> = futures.into_iter().map(Some).collect();
@@ -179,7 +175,7 @@ fn run_producer(engine: EngineHandle, queue: flume::Receiver<Outgoing>, sink: Ar
                             sink.delivered(token, SendOutcome::Failed { error, ambiguous: false }, now_us());
                             continue;
                         }
-                        (None, Some(key)) => (fnv1a(key) % count as u64) as i32,
+                        (None, Some(key)) => (corelog_engine::hash::fnv1a(key) % count as u64) as i32,
                         (None, None) => (sticky % count as u64) as i32,
                     };
                     by_partition.entry((topic, partition)).or_default().push((key, payload, token));

@@ -517,22 +517,17 @@ fn fail(shared: &Shared, link: &Link, direction: Direction, stop: Stop) {
 
 /// The per-chunk jitter draws of one direction: SplitMix64, seeded from the clock
 /// and the link, so runs differ but no lock is shared.
-struct Jitter(u64);
+struct Jitter(corelog_engine::hash::SplitMix64);
 
 impl Jitter {
     fn seeded(link_id: u64, direction: Direction) -> Jitter {
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        Jitter(nanos ^ link_id.rotate_left(32) ^ direction.index() as u64)
+        Jitter(corelog_engine::hash::SplitMix64::new(nanos ^ link_id.rotate_left(32) ^ direction.index() as u64))
     }
 
     /// A uniform draw in [-1, 1].
     fn sample(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        self.0.signed_unit()
     }
 }

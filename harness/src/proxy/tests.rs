@@ -138,14 +138,10 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 /// Deterministic, incompressible test data (SplitMix64).
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
+    let mut generator = corelog_engine::hash::SplitMix64::new(seed);
     let mut bytes = Vec::with_capacity(len + 8);
     while bytes.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        bytes.extend_from_slice(&generator.next_u64().to_le_bytes());
     }
     bytes.truncate(len);
     bytes
@@ -153,7 +149,7 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// FNV-1a, to compare large transfers without printing megabytes on failure.
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3))
+    corelog_engine::hash::fnv1a(bytes)
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {

@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use corelog_engine::hash::SplitMix64;
 use corelog_reports::model::FaultWindow;
 
 use crate::driver::kafka::KafkaDriver;
@@ -46,7 +47,7 @@ pub struct PlannedFault {
 
 /// The run's faults in start order, and the nemesis seed if a nemesis drew some.
 pub fn plan(workload: &Workload, brokers: &[String], seed: u64) -> (Vec<PlannedFault>, Option<u64>) {
-    let mut rng = SplitMix(seed ^ 0x6a09_e667_f3bc_c909);
+    let mut rng = SplitMix64::new(seed ^ 0x6a09_e667_f3bc_c909);
     let mut faults: Vec<PlannedFault> = workload
         .faults
         .iter()
@@ -62,7 +63,7 @@ pub fn plan(workload: &Workload, brokers: &[String], seed: u64) -> (Vec<PlannedF
     if let Some(nemesis) = &workload.nemesis {
         let seed = nemesis.seed.unwrap_or(seed);
         nemesis_seed = Some(seed);
-        let mut rng = SplitMix(seed);
+        let mut rng = SplitMix64::new(seed);
         let mut at = nemesis.interval;
         while at + nemesis.duration <= workload.test_duration && !nemesis.kinds.is_empty() {
             let kind = nemesis.kinds[rng.below(nemesis.kinds.len() as u64) as usize];
@@ -85,7 +86,7 @@ fn resolve_random(
     kind: FaultKind,
     workload: &Workload,
     brokers: &[String],
-    rng: &mut SplitMix,
+    rng: &mut SplitMix64,
 ) -> FaultTarget {
     if *target != FaultTarget::Random {
         return target.clone();
@@ -96,23 +97,6 @@ fn resolve_random(
         // No broker to draw from stays `Random`, which the injector reports.
         _ if brokers.is_empty() => FaultTarget::Random,
         _ => FaultTarget::Broker(brokers[rng.below(brokers.len() as u64) as usize].clone()),
-    }
-}
-
-/// SplitMix64: small, seedable, good enough to draw fault targets.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 
@@ -541,7 +525,7 @@ mod tests {
     #[test]
     fn split_mix_is_deterministic_and_spread() {
         let draw = |seed| {
-            let mut rng = SplitMix(seed);
+            let mut rng = SplitMix64::new(seed);
             (0..1000).map(|_| rng.below(3)).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));

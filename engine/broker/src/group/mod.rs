@@ -176,10 +176,7 @@ impl GroupConfig {
 /// (FNV-1a), so the map survives restarts as long as the partition count does.
 pub fn offsets_partition_for(group: &GroupId, partition_count: i32) -> PartitionId {
     assert!(partition_count > 0, "the offsets topic has partitions");
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in group.0.bytes() {
-        hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = corelog_engine::hash::fnv1a(group.0.as_bytes());
     PartitionId((hash % partition_count as u64) as i32)
 }
 

@@ -269,10 +269,11 @@ fn new_topic_id() -> Result<TopicId> {
 /// The id of a topic whose properties file predates stored topic ids: derived from
 /// the name (two FNV-1a-like hashes), as such topics were always reported.
 pub(super) fn topic_id_from_name(name: &TopicName) -> TopicId {
-    let mut high: u64 = 0xcbf2_9ce4_8422_2325;
+    // The high half is FNV-1a; the low half a variant of it with another basis and
+    // a rotation, kept bit for bit: these ids were reported to clients before.
+    let high = crate::hash::fnv1a(name.as_str().as_bytes());
     let mut low: u64 = 0x8422_2325_cbf2_9ce4;
     for byte in name.as_str().bytes() {
-        high = (high ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
         low = (low ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(7);
     }
     TopicId(((high as u128) << 64) | (low | 1) as u128)

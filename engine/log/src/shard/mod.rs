@@ -120,10 +120,7 @@ impl EngineConfig {
 /// Which shard owns a partition: a stable hash of the topic plus the partition index,
 /// so one topic's partitions spread over all shards.
 pub fn shard_for(partition: &TopicPartition, shard_count: usize) -> ShardId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in partition.topic.as_str().bytes() {
-        hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = crate::hash::fnv1a(partition.topic.as_str().as_bytes());
     ShardId((hash.wrapping_add(partition.partition.0 as u64) % shard_count as u64) as usize)
 }
 

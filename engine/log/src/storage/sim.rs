@@ -74,13 +74,6 @@ pub struct SimStorage {
     disk: Rc<RefCell<SimDisk>>,
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 impl SimStorage {
     pub fn new() -> SimStorage {
         SimStorage::default()
@@ -101,7 +94,7 @@ impl SimStorage {
             if file.current.len() < durable_len {
                 survivor.truncate(file.current.len());
             }
-            let seed_for = |seed: u64| splitmix(seed ^ (index as u64).wrapping_mul(0x1000_0001));
+            let seed_for = |seed: u64| crate::hash::splitmix64(seed ^ (index as u64).wrapping_mul(0x1000_0001));
             match fault {
                 CrashFault::LoseUnsynced => {}
                 CrashFault::KeepAll => survivor.extend_from_slice(&unsynced),
@@ -112,7 +105,7 @@ impl SimStorage {
                         let start = survivor.len();
                         survivor.extend_from_slice(&unsynced[..keep]);
                         if matches!(fault, CrashFault::BitFlipInTail { .. }) && keep > 0 {
-                            let at = start + (splitmix(random) % keep as u64) as usize;
+                            let at = start + (crate::hash::splitmix64(random) % keep as u64) as usize;
                             survivor[at] ^= 1 << (random % 8);
                         }
                     }
