@@ -99,7 +99,7 @@ pub fn ensure_no_other_listener(address: SocketAddr) -> Result<()> {
             .collect();
         // The OS's own words, which tools that retry a bind look for.
         let in_use = std::io::Error::from_raw_os_error(libc::EADDRINUSE);
-        return Err(EngineError::Startup(format!(
+        return Err(EngineError::InUse(format!(
             "listening on {address}: {in_use}: another process already serves this address ({}): one broker per \
              address, as two would split clients between two clusters",
             holders.join(", ")

@@ -32,9 +32,12 @@ impl ProducerIdAllocator {
     pub fn open(meta_dir: &Path) -> Result<ProducerIdAllocator> {
         let path = meta_dir.join(PRODUCER_ID_BLOCK_FILE);
         let reserved_end = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<i64>().ok().filter(|end| *end >= 0).ok_or_else(|| {
-                EngineError::Startup(format!("{}: expected a non-negative integer, found {text:?}", path.display()))
-            })?,
+            Ok(text) => {
+                text.trim().parse::<i64>().ok().filter(|end| *end >= 0).ok_or_else(|| EngineError::CorruptFile {
+                    path: path.to_path_buf(),
+                    reason: format!("expected a non-negative integer, found {text:?}"),
+                })?
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
             Err(error) => return Err(EngineError::io("read", &path, error)),
         };
@@ -46,9 +49,7 @@ impl ProducerIdAllocator {
         let mut state = self.state.lock().expect("producer id allocator lock");
         let (next, reserved_end) = *state;
         if next >= reserved_end {
-            let new_end = next
-                .checked_add(PRODUCER_ID_BLOCK_SIZE)
-                .ok_or_else(|| EngineError::Startup("producer ids exhausted".to_string()))?;
+            let new_end = next.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or(EngineError::ProducerIdsExhausted)?;
             replace_file_durably(&self.path, new_end.to_string().as_bytes())?;
             state.1 = new_end;
         }

@@ -115,7 +115,10 @@ impl DataDir {
     /// holder's pid, if another process has it open.
     pub fn lock_existing(path: &Path) -> Result<DataDir> {
         if !path.is_dir() {
-            return Err(EngineError::Startup(format!("{} is not a data directory: no such directory", path.display())));
+            return Err(EngineError::DataDirectory(format!(
+                "{} is not a data directory: no such directory",
+                path.display()
+            )));
         }
         DataDir::lock_meta_dir(path)
     }
@@ -161,7 +164,7 @@ fn lock(data_dir: &Path, lock_path: &Path) -> Result<File> {
                 Some(pid) => format!("pid {pid}"),
                 None => "another process (its pid is not written yet)".to_string(),
             };
-            return Err(EngineError::Startup(format!(
+            return Err(EngineError::InUse(format!(
                 "data directory {} is in use by {holder}, which holds the lock on {}: one process per data \
                  directory (a broker, or corelog repair), as two would overwrite each other's files",
                 data_dir.display(),
@@ -198,7 +201,7 @@ fn move_old_layout(root: &Path, meta: &Path) -> Result<()> {
         }
         let new = meta.join(name);
         if std::fs::symlink_metadata(&new).is_ok() {
-            return Err(EngineError::Startup(format!(
+            return Err(EngineError::DataDirectory(format!(
                 "both {} (the old layout) and {} exist: keep the one that belongs to this data directory \
                  and remove the other",
                 old.display(),

@@ -114,8 +114,35 @@ pub enum EngineError {
     #[error("shard {0} is not running (the engine is shutting down or the shard failed)")]
     ShardUnavailable(usize),
 
+    /// A thread or executor could not be started, or the machine's CPUs listed.
     #[error("{0}")]
     Startup(String),
+
+    /// A small file the engine or broker keeps (a topic's properties, the producer-id
+    /// block) does not say what it must; nothing was changed.
+    #[error("{path}: {reason}; the file was left as it is")]
+    CorruptFile { path: PathBuf, reason: String },
+
+    /// Every producer id (0..i64::MAX) has been handed out by this data directory.
+    #[error("producer ids exhausted: this data directory has handed out every id")]
+    ProducerIdsExhausted,
+
+    /// A shard's, or the controller's, thread panicked: the engine is going down.
+    #[error("the {thread} thread panicked")]
+    ThreadPanicked { thread: String },
+
+    /// The engine was stopping, so an admin operation was not made.
+    #[error("{operation}: the engine is stopping; the operation was not made")]
+    Stopping { operation: String },
+
+    /// Another process holds what this one needs to itself: the data directory's
+    /// lock or the listening address. Says who, and why one is the rule.
+    #[error("{0}")]
+    InUse(String),
+
+    /// The data directory's layout is not one this engine can start on.
+    #[error("{0}")]
+    DataDirectory(String),
 
     #[error("io_uring is not usable: {0}")]
     IoUring(#[from] crate::diagnostics::StartupError),

@@ -27,7 +27,16 @@ pub fn response_error(error: &EngineError) -> ResponseError {
         EngineError::InvalidPartitionCount(_) => ResponseError::InvalidPartitions,
         EngineError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         EngineError::ShardUnavailable(_) => ResponseError::NotLeaderOrFollower,
-        EngineError::Startup(_) | EngineError::IoUring(_) => ResponseError::UnknownServerError,
+        EngineError::Startup(_)
+        | EngineError::IoUring(_)
+        | EngineError::CorruptFile { .. }
+        | EngineError::ProducerIdsExhausted
+        | EngineError::ThreadPanicked { .. }
+        | EngineError::InUse(_)
+        | EngineError::DataDirectory(_) => ResponseError::UnknownServerError,
+        // Retriable for clients: the operation was not made and may be made again
+        // once the broker is back.
+        EngineError::Stopping { .. } => ResponseError::RequestTimedOut,
         EngineError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         EngineError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         EngineError::InvalidSequence { .. } => ResponseError::InvalidRecord,

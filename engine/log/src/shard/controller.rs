@@ -92,7 +92,7 @@ impl EngineHandle {
                 }
             })
         });
-        let stopping = || EngineError::Startup(format!("{what}: the engine is stopping; the operation was not made"));
+        let stopping = || EngineError::Stopping { operation: what.to_string() };
         self.shared.controller.send_async(ControllerRequest::Run(job)).await.map_err(|_| stopping())?;
         answer.recv_async().await.map_err(|_| stopping())?
     }

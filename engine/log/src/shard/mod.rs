@@ -329,7 +329,7 @@ impl Engine {
                 tracing::debug!("the controller thread had ended already");
             }
             if controller.join().is_err() {
-                first_error.get_or_insert(EngineError::Startup("the controller thread panicked".to_string()));
+                first_error.get_or_insert(EngineError::ThreadPanicked { thread: "controller".to_string() });
             }
         }
         for shard in 0..self.handle.shared.shards.len() {
@@ -347,7 +347,7 @@ impl Engine {
         }
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
-                first_error.get_or_insert(EngineError::Startup("a shard thread panicked".to_string()));
+                first_error.get_or_insert(EngineError::ThreadPanicked { thread: "shard".to_string() });
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -388,7 +388,7 @@ fn topic_properties(metadata: &TopicMetadata) -> String {
 /// id line; its topic keeps the id it has always been reported with, derived from
 /// the name.
 fn parse_topic_properties(name: TopicName, text: &str, path: &Path) -> Result<TopicMetadata> {
-    let bad = |what: String| EngineError::Startup(format!("{}: {what}", path.display()));
+    let bad = |reason: String| EngineError::CorruptFile { path: path.to_path_buf(), reason };
     let (count_line, rest) = text.split_once('\n').unwrap_or((text, ""));
     let partition_count = count_line
         .strip_prefix("partitions=")
