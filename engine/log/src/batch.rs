@@ -24,7 +24,7 @@
 //! Because the CRC starts at `attributes`, stamping the base offset and leader epoch
 //! does not invalidate it.
 
-use crate::types::{LeaderEpoch, Offset, ProducerId, TimestampMs};
+use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence, TimestampMs};
 
 pub const BATCH_HEADER_BYTES: usize = 61;
 /// `base_offset` + `batch_length`: the prefix that is not counted in `batch_length`.
@@ -69,8 +69,8 @@ pub struct BatchHeader {
     pub base_timestamp: TimestampMs,
     pub max_timestamp: TimestampMs,
     pub producer_id: ProducerId,
-    pub producer_epoch: i16,
-    pub base_sequence: i32,
+    pub producer_epoch: ProducerEpoch,
+    pub base_sequence: Sequence,
     pub record_count: i32,
 }
 
@@ -91,8 +91,8 @@ impl BatchHeader {
             base_timestamp: TimestampMs(be_i64(bytes, 27)),
             max_timestamp: TimestampMs(be_i64(bytes, 35)),
             producer_id: ProducerId(be_i64(bytes, 43)),
-            producer_epoch: be_i16(bytes, 51),
-            base_sequence: be_i32(bytes, 53),
+            producer_epoch: ProducerEpoch(be_i16(bytes, 51)),
+            base_sequence: Sequence(be_i32(bytes, 53)),
             record_count: be_i32(bytes, 57),
         })
     }

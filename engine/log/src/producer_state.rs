@@ -141,7 +141,7 @@ impl ProducerBatch {
         if header.producer_id.0 < 0 || header.is_control() {
             return None;
         }
-        let base_sequence = Sequence(header.base_sequence);
+        let base_sequence = header.base_sequence;
         // A negative base sequence is refused before it is stored; computing a last
         // sequence for one (read back from an old log) must still not overflow.
         let last_sequence = if base_sequence.0 < 0 {
@@ -151,7 +151,7 @@ impl ProducerBatch {
         };
         Some(ProducerBatch {
             producer_id: header.producer_id,
-            epoch: ProducerEpoch(header.producer_epoch),
+            epoch: header.producer_epoch,
             metadata: BatchMetadata {
                 base_sequence,
                 last_sequence,
