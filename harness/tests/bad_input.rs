@@ -22,19 +22,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::raw::{request_frame, RawConnection as Connection, IO_TIMEOUT};
 use common::*;
 use corelog_broker::kafka::handlers;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest,
-    MetadataResponse, RequestHeader, ResponseHeader, TopicName,
+    MetadataResponse, ResponseHeader, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 
-/// Longest wait for any one read, write or connect.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the broker's log line about a closed connection.
 const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every test here ends within this bound (see [`Watchdog`]).
@@ -54,121 +53,6 @@ fn start_broker(name: &str, extra_yaml: &str) -> BrokerProcess {
 }
 
 /// One raw Kafka connection.
-struct Connection {
-    stream: TcpStream,
-    /// The address the broker sees for this connection, as it appears in its log.
-    peer: String,
-    next_correlation_id: i32,
-}
-
-impl Connection {
-    fn open(broker: &BrokerProcess) -> Connection {
-        let stream = TcpStream::connect_timeout(&broker.address(), IO_TIMEOUT).unwrap_or_else(|e| {
-            panic!(
-                "connecting to the broker at {}: {e}: is it still running? Its last log lines:\n{}",
-                broker.address(),
-                log_summary(broker)
-            )
-        });
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        let peer = stream.local_addr().expect("local address").to_string();
-        Connection { stream, peer, next_correlation_id: 1 }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("{}: writing {} bytes: {e}", self.peer, bytes.len()));
-    }
-
-    /// Sends `request` at `version` as a client does; returns its correlation id.
-    fn send<R: Request>(&mut self, request: &R, version: i16) -> i32 {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        let frame = request_frame(R::KEY, version, correlation_id, |frame| request.encode(frame, version));
-        self.send_raw(&frame);
-        correlation_id
-    }
-
-    /// Reads one response frame: the bytes after its size prefix (header and body).
-    fn receive_frame(&mut self, what: &str) -> Vec<u8> {
-        let mut size = [0u8; 4];
-        self.stream
-            .read_exact(&mut size)
-            .unwrap_or_else(|e| panic!("{}: reading the size of the answer to {what}: {e}", self.peer));
-        let size = i32::from_be_bytes(size);
-        assert!((0..=REQUEST_BYTES_MAX as i32).contains(&size), "{}: answer to {what} has size {size}", self.peer);
-        let mut frame = vec![0u8; size as usize];
-        self.stream
-            .read_exact(&mut frame)
-            .unwrap_or_else(|e| panic!("{}: reading the answer to {what}: {e}", self.peer));
-        frame
-    }
-
-    /// Reads the response to the request with `correlation_id`, sent at `version`.
-    fn receive<R: Request>(&mut self, correlation_id: i32, version: i16) -> R::Response {
-        let what = format!("{:?} v{version}", ApiKey::try_from(R::KEY).expect("a known key"));
-        let frame = self.receive_frame(&what);
-        let mut rest = frame.as_slice();
-        let header =
-            ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("a response header");
-        assert_eq!(header.correlation_id, correlation_id, "{}: correlation id of the answer to {what}", self.peer);
-        let response = R::Response::decode(&mut rest, version)
-            .unwrap_or_else(|e| panic!("{}: decoding the answer to {what}: {e}", self.peer));
-        assert!(rest.is_empty(), "{}: {} bytes after the answer to {what}", self.peer, rest.len());
-        response
-    }
-
-    fn request<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
-        let correlation_id = self.send(request, version);
-        self.receive::<R>(correlation_id, version)
-    }
-
-    /// Reads until the broker closes the connection; fails if it sends anything or
-    /// keeps the connection open past `IO_TIMEOUT`.
-    fn expect_closed(&mut self, after: &str) {
-        let mut buffer = [0u8; 256];
-        match self.stream.read(&mut buffer) {
-            Ok(0) => {}
-            Ok(read) => {
-                panic!(
-                    "{}: after {after}, the broker sent {read} bytes instead of closing: {:?}",
-                    self.peer,
-                    &buffer[..read]
-                )
-            }
-            // The broker closed with bytes of ours still unread: a reset.
-            Err(error) if matches!(error.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {}
-            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!("{}: the broker kept the connection open {IO_TIMEOUT:?} after {after}", self.peer)
-            }
-            Err(error) => panic!("{}: after {after}, reading failed with {error} instead of a close", self.peer),
-        }
-    }
-}
-
-/// A request frame with its size prefix; `encode_body` writes the body.
-fn request_frame(
-    api_key: i16,
-    version: i16,
-    correlation_id: i32,
-    encode_body: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>,
-) -> Vec<u8> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("corelog-bad-input")));
-    // Unknown keys and versions get the oldest header that still has a client id.
-    let header_version = ApiKey::try_from(api_key).map_or(1, |key| key.request_header_version(version.clamp(0, 20)));
-    let mut frame = vec![0u8; 4];
-    header.encode(&mut frame, header_version).expect("encoding a request header");
-    encode_body(&mut frame).expect("encoding a request body");
-    let size = (frame.len() - 4) as i32;
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    frame
-}
-
 fn api_versions(connection: &mut Connection) -> ApiVersionsResponse {
     let response = connection.request(&ApiVersionsRequest::default(), 3);
     assert_eq!(response.error_code, 0, "{}: ApiVersions v3 error code", connection.peer);
@@ -674,13 +558,7 @@ fn a_garbage_sending_connection_beside_a_real_producer_does_not_disturb_the_prod
             let mut sent: Vec<(String, &'static str)> = Vec::new();
             for (payload, reason) in payloads.iter().cycle() {
                 let stream = TcpStream::connect_timeout(&address, IO_TIMEOUT).expect("connecting the garbage sprayer");
-                stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-                stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
-                let mut connection = Connection {
-                    peer: stream.local_addr().expect("local address").to_string(),
-                    stream,
-                    next_correlation_id: 1,
-                };
+                let mut connection = Connection::from_stream(stream);
                 connection.send_raw(payload);
                 connection.expect_closed("garbage beside a producer");
                 sent.push((connection.peer, reason));

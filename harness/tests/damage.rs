@@ -18,76 +18,28 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::raw::RawConnection as Connection;
 use common::*;
 use corelog_engine::batch::{build_value_batch, BatchHeader};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::FutureProducer;
 
 /// Every test here ends within this bound (see [`Watchdog`]).
 const TEST_BOUND: Duration = Duration::from_secs(300);
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const KAFKA_STORAGE_ERROR: i16 = 56;
 /// Small segments, so each partition has several sealed ones.
 const SEGMENT_BYTES: &str = "16384";
 const MESSAGES_PER_PARTITION: usize = 200;
-
-/// One raw Kafka connection.
-struct Connection {
-    stream: TcpStream,
-    next_correlation_id: i32,
-}
-
-impl Connection {
-    fn open(broker: &BrokerProcess) -> Connection {
-        let stream = TcpStream::connect_timeout(&broker.address(), IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connecting to {}: {e}\n{}", broker.address(), broker.log_tail()));
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
-        Connection { stream, next_correlation_id: 1 }
-    }
-
-    fn send<R: Request>(&mut self, request: &R, version: i16) -> i32 {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("corelog-damage-test")));
-        let mut frame = vec![0u8; 4];
-        header.encode(&mut frame, R::header_version(version)).expect("request header");
-        request.encode(&mut frame, version).expect("request body");
-        let size = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&frame).expect("writing a request");
-        correlation_id
-    }
-
-    fn request<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
-        let correlation_id = self.send(request, version);
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).expect("reading a response size");
-        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut frame).expect("reading a response");
-        let mut rest = frame.as_slice();
-        let header = ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("response header");
-        assert_eq!(header.correlation_id, correlation_id);
-        R::Response::decode(&mut rest, version).expect("decoding a response")
-    }
-}
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

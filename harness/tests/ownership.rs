@@ -16,10 +16,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
+use common::raw::RawConnection as Connection;
 use common::*;
 use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -30,9 +29,9 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     AlterConfigsRequest, CreatePartitionsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
     IncrementalAlterConfigsRequest, InitProducerIdRequest, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProducerId, RequestHeader, ResponseHeader, TopicName,
+    ProducerId, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureProducer;
@@ -42,8 +41,6 @@ use rdkafka::{Offset, TopicPartitionList};
 const TEST_BOUND: Duration = Duration::from_secs(240);
 /// Longest wait for a refused broker to exit.
 const REFUSED_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest wait for any one read, write or connect of a raw connection.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for produced messages to be acknowledged.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(60);
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -53,48 +50,6 @@ const TOPIC_RESOURCE: i8 = 2;
 const SET: i8 = 0;
 /// The meta directory of the data directory (`corelog_engine::data_dir::META_DIR`).
 const META_DIR: &str = "corelog+meta";
-
-/// One raw Kafka connection.
-struct Connection {
-    stream: TcpStream,
-    next_correlation_id: i32,
-}
-
-impl Connection {
-    fn open(broker: &BrokerProcess) -> Connection {
-        let stream = TcpStream::connect_timeout(&broker.address(), IO_TIMEOUT).expect("connecting to the broker");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
-        Connection { stream, next_correlation_id: 1 }
-    }
-
-    /// Sends `request` at `version` and reads its response.
-    fn request<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("corelog-ownership")));
-        let mut frame = vec![0u8; 4];
-        header.encode(&mut frame, R::header_version(version)).expect("encoding a request header");
-        request.encode(&mut frame, version).expect("encoding a request body");
-        let size = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&frame).expect("sending a request");
-
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).expect("reading a response size");
-        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut frame).expect("reading a response");
-        let mut rest = frame.as_slice();
-        let header_version = R::Response::header_version(version);
-        let header = ResponseHeader::decode(&mut rest, header_version).expect("a response header");
-        assert_eq!(header.correlation_id, correlation_id, "the answer's correlation id");
-        R::Response::decode(&mut rest, version).expect("decoding a response")
-    }
-}
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

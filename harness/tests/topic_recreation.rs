@@ -18,22 +18,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::raw::RawConnection as Connection;
 use common::*;
 use corelog_engine::batch::{build_batch, BatchProducer, RecordSpec};
 use corelog_engine::types::TimestampMs;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 const TOPIC: &str = "recreated";
@@ -48,50 +45,6 @@ const ROUNDS: usize = 5;
 const WRITES_PER_PHASE: usize = 40;
 /// Longest wait for any one read, write or connect, and for a phase of writes.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One raw Kafka connection with one request in flight at a time.
-struct Connection {
-    stream: TcpStream,
-    next_correlation_id: i32,
-}
-
-impl Connection {
-    fn open(broker: &BrokerProcess) -> Connection {
-        let stream = TcpStream::connect_timeout(&broker.address(), IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connecting to {}: {e}", broker.address()));
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        Connection { stream, next_correlation_id: 1 }
-    }
-
-    /// Sends `request` at `version` and reads its response.
-    fn request<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("corelog-topic-recreation")));
-        let mut frame = vec![0u8; 4];
-        header.encode(&mut frame, R::header_version(version)).expect("encoding a request header");
-        request.encode(&mut frame, version).expect("encoding a request body");
-        let size = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&frame).unwrap_or_else(|e| panic!("sending API key {}: {e}", R::KEY));
-
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).unwrap_or_else(|e| panic!("reading the answer to API key {}: {e}", R::KEY));
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body).unwrap_or_else(|e| panic!("reading the answer to API key {}: {e}", R::KEY));
-        let mut rest = body.as_slice();
-        let header =
-            ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("a response header");
-        assert_eq!(header.correlation_id, correlation_id, "correlation id of the answer to API key {}", R::KEY);
-        R::Response::decode(&mut rest, version).expect("decoding a response")
-    }
-}
 
 fn topic_name() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))

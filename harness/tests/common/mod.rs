@@ -14,6 +14,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+pub mod raw;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
