@@ -69,6 +69,11 @@ fn seconds_text(duration: Duration) -> String {
 }
 
 /// A `Kind::Map`'s scalar values as strings (the structural pass removed the rest).
+/// A key under `cluster`.
+fn cluster_key(key: &str) -> FieldPath {
+    top("cluster").key(key)
+}
+
 fn strings(map: &RawMap) -> BTreeMap<String, String> {
     map.iter()
         .filter_map(|(key, value)| {
@@ -333,59 +338,78 @@ impl Checker<'_> {
     }
 
     fn cluster(&mut self, raw: &RawCluster, driver: DriverKind, message_size_bytes: Option<u32>) -> Option<Cluster> {
-        let at = |key: &str| top("cluster").key(key);
         let replication_factor = to_u32(raw.replication_factor.unwrap_or(1));
         let topic_config = raw.topic_config.as_ref().map(strings).unwrap_or_default();
-
         // An invalid bootstrap (already reported) still means an external cluster.
         let bootstrap = match &raw.bootstrap {
             Some(bootstrap) => Some(bootstrap.clone()),
-            None if self.was_invalid(&at("bootstrap")) => Some(RawHostPorts::Many(Vec::new())),
+            None if self.was_invalid(&cluster_key("bootstrap")) => Some(RawHostPorts::Many(Vec::new())),
             None => None,
         };
-        if let Some(bootstrap) = &bootstrap {
-            for (key, given) in
-                [("brokers", raw.brokers.is_some()), ("cores", raw.cores.is_some()), ("fsync", raw.fsync.is_some())]
-            {
-                if given {
-                    let hint = if key == "fsync" {
-                        "an external cluster's durability is its own: set Kafka's flush.messages/flush.ms in cluster.topic_config"
-                    } else {
-                        "remove it, or remove bootstrap to start brokers on this machine"
-                    };
-                    self.report(
-                        at(key),
-                        Anchor::Key,
-                        format!(
-                            "`{key}` applies to brokers the harness starts, not to an external cluster (bootstrap)"
-                        ),
-                        hint.to_string(),
-                    );
-                }
+        Some(match &bootstrap {
+            Some(bootstrap) => {
+                Cluster::External(self.external_cluster(raw, bootstrap, driver, replication_factor, topic_config))
             }
-            if driver == DriverKind::Embedded {
+            None => {
+                Cluster::Local(self.local_cluster(raw, driver, message_size_bytes, replication_factor, topic_config))
+            }
+        })
+    }
+
+    /// `cluster` with a bootstrap: nothing of started brokers may be set.
+    fn external_cluster(
+        &mut self,
+        raw: &RawCluster,
+        bootstrap: &RawHostPorts,
+        driver: DriverKind,
+        replication_factor: u32,
+        topic_config: BTreeMap<String, String>,
+    ) -> ExternalCluster {
+        let at = cluster_key;
+        for (key, given) in
+            [("brokers", raw.brokers.is_some()), ("cores", raw.cores.is_some()), ("fsync", raw.fsync.is_some())]
+        {
+            if given {
+                let hint = if key == "fsync" {
+                    "an external cluster's durability is its own: set Kafka's flush.messages/flush.ms in cluster.topic_config"
+                } else {
+                    "remove it, or remove bootstrap to start brokers on this machine"
+                };
                 self.report(
-                    at("bootstrap"),
+                    at(key),
                     Anchor::Key,
-                    "the embedded driver runs the engine in-process and cannot use an external cluster",
-                    "remove bootstrap, or use `driver: kafka`".to_string(),
+                    format!("`{key}` applies to brokers the harness starts, not to an external cluster (bootstrap)"),
+                    hint.to_string(),
                 );
             }
-            let servers = match bootstrap {
-                RawHostPorts::One(text) => text.split(',').map(|part| part.trim().to_string()).collect(),
-                RawHostPorts::Many(list) => list.iter().map(|entry| entry.trim().to_string()).collect(),
-            };
-            let nodes = self.nodes(raw);
-            let commands = self.commands(raw);
-            return Some(Cluster::External(ExternalCluster {
-                bootstrap: servers,
-                replication_factor,
-                topic_config,
-                nodes,
-                commands,
-            }));
         }
+        if driver == DriverKind::Embedded {
+            self.report(
+                at("bootstrap"),
+                Anchor::Key,
+                "the embedded driver runs the engine in-process and cannot use an external cluster",
+                "remove bootstrap, or use `driver: kafka`".to_string(),
+            );
+        }
+        let servers: Vec<String> = match bootstrap {
+            RawHostPorts::One(text) => text.split(',').map(|part| part.trim().to_string()).collect(),
+            RawHostPorts::Many(list) => list.iter().map(|entry| entry.trim().to_string()).collect(),
+        };
+        let nodes = self.nodes(raw);
+        let commands = self.commands(raw);
+        ExternalCluster { bootstrap: servers, replication_factor, topic_config, nodes, commands }
+    }
 
+    /// `cluster` without a bootstrap: brokers the harness starts.
+    fn local_cluster(
+        &mut self,
+        raw: &RawCluster,
+        driver: DriverKind,
+        message_size_bytes: Option<u32>,
+        replication_factor: u32,
+        topic_config: BTreeMap<String, String>,
+    ) -> LocalCluster {
+        let at = cluster_key;
         for (key, given) in [("nodes", raw.nodes.is_some()), ("commands", raw.commands.is_some())] {
             if given {
                 self.report(
@@ -414,7 +438,40 @@ impl Checker<'_> {
                 "raise cluster.brokers or lower cluster.replication_factor".to_string(),
             );
         }
-        let fsync = match raw.fsync.as_deref().map(str::parse::<Durability>) {
+        let fsync = self.local_fsync(raw);
+        let engine_config = self.local_topic_config(&topic_config, fsync);
+        if engine_config.min_insync_replicas > replication_factor {
+            self.report(
+                at("topic_config").key("min.insync.replicas"),
+                Anchor::Value,
+                format!(
+                    "min.insync.replicas {} is above the replication factor {replication_factor}: every acks=all write would fail",
+                    engine_config.min_insync_replicas
+                ),
+                "lower min.insync.replicas or raise cluster.replication_factor".to_string(),
+            );
+        }
+        if let Some(size) = message_size_bytes {
+            let needed = u64::from(size) + BATCH_OVERHEAD_BYTES;
+            if needed > u64::from(engine_config.max_message_bytes) {
+                self.report(
+                    top("messageSize"),
+                    Anchor::Value,
+                    format!(
+                        "a {size}-byte message does not fit in a batch of the topics' max.message.bytes ({})",
+                        engine_config.max_message_bytes
+                    ),
+                    format!("set cluster.topic_config max.message.bytes to {needed} or more (and the producers' message.max.bytes)"),
+                );
+            }
+        }
+        LocalCluster { brokers, cores: to_u32(raw.cores.unwrap_or(0)), fsync, replication_factor, topic_config }
+    }
+
+    /// `cluster.fsync`, `never` when absent or invalid (reported).
+    fn local_fsync(&mut self, raw: &RawCluster) -> Durability {
+        let at = cluster_key;
+        match raw.fsync.as_deref().map(str::parse::<Durability>) {
             None => Durability::Never,
             Some(Ok(policy)) => policy,
             Some(Err(reason)) => {
@@ -426,9 +483,15 @@ impl Checker<'_> {
                 );
                 Durability::Never
             }
-        };
+        }
+    }
+
+    /// `cluster.topic_config` applied to the engine's topic config over `fsync`;
+    /// each key that corelog refuses is reported.
+    fn local_topic_config(&mut self, topic_config: &BTreeMap<String, String>, fsync: Durability) -> TopicConfig {
+        let at = cluster_key;
         let mut engine_config = TopicConfig { durability: fsync, ..TopicConfig::default() };
-        for (key, value) in &topic_config {
+        for (key, value) in topic_config {
             let path = at("topic_config").key(key);
             if FSYNC_KEYS.contains(&key.as_str()) {
                 self.report(
@@ -455,38 +518,7 @@ impl Checker<'_> {
                 self.report(path, anchor, error.to_string(), hint);
             }
         }
-        if engine_config.min_insync_replicas > replication_factor {
-            self.report(
-                at("topic_config").key("min.insync.replicas"),
-                Anchor::Value,
-                format!(
-                    "min.insync.replicas {} is above the replication factor {replication_factor}: every acks=all write would fail",
-                    engine_config.min_insync_replicas
-                ),
-                "lower min.insync.replicas or raise cluster.replication_factor".to_string(),
-            );
-        }
-        if let Some(size) = message_size_bytes {
-            let needed = u64::from(size) + BATCH_OVERHEAD_BYTES;
-            if needed > u64::from(engine_config.max_message_bytes) {
-                self.report(
-                    top("messageSize"),
-                    Anchor::Value,
-                    format!(
-                        "a {size}-byte message does not fit in a batch of the topics' max.message.bytes ({})",
-                        engine_config.max_message_bytes
-                    ),
-                    format!("set cluster.topic_config max.message.bytes to {needed} or more (and the producers' message.max.bytes)"),
-                );
-            }
-        }
-        Some(Cluster::Local(LocalCluster {
-            brokers,
-            cores: to_u32(raw.cores.unwrap_or(0)),
-            fsync,
-            replication_factor,
-            topic_config,
-        }))
+        engine_config
     }
 
     fn nodes(&mut self, raw: &RawCluster) -> Vec<ExternalNode> {
