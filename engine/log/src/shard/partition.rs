@@ -668,13 +668,7 @@ mod tests {
     }
 
     async fn open_always(storage: &SimStorage) -> PartitionLog<SimStorage> {
-        let config = TopicConfig { durability: Durability::Always, ..TopicConfig::default() };
-        let partition = TopicPartition::new(TopicName::new("actor").expect("valid"), PartitionId(0));
-        let clock = ManualClock::new(TimestampMs(1_700_000_000_000));
-        let (log, _) = PartitionLog::open(storage.clone(), Path::new("/data/actor/0"), partition, config, clock)
-            .await
-            .expect("open");
-        log
+        open_with(storage, Durability::Always).await
     }
 
     async fn open_with(storage: &SimStorage, durability: Durability) -> PartitionLog<SimStorage> {
