@@ -32,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod connection;
 pub mod group;
 pub mod kafka;
