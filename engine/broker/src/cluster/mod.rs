@@ -17,4 +17,6 @@
 //! drives storage and network through its own async traits on a tokio runtime, with
 //! `Send` futures, which a glommio broker cannot give it without a second runtime.
 
+pub mod image;
 pub mod logging;
+pub mod records;
