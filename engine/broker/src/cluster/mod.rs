@@ -3,12 +3,12 @@
 //!
 //! The metadata quorum runs in the broker process (Kafka's combined mode): every node
 //! named in `controller.quorum.voters` is a voter of one Raft group whose log holds
-//! the cluster's metadata records (`records`): broker registrations and fencing,
+//! the cluster's metadata records ([`records`]): broker registrations and fencing,
 //! topics and their ids, partition assignments, each partition's leader, leader
 //! epoch and in-sync replicas, topic config changes and producer-id blocks. Each node
-//! applies the committed records, in log order, to its own `image::MetadataImage`;
+//! applies the committed records, in log order, to its own [`image::MetadataImage`];
 //! the Raft leader is the active controller, which alone decides (sans IO, in
-//! `controller`) what records to propose.
+//! [`controller`]) what records to propose.
 //!
 //! Consensus is tikv's `raft` crate (raft-rs), not home-made: its `RawNode` is a
 //! sans-IO core (the caller persists entries, sends messages, applies what is
@@ -17,6 +17,7 @@
 //! drives storage and network through its own async traits on a tokio runtime, with
 //! `Send` futures, which a glommio broker cannot give it without a second runtime.
 
+pub mod controller;
 pub mod image;
 pub mod logging;
 pub mod records;

@@ -1,0 +1,375 @@
+use proptest::prelude::*;
+
+use super::*;
+
+/// An active controller and the image its committed records build, each record
+/// committed at the next index as the quorum would.
+struct Cluster {
+    controller: Controller,
+    image: MetadataImage,
+    now_ms: u64,
+}
+
+impl Cluster {
+    fn new(brokers: i32) -> Cluster {
+        let config = ControllerConfig { session_timeout_ms: 1_000, producer_id_block: 100 };
+        let mut cluster =
+            Cluster { controller: Controller::new(config, 7), image: MetadataImage::default(), now_ms: 0 };
+        let records = cluster.controller.activate(&cluster.image, 0, "c");
+        cluster.commit(records);
+        for node_id in 0..brokers {
+            cluster.start(node_id);
+        }
+        cluster
+    }
+
+    fn commit(&mut self, records: Vec<MetadataRecord>) {
+        for record in records {
+            let index = self.image.applied_index + 1;
+            self.image.apply(index, &record).unwrap_or_else(|e| panic!("{record:?} does not apply: {e}"));
+        }
+    }
+
+    /// Registers `node_id` and heartbeats it until unfenced.
+    fn start(&mut self, node_id: NodeId) {
+        let records = self.controller.register(&self.image, node_id, "127.0.0.1", 9092 + node_id as u16, self.now_ms);
+        self.commit(records);
+        self.beat(node_id, false);
+    }
+
+    fn epoch(&self, node_id: NodeId) -> u64 {
+        self.image.brokers[&node_id].epoch
+    }
+
+    fn beat(&mut self, node_id: NodeId, want_shutdown: bool) -> HeartbeatReply {
+        let heartbeat = Heartbeat { node_id, epoch: self.epoch(node_id), caught_up: true, want_shutdown };
+        let (reply, records) = self.controller.heartbeat(&self.image, heartbeat, self.now_ms).expect("heartbeat");
+        self.commit(records);
+        reply
+    }
+
+    /// Time passes; the brokers in `alive` heartbeat, the others do not.
+    fn pass(&mut self, ms: u64, alive: &[NodeId]) {
+        self.now_ms += ms;
+        for node_id in alive {
+            if self.image.brokers.contains_key(node_id) {
+                self.beat(*node_id, false);
+            }
+        }
+        let records = self.controller.expire_sessions(&self.image, self.now_ms);
+        self.commit(records);
+    }
+
+    fn create(&mut self, name: &str, partitions: i32, replication_factor: i32) {
+        let placement = Placement::Spread { partitions, replication_factor };
+        let records = self.controller.create_topic(&self.image, name, placement, BTreeMap::new()).expect("create");
+        self.commit(records);
+    }
+
+    fn partition(&self, name: &str, index: i32) -> PartitionImage {
+        self.image.partition(name, index).expect("partition").clone()
+    }
+
+    fn alter(&mut self, name: &str, index: i32, isr: &[NodeId]) -> Result<(), ControllerError> {
+        let p = self.partition(name, index);
+        let change = AlterPartition {
+            node_id: p.leader,
+            broker_epoch: self.epoch(p.leader),
+            topic_id: self.image.topic(name).expect("topic").id,
+            partition: index,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: isr.to_vec(),
+        };
+        let records = self.controller.alter_partition(&self.image, change)?;
+        self.commit(records);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_topic_spreads_distinct_replicas_over_the_live_brokers_and_its_first_replica_leads() {
+    let mut cluster = Cluster::new(3);
+    cluster.create("t", 6, 3);
+    let mut leaders = BTreeMap::new();
+    for (_, _, p) in cluster.image.partitions() {
+        let distinct: BTreeSet<_> = p.replicas.iter().collect();
+        assert_eq!(distinct.len(), 3, "{p:?}");
+        assert_eq!(p.isr, p.replicas);
+        assert_eq!(p.leader, p.replicas[0]);
+        *leaders.entry(p.leader).or_insert(0) += 1;
+    }
+    assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "leaders spread evenly");
+    let placement = Placement::Spread { partitions: 1, replication_factor: 4 };
+    let error = cluster.controller.create_topic(&cluster.image, "u", placement, BTreeMap::new());
+    assert!(matches!(error, Err(ControllerError::InvalidReplicationFactor(_))), "{error:?}");
+    let placement = Placement::Spread { partitions: 1, replication_factor: 1 };
+    let error = cluster.controller.create_topic(&cluster.image, "t", placement, BTreeMap::new());
+    assert_eq!(error, Err(ControllerError::TopicExists("t".to_string())));
+}
+
+#[test]
+fn a_broker_that_misses_its_heartbeats_is_fenced_and_the_next_in_sync_replica_leads() {
+    let mut cluster = Cluster::new(3);
+    cluster.create("t", 1, 3);
+    let before = cluster.partition("t", 0);
+    let old_leader = before.leader;
+    let others: Vec<NodeId> = (0..3).filter(|id| *id != old_leader).collect();
+    cluster.pass(600, &others);
+    assert!(cluster.image.is_live(old_leader), "within its session");
+    cluster.pass(600, &others);
+    assert!(!cluster.image.is_live(old_leader), "fenced after 1 200 ms of silence");
+    let after = cluster.partition("t", 0);
+    assert_eq!(after.leader, before.replicas[1]);
+    assert_eq!(after.isr, before.replicas[1..].to_vec());
+    assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+}
+
+#[test]
+fn the_last_in_sync_replica_keeps_its_place_and_leads_again_when_it_returns() {
+    let mut cluster = Cluster::new(3);
+    cluster.create("t", 1, 3);
+    let leader = cluster.partition("t", 0).leader;
+    cluster.alter("t", 0, &[leader]).expect("shrink to the leader alone");
+    cluster.pass(1_500, &[]);
+    let p = cluster.partition("t", 0);
+    assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![leader]), "no clean leader left");
+    // The out-of-sync followers heartbeat again: still no leader, they may have
+    // missed committed data.
+    let followers: Vec<NodeId> = (0..3).filter(|id| *id != leader).collect();
+    for follower in &followers {
+        cluster.start(*follower);
+    }
+    assert_eq!(cluster.partition("t", 0).leader, NO_LEADER);
+    cluster.start(leader);
+    let p = cluster.partition("t", 0);
+    assert_eq!((p.leader, p.isr), (leader, vec![leader]));
+}
+
+#[test]
+fn with_unclean_election_allowed_an_out_of_sync_replica_leads_alone() {
+    let mut cluster = Cluster::new(3);
+    let configs = BTreeMap::from([(UNCLEAN_LEADER_ELECTION.to_string(), "true".to_string())]);
+    let placement = Placement::Manual(vec![vec![0, 1, 2]]);
+    let records = cluster.controller.create_topic(&cluster.image, "t", placement, configs).expect("create");
+    cluster.commit(records);
+    cluster.alter("t", 0, &[0]).expect("shrink");
+    cluster.pass(1_500, &[1, 2]);
+    let p = cluster.partition("t", 0);
+    assert_eq!((p.leader, p.isr), (1, vec![1]));
+}
+
+#[test]
+fn alter_partition_is_refused_from_a_stale_leader_or_for_an_ineligible_isr() {
+    let mut cluster = Cluster::new(3);
+    cluster.create("t", 1, 3);
+    let p = cluster.partition("t", 0);
+    let (leader, follower) = (p.leader, p.replicas[1]);
+    let change = |p: &PartitionImage, cluster: &Cluster, isr: Vec<NodeId>| AlterPartition {
+        node_id: p.leader,
+        broker_epoch: cluster.epoch(p.leader),
+        topic_id: cluster.image.topic("t").expect("topic").id,
+        partition: 0,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        isr,
+    };
+    let image = cluster.image.clone();
+    let stale_version = AlterPartition { partition_epoch: p.partition_epoch - 1, ..change(&p, &cluster, vec![leader]) };
+    let refused = cluster.controller.alter_partition(&image, stale_version);
+    assert!(matches!(refused, Err(ControllerError::InvalidUpdateVersion { .. })), "{refused:?}");
+    let old_epoch = AlterPartition { leader_epoch: p.leader_epoch - 1, ..change(&p, &cluster, vec![leader]) };
+    let refused = cluster.controller.alter_partition(&image, old_epoch);
+    assert!(matches!(refused, Err(ControllerError::FencedLeaderEpoch { .. })), "{refused:?}");
+    let not_leader = AlterPartition {
+        node_id: follower,
+        broker_epoch: cluster.epoch(follower),
+        ..change(&p, &cluster, vec![follower])
+    };
+    assert_eq!(cluster.controller.alter_partition(&image, not_leader), Err(ControllerError::NotLeader(follower)));
+    let stale_broker = AlterPartition { broker_epoch: 1, ..change(&p, &cluster, vec![leader]) };
+    assert!(matches!(
+        cluster.controller.alter_partition(&image, stale_broker),
+        Err(ControllerError::StaleBrokerEpoch { .. })
+    ));
+    assert!(matches!(cluster.alter("t", 0, &[follower]), Err(ControllerError::IneligibleReplica(_))), "leader missing");
+    assert!(matches!(cluster.alter("t", 0, &[leader, 9]), Err(ControllerError::IneligibleReplica(_))), "not a replica");
+
+    cluster.alter("t", 0, &[leader]).expect("shrink");
+    let shrunk = cluster.partition("t", 0);
+    assert_eq!((shrunk.isr.clone(), shrunk.partition_epoch, shrunk.leader_epoch), (vec![leader], 1, 0));
+    // A fenced replica may not join; a live one may.
+    let third = p.replicas[2];
+    let alive: Vec<NodeId> = (0..3).filter(|id| *id != third).collect();
+    cluster.pass(1_500, &alive);
+    assert!(matches!(cluster.alter("t", 0, &[leader, third]), Err(ControllerError::IneligibleReplica(_))));
+    cluster.alter("t", 0, &[follower, leader]).expect("expand");
+    assert_eq!(cluster.partition("t", 0).isr, vec![leader, follower], "kept in replica order");
+}
+
+#[test]
+fn a_controlled_shutdown_hands_leadership_over_before_the_broker_is_fenced() {
+    let mut cluster = Cluster::new(3);
+    cluster.create("t", 3, 3);
+    let reply = cluster.beat(0, true);
+    assert!(!reply.shutdown_ready);
+    assert!(cluster.image.partitions().all(|(_, _, p)| p.leader != 0 && !p.isr.contains(&0)));
+    assert!(!cluster.image.is_live(0));
+    let reply = cluster.beat(0, true);
+    assert!(reply.fenced && reply.shutdown_ready);
+}
+
+#[test]
+fn a_new_active_controller_gives_every_broker_a_fresh_session() {
+    let mut cluster = Cluster::new(3);
+    cluster.now_ms = 50_000;
+    let config = ControllerConfig { session_timeout_ms: 1_000, producer_id_block: 100 };
+    let mut successor = Controller::new(config, 8);
+    assert!(successor.activate(&cluster.image, cluster.now_ms, "c").is_empty(), "the cluster id is in the log");
+    assert!(successor.expire_sessions(&cluster.image, cluster.now_ms + 900).is_empty());
+    assert_eq!(successor.expire_sessions(&cluster.image, cluster.now_ms + 1_100).len(), 3);
+}
+
+#[test]
+fn a_restarted_broker_gets_a_new_epoch_and_requests_of_its_old_life_are_refused() {
+    let mut cluster = Cluster::new(2);
+    cluster.create("t", 1, 2);
+    let old = cluster.epoch(1);
+    cluster.start(1);
+    assert!(cluster.epoch(1) > old);
+    let heartbeat = Heartbeat { node_id: 1, epoch: old, caught_up: true, want_shutdown: false };
+    let refused = cluster.controller.heartbeat(&cluster.image, heartbeat, cluster.now_ms);
+    assert_eq!(refused.map(|_| ()), Err(ControllerError::StaleBrokerEpoch { node_id: 1, epoch: old }));
+    let ids = cluster.controller.allocate_producer_ids(&cluster.image, 1, old);
+    assert!(ids.is_err());
+    let (first, count, records) =
+        cluster.controller.allocate_producer_ids(&cluster.image, 1, cluster.epoch(1)).expect("ids");
+    cluster.commit(records);
+    let (next, _, _) = cluster.controller.allocate_producer_ids(&cluster.image, 0, cluster.epoch(0)).expect("ids");
+    assert_eq!((first, count, next), (0, 100, 100), "blocks never overlap");
+}
+
+#[test]
+fn preferred_election_gives_leadership_back_to_the_first_replica() {
+    let mut cluster = Cluster::new(3);
+    let placement = Placement::Manual(vec![vec![0, 1, 2]]);
+    let records = cluster.controller.create_topic(&cluster.image, "t", placement, BTreeMap::new()).expect("create");
+    cluster.commit(records);
+    let partitions = [("t".to_string(), 0)];
+    let (results, _) = cluster.controller.elect_leaders(&cluster.image, Election::Preferred, &partitions);
+    assert!(matches!(results[0], Err(ControllerError::ElectionNotNeeded { .. })));
+    cluster.pass(1_500, &[1, 2]);
+    assert_eq!(cluster.partition("t", 0).leader, 1);
+    cluster.start(0);
+    cluster.alter("t", 0, &[0, 1, 2]).expect("0 caught up");
+    let (results, records) = cluster.controller.elect_leaders(&cluster.image, Election::Preferred, &partitions);
+    assert_eq!(results, vec![Ok(())]);
+    cluster.commit(records);
+    assert_eq!(cluster.partition("t", 0).leader, 0);
+}
+
+/// What may happen to the cluster between two checks of the invariants.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Time passes; the brokers whose bit is set heartbeat.
+    Pass {
+        ms: u64,
+        alive: u8,
+    },
+    Restart(NodeId),
+    Create {
+        partitions: i32,
+        replication_factor: i32,
+    },
+    /// The leader of the n-th partition shrinks its ISR to itself or grows it back.
+    Alter {
+        nth: usize,
+        shrink: bool,
+    },
+    Shutdown(NodeId),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (1u64..1_500, any::<u8>()).prop_map(|(ms, alive)| Step::Pass { ms, alive }),
+        1 => (0..4).prop_map(Step::Restart),
+        1 => (1..4, 1..4).prop_map(|(partitions, replication_factor)| Step::Create { partitions, replication_factor }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(nth, shrink)| Step::Alter { nth, shrink }),
+        1 => (0..4).prop_map(Step::Shutdown),
+    ]
+}
+
+/// What must hold after every committed step, whatever the steps were.
+fn check_invariants(image: &MetadataImage, leader_epochs: &mut BTreeMap<(String, i32), (NodeId, i32)>) {
+    for (topic, index, p) in image.partitions() {
+        let distinct: BTreeSet<_> = p.replicas.iter().collect();
+        assert_eq!(distinct.len(), p.replicas.len(), "{p:?}");
+        assert!(!p.isr.is_empty(), "an ISR is never empty: {p:?}");
+        assert!(p.isr.iter().all(|r| p.replicas.contains(r)), "ISR within the replicas: {p:?}");
+        if p.has_leader() {
+            assert!(p.isr.contains(&p.leader), "the leader is in sync: {p:?}");
+            assert!(image.is_live(p.leader), "the leader is live: {p:?}");
+        }
+        if p.isr.len() > 1 {
+            assert!(p.isr.iter().all(|r| image.is_live(*r)), "fenced brokers leave ISRs but the last: {p:?}");
+        }
+        let key = (topic.name.clone(), index);
+        if let Some((leader, epoch)) = leader_epochs.get(&key) {
+            assert!(p.leader_epoch >= *epoch, "leader epochs never go back: {p:?}");
+            if p.leader != *leader {
+                assert!(p.leader_epoch > *epoch, "a new leader has a new epoch: {p:?}");
+            }
+        }
+        leader_epochs.insert(key, (p.leader, p.leader_epoch));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Without unclean election, whatever happens, a partition is led only by a
+    /// live broker from its ISR, and leader epochs only rise.
+    #[test]
+    fn leadership_stays_within_live_in_sync_replicas(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut cluster = Cluster::new(4);
+        let mut leader_epochs = BTreeMap::new();
+        let mut topics = 0;
+        for step in steps {
+            match step {
+                Step::Pass { ms, alive } => {
+                    let alive: Vec<NodeId> = (0..4).filter(|id| alive & (1 << id) != 0).collect();
+                    cluster.pass(ms, &alive);
+                }
+                Step::Restart(node_id) => cluster.start(node_id),
+                Step::Create { partitions, replication_factor } => {
+                    let placement = Placement::Spread { partitions, replication_factor };
+                    let name = format!("t{topics}");
+                    if let Ok(records) = cluster.controller.create_topic(&cluster.image, &name, placement, BTreeMap::new()) {
+                        cluster.commit(records);
+                        topics += 1;
+                    }
+                }
+                Step::Alter { nth, shrink } => {
+                    let led: Vec<(String, i32, PartitionImage)> = cluster
+                        .image
+                        .partitions()
+                        .filter(|(_, _, p)| p.has_leader())
+                        .map(|(t, i, p)| (t.name.clone(), i, p.clone()))
+                        .collect();
+                    if let Some((name, index, p)) = led.get(nth % led.len().max(1)) {
+                        let isr = if shrink { vec![p.leader] } else { p.replicas.clone() };
+                        // Growing may be refused (a fenced replica); shrinking never is.
+                        let result = cluster.alter(name, *index, &isr);
+                        prop_assert!(!shrink || result.is_ok(), "{result:?}");
+                    }
+                }
+                Step::Shutdown(node_id) => {
+                    if cluster.image.brokers.contains_key(&node_id) {
+                        cluster.beat(node_id, true);
+                    }
+                }
+            }
+            check_invariants(&cluster.image, &mut leader_epochs);
+        }
+    }
+}
