@@ -21,3 +21,4 @@ pub mod controller;
 pub mod image;
 pub mod logging;
 pub mod records;
+pub mod transport;
