@@ -3,6 +3,9 @@
 //! group) and reproducible draws (simulated crashes, the fault nemesis, the proxy's
 //! jitter, test data). Neither is for security or for hash tables fed by clients.
 
+/// CRC32C (Castagnoli), RecordBatch v2's checksum, for the broker's own files too.
+pub use crc32c::{crc32c, crc32c_append};
+
 /// FNV-1a, 64-bit, of `bytes`: the same value on every run, platform and version,
 /// which placement needs (a partition's shard or a group's offsets partition must
 /// not move across a restart).
