@@ -20,5 +20,6 @@
 pub mod controller;
 pub mod image;
 pub mod logging;
+pub mod raft_store;
 pub mod records;
 pub mod transport;
