@@ -86,6 +86,8 @@
 mod format;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
 mod tests;
