@@ -29,6 +29,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use super::image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
 use super::records::{MetadataRecord, NodeId, NO_LEADER};
 use corelog_engine::hash::SplitMix64;
@@ -53,7 +55,7 @@ impl Default for ControllerConfig {
 }
 
 /// Why a request was refused, each with the Kafka error it is answered with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
     #[error("broker {node_id} with epoch {epoch} is not registered (stale broker epoch)")]
     StaleBrokerEpoch { node_id: NodeId, epoch: u64 },
@@ -82,7 +84,7 @@ pub enum ControllerError {
 }
 
 /// What a heartbeat tells the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub fenced: bool,
     /// The broker asked to shut down and leads nothing any more: it may stop.
@@ -90,7 +92,7 @@ pub struct HeartbeatReply {
 }
 
 /// A broker's heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub node_id: NodeId,
     pub epoch: u64,
@@ -102,7 +104,7 @@ pub struct Heartbeat {
 }
 
 /// How a leader is elected on request (Kafka's ElectLeaders `election_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Election {
     /// Give leadership back to the first replica if it is in the ISR and live.
     Preferred,
@@ -433,7 +435,7 @@ impl Controller {
 }
 
 /// Where a new topic's (or new partitions') replicas go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Placement {
     /// Spread over the live brokers.
     Spread { partitions: i32, replication_factor: i32 },
@@ -442,10 +444,11 @@ pub enum Placement {
 }
 
 /// An ISR change a partition leader asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlterPartition {
     pub node_id: NodeId,
     pub broker_epoch: u64,
+    #[serde(with = "super::records::topic_id_text")]
     pub topic_id: TopicId,
     pub partition: i32,
     pub leader_epoch: i32,

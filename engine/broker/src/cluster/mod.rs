@@ -20,6 +20,8 @@
 pub mod controller;
 pub mod image;
 pub mod logging;
+pub mod membership;
+pub mod quorum;
 pub mod raft_store;
 pub mod records;
 pub mod transport;

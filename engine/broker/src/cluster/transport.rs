@@ -29,6 +29,7 @@ use protobuf::Message as _;
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 
+use super::quorum::raft_id;
 use super::records::NodeId;
 
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
@@ -122,10 +123,10 @@ where
         self.local
     }
 
-    /// Queues a Raft message for its peer; dropped if the link is full or unknown.
-    pub fn send_raft(&self, message: &Message) {
+    /// Queues a Raft message for node `to`; dropped if the link is full or unknown.
+    pub fn send_raft(&self, to: NodeId, message: &Message) {
         match message.write_to_bytes() {
-            Ok(bytes) => self.queue(message.to as NodeId, frame(KIND_RAFT, &bytes)),
+            Ok(bytes) => self.queue(to, frame(KIND_RAFT, &bytes)),
             Err(error) => tracing::error!("encoding a raft message: {error}"),
         }
     }
@@ -212,7 +213,7 @@ where
     match kind {
         KIND_RAFT => {
             let message = Message::parse_from_bytes(payload).map_err(|e| invalid(format!("raft message: {e}")))?;
-            if message.from as NodeId != from {
+            if message.from != raft_id(from) {
                 return Err(invalid(format!("raft message from {} on node {from}'s link", message.from)));
             }
             Ok(Incoming::Raft(message))
@@ -451,8 +452,8 @@ mod tests {
         let node0: TestTransport = Transport::start(hello(0), addresses[0], &voters, in0).expect("node 0");
         let node1: TestTransport = Transport::start(hello(1), addresses[1], &voters, in1).expect("node 1");
 
-        let message = Message { from: 0, to: 1, term: 3, ..Message::default() };
-        node0.send_raft(&message);
+        let message = Message { from: raft_id(0), to: raft_id(1), term: 3, ..Message::default() };
+        node0.send_raft(1, &message);
         match recv(&out1) {
             Incoming::Raft(got) => assert_eq!(got, message),
             other => panic!("{other:?}"),
@@ -483,7 +484,7 @@ mod tests {
             Transport::start(Hello { cluster_id: "c".to_string(), node_id: 1 }, addresses[1], &voters, in1)
                 .expect("node 1");
         for _ in 0..5 {
-            node0.send_raft(&Message { from: 0, to: 1, term: 3, ..Message::default() });
+            node0.send_raft(1, &Message { from: raft_id(0), to: raft_id(1), term: 3, ..Message::default() });
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(out1.recv_timeout(Duration::from_millis(500)).is_err(), "nothing crosses between clusters");
