@@ -88,6 +88,22 @@ fn strings(map: &RawMap) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `producerRate`: 0 or absent asks for the maximum rate.
+fn producer_rate(raw: &RawWorkload) -> ProducerRate {
+    match raw.producer_rate.unwrap_or(0) {
+        0 => ProducerRate::DiscoverMaximum,
+        rate => ProducerRate::MessagesPerSecond(to_u32(rate)),
+    }
+}
+
+/// `guarantees`, at-least-once when absent (invalid names were reported structurally).
+fn guarantees(raw: &RawWorkload) -> Vec<Guarantee> {
+    match &raw.guarantees {
+        Some(names) => names.iter().filter_map(|name| Guarantee::from_name(name)).collect(),
+        None => vec![Guarantee::AtLeastOnce],
+    }
+}
+
 impl Checker<'_> {
     fn report(&mut self, path: FieldPath, anchor: Anchor, message: impl Into<String>, hint: impl Into<Option<String>>) {
         self.problems.push(Problem::new(path, anchor, message, hint.into()));
@@ -114,28 +130,9 @@ impl Checker<'_> {
         let (test_duration, warmup_duration) = self.durations(raw);
         let payload = self.payload(raw, message_size_bytes, base_dir);
 
-        if subscriptions_per_topic > 0
-            && consumers_per_subscription == 0
-            && !self.was_invalid(&top("consumerPerSubscription"))
-        {
-            let path = if raw.consumer_per_subscription.is_some() {
-                "consumerPerSubscription"
-            } else {
-                "subscriptionsPerTopic"
-            };
-            self.report(
-                top(path),
-                Anchor::Value,
-                "subscriptions without consumers: nothing would read them",
-                "set consumerPerSubscription to 1 or more, or subscriptionsPerTopic to 0 for a producer-only run"
-                    .to_string(),
-            );
-        }
+        self.subscriptions_have_consumers(raw, subscriptions_per_topic, consumers_per_subscription);
 
-        let producer_rate = match raw.producer_rate.unwrap_or(0) {
-            0 => ProducerRate::DiscoverMaximum,
-            rate => ProducerRate::MessagesPerSecond(to_u32(rate)),
-        };
+        let producer_rate = producer_rate(raw);
         let backlog = self.backlog(raw, producer_rate, subscriptions_per_topic * consumers_per_subscription);
 
         let cluster_raw = raw.cluster.clone().unwrap_or_default();
@@ -146,10 +143,7 @@ impl Checker<'_> {
         let consumer_config =
             self.client_config(raw.consumer_config.as_ref(), "consumerConfig", &CONSUMER_KEYS_RESERVED, driver);
 
-        let guarantees = match &raw.guarantees {
-            Some(names) => names.iter().filter_map(|name| Guarantee::from_name(name)).collect(),
-            None => vec![Guarantee::AtLeastOnce],
-        };
+        let guarantees = guarantees(raw);
 
         let counts = Counts {
             topics: topics.unwrap_or(0),
@@ -187,6 +181,32 @@ impl Checker<'_> {
             faults,
             nemesis,
         })
+    }
+
+    /// Subscriptions need consumers: a run with subscriptions and none would read nothing.
+    fn subscriptions_have_consumers(
+        &mut self,
+        raw: &RawWorkload,
+        subscriptions_per_topic: u32,
+        consumers_per_subscription: u32,
+    ) {
+        if subscriptions_per_topic > 0
+            && consumers_per_subscription == 0
+            && !self.was_invalid(&top("consumerPerSubscription"))
+        {
+            let path = if raw.consumer_per_subscription.is_some() {
+                "consumerPerSubscription"
+            } else {
+                "subscriptionsPerTopic"
+            };
+            self.report(
+                top(path),
+                Anchor::Value,
+                "subscriptions without consumers: nothing would read them",
+                "set consumerPerSubscription to 1 or more, or subscriptionsPerTopic to 0 for a producer-only run"
+                    .to_string(),
+            );
+        }
     }
 
     /// The test and warm-up durations: minutes (OMB) or seconds (corelog), not both.
