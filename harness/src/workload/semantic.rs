@@ -13,7 +13,7 @@ use corelog_engine::{Durability, TopicConfig};
 
 use super::locate::{Anchor, FieldPath};
 use super::model::*;
-use super::schema::{RawCluster, RawFaultParameters, RawHostPorts, RawMap, RawWorkload};
+use super::schema::{RawCluster, RawFault, RawFaultParameters, RawHostPorts, RawMap, RawWorkload};
 use super::Problem;
 
 /// Largest pool of generated payloads held in memory.
@@ -669,62 +669,99 @@ impl Checker<'_> {
         }
         let mut faults: Vec<(usize, Fault)> = Vec::new();
         for (index, raw_fault) in raw_faults.iter().enumerate() {
-            let path = top("faults").index(index);
-            let Some(kind) = raw_fault.kind.as_deref().and_then(FaultKind::from_name) else {
-                continue;
-            };
-            let Some(at) = raw_fault.at.map(seconds) else {
-                continue;
-            };
-            let duration = seconds(raw_fault.duration.unwrap_or(0.0));
-            if kind.needs_duration() && duration.is_zero() && !self.was_invalid(&path.key("duration")) {
-                let anchor_path = if raw_fault.duration.is_some() { path.key("duration") } else { path.key("kind") };
-                self.report(
-                    anchor_path,
-                    Anchor::Value,
-                    format!("a `{kind}` fault needs a duration above 0"),
-                    "duration is how long the condition holds, in seconds".to_string(),
-                );
+            if let Some(fault) = self.fault(raw_fault, &top("faults").index(index), cluster, counts, test_duration) {
+                faults.push((index, fault));
             }
-            if let Some(test) = test_duration {
-                if at + duration > test {
-                    let (anchor_path, what) = if at >= test {
-                        (path.key("at"), format!("starts at {} s", seconds_text(at).trim_end_matches(" s")))
-                    } else {
-                        (path.key("duration"), format!("ends at {}", seconds_text(at + duration)))
-                    };
-                    self.report(
-                        anchor_path,
-                        Anchor::Value,
-                        format!("the fault {what}, after the {} test", seconds_text(test)),
-                        "a fault's window (at + duration) must end within the measured test, which starts after the warm-up".to_string(),
-                    );
-                }
-            }
-            let target_text = raw_fault.target.as_deref().unwrap_or("random");
-            let target = match FaultTarget::parse(target_text) {
-                Ok(target) => {
-                    self.target(kind, &target, &path, cluster, counts);
-                    target
-                }
-                Err(reason) => {
-                    self.report(
-                        path.key("target"),
-                        Anchor::Value,
-                        reason,
-                        "targets are all, random, a broker name, leader:<topic>/<partition>, producer-<i> or consumer-<i>".to_string(),
-                    );
-                    FaultTarget::Random
-                }
-            };
-            self.kind_fits_cluster(kind, &path.key("kind"), cluster, counts);
-            let parameters = self.parameters(raw_fault.parameters.as_ref(), &[kind], &path, "fault");
-            faults.push((index, Fault { at, duration, kind, target, parameters }));
         }
         self.overlaps(&faults);
         let mut faults: Vec<Fault> = faults.into_iter().map(|(_, fault)| fault).collect();
         faults.sort_by_key(|fault| fault.at);
         faults
+    }
+
+    /// One entry of `faults`, at `path`; `None` when its kind or start is missing or
+    /// invalid (already reported).
+    fn fault(
+        &mut self,
+        raw_fault: &RawFault,
+        path: &FieldPath,
+        cluster: Option<&Cluster>,
+        counts: &Counts,
+        test_duration: Option<Duration>,
+    ) -> Option<Fault> {
+        let kind = raw_fault.kind.as_deref().and_then(FaultKind::from_name)?;
+        let at = raw_fault.at.map(seconds)?;
+        let duration = seconds(raw_fault.duration.unwrap_or(0.0));
+        self.fault_window(raw_fault, kind, at, duration, path, test_duration);
+        let target = self.fault_target(raw_fault, kind, path, cluster, counts);
+        self.kind_fits_cluster(kind, &path.key("kind"), cluster, counts);
+        let parameters = self.parameters(raw_fault.parameters.as_ref(), &[kind], path, "fault");
+        Some(Fault { at, duration, kind, target, parameters })
+    }
+
+    /// A fault's window: a duration where its kind needs one, and an end within the test.
+    fn fault_window(
+        &mut self,
+        raw_fault: &RawFault,
+        kind: FaultKind,
+        at: Duration,
+        duration: Duration,
+        path: &FieldPath,
+        test_duration: Option<Duration>,
+    ) {
+        if kind.needs_duration() && duration.is_zero() && !self.was_invalid(&path.key("duration")) {
+            let anchor_path = if raw_fault.duration.is_some() { path.key("duration") } else { path.key("kind") };
+            self.report(
+                anchor_path,
+                Anchor::Value,
+                format!("a `{kind}` fault needs a duration above 0"),
+                "duration is how long the condition holds, in seconds".to_string(),
+            );
+        }
+        if let Some(test) = test_duration {
+            if at + duration > test {
+                let (anchor_path, what) = if at >= test {
+                    (path.key("at"), format!("starts at {} s", seconds_text(at).trim_end_matches(" s")))
+                } else {
+                    (path.key("duration"), format!("ends at {}", seconds_text(at + duration)))
+                };
+                self.report(
+                    anchor_path,
+                    Anchor::Value,
+                    format!("the fault {what}, after the {} test", seconds_text(test)),
+                    "a fault's window (at + duration) must end within the measured test, which starts after the warm-up".to_string(),
+                );
+            }
+        }
+    }
+
+    /// A fault's target, `random` when absent; an unparsable one is reported and
+    /// read as `random`.
+    fn fault_target(
+        &mut self,
+        raw_fault: &RawFault,
+        kind: FaultKind,
+        path: &FieldPath,
+        cluster: Option<&Cluster>,
+        counts: &Counts,
+    ) -> FaultTarget {
+        let target_text = raw_fault.target.as_deref().unwrap_or("random");
+        match FaultTarget::parse(target_text) {
+            Ok(target) => {
+                self.target(kind, &target, path, cluster, counts);
+                target
+            }
+            Err(reason) => {
+                self.report(
+                    path.key("target"),
+                    Anchor::Value,
+                    reason,
+                    "targets are all, random, a broker name, leader:<topic>/<partition>, producer-<i> or consumer-<i>"
+                        .to_string(),
+                );
+                FaultTarget::Random
+            }
+        }
     }
 
     /// Whether `target` names something that `kind` can act on, and that exists.
