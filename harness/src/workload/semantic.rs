@@ -774,17 +774,24 @@ impl Checker<'_> {
         counts: &Counts,
     ) {
         let target_path = path.key("target");
+        if self.target_fits_kind(kind, target, &target_path) {
+            self.target_exists(target, target_path, cluster, counts);
+        }
+    }
+
+    /// Whether `kind` acts on what `target` names (brokers or clients, producers or
+    /// consumers); reports it when not.
+    fn target_fits_kind(&mut self, kind: FaultKind, target: &FaultTarget, target_path: &FieldPath) -> bool {
         let client = kind.scope() == FaultScope::Client;
         match target {
-            FaultTarget::All | FaultTarget::Random => {}
             FaultTarget::Producer(_) | FaultTarget::Consumer(_) if !client => self.report(
-                target_path,
+                target_path.clone(),
                 Anchor::Value,
                 format!("a `{kind}` fault acts on brokers, not on `{target}`"),
                 "use producer-crash or consumer-crash to crash a client".to_string(),
             ),
             FaultTarget::Broker(_) | FaultTarget::Leader { .. } if client => self.report(
-                target_path,
+                target_path.clone(),
                 Anchor::Value,
                 format!("a `{kind}` fault acts on a client, not on `{target}`"),
                 format!(
@@ -792,12 +799,34 @@ impl Checker<'_> {
                     if kind == FaultKind::ProducerCrash { "producer" } else { "consumer" }
                 ),
             ),
-            FaultTarget::Producer(_) if kind == FaultKind::ConsumerCrash => {
-                self.report(target_path, Anchor::Value, "a `consumer-crash` fault needs a consumer target", None)
-            }
-            FaultTarget::Consumer(_) if kind == FaultKind::ProducerCrash => {
-                self.report(target_path, Anchor::Value, "a `producer-crash` fault needs a producer target", None)
-            }
+            FaultTarget::Producer(_) if kind == FaultKind::ConsumerCrash => self.report(
+                target_path.clone(),
+                Anchor::Value,
+                "a `consumer-crash` fault needs a consumer target",
+                None,
+            ),
+            FaultTarget::Consumer(_) if kind == FaultKind::ProducerCrash => self.report(
+                target_path.clone(),
+                Anchor::Value,
+                "a `producer-crash` fault needs a producer target",
+                None,
+            ),
+            _ => return true,
+        }
+        false
+    }
+
+    /// Whether the producer, consumer, partition or broker that `target` names exists
+    /// (skipped for clients and partitions when a count is unknown).
+    fn target_exists(
+        &mut self,
+        target: &FaultTarget,
+        target_path: FieldPath,
+        cluster: Option<&Cluster>,
+        counts: &Counts,
+    ) {
+        match target {
+            FaultTarget::All | FaultTarget::Random => {}
             FaultTarget::Producer(index) => {
                 if counts.known && u64::from(*index) >= counts.producers {
                     self.report(
@@ -835,32 +864,36 @@ impl Checker<'_> {
                     );
                 }
             }
-            FaultTarget::Broker(name) => match cluster {
-                Some(Cluster::Local(local)) => {
-                    let known = (0..local.brokers).any(|id| &local_broker_name(id) == name);
-                    if !known {
-                        self.report(
-                            target_path,
-                            Anchor::Value,
-                            format!("there is no broker named `{name}`"),
-                            format!("the started brokers are {}", names("broker-", u64::from(local.brokers))),
-                        );
-                    }
-                }
-                Some(Cluster::External(external)) if !external.nodes.iter().any(|node| &node.name == name) => {
-                    let hint = if external.nodes.is_empty() {
-                        "list the external cluster's brokers under cluster.nodes".to_string()
-                    } else {
-                        let names = external.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
-                        format!("cluster.nodes names {names}")
-                    };
-                    self.report(target_path, Anchor::Value, format!("there is no node named `{name}`"), hint);
-                }
-                Some(Cluster::External(_)) | None => {}
-            },
+            FaultTarget::Broker(name) => self.broker_exists(name, target_path, cluster),
         }
     }
 
+    /// Whether the cluster has a broker (started) or node (external) named `name`.
+    fn broker_exists(&mut self, name: &str, target_path: FieldPath, cluster: Option<&Cluster>) {
+        match cluster {
+            Some(Cluster::Local(local)) => {
+                let known = (0..local.brokers).any(|id| local_broker_name(id) == name);
+                if !known {
+                    self.report(
+                        target_path,
+                        Anchor::Value,
+                        format!("there is no broker named `{name}`"),
+                        format!("the started brokers are {}", names("broker-", u64::from(local.brokers))),
+                    );
+                }
+            }
+            Some(Cluster::External(external)) if !external.nodes.iter().any(|node| node.name == name) => {
+                let hint = if external.nodes.is_empty() {
+                    "list the external cluster's brokers under cluster.nodes".to_string()
+                } else {
+                    let names = external.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+                    format!("cluster.nodes names {names}")
+                };
+                self.report(target_path, Anchor::Value, format!("there is no node named `{name}`"), hint);
+            }
+            Some(Cluster::External(_)) | None => {}
+        }
+    }
     /// Whether the cluster and the workload's clients allow faults of `kind`.
     fn kind_fits_cluster(&mut self, kind: FaultKind, path: &FieldPath, cluster: Option<&Cluster>, counts: &Counts) {
         match (kind.scope(), cluster) {
