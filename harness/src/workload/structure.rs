@@ -106,76 +106,10 @@ impl Walker {
     /// Checks one value against its field; `false` if it must be removed.
     fn value(&mut self, field: &'static FieldDoc, value: &mut Value, path: &FieldPath) -> bool {
         match &field.kind {
-            Kind::Integer { min, max } => {
-                let number = match value {
-                    Value::Number(n) => n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)),
-                    _ => None,
-                };
-                match number {
-                    Some(n) if n < *min || n > *max => {
-                        self.report(path.clone(), Anchor::Value, range_message(n, *min, *max), None);
-                        false
-                    }
-                    Some(_) => true,
-                    None => {
-                        self.report(
-                            path.clone(),
-                            Anchor::Value,
-                            format!("expected a whole number, found {}", describe(value)),
-                            quoted_number_hint(value),
-                        );
-                        false
-                    }
-                }
-            }
-            Kind::Number { min, max } | Kind::Seconds { min, max } => {
-                let seconds = matches!(field.kind, Kind::Seconds { .. });
-                match value.as_f64() {
-                    Some(n) if !n.is_finite() => {
-                        self.report(path.clone(), Anchor::Value, "expected a finite number", None);
-                        false
-                    }
-                    Some(n) if n < *min || n > *max => {
-                        let unit = if seconds { " seconds" } else { "" };
-                        self.report(
-                            path.clone(),
-                            Anchor::Value,
-                            format!("must be between {min} and {max}{unit} (got {n})"),
-                            None,
-                        );
-                        false
-                    }
-                    Some(_) => true,
-                    None => {
-                        let what = if seconds { "a number of seconds" } else { "a number" };
-                        self.report(
-                            path.clone(),
-                            Anchor::Value,
-                            format!("expected {what}, found {}", describe(value)),
-                            quoted_number_hint(value),
-                        );
-                        false
-                    }
-                }
-            }
-            Kind::Bool => {
-                if value.is_bool() {
-                    return true;
-                }
-                let hint = match value.as_str() {
-                    Some(text) if ["yes", "no", "on", "off", "True", "False", "TRUE", "FALSE"].contains(&text) => {
-                        Some("YAML 1.2 booleans are `true` and `false` only".to_string())
-                    }
-                    _ => None,
-                };
-                self.report(
-                    path.clone(),
-                    Anchor::Value,
-                    format!("expected true or false, found {}", describe(value)),
-                    hint,
-                );
-                false
-            }
+            Kind::Integer { min, max } => self.integer(value, *min, *max, path),
+            Kind::Number { min, max } => self.number(value, *min, *max, "", path),
+            Kind::Seconds { min, max } => self.number(value, *min, *max, " seconds", path),
+            Kind::Bool => self.boolean(value, path),
             Kind::Text => {
                 // OMB (Jackson) reads a number or boolean into a string field; so does corelog.
                 let text = match value {
@@ -190,66 +124,143 @@ impl Walker {
                 let text = value.as_str().map(str::to_string);
                 self.text(text, value, path)
             }
-            Kind::OneOf(choices) => match value.as_str() {
-                Some(text) => self.choice(text, choices, path),
-                None => {
-                    self.report(
-                        path.clone(),
-                        Anchor::Value,
-                        format!("expected one of {}, found {}", choice_list(choices), describe(value)),
-                        None,
-                    );
-                    false
-                }
-            },
+            Kind::OneOf(choices) => self.one_of(value, choices, path),
             Kind::ListOf(choices) => self.choice_list(value, choices, path),
             Kind::HostPorts => self.host_ports(value, path),
             Kind::Map(what) => self.map(value, what, path),
-            Kind::Block(block) => match value {
-                Value::Mapping(mapping) => {
-                    self.block(block, mapping, path);
-                    true
-                }
+            Kind::Block(block) => self.nested_block(block, value, path),
+            Kind::Blocks(block) => self.blocks(block, value, path),
+        }
+    }
+
+    fn integer(&mut self, value: &Value, min: i128, max: i128, path: &FieldPath) -> bool {
+        let number = match value {
+            Value::Number(n) => n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)),
+            _ => None,
+        };
+        match number {
+            Some(n) if n < min || n > max => {
+                self.report(path.clone(), Anchor::Value, range_message(n, min, max), None);
+                false
+            }
+            Some(_) => true,
+            None => {
+                self.report(
+                    path.clone(),
+                    Anchor::Value,
+                    format!("expected a whole number, found {}", describe(value)),
+                    quoted_number_hint(value),
+                );
+                false
+            }
+        }
+    }
+
+    /// A number between `min` and `max`; `unit` is `" seconds"` for a duration, else empty.
+    fn number(&mut self, value: &Value, min: f64, max: f64, unit: &str, path: &FieldPath) -> bool {
+        match value.as_f64() {
+            Some(n) if !n.is_finite() => {
+                self.report(path.clone(), Anchor::Value, "expected a finite number", None);
+                false
+            }
+            Some(n) if n < min || n > max => {
+                self.report(
+                    path.clone(),
+                    Anchor::Value,
+                    format!("must be between {min} and {max}{unit} (got {n})"),
+                    None,
+                );
+                false
+            }
+            Some(_) => true,
+            None => {
+                let what = if unit.is_empty() { "a number" } else { "a number of seconds" };
+                self.report(
+                    path.clone(),
+                    Anchor::Value,
+                    format!("expected {what}, found {}", describe(value)),
+                    quoted_number_hint(value),
+                );
+                false
+            }
+        }
+    }
+
+    fn boolean(&mut self, value: &Value, path: &FieldPath) -> bool {
+        if value.is_bool() {
+            return true;
+        }
+        let hint = match value.as_str() {
+            Some(text) if ["yes", "no", "on", "off", "True", "False", "TRUE", "FALSE"].contains(&text) => {
+                Some("YAML 1.2 booleans are `true` and `false` only".to_string())
+            }
+            _ => None,
+        };
+        self.report(path.clone(), Anchor::Value, format!("expected true or false, found {}", describe(value)), hint);
+        false
+    }
+
+    fn one_of(&mut self, value: &Value, choices: &[Choice], path: &FieldPath) -> bool {
+        match value.as_str() {
+            Some(text) => self.choice(text, choices, path),
+            None => {
+                self.report(
+                    path.clone(),
+                    Anchor::Value,
+                    format!("expected one of {}, found {}", choice_list(choices), describe(value)),
+                    None,
+                );
+                false
+            }
+        }
+    }
+
+    /// A `Kind::Block` field: a mapping checked against `block`.
+    fn nested_block(&mut self, block: &'static BlockDoc, value: &mut Value, path: &FieldPath) -> bool {
+        match value {
+            Value::Mapping(mapping) => {
+                self.block(block, mapping, path);
+                true
+            }
+            other => {
+                self.report(
+                    path.clone(),
+                    Anchor::Value,
+                    format!("expected a block of fields, found {}", describe(other)),
+                    Some(format!("fields of `{}`: {}", path, key_list(block))),
+                );
+                false
+            }
+        }
+    }
+
+    /// A `Kind::Blocks` field: a list of mappings, each checked against `block`.
+    fn blocks(&mut self, block: &'static BlockDoc, value: &mut Value, path: &FieldPath) -> bool {
+        let Value::Sequence(items) = value else {
+            self.report(
+                path.clone(),
+                Anchor::Value,
+                format!("expected a list, found {}", describe(value)),
+                Some("write each entry on its own line starting with `- `".to_string()),
+            );
+            return false;
+        };
+        let mut all_mappings = true;
+        for (index, item) in items.iter_mut().enumerate() {
+            match item {
+                Value::Mapping(mapping) => self.block(block, mapping, &path.index(index)),
                 other => {
                     self.report(
-                        path.clone(),
+                        path.index(index),
                         Anchor::Value,
                         format!("expected a block of fields, found {}", describe(other)),
-                        Some(format!("fields of `{}`: {}", path, key_list(block))),
+                        Some(format!("fields of each entry: {}", key_list(block))),
                     );
-                    false
+                    all_mappings = false;
                 }
-            },
-            Kind::Blocks(block) => match value {
-                Value::Sequence(items) => {
-                    let mut all_mappings = true;
-                    for (index, item) in items.iter_mut().enumerate() {
-                        match item {
-                            Value::Mapping(mapping) => self.block(block, mapping, &path.index(index)),
-                            other => {
-                                self.report(
-                                    path.index(index),
-                                    Anchor::Value,
-                                    format!("expected a block of fields, found {}", describe(other)),
-                                    Some(format!("fields of each entry: {}", key_list(block))),
-                                );
-                                all_mappings = false;
-                            }
-                        }
-                    }
-                    all_mappings
-                }
-                other => {
-                    self.report(
-                        path.clone(),
-                        Anchor::Value,
-                        format!("expected a list, found {}", describe(other)),
-                        Some("write each entry on its own line starting with `- `".to_string()),
-                    );
-                    false
-                }
-            },
+            }
         }
+        all_mappings
     }
 
     fn text(&mut self, text: Option<String>, value: &mut Value, path: &FieldPath) -> bool {
