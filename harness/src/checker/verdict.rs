@@ -32,6 +32,23 @@ struct Promise {
     no_aborted_read: bool,
 }
 
+impl Promise {
+    /// Whether the promise forbids messages of `category`; unseen ones count as lost
+    /// once the drain completed.
+    fn forbids(&self, category: Category, drain_complete: bool) -> bool {
+        match category {
+            Category::Lost => self.no_loss,
+            Category::Unseen => self.no_loss && drain_complete,
+            Category::Duplicate => self.no_duplicate,
+            Category::WrittenTwice => self.no_written_twice,
+            Category::Reordered => self.ordered,
+            Category::InconsistentOffsets => true,
+            // A note and a reason to be undecided, never a violation.
+            Category::FailedButRead | Category::ReadUnsent => false,
+        }
+    }
+}
+
 fn promise(guarantee: Guarantee) -> Promise {
     match guarantee {
         Guarantee::AtMostOnce => Promise {
@@ -133,90 +150,14 @@ pub(super) fn verdict(guarantee: Guarantee, classification: &Classification, con
 
 /// The broken promises, in display order.
 fn violations(promise: &Promise, classification: &Classification, drain_complete: bool) -> Vec<Finding> {
-    type Reason = fn(u64) -> String;
-    let rules: [(bool, Category, Reason, Reason); 6] = [
-        (
-            promise.no_loss,
-            Category::Lost,
-            |n| {
-                format!(
-                    "{n} acknowledged message{} {} lost: never read by a subscription that read later \
-                     offsets of the same partition (counted once per subscription).",
-                    s(n),
-                    were(n)
-                )
-            },
-            |n| format!("lost {n} acknowledged"),
-        ),
-        (
-            promise.no_loss && drain_complete,
-            Category::Unseen,
-            |n| {
-                format!(
-                    "{n} acknowledged message{} {} never read although the drain completed, so \
-                     counted as lost (counted once per subscription).",
-                    s(n),
-                    were(n)
-                )
-            },
-            |n| format!("{n} acknowledged never read"),
-        ),
-        (
-            promise.no_duplicate,
-            Category::Duplicate,
-            |n| {
-                format!(
-                    "{n} message{} {} read more than once by one subscription (counted once per subscription).",
-                    s(n),
-                    were(n)
-                )
-            },
-            |n| format!("{n} read twice"),
-        ),
-        (
-            promise.no_written_twice,
-            Category::WrittenTwice,
-            |n| {
-                format!(
-                    "{n} message{} {} stored at two or more offsets: written again by a producer retry.",
-                    s(n),
-                    were(n)
-                )
-            },
-            |n| format!("{n} written twice"),
-        ),
-        (
-            promise.ordered,
-            Category::Reordered,
-            |n| {
-                format!(
-                    "{n} message{} {} stored after a higher sequence number of the same producer in the same partition.",
-                    s(n),
-                    were(n)
-                )
-            },
-            |n| format!("{n} reordered"),
-        ),
-        (
-            true,
-            Category::InconsistentOffsets,
-            |n| {
-                format!(
-                    "{n} message{} {} read at an offset where a different message was read too: the \
-                     broker stored two messages at one offset.",
-                    s(n),
-                    were(n)
-                )
-            },
-            |n| format!("{n} at an offset shared with another message"),
-        ),
-    ];
-    let mut found: Vec<Finding> = rules
-        .into_iter()
-        .filter(|&(forbidden, category, _, _)| forbidden && classification.count(category) > 0)
-        .map(|(_, category, reason, brief)| {
-            let n = classification.count(category);
-            Finding::of(category, reason(n), brief(n))
+    let mut found: Vec<Finding> = VIOLATIONS
+        .iter()
+        .filter(|violation| {
+            promise.forbids(violation.category, drain_complete) && classification.count(violation.category) > 0
+        })
+        .map(|violation| {
+            let n = classification.count(violation.category);
+            Finding::of(violation.category, (violation.reason)(n), (violation.brief)(n))
         })
         .collect();
     let aborted = classification.counts.aborted_read;
@@ -226,6 +167,84 @@ fn violations(promise: &Promise, classification: &Classification, drain_complete
     }
     found
 }
+
+/// A category a promise can forbid, and how the verdict words `n` messages in it:
+/// a sentence and a few words.
+struct Violation {
+    category: Category,
+    reason: fn(u64) -> String,
+    brief: fn(u64) -> String,
+}
+
+/// The categories a promise can forbid, in display order ([`Promise::forbids`] says
+/// which one does).
+const VIOLATIONS: [Violation; 6] = [
+    Violation {
+        category: Category::Lost,
+        reason: |n| {
+            format!(
+                "{n} acknowledged message{} {} lost: never read by a subscription that read later \
+                 offsets of the same partition (counted once per subscription).",
+                s(n),
+                were(n)
+            )
+        },
+        brief: |n| format!("lost {n} acknowledged"),
+    },
+    Violation {
+        category: Category::Unseen,
+        reason: |n| {
+            format!(
+                "{n} acknowledged message{} {} never read although the drain completed, so \
+                 counted as lost (counted once per subscription).",
+                s(n),
+                were(n)
+            )
+        },
+        brief: |n| format!("{n} acknowledged never read"),
+    },
+    Violation {
+        category: Category::Duplicate,
+        reason: |n| {
+            format!(
+                "{n} message{} {} read more than once by one subscription (counted once per subscription).",
+                s(n),
+                were(n)
+            )
+        },
+        brief: |n| format!("{n} read twice"),
+    },
+    Violation {
+        category: Category::WrittenTwice,
+        reason: |n| {
+            format!("{n} message{} {} stored at two or more offsets: written again by a producer retry.", s(n), were(n))
+        },
+        brief: |n| format!("{n} written twice"),
+    },
+    Violation {
+        category: Category::Reordered,
+        reason: |n| {
+            format!(
+                "{n} message{} {} stored after a higher sequence number of the same producer in the same partition.",
+                s(n),
+                were(n)
+            )
+        },
+        brief: |n| format!("{n} reordered"),
+    },
+    Violation {
+        category: Category::InconsistentOffsets,
+        reason: |n| {
+            format!(
+                "{n} message{} {} read at an offset where a different message was read too: the \
+                 broker stored two messages at one offset.",
+                s(n),
+                were(n)
+            )
+        },
+        brief: |n| format!("{n} at an offset shared with another message"),
+    },
+];
 
 /// Why the checker cannot decide, if nothing failed.
 fn undecided(promise: &Promise, classification: &Classification, context: &Context) -> Vec<Finding> {
