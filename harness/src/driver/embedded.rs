@@ -146,82 +146,29 @@ async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + '_>>>) -> Vec
 /// payload, and the token its delivery report carries.
 type PendingMessage = (Option<Vec<u8>>, Vec<u8>, SendToken);
 
+/// Pending messages by (topic, partition), each partition's in queue order.
+type ByPartition = BTreeMap<(String, i32), Vec<PendingMessage>>;
+
+/// An append in flight, borrowing the messages it reports on.
+type Append<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// The producer thread: takes what is queued, groups it by partition, appends each
+/// partition's batches concurrently, then answers the flushes queued with it.
 fn run_producer(engine: EngineHandle, queue: flume::Receiver<Outgoing>, sink: Arc<dyn DeliverySink>) {
     let round_robin = AtomicU64::new(0);
     while let Ok(first) = queue.recv() {
         let mut drained = vec![first];
         drained.extend(queue.try_iter().take(PRODUCER_QUEUE_MAX));
-        // Group messages by partition, keeping each partition's order.
-        let mut by_partition: BTreeMap<(String, i32), Vec<PendingMessage>> = BTreeMap::new();
-        let mut flushes = Vec::new();
         let sticky = round_robin.fetch_add(1, Ordering::Relaxed);
-        for outgoing in drained {
-            match outgoing {
-                Outgoing::Message { topic, partition, key, payload, token } => {
-                    let Some(count) =
-                        TopicName::new(topic.as_str()).ok().and_then(|n| engine.topic(&n)).map(|m| m.partition_count)
-                    else {
-                        sink.delivered(
-                            token,
-                            SendOutcome::Failed { error: format!("unknown topic {topic}"), ambiguous: false },
-                            now_us(),
-                        );
-                        continue;
-                    };
-                    let partition = match (partition, &key) {
-                        (Some(partition), _) if (0..count).contains(&partition) => partition,
-                        (Some(partition), _) => {
-                            let error = format!("topic {topic} has no partition {partition}");
-                            sink.delivered(token, SendOutcome::Failed { error, ambiguous: false }, now_us());
-                            continue;
-                        }
-                        (None, Some(key)) => (corelog_engine::hash::fnv1a(key) % count as u64) as i32,
-                        (None, None) => (sticky % count as u64) as i32,
-                    };
-                    by_partition.entry((topic, partition)).or_default().push((key, payload, token));
-                }
-                Outgoing::Flush(done) => flushes.push(done),
-            }
-        }
-        let mut appends: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
+        let (by_partition, flushes) = group_by_partition(&engine, drained, sticky, sink.as_ref());
+        let mut appends: Vec<Append<'_>> = Vec::new();
         for ((topic, partition), messages) in &by_partition {
             let Ok(name) = TopicName::new(topic.as_str()) else { continue };
             let target = TopicPartition::new(name, PartitionId(*partition));
             let mut start = 0;
             while start < messages.len() {
-                let mut end = start;
-                let mut bytes = BATCH_HEADER_BYTES;
-                while end < messages.len() && (end == start || bytes + messages[end].1.len() + 32 <= BATCH_BYTES_MAX) {
-                    bytes += messages[end].1.len() + messages[end].0.as_ref().map_or(0, Vec::len) + 32;
-                    end += 1;
-                }
-                let chunk = &messages[start..end];
-                let specs: Vec<RecordSpec<'_>> = chunk
-                    .iter()
-                    .map(|(key, value, _)| RecordSpec {
-                        key: key.as_deref(),
-                        value: Some(value),
-                        timestamp_delta_ms: 0,
-                    })
-                    .collect();
-                let batch = build_batch(TimestampMs(now_us() / 1000), BatchProducer::default(), &specs);
-                let engine = engine.clone();
-                let target = target.clone();
-                let sink = sink.clone();
-                appends.push(Box::pin(async move {
-                    let result = engine.append(&target, batch, LeaderEpoch(0)).await;
-                    let at_us = now_us();
-                    for (index, (_, _, token)) in chunk.iter().enumerate() {
-                        let outcome = match &result {
-                            Ok(info) => SendOutcome::Acknowledged {
-                                partition: target.partition.0,
-                                offset: info.base_offset.0 + index as i64,
-                            },
-                            Err(error) => SendOutcome::Failed { error: error.to_string(), ambiguous: false },
-                        };
-                        sink.delivered(*token, outcome, at_us);
-                    }
-                }));
+                let end = batch_end(messages, start);
+                appends.push(append_batch(engine.clone(), target.clone(), &messages[start..end], sink.clone()));
                 start = end;
             }
         }
@@ -230,6 +177,92 @@ fn run_producer(engine: EngineHandle, queue: flume::Receiver<Outgoing>, sink: Ar
             let _ = done.send(());
         }
     }
+}
+
+/// The queued messages grouped by partition, each partition's in queue order, and the
+/// flushes queued with them. A message with no partition to go to is reported failed.
+fn group_by_partition(
+    engine: &EngineHandle,
+    drained: Vec<Outgoing>,
+    sticky: u64,
+    sink: &dyn DeliverySink,
+) -> (ByPartition, Vec<flume::Sender<()>>) {
+    let mut by_partition = ByPartition::new();
+    let mut flushes = Vec::new();
+    for outgoing in drained {
+        match outgoing {
+            Outgoing::Message { topic, partition, key, payload, token } => {
+                match partition_for(engine, &topic, partition, key.as_deref(), sticky) {
+                    Ok(partition) => by_partition.entry((topic, partition)).or_default().push((key, payload, token)),
+                    Err(error) => sink.delivered(token, SendOutcome::Failed { error, ambiguous: false }, now_us()),
+                }
+            }
+            Outgoing::Flush(done) => flushes.push(done),
+        }
+    }
+    (by_partition, flushes)
+}
+
+/// The partition a message goes to: the one it names, else its key's hash, else
+/// `sticky` (one per round of queued messages); the error for an unknown topic or
+/// partition.
+fn partition_for(
+    engine: &EngineHandle,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    sticky: u64,
+) -> Result<i32, String> {
+    let Some(count) = TopicName::new(topic).ok().and_then(|n| engine.topic(&n)).map(|m| m.partition_count) else {
+        return Err(format!("unknown topic {topic}"));
+    };
+    match (partition, key) {
+        (Some(partition), _) if (0..count).contains(&partition) => Ok(partition),
+        (Some(partition), _) => Err(format!("topic {topic} has no partition {partition}")),
+        (None, Some(key)) => Ok((corelog_engine::hash::fnv1a(key) % count as u64) as i32),
+        (None, None) => Ok((sticky % count as u64) as i32),
+    }
+}
+
+/// Where the batch that starts at `messages[start]` ends: it takes at least one
+/// message, and more while it stays within [`BATCH_BYTES_MAX`].
+fn batch_end(messages: &[PendingMessage], start: usize) -> usize {
+    let mut end = start;
+    let mut bytes = BATCH_HEADER_BYTES;
+    while end < messages.len() && (end == start || bytes + messages[end].1.len() + 32 <= BATCH_BYTES_MAX) {
+        bytes += messages[end].1.len() + messages[end].0.as_ref().map_or(0, Vec::len) + 32;
+        end += 1;
+    }
+    end
+}
+
+/// Builds `chunk` into one batch now; the append of it to `target`, which reports
+/// each message's outcome.
+fn append_batch(
+    engine: EngineHandle,
+    target: TopicPartition,
+    chunk: &[PendingMessage],
+    sink: Arc<dyn DeliverySink>,
+) -> Append<'_> {
+    let specs: Vec<RecordSpec<'_>> = chunk
+        .iter()
+        .map(|(key, value, _)| RecordSpec { key: key.as_deref(), value: Some(value), timestamp_delta_ms: 0 })
+        .collect();
+    let batch = build_batch(TimestampMs(now_us() / 1000), BatchProducer::default(), &specs);
+    Box::pin(async move {
+        let result = engine.append(&target, batch, LeaderEpoch(0)).await;
+        let at_us = now_us();
+        for (index, (_, _, token)) in chunk.iter().enumerate() {
+            let outcome = match &result {
+                Ok(info) => SendOutcome::Acknowledged {
+                    partition: target.partition.0,
+                    offset: info.base_offset.0 + index as i64,
+                },
+                Err(error) => SendOutcome::Failed { error: error.to_string(), ambiguous: false },
+            };
+            sink.delivered(*token, outcome, at_us);
+        }
+    })
 }
 
 impl Driver for EmbeddedDriver {
