@@ -454,6 +454,43 @@ impl<'a> LatencyView<'a> {
     }
 }
 
+/// A [`LatencyView`] of a [`RunResult`]'s flat fields: the nine per-window ones and the
+/// nine aggregated ones, both in [`LatencyStat`] order, then the quantiles.
+macro_rules! latency_view {
+    ($result:expr, $kind:expr,
+     $avg:ident, $p50:ident, $p75:ident, $p95:ident, $p99:ident, $p999:ident,
+     $p9999:ident, $p99999:ident, $max:ident,
+     $aavg:ident, $a50:ident, $a75:ident, $a95:ident, $a99:ident, $a999:ident,
+     $a9999:ident, $a99999:ident, $amax:ident, $quantiles:ident) => {
+        LatencyView {
+            kind: $kind,
+            windows: [
+                &$result.$avg,
+                &$result.$p50,
+                &$result.$p75,
+                &$result.$p95,
+                &$result.$p99,
+                &$result.$p999,
+                &$result.$p9999,
+                &$result.$p99999,
+                &$result.$max,
+            ],
+            aggregated: [
+                $result.$aavg,
+                $result.$a50,
+                $result.$a75,
+                $result.$a95,
+                $result.$a99,
+                $result.$a999,
+                $result.$a9999,
+                $result.$a99999,
+                $result.$amax,
+            ],
+            quantiles: &$result.$quantiles,
+        }
+    };
+}
+
 impl RunResult {
     /// An empty result at the current schema version (same as `default()`).
     pub fn new() -> Self {
@@ -538,125 +575,116 @@ impl RunResult {
 
     /// A structured view of one latency kind.
     pub fn latency(&self, kind: LatencyKind) -> LatencyView<'_> {
-        macro_rules! view {
-            ($avg:ident, $p50:ident, $p75:ident, $p95:ident, $p99:ident, $p999:ident,
-             $p9999:ident, $p99999:ident, $max:ident,
-             $aavg:ident, $a50:ident, $a75:ident, $a95:ident, $a99:ident, $a999:ident,
-             $a9999:ident, $a99999:ident, $amax:ident, $quantiles:ident) => {
-                LatencyView {
-                    kind,
-                    windows: [
-                        &self.$avg,
-                        &self.$p50,
-                        &self.$p75,
-                        &self.$p95,
-                        &self.$p99,
-                        &self.$p999,
-                        &self.$p9999,
-                        &self.$p99999,
-                        &self.$max,
-                    ],
-                    aggregated: [
-                        self.$aavg,
-                        self.$a50,
-                        self.$a75,
-                        self.$a95,
-                        self.$a99,
-                        self.$a999,
-                        self.$a9999,
-                        self.$a99999,
-                        self.$amax,
-                    ],
-                    quantiles: &self.$quantiles,
-                }
-            };
-        }
         match kind {
-            LatencyKind::Publish => view!(
-                publish_latency_avg,
-                publish_latency_50pct,
-                publish_latency_75pct,
-                publish_latency_95pct,
-                publish_latency_99pct,
-                publish_latency_999pct,
-                publish_latency_9999pct,
-                publish_latency_99999pct,
-                publish_latency_max,
-                aggregated_publish_latency_avg,
-                aggregated_publish_latency_50pct,
-                aggregated_publish_latency_75pct,
-                aggregated_publish_latency_95pct,
-                aggregated_publish_latency_99pct,
-                aggregated_publish_latency_999pct,
-                aggregated_publish_latency_9999pct,
-                aggregated_publish_latency_99999pct,
-                aggregated_publish_latency_max,
-                aggregated_publish_latency_quantiles
-            ),
-            LatencyKind::PublishCorrected => view!(
-                publish_corrected_latency_avg,
-                publish_corrected_latency_50pct,
-                publish_corrected_latency_75pct,
-                publish_corrected_latency_95pct,
-                publish_corrected_latency_99pct,
-                publish_corrected_latency_999pct,
-                publish_corrected_latency_9999pct,
-                publish_corrected_latency_99999pct,
-                publish_corrected_latency_max,
-                aggregated_publish_corrected_latency_avg,
-                aggregated_publish_corrected_latency_50pct,
-                aggregated_publish_corrected_latency_75pct,
-                aggregated_publish_corrected_latency_95pct,
-                aggregated_publish_corrected_latency_99pct,
-                aggregated_publish_corrected_latency_999pct,
-                aggregated_publish_corrected_latency_9999pct,
-                aggregated_publish_corrected_latency_99999pct,
-                aggregated_publish_corrected_latency_max,
-                aggregated_publish_corrected_latency_quantiles
-            ),
-            LatencyKind::PublishDelay => view!(
-                publish_delay_latency_avg,
-                publish_delay_latency_50pct,
-                publish_delay_latency_75pct,
-                publish_delay_latency_95pct,
-                publish_delay_latency_99pct,
-                publish_delay_latency_999pct,
-                publish_delay_latency_9999pct,
-                publish_delay_latency_99999pct,
-                publish_delay_latency_max,
-                aggregated_publish_delay_latency_avg,
-                aggregated_publish_delay_latency_50pct,
-                aggregated_publish_delay_latency_75pct,
-                aggregated_publish_delay_latency_95pct,
-                aggregated_publish_delay_latency_99pct,
-                aggregated_publish_delay_latency_999pct,
-                aggregated_publish_delay_latency_9999pct,
-                aggregated_publish_delay_latency_99999pct,
-                aggregated_publish_delay_latency_max,
-                aggregated_publish_delay_latency_quantiles
-            ),
-            LatencyKind::EndToEnd => view!(
-                end_to_end_latency_avg,
-                end_to_end_latency_50pct,
-                end_to_end_latency_75pct,
-                end_to_end_latency_95pct,
-                end_to_end_latency_99pct,
-                end_to_end_latency_999pct,
-                end_to_end_latency_9999pct,
-                end_to_end_latency_99999pct,
-                end_to_end_latency_max,
-                aggregated_end_to_end_latency_avg,
-                aggregated_end_to_end_latency_50pct,
-                aggregated_end_to_end_latency_75pct,
-                aggregated_end_to_end_latency_95pct,
-                aggregated_end_to_end_latency_99pct,
-                aggregated_end_to_end_latency_999pct,
-                aggregated_end_to_end_latency_9999pct,
-                aggregated_end_to_end_latency_99999pct,
-                aggregated_end_to_end_latency_max,
-                aggregated_end_to_end_latency_quantiles
-            ),
+            LatencyKind::Publish => self.publish_latency(),
+            LatencyKind::PublishCorrected => self.publish_corrected_latency(),
+            LatencyKind::PublishDelay => self.publish_delay_latency(),
+            LatencyKind::EndToEnd => self.end_to_end_latency(),
         }
+    }
+
+    fn publish_latency(&self) -> LatencyView<'_> {
+        latency_view!(
+            self,
+            LatencyKind::Publish,
+            publish_latency_avg,
+            publish_latency_50pct,
+            publish_latency_75pct,
+            publish_latency_95pct,
+            publish_latency_99pct,
+            publish_latency_999pct,
+            publish_latency_9999pct,
+            publish_latency_99999pct,
+            publish_latency_max,
+            aggregated_publish_latency_avg,
+            aggregated_publish_latency_50pct,
+            aggregated_publish_latency_75pct,
+            aggregated_publish_latency_95pct,
+            aggregated_publish_latency_99pct,
+            aggregated_publish_latency_999pct,
+            aggregated_publish_latency_9999pct,
+            aggregated_publish_latency_99999pct,
+            aggregated_publish_latency_max,
+            aggregated_publish_latency_quantiles
+        )
+    }
+
+    fn publish_corrected_latency(&self) -> LatencyView<'_> {
+        latency_view!(
+            self,
+            LatencyKind::PublishCorrected,
+            publish_corrected_latency_avg,
+            publish_corrected_latency_50pct,
+            publish_corrected_latency_75pct,
+            publish_corrected_latency_95pct,
+            publish_corrected_latency_99pct,
+            publish_corrected_latency_999pct,
+            publish_corrected_latency_9999pct,
+            publish_corrected_latency_99999pct,
+            publish_corrected_latency_max,
+            aggregated_publish_corrected_latency_avg,
+            aggregated_publish_corrected_latency_50pct,
+            aggregated_publish_corrected_latency_75pct,
+            aggregated_publish_corrected_latency_95pct,
+            aggregated_publish_corrected_latency_99pct,
+            aggregated_publish_corrected_latency_999pct,
+            aggregated_publish_corrected_latency_9999pct,
+            aggregated_publish_corrected_latency_99999pct,
+            aggregated_publish_corrected_latency_max,
+            aggregated_publish_corrected_latency_quantiles
+        )
+    }
+
+    fn publish_delay_latency(&self) -> LatencyView<'_> {
+        latency_view!(
+            self,
+            LatencyKind::PublishDelay,
+            publish_delay_latency_avg,
+            publish_delay_latency_50pct,
+            publish_delay_latency_75pct,
+            publish_delay_latency_95pct,
+            publish_delay_latency_99pct,
+            publish_delay_latency_999pct,
+            publish_delay_latency_9999pct,
+            publish_delay_latency_99999pct,
+            publish_delay_latency_max,
+            aggregated_publish_delay_latency_avg,
+            aggregated_publish_delay_latency_50pct,
+            aggregated_publish_delay_latency_75pct,
+            aggregated_publish_delay_latency_95pct,
+            aggregated_publish_delay_latency_99pct,
+            aggregated_publish_delay_latency_999pct,
+            aggregated_publish_delay_latency_9999pct,
+            aggregated_publish_delay_latency_99999pct,
+            aggregated_publish_delay_latency_max,
+            aggregated_publish_delay_latency_quantiles
+        )
+    }
+
+    fn end_to_end_latency(&self) -> LatencyView<'_> {
+        latency_view!(
+            self,
+            LatencyKind::EndToEnd,
+            end_to_end_latency_avg,
+            end_to_end_latency_50pct,
+            end_to_end_latency_75pct,
+            end_to_end_latency_95pct,
+            end_to_end_latency_99pct,
+            end_to_end_latency_999pct,
+            end_to_end_latency_9999pct,
+            end_to_end_latency_99999pct,
+            end_to_end_latency_max,
+            aggregated_end_to_end_latency_avg,
+            aggregated_end_to_end_latency_50pct,
+            aggregated_end_to_end_latency_75pct,
+            aggregated_end_to_end_latency_95pct,
+            aggregated_end_to_end_latency_99pct,
+            aggregated_end_to_end_latency_999pct,
+            aggregated_end_to_end_latency_9999pct,
+            aggregated_end_to_end_latency_99999pct,
+            aggregated_end_to_end_latency_max,
+            aggregated_end_to_end_latency_quantiles
+        )
     }
 }
 
