@@ -24,4 +24,5 @@ pub mod membership;
 pub mod quorum;
 pub mod raft_store;
 pub mod records;
+pub mod replication;
 pub mod transport;
