@@ -18,6 +18,7 @@
 //! `Send` futures, which a glommio broker cannot give it without a second runtime.
 
 pub mod controller;
+pub mod follower;
 pub mod image;
 pub mod logging;
 pub mod membership;
