@@ -17,6 +17,7 @@
 //! drives storage and network through its own async traits on a tokio runtime, with
 //! `Send` futures, which a glommio broker cannot give it without a second runtime.
 
+pub mod config;
 pub mod controller;
 pub mod follower;
 pub mod image;

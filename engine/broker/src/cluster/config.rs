@@ -1,0 +1,151 @@
+//! How a broker joins a cluster: its controller listener, the quorum's voters as
+//! Kafka writes `controller.quorum.voters`, and the cluster id its data directory
+//! belongs to.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::records::NodeId;
+use corelog_engine::error::EngineError;
+use corelog_engine::storage::dma::replace_file_durably;
+
+/// The file in the data directory's `corelog+meta/` that names its cluster.
+pub const CLUSTER_ID_FILE: &str = "cluster-id";
+
+/// A broker's part in a cluster (absent: a single broker, as before clusters).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where this node's quorum peers reach it (`controller.listener`).
+    pub controller_listen: SocketAddr,
+    /// Every voter and its controller listener, this node among them.
+    pub voters: Vec<(NodeId, String)>,
+    /// The cluster this node belongs to: required on the first start (every node
+    /// the same, as `kafka-storage format --cluster-id`), checked on later ones.
+    pub cluster_id: Option<String>,
+    /// A broker silent for longer is fenced (`broker.session.timeout.ms`).
+    pub session_timeout: Duration,
+    /// How often a broker heartbeats (`broker.heartbeat.interval.ms`).
+    pub heartbeat_interval: Duration,
+    /// A follower not caught up for longer leaves the ISR (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(controller_listen: SocketAddr, voters: Vec<(NodeId, String)>) -> ClusterConfig {
+        ClusterConfig {
+            controller_listen,
+            voters,
+            cluster_id: None,
+            session_timeout: Duration::from_millis(9_000),
+            heartbeat_interval: Duration::from_millis(2_000),
+            replica_lag_time_max: Duration::from_millis(30_000),
+        }
+    }
+}
+
+/// Parses `controller.quorum.voters`: `id@host:port` entries separated by commas,
+/// each id once.
+pub fn parse_voters(text: &str) -> Result<Vec<(NodeId, String)>, String> {
+    let mut voters = Vec::new();
+    let mut ids = BTreeSet::new();
+    for entry in text.split(',').map(str::trim) {
+        let (id, address) = entry.split_once('@').ok_or_else(|| format!("voter {entry:?} is not id@host:port"))?;
+        let id: NodeId =
+            id.parse().ok().filter(|id| *id >= 0).ok_or_else(|| format!("voter {entry:?}: bad node id"))?;
+        let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("voter {entry:?}: no port"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!("voter {entry:?}: expected host:port"));
+        }
+        if !ids.insert(id) {
+            return Err(format!("node id {id} is named twice in the voters"));
+        }
+        voters.push((id, address.to_string()));
+    }
+    Ok(voters)
+}
+
+/// The cluster id of the data directory whose meta directory is `meta_dir`: the one
+/// it holds, checked against `wanted` when both exist; `wanted` stored durably on
+/// the first start; an error when a cluster node has neither.
+pub fn cluster_id(meta_dir: &Path, wanted: Option<&str>, node_id: NodeId) -> Result<String, EngineError> {
+    let path = meta_dir.join(CLUSTER_ID_FILE);
+    let stored = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().to_string()).filter(|t| !t.is_empty()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(EngineError::io("read", &path, error)),
+    };
+    match (stored, wanted) {
+        (Some(stored), Some(wanted)) if stored != wanted => Err(EngineError::DataDirectory(format!(
+            "{} belongs to cluster {stored}, not {wanted}: refusing to start node {node_id} on another \
+             cluster's data (use an empty data directory to join {wanted})",
+            meta_dir.parent().unwrap_or(meta_dir).display()
+        ))),
+        (Some(stored), _) => Ok(stored),
+        (None, Some(wanted)) => {
+            validate_cluster_id(wanted).map_err(EngineError::DataDirectory)?;
+            replace_file_durably(&path, wanted.as_bytes())?;
+            Ok(wanted.to_string())
+        }
+        (None, None) => Err(EngineError::DataDirectory(format!(
+            "node {node_id} starts a cluster node on an empty data directory without --cluster-id: give every \
+             node of the cluster the same id (any 1-64 letters, digits, '-' or '_')"
+        ))),
+    }
+}
+
+fn validate_cluster_id(id: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match valid {
+        true => Ok(()),
+        false => Err(format!("cluster id {id:?}: expected 1-64 letters, digits, '-' or '_'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_are_read_as_kafka_writes_them_and_bad_lists_are_refused() {
+        let voters = parse_voters("0@127.0.0.1:19093, 1@localhost:19094,2@[::1]:19095").expect("valid");
+        assert_eq!(
+            voters,
+            vec![
+                (0, "127.0.0.1:19093".to_string()),
+                (1, "localhost:19094".to_string()),
+                (2, "[::1]:19095".to_string())
+            ]
+        );
+        for (bad, why) in [
+            ("0@127.0.0.1:19093,0@127.0.0.1:19094", "named twice"),
+            ("127.0.0.1:19093", "not id@host:port"),
+            ("x@127.0.0.1:19093", "bad node id"),
+            ("-1@127.0.0.1:19093", "bad node id"),
+            ("0@127.0.0.1", "no port"),
+            ("0@:19093", "host:port"),
+            ("0@h:99999", "host:port"),
+            ("", "not id@host:port"),
+        ] {
+            let error = parse_voters(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_cluster_id_is_stored_on_the_first_start_and_another_one_is_refused_later() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = dir.path().join("corelog+meta");
+        std::fs::create_dir_all(&meta).expect("meta dir");
+        let error = cluster_id(&meta, None, 1).expect_err("no id anywhere").to_string();
+        assert!(error.contains("--cluster-id"), "{error}");
+        assert!(cluster_id(&meta, Some("has space"), 1).is_err());
+        assert_eq!(cluster_id(&meta, Some("prod-1"), 1).expect("first start"), "prod-1");
+        assert_eq!(cluster_id(&meta, None, 1).expect("from the directory"), "prod-1");
+        assert_eq!(cluster_id(&meta, Some("prod-1"), 1).expect("same id"), "prod-1");
+        let error = cluster_id(&meta, Some("staging"), 1).expect_err("another cluster").to_string();
+        assert!(error.contains("belongs to cluster prod-1, not staging"), "{error}");
+        assert_eq!(std::fs::read_to_string(meta.join(CLUSTER_ID_FILE)).expect("file"), "prod-1", "not overwritten");
+    }
+}
