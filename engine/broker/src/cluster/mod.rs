@@ -23,6 +23,7 @@ pub mod follower;
 pub mod image;
 pub mod logging;
 pub mod membership;
+pub mod peer;
 pub mod quorum;
 pub mod raft_store;
 pub mod records;
