@@ -192,10 +192,17 @@ fn a_topic_created_again_gets_a_new_topic_id_and_keeps_it_across_a_restart() {
     let second = block_on(handle.create_topic(name.clone(), 2, TopicConfig::default())).expect("create again");
     assert_ne!(first.id, second.id);
     assert_eq!(second.id.version(), 4, "Kafka's topic ids are random UUIDs");
+    // A cluster's replicas all take the id their controller gave the topic.
+    let given = corelog_engine::types::TopicId(0x0123_4567_89ab_4def_8123_4567_89ab_cdef);
+    let replica = TopicName::new("replicated").expect("valid");
+    let created =
+        block_on(handle.create_topic_with_id(replica.clone(), given, 1, TopicConfig::default())).expect("create");
+    assert_eq!(created.id, given);
     engine.shutdown().expect("shutdown");
 
     let engine = Engine::start(config.clone()).expect("restart");
     assert_eq!(engine.handle().topic(&name).map(|m| m.id), Some(second.id));
+    assert_eq!(engine.handle().topic(&replica).map(|m| m.id), Some(given));
     engine.shutdown().expect("shutdown");
 
     // A properties file from before topic ids were stored: the id comes from the

@@ -103,6 +103,7 @@ pub(super) async fn create_topic(
     name: TopicName,
     partition_count: i32,
     config: TopicConfig,
+    id: Option<TopicId>,
 ) -> Result<TopicMetadata> {
     if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partition_count) {
         return Err(EngineError::InvalidPartitionCount(partition_count));
@@ -126,7 +127,11 @@ pub(super) async fn create_topic(
     std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create directory", &dir, e))?;
     // The topic directory's entry must be durable before anything in it is acknowledged.
     sync_dir_blocking(handle.data_dir())?;
-    let metadata = TopicMetadata { name, id: new_topic_id()?, partition_count, config };
+    let id = match id {
+        Some(id) => id,
+        None => new_topic_id()?,
+    };
+    let metadata = TopicMetadata { name, id, partition_count, config };
     let (opened, failed) = handle.open_partitions(&metadata, 0..partition_count, OnDamage::Fail).await;
     // The file's directory sync also makes the partition directories' entries durable.
     let committed = match failed {

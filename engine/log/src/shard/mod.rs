@@ -628,7 +628,22 @@ impl EngineHandle {
         config: TopicConfig,
     ) -> Result<TopicMetadata> {
         self.on_controller("create topic", move |handle| async move {
-            controller::create_topic(&handle, name, partition_count, config).await
+            controller::create_topic(&handle, name, partition_count, config, None).await
+        })
+        .await
+    }
+
+    /// [`EngineHandle::create_topic`] with the id a cluster's controller gave the
+    /// topic, so every replica's incarnation has the same id.
+    pub async fn create_topic_with_id(
+        &self,
+        name: TopicName,
+        id: TopicId,
+        partition_count: i32,
+        config: TopicConfig,
+    ) -> Result<TopicMetadata> {
+        self.on_controller("create topic", move |handle| async move {
+            controller::create_topic(&handle, name, partition_count, config, Some(id)).await
         })
         .await
     }
