@@ -27,5 +27,6 @@ pub mod peer;
 pub mod quorum;
 pub mod raft_store;
 pub mod records;
+pub mod replicas;
 pub mod replication;
 pub mod transport;
