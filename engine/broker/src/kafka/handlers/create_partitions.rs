@@ -7,7 +7,7 @@
 //! one broker would do anyway: one list per new partition, holding this broker.
 //! A topic named twice in one request fails both times with INVALID_REQUEST.
 //! The broker's internal topics are refused with TOPIC_AUTHORIZATION_FAILED (see
-//! [`internal_topic_refused`]): groups map to `__consumer_offsets` partitions by a
+//! [`Refusal::internal_topic`]): groups map to `__consumer_offsets` partitions by a
 //! hash modulo the partition count, so growing it would lose every group.
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -16,12 +16,9 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::config_resources::{failed, Failure};
-use super::{internal_topic_refused, RequestContext, Versions};
-use crate::is_internal;
+use super::resolve::{Intent, Refusal, TopicRef};
+use super::{RequestContext, Versions};
 use corelog_engine::config::PARTITIONS_PER_TOPIC_MAX;
-use corelog_engine::error::EngineError;
-use corelog_engine::types::TopicName;
 
 pub const VERSIONS: Versions = Versions::new(0, 3);
 
@@ -30,8 +27,8 @@ pub async fn handle(context: &RequestContext<'_>, request: CreatePartitionsReque
     for topic in &request.topics {
         let repeated = request.topics.iter().filter(|other| other.name == topic.name).count() > 1;
         let outcome = if repeated {
-            Err((
-                ResponseError::InvalidRequest.code(),
+            Err(Refusal::new(
+                ResponseError::InvalidRequest,
                 format!("topic {} appears more than once in the request", topic.name.0),
             ))
         } else {
@@ -40,23 +37,20 @@ pub async fn handle(context: &RequestContext<'_>, request: CreatePartitionsReque
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         results.push(match outcome {
             Ok(()) => result,
-            Err((code, message)) => {
-                result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)))
-            }
+            Err(refusal) => result
+                .with_error_code(refusal.error.code())
+                .with_error_message(Some(StrBytes::from_string(refusal.message))),
         });
     }
     CreatePartitionsResponse::default().with_results(results)
 }
 
-async fn grow(context: &RequestContext<'_>, topic: &CreatePartitionsTopic, validate_only: bool) -> Result<(), Failure> {
-    let name = TopicName::new(topic.name.0.as_str()).map_err(failed)?;
-    if is_internal(&name) {
-        return Err(internal_topic_refused(&name, "add partitions to it"));
-    }
-    let engine = &context.shard.engine;
-    let metadata = engine.topic(&name).ok_or_else(|| failed(EngineError::UnknownTopicOrPartition(name.to_string())))?;
-    let (current, wanted) = (metadata.partition_count, topic.count);
-    let invalid_partitions = |message: String| Err((ResponseError::InvalidPartitions.code(), message));
+async fn grow(context: &RequestContext<'_>, topic: &CreatePartitionsTopic, validate_only: bool) -> Result<(), Refusal> {
+    let resolved =
+        context.resolver().topic(TopicRef::Name(topic.name.0.as_str()), Intent::Alter("add partitions to it"))?;
+    let name = resolved.name();
+    let (current, wanted) = (resolved.metadata()?.partition_count, topic.count);
+    let invalid_partitions = |message: String| Err(Refusal::new(ResponseError::InvalidPartitions, message));
     if wanted < current {
         return invalid_partitions(format!("topic {name} has {current} partitions and cannot shrink to {wanted}"));
     }
@@ -72,8 +66,8 @@ async fn grow(context: &RequestContext<'_>, topic: &CreatePartitionsTopic, valid
         let node_id = context.shard.broker.config.node_id;
         let new_partitions = (wanted - current) as usize;
         if assignments.len() != new_partitions {
-            return Err((
-                ResponseError::InvalidReplicaAssignment.code(),
+            return Err(Refusal::new(
+                ResponseError::InvalidReplicaAssignment,
                 format!(
                     "{} assignments given for the {new_partitions} new partitions of topic {name}",
                     assignments.len()
@@ -81,8 +75,8 @@ async fn grow(context: &RequestContext<'_>, topic: &CreatePartitionsTopic, valid
             ));
         }
         if assignments.iter().any(|assignment| assignment.broker_ids.iter().map(|id| id.0).ne([node_id])) {
-            return Err((
-                ResponseError::InvalidReplicaAssignment.code(),
+            return Err(Refusal::new(
+                ResponseError::InvalidReplicaAssignment,
                 format!("this cluster is one broker, {node_id}: every new partition's replicas must be [{node_id}]"),
             ));
         }
@@ -92,7 +86,7 @@ async fn grow(context: &RequestContext<'_>, topic: &CreatePartitionsTopic, valid
     }
     // The engine checks the count again under its registry lock: another connection
     // may have grown the topic since.
-    engine.create_partitions(&name, wanted).await.map_err(failed)?;
+    context.shard.engine.create_partitions(name, wanted).await?;
     tracing::info!("grew topic {name} from {current} to {wanted} partitions");
     Ok(())
 }

@@ -12,18 +12,18 @@
 //! that takes one round trip first, for the high watermark as it is at that place
 //! in the partition's order. The deletes then run concurrently, each on its shard.
 //!
-//! The broker's internal topics are refused with INVALID_TOPIC_EXCEPTION, as Kafka's
-//! `ReplicaManager.deleteRecordsOnLocalLog` refuses them ("Cannot delete records of
+//! The broker's internal topics are refused with INVALID_TOPIC_EXCEPTION (resolved
+//! as an [`Intent::Write`]), as Kafka's `ReplicaManager.deleteRecordsOnLocalLog`
+//! refuses them ("Cannot delete records of
 //! internal topic"): deleting records of `__consumer_offsets` would erase committed
 //! offsets.
 
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
-use kafka_protocol::ResponseError;
 
+use super::resolve::{Intent, PartitionRef, TopicRef};
 use super::{PerPartition, RequestContext, Versions};
-use crate::is_internal;
-use crate::kafka::errors::error_code;
+use crate::kafka::errors::response_error;
 use corelog_engine::types::Offset;
 
 pub const VERSIONS: Versions = Versions::new(0, 2);
@@ -39,26 +39,24 @@ pub async fn dispatch(
     request: DeleteRecordsRequest,
 ) -> impl std::future::Future<Output = DeleteRecordsResponse> {
     let engine = &context.shard.engine;
+    let resolver = context.resolver();
     let mut work = PerPartition::new();
     for topic in request.topics {
-        let raw_name = topic.name.0.to_string();
+        let resolved = resolver.topic(TopicRef::Name(topic.name.0.as_str()), Intent::Write);
         work.topic(
-            engine,
             topic.name,
-            &raw_name,
+            &resolved,
             topic.partitions,
-            |p| p.partition_index,
-            |partition, wanted| async move {
-                if is_internal(&partition.topic) {
-                    return Err(ResponseError::InvalidTopicException.code());
-                }
+            |p| PartitionRef::new(p.partition_index),
+            |resolved, wanted| async move {
+                let partition = resolved.partition;
                 let offset = if wanted.offset == HIGH_WATERMARK {
-                    engine.stats(&partition).await.map_err(|e| error_code(&e))?.high_watermark
+                    engine.stats(&partition).await.map_err(|e| response_error(&e))?.high_watermark
                 } else {
                     Offset(wanted.offset)
                 };
                 tracing::info!("deleting records of {partition} below {offset}");
-                engine.dispatch_delete_records(&partition, offset).await.map_err(|e| error_code(&e))
+                engine.dispatch_delete_records(&partition, offset).await.map_err(|e| response_error(&e))
             },
         )
         .await;
@@ -78,7 +76,7 @@ async fn respond(work: PerPartition<kafka_protocol::messages::TopicName, Offset>
                     let result = DeleteRecordsPartitionResult::default().with_partition_index(index);
                     match answer {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark.0),
-                        Err(code) => result.with_error_code(code).with_low_watermark(INVALID_LOW_WATERMARK),
+                        Err(error) => result.with_error_code(error.code()).with_low_watermark(INVALID_LOW_WATERMARK),
                     }
                 })
                 .collect();

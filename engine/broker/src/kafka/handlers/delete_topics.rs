@@ -1,16 +1,15 @@
 //! DeleteTopics (key 20), v1–v5: removes topics and their data.
 //!
 //! The broker's internal topics are refused with TOPIC_AUTHORIZATION_FAILED (see
-//! [`internal_topic_refused`]): deleting `__consumer_offsets` would erase every
+//! [`Refusal::internal_topic`]): deleting `__consumer_offsets` would erase every
 //! group's committed offsets.
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{internal_topic_refused, RequestContext, Versions};
-use crate::is_internal;
-use crate::kafka::errors::error_code;
+use super::resolve::{Intent, Refusal, TopicRef};
+use super::{RequestContext, Versions};
 use corelog_engine::types::TopicName;
 
 pub const VERSIONS: Versions = Versions::new(1, 5);
@@ -19,21 +18,23 @@ pub async fn handle(context: &RequestContext<'_>, request: DeleteTopicsRequest) 
     let mut responses = Vec::with_capacity(request.topic_names.len());
     for raw_name in request.topic_names {
         let mut result = DeletableTopicResult::default().with_name(Some(raw_name.clone()));
-        let deleted = match TopicName::new(raw_name.0.as_str()) {
-            Ok(name) if is_internal(&name) => Err(internal_topic_refused(&name, "delete it")),
-            Ok(name) => match context.shard.engine.delete_topic(&name).await {
-                Ok(()) => Ok(name),
-                Err(error) => Err((error_code(&error), error.to_string())),
-            },
-            Err(error) => Err((error_code(&error), error.to_string())),
-        };
-        match deleted {
+        match delete(context, raw_name.0.as_str()).await {
             Ok(name) => tracing::info!("deleted topic {name}"),
-            Err((code, message)) => {
-                result = result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)));
+            Err(refusal) => {
+                result = result
+                    .with_error_code(refusal.error.code())
+                    .with_error_message(Some(StrBytes::from_string(refusal.message)));
             }
         }
         responses.push(result);
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Deletes the topic `raw_name`. Whether it exists is the engine's to say, under its
+/// registry lock: another connection may create or delete it meanwhile.
+async fn delete(context: &RequestContext<'_>, raw_name: &str) -> Result<TopicName, Refusal> {
+    let resolved = context.resolver().topic(TopicRef::Name(raw_name), Intent::Alter("delete it"))?;
+    context.shard.engine.delete_topic(resolved.name()).await?;
+    Ok(resolved.name().clone())
 }

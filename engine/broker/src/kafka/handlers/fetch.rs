@@ -22,11 +22,12 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
+use super::resolve::{partition_of, Intent, PartitionRef, TopicRef};
 use super::{first_of, RequestContext, Versions};
-use crate::kafka::errors::error_code;
+use crate::kafka::errors::response_error;
 use corelog_engine::log::ReadResult;
 use corelog_engine::shard::{Dispatched, EngineHandle};
-use corelog_engine::types::{Offset, PartitionId, TopicName, TopicPartition};
+use corelog_engine::types::{Offset, TopicPartition};
 
 pub const VERSIONS: Versions = Versions::new(4, 12);
 
@@ -34,7 +35,7 @@ pub const VERSIONS: Versions = Versions::new(4, 12);
 const MAX_WAIT_MS_MAX: i32 = 30_000;
 
 struct Wanted {
-    partition: Result<TopicPartition, i16>,
+    partition: Result<TopicPartition, ResponseError>,
     fetch_offset: Offset,
     partition_max_bytes: usize,
 }
@@ -46,22 +47,19 @@ pub async fn dispatch(
     request: FetchRequest,
 ) -> impl std::future::Future<Output = FetchResponse> {
     let engine = context.shard.engine.clone();
+    let resolver = context.resolver();
     let started = Instant::now();
     let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
 
     let mut shape = Vec::with_capacity(request.topics.len());
     let mut wanted = Vec::new();
     for topic in &request.topics {
-        let name = TopicName::new(topic.topic.0.as_str()).map_err(|e| error_code(&e));
-        let partition_count = name.as_ref().ok().and_then(|n| engine.topic(n)).map_or(0, |m| m.partition_count);
+        let resolved = resolver.topic(TopicRef::Name(topic.topic.0.as_str()), Intent::Read);
         for fetch in &topic.partitions {
-            let partition = match &name {
-                Ok(_) if !(0..partition_count).contains(&fetch.partition) => {
-                    Err(ResponseError::UnknownTopicOrPartition.code())
-                }
-                Ok(name) => Ok(TopicPartition::new(name.clone(), PartitionId(fetch.partition))),
-                Err(code) => Err(*code),
-            };
+            // The current leader epoch (v9+) is not checked (see `resolve`'s limits).
+            let partition = partition_of(&resolved, PartitionRef::new(fetch.partition))
+                .map(|resolved| resolved.partition)
+                .map_err(|refusal| refusal.error);
             wanted.push(Wanted {
                 partition,
                 fetch_offset: Offset(fetch.fetch_offset),
@@ -85,7 +83,7 @@ async fn respond(
     started: Instant,
     shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
     wanted: Vec<Wanted>,
-    mut results: Vec<Result<ReadResult, i16>>,
+    mut results: Vec<Result<ReadResult, ResponseError>>,
 ) -> FetchResponse {
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -133,8 +131,8 @@ async fn respond(
                             .with_last_stable_offset(read.high_watermark.0)
                             .with_log_start_offset(read.log_start_offset.0)
                             .with_records(Some(Bytes::from(read.bytes))),
-                        Some(Err(code)) => data
-                            .with_error_code(code)
+                        Some(Err(error)) => data
+                            .with_error_code(error.code())
                             .with_high_watermark(-1)
                             .with_last_stable_offset(-1)
                             .with_log_start_offset(-1),
@@ -153,15 +151,15 @@ async fn dispatch_reads(
     engine: &EngineHandle,
     wanted: &[Wanted],
     max_bytes: usize,
-) -> Vec<Result<Dispatched<ReadResult>, i16>> {
+) -> Vec<Result<Dispatched<ReadResult>, ResponseError>> {
     let mut reads = Vec::with_capacity(wanted.len());
     for w in wanted {
         let read = match &w.partition {
             Ok(partition) => {
                 let budget = w.partition_max_bytes.min(max_bytes);
-                engine.dispatch_read(partition, w.fetch_offset, budget, None).await.map_err(|error| error_code(&error))
+                engine.dispatch_read(partition, w.fetch_offset, budget, None).await.map_err(|e| response_error(&e))
             }
-            Err(code) => Err(*code),
+            Err(error) => Err(*error),
         };
         reads.push(read);
     }
@@ -172,14 +170,14 @@ async fn dispatch_reads(
 /// response budget in request order: once `max_bytes` is spent, later partitions
 /// return no records (but the first non-empty one is always kept).
 async fn read_replies(
-    reads: Vec<Result<Dispatched<ReadResult>, i16>>,
+    reads: Vec<Result<Dispatched<ReadResult>, ResponseError>>,
     max_bytes: usize,
-) -> Vec<Result<ReadResult, i16>> {
+) -> Vec<Result<ReadResult, ResponseError>> {
     let mut results = Vec::with_capacity(reads.len());
     for read in reads {
         results.push(match read {
-            Ok(pending) => pending.reply().await.map_err(|error| error_code(&error)),
-            Err(code) => Err(code),
+            Ok(pending) => pending.reply().await.map_err(|error| response_error(&error)),
+            Err(error) => Err(error),
         });
     }
     let mut spent = 0usize;

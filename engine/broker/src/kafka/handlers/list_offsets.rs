@@ -6,8 +6,9 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use super::resolve::{Intent, PartitionRef, TopicRef, LEADER_EPOCH};
 use super::{PerPartition, RequestContext, Versions};
-use crate::kafka::errors::error_code;
+use crate::kafka::errors::response_error;
 use corelog_engine::log::OffsetSpec;
 use corelog_engine::types::{Offset, TimestampMs};
 
@@ -23,23 +24,24 @@ pub async fn dispatch(
     request: ListOffsetsRequest,
 ) -> impl std::future::Future<Output = ListOffsetsResponse> {
     let engine = &context.shard.engine;
+    let resolver = context.resolver();
     let mut work = PerPartition::new();
     for topic in request.topics {
-        let raw_name = topic.name.0.to_string();
+        let resolved = resolver.topic(TopicRef::Name(topic.name.0.as_str()), Intent::Read);
         work.topic(
-            engine,
             topic.name,
-            &raw_name,
+            &resolved,
             topic.partitions,
-            |p| p.partition_index,
-            |partition, wanted| async move {
+            // The current leader epoch (v4+) is not checked (see `resolve`'s limits).
+            |p| PartitionRef::new(p.partition_index),
+            |resolved, wanted| async move {
                 let spec = match wanted.timestamp {
                     LATEST => OffsetSpec::Latest,
                     EARLIEST => OffsetSpec::Earliest,
                     timestamp if timestamp >= 0 => OffsetSpec::Timestamp(TimestampMs(timestamp)),
-                    _ => return Err(ResponseError::UnsupportedVersion.code()),
+                    _ => return Err(ResponseError::UnsupportedVersion),
                 };
-                engine.dispatch_list_offset(&partition, spec).await.map_err(|error| error_code(&error))
+                engine.dispatch_list_offset(&resolved.partition, spec).await.map_err(|error| response_error(&error))
             },
         )
         .await;
@@ -60,7 +62,7 @@ async fn respond(
                 .into_iter()
                 .map(|(index, answer)| {
                     // The leader epoch field exists from v4; below it must stay at its default.
-                    let leader_epoch = if version >= 4 { 0 } else { -1 };
+                    let leader_epoch = if version >= 4 { LEADER_EPOCH.0 } else { -1 };
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(index)
                         .with_leader_epoch(leader_epoch);
@@ -68,7 +70,7 @@ async fn respond(
                         Ok(Some((offset, timestamp))) => response.with_offset(offset.0).with_timestamp(timestamp.0),
                         // No batch that recent: Kafka answers offset -1.
                         Ok(None) => response.with_offset(-1).with_timestamp(-1),
-                        Err(code) => response.with_error_code(code).with_offset(-1).with_timestamp(-1),
+                        Err(error) => response.with_error_code(error.code()).with_offset(-1).with_timestamp(-1),
                     }
                 })
                 .collect();

@@ -14,11 +14,11 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::resolve::{Intent, Refusal, TopicRef, LEADER_EPOCH};
 use super::{RequestContext, Versions};
-use crate::kafka::errors::error_code;
 use corelog_engine::error::EngineError;
 use corelog_engine::shard::TopicMetadata;
-use corelog_engine::types::{PartitionId, TopicName};
+use corelog_engine::types::PartitionId;
 
 pub const VERSIONS: Versions = Versions::new(0, 12);
 
@@ -46,7 +46,9 @@ pub async fn handle(context: &RequestContext<'_>, request: MetadataRequest) -> M
             for raw_name in names {
                 let entry = match lookup(context, raw_name.0.as_str(), allow_create).await {
                     Ok(metadata) => topic_entry(context, &metadata, node_id),
-                    Err(error) => MetadataResponseTopic::default().with_name(Some(raw_name)).with_error_code(error),
+                    Err(refusal) => {
+                        MetadataResponseTopic::default().with_name(Some(raw_name)).with_error_code(refusal.error.code())
+                    }
                 };
                 topics.push(entry);
             }
@@ -60,16 +62,16 @@ pub async fn handle(context: &RequestContext<'_>, request: MetadataRequest) -> M
         .with_topics(topics)
 }
 
-/// The topic's metadata, creating it if allowed. Errors are Kafka error codes.
-async fn lookup(context: &RequestContext<'_>, raw_name: &str, allow_create: bool) -> Result<TopicMetadata, i16> {
-    let name = TopicName::new(raw_name).map_err(|e| error_code(&e))?;
+/// The topic's metadata, creating it if allowed.
+async fn lookup(context: &RequestContext<'_>, raw_name: &str, allow_create: bool) -> Result<TopicMetadata, Refusal> {
+    let topic = context.resolver().topic(TopicRef::Name(raw_name), Intent::Describe)?;
+    match topic.metadata() {
+        Ok(metadata) => return Ok(metadata.clone()),
+        Err(unknown) if !allow_create => return Err(unknown),
+        Err(_) => {}
+    }
+    let name = topic.name();
     let engine = &context.shard.engine;
-    if let Some(metadata) = engine.topic(&name) {
-        return Ok(metadata);
-    }
-    if !allow_create {
-        return Err(ResponseError::UnknownTopicOrPartition.code());
-    }
     let broker = &context.shard.broker;
     match engine
         .create_topic(name.clone(), broker.config.default_partitions, broker.config.topic_defaults.clone())
@@ -81,9 +83,9 @@ async fn lookup(context: &RequestContext<'_>, raw_name: &str, allow_create: bool
         }
         // Another connection created it first.
         Err(EngineError::TopicAlreadyExists(_)) => {
-            engine.topic(&name).ok_or(ResponseError::UnknownTopicOrPartition.code())
+            context.resolver().topic(TopicRef::Name(raw_name), Intent::Describe)?.metadata().cloned()
         }
-        Err(error) => Err(error_code(&error)),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -94,7 +96,7 @@ fn topic_entry(context: &RequestContext<'_>, metadata: &TopicMetadata, node_id: 
             let partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(node_id)
-                .with_leader_epoch(0)
+                .with_leader_epoch(LEADER_EPOCH.0)
                 .with_replica_nodes(vec![node_id]);
             if offline.contains(&PartitionId(index)) {
                 partition

@@ -9,6 +9,16 @@
 //! any shard through [`corelog_engine::shard::EngineHandle`], which routes each operation to
 //! the owner shard's queue, and groups through their coordinator's queue.
 //!
+//! Topics and partitions. Every handler resolves the topics and partitions a request
+//! names through [`resolve`] ([`RequestContext::resolver`]), which answers Kafka's
+//! errors for them (invalid name, unknown topic, topic id or partition, internal
+//! topic refused, current leader epoch), and is where a replicated cluster's
+//! leadership check goes. Errors are [`ResponseError`]s until a response field takes
+//! their code ([`wire_code`]); [`crate::kafka::errors`] is the one mapping from engine
+//! errors. Not yet the config handlers (`config_resources.rs` and its users) and
+//! CreateTopics, which resolve their resources, and carry `(code, message)`
+//! failures, their own way.
+//!
 //! Request order. Kafka never reorders the requests of one connection, yet the
 //! connection pipelines them (several in flight). So a request is handled in two
 //! stages, as Redpanda's `dispatched` and `produced`: `dispatch` returns once every
@@ -51,12 +61,16 @@ pub mod offset_commit;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod resolve;
 pub mod sync_group;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::ResponseError;
 
+use crate::kafka::errors::response_error;
 use crate::ShardContext;
 use corelog_engine::shard::Dispatched;
+use resolve::{PartitionRef, Refusal, ResolvedPartition, ResolvedTopic, Resolver};
 
 /// An inclusive range of request versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +95,14 @@ pub struct RequestContext<'a> {
     pub header: &'a RequestHeader,
     /// The request's API version (responses are encoded at the same version).
     pub version: i16,
+}
+
+impl RequestContext<'_> {
+    /// Resolves the request's topics and partitions against the engine's registry:
+    /// the one way handlers look them up (see [`resolve`]).
+    pub fn resolver(&self) -> Resolver<'_> {
+        Resolver::new(&self.shard.engine)
+    }
 }
 
 /// Runs one handler of the [`served!`] table, staged or not (see the module doc).
@@ -172,42 +194,20 @@ pub async fn first_of<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
     .await
 }
 
-/// The partitions one topic of a request names, each resolved against the engine
-/// (or answered with the Kafka error code: invalid topic name, unknown topic or
-/// partition), in request order, with the request's per-partition item.
-pub fn resolve_partitions<T>(
-    engine: &corelog_engine::shard::EngineHandle,
-    topic: &str,
-    items: Vec<T>,
-    index_of: impl Fn(&T) -> i32,
-) -> Vec<(i32, Result<corelog_engine::types::TopicPartition, i16>, T)> {
-    use corelog_engine::types::{PartitionId, TopicName, TopicPartition};
-    let name = TopicName::new(topic).map_err(|e| crate::kafka::errors::error_code(&e));
-    let partition_count = name.as_ref().ok().and_then(|n| engine.topic(n)).map_or(0, |m| m.partition_count);
-    items
-        .into_iter()
-        .map(|item| {
-            let index = index_of(&item);
-            let partition = match &name {
-                Ok(_) if !(0..partition_count).contains(&index) => {
-                    Err(kafka_protocol::ResponseError::UnknownTopicOrPartition.code())
-                }
-                Ok(name) => Ok(TopicPartition::new(name.clone(), PartitionId(index))),
-                Err(code) => Err(*code),
-            };
-            (index, partition, item)
-        })
-        .collect()
+/// The wire's error code of an optional error: 0 (Kafka's NONE) for none. Handlers
+/// carry [`ResponseError`]s and turn them into codes only when they fill a response.
+pub fn wire_code(error: Option<ResponseError>) -> i16 {
+    error.map_or(0, |error| error.code())
 }
 
 /// Per-partition ops of a staged request: queued one after the other in request
 /// order by [`PerPartition::topic`] (the dispatch stage), their replies then awaited
 /// together by [`PerPartition::replies`] and handed back grouped by topic in request
-/// order: `(topic, [(partition index, reply or error code)])`.
+/// order: `(topic, [(partition index, reply or error)])`.
 pub struct PerPartition<N, T> {
     shape: Vec<(N, Vec<i32>)>,
     /// One per partition index of `shape`, in the same order.
-    dispatched: Vec<Result<Dispatched<T>, i16>>,
+    dispatched: Vec<Result<Dispatched<T>, ResponseError>>,
 }
 
 impl<N, T> Default for PerPartition<N, T> {
@@ -221,26 +221,30 @@ impl<N: std::fmt::Debug, T> PerPartition<N, T> {
         Self::default()
     }
 
-    /// Adds one topic: `dispatch` queues the op of every partition that exists, in
-    /// request order, each before the next starts (or answers an error code).
-    /// Partitions that do not resolve are answered with their error code.
+    /// Adds one topic, resolved by the handler (see [`resolve`]): each of `items`
+    /// names a partition (`partition_ref`); `dispatch` queues the op of every partition that
+    /// resolves, in request order, each before the next starts (or answers an
+    /// error). Partitions that do not resolve are answered with their refusal.
     pub async fn topic<I, F>(
         &mut self,
-        engine: &corelog_engine::shard::EngineHandle,
         name: N,
-        raw_name: &str,
+        topic: &Result<ResolvedTopic, Refusal>,
         items: Vec<I>,
-        index_of: impl Fn(&I) -> i32,
-        mut dispatch: impl FnMut(corelog_engine::types::TopicPartition, I) -> F,
+        partition_ref: impl Fn(&I) -> PartitionRef,
+        mut dispatch: impl FnMut(ResolvedPartition, I) -> F,
     ) where
-        F: std::future::Future<Output = Result<Dispatched<T>, i16>>,
+        F: std::future::Future<Output = Result<Dispatched<T>, ResponseError>>,
     {
         let mut indexes = Vec::with_capacity(items.len());
-        for (index, partition, item) in resolve_partitions(engine, raw_name, items, index_of) {
-            indexes.push(index);
-            let dispatched = match partition {
+        for item in items {
+            let wanted = partition_ref(&item);
+            indexes.push(wanted.index);
+            let dispatched = match resolve::partition_of(topic, wanted) {
                 Ok(partition) => dispatch(partition, item).await,
-                Err(code) => Err(code),
+                Err(refusal) => {
+                    tracing::debug!("topic {name:?} partition {}: {}", wanted.index, refusal.message);
+                    Err(refusal.error)
+                }
             };
             self.dispatched.push(dispatched);
         }
@@ -249,7 +253,7 @@ impl<N: std::fmt::Debug, T> PerPartition<N, T> {
 
     /// Waits for every reply. They are all queued already, so waiting for them one
     /// after the other takes as long as the slowest.
-    pub async fn replies(self) -> Vec<(N, Vec<(i32, Result<T, i16>)>)> {
+    pub async fn replies(self) -> Vec<(N, Vec<(i32, Result<T, ResponseError>)>)> {
         let mut dispatched = self.dispatched.into_iter();
         let mut replies = Vec::with_capacity(self.shape.len());
         for (name, indexes) in self.shape {
@@ -259,9 +263,9 @@ impl<N: std::fmt::Debug, T> PerPartition<N, T> {
                 let reply = match next {
                     Ok(pending) => pending.reply().await.map_err(|error| {
                         tracing::debug!("topic {name:?} partition {index}: {error}");
-                        crate::kafka::errors::error_code(&error)
+                        response_error(&error)
                     }),
-                    Err(code) => Err(code),
+                    Err(error) => Err(error),
                 };
                 answered.push((index, reply));
             }
@@ -271,19 +275,9 @@ impl<N: std::fmt::Debug, T> PerPartition<N, T> {
     }
 }
 
-/// The answer to an admin request that would change one of the broker's internal
-/// topics ([`crate::is_internal`]): TOPIC_AUTHORIZATION_FAILED, what a Kafka
-/// broker answers a principal without the ALTER, DELETE or ALTER_CONFIGS permission
-/// on the topic (`KafkaApis.handleDeleteTopicsRequest`,
-/// `handleCreatePartitionsRequest`, `configsAuthorizationApiError`). Kafka itself
-/// leaves these to its ACLs; corelog has none, and no client holds the permission.
-/// `action` completes "clients may not ...".
+/// [`Refusal::internal_topic`] as the config handlers carry their failures, a
+/// Kafka error code with its message.
 pub fn internal_topic_refused(topic: &corelog_engine::types::TopicName, action: &str) -> (i16, String) {
-    (
-        kafka_protocol::ResponseError::TopicAuthorizationFailed.code(),
-        format!(
-            "{topic} is the broker's internal topic: the group coordinator writes it and replays it at start-up, \
-             so clients may read it but not {action}"
-        ),
-    )
+    let refusal = Refusal::internal_topic(topic, action);
+    (refusal.error.code(), refusal.message)
 }

@@ -2,7 +2,9 @@
 //! `__consumer_offsets`. The answer comes once the commit is durable (the topic is
 //! `fsync.policy=always`). Members of a group must name the current generation;
 //! clients outside group management commit with generation -1 into empty groups.
-//! Partitions of topics that do not exist get UNKNOWN_TOPIC_OR_PARTITION.
+//! Partitions of topics that do not exist get UNKNOWN_TOPIC_OR_PARTITION, and so do
+//! those of topics whose names are invalid: Kafka's `handleOffsetCommitRequest`
+//! only asks its metadata cache whether the partition exists.
 //!
 //! Staged (see the handlers' module doc): the request is dispatched once the commit
 //! is on the coordinator's queue, so of two commits pipelined on one connection the
@@ -12,9 +14,10 @@ use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponseParti
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
-use super::{RequestContext, Versions};
+use super::resolve::{partition_of, Intent, PartitionRef, TopicRef};
+use super::{wire_code, RequestContext, Versions};
 use crate::group::{CommitRequest, CommitResponse, CommittedOffset, GenerationId, GroupId, MemberId};
-use corelog_engine::types::{LeaderEpoch, Offset, PartitionId, TopicName, TopicPartition};
+use corelog_engine::types::{LeaderEpoch, Offset};
 
 pub const VERSIONS: Versions = Versions::new(2, 9);
 
@@ -24,21 +27,16 @@ pub async fn dispatch(
     context: &RequestContext<'_>,
     request: OffsetCommitRequest,
 ) -> impl std::future::Future<Output = OffsetCommitResponse> {
-    let engine = &context.shard.engine;
-    // (topic index, partition index, Some(error) or None: asked of the coordinator)
-    let mut shape: Vec<(usize, i32, Option<i16>)> = Vec::new();
+    let resolver = context.resolver();
+    let mut shape: Vec<(usize, i32, Answer)> = Vec::new();
     let mut offsets = Vec::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
-        let name = TopicName::new(topic.name.0.as_str()).ok();
-        let partition_count = name.as_ref().and_then(|n| engine.topic(n)).map_or(0, |m| m.partition_count);
+        let resolved = resolver.topic(TopicRef::Name(topic.name.0.as_str()), Intent::Describe);
         for partition in &topic.partitions {
-            let known = name.as_ref().filter(|_| (0..partition_count).contains(&partition.partition_index));
-            let Some(name) = known else {
-                shape.push((
-                    topic_index,
-                    partition.partition_index,
-                    Some(ResponseError::UnknownTopicOrPartition.code()),
-                ));
+            let Ok(resolved) = partition_of(&resolved, PartitionRef::new(partition.partition_index)) else {
+                // Whatever the refusal, an invalid name's too (see the module doc).
+                let refused = Answer::Refused(ResponseError::UnknownTopicOrPartition);
+                shape.push((topic_index, partition.partition_index, refused));
                 continue;
             };
             let committed = CommittedOffset {
@@ -47,8 +45,8 @@ pub async fn dispatch(
                 metadata: partition.committed_metadata.as_ref().map(|m| m.to_string()),
                 commit_timestamp_ms: 0,
             };
-            offsets.push((TopicPartition::new(name.clone(), PartitionId(partition.partition_index)), committed));
-            shape.push((topic_index, partition.partition_index, None));
+            offsets.push((resolved.partition, committed));
+            shape.push((topic_index, partition.partition_index, Answer::Coordinator));
         }
     }
     let committed = if offsets.is_empty() {
@@ -66,11 +64,19 @@ pub async fn dispatch(
     respond(request, shape, committed)
 }
 
-/// `shape` as `dispatch` made it: (topic index, partition index, Some(error) or
-/// None: asked of the coordinator, whose answer `committed` brings).
+/// Who answers one partition of the request.
+enum Answer {
+    /// The handler, refusing it.
+    Refused(ResponseError),
+    /// The coordinator, in the order of the commit's offsets.
+    Coordinator,
+}
+
+/// `shape` as `dispatch` made it: (topic index, partition index, who answers), the
+/// coordinator's answers in `committed`.
 async fn respond(
     request: OffsetCommitRequest,
-    shape: Vec<(usize, i32, Option<i16>)>,
+    shape: Vec<(usize, i32, Answer)>,
     committed: Option<impl std::future::Future<Output = CommitResponse>>,
 ) -> OffsetCommitResponse {
     let mut results = match committed {
@@ -79,16 +85,15 @@ async fn respond(
     };
     let mut topics: Vec<OffsetCommitResponseTopic> =
         request.topics.iter().map(|t| OffsetCommitResponseTopic::default().with_name(t.name.clone())).collect();
-    for (topic_index, partition_index, error) in shape {
-        let error = match error {
-            Some(code) => code,
-            None => match results.next() {
-                Some(result) => result.map_or(0, |e| e.code()),
-                None => ResponseError::UnknownServerError.code(),
-            },
+    for (topic_index, partition_index, answer) in shape {
+        let error = match answer {
+            Answer::Refused(error) => Some(error),
+            Answer::Coordinator => results.next().unwrap_or(Some(ResponseError::UnknownServerError)),
         };
         topics[topic_index].partitions.push(
-            OffsetCommitResponsePartition::default().with_partition_index(partition_index).with_error_code(error),
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(partition_index)
+                .with_error_code(wire_code(error)),
         );
     }
     OffsetCommitResponse::default().with_topics(topics)

@@ -11,9 +11,10 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{RequestContext, Versions};
+use super::resolve::{Intent, TopicRef};
+use super::{wire_code, RequestContext, Versions};
 use crate::group::{CommittedOffset, FetchRequest, GroupError, GroupId};
-use corelog_engine::types::{PartitionId, TopicName, TopicPartition};
+use corelog_engine::types::{PartitionId, TopicPartition};
 
 pub const VERSIONS: Versions = Versions::new(1, 9);
 
@@ -51,18 +52,27 @@ async fn fetch_group(
         }
         return GroupFetch { error: response.error, topics: grouped };
     };
+    // Commits are kept for any topic name, existing or not: only the name is checked.
+    let resolver = context.resolver();
+    let topics: Vec<_> = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let resolved = resolver.topic(TopicRef::Name(name.0.as_str()), Intent::Describe).ok();
+            (name, resolved, partitions)
+        })
+        .collect();
     let mut asked = Vec::new();
-    for (name, partitions) in &topics {
-        if let Ok(topic) = TopicName::new(name.0.as_str()) {
-            asked.extend(partitions.iter().map(|&index| TopicPartition::new(topic.clone(), PartitionId(index))));
+    for (_, resolved, partitions) in &topics {
+        if let Some(topic) = resolved {
+            asked.extend(partitions.iter().map(|&index| TopicPartition::new(topic.name().clone(), PartitionId(index))));
         }
     }
     let response = context.shard.groups.fetch(FetchRequest { group_id, partitions: Some(asked) }).await;
     let mut answers = response.offsets.into_iter();
     let topics = topics
         .into_iter()
-        .map(|(name, partitions)| {
-            let valid = TopicName::new(name.0.as_str()).is_ok();
+        .map(|(name, resolved, partitions)| {
+            let valid = resolved.is_some();
             let fetched = partitions
                 .into_iter()
                 .map(|partition_index| {
@@ -77,13 +87,11 @@ async fn fetch_group(
     GroupFetch { error: response.error, topics }
 }
 
-fn offset_fields(fetched: &Fetched) -> (i64, i32, Option<StrBytes>, i16) {
-    let error = fetched.error.map_or(0, |e| e.code());
+/// A partition's committed offset, leader epoch and metadata, as the response has them.
+fn offset_fields(fetched: &Fetched) -> (i64, i32, Option<StrBytes>) {
     match &fetched.committed {
-        Some(c) => {
-            (c.offset.0, c.leader_epoch.0, Some(StrBytes::from_string(c.metadata.clone().unwrap_or_default())), error)
-        }
-        None => (-1, -1, Some(StrBytes::default()), error),
+        Some(c) => (c.offset.0, c.leader_epoch.0, Some(StrBytes::from_string(c.metadata.clone().unwrap_or_default()))),
+        None => (-1, -1, Some(StrBytes::default())),
     }
 }
 
@@ -98,21 +106,19 @@ pub async fn handle(context: &RequestContext<'_>, request: OffsetFetchRequest) -
                 let partitions = partitions
                     .iter()
                     .map(|p| {
-                        let (offset, epoch, metadata, error) = offset_fields(p);
+                        let (offset, epoch, metadata) = offset_fields(p);
                         OffsetFetchResponsePartition::default()
                             .with_partition_index(p.partition_index)
                             .with_committed_offset(offset)
                             .with_committed_leader_epoch(epoch)
                             .with_metadata(metadata)
-                            .with_error_code(error)
+                            .with_error_code(wire_code(p.error))
                     })
                     .collect();
                 OffsetFetchResponseTopic::default().with_name(name).with_partitions(partitions)
             })
             .collect();
-        return OffsetFetchResponse::default()
-            .with_topics(topics)
-            .with_error_code(fetched.error.map_or(0, |e| e.code()));
+        return OffsetFetchResponse::default().with_topics(topics).with_error_code(wire_code(fetched.error));
     }
     let mut groups = Vec::with_capacity(request.groups.len());
     for group in request.groups {
@@ -125,13 +131,13 @@ pub async fn handle(context: &RequestContext<'_>, request: OffsetFetchRequest) -
                 let partitions = partitions
                     .iter()
                     .map(|p| {
-                        let (offset, epoch, metadata, error) = offset_fields(p);
+                        let (offset, epoch, metadata) = offset_fields(p);
                         OffsetFetchResponsePartitions::default()
                             .with_partition_index(p.partition_index)
                             .with_committed_offset(offset)
                             .with_committed_leader_epoch(epoch)
                             .with_metadata(metadata)
-                            .with_error_code(error)
+                            .with_error_code(wire_code(p.error))
                     })
                     .collect();
                 OffsetFetchResponseTopics::default().with_name(name).with_partitions(partitions)
@@ -141,7 +147,7 @@ pub async fn handle(context: &RequestContext<'_>, request: OffsetFetchRequest) -
             OffsetFetchResponseGroup::default()
                 .with_group_id(group.group_id)
                 .with_topics(topics)
-                .with_error_code(fetched.error.map_or(0, |e| e.code())),
+                .with_error_code(wire_code(fetched.error)),
         );
     }
     OffsetFetchResponse::default().with_groups(groups)

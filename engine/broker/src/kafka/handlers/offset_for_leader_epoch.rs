@@ -9,23 +9,20 @@
 //! for an older one, the largest epoch at or below it and the start of the next;
 //! for one above every epoch, or -1, UNDEFINED (-1, -1). A `current_leader_epoch`
 //! other than -1 (no check) or 0 is FENCED_LEADER_EPOCH (older) or
-//! UNKNOWN_LEADER_EPOCH (newer), as a Kafka leader answers.
+//! UNKNOWN_LEADER_EPOCH (newer), as a Kafka leader answers: the partition's
+//! resolution checks it (see `resolve`).
 
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use kafka_protocol::ResponseError;
 
+use super::resolve::{Intent, PartitionRef, TopicRef, LEADER_EPOCH, UNDEFINED_EPOCH};
 use super::{PerPartition, RequestContext, Versions};
-use crate::kafka::errors::error_code;
+use crate::kafka::errors::response_error;
 use corelog_engine::log::PartitionStats;
 use corelog_engine::types::{LeaderEpoch, Offset};
 
 pub const VERSIONS: Versions = Versions::new(2, 4);
 
-/// The leader epoch of every partition of this single broker.
-pub const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
-/// Kafka's `UNDEFINED_EPOCH`, also "no current epoch given" in requests.
-pub const UNDEFINED_EPOCH: LeaderEpoch = LeaderEpoch(-1);
 /// Kafka's `UNDEFINED_EPOCH_OFFSET`.
 pub const UNDEFINED_EPOCH_OFFSET: Offset = Offset(-1);
 
@@ -37,21 +34,20 @@ pub async fn dispatch(
     request: OffsetForLeaderEpochRequest,
 ) -> impl std::future::Future<Output = OffsetForLeaderEpochResponse> {
     let engine = &context.shard.engine;
+    let resolver = context.resolver();
     let mut work = PerPartition::new();
     // The epoch asked for, per partition in request order.
     let mut requested = Vec::new();
     for topic in request.topics {
-        let raw_name = topic.topic.0.to_string();
         requested.extend(topic.partitions.iter().map(|p| LeaderEpoch(p.leader_epoch)));
+        let resolved = resolver.topic(TopicRef::Name(topic.topic.0.as_str()), Intent::Read);
         work.topic(
-            engine,
             topic.topic,
-            &raw_name,
+            &resolved,
             topic.partitions,
-            |p| p.partition,
-            |partition, wanted| async move {
-                check_current_leader_epoch(LeaderEpoch(wanted.current_leader_epoch)).map_err(|e| e.code())?;
-                engine.dispatch_stats(&partition).await.map_err(|e| error_code(&e))
+            |p| PartitionRef::new(p.partition).with_current_leader_epoch(LeaderEpoch(p.current_leader_epoch)),
+            |resolved, _| async move {
+                engine.dispatch_stats(&resolved.partition).await.map_err(|e| response_error(&e))
             },
         )
         .await;
@@ -80,7 +76,7 @@ async fn respond(
                             let (epoch, end_offset) = end_offset_for(&history, requested, stats.log_end_offset);
                             result.with_leader_epoch(epoch.0).with_end_offset(end_offset.0)
                         }
-                        Err(code) => result.with_error_code(code),
+                        Err(error) => result.with_error_code(error.code()),
                     }
                 })
                 .collect();
@@ -88,17 +84,6 @@ async fn respond(
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)
-}
-
-/// A Kafka leader's check of the epoch the client believes current: -1 skips it.
-pub fn check_current_leader_epoch(current: LeaderEpoch) -> Result<(), ResponseError> {
-    if current == UNDEFINED_EPOCH || current == LEADER_EPOCH {
-        Ok(())
-    } else if current < LEADER_EPOCH {
-        Err(ResponseError::FencedLeaderEpoch)
-    } else {
-        Err(ResponseError::UnknownLeaderEpoch)
-    }
 }
 
 /// The end offset of `requested` and the epoch it belongs to, over `history`: each
@@ -162,13 +147,5 @@ mod tests {
         assert_eq!(lookup(&history, 6, 12), (-1, -1));
         assert_eq!(lookup(&[(3, 4), (5, 9)], 1, 12), (1, 4), "below every epoch: the first later epoch's start");
         assert_eq!(lookup(&[], 0, 12), (-1, -1));
-    }
-
-    #[test]
-    fn current_leader_epochs_other_than_ours_are_fenced_or_unknown() {
-        assert!(check_current_leader_epoch(LeaderEpoch(-1)).is_ok());
-        assert!(check_current_leader_epoch(LeaderEpoch(0)).is_ok());
-        assert_eq!(check_current_leader_epoch(LeaderEpoch(1)).err(), Some(ResponseError::UnknownLeaderEpoch));
-        assert_eq!(check_current_leader_epoch(LeaderEpoch(-2)).err(), Some(ResponseError::FencedLeaderEpoch));
     }
 }

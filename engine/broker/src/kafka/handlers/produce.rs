@@ -9,21 +9,20 @@
 //! group-commit fdatasync: with one broker the leader is the whole in-sync replica
 //! set. `acks=0` appends the same way; the connection drops the response.
 //!
-//! The broker's internal topics are refused with INVALID_TOPIC_EXCEPTION, as Kafka's
-//! `ReplicaManager.appendToLocalLog` refuses them ("Cannot append to internal
-//! topic"). Kafka lets one client id through (`__admin_client`, its own tools');
-//! corelog lets none: the group coordinator owns the records of `__consumer_offsets`
-//! and replays them at start-up.
+//! The broker's internal topics are refused with INVALID_TOPIC_EXCEPTION (resolved
+//! as an [`Intent::Write`]), as Kafka's `ReplicaManager.appendToLocalLog` refuses
+//! them ("Cannot append to internal topic"). Kafka lets one client id through
+//! (`__admin_client`, its own tools'); corelog lets none: the group coordinator owns
+//! the records of `__consumer_offsets` and replays them at start-up.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
+use super::resolve::{Intent, PartitionRef, TopicRef};
 use super::{PerPartition, RequestContext, Versions};
-use crate::is_internal;
-use crate::kafka::errors::error_code;
+use crate::kafka::errors::response_error;
 use corelog_engine::log::AppendInfo;
-use corelog_engine::types::LeaderEpoch;
 
 pub const VERSIONS: Versions = Versions::new(3, 9);
 
@@ -33,27 +32,25 @@ pub async fn dispatch(
     request: ProduceRequest,
 ) -> impl std::future::Future<Output = ProduceResponse> {
     let engine = &context.shard.engine;
+    let resolver = context.resolver();
     let mut work = PerPartition::new();
     for topic in request.topic_data {
-        let raw_name = topic.name.0.to_string();
-        if context.shard.broker.config.test_panic_on_produce_to.as_deref() == Some(raw_name.as_str()) {
+        let raw_name = topic.name.0.as_str();
+        if context.shard.broker.config.test_panic_on_produce_to.as_deref() == Some(raw_name) {
             panic!("test-only panic: a Produce to {raw_name} (--test-panic-on-produce-to)");
         }
+        let resolved = resolver.topic(TopicRef::Name(raw_name), Intent::Write);
         work.topic(
-            engine,
             topic.name,
-            &raw_name,
+            &resolved,
             topic.partition_data,
-            |data| data.index,
-            |partition, data| async move {
-                if is_internal(&partition.topic) {
-                    tracing::debug!("produce to {partition} refused: an internal topic");
-                    return Err(ResponseError::InvalidTopicException.code());
-                }
-                let Some(records) = data.records else { return Err(ResponseError::CorruptMessage.code()) };
-                engine.dispatch_append(&partition, records.to_vec(), LeaderEpoch(0)).await.map_err(|error| {
+            |data| PartitionRef::new(data.index),
+            |resolved, data| async move {
+                let Some(records) = data.records else { return Err(ResponseError::CorruptMessage) };
+                let partition = resolved.partition;
+                engine.dispatch_append(&partition, records.to_vec(), resolved.leader_epoch).await.map_err(|error| {
                     tracing::debug!("produce to {partition} failed: {error}");
-                    error_code(&error)
+                    response_error(&error)
                 })
             },
         )
@@ -77,7 +74,7 @@ async fn respond(work: PerPartition<kafka_protocol::messages::TopicName, AppendI
                         .with_log_append_time_ms(-1);
                     match answer {
                         Ok(info) => response.with_base_offset(info.base_offset.0),
-                        Err(code) => response.with_error_code(code).with_base_offset(-1),
+                        Err(error) => response.with_error_code(error.code()).with_base_offset(-1),
                     }
                 })
                 .collect();
