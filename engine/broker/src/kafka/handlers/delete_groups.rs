@@ -5,7 +5,7 @@
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::{RequestContext, Versions};
+use super::{wire_code, RequestContext, Versions};
 use crate::group::GroupId;
 
 pub const VERSIONS: Versions = Versions::new(0, 2);
@@ -14,8 +14,7 @@ pub async fn handle(context: &RequestContext<'_>, request: DeleteGroupsRequest) 
     let mut results = Vec::with_capacity(request.groups_names.len());
     for name in request.groups_names {
         let error = context.shard.groups.delete(GroupId(name.0.to_string())).await;
-        results
-            .push(DeletableGroupResult::default().with_group_id(name).with_error_code(error.map_or(0, |e| e.code())));
+        results.push(DeletableGroupResult::default().with_group_id(name).with_error_code(wire_code(error)));
     }
     DeleteGroupsResponse::default().with_results(results)
 }

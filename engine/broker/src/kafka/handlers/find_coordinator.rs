@@ -8,7 +8,8 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{RequestContext, Versions};
+use super::resolve::Refusal;
+use super::{wire_code, RequestContext, Versions};
 
 pub const VERSIONS: Versions = Versions::new(0, 4);
 
@@ -17,7 +18,7 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// The coordinator of one key: this broker, or an error.
 struct Answer {
-    error: Option<(ResponseError, String)>,
+    error: Option<Refusal>,
     node_id: BrokerId,
     host: String,
     port: i32,
@@ -27,9 +28,9 @@ fn answer(context: &RequestContext<'_>, key_type: i8) -> Answer {
     let error = match key_type {
         KEY_TYPE_GROUP => None,
         KEY_TYPE_TRANSACTION => {
-            Some((ResponseError::CoordinatorNotAvailable, "transactions are not supported yet".to_string()))
+            Some(Refusal::new(ResponseError::CoordinatorNotAvailable, "transactions are not supported yet"))
         }
-        other => Some((ResponseError::InvalidRequest, format!("unknown coordinator key type {other}"))),
+        other => Some(Refusal::new(ResponseError::InvalidRequest, format!("unknown coordinator key type {other}"))),
     };
     match error {
         None => {
@@ -53,8 +54,8 @@ pub async fn handle(context: &RequestContext<'_>, request: FindCoordinatorReques
                     .with_node_id(answer.node_id)
                     .with_host(StrBytes::from_string(answer.host))
                     .with_port(answer.port)
-                    .with_error_code(answer.error.as_ref().map_or(0, |(e, _)| e.code()))
-                    .with_error_message(answer.error.map(|(_, message)| StrBytes::from_string(message)))
+                    .with_error_code(wire_code(answer.error.as_ref().map(|refusal| refusal.error)))
+                    .with_error_message(answer.error.map(|refusal| StrBytes::from_string(refusal.message)))
             })
             .collect();
         return FindCoordinatorResponse::default().with_error_message(None).with_coordinators(coordinators);
@@ -63,8 +64,8 @@ pub async fn handle(context: &RequestContext<'_>, request: FindCoordinatorReques
     let key_type = if context.version == 0 { KEY_TYPE_GROUP } else { request.key_type };
     let answer = answer(context, key_type);
     FindCoordinatorResponse::default()
-        .with_error_code(answer.error.as_ref().map_or(0, |(e, _)| e.code()))
-        .with_error_message(answer.error.map(|(_, message)| StrBytes::from_string(message)))
+        .with_error_code(wire_code(answer.error.as_ref().map(|refusal| refusal.error)))
+        .with_error_message(answer.error.map(|refusal| StrBytes::from_string(refusal.message)))
         .with_node_id(answer.node_id)
         .with_host(StrBytes::from_string(answer.host))
         .with_port(answer.port)

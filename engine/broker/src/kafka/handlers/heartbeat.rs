@@ -3,7 +3,7 @@
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::{RequestContext, Versions};
+use super::{wire_code, RequestContext, Versions};
 use crate::group::{self, GenerationId, GroupId, MemberId};
 
 pub const VERSIONS: Versions = Versions::new(0, 4);
@@ -16,5 +16,5 @@ pub async fn handle(context: &RequestContext<'_>, request: HeartbeatRequest) -> 
         group_instance_id: request.group_instance_id.map(|id| id.to_string()),
     };
     let error = context.shard.groups.heartbeat(heartbeat).await;
-    HeartbeatResponse::default().with_error_code(error.map_or(0, |e| e.code()))
+    HeartbeatResponse::default().with_error_code(wire_code(error))
 }

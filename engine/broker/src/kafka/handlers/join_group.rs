@@ -7,7 +7,7 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{RequestContext, Versions};
+use super::{wire_code, RequestContext, Versions};
 use crate::group::{GroupId, JoinRequest, MemberId, Protocol};
 
 pub const VERSIONS: Versions = Versions::new(0, 9);
@@ -51,7 +51,7 @@ pub async fn handle(context: &RequestContext<'_>, request: JoinGroupRequest) -> 
         name => name.map(StrBytes::from_string),
     };
     JoinGroupResponse::default()
-        .with_error_code(response.error.map_or(0, |e| e.code()))
+        .with_error_code(wire_code(response.error))
         .with_generation_id(response.generation.0)
         .with_protocol_type(response.protocol_type.map(StrBytes::from_string))
         .with_protocol_name(protocol_name)

@@ -6,7 +6,7 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{RequestContext, Versions};
+use super::{wire_code, RequestContext, Versions};
 use crate::group::{GroupId, LeaveRequest, LeavingMember, MemberId};
 
 pub const VERSIONS: Versions = Versions::new(0, 5);
@@ -29,7 +29,7 @@ pub async fn handle(context: &RequestContext<'_>, request: LeaveGroupRequest) ->
     if context.version < 3 {
         // One member: its error is the request's (Kafka's LeaveGroupResponse.getError).
         let error = response.error.or_else(|| response.members.iter().find_map(|(_, error)| *error));
-        return LeaveGroupResponse::default().with_error_code(error.map_or(0, |e| e.code()));
+        return LeaveGroupResponse::default().with_error_code(wire_code(error));
     }
     let members = response
         .members
@@ -38,8 +38,8 @@ pub async fn handle(context: &RequestContext<'_>, request: LeaveGroupRequest) ->
             MemberResponse::default()
                 .with_member_id(StrBytes::from_string(member.member_id.0))
                 .with_group_instance_id(member.group_instance_id.map(StrBytes::from_string))
-                .with_error_code(error.map_or(0, |e| e.code()))
+                .with_error_code(wire_code(error))
         })
         .collect();
-    LeaveGroupResponse::default().with_error_code(response.error.map_or(0, |e| e.code())).with_members(members)
+    LeaveGroupResponse::default().with_error_code(wire_code(response.error)).with_members(members)
 }

@@ -5,7 +5,7 @@
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{RequestContext, Versions};
+use super::{wire_code, RequestContext, Versions};
 use crate::group::{GenerationId, GroupId, MemberId, SyncRequest};
 
 pub const VERSIONS: Versions = Versions::new(0, 5);
@@ -26,7 +26,7 @@ pub async fn handle(context: &RequestContext<'_>, request: SyncGroupRequest) -> 
     };
     let response = context.shard.groups.sync(sync).await;
     SyncGroupResponse::default()
-        .with_error_code(response.error.map_or(0, |e| e.code()))
+        .with_error_code(wire_code(response.error))
         .with_protocol_type(response.protocol_type.map(StrBytes::from_string))
         .with_protocol_name(response.protocol_name.map(StrBytes::from_string))
         .with_assignment(response.assignment)
