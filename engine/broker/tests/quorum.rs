@@ -147,3 +147,81 @@ fn a_node_refuses_to_start_when_it_is_not_a_voter_and_is_not_heard_by_another_cl
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!((a.status().leader, b.status().leader), (None, None), "no quorum across clusters");
 }
+
+#[test]
+fn each_broker_holds_the_topics_the_metadata_places_on_it_with_the_controllers_topic_id() {
+    use corelog_broker::cluster::config::ClusterConfig;
+    use corelog_broker::cluster::runtime::{start_quorum, ClusterRuntime};
+    use corelog_engine::config::TopicConfig;
+    use corelog_engine::shard::{Engine, EngineConfig};
+    use corelog_engine::types::TopicName;
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let voters: Vec<(NodeId, String)> = (0..3).map(|id| (id, free_address().to_string())).collect();
+    let mut nodes = Vec::new();
+    for node_id in 0..3 {
+        let data = root.path().join(format!("broker{node_id}"));
+        let mut cluster = ClusterConfig::new(voters[node_id as usize].1.parse().expect("address"), voters.clone());
+        cluster.heartbeat_interval = Duration::from_millis(200);
+        cluster.session_timeout = Duration::from_millis(1_500);
+        let meta = data.join("corelog+meta");
+        std::fs::create_dir_all(&meta).expect("meta dir");
+        let quorum = start_quorum(node_id, &cluster, CLUSTER.to_string(), &meta).expect("quorum");
+        let mut engine_config = EngineConfig::new(&data);
+        engine_config.shard_count = 1;
+        engine_config.pin_shards = false;
+        let engine = Engine::start(engine_config).expect("engine");
+        let endpoint = Endpoint { node_id, host: "127.0.0.1".to_string(), port: 9000 };
+        let runtime = ClusterRuntime::start(quorum, &cluster, endpoint, engine.handle(), TopicConfig::default())
+            .expect("runtime");
+        nodes.push((runtime, engine));
+    }
+    wait_for("three live brokers", Duration::from_secs(20), || {
+        nodes.iter().all(|(runtime, _)| live(&runtime.image()) == vec![0, 1, 2])
+    });
+    let create = |name: &str, placement| ControllerRequest::CreateTopic {
+        name: name.to_string(),
+        placement,
+        configs: BTreeMap::from([("retention.ms".to_string(), "60000".to_string())]),
+    };
+    let through = |request: ControllerRequest| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match nodes[1].0.quorum().request(request.clone()) {
+                ControllerReply::NotController { .. } | ControllerReply::TimedOut if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                reply => return reply,
+            }
+        }
+    };
+    assert!(matches!(
+        through(create("everywhere", Placement::Spread { partitions: 2, replication_factor: 3 })),
+        ControllerReply::Done { .. }
+    ));
+    assert!(matches!(through(create("on-two", Placement::Manual(vec![vec![1, 2]]))), ControllerReply::Done { .. }));
+    let everywhere = TopicName::new("everywhere").expect("name");
+    let on_two = TopicName::new("on-two").expect("name");
+    wait_for("the topics on their brokers", Duration::from_secs(20), || {
+        nodes.iter().enumerate().all(|(i, (_, engine))| {
+            let handle = engine.handle();
+            handle.topic(&everywhere).is_some() && handle.topic(&on_two).is_some() == (i != 0)
+        })
+    });
+    let id = nodes[0].0.image().topic("everywhere").expect("in the image").id;
+    for (_, engine) in &nodes {
+        let local = engine.handle().topic(&everywhere).expect("local topic");
+        assert_eq!((local.id, local.partition_count, local.config.retention_ms), (id, 2, 60_000));
+    }
+    assert!(matches!(
+        through(ControllerRequest::DeleteTopic { name: "everywhere".to_string() }),
+        ControllerReply::Done { .. }
+    ));
+    wait_for("the deleted topic gone everywhere", Duration::from_secs(20), || {
+        nodes.iter().all(|(_, engine)| engine.handle().topic(&everywhere).is_none())
+    });
+    for (runtime, engine) in nodes {
+        runtime.shutdown(Duration::from_secs(5));
+        engine.shutdown().expect("engine shutdown");
+    }
+}

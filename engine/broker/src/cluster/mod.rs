@@ -29,4 +29,5 @@ pub mod raft_store;
 pub mod records;
 pub mod replicas;
 pub mod replication;
+pub mod runtime;
 pub mod transport;
