@@ -175,7 +175,11 @@ impl LeaderPartition {
         state.log_end_at_last_fetch = log_end;
         state.last_fetch_ms = now_ms;
         self.advance_high_watermark();
-        let joins = !self.effective_isr().contains(&follower)
+        // One change in flight at a time (as Kafka's one pending AlterPartition): a
+        // second proposal would replace the first, and the high watermark would
+        // stop counting members the first may still add.
+        let joins = self.proposed_isr.is_none()
+            && !self.effective_isr().contains(&follower)
             && fetch_offset >= self.high_watermark
             && fetch_offset >= self.epoch_start_offset;
         joins.then(|| self.propose(|isr| isr.insert(follower)))
