@@ -10,6 +10,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use corelog_broker::config::topic;
 use corelog_broker::{Broker, BrokerConfig};
 use serde::Deserialize;
 
@@ -154,9 +155,7 @@ fn build_config(args: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
         topic_defaults.push((key.as_str(), text));
     }
     // All at once: contradicting keys (fsync.policy against flush.*) are refused.
-    config
-        .topic_defaults
-        .set_all(topic_defaults.iter().map(|(key, value)| (*key, value.as_str())))
+    topic::set_all(&mut config.topic_defaults, topic_defaults.iter().map(|(key, value)| (*key, value.as_str())))
         .map_err(|e| UsageError(format!("topic_defaults: {e}")))?;
     Ok(config)
 }

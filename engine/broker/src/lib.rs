@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod config;
 pub mod connection;
 pub mod group;
 pub mod kafka;
@@ -64,7 +65,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics and of CreateTopics with -1.
     pub default_partitions: i32,
-    /// Topic configs that new topics start from.
+    /// Topic configs that new topics start from (every broker key included, see
+    /// [`config::topic::built_in`]).
     pub topic_defaults: TopicConfig,
     /// Largest request frame accepted (Kafka's `socket.request.max.bytes`); a larger
     /// one closes the connection.
@@ -90,7 +92,7 @@ impl BrokerConfig {
             advertised_listener: None,
             auto_create_topics: true,
             default_partitions: 1,
-            topic_defaults: TopicConfig::default(),
+            topic_defaults: config::topic::built_in(),
             request_bytes_max: 100 << 20,
             connections_max: 10_000,
             inflight_requests_max: 64,

@@ -1,12 +1,15 @@
 //! Topic configuration and the clock seam.
 //!
-//! Keys use Kafka's topic-config names so the broker's DescribeConfigs and
-//! AlterConfigs map onto them one to one; `fsync.policy` is corelog's own. Kafka's
+//! Keys use Kafka's topic-config names; `fsync.policy` is corelog's own. Kafka's
 //! `flush.messages` and `flush.ms` are another spelling of `fsync.policy` (the way
 //! the OpenMessaging Benchmark's kafka-sync driver asks for synced writes), so they
-//! are accepted and reported but not stored on their own. [`TopicConfig::DEFINITIONS`]
-//! lists every key once, with its broker-level synonym, kind and documentation.
+//! are accepted and reported but not stored on their own. [`TopicConfig::KEYS`] are
+//! the keys the engine interprets; what Kafka clients are told about them (kind,
+//! broker-level synonym, documentation) is the broker's business, as are the keys
+//! only the broker interprets (`min.insync.replicas`, ...): the engine stores those
+//! with the topic, verbatim, in [`TopicConfig::broker_keys`], and never reads them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -95,32 +98,6 @@ impl Durability {
     }
 }
 
-/// What kind of value a config key holds (Kafka's `ConfigDef.Type`), for DescribeConfigs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigKind {
-    Boolean,
-    String,
-    Int,
-    Long,
-    /// Comma-separated values; the only kind IncrementalAlterConfigs can APPEND to and
-    /// SUBTRACT from.
-    List,
-}
-
-/// One topic-config key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigDefinition {
-    pub name: &'static str,
-    /// The broker config whose value topics fall back to when they do not set this
-    /// key (Kafka's synonym, e.g. `log.retention.ms` for `retention.ms`).
-    pub broker_name: &'static str,
-    pub kind: ConfigKind,
-    /// `false` for keys that only re-spell a stored one (`flush.*`) or have a single
-    /// possible value (`cleanup.policy`): they are not written to `topic.properties`.
-    pub stored: bool,
-    pub documentation: &'static str,
-}
-
 /// Per-topic settings, with Kafka's defaults where Kafka has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicConfig {
@@ -136,10 +113,53 @@ pub struct TopicConfig {
     pub index_interval_bytes: u32,
     /// `max.message.bytes`: the largest batch accepted.
     pub max_message_bytes: u32,
-    /// `min.insync.replicas`: stored for the broker; a single node has one replica.
-    pub min_insync_replicas: u32,
     /// `fsync.policy`.
     pub durability: Durability,
+    /// Keys the broker interprets and the engine only stores (in `topic.properties`,
+    /// with the engine's keys, so they change and survive restarts with them).
+    pub broker_keys: BrokerKeys,
+}
+
+/// Topic-config keys the engine stores for the broker without interpreting them,
+/// each with its value as text. A key is a config name (lowercase ASCII letters,
+/// digits, `.`, `_`, `-`) that is not one of [`TopicConfig::KEYS`] nor a line of its
+/// own in `topic.properties` ([`RESERVED_KEYS`]); a value is one line without
+/// surrounding blanks. Both are checked on insertion, so every stored pair reads
+/// back from `topic.properties` as it was written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerKeys(BTreeMap<String, String>);
+
+/// Names `topic.properties` uses for lines that are not topic configs.
+pub const RESERVED_KEYS: [&str; 2] = ["partitions", "topic.id"];
+
+impl BrokerKeys {
+    /// Stores `value` for `key`, replacing any value it had; a key or value that
+    /// could not be stored and read back as given is refused and changes nothing.
+    pub fn insert(&mut self, key: &str, value: &str) -> Result<()> {
+        let name_ok = !key.is_empty()
+            && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        if !name_ok {
+            return Err(invalid(key, value, "a config name is lowercase letters, digits, '.', '_' and '-'"));
+        }
+        if TopicConfig::KEYS.contains(&key) || RESERVED_KEYS.contains(&key) {
+            return Err(invalid(key, value, "the engine interprets this key: it is not a broker key"));
+        }
+        if value.contains(['\n', '\r']) || value.trim() != value {
+            return Err(invalid(key, value, "a config value is one line without leading or trailing blanks"));
+        }
+        self.0.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// The value stored for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// Every stored `(key, value)`, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(key, value)| (key.as_str(), value.as_str()))
+    }
 }
 
 impl Default for TopicConfig {
@@ -151,8 +171,8 @@ impl Default for TopicConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
-            min_insync_replicas: 1,
             durability: Durability::Never,
+            broker_keys: BrokerKeys::default(),
         }
     }
 }
@@ -169,108 +189,33 @@ fn parse_in<T: std::str::FromStr + PartialOrd + fmt::Display>(key: &str, value: 
 }
 
 impl TopicConfig {
-    /// Every key [`TopicConfig::set`] accepts, in the order DescribeConfigs lists them.
-    pub const DEFINITIONS: [ConfigDefinition; 11] = [
-        ConfigDefinition {
-            name: "segment.bytes",
-            broker_name: "log.segment.bytes",
-            kind: ConfigKind::Int,
-            stored: true,
-            documentation: "Size at which the active segment is rolled; at most 2147483647 (index positions are 32-bit).",
-        },
-        ConfigDefinition {
-            name: "segment.ms",
-            broker_name: "log.roll.ms",
-            kind: ConfigKind::Long,
-            stored: true,
-            documentation: "Age in ms at which the active segment is rolled even if it is not full.",
-        },
-        ConfigDefinition {
-            name: "retention.bytes",
-            broker_name: "log.retention.bytes",
-            kind: ConfigKind::Long,
-            stored: true,
-            documentation: "Size of a partition's log above which its oldest segments are deleted; -1 means no limit.",
-        },
-        ConfigDefinition {
-            name: "retention.ms",
-            broker_name: "log.retention.ms",
-            kind: ConfigKind::Long,
-            stored: true,
-            documentation: "Age in ms of a segment's newest record after which the segment is deleted; -1 means no limit.",
-        },
-        ConfigDefinition {
-            name: "index.interval.bytes",
-            broker_name: "log.index.interval.bytes",
-            kind: ConfigKind::Int,
-            stored: true,
-            documentation: "Bytes of log between two offset-index entries.",
-        },
-        ConfigDefinition {
-            name: "max.message.bytes",
-            broker_name: "message.max.bytes",
-            kind: ConfigKind::Int,
-            stored: true,
-            documentation: "Largest record batch the topic accepts.",
-        },
-        ConfigDefinition {
-            name: "min.insync.replicas",
-            broker_name: "min.insync.replicas",
-            kind: ConfigKind::Int,
-            stored: true,
-            documentation: "In-sync replicas an acks=all write needs (at least 1); a single broker has one replica.",
-        },
-        ConfigDefinition {
-            name: "fsync.policy",
-            broker_name: "log.fsync.policy",
-            kind: ConfigKind::String,
-            stored: true,
-            documentation: "corelog's own: when appends are fdatasynced. always: before they are acknowledged \
-                            (group commit); interval:<ms>: at most ms after; never: at segment roll and shutdown. \
-                            Under every policy an append is acknowledged only once written to the segment file, so \
-                            a crash of the broker process loses nothing acknowledged; under interval and never a \
-                            power loss or kernel crash may lose what was not synced yet.",
-        },
-        ConfigDefinition {
-            name: "flush.messages",
-            broker_name: "log.flush.interval.messages",
-            kind: ConfigKind::Long,
-            stored: false,
-            documentation: "Kafka's flush by message count, another spelling of fsync.policy: 1 is fsync.policy=always, \
-                            9223372036854775807 (the default) is no flush by count; other counts are not supported.",
-        },
-        ConfigDefinition {
-            name: "flush.ms",
-            broker_name: "log.flush.interval.ms",
-            kind: ConfigKind::Long,
-            stored: false,
-            documentation: "Kafka's flush by time, another spelling of fsync.policy: N is fsync.policy=interval:N \
-                            (0 is always) unless flush.messages is 1; 9223372036854775807 (the default) is no flush by time.",
-        },
-        ConfigDefinition {
-            name: "cleanup.policy",
-            broker_name: "log.cleanup.policy",
-            kind: ConfigKind::List,
-            stored: false,
-            documentation: "delete is the only policy: log compaction is not implemented.",
-        },
+    /// Every key the engine interprets: the keys [`TopicConfig::set`] accepts and
+    /// [`TopicConfig::get`] reports.
+    pub const KEYS: [&'static str; 10] = [
+        "segment.bytes",
+        "segment.ms",
+        "retention.bytes",
+        "retention.ms",
+        "index.interval.bytes",
+        "max.message.bytes",
+        "fsync.policy",
+        "flush.messages",
+        "flush.ms",
+        "cleanup.policy",
     ];
 
-    /// The names of [`TopicConfig::DEFINITIONS`].
-    pub const KEYS: [&'static str; 11] = {
-        let mut keys = [""; 11];
-        let mut index = 0;
-        while index < keys.len() {
-            keys[index] = Self::DEFINITIONS[index].name;
-            index += 1;
-        }
-        keys
-    };
-
-    /// The definition of `key`, or `None` for a key corelog does not know.
-    pub fn definition(key: &str) -> Option<&'static ConfigDefinition> {
-        Self::DEFINITIONS.iter().find(|definition| definition.name == key)
-    }
+    /// The keys of [`TopicConfig::KEYS`] written to `topic.properties`. The others
+    /// are not stored: `flush.*` re-spell `fsync.policy`, and `cleanup.policy` has a
+    /// single possible value.
+    pub const STORED_KEYS: [&'static str; 7] = [
+        "segment.bytes",
+        "segment.ms",
+        "retention.bytes",
+        "retention.ms",
+        "index.interval.bytes",
+        "max.message.bytes",
+        "fsync.policy",
+    ];
 
     /// Sets one key, validating the value; an invalid value changes nothing.
     ///
@@ -286,7 +231,6 @@ impl TopicConfig {
             "retention.ms" => self.retention_ms = parse_in(key, value, -1, i64::MAX)?,
             "index.interval.bytes" => self.index_interval_bytes = parse_in(key, value, 0, i32::MAX as u32)?,
             "max.message.bytes" => self.max_message_bytes = parse_in(key, value, 0, i32::MAX as u32)?,
-            "min.insync.replicas" => self.min_insync_replicas = parse_in(key, value, 1, i32::MAX as u32)?,
             "fsync.policy" => self.durability = value.parse().map_err(|reason: String| invalid(key, value, reason))?,
             "flush.messages" => {
                 let flush_messages = parse_in(key, value, 1, KAFKA_FLUSH_NEVER)?;
@@ -365,7 +309,9 @@ impl TopicConfig {
         Ok(())
     }
 
-    /// The value of one key, as [`TopicConfig::set`] would accept it.
+    /// The value of one key the engine interprets, as [`TopicConfig::set`] would
+    /// accept it; `None` for any other key (broker keys included: see
+    /// [`TopicConfig::broker_keys`]).
     pub fn get(&self, key: &str) -> Option<String> {
         Some(match key {
             "segment.bytes" => self.segment_bytes.to_string(),
@@ -374,7 +320,6 @@ impl TopicConfig {
             "retention.ms" => self.retention_ms.to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
-            "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "fsync.policy" => self.durability.to_string(),
             "flush.messages" => self.durability.kafka_flush().0.to_string(),
             "flush.ms" => self.durability.kafka_flush().1.to_string(),
@@ -383,21 +328,35 @@ impl TopicConfig {
         })
     }
 
-    /// `key=value` lines, one per stored key: the on-disk form of a topic's config.
+    /// `key=value` lines, one per stored key (the engine's, then the broker's): the
+    /// on-disk form of a topic's config.
     pub fn to_properties(&self) -> String {
-        Self::DEFINITIONS
-            .iter()
-            .filter(|definition| definition.stored)
-            .filter_map(|definition| self.get(definition.name).map(|value| format!("{}={value}\n", definition.name)))
-            .collect()
+        let engine_keys = Self::STORED_KEYS.iter().filter_map(|key| self.get(key).map(|value| (*key, value)));
+        let mut text = String::new();
+        for (key, value) in engine_keys {
+            text.push_str(&format!("{key}={value}\n"));
+        }
+        for (key, value) in self.broker_keys.iter() {
+            text.push_str(&format!("{key}={value}\n"));
+        }
+        text
     }
 
-    /// Parses [`TopicConfig::to_properties`] output over the defaults.
+    /// Parses [`TopicConfig::to_properties`] output over the defaults: a key the
+    /// engine interprets is set (and must be valid), any other key is kept verbatim
+    /// in [`TopicConfig::broker_keys`]. So `min.insync.replicas=2`, which files
+    /// written before the broker took that key over hold too, reads back as a broker
+    /// key with its value.
     pub fn from_properties(text: &str) -> Result<TopicConfig> {
         let mut config = TopicConfig::default();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let (key, value) = line.split_once('=').ok_or_else(|| invalid(line, "", "expected key=value"))?;
-            config.set(key.trim(), value.trim())?;
+            let (key, value) = (key.trim(), value.trim());
+            if Self::KEYS.contains(&key) {
+                config.set(key, value)?;
+            } else {
+                config.broker_keys.insert(key, value)?;
+            }
         }
         Ok(config)
     }
@@ -457,7 +416,6 @@ mod tests {
             ("fsync.policy", "interval:0"),
             ("fsync.policy", "interval:9223372036854775807"),
             ("retention.ms", "x"),
-            ("min.insync.replicas", "0"),
             ("flush.messages", "0"),
             ("flush.messages", "1000"),
             ("flush.ms", "-1"),
@@ -465,6 +423,8 @@ mod tests {
             ("cleanup.policy", "delete,compact"),
             ("cleanup.policy", ""),
             ("nope", "1"),
+            // The broker's key: the engine neither sets nor validates it.
+            ("min.insync.replicas", "2"),
         ] {
             let before = config.clone();
             assert!(config.set(key, value).is_err(), "{key}={value} accepted");
@@ -474,24 +434,62 @@ mod tests {
 
     #[test]
     fn every_key_reports_a_value_that_set_accepts_and_only_stored_keys_are_written() {
-        assert_eq!(TopicConfig::KEYS.len(), TopicConfig::DEFINITIONS.len());
-        let config =
-            TopicConfig { durability: Durability::IntervalMs(250), min_insync_replicas: 2, ..TopicConfig::default() };
-        for (key, definition) in TopicConfig::KEYS.iter().zip(TopicConfig::DEFINITIONS.iter()) {
-            assert_eq!(*key, definition.name);
-            assert_eq!(TopicConfig::definition(key), Some(definition));
+        let config = TopicConfig { durability: Durability::IntervalMs(250), ..TopicConfig::default() };
+        for key in TopicConfig::KEYS {
             let value = config.get(key).unwrap_or_else(|| panic!("{key} has no value"));
             let mut copy = config.clone();
             copy.set(key, &value).unwrap_or_else(|e| panic!("{key}={value} refused: {e}"));
             assert_eq!(copy, config, "setting {key} to its own value changed the config");
         }
         let properties = config.to_properties();
-        for definition in TopicConfig::DEFINITIONS {
-            assert_eq!(properties.contains(&format!("{}=", definition.name)), definition.stored, "{properties}");
+        for key in TopicConfig::KEYS {
+            let stored = TopicConfig::STORED_KEYS.contains(&key);
+            assert_eq!(properties.contains(&format!("{key}=")), stored, "{properties}");
         }
+        assert!(TopicConfig::STORED_KEYS.iter().all(|key| TopicConfig::KEYS.contains(key)));
+        assert_eq!(config.get("min.insync.replicas"), None, "a broker key is not the engine's");
+    }
+
+    #[test]
+    fn broker_keys_are_stored_verbatim_and_read_back_from_properties() {
+        let mut config = TopicConfig { retention_ms: 5, ..TopicConfig::default() };
+        config.broker_keys.insert("min.insync.replicas", "2").expect("a broker key");
+        config.broker_keys.insert("unclean.leader.election.enable", "false").expect("a broker key");
+        let properties = config.to_properties();
         assert!(properties.contains("min.insync.replicas=2\n"), "{properties}");
-        assert_eq!(TopicConfig::definition("cleanup.policy").map(|d| d.kind), Some(ConfigKind::List));
-        assert_eq!(TopicConfig::definition("log.retention.ms"), None);
+        let back = TopicConfig::from_properties(&properties).expect("round trip");
+        assert_eq!(back, config);
+        assert_eq!(back.broker_keys.get("unclean.leader.election.enable"), Some("false"));
+
+        // A file written while the engine still interpreted min.insync.replicas.
+        let old = "segment.bytes=1048576\nmax.message.bytes=1048588\nmin.insync.replicas=2\nfsync.policy=always\n";
+        let loaded = TopicConfig::from_properties(old).expect("an old topic.properties loads");
+        assert_eq!(loaded.broker_keys.get("min.insync.replicas"), Some("2"));
+        assert_eq!((loaded.segment_bytes, loaded.durability), (1 << 20, Durability::Always));
+        // A bad value of a key the engine interprets still fails the load.
+        assert!(TopicConfig::from_properties("segment.bytes=x\nmin.insync.replicas=2\n").is_err());
+    }
+
+    #[test]
+    fn broker_keys_refuse_what_would_not_read_back_and_the_engines_own_keys() {
+        let mut keys = BrokerKeys::default();
+        for (key, value) in [
+            ("retention.ms", "5"),
+            ("fsync.policy", "always"),
+            ("partitions", "3"),
+            ("topic.id", "x"),
+            ("", "1"),
+            ("Min.Insync.Replicas", "2"),
+            ("a=b", "1"),
+            ("min.insync.replicas", "2\nretention.ms=1"),
+            ("min.insync.replicas", " 2"),
+        ] {
+            assert!(keys.insert(key, value).is_err(), "{key:?}={value:?} accepted");
+        }
+        assert_eq!(keys, BrokerKeys::default(), "a refused key changed the keys");
+        keys.insert("message.timestamp.type", "CreateTime").expect("valid");
+        keys.insert("message.timestamp.type", "LogAppendTime").expect("valid");
+        assert_eq!(keys.iter().collect::<Vec<_>>(), vec![("message.timestamp.type", "LogAppendTime")]);
     }
 
     #[test]

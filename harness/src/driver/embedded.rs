@@ -273,7 +273,9 @@ impl Driver for EmbeddedDriver {
     fn create_topic(&self, name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> anyhow::Result<()> {
         let mut config = TopicConfig { durability: Durability::Never, ..TopicConfig::default() };
         for (key, value) in configs {
-            config.set(key, value).with_context(|| format!("topic {name}: config {key}={value}"))?;
+            // The broker's table: its keys are accepted (and stored) as a broker would.
+            corelog_broker::config::topic::set(&mut config, key, value)
+                .with_context(|| format!("topic {name}: config {key}={value}"))?;
         }
         let name = TopicName::new(name)?;
         block_on(self.engine.handle().create_topic(name, partitions, config))?;

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use corelog_broker::config::topic;
 use corelog_engine::{Durability, TopicConfig};
 
 use super::locate::{Anchor, FieldPath};
@@ -460,13 +461,13 @@ impl Checker<'_> {
         }
         let fsync = self.local_fsync(raw);
         let engine_config = self.local_topic_config(&topic_config, fsync);
-        if engine_config.min_insync_replicas > replication_factor {
+        let min_insync_replicas = topic::min_insync_replicas(&engine_config);
+        if min_insync_replicas > replication_factor {
             self.report(
                 at("topic_config").key("min.insync.replicas"),
                 Anchor::Value,
                 format!(
-                    "min.insync.replicas {} is above the replication factor {replication_factor}: every acks=all write would fail",
-                    engine_config.min_insync_replicas
+                    "min.insync.replicas {min_insync_replicas} is above the replication factor {replication_factor}: every acks=all write would fail",
                 ),
                 "lower min.insync.replicas or raise cluster.replication_factor".to_string(),
             );
@@ -522,10 +523,9 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            if let Err(error) = engine_config.set(key, value) {
-                let hint = if TopicConfig::definition(key).is_none() {
-                    let known =
-                        TopicConfig::KEYS.iter().filter(|k| !FSYNC_KEYS.contains(k)).copied().collect::<Vec<_>>();
+            if let Err(error) = topic::set(&mut engine_config, key, value) {
+                let hint = if topic::topic_key(key).is_none() {
+                    let known = topic::topic_key_names().filter(|k| !FSYNC_KEYS.contains(k)).collect::<Vec<_>>();
                     let suggestion = super::structure::suggest(key, &known);
                     Some(match suggestion {
                         Some(name) => format!("did you mean `{name}`? corelog supports {}", known.join(", ")),

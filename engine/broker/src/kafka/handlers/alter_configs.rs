@@ -3,15 +3,13 @@
 //! As in Kafka, the keys given become the topic's config and every key not given
 //! goes back to the broker's default for topics (entries with a null value count as
 //! not given). Values are validated all together before anything changes
-//! ([`TopicConfig::set_all`], the same validation as CreateTopics); with
+//! ([`topic::set_all`], the same validation as CreateTopics); with
 //! `validate_only` nothing changes. The new config is written to `topic.properties`
 //! durably and applied to every live partition before the answer.
 //! Broker configs are read-only: altering one fails with INVALID_CONFIG. The
 //! broker's internal topics are refused with TOPIC_AUTHORIZATION_FAILED, even with
 //! `validate_only` (see [`internal_topic_refused`]): `retention.ms=1` on
 //! `__consumer_offsets` would erase committed offsets.
-//!
-//! [`TopicConfig::set_all`]: corelog_engine::config::TopicConfig::set_all
 
 use kafka_protocol::messages::alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
@@ -20,6 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::config_resources::{broker_configs_read_only, failed, replace_topic_config, resolve, Failure, Resource};
 use super::{internal_topic_refused, RequestContext, Versions};
+use crate::config::topic;
 use crate::is_internal;
 
 pub const VERSIONS: Versions = Versions::new(0, 2);
@@ -56,7 +55,7 @@ async fn alter(
                 .configs
                 .iter()
                 .filter_map(|config| config.value.as_ref().map(|value| (config.name.as_str(), value.as_str())));
-            updated.set_all(entries).map_err(failed)?;
+            topic::set_all(&mut updated, entries).map_err(failed)?;
             replace_topic_config(context, &metadata, updated, validate_only).await
         }
         // Replacing the (empty) set of dynamic broker configs with nothing is a no-op.

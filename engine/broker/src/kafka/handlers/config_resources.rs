@@ -3,17 +3,20 @@
 //! topics it creates): the resources they name, where a topic config's value comes
 //! from, and replacing a topic's config.
 //!
-//! A topic's config is stored whole (every key, see [`TopicConfig::to_properties`]),
-//! so which keys are the topic's own ("dynamic topic config" in Kafka's words) is
-//! decided by value: a key whose value differs from the broker's topic defaults is
-//! the topic's own. The limit: a key set explicitly to the default value is reported
+//! A topic's config is stored whole (every key, see [`TopicConfig::to_properties`];
+//! a broker key a topic does not hold counts as holding its default), so which
+//! keys are the topic's own ("dynamic topic config" in Kafka's words) is decided by
+//! value: a key whose value differs from the broker's topic defaults is the topic's
+//! own. The limit: a key set explicitly to the default value is reported
 //! as a default, and goes on holding that value if the broker's default changes.
 
 use kafka_protocol::ResponseError;
 
 use super::RequestContext;
+use crate::config::topic::{self, TOPIC_KEYS};
+use crate::config::ConfigKind;
 use crate::kafka::errors::error_code;
-use corelog_engine::config::{ConfigKind, TopicConfig};
+use corelog_engine::config::TopicConfig;
 use corelog_engine::error::EngineError;
 use corelog_engine::shard::TopicMetadata;
 use corelog_engine::types::TopicName;
@@ -51,9 +54,9 @@ impl ConfigSource {
 /// topics: the topic's own when it differs from them, else the broker's when those
 /// differ from the built-in ones.
 pub fn topic_config_source(key: &str, config: &TopicConfig, defaults: &TopicConfig) -> ConfigSource {
-    if config.get(key) != defaults.get(key) {
+    if topic::value(config, key) != topic::value(defaults, key) {
         ConfigSource::DynamicTopic
-    } else if defaults.get(key) != TopicConfig::default().get(key) {
+    } else if topic::value(defaults, key) != topic::value(&topic::built_in(), key) {
         ConfigSource::StaticBroker
     } else {
         ConfigSource::Default
@@ -88,29 +91,23 @@ pub struct ConfigEntry {
 
 /// Every key of a topic's config, described against the broker's topic defaults.
 pub fn topic_config_entries(config: &TopicConfig, defaults: &TopicConfig) -> Vec<ConfigEntry> {
-    let built_in = TopicConfig::default();
-    TopicConfig::DEFINITIONS
+    let built_in = topic::built_in();
+    TOPIC_KEYS
         .iter()
         .map(|definition| {
             let key = definition.name;
-            let value = config.get(key).unwrap_or_default();
+            let value = topic::value(config, key).unwrap_or_default();
             let source = topic_config_source(key, config, defaults);
+            let default_value = topic::value(defaults, key).unwrap_or_default();
+            let built_in_value = topic::value(&built_in, key).unwrap_or_default();
             let mut synonyms = Vec::with_capacity(3);
             if source == ConfigSource::DynamicTopic {
                 synonyms.push((key.to_string(), value.clone(), ConfigSource::DynamicTopic));
             }
-            if defaults.get(key) != built_in.get(key) {
-                synonyms.push((
-                    definition.broker_name.to_string(),
-                    defaults.get(key).unwrap_or_default(),
-                    ConfigSource::StaticBroker,
-                ));
+            if default_value != built_in_value {
+                synonyms.push((definition.broker_name.to_string(), default_value, ConfigSource::StaticBroker));
             }
-            synonyms.push((
-                definition.broker_name.to_string(),
-                built_in.get(key).unwrap_or_default(),
-                ConfigSource::Default,
-            ));
+            synonyms.push((definition.broker_name.to_string(), built_in_value, ConfigSource::Default));
             ConfigEntry {
                 name: key.to_string(),
                 value,
@@ -195,10 +192,11 @@ pub async fn replace_topic_config(
     if validate_only || updated == metadata.config {
         return Ok(());
     }
-    let changed: Vec<String> = TopicConfig::DEFINITIONS
-        .iter()
-        .filter(|definition| definition.stored && metadata.config.get(definition.name) != updated.get(definition.name))
-        .map(|definition| format!("{}={}", definition.name, updated.get(definition.name).unwrap_or_default()))
+    // flush.* and cleanup.policy are not stored: they change only with fsync.policy, if at all.
+    let changed: Vec<String> = topic::topic_key_names()
+        .filter(|key| !TopicConfig::KEYS.contains(key) || TopicConfig::STORED_KEYS.contains(key))
+        .filter(|key| topic::value(&metadata.config, key) != topic::value(&updated, key))
+        .map(|key| format!("{key}={}", topic::value(&updated, key).unwrap_or_default()))
         .collect();
     context.shard.engine.set_topic_config(&metadata.name, updated).await.map_err(failed)?;
     tracing::info!("altered config of topic {}: {}", metadata.name, changed.join(", "));
@@ -228,7 +226,7 @@ mod tests {
         let config = TopicConfig { retention_ms: 5, ..defaults.clone() };
         let entries = topic_config_entries(&config, &defaults);
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, TopicConfig::KEYS.to_vec());
+        assert_eq!(names, topic::topic_key_names().collect::<Vec<_>>());
         let retention = entries.iter().find(|e| e.name == "retention.ms").expect("listed");
         assert_eq!(
             (retention.value.as_str(), retention.source, retention.read_only),
@@ -249,5 +247,35 @@ mod tests {
             segment.synonyms,
             vec![("log.segment.bytes".to_string(), "1073741824".to_string(), ConfigSource::Default)]
         );
+    }
+
+    #[test]
+    fn broker_keys_are_described_like_engine_keys() {
+        let mut defaults = topic::built_in();
+        topic::set(&mut defaults, "min.insync.replicas", "2").expect("valid");
+        let mut config = defaults.clone();
+        topic::set(&mut config, "min.insync.replicas", "3").expect("valid");
+        let entries = topic_config_entries(&config, &defaults);
+        let entry = entries.iter().find(|e| e.name == "min.insync.replicas").expect("listed");
+        assert_eq!(
+            (entry.value.as_str(), entry.source, entry.kind),
+            ("3", ConfigSource::DynamicTopic, ConfigKind::Int)
+        );
+        let synonyms: Vec<(&str, &str, ConfigSource)> =
+            entry.synonyms.iter().map(|(n, v, s)| (n.as_str(), v.as_str(), *s)).collect();
+        assert_eq!(
+            synonyms,
+            vec![
+                ("min.insync.replicas", "3", ConfigSource::DynamicTopic),
+                ("min.insync.replicas", "2", ConfigSource::StaticBroker),
+                ("min.insync.replicas", "1", ConfigSource::Default),
+            ]
+        );
+        // A topic the engine made without broker keys (the offsets topic) holds the default.
+        let bare = TopicConfig::default();
+        assert_eq!(topic_config_source("min.insync.replicas", &bare, &topic::built_in()), ConfigSource::Default);
+        let entries = topic_config_entries(&bare, &topic::built_in());
+        let entry = entries.iter().find(|e| e.name == "min.insync.replicas").expect("listed");
+        assert_eq!((entry.value.as_str(), entry.source), ("1", ConfigSource::Default));
     }
 }

@@ -1,6 +1,6 @@
 //! CreateTopics (key 19), v2–v7: creates topics with a partition count and topic
 //! configs, or with `validate_only` checks the same things and creates nothing.
-//! Configs are validated all together by [`TopicConfig::set_all`], as AlterConfigs
+//! Configs are validated all together by [`topic::set_all`], as AlterConfigs
 //! does; v5+ answers with the new topic's configs, described as DescribeConfigs does.
 
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
@@ -10,6 +10,7 @@ use kafka_protocol::ResponseError;
 
 use super::config_resources::topic_config_entries;
 use super::{RequestContext, Versions};
+use crate::config::topic;
 use crate::kafka::errors::error_code;
 use corelog_engine::config::TopicConfig;
 use corelog_engine::error::EngineError;
@@ -75,7 +76,7 @@ async fn create(
         .configs
         .iter()
         .filter_map(|entry| entry.value.as_ref().map(|value| (entry.name.as_str(), value.as_str())));
-    config.set_all(entries).map_err(failed)?;
+    topic::set_all(&mut config, entries).map_err(failed)?;
     let engine = &context.shard.engine;
     if validate_only {
         if !(1..=corelog_engine::config::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {

@@ -1,6 +1,6 @@
 //! DescribeConfigs (key 32), v1–v4: the configs of topics and of this broker.
 //!
-//! A topic lists every key [`TopicConfig`] knows, with its source (the topic's own,
+//! A topic lists every key of [`TOPIC_KEYS`], with its source (the topic's own,
 //! the broker's default for topics, or the built-in default; see
 //! [`super::config_resources`] for how the topic's own keys are told apart).
 //! A broker lists a small fixed set: its identity and listener, the settings of
@@ -18,8 +18,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::config_resources::{config_type, resolve, topic_config_entries, ConfigEntry, ConfigSource, Resource};
 use super::{RequestContext, Versions};
+use crate::config::topic::{self, TOPIC_KEYS};
+use crate::config::ConfigKind;
 use crate::{BrokerConfig, BrokerState};
-use corelog_engine::config::{ConfigKind, TopicConfig};
 
 pub const VERSIONS: Versions = Versions::new(1, 4);
 
@@ -177,10 +178,10 @@ fn broker_config_entries(broker: &BrokerState) -> Vec<ConfigEntry> {
             String::new(),
         ),
     ];
-    let built_in_topic = TopicConfig::default();
-    for definition in TopicConfig::DEFINITIONS {
-        let value = config.topic_defaults.get(definition.name).unwrap_or_default();
-        let default = built_in_topic.get(definition.name).unwrap_or_default();
+    let built_in_topic = topic::built_in();
+    for definition in &TOPIC_KEYS {
+        let value = topic::value(&config.topic_defaults, definition.name).unwrap_or_default();
+        let default = topic::value(&built_in_topic, definition.name).unwrap_or_default();
         entries.push(entry(
             definition.broker_name,
             value.clone(),

@@ -6,7 +6,7 @@
 //! (`cleanup.policy` is the only one; on any other key they are INVALID_CONFIG).
 //! A key may appear once per resource (INVALID_REQUEST otherwise, as in Kafka).
 //! DELETEs apply first, then the other operations all together through
-//! [`TopicConfig::set_all`], the validation CreateTopics and AlterConfigs use, so
+//! [`topic::set_all`], the validation CreateTopics and AlterConfigs use, so
 //! either every operation of a resource applies or none does. With `validate_only`
 //! nothing changes. Broker configs are read-only: altering one fails with
 //! INVALID_CONFIG. The broker's internal topics are refused with
@@ -20,8 +20,10 @@ use kafka_protocol::ResponseError;
 
 use super::config_resources::{broker_configs_read_only, failed, replace_topic_config, resolve, Failure, Resource};
 use super::{internal_topic_refused, RequestContext, Versions};
+use crate::config::topic::{self, topic_key};
+use crate::config::ConfigKind;
 use crate::is_internal;
-use corelog_engine::config::{ConfigKind, TopicConfig};
+use corelog_engine::config::TopicConfig;
 use corelog_engine::error::EngineError;
 
 pub const VERSIONS: Versions = Versions::new(0, 1);
@@ -102,11 +104,11 @@ pub fn apply(
     let mut deleted: Vec<(&str, String)> = Vec::new();
     let mut assigned: Vec<(&str, String)> = Vec::new();
     for &(key, operation, value) in operations {
-        let Some(definition) = TopicConfig::definition(key) else {
+        let Some(definition) = topic_key(key) else {
             return Err(invalid_config(key, value.unwrap_or_default(), "unknown topic config key"));
         };
         if operation == DELETE {
-            deleted.push((key, defaults.get(key).unwrap_or_default()));
+            deleted.push((key, topic::value(defaults, key).unwrap_or_default()));
             continue;
         }
         let Some(value) = value else {
@@ -123,7 +125,7 @@ pub fn apply(
             SET => value.to_string(),
             APPEND => {
                 list_only("APPEND")?;
-                let mut items = list_items(&current.get(key).unwrap_or_default());
+                let mut items = list_items(&topic::value(current, key).unwrap_or_default());
                 for item in list_items(value) {
                     if !items.contains(&item) {
                         items.push(item);
@@ -134,7 +136,7 @@ pub fn apply(
             SUBTRACT => {
                 list_only("SUBTRACT")?;
                 let removed = list_items(value);
-                let items: Vec<String> = list_items(&current.get(key).unwrap_or_default())
+                let items: Vec<String> = list_items(&topic::value(current, key).unwrap_or_default())
                     .into_iter()
                     .filter(|item| !removed.contains(item))
                     .collect();
@@ -149,8 +151,8 @@ pub fn apply(
         assigned.push((key, new_value));
     }
     let mut updated = current.clone();
-    updated.set_all(deleted.iter().map(|(key, value)| (*key, value.as_str()))).map_err(failed)?;
-    updated.set_all(assigned.iter().map(|(key, value)| (*key, value.as_str()))).map_err(failed)?;
+    topic::set_all(&mut updated, deleted.iter().map(|(key, value)| (*key, value.as_str()))).map_err(failed)?;
+    topic::set_all(&mut updated, assigned.iter().map(|(key, value)| (*key, value.as_str()))).map_err(failed)?;
     Ok(updated)
 }
 
@@ -247,5 +249,17 @@ mod tests {
         assert_eq!(code(apply(&config, &config, &one_bad)), invalid_config);
         let contradicting = [("fsync.policy", SET, Some("never")), ("flush.messages", SET, Some("1"))];
         assert_eq!(code(apply(&config, &config, &contradicting)), invalid_config);
+    }
+
+    #[test]
+    fn broker_keys_are_set_and_deleted_like_engine_keys() {
+        let defaults = topic::built_in();
+        let invalid_config = ResponseError::InvalidConfig.code();
+        let raised = apply(&defaults, &defaults, &[("min.insync.replicas", SET, Some("2"))]).expect("valid");
+        assert_eq!(topic::min_insync_replicas(&raised), 2);
+        assert_eq!(code(apply(&raised, &defaults, &[("min.insync.replicas", SET, Some("0"))])), invalid_config);
+        assert_eq!(code(apply(&raised, &defaults, &[("min.insync.replicas", APPEND, Some("3"))])), invalid_config);
+        let deleted = apply(&raised, &defaults, &[("min.insync.replicas", DELETE, None)]).expect("valid");
+        assert_eq!(deleted, defaults, "DELETE goes back to the broker's default");
     }
 }
