@@ -16,7 +16,9 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::config_resources::{broker_configs_read_only, failed, replace_topic_config, resolve, Failure, Resource};
+use super::config_resources::{
+    broker_configs_read_only, coded, failed, replace_topic_config, resolve, Failure, Resource,
+};
 use super::{internal_topic_refused, RequestContext, Versions};
 use crate::config::topic;
 use crate::is_internal;
@@ -31,8 +33,8 @@ pub async fn handle(context: &RequestContext<'_>, request: AlterConfigsRequest) 
             .with_resource_name(resource.resource_name.clone());
         let response = match alter(context, resource, request.validate_only).await {
             Ok(()) => response.with_error_message(None),
-            Err((code, message)) => {
-                response.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)))
+            Err((error, message)) => {
+                response.with_error_code(error.code()).with_error_message(Some(StrBytes::from_string(message)))
             }
         };
         responses.push(response);
@@ -47,7 +49,7 @@ async fn alter(
 ) -> Result<(), Failure> {
     match resolve(context, resource.resource_type, resource.resource_name.as_str())? {
         Resource::Topic(metadata) if is_internal(&metadata.name) => {
-            Err(internal_topic_refused(&metadata.name, "change its config"))
+            Err(coded(internal_topic_refused(&metadata.name, "change its config")))
         }
         Resource::Topic(metadata) => {
             let mut updated = context.shard.broker.config.topic_defaults.clone();

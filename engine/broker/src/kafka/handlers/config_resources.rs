@@ -15,7 +15,7 @@ use kafka_protocol::ResponseError;
 use super::RequestContext;
 use crate::config::topic::{self, TOPIC_KEYS};
 use crate::config::ConfigKind;
-use crate::kafka::errors::error_code;
+use crate::kafka::errors::response_error;
 use corelog_engine::config::TopicConfig;
 use corelog_engine::error::EngineError;
 use corelog_engine::shard::TopicMetadata;
@@ -26,11 +26,17 @@ pub const RESOURCE_TYPE_TOPIC: i8 = 2;
 /// Kafka's `ConfigResource.Type` of a broker.
 pub const RESOURCE_TYPE_BROKER: i8 = 4;
 
-/// A Kafka error code with the message that explains it.
-pub type Failure = (i16, String);
+/// Why a config request failed: the Kafka error and the message that explains it.
+pub type Failure = (ResponseError, String);
 
+/// An engine error as a [`Failure`], with the engine's text as its message.
 pub fn failed(error: EngineError) -> Failure {
-    (error_code(&error), error.to_string())
+    (response_error(&error), error.to_string())
+}
+
+/// A refusal given as a raw code (`super::internal_topic_refused`) as a [`Failure`].
+pub fn coded((code, message): (i16, String)) -> Failure {
+    (ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError), message)
 }
 
 /// Where a config value comes from (Kafka's `ConfigSource`, the codes on the wire).
@@ -154,17 +160,17 @@ pub fn resolve(context: &RequestContext<'_>, resource_type: i8, resource_name: &
             match resource_name.parse::<i32>() {
                 Ok(id) if id == node_id => Ok(Resource::Broker),
                 Ok(id) => Err((
-                    ResponseError::InvalidRequest.code(),
+                    ResponseError::InvalidRequest,
                     format!("this is broker {node_id}, the only broker of the cluster; there is no broker {id}"),
                 )),
                 Err(_) => Err((
-                    ResponseError::InvalidRequest.code(),
+                    ResponseError::InvalidRequest,
                     format!("a broker resource is named by the broker's id, an integer, not {resource_name:?}"),
                 )),
             }
         }
         other => Err((
-            ResponseError::InvalidRequest.code(),
+            ResponseError::InvalidRequest,
             format!("config resource type {other} is not supported: only topics (2) and brokers (4)"),
         )),
     }
@@ -173,7 +179,7 @@ pub fn resolve(context: &RequestContext<'_>, resource_type: i8, resource_name: &
 /// Why a broker resource cannot be altered.
 pub fn broker_configs_read_only() -> Failure {
     (
-        ResponseError::InvalidConfig.code(),
+        ResponseError::InvalidConfig,
         "broker configs are read-only in corelog: set them with the `corelog broker` flags or its YAML file \
          and restart the broker"
             .to_string(),

@@ -8,10 +8,9 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::config_resources::topic_config_entries;
+use super::config_resources::{failed, topic_config_entries, Failure};
 use super::{RequestContext, Versions};
 use crate::config::topic;
-use crate::kafka::errors::error_code;
 use corelog_engine::config::TopicConfig;
 use corelog_engine::error::EngineError;
 use corelog_engine::types::TopicName;
@@ -41,8 +40,8 @@ pub async fn handle(context: &RequestContext<'_>, request: CreateTopicsRequest) 
                     result = result.with_configs(Some(configs));
                 }
             }
-            Err((code, message)) => {
-                result = result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)));
+            Err((error, message)) => {
+                result = result.with_error_code(error.code()).with_error_message(Some(StrBytes::from_string(message)));
             }
         }
         results.push(result);
@@ -54,19 +53,18 @@ async fn create(
     context: &RequestContext<'_>,
     topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
     validate_only: bool,
-) -> Result<(i32, uuid::Uuid, TopicConfig), (i16, String)> {
-    let failed = |error: EngineError| (error_code(&error), error.to_string());
+) -> Result<(i32, uuid::Uuid, TopicConfig), Failure> {
     let name = TopicName::new(topic.name.0.as_str()).map_err(failed)?;
     let broker = &context.shard.broker;
     if topic.replication_factor != -1 && topic.replication_factor != 1 {
         return Err((
-            ResponseError::InvalidReplicationFactor.code(),
+            ResponseError::InvalidReplicationFactor,
             format!("replication factor {} is not possible: this cluster has one broker", topic.replication_factor),
         ));
     }
     if !topic.assignments.is_empty() {
         return Err((
-            ResponseError::InvalidReplicaAssignment.code(),
+            ResponseError::InvalidReplicaAssignment,
             "manual replica assignment is not supported".to_string(),
         ));
     }

@@ -49,8 +49,8 @@ fn describe(
         Ok(Resource::Topic(metadata)) => topic_config_entries(&metadata.config, &broker.config.topic_defaults),
         Ok(Resource::Broker) => broker_config_entries(broker),
         Ok(Resource::BrokerDefaults) => Vec::new(),
-        Err((code, message)) => {
-            return result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)))
+        Err((error, message)) => {
+            return result.with_error_code(error.code()).with_error_message(Some(StrBytes::from_string(message)))
         }
     };
     let wanted = |name: &str| match &resource.configuration_keys {

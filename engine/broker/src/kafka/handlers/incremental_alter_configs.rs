@@ -18,7 +18,9 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::config_resources::{broker_configs_read_only, failed, replace_topic_config, resolve, Failure, Resource};
+use super::config_resources::{
+    broker_configs_read_only, coded, failed, replace_topic_config, resolve, Failure, Resource,
+};
 use super::{internal_topic_refused, RequestContext, Versions};
 use crate::config::topic::{self, topic_key};
 use crate::config::ConfigKind;
@@ -47,8 +49,8 @@ pub async fn handle(
             .with_resource_name(resource.resource_name.clone());
         let response = match alter(context, resource, request.validate_only).await {
             Ok(()) => response.with_error_message(None),
-            Err((code, message)) => {
-                response.with_error_code(code).with_error_message(Some(StrBytes::from_string(message)))
+            Err((error, message)) => {
+                response.with_error_code(error.code()).with_error_message(Some(StrBytes::from_string(message)))
             }
         };
         responses.push(response);
@@ -63,7 +65,7 @@ async fn alter(
 ) -> Result<(), Failure> {
     match resolve(context, resource.resource_type, resource.resource_name.as_str())? {
         Resource::Topic(metadata) if is_internal(&metadata.name) => {
-            Err(internal_topic_refused(&metadata.name, "change its config"))
+            Err(coded(internal_topic_refused(&metadata.name, "change its config")))
         }
         Resource::Topic(metadata) => {
             let operations: Vec<Operation<'_>> = resource
@@ -88,7 +90,7 @@ pub fn apply(
     defaults: &TopicConfig,
     operations: &[Operation<'_>],
 ) -> Result<TopicConfig, Failure> {
-    let invalid_request = |message: String| (ResponseError::InvalidRequest.code(), message);
+    let invalid_request = |message: String| (ResponseError::InvalidRequest, message);
     let invalid_config = |key: &str, value: &str, reason: &str| {
         failed(EngineError::InvalidConfig {
             key: key.to_string(),
@@ -168,10 +170,10 @@ mod tests {
 
     const NEVER: &str = "9223372036854775807";
 
-    fn code(result: Result<TopicConfig, Failure>) -> i16 {
+    fn code(result: Result<TopicConfig, Failure>) -> ResponseError {
         match result {
             Ok(config) => panic!("accepted: {config:?}"),
-            Err((code, _)) => code,
+            Err((error, _)) => error,
         }
     }
 
@@ -219,7 +221,7 @@ mod tests {
     #[test]
     fn append_and_subtract_apply_only_to_list_configs() {
         let config = TopicConfig::default();
-        let invalid_config = ResponseError::InvalidConfig.code();
+        let invalid_config = ResponseError::InvalidConfig;
         assert_eq!(
             apply(&config, &config, &[("cleanup.policy", APPEND, Some("delete"))]).expect("no-op append"),
             config
@@ -237,8 +239,8 @@ mod tests {
     #[test]
     fn bad_operations_are_refused_and_nothing_applies() {
         let config = TopicConfig::default();
-        let invalid_request = ResponseError::InvalidRequest.code();
-        let invalid_config = ResponseError::InvalidConfig.code();
+        let invalid_request = ResponseError::InvalidRequest;
+        let invalid_config = ResponseError::InvalidConfig;
         let repeated = [("retention.ms", SET, Some("1")), ("retention.ms", DELETE, None)];
         assert_eq!(code(apply(&config, &config, &repeated)), invalid_request);
         assert_eq!(code(apply(&config, &config, &[("retention.ms", 7, Some("1"))])), invalid_request);
@@ -254,7 +256,7 @@ mod tests {
     #[test]
     fn broker_keys_are_set_and_deleted_like_engine_keys() {
         let defaults = topic::built_in();
-        let invalid_config = ResponseError::InvalidConfig.code();
+        let invalid_config = ResponseError::InvalidConfig;
         let raised = apply(&defaults, &defaults, &[("min.insync.replicas", SET, Some("2"))]).expect("valid");
         assert_eq!(topic::min_insync_replicas(&raised), 2);
         assert_eq!(code(apply(&raised, &defaults, &[("min.insync.replicas", SET, Some("0"))])), invalid_config);
