@@ -2,64 +2,121 @@
 //! (SIGTERM/SIGINT: stop accepting, finish in-flight requests, sync, exit 0; a
 //! shard that panics: exit 1 at once, see [`watch_shards`]).
 //!
-//! Flags override the file; the file overrides the defaults. Unknown YAML fields and
-//! bad values are rejected before anything starts, naming the file and line.
+//! The flags and the file's keys are the broker's settings table,
+//! `corelog_broker::config::broker::BROKER_SETTINGS`: each setting's flag, help,
+//! YAML key and parsing are defined there once, and the flags are built from it
+//! ([`BrokerArgs`] implements clap's `Args` by hand for that). Flags override the
+//! file; the file overrides the defaults. Unknown YAML keys and bad values are
+//! rejected before anything starts, naming the file and line.
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::Context;
+use corelog_broker::config::broker::{self as settings, BrokerSetting, BROKER_SETTINGS, TOPIC_DEFAULTS_YAML_KEY};
 use corelog_broker::config::topic;
 use corelog_broker::{Broker, BrokerConfig};
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
 use crate::UsageError;
 
-#[derive(clap::Args, Debug)]
+/// The `corelog broker` command line: a flag for every setting of
+/// [`BROKER_SETTINGS`] that has one, plus `--config` and a hidden test flag.
+#[derive(Debug)]
 pub struct BrokerArgs {
-    /// Directory holding the topics' logs (created if missing).
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// Address to listen on for Kafka clients (port 0: any free port).
-    #[arg(long)]
-    listen: Option<String>,
-    /// host:port given to clients in Metadata (default: the listen address).
-    #[arg(long)]
-    advertised_listener: Option<String>,
-    /// This broker's node id.
-    #[arg(long)]
-    node_id: Option<i32>,
-    /// Shards (one pinned thread each); 0 means one per online CPU.
-    #[arg(long)]
-    cores: Option<usize>,
-    /// YAML file with broker settings (see `BrokerFile`).
-    #[arg(long)]
+    /// The settings given as flags, each with its flag's text, in table order.
+    settings: Vec<(&'static BrokerSetting, String)>,
+    /// The YAML file.
     config: Option<PathBuf>,
     /// Test-only: a Produce to this topic panics the shard that handles it.
-    #[arg(long, hide = true)]
     test_panic_on_produce_to: Option<String>,
 }
 
-/// The `--config` file. Topic defaults use Kafka's topic config keys, plus
-/// `fsync.policy` (`always`, `interval:<ms>`, `never`).
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-struct BrokerFile {
-    node_id: Option<i32>,
-    listen: Option<String>,
-    advertised_listener: Option<String>,
-    cores: Option<usize>,
-    /// Create topics that clients ask Metadata about (default true).
-    auto_create_topics: Option<bool>,
-    /// Partitions of auto-created topics (default 1).
-    default_partitions: Option<i32>,
-    /// Largest request accepted, in bytes (default 100 MiB).
-    max_request_bytes: Option<usize>,
-    /// Connections served at once (default 10000).
-    max_connections: Option<usize>,
-    /// Kafka topic configs every new topic starts with, e.g. `segment.bytes: 1073741824`.
-    topic_defaults: Option<BTreeMap<String, serde_yaml::Value>>,
+const CONFIG_FLAG: &str = "config";
+const TEST_PANIC_FLAG: &str = "test-panic-on-produce-to";
+
+impl clap::Args for BrokerArgs {
+    /// One argument per flagged setting, its id the setting's name and its help the
+    /// setting's documentation; the file's keys in the long help.
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let command = BROKER_SETTINGS.iter().fold(command, |command, setting| match setting.flag {
+            Some(flag) => command.arg(
+                clap::Arg::new(setting.name)
+                    .long(flag.long)
+                    .value_name(flag.value_name)
+                    .required(flag.required)
+                    .help(flag_help(setting)),
+            ),
+            None => command,
+        });
+        command
+            .arg(
+                clap::Arg::new(CONFIG_FLAG)
+                    .long(CONFIG_FLAG)
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("YAML file with broker settings and topic defaults; --help lists its keys."),
+            )
+            .arg(
+                clap::Arg::new(TEST_PANIC_FLAG)
+                    .long(TEST_PANIC_FLAG)
+                    .value_name("TOPIC")
+                    .hide(true)
+                    .help("Test-only: a Produce to this topic panics the shard that handles it."),
+            )
+            .after_long_help(file_reference())
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl clap::FromArgMatches for BrokerArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let settings = BROKER_SETTINGS
+            .iter()
+            .filter(|setting| setting.flag.is_some())
+            .filter_map(|setting| matches.get_one::<String>(setting.name).map(|text| (setting, text.clone())))
+            .collect();
+        Ok(BrokerArgs {
+            settings,
+            config: matches.get_one::<PathBuf>(CONFIG_FLAG).cloned(),
+            test_panic_on_produce_to: matches.get_one::<String>(TEST_PANIC_FLAG).cloned(),
+        })
+    }
+
+    /// Replaces the whole value: `corelog broker` is parsed once, never updated.
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+/// A flag's help: the setting's documentation, and its YAML key if it has one.
+fn flag_help(setting: &BrokerSetting) -> String {
+    match setting.yaml_key {
+        Some(key) => format!("{} [YAML: {key}]", setting.documentation),
+        None => setting.documentation.to_string(),
+    }
+}
+
+/// The `--config` file's keys, for `--help`: every setting's YAML key, then topic defaults.
+fn file_reference() -> String {
+    let mut text = String::from("Keys of the --config YAML file (flags override them):\n");
+    for setting in &BROKER_SETTINGS {
+        if let Some(key) = setting.yaml_key {
+            text.push_str(&format!("  {key}: {} ({})\n", setting.documentation, setting.name));
+        }
+    }
+    let topic_keys: Vec<&str> = topic::topic_key_names().collect();
+    text.push_str(&format!(
+        "  {TOPIC_DEFAULTS_YAML_KEY}: the topic configs every new topic starts with, a map of {}; \
+         e.g. `segment.bytes: 1073741824`.",
+        topic_keys.join(", ")
+    ));
+    text
 }
 
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
@@ -109,123 +166,328 @@ fn watch_shards(failed: flume::Receiver<corelog_engine::shard::ShardFailure>) ->
 }
 
 fn build_config(args: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
-    let file = match &args.config {
-        Some(path) => load_file(path)?,
-        None => BrokerFile::default(),
+    let mut config = BrokerConfig::new(PathBuf::new());
+    let topic_defaults = match &args.config {
+        Some(path) => load_file(path, &mut config)?,
+        None => Vec::new(),
     };
-    let mut config = BrokerConfig::new(&args.data_dir);
-    if let Some(listen) = args.listen.as_ref().or(file.listen.as_ref()) {
-        config.listen = resolve(listen).map_err(|e| UsageError(format!("--listen {listen}: {e}")))?;
-    }
-    if let Some(advertised) = args.advertised_listener.as_ref().or(file.advertised_listener.as_ref()) {
-        config.advertised_listener = Some(parse_host_port(advertised).map_err(UsageError)?);
-    }
-    if let Some(node_id) = args.node_id.or(file.node_id) {
-        if node_id < 0 {
-            return Err(UsageError(format!("node id {node_id} must be 0 or more")).into());
-        }
-        config.node_id = node_id;
-    }
-    if let Some(cores) = args.cores.or(file.cores) {
-        config.engine.shard_count = cores;
-    }
-    if let Some(auto) = file.auto_create_topics {
-        config.auto_create_topics = auto;
-    }
-    if let Some(partitions) = file.default_partitions {
-        if !(1..=corelog_engine::config::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
-            return Err(UsageError(format!("default_partitions {partitions} is out of range")).into());
-        }
-        config.default_partitions = partitions;
-    }
-    if let Some(bytes) = file.max_request_bytes {
-        config.request_bytes_max = bytes;
-    }
-    if let Some(connections) = file.max_connections {
-        config.connections_max = connections;
-    }
-    let mut topic_defaults = Vec::new();
-    for (key, value) in file.topic_defaults.iter().flatten() {
-        let text = match value {
-            serde_yaml::Value::String(s) => s.clone(),
-            serde_yaml::Value::Number(n) => n.to_string(),
-            serde_yaml::Value::Bool(b) => b.to_string(),
-            other => return Err(UsageError(format!("topic_defaults.{key}: expected a scalar, got {other:?}")).into()),
-        };
-        topic_defaults.push((key.as_str(), text));
+    for (setting, text) in &args.settings {
+        let set = setting.set.with_context(|| format!("{} has a flag but cannot be set", setting.name))?;
+        let long = setting.flag.map_or(setting.name, |flag| flag.long);
+        set(&mut config, text).map_err(|reason| UsageError(format!("--{long} {text}: {reason}")))?;
     }
     // All at once: contradicting keys (fsync.policy against flush.*) are refused.
-    topic::set_all(&mut config.topic_defaults, topic_defaults.iter().map(|(key, value)| (*key, value.as_str())))
-        .map_err(|e| UsageError(format!("topic_defaults: {e}")))?;
+    topic::set_all(
+        &mut config.topic_defaults,
+        topic_defaults.iter().map(|(key, value)| (key.as_str(), value.as_str())),
+    )
+    .map_err(|e| UsageError(format!("{TOPIC_DEFAULTS_YAML_KEY}: {e}")))?;
     Ok(config)
 }
 
-fn load_file(path: &Path) -> anyhow::Result<BrokerFile> {
+/// Reads the `--config` file: sets each setting it names on `config` and returns
+/// its topic defaults, each checked alone (a pair may still contradict, which
+/// [`topic::set_all`] refuses).
+fn load_file(path: &Path, config: &mut BrokerConfig) -> anyhow::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|error| {
+    let mut topic_defaults = Vec::new();
+    let file = BrokerFile { config, topic_defaults: &mut topic_defaults };
+    file.deserialize(serde_yaml::Deserializer::from_str(&text)).map_err(|error| {
         let place = error.location().map_or(String::new(), |l| format!(":{}:{}", l.line(), l.column()));
-        UsageError(format!("{}{place}: {error}", path.display())).into()
+        UsageError(format!("{}{place}: {error}", path.display()))
+    })?;
+    Ok(topic_defaults)
+}
+
+/// The YAML file, read through the settings table. Every check is made while the
+/// file is read, so serde_yaml places each error at its key or value.
+struct BrokerFile<'a> {
+    config: &'a mut BrokerConfig,
+    topic_defaults: &'a mut Vec<(String, String)>,
+}
+
+/// Every key the file may have, for serde's "expected one of" message.
+fn file_keys() -> &'static [&'static str] {
+    static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        BROKER_SETTINGS.iter().filter_map(|setting| setting.yaml_key).chain([TOPIC_DEFAULTS_YAML_KEY]).collect()
     })
 }
 
-fn resolve(address: &str) -> Result<SocketAddr, String> {
-    address.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or_else(|| "resolves to no address".to_string())
+impl<'de> DeserializeSeed<'de> for BrokerFile<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
 }
 
-fn parse_host_port(text: &str) -> Result<(String, u16), String> {
-    let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("advertised listener {text:?} is not host:port"))?;
-    let port = port.parse::<u16>().map_err(|_| format!("advertised listener {text:?}: bad port"))?;
-    if host.is_empty() {
-        return Err(format!("advertised listener {text:?}: empty host"));
+impl<'de> Visitor<'de> for BrokerFile<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of broker settings")
     }
-    Ok((host.to_string(), port))
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = Vec::new();
+        while let Some(key) = map.next_key_seed(KnownKey { known: file_keys(), seen: &mut seen })? {
+            match settings::by_yaml_key(key) {
+                // Null leaves the setting as it is, as if the key were absent.
+                Some(setting) => map.next_value_seed(ScalarValue(|text: Option<&str>| {
+                    let (Some(text), Some(set)) = (text, setting.set) else { return Ok(()) };
+                    // serde_yaml's message starts with the key's path.
+                    set(self.config, text)
+                }))?,
+                None => map.next_value_seed(TopicDefaults {
+                    defaults: &self.config.topic_defaults,
+                    entries: self.topic_defaults,
+                })?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A map key that must be one of `known` and not repeat one in `seen`; checked
+/// while the key is read, so an error points at it.
+struct KnownKey<'a> {
+    known: &'static [&'static str],
+    seen: &'a mut Vec<&'static str>,
+}
+
+impl<'de> DeserializeSeed<'de> for KnownKey<'_> {
+    type Value = &'static str;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<&'static str, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KnownKey<'_> {
+    type Value = &'static str;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<&'static str, E> {
+        let Some(known) = self.known.iter().find(|known| **known == key) else {
+            return Err(E::unknown_field(key, self.known));
+        };
+        if self.seen.contains(known) {
+            return Err(E::custom(format!("duplicate field `{key}`")));
+        }
+        self.seen.push(known);
+        Ok(known)
+    }
+}
+
+/// A scalar value handed to `apply` as text (`None` for null) while it is read, so
+/// that serde_yaml places the error `apply` returns at the value.
+struct ScalarValue<F>(F);
+
+impl<'de, F: FnOnce(Option<&str>) -> Result<(), String>> DeserializeSeed<'de> for ScalarValue<F> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnOnce(Option<&str>) -> Result<(), String>> Visitor<'de> for ScalarValue<F> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a scalar (text, number or boolean)")
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
+        (self.0)(Some(value)).map_err(E::custom)
+    }
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<(), E> {
+        self.visit_str(&value.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
+        self.visit_str(&value.to_string())
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
+        self.visit_str(&value.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
+        self.visit_str(&value.to_string())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        (self.0)(None).map_err(E::custom)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+}
+
+/// The `topic_defaults` map: every key a topic key, every value valid for it on
+/// the broker's built-in defaults.
+struct TopicDefaults<'a> {
+    defaults: &'a corelog_engine::TopicConfig,
+    entries: &'a mut Vec<(String, String)>,
+}
+
+impl<'de> DeserializeSeed<'de> for TopicDefaults<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopicDefaults<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of topic configs")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        static TOPIC_KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+        let known = TOPIC_KEYS.get_or_init(|| topic::topic_key_names().collect());
+        let mut seen = Vec::new();
+        while let Some(key) = map.next_key_seed(KnownKey { known, seen: &mut seen })? {
+            map.next_value_seed(ScalarValue(|text: Option<&str>| {
+                // serde_yaml's message starts with the key's path.
+                let text = text.ok_or("expected a value, got null")?;
+                topic::set(&mut self.defaults.clone(), key, text).map_err(|error| error.to_string())?;
+                self.entries.push((key.to_string(), text.to_string()));
+                Ok(())
+            }))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{Args as _, FromArgMatches as _};
+
+    fn command() -> clap::Command {
+        BrokerArgs::augment_args(clap::Command::new("broker"))
+    }
+
+    fn parse(flags: &[&str]) -> BrokerArgs {
+        let matches =
+            command().try_get_matches_from(["broker"].iter().chain(flags)).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+        BrokerArgs::from_arg_matches(&matches).expect("parsed")
+    }
 
     fn args(config: Option<PathBuf>) -> BrokerArgs {
-        BrokerArgs {
-            data_dir: "/tmp/x".into(),
-            listen: None,
-            advertised_listener: None,
-            node_id: None,
-            cores: None,
-            config,
-            test_panic_on_produce_to: None,
+        let mut args = parse(&["--data-dir", "/tmp/x"]);
+        args.config = config;
+        args
+    }
+
+    #[test]
+    fn every_flagged_setting_is_a_flag_documented_by_the_table() {
+        let command = command();
+        command.clone().debug_assert();
+        for setting in &BROKER_SETTINGS {
+            let Some(flag) = setting.flag else {
+                assert!(command.get_arguments().all(|arg| arg.get_id() != setting.name), "{}", setting.name);
+                continue;
+            };
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_long() == Some(flag.long))
+                .unwrap_or_else(|| panic!("no --{} for {}", flag.long, setting.name));
+            assert_eq!(arg.get_id(), setting.name);
+            assert_eq!(arg.is_required_set(), flag.required, "--{}", flag.long);
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(help.starts_with(setting.documentation), "--{}: {help}", flag.long);
         }
+        let flags = command.get_arguments().filter_map(|arg| arg.get_long()).collect::<Vec<_>>();
+        assert_eq!(flags, ["data-dir", "listen", "advertised-listener", "node-id", "cores", "config", TEST_PANIC_FLAG]);
+        let reference = file_reference();
+        for key in file_keys() {
+            assert!(reference.contains(&format!("  {key}: ")), "{key} is not in --help: {reference}");
+        }
+    }
+
+    #[test]
+    fn flags_are_set_through_the_table_and_bad_ones_name_the_flag() {
+        let args = parse(&["--data-dir", "/srv/c", "--listen", "127.0.0.1:0", "--node-id", "2", "--cores", "1"]);
+        let config = build_config(&args).expect("valid");
+        assert_eq!(config.engine.data_dir, PathBuf::from("/srv/c"));
+        assert_eq!((config.listen.port(), config.node_id, config.engine.shard_count), (0, 2, 1));
+        assert!(command().try_get_matches_from(["broker", "--node-id", "2"]).is_err(), "--data-dir is required");
+        let error = build_config(&parse(&["--data-dir", "/x", "--node-id=-1"])).expect_err("bad id").to_string();
+        assert!(error.contains("--node-id -1"), "{error}");
+        let error = build_config(&parse(&["--data-dir", "/x", "--advertised-listener", "h"])).expect_err("no port");
+        assert!(error.to_string().contains("--advertised-listener h"), "{error}");
     }
 
     #[test]
     fn unknown_fields_and_bad_values_are_rejected_with_file_and_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("broker.yaml");
-        std::fs::write(&path, "node_id: 1\nlisten_on: 127.0.0.1:9092\n").expect("write");
-        let error = build_config(&args(Some(path.clone()))).expect_err("unknown field").to_string();
+        let error_of = |yaml: &str| {
+            std::fs::write(&path, yaml).expect("write");
+            build_config(&args(Some(path.clone()))).expect_err(yaml).to_string()
+        };
+        let error = error_of("node_id: 1\nlisten_on: 127.0.0.1:9092\n");
         assert!(error.contains("broker.yaml:2") && error.contains("listen_on"), "{error}");
+        assert!(error.contains("node_id") && error.contains("topic_defaults"), "the known keys are listed: {error}");
 
-        std::fs::write(&path, "topic_defaults:\n  fsync.policy: sometimes\n").expect("write");
-        let error = build_config(&args(Some(path.clone()))).expect_err("bad value").to_string();
-        assert!(error.contains("fsync.policy"), "{error}");
+        let error = error_of("topic_defaults:\n  fsync.policy: sometimes\n");
+        assert!(error.contains("broker.yaml:2") && error.contains("fsync.policy"), "{error}");
+        let error = error_of("topic_defaults:\n  segment.bytes: 1048576\n  retention.byte: 5\n");
+        assert!(error.contains("broker.yaml:3") && error.contains("retention.byte"), "{error}");
+        let error = error_of("topic_defaults:\n  fsync.policy: never\n  flush.messages: 1\n");
+        assert!(error.contains("contradicts fsync.policy"), "{error}");
 
-        std::fs::write(&path, "default_partitions: 0\n").expect("write");
-        assert!(build_config(&args(Some(path))).is_err());
+        let error = error_of("node_id: 1\ndefault_partitions: 0\n");
+        assert!(error.contains("broker.yaml:2") && error.contains("default_partitions"), "{error}");
+        let error = error_of("auto_create_topics: yes\n");
+        assert!(error.contains("broker.yaml:1") && error.contains("true or false"), "{error}");
+        let error = error_of("cores: 1\nnode_id: 2\ncores: 2\n");
+        assert!(error.contains("broker.yaml:3") && error.contains("duplicate"), "{error}");
+        let error = error_of("listen: [127.0.0.1, 9092]\n");
+        assert!(error.contains("broker.yaml:1"), "{error}");
     }
 
     #[test]
-    fn flags_override_the_file() {
+    fn every_yaml_key_sets_its_setting_and_flags_override_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("broker.yaml");
-        std::fs::write(&path, "node_id: 3\nlisten: 127.0.0.1:9999\ncores: 1\ntopic_defaults:\n  segment.bytes: 1048576\n  fsync.policy: always\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "node_id: 3\nlisten: 127.0.0.1:9999\nadvertised_listener: proxy.local:19092\ncores: 1\n\
+             auto_create_topics: false\ndefault_partitions: 6\nmax_request_bytes: 1048576\nmax_connections: 20\n\
+             topic_defaults:\n  segment.bytes: 1048576\n  fsync.policy: always\n  min.insync.replicas: 2\n",
+        )
+        .expect("write");
         let mut with_flags = args(Some(path));
-        with_flags.listen = Some("127.0.0.1:0".to_string());
+        with_flags.settings.push((settings::by_name("listeners").expect("listed"), "127.0.0.1:0".to_string()));
         let config = build_config(&with_flags).expect("valid");
-        assert_eq!(config.node_id, 3);
-        assert_eq!(config.listen.port(), 0);
-        assert_eq!(config.engine.shard_count, 1);
+        let value = |name: &str| (settings::by_name(name).expect("listed").value)(&config);
+        let expected = [
+            ("node.id", "3"),
+            ("listeners", "PLAINTEXT://127.0.0.1:0"),
+            ("advertised.listeners", "PLAINTEXT://proxy.local:19092"),
+            ("corelog.cores", "1"),
+            ("auto.create.topics.enable", "false"),
+            ("num.partitions", "6"),
+            ("socket.request.max.bytes", "1048576"),
+            ("max.connections", "20"),
+        ];
+        for (name, reported) in expected {
+            assert_eq!(value(name), reported, "{name}");
+        }
+        let yaml_keys = BROKER_SETTINGS.iter().filter(|setting| setting.yaml_key.is_some()).count();
+        assert_eq!(yaml_keys, expected.len(), "every YAML key of the table is tested here");
         assert_eq!(config.topic_defaults.segment_bytes, 1 << 20);
         assert_eq!(config.topic_defaults.durability, corelog_engine::Durability::Always);
+        assert_eq!(topic::min_insync_replicas(&config.topic_defaults), 2);
+    }
+
+    #[test]
+    fn an_empty_file_and_null_values_keep_the_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("broker.yaml");
+        for yaml in ["", "node_id:\n", "# nothing\ntopic_defaults: {}\n"] {
+            std::fs::write(&path, yaml).expect("write");
+            let config = build_config(&args(Some(path.clone()))).unwrap_or_else(|e| panic!("{yaml:?}: {e}"));
+            assert_eq!(config.node_id, 0, "{yaml:?}");
+            assert_eq!(config.topic_defaults, topic::built_in(), "{yaml:?}");
+        }
     }
 }

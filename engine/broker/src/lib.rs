@@ -53,7 +53,9 @@ use corelog_engine::shard::{Engine, EngineConfig, EngineHandle, ShardService};
 use corelog_engine::storage::dma::replace_file_durably;
 use corelog_engine::types::{ShardId, TopicName};
 
-/// How a broker is started (the `corelog broker` flags and YAML file end up here).
+/// How a broker is started. The `corelog broker` flags and YAML file end up here
+/// through [`config::broker::BROKER_SETTINGS`], which names every field a flag or
+/// the file sets.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
@@ -120,6 +122,11 @@ impl BrokerState {
             Some((host, port)) => (host.clone(), *port),
             None => (self.config.listen.ip().to_string(), self.listen_port.load(Ordering::Relaxed)),
         }
+    }
+
+    /// The address the broker listens on, with the port resolved once it listens.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.config.listen.ip(), self.listen_port.load(Ordering::Acquire))
     }
 
     /// Counts a new connection; `false` (and nothing counted) when at the limit.

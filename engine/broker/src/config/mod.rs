@@ -1,8 +1,11 @@
 //! Every config the broker accepts, each defined once: the topic keys
-//! ([`topic::TOPIC_KEYS`]). DescribeConfigs, AlterConfigs, IncrementalAlterConfigs
-//! and CreateTopics read the table, and so does the `corelog broker` YAML file (in
-//! the harness), so a name, its kind and its documentation are written in one place.
+//! ([`topic::TOPIC_KEYS`]) and the broker's own settings
+//! ([`broker::BROKER_SETTINGS`]). DescribeConfigs, AlterConfigs,
+//! IncrementalAlterConfigs and CreateTopics read these tables, and so do the
+//! `corelog broker` flags and YAML file (in the harness), so a name, its kind and
+//! its documentation are written in one place.
 
+pub mod broker;
 pub mod topic;
 
 /// What kind of value a config holds (Kafka's `ConfigDef.Type`), for DescribeConfigs.
@@ -26,5 +29,14 @@ pub(crate) fn parse_in<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
     match text.trim().parse::<T>() {
         Ok(value) if value >= min && value <= max => Ok(value),
         _ => Err(format!("expected an integer in [{min}, {max}]")),
+    }
+}
+
+/// `text` as `true` or `false`, or why not.
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".to_string()),
     }
 }

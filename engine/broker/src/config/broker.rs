@@ -1,0 +1,303 @@
+//! Every setting of a broker ([`BROKER_SETTINGS`]): its Kafka name, its
+//! `corelog broker` flag and YAML key, its documentation, and how it is read from
+//! and set on a [`BrokerConfig`]. The harness builds the flags (with the table's
+//! documentation as their help) and reads the YAML file from this table, and
+//! DescribeConfigs reports a broker's settings from it, so adding a setting is one
+//! row here plus its field on [`BrokerConfig`].
+//!
+//! The broker's defaults for topics are not rows: they are the topic keys
+//! ([`super::topic::TOPIC_KEYS`]), given under [`TOPIC_DEFAULTS_YAML_KEY`] in the
+//! YAML file and reported under their broker names (`log.retention.ms`, ...).
+//!
+//! Every setting is static: read at start-up, reported read-only.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use super::{parse_bool, parse_in, ConfigKind};
+use crate::BrokerConfig;
+
+/// A `corelog broker` flag.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    /// The long name, without `--`.
+    pub long: &'static str,
+    /// What the value looks like, for `--help`.
+    pub value_name: &'static str,
+    /// Whether every `corelog broker` command line gives it.
+    pub required: bool,
+}
+
+/// One broker setting.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerSetting {
+    /// Kafka's name of the setting, as DescribeConfigs reports it, or corelog's own
+    /// (`corelog.*`) where Kafka has none.
+    pub name: &'static str,
+    /// Its `corelog broker` flag; `None`: only the YAML file sets it.
+    pub flag: Option<Flag>,
+    /// Its key in the `corelog broker --config` YAML file; `None`: only a flag sets it.
+    pub yaml_key: Option<&'static str>,
+    pub kind: ConfigKind,
+    /// One or two sentences: the flag's help and DescribeConfigs' documentation.
+    pub documentation: &'static str,
+    /// Its value in a config, as DescribeConfigs reports it.
+    pub value: fn(&BrokerConfig) -> String,
+    /// Sets it from text (a flag's argument, a YAML scalar), or says why the text is
+    /// not a valid value, changing nothing; `None` for a setting nothing sets
+    /// (reported only).
+    pub set: Option<Setter>,
+}
+
+/// Sets a setting from text, or says why the text is not a valid value.
+pub type Setter = fn(&mut BrokerConfig, &str) -> Result<(), String>;
+
+/// The YAML key of the broker's defaults for topics: a map of topic keys to values.
+pub const TOPIC_DEFAULTS_YAML_KEY: &str = "topic_defaults";
+
+/// What DescribeConfigs prefixes a listener address with: corelog's only listener.
+const PLAINTEXT: &str = "PLAINTEXT://";
+
+/// Every broker setting, in the order `--help` and DescribeConfigs list them.
+pub const BROKER_SETTINGS: [BrokerSetting; 11] = [
+    BrokerSetting {
+        name: "log.dirs",
+        flag: Some(Flag { long: "data-dir", value_name: "DIR", required: true }),
+        yaml_key: None,
+        kind: ConfigKind::String,
+        documentation: "Directory holding the topics' logs and the broker's own files (created if missing).",
+        value: |config| config.engine.data_dir.display().to_string(),
+        set: Some(|config, text| {
+            if text.is_empty() {
+                return Err("expected a directory".to_string());
+            }
+            config.engine.data_dir = PathBuf::from(text);
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "listeners",
+        flag: Some(Flag { long: "listen", value_name: "HOST:PORT", required: false }),
+        yaml_key: Some("listen"),
+        kind: ConfigKind::String,
+        documentation: "Address to listen on for Kafka clients (port 0: any free port).",
+        value: |config| format!("{PLAINTEXT}{}", config.listen),
+        set: Some(|config, text| {
+            config.listen = resolve(text)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "advertised.listeners",
+        flag: Some(Flag { long: "advertised-listener", value_name: "HOST:PORT", required: false }),
+        yaml_key: Some("advertised_listener"),
+        kind: ConfigKind::String,
+        documentation: "The address given to clients in Metadata; by default the listen address.",
+        value: |config| match &config.advertised_listener {
+            Some((host, port)) => format!("{PLAINTEXT}{host}:{port}"),
+            None => format!("{PLAINTEXT}{}:{}", config.listen.ip(), config.listen.port()),
+        },
+        set: Some(|config, text| {
+            config.advertised_listener = Some(parse_host_port(text)?);
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "node.id",
+        flag: Some(Flag { long: "node-id", value_name: "ID", required: false }),
+        yaml_key: Some("node_id"),
+        kind: ConfigKind::Int,
+        documentation: "This broker's id (0 or more).",
+        value: |config| config.node_id.to_string(),
+        set: Some(|config, text| {
+            config.node_id = parse_in(text, 0, i32::MAX)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "broker.id",
+        flag: None,
+        yaml_key: None,
+        kind: ConfigKind::Int,
+        documentation: "Kafka's older name of node.id, which sets it.",
+        value: |config| config.node_id.to_string(),
+        set: None,
+    },
+    BrokerSetting {
+        name: "corelog.cores",
+        flag: Some(Flag { long: "cores", value_name: "N", required: false }),
+        yaml_key: Some("cores"),
+        kind: ConfigKind::Int,
+        documentation: "corelog's own: shards, one pinned thread each, serving both connections and disk IO \
+                        (Kafka's num.network.threads and num.io.threads in one); 0 means one per online CPU.",
+        value: |config| config.engine.shard_count.to_string(),
+        set: Some(|config, text| {
+            config.engine.shard_count = parse_in(text, 0, usize::MAX)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "auto.create.topics.enable",
+        flag: None,
+        yaml_key: Some("auto_create_topics"),
+        kind: ConfigKind::Boolean,
+        documentation: "Whether Metadata requests create the topics they name that do not exist.",
+        value: |config| config.auto_create_topics.to_string(),
+        set: Some(|config, text| {
+            config.auto_create_topics = parse_bool(text)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "num.partitions",
+        flag: None,
+        yaml_key: Some("default_partitions"),
+        kind: ConfigKind::Int,
+        documentation: "Partition count of auto-created topics and of CreateTopics asking for the default (-1).",
+        value: |config| config.default_partitions.to_string(),
+        set: Some(|config, text| {
+            config.default_partitions = parse_in(text, 1, corelog_engine::config::PARTITIONS_PER_TOPIC_MAX)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "default.replication.factor",
+        flag: None,
+        yaml_key: None,
+        kind: ConfigKind::Int,
+        documentation: "Always 1: corelog is a single broker.",
+        value: |_| "1".to_string(),
+        set: None,
+    },
+    BrokerSetting {
+        name: "socket.request.max.bytes",
+        flag: None,
+        yaml_key: Some("max_request_bytes"),
+        kind: ConfigKind::Int,
+        documentation: "Largest request accepted, in bytes; a larger one closes the connection.",
+        value: |config| config.request_bytes_max.to_string(),
+        set: Some(|config, text| {
+            config.request_bytes_max = parse_in(text, 1, i32::MAX as usize)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "max.connections",
+        flag: None,
+        yaml_key: Some("max_connections"),
+        kind: ConfigKind::Int,
+        documentation: "Connections served at once, over all shards; more are closed when accepted.",
+        value: |config| config.connections_max.to_string(),
+        set: Some(|config, text| {
+            config.connections_max = parse_in(text, 0, i32::MAX as usize)?;
+            Ok(())
+        }),
+    },
+];
+
+/// The setting whose YAML key is `key`.
+pub fn by_yaml_key(key: &str) -> Option<&'static BrokerSetting> {
+    BROKER_SETTINGS.iter().find(|setting| setting.yaml_key == Some(key))
+}
+
+/// The setting Kafka (or corelog) names `name`.
+pub fn by_name(name: &str) -> Option<&'static BrokerSetting> {
+    BROKER_SETTINGS.iter().find(|setting| setting.name == name)
+}
+
+/// `host:port` (or Kafka's `PLAINTEXT://host:port`) as the first address it resolves to.
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    let address = text.strip_prefix(PLAINTEXT).unwrap_or(text);
+    address.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or_else(|| "resolves to no address".to_string())
+}
+
+/// `host:port` (or Kafka's `PLAINTEXT://host:port`), unresolved: the host is for clients.
+fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let address = text.strip_prefix(PLAINTEXT).unwrap_or(text);
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("{text:?} is not host:port"))?;
+    let port = port.parse::<u16>().map_err(|_| format!("{text:?}: bad port"))?;
+    if host.is_empty() {
+        return Err(format!("{text:?}: empty host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_is_named_once_and_what_a_flag_or_file_gives_can_be_set() {
+        for (index, setting) in BROKER_SETTINGS.iter().enumerate() {
+            let earlier = &BROKER_SETTINGS[..index];
+            assert!(earlier.iter().all(|other| other.name != setting.name), "{} twice", setting.name);
+            if let Some(flag) = setting.flag {
+                assert!(earlier.iter().all(|other| other.flag.map(|f| f.long) != Some(flag.long)), "--{}", flag.long);
+            }
+            if let Some(key) = setting.yaml_key {
+                assert!(earlier.iter().all(|other| other.yaml_key != Some(key)), "YAML key {key} twice");
+                assert_ne!(key, TOPIC_DEFAULTS_YAML_KEY);
+                assert_eq!(by_yaml_key(key).map(|found| found.name), Some(setting.name));
+            }
+            let settable = setting.flag.is_some() || setting.yaml_key.is_some();
+            assert_eq!(
+                setting.set.is_some(),
+                settable,
+                "{}: set exactly when a flag or YAML key gives it",
+                setting.name
+            );
+            assert_eq!(by_name(setting.name).map(|found| found.name), Some(setting.name));
+            assert!(!setting.documentation.is_empty(), "{} is undocumented", setting.name);
+        }
+    }
+
+    #[test]
+    fn every_settable_value_reads_back_as_set() {
+        let config = BrokerConfig::new("/var/lib/corelog");
+        let cases = [
+            ("log.dirs", "/srv/corelog", "/srv/corelog"),
+            ("listeners", "127.0.0.1:19092", "PLAINTEXT://127.0.0.1:19092"),
+            ("listeners", "PLAINTEXT://127.0.0.1:0", "PLAINTEXT://127.0.0.1:0"),
+            ("advertised.listeners", "proxy.local:29092", "PLAINTEXT://proxy.local:29092"),
+            ("node.id", "7", "7"),
+            ("corelog.cores", "2", "2"),
+            ("auto.create.topics.enable", "false", "false"),
+            ("num.partitions", "12", "12"),
+            ("socket.request.max.bytes", "1048576", "1048576"),
+            ("max.connections", "50", "50"),
+        ];
+        for (name, text, reported) in cases {
+            let setting = by_name(name).unwrap_or_else(|| panic!("no setting {name}"));
+            let mut changed = config.clone();
+            (setting.set.expect("settable"))(&mut changed, text).unwrap_or_else(|e| panic!("{name}={text}: {e}"));
+            assert_eq!((setting.value)(&changed), reported, "{name}");
+        }
+        assert_eq!((by_name("broker.id").expect("listed").value)(&BrokerConfig { node_id: 7, ..config.clone() }), "7");
+        let settable = BROKER_SETTINGS.iter().filter(|setting| setting.set.is_some()).count();
+        assert_eq!(settable, cases.iter().map(|(name, _, _)| *name).collect::<std::collections::BTreeSet<_>>().len());
+    }
+
+    #[test]
+    fn bad_values_are_refused_and_change_nothing() {
+        for (name, text) in [
+            ("log.dirs", ""),
+            ("listeners", "nowhere"),
+            ("advertised.listeners", "proxy.local"),
+            ("advertised.listeners", ":9092"),
+            ("advertised.listeners", "proxy.local:http"),
+            ("node.id", "-1"),
+            ("corelog.cores", "many"),
+            ("auto.create.topics.enable", "yes"),
+            ("num.partitions", "0"),
+            ("num.partitions", "10001"),
+            ("socket.request.max.bytes", "0"),
+            ("max.connections", "-5"),
+        ] {
+            let setting = by_name(name).unwrap_or_else(|| panic!("no setting {name}"));
+            let mut config = BrokerConfig::new("/var/lib/corelog");
+            let before = format!("{config:?}");
+            assert!((setting.set.expect("settable"))(&mut config, text).is_err(), "{name}={text} accepted");
+            assert_eq!(format!("{config:?}"), before, "{name}={text} changed the config");
+        }
+    }
+}
