@@ -327,8 +327,9 @@ struct TopicDefaults<'a> {
 
 impl<'de> DeserializeSeed<'de> for TopicDefaults<'_> {
     type Value = ();
+    /// A map, or null for none.
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
+        deserializer.deserialize_any(self)
     }
 }
 
@@ -336,6 +337,14 @@ impl<'de> Visitor<'de> for TopicDefaults<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a map of topic configs")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -442,6 +451,8 @@ mod tests {
         assert!(error.contains("broker.yaml:3") && error.contains("duplicate"), "{error}");
         let error = error_of("listen: [127.0.0.1, 9092]\n");
         assert!(error.contains("broker.yaml:1"), "{error}");
+        let error = error_of("node_id: 1\ntopic_defaults: [retention.ms]\n");
+        assert!(error.contains("broker.yaml:2"), "{error}");
     }
 
     #[test]
@@ -483,7 +494,7 @@ mod tests {
     fn an_empty_file_and_null_values_keep_the_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("broker.yaml");
-        for yaml in ["", "node_id:\n", "# nothing\ntopic_defaults: {}\n"] {
+        for yaml in ["", "node_id:\n", "# nothing\ntopic_defaults: {}\n", "topic_defaults:\n", "topic_defaults: ~\n"] {
             std::fs::write(&path, yaml).expect("write");
             let config = build_config(&args(Some(path.clone()))).unwrap_or_else(|e| panic!("{yaml:?}: {e}"));
             assert_eq!(config.node_id, 0, "{yaml:?}");
