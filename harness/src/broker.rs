@@ -404,7 +404,21 @@ mod tests {
             assert!(help.starts_with(setting.documentation), "--{}: {help}", flag.long);
         }
         let flags = command.get_arguments().filter_map(|arg| arg.get_long()).collect::<Vec<_>>();
-        assert_eq!(flags, ["data-dir", "listen", "advertised-listener", "node-id", "cores", "config", TEST_PANIC_FLAG]);
+        assert_eq!(
+            flags,
+            [
+                "data-dir",
+                "listen",
+                "advertised-listener",
+                "node-id",
+                "cores",
+                "controller-listener",
+                "controller-quorum-voters",
+                "cluster-id",
+                "config",
+                TEST_PANIC_FLAG
+            ]
+        );
         let reference = file_reference();
         for key in file_keys() {
             assert!(reference.contains(&format!("  {key}: ")), "{key} is not in --help: {reference}");
@@ -463,6 +477,9 @@ mod tests {
             &path,
             "node_id: 3\nlisten: 127.0.0.1:9999\nadvertised_listener: proxy.local:19092\ncores: 1\n\
              auto_create_topics: false\ndefault_partitions: 6\nmax_request_bytes: 1048576\nmax_connections: 20\n\
+             default_replication_factor: 3\ncontroller_listener: 127.0.0.1:19093\n\
+             controller_quorum_voters: 3@127.0.0.1:19093,4@127.0.0.1:19094\ncluster_id: prod-1\n\
+             broker_session_timeout_ms: 3000\nbroker_heartbeat_interval_ms: 500\nreplica_lag_time_max_ms: 10000\n\
              topic_defaults:\n  segment.bytes: 1048576\n  fsync.policy: always\n  min.insync.replicas: 2\n",
         )
         .expect("write");
@@ -479,6 +496,13 @@ mod tests {
             ("num.partitions", "6"),
             ("socket.request.max.bytes", "1048576"),
             ("max.connections", "20"),
+            ("default.replication.factor", "3"),
+            ("controller.listener", "CONTROLLER://127.0.0.1:19093"),
+            ("controller.quorum.voters", "3@127.0.0.1:19093,4@127.0.0.1:19094"),
+            ("cluster.id", "prod-1"),
+            ("broker.session.timeout.ms", "3000"),
+            ("broker.heartbeat.interval.ms", "500"),
+            ("replica.lag.time.max.ms", "10000"),
         ];
         for (name, reported) in expected {
             assert_eq!(value(name), reported, "{name}");

@@ -78,6 +78,8 @@ pub struct BrokerConfig {
     /// Requests of one connection being handled at once (pipelining depth).
     pub inflight_requests_max: usize,
     pub engine: EngineConfig,
+    /// The cluster this broker is a node of, if its settings name quorum voters.
+    pub cluster: cluster::config::ClusterSettings,
     /// Consumer groups and `__consumer_offsets` ([`group::GroupConfig`]).
     pub groups: group::GroupConfig,
     /// Test-only (`corelog broker --test-panic-on-produce-to`, hidden): a Produce
@@ -99,6 +101,7 @@ impl BrokerConfig {
             connections_max: 10_000,
             inflight_requests_max: 64,
             engine: EngineConfig::new(data_dir),
+            cluster: cluster::config::ClusterSettings::default(),
             groups: group::GroupConfig::default(),
             test_panic_on_produce_to: None,
         }
@@ -147,6 +150,8 @@ pub struct ShardContext {
     pub shard: ShardId,
     /// Reaches the group coordinator of any group (on whichever shard owns it).
     pub groups: group::GroupRouter,
+    /// The cluster's metadata as this shard sees it; `None` for a single broker.
+    pub cluster: Option<Rc<cluster::view::ClusterView>>,
 }
 
 /// Resolves once the broker stops. The broker never sends on its stop channel; it
@@ -165,6 +170,8 @@ pub fn is_internal(topic: &TopicName) -> bool {
 
 /// A running broker.
 pub struct Broker {
+    /// The cluster machinery of a cluster node (dropped before the engine).
+    cluster: Option<cluster::runtime::ClusterRuntime>,
     engine: Option<Engine>,
     state: Arc<BrokerState>,
     /// Dropping the sender tells every shard's listener to stop.
@@ -182,7 +189,25 @@ impl Broker {
     pub fn start(config: BrokerConfig) -> Result<Broker> {
         let data_dir = DataDir::open(&config.engine.data_dir)?;
         listener::ensure_no_other_listener(config.listen)?;
-        let cluster_id = load_or_create_cluster_id(&data_dir.meta_dir())?;
+        let cluster_config = config.cluster.resolve(config.node_id).map_err(|reason| EngineError::InvalidConfig {
+            key: "controller.quorum.voters".to_string(),
+            value: config.cluster.voters.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(","),
+            reason,
+        })?;
+        let cluster_id = match &cluster_config {
+            Some(cluster) => {
+                cluster::config::cluster_id(&data_dir.meta_dir(), cluster.cluster_id.as_deref(), config.node_id)?
+            }
+            None => load_or_create_cluster_id(&data_dir.meta_dir())?,
+        };
+        // The quorum member starts first: the metadata it holds says what the
+        // engine's topics must be.
+        let quorum = match &cluster_config {
+            Some(cluster) => {
+                Some(cluster::runtime::start_quorum(config.node_id, cluster, cluster_id.clone(), &data_dir.meta_dir())?)
+            }
+            None => None,
+        };
         let state = Arc::new(BrokerState {
             listen_port: AtomicU16::new(config.listen.port()),
             config: config.clone(),
@@ -198,6 +223,7 @@ impl Broker {
         let service_coordinators = coordinators.clone();
         let service_state = state.clone();
         let service_bind_error = bind_error.clone();
+        let service_quorum = quorum.clone();
         let service: ShardService = Arc::new(move |shard, engine| {
             // Runs on the shard's thread, shard after shard: shard 0 binds first and
             // fixes the port that the others then share.
@@ -217,7 +243,9 @@ impl Broker {
                 tracing::info!("shard {shard}: listening on {local} (Kafka protocol)");
             }
             let groups = service_coordinators.start_on_shard(shard, engine.clone(), stop_seen.clone());
-            let context = Rc::new(ShardContext { broker: state, engine, shard, groups });
+            let node_id = state.config.node_id;
+            let cluster = service_quorum.clone().map(|quorum| cluster::view::ClusterView::follow(node_id, quorum));
+            let context = Rc::new(ShardContext { broker: state, engine, shard, groups, cluster });
             let stop_seen = stop_seen.clone();
             let stopped = stopped_tx.clone();
             Box::pin(async move {
@@ -242,7 +270,25 @@ impl Broker {
         if let Err(error) = futures_lite::future::block_on(coordinators.load(&engine.handle())) {
             return Err(abandon_start(engine, stop, error));
         }
-        Ok(Broker { engine: Some(engine), state, stop: Some(stop), stopped })
+        let cluster = match (quorum, &cluster_config) {
+            (Some(quorum), Some(cluster)) => {
+                let (host, port) = state.advertised();
+                let endpoint = cluster::membership::Endpoint { node_id: config.node_id, host, port };
+                let topic_defaults = config.topic_defaults.clone();
+                match cluster::runtime::ClusterRuntime::start(
+                    quorum,
+                    cluster,
+                    endpoint,
+                    engine.handle(),
+                    topic_defaults,
+                ) {
+                    Ok(runtime) => Some(runtime),
+                    Err(error) => return Err(abandon_start(engine, stop, error)),
+                }
+            }
+            _ => None,
+        };
+        Ok(Broker { cluster, engine: Some(engine), state, stop: Some(stop), stopped })
     }
 
     /// The address the broker listens on (with the port resolved).
@@ -257,6 +303,10 @@ impl Broker {
     /// Stops accepting, waits for in-flight requests to be answered, then closes the
     /// engine (every partition synced and marked clean).
     pub fn shutdown(mut self) -> Result<()> {
+        // Leadership moves to other brokers before this one stops serving.
+        if let Some(cluster) = self.cluster.take() {
+            cluster.shutdown(std::time::Duration::from_secs(10));
+        }
         self.stop.take();
         let Some(handle) = self.handle() else { return Ok(()) };
         // One message per live shard; a shard that panicked never sends one, so the

@@ -15,7 +15,7 @@ use corelog_engine::storage::dma::replace_file_durably;
 pub const CLUSTER_ID_FILE: &str = "cluster-id";
 
 /// A broker's part in a cluster (absent: a single broker, as before clusters).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// Where this node's quorum peers reach it (`controller.listener`).
     pub controller_listen: SocketAddr,
@@ -42,6 +42,70 @@ impl ClusterConfig {
             heartbeat_interval: Duration::from_millis(2_000),
             replica_lag_time_max: Duration::from_millis(30_000),
         }
+    }
+}
+
+/// The cluster settings of a broker as its flags and YAML file give them
+/// (see [`crate::config::broker::BROKER_SETTINGS`]); [`ClusterSettings::resolve`]
+/// checks them together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub controller_listener: Option<SocketAddr>,
+    pub voters: Vec<(NodeId, String)>,
+    pub cluster_id: Option<String>,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub default_replication_factor: i32,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            controller_listener: None,
+            voters: Vec::new(),
+            cluster_id: None,
+            session_timeout_ms: 9_000,
+            heartbeat_interval_ms: 2_000,
+            replica_lag_time_max_ms: 30_000,
+            default_replication_factor: 1,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The cluster node `node_id` is part of (`None`: no voters, a single broker),
+    /// or why the settings do not make one.
+    pub fn resolve(&self, node_id: NodeId) -> Result<Option<ClusterConfig>, String> {
+        if self.voters.is_empty() {
+            if self.controller_listener.is_some() {
+                return Err("--controller-listener needs --controller-quorum-voters".to_string());
+            }
+            return Ok(None);
+        }
+        let Some(listen) = self.controller_listener else {
+            return Err(
+                "--controller-quorum-voters needs --controller-listener (this node's quorum address)".to_string()
+            );
+        };
+        if !self.voters.iter().any(|(id, _)| *id == node_id) {
+            let voters = self.voters.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(",");
+            return Err(format!("node {node_id} is not among the voters {voters}: give it its own --node-id"));
+        }
+        if self.heartbeat_interval_ms >= self.session_timeout_ms {
+            return Err(format!(
+                "broker_heartbeat_interval_ms {} must be below broker_session_timeout_ms {}",
+                self.heartbeat_interval_ms, self.session_timeout_ms
+            ));
+        }
+        Ok(Some(ClusterConfig {
+            controller_listen: listen,
+            voters: self.voters.clone(),
+            cluster_id: self.cluster_id.clone(),
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms),
+        }))
     }
 }
 
@@ -131,6 +195,25 @@ mod tests {
             let error = parse_voters(bad).expect_err(bad);
             assert!(error.contains(why), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_together() {
+        let single = ClusterSettings::default();
+        assert_eq!(single.resolve(0), Ok(None));
+        let listener = Some("127.0.0.1:19093".parse().expect("address"));
+        let lonely_listener = ClusterSettings { controller_listener: listener, ..ClusterSettings::default() };
+        assert!(lonely_listener.resolve(0).is_err());
+        let voters = parse_voters("0@127.0.0.1:19093,1@127.0.0.1:19094").expect("voters");
+        let no_listener = ClusterSettings { voters: voters.clone(), ..ClusterSettings::default() };
+        assert!(no_listener.resolve(0).expect_err("no listener").contains("--controller-listener"));
+        let cluster = ClusterSettings { voters, controller_listener: listener, ..ClusterSettings::default() };
+        let error = cluster.resolve(5).expect_err("not a voter");
+        assert!(error.contains("node 5 is not among the voters 0@127.0.0.1:19093,1@127.0.0.1:19094"), "{error}");
+        let resolved = cluster.resolve(1).expect("valid").expect("a cluster");
+        assert_eq!((resolved.voters.len(), resolved.session_timeout), (2, Duration::from_secs(9)));
+        let slow_heartbeat = ClusterSettings { heartbeat_interval_ms: 9_000, ..cluster };
+        assert!(slow_heartbeat.resolve(1).is_err());
     }
 
     #[test]

@@ -31,3 +31,4 @@ pub mod replicas;
 pub mod replication;
 pub mod runtime;
 pub mod transport;
+pub mod view;

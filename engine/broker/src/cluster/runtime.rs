@@ -209,6 +209,6 @@ async fn apply(
 /// The broker's topic defaults with `configs` set over them.
 fn topic_config(defaults: &TopicConfig, configs: &BTreeMap<String, String>) -> Result<TopicConfig> {
     let mut config = defaults.clone();
-    config.set_all(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    crate::config::topic::set_all(&mut config, configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     Ok(config)
 }

@@ -59,7 +59,7 @@ pub const TOPIC_DEFAULTS_YAML_KEY: &str = "topic_defaults";
 const PLAINTEXT: &str = "PLAINTEXT://";
 
 /// Every broker setting, in the order `--help` and DescribeConfigs list them.
-pub const BROKER_SETTINGS: [BrokerSetting; 11] = [
+pub const BROKER_SETTINGS: [BrokerSetting; 17] = [
     BrokerSetting {
         name: "log.dirs",
         flag: Some(Flag { long: "data-dir", value_name: "DIR", required: true }),
@@ -163,11 +163,93 @@ pub const BROKER_SETTINGS: [BrokerSetting; 11] = [
     BrokerSetting {
         name: "default.replication.factor",
         flag: None,
-        yaml_key: None,
+        yaml_key: Some("default_replication_factor"),
         kind: ConfigKind::Int,
-        documentation: "Always 1: corelog is a single broker.",
-        value: |_| "1".to_string(),
-        set: None,
+        documentation: "Replicas of auto-created topics and of CreateTopics asking for the default (-1); \
+                        1 without a cluster.",
+        value: |config| config.cluster.default_replication_factor.to_string(),
+        set: Some(|config, text| {
+            config.cluster.default_replication_factor = parse_in(text, 1, i16::MAX as i32)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "controller.listener",
+        flag: Some(Flag { long: "controller-listener", value_name: "HOST:PORT", required: false }),
+        yaml_key: Some("controller_listener"),
+        kind: ConfigKind::String,
+        documentation: "Where this node's metadata quorum peers reach it (Kafka's CONTROLLER listener); needed \
+                        with controller.quorum.voters.",
+        value: |config| config.cluster.controller_listener.map_or(String::new(), |a| format!("CONTROLLER://{a}")),
+        set: Some(|config, text| {
+            config.cluster.controller_listener = Some(resolve(text.strip_prefix("CONTROLLER://").unwrap_or(text))?);
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "controller.quorum.voters",
+        flag: Some(Flag { long: "controller-quorum-voters", value_name: "ID@HOST:PORT,...", required: false }),
+        yaml_key: Some("controller_quorum_voters"),
+        kind: ConfigKind::List,
+        documentation: "The metadata quorum's voters and their controller listeners, this node among them: \
+                        set, the broker is a node of that cluster; unset, a single broker.",
+        value: |config| {
+            config.cluster.voters.iter().map(|(id, address)| format!("{id}@{address}")).collect::<Vec<_>>().join(",")
+        },
+        set: Some(|config, text| {
+            config.cluster.voters = crate::cluster::config::parse_voters(text)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "cluster.id",
+        flag: Some(Flag { long: "cluster-id", value_name: "ID", required: false }),
+        yaml_key: Some("cluster_id"),
+        kind: ConfigKind::String,
+        documentation: "The cluster a node's data directory belongs to: stored at its first start (every node \
+                        the same id, as kafka-storage format --cluster-id), refused if another is found later.",
+        value: |config| config.cluster.cluster_id.clone().unwrap_or_default(),
+        set: Some(|config, text| {
+            config.cluster.cluster_id = Some(text.to_string());
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "broker.session.timeout.ms",
+        flag: None,
+        yaml_key: Some("broker_session_timeout_ms"),
+        kind: ConfigKind::Int,
+        documentation: "A broker whose heartbeats the active controller misses for longer is fenced: it leads \
+                        nothing and leaves every ISR.",
+        value: |config| config.cluster.session_timeout_ms.to_string(),
+        set: Some(|config, text| {
+            config.cluster.session_timeout_ms = parse_in(text, 100, i32::MAX as u64)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "broker.heartbeat.interval.ms",
+        flag: None,
+        yaml_key: Some("broker_heartbeat_interval_ms"),
+        kind: ConfigKind::Int,
+        documentation: "How often a broker heartbeats to the active controller.",
+        value: |config| config.cluster.heartbeat_interval_ms.to_string(),
+        set: Some(|config, text| {
+            config.cluster.heartbeat_interval_ms = parse_in(text, 10, i32::MAX as u64)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "replica.lag.time.max.ms",
+        flag: None,
+        yaml_key: Some("replica_lag_time_max_ms"),
+        kind: ConfigKind::Long,
+        documentation: "A follower that has not caught up with its leader for longer leaves the ISR.",
+        value: |config| config.cluster.replica_lag_time_max_ms.to_string(),
+        set: Some(|config, text| {
+            config.cluster.replica_lag_time_max_ms = parse_in(text, 100, i64::MAX as u64)?;
+            Ok(())
+        }),
     },
     BrokerSetting {
         name: "socket.request.max.bytes",
@@ -265,6 +347,14 @@ mod tests {
             ("num.partitions", "12", "12"),
             ("socket.request.max.bytes", "1048576", "1048576"),
             ("max.connections", "50", "50"),
+            ("default.replication.factor", "3", "3"),
+            ("controller.listener", "127.0.0.1:19093", "CONTROLLER://127.0.0.1:19093"),
+            ("controller.listener", "CONTROLLER://127.0.0.1:19094", "CONTROLLER://127.0.0.1:19094"),
+            ("controller.quorum.voters", "0@127.0.0.1:19093,1@host:19094", "0@127.0.0.1:19093,1@host:19094"),
+            ("cluster.id", "prod-1", "prod-1"),
+            ("broker.session.timeout.ms", "3000", "3000"),
+            ("broker.heartbeat.interval.ms", "500", "500"),
+            ("replica.lag.time.max.ms", "10000", "10000"),
         ];
         for (name, text, reported) in cases {
             let setting = by_name(name).unwrap_or_else(|| panic!("no setting {name}"));
@@ -290,6 +380,10 @@ mod tests {
             ("auto.create.topics.enable", "yes"),
             ("num.partitions", "0"),
             ("num.partitions", "10001"),
+            ("default.replication.factor", "0"),
+            ("controller.listener", "nowhere"),
+            ("controller.quorum.voters", "0@a:1,0@b:2"),
+            ("broker.session.timeout.ms", "10"),
             ("socket.request.max.bytes", "0"),
             ("max.connections", "-5"),
         ] {
