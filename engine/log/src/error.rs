@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::batch::BatchError;
-use crate::types::{Offset, ProducerEpoch, ProducerId, Sequence, TopicPartition};
+use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence, TopicPartition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -76,6 +76,11 @@ pub enum EngineError {
          producer id needs a sequence >= 0 (INVALID_RECORD), nothing was written"
     )]
     InvalidSequence { partition: TopicPartition, producer_id: ProducerId, base_sequence: Sequence },
+
+    /// A leader epoch below 0 given for a leader append, or carried by a replicated
+    /// batch: a leader's epoch is never negative. Nothing of the record set was written.
+    #[error("partition {partition}: leader epoch {epoch} is negative; nothing was written")]
+    InvalidLeaderEpoch { partition: TopicPartition, epoch: LeaderEpoch },
 
     #[error("unknown topic or partition {0}")]
     UnknownTopicOrPartition(String),

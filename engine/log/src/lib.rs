@@ -41,6 +41,7 @@ pub mod data_dir;
 pub mod diagnostics;
 pub mod error;
 pub mod hash;
+pub mod leader_epoch;
 pub mod log;
 pub mod producer_state;
 pub mod segment;

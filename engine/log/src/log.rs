@@ -9,6 +9,7 @@
 //! 00000000000000000000.snapshot   idempotent-producer state as of that offset, see
 //!                                 crate::producer_state (at each roll and clean close)
 //! log-start-offset                decimal text, written atomically (delete-records, retention)
+//! leader-epoch-checkpoint         each leader epoch and its start offset, see crate::leader_epoch
 //! clean-shutdown                  present only between a clean close and the next open
 //! ```
 //!
@@ -20,7 +21,10 @@
 //! the log start offset, so an offset is never handed out twice. The idempotent
 //! producers' state is then rebuilt from the newest usable snapshot at or below the
 //! recovered end and the batch headers after it (its own crash story is in
-//! [`crate::producer_state`]); a log that restarts empty forgets every producer.
+//! [`crate::producer_state`]); a log that restarts empty forgets every producer. Last,
+//! the leader-epoch history is loaded from its checkpoint, cut to the recovered log,
+//! checked against the batch headers, and rebuilt from them if it does not match (its
+//! own crash story is in [`crate::leader_epoch`]).
 //!
 //! Damage story: every other segment (all of them after a clean shutdown) is verified
 //! at open without being changed, and so are the joins between segments (each one
@@ -56,6 +60,7 @@ use std::sync::Arc;
 use crate::batch::{self, BatchHeader};
 use crate::config::{Clock, TopicConfig};
 use crate::error::{EngineError, Result};
+use crate::leader_epoch::{EpochEndOffset, LeaderEpochCache, LEADER_EPOCH_CHECKPOINT_FILE};
 use crate::producer_state::{Admission, ProducerStateManager, SnapshotFiles};
 use crate::segment::{parse_segment_file_name, segment_file_name, LogSegment, OpenMode, RecoveryReport, SegmentRead};
 use crate::storage::{FileRole, Storage, StorageFile};
@@ -103,6 +108,9 @@ pub struct PartitionStats {
     pub size_bytes: u64,
     pub segment_count: usize,
     pub poisoned: Option<String>,
+    /// Each leader epoch of the log and its start offset (OffsetForLeaderEpoch:
+    /// [`LeaderEpochCache::end_offset_for`] with `log_end_offset`).
+    pub leader_epochs: LeaderEpochCache,
 }
 
 /// A sync started by [`PartitionLog::start_sync`] and not yet finished.
@@ -153,6 +161,9 @@ pub struct PartitionLog<S: Storage> {
     producer_state: ProducerStateManager,
     /// The producer-state snapshot files in `dir`.
     snapshots: SnapshotFiles,
+    /// Each leader epoch and where it starts, as of the log end; on disk in
+    /// `leader-epoch-checkpoint` (see [`crate::leader_epoch`]).
+    leader_epochs: LeaderEpochCache,
     /// Whether a read has met damaged bytes and said so in the log (once per open).
     damage_logged: Cell<bool>,
 }
@@ -214,6 +225,7 @@ impl<S: Storage> PartitionLog<S> {
         let mut log = PartitionLog {
             producer_state: ProducerStateManager::new(partition.clone()),
             snapshots: SnapshotFiles::from_names(dir, &names),
+            leader_epochs: LeaderEpochCache::new(),
             partition,
             storage,
             dir: dir.to_path_buf(),
@@ -238,6 +250,7 @@ impl<S: Storage> PartitionLog<S> {
             log.restart_at(log.log_start_offset).await?;
         }
         log.load_producer_state().await?;
+        log.load_leader_epochs().await?;
         log.high_watermark = log.log_end_offset();
         log.durable_offset = log.log_end_offset();
         log.written_offset = log.log_end_offset();
@@ -345,6 +358,11 @@ impl<S: Storage> PartitionLog<S> {
         self.truncations += 1;
         self.producer_state.clear();
         self.snapshots.remove_where(&self.storage, |_| true).await?;
+        // The epochs go too, checkpoint first: no batch is left for them to describe.
+        let cleared = self.leader_epochs.clear();
+        if cleared || self.storage.exists(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE)).await? {
+            self.write_leader_epochs(&LeaderEpochCache::new()).await?;
+        }
         for (_, segment) in std::mem::take(&mut self.segments) {
             segment.delete(&self.storage).await?;
         }
@@ -382,6 +400,149 @@ impl<S: Storage> PartitionLog<S> {
             self.storage.sync_dir(&self.dir).await?;
         }
         self.producer_state = state;
+        Ok(())
+    }
+
+    /// Loads the leader-epoch history from its checkpoint, cut to the log's two ends,
+    /// and checks it against the batch headers; rebuilds it from them if the file is
+    /// missing, unreadable or does not match (see [`crate::leader_epoch`]). Rewrites
+    /// the file if what was loaded differs from it.
+    async fn load_leader_epochs(&mut self) -> Result<()> {
+        let path = self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
+        let stored = self.storage.read_file(&path).await?.map(|bytes| LeaderEpochCache::decode_checkpoint(&bytes));
+        let mut checked = match &stored {
+            Some(Ok(stored)) => {
+                let mut epochs = stored.clone();
+                self.cut_to_log(&mut epochs);
+                match self.mismatch(&epochs).await? {
+                    None => Ok(epochs),
+                    Some(reason) => Err(reason),
+                }
+            }
+            Some(Err(reason)) => Err(format!("it cannot be read: {reason}")),
+            None => Err("it is missing".to_string()),
+        };
+        if stored.is_none() && self.log_end_offset() == self.log_start_offset {
+            checked = Ok(LeaderEpochCache::new());
+        }
+        let epochs = match checked {
+            Ok(epochs) => epochs,
+            Err(reason) => {
+                tracing::warn!(
+                    "{}: {}: {reason}; rebuilding the leader epochs from the batch headers",
+                    self.partition,
+                    path.display()
+                );
+                self.rebuild_leader_epochs().await?
+            }
+        };
+        let unchanged = match &stored {
+            Some(Ok(stored)) => *stored == epochs,
+            _ => epochs.is_empty() && stored.is_none(),
+        };
+        if !unchanged {
+            self.write_leader_epochs(&epochs).await?;
+        }
+        self.leader_epochs = epochs;
+        Ok(())
+    }
+
+    /// What is wrong with `epochs` (already cut to the log's two ends) as a history of
+    /// this log, if anything: each epoch starting below the log end must start a batch
+    /// of that epoch (or hold the log start), the log start must have an epoch if the
+    /// log holds records, and the last batch must be of the latest epoch below it.
+    async fn mismatch(&self, epochs: &LeaderEpochCache) -> Result<Option<String>> {
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        if start == end {
+            return Ok(None);
+        }
+        if epochs.entries().first().is_none_or(|first| first.start_offset > start) {
+            return Ok(Some(format!("no epoch holds the log start offset {start}")));
+        }
+        for entry in epochs.entries().iter().filter(|e| e.start_offset < end) {
+            let Some(header) = self.batch_header(entry.start_offset).await? else {
+                return Ok(Some(format!("no batch holds offset {}", entry.start_offset)));
+            };
+            let starts_there = header.base_offset == entry.start_offset || entry.start_offset == start;
+            if !starts_there || header.leader_epoch != entry.epoch {
+                return Ok(Some(format!(
+                    "epoch {} starts at {}, where the batch at {} is of epoch {}",
+                    entry.epoch, entry.start_offset, header.base_offset, header.leader_epoch
+                )));
+            }
+        }
+        let Some(last) = self.batch_header(Offset(end.0 - 1)).await? else {
+            return Ok(Some(format!("no batch holds offset {}", end.0 - 1)));
+        };
+        let expected = epochs.epoch_at(last.base_offset.max(start));
+        if expected != Some(last.leader_epoch) {
+            return Ok(Some(format!(
+                "the last batch, at {}, is of epoch {}, not {expected:?}",
+                last.base_offset, last.leader_epoch
+            )));
+        }
+        Ok(None)
+    }
+
+    /// The leader-epoch history the batch headers give (every segment scanned).
+    async fn rebuild_leader_epochs(&self) -> Result<LeaderEpochCache> {
+        let mut epochs = LeaderEpochCache::new();
+        for segment in self.segments.values() {
+            segment
+                .scan_headers(segment.base_offset(), |header| {
+                    if header.leader_epoch.0 >= 0 {
+                        epochs.assign(header.leader_epoch, header.base_offset);
+                    }
+                })
+                .await?;
+        }
+        self.cut_to_log(&mut epochs);
+        Ok(epochs)
+    }
+
+    /// Cuts a loaded leader-epoch history to the log's two ends, start first: an epoch
+    /// that starts at or past the log end (even one the log start was moved up to)
+    /// describes no batch, and goes, as Kafka's load cuts it.
+    fn cut_to_log(&self, epochs: &mut LeaderEpochCache) {
+        epochs.truncate_from_start(self.log_start_offset);
+        epochs.truncate_from_end(self.log_end_offset());
+    }
+
+    /// Replaces the leader-epoch checkpoint with `epochs`, durably.
+    async fn write_leader_epochs(&self, epochs: &LeaderEpochCache) -> Result<()> {
+        let path = self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
+        self.storage.write_file_atomic(&path, &epochs.encode_checkpoint()).await
+    }
+
+    /// Makes `epoch` the latest leader epoch from `start_offset` on, checkpoint first
+    /// (see [`crate::leader_epoch`]'s crash story); on failure nothing changes.
+    /// Returns the history as it was, for an append whose write fails to put back.
+    async fn assign_leader_epoch_at(&mut self, epoch: LeaderEpoch, start_offset: Offset) -> Result<LeaderEpochCache> {
+        let previous = self.leader_epochs.clone();
+        let mut epochs = previous.clone();
+        if epochs.assign(epoch, start_offset) {
+            self.write_leader_epochs(&epochs).await?;
+            self.leader_epochs = epochs;
+        }
+        Ok(previous)
+    }
+
+    /// The leader epochs of the log and where each starts.
+    pub fn leader_epochs(&self) -> &LeaderEpochCache {
+        &self.leader_epochs
+    }
+
+    /// Where leader epoch `requested` ends in this log (OffsetForLeaderEpoch; Kafka's
+    /// semantics, see [`LeaderEpochCache::end_offset_for`]).
+    pub fn end_offset_for_leader_epoch(&self, requested: LeaderEpoch) -> EpochEndOffset {
+        self.leader_epochs.end_offset_for(requested, self.log_end_offset())
+    }
+
+    /// `Err(InvalidLeaderEpoch)` if `epoch` is negative.
+    fn check_leader_epoch(&self, epoch: LeaderEpoch) -> Result<()> {
+        if epoch.0 < 0 {
+            return Err(EngineError::InvalidLeaderEpoch { partition: self.partition.clone(), epoch });
+        }
         Ok(())
     }
 
@@ -464,6 +625,14 @@ impl<S: Storage> PartitionLog<S> {
     /// stamping base offsets and the leader epoch. A malformed batch rejects the whole
     /// set and nothing is written. Not durable until [`PartitionLog::sync`].
     ///
+    /// `leader_epoch` is the appending leader's (negative: it fails with
+    /// [`EngineError::InvalidLeaderEpoch`]). Another than the log's latest starts a new
+    /// entry of the history, checkpointed before the batch is written; one below the
+    /// latest replaces the entries it contradicts, as Kafka's `assign` does (a stale
+    /// leader is stopped by replication, which knows the current epoch, not here; a
+    /// log whose latest epoch came from a bit flip in a batch's unprotected epoch
+    /// field must keep taking appends).
+    ///
     /// Idempotent batches (producer id >= 0) are checked against the producer state
     /// ([`crate::producer_state`]): a retry of one of a producer's last five batches
     /// writes nothing and returns the original's offsets with
@@ -486,6 +655,7 @@ impl<S: Storage> PartitionLog<S> {
                 });
             }
         }
+        self.check_leader_epoch(leader_epoch)?;
         let base_offset = self.log_end_offset();
         let mut next = base_offset;
         for (position, header) in batches.iter_mut() {
@@ -511,7 +681,13 @@ impl<S: Storage> PartitionLog<S> {
         if self.should_roll(bytes.len() as u64, last_offset, now) {
             self.roll().await?;
         }
-        self.active_mut().append(&bytes, &batches).await?;
+        let epochs_before = self.assign_leader_epoch_at(leader_epoch, base_offset).await?;
+        if let Err(error) = self.active_mut().append(&bytes, &batches).await {
+            // The checkpoint may name the new epoch already: harmless, the next open
+            // cuts or rebuilds what no batch confirms.
+            self.leader_epochs = epochs_before;
+            return Err(error);
+        }
         // Only now: a failed write (a full disk) leaves the producer state as it was.
         self.producer_state.apply(update);
         Ok(AppendInfo { base_offset, last_offset, batch_count: batches.len(), log_append_time: now, duplicate: false })
@@ -753,7 +929,15 @@ impl<S: Storage> PartitionLog<S> {
         self.written_offset = end;
         // Rebuilt from what is left; the snapshots above the new end are deleted
         // (durably) before this returns and anything can be appended past them.
-        self.load_producer_state().await
+        self.load_producer_state().await?;
+        // After the segments were cut, so the checkpoint never lacks an epoch of a
+        // batch on disk.
+        let mut epochs = self.leader_epochs.clone();
+        if epochs.truncate_from_end(end) {
+            self.write_leader_epochs(&epochs).await?;
+            self.leader_epochs = epochs;
+        }
+        Ok(())
     }
 
     /// Advances the log start offset (DeleteRecords): offsets below become
@@ -792,6 +976,12 @@ impl<S: Storage> PartitionLog<S> {
         if written.is_err() {
             if let Err(error) = self.storage.write_file_atomic(&checkpoint, text.as_bytes()).await {
                 tracing::warn!("{}: log start offset {offset} not checkpointed yet: {error}", self.partition);
+            }
+        }
+        if self.leader_epochs.truncate_from_start(offset) {
+            // Only tidies the file: an open cuts its epochs at the log start anyway.
+            if let Err(error) = self.write_leader_epochs(&self.leader_epochs).await {
+                tracing::warn!("{}: leader epochs not checkpointed at log start {offset}: {error}", self.partition);
             }
         }
         Ok(())
@@ -897,6 +1087,7 @@ impl<S: Storage> PartitionLog<S> {
             size_bytes: self.segments.values().map(|s| s.size_bytes()).sum(),
             segment_count: self.segments.len(),
             poisoned: self.poisoned.clone(),
+            leader_epochs: self.leader_epochs.clone(),
         }
     }
 
@@ -1005,5 +1196,157 @@ async fn read_offset_file<S: Storage>(storage: &S, path: &Path) -> Result<Option
             offset: None,
             reason: format!("it holds {:?}, not an offset", text.trim()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::future::block_on;
+
+    use super::*;
+    use crate::batch::{build_value_batch, BatchProducer, RecordSpec};
+    use crate::config::ManualClock;
+    use crate::storage::{CrashFault, SimStorage};
+    use crate::types::{PartitionId, TopicName};
+
+    const DIR: &str = "/data/epochs/0";
+    const T0: TimestampMs = TimestampMs(1_700_000_000_000);
+
+    fn dir() -> &'static Path {
+        Path::new(DIR)
+    }
+
+    fn open(storage: &SimStorage, config: TopicConfig) -> PartitionLog<SimStorage> {
+        let partition = TopicPartition::new(TopicName::new("epochs").expect("valid"), PartitionId(0));
+        let opened = PartitionLog::open(storage.clone(), dir(), partition, config, ManualClock::new(T0));
+        block_on(opened).expect("open").0
+    }
+
+    fn small_segments() -> TopicConfig {
+        TopicConfig { segment_bytes: 300, ..TopicConfig::default() }
+    }
+
+    fn append(log: &mut PartitionLog<SimStorage>, epoch: i32) -> Result<AppendInfo> {
+        block_on(log.append(build_value_batch(T0, 2, 10), LeaderEpoch(epoch)))
+    }
+
+    fn epochs(log: &PartitionLog<SimStorage>) -> Vec<(i32, i64)> {
+        log.leader_epochs().entries().iter().map(|e| (e.epoch.0, e.start_offset.0)).collect()
+    }
+
+    fn end_offset_for(log: &PartitionLog<SimStorage>, epoch: i32) -> (i32, i64) {
+        let answer = log.end_offset_for_leader_epoch(LeaderEpoch(epoch));
+        (answer.leader_epoch.0, answer.end_offset.0)
+    }
+
+    /// Appends two-record batches in epochs 0, 0, 2, 2, 5 (offsets 0 to 9).
+    fn five_batches_in_three_epochs(log: &mut PartitionLog<SimStorage>) {
+        for epoch in [0, 0, 2, 2, 5] {
+            append(log, epoch).expect("append");
+        }
+        assert_eq!(epochs(log), [(0, 0), (2, 4), (5, 8)]);
+    }
+
+    #[test]
+    fn each_new_epoch_starts_an_entry_and_an_older_one_replaces_what_it_contradicts() {
+        let storage = SimStorage::new();
+        let mut log = open(&storage, small_segments());
+        assert!(epochs(&log).is_empty());
+        five_batches_in_three_epochs(&mut log);
+        assert_eq!(end_offset_for(&log, 5), (5, 10), "the latest epoch ends at the log end");
+        assert_eq!(end_offset_for(&log, 2), (2, 8));
+        assert_eq!(end_offset_for(&log, 4), (2, 8));
+        assert_eq!(end_offset_for(&log, 0), (0, 4));
+        assert_eq!(end_offset_for(&log, 6), (-1, -1));
+        assert!(matches!(append(&mut log, -1), Err(EngineError::InvalidLeaderEpoch { .. })));
+        assert_eq!(log.log_end_offset(), Offset(10), "a refused append wrote something");
+        let header = block_on(log.batch_header(Offset(9))).expect("read").expect("a batch");
+        assert_eq!(header.leader_epoch, LeaderEpoch(5), "the batch carries the epoch it was appended in");
+        append(&mut log, 4).expect("an older epoch");
+        assert_eq!(epochs(&log), [(0, 0), (2, 4), (4, 10)], "Kafka's assign: epoch 4 at 10 contradicts 5");
+        assert_eq!(log.stats().leader_epochs.entries(), log.leader_epochs().entries());
+        block_on(log.close()).expect("close");
+        let log = open(&storage, small_segments());
+        assert_eq!(epochs(&log), [(0, 0), (2, 4), (4, 10)], "a history that matches its batches is kept");
+    }
+
+    #[test]
+    fn epochs_follow_truncation_and_the_log_start_and_survive_restarts_and_crashes() {
+        let storage = SimStorage::new();
+        let mut log = open(&storage, small_segments());
+        five_batches_in_three_epochs(&mut log);
+        block_on(log.truncate_to(Offset(8))).expect("truncate");
+        assert_eq!(epochs(&log), [(0, 0), (2, 4)], "epoch 5 had only the batch cut away");
+        append(&mut log, 3).expect("a new leader's append");
+        log.set_high_watermark(log.log_end_offset());
+        block_on(log.delete_records(Offset(5))).expect("delete records");
+        assert_eq!(epochs(&log), [(2, 5), (3, 8)], "epoch 2 holds the new log start");
+        let before = epochs(&log);
+        block_on(log.close()).expect("close");
+        let mut log = open(&storage, small_segments());
+        assert_eq!(epochs(&log), before, "after a clean restart");
+        append(&mut log, 7).expect("append");
+        drop(log);
+        storage.crash(CrashFault::LoseUnsynced);
+        let log = open(&storage, small_segments());
+        assert_eq!(log.log_end_offset(), Offset(10), "the unsynced append was lost");
+        assert_eq!(epochs(&log), before, "the lost batch's epoch went with it");
+        let checkpoint = block_on(storage.read_file(&dir().join(LEADER_EPOCH_CHECKPOINT_FILE))).expect("read");
+        assert_eq!(checkpoint, Some(log.leader_epochs().encode_checkpoint()), "recovery rewrote the checkpoint");
+    }
+
+    #[test]
+    fn a_missing_or_wrong_checkpoint_is_rebuilt_from_the_batch_headers() {
+        let storage = SimStorage::new();
+        let mut log = open(&storage, small_segments());
+        five_batches_in_three_epochs(&mut log);
+        let expected = epochs(&log);
+        block_on(log.close()).expect("close");
+        let path = dir().join(LEADER_EPOCH_CHECKPOINT_FILE);
+        let wrong: [&[u8]; 5] = [b"", b"not a checkpoint", b"0\n1\n9 0\n", b"0\n2\n0 0\n2 5\n", b"0\n1\n0 0\n"];
+        for content in wrong {
+            block_on(storage.write_file_atomic(&path, content)).expect("write");
+            let log = open(&storage, small_segments());
+            assert_eq!(epochs(&log), expected, "from {:?}", String::from_utf8_lossy(content));
+            block_on(log.close()).expect("close");
+        }
+        block_on(storage.remove_file(&path)).expect("remove");
+        let log = open(&storage, small_segments());
+        assert_eq!(epochs(&log), expected, "from no checkpoint");
+        let rewritten = block_on(storage.read_file(&path)).expect("read");
+        assert_eq!(rewritten, Some(log.leader_epochs().encode_checkpoint()));
+    }
+
+    #[test]
+    fn a_new_epoch_whose_checkpoint_cannot_be_written_appends_nothing() {
+        let storage = SimStorage::new();
+        let mut log = open(&storage, TopicConfig::default());
+        append(&mut log, 0).expect("append");
+        block_on(log.sync()).expect("sync");
+        storage.set_space_bytes_max(Some(storage_used(&storage)));
+        assert!(matches!(append(&mut log, 1), Err(EngineError::NoSpace { .. })));
+        assert_eq!((log.log_end_offset(), epochs(&log)), (Offset(2), vec![(0, 0)]));
+        storage.set_space_bytes_max(None);
+        append(&mut log, 1).expect("append once there is space");
+        assert_eq!(epochs(&log), [(0, 0), (1, 2)]);
+    }
+
+    fn storage_used(storage: &SimStorage) -> u64 {
+        let names = block_on(storage.list_dir(dir())).expect("list");
+        names.iter().map(|name| storage.file_len(&dir().join(name)).unwrap_or(0)).sum()
+    }
+
+    #[test]
+    fn a_log_emptied_by_truncation_forgets_its_epochs() {
+        let storage = SimStorage::new();
+        let mut log = open(&storage, small_segments());
+        let producer = BatchProducer::default();
+        let record = [RecordSpec { key: None, value: Some(b"v"), timestamp_delta_ms: 0 }];
+        block_on(log.append(batch::build_batch(T0, producer, &record), LeaderEpoch(4))).expect("append");
+        log.set_high_watermark(log.log_end_offset());
+        block_on(log.truncate_to(Offset(0))).expect("truncate");
+        assert!(epochs(&log).is_empty());
+        append(&mut log, 1).expect("a lower epoch is fine once nothing is left");
+        assert_eq!(epochs(&log), [(1, 0)]);
     }
 }

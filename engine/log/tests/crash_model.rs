@@ -16,7 +16,14 @@
 //!   is exactly what the surviving bytes on the simulated disk allow (the longest
 //!   prefix of whole, intact batches of the active segment);
 //! - (d) the log end is at least the log start, and the next append lands exactly at
-//!   the recovered end.
+//!   the recovered end;
+//! - (e) the leader-epoch history is the model's (Kafka's `LeaderEpochFileCache` rules:
+//!   an entry per new epoch, cut at truncation, moved up with the log start, cut to the
+//!   recovered log at open), also when the crash took its checkpoint with it (the file
+//!   removed, garbled or wrong: rebuilt from the batch headers).
+//!
+//! Appends carry a leader epoch that grows now and then (never back: replication's
+//! promise; the engine's rule for an older epoch is a unit test of `log.rs`).
 //!
 //! Every failure names its seed; `CORELOG_CRASH_SEED=<n>` re-runs exactly that seed.
 
@@ -28,6 +35,7 @@ use std::sync::Arc;
 
 use corelog_engine::batch::{self, BatchHeader, BatchProducer, RecordSpec};
 use corelog_engine::config::ManualClock;
+use corelog_engine::leader_epoch::LEADER_EPOCH_CHECKPOINT_FILE;
 use corelog_engine::segment::{parse_segment_file_name, segment_file_name, RecoveryReport};
 use corelog_engine::storage::{CrashFault, SimStorage, Storage};
 use corelog_engine::*;
@@ -103,23 +111,27 @@ fn active_log_path(storage: &SimStorage) -> PathBuf {
 
 /// What recovery must find in the active segment as it is on the (crashed) disk: the
 /// end of its longest prefix of whole, intact batches (in offset order from the
-/// segment's base), how many bytes follow that prefix, and the segment's base.
-fn surviving_end(storage: &SimStorage, batches: &BTreeMap<i64, Appended>) -> (i64, u64, i64) {
+/// segment's base), how many bytes follow that prefix, and the segment's base. Also
+/// whether a bit flip changed the leader epoch of a surviving batch (the one field no
+/// CRC covers).
+fn surviving_end(storage: &SimStorage, batches: &BTreeMap<i64, Appended>) -> (i64, u64, i64, bool) {
     let path = active_log_path(storage);
     let base = parse_segment_file_name(&path.file_name().expect("name").to_string_lossy()).expect("segment").0;
     let content = block_on(storage.read_file(&path)).expect("read").unwrap_or_default();
     let mut position = 0usize;
     let mut end = base;
+    let mut epoch_flipped = false;
     for appended in batches.range(base..).map(|(_, a)| a) {
         assert_eq!(appended.base, end, "the model's batches are contiguous");
         let size = appended.bytes.len();
         if position + size > content.len() || !same_batch(&content[position..position + size], &appended.bytes) {
             break;
         }
+        epoch_flipped |= content[position + 12..position + 16] != appended.bytes[12..16];
         position += size;
         end = appended.last + 1;
     }
-    (end, (content.len() - position) as u64, base)
+    (end, (content.len() - position) as u64, base, epoch_flipped)
 }
 
 /// Total bytes of the log's files, as the simulated disk counts them.
@@ -207,6 +219,10 @@ struct Run {
     /// follows acknowledged syncs (`fsync: always`).
     hw_follows_end: bool,
     poisoned: bool,
+    /// The appending leader's epoch: it only grows.
+    epoch: i32,
+    /// The leader-epoch history the log must hold: (epoch, start offset).
+    epochs: Vec<(i32, i64)>,
     seq: u64,
     step: usize,
     history: Vec<String>,
@@ -248,6 +264,8 @@ impl Run {
             synced_floor: 0,
             hw_follows_end,
             poisoned: false,
+            epoch: 0,
+            epochs: Vec::new(),
             seq: 0,
             step: 0,
             history: Vec::new(),
@@ -333,6 +351,59 @@ impl Run {
         self.ensure(stats.poisoned.is_some() == self.poisoned, || format!("{what}: poisoned state {stats:?}"));
         self.ensure(stats.durable_offset.0 >= self.acked.min(self.end), || format!("{what}: durable {stats:?}"));
         self.ensure(stats.high_watermark.0 >= self.lso, || format!("{what}: high watermark below log start {stats:?}"));
+        let epochs: Vec<(i32, i64)> =
+            stats.leader_epochs.entries().iter().map(|e| (e.epoch.0, e.start_offset.0)).collect();
+        self.ensure(epochs == self.epochs, || format!("{what}: leader epochs {epochs:?}, model {:?}", self.epochs));
+    }
+
+    // ---- the leader-epoch model: Kafka's LeaderEpochFileCache rules ----
+
+    fn assign_epoch(&mut self, epoch: i32, start: i64) {
+        if self.epochs.last().is_some_and(|(latest, _)| *latest == epoch) {
+            return;
+        }
+        self.epochs.retain(|(e, s)| *e < epoch && *s < start);
+        self.epochs.push((epoch, start));
+    }
+
+    fn epochs_from_end(&mut self, end: i64) {
+        self.epochs.retain(|(_, s)| *s < end);
+    }
+
+    fn epochs_from_start(&mut self, start: i64) {
+        let below = self.epochs.iter().take_while(|(_, s)| *s <= start).count();
+        if below > 0 {
+            let holding = self.epochs[below - 1].0;
+            self.epochs.drain(..below);
+            self.epochs.insert(0, (holding, start));
+        }
+    }
+
+    /// Damages the leader-epoch checkpoint on the (crashed) disk, one way in four;
+    /// the open must rebuild the history from the batch headers.
+    fn maybe_damage_epoch_checkpoint(&mut self) {
+        let path = dir().join(LEADER_EPOCH_CHECKPOINT_FILE);
+        let how = self.rng.gen_range(0..12);
+        let damage: Option<Vec<u8>> = match how {
+            0 => {
+                if block_on(self.storage.exists(&path)).expect("exists") {
+                    block_on(self.storage.remove_file(&path)).expect("remove");
+                }
+                self.note("epoch checkpoint removed".to_string());
+                return;
+            }
+            1 => Some(b"0\n3\n1 2\n".to_vec()),
+            2 => {
+                // Every epoch one higher: parses, but no batch agrees.
+                let entries: Vec<String> = self.epochs.iter().map(|(e, s)| format!("{} {s}", e + 1)).collect();
+                Some(format!("0\n{}\n{}\n", entries.len(), entries.join("\n")).into_bytes())
+            }
+            _ => None,
+        };
+        if let Some(bytes) = damage {
+            self.note(format!("epoch checkpoint replaced by {:?}", String::from_utf8_lossy(&bytes)));
+            block_on(self.storage.write_file_atomic(&path, &bytes)).expect("write");
+        }
     }
 
     /// (a) and (b): every read from the log start to the end.
@@ -407,7 +478,10 @@ impl Run {
 
     fn append_set(&mut self, set: Vec<Vec<u8>>) {
         let count = set.len();
-        let epoch = LeaderEpoch(self.rng.gen_range(0..3));
+        if self.rng.gen_bool(0.1) {
+            self.epoch += self.rng.gen_range(1..=2);
+        }
+        let epoch = LeaderEpoch(self.epoch);
         self.note(format!("append {count} batches ({} bytes)", set.iter().map(Vec::len).sum::<usize>()));
         let result = block_on(self.log_mut().append(set.concat(), epoch));
         if self.poisoned {
@@ -434,6 +508,7 @@ impl Run {
         self.ensure(info.last_offset == Offset(next - 1), || {
             format!("append {info:?}: last offset, expected {}", next - 1)
         });
+        self.assign_epoch(epoch.0, info.base_offset.0);
         self.end = next;
         self.advance_hw();
     }
@@ -489,6 +564,7 @@ impl Run {
                 format!("housekeeping moved the log start to {lso}, not a batch boundary ({deleted} deleted)")
             });
             self.lso = lso;
+            self.epochs_from_start(lso);
         }
     }
 
@@ -499,6 +575,9 @@ impl Run {
         let result = block_on(self.log_mut().delete_records(Offset(offset)));
         let lso = self.ok(result, "delete records");
         self.ensure(lso == Offset(offset.max(self.lso)), || format!("delete records to {offset} gave log start {lso}"));
+        if lso.0 > self.lso {
+            self.epochs_from_start(lso.0);
+        }
         self.lso = lso.0;
         let beyond = block_on(self.log_mut().delete_records(Offset(hw + 1)));
         self.ensure(matches!(beyond, Err(EngineError::OffsetOutOfRange { .. })), || {
@@ -521,6 +600,9 @@ impl Run {
             self.end = cut.max(self.lso);
             if cut < self.lso {
                 self.batches.clear();
+                self.epochs.clear();
+            } else {
+                self.epochs_from_end(cut);
             }
             self.acked = self.acked.min(self.end);
             self.written = self.written.min(self.end);
@@ -552,7 +634,7 @@ impl Run {
         });
         drop(self.log.take());
         self.storage.kill_process();
-        let (data_end, bytes_after, active_base) = surviving_end(&self.storage, &self.batches);
+        let (data_end, bytes_after, active_base, _) = surviving_end(&self.storage, &self.batches);
         self.coverage.process_kills += 1;
         let floor = written_claimed.max(self.synced_floor).max(active_base);
         self.ensure(data_end >= floor, || {
@@ -585,7 +667,8 @@ impl Run {
         });
         drop(self.log.take());
         self.storage.crash(fault);
-        let (data_end, bytes_after, active_base) = surviving_end(&self.storage, &self.batches);
+        self.maybe_damage_epoch_checkpoint();
+        let (data_end, bytes_after, active_base, epoch_flipped) = surviving_end(&self.storage, &self.batches);
         let kind = match fault {
             CrashFault::LoseUnsynced => 0,
             CrashFault::TornTail { .. } => 1,
@@ -624,6 +707,13 @@ impl Run {
         self.log = Some(log);
         let what = format!("recovery after {fault:?}");
         self.recovered(expected_end, data_end, &what);
+        if epoch_flipped {
+            // No CRC covers a batch's leader epoch (Kafka's neither): the history the
+            // log reports now follows the flipped field, and the model takes it.
+            self.note("a bit flip changed a surviving batch's leader epoch".to_string());
+            self.epochs = self.log().leader_epochs().entries().iter().map(|e| (e.epoch.0, e.start_offset.0)).collect();
+            self.epoch = self.epoch.max(self.epochs.last().map_or(0, |(e, _)| *e));
+        }
         if end_before > expected_end {
             // A consumer whose position was past the new end is told so (Kafka's
             // OFFSET_OUT_OF_RANGE, and it resets by its policy), not served nothing.
@@ -660,8 +750,11 @@ impl Run {
         if data_end < self.lso {
             self.coverage.restarts_at_log_start += 1;
             self.batches.clear();
+            self.epochs.clear();
         } else {
             self.forget_from(expected_end);
+            self.epochs_from_start(self.lso);
+            self.epochs_from_end(expected_end);
         }
         self.end = expected_end;
         // The simulated disk keeps what survived; the log rightly calls it durable.
@@ -719,7 +812,8 @@ impl Run {
         let result = block_on(self.log_mut().sync());
         self.expect_poisoned(result, "sync");
         let batch = self.next_batch();
-        let result = block_on(self.log_mut().append(batch, LeaderEpoch(0)));
+        let epoch = LeaderEpoch(self.epoch);
+        let result = block_on(self.log_mut().append(batch, epoch));
         self.expect_poisoned(result, "append");
     }
 
@@ -732,7 +826,8 @@ impl Run {
         let slack = self.rng.gen_range(0..batch.len() as u64);
         self.note(format!("disk full: {slack} bytes free for a {}-byte batch", batch.len()));
         self.storage.set_space_bytes_max(Some(used + slack));
-        let result = block_on(self.log_mut().append(batch, LeaderEpoch(0)));
+        let epoch = LeaderEpoch(self.epoch);
+        let result = block_on(self.log_mut().append(batch, epoch));
         self.ensure(matches!(result, Err(EngineError::NoSpace { .. })), || {
             format!("append on a full disk: {result:?}")
         });
@@ -745,11 +840,12 @@ impl Run {
             let used = used_bytes(&self.storage);
             let slack = batch.len() as u64 + self.rng.gen_range(0..24);
             self.storage.set_space_bytes_max(Some(used + slack));
-            match block_on(self.log_mut().append(batch.clone(), LeaderEpoch(0))) {
+            let epoch = LeaderEpoch(self.epoch);
+            match block_on(self.log_mut().append(batch.clone(), epoch)) {
                 Err(EngineError::NoSpace { .. }) => self.note("tight append: ENOSPC".to_string()),
                 Ok(info) => {
                     self.note(format!("tight append: fit at {}", info.base_offset));
-                    self.record(vec![batch], LeaderEpoch(0), info);
+                    self.record(vec![batch], epoch, info);
                 }
                 Err(other) => self.fail(format!("append on a nearly full disk: {other}")),
             }
@@ -1051,7 +1147,8 @@ fn enospc_fails_the_append_and_leaves_the_log_as_it_was() {
             run.storage.set_space_bytes_max(Some(used + slack));
             let batch = run.batch_of(2, 80);
             assert!(batch.len() as u64 > slack);
-            match block_on(run.log_mut().append(batch, LeaderEpoch(0))) {
+            let epoch = LeaderEpoch(run.epoch);
+            match block_on(run.log_mut().append(batch, epoch)) {
                 Err(EngineError::NoSpace { .. }) => {}
                 other => panic!("segment.bytes {segment_bytes}, {slack} bytes free: expected NoSpace, got {other:?}"),
             }
@@ -1080,7 +1177,8 @@ fn enospc_fails_the_append_and_leaves_the_log_as_it_was() {
         let used = used_bytes(&run.storage);
         run.storage.set_space_bytes_max(Some(used + 5));
         let batch = run.batch_of(1, 10);
-        assert!(matches!(block_on(run.log_mut().append(batch, LeaderEpoch(0))), Err(EngineError::NoSpace { .. })));
+        let epoch = LeaderEpoch(run.epoch);
+        assert!(matches!(block_on(run.log_mut().append(batch, epoch)), Err(EngineError::NoSpace { .. })));
         run.storage.set_space_bytes_max(None);
         let acked = run.acked;
         let recovered = run.crash(CrashFault::TornTail { seed: 11 });

@@ -4,8 +4,8 @@
 //! by bytes and by time) / delete-records / truncate / high-watermark moves / sync /
 //! clean close + reopen run against the log and against a plain in-memory model: the
 //! batches (base offset, stamped bytes, max timestamp), the segment layout the
-//! roll rules imply, the log start offset, the high watermark and the durable
-//! offset. After every operation the log must agree with the model exactly: offsets,
+//! roll rules imply, the log start offset, the high watermark, the durable
+//! offset and the leader-epoch history (appends now and then in a newer epoch). After every operation the log must agree with the model exactly: offsets,
 //! stats, and the bytes of every read. Small `segment.bytes` and
 //! `index.interval.bytes` make rolls and sparse-index lookups happen all the time.
 //!
@@ -96,6 +96,10 @@ struct Model {
     lso: i64,
     hw: i64,
     durable: i64,
+    /// The appending leader's epoch (it only grows) and the history the log must
+    /// hold, by Kafka's `LeaderEpochFileCache` rules: (epoch, start offset).
+    epoch: i32,
+    epochs: Vec<(i32, i64)>,
 }
 
 impl Model {
@@ -107,6 +111,8 @@ impl Model {
             lso: 0,
             hw: 0,
             durable: 0,
+            epoch: 0,
+            epochs: Vec::new(),
         }
     }
 
@@ -143,6 +149,11 @@ impl Model {
             self.roll(now);
         }
         let base = self.end();
+        if self.epochs.last().is_none_or(|(latest, _)| *latest != epoch) {
+            // Kafka's assign: what the new entry contradicts goes.
+            self.epochs.retain(|(e, start)| *e < epoch && *start < base);
+            self.epochs.push((epoch, base));
+        }
         let mut next = base;
         for bytes in set {
             let header = batch::BatchHeader::parse(bytes).expect("built batch");
@@ -156,6 +167,16 @@ impl Model {
             next = last + 1;
         }
         (base, next - 1)
+    }
+
+    /// The log start moved to `start`: Kafka's `truncateFromStart`.
+    fn epochs_from_start(&mut self, start: i64) {
+        let below = self.epochs.iter().take_while(|(_, s)| *s <= start).count();
+        if below > 0 {
+            let holding = self.epochs[below - 1].0;
+            self.epochs.drain(..below);
+            self.epochs.insert(0, (holding, start));
+        }
     }
 
     fn drop_first_segment(&mut self) {
@@ -187,7 +208,10 @@ impl Model {
             self.drop_first_segment();
             deleted += 1;
         }
-        self.lso = self.lso.max(self.segs[0].base);
+        if self.segs[0].base > self.lso {
+            self.lso = self.segs[0].base;
+            self.epochs_from_start(self.lso);
+        }
         deleted
     }
 
@@ -197,6 +221,7 @@ impl Model {
         }
         if offset > self.lso {
             self.lso = offset;
+            self.epochs_from_start(offset);
             while self.segs.len() > 1 && self.segs[0].next <= offset {
                 self.drop_first_segment();
             }
@@ -226,8 +251,10 @@ impl Model {
             let lso = self.lso;
             self.batches.clear();
             self.segs = vec![MSeg { base: lso, next: lso, size: 0, created_at: now, max_ts: None }];
+            self.epochs.clear();
         }
         let end = self.end();
+        self.epochs.retain(|(_, s)| *s < end);
         self.hw = self.hw.min(end).max(self.lso);
         // Truncation syncs what it keeps.
         self.durable = end;
@@ -243,6 +270,10 @@ impl Model {
         }
         self.hw = self.end();
         self.durable = self.end();
+        // The open cuts the history to the log, start first.
+        self.epochs_from_start(self.lso);
+        let end = self.end();
+        self.epochs.retain(|(_, s)| *s < end);
     }
 
     /// `None`: OffsetOutOfRange. Otherwise the bytes and next offset of the read.
@@ -293,6 +324,8 @@ fn check_state(log: &PartitionLog<SimStorage>, model: &Model, what: &str) {
     assert_eq!(stats.segment_count, model.segs.len(), "{what}: segment count; model {:?}; {stats:?}", model.segs);
     assert_eq!(stats.size_bytes, expected_size, "{what}: size; model {:?}; {stats:?}", model.segs);
     assert_eq!(stats.poisoned, None, "{what}");
+    let epochs: Vec<(i32, i64)> = stats.leader_epochs.entries().iter().map(|e| (e.epoch.0, e.start_offset.0)).collect();
+    assert_eq!(epochs, model.epochs, "{what}: leader epochs");
 }
 
 async fn check_read(
@@ -384,17 +417,40 @@ async fn snapshot(log: &PartitionLog<SimStorage>) -> Vec<(i64, usize, Vec<u8>, O
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { batches: Vec<BatchSpec>, epoch: i32, advance_hw: bool },
-    Read { at: u32, max_bytes: u32, limit: Option<u32> },
-    ListByTime { pick: u32, jitter: i64 },
+    /// In the leader's epoch, one higher with `new_epoch`.
+    Append {
+        batches: Vec<BatchSpec>,
+        new_epoch: bool,
+        advance_hw: bool,
+    },
+    Read {
+        at: u32,
+        max_bytes: u32,
+        limit: Option<u32>,
+    },
+    ListByTime {
+        pick: u32,
+        jitter: i64,
+    },
     ListEnds,
     Roll,
-    Advance { ms: i64 },
+    Advance {
+        ms: i64,
+    },
     Housekeeping,
-    SetRetention { bytes: Option<u32>, ms: Option<u32> },
-    DeleteRecords { at: u32 },
-    Truncate { at: u32 },
-    SetHighWatermark { pick: u32 },
+    SetRetention {
+        bytes: Option<u32>,
+        ms: Option<u32>,
+    },
+    DeleteRecords {
+        at: u32,
+    },
+    Truncate {
+        at: u32,
+    },
+    SetHighWatermark {
+        pick: u32,
+    },
     Sync,
     Reopen,
 }
@@ -413,8 +469,8 @@ fn batch_spec() -> impl Strategy<Value = BatchSpec> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        14 => (vec(batch_spec(), 1..=3), 0i32..4, proptest::bool::weighted(0.85))
-            .prop_map(|(batches, epoch, advance_hw)| Op::Append { batches, epoch, advance_hw }),
+        14 => (vec(batch_spec(), 1..=3), proptest::bool::weighted(0.15), proptest::bool::weighted(0.85))
+            .prop_map(|(batches, new_epoch, advance_hw)| Op::Append { batches, new_epoch, advance_hw }),
         5 => (any::<u32>(), 0u32..3000, proptest::option::of(any::<u32>()))
             .prop_map(|(at, max_bytes, limit)| Op::Read { at, max_bytes, limit }),
         4 => (any::<u32>(), -2i64..=2).prop_map(|(pick, jitter)| Op::ListByTime { pick, jitter }),
@@ -470,7 +526,9 @@ async fn run_case(case: Case, ops: Vec<Op>) {
         let now = clock.now_ms().0;
         let what = format!("step {step} {op:?}");
         match op {
-            Op::Append { batches, epoch, advance_hw } => {
+            Op::Append { batches, new_epoch, advance_hw } => {
+                model.epoch += i32::from(new_epoch);
+                let epoch = model.epoch;
                 let set: Vec<Vec<u8>> = batches
                     .iter()
                     .map(|spec| {

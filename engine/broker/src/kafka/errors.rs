@@ -40,5 +40,7 @@ pub fn response_error(error: &EngineError) -> ResponseError {
         EngineError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         EngineError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         EngineError::InvalidSequence { .. } => ResponseError::InvalidRecord,
+        // The broker's own mistake, never a client's.
+        EngineError::InvalidLeaderEpoch { .. } => ResponseError::UnknownServerError,
     }
 }

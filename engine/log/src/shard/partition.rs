@@ -722,7 +722,10 @@ mod tests {
     fn a_duplicate_of_an_unsynced_batch_shares_the_fate_of_its_sync() {
         block_on(async {
             let storage = SimStorage::new();
-            let log = open_always(&storage).await;
+            let mut log = open_always(&storage).await;
+            // The log's first epoch is checkpointed (synced) before its first batch:
+            // the failing sync must be the group commit's.
+            log.append(batch::build_value_batch(TimestampMs(0), 1, 1), LeaderEpoch(0)).await.expect("append");
             storage.fail_next_syncs(1);
             let (sender, queue) = flume::bounded(16);
             let (original, original_answer) = append(idempotent_batch(0));
