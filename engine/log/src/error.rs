@@ -82,6 +82,15 @@ pub enum EngineError {
     #[error("partition {partition}: leader epoch {epoch} is negative; nothing was written")]
     InvalidLeaderEpoch { partition: TopicPartition, epoch: LeaderEpoch },
 
+    /// Replicated batches that do not continue the log: the first must start at the
+    /// log end and each next one where the previous ended (Kafka's
+    /// `UnexpectedAppendOffsetException`). Nothing of the record set was written.
+    #[error(
+        "partition {partition}: a replicated batch starts at offset {base_offset}, but the log continues at \
+         {expected}; replicated batches must continue the log without a gap or an overlap, nothing was written"
+    )]
+    UnexpectedAppendOffset { partition: TopicPartition, base_offset: Offset, expected: Offset },
+
     #[error("unknown topic or partition {0}")]
     UnknownTopicOrPartition(String),
 

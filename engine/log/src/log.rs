@@ -693,6 +693,75 @@ impl<S: Storage> PartitionLog<S> {
         Ok(AppendInfo { base_offset, last_offset, batch_count: batches.len(), log_append_time: now, duplicate: false })
     }
 
+    /// Appends batches replicated from the leader as they are: each carries its base
+    /// offset and leader epoch already, and nothing is restamped. The first must start
+    /// at the log end and each next one where the previous ended, else
+    /// [`EngineError::UnexpectedAppendOffset`]; each is validated (length, magic,
+    /// CRC32C), and one bad batch rejects the set with nothing written. The
+    /// leader-epoch history takes each batch's epoch (checkpointed before the write, as
+    /// for a leader append). The idempotent producers' state is updated from the
+    /// headers without checks, as Kafka's `AppendOrigin.REPLICATION` does: the leader
+    /// checked them, so there is no duplicate or sequence refusal here, but the state is
+    /// kept, so that this replica, once leader, still answers a retry with the
+    /// original's offsets. `max.message.bytes` is not applied: the leader accepted the
+    /// batch, and a follower refusing it would stop replicating for good.
+    /// Not durable until [`PartitionLog::sync`].
+    pub async fn append_replicated(&mut self, bytes: Vec<u8>) -> Result<AppendInfo> {
+        self.check_writable()?;
+        let batches = batch::split_batches(&bytes)?;
+        let Some((_, first)) = batches.first() else {
+            return Err(batch::BatchError::TooShort { len_bytes: 0 }.into());
+        };
+        let base_offset = first.base_offset;
+        let mut expected = self.log_end_offset();
+        let mut epochs = self.leader_epochs.clone();
+        for (_, header) in &batches {
+            if header.base_offset != expected {
+                return Err(EngineError::UnexpectedAppendOffset {
+                    partition: self.partition.clone(),
+                    base_offset: header.base_offset,
+                    expected,
+                });
+            }
+            self.check_leader_epoch(header.leader_epoch)?;
+            epochs.assign(header.leader_epoch, header.base_offset);
+            expected = header.last_offset().next();
+        }
+        let last_offset = Offset(expected.0 - 1);
+        let now = self.clock.now_ms();
+        if self.should_roll(bytes.len() as u64, last_offset, now) {
+            self.roll().await?;
+        }
+        let epochs_before = self.leader_epochs.clone();
+        if epochs != self.leader_epochs {
+            self.write_leader_epochs(&epochs).await?;
+            self.leader_epochs = epochs;
+        }
+        if let Err(error) = self.active_mut().append(&bytes, &batches).await {
+            // As in `append`: the checkpoint may be ahead, which the next open mends.
+            self.leader_epochs = epochs_before;
+            return Err(error);
+        }
+        for (_, header) in &batches {
+            self.producer_state.replay(header);
+        }
+        Ok(AppendInfo { base_offset, last_offset, batch_count: batches.len(), log_append_time: now, duplicate: false })
+    }
+
+    /// Makes `epoch` the latest leader epoch, starting at the log end, before anything
+    /// is appended in it (Kafka's `assignEpochStartOffset`, when a replica becomes
+    /// leader): OffsetForLeaderEpoch then tells a follower of an older epoch that it
+    /// ends here. Durable when it returns. An epoch below the latest replaces the
+    /// entries it contradicts, as [`LeaderEpochCache::assign`] says; a negative one
+    /// fails with [`EngineError::InvalidLeaderEpoch`]. As in Kafka, an open forgets an
+    /// epoch that no batch has started yet (it starts at the log end): a leader assigns
+    /// its epoch again when it leads again.
+    pub async fn assign_leader_epoch(&mut self, epoch: LeaderEpoch) -> Result<()> {
+        self.check_writable()?;
+        self.check_leader_epoch(epoch)?;
+        self.assign_leader_epoch_at(epoch, self.log_end_offset()).await.map(|_| ())
+    }
+
     fn should_roll(&self, incoming_bytes: u64, last_offset: Offset, now: TimestampMs) -> bool {
         let active = self.active();
         !active.is_empty()
@@ -1348,5 +1417,89 @@ mod tests {
         assert!(epochs(&log).is_empty());
         append(&mut log, 1).expect("a lower epoch is fine once nothing is left");
         assert_eq!(epochs(&log), [(1, 0)]);
+    }
+
+    /// One record from producer 42, epoch 0, at `sequence`.
+    fn idempotent_batch(sequence: i32) -> Vec<u8> {
+        let producer =
+            BatchProducer { producer_id: crate::types::ProducerId(42), producer_epoch: 0, base_sequence: sequence };
+        batch::build_batch(T0, producer, &[RecordSpec { key: None, value: Some(b"once"), timestamp_delta_ms: 0 }])
+    }
+
+    /// Every batch of `log`, as stored (a read ends at a segment's end).
+    fn all_bytes(log: &PartitionLog<SimStorage>) -> Vec<u8> {
+        let (mut bytes, mut offset) = (Vec::new(), log.log_start_offset());
+        while offset < log.log_end_offset() {
+            let read = block_on(log.read(offset, 1 << 20, Some(log.log_end_offset()))).expect("read");
+            bytes.extend_from_slice(&read.bytes);
+            offset = read.next_offset;
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_follower_stores_the_leaders_batches_as_they_are_and_keeps_their_producers_and_epochs() {
+        let leader_storage = SimStorage::new();
+        let mut leader = open(&leader_storage, small_segments());
+        for (sequence, epoch) in [(0, 0), (1, 0), (2, 3), (3, 3), (4, 6)] {
+            block_on(leader.append(idempotent_batch(sequence), LeaderEpoch(epoch))).expect("leader append");
+        }
+        let replicated = all_bytes(&leader);
+        let follower_storage = SimStorage::new();
+        let mut follower = open(&follower_storage, small_segments());
+        // In two fetches, the second of three batches.
+        let second_fetch = batch::split_batches(&replicated).expect("valid")[2].0;
+        let first = block_on(follower.append_replicated(replicated[..second_fetch].to_vec())).expect("first fetch");
+        assert_eq!((first.base_offset, first.last_offset, first.batch_count), (Offset(0), Offset(1), 2));
+        let rest = block_on(follower.append_replicated(replicated[second_fetch..].to_vec())).expect("second fetch");
+        assert_eq!((rest.base_offset, rest.last_offset, rest.duplicate), (Offset(2), Offset(4), false));
+        assert_eq!(all_bytes(&follower), replicated, "the follower restamped something");
+        assert_eq!(epochs(&follower), epochs(&leader));
+        assert_eq!(follower.producer_state().entry(crate::types::ProducerId(42)).map(|e| e.batches().len()), Some(5));
+        // Promoted: a retry of a batch it only replicated is still a duplicate.
+        let retry = block_on(follower.append(idempotent_batch(3), LeaderEpoch(7))).expect("retry");
+        assert!(retry.duplicate && retry.base_offset == Offset(3), "{retry:?}");
+        block_on(follower.assign_leader_epoch(LeaderEpoch(7))).expect("assign");
+        assert_eq!(follower.end_offset_for_leader_epoch(LeaderEpoch(6)).end_offset, Offset(5));
+        // And the history survives a crash of the follower.
+        block_on(follower.sync()).expect("sync");
+        let expected = epochs(&follower);
+        drop(follower);
+        follower_storage.crash(CrashFault::LoseUnsynced);
+        let follower = open(&follower_storage, small_segments());
+        assert_eq!(all_bytes(&follower), replicated);
+        assert_eq!(epochs(&follower), expected[..expected.len() - 1], "the epoch no batch started is forgotten");
+    }
+
+    #[test]
+    fn replicated_batches_that_do_not_continue_the_log_or_are_damaged_write_nothing() {
+        let leader_storage = SimStorage::new();
+        let mut leader = open(&leader_storage, TopicConfig::default());
+        for epoch in [0, 1, 1] {
+            append(&mut leader, epoch).expect("leader append");
+        }
+        let replicated = all_bytes(&leader);
+        let positions: Vec<usize> = batch::split_batches(&replicated).expect("valid").iter().map(|(p, _)| *p).collect();
+        let storage = SimStorage::new();
+        let mut follower = open(&storage, TopicConfig::default());
+        let skipping_the_first = replicated[positions[1]..].to_vec();
+        let mut damaged = replicated.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        let mut gap = replicated[..positions[1]].to_vec();
+        gap.extend_from_slice(&replicated[positions[2]..]);
+        for (what, bytes) in [("skip", skipping_the_first), ("gap", gap), ("damaged", damaged), ("empty", Vec::new())] {
+            let result = block_on(follower.append_replicated(bytes));
+            match (what, &result) {
+                ("skip" | "gap", Err(EngineError::UnexpectedAppendOffset { .. })) => {}
+                ("damaged" | "empty", Err(EngineError::InvalidBatch(_))) => {}
+                _ => panic!("{what}: {result:?}"),
+            }
+            assert_eq!((follower.log_end_offset(), epochs(&follower)), (Offset(0), vec![]), "{what}");
+        }
+        block_on(follower.append_replicated(replicated.clone())).expect("the whole of it");
+        let again = block_on(follower.append_replicated(replicated));
+        assert!(matches!(again, Err(EngineError::UnexpectedAppendOffset { .. })), "an overlap: {again:?}");
+        assert_eq!(follower.log_end_offset(), Offset(6));
     }
 }

@@ -23,7 +23,8 @@
 //!   removed, garbled or wrong: rebuilt from the batch headers).
 //!
 //! Appends carry a leader epoch that grows now and then (never back: replication's
-//! promise; the engine's rule for an older epoch is a unit test of `log.rs`).
+//! promise; the engine's rule for an older epoch is a unit test of `log.rs`); some are
+//! a follower's, of batches a leader stamped already (`append_replicated`).
 //!
 //! Every failure names its seed; `CORELOG_CRASH_SEED=<n>` re-runs exactly that seed.
 
@@ -482,8 +483,23 @@ impl Run {
             self.epoch += self.rng.gen_range(1..=2);
         }
         let epoch = LeaderEpoch(self.epoch);
-        self.note(format!("append {count} batches ({} bytes)", set.iter().map(Vec::len).sum::<usize>()));
-        let result = block_on(self.log_mut().append(set.concat(), epoch));
+        let bytes = set.iter().map(Vec::len).sum::<usize>();
+        let result = if self.rng.gen_bool(0.3) {
+            // As a follower: the leader stamped the batches already.
+            self.note(format!("replicate {count} batches ({bytes} bytes)"));
+            let mut next = self.end;
+            let mut stamped = Vec::with_capacity(bytes);
+            for unstamped in &set {
+                let mut batch = unstamped.clone();
+                batch::stamp(&mut batch, Offset(next), epoch);
+                next += i64::from(BatchHeader::parse(&batch).expect("built").last_offset_delta) + 1;
+                stamped.extend_from_slice(&batch);
+            }
+            block_on(self.log_mut().append_replicated(stamped))
+        } else {
+            self.note(format!("append {count} batches ({bytes} bytes)"));
+            block_on(self.log_mut().append(set.concat(), epoch))
+        };
         if self.poisoned {
             return self.expect_poisoned(result, "append");
         }

@@ -40,7 +40,9 @@ pub fn response_error(error: &EngineError) -> ResponseError {
         EngineError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         EngineError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         EngineError::InvalidSequence { .. } => ResponseError::InvalidRecord,
-        // The broker's own mistake, never a client's.
-        EngineError::InvalidLeaderEpoch { .. } => ResponseError::UnknownServerError,
+        // The broker's own mistakes (replication's), never a client's.
+        EngineError::InvalidLeaderEpoch { .. } | EngineError::UnexpectedAppendOffset { .. } => {
+            ResponseError::UnknownServerError
+        }
     }
 }

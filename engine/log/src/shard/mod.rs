@@ -700,6 +700,29 @@ impl EngineHandle {
         self.dispatch(partition, |reply| PartitionOp::Append { bytes, leader_epoch, reply }).await
     }
 
+    /// A follower's append: the leader's batches as they are, with their offsets and
+    /// leader epochs (see [`PartitionLog::append_replicated`]). Returns as
+    /// [`EngineHandle::append`] does, once the durability policy is satisfied.
+    pub async fn append_replicated(&self, partition: &TopicPartition, bytes: Vec<u8>) -> Result<AppendInfo> {
+        self.dispatch_append_replicated(partition, bytes).await?.reply().await
+    }
+
+    /// [`EngineHandle::append_replicated`] in two stages, as [`EngineHandle::dispatch_append`].
+    pub async fn dispatch_append_replicated(
+        &self,
+        partition: &TopicPartition,
+        bytes: Vec<u8>,
+    ) -> Result<Dispatched<AppendInfo>> {
+        self.dispatch(partition, |reply| PartitionOp::AppendReplicated { bytes, reply }).await
+    }
+
+    /// Makes `leader_epoch` the partition's latest epoch from its log end on, durably,
+    /// before anything is appended in it: what a replica does when it becomes leader
+    /// (see [`PartitionLog::assign_leader_epoch`]).
+    pub async fn assign_leader_epoch(&self, partition: &TopicPartition, leader_epoch: LeaderEpoch) -> Result<()> {
+        self.op(partition, |reply| PartitionOp::AssignLeaderEpoch { leader_epoch, reply }).await
+    }
+
     /// Whole batches from `offset` (at most `max_bytes`, at least one batch), up to
     /// `offset_limit` or the high watermark.
     pub async fn read(
@@ -1106,6 +1129,8 @@ fn reject(op: PartitionOp, error: EngineError) {
     }
     match op {
         PartitionOp::Append { reply, .. } => send(reply, error),
+        PartitionOp::AppendReplicated { reply, .. } => send(reply, error),
+        PartitionOp::AssignLeaderEpoch { reply, .. } => send(reply, error),
         PartitionOp::Read { reply, .. } => send(reply, error),
         PartitionOp::ListOffset { reply, .. } => send(reply, error),
         PartitionOp::Sync { reply } => send(reply, error),

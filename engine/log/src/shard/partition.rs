@@ -89,6 +89,17 @@ pub enum PartitionOp {
         leader_epoch: LeaderEpoch,
         reply: Reply<AppendInfo>,
     },
+    /// A follower's append of the leader's batches, as they are
+    /// ([`PartitionLog::append_replicated`]); acknowledged like `Append`.
+    AppendReplicated {
+        bytes: Vec<u8>,
+        reply: Reply<AppendInfo>,
+    },
+    /// A new leader's epoch, from the log end on ([`PartitionLog::assign_leader_epoch`]).
+    AssignLeaderEpoch {
+        leader_epoch: LeaderEpoch,
+        reply: Reply<()>,
+    },
     Read {
         offset: Offset,
         max_bytes: usize,
@@ -285,12 +296,17 @@ impl<S: Storage> Actor<S> {
         }
         let log = &mut self.log;
         match op {
-            PartitionOp::Append { bytes, leader_epoch, reply } => match log.append(bytes, leader_epoch).await {
-                Ok(info) if info.duplicate && info.last_offset < log.durable_offset() => answer(reply, Ok(info)),
-                Ok(info) if log.config().durability == Durability::Always => self.commit.wait(info, reply),
-                Ok(info) => self.unwritten.push((info, reply)),
-                Err(error) => answer(reply, Err(error)),
-            },
+            PartitionOp::Append { bytes, leader_epoch, reply } => {
+                let appended = log.append(bytes, leader_epoch).await;
+                self.acknowledge_when_due(appended, reply);
+            }
+            PartitionOp::AppendReplicated { bytes, reply } => {
+                let appended = log.append_replicated(bytes).await;
+                self.acknowledge_when_due(appended, reply);
+            }
+            PartitionOp::AssignLeaderEpoch { leader_epoch, reply } => {
+                answer(reply, log.assign_leader_epoch(leader_epoch).await)
+            }
             PartitionOp::Read { offset, max_bytes, offset_limit, reply } => {
                 answer(reply, log.read(offset, max_bytes, offset_limit).await)
             }
@@ -322,6 +338,18 @@ impl<S: Storage> Actor<S> {
                 }
             }
             PartitionOp::Close { .. } => unreachable!("serve_round takes Close"),
+        }
+    }
+
+    /// Answers an append once the durability policy allows: a duplicate of a durable
+    /// batch at once, under `always` after the sync covering it, otherwise once the
+    /// round's appends are written out.
+    fn acknowledge_when_due(&mut self, appended: Result<AppendInfo>, reply: Reply<AppendInfo>) {
+        match appended {
+            Ok(info) if info.duplicate && info.last_offset < self.log.durable_offset() => answer(reply, Ok(info)),
+            Ok(info) if self.log.config().durability == Durability::Always => self.commit.wait(info, reply),
+            Ok(info) => self.unwritten.push((info, reply)),
+            Err(error) => answer(reply, Err(error)),
         }
     }
 
