@@ -91,6 +91,12 @@ pub enum EngineError {
     )]
     UnexpectedAppendOffset { partition: TopicPartition, base_offset: Offset, expected: Offset },
 
+    /// An op of replication (setting the high watermark) on a partition whose high
+    /// watermark the engine moves itself: the broker has not put it in replicated
+    /// mode.
+    #[error("partition {partition} is not in replicated mode: its high watermark follows its own log")]
+    NotReplicated { partition: TopicPartition },
+
     #[error("unknown topic or partition {0}")]
     UnknownTopicOrPartition(String),
 

@@ -82,6 +82,11 @@ pub struct AppendInfo {
     /// `batch_count` 1. The broker answers it like a fresh append (Kafka answers
     /// NONE with the original offsets). See [`crate::producer_state`].
     pub duplicate: bool,
+    /// The log end this replica vouched for when the append was answered: every
+    /// offset below it was written out of the process (under `fsync: always`,
+    /// synced), so a leader can count itself in the in-sync replicas up to here
+    /// ([`PartitionLog::local_end_offset`] at that moment).
+    pub log_end_offset: Offset,
 }
 
 /// Result of a read: whole batches, and the log's offsets at the time.
@@ -108,6 +113,8 @@ pub struct PartitionStats {
     pub size_bytes: u64,
     pub segment_count: usize,
     pub poisoned: Option<String>,
+    /// Whether the broker moves the high watermark (replicated mode).
+    pub replicated: bool,
     /// Each leader epoch of the log and its start offset (OffsetForLeaderEpoch:
     /// [`LeaderEpochCache::end_offset_for`] with `log_end_offset`).
     pub leader_epochs: LeaderEpochCache,
@@ -166,6 +173,9 @@ pub struct PartitionLog<S: Storage> {
     leader_epochs: LeaderEpochCache,
     /// Whether a read has met damaged bytes and said so in the log (once per open).
     damage_logged: Cell<bool>,
+    /// Replicated mode: the high watermark is the broker's to move
+    /// ([`PartitionLog::update_high_watermark`]), not the log's own.
+    replicated: bool,
 }
 
 /// What [`PartitionLog::repair`] found, and removed or would remove.
@@ -239,6 +249,7 @@ impl<S: Storage> PartitionLog<S> {
             poisoned: None,
             truncations: 0,
             damage_logged: Cell::new(false),
+            replicated: false,
         };
         let first_base = log.segments.keys().next().copied();
         log.log_start_offset = match (checkpoint, first_base) {
@@ -603,10 +614,54 @@ impl<S: Storage> PartitionLog<S> {
         self.written_offset
     }
 
-    /// Set by the owner of replication state; a single node advances it to the log
-    /// end (or to the durable offset under `fsync: always`). Clamped to the log end.
+    /// Sets the high watermark, clamped to the log's two ends, whatever the mode (the
+    /// partition actor and tests; the broker's way is
+    /// [`PartitionLog::update_high_watermark`]).
     pub fn set_high_watermark(&mut self, offset: Offset) {
         self.high_watermark = offset.min(self.log_end_offset()).max(self.log_start_offset);
+    }
+
+    /// Outside replicated mode, raises the high watermark to `offset` (the partition
+    /// actor's move as appends become written or durable); in replicated mode it does
+    /// nothing: the broker moves it.
+    pub fn advance_high_watermark(&mut self, offset: Offset) {
+        if !self.replicated && offset > self.high_watermark {
+            self.set_high_watermark(offset);
+        }
+    }
+
+    /// The log end this replica vouches for: written out of the process, and under
+    /// `fsync: always` synced. What a leader counts for itself among the in-sync
+    /// replicas, and what the high watermark never passes.
+    pub fn local_end_offset(&self) -> Offset {
+        match self.config.durability {
+            crate::config::Durability::Always => self.durable_offset,
+            _ => self.written_offset,
+        }
+    }
+
+    pub fn is_replicated(&self) -> bool {
+        self.replicated
+    }
+
+    /// Switches replicated mode. In it, the high watermark stays where the broker puts
+    /// it ([`PartitionLog::update_high_watermark`]); out of it, it follows the log
+    /// again (the caller raises it: [`PartitionLog::advance_high_watermark`]).
+    pub fn set_replicated(&mut self, replicated: bool) {
+        self.replicated = replicated;
+    }
+
+    /// In replicated mode, the broker's move of the high watermark (the minimum log
+    /// end of the in-sync replicas, on a leader; the leader's, on a follower): set to
+    /// `offset`, but never past [`PartitionLog::local_end_offset`] nor below the log
+    /// start. It may go down (a follower told so by a new leader). Returns the high
+    /// watermark; [`EngineError::NotReplicated`] outside replicated mode.
+    pub fn update_high_watermark(&mut self, offset: Offset) -> Result<Offset> {
+        if !self.replicated {
+            return Err(EngineError::NotReplicated { partition: self.partition.clone() });
+        }
+        self.high_watermark = offset.min(self.local_end_offset()).max(self.log_start_offset);
+        Ok(self.high_watermark)
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -675,6 +730,7 @@ impl<S: Storage> PartitionLog<S> {
                     batch_count: 1,
                     log_append_time: original.log_append_time,
                     duplicate: true,
+                    log_end_offset: self.local_end_offset(),
                 });
             }
         };
@@ -690,7 +746,14 @@ impl<S: Storage> PartitionLog<S> {
         }
         // Only now: a failed write (a full disk) leaves the producer state as it was.
         self.producer_state.apply(update);
-        Ok(AppendInfo { base_offset, last_offset, batch_count: batches.len(), log_append_time: now, duplicate: false })
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            batch_count: batches.len(),
+            log_append_time: now,
+            duplicate: false,
+            log_end_offset: self.local_end_offset(),
+        })
     }
 
     /// Appends batches replicated from the leader as they are: each carries its base
@@ -745,7 +808,14 @@ impl<S: Storage> PartitionLog<S> {
         for (_, header) in &batches {
             self.producer_state.replay(header);
         }
-        Ok(AppendInfo { base_offset, last_offset, batch_count: batches.len(), log_append_time: now, duplicate: false })
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            batch_count: batches.len(),
+            log_append_time: now,
+            duplicate: false,
+            log_end_offset: self.local_end_offset(),
+        })
     }
 
     /// Makes `epoch` the latest leader epoch, starting at the log end, before anything
@@ -951,10 +1021,10 @@ impl<S: Storage> PartitionLog<S> {
                         .await
                         .inspect_err(|e| self.note_damage(e))?;
                     if let Some((offset, ts)) = found {
-                        if offset < self.high_watermark {
-                            return Ok(Some((offset.max(self.log_start_offset), ts)));
-                        }
-                        return Ok(None);
+                        // Compared once clamped: a high watermark at a log start inside
+                        // a batch (replicated mode) hides that batch's later offsets.
+                        let offset = offset.max(self.log_start_offset);
+                        return Ok((offset < self.high_watermark).then_some((offset, ts)));
                     }
                 }
                 Ok(None)
@@ -1156,6 +1226,7 @@ impl<S: Storage> PartitionLog<S> {
             size_bytes: self.segments.values().map(|s| s.size_bytes()).sum(),
             segment_count: self.segments.len(),
             poisoned: self.poisoned.clone(),
+            replicated: self.replicated,
             leader_epochs: self.leader_epochs.clone(),
         }
     }

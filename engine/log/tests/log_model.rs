@@ -5,7 +5,9 @@
 //! clean close + reopen run against the log and against a plain in-memory model: the
 //! batches (base offset, stamped bytes, max timestamp), the segment layout the
 //! roll rules imply, the log start offset, the high watermark, the durable
-//! offset and the leader-epoch history (appends now and then in a newer epoch). After every operation the log must agree with the model exactly: offsets,
+//! offset and the leader-epoch history (appends now and then in a newer epoch), in
+//! and out of replicated mode (where only `update_high_watermark` moves the high
+//! watermark, up to the written end, here the durable offset). After every operation the log must agree with the model exactly: offsets,
 //! stats, and the bytes of every read. Small `segment.bytes` and
 //! `index.interval.bytes` make rolls and sparse-index lookups happen all the time.
 //!
@@ -100,6 +102,7 @@ struct Model {
     /// hold, by Kafka's `LeaderEpochFileCache` rules: (epoch, start offset).
     epoch: i32,
     epochs: Vec<(i32, i64)>,
+    replicated: bool,
 }
 
 impl Model {
@@ -113,6 +116,7 @@ impl Model {
             durable: 0,
             epoch: 0,
             epochs: Vec::new(),
+            replicated: false,
         }
     }
 
@@ -270,6 +274,7 @@ impl Model {
         }
         self.hw = self.end();
         self.durable = self.end();
+        self.replicated = false;
         // The open cuts the history to the log, start first.
         self.epochs_from_start(self.lso);
         let end = self.end();
@@ -451,6 +456,13 @@ enum Op {
     SetHighWatermark {
         pick: u32,
     },
+    SetReplicated {
+        on: bool,
+    },
+    /// The broker's move in replicated mode.
+    UpdateHighWatermark {
+        pick: u32,
+    },
     Sync,
     Reopen,
 }
@@ -483,6 +495,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u32>().prop_map(|at| Op::DeleteRecords { at }),
         1 => any::<u32>().prop_map(|at| Op::Truncate { at }),
         1 => any::<u32>().prop_map(|pick| Op::SetHighWatermark { pick }),
+        1 => any::<bool>().prop_map(|on| Op::SetReplicated { on }),
+        2 => any::<u32>().prop_map(|pick| Op::UpdateHighWatermark { pick }),
         1 => Just(Op::Sync),
         1 => Just(Op::Reopen),
     ]
@@ -541,7 +555,8 @@ async fn run_case(case: Case, ops: Vec<Op>) {
                 assert_eq!((info.base_offset, info.last_offset), (Offset(base), Offset(last)), "{what}");
                 assert_eq!(info.batch_count, set.len(), "{what}");
                 assert_eq!(info.log_append_time, TimestampMs(now), "{what}");
-                if advance_hw {
+                assert_eq!(info.log_end_offset, Offset(model.durable), "{what}: the written end it vouches for");
+                if advance_hw && !model.replicated {
                     log.set_high_watermark(log.log_end_offset());
                     model.set_hw(model.end());
                 }
@@ -607,6 +622,26 @@ async fn run_case(case: Case, ops: Vec<Op>) {
                 let offset = boundaries[sel as usize % boundaries.len()];
                 log.set_high_watermark(Offset(offset));
                 model.set_hw(offset);
+            }
+            Op::SetReplicated { on } => {
+                log.set_replicated(on);
+                model.replicated = on;
+                if !on {
+                    // What the partition actor does on leaving replicated mode.
+                    log.advance_high_watermark(log.local_end_offset());
+                    model.hw = model.hw.max(model.durable.max(model.lso));
+                }
+            }
+            Op::UpdateHighWatermark { pick: sel } => {
+                let offset = pick(sel, model.lso - 2, model.end() + 2);
+                match (log.update_high_watermark(Offset(offset)), model.replicated) {
+                    (Ok(hw), true) => {
+                        model.hw = offset.min(model.durable).max(model.lso);
+                        assert_eq!(hw, Offset(model.hw), "{what}");
+                    }
+                    (Err(EngineError::NotReplicated { .. }), false) => {}
+                    (other, replicated) => panic!("{what}: {other:?} (replicated {replicated})"),
+                }
             }
             Op::Sync => {
                 let synced = log.sync().await.unwrap_or_else(|e| panic!("{what}: {e}"));

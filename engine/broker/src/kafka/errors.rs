@@ -41,8 +41,8 @@ pub fn response_error(error: &EngineError) -> ResponseError {
         EngineError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         EngineError::InvalidSequence { .. } => ResponseError::InvalidRecord,
         // The broker's own mistakes (replication's), never a client's.
-        EngineError::InvalidLeaderEpoch { .. } | EngineError::UnexpectedAppendOffset { .. } => {
-            ResponseError::UnknownServerError
-        }
+        EngineError::InvalidLeaderEpoch { .. }
+        | EngineError::UnexpectedAppendOffset { .. }
+        | EngineError::NotReplicated { .. } => ResponseError::UnknownServerError,
     }
 }

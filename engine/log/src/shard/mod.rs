@@ -743,7 +743,47 @@ impl EngineHandle {
         max_bytes: usize,
         offset_limit: Option<Offset>,
     ) -> Result<Dispatched<ReadResult>> {
-        self.dispatch(partition, |reply| PartitionOp::Read { offset, max_bytes, offset_limit, reply }).await
+        self.dispatch(partition, |reply| PartitionOp::Read { offset, max_bytes, offset_limit, replica: false, reply })
+            .await
+    }
+
+    /// A follower's fetch: whole batches from `offset` (at most `max_bytes`, at least
+    /// one batch) up to the partition's written log end, past the high watermark: what
+    /// the leader has written out, replicated or not yet.
+    pub async fn read_replica(
+        &self,
+        partition: &TopicPartition,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<ReadResult> {
+        self.dispatch_read_replica(partition, offset, max_bytes).await?.reply().await
+    }
+
+    /// [`EngineHandle::read_replica`] in two stages, as [`EngineHandle::dispatch_append`].
+    pub async fn dispatch_read_replica(
+        &self,
+        partition: &TopicPartition,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<Dispatched<ReadResult>> {
+        let read = |reply| PartitionOp::Read { offset, max_bytes, offset_limit: None, replica: true, reply };
+        self.dispatch(partition, read).await
+    }
+
+    /// Puts the partition in replicated mode (`true`) or takes it out: in it, the
+    /// high watermark moves only by [`EngineHandle::set_high_watermark`]; out of it,
+    /// the partition moves it itself as appends are written (under `fsync: always`,
+    /// synced). Returns the high watermark.
+    pub async fn set_replicated(&self, partition: &TopicPartition, replicated: bool) -> Result<Offset> {
+        self.op(partition, |reply| PartitionOp::SetReplicated { replicated, reply }).await
+    }
+
+    /// In replicated mode, moves the high watermark to `offset` (the minimum log end
+    /// of the in-sync replicas), clamped to what this replica has written out (under
+    /// `always`, synced) and to the log start; returns where it is.
+    /// [`EngineError::NotReplicated`] outside replicated mode.
+    pub async fn set_high_watermark(&self, partition: &TopicPartition, offset: Offset) -> Result<Offset> {
+        self.op(partition, |reply| PartitionOp::SetHighWatermark { offset, reply }).await
     }
 
     pub async fn list_offset(
@@ -799,8 +839,18 @@ impl EngineHandle {
     /// under `always`, its sync) moves the high watermark; callers bound the wait
     /// and dropping the future withdraws it.
     pub async fn wait_for_data(&self, partition: &TopicPartition, offset: Offset) {
-        if let Err(error) = self.op(partition, |reply| PartitionOp::WaitForData { offset, reply }).await {
+        if let Err(error) = self.op(partition, |reply| PartitionOp::WaitForData { offset, replica: false, reply }).await
+        {
             tracing::debug!("waiting for data on {partition}: {error}");
+        }
+    }
+
+    /// [`EngineHandle::wait_for_data`] for a follower's fetch: returns once the
+    /// partition's written log end is past `offset`.
+    pub async fn wait_for_replica_data(&self, partition: &TopicPartition, offset: Offset) {
+        if let Err(error) = self.op(partition, |reply| PartitionOp::WaitForData { offset, replica: true, reply }).await
+        {
+            tracing::debug!("waiting for replica data on {partition}: {error}");
         }
     }
 }
@@ -1139,6 +1189,8 @@ fn reject(op: PartitionOp, error: EngineError) {
         PartitionOp::SetConfig { reply, .. } => send(reply, error),
         PartitionOp::Stats { reply } => send(reply, error),
         PartitionOp::WaitForData { reply, .. } => send(reply, error),
+        PartitionOp::SetReplicated { reply, .. } => send(reply, error),
+        PartitionOp::SetHighWatermark { reply, .. } => send(reply, error),
         PartitionOp::Close { reply, .. } => send(reply, error),
         PartitionOp::Housekeeping => {}
     }

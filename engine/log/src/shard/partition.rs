@@ -50,6 +50,16 @@
 //! read sees every append queued before it, as a Kafka connection's pipelined
 //! requests do (under `always` a read sees the high watermark of the last sync).
 //!
+//! Replicated mode ([`PartitionOp::SetReplicated`], set by the broker for a partition
+//! with replicas): the actor no longer moves the high watermark; the broker does
+//! ([`PartitionOp::SetHighWatermark`]: the minimum log end of the in-sync replicas),
+//! and the log clamps it to its own written (under `always`, durable) end. Appends
+//! are acknowledged exactly as above, each reply carrying that end
+//! ([`AppendInfo::log_end_offset`]) for the leader's own place in the in-sync
+//! replicas. Consumer reads stop at the high watermark; a replica's reads (a follower
+//! fetching) stop at the written end instead, and its long polls wait on that end.
+//! Outside replicated mode everything is as described above.
+//!
 //! A duplicate (a retried idempotent batch, [`AppendInfo::duplicate`]) is answered
 //! with its original's offsets under the same rule: under `always`, only once those
 //! offsets are durable. Its original is either durable already (then the duplicate
@@ -100,10 +110,13 @@ pub enum PartitionOp {
         leader_epoch: LeaderEpoch,
         reply: Reply<()>,
     },
+    /// Up to `offset_limit`, by default the high watermark; a `replica` read (a
+    /// follower's fetch) never past the written log end, by default up to it.
     Read {
         offset: Offset,
         max_bytes: usize,
         offset_limit: Option<Offset>,
+        replica: bool,
         reply: Reply<ReadResult>,
     },
     ListOffset {
@@ -128,11 +141,24 @@ pub enum PartitionOp {
     Stats {
         reply: Reply<PartitionStats>,
     },
-    /// Answered once the high watermark is past `offset` (a long-poll fetch waits on
-    /// it); a waiter whose requester gave up is dropped at the end of a round.
+    /// Answered once the high watermark (for a `replica`, the written log end) is
+    /// past `offset` (a long-poll fetch waits on it); a waiter whose requester gave up
+    /// is dropped at the end of a round.
     WaitForData {
         offset: Offset,
+        replica: bool,
         reply: Reply<()>,
+    },
+    /// Switches replicated mode (see the module doc); answers the high watermark.
+    SetReplicated {
+        replicated: bool,
+        reply: Reply<Offset>,
+    },
+    /// In replicated mode, the broker's move of the high watermark
+    /// ([`PartitionLog::update_high_watermark`]); answers where it is now.
+    SetHighWatermark {
+        offset: Offset,
+        reply: Reply<Offset>,
     },
     /// Periodic: roll by age, retention.
     Housekeeping,
@@ -199,7 +225,7 @@ async fn run_with_commit_delay<S: Storage>(
 struct Actor<S: Storage> {
     log: PartitionLog<S>,
     commit: GroupCommit,
-    waiting_for_data: Vec<(Offset, Reply<()>)>,
+    waiting_for_data: Vec<DataWaiter>,
     /// Under `never` and `interval`: this round's appends, answered once written out.
     unwritten: Vec<(AppendInfo, Reply<AppendInfo>)>,
     /// Reads (`Read`, `ListOffset`, `Stats`) that came behind unwritten appends of
@@ -307,8 +333,9 @@ impl<S: Storage> Actor<S> {
             PartitionOp::AssignLeaderEpoch { leader_epoch, reply } => {
                 answer(reply, log.assign_leader_epoch(leader_epoch).await)
             }
-            PartitionOp::Read { offset, max_bytes, offset_limit, reply } => {
-                answer(reply, log.read(offset, max_bytes, offset_limit).await)
+            PartitionOp::Read { offset, max_bytes, offset_limit, replica, reply } => {
+                let limit = read_limit(log, offset_limit, replica);
+                answer(reply, log.read(offset, max_bytes, limit).await)
             }
             PartitionOp::ListOffset { spec, reply } => answer(reply, log.list_offset(spec).await),
             PartitionOp::Sync { reply } => {
@@ -330,7 +357,16 @@ impl<S: Storage> Actor<S> {
                 answer(reply, Ok(()));
             }
             PartitionOp::Stats { reply } => answer(reply, Ok(log.stats())),
-            PartitionOp::WaitForData { offset, reply } => self.wait_for_data(offset, reply),
+            PartitionOp::WaitForData { offset, replica, reply } => self.wait_for_data(offset, replica, reply),
+            PartitionOp::SetReplicated { replicated, reply } => {
+                // Appends made in the old mode are answered in it.
+                self.write_out_and_serve_reads().await;
+                self.log.set_replicated(replicated);
+                let local_end = self.log.local_end_offset();
+                self.log.advance_high_watermark(local_end);
+                answer(reply, Ok(self.log.high_watermark()));
+            }
+            PartitionOp::SetHighWatermark { offset, reply } => answer(reply, log.update_high_watermark(offset)),
             PartitionOp::Housekeeping => {
                 self.settle_all().await;
                 if let Err(error) = self.log.housekeeping().await {
@@ -346,7 +382,9 @@ impl<S: Storage> Actor<S> {
     /// round's appends are written out.
     fn acknowledge_when_due(&mut self, appended: Result<AppendInfo>, reply: Reply<AppendInfo>) {
         match appended {
-            Ok(info) if info.duplicate && info.last_offset < self.log.durable_offset() => answer(reply, Ok(info)),
+            Ok(info) if info.duplicate && info.last_offset < self.log.durable_offset() => {
+                answer(reply, Ok(AppendInfo { log_end_offset: self.log.local_end_offset(), ..info }))
+            }
             Ok(info) if self.log.config().durability == Durability::Always => self.commit.wait(info, reply),
             Ok(info) => self.unwritten.push((info, reply)),
             Err(error) => answer(reply, Err(error)),
@@ -374,8 +412,8 @@ impl<S: Storage> Actor<S> {
     async fn serve_read_as_of(&self, op: PartitionOp, end: Offset) {
         let log = &self.log;
         match op {
-            PartitionOp::Read { offset, max_bytes, offset_limit, reply } => {
-                let limit = offset_limit.unwrap_or(log.high_watermark()).min(end);
+            PartitionOp::Read { offset, max_bytes, offset_limit, replica, reply } => {
+                let limit = read_limit(log, offset_limit, replica).unwrap_or(log.high_watermark()).min(end);
                 let read = log.read(offset, max_bytes, Some(limit)).await.map(|mut read| {
                     read.high_watermark = read.high_watermark.min(end);
                     read.log_end_offset = read.log_end_offset.min(end);
@@ -401,16 +439,17 @@ impl<S: Storage> Actor<S> {
         }
     }
 
-    fn wait_for_data(&mut self, offset: Offset, reply: Reply<()>) {
-        if self.log.high_watermark() > offset {
-            answer(reply, Ok(()));
+    fn wait_for_data(&mut self, offset: Offset, replica: bool, reply: Reply<()>) {
+        let waiter = DataWaiter { offset, replica, reply };
+        if waiter.bound(&self.log) > offset {
+            answer(waiter.reply, Ok(()));
             return;
         }
         if self.waiting_for_data.len() >= DATA_WAITERS_MAX {
-            let (_, oldest) = self.waiting_for_data.remove(0);
-            answer(oldest, Ok(()));
+            let oldest = self.waiting_for_data.remove(0);
+            answer(oldest.reply, Ok(()));
         }
-        self.waiting_for_data.push((offset, reply));
+        self.waiting_for_data.push(waiter);
     }
 
     /// The `Close` op: commit what waits, then close (or delete) the log and answer.
@@ -434,12 +473,10 @@ async fn write_out<S: Storage>(log: &mut PartitionLog<S>, unwritten: &mut Vec<(A
     }
     match log.flush().await {
         Ok(written) => {
-            if written > log.high_watermark() {
-                log.set_high_watermark(written);
-            }
+            log.advance_high_watermark(written);
             for (info, reply) in unwritten.drain(..) {
                 debug_assert!(info.last_offset < written, "acknowledged before it was written");
-                answer(reply, Ok(info));
+                answer(reply, Ok(AppendInfo { log_end_offset: written, ..info }));
             }
         }
         Err(EngineError::NoSpace { op, path }) => {
@@ -460,20 +497,48 @@ async fn write_out<S: Storage>(log: &mut PartitionLog<S>, unwritten: &mut Vec<(A
     }
 }
 
-/// Answers the long-poll fetches the high watermark has passed; drops those whose
-/// requester gave up.
-fn answer_data_waiters<S: Storage>(log: &PartitionLog<S>, waiting_for_data: &mut Vec<(Offset, Reply<()>)>) {
+/// How far a read may go: a consumer's up to `offset_limit` or (`None`) the high
+/// watermark; a replica's never past the written log end, by default up to it.
+fn read_limit<S: Storage>(log: &PartitionLog<S>, offset_limit: Option<Offset>, replica: bool) -> Option<Offset> {
+    if !replica {
+        return offset_limit;
+    }
+    let written = log.written_offset();
+    Some(offset_limit.map_or(written, |limit| limit.min(written)))
+}
+
+/// A long-poll fetch waiting for data past `offset`.
+struct DataWaiter {
+    offset: Offset,
+    /// A follower's: waits on the written log end, not the high watermark.
+    replica: bool,
+    reply: Reply<()>,
+}
+
+impl DataWaiter {
+    /// Where readable data ends for this waiter.
+    fn bound<S: Storage>(&self, log: &PartitionLog<S>) -> Offset {
+        if self.replica {
+            log.written_offset()
+        } else {
+            log.high_watermark()
+        }
+    }
+}
+
+/// Answers the long-poll fetches whose bound (high watermark, or written end for a
+/// replica) has passed their offset; drops those whose requester gave up.
+fn answer_data_waiters<S: Storage>(log: &PartitionLog<S>, waiting_for_data: &mut Vec<DataWaiter>) {
     if waiting_for_data.is_empty() {
         return;
     }
-    let high_watermark = log.high_watermark();
-    waiting_for_data.retain(|(offset, reply)| {
-        if reply.is_disconnected() {
+    waiting_for_data.retain(|waiter| {
+        if waiter.reply.is_disconnected() {
             return false;
         }
-        if high_watermark > *offset {
+        if waiter.bound(log) > waiter.offset {
             // A dropped receiver here only means the fetch timed out meanwhile.
-            let _ = reply.send(Ok(()));
+            let _ = waiter.reply.send(Ok(()));
             return false;
         }
         true
@@ -661,12 +726,10 @@ impl GroupCommit {
             return 0;
         }
         let durable = log.durable_offset();
-        if durable > log.high_watermark() {
-            log.set_high_watermark(durable);
-        }
+        log.advance_high_watermark(durable);
         let mut answered = 0;
         for (info, reply) in self.waiting.extract_if(.., |(info, _)| info.last_offset < durable) {
-            answer(reply, Ok(info));
+            answer(reply, Ok(AppendInfo { log_end_offset: durable, ..info }));
             answered += 1;
         }
         answered
@@ -1115,7 +1178,7 @@ mod tests {
             let (sender, queue) = flume::bounded(16);
             let wait = |offset| {
                 let (reply, answer) = flume::bounded(1);
-                (PartitionOp::WaitForData { offset: Offset(offset), reply }, answer)
+                (PartitionOp::WaitForData { offset: Offset(offset), replica: false, reply }, answer)
             };
             let (wait_at_0, at_0) = wait(0);
             let (wait_at_1, at_1) = wait(1);
@@ -1130,6 +1193,103 @@ mod tests {
             // One record (offset 0) was appended and synced: data past 0, not past 1.
             assert!(reply(&at_0).is_ok(), "the waiter at offset 0 sees the new record");
             assert!(at_1.try_recv().is_err(), "nothing past offset 1 exists, so that waiter was never answered");
+        });
+    }
+
+    /// Sends `op` (made with a fresh reply channel) and waits for its answer.
+    async fn ask<T>(sender: &flume::Sender<PartitionOp>, op: impl FnOnce(Reply<T>) -> PartitionOp) -> Result<T> {
+        let (reply, answer) = flume::bounded(1);
+        sender.send_async(op(reply)).await.expect("queued");
+        answer.recv_async().await.expect("answered")
+    }
+
+    async fn read_of(sender: &flume::Sender<PartitionOp>, replica: bool) -> ReadResult {
+        let read =
+            |reply| PartitionOp::Read { offset: Offset(0), max_bytes: 1 << 20, offset_limit: None, replica, reply };
+        ask(sender, read).await.expect("read")
+    }
+
+    #[test]
+    fn in_replicated_mode_the_broker_moves_the_high_watermark_up_to_what_is_written() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_with(&storage, Durability::Never).await;
+            let (sender, queue) = flume::bounded(16);
+            let driver = async {
+                let outside = ask(&sender, |reply| PartitionOp::SetHighWatermark { offset: Offset(0), reply }).await;
+                assert!(matches!(outside, Err(EngineError::NotReplicated { .. })), "{outside:?}");
+                let hw = ask(&sender, |reply| PartitionOp::SetReplicated { replicated: true, reply }).await;
+                assert_eq!(hw.expect("replicated"), Offset(0));
+                let (first, first_answer) = append(idempotent_batch(0));
+                let (second, second_answer) = append(idempotent_batch(1));
+                sender.send_async(first).await.expect("queued");
+                sender.send_async(second).await.expect("queued");
+                for (answer, end) in [(&first_answer, 2), (&second_answer, 2)] {
+                    let info = answer.recv_async().await.expect("answered").expect("appended");
+                    assert_eq!(info.log_end_offset, Offset(end), "the written end this replica vouches for");
+                }
+                let stats = stats_of(&sender).await;
+                assert_eq!(
+                    (stats.high_watermark, stats.written_offset, stats.replicated),
+                    (Offset(0), Offset(2), true)
+                );
+                assert!(read_of(&sender, false).await.bytes.is_empty(), "a consumer read past the high watermark");
+                let replica = read_of(&sender, true).await;
+                assert_eq!((replica.next_offset, replica.high_watermark), (Offset(2), Offset(0)));
+                // A follower's long poll waits on the written end, a consumer's on the HW.
+                ask(&sender, |reply| PartitionOp::WaitForData { offset: Offset(1), replica: true, reply })
+                    .await
+                    .expect("data for the follower");
+                let hw = ask(&sender, |reply| PartitionOp::SetHighWatermark { offset: Offset(1), reply }).await;
+                assert_eq!(hw.expect("set"), Offset(1));
+                assert_eq!(read_of(&sender, false).await.next_offset, Offset(1));
+                let hw = ask(&sender, |reply| PartitionOp::SetHighWatermark { offset: Offset(9), reply }).await;
+                assert_eq!(hw.expect("set"), Offset(2), "clamped to the written end");
+                let hw = ask(&sender, |reply| PartitionOp::SetHighWatermark { offset: Offset(1), reply }).await;
+                assert_eq!(hw.expect("set"), Offset(1), "a new leader may hold a lower one");
+                // Out of replicated mode, the log moves it again.
+                let hw = ask(&sender, |reply| PartitionOp::SetReplicated { replicated: false, reply }).await;
+                assert_eq!(hw.expect("not replicated"), Offset(2));
+                let (close, close_answer) = close();
+                sender.send_async(close).await.expect("queued");
+                close_answer.recv_async().await.expect("answered").expect("closed");
+            };
+            futures_lite::future::zip(run_with_commit_delay(log, queue, Duration::ZERO), driver).await;
+        });
+    }
+
+    #[test]
+    fn under_always_a_replicated_high_watermark_stops_at_the_durable_offset() {
+        block_on(async {
+            let storage = SimStorage::new();
+            let log = open_always(&storage).await;
+            let (sender, queue) = flume::bounded(16);
+            let driver = async {
+                ask(&sender, |reply| PartitionOp::SetReplicated { replicated: true, reply }).await.expect("set");
+                let (first, first_answer) = append(idempotent_batch(0));
+                sender.send_async(first).await.expect("queued");
+                let info = acknowledged(&storage, &first_answer).await.expect("appended");
+                assert_eq!(info.log_end_offset, Offset(1));
+                storage.hold_syncs(true);
+                let (second, second_answer) = append(idempotent_batch(1));
+                sender.send_async(second).await.expect("queued");
+                until(|| storage.syncs_in_flight() == 1).await;
+                let hw = ask(&sender, |reply| PartitionOp::SetHighWatermark { offset: Offset(2), reply }).await;
+                assert_eq!(hw.expect("set"), Offset(1), "offset 1 is written but not yet durable");
+                storage.hold_syncs(false);
+                let info = acknowledged(&storage, &second_answer).await.expect("appended");
+                assert_eq!(info.log_end_offset, Offset(2));
+                let stats = stats_of(&sender).await;
+                assert_eq!(
+                    (stats.high_watermark, stats.durable_offset),
+                    (Offset(1), Offset(2)),
+                    "only the broker moves it"
+                );
+                let (close, close_answer) = close();
+                sender.send_async(close).await.expect("queued");
+                close_answer.recv_async().await.expect("answered").expect("closed");
+            };
+            futures_lite::future::zip(run_with_commit_delay(log, queue, Duration::ZERO), driver).await;
         });
     }
 }
