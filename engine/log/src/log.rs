@@ -10,6 +10,7 @@
 //!                                 crate::producer_state (at each roll and clean close)
 //! log-start-offset                decimal text, written atomically (delete-records, retention)
 //! leader-epoch-checkpoint         each leader epoch and its start offset, see crate::leader_epoch
+//! high-watermark-checkpoint       decimal text, written atomically; present only in replicated mode
 //! clean-shutdown                  present only between a clean close and the next open
 //! ```
 //!
@@ -39,6 +40,19 @@
 //! --truncate-at-corruption`). Reads that meet bytes which changed under a running
 //! log fail with [`EngineError::Corrupt`] (logged once).
 //!
+//! Replicated mode ([`PartitionLog::set_replicated`]) is kept by the presence of
+//! `high-watermark-checkpoint` (Kafka's `replication-offset-checkpoint`, one file per
+//! partition here so that no shard waits on another), which holds the high watermark
+//! the broker last set: written when the mode is switched on, every
+//! [`HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS`] at housekeeping if it moved, at once when
+//! a truncation lowers it below the file's value, and at a clean close; removed when
+//! the mode is switched off. An open that finds it comes up in replicated mode with
+//! the high watermark at the file's value, cut to the recovered log end (never past
+//! what is on disk), so a restarted replica shows consumers nothing it had not
+//! shown before. Limits: a high watermark the broker lowered (without a truncation)
+//! since the last write comes back at the older, higher value after a crash, as in
+//! Kafka; an unreadable file brings the high watermark back at the log start.
+//!
 //! A failed sync poisons the log: every later append or sync fails with
 //! [`EngineError::Poisoned`]; reads keep working. Only a restart, which recovers
 //! from what is on disk, clears it.
@@ -67,6 +81,11 @@ use crate::storage::{FileRole, Storage, StorageFile};
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
+
+/// How often, at most, housekeeping rewrites a moved high watermark in replicated mode
+/// (Kafka's `replica.high.watermark.checkpoint.interval.ms` default).
+pub const HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS: i64 = 5_000;
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// Where an append landed.
@@ -176,6 +195,11 @@ pub struct PartitionLog<S: Storage> {
     /// Replicated mode: the high watermark is the broker's to move
     /// ([`PartitionLog::update_high_watermark`]), not the log's own.
     replicated: bool,
+    /// In replicated mode, the high watermark `high-watermark-checkpoint` holds (if it
+    /// could be read) and when it was written (or the log opened, which counts as
+    /// written for the periodic rewrite).
+    checkpointed_high_watermark: Option<Offset>,
+    high_watermark_checkpointed_at: TimestampMs,
 }
 
 /// What [`PartitionLog::repair`] found, and removed or would remove.
@@ -250,6 +274,8 @@ impl<S: Storage> PartitionLog<S> {
             truncations: 0,
             damage_logged: Cell::new(false),
             replicated: false,
+            checkpointed_high_watermark: None,
+            high_watermark_checkpointed_at: now,
         };
         let first_base = log.segments.keys().next().copied();
         log.log_start_offset = match (checkpoint, first_base) {
@@ -262,9 +288,22 @@ impl<S: Storage> PartitionLog<S> {
         }
         log.load_producer_state().await?;
         log.load_leader_epochs().await?;
-        log.high_watermark = log.log_end_offset();
         log.durable_offset = log.log_end_offset();
         log.written_offset = log.log_end_offset();
+        log.high_watermark = log.log_end_offset();
+        if names.iter().any(|n| n == HIGH_WATERMARK_FILE) {
+            log.replicated = true;
+            log.checkpointed_high_watermark = match read_offset_file(&log.storage, &dir.join(HIGH_WATERMARK_FILE)).await
+            {
+                Ok(checkpoint) => checkpoint,
+                Err(error) => {
+                    tracing::warn!("{}: {error}; the high watermark restarts at the log start", log.partition);
+                    None
+                }
+            };
+            let restored = log.checkpointed_high_watermark.unwrap_or(log.log_start_offset);
+            log.set_high_watermark(restored);
+        }
         if clean {
             log.storage.remove_file(&log.dir.join(CLEAN_SHUTDOWN_FILE)).await?;
             log.storage.sync_dir(&log.dir).await?;
@@ -644,11 +683,46 @@ impl<S: Storage> PartitionLog<S> {
         self.replicated
     }
 
-    /// Switches replicated mode. In it, the high watermark stays where the broker puts
-    /// it ([`PartitionLog::update_high_watermark`]); out of it, it follows the log
-    /// again (the caller raises it: [`PartitionLog::advance_high_watermark`]).
-    pub fn set_replicated(&mut self, replicated: bool) {
-        self.replicated = replicated;
+    /// Switches replicated mode, durably (see the module doc: the mode lives in the
+    /// high-watermark checkpoint, written here with the current high watermark, or
+    /// removed). In it, the high watermark stays where the broker puts it
+    /// ([`PartitionLog::update_high_watermark`]); out of it, it follows the log again
+    /// (the caller raises it: [`PartitionLog::advance_high_watermark`]).
+    pub async fn set_replicated(&mut self, replicated: bool) -> Result<()> {
+        if replicated == self.replicated {
+            return Ok(());
+        }
+        if replicated {
+            self.replicated = true;
+            if let Err(error) = self.checkpoint_high_watermark().await {
+                self.replicated = false;
+                return Err(error);
+            }
+        } else {
+            let path = self.dir.join(HIGH_WATERMARK_FILE);
+            if self.storage.exists(&path).await? {
+                self.storage.remove_file(&path).await?;
+                self.storage.sync_dir(&self.dir).await?;
+            }
+            self.replicated = false;
+            self.checkpointed_high_watermark = None;
+        }
+        Ok(())
+    }
+
+    /// Writes the high watermark to its checkpoint, durably (replicated mode).
+    async fn checkpoint_high_watermark(&mut self) -> Result<()> {
+        assert!(self.replicated, "a high-watermark checkpoint outside replicated mode");
+        let text = format!("{}\n", self.high_watermark.0);
+        self.storage.write_file_atomic(&self.dir.join(HIGH_WATERMARK_FILE), text.as_bytes()).await?;
+        self.checkpointed_high_watermark = Some(self.high_watermark);
+        self.high_watermark_checkpointed_at = self.clock.now_ms();
+        Ok(())
+    }
+
+    /// The high watermark the checkpoint holds, in replicated mode.
+    pub fn checkpointed_high_watermark(&self) -> Option<Offset> {
+        self.checkpointed_high_watermark
     }
 
     /// In replicated mode, the broker's move of the high watermark (the minimum log
@@ -1066,6 +1140,10 @@ impl<S: Storage> PartitionLog<S> {
         self.high_watermark = self.high_watermark.min(end);
         self.durable_offset = end;
         self.written_offset = end;
+        if self.replicated && self.checkpointed_high_watermark.is_none_or(|c| c > self.high_watermark) {
+            // A crash must not bring back a high watermark above what is left.
+            self.checkpoint_high_watermark().await?;
+        }
         // Rebuilt from what is left; the snapshots above the new end are deleted
         // (durably) before this returns and anything can be appended past them.
         self.load_producer_state().await?;
@@ -1208,6 +1286,16 @@ impl<S: Storage> PartitionLog<S> {
         if first_base > self.log_start_offset {
             self.set_log_start_offset(first_base).await?;
         }
+        let moved = self.checkpointed_high_watermark != Some(self.high_watermark);
+        let due = now.0 - self.high_watermark_checkpointed_at.0 >= HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS;
+        if self.replicated && !self.is_poisoned() && moved && due {
+            match self.checkpoint_high_watermark().await {
+                Err(error) if is_full_disk_write(&error) => {
+                    tracing::warn!("{}: high watermark not checkpointed: {error}", self.partition);
+                }
+                other => other?,
+            }
+        }
         Ok(deleted)
     }
 
@@ -1238,6 +1326,9 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn close(self) -> Result<()> {
         let poisoned = self.poisoned.is_some();
         let end = self.log_end_offset();
+        let high_watermark = self.high_watermark;
+        let checkpoint_high_watermark =
+            self.replicated && self.checkpointed_high_watermark != Some(self.high_watermark);
         let PartitionLog { storage, dir, segments, producer_state, mut snapshots, .. } = self;
         // On a full disk (a write, not a sync, refused) the close goes on without the
         // snapshot and the marker: what was written out is in the files, and the next
@@ -1252,6 +1343,10 @@ impl<S: Storage> PartitionLog<S> {
         if !poisoned && no_space.is_none() {
             // A snapshot already at the end (a roll just before) holds the same state.
             let marked = async {
+                if checkpoint_high_watermark {
+                    let text = format!("{}\n", high_watermark.0);
+                    storage.write_file_atomic(&dir.join(HIGH_WATERMARK_FILE), text.as_bytes()).await?;
+                }
                 if !snapshots.contains(end) {
                     snapshots.write(&storage, &producer_state, end).await?;
                 }
@@ -1572,5 +1667,49 @@ mod tests {
         let again = block_on(follower.append_replicated(replicated));
         assert!(matches!(again, Err(EngineError::UnexpectedAppendOffset { .. })), "an overlap: {again:?}");
         assert_eq!(follower.log_end_offset(), Offset(6));
+    }
+
+    #[test]
+    fn a_replicated_high_watermark_is_checkpointed_and_comes_back_cut_to_the_recovered_log() {
+        let storage = SimStorage::new();
+        let clock = ManualClock::new(T0);
+        let reopen = |storage: &SimStorage| {
+            let partition = TopicPartition::new(TopicName::new("epochs").expect("valid"), PartitionId(0));
+            let opened = PartitionLog::open(storage.clone(), dir(), partition, TopicConfig::default(), clock.clone());
+            block_on(opened).expect("open").0
+        };
+        let mut log = reopen(&storage);
+        block_on(log.set_replicated(true)).expect("replicated");
+        for _ in 0..3 {
+            append(&mut log, 0).expect("append");
+        }
+        block_on(log.sync()).expect("sync");
+        assert_eq!(log.high_watermark(), Offset(0), "appends do not move it in replicated mode");
+        assert_eq!(log.update_high_watermark(Offset(4)).expect("set"), Offset(4));
+        assert_eq!(log.update_high_watermark(Offset(9)).expect("set"), Offset(6), "clamped to the synced end");
+        log.update_high_watermark(Offset(4)).expect("set");
+        block_on(log.housekeeping()).expect("housekeeping");
+        assert_eq!(log.checkpointed_high_watermark(), Some(Offset(0)), "not due yet");
+        clock.advance_ms(HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS);
+        block_on(log.housekeeping()).expect("housekeeping");
+        assert_eq!(log.checkpointed_high_watermark(), Some(Offset(4)));
+        log.update_high_watermark(Offset(6)).expect("set");
+        drop(log);
+        storage.crash(CrashFault::LoseUnsynced);
+        let mut log = reopen(&storage);
+        assert!(log.is_replicated(), "the mode survives a crash");
+        assert_eq!(log.high_watermark(), Offset(4), "the checkpointed one, not the last set");
+        block_on(log.truncate_to(Offset(2))).expect("truncate");
+        assert_eq!((log.high_watermark(), log.checkpointed_high_watermark()), (Offset(2), Some(Offset(2))));
+        drop(log);
+        storage.crash(CrashFault::LoseUnsynced);
+        let mut log = reopen(&storage);
+        assert_eq!(log.high_watermark(), Offset(2), "never above what a truncation left");
+        log.update_high_watermark(Offset(2)).expect("set");
+        block_on(log.set_replicated(false)).expect("not replicated");
+        block_on(log.close()).expect("close");
+        let log = reopen(&storage);
+        assert!(!log.is_replicated());
+        assert_eq!(log.high_watermark(), log.log_end_offset());
     }
 }

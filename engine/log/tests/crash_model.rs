@@ -22,6 +22,12 @@
 //!   recovered log at open), also when the crash took its checkpoint with it (the file
 //!   removed, garbled or wrong: rebuilt from the batch headers).
 //!
+//! - (f) in replicated mode (switched on and off now and then), the high watermark is
+//!   the one the test set last, clamped to what the log vouches for, and after a
+//!   crash or restart the checkpointed one cut to the recovered end, by the rules of
+//!   `high-watermark-checkpoint` (written when the mode is switched on, at
+//!   housekeeping every 5 s if it moved, when a truncation lowers it, at a clean close).
+//!
 //! Appends carry a leader epoch that grows now and then (never back: replication's
 //! promise; the engine's rule for an older epoch is a unit test of `log.rs`); some are
 //! a follower's, of batches a leader stamped already (`append_replicated`).
@@ -37,6 +43,7 @@ use std::sync::Arc;
 use corelog_engine::batch::{self, BatchHeader, BatchProducer, RecordSpec};
 use corelog_engine::config::ManualClock;
 use corelog_engine::leader_epoch::LEADER_EPOCH_CHECKPOINT_FILE;
+use corelog_engine::log::HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS;
 use corelog_engine::segment::{parse_segment_file_name, segment_file_name, RecoveryReport};
 use corelog_engine::storage::{CrashFault, SimStorage, Storage};
 use corelog_engine::*;
@@ -156,6 +163,7 @@ struct Weights {
     crash: u32,
     clean_restart: u32,
     fail_sync: u32,
+    replication: u32,
     no_space: u32,
 }
 
@@ -169,6 +177,7 @@ const MIXED: Weights = Weights {
     crash: 10,
     clean_restart: 3,
     fail_sync: 2,
+    replication: 5,
     no_space: 2,
 };
 
@@ -182,6 +191,7 @@ const FAULTY_DISK: Weights = Weights {
     crash: 10,
     clean_restart: 3,
     fail_sync: 8,
+    replication: 3,
     no_space: 8,
 };
 
@@ -224,6 +234,12 @@ struct Run {
     epoch: i32,
     /// The leader-epoch history the log must hold: (epoch, start offset).
     epochs: Vec<(i32, i64)>,
+    /// Replicated mode: the high watermark the log must show, the one its checkpoint
+    /// file holds, and when that was written (the test's clock, ms).
+    replicated: bool,
+    hw: i64,
+    hw_checkpoint: Option<i64>,
+    hw_checkpointed_at: i64,
     seq: u64,
     step: usize,
     history: Vec<String>,
@@ -267,6 +283,10 @@ impl Run {
             poisoned: false,
             epoch: 0,
             epochs: Vec::new(),
+            replicated: false,
+            hw: 0,
+            hw_checkpoint: None,
+            hw_checkpointed_at: 0,
             seq: 0,
             step: 0,
             history: Vec::new(),
@@ -333,6 +353,10 @@ impl Run {
     }
 
     fn advance_hw(&mut self) {
+        if self.replicated {
+            // The broker's to move, not the partition's.
+            return;
+        }
         let hw = if self.hw_follows_end { self.end } else { self.acked };
         self.log_mut().set_high_watermark(Offset(hw));
     }
@@ -352,6 +376,12 @@ impl Run {
         self.ensure(stats.poisoned.is_some() == self.poisoned, || format!("{what}: poisoned state {stats:?}"));
         self.ensure(stats.durable_offset.0 >= self.acked.min(self.end), || format!("{what}: durable {stats:?}"));
         self.ensure(stats.high_watermark.0 >= self.lso, || format!("{what}: high watermark below log start {stats:?}"));
+        self.ensure(stats.replicated == self.replicated, || format!("{what}: replicated mode {stats:?}"));
+        if self.replicated {
+            self.ensure(stats.high_watermark == Offset(self.hw), || {
+                format!("{what}: high watermark {stats:?}, model {}", self.hw)
+            });
+        }
         let epochs: Vec<(i32, i64)> =
             stats.leader_epochs.entries().iter().map(|e| (e.epoch.0, e.start_offset.0)).collect();
         self.ensure(epochs == self.epochs, || format!("{what}: leader epochs {epochs:?}, model {:?}", self.epochs));
@@ -571,6 +601,11 @@ impl Run {
         let result = block_on(self.log_mut().housekeeping());
         let deleted = self.ok(result, "housekeeping");
         self.coverage.segments_deleted += deleted as u64;
+        let due = self.now() - self.hw_checkpointed_at >= HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS;
+        if self.replicated && !self.poisoned && self.hw_checkpoint != Some(self.hw) && due {
+            self.hw_checkpoint = Some(self.hw);
+            self.hw_checkpointed_at = self.now();
+        }
         let lso = self.log().log_start_offset().0;
         self.ensure(lso >= self.lso, || format!("housekeeping moved the log start back to {lso}"));
         self.ensure(lso <= hw, || format!("housekeeping moved the log start to {lso}, past the high watermark {hw}"));
@@ -623,7 +658,50 @@ impl Run {
             self.acked = self.acked.min(self.end);
             self.written = self.written.min(self.end);
             self.synced_floor = self.end;
+            if self.replicated {
+                self.hw = self.hw.min(self.end);
+                if self.hw_checkpoint.is_none_or(|checkpoint| checkpoint > self.hw) {
+                    self.hw_checkpoint = Some(self.hw);
+                    self.hw_checkpointed_at = self.now();
+                }
+            }
         }
+    }
+
+    /// Replicated mode switched on or off, or, in it, the broker's move of the high
+    /// watermark.
+    fn replication(&mut self) {
+        if self.rng.gen_bool(0.25) {
+            let on = !self.replicated;
+            self.note(format!("replicated mode {on}"));
+            let hw = self.log().high_watermark().0;
+            let result = block_on(self.log_mut().set_replicated(on));
+            self.ok(result, "set replicated");
+            self.replicated = on;
+            if on {
+                self.hw = hw;
+                self.hw_checkpoint = Some(hw);
+                self.hw_checkpointed_at = self.now();
+            } else {
+                self.hw_checkpoint = None;
+                self.advance_hw();
+            }
+            return;
+        }
+        let offset = self.rng.gen_range(self.lso - 1..=self.end + 1);
+        self.note(format!("set the high watermark to {offset}"));
+        let local_end = self.log().local_end_offset().0;
+        let result = self.log_mut().update_high_watermark(Offset(offset));
+        if !self.replicated {
+            return self.ensure(matches!(result, Err(EngineError::NotReplicated { .. })), || {
+                format!("a high watermark set outside replicated mode: {result:?}")
+            });
+        }
+        let hw = self.ok(result, "set the high watermark");
+        let expected = offset.min(local_end).max(self.lso);
+        self.ensure(hw == Offset(expected), || format!("high watermark {hw} set to {offset}, expected {expected}"));
+        self.ensure(local_end >= self.acked.min(self.end), || format!("local end {local_end} below the acked"));
+        self.hw = expected;
     }
 
     /// Writes the appends out of the process's buffers (`fsync: never`'s
@@ -760,7 +838,18 @@ impl Run {
         });
         self.ensure(stats.log_start_offset == Offset(self.lso), || format!("{what}: log start {stats:?}"));
         self.ensure(stats.log_end_offset >= stats.log_start_offset, || format!("{what}: end below start {stats:?}"));
-        self.ensure(stats.high_watermark == stats.log_end_offset, || format!("{what}: high watermark {stats:?}"));
+        let expected_hw = if self.replicated {
+            // The checkpoint's, never past what survived.
+            self.hw_checkpoint.unwrap_or(self.lso).min(expected_end).max(self.lso)
+        } else {
+            expected_end
+        };
+        self.ensure(stats.high_watermark == Offset(expected_hw), || {
+            format!("{what}: high watermark {stats:?}, expected {expected_hw} (checkpoint {:?})", self.hw_checkpoint)
+        });
+        self.hw = expected_hw;
+        // The log counts its first periodic checkpoint from the open.
+        self.hw_checkpointed_at = self.now();
         self.ensure(stats.durable_offset == stats.log_end_offset, || format!("{what}: durable {stats:?}"));
         self.ensure(stats.poisoned.is_none(), || format!("{what}: still poisoned {stats:?}"));
         if data_end < self.lso {
@@ -797,6 +886,9 @@ impl Run {
         self.note("close and reopen".to_string());
         let log = self.log.take().expect("open");
         self.ok(block_on(log.close()), "close");
+        if self.replicated && !self.poisoned {
+            self.hw_checkpoint = Some(self.hw);
+        }
         let expected_end = self.end;
         let (log, report) = self.open();
         self.log = Some(log);
@@ -882,6 +974,7 @@ impl Run {
             weights.crash,
             weights.clean_restart,
             weights.fail_sync,
+            weights.replication,
             weights.no_space,
         ];
         let mut pick = self.rng.gen_range(0..table.iter().sum::<u32>());
@@ -919,6 +1012,7 @@ impl Run {
             }
             7 => self.clean_restart(),
             8 => self.fail_sync(),
+            9 => self.replication(),
             _ => self.no_space(),
         }
         self.check_offsets("after the step");

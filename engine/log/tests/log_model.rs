@@ -7,7 +7,8 @@
 //! roll rules imply, the log start offset, the high watermark, the durable
 //! offset and the leader-epoch history (appends now and then in a newer epoch), in
 //! and out of replicated mode (where only `update_high_watermark` moves the high
-//! watermark, up to the written end, here the durable offset). After every operation the log must agree with the model exactly: offsets,
+//! watermark, up to the written end, here the durable offset, and a reopen restores
+//! it from its checkpoint). After every operation the log must agree with the model exactly: offsets,
 //! stats, and the bytes of every read. Small `segment.bytes` and
 //! `index.interval.bytes` make rolls and sparse-index lookups happen all the time.
 //!
@@ -272,9 +273,12 @@ impl Model {
         for seg in &mut self.segs {
             seg.created_at = now;
         }
-        self.hw = self.end();
+        if !self.replicated {
+            self.hw = self.end();
+        }
+        // In replicated mode the clean close checkpointed the high watermark, and the
+        // open restores it.
         self.durable = self.end();
-        self.replicated = false;
         // The open cuts the history to the log, start first.
         self.epochs_from_start(self.lso);
         let end = self.end();
@@ -624,7 +628,7 @@ async fn run_case(case: Case, ops: Vec<Op>) {
                 model.set_hw(offset);
             }
             Op::SetReplicated { on } => {
-                log.set_replicated(on);
+                log.set_replicated(on).await.unwrap_or_else(|e| panic!("{what}: {e}"));
                 model.replicated = on;
                 if !on {
                     // What the partition actor does on leaving replicated mode.

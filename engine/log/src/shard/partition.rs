@@ -361,10 +361,10 @@ impl<S: Storage> Actor<S> {
             PartitionOp::SetReplicated { replicated, reply } => {
                 // Appends made in the old mode are answered in it.
                 self.write_out_and_serve_reads().await;
-                self.log.set_replicated(replicated);
+                let switched = self.log.set_replicated(replicated).await;
                 let local_end = self.log.local_end_offset();
                 self.log.advance_high_watermark(local_end);
-                answer(reply, Ok(self.log.high_watermark()));
+                answer(reply, switched.map(|()| self.log.high_watermark()));
             }
             PartitionOp::SetHighWatermark { offset, reply } => answer(reply, log.update_high_watermark(offset)),
             PartitionOp::Housekeeping => {
