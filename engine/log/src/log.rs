@@ -943,21 +943,16 @@ impl<S: Storage> PartitionLog<S> {
         EngineError::Poisoned { partition: self.partition.clone(), cause }
     }
 
-    /// Makes every append so far durable. A failure poisons the log.
+    /// Makes every append so far durable: writes the buffered appends out
+    /// ([`PartitionLog::flush`], whose full disk fails without poisoning), then
+    /// fdatasyncs the active segment; a failure there poisons the log.
     pub async fn sync(&mut self) -> Result<Offset> {
         self.check_writable()?;
         let end = self.log_end_offset();
         if self.durable_offset == end {
             return Ok(end);
         }
-        // A full disk while writing the buffered bytes out is not a sync failure: the
-        // bytes are still in memory and the log is consistent. Only fdatasync errors
-        // poison (after one, the kernel may have dropped dirty pages).
-        match self.active_mut().flush().await {
-            Err(error @ EngineError::NoSpace { .. }) => return Err(error),
-            Err(error) => return Err(self.poison(error)),
-            Ok(()) => {}
-        }
+        self.flush().await?;
         match self.active_mut().sync().await {
             Ok(()) => {
                 self.durable_offset = end;
@@ -986,11 +981,7 @@ impl<S: Storage> PartitionLog<S> {
         if self.durable_offset == end {
             return Ok(None);
         }
-        match self.active_mut().flush().await {
-            Err(error @ EngineError::NoSpace { .. }) => return Err(error),
-            Err(error) => return Err(self.poison(error)),
-            Ok(()) => self.written_offset = end,
-        }
+        self.flush().await?;
         let fdatasync = Box::pin(self.active().sync_detached());
         Ok(Some(StartedSync { end, truncations: self.truncations, fdatasync }))
     }
@@ -1031,6 +1022,9 @@ impl<S: Storage> PartitionLog<S> {
         if self.written_offset == end {
             return Ok(end);
         }
+        // A full disk while writing the buffered bytes out is not a sync failure: the
+        // bytes are still in memory and the log is consistent. Only fdatasync errors
+        // poison (after one, the kernel may have dropped dirty pages).
         match self.active_mut().flush().await {
             Ok(()) => {
                 self.written_offset = end;
