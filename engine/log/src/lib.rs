@@ -27,7 +27,11 @@
 //!   broker are the `corelog-broker` crate, which uses this one's public API (the
 //!   engine and its handle, typed ids, topic configs, the data directory's layout
 //!   and lock, and [`storage::dma::replace_file_durably`]);
-//! - replicated (yet): the high watermark is set by the single node.
+//! - replicated by itself: replication's state machine (followers, the in-sync
+//!   replicas, leader election) is the broker's. The engine gives it the log's side:
+//!   the leader-epoch history ([`leader_epoch`]), a follower's append of the leader's
+//!   batches, replicated mode where the broker moves the high watermark, and reads
+//!   for a follower up to the written end (see [`shard::EngineHandle`]).
 
 // Unsafe code only where the engine calls libc for what std lacks, in the start-up
 // checks of `diagnostics`: that module allows it by name, and each unsafe block
