@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: checks the toolchain, sets up the Python
 # clients of the interop tests, checks style and lints (`cargo fmt --check` and
-# `cargo clippy -D warnings`, for the workspace and the fuzz workspace; see
-# ARCHITECTURE.md, "Style and lints"), then builds and runs every test of the
+# `cargo clippy -D warnings`, for the workspace and the fuzz workspace, and no
+# function over 80 lines: scripts/long-functions.py; see ARCHITECTURE.md, "Style and
+# lints"), then builds and runs every test of the
 # workspace (unit, property, model-based crash, real-process crash, and the
 # real-client tests of harness/tests/ against a `corelog broker` process). Nothing is
 # skipped. Exit status: 2 for a missing tool, 1 for unformatted code or a lint,
@@ -58,6 +59,10 @@ fi
 if ! cargo clippy --workspace --all-targets --locked -- -D warnings ||
   ! cargo clippy --manifest-path "$fuzz_manifest" --all-targets --locked -- -D warnings; then
   echo "error: clippy found problems (above). Fix each one; an allow only where the lint is wrong, with a comment saying why (ARCHITECTURE.md, \"Style and lints\")." >&2
+  exit 1
+fi
+if ! python3 scripts/long-functions.py; then
+  echo "error: functions over 80 lines (above): split them into named steps, or mark a table with // long-functions: table (scripts/long-functions.py)." >&2
   exit 1
 fi
 

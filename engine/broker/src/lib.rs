@@ -189,72 +189,27 @@ impl Broker {
     pub fn start(config: BrokerConfig) -> Result<Broker> {
         let data_dir = DataDir::open(&config.engine.data_dir)?;
         listener::ensure_no_other_listener(config.listen)?;
-        let cluster_config = config.cluster.resolve(config.node_id).map_err(|reason| EngineError::InvalidConfig {
-            key: "controller.quorum.voters".to_string(),
-            value: config.cluster.voters.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(","),
-            reason,
-        })?;
-        let cluster_id = match &cluster_config {
-            Some(cluster) => {
-                cluster::config::cluster_id(&data_dir.meta_dir(), cluster.cluster_id.as_deref(), config.node_id)?
-            }
-            None => load_or_create_cluster_id(&data_dir.meta_dir())?,
-        };
-        // The quorum member starts first: the metadata it holds says what the
-        // engine's topics must be.
-        let quorum = match &cluster_config {
-            Some(cluster) => {
-                Some(cluster::runtime::start_quorum(config.node_id, cluster, cluster_id.clone(), &data_dir.meta_dir())?)
-            }
-            None => None,
-        };
+        let membership = ClusterMembership::start(&config, &data_dir)?;
         let state = Arc::new(BrokerState {
             listen_port: AtomicU16::new(config.listen.port()),
             config: config.clone(),
-            cluster_id,
+            cluster_id: membership.cluster_id.clone(),
             producer_ids: producer_ids::ProducerIdAllocator::open(&data_dir.meta_dir())?,
             connections: AtomicUsize::new(0),
         });
         let (stop, stop_seen) = flume::bounded::<()>(1);
         let (stopped_tx, stopped) = flume::unbounded::<()>();
         let bind_error: Arc<Mutex<Option<String>>> = Arc::default();
-
         let coordinators = group::Coordinators::new(config.groups.clone());
-        let service_coordinators = coordinators.clone();
-        let service_state = state.clone();
-        let service_bind_error = bind_error.clone();
-        let service_quorum = quorum.clone();
-        let service: ShardService = Arc::new(move |shard, engine| {
-            // Runs on the shard's thread, shard after shard: shard 0 binds first and
-            // fixes the port that the others then share.
-            let state = service_state.clone();
-            let port = state.listen_port.load(Ordering::Acquire);
-            let address = SocketAddr::new(state.config.listen.ip(), port);
-            let listener = match glommio::net::TcpListener::bind(address) {
-                Ok(listener) => listener,
-                Err(error) => {
-                    let message = format!("listening on {address}: {error}");
-                    service_bind_error.lock().expect("bind error slot").get_or_insert(message);
-                    return Box::pin(async {});
-                }
-            };
-            if let Ok(local) = listener.local_addr() {
-                state.listen_port.store(local.port(), Ordering::Release);
-                tracing::info!("shard {shard}: listening on {local} (Kafka protocol)");
-            }
-            let groups = service_coordinators.start_on_shard(shard, engine.clone(), stop_seen.clone());
-            let node_id = state.config.node_id;
-            let cluster = service_quorum.clone().map(|quorum| cluster::view::ClusterView::follow(node_id, quorum));
-            let context = Rc::new(ShardContext { broker: state, engine, shard, groups, cluster });
-            let stop_seen = stop_seen.clone();
-            let stopped = stopped_tx.clone();
-            Box::pin(async move {
-                connection::accept_loop(listener, context, stop_seen).await;
-                if stopped.send(()).is_err() {
-                    tracing::debug!("shard {shard}: nobody waits for the listener to stop");
-                }
-            })
-        });
+        let service = ListenerService {
+            state: state.clone(),
+            coordinators: coordinators.clone(),
+            bind_error: bind_error.clone(),
+            quorum: membership.quorum.clone(),
+            stop_seen,
+            stopped: stopped_tx,
+        }
+        .into_service();
         let engine = Engine::start_in(data_dir, config.engine.clone(), Some(service))?;
         if let Some(message) = bind_error.lock().expect("bind error slot").take() {
             return Err(abandon_start(engine, stop, EngineError::Startup(message)));
@@ -270,23 +225,9 @@ impl Broker {
         if let Err(error) = futures_lite::future::block_on(coordinators.load(&engine.handle())) {
             return Err(abandon_start(engine, stop, error));
         }
-        let cluster = match (quorum, &cluster_config) {
-            (Some(quorum), Some(cluster)) => {
-                let (host, port) = state.advertised();
-                let endpoint = cluster::membership::Endpoint { node_id: config.node_id, host, port };
-                let topic_defaults = config.topic_defaults.clone();
-                match cluster::runtime::ClusterRuntime::start(
-                    quorum,
-                    cluster,
-                    endpoint,
-                    engine.handle(),
-                    topic_defaults,
-                ) {
-                    Ok(runtime) => Some(runtime),
-                    Err(error) => return Err(abandon_start(engine, stop, error)),
-                }
-            }
-            _ => None,
+        let cluster = match membership.join(&state, &engine) {
+            Ok(cluster) => cluster,
+            Err(error) => return Err(abandon_start(engine, stop, error)),
         };
         Ok(Broker { cluster, engine: Some(engine), state, stop: Some(stop), stopped })
     }
@@ -323,6 +264,97 @@ impl Broker {
             Some(engine) => engine.shutdown(),
             None => Ok(()),
         }
+    }
+}
+
+/// A cluster node's start before its engine: the settings checked, the data
+/// directory's cluster id, and the quorum member (started first: the metadata it
+/// holds says what the engine's topics must be). A single broker has no quorum.
+struct ClusterMembership {
+    cluster: Option<cluster::config::ClusterConfig>,
+    cluster_id: String,
+    quorum: Option<Arc<cluster::quorum::Quorum>>,
+}
+
+impl ClusterMembership {
+    fn start(config: &BrokerConfig, data_dir: &DataDir) -> Result<ClusterMembership> {
+        let meta_dir = data_dir.meta_dir();
+        let cluster = config.cluster.resolve(config.node_id).map_err(|reason| EngineError::InvalidConfig {
+            key: "controller.quorum.voters".to_string(),
+            value: config.cluster.voters.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(","),
+            reason,
+        })?;
+        let Some(cluster) = cluster else {
+            return Ok(ClusterMembership {
+                cluster: None,
+                cluster_id: load_or_create_cluster_id(&meta_dir)?,
+                quorum: None,
+            });
+        };
+        let cluster_id = cluster::config::cluster_id(&meta_dir, cluster.cluster_id.as_deref(), config.node_id)?;
+        let quorum = cluster::runtime::start_quorum(config.node_id, &cluster, cluster_id.clone(), &meta_dir)?;
+        Ok(ClusterMembership { cluster: Some(cluster), cluster_id, quorum: Some(quorum) })
+    }
+
+    /// Once the listeners are up: registers with the address clients reach this
+    /// broker at, and starts applying the metadata to the engine.
+    fn join(self, state: &BrokerState, engine: &Engine) -> Result<Option<cluster::runtime::ClusterRuntime>> {
+        let (Some(quorum), Some(cluster)) = (self.quorum, self.cluster) else { return Ok(None) };
+        let (host, port) = state.advertised();
+        let endpoint = cluster::membership::Endpoint { node_id: state.config.node_id, host, port };
+        let topic_defaults = state.config.topic_defaults.clone();
+        cluster::runtime::ClusterRuntime::start(quorum, &cluster, endpoint, engine.handle(), topic_defaults).map(Some)
+    }
+}
+
+/// What every shard's listener service is made of (see [`ListenerService::into_service`]).
+struct ListenerService {
+    state: Arc<BrokerState>,
+    coordinators: group::Coordinators,
+    /// The first shard's bind failure, reported by [`Broker::start`].
+    bind_error: Arc<Mutex<Option<String>>>,
+    quorum: Option<Arc<cluster::quorum::Quorum>>,
+    stop_seen: flume::Receiver<()>,
+    /// One message per shard whose listener and connections have finished.
+    stopped: flume::Sender<()>,
+}
+
+impl ListenerService {
+    /// The service the engine starts on every shard: it binds the Kafka listener,
+    /// starts the shard's group coordinator and cluster view, and serves
+    /// connections until the broker stops.
+    fn into_service(self) -> ShardService {
+        Arc::new(move |shard, engine| {
+            // Runs on the shard's thread, shard after shard: shard 0 binds first and
+            // fixes the port that the others then share.
+            let state = self.state.clone();
+            let port = state.listen_port.load(Ordering::Acquire);
+            let address = SocketAddr::new(state.config.listen.ip(), port);
+            let listener = match glommio::net::TcpListener::bind(address) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    let message = format!("listening on {address}: {error}");
+                    self.bind_error.lock().expect("bind error slot").get_or_insert(message);
+                    return Box::pin(async {});
+                }
+            };
+            if let Ok(local) = listener.local_addr() {
+                state.listen_port.store(local.port(), Ordering::Release);
+                tracing::info!("shard {shard}: listening on {local} (Kafka protocol)");
+            }
+            let groups = self.coordinators.start_on_shard(shard, engine.clone(), self.stop_seen.clone());
+            let node_id = state.config.node_id;
+            let cluster = self.quorum.clone().map(|quorum| cluster::view::ClusterView::follow(node_id, quorum));
+            let context = Rc::new(ShardContext { broker: state, engine, shard, groups, cluster });
+            let stop_seen = self.stop_seen.clone();
+            let stopped = self.stopped.clone();
+            Box::pin(async move {
+                connection::accept_loop(listener, context, stop_seen).await;
+                if stopped.send(()).is_err() {
+                    tracing::debug!("shard {shard}: nobody waits for the listener to stop");
+                }
+            })
+        })
     }
 }
 

@@ -218,6 +218,40 @@ pub struct RepairReport {
     pub applied: bool,
 }
 
+/// Opens the segments starting at `base_offsets`, in order, each checked to join
+/// the previous one. Every check that can find damage runs before any `.log` is
+/// written: the active segment's recovery (after an unclean shutdown), the only
+/// writer of one here, comes last.
+async fn open_segments<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base_offsets: &[Offset],
+    config: &TopicConfig,
+    now: TimestampMs,
+    clean: bool,
+) -> Result<(BTreeMap<Offset, LogSegment<S>>, RecoveryReport)> {
+    let mut segments: BTreeMap<Offset, LogSegment<S>> = BTreeMap::new();
+    let mut report = RecoveryReport::default();
+    for (i, base_offset) in base_offsets.iter().enumerate() {
+        if let Some(previous) = segments.values().next_back() {
+            check_join(previous, *base_offset)?;
+        }
+        let active = i + 1 == base_offsets.len();
+        let mode = if active && !clean { OpenMode::RecoverTail } else { OpenMode::Verify };
+        let (segment, segment_report) =
+            LogSegment::open(storage, dir, *base_offset, config.index_interval_bytes, now, mode).await?;
+        if segment_report.indexes_rebuilt {
+            report.indexes_rebuilt = true;
+        }
+        if mode == OpenMode::RecoverTail {
+            report.batches_valid += segment_report.batches_valid;
+            report.bytes_truncated += segment_report.bytes_truncated;
+        }
+        segments.insert(*base_offset, segment);
+    }
+    Ok((segments, report))
+}
+
 impl<S: Storage> PartitionLog<S> {
     /// Opens (creating if needed) the log in `dir`, recovering after a crash.
     pub async fn open(
@@ -234,28 +268,7 @@ impl<S: Storage> PartitionLog<S> {
         let checkpoint = read_offset_file(&storage, &dir.join(LOG_START_OFFSET_FILE)).await?;
         let now = clock.now_ms();
 
-        // Every check that can find damage runs before any `.log` is written: the
-        // active segment's recovery, the only writer of one here, comes last.
-        let mut segments: BTreeMap<Offset, LogSegment<S>> = BTreeMap::new();
-        let mut report = RecoveryReport::default();
-        for (i, base_offset) in base_offsets.iter().enumerate() {
-            if let Some(previous) = segments.values().next_back() {
-                check_join(previous, *base_offset)?;
-            }
-            let active = i + 1 == base_offsets.len();
-            let mode = if active && !clean { OpenMode::RecoverTail } else { OpenMode::Verify };
-            let (segment, segment_report) =
-                LogSegment::open(&storage, dir, *base_offset, config.index_interval_bytes, now, mode).await?;
-            if segment_report.indexes_rebuilt {
-                report.indexes_rebuilt = true;
-            }
-            if mode == OpenMode::RecoverTail {
-                report.batches_valid += segment_report.batches_valid;
-                report.bytes_truncated += segment_report.bytes_truncated;
-            }
-            segments.insert(*base_offset, segment);
-        }
-
+        let (segments, report) = open_segments(&storage, dir, &base_offsets, &config, now, clean).await?;
         let mut log = PartitionLog {
             producer_state: ProducerStateManager::new(partition.clone()),
             snapshots: SnapshotFiles::from_names(dir, &names),
@@ -292,23 +305,29 @@ impl<S: Storage> PartitionLog<S> {
         log.written_offset = log.log_end_offset();
         log.high_watermark = log.log_end_offset();
         if names.iter().any(|n| n == HIGH_WATERMARK_FILE) {
-            log.replicated = true;
-            log.checkpointed_high_watermark = match read_offset_file(&log.storage, &dir.join(HIGH_WATERMARK_FILE)).await
-            {
-                Ok(checkpoint) => checkpoint,
-                Err(error) => {
-                    tracing::warn!("{}: {error}; the high watermark restarts at the log start", log.partition);
-                    None
-                }
-            };
-            let restored = log.checkpointed_high_watermark.unwrap_or(log.log_start_offset);
-            log.set_high_watermark(restored);
+            log.restore_replicated_high_watermark().await;
         }
         if clean {
             log.storage.remove_file(&log.dir.join(CLEAN_SHUTDOWN_FILE)).await?;
             log.storage.sync_dir(&log.dir).await?;
         }
         Ok((log, report))
+    }
+
+    /// A replicated partition (its high-watermark checkpoint exists) restarts at the
+    /// checkpointed high watermark, cut to the recovered log.
+    async fn restore_replicated_high_watermark(&mut self) {
+        self.replicated = true;
+        self.checkpointed_high_watermark =
+            match read_offset_file(&self.storage, &self.dir.join(HIGH_WATERMARK_FILE)).await {
+                Ok(checkpoint) => checkpoint,
+                Err(error) => {
+                    tracing::warn!("{}: {error}; the high watermark restarts at the log start", self.partition);
+                    None
+                }
+            };
+        let restored = self.checkpointed_high_watermark.unwrap_or(self.log_start_offset);
+        self.set_high_watermark(restored);
     }
 
     /// Finds the first damage of the log in `dir` (what makes [`PartitionLog::open`]

@@ -894,9 +894,43 @@ type Routes = Rc<std::cell::RefCell<HashMap<TopicPartition, Route>>>;
 /// periodic ticks, and closes everything on shutdown.
 async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, config: EngineConfig) {
     let storage = DmaStorage::new(config.write_buffer_bytes);
-    // The probe reads the meta directory's device-probe file, written for it; if that
-    // is missing, it looks for any file of a block under the data directory, and else
-    // writes a probe of its own into the meta directory (see `crate::data_dir`).
+    probe_device(shard, &storage, &config).await;
+    let state = ShardState { shard, storage, config, partitions: Rc::default() };
+    let ticker = glommio::spawn_local(tick(state.partitions.clone(), state.config.housekeeping_interval_ms)).detach();
+    while let Ok(request) = requests.recv_async().await {
+        match request {
+            ShardRequest::Open { partition, topic_id, config, reply } => {
+                let result = state.open(partition, topic_id, config).await;
+                answer(shard, "open", reply, result);
+            }
+            ShardRequest::Activate { topic, topic_id, reply } => {
+                state.activate(&topic, topic_id);
+                answer(shard, "activate", reply, Ok(()));
+            }
+            ShardRequest::Op { partition, topic_id, op } => state.route(partition, topic_id, op).await,
+            ShardRequest::StartService { service, handle, reply } => {
+                glommio::spawn_local(service(shard, handle)).detach();
+                answer(shard, "service", reply, Ok(()));
+            }
+            ShardRequest::Shutdown { reply } => {
+                ticker.cancel();
+                let result = close_all(&state.partitions).await;
+                answer(shard, "shutdown", reply, result);
+                return;
+            }
+        }
+    }
+    ticker.cancel();
+    if let Err(error) = close_all(&state.partitions).await {
+        tracing::error!("shard {shard}: closing partitions: {error}");
+    }
+}
+
+/// Primes the storage's device probe. It reads the meta directory's device-probe
+/// file, written for it; if that is missing, it looks for any file of a block under
+/// the data directory, and else writes a probe of its own into the meta directory
+/// (see `crate::data_dir`).
+async fn probe_device(shard: ShardId, storage: &DmaStorage, config: &EngineConfig) {
     let meta_dir = crate::data_dir::meta_dir(&config.data_dir);
     let probe_name = format!("{}{}", crate::data_dir::IO_PROBE_PREFIX, shard.0);
     let probed = if crate::data_dir::has_device_probe(&config.data_dir) {
@@ -907,109 +941,96 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
     if let Err(error) = probed {
         tracing::error!("shard {shard}: probing the data directory's device: {error}");
     }
-    let partitions: Routes = Rc::default();
-    let ticker = glommio::spawn_local(tick(partitions.clone(), config.housekeeping_interval_ms)).detach();
-    while let Ok(request) = requests.recv_async().await {
-        match request {
-            ShardRequest::Open { partition, topic_id, config: topic_config, reply } => {
-                let open = partitions.borrow().get(&partition).map(|route| route.topic_id);
-                let result = match open {
-                    // The controller closes an incarnation before it opens another,
-                    // so this is a bug; refusing keeps one actor per directory.
-                    Some(open_id) => {
-                        tracing::error!(
-                            "shard {shard}: {partition} (topic id {topic_id}) is open already, as {open_id}"
-                        );
-                        Err(EngineError::TopicAlreadyExists(partition.to_string()))
-                    }
-                    None => open_partition(&storage, &config, &partition, topic_config, config.queue_depth_max).await,
-                };
-                let result = match result {
-                    Ok(queue) => {
-                        partitions
-                            .borrow_mut()
-                            .insert(partition, Route { topic_id, active: false, target: Target::Actor(queue) });
-                        Ok(())
-                    }
-                    // Damaged files: the partition is held, offline, under this
-                    // incarnation, so that ops reaching it learn why and a close of the
-                    // incarnation (a delete, or an undone create) finds it. The caller
-                    // decides what the damage means (see `OnDamage`) and logs it.
-                    Err(error) if error.is_damage() => {
-                        let target = Target::Offline(error.to_string());
-                        partitions.borrow_mut().insert(partition, Route { topic_id, active: false, target });
-                        Err(error)
-                    }
-                    Err(error) => Err(error),
-                };
-                if reply.send(result).is_err() {
-                    tracing::debug!("shard {shard}: open reply dropped");
-                }
+}
+
+fn answer<T>(shard: ShardId, what: &str, reply: Reply<T>, result: Result<T>) {
+    if reply.send(result).is_err() {
+        tracing::debug!("shard {shard}: {what} reply dropped");
+    }
+}
+
+/// What one shard's event loop owns.
+struct ShardState {
+    shard: ShardId,
+    storage: DmaStorage,
+    config: EngineConfig,
+    partitions: Routes,
+}
+
+impl ShardState {
+    /// Opens `partition` of incarnation `topic_id` (inactive), or holds it offline
+    /// when its files are damaged.
+    async fn open(&self, partition: TopicPartition, topic_id: TopicId, topic_config: TopicConfig) -> Result<()> {
+        let open = self.partitions.borrow().get(&partition).map(|route| route.topic_id);
+        let result = match open {
+            // The controller closes an incarnation before it opens another, so this
+            // is a bug; refusing keeps one actor per directory.
+            Some(open_id) => {
+                tracing::error!(
+                    "shard {}: {partition} (topic id {topic_id}) is open already, as {open_id}",
+                    self.shard
+                );
+                Err(EngineError::TopicAlreadyExists(partition.to_string()))
             }
-            ShardRequest::Activate { topic, topic_id, reply } => {
-                for (partition, route) in partitions.borrow_mut().iter_mut() {
-                    if partition.topic == topic && route.topic_id == topic_id {
-                        route.active = true;
-                    }
-                }
-                if reply.send(Ok(())).is_err() {
-                    tracing::debug!("shard {shard}: activate reply dropped");
-                }
+            None => {
+                let depth = self.config.queue_depth_max;
+                open_partition(&self.storage, &self.config, &partition, topic_config, depth).await
             }
-            ShardRequest::Op { partition, topic_id, op } => {
-                let target = match partitions.borrow().get(&partition) {
-                    Some(route) if topic_id.map_or(route.active, |id| id == route.topic_id) => {
-                        Some(route.target.clone())
-                    }
-                    _ => None,
-                };
-                let (queue, op) = match (target, op) {
-                    (Some(Target::Actor(queue)), op) => (queue, op),
-                    (Some(Target::Offline(_)), PartitionOp::Close { reply, .. }) => {
-                        partitions.borrow_mut().remove(&partition);
-                        if reply.send(Ok(())).is_err() {
-                            tracing::debug!("shard {shard}: close reply dropped");
-                        }
-                        continue;
-                    }
-                    (Some(Target::Offline(cause)), op) => {
-                        reject(op, offline_error(&config.data_dir, &partition, &cause));
-                        continue;
-                    }
-                    (None, op) => {
-                        reject(op, EngineError::UnknownTopicOrPartition(partition.to_string()));
-                        continue;
-                    }
-                };
-                // Once removed here, no later op reaches this actor: the close is the
-                // last op it is sent.
-                let closing = matches!(op, PartitionOp::Close { .. });
-                if closing {
-                    partitions.borrow_mut().remove(&partition);
-                }
-                if let Err(flume::SendError(op)) = queue.send_async(op).await {
-                    reject(op, EngineError::UnknownTopicOrPartition(partition.to_string()));
-                }
+        };
+        match result {
+            Ok(queue) => {
+                let route = Route { topic_id, active: false, target: Target::Actor(queue) };
+                self.partitions.borrow_mut().insert(partition, route);
+                Ok(())
             }
-            ShardRequest::StartService { service, handle, reply } => {
-                glommio::spawn_local(service(shard, handle)).detach();
-                if reply.send(Ok(())).is_err() {
-                    tracing::debug!("shard {shard}: service reply dropped");
-                }
+            // Damaged files: the partition is held, offline, under this incarnation,
+            // so that ops reaching it learn why and a close of the incarnation (a
+            // delete, or an undone create) finds it. The caller decides what the
+            // damage means (see `OnDamage`) and logs it.
+            Err(error) if error.is_damage() => {
+                let target = Target::Offline(error.to_string());
+                self.partitions.borrow_mut().insert(partition, Route { topic_id, active: false, target });
+                Err(error)
             }
-            ShardRequest::Shutdown { reply } => {
-                ticker.cancel();
-                let result = close_all(&partitions).await;
-                if reply.send(result).is_err() {
-                    tracing::debug!("shard {shard}: shutdown reply dropped");
-                }
-                return;
+            Err(error) => Err(error),
+        }
+    }
+
+    fn activate(&self, topic: &TopicName, topic_id: TopicId) {
+        for (partition, route) in self.partitions.borrow_mut().iter_mut() {
+            if partition.topic == *topic && route.topic_id == topic_id {
+                route.active = true;
             }
         }
     }
-    ticker.cancel();
-    if let Err(error) = close_all(&partitions).await {
-        tracing::error!("shard {shard}: closing partitions: {error}");
+
+    /// Hands `op` to the partition's actor, or answers it: offline, unknown, or (a
+    /// close of an offline partition) done.
+    async fn route(&self, partition: TopicPartition, topic_id: Option<TopicId>, op: PartitionOp) {
+        let target = match self.partitions.borrow().get(&partition) {
+            Some(route) if topic_id.map_or(route.active, |id| id == route.topic_id) => Some(route.target.clone()),
+            _ => None,
+        };
+        let queue = match (target, op) {
+            (Some(Target::Actor(queue)), op) => (queue, op),
+            (Some(Target::Offline(_)), PartitionOp::Close { reply, .. }) => {
+                self.partitions.borrow_mut().remove(&partition);
+                return answer(self.shard, "close", reply, Ok(()));
+            }
+            (Some(Target::Offline(cause)), op) => {
+                return reject(op, offline_error(&self.config.data_dir, &partition, &cause));
+            }
+            (None, op) => return reject(op, EngineError::UnknownTopicOrPartition(partition.to_string())),
+        };
+        let (queue, op) = queue;
+        // Once removed here, no later op reaches this actor: the close is the last
+        // op it is sent.
+        if matches!(op, PartitionOp::Close { .. }) {
+            self.partitions.borrow_mut().remove(&partition);
+        }
+        if let Err(flume::SendError(op)) = queue.send_async(op).await {
+            reject(op, EngineError::UnknownTopicOrPartition(partition.to_string()));
+        }
     }
 }
 
