@@ -113,6 +113,8 @@ pub struct BrokerState {
     pub config: BrokerConfig,
     pub cluster_id: String,
     pub producer_ids: producer_ids::ProducerIdAllocator,
+    /// A cluster node's producer ids, in blocks from the active controller.
+    pub cluster_producer_ids: producer_ids::ClusterProducerIds,
     /// The port all shards listen on (resolved when the configured one is 0).
     listen_port: AtomicU16,
     connections: AtomicUsize,
@@ -195,6 +197,7 @@ impl Broker {
             config: config.clone(),
             cluster_id: membership.cluster_id.clone(),
             producer_ids: producer_ids::ProducerIdAllocator::open(&data_dir.meta_dir())?,
+            cluster_producer_ids: producer_ids::ClusterProducerIds::default(),
             connections: AtomicUsize::new(0),
         });
         let (stop, stop_seen) = flume::bounded::<()>(1);

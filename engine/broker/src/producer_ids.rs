@@ -7,6 +7,11 @@
 //! the broker starts at the recorded end, so an id handed out before the crash is
 //! never handed out again (at most one block of ids is skipped).
 //!
+//! On a node of a cluster, ids must be unique over every broker: blocks come from the
+//! active controller instead ([`ClusterProducerIds`]), which records each block it
+//! hands out in the metadata log, so no two brokers, and no restart, ever get the
+//! same block (Kafka's `AllocateProducerIds`).
+//!
 //! InitProducerId is rare (once per producer session), so a mutex here is off the
 //! data path.
 
@@ -58,9 +63,48 @@ impl ProducerIdAllocator {
     }
 }
 
+/// Producer ids of a cluster node: blocks handed out by the active controller,
+/// used in order. A block fetched by two requests at once is not wasted: both are
+/// kept and used.
+#[derive(Default)]
+pub struct ClusterProducerIds {
+    /// `(next id, end of its block)`, oldest block first.
+    blocks: Mutex<std::collections::VecDeque<(i64, i64)>>,
+}
+
+impl ClusterProducerIds {
+    /// The next id of the blocks at hand, if any is left.
+    pub fn take(&self) -> Option<ProducerId> {
+        let mut blocks = self.blocks.lock().expect("producer id blocks lock");
+        while let Some((next, end)) = blocks.front_mut() {
+            if *next < *end {
+                *next += 1;
+                return Some(ProducerId(*next - 1));
+            }
+            blocks.pop_front();
+        }
+        None
+    }
+
+    /// Adds the block `[first, first + count)` the controller gave this broker.
+    pub fn add_block(&self, first: i64, count: i64) {
+        self.blocks.lock().expect("producer id blocks lock").push_back((first, first.saturating_add(count)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_blocks_are_used_in_order_and_each_id_once() {
+        let ids = ClusterProducerIds::default();
+        assert_eq!(ids.take(), None);
+        ids.add_block(1000, 2);
+        ids.add_block(3000, 1);
+        let taken: Vec<i64> = std::iter::from_fn(|| ids.take()).map(|id| id.0).collect();
+        assert_eq!(taken, vec![1000, 1001, 3000]);
+    }
 
     #[test]
     fn ids_are_unique_across_reopen_and_skip_at_most_one_block() {

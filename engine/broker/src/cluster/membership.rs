@@ -23,6 +23,7 @@ struct Shared {
 }
 
 pub struct Membership {
+    quorum: Arc<Quorum>,
     shared: Arc<Shared>,
     stop: Option<flume::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -41,11 +42,11 @@ impl Membership {
     pub fn start(quorum: Arc<Quorum>, endpoint: Endpoint, interval: Duration) -> std::io::Result<Membership> {
         let shared = Arc::new(Shared { fenced: AtomicBool::new(true), ..Shared::default() });
         let (stop, stopped) = flume::bounded::<()>(1);
-        let thread_shared = shared.clone();
+        let (thread_shared, thread_quorum) = (shared.clone(), quorum.clone());
         let thread = std::thread::Builder::new()
             .name(format!("corelog-membership-{}", endpoint.node_id))
-            .spawn(move || run(&quorum, &endpoint, interval, &thread_shared, &stopped))?;
-        Ok(Membership { shared, stop: Some(stop), thread: Some(thread) })
+            .spawn(move || run(&thread_quorum, &endpoint, interval, &thread_shared, &stopped))?;
+        Ok(Membership { quorum, shared, stop: Some(stop), thread: Some(thread) })
     }
 
     /// The epoch of the current registration, once registered.
@@ -59,14 +60,23 @@ impl Membership {
     }
 
     /// Asks the controller to move this broker's leaderships elsewhere and fence
-    /// it; returns whether that happened within `timeout` (without a controller,
-    /// the broker stops anyway and its session expires).
+    /// it; returns whether that happened within `timeout`. Without a controller (no
+    /// quorum leader for a second: the last brokers of a cluster stopping) the
+    /// broker stops anyway and its session expires.
     pub fn controlled_shutdown(&self, timeout: Duration) -> bool {
         self.shared.shutting_down.store(true, Ordering::Release);
         let deadline = Instant::now() + timeout;
+        let mut leaderless_since: Option<Instant> = None;
         while Instant::now() < deadline {
             if self.shared.shutdown_ready.load(Ordering::Acquire) {
                 return true;
+            }
+            match self.quorum.status().leader {
+                Some(_) => leaderless_since = None,
+                None if leaderless_since.is_some_and(|since| since.elapsed() > Duration::from_secs(1)) => {
+                    return false;
+                }
+                None => leaderless_since = leaderless_since.or(Some(Instant::now())),
             }
             std::thread::sleep(Duration::from_millis(20));
         }

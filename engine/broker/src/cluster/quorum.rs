@@ -359,6 +359,10 @@ enum AfterApply {
 struct Forwarded {
     reply: flume::Sender<ControllerReply>,
     deadline: Instant,
+    /// The node it went to: once another leads, it is answered NotController at
+    /// once (a dead leader never answers, and a broker's heartbeat waiting out the
+    /// timeout could outlive its session).
+    to: NodeId,
 }
 
 struct NodeState {
@@ -478,7 +482,7 @@ impl NodeState {
                 self.next_forward_id += 1;
                 self.transport.forward(leader, &Envelope { id, body: request });
                 let deadline = Instant::now() + self.config.request_timeout;
-                self.forwarded.insert(id, Forwarded { reply, deadline });
+                self.forwarded.insert(id, Forwarded { reply, deadline, to: leader });
             }
             (requester, leader) => answer(&self.transport, requester, ControllerReply::NotController { leader }),
         }
@@ -486,10 +490,20 @@ impl NodeState {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let expired: Vec<u64> = self.forwarded.iter().filter(|(_, f)| f.deadline <= now).map(|(id, _)| *id).collect();
-        for id in expired {
+        let leader = node_of(self.node.raft.leader_id);
+        let ended: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.deadline <= now || leader != Some(f.to))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
             if let Some(forwarded) = self.forwarded.remove(&id) {
-                let _ = forwarded.reply.send(ControllerReply::TimedOut);
+                let reply = match leader == Some(forwarded.to) {
+                    true => ControllerReply::TimedOut,
+                    false => ControllerReply::NotController { leader },
+                };
+                let _ = forwarded.reply.send(reply);
             }
         }
         if self.pending.is_none() {

@@ -41,6 +41,14 @@ pub const KIND_REPLY: u8 = 3;
 /// Frames queued for one peer beyond which new ones are dropped (the peer is slow
 /// or gone; Raft resends what matters).
 const QUEUE_FRAMES_MAX: usize = 4096;
+/// A write to a peer that takes longer ends the link, which reconnects: a peer that
+/// stopped reading (a process that went away with the connection half open) must
+/// not hold a link's messages forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a connection's reader wakes without data to see whether the node is
+/// stopping; it then closes the connection, so the peer reconnects to whatever
+/// listens at the address next (the same node restarted).
+const READ_WAKE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -269,7 +277,47 @@ where
     Rep: serde::de::DeserializeOwned + Send + 'static,
 {
     stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(READ_WAKE))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let result = serve_frames(&stream, hello, voters, incoming, stopped, reply_links);
+    // Whatever ended it, the peer must see the connection close (the reply thread
+    // holds a clone of the socket).
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    result
+}
+
+/// Waits for the next byte of `reader` while the node runs: `Ok(false)` once it
+/// stops.
+fn wait_for_data(reader: &mut BufReader<TcpStream>, stopped: &AtomicBool) -> std::io::Result<bool> {
+    use std::io::BufRead;
+    loop {
+        if stopped.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        match reader.fill_buf() {
+            Ok(_) => return Ok(true),
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn serve_frames<Req, Rep>(
+    stream: &TcpStream,
+    hello: &Hello,
+    voters: &[NodeId],
+    incoming: &flume::Sender<Incoming<Req, Rep>>,
+    stopped: &AtomicBool,
+    reply_links: &std::sync::Mutex<BTreeMap<NodeId, flume::Sender<Vec<u8>>>>,
+) -> std::io::Result<()>
+where
+    Req: serde::de::DeserializeOwned + Send + 'static,
+    Rep: serde::de::DeserializeOwned + Send + 'static,
+{
     let mut reader = BufReader::new(stream.try_clone()?);
+    if !wait_for_data(&mut reader, stopped)? {
+        return Ok(());
+    }
     let Some((KIND_HELLO, payload)) = read_frame(&mut reader)? else {
         return Err(invalid("no hello".to_string()));
     };
@@ -307,7 +355,7 @@ where
             }
         }
     })?;
-    while !stopped.load(Ordering::Acquire) {
+    while wait_for_data(&mut reader, stopped)? {
         let Some((kind, payload)) = read_frame(&mut reader)? else { return Ok(()) };
         if incoming.send(decode(from, kind, &payload)?).is_err() {
             return Ok(());
@@ -367,6 +415,7 @@ impl Link {
             .ok_or_else(|| invalid(format!("{} resolves to no address", self.address)))?;
         let stream = TcpStream::connect_timeout(&address, Duration::from_millis(500))?;
         stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(stream)
     }
 

@@ -12,6 +12,8 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use kafka_protocol::ResponseError;
 
 use super::{RequestContext, Versions};
+use crate::cluster::quorum::{ControllerReply, ControllerRequest};
+use crate::cluster::view::ClusterView;
 use crate::kafka::errors::error_code;
 
 pub const VERSIONS: Versions = Versions::new(0, 4);
@@ -21,11 +23,45 @@ pub async fn handle(context: &RequestContext<'_>, request: InitProducerIdRequest
     if request.transactional_id.is_some() {
         return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
     }
+    if let Some(cluster) = &context.shard.cluster {
+        return match next_in_cluster(context, cluster).await {
+            Ok(id) => response.with_producer_id(ProducerId(id.0)).with_producer_epoch(0),
+            Err(error) => response.with_error_code(error.code()),
+        };
+    }
     match context.shard.broker.producer_ids.next() {
         Ok(id) => response.with_producer_id(ProducerId(id.0)).with_producer_epoch(0),
         Err(error) => {
             tracing::error!("allocating a producer id: {error}");
             response.with_error_code(error_code(&error))
+        }
+    }
+}
+
+/// A producer id from this cluster node's blocks, asking the active controller for a
+/// new block when they are used up. No controller to answer is
+/// COORDINATOR_NOT_AVAILABLE, which clients retry.
+async fn next_in_cluster(
+    context: &RequestContext<'_>,
+    cluster: &ClusterView,
+) -> Result<corelog_engine::types::ProducerId, ResponseError> {
+    let ids = &context.shard.broker.cluster_producer_ids;
+    if let Some(id) = ids.take() {
+        return Ok(id);
+    }
+    let node_id = cluster.node_id;
+    let Some(broker_epoch) = cluster.image().brokers.get(&node_id).map(|b| b.epoch) else {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    };
+    match cluster.request(ControllerRequest::AllocateProducerIds { node_id, broker_epoch }).await {
+        ControllerReply::ProducerIds { first, count } => {
+            tracing::info!("broker {node_id}: producer ids [{first}, {}) from the controller", first + count);
+            ids.add_block(first, count);
+            ids.take().ok_or(ResponseError::CoordinatorNotAvailable)
+        }
+        other => {
+            tracing::debug!("broker {node_id}: no producer id block: {other:?}");
+            Err(ResponseError::CoordinatorNotAvailable)
         }
     }
 }

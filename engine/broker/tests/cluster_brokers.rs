@@ -1,0 +1,86 @@
+//! Whole brokers as nodes of one cluster, in one process: three `Broker`s with
+//! cluster settings on loopback, spoken to over the Kafka protocol.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use corelog_broker::cluster::peer::PeerConnection;
+use corelog_broker::{Broker, BrokerConfig};
+use kafka_protocol::messages::InitProducerIdRequest;
+
+fn free_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address")
+}
+
+fn config(
+    node_id: i32,
+    root: &std::path::Path,
+    listen: SocketAddr,
+    voters: &str,
+    controller: SocketAddr,
+) -> BrokerConfig {
+    let mut config = BrokerConfig::new(root.join(format!("broker{node_id}")));
+    config.node_id = node_id;
+    config.listen = listen;
+    config.engine.shard_count = 1;
+    config.engine.pin_shards = false;
+    config.cluster.voters = corelog_broker::cluster::config::parse_voters(voters).expect("voters");
+    config.cluster.controller_listener = Some(controller);
+    config.cluster.cluster_id = Some("brokers-test".to_string());
+    config.cluster.heartbeat_interval_ms = 200;
+    config.cluster.session_timeout_ms = 2_000;
+    config
+}
+
+/// Producer ids from `broker`, retrying while it has no controller to ask.
+fn producer_ids(broker: SocketAddr, count: usize) -> Vec<i64> {
+    let mut connection =
+        PeerConnection::connect(&broker.to_string(), "cluster-test", Duration::from_secs(10)).expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ids = Vec::new();
+    while ids.len() < count {
+        let response = connection.request(
+            &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000),
+            4,
+        );
+        let response = response.expect("an answer");
+        if response.error_code == 0 {
+            ids.push(response.producer_id.0);
+        } else {
+            assert!(Instant::now() < deadline, "no producer id from {broker}: error {}", response.error_code);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    ids
+}
+
+#[test]
+fn producer_ids_are_unique_across_the_brokers_of_a_cluster_and_across_restarts() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let listens: Vec<SocketAddr> = (0..3).map(|_| free_address()).collect();
+    let controllers: Vec<SocketAddr> = (0..3).map(|_| free_address()).collect();
+    let voters = controllers.iter().enumerate().map(|(i, a)| format!("{i}@{a}")).collect::<Vec<_>>().join(",");
+    let configs: Vec<BrokerConfig> =
+        (0..3).map(|i| config(i, root.path(), listens[i as usize], &voters, controllers[i as usize])).collect();
+    let brokers: Vec<Broker> = configs.iter().map(|c| Broker::start(c.clone()).expect("broker starts")).collect();
+
+    let mut seen = BTreeSet::new();
+    for listen in &listens {
+        for id in producer_ids(*listen, 3) {
+            assert!(seen.insert(id), "producer id {id} handed out twice");
+        }
+    }
+    // A restarted broker gets a fresh block, never its old one again.
+    let mut brokers = brokers.into_iter();
+    let first = brokers.next().expect("broker 0");
+    first.shutdown().expect("shutdown");
+    let restarted = Broker::start(configs[0].clone()).expect("restart");
+    for id in producer_ids(listens[0], 3) {
+        assert!(seen.insert(id), "producer id {id} handed out twice after a restart");
+    }
+    restarted.shutdown().expect("shutdown");
+    for broker in brokers {
+        broker.shutdown().expect("shutdown");
+    }
+}
