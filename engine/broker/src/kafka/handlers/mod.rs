@@ -12,8 +12,8 @@
 //! Topics and partitions. Every handler resolves the topics and partitions a request
 //! names through [`resolve`] ([`RequestContext::resolver`]), which answers Kafka's
 //! errors for them (invalid name, unknown topic, topic id or partition, internal
-//! topic refused, current leader epoch), and is where a replicated cluster's
-//! leadership check goes. Errors are [`ResponseError`]s until a response field takes
+//! topic refused, current leader epoch, and on a cluster node the partition's
+//! leader). Errors are [`ResponseError`]s until a response field takes
 //! their code ([`wire_code`]); [`crate::kafka::errors`] is the one mapping from engine
 //! errors. Not yet the config handlers (`config_resources.rs` and its users) and
 //! CreateTopics, which resolve their resources, and carry `(code, message)`
@@ -98,10 +98,14 @@ pub struct RequestContext<'a> {
 }
 
 impl RequestContext<'_> {
-    /// Resolves the request's topics and partitions against the engine's registry:
-    /// the one way handlers look them up (see [`resolve`]).
+    /// Resolves the request's topics and partitions against the engine's registry
+    /// (on a node of a cluster, against the metadata image as this shard has it
+    /// now): the one way handlers look them up (see [`resolve`]).
     pub fn resolver(&self) -> Resolver<'_> {
-        Resolver::new(&self.shard.engine)
+        match &self.shard.cluster {
+            Some(view) => Resolver::in_cluster(&self.shard.engine, view.image(), view.node_id),
+            None => Resolver::new(&self.shard.engine),
+        }
     }
 }
 

@@ -19,30 +19,44 @@
 //!    (after 4: a partition that does not exist is unknown first);
 //! 6. the leader epoch the client believes current ([`PartitionRef`]), where the
 //!    request carries one and the handler passes it: FENCED_LEADER_EPOCH when older
-//!    than the partition's, UNKNOWN_LEADER_EPOCH when newer, -1 skips the check.
+//!    than the partition's, UNKNOWN_LEADER_EPOCH when newer, -1 skips the check;
+//! 7. in a cluster, an [`Intent::Read`] or [`Intent::Write`] of a partition this
+//!    broker does not lead (another does, or none): NOT_LEADER_OR_FOLLOWER;
+//! 8. in a cluster, for the same intents, this broker holds the partition's replica
+//!    (the reconciler has created the topic's incarnation here): else
+//!    UNKNOWN_TOPIC_OR_PARTITION, which clients retry.
 //!
 //! A handler may answer a refusal differently where Kafka's API does (OffsetCommit
 //! answers every refusal with UNKNOWN_TOPIC_OR_PARTITION), and adds its own checks
 //! after resolution; it does not look topics or partitions up any other way.
 //!
-//! Replication. Today every partition is led by this broker at [`LEADER_EPOCH`].
-//! When a partition may be led by another broker, the leader and leader epoch of
-//! each partition come from the cluster's metadata (through [`TopicDirectory`]) and
-//! [`ResolvedTopic::partition`] is the one place that checks them: between 5 and 6,
-//! a [`Intent::Read`] or [`Intent::Write`] of a partition this broker does not lead
-//! is NOT_LEADER_OR_FOLLOWER, and 6 compares the client's epoch with the
-//! partition's own instead of [`LEADER_EPOCH`]. [`Intent::Describe`] and
-//! [`Intent::Alter`] need no leadership.
+//! Clusters. On a single broker every partition is led by this broker at
+//! [`LEADER_EPOCH`], and the engine's registry ([`TopicDirectory`]) is the truth.
+//! On a node of a cluster ([`Resolver::in_cluster`]) the metadata image is: a topic
+//! exists, and a partition has its leader and leader epoch, as the image says (3, 4,
+//! 6, 7 above); the engine only answers whether this broker's replica exists yet
+//! (8). The epoch is checked before the leadership, as Kafka's
+//! `Partition.getLocalLog` does: a client with an old epoch is told it is fenced
+//! and refreshes its metadata. [`Intent::Describe`] and [`Intent::Alter`] need no
+//! leadership. A follower's fetch (Fetch with a replica id) is an [`Intent::Read`]
+//! like a consumer's: it resolves on the leader.
 //!
 //! Limits. Only OffsetForLeaderEpoch passes its current leader epoch; Fetch (v9+)
 //! and ListOffsets (v4+) carry one too, which Kafka checks and corelog has never
 //! checked (with one broker and one epoch a client only ever learns epoch 0). No
 //! handler served today names topics by id (Fetch v13+, DeleteTopics v6+; Metadata
 //! v10+ entries without a name are skipped), so [`TopicRef::Id`] is used by none yet;
-//! the engine's registry is keyed by name, so a lookup by id scans it.
+//! the engine's registry is keyed by name, so a lookup by id scans it. The
+//! internal topic is not in a cluster's metadata (groups are not replicated yet:
+//! every broker holds its own `__consumer_offsets`), so it resolves against the
+//! engine as on a single broker, this broker its leader.
+
+use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
+use crate::cluster::image::MetadataImage;
+use crate::cluster::records::NodeId;
 use crate::is_internal;
 use crate::kafka::errors::response_error;
 use corelog_engine::error::EngineError;
@@ -151,36 +165,62 @@ impl From<EngineError> for Refusal {
     }
 }
 
-/// Resolves a request's topics against a [`TopicDirectory`]; see the module doc.
+/// Resolves a request's topics against a [`TopicDirectory`], and on a node of a
+/// cluster against the metadata image; see the module doc.
 pub struct Resolver<'a> {
     directory: &'a dyn TopicDirectory,
+    cluster: Option<ClusterTopics>,
+}
+
+/// The cluster's metadata as a node's resolver checks against it.
+#[derive(Debug, Clone)]
+struct ClusterTopics {
+    image: Arc<MetadataImage>,
+    node_id: NodeId,
 }
 
 impl<'a> Resolver<'a> {
+    /// A single broker's resolver: the engine's registry is the truth.
     pub fn new(directory: &'a dyn TopicDirectory) -> Resolver<'a> {
-        Resolver { directory }
+        Resolver { directory, cluster: None }
+    }
+
+    /// A cluster node's resolver: topics, partitions, leaders and leader epochs as
+    /// `image` has them; `directory` says which replicas this node holds.
+    pub fn in_cluster(directory: &'a dyn TopicDirectory, image: Arc<MetadataImage>, node_id: NodeId) -> Resolver<'a> {
+        Resolver { directory, cluster: Some(ClusterTopics { image, node_id }) }
     }
 
     /// Checks 1 and 2 of the module doc, and looks the topic up. The topic need not
     /// exist: [`ResolvedTopic::metadata`] and [`ResolvedTopic::partition`] say so.
     pub fn topic(&self, topic: TopicRef<'_>, intent: Intent) -> Result<ResolvedTopic, Refusal> {
-        let (name, metadata) = match topic {
-            TopicRef::Name(raw) => {
-                let name = TopicName::new(raw)?;
-                let metadata = self.directory.topic(&name);
-                (name, metadata)
+        let name = match topic {
+            TopicRef::Name(raw) => TopicName::new(raw)?,
+            TopicRef::Id(id) => {
+                let in_image = self.cluster.as_ref().and_then(|c| c.image.topic_by_id(id)).map(|t| t.name.clone());
+                match in_image {
+                    Some(name) => TopicName::new(name)?,
+                    None => match self.directory.topic_by_id(id) {
+                        Some(metadata) if self.cluster.is_none() || is_internal(&metadata.name) => metadata.name,
+                        _ => {
+                            return Err(Refusal::new(
+                                ResponseError::UnknownTopicId,
+                                format!("no topic has the id {id}"),
+                            ))
+                        }
+                    },
+                }
             }
-            TopicRef::Id(id) => match self.directory.topic_by_id(id) {
-                Some(metadata) => (metadata.name.clone(), Some(metadata)),
-                None => return Err(Refusal::new(ResponseError::UnknownTopicId, format!("no topic has the id {id}"))),
-            },
         };
         if let Intent::Alter(action) = intent {
             if is_internal(&name) {
                 return Err(Refusal::internal_topic(&name, action));
             }
         }
-        Ok(ResolvedTopic { name, metadata, intent })
+        let metadata = self.directory.topic(&name);
+        // The internal topic is every broker's own (see the module doc).
+        let cluster = self.cluster.clone().filter(|_| !is_internal(&name));
+        Ok(ResolvedTopic { name, metadata, intent, cluster })
     }
 }
 
@@ -188,8 +228,10 @@ impl<'a> Resolver<'a> {
 #[derive(Debug, Clone)]
 pub struct ResolvedTopic {
     name: TopicName,
+    /// The engine's topic (on a cluster node: this broker's replicas of it).
     metadata: Option<TopicMetadata>,
     intent: Intent,
+    cluster: Option<ClusterTopics>,
 }
 
 impl ResolvedTopic {
@@ -197,13 +239,18 @@ impl ResolvedTopic {
         &self.name
     }
 
-    /// The topic as the registry had it at resolution, or UNKNOWN_TOPIC_OR_PARTITION.
+    /// The topic as the engine's registry had it at resolution, or
+    /// UNKNOWN_TOPIC_OR_PARTITION. On a cluster node, this broker's replicas of it,
+    /// which the reconciler may not have created yet: the cluster's topic is the image's.
     pub fn metadata(&self) -> Result<&TopicMetadata, Refusal> {
         self.metadata.as_ref().ok_or_else(|| EngineError::UnknownTopicOrPartition(self.name.to_string()).into())
     }
 
-    /// Checks 3 to 6 of the module doc for one partition of this topic.
+    /// Checks 3 to 8 of the module doc for one partition of this topic.
     pub fn partition(&self, wanted: PartitionRef) -> Result<ResolvedPartition, Refusal> {
+        if let Some(cluster) = &self.cluster {
+            return self.cluster_partition(cluster, wanted);
+        }
         let metadata = self.metadata()?;
         let partition = TopicPartition::new(self.name.clone(), PartitionId(wanted.index));
         if !(0..metadata.partition_count).contains(&wanted.index) {
@@ -218,14 +265,48 @@ impl ResolvedTopic {
         check_current_leader_epoch(wanted.current_leader_epoch, LEADER_EPOCH)?;
         Ok(ResolvedPartition { partition, leader_epoch: LEADER_EPOCH })
     }
+
+    /// Checks 3, 4 and 6 to 8 against the cluster's image (5 is for the internal
+    /// topic, which is not in it).
+    fn cluster_partition(&self, cluster: &ClusterTopics, wanted: PartitionRef) -> Result<ResolvedPartition, Refusal> {
+        let partition = TopicPartition::new(self.name.clone(), PartitionId(wanted.index));
+        let unknown = || -> Refusal { EngineError::UnknownTopicOrPartition(partition.to_string()).into() };
+        let topic = cluster.image.topic(self.name.as_str()).ok_or_else(unknown)?;
+        let state = usize::try_from(wanted.index).ok().and_then(|i| topic.partitions.get(i)).ok_or_else(unknown)?;
+        let leader_epoch = LeaderEpoch(state.leader_epoch);
+        check_current_leader_epoch(wanted.current_leader_epoch, leader_epoch)?;
+        if matches!(self.intent, Intent::Read | Intent::Write) {
+            if state.leader != cluster.node_id {
+                let leader = match state.has_leader() {
+                    true => format!("broker {} leads it", state.leader),
+                    false => "no broker leads it".to_string(),
+                };
+                return Err(Refusal::new(
+                    ResponseError::NotLeaderOrFollower,
+                    format!(
+                        "{partition}: {leader} (leader epoch {}), not this broker {}",
+                        leader_epoch.0, cluster.node_id
+                    ),
+                ));
+            }
+            let held = self.metadata.as_ref().is_some_and(|m| m.id == topic.id && wanted.index < m.partition_count);
+            if !held {
+                return Err(Refusal::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("{partition}: this broker leads it but has not created its replica yet"),
+                ));
+            }
+        }
+        Ok(ResolvedPartition { partition, leader_epoch })
+    }
 }
 
 /// A partition of a request that this broker serves for the handler's [`Intent`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedPartition {
     pub partition: TopicPartition,
-    /// The partition's leader epoch: what appends stamp and ListOffsets and
-    /// OffsetForLeaderEpoch answer.
+    /// The partition's leader epoch (on a cluster node, the image's): what appends
+    /// stamp and ListOffsets and OffsetForLeaderEpoch answer.
     pub leader_epoch: LeaderEpoch,
 }
 
@@ -400,5 +481,114 @@ mod tests {
             Some(ResponseError::UnknownTopicOrPartition),
             "an unknown partition has no epoch to compare"
         );
+    }
+
+    /// An image where `orders` (id 7) has 2 partitions: 0 led by broker 1 at epoch
+    /// 0, 1 led by broker 2 and then by nobody (epoch 1).
+    fn cluster_image() -> Arc<MetadataImage> {
+        use crate::cluster::records::MetadataRecord;
+        let mut image = MetadataImage::default();
+        let topic_id = TopicId(7);
+        let records = [
+            MetadataRecord::Topic { name: "orders".into(), topic_id, configs: Default::default() },
+            MetadataRecord::Partition { topic_id, partition: 0, replicas: vec![1, 2], isr: vec![1, 2], leader: 1 },
+            MetadataRecord::Partition { topic_id, partition: 1, replicas: vec![2, 1], isr: vec![2, 1], leader: 2 },
+            MetadataRecord::Partition { topic_id, partition: 1, replicas: vec![2, 1], isr: vec![2], leader: -1 },
+        ];
+        for (index, record) in records.iter().enumerate() {
+            image.apply(index as u64 + 1, record).unwrap();
+        }
+        Arc::new(image)
+    }
+
+    fn cluster_error(
+        registry: &Registry,
+        node_id: NodeId,
+        name: &str,
+        intent: Intent,
+        partition: PartitionRef,
+    ) -> Option<ResponseError> {
+        let topic = Resolver::in_cluster(registry, cluster_image(), node_id).topic(TopicRef::Name(name), intent);
+        partition_of(&topic, partition).err().map(|refusal| refusal.error)
+    }
+
+    #[test]
+    fn in_a_cluster_only_the_leader_resolves_reads_and_writes_at_the_images_epoch() {
+        let registry = Registry::new(&[("orders", 7, 2)]);
+        let resolver = Resolver::in_cluster(&registry, cluster_image(), 1);
+        for intent in [Intent::Read, Intent::Write] {
+            let topic = resolver.topic(TopicRef::Name("orders"), intent).unwrap();
+            assert_eq!(topic.partition(PartitionRef::new(0)).unwrap().leader_epoch, LeaderEpoch(0));
+            let refused = topic.partition(PartitionRef::new(1)).unwrap_err();
+            assert_eq!(refused.error, ResponseError::NotLeaderOrFollower, "{intent:?}");
+            assert!(refused.message.contains("no broker leads it"), "{}", refused.message);
+            let other = cluster_error(&registry, 2, "orders", intent, PartitionRef::new(0));
+            assert_eq!(other, Some(ResponseError::NotLeaderOrFollower), "broker 2 follows partition 0");
+        }
+        for intent in [Intent::Describe, Intent::Alter("change it")] {
+            let topic = resolver.topic(TopicRef::Name("orders"), intent).unwrap();
+            assert_eq!(topic.partition(PartitionRef::new(1)).unwrap().leader_epoch, LeaderEpoch(1), "{intent:?}");
+        }
+    }
+
+    #[test]
+    fn in_a_cluster_the_image_says_what_exists_and_the_engine_whether_the_replica_is_here() {
+        let registry = Registry::new(&[("orders", 7, 2), ("stale", 3, 1)]);
+        let at = PartitionRef::new;
+        assert_eq!(
+            cluster_error(&registry, 1, "orders", Intent::Read, at(2)),
+            Some(ResponseError::UnknownTopicOrPartition)
+        );
+        assert_eq!(
+            cluster_error(&registry, 1, "stale", Intent::Describe, at(0)),
+            Some(ResponseError::UnknownTopicOrPartition),
+            "a local topic the image no longer has is unknown"
+        );
+        let not_yet = Registry::new(&[]);
+        assert_eq!(cluster_error(&not_yet, 1, "orders", Intent::Describe, at(0)), None);
+        assert_eq!(
+            cluster_error(&not_yet, 1, "orders", Intent::Write, at(0)),
+            Some(ResponseError::UnknownTopicOrPartition),
+            "led here, but the reconciler has not created it yet"
+        );
+        let old_incarnation = Registry::new(&[("orders", 6, 2)]);
+        assert_eq!(
+            cluster_error(&old_incarnation, 1, "orders", Intent::Read, at(0)),
+            Some(ResponseError::UnknownTopicOrPartition)
+        );
+        let resolver = Resolver::in_cluster(&registry, cluster_image(), 1);
+        assert_eq!(resolver.topic(TopicRef::Id(TopicId(7)), Intent::Read).unwrap().name().as_str(), "orders");
+        assert_eq!(
+            resolver.topic(TopicRef::Id(TopicId(3)), Intent::Read).unwrap_err().error,
+            ResponseError::UnknownTopicId
+        );
+    }
+
+    #[test]
+    fn in_a_cluster_the_current_leader_epoch_is_checked_against_the_images_before_leadership() {
+        let registry = Registry::new(&[("orders", 7, 2)]);
+        let at = |epoch| PartitionRef::new(1).with_current_leader_epoch(LeaderEpoch(epoch));
+        assert_eq!(cluster_error(&registry, 2, "orders", Intent::Read, at(0)), Some(ResponseError::FencedLeaderEpoch));
+        assert_eq!(cluster_error(&registry, 2, "orders", Intent::Read, at(2)), Some(ResponseError::UnknownLeaderEpoch));
+        assert_eq!(
+            cluster_error(&registry, 2, "orders", Intent::Read, at(1)),
+            Some(ResponseError::NotLeaderOrFollower)
+        );
+        assert_eq!(cluster_error(&registry, 2, "orders", Intent::Describe, at(1)), None);
+    }
+
+    #[test]
+    fn in_a_cluster_the_internal_topic_resolves_locally_and_keeps_its_refusals() {
+        let registry = registry();
+        let offsets = crate::group::OFFSETS_TOPIC;
+        assert_eq!(cluster_error(&registry, 5, offsets, Intent::Read, PartitionRef::new(0)), None);
+        assert_eq!(
+            cluster_error(&registry, 5, offsets, Intent::Write, PartitionRef::new(0)),
+            Some(ResponseError::InvalidTopicException)
+        );
+        let altered = Resolver::in_cluster(&registry, cluster_image(), 5)
+            .topic(TopicRef::Name(offsets), Intent::Alter("delete it"))
+            .unwrap_err();
+        assert_eq!(altered.error, ResponseError::TopicAuthorizationFailed);
     }
 }
