@@ -39,6 +39,7 @@
 pub mod alter_configs;
 pub mod api_versions;
 pub mod config_resources;
+pub mod controller;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
