@@ -348,6 +348,14 @@ impl ListenerService {
             let groups = self.coordinators.start_on_shard(shard, engine.clone(), self.stop_seen.clone());
             let node_id = state.config.node_id;
             let cluster = self.quorum.clone().map(|quorum| cluster::view::ClusterView::follow(node_id, quorum));
+            // A cluster's groups are all coordinated by one broker (the FindCoordinator handler).
+            let groups = match &cluster {
+                Some(view) => {
+                    let view = view.clone();
+                    groups.coordinating_while(Rc::new(move || view.is_group_coordinator()))
+                }
+                None => groups,
+            };
             let context = Rc::new(ShardContext { broker: state, engine, shard, groups, cluster });
             let stop_seen = self.stop_seen.clone();
             let stopped = self.stopped.clone();

@@ -41,6 +41,7 @@ pub mod runtime;
 pub mod state;
 
 use std::fmt;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -383,18 +384,33 @@ pub enum CoordinatorRequest {
     Delete(GroupId, Reply<Option<GroupError>>),
 }
 
-/// How handlers reach the coordinator of a group. Cheap to clone; `Send`.
+/// How handlers reach the coordinator of a group. Cheap to clone; owned by one
+/// shard (the check of [`GroupRouter::coordinating_while`] is the shard's).
+///
+/// On a node of a cluster only one broker coordinates groups (see the
+/// FindCoordinator handler); this is the one place every group request (join, sync,
+/// heartbeat, leave, offset commit and fetch, describe, delete) is checked, and
+/// answered NOT_COORDINATOR on any other broker. ListGroups lists this broker's
+/// groups, as Kafka's does on every broker.
 #[derive(Clone)]
 pub struct GroupRouter {
     coordinators: Arc<[flume::Sender<CoordinatorRequest>]>,
     offsets_partitions: i32,
+    /// Whether this broker coordinates groups now; `None`: always (a single broker).
+    coordinating: Option<Rc<dyn Fn() -> bool>>,
 }
 
 impl GroupRouter {
     pub fn new(coordinators: Arc<[flume::Sender<CoordinatorRequest>]>, offsets_partitions: i32) -> GroupRouter {
         assert!(!coordinators.is_empty(), "one coordinator per shard");
         assert!(offsets_partitions > 0, "the offsets topic has partitions");
-        GroupRouter { coordinators, offsets_partitions }
+        GroupRouter { coordinators, offsets_partitions, coordinating: None }
+    }
+
+    /// This router serves group requests only while `coordinating` says this broker
+    /// coordinates groups, and answers NOT_COORDINATOR otherwise.
+    pub fn coordinating_while(self, coordinating: Rc<dyn Fn() -> bool>) -> GroupRouter {
+        GroupRouter { coordinating: Some(coordinating), ..self }
     }
 
     pub fn offsets_partitions(&self) -> i32 {
@@ -407,25 +423,32 @@ impl GroupRouter {
         shard_for(&TopicPartition::new(offsets_topic(), partition), self.coordinators.len())
     }
 
-    async fn ask<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Option<T> {
-        self.queue(shard, make).await?.recv_async().await.ok()
+    async fn ask<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Result<T, GroupError> {
+        self.queue(shard, make).await?.recv_async().await.map_err(|_| GroupError::CoordinatorNotAvailable)
     }
 
     /// Puts a request on the coordinator's queue and returns without waiting for
-    /// the answer; `None` when the coordinator is gone.
+    /// the answer. NOT_COORDINATOR when this broker does not coordinate groups;
+    /// COORDINATOR_NOT_AVAILABLE when the coordinator is gone (shutting down).
+    /// Clients retry both, the first after looking the coordinator up again.
     async fn queue<T>(
         &self,
         shard: ShardId,
         make: impl FnOnce(Reply<T>) -> CoordinatorRequest,
-    ) -> Option<flume::Receiver<T>> {
+    ) -> Result<flume::Receiver<T>, GroupError> {
+        if self.coordinating.as_ref().is_some_and(|coordinating| !coordinating()) {
+            return Err(GroupError::NotCoordinator);
+        }
         let (reply, answer) = flume::bounded(1);
-        self.coordinators[shard.0].send_async(make(reply)).await.ok()?;
-        Some(answer)
+        self.coordinators[shard.0].send_async(make(reply)).await.map_err(|_| GroupError::CoordinatorNotAvailable)?;
+        Ok(answer)
     }
 
-    /// `None` when the coordinator is gone (shutting down): callers answer
-    /// COORDINATOR_NOT_AVAILABLE, which clients retry.
-    async fn ask_group<T>(&self, group: &GroupId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Option<T> {
+    async fn ask_group<T>(
+        &self,
+        group: &GroupId,
+        make: impl FnOnce(Reply<T>) -> CoordinatorRequest,
+    ) -> Result<T, GroupError> {
         self.ask(self.shard_for_group(group), make).await
     }
 
@@ -434,28 +457,26 @@ impl GroupRouter {
         let group = request.group_id.clone();
         self.ask_group(&group, |reply| CoordinatorRequest::Join(request, reply))
             .await
-            .unwrap_or_else(|| JoinResponse::error(member_id, GroupError::CoordinatorNotAvailable))
+            .unwrap_or_else(|error| JoinResponse::error(member_id, error))
     }
 
     pub async fn sync(&self, request: SyncRequest) -> SyncResponse {
         let group = request.group_id.clone();
         self.ask_group(&group, |reply| CoordinatorRequest::Sync(request, reply))
             .await
-            .unwrap_or_else(|| SyncResponse::error(GroupError::CoordinatorNotAvailable))
+            .unwrap_or_else(SyncResponse::error)
     }
 
     pub async fn heartbeat(&self, request: HeartbeatRequest) -> Option<GroupError> {
         let group = request.group_id.clone();
-        self.ask_group(&group, |reply| CoordinatorRequest::Heartbeat(request, reply))
-            .await
-            .unwrap_or(Some(GroupError::CoordinatorNotAvailable))
+        self.ask_group(&group, |reply| CoordinatorRequest::Heartbeat(request, reply)).await.unwrap_or_else(Some)
     }
 
     pub async fn leave(&self, request: LeaveRequest) -> LeaveResponse {
         let group = request.group_id.clone();
         self.ask_group(&group, |reply| CoordinatorRequest::Leave(request, reply))
             .await
-            .unwrap_or_else(|| LeaveResponse { error: Some(GroupError::CoordinatorNotAvailable), members: Vec::new() })
+            .unwrap_or_else(|error| LeaveResponse { error: Some(error), members: Vec::new() })
     }
 
     /// Queues an offset commit on the group's coordinator and returns the future of
@@ -468,10 +489,10 @@ impl GroupRouter {
         let answer = self.queue(shard, |reply| CoordinatorRequest::Commit(request, reply)).await;
         async move {
             let answered = match answer {
-                Some(answer) => answer.recv_async().await.ok(),
-                None => None,
+                Ok(answer) => answer.recv_async().await.map_err(|_| GroupError::CoordinatorNotAvailable),
+                Err(error) => Err(error),
             };
-            answered.unwrap_or_else(|| vec![Some(GroupError::CoordinatorNotAvailable); count])
+            answered.unwrap_or_else(|error| vec![Some(error); count])
         }
     }
 
@@ -479,7 +500,7 @@ impl GroupRouter {
         let group = request.group_id.clone();
         self.ask_group(&group, |reply| CoordinatorRequest::Fetch(request, reply))
             .await
-            .unwrap_or(FetchResponse { error: Some(GroupError::CoordinatorNotAvailable), offsets: Vec::new() })
+            .unwrap_or_else(|error| FetchResponse { error: Some(error), offsets: Vec::new() })
     }
 
     /// Every shard's groups (asked concurrently). `Err` if some coordinator is gone.
@@ -504,16 +525,12 @@ impl GroupRouter {
     /// `Ok(None)`: no such group.
     pub async fn describe(&self, group: GroupId) -> Result<Option<DescribedGroup>, GroupError> {
         let shard = self.shard_for_group(&group);
-        self.ask(shard, |reply| CoordinatorRequest::Describe(group, reply))
-            .await
-            .ok_or(GroupError::CoordinatorNotAvailable)
+        self.ask(shard, |reply| CoordinatorRequest::Describe(group, reply)).await
     }
 
     pub async fn delete(&self, group: GroupId) -> Option<GroupError> {
         let shard = self.shard_for_group(&group);
-        self.ask(shard, |reply| CoordinatorRequest::Delete(group, reply))
-            .await
-            .unwrap_or(Some(GroupError::CoordinatorNotAvailable))
+        self.ask(shard, |reply| CoordinatorRequest::Delete(group, reply)).await.unwrap_or_else(Some)
     }
 }
 

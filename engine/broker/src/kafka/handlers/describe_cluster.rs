@@ -1,5 +1,8 @@
 //! DescribeCluster (key 60), v0–v2: the cluster id, the controller and the brokers,
-//! which on this single broker are all this one (it is its own controller).
+//! which on a single broker are all this one (it is its own controller). On a node
+//! of a cluster: the live (unfenced) brokers of the metadata image with their
+//! registered addresses, and the metadata quorum's leader as the controller (-1
+//! while there is none).
 //!
 //! Only the broker endpoints can be described (endpoint type 1); asking for the
 //! controllers' endpoints (type 2, meant for KRaft controllers) is
@@ -13,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{RequestContext, Versions};
+use crate::cluster::records::NO_LEADER;
 
 pub const VERSIONS: Versions = Versions::new(0, 2);
 
@@ -36,15 +40,28 @@ pub async fn handle(context: &RequestContext<'_>, request: DescribeClusterReques
         )),
         ));
     }
-    let (host, port) = broker.advertised();
-    response = response
-        .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
-        .with_controller_id(node_id)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(node_id)
+    let describe = |id: i32, host: String, port: u16| {
+        DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(id))
             .with_host(StrBytes::from_string(host))
             .with_port(i32::from(port))
-            .with_rack(None)]);
+            .with_rack(None)
+    };
+    let (controller_id, brokers) = match &context.shard.cluster {
+        Some(view) => {
+            let image = view.image();
+            let brokers = image.live_brokers().map(|b| describe(b.node_id, b.host.clone(), b.port)).collect();
+            (BrokerId(view.quorum_status().leader.unwrap_or(NO_LEADER)), brokers)
+        }
+        None => {
+            let (host, port) = broker.advertised();
+            (node_id, vec![describe(node_id.0, host, port)])
+        }
+    };
+    response = response
+        .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
+        .with_controller_id(controller_id)
+        .with_brokers(brokers);
     if request.include_cluster_authorized_operations {
         let operations = CLUSTER_OPERATIONS.iter().fold(0_i32, |bits, operation| bits | (1 << operation));
         response = response.with_cluster_authorized_operations(operations);
