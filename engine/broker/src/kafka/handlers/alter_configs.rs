@@ -10,6 +10,9 @@
 //! broker's internal topics are refused with TOPIC_AUTHORIZATION_FAILED, even with
 //! `validate_only` (see [`internal_topic_refused`]): `retention.ms=1` on
 //! `__consumer_offsets` would erase committed offsets.
+//!
+//! On a node of a cluster the keys given become the topic's own configs in the
+//! metadata, through the active controller ([`alter_in_cluster`]).
 
 use kafka_protocol::messages::alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
@@ -17,7 +20,7 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::config_resources::{
-    broker_configs_read_only, coded, failed, replace_topic_config, resolve, Failure, Resource,
+    alter_in_cluster, broker_configs_read_only, coded, failed, replace_topic_config, resolve, Failure, Resource,
 };
 use super::{internal_topic_refused, RequestContext, Versions};
 use crate::config::topic;
@@ -52,11 +55,15 @@ async fn alter(
             Err(coded(internal_topic_refused(&metadata.name, "change its config")))
         }
         Resource::Topic(metadata) => {
-            let mut updated = context.shard.broker.config.topic_defaults.clone();
             let entries = resource
                 .configs
                 .iter()
                 .filter_map(|config| config.value.as_ref().map(|value| (config.name.as_str(), value.as_str())));
+            if let Some(view) = &context.shard.cluster {
+                let own = entries.map(|(key, value)| (key.to_string(), value.to_string())).collect();
+                return alter_in_cluster(context, view, &metadata.name, own, validate_only).await;
+            }
+            let mut updated = context.shard.broker.config.topic_defaults.clone();
             topic::set_all(&mut updated, entries).map_err(failed)?;
             replace_topic_config(context, &metadata, updated, validate_only).await
         }

@@ -9,12 +9,24 @@
 //! value: a key whose value differs from the broker's topic defaults is the topic's
 //! own. The limit: a key set explicitly to the default value is reported
 //! as a default, and goes on holding that value if the broker's default changes.
+//!
+//! On a node of a cluster a topic's own configs are the metadata image's (the
+//! keys its creation and alterations set), over this broker's topic defaults; an
+//! alteration is validated here, as on a single broker, then made by the active
+//! controller ([`alter_in_cluster`]) as the keys it sets and removes, and every
+//! broker's reconciler applies it to its replicas. Broker resources are each
+//! broker's own: a broker describes only itself.
 
 use kafka_protocol::ResponseError;
 
-use super::RequestContext;
+use std::collections::BTreeMap;
+
+use super::{controller, RequestContext};
+use crate::cluster::quorum::ControllerRequest;
+use crate::cluster::view::ClusterView;
 use crate::config::topic::{self, TOPIC_KEYS};
 use crate::config::ConfigKind;
+use crate::is_internal;
 use crate::kafka::errors::response_error;
 use corelog_engine::config::TopicConfig;
 use corelog_engine::error::EngineError;
@@ -145,6 +157,17 @@ pub fn resolve(context: &RequestContext<'_>, resource_type: i8, resource_name: &
     match resource_type {
         RESOURCE_TYPE_TOPIC => {
             let name = TopicName::new(resource_name).map_err(failed)?;
+            if let Some(view) = context.shard.cluster.as_ref().filter(|_| !is_internal(&name)) {
+                let image = view.image();
+                let topic = image
+                    .topic(name.as_str())
+                    .ok_or_else(|| failed(EngineError::UnknownTopicOrPartition(name.to_string())))?;
+                let mut config = context.shard.broker.config.topic_defaults.clone();
+                topic::set_all(&mut config, topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .map_err(failed)?;
+                let partition_count = topic.partitions.len() as i32;
+                return Ok(Resource::Topic(TopicMetadata { name, id: topic.id, partition_count, config }));
+            }
             context
                 .shard
                 .engine
@@ -159,6 +182,10 @@ pub fn resolve(context: &RequestContext<'_>, resource_type: i8, resource_name: &
             let node_id = context.shard.broker.config.node_id;
             match resource_name.parse::<i32>() {
                 Ok(id) if id == node_id => Ok(Resource::Broker),
+                Ok(id) if context.shard.cluster.is_some() => Err((
+                    ResponseError::InvalidRequest,
+                    format!("this is broker {node_id}: ask broker {id} for its own configs"),
+                )),
                 Ok(id) => Err((
                     ResponseError::InvalidRequest,
                     format!("this is broker {node_id}, the only broker of the cluster; there is no broker {id}"),
@@ -206,6 +233,41 @@ pub async fn replace_topic_config(
         .collect();
     context.shard.engine.set_topic_config(&metadata.name, updated).await.map_err(failed)?;
     tracing::info!("altered config of topic {}: {}", metadata.name, changed.join(", "));
+    Ok(())
+}
+
+/// Makes `own` the topic's own configs (the keys set on it, over the broker's
+/// defaults) through the active controller, unless `validate_only` or nothing
+/// changes: validated first as the reconcilers will apply them, then the keys that
+/// change are set and the others the topic had are removed.
+pub async fn alter_in_cluster(
+    context: &RequestContext<'_>,
+    view: &ClusterView,
+    name: &TopicName,
+    own: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), Failure> {
+    let mut config = context.shard.broker.config.topic_defaults.clone();
+    topic::set_all(&mut config, own.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(failed)?;
+    let image = view.image();
+    let current = image
+        .topic(name.as_str())
+        .map(|t| &t.configs)
+        .ok_or_else(|| failed(EngineError::UnknownTopicOrPartition(name.to_string())))?;
+    let mut changes: Vec<(String, Option<String>)> =
+        current.keys().filter(|key| !own.contains_key(*key)).map(|key| (key.clone(), None)).collect();
+    changes.extend(
+        own.iter().filter(|(key, value)| current.get(*key) != Some(value)).map(|(k, v)| (k.clone(), Some(v.clone()))),
+    );
+    if validate_only || changes.is_empty() {
+        return Ok(());
+    }
+    let described: Vec<String> =
+        changes.iter().map(|(key, value)| format!("{key}={}", value.as_deref().unwrap_or("(default)"))).collect();
+    let request = ControllerRequest::AlterConfigs { name: name.to_string(), changes };
+    let deadline = std::time::Instant::now() + controller::DEFAULT_TIMEOUT;
+    controller::ask(view, request, deadline).await.map_err(|refusal| (refusal.error, refusal.message))?;
+    tracing::info!("altered config of topic {name}: {}", described.join(", "));
     Ok(())
 }
 

@@ -11,6 +11,11 @@
 //! nothing changes. Broker configs are read-only: altering one fails with
 //! INVALID_CONFIG. The broker's internal topics are refused with
 //! TOPIC_AUTHORIZATION_FAILED, even with `validate_only`, as in AlterConfigs.
+//!
+//! On a node of a cluster the operations are checked the same way, then change the
+//! topic's own configs in the metadata through the active controller
+//! ([`alter_in_cluster`]): SET stores the value given, APPEND and SUBTRACT the list
+//! they make, DELETE removes the key.
 
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
@@ -19,7 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::config_resources::{
-    broker_configs_read_only, coded, failed, replace_topic_config, resolve, Failure, Resource,
+    alter_in_cluster, broker_configs_read_only, coded, failed, replace_topic_config, resolve, Failure, Resource,
 };
 use super::{internal_topic_refused, RequestContext, Versions};
 use crate::config::topic::{self, topic_key};
@@ -76,7 +81,21 @@ async fn alter(
                 })
                 .collect();
             let updated = apply(&metadata.config, &context.shard.broker.config.topic_defaults, &operations)?;
-            replace_topic_config(context, &metadata, updated, validate_only).await
+            match &context.shard.cluster {
+                Some(view) => {
+                    let mut own =
+                        view.image().topic(metadata.name.as_str()).map(|t| t.configs.clone()).unwrap_or_default();
+                    for &(key, operation, value) in &operations {
+                        match (operation, value) {
+                            (DELETE, _) => own.remove(key),
+                            (SET, Some(value)) => own.insert(key.to_string(), value.to_string()),
+                            _ => own.insert(key.to_string(), topic::value(&updated, key).unwrap_or_default()),
+                        };
+                    }
+                    alter_in_cluster(context, view, &metadata.name, own, validate_only).await
+                }
+                None => replace_topic_config(context, &metadata, updated, validate_only).await,
+            }
         }
         Resource::Broker | Resource::BrokerDefaults if resource.configs.is_empty() => Ok(()),
         Resource::Broker | Resource::BrokerDefaults => Err(broker_configs_read_only()),
