@@ -19,6 +19,13 @@
 //! CreateTopics, which resolve their resources, and carry `(code, message)`
 //! failures, their own way.
 //!
+//! Clusters. On a node of a cluster (`ShardContext::cluster`) the handlers answer
+//! from the metadata image (brokers, topics, leaders: Metadata, DescribeCluster,
+//! FindCoordinator, DescribeQuorum) and change metadata through the active
+//! controller ([`controller`]: CreateTopics, DeleteTopics, CreatePartitions,
+//! AlterConfigs, IncrementalAlterConfigs, ElectLeaders); resolution checks
+//! leadership. A single broker answers as it always has.
+//!
 //! Request order. Kafka never reorders the requests of one connection, yet the
 //! connection pipelines them (several in flight). So a request is handled in two
 //! stages, as Redpanda's `dispatched` and `produced`: `dispatch` returns once every
@@ -48,6 +55,8 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -180,6 +189,8 @@ served! {
     ListGroups => list_groups,
     DescribeGroups => describe_groups,
     DeleteGroups => delete_groups,
+    ElectLeaders => elect_leaders,
+    DescribeQuorum => describe_quorum,
 }
 
 /// Waits until the first of `futures` completes.
