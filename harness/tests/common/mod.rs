@@ -14,6 +14,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+pub mod cluster;
 pub mod raw;
 
 use std::collections::BTreeMap;
