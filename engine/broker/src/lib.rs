@@ -16,7 +16,9 @@
 //! clean-shutdown markers).
 //!
 //! Shared state ([`BrokerState`]) is read-only after start-up except for atomics:
-//! there are no locks on the request path.
+//! there are no locks on the request path, but one in a cluster: a led partition's
+//! leader state ([`cluster::replica_manager`]), which follower fetches and
+//! producers reach from every shard under a short `Mutex`.
 //!
 //! ## What the broker keeps to itself
 //!
@@ -154,6 +156,8 @@ pub struct ShardContext {
     pub groups: group::GroupRouter,
     /// The cluster's metadata as this shard sees it; `None` for a single broker.
     pub cluster: Option<Rc<cluster::view::ClusterView>>,
+    /// The partitions this node leads (shared by every shard); `None` for a single broker.
+    pub replicas: Option<Arc<cluster::replica_manager::ReplicaManager>>,
 }
 
 /// Resolves once the broker stops. The broker never sends on its stop channel; it
@@ -209,6 +213,7 @@ impl Broker {
             coordinators: coordinators.clone(),
             bind_error: bind_error.clone(),
             quorum: membership.quorum.clone(),
+            replicas: membership.replicas.clone(),
             stop_seen,
             stopped: stopped_tx,
         }
@@ -244,6 +249,11 @@ impl Broker {
         self.engine.as_ref().map(Engine::handle)
     }
 
+    /// The cluster machinery of a cluster node (`None` for a single broker).
+    pub fn cluster(&self) -> Option<&cluster::runtime::ClusterRuntime> {
+        self.cluster.as_ref()
+    }
+
     /// Stops accepting, waits for in-flight requests to be answered, then closes the
     /// engine (every partition synced and marked clean).
     pub fn shutdown(mut self) -> Result<()> {
@@ -277,6 +287,8 @@ struct ClusterMembership {
     cluster: Option<cluster::config::ClusterConfig>,
     cluster_id: String,
     quorum: Option<Arc<cluster::quorum::Quorum>>,
+    /// The partitions this node leads, shared by every shard's handlers.
+    replicas: Option<Arc<cluster::replica_manager::ReplicaManager>>,
 }
 
 impl ClusterMembership {
@@ -292,21 +304,30 @@ impl ClusterMembership {
                 cluster: None,
                 cluster_id: load_or_create_cluster_id(&meta_dir)?,
                 quorum: None,
+                replicas: None,
             });
         };
         let cluster_id = cluster::config::cluster_id(&meta_dir, cluster.cluster_id.as_deref(), config.node_id)?;
         let quorum = cluster::runtime::start_quorum(config.node_id, &cluster, cluster_id.clone(), &meta_dir)?;
-        Ok(ClusterMembership { cluster: Some(cluster), cluster_id, quorum: Some(quorum) })
+        let replicas = Arc::new(cluster::replica_manager::ReplicaManager::new(
+            config.node_id,
+            quorum.clone(),
+            cluster.replica_lag_time_max,
+        ));
+        Ok(ClusterMembership { cluster: Some(cluster), cluster_id, quorum: Some(quorum), replicas: Some(replicas) })
     }
 
     /// Once the listeners are up: registers with the address clients reach this
     /// broker at, and starts applying the metadata to the engine.
     fn join(self, state: &BrokerState, engine: &Engine) -> Result<Option<cluster::runtime::ClusterRuntime>> {
-        let (Some(quorum), Some(cluster)) = (self.quorum, self.cluster) else { return Ok(None) };
+        let (Some(quorum), Some(cluster), Some(replicas)) = (self.quorum, self.cluster, self.replicas) else {
+            return Ok(None);
+        };
         let (host, port) = state.advertised();
         let endpoint = cluster::membership::Endpoint { node_id: state.config.node_id, host, port };
         let topic_defaults = state.config.topic_defaults.clone();
-        cluster::runtime::ClusterRuntime::start(quorum, &cluster, endpoint, engine.handle(), topic_defaults).map(Some)
+        cluster::runtime::ClusterRuntime::start(quorum, &cluster, endpoint, engine.handle(), topic_defaults, replicas)
+            .map(Some)
     }
 }
 
@@ -317,6 +338,7 @@ struct ListenerService {
     /// The first shard's bind failure, reported by [`Broker::start`].
     bind_error: Arc<Mutex<Option<String>>>,
     quorum: Option<Arc<cluster::quorum::Quorum>>,
+    replicas: Option<Arc<cluster::replica_manager::ReplicaManager>>,
     stop_seen: flume::Receiver<()>,
     /// One message per shard whose listener and connections have finished.
     stopped: flume::Sender<()>,
@@ -356,7 +378,8 @@ impl ListenerService {
                 }
                 None => groups,
             };
-            let context = Rc::new(ShardContext { broker: state, engine, shard, groups, cluster });
+            let replicas = self.replicas.clone();
+            let context = Rc::new(ShardContext { broker: state, engine, shard, groups, cluster, replicas });
             let stop_seen = self.stop_seen.clone();
             let stopped = self.stopped.clone();
             Box::pin(async move {

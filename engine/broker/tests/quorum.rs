@@ -151,6 +151,7 @@ fn a_node_refuses_to_start_when_it_is_not_a_voter_and_is_not_heard_by_another_cl
 #[test]
 fn each_broker_holds_the_topics_the_metadata_places_on_it_with_the_controllers_topic_id() {
     use corelog_broker::cluster::config::ClusterConfig;
+    use corelog_broker::cluster::replica_manager::ReplicaManager;
     use corelog_broker::cluster::runtime::{start_quorum, ClusterRuntime};
     use corelog_engine::config::TopicConfig;
     use corelog_engine::shard::{Engine, EngineConfig};
@@ -172,8 +173,10 @@ fn each_broker_holds_the_topics_the_metadata_places_on_it_with_the_controllers_t
         engine_config.pin_shards = false;
         let engine = Engine::start(engine_config).expect("engine");
         let endpoint = Endpoint { node_id, host: "127.0.0.1".to_string(), port: 9000 };
-        let runtime = ClusterRuntime::start(quorum, &cluster, endpoint, engine.handle(), TopicConfig::default())
-            .expect("runtime");
+        let replicas = Arc::new(ReplicaManager::new(node_id, quorum.clone(), cluster.replica_lag_time_max));
+        let runtime =
+            ClusterRuntime::start(quorum, &cluster, endpoint, engine.handle(), TopicConfig::default(), replicas)
+                .expect("runtime");
         nodes.push((runtime, engine));
     }
     wait_for("three live brokers", Duration::from_secs(20), || {

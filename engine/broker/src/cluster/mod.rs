@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod fetcher;
 pub mod follower;
 pub mod image;
 pub mod logging;
@@ -27,6 +28,7 @@ pub mod peer;
 pub mod quorum;
 pub mod raft_store;
 pub mod records;
+pub mod replica_manager;
 pub mod replicas;
 pub mod replication;
 pub mod runtime;

@@ -8,6 +8,16 @@
 //! it at, and the reconciler applies the image to the engine). Shutdown is the
 //! reverse, starting with a controlled shutdown so leadership moves away before the
 //! listeners close.
+//!
+//! Roles. After each image's topic changes, the reconciler gives every local
+//! partition the role the image names ([`super::replicas::role`]): a leader's
+//! partition is put in replicated mode, gets its leader epoch at the log end and a
+//! [`LeaderSlot`](super::replica_manager::LeaderSlot) in the [`ReplicaManager`]; a
+//! follower's is put in replicated mode and fetched from its leader
+//! ([`Fetchers`]). The order is the one that keeps two writers off one log: the
+//! leaderships that end are resigned and the fetchers stop fetching what they no
+//! longer follow (and confirm it) before any new leadership starts. The ISR thread
+//! ([`ReplicaManager::run_isr_loop`]) runs beside the reconciler.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,15 +26,20 @@ use std::time::Duration;
 
 use super::config::ClusterConfig;
 use super::controller::ControllerConfig;
-use super::image::MetadataImage;
+use super::fetcher::{Assignment, Fetchers};
+use super::image::{MetadataImage, PartitionImage};
 use super::membership::{Endpoint, Membership};
 use super::quorum::{Quorum, QuorumConfig};
 use super::records::NodeId;
-use super::replicas::{plan, LocalChange, LocalTopic};
+use super::replica_manager::ReplicaManager;
+use super::replicas::{plan, role, LocalChange, LocalTopic, Role};
 use corelog_engine::config::TopicConfig;
 use corelog_engine::error::{EngineError, Result};
 use corelog_engine::shard::EngineHandle;
-use corelog_engine::types::TopicName;
+use corelog_engine::types::{LeaderEpoch, PartitionId, TopicName, TopicPartition};
+
+/// How soon a reconciliation that failed part-way is tried again without a new image.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The directory of the quorum's Raft log inside the data directory's meta directory.
 pub const RAFT_DIR: &str = "raft";
@@ -34,6 +49,7 @@ pub struct ClusterRuntime {
     quorum: Arc<Quorum>,
     membership: Option<Membership>,
     reconciler: Option<std::thread::JoinHandle<()>>,
+    isr: Option<std::thread::JoinHandle<()>>,
     stop: Option<flume::Sender<()>>,
 }
 
@@ -62,28 +78,40 @@ pub fn start_quorum(
 impl ClusterRuntime {
     /// Registers this broker as reachable at `host:port` and starts reconciling the
     /// engine with the metadata (topics created from `topic_defaults` plus their
-    /// own configs).
+    /// own configs, and each partition's role, kept in `replicas`).
     pub fn start(
         quorum: Arc<Quorum>,
         cluster: &ClusterConfig,
         endpoint: Endpoint,
         engine: EngineHandle,
         topic_defaults: TopicConfig,
+        replicas: Arc<ReplicaManager>,
     ) -> Result<ClusterRuntime> {
         let node_id = endpoint.node_id;
         let membership = Membership::start(quorum.clone(), endpoint, cluster.heartbeat_interval)
             .map_err(|e| EngineError::ThreadPanicked { thread: format!("membership ({e})") })?;
         let (stop, stopped) = flume::bounded::<()>(1);
         let images = quorum.subscribe();
+        let isr_engine = engine.clone();
+        let isr_replicas = replicas.clone();
+        let isr_stopped = stopped.clone();
+        let isr = std::thread::Builder::new()
+            .name(format!("corelog-isr-{node_id}"))
+            .spawn(move || isr_replicas.run_isr_loop(&isr_engine, &isr_stopped))
+            .map_err(|e| EngineError::ThreadPanicked { thread: format!("ISR thread ({e})") })?;
         let reconciler = std::thread::Builder::new()
             .name(format!("corelog-reconcile-{node_id}"))
-            .spawn(move || reconcile_loop(node_id, &images, &stopped, &engine, &topic_defaults))
+            .spawn(move || {
+                let mut roles = Roles::new(node_id, replicas, Fetchers::new(node_id, engine.clone()));
+                reconcile_loop(node_id, &images, &stopped, &engine, &topic_defaults, &mut roles);
+            })
             .map_err(|e| EngineError::ThreadPanicked { thread: format!("reconciler ({e})") })?;
         Ok(ClusterRuntime {
             node_id,
             quorum,
             membership: Some(membership),
             reconciler: Some(reconciler),
+            isr: Some(isr),
             stop: Some(stop),
         })
     }
@@ -119,6 +147,11 @@ impl ClusterRuntime {
                 tracing::error!("the reconciler thread panicked");
             }
         }
+        if let Some(isr) = self.isr.take() {
+            if isr.join().is_err() {
+                tracing::error!("the ISR thread panicked");
+            }
+        }
     }
 }
 
@@ -135,19 +168,157 @@ fn reconcile_loop(
     stopped: &flume::Receiver<()>,
     engine: &EngineHandle,
     topic_defaults: &TopicConfig,
+    roles: &mut Roles,
 ) {
     // The configs this reconciler applied to each local topic.
     let mut applied: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut latest: Option<Arc<MetadataImage>> = None;
+    let mut retry = false;
     loop {
-        let image = flume::Selector::new().recv(images, |image| image.ok()).recv(stopped, |_| None).wait();
-        let Some(mut image) = image else { return };
+        let selector = flume::Selector::new().recv(images, |image| image.ok().map(Some)).recv(stopped, |_| None);
+        let next = if retry { selector.wait_timeout(RETRY_INTERVAL).unwrap_or(Some(None)) } else { selector.wait() };
+        let mut image = match next {
+            Some(Some(image)) => image,
+            // Nothing new: the last image again.
+            Some(None) => match latest.clone() {
+                Some(image) => image,
+                None => continue,
+            },
+            None => return,
+        };
         // Only the latest image matters.
         while let Ok(newer) = images.try_recv() {
             image = newer;
         }
+        retry = false;
         if let Err(error) = reconcile(node_id, &image, engine, topic_defaults, &mut applied) {
             tracing::error!("broker {node_id}: applying metadata {}: {error}", image.applied_index);
+            retry = true;
         }
+        retry |= !roles.apply(&image, engine, topic_defaults);
+        latest = Some(image);
+    }
+}
+
+/// The role this reconciler gave each local partition, and what follows from it.
+struct Roles {
+    node_id: NodeId,
+    replicas: Arc<ReplicaManager>,
+    fetchers: Fetchers,
+    applied: BTreeMap<TopicPartition, (Role, PartitionImage)>,
+}
+
+impl Roles {
+    fn new(node_id: NodeId, replicas: Arc<ReplicaManager>, fetchers: Fetchers) -> Roles {
+        Roles { node_id, replicas, fetchers, applied: BTreeMap::new() }
+    }
+
+    /// Gives every local partition its role in `image` (see the module doc for the
+    /// order). Returns false when some partition could not take it (tried again).
+    fn apply(&mut self, image: &MetadataImage, engine: &EngineHandle, topic_defaults: &TopicConfig) -> bool {
+        let node_id = self.node_id;
+        let mut complete = true;
+        // The partitions the image places here whose local topic is the image's.
+        let mut wanted: BTreeMap<TopicPartition, (Role, PartitionImage, usize)> = BTreeMap::new();
+        for (topic, index, state) in image.partitions() {
+            if !state.replicas.contains(&node_id) {
+                continue;
+            }
+            let Ok(name) = TopicName::new(topic.name.clone()) else { continue };
+            if engine.topic(&name).map(|t| t.id) != Some(topic.id) {
+                complete = false;
+                continue;
+            }
+            let min_insync = topic_config(topic_defaults, &topic.configs)
+                .map_or(1, |config| crate::config::topic::min_insync_replicas(&config) as usize);
+            let partition = TopicPartition::new(name, PartitionId(index));
+            wanted.insert(partition, (role(image, node_id, &topic.name, index), state.clone(), min_insync));
+        }
+        // 1. Leaderships that end (or move to a new epoch) end first.
+        for (partition, (role, _)) in &self.applied {
+            let same = matches!((role, wanted.get(partition)), (Role::Leader { leader_epoch: old }, Some((Role::Leader { leader_epoch }, _, _))) if old == leader_epoch);
+            if matches!(role, Role::Leader { .. }) && !same {
+                self.replicas.resign(partition);
+            }
+        }
+        self.applied.retain(|partition, _| wanted.contains_key(partition));
+        // 2. New followers are replicated before their fetcher writes to them.
+        let mut fetches: BTreeMap<NodeId, Assignment> = BTreeMap::new();
+        for (partition, (role, state, _)) in &wanted {
+            let Role::Follower { leader, leader_epoch } = *role else { continue };
+            let was_follower = matches!(self.applied.get(partition), Some((Role::Follower { .. }, _)));
+            if !was_follower {
+                if let Err(error) = futures_lite::future::block_on(engine.set_replicated(partition, true)) {
+                    tracing::error!("broker {node_id}: following {partition}: {error}");
+                    complete = false;
+                    self.applied.remove(partition);
+                    continue;
+                }
+            }
+            let Some(broker) = image.brokers.get(&leader) else {
+                complete = false;
+                continue;
+            };
+            let assignment = fetches.entry(leader).or_insert_with(|| Assignment {
+                address: format!("{}:{}", broker.host, broker.port),
+                partitions: BTreeMap::new(),
+            });
+            assignment.partitions.insert(partition.clone(), leader_epoch);
+            self.applied.insert(partition.clone(), (*role, state.clone()));
+        }
+        // 3. Fetchers stop fetching what this node no longer follows.
+        self.fetchers.assign(fetches);
+        // 4. Leaderships start, or take their partition's new state.
+        for (partition, (role, state, min_insync)) in &wanted {
+            match *role {
+                Role::Leader { leader_epoch } => {
+                    let same = matches!(self.applied.get(partition), Some((Role::Leader { leader_epoch: old }, _)) if *old == leader_epoch);
+                    if same {
+                        let update = self.replicas.update(engine, partition, state, image, *min_insync);
+                        futures_lite::future::block_on(update);
+                    } else if let Err(error) =
+                        futures_lite::future::block_on(self.lead(engine, partition, state, image, *min_insync))
+                    {
+                        tracing::error!("broker {node_id}: leading {partition} in epoch {leader_epoch}: {error}");
+                        complete = false;
+                        self.applied.remove(partition);
+                        continue;
+                    }
+                    self.applied.insert(partition.clone(), (*role, state.clone()));
+                }
+                Role::Orphan | Role::None => {
+                    self.applied.insert(partition.clone(), (*role, state.clone()));
+                }
+                Role::Follower { .. } => {}
+            }
+        }
+        complete
+    }
+
+    async fn lead(
+        &self,
+        engine: &EngineHandle,
+        partition: &TopicPartition,
+        state: &PartitionImage,
+        image: &MetadataImage,
+        min_insync: usize,
+    ) -> Result<()> {
+        engine.set_replicated(partition, true).await?;
+        engine.assign_leader_epoch(partition, LeaderEpoch(state.leader_epoch)).await?;
+        let stats = engine.stats(partition).await?;
+        let durability = engine.topic(&partition.topic).map(|t| t.config.durability);
+        let log_end = match durability {
+            Some(corelog_engine::config::Durability::Always) => stats.durable_offset,
+            _ => stats.written_offset,
+        };
+        tracing::info!(
+            "broker {}: leading {partition} in epoch {} from log end {log_end}, high watermark {}",
+            self.node_id,
+            state.leader_epoch,
+            stats.high_watermark
+        );
+        self.replicas.lead(partition.clone(), state, image, min_insync, log_end, stats.high_watermark);
+        Ok(())
     }
 }
 
