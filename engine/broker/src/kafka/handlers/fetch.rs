@@ -11,10 +11,21 @@
 //! same data as `read_uncommitted` (there are no open transactions, so the last
 //! stable offset is the high watermark).
 //!
+//! A follower's fetch (in a cluster, `replica_id` >= 0) reads up to the leader's
+//! written log end instead (`read_replica`, long-polling on it), only from a
+//! partition this node leads in the follower's leader epoch (else
+//! NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH); its fetch
+//! offset is the follower's log end, which the partition's [`LeaderSlot`] records
+//! (the high watermark may move, the follower may join the ISR), and the high
+//! watermark answered is the leader's after that. OFFSET_OUT_OF_RANGE carries the
+//! leader's log start offset, for the follower to tell "behind the start" from
+//! "past the end".
+//!
 //! Staged (see the handlers' module doc): the request is dispatched once the first
 //! read of every partition is queued, so it sees what the requests sent before it
 //! on the connection appended; the re-reads of a long poll are not ordered.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,7 +35,10 @@ use kafka_protocol::ResponseError;
 
 use super::resolve::{partition_of, Intent, PartitionRef, TopicRef};
 use super::{first_of, RequestContext, Versions};
+use crate::cluster::records::NodeId;
+use crate::cluster::replica_manager::{LeaderSlot, ReplicaManager};
 use crate::kafka::errors::response_error;
+use corelog_engine::error::EngineError;
 use corelog_engine::log::ReadResult;
 use corelog_engine::shard::{Dispatched, EngineHandle};
 use corelog_engine::types::{Offset, TopicPartition};
@@ -38,7 +52,20 @@ struct Wanted {
     partition: Result<TopicPartition, ResponseError>,
     fetch_offset: Offset,
     partition_max_bytes: usize,
+    /// A follower's fetch: the partition's leader state.
+    slot: Option<Arc<LeaderSlot>>,
 }
+
+/// A follower fetching (a cluster node's `replica_id`), and this node's led partitions.
+#[derive(Clone)]
+struct Replica {
+    follower: NodeId,
+    replicas: Arc<ReplicaManager>,
+}
+
+/// A partition's read failed: the error, and the log start offset when it was
+/// OFFSET_OUT_OF_RANGE (-1 otherwise).
+type ReadFailure = (ResponseError, i64);
 
 /// Queues the first read of every partition; the returned future waits for them,
 /// long-polls if asked to, and answers.
@@ -50,6 +77,12 @@ pub async fn dispatch(
     let resolver = context.resolver();
     let started = Instant::now();
     let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let replica = match &context.shard.replicas {
+        Some(replicas) if request.replica_id.0 >= 0 => {
+            Some(Replica { follower: request.replica_id.0, replicas: replicas.clone() })
+        }
+        _ => None,
+    };
 
     let mut shape = Vec::with_capacity(request.topics.len());
     let mut wanted = Vec::new();
@@ -60,10 +93,18 @@ pub async fn dispatch(
             let partition = partition_of(&resolved, PartitionRef::new(fetch.partition))
                 .map(|resolved| resolved.partition)
                 .map_err(|refusal| refusal.error);
+            let (partition, slot) = match (&replica, partition) {
+                (Some(replica), Ok(partition)) => match leader_for(replica, &partition, fetch.current_leader_epoch) {
+                    Ok(slot) => (Ok(partition), Some(slot)),
+                    Err(error) => (Err(error), None),
+                },
+                (_, partition) => (partition, None),
+            };
             wanted.push(Wanted {
                 partition,
                 fetch_offset: Offset(fetch.fetch_offset),
                 partition_max_bytes: fetch.partition_max_bytes.max(0) as usize,
+                slot,
             });
         }
         shape.push((topic.topic.clone(), topic.partitions.iter().map(|p| p.partition).collect::<Vec<_>>()));
@@ -72,8 +113,48 @@ pub async fn dispatch(
     let first_reads = dispatch_reads(&engine, &wanted, max_bytes).await;
     async move {
         let results = read_replies(first_reads, max_bytes).await;
-        respond(&engine, request, started, shape, wanted, results).await
+        let high_watermarks = match &replica {
+            Some(replica) => followed(replica, &engine, &wanted, &results).await,
+            None => Vec::new(),
+        };
+        respond(&engine, request, started, shape, wanted, results, high_watermarks).await
     }
+}
+
+/// The leader state of a partition a follower fetches in `current_leader_epoch`.
+fn leader_for(
+    replica: &Replica,
+    partition: &TopicPartition,
+    current_leader_epoch: i32,
+) -> Result<Arc<LeaderSlot>, ResponseError> {
+    let slot = replica.replicas.leader(partition).ok_or(ResponseError::NotLeaderOrFollower)?;
+    match current_leader_epoch {
+        -1 => Ok(slot),
+        epoch if epoch < slot.leader_epoch.0 => Err(ResponseError::FencedLeaderEpoch),
+        epoch if epoch > slot.leader_epoch.0 => Err(ResponseError::UnknownLeaderEpoch),
+        _ => Ok(slot),
+    }
+}
+
+/// Records each follower's fetch offset that the first read found in the log; the
+/// high watermark to answer each partition with.
+async fn followed(
+    replica: &Replica,
+    engine: &EngineHandle,
+    wanted: &[Wanted],
+    results: &[Result<ReadResult, ReadFailure>],
+) -> Vec<Option<Offset>> {
+    let mut high_watermarks = Vec::with_capacity(wanted.len());
+    for (w, result) in wanted.iter().zip(results) {
+        let high_watermark = match (&w.partition, &w.slot, result) {
+            (Ok(partition), Some(slot), Ok(_)) => {
+                Some(replica.replicas.fetched(engine, partition, slot, replica.follower, w.fetch_offset).await)
+            }
+            _ => None,
+        };
+        high_watermarks.push(high_watermark);
+    }
+    high_watermarks
 }
 
 /// Waits for data as the request asks, re-reading as it arrives, then answers.
@@ -83,7 +164,8 @@ async fn respond(
     started: Instant,
     shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
     wanted: Vec<Wanted>,
-    mut results: Vec<Result<ReadResult, ResponseError>>,
+    mut results: Vec<Result<ReadResult, ReadFailure>>,
+    high_watermarks: Vec<Option<Offset>>,
 ) -> FetchResponse {
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -102,7 +184,13 @@ async fn respond(
             .filter_map(|w| w.partition.as_ref().ok().map(|p| (p.clone(), w.fetch_offset)))
             .map(|(partition, offset)| {
                 let engine = engine.clone();
-                async move { engine.wait_for_data(&partition, offset).await }
+                let replica = !high_watermarks.is_empty();
+                async move {
+                    match replica {
+                        true => engine.wait_for_replica_data(&partition, offset).await,
+                        false => engine.wait_for_data(&partition, offset).await,
+                    }
+                }
             })
             .collect();
         let remaining = max_wait - elapsed;
@@ -115,6 +203,7 @@ async fn respond(
     }
 
     let mut results = results.into_iter();
+    let mut high_watermarks = high_watermarks.into_iter();
     let isolation_committed = request.isolation_level == 1;
     let responses = shape
         .into_iter()
@@ -125,17 +214,20 @@ async fn respond(
                     let data = PartitionData::default().with_partition_index(index);
                     let data =
                         if isolation_committed { data.with_aborted_transactions(Some(Vec::new())) } else { data };
+                    let leader_high_watermark = high_watermarks.next().flatten();
                     match results.next() {
-                        Some(Ok(read)) => data
-                            .with_high_watermark(read.high_watermark.0)
-                            .with_last_stable_offset(read.high_watermark.0)
-                            .with_log_start_offset(read.log_start_offset.0)
-                            .with_records(Some(Bytes::from(read.bytes))),
-                        Some(Err(error)) => data
+                        Some(Ok(read)) => {
+                            let high_watermark = leader_high_watermark.unwrap_or(read.high_watermark).0;
+                            data.with_high_watermark(high_watermark)
+                                .with_last_stable_offset(high_watermark)
+                                .with_log_start_offset(read.log_start_offset.0)
+                                .with_records(Some(Bytes::from(read.bytes)))
+                        }
+                        Some(Err((error, log_start_offset))) => data
                             .with_error_code(error.code())
                             .with_high_watermark(-1)
                             .with_last_stable_offset(-1)
-                            .with_log_start_offset(-1),
+                            .with_log_start_offset(log_start_offset),
                         None => data.with_error_code(ResponseError::UnknownServerError.code()),
                     }
                 })
@@ -151,15 +243,19 @@ async fn dispatch_reads(
     engine: &EngineHandle,
     wanted: &[Wanted],
     max_bytes: usize,
-) -> Vec<Result<Dispatched<ReadResult>, ResponseError>> {
+) -> Vec<Result<Dispatched<ReadResult>, ReadFailure>> {
     let mut reads = Vec::with_capacity(wanted.len());
     for w in wanted {
         let read = match &w.partition {
             Ok(partition) => {
                 let budget = w.partition_max_bytes.min(max_bytes);
-                engine.dispatch_read(partition, w.fetch_offset, budget, None).await.map_err(|e| response_error(&e))
+                let read = match w.slot {
+                    Some(_) => engine.dispatch_read_replica(partition, w.fetch_offset, budget).await,
+                    None => engine.dispatch_read(partition, w.fetch_offset, budget, None).await,
+                };
+                read.map_err(|e| failure(&e))
             }
-            Err(error) => Err(*error),
+            Err(error) => Err((*error, -1)),
         };
         reads.push(read);
     }
@@ -170,14 +266,14 @@ async fn dispatch_reads(
 /// response budget in request order: once `max_bytes` is spent, later partitions
 /// return no records (but the first non-empty one is always kept).
 async fn read_replies(
-    reads: Vec<Result<Dispatched<ReadResult>, ResponseError>>,
+    reads: Vec<Result<Dispatched<ReadResult>, ReadFailure>>,
     max_bytes: usize,
-) -> Vec<Result<ReadResult, ResponseError>> {
+) -> Vec<Result<ReadResult, ReadFailure>> {
     let mut results = Vec::with_capacity(reads.len());
     for read in reads {
         results.push(match read {
-            Ok(pending) => pending.reply().await.map_err(|error| response_error(&error)),
-            Err(error) => Err(error),
+            Ok(pending) => pending.reply().await.map_err(|error| failure(&error)),
+            Err(failure) => Err(failure),
         });
     }
     let mut spent = 0usize;
@@ -188,4 +284,12 @@ async fn read_replies(
         spent += read.bytes.len();
     }
     results
+}
+
+fn failure(error: &EngineError) -> ReadFailure {
+    let log_start_offset = match error {
+        EngineError::OffsetOutOfRange { log_start_offset, .. } => log_start_offset.0,
+        _ => -1,
+    };
+    (response_error(error), log_start_offset)
 }

@@ -1,6 +1,10 @@
 //! ListOffsets (key 2), v1–v6: the earliest offset (-2), the latest (-1, the high
 //! watermark), or the first offset of the first batch whose max timestamp reaches
 //! the given one (batch granularity: records are never decoded).
+//!
+//! In a cluster the engine serves latest as the replicated high watermark too, and
+//! the answer's leader epoch (v4+) is the one this node leads the partition in
+//! (its `LeaderSlot`'s), or NOT_LEADER_OR_FOLLOWER where it leads none.
 
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
@@ -26,6 +30,9 @@ pub async fn dispatch(
     let engine = &context.shard.engine;
     let resolver = context.resolver();
     let mut work = PerPartition::new();
+    let replicas = context.shard.replicas.clone();
+    // The leader epoch answered per (topic, partition) in a cluster.
+    let epochs: std::cell::RefCell<Vec<((String, i32), i32)>> = std::cell::RefCell::default();
     for topic in request.topics {
         let resolved = resolver.topic(TopicRef::Name(topic.name.0.as_str()), Intent::Read);
         work.topic(
@@ -34,24 +41,36 @@ pub async fn dispatch(
             topic.partitions,
             // The current leader epoch (v4+) is not checked (see `resolve`'s limits).
             |p| PartitionRef::new(p.partition_index),
-            |resolved, wanted| async move {
-                let spec = match wanted.timestamp {
-                    LATEST => OffsetSpec::Latest,
-                    EARLIEST => OffsetSpec::Earliest,
-                    timestamp if timestamp >= 0 => OffsetSpec::Timestamp(TimestampMs(timestamp)),
-                    _ => return Err(ResponseError::UnsupportedVersion),
-                };
-                engine.dispatch_list_offset(&resolved.partition, spec).await.map_err(|error| response_error(&error))
+            |resolved, wanted| {
+                let leader_epoch = replicas.as_ref().map(|replicas| {
+                    let slot = replicas.leader(&resolved.partition).ok_or(ResponseError::NotLeaderOrFollower)?;
+                    let key = (resolved.partition.topic.to_string(), resolved.partition.partition.0);
+                    epochs.borrow_mut().push((key, slot.leader_epoch.0));
+                    Ok(())
+                });
+                async move {
+                    if let Some(leader_epoch) = leader_epoch {
+                        leader_epoch?;
+                    }
+                    let spec = match wanted.timestamp {
+                        LATEST => OffsetSpec::Latest,
+                        EARLIEST => OffsetSpec::Earliest,
+                        timestamp if timestamp >= 0 => OffsetSpec::Timestamp(TimestampMs(timestamp)),
+                        _ => return Err(ResponseError::UnsupportedVersion),
+                    };
+                    engine.dispatch_list_offset(&resolved.partition, spec).await.map_err(|error| response_error(&error))
+                }
             },
         )
         .await;
     }
-    respond(work, context.version)
+    respond(work, context.version, epochs.into_inner())
 }
 
 async fn respond(
     work: PerPartition<kafka_protocol::messages::TopicName, Option<(Offset, TimestampMs)>>,
     version: i16,
+    epochs: Vec<((String, i32), i32)>,
 ) -> ListOffsetsResponse {
     let topics = work
         .replies()
@@ -62,7 +81,11 @@ async fn respond(
                 .into_iter()
                 .map(|(index, answer)| {
                     // The leader epoch field exists from v4; below it must stay at its default.
-                    let leader_epoch = if version >= 4 { LEADER_EPOCH.0 } else { -1 };
+                    let epoch = epochs
+                        .iter()
+                        .find(|((topic, partition), _)| *topic == name.0.as_str() && *partition == index)
+                        .map_or(LEADER_EPOCH.0, |(_, epoch)| *epoch);
+                    let leader_epoch = if version >= 4 { epoch } else { -1 };
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(index)
                         .with_leader_epoch(leader_epoch);

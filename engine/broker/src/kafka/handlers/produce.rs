@@ -9,6 +9,17 @@
 //! group-commit fdatasync: with one broker the leader is the whole in-sync replica
 //! set. `acks=0` appends the same way; the connection drops the response.
 //!
+//! In a cluster (`ShardContext::replicas`), a partition this node does not lead is
+//! NOT_LEADER_OR_FOLLOWER; batches are stamped with the partition's leader epoch;
+//! each append's reply tells the partition's [`LeaderSlot`] where the leader's own
+//! log ends (the high watermark may move). `acks=1` (and 0) is answered then.
+//! `acks=all` is refused with NOT_ENOUGH_REPLICAS before the append when the ISR is
+//! smaller than the topic's `min.insync.replicas`, and after it waits until the high
+//! watermark passes the append ([`ReplicaManager::wait_acks_all`]): NONE, or
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below the minimum meanwhile,
+//! NOT_LEADER_OR_FOLLOWER if this node stopped leading, REQUEST_TIMED_OUT after the
+//! request's `timeout_ms`.
+//!
 //! The broker's internal topics are refused with INVALID_TOPIC_EXCEPTION (resolved
 //! as an [`Intent::Write`]), as Kafka's `ReplicaManager.appendToLocalLog` refuses
 //! them ("Cannot append to internal topic"). Kafka lets one client id through
@@ -19,10 +30,19 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use super::resolve::{Intent, PartitionRef, TopicRef};
 use super::{PerPartition, RequestContext, Versions};
+use crate::cluster::replica_manager::{AcksAllError, LeaderSlot, ReplicaManager};
+use crate::cluster::replication::InsyncError;
 use crate::kafka::errors::response_error;
 use corelog_engine::log::AppendInfo;
+use corelog_engine::shard::EngineHandle;
+use corelog_engine::types::TopicPartition;
 
 pub const VERSIONS: Versions = Versions::new(3, 9);
 
@@ -34,6 +54,11 @@ pub async fn dispatch(
     let engine = &context.shard.engine;
     let resolver = context.resolver();
     let mut work = PerPartition::new();
+    let replicas = context.shard.replicas.clone();
+    let acks_all = request.acks == -1;
+    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    // In a cluster, the leader state of each partition appended to, by (topic, index).
+    let led: RefCell<Led> = RefCell::default();
     for topic in request.topic_data {
         let raw_name = topic.name.0.as_str();
         if context.shard.broker.config.test_panic_on_produce_to.as_deref() == Some(raw_name) {
@@ -45,24 +70,100 @@ pub async fn dispatch(
             &resolved,
             topic.partition_data,
             |data| PartitionRef::new(data.index),
-            |resolved, data| async move {
-                let Some(records) = data.records else { return Err(ResponseError::CorruptMessage) };
-                let partition = resolved.partition;
-                engine.dispatch_append(&partition, records.to_vec(), resolved.leader_epoch).await.map_err(|error| {
-                    tracing::debug!("produce to {partition} failed: {error}");
-                    response_error(&error)
-                })
+            |resolved, data| {
+                let leadership = replicas.as_ref().map(|replicas| {
+                    let slot = replicas.leader(&resolved.partition).ok_or(ResponseError::NotLeaderOrFollower)?;
+                    if acks_all {
+                        slot.check_insync().map_err(insync_error)?;
+                    }
+                    let key = (resolved.partition.topic.to_string(), resolved.partition.partition.0);
+                    led.borrow_mut().insert(key, (resolved.partition.clone(), slot.clone()));
+                    Ok(slot.leader_epoch)
+                });
+                async move {
+                    let Some(records) = data.records else { return Err(ResponseError::CorruptMessage) };
+                    let partition = resolved.partition;
+                    let leader_epoch = match leadership {
+                        Some(leader_epoch) => leader_epoch?,
+                        None => resolved.leader_epoch,
+                    };
+                    engine.dispatch_append(&partition, records.to_vec(), leader_epoch).await.map_err(|error| {
+                        tracing::debug!("produce to {partition} failed: {error}");
+                        response_error(&error)
+                    })
+                }
             },
         )
         .await;
     }
-    respond(work)
+    let engine = engine.clone();
+    let led = led.into_inner();
+    async move {
+        let mut replies = work.replies().await;
+        if let Some(replicas) = replicas {
+            replicate(&replicas, &engine, &led, &mut replies, acks_all, deadline).await;
+        }
+        respond(replies)
+    }
 }
 
-async fn respond(work: PerPartition<kafka_protocol::messages::TopicName, AppendInfo>) -> ProduceResponse {
-    let responses = work
-        .replies()
-        .await
+/// The leader state of each partition appended to, by (topic, partition index).
+type Led = BTreeMap<(String, i32), (TopicPartition, Arc<LeaderSlot>)>;
+
+type Replies = Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Result<AppendInfo, ResponseError>)>)>;
+
+/// A cluster leader's part after the local appends: each one's log end to the
+/// leader state, then for `acks=all` the wait for the high watermark.
+async fn replicate(
+    replicas: &ReplicaManager,
+    engine: &EngineHandle,
+    led: &Led,
+    replies: &mut Replies,
+    acks_all: bool,
+    deadline: Instant,
+) {
+    for (name, answers) in replies.iter_mut() {
+        for (index, answer) in answers.iter_mut() {
+            let Ok(info) = answer else { continue };
+            let Some((partition, slot)) = led.get(&(name.0.to_string(), *index)) else { continue };
+            replicas.appended(engine, partition, slot, info.log_end_offset).await;
+        }
+    }
+    if !acks_all {
+        return;
+    }
+    for (name, answers) in replies.iter_mut() {
+        for (index, answer) in answers.iter_mut() {
+            let Ok(info) = answer else { continue };
+            let Some((_, slot)) = led.get(&(name.0.to_string(), *index)) else { continue };
+            let decided = async { replicas.wait_acks_all(slot, info.last_offset).await.map_err(acks_all_error) };
+            let timeout = async {
+                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                Err(ResponseError::RequestTimedOut)
+            };
+            if let Err(error) = futures_lite::future::or(decided, timeout).await {
+                *answer = Err(error);
+            }
+        }
+    }
+}
+
+fn insync_error(error: InsyncError) -> ResponseError {
+    match error {
+        InsyncError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        InsyncError::NotEnoughReplicasAfterAppend { .. } => ResponseError::NotEnoughReplicasAfterAppend,
+    }
+}
+
+fn acks_all_error(error: AcksAllError) -> ResponseError {
+    match error {
+        AcksAllError::Insync(error) => insync_error(error),
+        AcksAllError::NotLeader => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+fn respond(replies: Replies) -> ProduceResponse {
+    let responses = replies
         .into_iter()
         .map(|(name, answers)| {
             let partition_responses = answers

@@ -1,0 +1,172 @@
+//! Data replication with real brokers in one process: three `Broker`s on loopback,
+//! each with its engine, quorum member and fetchers; Produce requests sent the way a
+//! client sends them.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName as WireTopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use corelog_broker::cluster::config::ClusterSettings;
+use corelog_broker::cluster::controller::Placement;
+use corelog_broker::cluster::peer::PeerConnection;
+use corelog_broker::cluster::quorum::{ControllerReply, ControllerRequest};
+use corelog_broker::cluster::records::NodeId;
+use corelog_broker::{Broker, BrokerConfig};
+use corelog_engine::batch::build_value_batch;
+use corelog_engine::types::{Offset, PartitionId, TimestampMs, TopicName, TopicPartition};
+
+fn free_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address")
+}
+
+fn start(node_id: NodeId, voters: &[(NodeId, String)], root: &Path) -> Broker {
+    let mut config = BrokerConfig::new(root.join(format!("broker{node_id}")));
+    config.node_id = node_id;
+    config.listen = free_address();
+    config.engine.shard_count = 1;
+    config.engine.pin_shards = false;
+    config.cluster = ClusterSettings {
+        controller_listener: Some(voters[node_id as usize].1.parse().expect("address")),
+        voters: voters.to_vec(),
+        cluster_id: Some("replication-test".to_string()),
+        session_timeout_ms: 2_000,
+        heartbeat_interval_ms: 200,
+        replica_lag_time_max_ms: 2_000,
+        default_replication_factor: 3,
+    };
+    Broker::start(config).expect("broker starts")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `request` through `broker`'s quorum member until an active controller answers.
+fn controller(broker: &Broker, request: ControllerRequest) -> ControllerReply {
+    let quorum = broker.cluster().expect("a cluster node").quorum();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match quorum.request(request.clone()) {
+            ControllerReply::NotController { .. } | ControllerReply::TimedOut if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            reply => return reply,
+        }
+    }
+}
+
+fn partition(topic: &str) -> TopicPartition {
+    TopicPartition::new(TopicName::new(topic).expect("name"), PartitionId(0))
+}
+
+/// Produces one batch of `count` records to partition 0 of `topic` through `broker`;
+/// the partition's error and base offset.
+fn produce(broker: &Broker, topic: &str, acks: i16, count: usize) -> (Option<ResponseError>, i64) {
+    let address = broker.local_addr().to_string();
+    let mut connection =
+        PeerConnection::connect(&address, "replication-test", Duration::from_secs(20)).expect("connect");
+    let records = build_value_batch(TimestampMs(1_700_000_000_000), count, 100);
+    let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(WireTopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(records)))]),
+    ]);
+    let response = connection.request(&request, 7).expect("produce answered");
+    let answer = &response.responses[0].partition_responses[0];
+    (ResponseError::try_from_code(answer.error_code), answer.base_offset)
+}
+
+/// Every batch of the replica's log, and its high watermark.
+fn replica_state(broker: &Broker, topic: &str) -> (Vec<u8>, i64) {
+    let engine = broker.handle().expect("engine");
+    let partition = partition(topic);
+    let read = futures_lite::future::block_on(engine.read_replica(&partition, Offset(0), 64 << 20)).expect("read");
+    let stats = futures_lite::future::block_on(engine.stats(&partition)).expect("stats");
+    (read.bytes, stats.high_watermark.0)
+}
+
+fn leader_of(broker: &Broker, topic: &str) -> NodeId {
+    broker.cluster().expect("cluster").image().partition(topic, 0).map_or(-1, |p| p.leader)
+}
+
+#[test]
+fn every_replica_holds_the_leaders_batches_and_acks_all_waits_for_the_in_sync_replicas() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let voters: Vec<(NodeId, String)> = (0..3).map(|id| (id, free_address().to_string())).collect();
+    let mut brokers: BTreeMap<NodeId, Broker> = (0..3).map(|id| (id, start(id, &voters, root.path()))).collect();
+    wait_for("three live brokers", Duration::from_secs(30), || {
+        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
+    });
+
+    let create = ControllerRequest::CreateTopic {
+        name: "orders".to_string(),
+        placement: Placement::Spread { partitions: 1, replication_factor: 3 },
+        configs: BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
+    };
+    let reply = controller(&brokers[&0], create);
+    assert!(matches!(reply, ControllerReply::Done { .. }), "{reply:?}");
+    wait_for("the topic's leader in the image", Duration::from_secs(20), || {
+        brokers.contains_key(&leader_of(&brokers[&0], "orders"))
+    });
+    let leader = leader_of(&brokers[&0], "orders");
+
+    // acks=all: answered once every in-sync replica has the batch.
+    wait_for("the leader to take acks=all produces", Duration::from_secs(20), || {
+        produce(&brokers[&leader], "orders", -1, 10).0.is_none()
+    });
+    for round in 0..20 {
+        let acks = if round % 2 == 0 { 1 } else { -1 };
+        let (error, _) = produce(&brokers[&leader], "orders", acks, 10);
+        assert_eq!(error, None, "round {round}, acks {acks}");
+    }
+    let (leader_log, leader_high_watermark) = replica_state(&brokers[&leader], "orders");
+    assert_eq!(leader_high_watermark, 210, "every append acknowledged is below the high watermark");
+    wait_for("every replica to hold the same batches and high watermark", Duration::from_secs(20), || {
+        brokers.values().all(|b| replica_state(b, "orders") == (leader_log.clone(), leader_high_watermark))
+    });
+
+    // A follower's batches are the leader's, byte for byte; a produce to it is refused.
+    let follower = *brokers.keys().find(|id| **id != leader).expect("a follower");
+    assert_eq!(produce(&brokers[&follower], "orders", 1, 1).0, Some(ResponseError::NotLeaderOrFollower));
+
+    // A topic on the leader and that follower only, which needs both in sync.
+    let pair = ControllerRequest::CreateTopic {
+        name: "pair".to_string(),
+        placement: Placement::Manual(vec![vec![leader, follower]]),
+        configs: BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
+    };
+    assert!(matches!(controller(&brokers[&0], pair), ControllerReply::Done { .. }));
+    wait_for("the pair's leader to take acks=all produces", Duration::from_secs(20), || {
+        produce(&brokers[&leader], "pair", -1, 5).0.is_none()
+    });
+
+    // The follower stops: each ISR loses it. Two in sync are still enough for
+    // "orders"; one is fewer than "pair" needs.
+    brokers.remove(&follower).expect("follower").shutdown().expect("clean shutdown");
+    wait_for("the stopped follower out of the ISRs", Duration::from_secs(20), || {
+        let image = brokers[&leader].cluster().expect("cluster").image();
+        ["orders", "pair"].iter().all(|t| !image.partition(t, 0).expect("partition").isr.contains(&follower))
+    });
+    assert_eq!(produce(&brokers[&leader], "orders", -1, 10).0, None);
+    wait_for("acks=all to pair refused with NOT_ENOUGH_REPLICAS", Duration::from_secs(20), || {
+        produce(&brokers[&leader], "pair", -1, 1).0 == Some(ResponseError::NotEnoughReplicas)
+    });
+    assert_eq!(produce(&brokers[&leader], "pair", 1, 3).0, None, "acks=1 is still taken");
+
+    for (_, broker) in brokers {
+        broker.shutdown().expect("clean shutdown");
+    }
+}
