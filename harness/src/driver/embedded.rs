@@ -34,6 +34,7 @@ use super::{
     SendOutcome, SendToken,
 };
 use crate::payload::now_us;
+use crate::workload::TopicSettings;
 
 /// Largest batch the embedded producer builds.
 pub const BATCH_BYTES_MAX: usize = 64 << 10;
@@ -270,9 +271,12 @@ impl Driver for EmbeddedDriver {
         "embedded"
     }
 
-    fn create_topic(&self, name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    fn create_topic(&self, name: &str, partitions: i32, settings: &TopicSettings) -> anyhow::Result<()> {
+        if settings.replication_factor.is_some_and(|replicas| replicas > 1) {
+            bail!("the embedded engine holds one replica of each partition");
+        }
         let mut config = TopicConfig { durability: Durability::Never, ..TopicConfig::default() };
-        for (key, value) in configs {
+        for (key, value) in &settings.configs {
             // The broker's table: its keys are accepted (and stored) as a broker would.
             corelog_broker::config::topic::set(&mut config, key, value)
                 .with_context(|| format!("topic {name}: config {key}={value}"))?;

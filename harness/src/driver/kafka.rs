@@ -41,6 +41,7 @@ use super::{
     Received, SendError, SendOutcome, SendToken,
 };
 use crate::payload::now_us;
+use crate::workload::TopicSettings;
 
 pub struct KafkaDriver {
     bootstrap: String,
@@ -472,11 +473,13 @@ impl Driver for KafkaDriver {
         "kafka"
     }
 
-    fn create_topic(&self, name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    fn create_topic(&self, name: &str, partitions: i32, settings: &TopicSettings) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.base_config().create().context("creating the admin client")?;
-        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
-        for (key, value) in configs {
+        // -1 asks for the cluster's default.
+        let replicas = settings.replication_factor.map_or(-1, |replicas| replicas as i32);
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
+        for (key, value) in &settings.configs {
             topic = topic.set(key, value);
         }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::workload::TopicSettings;
+
 /// What a producer is asked to guarantee.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerSettings {
@@ -175,8 +177,9 @@ pub trait ProducerHandle: Send {
 
 pub trait Driver: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Creates a topic (an existing one is an error: a run starts from empty topics).
-    fn create_topic(&self, name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> anyhow::Result<()>;
+    /// Creates a topic (an existing one is an error: a run starts from empty topics)
+    /// with `settings`' replicas and configs.
+    fn create_topic(&self, name: &str, partitions: i32, settings: &TopicSettings) -> anyhow::Result<()>;
     fn producer(
         &self,
         settings: &ProducerSettings,

@@ -546,15 +546,12 @@ impl Measurement {
 fn create_topics(plan: &Plan<'_>, driver: &dyn Driver) -> anyhow::Result<Vec<String>> {
     let workload = plan.workload;
     let nonce = format!("{:06x}", plan.seed & 0xff_ffff);
-    let topic_config = match &workload.cluster {
-        Cluster::Local(local) => &local.topic_config,
-        Cluster::External(external) => &external.topic_config,
-    };
+    let settings = workload.cluster.topic_settings();
     let guarantee = plan.guarantee.map_or("run", |g| g.name());
     let topics: Vec<String> =
         (0..workload.topics).map(|i| format!("{}-{guarantee}-{i}-{nonce}", sanitize(&workload.name))).collect();
     for topic in &topics {
-        driver.create_topic(topic, workload.partitions_per_topic as i32, topic_config)?;
+        driver.create_topic(topic, workload.partitions_per_topic as i32, &settings)?;
     }
     Ok(topics)
 }

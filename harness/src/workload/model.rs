@@ -290,8 +290,12 @@ pub struct LocalCluster {
     /// Shards per broker; 0 is one per online CPU.
     pub cores: u32,
     pub fsync: Durability,
+    /// At most `brokers`.
     pub replication_factor: u32,
-    /// Kafka topic configs, checked against the engine's `TopicConfig`.
+    /// At most `replication_factor`.
+    pub min_insync_replicas: u32,
+    /// Kafka topic configs, checked against the engine's `TopicConfig`; never
+    /// `min.insync.replicas` (that is `min_insync_replicas`).
     pub topic_config: BTreeMap<String, String>,
 }
 
@@ -299,7 +303,10 @@ pub struct LocalCluster {
 pub struct ExternalCluster {
     /// `host:port` each.
     pub bootstrap: Vec<String>,
-    pub replication_factor: u32,
+    /// `None`: the cluster's own default.
+    pub replication_factor: Option<u32>,
+    /// `None`: the cluster's own default.
+    pub min_insync_replicas: Option<u32>,
     pub topic_config: BTreeMap<String, String>,
     pub nodes: Vec<ExternalNode>,
     pub commands: NodeCommands,
@@ -409,6 +416,37 @@ pub struct Nemesis {
     pub kinds: Vec<FaultKind>,
     pub parameters: FaultParameters,
 }
+
+/// How the run's topics are created: replicas per partition (`None`: the
+/// cluster's default) and topic configs, `min.insync.replicas` among them when the
+/// workload sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    pub replication_factor: Option<u32>,
+    pub configs: BTreeMap<String, String>,
+}
+
+impl Cluster {
+    /// How the run's topics are created on this cluster.
+    pub fn topic_settings(&self) -> TopicSettings {
+        let (replication_factor, min_insync_replicas, topic_config) = match self {
+            Cluster::Local(local) => {
+                (Some(local.replication_factor), Some(local.min_insync_replicas), &local.topic_config)
+            }
+            Cluster::External(external) => {
+                (external.replication_factor, external.min_insync_replicas, &external.topic_config)
+            }
+        };
+        let mut configs = topic_config.clone();
+        if let Some(min_insync_replicas) = min_insync_replicas {
+            configs.insert(MIN_INSYNC_REPLICAS.to_string(), min_insync_replicas.to_string());
+        }
+        TopicSettings { replication_factor, configs }
+    }
+}
+
+/// The Kafka topic config that `cluster.min_insync_replicas` sets.
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
 /// The local broker names for `brokers` brokers.
 pub fn local_broker_name(node_id: u32) -> String {

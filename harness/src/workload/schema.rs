@@ -325,13 +325,25 @@ block! {
     /// instead.
     fsync: String = "fsync", Corelog, Kind::Pattern("always | never | interval:<ms>"), Presence::Default("`never`");
 
-    /// Replicas of each partition; at most `brokers` for started brokers.
-    replication_factor: i64 = "replication_factor", Corelog, Kind::Integer { min: 1, max: 16 }, Presence::Default("`1`");
+    /// Replicas of each partition of the run's topics (CreateTopics'
+    /// `replication_factor`); at most `brokers` for started brokers. With more than
+    /// one replica a broker's crash hands its partitions to another broker, which is
+    /// what the leader-crash scenarios exercise.
+    replication_factor: i64 = "replication_factor", Corelog, Kind::Integer { min: 1, max: 16 },
+        Presence::Default("`1` for started brokers; an external cluster's own `default.replication.factor`");
+
+    /// The run's topics' `min.insync.replicas`: an acks=all write (`at-least-once`,
+    /// `idempotent`) is acknowledged only once this many replicas have it, and is
+    /// refused while fewer are in sync. At most `replication_factor`. Set here, not in
+    /// `topic_config`.
+    min_insync_replicas: i64 = "min_insync_replicas", Corelog, Kind::Integer { min: 1, max: 16 },
+        Presence::Default("`1` for started brokers; an external cluster's own `min.insync.replicas`");
 
     /// Kafka topic configs the run's topics are created with, e.g. `retention.bytes`,
-    /// `segment.bytes`, `min.insync.replicas`. For started brokers they are checked
-    /// against the configs corelog supports (use `fsync`, not `fsync.policy` or
-    /// `flush.*`); an external cluster checks them itself when the topics are created.
+    /// `segment.bytes`. For started brokers they are checked against the configs
+    /// corelog supports (use `fsync`, not `fsync.policy` or `flush.*`); an external
+    /// cluster checks them itself when the topics are created. `min.insync.replicas`
+    /// is `min_insync_replicas`.
     topic_config: RawMap = "topic_config", Corelog, Kind::Map("Kafka topic config key"), Presence::Default("none: the brokers' defaults");
 
     /// An external cluster's bootstrap servers, `host:port`: a list, or one

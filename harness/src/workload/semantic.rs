@@ -359,8 +359,19 @@ impl Checker<'_> {
     }
 
     fn cluster(&mut self, raw: &RawCluster, driver: DriverKind, message_size_bytes: Option<u32>) -> Option<Cluster> {
-        let replication_factor = to_u32(raw.replication_factor.unwrap_or(1));
-        let topic_config = raw.topic_config.as_ref().map(strings).unwrap_or_default();
+        let replicas = Replicas {
+            replication_factor: raw.replication_factor.map(to_u32),
+            min_insync_replicas: raw.min_insync_replicas.map(to_u32),
+        };
+        let mut topic_config = raw.topic_config.as_ref().map(strings).unwrap_or_default();
+        if let Some(value) = topic_config.remove(MIN_INSYNC_REPLICAS) {
+            self.report(
+                cluster_key("topic_config").key(MIN_INSYNC_REPLICAS),
+                Anchor::Key,
+                format!("`{MIN_INSYNC_REPLICAS}` is set by cluster.min_insync_replicas"),
+                format!("move it there: `cluster.min_insync_replicas: {value}`"),
+            );
+        }
         // An invalid bootstrap (already reported) still means an external cluster.
         let bootstrap = match &raw.bootstrap {
             Some(bootstrap) => Some(bootstrap.clone()),
@@ -368,13 +379,28 @@ impl Checker<'_> {
             None => None,
         };
         Some(match &bootstrap {
-            Some(bootstrap) => {
-                Cluster::External(self.external_cluster(raw, bootstrap, driver, replication_factor, topic_config))
-            }
-            None => {
-                Cluster::Local(self.local_cluster(raw, driver, message_size_bytes, replication_factor, topic_config))
-            }
+            Some(bootstrap) => Cluster::External(self.external_cluster(raw, bootstrap, driver, replicas, topic_config)),
+            None => Cluster::Local(self.local_cluster(raw, driver, message_size_bytes, replicas, topic_config)),
         })
+    }
+
+    /// `min_insync_replicas` must not exceed the replication factor: every acks=all
+    /// write would be refused.
+    fn min_insync_fits(&mut self, min_insync_replicas: u32, replication_factor: u32) {
+        if min_insync_replicas > replication_factor
+            && !self.was_invalid(&cluster_key("replication_factor"))
+            && !self.was_invalid(&cluster_key("min_insync_replicas"))
+        {
+            self.report(
+                cluster_key("min_insync_replicas"),
+                Anchor::Value,
+                format!(
+                    "min_insync_replicas {min_insync_replicas} is above the replication factor \
+                     {replication_factor}: every acks=all write would be refused"
+                ),
+                "lower cluster.min_insync_replicas or raise cluster.replication_factor".to_string(),
+            );
+        }
     }
 
     /// `cluster` with a bootstrap: nothing of started brokers may be set.
@@ -383,7 +409,7 @@ impl Checker<'_> {
         raw: &RawCluster,
         bootstrap: &RawHostPorts,
         driver: DriverKind,
-        replication_factor: u32,
+        replicas: Replicas,
         topic_config: BTreeMap<String, String>,
     ) -> ExternalCluster {
         let at = cluster_key;
@@ -418,7 +444,20 @@ impl Checker<'_> {
         };
         let nodes = self.nodes(raw);
         let commands = self.commands(raw);
-        ExternalCluster { bootstrap: servers, replication_factor, topic_config, nodes, commands }
+        // Either may be the cluster's own default, which only the cluster knows.
+        if let (Some(min_insync_replicas), Some(replication_factor)) =
+            (replicas.min_insync_replicas, replicas.replication_factor)
+        {
+            self.min_insync_fits(min_insync_replicas, replication_factor);
+        }
+        ExternalCluster {
+            bootstrap: servers,
+            replication_factor: replicas.replication_factor,
+            min_insync_replicas: replicas.min_insync_replicas,
+            topic_config,
+            nodes,
+            commands,
+        }
     }
 
     /// `cluster` without a bootstrap: brokers the harness starts.
@@ -427,9 +466,11 @@ impl Checker<'_> {
         raw: &RawCluster,
         driver: DriverKind,
         message_size_bytes: Option<u32>,
-        replication_factor: u32,
+        replicas: Replicas,
         topic_config: BTreeMap<String, String>,
     ) -> LocalCluster {
+        let replication_factor = replicas.replication_factor.unwrap_or(1);
+        let min_insync_replicas = replicas.min_insync_replicas.unwrap_or(1);
         let at = cluster_key;
         for (key, given) in [("nodes", raw.nodes.is_some()), ("commands", raw.commands.is_some())] {
             if given {
@@ -459,19 +500,9 @@ impl Checker<'_> {
                 "raise cluster.brokers or lower cluster.replication_factor".to_string(),
             );
         }
+        self.min_insync_fits(min_insync_replicas, replication_factor);
         let fsync = self.local_fsync(raw);
         let engine_config = self.local_topic_config(&topic_config, fsync);
-        let min_insync_replicas = topic::min_insync_replicas(&engine_config);
-        if min_insync_replicas > replication_factor {
-            self.report(
-                at("topic_config").key("min.insync.replicas"),
-                Anchor::Value,
-                format!(
-                    "min.insync.replicas {min_insync_replicas} is above the replication factor {replication_factor}: every acks=all write would fail",
-                ),
-                "lower min.insync.replicas or raise cluster.replication_factor".to_string(),
-            );
-        }
         if let Some(size) = message_size_bytes {
             let needed = u64::from(size) + BATCH_OVERHEAD_BYTES;
             if needed > u64::from(engine_config.max_message_bytes) {
@@ -486,7 +517,14 @@ impl Checker<'_> {
                 );
             }
         }
-        LocalCluster { brokers, cores: to_u32(raw.cores.unwrap_or(0)), fsync, replication_factor, topic_config }
+        LocalCluster {
+            brokers,
+            cores: to_u32(raw.cores.unwrap_or(0)),
+            fsync,
+            replication_factor,
+            min_insync_replicas,
+            topic_config,
+        }
     }
 
     /// `cluster.fsync`, `never` when absent or invalid (reported).
@@ -525,7 +563,9 @@ impl Checker<'_> {
             }
             if let Err(error) = topic::set(&mut engine_config, key, value) {
                 let hint = if topic::topic_key(key).is_none() {
-                    let known = topic::topic_key_names().filter(|k| !FSYNC_KEYS.contains(k)).collect::<Vec<_>>();
+                    let known = topic::topic_key_names()
+                        .filter(|k| !FSYNC_KEYS.contains(k) && *k != MIN_INSYNC_REPLICAS)
+                        .collect::<Vec<_>>();
                     let suggestion = super::structure::suggest(key, &known);
                     Some(match suggestion {
                         Some(name) => format!("did you mean `{name}`? corelog supports {}", known.join(", ")),
@@ -1115,6 +1155,12 @@ impl Checker<'_> {
         let parameters = self.parameters(raw_nemesis.parameters.as_ref(), &kinds, &path, "nemesis fault");
         Some(Nemesis { seed: raw_nemesis.seed.or(raw.seed), interval, duration, kinds, parameters })
     }
+}
+
+/// `cluster.replication_factor` and `cluster.min_insync_replicas` as given.
+struct Replicas {
+    replication_factor: Option<u32>,
+    min_insync_replicas: Option<u32>,
 }
 
 /// What fault targets can refer to.

@@ -131,9 +131,30 @@ fn fault_schedule_and_nemesis_are_typed() {
     assert_eq!(workload.producer_config.get("linger.ms").map(String::as_str), Some("5"));
     let Cluster::Local(local) = &workload.cluster else { panic!("local cluster") };
     assert_eq!(
-        (local.brokers, local.replication_factor, local.fsync),
-        (3, 3, corelog_engine::Durability::IntervalMs(50))
+        (local.brokers, local.replication_factor, local.min_insync_replicas, local.fsync),
+        (3, 3, 2, corelog_engine::Durability::IntervalMs(50))
     );
+    let settings = workload.cluster.topic_settings();
+    assert_eq!(settings.replication_factor, Some(3));
+    assert_eq!(
+        settings.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
+        [("min.insync.replicas", "2"), ("retention.bytes", "1073741824")]
+    );
+}
+
+#[test]
+fn replication_defaults_to_one_replica_for_started_brokers_and_to_the_cluster_for_external_ones() {
+    let local = parse_ok(MINIMAL, Path::new("dir/minimal.yaml"));
+    let Cluster::Local(cluster) = &local.cluster else { panic!("local cluster") };
+    assert_eq!((cluster.brokers, cluster.replication_factor, cluster.min_insync_replicas), (1, 1, 1));
+    let settings = local.cluster.topic_settings();
+    assert_eq!(settings.replication_factor, Some(1));
+    assert_eq!(settings.configs.get(MIN_INSYNC_REPLICAS).map(String::as_str), Some("1"));
+
+    let external = parse_ok(&format!("{MINIMAL}cluster: {{bootstrap: \"kafka-1:9092\"}}\n"), Path::new("x.yaml"));
+    let settings = external.cluster.topic_settings();
+    assert_eq!(settings.replication_factor, None, "CreateTopics asks for the cluster's default");
+    assert!(settings.configs.is_empty(), "{settings:?}");
 }
 
 #[test]
@@ -148,6 +169,7 @@ fn external_cluster_is_typed() {
     assert_eq!(external.nodes[1], ExternalNode { name: "kafka-2".to_string(), node_id: 2 });
     assert_eq!(external.commands.start.as_deref(), Some("ssh {node} sudo systemctl start kafka"));
     assert_eq!(external.topic_config.get("flush.messages").map(String::as_str), Some("1"));
+    assert_eq!((external.replication_factor, external.min_insync_replicas), (Some(3), Some(2)));
     assert_eq!(workload.warmup_duration, Duration::ZERO);
 }
 
