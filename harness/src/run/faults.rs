@@ -186,8 +186,13 @@ struct Active {
 
 enum Undo {
     StartBroker(String),
+    /// Wait until these started brokers of a cluster are unfenced again.
+    AwaitUnfenced(Vec<String>),
     Resume(String),
-    Command { command: String, node: String },
+    Command {
+        command: String,
+        node: String,
+    },
     RemoveNet(Arc<FaultProxy>, FaultId),
     RestartConsumer(usize),
     RestartProducer(usize),
@@ -304,6 +309,13 @@ impl Injector {
                     } else {
                         undo.extend(self.start_process(fault.kind, broker)?);
                     }
+                }
+                // A cluster broker started again is back once it is unfenced; all of
+                // the fault's brokers start first, since one may need the others'
+                // votes to elect a controller.
+                let quorum = self.targets.local.as_ref().is_some_and(|c| c.lock().expect("cluster lock").is_quorum());
+                if quorum && matches!(fault.kind, FaultKind::Crash | FaultKind::Restart) {
+                    undo.push(Undo::AwaitUnfenced(brokers.clone()));
                 }
                 Ok((brokers.join(","), undo))
             }
@@ -431,6 +443,10 @@ impl Injector {
                 }
             }
             Undo::StartBroker(name) | Undo::Resume(name) => bail!("broker {name} is not one the harness started"),
+            Undo::AwaitUnfenced(names) => {
+                let cluster = self.targets.local.as_ref().context("no cluster")?;
+                cluster.lock().expect("cluster lock").wait_unfenced(&names, REJOIN_TIMEOUT)
+            }
             Undo::Command { command, node } => run_command(&command, &node),
             Undo::RemoveNet(proxy, id) => {
                 proxy.remove(id);
@@ -487,6 +503,9 @@ fn parameters_json(parameters: &FaultParameters) -> serde_json::Value {
     }
     serde_json::Value::Object(map)
 }
+
+/// How long a restarted cluster broker may take to be unfenced again.
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long an external cluster's command may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);

@@ -100,15 +100,9 @@ pub(super) fn has_faults_of(workload: &Workload, wanted: impl Fn(FaultKind) -> b
         || workload.nemesis.as_ref().is_some_and(|nemesis| nemesis.kinds.iter().any(|&kind| wanted(kind)))
 }
 
-/// Starts the local brokers as child processes, each behind a fault proxy when
-/// the workload has network faults.
+/// Starts the local brokers as child processes (several: one cluster), each
+/// behind a fault proxy when the workload has network faults.
 fn start_local(workload: &Workload, local: &workload::LocalCluster, scratch: &Path) -> anyhow::Result<Target> {
-    if local.brokers != 1 {
-        bail!(
-            "{} brokers: clusters of several corelog brokers need replication, which is not served yet",
-            local.brokers
-        );
-    }
     let mut config_yaml = String::from("topic_defaults:\n");
     config_yaml.push_str(&format!("  fsync.policy: \"{}\"\n", local.fsync));
     for (key, value) in &local.topic_config {
@@ -131,9 +125,16 @@ fn start_local(workload: &Workload, local: &workload::LocalCluster, scratch: &Pa
             advertised = Some(proxy.local_addr().to_string());
             proxies.insert(name.clone(), Arc::new(proxy));
         }
-        specs.push(BrokerSpec { name, cores: local.cores as usize, config_yaml: config_yaml.clone(), advertised });
+        specs.push(BrokerSpec {
+            name,
+            node_id: id,
+            cores: local.cores as usize,
+            config_yaml: config_yaml.clone(),
+            advertised,
+        });
     }
-    let cluster = LocalCluster::start(scratch, &specs)?;
+    let program = std::env::current_exe().context("locating the corelog binary")?;
+    let cluster = LocalCluster::start(&program, scratch, &specs)?;
     let mut bootstrap = Vec::new();
     for broker in &cluster.brokers {
         match proxies.get(&broker.name) {

@@ -309,7 +309,10 @@ block! {
     struct RawCluster, static CLUSTER, name "cluster", at ["cluster"];
 
     /// Number of corelog brokers to start on this machine, named `broker-0`,
-    /// `broker-1`, … (their node ids) in fault targets. With `driver: embedded`, 1.
+    /// `broker-1`, … (their node ids) in fault targets. Several form one cluster:
+    /// every broker is a voter of its metadata quorum, and the run starts once all
+    /// are unfenced; a broker is fenced 3 s after its heartbeats stop. With
+    /// `driver: embedded`, 1.
     brokers: i64 = "brokers", Corelog, Kind::Integer { min: 1, max: 16 }, Presence::Default("`1` unless `bootstrap` is given");
 
     /// Shards (pinned threads, one per core) of each started broker; 0 is one per
