@@ -74,6 +74,18 @@ impl KafkaDriver {
             .with_context(|| format!("{topic}/{partition} has no leader"))
     }
 
+    /// The node id of the cluster's active controller, from its metadata.
+    pub fn controller_id(&self) -> anyhow::Result<i32> {
+        let client: BaseConsumer = self.base_config().create().context("creating a metadata client")?;
+        // SAFETY: a live client, which outlives the call; librdkafka copies nothing
+        // out but the id.
+        let node_id = unsafe { rdsys::rd_kafka_controllerid(client.client().native_ptr(), 10_000) };
+        if node_id < 0 {
+            bail!("the cluster's metadata named no controller within 10 s");
+        }
+        Ok(node_id)
+    }
+
     fn base_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap);

@@ -5,8 +5,11 @@
 //! Times are from the start of the measured phase (t = 0 of the result), as the
 //! workload's `at` is. Every target is resolved when the schedule is made (a
 //! `random` broker, producer or consumer is drawn with the run's seed), so the
-//! same seed gives the same faults on the same targets; only `leader:<t>/<p>` is
-//! resolved when the fault starts, since leadership is the cluster's to decide.
+//! same seed gives the same faults on the same targets; only `leader:<t>/<p>` and
+//! `controller` are resolved when the fault starts, since leadership is the
+//! cluster's to decide: a partition's leader from the cluster's metadata, the
+//! active controller from the started brokers' logs (an external cluster's from its
+//! metadata).
 //!
 //! Each applied fault becomes a [`FaultWindow`] of the result. When the run stops
 //! early (Ctrl-C, a failure), every active fault is undone at once: a paused
@@ -108,7 +111,7 @@ pub struct Targets {
     pub external: Option<ExternalCluster>,
     /// The fault proxy in front of each local broker, by broker name.
     pub proxies: BTreeMap<String, Arc<FaultProxy>>,
-    /// For `leader:` targets.
+    /// For `leader:` and (external) `controller` targets.
     pub kafka: Option<Arc<KafkaDriver>>,
     /// The run's topic names, by index.
     pub topics: Vec<String>,
@@ -334,7 +337,8 @@ impl Injector {
         let brokers = match target {
             FaultTarget::All => all,
             FaultTarget::Broker(name) => vec![name.clone()],
-            FaultTarget::Leader { topic, partition } => vec![self.leader(*topic, *partition, &all)?],
+            FaultTarget::Leader { topic, partition } => vec![self.leader(*topic, *partition)?],
+            FaultTarget::Controller => vec![self.controller()?],
             FaultTarget::Random => {
                 bail!("no broker to draw a random target from: list the external cluster's brokers under cluster.nodes")
             }
@@ -346,19 +350,56 @@ impl Injector {
         Ok(brokers)
     }
 
-    fn leader(&self, topic: u32, partition: u32, all: &[String]) -> anyhow::Result<String> {
-        if self.targets.local.is_some() {
-            // Started clusters have one broker until replication lands: it leads everything.
-            return all.first().cloned().context("the cluster has no broker");
+    /// The broker leading `topic`/`partition` now, by the cluster's metadata.
+    fn leader(&self, topic: u32, partition: u32) -> anyhow::Result<String> {
+        if let Some(cluster) = &self.targets.local {
+            let cluster = cluster.lock().expect("cluster lock");
+            if !cluster.is_quorum() {
+                // A broker that runs alone leads everything.
+                return cluster.brokers.first().map(|b| b.name.clone()).context("the cluster has no broker");
+            }
         }
         let topic_name =
             self.targets.topics.get(topic as usize).with_context(|| format!("there is no topic {topic}"))?;
         let kafka = self.targets.kafka.as_ref().context("leader targets need the kafka driver")?;
         let node_id = kafka.partition_leader(topic_name, partition as i32)?;
-        let external = self.targets.external.as_ref().context("leader targets need cluster nodes")?;
-        external.nodes.iter().find(|node| node.node_id == node_id).map(|node| node.name.clone()).with_context(|| {
-            format!("the leader of {topic_name}/{partition} is node {node_id}, which cluster.nodes does not name")
-        })
+        self.node_name(node_id).with_context(|| format!("the leader of {topic_name}/{partition} is node {node_id}"))
+    }
+
+    /// The metadata quorum's active controller now: for started brokers, the one
+    /// whose log says it became the active controller in the highest term; for an
+    /// external cluster, the controller its metadata names.
+    fn controller(&self) -> anyhow::Result<String> {
+        if let Some(cluster) = &self.targets.local {
+            let cluster = cluster.lock().expect("cluster lock");
+            return cluster
+                .active_controller()
+                .map(|broker| broker.name.clone())
+                .context("no running broker's log says it is the active controller");
+        }
+        let kafka = self.targets.kafka.as_ref().context("controller targets need the kafka driver")?;
+        let node_id = kafka.controller_id()?;
+        self.node_name(node_id).with_context(|| format!("the active controller is node {node_id}"))
+    }
+
+    /// The name of the broker with this node id.
+    fn node_name(&self, node_id: i32) -> anyhow::Result<String> {
+        if let Some(cluster) = &self.targets.local {
+            let cluster = cluster.lock().expect("cluster lock");
+            return cluster
+                .brokers
+                .iter()
+                .find(|broker| i64::from(broker.node_id) == i64::from(node_id))
+                .map(|broker| broker.name.clone())
+                .context("no started broker has that node id");
+        }
+        let external = self.targets.external.as_ref().context("no cluster")?;
+        external
+            .nodes
+            .iter()
+            .find(|node| node.node_id == node_id)
+            .map(|node| node.name.clone())
+            .context("cluster.nodes does not name it")
     }
 
     fn start_process(&mut self, kind: FaultKind, broker: &str) -> anyhow::Result<Vec<Undo>> {

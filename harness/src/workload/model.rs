@@ -352,6 +352,8 @@ pub enum FaultTarget {
         topic: u32,
         partition: u32,
     },
+    /// The metadata quorum's active controller when the fault starts.
+    Controller,
     Producer(u32),
     Consumer(u32),
 }
@@ -364,6 +366,7 @@ impl FaultTarget {
         match text {
             "all" => return Ok(FaultTarget::All),
             "random" => return Ok(FaultTarget::Random),
+            "controller" => return Ok(FaultTarget::Controller),
             _ => {}
         }
         if let Some(rest) = text.strip_prefix("leader:") {
@@ -391,6 +394,7 @@ impl fmt::Display for FaultTarget {
             FaultTarget::Random => f.write_str("random"),
             FaultTarget::Broker(name) => f.write_str(name),
             FaultTarget::Leader { topic, partition } => write!(f, "leader:{topic}/{partition}"),
+            FaultTarget::Controller => f.write_str("controller"),
             FaultTarget::Producer(i) => write!(f, "producer-{i}"),
             FaultTarget::Consumer(i) => write!(f, "consumer-{i}"),
         }

@@ -594,7 +594,7 @@ impl Checker<'_> {
                     path.key("name"),
                     Anchor::Value,
                     format!("`{name}` cannot be a node name: it reads as another kind of fault target"),
-                    "avoid `all`, `random`, `leader:…`, `producer-<i>`, `consumer-<i>`, spaces and braces".to_string(),
+                    "avoid `all`, `random`, `leader:…`, `controller`, `producer-<i>`, `consumer-<i>`, spaces and braces".to_string(),
                 ),
             }
             if nodes.iter().any(|other| &other.name == name) {
@@ -796,7 +796,7 @@ impl Checker<'_> {
                     path.key("target"),
                     Anchor::Value,
                     reason,
-                    "targets are all, random, a broker name, leader:<topic>/<partition>, producer-<i> or consumer-<i>"
+                    "targets are all, random, a broker name, leader:<topic>/<partition>, controller, producer-<i> or consumer-<i>"
                         .to_string(),
                 );
                 FaultTarget::Random
@@ -830,7 +830,7 @@ impl Checker<'_> {
                 format!("a `{kind}` fault acts on brokers, not on `{target}`"),
                 "use producer-crash or consumer-crash to crash a client".to_string(),
             ),
-            FaultTarget::Broker(_) | FaultTarget::Leader { .. } if client => self.report(
+            FaultTarget::Broker(_) | FaultTarget::Leader { .. } | FaultTarget::Controller if client => self.report(
                 target_path.clone(),
                 Anchor::Value,
                 format!("a `{kind}` fault acts on a client, not on `{target}`"),
@@ -866,7 +866,7 @@ impl Checker<'_> {
         counts: &Counts,
     ) {
         match target {
-            FaultTarget::All | FaultTarget::Random => {}
+            FaultTarget::All | FaultTarget::Random | FaultTarget::Controller => {}
             FaultTarget::Producer(index) => {
                 if counts.known && u64::from(*index) >= counts.producers {
                     self.report(

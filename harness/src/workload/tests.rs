@@ -99,7 +99,8 @@ fn every_library_workload_is_valid_and_quickstart_is_short() {
 fn fault_schedule_and_nemesis_are_typed() {
     let path = manifest_dir().join("tests/workloads/good/chaos-schedule.yaml");
     let workload = load(&path).unwrap_or_else(|d| panic!("{d:?}"));
-    assert_eq!(workload.faults.len(), 11);
+    assert_eq!(workload.faults.len(), 12);
+    assert_eq!(workload.faults[11].target, FaultTarget::Controller);
     assert!(workload.faults.windows(2).all(|pair| pair[0].at <= pair[1].at), "faults are sorted by start");
     let pause = &workload.faults[1];
     assert_eq!(
@@ -224,11 +225,12 @@ fn fault_targets_parse() {
     assert_eq!(FaultTarget::parse("all"), Ok(FaultTarget::All));
     assert_eq!(FaultTarget::parse("leader:2/15"), Ok(FaultTarget::Leader { topic: 2, partition: 15 }));
     assert_eq!(FaultTarget::parse("producer-3"), Ok(FaultTarget::Producer(3)));
+    assert_eq!(FaultTarget::parse("controller"), Ok(FaultTarget::Controller));
     assert_eq!(FaultTarget::parse("kafka-1"), Ok(FaultTarget::Broker("kafka-1".to_string())));
     assert!(FaultTarget::parse("leader:1").is_err());
     assert!(FaultTarget::parse("consumer-x").is_err());
     assert!(FaultTarget::parse("two words").is_err());
-    for target in ["all", "random", "broker-2", "leader:0/1", "producer-0", "consumer-9"] {
+    for target in ["all", "random", "broker-2", "leader:0/1", "controller", "producer-0", "consumer-9"] {
         assert_eq!(FaultTarget::parse(target).map(|t| t.to_string()), Ok(target.to_string()));
     }
 }
