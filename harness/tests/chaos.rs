@@ -1,6 +1,12 @@
 //! Short chaos runs of `corelog run`, end to end: a real broker process killed and
 //! restarted, a real consumer process killed mid-batch; then the checker's counts
 //! and verdicts in result.json, the fault windows, and the report.
+//!
+//! The leader crashes of a three-broker cluster (`workloads/chaos/leader-crash-rf3.yaml`,
+//! `acks1-leader-crash.yaml`) need the broker's replication and cluster-aware
+//! Metadata, which are not in corelog yet: their tests run only with
+//! `CORELOG_REPLICATION=1` and otherwise print NOT RUN. Once replication lands the
+//! variable goes, and they run like the rest.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -133,4 +139,59 @@ fn a_consumer_killed_after_committing_shows_the_loss_at_most_once_allows() {
     assert_eq!(windows.len(), 1);
     assert_eq!(windows[0]["kind"], "consumer-crash");
     assert_eq!(windows[0]["target"], "consumer-0");
+}
+
+/// Whether the replication tests run (see the module's documentation); says so when not.
+fn replication_tests(name: &str) -> bool {
+    let run = std::env::var("CORELOG_REPLICATION").as_deref() == Ok("1");
+    if !run {
+        eprintln!("NOT RUN: {name} needs corelog's replication; set CORELOG_REPLICATION=1 once it has landed");
+    }
+    run
+}
+
+/// Three crash windows of `leader:0/0` in a three-broker cluster, each on a broker.
+fn assert_three_leader_crashes(result: &serde_json::Value) {
+    let windows = result["faultWindows"].as_array().expect("faultWindows");
+    assert_eq!(windows.len(), 3, "{windows:?}");
+    for window in windows {
+        assert_eq!(window["kind"], "crash");
+        let target = window["target"].as_str().expect("a target");
+        assert!(["broker-0", "broker-1", "broker-2"].contains(&target), "the leader is a broker: {target}");
+    }
+}
+
+#[test]
+fn crashing_the_leader_of_a_replicated_partition_loses_nothing_acknowledged_with_acks_all() {
+    if !replication_tests("leader-crash-rf3") {
+        return;
+    }
+    let workload = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/chaos/leader-crash-rf3.yaml");
+    let (result, stderr) = run(&workload, &out_dir("leader-crash-rf3"));
+    let checker = &result["checker"];
+    assert_eq!(checker["guarantee"], "idempotent", "{stderr}");
+    assert!(count(checker, "acknowledged") >= 20_000, "about 2000 msg/s for 45 s: {stderr}");
+    assert_eq!(count(checker, "lost"), 0, "an acknowledged message was lost: {stderr}");
+    assert_eq!(count(checker, "writtenTwice"), 0, "the idempotent producer wrote one twice: {stderr}");
+    assert_eq!(count(checker, "inconsistentOffsets"), 0, "an offset was handed out twice: {stderr}");
+    assert_eq!(checker["verdict"]["status"], "pass", "{stderr}");
+    assert_three_leader_crashes(&result);
+}
+
+#[test]
+fn crashing_the_leader_under_acks_1_may_lose_what_at_most_once_allows_and_duplicates_nothing() {
+    if !replication_tests("acks1-leader-crash") {
+        return;
+    }
+    let workload = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/chaos/acks1-leader-crash.yaml");
+    let (result, stderr) = run(&workload, &out_dir("acks1-leader-crash"));
+    let checker = &result["checker"];
+    assert_eq!(checker["guarantee"], "at-most-once", "{stderr}");
+    // Loss may or may not happen (it takes a batch the new leader had not fetched):
+    // it is reported, not required.
+    eprintln!("acks=1 leader crashes: lost {} acknowledged", count(checker, "lost"));
+    assert_eq!(count(checker, "duplicate"), 0, "at-most-once never re-delivers: {stderr}");
+    assert_eq!(count(checker, "inconsistentOffsets"), 0, "an offset was handed out twice: {stderr}");
+    assert_eq!(checker["verdict"]["status"], "pass", "loss is what at-most-once allows: {stderr}");
+    assert_three_leader_crashes(&result);
 }
