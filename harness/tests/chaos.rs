@@ -158,6 +158,11 @@ fn assert_three_leader_crashes(result: &serde_json::Value) {
         assert_eq!(window["kind"], "crash");
         let target = window["target"].as_str().expect("a target");
         assert!(["broker-0", "broker-1", "broker-2"].contains(&target), "the leader is a broker: {target}");
+        // Leadership moved once the dead broker's 3 s session expired, well within the window.
+        let change = &window["leaderChange"];
+        assert!(change["partitions"].as_u64().is_some_and(|p| p >= 1), "it led partition 0: {window}");
+        let moved_ms = change["movedMs"].as_i64().unwrap_or_else(|| panic!("leadership did not move: {window}"));
+        assert!(moved_ms < 15_000, "leadership moved after {moved_ms} ms: {window}");
     }
 }
 

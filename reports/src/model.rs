@@ -846,6 +846,26 @@ pub struct FaultWindow {
     pub end_ms: Option<i64>,
     /// The fault's parameters as scheduled (`{"delayMs": 200, "jitterMs": 50}`).
     pub parameters: serde_json::Value,
+    /// For a fault on the process of brokers of a cluster that led partitions of
+    /// the run's topics: how long until the metadata named other leaders for them.
+    /// `None` when not measured (one broker, other kinds, no metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_change: Option<LeaderChange>,
+}
+
+/// How leadership moved off the brokers a fault hit, as the cluster's metadata
+/// showed it (polled every 100 ms from the fault's start).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LeaderChange {
+    /// Partitions of the run's topics that the faulted brokers led just before it.
+    pub partitions: u32,
+    /// Ms from the fault's start until every one of them had a leader other than
+    /// the faulted brokers; `None` if that was not seen while watched.
+    pub moved_ms: Option<i64>,
+    /// How long the metadata was watched: until the leaders moved, the watch's
+    /// bound, or the end of the run, whichever came first.
+    pub watched_ms: i64,
 }
 
 impl FaultWindow {
@@ -1050,5 +1070,17 @@ mod tests {
         assert_eq!(counts.inconsistent_offsets, 2);
         assert_eq!(counts.anomalies().len() + 3, counts.all().len());
         assert_eq!(counts.anomalies()[3], ("written twice", 0));
+    }
+
+    #[test]
+    fn a_fault_window_names_its_leader_change_only_when_measured() {
+        let mut window = FaultWindow { kind: "crash".into(), target: "broker-1".into(), ..FaultWindow::default() };
+        let json = serde_json::to_value(&window).expect("serializes");
+        assert!(json.get("leaderChange").is_none(), "{json}");
+        window.leader_change = Some(LeaderChange { partitions: 2, moved_ms: Some(3_200), watched_ms: 3_200 });
+        let json = serde_json::to_value(&window).expect("serializes");
+        assert_eq!(json["leaderChange"], serde_json::json!({"partitions": 2, "movedMs": 3200, "watchedMs": 3200}));
+        let back: FaultWindow = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, window);
     }
 }

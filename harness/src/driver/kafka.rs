@@ -60,18 +60,20 @@ impl KafkaDriver {
 
     /// The node id leading `topic`/`partition`, from the cluster's metadata.
     pub fn partition_leader(&self, topic: &str, partition: i32) -> anyhow::Result<i32> {
-        let client: BaseConsumer = self.base_config().create().context("creating a metadata client")?;
-        let metadata = client
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("reading the metadata of {topic}"))?;
-        metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions())
-            .find(|p| p.id() == partition)
-            .map(|p| p.leader())
+        let topics = [topic.to_string()];
+        self.leader_reader()?
+            .leaders(&topics, Duration::from_secs(10))?
+            .into_iter()
+            .find(|leader| leader.partition == partition)
+            .map(|leader| leader.leader)
             .filter(|&leader| leader >= 0)
             .with_context(|| format!("{topic}/{partition} has no leader"))
+    }
+
+    /// A client that reads partition leaders from the cluster's metadata, for
+    /// repeated reads.
+    pub fn leader_reader(&self) -> anyhow::Result<LeaderReader> {
+        Ok(LeaderReader { client: self.base_config().create().context("creating a metadata client")? })
     }
 
     /// The node id of the cluster's active controller, from its metadata.
@@ -90,6 +92,40 @@ impl KafkaDriver {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap);
         config
+    }
+}
+
+/// One partition's leader in the cluster's metadata (-1: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLeader {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: i32,
+}
+
+/// Reads partition leaders from the cluster's metadata, one Metadata request per read.
+pub struct LeaderReader {
+    client: BaseConsumer,
+}
+
+impl LeaderReader {
+    /// Every partition of `topics` and its leader.
+    pub fn leaders(&self, topics: &[String], timeout: Duration) -> anyhow::Result<Vec<PartitionLeader>> {
+        let mut leaders = Vec::new();
+        for topic in topics {
+            let metadata = self
+                .client
+                .fetch_metadata(Some(topic), timeout)
+                .with_context(|| format!("reading the metadata of {topic}"))?;
+            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                leaders.push(PartitionLeader {
+                    topic: topic.clone(),
+                    partition: partition.id(),
+                    leader: partition.leader(),
+                });
+            }
+        }
+        Ok(leaders)
     }
 }
 

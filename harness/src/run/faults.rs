@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use corelog_engine::hash::SplitMix64;
-use corelog_reports::model::FaultWindow;
+use corelog_reports::model::{FaultWindow, LeaderChange};
 
-use crate::driver::kafka::KafkaDriver;
+use crate::driver::kafka::{KafkaDriver, PartitionLeader};
 use crate::proxy::{Directions, FaultId, FaultProxy, NetFault};
 use crate::run::cluster::LocalCluster;
 use crate::run::consumers::Consumers;
@@ -146,8 +146,16 @@ impl FaultInjector {
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new().name("corelog-faults".to_string()).spawn(move || {
-                let mut injector = Injector { targets, t0, active: Vec::new(), injected: Injected::default() };
+                let mut injector = Injector {
+                    targets,
+                    t0,
+                    active: Vec::new(),
+                    injected: Injected::default(),
+                    leader_watches: Vec::new(),
+                    stop: stop.clone(),
+                };
                 injector.run(faults, &stop);
+                injector.finish_leader_watches();
                 injector.injected
             })?
         };
@@ -206,6 +214,10 @@ struct Injector {
     t0: Instant,
     active: Vec<Active>,
     injected: Injected,
+    /// Threads watching leadership move off a fault's brokers, by window index.
+    leader_watches: Vec<(usize, JoinHandle<LeaderChange>)>,
+    /// Set when the injector stops: the leader watches stop too.
+    stop: Arc<AtomicBool>,
 }
 
 impl Injector {
@@ -253,6 +265,8 @@ impl Injector {
     }
 
     fn apply(&mut self, fault: &PlannedFault) {
+        let leaders_before = self.leaders_before(fault);
+        let started = Instant::now();
         let started_ms = self.now_ms();
         let (target_text, outcome) = match self.start(fault) {
             Ok((text, undo)) => (text, Ok(undo)),
@@ -264,6 +278,7 @@ impl Injector {
             start_ms: started_ms,
             end_ms: None,
             parameters: parameters_json(&fault.parameters),
+            leader_change: None,
         };
         eprintln!(
             "  fault: {} {} at {:.1} s for {:.1} s",
@@ -279,10 +294,109 @@ impl Injector {
                 // Not before its scheduled end, and never in the past when applying it was slow.
                 let ends = (fault.at + fault.duration).max(self.t0.elapsed());
                 self.active.push(Active { ends, window: index, undo });
+                if let Some(before) = leaders_before {
+                    let brokers: Vec<String> =
+                        self.injected.windows[index].target.split(',').map(str::to_string).collect();
+                    self.watch_leaders(index, &brokers, before, started);
+                }
             }
             Err(error) => {
                 self.injected.windows[index].end_ms = Some(started_ms);
                 self.injected.errors.push(format!("{} {}: {error:#}", fault.kind, fault.target));
+            }
+        }
+    }
+
+    /// Before a process fault on a cluster: every partition of the run's topics and
+    /// its leader, so that the fault's window can say when leadership moved off the
+    /// brokers it hit. `None` when that is not measured: not a process fault, a
+    /// broker that runs alone, or no metadata (logged).
+    fn leaders_before(&self, fault: &PlannedFault) -> Option<Vec<PartitionLeader>> {
+        if fault.kind.scope() != FaultScope::BrokerProcess || self.targets.topics.is_empty() {
+            return None;
+        }
+        let cluster = match (&self.targets.local, &self.targets.external) {
+            (Some(local), _) => local.lock().expect("cluster lock").is_quorum(),
+            (None, Some(external)) => external.nodes.len() > 1,
+            (None, None) => false,
+        };
+        let kafka = self.targets.kafka.as_ref().filter(|_| cluster)?;
+        match kafka.leader_reader().and_then(|reader| reader.leaders(&self.targets.topics, Duration::from_secs(5))) {
+            Ok(leaders) => Some(leaders),
+            Err(error) => {
+                tracing::warn!("leaders before {} {}: {error:#}", fault.kind, fault.target);
+                None
+            }
+        }
+    }
+
+    /// Starts a thread that polls the metadata every [`LEADER_POLL`] until every
+    /// partition that `brokers` led `before` has another leader (at most
+    /// [`LEADER_WATCH_MAX`], or until the injector stops); its finding goes into
+    /// window `index` when the injector finishes.
+    fn watch_leaders(&mut self, index: usize, brokers: &[String], before: Vec<PartitionLeader>, started: Instant) {
+        let node_ids: Vec<i32> = brokers.iter().filter_map(|name| self.node_id(name)).collect();
+        let led: Vec<(String, i32)> =
+            before.into_iter().filter(|p| node_ids.contains(&p.leader)).map(|p| (p.topic, p.partition)).collect();
+        let Some(kafka) = self.targets.kafka.clone() else { return };
+        if led.is_empty() {
+            return;
+        }
+        let topics = self.targets.topics.clone();
+        let stop = self.stop.clone();
+        let spawned = std::thread::Builder::new().name("corelog-leader-watch".to_string()).spawn(move || {
+            let partitions = led.len() as u32;
+            let watched = || started.elapsed().as_millis() as i64;
+            let reader = match kafka.leader_reader() {
+                Ok(reader) => reader,
+                Err(_) => return LeaderChange { partitions, moved_ms: None, watched_ms: 0 },
+            };
+            let mut tick = 0;
+            while started.elapsed() < LEADER_WATCH_MAX && !stop.load(Ordering::Relaxed) {
+                if let Ok(now) = reader.leaders(&topics, LEADER_POLL * 10) {
+                    let moved = led.iter().all(|(topic, partition)| {
+                        now.iter().any(|p| {
+                            &p.topic == topic
+                                && p.partition == *partition
+                                && p.leader >= 0
+                                && !node_ids.contains(&p.leader)
+                        })
+                    });
+                    if moved {
+                        let elapsed = watched();
+                        return LeaderChange { partitions, moved_ms: Some(elapsed), watched_ms: elapsed };
+                    }
+                }
+                tick += 1;
+                std::thread::sleep((started + LEADER_POLL * tick).saturating_duration_since(Instant::now()));
+            }
+            LeaderChange { partitions, moved_ms: None, watched_ms: watched() }
+        });
+        match spawned {
+            Ok(thread) => self.leader_watches.push((index, thread)),
+            Err(error) => tracing::warn!("starting a leader watch: {error}"),
+        }
+    }
+
+    /// The node id of a broker, by its name.
+    fn node_id(&self, name: &str) -> Option<i32> {
+        match (&self.targets.local, &self.targets.external) {
+            (Some(cluster), _) => {
+                let cluster = cluster.lock().expect("cluster lock");
+                cluster.broker(name).and_then(|broker| i32::try_from(broker.node_id).ok())
+            }
+            (None, Some(external)) => external.nodes.iter().find(|node| node.name == name).map(|node| node.node_id),
+            (None, None) => None,
+        }
+    }
+
+    /// Waits for the leader watches (each ends within [`LEADER_WATCH_MAX`], or at
+    /// once since the injector stopped) and puts what they saw into their windows.
+    fn finish_leader_watches(&mut self) {
+        for (index, thread) in std::mem::take(&mut self.leader_watches) {
+            match thread.join() {
+                Ok(change) => self.injected.windows[index].leader_change = Some(change),
+                Err(_) => tracing::error!("a leader watch panicked"),
             }
         }
     }
@@ -544,6 +658,11 @@ fn parameters_json(parameters: &FaultParameters) -> serde_json::Value {
     }
     serde_json::Value::Object(map)
 }
+
+/// How often a leader watch reads the metadata after a process fault.
+const LEADER_POLL: Duration = Duration::from_millis(100);
+/// How long a leader watch waits for leadership to move off a fault's brokers.
+const LEADER_WATCH_MAX: Duration = Duration::from_secs(30);
 
 /// How long a restarted cluster broker may take to be unfenced again.
 const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);

@@ -231,6 +231,7 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
             start_ms: 20_000,
             end_ms: Some(30_000),
             parameters: serde_json::json!({"signal": "SIGKILL", "restartAfterMs": 10000}),
+            leader_change: None,
         },
         FaultWindow {
             kind: "latency".into(),
@@ -238,6 +239,7 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
             start_ms: 40_000,
             end_ms: Some(45_000),
             parameters: serde_json::json!({"delayMs": 200, "jitterMs": 50}),
+            leader_change: None,
         },
         FaultWindow {
             kind: "reset".into(),
@@ -245,6 +247,7 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
             start_ms: 50_000,
             end_ms: Some(50_000),
             parameters: serde_json::Value::Null,
+            leader_change: None,
         },
     ];
     let (counts, verdict) = match guarantee {
