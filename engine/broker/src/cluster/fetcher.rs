@@ -269,7 +269,7 @@ impl Fetcher {
                 continue;
             };
             match followed.state.next(&local) {
-                Action::AskEpochEnd { epoch, .. } => asks.push((partition.clone(), epoch)),
+                Action::AskEpochEnd { epoch, leader_epoch } => asks.push((partition.clone(), epoch, leader_epoch)),
                 Action::Fetch { offset, leader_epoch } => fetches.push((partition.clone(), offset, leader_epoch)),
                 // `next` asks or fetches; truncations and restarts come from answers.
                 Action::Truncate { .. } | Action::StartAt { .. } => {}
@@ -321,15 +321,20 @@ impl Fetcher {
         self.connection.as_mut().expect("connected before asking")
     }
 
-    fn ask_epoch_ends(&mut self, asks: &[(TopicPartition, i32)]) -> Result<Answers<EpochEnd>, super::peer::PeerError> {
+    /// Asks the leader where each `(partition, epoch)` ends, naming the leader epoch
+    /// this follower follows in: a node that does not lead in that epoch (one that
+    /// has not applied its election yet, or was deposed) answers an error instead
+    /// of an end from a log that may not be the leader's.
+    fn ask_epoch_ends(
+        &mut self,
+        asks: &[(TopicPartition, i32, i32)],
+    ) -> Result<Answers<EpochEnd>, super::peer::PeerError> {
         let mut topics: BTreeMap<&TopicName, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
-        for (partition, epoch) in asks {
-            // The current epoch is not checked (-1): the leader's own leadership is
-            // what the fetch that follows checks.
+        for (partition, epoch, leader_epoch) in asks {
             topics.entry(&partition.topic).or_default().push(
                 OffsetForLeaderPartition::default()
                     .with_partition(partition.partition.0)
-                    .with_current_leader_epoch(-1)
+                    .with_current_leader_epoch(*leader_epoch)
                     .with_leader_epoch(*epoch),
             );
         }
