@@ -82,7 +82,7 @@ pub struct Transport<Req, Rep> {
     node_id: NodeId,
     peers: BTreeMap<NodeId, flume::Sender<Vec<u8>>>,
     /// Replies to requests that arrived on a peer's connection, written back on it.
-    reply_links: Arc<std::sync::Mutex<BTreeMap<NodeId, flume::Sender<Vec<u8>>>>>,
+    reply_links: Arc<ReplyLinks>,
     stopped: Arc<AtomicBool>,
     local: SocketAddr,
     _types: std::marker::PhantomData<fn(Req, Rep)>,
@@ -104,15 +104,17 @@ where
         let listener = TcpListener::bind(listen)?;
         let local = listener.local_addr()?;
         let stopped = Arc::new(AtomicBool::new(false));
-        let reply_links: Arc<std::sync::Mutex<BTreeMap<NodeId, flume::Sender<Vec<u8>>>>> = Arc::default();
-        let voter_ids: Vec<NodeId> = voters.iter().map(|(id, _)| *id).collect();
-        {
-            let (hello, incoming, stopped, reply_links) =
-                (hello.clone(), incoming.clone(), stopped.clone(), reply_links.clone());
-            std::thread::Builder::new()
-                .name(format!("corelog-quorum-listen-{}", hello.node_id))
-                .spawn(move || accept_loop(listener, hello, voter_ids, incoming, stopped, reply_links))?;
-        }
+        let reply_links: Arc<ReplyLinks> = Arc::default();
+        let accepting = Accepting {
+            hello: hello.clone(),
+            voters: voters.iter().map(|(id, _)| *id).collect(),
+            incoming: incoming.clone(),
+            stopped: stopped.clone(),
+            reply_links: reply_links.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("corelog-quorum-listen-{}", hello.node_id))
+            .spawn(move || accept_loop(listener, accepting))?;
         let mut peers = BTreeMap::new();
         for (peer, address) in voters.iter().filter(|(id, _)| *id != hello.node_id) {
             let (send, queue) = flume::bounded(QUEUE_FRAMES_MAX);
@@ -234,27 +236,46 @@ where
     }
 }
 
-fn accept_loop<Req, Rep>(
-    listener: TcpListener,
+/// Replies to requests that arrived on a peer's connection, by peer, written back
+/// on that connection by its reply thread.
+type ReplyLinks = std::sync::Mutex<BTreeMap<NodeId, flume::Sender<Vec<u8>>>>;
+
+/// What every connection the listener accepts is served with.
+struct Accepting<Req, Rep> {
     hello: Hello,
     voters: Vec<NodeId>,
     incoming: flume::Sender<Incoming<Req, Rep>>,
     stopped: Arc<AtomicBool>,
-    reply_links: Arc<std::sync::Mutex<BTreeMap<NodeId, flume::Sender<Vec<u8>>>>>,
-) where
+    reply_links: Arc<ReplyLinks>,
+}
+
+// By hand: a derive would ask `Req` and `Rep` to be `Clone`.
+impl<Req, Rep> Clone for Accepting<Req, Rep> {
+    fn clone(&self) -> Self {
+        Accepting {
+            hello: self.hello.clone(),
+            voters: self.voters.clone(),
+            incoming: self.incoming.clone(),
+            stopped: self.stopped.clone(),
+            reply_links: self.reply_links.clone(),
+        }
+    }
+}
+
+fn accept_loop<Req, Rep>(listener: TcpListener, accepting: Accepting<Req, Rep>)
+where
     Req: serde::de::DeserializeOwned + Send + 'static,
     Rep: serde::de::DeserializeOwned + Send + 'static,
 {
     for stream in listener.incoming() {
-        if stopped.load(Ordering::Acquire) {
+        if accepting.stopped.load(Ordering::Acquire) {
             return;
         }
         let Ok(stream) = stream else { continue };
-        let (hello, voters, incoming, stopped, reply_links) =
-            (hello.clone(), voters.clone(), incoming.clone(), stopped.clone(), reply_links.clone());
+        let accepting = accepting.clone();
         let spawned = std::thread::Builder::new().name("corelog-quorum-from".to_string()).spawn(move || {
-            if let Err(error) = serve_peer(stream, &hello, &voters, &incoming, &stopped, &reply_links) {
-                tracing::debug!("node {}: a quorum connection ended: {error}", hello.node_id);
+            if let Err(error) = serve_peer(stream, &accepting) {
+                tracing::debug!("node {}: a quorum connection ended: {error}", accepting.hello.node_id);
             }
         });
         if let Err(error) = spawned {
@@ -264,14 +285,7 @@ fn accept_loop<Req, Rep>(
 }
 
 /// Serves one peer's connection: its hello, then its frames until it closes.
-fn serve_peer<Req, Rep>(
-    stream: TcpStream,
-    hello: &Hello,
-    voters: &[NodeId],
-    incoming: &flume::Sender<Incoming<Req, Rep>>,
-    stopped: &AtomicBool,
-    reply_links: &std::sync::Mutex<BTreeMap<NodeId, flume::Sender<Vec<u8>>>>,
-) -> std::io::Result<()>
+fn serve_peer<Req, Rep>(stream: TcpStream, accepting: &Accepting<Req, Rep>) -> std::io::Result<()>
 where
     Req: serde::de::DeserializeOwned + Send + 'static,
     Rep: serde::de::DeserializeOwned + Send + 'static,
@@ -279,7 +293,7 @@ where
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(READ_WAKE))?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let result = serve_frames(&stream, hello, voters, incoming, stopped, reply_links);
+    let result = serve_frames(&stream, accepting);
     // Whatever ended it, the peer must see the connection close (the reply thread
     // holds a clone of the socket).
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -302,18 +316,12 @@ fn wait_for_data(reader: &mut BufReader<TcpStream>, stopped: &AtomicBool) -> std
     }
 }
 
-fn serve_frames<Req, Rep>(
-    stream: &TcpStream,
-    hello: &Hello,
-    voters: &[NodeId],
-    incoming: &flume::Sender<Incoming<Req, Rep>>,
-    stopped: &AtomicBool,
-    reply_links: &std::sync::Mutex<BTreeMap<NodeId, flume::Sender<Vec<u8>>>>,
-) -> std::io::Result<()>
+fn serve_frames<Req, Rep>(stream: &TcpStream, accepting: &Accepting<Req, Rep>) -> std::io::Result<()>
 where
     Req: serde::de::DeserializeOwned + Send + 'static,
     Rep: serde::de::DeserializeOwned + Send + 'static,
 {
+    let Accepting { hello, voters, incoming, stopped, reply_links } = accepting;
     let mut reader = BufReader::new(stream.try_clone()?);
     if !wait_for_data(&mut reader, stopped)? {
         return Ok(());
