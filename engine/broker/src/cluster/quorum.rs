@@ -575,12 +575,10 @@ impl NodeState {
     }
 
     fn propose(&mut self, requester: Requester, reply: AfterApply, records: Vec<MetadataRecord>) {
-        for record in &records {
-            if let Err(error) = self.node.propose(Vec::new(), record.encode()) {
-                tracing::warn!("node {}: proposal dropped: {error}", self.config.node_id);
-                let leader = node_of(self.node.raft.leader_id);
-                return answer(&self.transport, requester, ControllerReply::NotController { leader });
-            }
+        if let Err(error) = self.node.propose(Vec::new(), MetadataRecord::encode_entry(&records)) {
+            tracing::warn!("node {}: proposal dropped: {error}", self.config.node_id);
+            let leader = node_of(self.node.raft.leader_id);
+            return answer(&self.transport, requester, ControllerReply::NotController { leader });
         }
         let last_index = self.node.raft.raft_log.last_index();
         self.pending = Some(Pending { requester, reply, last_index });
@@ -647,23 +645,25 @@ impl NodeState {
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 continue;
             }
-            let record = match MetadataRecord::decode(&entry.data) {
-                Ok(record) => record,
+            let records = match MetadataRecord::decode_entry(&entry.data) {
+                Ok(records) => records,
                 Err(error) => {
                     tracing::error!("node {}: skipping entry {}: {error}", self.config.node_id, entry.index);
                     continue;
                 }
             };
-            if let MetadataRecord::Cluster { cluster_id } = &record {
-                if *cluster_id != self.config.cluster_id {
-                    return Err(EngineError::DataDirectory(format!(
-                        "the metadata log belongs to cluster {cluster_id}, this node to {}",
-                        self.config.cluster_id
-                    )));
+            for record in &records {
+                if let MetadataRecord::Cluster { cluster_id } = record {
+                    if *cluster_id != self.config.cluster_id {
+                        return Err(EngineError::DataDirectory(format!(
+                            "the metadata log belongs to cluster {cluster_id}, this node to {}",
+                            self.config.cluster_id
+                        )));
+                    }
                 }
-            }
-            if let Err(error) = self.image.apply(entry.index, &record) {
-                tracing::error!("node {}: entry {} does not apply: {error}", self.config.node_id, entry.index);
+                if let Err(error) = self.image.apply(entry.index, record) {
+                    tracing::error!("node {}: entry {} does not apply: {error}", self.config.node_id, entry.index);
+                }
             }
         }
         self.publish_image();

@@ -84,6 +84,23 @@ impl MetadataRecord {
     pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("metadata record {:?}: {e}", String::from_utf8_lossy(bytes)))
     }
+
+    /// One Raft entry holding all the records of one controller decision (a JSON
+    /// array), applied together: no image ever shows half a decision (a topic with
+    /// some of its partitions), as a KRaft record batch is atomic.
+    pub fn encode_entry(records: &[MetadataRecord]) -> Vec<u8> {
+        serde_json::to_vec(records).unwrap_or_default()
+    }
+
+    /// The records of one Raft entry: an array ([`MetadataRecord::encode_entry`]),
+    /// or the single record an entry held before decisions were batched.
+    pub fn decode_entry(bytes: &[u8]) -> Result<Vec<MetadataRecord>, String> {
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => serde_json::from_slice(bytes)
+                .map_err(|e| format!("metadata entry {:?}: {e}", String::from_utf8_lossy(bytes))),
+            _ => MetadataRecord::decode(bytes).map(|record| vec![record]),
+        }
+    }
 }
 
 /// Topic ids as Kafka prints them (hyphenated UUID text).
@@ -145,5 +162,17 @@ mod tests {
             MetadataRecord::decode(br#"{"type":"delete_topic","topic_id":"not-an-id"}"#).expect_err("bad topic id");
         assert!(error.contains("not-an-id"), "{error}");
         assert!(MetadataRecord::decode(b"{\"type\":\"cluster\"").is_err());
+    }
+
+    #[test]
+    fn an_entry_holds_a_decisions_records_and_older_single_record_entries_still_decode() {
+        let records = every_kind();
+        let entry = MetadataRecord::encode_entry(&records);
+        assert_eq!(MetadataRecord::decode_entry(&entry).expect("decodes"), records);
+        let single = records[0].encode();
+        assert_eq!(MetadataRecord::decode_entry(&single).expect("decodes"), vec![records[0].clone()]);
+        assert_eq!(MetadataRecord::decode_entry(b"[]").expect("decodes"), Vec::new());
+        let error = MetadataRecord::decode_entry(br#"[{"type":"warp_drive"}]"#).expect_err("unknown type");
+        assert!(error.contains("warp_drive"), "{error}");
     }
 }
