@@ -3,14 +3,9 @@
 //! and verdicts in result.json, the fault windows, and the report.
 //!
 //! The leader crashes of a three-broker cluster (`workloads/chaos/leader-crash-rf3.yaml`,
-//! `acks1-leader-crash.yaml`) run only with `CORELOG_REPLICATION=1` and otherwise
-//! print NOT RUN. Replication holds (no acknowledged message lost in any run so
-//! far), but consumer groups are not replicated yet: every group is coordinated by
-//! the lowest-id live broker with its own offsets, so when the crashed leader is
-//! that broker the consumers start over, re-read and may not drain in the run's
-//! time, and the verdict turns UNKNOWN (acks=all) or FAIL on duplicates (acks=1,
-//! at-most-once). The variable goes once `__consumer_offsets` is replicated and the
-//! coordinator moves with its partition's leader.
+//! `acks1-leader-crash.yaml`) crash whichever broker leads the partition, which may
+//! also coordinate the consumers' group: the group's committed offsets are in the
+//! replicated `__consumer_offsets`, so the consumers resume where they committed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -145,17 +140,6 @@ fn a_consumer_killed_after_committing_shows_the_loss_at_most_once_allows() {
     assert_eq!(windows[0]["target"], "consumer-0");
 }
 
-/// Whether the replication tests run (see the module's documentation); says so when not.
-fn replication_tests(name: &str) -> bool {
-    let run = std::env::var("CORELOG_REPLICATION").as_deref() == Ok("1");
-    if !run {
-        eprintln!(
-            "NOT RUN: {name} needs replicated consumer groups (see this file's doc); CORELOG_REPLICATION=1 runs it"
-        );
-    }
-    run
-}
-
 /// Three crash windows of `leader:0/0` in a three-broker cluster, each on a broker.
 fn assert_three_leader_crashes(result: &serde_json::Value) {
     let windows = result["faultWindows"].as_array().expect("faultWindows");
@@ -174,9 +158,6 @@ fn assert_three_leader_crashes(result: &serde_json::Value) {
 
 #[test]
 fn crashing_the_leader_of_a_replicated_partition_loses_nothing_acknowledged_with_acks_all() {
-    if !replication_tests("leader-crash-rf3") {
-        return;
-    }
     let workload = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/chaos/leader-crash-rf3.yaml");
     let (result, stderr) = run(&workload, &out_dir("leader-crash-rf3"));
     let checker = &result["checker"];
@@ -191,9 +172,6 @@ fn crashing_the_leader_of_a_replicated_partition_loses_nothing_acknowledged_with
 
 #[test]
 fn crashing_the_leader_under_acks_1_may_lose_what_at_most_once_allows_and_duplicates_nothing() {
-    if !replication_tests("acks1-leader-crash") {
-        return;
-    }
     let workload = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/chaos/acks1-leader-crash.yaml");
     let (result, stderr) = run(&workload, &out_dir("acks1-leader-crash"));
     let checker = &result["checker"];

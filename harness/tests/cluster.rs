@@ -3,7 +3,9 @@
 //! (three brokers, a controller, each partition's replicas, ISR, leader and leader
 //! epoch); topics are created (replication factor 3; 4 is refused) and deleted
 //! through the active controller from any node; a Produce to a follower is
-//! NOT_LEADER_OR_FOLLOWER; groups meet at one coordinator; SIGKILLing a partition's
+//! NOT_LEADER_OR_FOLLOWER; a group's coordinator is the leader of its partition of
+//! the replicated `__consumer_offsets`, and committed offsets outlive a SIGKILLed
+//! coordinator; SIGKILLing a partition's
 //! leader moves its leadership to another replica at a higher leader epoch and takes
 //! the dead broker out of the brokers and every ISR; DescribeQuorum and ElectLeaders
 //! answer; a node whose id is not a voter, and a node on another cluster's data
@@ -118,12 +120,44 @@ fn elect(node: &BrokerProcess, election_type: i8, topic: &str, partition: i32) -
     response.replica_election_results[0].partition_result[0].error_code
 }
 
-/// The coordinator FindCoordinator v3 names for a group, from `node`.
-fn group_coordinator(node: &BrokerProcess, group: &str) -> i32 {
+/// The coordinator FindCoordinator v3 names for a group, from `node`, or its error
+/// code and message.
+fn find_coordinator(node: &BrokerProcess, group: &str) -> Result<i32, (i16, String)> {
     let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string())).with_key_type(0);
     let response = RawConnection::open(node).request(&request, 3);
-    assert_eq!(response.error_code, 0, "FindCoordinator error: {:?}", response.error_message);
-    response.node_id.0
+    match response.error_code {
+        0 => Ok(response.node_id.0),
+        code => Err((code, response.error_message.map(|m| m.to_string()).unwrap_or_default())),
+    }
+}
+
+/// Waits until `node` names a coordinator for `group` other than `not`.
+fn wait_for_coordinator(node: &BrokerProcess, group: &str, not: Option<i32>) -> i32 {
+    let mut last = Err((0, String::new()));
+    let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        last = find_coordinator(node, group);
+        match last {
+            Ok(id) if Some(id) != not => return id,
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    panic!("no coordinator (other than {not:?}) for group {group} after {SETTLE_TIMEOUT:?}; last answer {last:?}");
+}
+
+/// OffsetFetch v7 of every partition `group` committed, from `node`: the top-level
+/// error code and each (topic, partition, offset).
+fn offset_fetch(node: &BrokerProcess, group: &str) -> (i16, Vec<(String, i32, i64)>) {
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(None);
+    let response = RawConnection::open(node).request(&fetch, 7);
+    let offsets = response
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index, p.committed_offset)))
+        .collect();
+    (response.error_code, offsets)
 }
 
 #[test]
@@ -176,16 +210,24 @@ fn a_three_node_cluster_answers_as_one_and_moves_leadership_off_a_killed_broker(
         produce(&cluster.nodes[leader as usize], TOPIC, 0) == 0
     });
 
-    // Groups meet at one coordinator, the lowest live id; the others refuse group requests.
+    // The first group lookup has the controller create __consumer_offsets, replicated
+    // on all three; every node then names the same coordinator for a group (the
+    // leader of its offsets partition), and the others refuse its group requests.
+    let coordinator = wait_for_coordinator(&cluster.nodes[1], "g", None);
     for node in &cluster.nodes {
-        assert_eq!(group_coordinator(node, "g"), 0, "every node names broker 0");
+        wait_until("every node to name the same coordinator", SETTLE_TIMEOUT, || {
+            find_coordinator(node, "g") == Ok(coordinator)
+        });
     }
-    let fetch =
-        OffsetFetchRequest::default().with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_static_str("g")));
-    let response = RawConnection::open(&cluster.nodes[1]).request(&fetch, 7);
-    assert_eq!(response.error_code, NOT_COORDINATOR, "OffsetFetch on broker 1");
-    let response = RawConnection::open(&cluster.nodes[0]).request(&fetch, 7);
-    assert_eq!(response.error_code, 0, "OffsetFetch on broker 0");
+    let offsets_topic =
+        partitions_of(&metadata(&cluster.nodes[0], Some(&["__consumer_offsets"])), "__consumer_offsets");
+    assert_eq!(offsets_topic.len(), 8, "offsets.topic.num.partitions");
+    assert!(offsets_topic.iter().all(|p| p.replica_nodes.len() == 3), "{offsets_topic:?}");
+    let other = (0..3).find(|id| *id != coordinator).expect("another broker") as usize;
+    assert_eq!(offset_fetch(&cluster.nodes[other], "g").0, NOT_COORDINATOR, "OffsetFetch on broker {other}");
+    wait_until("the coordinator to serve OffsetFetch", SETTLE_TIMEOUT, || {
+        offset_fetch(&cluster.nodes[coordinator as usize], "g").0 == 0
+    });
 
     // DescribeQuorum: a leader, its term, the commit index, three voters.
     let describe = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
@@ -274,5 +316,94 @@ fn a_three_node_cluster_answers_as_one_and_moves_leadership_off_a_killed_broker(
         if id as i32 != leader {
             node.stop();
         }
+    }
+}
+
+#[test]
+fn committed_offsets_outlive_a_killed_group_coordinator() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::FutureProducer;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let _watchdog = Watchdog::new("cluster-groups", TEST_BOUND);
+    let mut cluster = ClusterProcesses::start("cluster-groups", 3, CONFIG_YAML);
+    for node in &cluster.nodes {
+        wait_until("three live brokers in Metadata", SETTLE_TIMEOUT, || {
+            broker_ids(&metadata(node, Some(&[]))) == [0, 1, 2]
+        });
+    }
+    let bootstrap = cluster.nodes.iter().map(BrokerProcess::bootstrap).collect::<Vec<_>>().join(",");
+    let admin = admin_client(&cluster.nodes[0]);
+    let orders = NewTopic::new("orders", 1, TopicReplication::Fixed(3));
+    let results = block_on(admin.create_topics([&orders], &admin_options())).expect("CreateTopics");
+    assert_eq!(results, vec![Ok("orders".to_string())]);
+    let producer: FutureProducer = client_config(&cluster.nodes[0])
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let messages: Vec<Outgoing> = (0..100).map(|i| (None, format!("order-{i}").into_bytes())).collect();
+    let outcomes = common::produce(&producer, "orders", Some(0), &messages, Duration::from_secs(30));
+    expect_all_acknowledged("orders", &outcomes);
+
+    let base_config = client_config(&cluster.nodes[0]);
+    let consumer_of = |bootstrap: &str| -> BaseConsumer {
+        base_config
+            .clone()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "g")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer")
+    };
+    // A member of g reads 40 records and commits offset 40.
+    let consumer = consumer_of(&bootstrap);
+    consumer.subscribe(&["orders"]).expect("subscribe");
+    let mut read = 0;
+    wait_until("the first member to read 40 records", SETTLE_TIMEOUT, || {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("a record");
+            assert_eq!(message.offset(), read, "records in order");
+            read += 1;
+        }
+        read == 40
+    });
+    let mut commit = TopicPartitionList::new();
+    commit.add_partition_offset("orders", 0, Offset::Offset(40)).expect("offset");
+    consumer.commit(&commit, CommitMode::Sync).expect("commit");
+    drop(consumer);
+
+    // SIGKILL g's coordinator: the new leader of its offsets partition takes over
+    // with the committed offset, which every in-sync replica had before the commit
+    // was acknowledged.
+    let coordinator = wait_for_coordinator(&cluster.nodes[0], "g", None);
+    cluster.nodes[coordinator as usize].kill();
+    let survivors: Vec<usize> = (0..3).filter(|id| *id != coordinator as usize).collect();
+    let successor = wait_for_coordinator(&cluster.nodes[survivors[0]], "g", Some(coordinator));
+    assert!(survivors.contains(&(successor as usize)), "{successor} coordinates g");
+    let mut last = None;
+    let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+    while last != Some((0, vec![("orders".to_string(), 0, 40)])) {
+        assert!(std::time::Instant::now() < deadline, "OffsetFetch from the new coordinator: {last:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        last = Some(offset_fetch(&cluster.nodes[successor as usize], "g"));
+    }
+
+    // A new member of g resumes at the committed offset.
+    let survivors_bootstrap = survivors.iter().map(|id| cluster.nodes[*id].bootstrap()).collect::<Vec<_>>().join(",");
+    let consumer = consumer_of(&survivors_bootstrap);
+    consumer.subscribe(&["orders"]).expect("subscribe");
+    let mut first = None;
+    wait_until("the second member to read a record", SETTLE_TIMEOUT, || {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            first = Some(message.expect("a record").offset());
+        }
+        first.is_some()
+    });
+    assert_eq!(first, Some(40), "the new member starts at the committed offset");
+    drop(consumer);
+    for id in survivors {
+        cluster.nodes[id].stop();
     }
 }

@@ -207,7 +207,7 @@ impl Broker {
         let (stop, stop_seen) = flume::bounded::<()>(1);
         let (stopped_tx, stopped) = flume::unbounded::<()>();
         let bind_error: Arc<Mutex<Option<String>>> = Arc::default();
-        let coordinators = group::Coordinators::new(config.groups.clone());
+        let coordinators = group::Coordinators::new(config.groups.clone(), membership.quorum.is_some());
         let service = ListenerService {
             state: state.clone(),
             coordinators: coordinators.clone(),
@@ -233,7 +233,7 @@ impl Broker {
         if let Err(error) = futures_lite::future::block_on(coordinators.load(&engine.handle())) {
             return Err(abandon_start(engine, stop, error));
         }
-        let cluster = match membership.join(&state, &engine) {
+        let cluster = match membership.join(&state, &engine, coordinators) {
             Ok(cluster) => cluster,
             Err(error) => return Err(abandon_start(engine, stop, error)),
         };
@@ -319,15 +319,29 @@ impl ClusterMembership {
 
     /// Once the listeners are up: registers with the address clients reach this
     /// broker at, and starts applying the metadata to the engine.
-    fn join(self, state: &BrokerState, engine: &Engine) -> Result<Option<cluster::runtime::ClusterRuntime>> {
+    fn join(
+        self,
+        state: &BrokerState,
+        engine: &Engine,
+        coordinators: group::Coordinators,
+    ) -> Result<Option<cluster::runtime::ClusterRuntime>> {
         let (Some(quorum), Some(cluster), Some(replicas)) = (self.quorum, self.cluster, self.replicas) else {
             return Ok(None);
         };
         let (host, port) = state.advertised();
         let endpoint = cluster::membership::Endpoint { node_id: state.config.node_id, host, port };
         let topic_defaults = state.config.topic_defaults.clone();
-        cluster::runtime::ClusterRuntime::start(quorum, &cluster, endpoint, engine.handle(), topic_defaults, replicas)
-            .map(Some)
+        let engine = engine.handle();
+        cluster::runtime::ClusterRuntime::start(
+            quorum,
+            &cluster,
+            endpoint,
+            engine,
+            topic_defaults,
+            replicas,
+            coordinators,
+        )
+        .map(Some)
     }
 }
 
@@ -367,14 +381,15 @@ impl ListenerService {
                 state.listen_port.store(local.port(), Ordering::Release);
                 tracing::info!("shard {shard}: listening on {local} (Kafka protocol)");
             }
-            let groups = self.coordinators.start_on_shard(shard, engine.clone(), self.stop_seen.clone());
+            let groups =
+                self.coordinators.start_on_shard(shard, engine.clone(), self.replicas.clone(), self.stop_seen.clone());
             let node_id = state.config.node_id;
             let cluster = self.quorum.clone().map(|quorum| cluster::view::ClusterView::follow(node_id, quorum));
-            // A cluster's groups are all coordinated by one broker (the FindCoordinator handler).
+            // A cluster's groups map to the partitions of the cluster's offsets topic.
             let groups = match &cluster {
                 Some(view) => {
                     let view = view.clone();
-                    groups.coordinating_while(Rc::new(move || view.is_group_coordinator()))
+                    groups.in_cluster(Rc::new(move || view.offsets_partitions()))
                 }
                 None => groups,
             };

@@ -69,7 +69,8 @@ fn replay_after_snapshots_and_delete_records_yields_the_same_state() {
     block_on(handle.create_topic(TopicName::new(OFFSETS_TOPIC).expect("valid"), 1, topic_config)).expect("create");
     let partition = offsets_partition();
 
-    let mut log = block_on(OffsetsLog::load(handle.clone(), partition.clone(), SNAPSHOT_INTERVAL_BYTES)).expect("load");
+    let mut log =
+        block_on(OffsetsLog::load(handle.clone(), partition.clone(), SNAPSHOT_INTERVAL_BYTES, None)).expect("load");
     assert_eq!(*log.store().borrow(), OffsetsStore::default());
     let mut model = OffsetsStore::default();
     let mut snapshots = 0;
@@ -100,22 +101,23 @@ fn replay_after_snapshots_and_delete_records_yields_the_same_state() {
     let stats = block_on(handle.stats(&partition)).expect("stats");
     assert!(stats.log_start_offset > Offset(0), "compaction moved the log start: {stats:?}");
     assert!(stats.size_bytes < 6 * SNAPSHOT_INTERVAL_BYTES, "the log stays bounded: {stats:?}");
-    let (replayed, _) = block_on(replay(&handle, &partition)).expect("replay");
+    let (replayed, _) = block_on(replay(&handle, &partition, false)).expect("replay");
     assert_eq!(replayed, model, "replay from the compacted log start");
 
     // A snapshot appended without its delete_records (a crash between the two).
     let snapshot = model.snapshot();
     block_on(handle.append(&partition, encode_batches(&snapshot, TimestampMs(1)), LeaderEpoch(0))).expect("append");
-    let (replayed, _) = block_on(replay(&handle, &partition)).expect("replay");
+    let (replayed, _) = block_on(replay(&handle, &partition, false)).expect("replay");
     assert_eq!(replayed, model, "old records before a snapshot replay to the same state");
 
     drop(log);
     engine.shutdown().expect("clean shutdown");
     let engine = start(dir.path());
     let handle = engine.handle();
-    let (replayed, _) = block_on(replay(&handle, &partition)).expect("replay after restart");
+    let (replayed, _) = block_on(replay(&handle, &partition, false)).expect("replay after restart");
     assert_eq!(replayed, model, "replay after a restart");
-    let log = block_on(OffsetsLog::load(handle.clone(), partition.clone(), SNAPSHOT_INTERVAL_BYTES)).expect("load");
+    let log =
+        block_on(OffsetsLog::load(handle.clone(), partition.clone(), SNAPSHOT_INTERVAL_BYTES, None)).expect("load");
     assert_eq!(*log.store().borrow(), model);
     engine.shutdown().expect("shutdown");
 }
@@ -129,7 +131,7 @@ fn an_empty_partition_compacts_to_nothing() {
     topic_config.segment_bytes = 4 << 10;
     block_on(handle.create_topic(TopicName::new(OFFSETS_TOPIC).expect("valid"), 1, topic_config)).expect("create");
     let partition = offsets_partition();
-    let mut log = block_on(OffsetsLog::load(handle.clone(), partition.clone(), 4 << 10)).expect("load");
+    let mut log = block_on(OffsetsLog::load(handle.clone(), partition.clone(), 4 << 10, None)).expect("load");
     // Commit and delete the same group over and over: nothing stays live.
     for round in 0..200 {
         block_on(log.append(&[commit("flapping", "orders", 0, round)], TimestampMs(round))).expect("commit");
@@ -140,7 +142,7 @@ fn an_empty_partition_compacts_to_nothing() {
     let stats = block_on(handle.stats(&partition)).expect("stats");
     assert!(stats.log_start_offset > Offset(300), "{stats:?}");
     assert!(stats.size_bytes < 16 << 10, "{stats:?}");
-    let (replayed, _) = block_on(replay(&handle, &partition)).expect("replay");
+    let (replayed, _) = block_on(replay(&handle, &partition, false)).expect("replay");
     assert_eq!(replayed, OffsetsStore::default());
     drop(log);
     engine.shutdown().expect("shutdown");

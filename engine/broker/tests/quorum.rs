@@ -174,9 +174,19 @@ fn each_broker_holds_the_topics_the_metadata_places_on_it_with_the_controllers_t
         let engine = Engine::start(engine_config).expect("engine");
         let endpoint = Endpoint { node_id, host: "127.0.0.1".to_string(), port: 9000 };
         let replicas = Arc::new(ReplicaManager::new(node_id, quorum.clone(), cluster.replica_lag_time_max));
-        let runtime =
-            ClusterRuntime::start(quorum, &cluster, endpoint, engine.handle(), TopicConfig::default(), replicas)
-                .expect("runtime");
+        // No group coordinator runs on this bare engine: leaderships of offsets
+        // partitions are told to nobody.
+        let groups = corelog_broker::group::Coordinators::new(Default::default(), true);
+        let runtime = ClusterRuntime::start(
+            quorum,
+            &cluster,
+            endpoint,
+            engine.handle(),
+            TopicConfig::default(),
+            replicas,
+            groups,
+        )
+        .expect("runtime");
         nodes.push((runtime, engine));
     }
     wait_for("three live brokers", Duration::from_secs(20), || {

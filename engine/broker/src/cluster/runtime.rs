@@ -18,6 +18,12 @@
 //! leaderships that end are resigned and the fetchers stop fetching what they no
 //! longer follow (and confirm it) before any new leadership starts. The ISR thread
 //! ([`ReplicaManager::run_isr_loop`]) runs beside the reconciler.
+//!
+//! The offsets topic (`__consumer_offsets`) is reconciled like any topic; in
+//! addition, each leadership of one of its partitions that starts or ends is told
+//! to the group coordinators ([`Coordinators::offsets_leadership`]), which load the
+//! partition's groups from the replicated log or unload them: a group's coordinator
+//! is its offsets partition's leader, as in Kafka.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,6 +39,7 @@ use super::quorum::{Quorum, QuorumConfig};
 use super::records::NodeId;
 use super::replica_manager::ReplicaManager;
 use super::replicas::{plan, role, LocalChange, LocalTopic, Role};
+use crate::group::{Coordinators, OFFSETS_TOPIC};
 use corelog_engine::config::TopicConfig;
 use corelog_engine::error::{EngineError, Result};
 use corelog_engine::shard::EngineHandle;
@@ -86,6 +93,7 @@ impl ClusterRuntime {
         engine: EngineHandle,
         topic_defaults: TopicConfig,
         replicas: Arc<ReplicaManager>,
+        coordinators: Coordinators,
     ) -> Result<ClusterRuntime> {
         let node_id = endpoint.node_id;
         let membership = Membership::start(quorum.clone(), endpoint, cluster.heartbeat_interval)
@@ -102,7 +110,8 @@ impl ClusterRuntime {
         let reconciler = std::thread::Builder::new()
             .name(format!("corelog-reconcile-{node_id}"))
             .spawn(move || {
-                let mut roles = Roles::new(node_id, replicas, Fetchers::new(node_id, engine.clone()));
+                let fetchers = Fetchers::new(node_id, engine.clone());
+                let mut roles = Roles { node_id, replicas, fetchers, coordinators, applied: BTreeMap::new() };
                 reconcile_loop(node_id, &images, &stopped, &engine, &topic_defaults, &mut roles);
             })
             .map_err(|e| EngineError::ThreadPanicked { thread: format!("reconciler ({e})") })?;
@@ -205,40 +214,32 @@ struct Roles {
     node_id: NodeId,
     replicas: Arc<ReplicaManager>,
     fetchers: Fetchers,
+    /// Told when a leadership of an offsets partition starts or ends.
+    coordinators: Coordinators,
     applied: BTreeMap<TopicPartition, (Role, PartitionImage)>,
 }
 
 impl Roles {
-    fn new(node_id: NodeId, replicas: Arc<ReplicaManager>, fetchers: Fetchers) -> Roles {
-        Roles { node_id, replicas, fetchers, applied: BTreeMap::new() }
+    /// Tells the group coordinators when `partition` is one of the offsets topic's.
+    fn offsets_leadership(&self, partition: &TopicPartition, image: &MetadataImage, epoch: Option<LeaderEpoch>) {
+        if partition.topic.as_str() != OFFSETS_TOPIC {
+            return;
+        }
+        let partitions = image.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len() as i32);
+        self.coordinators.offsets_leadership(partition.partition, partitions.max(1), epoch);
     }
 
     /// Gives every local partition its role in `image` (see the module doc for the
     /// order). Returns false when some partition could not take it (tried again).
     fn apply(&mut self, image: &MetadataImage, engine: &EngineHandle, topic_defaults: &TopicConfig) -> bool {
         let node_id = self.node_id;
-        let mut complete = true;
-        // The partitions the image places here whose local topic is the image's.
-        let mut wanted: BTreeMap<TopicPartition, (Role, PartitionImage, usize)> = BTreeMap::new();
-        for (topic, index, state) in image.partitions() {
-            if !state.replicas.contains(&node_id) {
-                continue;
-            }
-            let Ok(name) = TopicName::new(topic.name.clone()) else { continue };
-            if engine.topic(&name).map(|t| t.id) != Some(topic.id) {
-                complete = false;
-                continue;
-            }
-            let min_insync = topic_config(topic_defaults, &topic.configs)
-                .map_or(1, |config| crate::config::topic::min_insync_replicas(&config) as usize);
-            let partition = TopicPartition::new(name, PartitionId(index));
-            wanted.insert(partition, (role(image, node_id, &topic.name, index), state.clone(), min_insync));
-        }
+        let (wanted, mut complete) = wanted_roles(node_id, image, engine, topic_defaults);
         // 1. Leaderships that end (or move to a new epoch) end first.
         for (partition, (role, _)) in &self.applied {
             let same = matches!((role, wanted.get(partition)), (Role::Leader { leader_epoch: old }, Some((Role::Leader { leader_epoch }, _, _))) if old == leader_epoch);
             if matches!(role, Role::Leader { .. }) && !same {
                 self.replicas.resign(partition);
+                self.offsets_leadership(partition, image, None);
             }
         }
         self.applied.retain(|partition, _| wanted.contains_key(partition));
@@ -284,6 +285,9 @@ impl Roles {
                         self.applied.remove(partition);
                         continue;
                     }
+                    if !same {
+                        self.offsets_leadership(partition, image, Some(LeaderEpoch(leader_epoch)));
+                    }
                     self.applied.insert(partition.clone(), (*role, state.clone()));
                 }
                 Role::Orphan | Role::None => {
@@ -322,6 +326,37 @@ impl Roles {
     }
 }
 
+/// Partitions with their role, state and `min.insync.replicas`.
+type Wanted = BTreeMap<TopicPartition, (Role, PartitionImage, usize)>;
+
+/// Each partition the image places on this node whose local topic is the image's,
+/// with its role, state and `min.insync.replicas`; and whether every such
+/// partition's topic exists here yet.
+fn wanted_roles(
+    node_id: NodeId,
+    image: &MetadataImage,
+    engine: &EngineHandle,
+    topic_defaults: &TopicConfig,
+) -> (Wanted, bool) {
+    let mut complete = true;
+    let mut wanted = BTreeMap::new();
+    for (topic, index, state) in image.partitions() {
+        if !state.replicas.contains(&node_id) {
+            continue;
+        }
+        let Ok(name) = TopicName::new(topic.name.clone()) else { continue };
+        if engine.topic(&name).map(|t| t.id) != Some(topic.id) {
+            complete = false;
+            continue;
+        }
+        let min_insync = topic_config(topic_defaults, &topic.configs)
+            .map_or(1, |config| crate::config::topic::min_insync_replicas(&config) as usize);
+        let partition = TopicPartition::new(name, PartitionId(index));
+        wanted.insert(partition, (role(image, node_id, &topic.name, index), state.clone(), min_insync));
+    }
+    (wanted, complete)
+}
+
 /// Applies one image to the engine.
 fn reconcile(
     node_id: NodeId,
@@ -330,10 +365,11 @@ fn reconcile(
     topic_defaults: &TopicConfig,
     applied: &mut BTreeMap<String, BTreeMap<String, String>>,
 ) -> Result<()> {
+    // The offsets topic too: a cluster's is the controller's, with its id (an older
+    // broker-local one is replaced).
     let local: Vec<LocalTopic> = engine
         .topics()
         .into_iter()
-        .filter(|t| !crate::is_internal(&t.name))
         .map(|t| LocalTopic {
             configs: applied.get(t.name.as_str()).cloned().unwrap_or_default(),
             name: t.name.to_string(),

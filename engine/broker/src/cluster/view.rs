@@ -70,17 +70,21 @@ impl ClusterView {
         self.quorum.status()
     }
 
-    /// The broker that coordinates every consumer group: the live broker with the
-    /// lowest id. Groups and their offsets are not replicated yet, so all members of
-    /// a group must meet at one broker; every broker computes the same one from the
-    /// same image. `None` while no broker is live.
-    pub fn group_coordinator(&self) -> Option<BrokerImage> {
-        self.image.borrow().live_brokers().next().cloned()
+    /// The partition count of the cluster's offsets topic, if it has one.
+    pub fn offsets_partitions(&self) -> Option<i32> {
+        self.image.borrow().topic(crate::group::OFFSETS_TOPIC).map(|t| t.partitions.len() as i32)
     }
 
-    /// Whether this broker is [`ClusterView::group_coordinator`].
-    pub fn is_group_coordinator(&self) -> bool {
-        self.image.borrow().live_brokers().next().is_some_and(|b| b.node_id == self.node_id)
+    /// The coordinator of a group whose offsets partition is `partition`: that
+    /// partition's leader, as a live broker of the image.
+    pub fn offsets_leader(&self, partition: i32) -> Option<BrokerImage> {
+        let image = self.image();
+        let state = image.partition(crate::group::OFFSETS_TOPIC, partition)?;
+        if !state.has_leader() {
+            return None;
+        }
+        let leader = image.live_brokers().find(|b| b.node_id == state.leader).cloned();
+        leader
     }
 
     /// Asks the active controller (through this node's quorum member), once.

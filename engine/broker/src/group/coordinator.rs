@@ -92,6 +92,11 @@ impl GroupCoordinator {
         }
     }
 
+    /// The offsets topic's partition count the groups are mapped with.
+    pub fn offsets_partitions(&self) -> i32 {
+        self.offsets_partitions
+    }
+
     pub fn offsets_partition(&self, group_id: &GroupId) -> PartitionId {
         offsets_partition_for(group_id, self.offsets_partitions)
     }
@@ -947,14 +952,39 @@ impl GroupCoordinator {
     pub fn shutdown(&mut self) {
         self.stopping = true;
         for group in self.groups.values_mut() {
-            for member in group.members.values_mut() {
-                if let Some(held) = member.awaiting_join.take() {
-                    answer(held, JoinResponse::error(member.member_id.clone(), GroupError::NotCoordinator));
-                }
-                if let Some(held) = member.awaiting_sync.take() {
-                    answer(held, SyncResponse::error(GroupError::NotCoordinator));
-                }
+            release_held(group);
+        }
+    }
+
+    /// Whether any group is loaded (in a cluster: any offsets partition led here).
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// This broker stopped leading offsets partition `partition`: its groups are
+    /// forgotten here (their held JoinGroup and SyncGroup requests answered
+    /// NOT_COORDINATOR, so clients look the new coordinator up), to be loaded by the
+    /// partition's next leader from the replicated log. Their timer entries go stale.
+    pub fn unload_partition(&mut self, partition: PartitionId) -> usize {
+        let leaving: Vec<GroupId> =
+            self.groups.keys().filter(|g| self.offsets_partition(g) == partition).cloned().collect();
+        for group_id in &leaving {
+            if let Some(mut group) = self.groups.remove(group_id) {
+                release_held(&mut group);
             }
+        }
+        leaving.len()
+    }
+}
+
+/// Answers the group's held JoinGroup and SyncGroup requests NOT_COORDINATOR.
+fn release_held(group: &mut Group) {
+    for member in group.members.values_mut() {
+        if let Some(held) = member.awaiting_join.take() {
+            answer(held, JoinResponse::error(member.member_id.clone(), GroupError::NotCoordinator));
+        }
+        if let Some(held) = member.awaiting_sync.take() {
+            answer(held, SyncResponse::error(GroupError::NotCoordinator));
         }
     }
 }

@@ -12,6 +12,13 @@
 //! task ([`runtime`]); handlers on any shard reach it through a [`GroupRouter`]
 //! (bounded flume queues, as the engine does). There are no locks on the request path.
 //!
+//! On a cluster node the offsets topic is the cluster's, replicated like any topic,
+//! and a group's coordinator is the leader of its offsets partition: a shard's
+//! coordinator serves the partitions this broker leads, each loaded from the
+//! replicated log when its leadership starts and unloaded when it ends
+//! ([`Coordinators::offsets_leadership`]); commits are acknowledged once the
+//! partition's in-sync replicas have them.
+//!
 //! ## Layers
 //!
 //! - [`state`]: one group's data (members, state, generation, protocol selection).
@@ -120,6 +127,11 @@ pub struct GroupConfig {
     /// existing topic keeps its partition count (the group-to-partition map depends
     /// on it).
     pub offsets_partitions: i32,
+    /// `offsets.topic.replication.factor`: a cluster's offsets topic gets this many
+    /// replicas, or one per voter of the quorum when there are fewer. It is created
+    /// once that many brokers are registered (FindCoordinator answers
+    /// COORDINATOR_NOT_AVAILABLE until then, as Kafka's does).
+    pub offsets_replication_factor: i32,
     /// `offsets.topic.segment.bytes`: small, so that compaction (which can only drop
     /// whole segments) keeps the topic small.
     pub offsets_segment_bytes: u64,
@@ -147,6 +159,7 @@ impl Default for GroupConfig {
             session_timeout_ms_max: 1_800_000,
             group_members_max: 10_000,
             offsets_partitions: 8,
+            offsets_replication_factor: 3,
             offsets_segment_bytes: 4 << 20,
             offsets_snapshot_interval_bytes: 4 << 20,
             offset_metadata_bytes_max: 4096,
@@ -170,6 +183,23 @@ impl GroupConfig {
             durability: Durability::Always,
             ..TopicConfig::default()
         }
+    }
+}
+
+impl GroupConfig {
+    /// The topic configs a cluster's offsets topic is created with: the keys that
+    /// give [`GroupConfig::offsets_topic_config`] over the broker's defaults.
+    pub fn offsets_topic_configs(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            ("fsync.policy", "always".to_string()),
+            ("retention.ms", "-1".to_string()),
+            ("retention.bytes", "-1".to_string()),
+            ("segment.bytes", self.offsets_segment_bytes.to_string()),
+            ("max.message.bytes", offsets::OFFSETS_BATCH_BYTES_MAX.to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
     }
 }
 
@@ -380,47 +410,66 @@ pub enum CoordinatorRequest {
     Commit(CommitRequest, Reply<CommitResponse>),
     Fetch(FetchRequest, Reply<FetchResponse>),
     List(Reply<Vec<ListedGroup>>),
-    Describe(GroupId, Reply<Option<DescribedGroup>>),
+    Describe(GroupId, Reply<Result<Option<DescribedGroup>, GroupError>>),
     Delete(GroupId, Reply<Option<GroupError>>),
+    /// On a cluster node, from the reconciler: this broker leads offsets partition
+    /// `partition` (of the topic's `partitions`) in `leader_epoch`; its coordinator
+    /// loads the partition's groups from the replicated log and serves them.
+    Lead {
+        partition: PartitionId,
+        partitions: i32,
+        leader_epoch: LeaderEpoch,
+    },
+    /// This broker no longer leads `partition`: its groups are unloaded here.
+    Resign {
+        partition: PartitionId,
+    },
 }
 
 /// How handlers reach the coordinator of a group. Cheap to clone; owned by one
-/// shard (the check of [`GroupRouter::coordinating_while`] is the shard's).
+/// shard (the partition count of [`GroupRouter::in_cluster`] is the shard's view).
 ///
-/// On a node of a cluster only one broker coordinates groups (see the
-/// FindCoordinator handler); this is the one place every group request (join, sync,
-/// heartbeat, leave, offset commit and fetch, describe, delete) is checked, and
-/// answered NOT_COORDINATOR on any other broker. ListGroups lists this broker's
-/// groups, as Kafka's does on every broker.
+/// On a node of a cluster a group is coordinated by the leader of its offsets
+/// partition (see the FindCoordinator handler). The shard's coordinator knows which
+/// partitions it has loaded and answers every group request (join, sync,
+/// heartbeat, leave, offset commit and fetch, describe, delete) of any other
+/// partition NOT_COORDINATOR. ListGroups lists this broker's groups, as Kafka's does
+/// on every broker.
 #[derive(Clone)]
 pub struct GroupRouter {
     coordinators: Arc<[flume::Sender<CoordinatorRequest>]>,
     offsets_partitions: i32,
-    /// Whether this broker coordinates groups now; `None`: always (a single broker).
-    coordinating: Option<Rc<dyn Fn() -> bool>>,
+    /// On a cluster node: the offsets topic's partition count in the cluster's
+    /// metadata (`None` while the cluster has no offsets topic yet).
+    cluster_partitions: Option<Rc<dyn Fn() -> Option<i32>>>,
 }
 
 impl GroupRouter {
     pub fn new(coordinators: Arc<[flume::Sender<CoordinatorRequest>]>, offsets_partitions: i32) -> GroupRouter {
         assert!(!coordinators.is_empty(), "one coordinator per shard");
         assert!(offsets_partitions > 0, "the offsets topic has partitions");
-        GroupRouter { coordinators, offsets_partitions, coordinating: None }
+        GroupRouter { coordinators, offsets_partitions, cluster_partitions: None }
     }
 
-    /// This router serves group requests only while `coordinating` says this broker
-    /// coordinates groups, and answers NOT_COORDINATOR otherwise.
-    pub fn coordinating_while(self, coordinating: Rc<dyn Fn() -> bool>) -> GroupRouter {
-        GroupRouter { coordinating: Some(coordinating), ..self }
+    /// A cluster node's router: groups map to the partitions of the cluster's
+    /// offsets topic, whose count `partitions` reads from the shard's metadata image.
+    pub fn in_cluster(self, partitions: Rc<dyn Fn() -> Option<i32>>) -> GroupRouter {
+        GroupRouter { cluster_partitions: Some(partitions), ..self }
     }
 
-    pub fn offsets_partitions(&self) -> i32 {
-        self.offsets_partitions
+    /// The offsets topic's partition count; NOT_COORDINATOR while a cluster has no
+    /// offsets topic (FindCoordinator creates it; clients look again).
+    fn partitions(&self) -> Result<i32, GroupError> {
+        match &self.cluster_partitions {
+            None => Ok(self.offsets_partitions),
+            Some(partitions) => partitions().filter(|count| *count > 0).ok_or(GroupError::NotCoordinator),
+        }
     }
 
     /// The shard whose coordinator owns `group`: the engine owner of its offsets partition.
-    pub fn shard_for_group(&self, group: &GroupId) -> ShardId {
-        let partition = offsets_partition_for(group, self.offsets_partitions);
-        shard_for(&TopicPartition::new(offsets_topic(), partition), self.coordinators.len())
+    pub fn shard_for_group(&self, group: &GroupId) -> Result<ShardId, GroupError> {
+        let partition = offsets_partition_for(group, self.partitions()?);
+        Ok(shard_for(&TopicPartition::new(offsets_topic(), partition), self.coordinators.len()))
     }
 
     async fn ask<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> CoordinatorRequest) -> Result<T, GroupError> {
@@ -428,17 +477,13 @@ impl GroupRouter {
     }
 
     /// Puts a request on the coordinator's queue and returns without waiting for
-    /// the answer. NOT_COORDINATOR when this broker does not coordinate groups;
-    /// COORDINATOR_NOT_AVAILABLE when the coordinator is gone (shutting down).
-    /// Clients retry both, the first after looking the coordinator up again.
+    /// the answer. COORDINATOR_NOT_AVAILABLE when the coordinator is gone (shutting
+    /// down), which clients retry.
     async fn queue<T>(
         &self,
         shard: ShardId,
         make: impl FnOnce(Reply<T>) -> CoordinatorRequest,
     ) -> Result<flume::Receiver<T>, GroupError> {
-        if self.coordinating.as_ref().is_some_and(|coordinating| !coordinating()) {
-            return Err(GroupError::NotCoordinator);
-        }
         let (reply, answer) = flume::bounded(1);
         self.coordinators[shard.0].send_async(make(reply)).await.map_err(|_| GroupError::CoordinatorNotAvailable)?;
         Ok(answer)
@@ -449,7 +494,7 @@ impl GroupRouter {
         group: &GroupId,
         make: impl FnOnce(Reply<T>) -> CoordinatorRequest,
     ) -> Result<T, GroupError> {
-        self.ask(self.shard_for_group(group), make).await
+        self.ask(self.shard_for_group(group)?, make).await
     }
 
     pub async fn join(&self, request: JoinRequest) -> JoinResponse {
@@ -485,8 +530,10 @@ impl GroupRouter {
     /// after the other, the later is appended (and applied) later and wins.
     pub async fn dispatch_commit(&self, request: CommitRequest) -> impl std::future::Future<Output = CommitResponse> {
         let count = request.offsets.len();
-        let shard = self.shard_for_group(&request.group_id);
-        let answer = self.queue(shard, |reply| CoordinatorRequest::Commit(request, reply)).await;
+        let answer = match self.shard_for_group(&request.group_id) {
+            Ok(shard) => self.queue(shard, |reply| CoordinatorRequest::Commit(request, reply)).await,
+            Err(error) => Err(error),
+        };
         async move {
             let answered = match answer {
                 Ok(answer) => answer.recv_async().await.map_err(|_| GroupError::CoordinatorNotAvailable),
@@ -524,12 +571,15 @@ impl GroupRouter {
 
     /// `Ok(None)`: no such group.
     pub async fn describe(&self, group: GroupId) -> Result<Option<DescribedGroup>, GroupError> {
-        let shard = self.shard_for_group(&group);
-        self.ask(shard, |reply| CoordinatorRequest::Describe(group, reply)).await
+        let shard = self.shard_for_group(&group)?;
+        self.ask(shard, |reply| CoordinatorRequest::Describe(group, reply)).await?
     }
 
     pub async fn delete(&self, group: GroupId) -> Option<GroupError> {
-        let shard = self.shard_for_group(&group);
+        let shard = match self.shard_for_group(&group) {
+            Ok(shard) => shard,
+            Err(error) => return Some(error),
+        };
         self.ask(shard, |reply| CoordinatorRequest::Delete(group, reply)).await.unwrap_or_else(Some)
     }
 }
@@ -541,6 +591,9 @@ impl GroupRouter {
 #[derive(Clone)]
 pub struct Coordinators {
     config: GroupConfig,
+    /// A cluster node: the offsets topic is the cluster's, and each partition is
+    /// loaded by its leader ([`Coordinators::offsets_leadership`]).
+    clustered: bool,
     channels: Arc<std::sync::OnceLock<Channels>>,
 }
 
@@ -551,8 +604,8 @@ struct Channels {
 }
 
 impl Coordinators {
-    pub fn new(config: GroupConfig) -> Coordinators {
-        Coordinators { config, channels: Arc::default() }
+    pub fn new(config: GroupConfig, clustered: bool) -> Coordinators {
+        Coordinators { config, clustered, channels: Arc::default() }
     }
 
     fn channels(&self, shard_count: usize) -> &Channels {
@@ -574,32 +627,72 @@ impl Coordinators {
         &self,
         shard: ShardId,
         engine: corelog_engine::shard::EngineHandle,
+        replicas: Option<Arc<crate::cluster::replica_manager::ReplicaManager>>,
         stop: flume::Receiver<()>,
     ) -> GroupRouter {
         let channels = self.channels(engine.shard_count());
         // The partition count of an existing offsets topic wins; the broker creates a
         // missing one with the configured count, so every shard computes the same.
+        // (A cluster node's router reads the count from the metadata instead.)
         let partitions = engine.topic(&offsets_topic()).map_or(self.config.offsets_partitions, |m| m.partition_count);
-        let task = runtime::run(
-            shard,
-            engine,
-            self.config.clone(),
-            channels.receivers[shard.0].clone(),
-            channels.starts[shard.0].1.clone(),
-            stop,
-        );
+        let actor = runtime::Shard { shard, engine, config: self.config.clone(), replicas };
+        let task = runtime::run(actor, channels.receivers[shard.0].clone(), channels.starts[shard.0].1.clone(), stop);
         glommio::spawn_local(task).detach();
         GroupRouter::new(channels.senders.clone(), partitions)
     }
 
     /// Creates `__consumer_offsets` if missing, then has every shard's coordinator
     /// replay its partitions. Returns once all are loaded and serving. Works from any
-    /// thread (the broker calls it with `block_on`).
+    /// thread (the broker calls it with `block_on`). A cluster node's coordinators
+    /// start serving with nothing loaded: the cluster's offsets topic is created by
+    /// the controller (FindCoordinator asks for it) and its partitions are loaded by
+    /// their leaders.
     pub async fn load(&self, engine: &corelog_engine::shard::EngineHandle) -> corelog_engine::error::Result<()> {
         use corelog_engine::error::EngineError;
         let Some(channels) = self.channels.get() else {
             return Err(EngineError::Startup("no shard started a group coordinator".to_string()));
         };
+        let partitions = match self.clustered {
+            true => self.config.offsets_partitions,
+            false => self.local_offsets_topic(engine).await?,
+        };
+        let mut waiting = Vec::with_capacity(channels.starts.len());
+        for (shard, (start, _)) in channels.starts.iter().enumerate() {
+            let (reply, loaded) = flume::bounded(1);
+            let start_message = runtime::Start { offsets_partitions: partitions, load_all: !self.clustered, reply };
+            start.send_async(start_message).await.map_err(|_| EngineError::ShardUnavailable(shard))?;
+            waiting.push((shard, loaded));
+        }
+        for (shard, loaded) in waiting {
+            loaded.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard))??;
+        }
+        Ok(())
+    }
+
+    /// From a cluster node's reconciler (any thread): this broker leads offsets
+    /// partition `partition` of `partitions` in `leader_epoch` (`Some`), or no longer
+    /// does (`None`). The partition's owner shard loads or unloads its groups.
+    pub fn offsets_leadership(&self, partition: PartitionId, partitions: i32, leader_epoch: Option<LeaderEpoch>) {
+        let Some(channels) = self.channels.get() else { return };
+        let shard = shard_for(&TopicPartition::new(offsets_topic(), partition), channels.senders.len());
+        let request = match leader_epoch {
+            Some(leader_epoch) => CoordinatorRequest::Lead { partition, partitions, leader_epoch },
+            None => CoordinatorRequest::Resign { partition },
+        };
+        if channels.senders[shard.0].send(request).is_err() {
+            tracing::debug!(
+                "{}/{partition}: the group coordinator stopped before a leadership change",
+                offsets_topic()
+            );
+        }
+    }
+
+    /// A single broker's own `__consumer_offsets`: created if missing, its
+    /// durability and retention restored if changed. Returns its partition count.
+    async fn local_offsets_topic(
+        &self,
+        engine: &corelog_engine::shard::EngineHandle,
+    ) -> corelog_engine::error::Result<i32> {
         let topic = offsets_topic();
         let partitions = match engine.topic(&topic) {
             Some(metadata) => {
@@ -623,19 +716,7 @@ impl Coordinators {
                 metadata.partition_count
             }
         };
-        let mut waiting = Vec::with_capacity(channels.starts.len());
-        for (shard, (start, _)) in channels.starts.iter().enumerate() {
-            let (reply, loaded) = flume::bounded(1);
-            start
-                .send_async(runtime::Start { offsets_partitions: partitions, reply })
-                .await
-                .map_err(|_| EngineError::ShardUnavailable(shard))?;
-            waiting.push((shard, loaded));
-        }
-        for (shard, loaded) in waiting {
-            loaded.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard))??;
-        }
-        Ok(())
+        Ok(partitions)
     }
 }
 

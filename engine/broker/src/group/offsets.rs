@@ -64,10 +64,13 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{CommittedOffset, GenerationId, GroupId, MemberId};
+use crate::cluster::replica_manager::{AcksAllError, LeaderSlot, ReplicaManager};
 use corelog_engine::batch::{build_batch, split_batches, BatchProducer, RecordSpec, BATCH_HEADER_BYTES};
 use corelog_engine::error::{EngineError, Result};
 use corelog_engine::log::AppendInfo;
@@ -607,12 +610,42 @@ impl OffsetsStore {
 
 // ---- one partition through the engine ----
 
+/// How a cluster node's offsets partition is written: as the partition's leader
+/// in `slot`'s epoch, each append acknowledged once the in-sync replicas have it
+/// (Kafka's coordinator appends with `acks=all` and waits up to
+/// `offsets.commit.timeout.ms`).
+pub struct Replicated {
+    pub replicas: Arc<ReplicaManager>,
+    pub slot: Arc<LeaderSlot>,
+    /// How long an append waits for the in-sync replicas.
+    pub timeout: Duration,
+}
+
+/// Why an append to an offsets partition was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The partition's leadership moved away before the replicas had the records.
+    #[error("this broker stopped leading the partition")]
+    NotLeader,
+    /// Fewer in-sync replicas than the topic's `min.insync.replicas`.
+    #[error("not enough in-sync replicas")]
+    NotEnoughReplicas,
+    /// The in-sync replicas did not all have the records within the timeout; the
+    /// records may still be committed later.
+    #[error("the in-sync replicas did not confirm the records in time")]
+    TimedOut,
+}
+
 /// Appends to, replays and compacts one partition of the offsets topic. Owned by
 /// that partition's writer task; nothing else appends to the partition, which is
 /// what keeps [`OffsetsLog::store`] equal to a replay of the log.
 pub struct OffsetsLog {
     partition: TopicPartition,
     engine: EngineHandle,
+    /// `None` on a single broker: appends are acknowledged once durable.
+    replicated: Option<Replicated>,
     store: Rc<RefCell<OffsetsStore>>,
     snapshot_interval_bytes: u64,
     /// Bytes appended since the last snapshot (or replayed at load).
@@ -629,16 +662,20 @@ pub struct Compaction {
 }
 
 impl OffsetsLog {
-    /// Replays the partition from its log start.
+    /// Replays the partition from its log start: to the high watermark on a single
+    /// broker, to the log end on a cluster's new leader (as Kafka's coordinator
+    /// loads: what this leader holds is what the followers will hold).
     pub async fn load(
         engine: EngineHandle,
         partition: TopicPartition,
         snapshot_interval_bytes: u64,
+        replicated: Option<Replicated>,
     ) -> Result<OffsetsLog> {
-        let (store, bytes_replayed) = replay(&engine, &partition).await?;
+        let (store, bytes_replayed) = replay(&engine, &partition, replicated.is_some()).await?;
         Ok(OffsetsLog {
             partition,
             engine,
+            replicated,
             store: Rc::new(RefCell::new(store)),
             snapshot_interval_bytes: snapshot_interval_bytes.max(1),
             bytes_since_snapshot: bytes_replayed,
@@ -654,20 +691,27 @@ impl OffsetsLog {
         self.store.clone()
     }
 
-    /// Appends `records` (acknowledged per the topic's durability: synced under
-    /// `always`), then applies them to the store by decoding what was appended, the
-    /// same path replay takes. Takes a snapshot afterwards when due; a failed
-    /// snapshot is logged and retried after the next append.
-    pub async fn append(&mut self, records: &[Record], now: TimestampMs) -> Result<(AppendInfo, Compaction)> {
+    /// Appends `records`, applies them to the store by decoding what was appended
+    /// (the same path replay takes), then waits for the acknowledgement: durable
+    /// under `fsync.policy=always`, and on a cluster node in every in-sync replica.
+    /// The store follows the local log even when the acknowledgement fails, since a
+    /// replay would too. Takes a snapshot afterwards when due; a failed snapshot is
+    /// logged and retried after the next append.
+    pub async fn append(
+        &mut self,
+        records: &[Record],
+        now: TimestampMs,
+    ) -> std::result::Result<(AppendInfo, Compaction), AppendError> {
         assert!(!records.is_empty(), "an append holds at least one record");
         let bytes = encode_batches(records, now);
-        let info = self.engine.append(&self.partition, bytes.clone(), LeaderEpoch(0)).await?;
+        let info = self.append_local(bytes.clone()).await?;
         let skipped = {
             let mut store = self.store.borrow_mut();
             decode_batches(&bytes, &self.partition, |record| store.apply(record))?
         };
         assert_eq!(skipped, 0, "records the coordinator encodes always decode");
         self.bytes_since_snapshot += bytes.len() as u64;
+        self.replicate(&info).await?;
         let mut compaction = Compaction::default();
         if self.bytes_since_snapshot >= self.snapshot_interval_bytes.max(2 * self.snapshot_bytes) {
             match self.snapshot(now).await {
@@ -678,9 +722,36 @@ impl OffsetsLog {
         Ok((info, compaction))
     }
 
+    /// The local append, as the partition's leader on a cluster node.
+    async fn append_local(&self, bytes: Vec<u8>) -> std::result::Result<AppendInfo, AppendError> {
+        let Some(replicated) = &self.replicated else {
+            return Ok(self.engine.append(&self.partition, bytes, LeaderEpoch(0)).await?);
+        };
+        replicated.slot.check_insync().map_err(|_| AppendError::NotEnoughReplicas)?;
+        let info = self.engine.append(&self.partition, bytes, replicated.slot.leader_epoch).await?;
+        replicated.replicas.appended(&self.engine, &self.partition, &replicated.slot, info.log_end_offset).await;
+        Ok(info)
+    }
+
+    /// On a cluster node, waits until the in-sync replicas hold `info`'s records.
+    async fn replicate(&self, info: &AppendInfo) -> std::result::Result<(), AppendError> {
+        let Some(replicated) = &self.replicated else { return Ok(()) };
+        let acknowledged = async {
+            replicated.replicas.wait_acks_all(&replicated.slot, info.last_offset).await.map_err(|error| match error {
+                AcksAllError::NotLeader => AppendError::NotLeader,
+                AcksAllError::Insync(_) => AppendError::NotEnoughReplicas,
+            })
+        };
+        let expired = async {
+            glommio::timer::sleep(replicated.timeout).await;
+            Err(AppendError::TimedOut)
+        };
+        futures_lite::future::or(acknowledged, expired).await
+    }
+
     /// Appends the store's state and deletes everything before it. Returns the new
     /// log start offset.
-    pub async fn snapshot(&mut self, now: TimestampMs) -> Result<Offset> {
+    pub async fn snapshot(&mut self, now: TimestampMs) -> std::result::Result<Offset, AppendError> {
         let records = self.store.borrow().snapshot();
         let log_start = if records.is_empty() {
             // Nothing is live: every record so far is obsolete.
@@ -689,7 +760,10 @@ impl OffsetsLog {
         } else {
             let bytes = encode_batches(&records, now);
             self.snapshot_bytes = bytes.len() as u64;
-            self.engine.append(&self.partition, bytes, LeaderEpoch(0)).await?.base_offset
+            let info = self.append_local(bytes).await?;
+            // Deleting what the snapshot replaces needs the snapshot committed.
+            self.replicate(&info).await?;
+            info.base_offset
         };
         let log_start = self.engine.delete_records(&self.partition, log_start).await?;
         self.bytes_since_snapshot = 0;
@@ -698,16 +772,25 @@ impl OffsetsLog {
     }
 }
 
-/// Reads a partition from its log start to its high watermark into a store.
-/// Returns the store and the bytes read.
-pub async fn replay(engine: &EngineHandle, partition: &TopicPartition) -> Result<(OffsetsStore, u64)> {
+/// Reads a partition from its log start into a store: to the high watermark, or
+/// with `to_log_end` to the end of the local log. Returns the store and the bytes read.
+pub async fn replay(
+    engine: &EngineHandle,
+    partition: &TopicPartition,
+    to_log_end: bool,
+) -> Result<(OffsetsStore, u64)> {
     let stats = engine.stats(partition).await?;
     let mut store = OffsetsStore::default();
     let mut offset = stats.log_start_offset;
     let mut bytes_read: u64 = 0;
     let mut skipped = 0;
-    while offset < stats.high_watermark {
-        let read = engine.read(partition, offset, REPLAY_READ_BYTES_MAX, Some(stats.high_watermark)).await?;
+    let end = if to_log_end { stats.log_end_offset } else { stats.high_watermark };
+    while offset < end {
+        let read = if to_log_end {
+            engine.read_replica(partition, offset, REPLAY_READ_BYTES_MAX).await?
+        } else {
+            engine.read(partition, offset, REPLAY_READ_BYTES_MAX, Some(end)).await?
+        };
         if read.bytes.is_empty() || read.next_offset <= offset {
             break;
         }

@@ -620,3 +620,25 @@ fn an_abandoned_first_join_times_out_after_the_new_member_bound() {
         Some(GroupError::UnknownMemberId)
     );
 }
+
+#[test]
+fn a_partition_that_moves_away_takes_its_groups_and_answers_their_held_requests() {
+    let mut c = coordinator();
+    let (leader, _follower, generation) = stable_pair(&mut c);
+    // The leader rejoins: a rebalance starts and its JoinGroup is held for the follower.
+    let held = join(&mut c, 400, join_request(&leader, protocols(&["range"], b"sub")));
+    assert!(held.pending());
+    let partition = c.offsets_partition(&group());
+    let other = PartitionId((partition.0 + 1) % c.offsets_partitions());
+    assert_eq!(c.unload_partition(other), 0, "another partition holds no group");
+    assert!(held.pending() && state(&c).is_some());
+    assert_eq!(c.unload_partition(partition), 1);
+    let answer = held.answer();
+    assert_eq!(answer.error, Some(GroupError::NotCoordinator), "the member looks the coordinator up again");
+    assert_eq!(state(&c), None, "the group is forgotten here");
+    assert!(c.is_empty());
+    // Its stale timers fire into nothing.
+    c.tick(REBALANCE_MS * 10);
+    assert_eq!(state(&c), None);
+    assert_eq!(heartbeat(&mut c, 500, &leader, generation), Some(GroupError::UnknownMemberId));
+}

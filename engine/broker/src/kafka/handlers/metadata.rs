@@ -136,17 +136,13 @@ async fn cluster(
                         continue;
                     }
                 };
-                let entry = if is_internal(&name) {
-                    match lookup(context, raw_name.0.as_str(), false).await {
-                        Ok(metadata) => topic_entry(context, &metadata, BrokerId(view.node_id)),
-                        Err(refusal) => error_entry(refusal.error),
+                // The internal topic is created by FindCoordinator, never by Metadata.
+                let entry = match image.topic(name.as_str()) {
+                    Some(topic) => cluster_topic_entry(context, &image, topic),
+                    None if allow_create && !is_internal(&name) => {
+                        error_entry(auto_create(context, view, name.as_str()).await)
                     }
-                } else {
-                    match image.topic(name.as_str()) {
-                        Some(topic) => cluster_topic_entry(context, &image, topic),
-                        None if allow_create => error_entry(auto_create(context, view, name.as_str()).await),
-                        None => error_entry(ResponseError::UnknownTopicOrPartition),
-                    }
+                    None => error_entry(ResponseError::UnknownTopicOrPartition),
                 };
                 topics.push(entry);
             }
@@ -215,7 +211,7 @@ fn cluster_topic_entry(
     MetadataResponseTopic::default()
         .with_name(Some(kafka_protocol::messages::TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(uuid::Uuid::from_u128(topic.id.0))
-        .with_is_internal(false)
+        .with_is_internal(topic.name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 

@@ -46,10 +46,9 @@
 //! checked (with one broker and one epoch a client only ever learns epoch 0). No
 //! handler served today names topics by id (Fetch v13+, DeleteTopics v6+; Metadata
 //! v10+ entries without a name are skipped), so [`TopicRef::Id`] is used by none yet;
-//! the engine's registry is keyed by name, so a lookup by id scans it. The
-//! internal topic is not in a cluster's metadata (groups are not replicated yet:
-//! every broker holds its own `__consumer_offsets`), so it resolves against the
-//! engine as on a single broker, this broker its leader.
+//! the engine's registry is keyed by name, so a lookup by id scans it. On a cluster
+//! node the internal topic is the cluster's (replicated, its partitions led by the
+//! groups' coordinators) and resolves like any topic, with its refusals kept.
 
 use std::sync::Arc;
 
@@ -201,7 +200,7 @@ impl<'a> Resolver<'a> {
                 match in_image {
                     Some(name) => TopicName::new(name)?,
                     None => match self.directory.topic_by_id(id) {
-                        Some(metadata) if self.cluster.is_none() || is_internal(&metadata.name) => metadata.name,
+                        Some(metadata) if self.cluster.is_none() => metadata.name,
                         _ => {
                             return Err(Refusal::new(
                                 ResponseError::UnknownTopicId,
@@ -218,8 +217,7 @@ impl<'a> Resolver<'a> {
             }
         }
         let metadata = self.directory.topic(&name);
-        // The internal topic is every broker's own (see the module doc).
-        let cluster = self.cluster.clone().filter(|_| !is_internal(&name));
+        let cluster = self.cluster.clone();
         Ok(ResolvedTopic { name, metadata, intent, cluster })
     }
 }
@@ -256,23 +254,29 @@ impl ResolvedTopic {
         if !(0..metadata.partition_count).contains(&wanted.index) {
             return Err(EngineError::UnknownTopicOrPartition(partition.to_string()).into());
         }
+        self.check_internal_write(&partition)?;
+        check_current_leader_epoch(wanted.current_leader_epoch, LEADER_EPOCH)?;
+        Ok(ResolvedPartition { partition, leader_epoch: LEADER_EPOCH })
+    }
+
+    /// Check 5: clients never write to the internal topic.
+    fn check_internal_write(&self, partition: &TopicPartition) -> Result<(), Refusal> {
         if self.intent == Intent::Write && is_internal(&self.name) {
             return Err(Refusal::new(
                 ResponseError::InvalidTopicException,
                 format!("{partition}: clients may not write to or delete from the broker's internal topic"),
             ));
         }
-        check_current_leader_epoch(wanted.current_leader_epoch, LEADER_EPOCH)?;
-        Ok(ResolvedPartition { partition, leader_epoch: LEADER_EPOCH })
+        Ok(())
     }
 
-    /// Checks 3, 4 and 6 to 8 against the cluster's image (5 is for the internal
-    /// topic, which is not in it).
+    /// Checks 3 to 8 against the cluster's image.
     fn cluster_partition(&self, cluster: &ClusterTopics, wanted: PartitionRef) -> Result<ResolvedPartition, Refusal> {
         let partition = TopicPartition::new(self.name.clone(), PartitionId(wanted.index));
         let unknown = || -> Refusal { EngineError::UnknownTopicOrPartition(partition.to_string()).into() };
         let topic = cluster.image.topic(self.name.as_str()).ok_or_else(unknown)?;
         let state = usize::try_from(wanted.index).ok().and_then(|i| topic.partitions.get(i)).ok_or_else(unknown)?;
+        self.check_internal_write(&partition)?;
         let leader_epoch = LeaderEpoch(state.leader_epoch);
         check_current_leader_epoch(wanted.current_leader_epoch, leader_epoch)?;
         if matches!(self.intent, Intent::Read | Intent::Write) {
@@ -494,6 +498,25 @@ mod tests {
             MetadataRecord::Partition { topic_id, partition: 0, replicas: vec![1, 2], isr: vec![1, 2], leader: 1 },
             MetadataRecord::Partition { topic_id, partition: 1, replicas: vec![2, 1], isr: vec![2, 1], leader: 2 },
             MetadataRecord::Partition { topic_id, partition: 1, replicas: vec![2, 1], isr: vec![2], leader: -1 },
+            MetadataRecord::Topic {
+                name: crate::group::OFFSETS_TOPIC.into(),
+                topic_id: TopicId(9),
+                configs: Default::default(),
+            },
+            MetadataRecord::Partition {
+                topic_id: TopicId(9),
+                partition: 0,
+                replicas: vec![5],
+                isr: vec![5],
+                leader: 5,
+            },
+            MetadataRecord::Partition {
+                topic_id: TopicId(9),
+                partition: 1,
+                replicas: vec![6],
+                isr: vec![6],
+                leader: 6,
+            },
         ];
         for (index, record) in records.iter().enumerate() {
             image.apply(index as u64 + 1, record).unwrap();
@@ -578,10 +601,15 @@ mod tests {
     }
 
     #[test]
-    fn in_a_cluster_the_internal_topic_resolves_locally_and_keeps_its_refusals() {
+    fn in_a_cluster_the_internal_topic_resolves_at_its_leader_and_keeps_its_refusals() {
         let registry = registry();
         let offsets = crate::group::OFFSETS_TOPIC;
         assert_eq!(cluster_error(&registry, 5, offsets, Intent::Read, PartitionRef::new(0)), None);
+        assert_eq!(
+            cluster_error(&registry, 5, offsets, Intent::Read, PartitionRef::new(1)),
+            Some(ResponseError::NotLeaderOrFollower),
+            "broker 6 leads partition 1: a follower fetches it from there"
+        );
         assert_eq!(
             cluster_error(&registry, 5, offsets, Intent::Write, PartitionRef::new(0)),
             Some(ResponseError::InvalidTopicException)
