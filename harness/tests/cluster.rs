@@ -15,18 +15,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{node_args, ClusterProcesses, CLUSTER_ID};
+use common::cluster::{broker_ids, metadata, node_args, partitions_of, topic_name, ClusterProcesses, CLUSTER_ID};
 use common::raw::RawConnection;
 use common::*;
 use corelog_engine::batch::build_value_batch;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
-use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeQuorumRequest, ElectLeadersRequest, FindCoordinatorRequest, MetadataRequest,
-    MetadataResponse, OffsetFetchRequest, ProduceRequest, TopicName,
+    CreateTopicsRequest, DescribeQuorumRequest, ElectLeadersRequest, FindCoordinatorRequest, OffsetFetchRequest,
+    ProduceRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -52,39 +51,6 @@ const NOT_COORDINATOR: i16 = 16;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
 const ELECTION_NOT_NEEDED: i16 = 84;
-
-fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
-}
-
-/// Metadata v12 from `node`, of every topic (`None`) or of `topics`, creating none.
-fn metadata(node: &BrokerProcess, topics: Option<&[&str]>) -> MetadataResponse {
-    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    let topics = topics.map(|names| {
-        names.iter().map(|name| MetadataRequestTopic::default().with_name(Some(topic_name(name)))).collect()
-    });
-    let request = MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(false);
-    RawConnection::open(node).request(&request, 12)
-}
-
-/// The partitions of `topic` in a Metadata answer, by index; empty if absent or in error.
-fn partitions_of(response: &MetadataResponse, topic: &str) -> Vec<MetadataResponsePartition> {
-    let Some(entry) = response.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic)) else {
-        return Vec::new();
-    };
-    if entry.error_code != 0 {
-        return Vec::new();
-    }
-    let mut partitions = entry.partitions.clone();
-    partitions.sort_by_key(|p| p.partition_index);
-    partitions
-}
-
-fn broker_ids(response: &MetadataResponse) -> Vec<i32> {
-    let mut ids: Vec<i32> = response.brokers.iter().map(|b| b.node_id.0).collect();
-    ids.sort_unstable();
-    ids
-}
 
 /// The error code of a Produce v9, acks=1, of one batch to one partition.
 fn produce(node: &BrokerProcess, topic: &str, partition: i32) -> i16 {

@@ -6,6 +6,11 @@
 
 use std::net::TcpListener;
 
+use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::raw::RawConnection;
 use super::{BrokerOptions, BrokerProcess};
 
 /// The cluster id every node of a test cluster is started with.
@@ -67,4 +72,37 @@ pub fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> =
         (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port")).collect();
     listeners.iter().map(|l| l.local_addr().expect("a bound address").port()).collect()
+}
+
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// Metadata v12 from `node`, of every topic (`None`) or of `topics`, creating none.
+pub fn metadata(node: &BrokerProcess, topics: Option<&[&str]>) -> MetadataResponse {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let topics = topics.map(|names| {
+        names.iter().map(|name| MetadataRequestTopic::default().with_name(Some(topic_name(name)))).collect()
+    });
+    let request = MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(false);
+    RawConnection::open(node).request(&request, 12)
+}
+
+/// The partitions of `topic` in a Metadata answer, by index; empty if absent or in error.
+pub fn partitions_of(response: &MetadataResponse, topic: &str) -> Vec<MetadataResponsePartition> {
+    let Some(entry) = response.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic)) else {
+        return Vec::new();
+    };
+    if entry.error_code != 0 {
+        return Vec::new();
+    }
+    let mut partitions = entry.partitions.clone();
+    partitions.sort_by_key(|p| p.partition_index);
+    partitions
+}
+
+pub fn broker_ids(response: &MetadataResponse) -> Vec<i32> {
+    let mut ids: Vec<i32> = response.brokers.iter().map(|b| b.node_id.0).collect();
+    ids.sort_unstable();
+    ids
 }
