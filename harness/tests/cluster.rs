@@ -15,7 +15,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{broker_ids, metadata, node_args, partitions_of, topic_name, ClusterProcesses, CLUSTER_ID};
+use common::cluster::{
+    broker_ids, create_replicated_topic, find_coordinator, metadata, node_args, offset_fetch, partitions_of,
+    topic_name, wait_for_coordinator, ClusterProcesses, CLUSTER_ID, SETTLE_TIMEOUT,
+};
 use common::raw::RawConnection;
 use common::*;
 use corelog_engine::batch::build_value_batch;
@@ -23,11 +26,7 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeQuorumRequest, ElectLeadersRequest, FindCoordinatorRequest, OffsetFetchRequest,
-    ProduceRequest,
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{CreateTopicsRequest, DescribeQuorumRequest, ElectLeadersRequest, ProduceRequest};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -38,8 +37,6 @@ const TEST_BOUND: Duration = Duration::from_secs(120);
 /// just killed waits that long for its answer, and a shorter session would have
 /// the new controller fence the live brokers too.
 const CONFIG_YAML: &str = "broker_session_timeout_ms: 6000\nbroker_heartbeat_interval_ms: 500\n";
-/// Longest wait for the cluster to form and for metadata to reach every node.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for a killed leader's partitions to have a new leader.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -84,46 +81,6 @@ fn elect(node: &BrokerProcess, election_type: i8, topic: &str, partition: i32) -
     let response = RawConnection::open(node).request(&request, 1);
     assert_eq!(response.error_code, 0, "ElectLeaders top-level error");
     response.replica_election_results[0].partition_result[0].error_code
-}
-
-/// The coordinator FindCoordinator v3 names for a group, from `node`, or its error
-/// code and message.
-fn find_coordinator(node: &BrokerProcess, group: &str) -> Result<i32, (i16, String)> {
-    let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string())).with_key_type(0);
-    let response = RawConnection::open(node).request(&request, 3);
-    match response.error_code {
-        0 => Ok(response.node_id.0),
-        code => Err((code, response.error_message.map(|m| m.to_string()).unwrap_or_default())),
-    }
-}
-
-/// Waits until `node` names a coordinator for `group` other than `not`.
-fn wait_for_coordinator(node: &BrokerProcess, group: &str, not: Option<i32>) -> i32 {
-    let mut last = Err((0, String::new()));
-    let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
-    while std::time::Instant::now() < deadline {
-        last = find_coordinator(node, group);
-        match last {
-            Ok(id) if Some(id) != not => return id,
-            _ => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    panic!("no coordinator (other than {not:?}) for group {group} after {SETTLE_TIMEOUT:?}; last answer {last:?}");
-}
-
-/// OffsetFetch v7 of every partition `group` committed, from `node`: the top-level
-/// error code and each (topic, partition, offset).
-fn offset_fetch(node: &BrokerProcess, group: &str) -> (i16, Vec<(String, i32, i64)>) {
-    let fetch = OffsetFetchRequest::default()
-        .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(group.to_string())))
-        .with_topics(None);
-    let response = RawConnection::open(node).request(&fetch, 7);
-    let offsets = response
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index, p.committed_offset)))
-        .collect();
-    (response.error_code, offsets)
 }
 
 #[test]
@@ -292,17 +249,9 @@ fn committed_offsets_outlive_a_killed_group_coordinator() {
     use rdkafka::{Message, Offset, TopicPartitionList};
 
     let _watchdog = Watchdog::new("cluster-groups", TEST_BOUND);
-    let mut cluster = ClusterProcesses::start("cluster-groups", 3, CONFIG_YAML);
-    for node in &cluster.nodes {
-        wait_until("three live brokers in Metadata", SETTLE_TIMEOUT, || {
-            broker_ids(&metadata(node, Some(&[]))) == [0, 1, 2]
-        });
-    }
-    let bootstrap = cluster.nodes.iter().map(BrokerProcess::bootstrap).collect::<Vec<_>>().join(",");
-    let admin = admin_client(&cluster.nodes[0]);
-    let orders = NewTopic::new("orders", 1, TopicReplication::Fixed(3));
-    let results = block_on(admin.create_topics([&orders], &admin_options())).expect("CreateTopics");
-    assert_eq!(results, vec![Ok("orders".to_string())]);
+    let mut cluster = ClusterProcesses::start_live("cluster-groups", 3, CONFIG_YAML);
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(&cluster.nodes[0], "orders", 1, 3, &[]);
     let producer: FutureProducer = client_config(&cluster.nodes[0])
         .set("bootstrap.servers", &bootstrap)
         .set("acks", "all")

@@ -15,42 +15,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{broker_ids, metadata, partitions_of, topic_name, ClusterProcesses};
+use common::cluster::{create_replicated_topic, metadata, partitions_of, topic_name, ClusterProcesses, SETTLE_TIMEOUT};
 use common::raw::RawConnection;
 use common::*;
 use corelog_engine::batch::build_value_batch;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::ProduceRequest;
-use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Sessions expire 6 s after a broker's last heartbeat (not below the quorum's 5 s
 /// request timeout, see tests/cluster.rs); a follower two seconds behind leaves the ISR.
 const CONFIG_YAML: &str =
     "broker_session_timeout_ms: 6000\nbroker_heartbeat_interval_ms: 500\nreplica_lag_time_max_ms: 2000\n";
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 const KILLS: usize = 10;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
-
-fn start_cluster(name: &str) -> ClusterProcesses {
-    let cluster = ClusterProcesses::start(name, 3, CONFIG_YAML);
-    for node in &cluster.nodes {
-        wait_until("three live brokers in Metadata", SETTLE_TIMEOUT, || {
-            broker_ids(&metadata(node, Some(&[]))) == [0, 1, 2]
-        });
-    }
-    cluster
-}
-
-fn create_topic(node: &BrokerProcess, topic: &str, partitions: i32, replicas: i32, configs: &[(&str, &str)]) {
-    let admin = admin_client(node);
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas));
-    for (key, value) in configs {
-        new_topic = new_topic.set(key, value);
-    }
-    let results = block_on(admin.create_topics([&new_topic], &admin_options())).expect("CreateTopics");
-    assert_eq!(results, vec![Ok(topic.to_string())]);
-}
 
 /// Partition `partition`'s (leader, ISR) as `node` sees it; leader -1 when none.
 fn leadership(node: &BrokerProcess, topic: &str, partition: usize) -> (i32, Vec<i32>) {
@@ -113,9 +91,9 @@ fn start_producer(
 fn ten_leader_kills_in_a_row_lose_and_duplicate_nothing_acknowledged() {
     const TOPIC: &str = "kills";
     let _watchdog = Watchdog::new("cluster-kills", Duration::from_secs(420));
-    let mut cluster = start_cluster("cluster-kills");
-    create_topic(&cluster.nodes[0], TOPIC, 2, 3, &[]);
-    let bootstrap = cluster.nodes.iter().map(BrokerProcess::bootstrap).collect::<Vec<_>>().join(",");
+    let mut cluster = ClusterProcesses::start_live("cluster-kills", 3, CONFIG_YAML);
+    create_replicated_topic(&cluster.nodes[0], TOPIC, 2, 3, &[]);
+    let bootstrap = cluster.bootstrap();
     let stop = Arc::new(AtomicBool::new(false));
     let producer = start_producer(bootstrap, TOPIC, stop.clone());
 
@@ -201,8 +179,8 @@ fn produce_code(node: &BrokerProcess, topic: &str, acks: i16) -> i16 {
 fn a_paused_follower_below_min_insync_replicas_gets_acks_all_refused_not_silently_accepted() {
     const TOPIC: &str = "paused";
     let _watchdog = Watchdog::new("cluster-paused", Duration::from_secs(180));
-    let mut cluster = start_cluster("cluster-paused");
-    create_topic(&cluster.nodes[0], TOPIC, 1, 2, &[("min.insync.replicas", "2")]);
+    let mut cluster = ClusterProcesses::start_live("cluster-paused", 3, CONFIG_YAML);
+    create_replicated_topic(&cluster.nodes[0], TOPIC, 1, 2, &[("min.insync.replicas", "2")]);
     let mut current = (-1, Vec::new());
     wait_until("the partition led with both replicas in sync", SETTLE_TIMEOUT, || {
         current = leadership(&cluster.nodes[0], TOPIC, 0);

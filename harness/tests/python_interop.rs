@@ -5,7 +5,9 @@
 //! trip. The scripts live in `tests/python/` and check what they read themselves;
 //! this side checks their exit status and summary, and reads kafka-python's records
 //! back with librdkafka. One more script checks the error codes of DescribeConfigs
-//! and AlterConfigs, which rust-rdkafka does not report.
+//! and AlterConfigs, which rust-rdkafka does not report; another keeps a
+//! kafka-python group reading and committing on a three-broker cluster while this
+//! side SIGKILLs the group's coordinator.
 //!
 //! The interpreter comes from `CORELOG_TEST_PYTHON`, which `scripts/test.sh` sets to
 //! its virtualenv (with `tests/python/requirements.txt` installed). Without it these
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::cluster::{create_replicated_topic, offset_fetch, wait_for_coordinator, ClusterProcesses};
 use common::*;
 
 const PYTHON_ENV: &str = "CORELOG_TEST_PYTHON";
@@ -174,4 +177,43 @@ fn confluent_kafka_admin_reports_config_errors() {
     let stdout = run_script(&python, "confluent_kafka_admin_errors.py", &[&broker.bootstrap(), topic]);
     let result = result_line("confluent_kafka_admin_errors.py", &stdout);
     assert_eq!(result["checked"], 6, "admin calls the script checked: {result}");
+}
+
+#[test]
+fn kafka_python_group_reads_on_through_a_killed_coordinator() {
+    let _watchdog = Watchdog::new("kafka_python_group_failover", Duration::from_secs(300));
+    let python = python();
+    // Sessions expire 6 s after a broker's last heartbeat (see tests/cluster.rs).
+    let yaml = "broker_session_timeout_ms: 6000\nbroker_heartbeat_interval_ms: 500\n";
+    let mut cluster = ClusterProcesses::start_live("python-group-failover", 3, yaml);
+    let (topic, group) = ("payments", "payment-processors");
+    create_replicated_topic(&cluster.nodes[0], topic, 3, 3, &[]);
+    let bootstrap = cluster.bootstrap();
+    let script =
+        std::thread::spawn(move || run_script(&python, "kafka_python_group_failover.py", &[&bootstrap, topic, group]));
+
+    // Once the member's first commit is in, SIGKILL the group's coordinator.
+    let coordinator = wait_for_coordinator(&cluster.nodes[0], group, None);
+    wait_until("the member's first commit", Duration::from_secs(90), || {
+        let (error, offsets) = offset_fetch(&cluster.nodes[coordinator as usize], group);
+        error == 0 && offsets.iter().any(|(_, _, offset)| *offset > 0)
+    });
+    cluster.nodes[coordinator as usize].kill();
+    let survivor = (0..3).find(|id| *id != coordinator as usize).expect("a survivor");
+    let successor = wait_for_coordinator(&cluster.nodes[survivor], group, Some(coordinator));
+
+    let stdout = script.join().expect("the script's thread");
+    let result = result_line("kafka_python_group_failover.py", &stdout);
+    eprintln!("kafka-python across the coordinator's death (broker {coordinator} -> {successor}): {result}");
+    assert_eq!(result["received"], 600, "every event arrived: {result}");
+    assert_eq!(result["committed"], 600, "the member committed the end of every partition: {result}");
+    // The new coordinator holds those commits.
+    let (error, offsets) = offset_fetch(&cluster.nodes[successor as usize], group);
+    assert_eq!(error, 0);
+    assert_eq!(offsets.iter().map(|(_, _, offset)| offset).sum::<i64>(), 600, "{offsets:?}");
+    for (id, node) in cluster.nodes.iter_mut().enumerate() {
+        if id != coordinator as usize {
+            node.stop();
+        }
+    }
 }

@@ -5,13 +5,22 @@
 //! port picked before the first node starts (every node must know every voter's).
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    FindCoordinatorRequest, MetadataRequest, MetadataResponse, OffsetFetchRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
+use rdkafka::admin::{NewTopic, TopicReplication};
+
 use super::raw::RawConnection;
-use super::{BrokerOptions, BrokerProcess};
+use super::{admin_client, admin_options, block_on, wait_until, BrokerOptions, BrokerProcess};
+
+/// Longest wait for a cluster's metadata to settle (a coordinator named, a
+/// leader elected after a broker died).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The cluster id every node of a test cluster is started with.
 pub const CLUSTER_ID: &str = "corelog-test-cluster";
@@ -48,6 +57,44 @@ impl ClusterProcesses {
             .collect();
         ClusterProcesses { nodes, voters, controller_ports }
     }
+}
+
+impl ClusterProcesses {
+    /// [`ClusterProcesses::start`], then waits until every node lists all of them
+    /// as live brokers.
+    pub fn start_live(name: &str, size: usize, config_yaml: &str) -> ClusterProcesses {
+        let cluster = ClusterProcesses::start(name, size, config_yaml);
+        let ids: Vec<i32> = (0..size as i32).collect();
+        for node in &cluster.nodes {
+            wait_until("every broker live in Metadata", SETTLE_TIMEOUT, || {
+                broker_ids(&metadata(node, Some(&[]))) == ids
+            });
+        }
+        cluster
+    }
+
+    /// Every node's client address, comma-separated (`bootstrap.servers`).
+    pub fn bootstrap(&self) -> String {
+        self.nodes.iter().map(BrokerProcess::bootstrap).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Creates `topic` with `replicas` replicas per partition through librdkafka's
+/// admin client, and asserts the cluster said yes.
+pub fn create_replicated_topic(
+    node: &BrokerProcess,
+    topic: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) {
+    let admin = admin_client(node);
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
+    let results = block_on(admin.create_topics([&new_topic], &admin_options())).expect("CreateTopics");
+    assert_eq!(results, vec![Ok(topic.to_string())]);
 }
 
 /// The cluster flags of node `node_id`.
@@ -105,4 +152,44 @@ pub fn broker_ids(response: &MetadataResponse) -> Vec<i32> {
     let mut ids: Vec<i32> = response.brokers.iter().map(|b| b.node_id.0).collect();
     ids.sort_unstable();
     ids
+}
+
+/// The coordinator FindCoordinator v3 names for a group, from `node`, or its error
+/// code and message.
+pub fn find_coordinator(node: &BrokerProcess, group: &str) -> Result<i32, (i16, String)> {
+    let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string())).with_key_type(0);
+    let response = RawConnection::open(node).request(&request, 3);
+    match response.error_code {
+        0 => Ok(response.node_id.0),
+        code => Err((code, response.error_message.map(|m| m.to_string()).unwrap_or_default())),
+    }
+}
+
+/// Waits until `node` names a coordinator for `group` other than `not`.
+pub fn wait_for_coordinator(node: &BrokerProcess, group: &str, not: Option<i32>) -> i32 {
+    let mut last = Err((0, String::new()));
+    let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        last = find_coordinator(node, group);
+        match last {
+            Ok(id) if Some(id) != not => return id,
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    panic!("no coordinator (other than {not:?}) for group {group} after {SETTLE_TIMEOUT:?}; last answer {last:?}");
+}
+
+/// OffsetFetch v7 of every partition `group` committed, from `node`: the top-level
+/// error code and each (topic, partition, offset).
+pub fn offset_fetch(node: &BrokerProcess, group: &str) -> (i16, Vec<(String, i32, i64)>) {
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(None);
+    let response = RawConnection::open(node).request(&fetch, 7);
+    let offsets = response
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index, p.committed_offset)))
+        .collect();
+    (response.error_code, offsets)
 }
