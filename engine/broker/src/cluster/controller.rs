@@ -522,7 +522,7 @@ fn elect(
 }
 
 fn unclean_allowed(topic: &TopicImage) -> bool {
-    topic.configs.get(UNCLEAN_LEADER_ELECTION).is_some_and(|v| v == "true")
+    topic.configs.get(UNCLEAN_LEADER_ELECTION).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 fn new_partitions(

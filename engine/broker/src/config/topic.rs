@@ -48,8 +48,17 @@ fn integer_in<const MIN: i64, const MAX: i64>(text: &str) -> std::result::Result
     parse_in(text, MIN, MAX).map(|value| value.to_string())
 }
 
+/// A broker key holding `true` or `false` (any case, as Kafka reads booleans),
+/// stored in lowercase.
+fn boolean(text: &str) -> std::result::Result<String, String> {
+    match text.to_ascii_lowercase().as_str() {
+        value @ ("true" | "false") => Ok(value.to_string()),
+        _ => Err(format!("`{text}` is not true or false")),
+    }
+}
+
 /// Every topic-config key the broker accepts, in the order DescribeConfigs lists them.
-pub const TOPIC_KEYS: [TopicKey; 11] = [
+pub const TOPIC_KEYS: [TopicKey; 12] = [
     TopicKey {
         name: "segment.bytes",
         broker_name: "log.segment.bytes",
@@ -98,6 +107,15 @@ pub const TOPIC_KEYS: [TopicKey; 11] = [
         kind: ConfigKind::Int,
         documentation: "In-sync replicas an acks=all write needs (at least 1); a single broker has one replica.",
         interpreter: Interpreter::Broker { default: "1", parse: integer_in::<1, { i32::MAX as i64 }> },
+    },
+    TopicKey {
+        name: "unclean.leader.election.enable",
+        broker_name: "unclean.leader.election.enable",
+        kind: ConfigKind::Boolean,
+        documentation: "Whether the controller may make a replica outside the ISR the leader when no in-sync \
+                        replica is left: the partition is available again, and what only the lost in-sync \
+                        replicas held is gone. false: it stays without a leader until an in-sync replica returns.",
+        interpreter: Interpreter::Broker { default: "false", parse: boolean },
     },
     TopicKey {
         name: "fsync.policy",
@@ -269,5 +287,16 @@ mod tests {
         assert_eq!(min_insync_replicas(&config), 1);
         assert_eq!(value(&config, "fsync.policy").as_deref(), Some("always"));
         assert_eq!(value(&config, "no.such.key"), None);
+        assert_eq!(value(&config, "unclean.leader.election.enable").as_deref(), Some("false"));
+    }
+
+    #[test]
+    fn unclean_leader_election_takes_a_boolean_in_any_case() {
+        let mut config = built_in();
+        set(&mut config, "unclean.leader.election.enable", "TRUE").expect("a boolean");
+        assert_eq!(value(&config, "unclean.leader.election.enable").as_deref(), Some("true"));
+        let error = set(&mut config, "unclean.leader.election.enable", "yes").expect_err("not a boolean");
+        assert!(error.to_string().contains("`yes` is not true or false"), "{error}");
+        assert_eq!(value(&config, "unclean.leader.election.enable").as_deref(), Some("true"), "unchanged");
     }
 }
