@@ -1131,8 +1131,10 @@ impl<S: Storage> PartitionLog<S> {
         self.truncations += 1;
         let doomed: Vec<Offset> =
             self.segments.range(offset..).map(|(base, _)| *base).filter(|b| *b > offset).collect();
-        // Keep at least one segment: the one holding `offset` (or the first).
-        for base in doomed {
+        // Keep at least one segment: the one holding `offset` (or the first). Newest
+        // first, so that a crash in between leaves contiguous segments, a prefix of
+        // the log: oldest first, it left a gap that the next open took for damage.
+        for base in doomed.into_iter().rev() {
             if self.segments.len() > 1 {
                 let segment = self.segments.remove(&base).expect("listed");
                 segment.delete(&self.storage).await?;
@@ -1724,5 +1726,46 @@ mod tests {
         let log = reopen(&storage);
         assert!(!log.is_replicated());
         assert_eq!(log.high_watermark(), log.log_end_offset());
+    }
+
+    /// A replicated log of twelve batches (offsets 0 to 11) over three segments, two
+    /// epochs and one idempotent producer, synced, its high watermark at 6.
+    fn replicated_log_with_producers(storage: &SimStorage) -> PartitionLog<SimStorage> {
+        let mut log = open(storage, small_segments());
+        block_on(log.set_replicated(true)).expect("replicated");
+        for sequence in 0..12 {
+            let epoch = LeaderEpoch(if sequence < 6 { 1 } else { 2 });
+            block_on(log.append(idempotent_batch(sequence), epoch)).expect("append");
+        }
+        block_on(log.sync()).expect("sync");
+        log.update_high_watermark(Offset(6)).expect("set");
+        assert_eq!(log.stats().segment_count, 3, "{:?}", log.stats());
+        assert_eq!((epochs(&log), log.producer_state().len()), (vec![(1, 0), (2, 6)], 1));
+        log
+    }
+
+    /// A crash at every change a truncation makes to the disk, in turn (the process
+    /// dies after `changes` of them): the open finds a prefix of the log, never a
+    /// gap between segments, which it would take for damage.
+    #[test]
+    fn a_crash_at_any_step_of_a_truncation_reopens_with_a_prefix_of_the_log() {
+        let old = all_bytes(&replicated_log_with_producers(&SimStorage::new()));
+        for changes in 0.. {
+            let storage = SimStorage::new();
+            let mut log = replicated_log_with_producers(&storage);
+            storage.die_after_changes(changes);
+            let done = block_on(log.truncate_to(Offset(1))).is_ok();
+            drop(log);
+            storage.crash(CrashFault::LoseUnsynced);
+            let partition = TopicPartition::new(TopicName::new("epochs").expect("valid"), PartitionId(0));
+            let opened = PartitionLog::open(storage, dir(), partition, small_segments(), ManualClock::new(T0));
+            let what = format!("the process dead after {changes} changes of a truncation");
+            let (log, _) = block_on(opened).unwrap_or_else(|error| panic!("{what}: {error}"));
+            assert!(old.starts_with(&all_bytes(&log)), "{what}: not a prefix of the log: {:?}", log.stats());
+            if done {
+                assert_eq!(log.log_end_offset(), Offset(1), "{what}");
+                break;
+            }
+        }
     }
 }

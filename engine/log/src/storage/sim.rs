@@ -11,6 +11,11 @@
 //! present when it was started, and completes no earlier than one poll later, so
 //! work interleaves with it as with a real fdatasync in flight. A test can hold every
 //! detached sync in flight ([`SimStorage::hold_syncs`]) to act while one is pending.
+//!
+//! A test can also stop the process at any change to the disk
+//! ([`SimStorage::die_after_changes`]): the changes after the chosen one fail and
+//! leave the disk as it was, and the crash that follows shows what an open finds
+//! after a crash at exactly that point of an operation.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -60,9 +65,28 @@ struct SimDisk {
     held_wakers: Vec<Waker>,
     /// Detached syncs started and neither completed nor dropped.
     syncs_in_flight: usize,
+    /// Changes the process may still make before it dies
+    /// ([`SimStorage::die_after_changes`]); `None`: no limit.
+    changes_left: Option<u64>,
 }
 
 impl SimDisk {
+    /// Counts one change to the disk (`op` on `path`); fails, changing nothing, once
+    /// the process is dead.
+    fn change(&mut self, op: &'static str, path: &Path) -> Result<()> {
+        match self.changes_left {
+            Some(0) => {
+                let dead = io::Error::other("simulated crash: the process died before this change");
+                Err(EngineError::io(op, path, dead))
+            }
+            Some(left) => {
+                self.changes_left = Some(left - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn used_bytes(&self) -> u64 {
         self.files.values().map(|f| f.current.len() as u64).sum()
     }
@@ -84,6 +108,7 @@ impl SimStorage {
     pub fn crash(&self, fault: CrashFault) {
         let mut disk = self.disk.borrow_mut();
         disk.generation += 1;
+        disk.changes_left = None;
         for (index, (_, file)) in disk.files.iter_mut().enumerate() {
             let durable_len = file.durable.len();
             let common = file.current.len().min(durable_len);
@@ -124,9 +149,19 @@ impl SimStorage {
     pub fn kill_process(&self) {
         let mut disk = self.disk.borrow_mut();
         disk.generation += 1;
+        disk.changes_left = None;
         for file in disk.files.values_mut() {
             file.current.truncate(file.written);
         }
+    }
+
+    /// Lets the process make `count` more changes to the disk (a file created,
+    /// removed, replaced, written, flushed, synced or truncated), then has it die:
+    /// every later change fails (an IO error naming the simulated crash) and changes
+    /// nothing, until [`SimStorage::crash`] or [`SimStorage::kill_process`] ends it.
+    /// Reads keep working.
+    pub fn die_after_changes(&self, count: u64) {
+        self.disk.borrow_mut().changes_left = Some(count);
     }
 
     /// Makes the next `count` syncs fail with EIO.
@@ -212,6 +247,7 @@ impl Storage for SimStorage {
             if !create {
                 return Err(not_found("open", path));
             }
+            disk.change("create", path)?;
             disk.files.insert(path.to_path_buf(), SimFileState::default());
         }
         let generation = disk.generation;
@@ -219,7 +255,9 @@ impl Storage for SimStorage {
     }
 
     async fn remove_file(&self, path: &Path) -> Result<()> {
-        match self.disk.borrow_mut().files.remove(path) {
+        let mut disk = self.disk.borrow_mut();
+        disk.change("remove", path)?;
+        match disk.files.remove(path) {
             Some(_) => Ok(()),
             None => Err(not_found("remove", path)),
         }
@@ -235,6 +273,7 @@ impl Storage for SimStorage {
 
     async fn remove_dir_all(&self, path: &Path) -> Result<()> {
         let mut disk = self.disk.borrow_mut();
+        disk.change("remove", path)?;
         disk.files.retain(|file, _| !file.starts_with(path));
         disk.dirs.retain(|dir| !dir.starts_with(path));
         Ok(())
@@ -274,6 +313,7 @@ impl Storage for SimStorage {
             disk.fail_next_syncs -= 1;
             return Err(EngineError::io("fsync", path, io::Error::from_raw_os_error(libc::EIO)));
         }
+        disk.change("rename", path)?;
         let state = SimFileState { current: bytes.to_vec(), durable: bytes.to_vec(), written: bytes.len() };
         disk.files.insert(path.to_path_buf(), state);
         Ok(())
@@ -335,6 +375,7 @@ impl StorageFile for SimFile {
                     return Err(EngineError::io("write", path, io::Error::from_raw_os_error(libc::ENOSPC)));
                 }
             }
+            disk.change("write", path)?;
             disk.files.get_mut(path).expect("checked").current.extend_from_slice(bytes);
             Ok(())
         })
@@ -342,6 +383,7 @@ impl StorageFile for SimFile {
 
     async fn flush(&mut self) -> Result<()> {
         self.with("write", |disk, path| {
+            disk.change("write", path)?;
             let file = disk.files.get_mut(path).expect("checked");
             file.written = file.current.len();
             Ok(())
@@ -354,6 +396,7 @@ impl StorageFile for SimFile {
                 disk.fail_next_syncs -= 1;
                 return Err(EngineError::io("fdatasync", path, io::Error::from_raw_os_error(libc::EIO)));
             }
+            disk.change("fdatasync", path)?;
             disk.syncs += 1;
             let file = disk.files.get_mut(path).expect("checked");
             file.durable = file.current.clone();
@@ -391,6 +434,7 @@ impl StorageFile for SimFile {
                     disk.fail_next_syncs -= 1;
                     return Err(EngineError::io("fdatasync", path, io::Error::from_raw_os_error(libc::EIO)));
                 }
+                disk.change("fdatasync", path)?;
                 disk.syncs += 1;
                 let file = disk.files.get_mut(path).expect("checked");
                 // `durable` is always a prefix of `current`; this sync extends it to
@@ -415,6 +459,7 @@ impl StorageFile for SimFile {
 
     async fn truncate(&mut self, len: u64) -> Result<()> {
         self.with("truncate", |disk, path| {
+            disk.change("truncate", path)?;
             let file = disk.files.get_mut(path).expect("checked");
             file.current.truncate(len as usize);
             file.durable.truncate(len as usize);
