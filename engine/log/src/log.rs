@@ -296,6 +296,10 @@ impl<S: Storage> PartitionLog<S> {
             (Some(checkpoint), None) => checkpoint,
             (None, first) => first.unwrap_or(Offset(0)),
         };
+        // Records deleted (delete-records, retention, a full truncation), then brought
+        // back by a crash that undid their segments' deletion but not the checkpoint
+        // written before it: the log restarts empty at the log start, so no offset
+        // below it is handed out again (`truncate_fully_and_start_at` relies on it).
         if log.segments.is_empty() || log.log_start_offset > log.log_end_offset() {
             log.restart_at(log.log_start_offset).await?;
         }
@@ -1188,6 +1192,67 @@ impl<S: Storage> PartitionLog<S> {
         Ok(self.log_start_offset)
     }
 
+    /// Removes every record and starts the log empty at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`: a follower whose log end the leader's log start
+    /// has passed). The log start and end, the high watermark and the durable and
+    /// written offsets all become `offset`; the producer state and the leader-epoch
+    /// history go with the batches. `offset` may be anywhere at or above the log
+    /// start; below it is [`EngineError::OffsetOutOfRange`], as no offset below the
+    /// log start is handed out again. Durable when it returns.
+    ///
+    /// Crash story: the records at and past `offset`, if any, are cut first (a
+    /// durable [`PartitionLog::truncate_to`]), so the log ends at or below `offset`;
+    /// then `log-start-offset` is written, durably, before any segment goes. A crash
+    /// after that leaves a suffix of the old segments (deleted oldest first), or the
+    /// new empty one, and the checkpointed log start: [`PartitionLog::open`] finds
+    /// the log start past the old segments' end and restarts the log empty there,
+    /// as after a delete-records a crash undid, and cuts a replicated high
+    /// watermark up to it. One limit: when the log ended exactly at `offset`, such
+    /// an open finds the log start at the log end and keeps the old segments below
+    /// it, unreadable (as after a delete-records to the log end), with their
+    /// producers and epochs, until a later log start move deletes them. A failure
+    /// once the checkpoint is written poisons the log: what is in memory may no
+    /// longer be what is on disk, and a restart recovers from the disk.
+    pub async fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<()> {
+        self.check_writable()?;
+        if offset < self.log_start_offset {
+            return Err(EngineError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset(),
+            });
+        }
+        if offset < self.log_end_offset() {
+            self.truncate_to(offset).await?;
+        }
+        debug_assert!(self.log_end_offset() <= offset, "the truncation left records at or past {offset}");
+        let text = format!("{}\n", offset.0);
+        self.storage.write_file_atomic(&self.dir.join(LOG_START_OFFSET_FILE), text.as_bytes()).await?;
+        self.log_start_offset = offset;
+        let restarted = self.restart_empty_at(offset).await;
+        if let Err(error) = restarted {
+            return Err(self.poison(error));
+        }
+        assert_eq!((self.log_start_offset, self.log_end_offset()), (offset, offset));
+        Ok(())
+    }
+
+    /// The rest of [`PartitionLog::truncate_fully_and_start_at`], once the log start
+    /// is checkpointed at `offset`.
+    async fn restart_empty_at(&mut self, offset: Offset) -> Result<()> {
+        self.restart_at(offset).await?;
+        self.storage.sync_dir(&self.dir).await?;
+        self.high_watermark = offset;
+        self.durable_offset = offset;
+        self.written_offset = offset;
+        if self.replicated {
+            // Where the open would put it anyway (the checkpoint cut up to the log
+            // start), but written down.
+            self.checkpoint_high_watermark().await?;
+        }
+        Ok(())
+    }
+
     /// Moves the log start offset: the checkpoint file first, then the segments
     /// wholly below it go. On a full disk, where the checkpoint cannot be written
     /// until something is freed, the segments go first and the checkpoint is written
@@ -1767,5 +1832,112 @@ mod tests {
                 break;
             }
         }
+    }
+
+    fn out_of_range(log: &PartitionLog<SimStorage>, offset: i64) -> bool {
+        let read = block_on(log.read(Offset(offset), 1 << 20, Some(log.log_end_offset())));
+        matches!(read, Err(EngineError::OffsetOutOfRange { .. }))
+    }
+
+    /// The log is empty at `offset`: every offset, the history and the producers.
+    fn assert_empty_at(log: &PartitionLog<SimStorage>, offset: i64, what: &str) {
+        let stats = log.stats();
+        let offsets = [stats.log_start_offset, stats.log_end_offset, stats.high_watermark, stats.durable_offset];
+        assert_eq!(offsets, [Offset(offset); 4], "{what}: {stats:?}");
+        assert_eq!(log.written_offset(), Offset(offset), "{what}");
+        assert_eq!((stats.segment_count, stats.size_bytes), (1, 0), "{what}: {stats:?}");
+        assert!(epochs(log).is_empty() && log.producer_state().is_empty(), "{what}: {stats:?}");
+        assert!((0..offset).all(|below| out_of_range(log, below)), "{what}: a record below {offset} is readable");
+        let at = block_on(log.read(Offset(offset), 1 << 20, Some(log.log_end_offset()))).expect("read at the start");
+        assert!(at.bytes.is_empty(), "{what}");
+    }
+
+    #[test]
+    fn a_full_truncation_empties_the_log_at_the_offset_and_the_next_append_lands_there() {
+        let storage = SimStorage::new();
+        let mut log = replicated_log_with_producers(&storage);
+        block_on(log.truncate_fully_and_start_at(Offset(20))).expect("truncate fully");
+        assert_empty_at(&log, 20, "after the op");
+        assert_eq!(log.checkpointed_high_watermark(), Some(Offset(20)));
+        let below = block_on(log.truncate_fully_and_start_at(Offset(19)));
+        assert!(matches!(below, Err(EngineError::OffsetOutOfRange { .. })), "below the log start: {below:?}");
+
+        let appended = append(&mut log, 3).expect("append");
+        assert_eq!((appended.base_offset, appended.last_offset), (Offset(20), Offset(21)));
+        assert_eq!(epochs(&log), [(3, 20)]);
+        let kept = all_bytes(&log);
+        block_on(log.close()).expect("close");
+        let mut log = open(&storage, small_segments());
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (Offset(20), Offset(22)), "after a restart");
+        assert_eq!((all_bytes(&log), epochs(&log)), (kept, vec![(3, 20)]));
+        assert!(out_of_range(&log, 0) && out_of_range(&log, 19));
+
+        // An offset inside the log: what is at and past it goes too.
+        log.update_high_watermark(Offset(22)).expect("set");
+        block_on(log.truncate_fully_and_start_at(Offset(21))).expect("truncate fully inside the log");
+        assert_empty_at(&log, 21, "inside the log");
+        log.poisoned = Some("a failed sync".to_string());
+        let poisoned = block_on(log.truncate_fully_and_start_at(Offset(30)));
+        assert!(matches!(poisoned, Err(EngineError::Poisoned { .. })), "{poisoned:?}");
+    }
+
+    #[test]
+    fn a_crash_right_after_a_full_truncation_reopens_empty_at_the_offset() {
+        for fault in [CrashFault::LoseUnsynced, CrashFault::KeepAll] {
+            let storage = SimStorage::new();
+            let mut log = replicated_log_with_producers(&storage);
+            append(&mut log, 2).expect("an unsynced append");
+            block_on(log.truncate_fully_and_start_at(Offset(20))).expect("truncate fully");
+            drop(log);
+            storage.crash(fault);
+            let log = open(&storage, small_segments());
+            assert_empty_at(&log, 20, &format!("{fault:?}"));
+            assert!(log.is_replicated());
+        }
+    }
+
+    /// A crash at every change the op makes to the disk, in turn (the process dies
+    /// after `changes` of them): the open finds the log as it was, or cut (from
+    /// `offset` on, inside the log), or empty at `offset`, never anything else, and
+    /// once empty it stays so at every later point.
+    fn crash_at_every_step_of_a_full_truncation(offset: i64) {
+        let old = all_bytes(&replicated_log_with_producers(&SimStorage::new()));
+        let mut emptied_at = None;
+        for changes in 0.. {
+            let storage = SimStorage::new();
+            let mut log = replicated_log_with_producers(&storage);
+            storage.die_after_changes(changes);
+            let done = block_on(log.truncate_fully_and_start_at(Offset(offset))).is_ok();
+            drop(log);
+            storage.crash(CrashFault::LoseUnsynced);
+            let log = open(&storage, small_segments());
+            let what = format!("truncated fully at {offset}, the process dead after {changes} changes");
+            let (start, end) = (log.log_start_offset().0, log.log_end_offset().0);
+            if start == 0 {
+                assert!(emptied_at.is_none(), "{what}: back to the old log after {emptied_at:?}");
+                let bytes = all_bytes(&log);
+                assert!(old.starts_with(&bytes), "{what}: not the old log nor a cut of it: {start}..{end}");
+            } else if (start, end) == (offset, offset) && log.stats().size_bytes == 0 {
+                assert_empty_at(&log, offset, &what);
+                emptied_at = emptied_at.or(Some(changes));
+            } else {
+                // The one limit: the log ended at `offset` when the checkpoint was
+                // written, and the segments below stay, unreadable.
+                assert_eq!((start, end), (offset, offset), "{what}");
+                assert!((0..offset).all(|below| out_of_range(&log, below)), "{what}");
+            }
+            if done {
+                assert_empty_at(&log, offset, &what);
+                break;
+            }
+        }
+        assert!(emptied_at.is_some_and(|changes| changes > 0), "never empty after a crash inside the op");
+    }
+
+    #[test]
+    fn a_crash_at_any_step_of_a_full_truncation_reopens_with_the_old_log_or_empty_at_the_offset() {
+        crash_at_every_step_of_a_full_truncation(20);
+        crash_at_every_step_of_a_full_truncation(12);
+        crash_at_every_step_of_a_full_truncation(1);
     }
 }

@@ -1,8 +1,8 @@
 //! Model-based property tests of [`PartitionLog`] over the simulated disk.
 //!
 //! Random sequences of append / read / list-offsets / roll / housekeeping (retention
-//! by bytes and by time) / delete-records / truncate / high-watermark moves / sync /
-//! clean close + reopen run against the log and against a plain in-memory model: the
+//! by bytes and by time) / delete-records / truncate / truncate fully and start at /
+//! high-watermark moves / sync / clean close + reopen run against the log and against a plain in-memory model: the
 //! batches (base offset, stamped bytes, max timestamp), the segment layout the
 //! roll rules imply, the log start offset, the high watermark, the durable
 //! offset and the leader-epoch history (appends now and then in a newer epoch), in
@@ -265,6 +265,21 @@ impl Model {
         self.durable = end;
     }
 
+    /// Kafka's `truncateFullyAndStartAt`: everything goes and the log starts empty
+    /// at `offset`. False: refused, below the log start.
+    fn truncate_fully_and_start_at(&mut self, offset: i64, now: i64) -> bool {
+        if offset < self.lso {
+            return false;
+        }
+        self.batches.clear();
+        self.segs = vec![MSeg { base: offset, next: offset, size: 0, created_at: now, max_ts: None }];
+        self.epochs.clear();
+        self.lso = offset;
+        self.hw = offset;
+        self.durable = offset;
+        true
+    }
+
     fn set_hw(&mut self, offset: i64) {
         self.hw = offset.min(self.end()).max(self.lso);
     }
@@ -457,6 +472,9 @@ enum Op {
     Truncate {
         at: u32,
     },
+    TruncateFullyAndStartAt {
+        at: u32,
+    },
     SetHighWatermark {
         pick: u32,
     },
@@ -498,6 +516,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(bytes, ms)| Op::SetRetention { bytes, ms }),
         2 => any::<u32>().prop_map(|at| Op::DeleteRecords { at }),
         1 => any::<u32>().prop_map(|at| Op::Truncate { at }),
+        1 => any::<u32>().prop_map(|at| Op::TruncateFullyAndStartAt { at }),
         1 => any::<u32>().prop_map(|pick| Op::SetHighWatermark { pick }),
         1 => any::<bool>().prop_map(|on| Op::SetReplicated { on }),
         2 => any::<u32>().prop_map(|pick| Op::UpdateHighWatermark { pick }),
@@ -616,6 +635,15 @@ async fn run_case(case: Case, ops: Vec<Op>) {
                 let offset = pick(at, model.lso - 2, model.end() + 1);
                 log.truncate_to(Offset(offset)).await.unwrap_or_else(|e| panic!("{what}: truncate to {offset}: {e}"));
                 model.truncate(offset, now);
+            }
+            Op::TruncateFullyAndStartAt { at } => {
+                let offset = pick(at, model.lso - 1, model.end() + 40);
+                let restarted = log.truncate_fully_and_start_at(Offset(offset)).await;
+                match (model.truncate_fully_and_start_at(offset, now), restarted) {
+                    (true, Ok(())) => {}
+                    (false, Err(EngineError::OffsetOutOfRange { .. })) => {}
+                    (expected, actual) => panic!("{what}: truncate fully at {offset}: {actual:?}, model {expected}"),
+                }
             }
             Op::SetHighWatermark { pick: sel } => {
                 // The high watermark sits on batch boundaries (it follows appends or

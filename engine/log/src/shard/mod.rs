@@ -812,6 +812,13 @@ impl EngineHandle {
         self.op(partition, |reply| PartitionOp::Truncate { offset, reply }).await
     }
 
+    /// Empties a partition's log and starts it at `offset` (a follower whose log end
+    /// the leader's log start has passed); see
+    /// [`PartitionLog::truncate_fully_and_start_at`]. Durable when it returns.
+    pub async fn truncate_fully_and_start_at(&self, partition: &TopicPartition, offset: Offset) -> Result<()> {
+        self.op(partition, |reply| PartitionOp::TruncateFullyAndStartAt { offset, reply }).await
+    }
+
     pub async fn delete_records(&self, partition: &TopicPartition, offset: Offset) -> Result<Offset> {
         self.dispatch_delete_records(partition, offset).await?.reply().await
     }
@@ -1206,6 +1213,7 @@ fn reject(op: PartitionOp, error: EngineError) {
         PartitionOp::ListOffset { reply, .. } => send(reply, error),
         PartitionOp::Sync { reply } => send(reply, error),
         PartitionOp::Truncate { reply, .. } => send(reply, error),
+        PartitionOp::TruncateFullyAndStartAt { reply, .. } => send(reply, error),
         PartitionOp::DeleteRecords { reply, .. } => send(reply, error),
         PartitionOp::SetConfig { reply, .. } => send(reply, error),
         PartitionOp::Stats { reply } => send(reply, error),

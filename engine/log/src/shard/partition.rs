@@ -27,9 +27,10 @@
 //! Limits: at most [`SYNCS_IN_FLIGHT_MAX`] syncs in flight (with two, the syncs
 //! overlapped on the device and each carried fewer appends, for no gain). Ops that
 //! must not overlap a sync in flight or that promise durability (`Sync`, `Truncate`,
-//! `Housekeeping`, which may roll or delete, and `Close`) first wait for it and commit
-//! every waiting append (a barrier). A roll inside an append may seal the segment a
-//! sync in flight covers: harmless, the seal syncs it too. A failed fdatasync poisons
+//! `TruncateFullyAndStartAt`, `Housekeeping`, which may roll or delete, and `Close`)
+//! first wait for it and commit every waiting append (a barrier). A roll inside an
+//! append may seal the segment a sync in flight covers: harmless, the seal syncs it
+//! too. A failed fdatasync poisons
 //! the log: every waiting append, covered by it or appended after it, fails, and
 //! every later one too. A full disk while flushing for a sync: the syncs in flight
 //! complete first (answering what they cover), then the unsynced appends are
@@ -44,11 +45,12 @@
 //! ([`write_out`]; ops queued meanwhile form the next round, so the writes group as
 //! the fdatasyncs do under `always`), and the high watermark follows the written
 //! offset, so no consumer reads what a crash of the process could take back. Ops that
-//! must see the round's appends settled (`Sync`, `Truncate`, `DeleteRecords`,
-//! `SetConfig`, `Housekeeping`) write them out first, and reads (`Read`, `ListOffset`,
-//! `Stats`) queued behind unwritten appends are served right after the write-out: a
-//! read sees every append queued before it, as a Kafka connection's pipelined
-//! requests do (under `always` a read sees the high watermark of the last sync).
+//! must see the round's appends settled (`Sync`, `Truncate`, `TruncateFullyAndStartAt`,
+//! `DeleteRecords`, `SetConfig`, `Housekeeping`) write them out first, and reads
+//! (`Read`, `ListOffset`, `Stats`) queued behind unwritten appends are served right
+//! after the write-out: a read sees every append queued before it, as a Kafka
+//! connection's pipelined requests do (under `always` a read sees the high watermark
+//! of the last sync).
 //!
 //! Replicated mode ([`PartitionOp::SetReplicated`], set by the broker for a partition
 //! with replicas): the actor no longer moves the high watermark; the broker does
@@ -127,6 +129,12 @@ pub enum PartitionOp {
         reply: Reply<Offset>,
     },
     Truncate {
+        offset: Offset,
+        reply: Reply<()>,
+    },
+    /// Empties the log and starts it at `offset`
+    /// ([`PartitionLog::truncate_fully_and_start_at`]).
+    TruncateFullyAndStartAt {
         offset: Offset,
         reply: Reply<()>,
     },
@@ -345,6 +353,10 @@ impl<S: Storage> Actor<S> {
             PartitionOp::Truncate { offset, reply } => {
                 self.settle_all().await;
                 answer(reply, self.log.truncate_to(offset).await);
+            }
+            PartitionOp::TruncateFullyAndStartAt { offset, reply } => {
+                self.settle_all().await;
+                answer(reply, self.log.truncate_fully_and_start_at(offset).await);
             }
             PartitionOp::DeleteRecords { offset, reply } => {
                 self.write_out_and_serve_reads().await;
