@@ -1196,60 +1196,75 @@ impl<S: Storage> PartitionLog<S> {
     /// `truncateFullyAndStartAt`: a follower whose log end the leader's log start
     /// has passed). The log start and end, the high watermark and the durable and
     /// written offsets all become `offset`; the producer state and the leader-epoch
-    /// history go with the batches. `offset` may be anywhere at or above the log
-    /// start; below it is [`EngineError::OffsetOutOfRange`], as no offset below the
-    /// log start is handed out again. Durable when it returns.
+    /// history go with the batches. Durable when it returns. A negative offset is
+    /// [`EngineError::OffsetOutOfRange`].
     ///
-    /// Crash story: the records at and past `offset`, if any, are cut first (a
-    /// durable [`PartitionLog::truncate_to`]), so the log ends at or below `offset`;
-    /// then `log-start-offset` is written, durably, before any segment goes. A crash
-    /// after that leaves a suffix of the old segments (deleted oldest first), or the
-    /// new empty one, and the checkpointed log start: [`PartitionLog::open`] finds
-    /// the log start past the old segments' end and restarts the log empty there,
-    /// as after a delete-records a crash undid, and cuts a replicated high
-    /// watermark up to it. One limit: when the log ended exactly at `offset`, such
-    /// an open finds the log start at the log end and keeps the old segments below
-    /// it, unreadable (as after a delete-records to the log end), with their
-    /// producers and epochs, until a later log start move deletes them. A failure
-    /// once the checkpoint is written poisons the log: what is in memory may no
-    /// longer be what is on disk, and a restart recovers from the disk.
+    /// `offset` may be below the log start: the leader's log start may be inside a
+    /// batch (DeleteRecords takes any offset), and a follower restarted there gets
+    /// that whole batch, so it restarts again at the batch's base, as Kafka's
+    /// `Partition.appendRecordsToFollowerOrFutureReplica` does; the offsets handed
+    /// out again are the leader's, for the leader's records.
+    ///
+    /// Crash story: the records at and past `offset` (or the log start, if higher),
+    /// if any, are cut first (a durable [`PartitionLog::truncate_to`]), so the log
+    /// ends at or below it. Below the log start, the log is then emptied at its log
+    /// start (by the steps that follow, with the log start for `offset`) before the
+    /// log start moves down, so that no crash brings back a record below it. Then
+    /// `log-start-offset` is written, durably, before any segment goes. A crash after that leaves a suffix of the old segments (deleted
+    /// oldest first), or the new empty one, and the checkpointed log start:
+    /// [`PartitionLog::open`] finds the log start past the old segments' end and
+    /// restarts the log empty there, as after a delete-records a crash undid, and
+    /// cuts a replicated high watermark up to it. One limit: when the log ended
+    /// exactly at `offset`, such an open finds the log start at the log end and keeps
+    /// the old segments below it, unreadable (as after a delete-records to the log
+    /// end), with their producers and epochs, until a later log start move deletes
+    /// them. A failure once the checkpoint is written poisons the log: what is in
+    /// memory may no longer be what is on disk, and a restart recovers from the disk.
     pub async fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<()> {
         self.check_writable()?;
-        if offset < self.log_start_offset {
+        if offset < Offset(0) {
             return Err(EngineError::OffsetOutOfRange {
                 requested: offset,
                 log_start_offset: self.log_start_offset,
                 log_end_offset: self.log_end_offset(),
             });
         }
-        if offset < self.log_end_offset() {
+        let log_start = self.log_start_offset;
+        if offset.max(log_start) < self.log_end_offset() {
             self.truncate_to(offset).await?;
         }
-        debug_assert!(self.log_end_offset() <= offset, "the truncation left records at or past {offset}");
+        debug_assert!(self.log_end_offset() <= offset.max(log_start), "the truncation left records past {offset}");
+        if offset < log_start {
+            self.restart_empty_at(log_start).await?;
+        }
+        self.restart_empty_at(offset).await
+    }
+
+    /// The log start checkpointed at `offset`, then the log restarted empty there
+    /// (the steps of [`PartitionLog::truncate_fully_and_start_at`] once nothing is
+    /// left at or past `offset`).
+    async fn restart_empty_at(&mut self, offset: Offset) -> Result<()> {
         let text = format!("{}\n", offset.0);
         self.storage.write_file_atomic(&self.dir.join(LOG_START_OFFSET_FILE), text.as_bytes()).await?;
         self.log_start_offset = offset;
-        let restarted = self.restart_empty_at(offset).await;
+        let restarted = async {
+            self.restart_at(offset).await?;
+            self.storage.sync_dir(&self.dir).await?;
+            self.high_watermark = offset;
+            self.durable_offset = offset;
+            self.written_offset = offset;
+            if self.replicated {
+                // Where the open would put it anyway (the checkpoint cut up to the log
+                // start), but written down.
+                self.checkpoint_high_watermark().await?;
+            }
+            Ok(())
+        }
+        .await;
         if let Err(error) = restarted {
             return Err(self.poison(error));
         }
         assert_eq!((self.log_start_offset, self.log_end_offset()), (offset, offset));
-        Ok(())
-    }
-
-    /// The rest of [`PartitionLog::truncate_fully_and_start_at`], once the log start
-    /// is checkpointed at `offset`.
-    async fn restart_empty_at(&mut self, offset: Offset) -> Result<()> {
-        self.restart_at(offset).await?;
-        self.storage.sync_dir(&self.dir).await?;
-        self.high_watermark = offset;
-        self.durable_offset = offset;
-        self.written_offset = offset;
-        if self.replicated {
-            // Where the open would put it anyway (the checkpoint cut up to the log
-            // start), but written down.
-            self.checkpoint_high_watermark().await?;
-        }
         Ok(())
     }
 
@@ -1859,8 +1874,8 @@ mod tests {
         block_on(log.truncate_fully_and_start_at(Offset(20))).expect("truncate fully");
         assert_empty_at(&log, 20, "after the op");
         assert_eq!(log.checkpointed_high_watermark(), Some(Offset(20)));
-        let below = block_on(log.truncate_fully_and_start_at(Offset(19)));
-        assert!(matches!(below, Err(EngineError::OffsetOutOfRange { .. })), "below the log start: {below:?}");
+        let negative = block_on(log.truncate_fully_and_start_at(Offset(-1)));
+        assert!(matches!(negative, Err(EngineError::OffsetOutOfRange { .. })), "{negative:?}");
 
         let appended = append(&mut log, 3).expect("append");
         assert_eq!((appended.base_offset, appended.last_offset), (Offset(20), Offset(21)));
@@ -1881,6 +1896,32 @@ mod tests {
         assert!(matches!(poisoned, Err(EngineError::Poisoned { .. })), "{poisoned:?}");
     }
 
+    /// The leader's log start inside a batch: a follower restarted there fetches the
+    /// whole batch, restarts again at its base, below its log start, and takes it.
+    #[test]
+    fn a_full_truncation_below_the_log_start_takes_a_batch_that_straddles_it() {
+        let leader_storage = SimStorage::new();
+        let mut leader = open(&leader_storage, TopicConfig::default());
+        for epoch in [0, 0, 0] {
+            append(&mut leader, epoch).expect("leader append");
+        }
+        leader.set_high_watermark(Offset(6));
+        block_on(leader.delete_records(Offset(3))).expect("delete records inside the batch 2..=3");
+        let fetched = block_on(leader.read(Offset(3), 1 << 20, None)).expect("read from the log start");
+        let storage = SimStorage::new();
+        let mut follower = open(&storage, TopicConfig::default());
+        block_on(follower.truncate_fully_and_start_at(Offset(3))).expect("start at the leader's log start");
+        let straddling = block_on(follower.append_replicated(fetched.bytes.clone()));
+        assert!(matches!(straddling, Err(EngineError::UnexpectedAppendOffset { .. })), "{straddling:?}");
+        block_on(follower.truncate_fully_and_start_at(Offset(2))).expect("start at the batch's base");
+        assert_empty_at(&follower, 2, "below the log start");
+        block_on(follower.append_replicated(fetched.bytes.clone())).expect("the batch from its base");
+        follower.set_high_watermark(Offset(6));
+        block_on(follower.delete_records(Offset(3))).expect("the leader's log start");
+        let read = block_on(follower.read(Offset(3), 1 << 20, None)).expect("read from the log start");
+        assert_eq!((read.bytes, follower.log_start_offset()), (fetched.bytes, Offset(3)));
+    }
+
     #[test]
     fn a_crash_right_after_a_full_truncation_reopens_empty_at_the_offset() {
         for fault in [CrashFault::LoseUnsynced, CrashFault::KeepAll] {
@@ -1897,29 +1938,38 @@ mod tests {
     }
 
     /// A crash at every change the op makes to the disk, in turn (the process dies
-    /// after `changes` of them): the open finds the log as it was, or cut (from
-    /// `offset` on, inside the log), or empty at `offset`, never anything else, and
-    /// once empty it stays so at every later point.
-    fn crash_at_every_step_of_a_full_truncation(offset: i64) {
-        let old = all_bytes(&replicated_log_with_producers(&SimStorage::new()));
+    /// after `changes` of them), on the log of [`replicated_log_with_producers`]
+    /// with its records below `log_start` deleted: the open finds the log as it was,
+    /// or cut (from `offset` on), or empty at `offset`, never anything else (no
+    /// record below the log start comes back), and once empty it stays so at every
+    /// later point.
+    fn crash_at_every_step_of_a_full_truncation(log_start: i64, offset: i64) {
+        let with_log_start = |storage: &SimStorage| {
+            let mut log = replicated_log_with_producers(storage);
+            block_on(log.delete_records(Offset(log_start))).expect("delete records");
+            log
+        };
+        let old = all_bytes(&with_log_start(&SimStorage::new()));
         let mut emptied_at = None;
         for changes in 0.. {
             let storage = SimStorage::new();
-            let mut log = replicated_log_with_producers(&storage);
+            let mut log = with_log_start(&storage);
             storage.die_after_changes(changes);
             let done = block_on(log.truncate_fully_and_start_at(Offset(offset))).is_ok();
             drop(log);
             storage.crash(CrashFault::LoseUnsynced);
             let log = open(&storage, small_segments());
-            let what = format!("truncated fully at {offset}, the process dead after {changes} changes");
+            let what =
+                format!("from {log_start}, truncated fully at {offset}, the process dead after {changes} changes");
             let (start, end) = (log.log_start_offset().0, log.log_end_offset().0);
-            if start == 0 {
+            if (start, end) == (offset, offset) && log.stats().size_bytes == 0 {
+                assert_empty_at(&log, offset, &what);
+                emptied_at = emptied_at.or(Some(changes));
+            } else if start == log_start {
                 assert!(emptied_at.is_none(), "{what}: back to the old log after {emptied_at:?}");
                 let bytes = all_bytes(&log);
                 assert!(old.starts_with(&bytes), "{what}: not the old log nor a cut of it: {start}..{end}");
-            } else if (start, end) == (offset, offset) && log.stats().size_bytes == 0 {
-                assert_empty_at(&log, offset, &what);
-                emptied_at = emptied_at.or(Some(changes));
+                assert!((0..log_start).all(|below| out_of_range(&log, below)), "{what}: a deleted record is back");
             } else {
                 // The one limit: the log ended at `offset` when the checkpoint was
                 // written, and the segments below stay, unreadable.
@@ -1936,8 +1986,9 @@ mod tests {
 
     #[test]
     fn a_crash_at_any_step_of_a_full_truncation_reopens_with_the_old_log_or_empty_at_the_offset() {
-        crash_at_every_step_of_a_full_truncation(20);
-        crash_at_every_step_of_a_full_truncation(12);
-        crash_at_every_step_of_a_full_truncation(1);
+        crash_at_every_step_of_a_full_truncation(0, 20);
+        crash_at_every_step_of_a_full_truncation(0, 12);
+        crash_at_every_step_of_a_full_truncation(0, 1);
+        crash_at_every_step_of_a_full_truncation(5, 2);
     }
 }

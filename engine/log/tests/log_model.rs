@@ -266,9 +266,9 @@ impl Model {
     }
 
     /// Kafka's `truncateFullyAndStartAt`: everything goes and the log starts empty
-    /// at `offset`. False: refused, below the log start.
+    /// at `offset`, below the log start too. False: refused, a negative offset.
     fn truncate_fully_and_start_at(&mut self, offset: i64, now: i64) -> bool {
-        if offset < self.lso {
+        if offset < 0 {
             return false;
         }
         self.batches.clear();
@@ -637,7 +637,7 @@ async fn run_case(case: Case, ops: Vec<Op>) {
                 model.truncate(offset, now);
             }
             Op::TruncateFullyAndStartAt { at } => {
-                let offset = pick(at, model.lso - 1, model.end() + 40);
+                let offset = pick(at, -2, model.end() + 40);
                 let restarted = log.truncate_fully_and_start_at(Offset(offset)).await;
                 match (model.truncate_fully_and_start_at(offset, now), restarted) {
                     (true, Ok(())) => {}
