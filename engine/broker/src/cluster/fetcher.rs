@@ -5,11 +5,17 @@
 //! Each partition follows [`FollowerPartition`]: OffsetForLeaderEpoch first (the
 //! local log truncated where it leaves the leader's), then Fetch from the local log
 //! end with the leader epoch the metadata gives; the leader's batches are appended
-//! as they are (`append_replicated`) and its high watermark taken, capped at the
-//! local end (`set_high_watermark`). A partition the leader refuses (FENCED or
-//! UNKNOWN_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION: the
-//! leader or this node has not applied the latest metadata yet) is asked again
-//! after [`REFUSED_RETRY`]; a broken connection is opened again after a backoff.
+//! as they are (`append_replicated`), its high watermark taken, capped at the local
+//! end (`set_high_watermark`), and its log start followed up to the local high
+//! watermark (`delete_records`, Kafka's `maybeIncrementLogStartOffset`). A fetch
+//! below the leader's log start (retention or DeleteRecords there while this node
+//! was away) restarts the local log empty at the leader's log start
+//! (`truncate_fully_and_start_at`, Kafka's `truncateFullyAndStartAt`), or at the
+//! base of the batch that holds it, and fetching goes on from there. A partition
+//! the leader refuses (FENCED or UNKNOWN_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER,
+//! UNKNOWN_TOPIC_OR_PARTITION: the leader or this node has not applied the latest
+//! metadata yet) is asked again after [`REFUSED_RETRY`]; a broken connection is
+//! opened again after a backoff.
 //!
 //! The reconciler assigns partitions ([`Fetchers::assign`]): the threads whose
 //! partitions change take the change between two requests and confirm it, and a
@@ -34,6 +40,7 @@ use kafka_protocol::ResponseError;
 use super::follower::{Action, EpochEnd, FollowerPartition, LocalEpochs};
 use super::peer::PeerConnection;
 use super::records::NodeId;
+use corelog_engine::batch::BatchHeader;
 use corelog_engine::log::PartitionStats;
 use corelog_engine::shard::EngineHandle;
 use corelog_engine::types::{LeaderEpoch, Offset, TopicName, TopicPartition};
@@ -439,10 +446,12 @@ impl Fetcher {
                     TopicPartition::new(name.clone(), corelog_engine::types::PartitionId(p.partition_index));
                 let Some(offset) = offsets.get(&partition).copied() else { continue };
                 let answer = match error_of(p.error_code) {
-                    None => Ok(Fetched::Records {
+                    None => Ok(Fetched::Records(Records {
+                        fetch_offset: offset,
                         high_watermark: p.high_watermark,
-                        records: p.records.map(|r| r.to_vec()).unwrap_or_default(),
-                    }),
+                        log_start_offset: p.log_start_offset,
+                        bytes: p.records.map(|r| r.to_vec()).unwrap_or_default(),
+                    })),
                     Some(ResponseError::OffsetOutOfRange) => {
                         Ok(Fetched::OutOfRange { offset, log_start_offset: p.log_start_offset })
                     }
@@ -457,67 +466,169 @@ impl Fetcher {
     fn on_fetched(&mut self, answers: Answers<Fetched>) {
         for (partition, answer) in answers {
             let Some(followed) = self.partitions.get_mut(&partition) else { continue };
-            let fetched = match answer {
-                Ok(fetched) => fetched,
+            let replica = LocalReplica { node_id: self.node_id, engine: &self.engine, partition: &partition };
+            match answer {
+                Ok(Fetched::Records(records)) => replica.take_records(followed, records),
+                Ok(Fetched::OutOfRange { offset, log_start_offset }) => {
+                    replica.out_of_range(followed, offset, log_start_offset)
+                }
                 Err(error) => {
                     tracing::debug!("broker {}: {partition}: fetch refused: {error:?}", self.node_id);
                     followed.retry_at = Some(Instant::now() + REFUSED_RETRY);
-                    continue;
-                }
-            };
-            let engine = &self.engine;
-            let (high_watermark, records) = match fetched {
-                Fetched::Records { high_watermark, records } => (high_watermark, records),
-                Fetched::OutOfRange { offset, log_start_offset } => {
-                    let Ok(local) = futures_lite::future::block_on(engine.stats(&partition)).map(Local) else {
-                        continue;
-                    };
-                    // The response names the leader's log start; its end is below
-                    // `offset` when `offset` is not below the start.
-                    let leader_start = log_start_offset.max(0);
-                    let leader_end = if offset < leader_start { leader_start } else { offset - 1 };
-                    match followed.state.out_of_range(offset, leader_start, leader_end, &local) {
-                        Action::StartAt { offset } => {
-                            // Not supported yet: the engine has no op that empties a
-                            // follower's log and starts it at `offset` (Kafka's
-                            // `truncateFullyAndStartAt`).
-                            tracing::error!(
-                                "broker {}: {partition}: the leader's log starts at {offset}, past this replica's \
-                                 end; catching up from there is not supported yet",
-                                self.node_id
-                            );
-                            followed.retry_at = Some(Instant::now() + RECONNECT_BACKOFF_MAX);
-                        }
-                        action => tracing::info!("broker {}: {partition}: out of range, next {action:?}", self.node_id),
-                    }
-                    continue;
-                }
-            };
-            if !records.is_empty() {
-                if let Err(error) = futures_lite::future::block_on(engine.append_replicated(&partition, records)) {
-                    tracing::warn!("broker {}: {partition}: appending the leader's batches: {error}", self.node_id);
-                    followed.retry_at = Some(Instant::now() + REFUSED_RETRY);
-                    continue;
-                }
-            }
-            let Ok(local) = futures_lite::future::block_on(engine.stats(&partition)).map(Local) else { continue };
-            let before = local.0.high_watermark.0;
-            let high_watermark = followed.state.fetched(high_watermark, &local);
-            if high_watermark != before {
-                if let Err(error) =
-                    futures_lite::future::block_on(engine.set_high_watermark(&partition, Offset(high_watermark)))
-                {
-                    tracing::warn!("broker {}: {partition}: high watermark {high_watermark}: {error}", self.node_id);
                 }
             }
         }
     }
 }
 
+/// One followed partition's local log, as its fetcher changes it after a fetch.
+struct LocalReplica<'a> {
+    node_id: NodeId,
+    engine: &'a EngineHandle,
+    partition: &'a TopicPartition,
+}
+
+impl LocalReplica<'_> {
+    fn stats(&self) -> Option<Local> {
+        futures_lite::future::block_on(self.engine.stats(self.partition)).map(Local).ok()
+    }
+
+    /// Appends the leader's batches, takes its high watermark (capped at the local
+    /// log end) and follows its log start.
+    fn take_records(&self, followed: &mut Followed, records: Records) {
+        let (node_id, partition) = (self.node_id, self.partition);
+        if let Some(base) = straddling_base(&records.bytes, records.fetch_offset) {
+            if !self.start_at_batch(followed, base, records.fetch_offset) {
+                return;
+            }
+        }
+        if !records.bytes.is_empty() {
+            let appended = self.engine.append_replicated(partition, records.bytes);
+            if let Err(error) = futures_lite::future::block_on(appended) {
+                tracing::warn!("broker {node_id}: {partition}: appending the leader's batches: {error}");
+                followed.retry_at = Some(Instant::now() + REFUSED_RETRY);
+                return;
+            }
+        }
+        let Some(local) = self.stats() else { return };
+        let mut local_high_watermark = local.0.high_watermark.0;
+        let high_watermark = followed.state.fetched(records.high_watermark, &local);
+        if high_watermark != local_high_watermark {
+            let set = self.engine.set_high_watermark(partition, Offset(high_watermark));
+            match futures_lite::future::block_on(set) {
+                Ok(set) => local_high_watermark = set.0,
+                Err(error) => tracing::warn!("broker {node_id}: {partition}: high watermark {high_watermark}: {error}"),
+            }
+        }
+        self.follow_log_start(records.log_start_offset, local.0.log_start_offset.0, local_high_watermark);
+    }
+
+    /// Kafka's `maybeIncrementLogStartOffset(leaderLogStartOffset)`: records the
+    /// leader deleted (retention, DeleteRecords) go here too, but only up to the local
+    /// high watermark, where the engine's delete-records stops; the rest goes at a
+    /// later fetch, once the high watermark has passed it.
+    fn follow_log_start(&self, leader_start: i64, local_start: i64, local_high_watermark: i64) {
+        let log_start = leader_start.min(local_high_watermark);
+        if log_start <= local_start {
+            return;
+        }
+        let (node_id, partition) = (self.node_id, self.partition);
+        match futures_lite::future::block_on(self.engine.delete_records(partition, Offset(log_start))) {
+            Ok(moved) => tracing::debug!(
+                "broker {node_id}: {partition}: log start {local_start} -> {moved}, the leader's is {leader_start}"
+            ),
+            Err(error) => tracing::warn!("broker {node_id}: {partition}: log start to {log_start}: {error}"),
+        }
+    }
+
+    /// The leader answered OFFSET_OUT_OF_RANGE for a fetch from `offset`, its log
+    /// starting at `leader_start`.
+    fn out_of_range(&self, followed: &mut Followed, offset: i64, leader_start: i64) {
+        let Some(local) = self.stats() else { return };
+        // The response names the leader's log start; its end is below `offset` when
+        // `offset` is not below the start.
+        let leader_start = leader_start.max(0);
+        let leader_end = if offset < leader_start { leader_start } else { offset - 1 };
+        match followed.state.out_of_range(offset, leader_start, leader_end, &local) {
+            Action::StartAt { offset } => self.start_at(followed, offset, local.log_end()),
+            action => {
+                tracing::info!("broker {}: {}: out of range, next {action:?}", self.node_id, self.partition)
+            }
+        }
+    }
+
+    /// Kafka's `truncateFullyAndStartAt`: the leader's log starts at `offset`, past
+    /// this replica's end, so nothing here continues it; the local log restarts
+    /// empty there and the next round fetches from it.
+    fn start_at(&self, followed: &mut Followed, offset: i64, log_end: i64) {
+        tracing::info!(
+            "broker {}: {}: the leader's log starts at {offset}, past this replica's end {log_end}: restarting the \
+             log empty at {offset}",
+            self.node_id,
+            self.partition
+        );
+        self.restart_at(followed, offset);
+    }
+
+    /// The first batch fetched begins at `base`, before `fetch_offset`, this log's
+    /// end: the leader's log start is inside that batch (DeleteRecords takes any
+    /// offset). When this log is empty, restarted there by [`Self::start_at`], it
+    /// restarts again at the batch's base to take the batch whole, as Kafka's
+    /// `Partition.appendRecordsToFollowerOrFutureReplica` does; the log start
+    /// follows the leader's again after the append. Otherwise the append refuses
+    /// the batch. Returns false when a restart failed.
+    fn start_at_batch(&self, followed: &mut Followed, base: i64, fetch_offset: i64) -> bool {
+        let Some(local) = self.stats() else { return false };
+        if (local.0.log_start_offset.0, local.log_end()) != (fetch_offset, fetch_offset) {
+            return true;
+        }
+        tracing::info!(
+            "broker {}: {}: the first batch fetched starts at {base}, before this replica's log start \
+             {fetch_offset} (the leader's is inside it): restarting the empty log at {base}",
+            self.node_id,
+            self.partition
+        );
+        self.restart_at(followed, base)
+    }
+
+    /// Empties the local log and starts it at `offset`. Returns false when the
+    /// engine refused, and the partition waits before it is fetched again.
+    fn restart_at(&self, followed: &mut Followed, offset: i64) -> bool {
+        let (node_id, partition) = (self.node_id, self.partition);
+        let restarted = self.engine.truncate_fully_and_start_at(partition, Offset(offset));
+        if let Err(error) = futures_lite::future::block_on(restarted) {
+            tracing::error!("broker {node_id}: {partition}: restarting the log empty at {offset}: {error}");
+            followed.retry_at = Some(Instant::now() + RECONNECT_BACKOFF_MAX);
+            return false;
+        }
+        if let Some(local) = self.stats() {
+            followed.state.truncated(&local);
+        }
+        true
+    }
+}
+
+/// The base offset of the first batch of `records` when it begins before
+/// `fetch_offset` and holds it.
+fn straddling_base(records: &[u8], fetch_offset: i64) -> Option<i64> {
+    let header = BatchHeader::parse(records).ok()?;
+    let holds = header.base_offset.0 < fetch_offset && fetch_offset <= header.last_offset().0;
+    holds.then_some(header.base_offset.0)
+}
+
+/// The leader's answer to a fetch from `fetch_offset`: its batches from there (maybe
+/// none; the first may begin before it), its high watermark and its log start.
+struct Records {
+    fetch_offset: i64,
+    high_watermark: i64,
+    log_start_offset: i64,
+    bytes: Vec<u8>,
+}
+
 /// A partition's fetch answer the follower acts on.
 enum Fetched {
-    /// The leader's batches from the offset asked for (maybe none) and its high watermark.
-    Records { high_watermark: i64, records: Vec<u8> },
+    /// The leader's batches.
+    Records(Records),
     /// OFFSET_OUT_OF_RANGE for `offset`, the leader's log starting at `log_start_offset`.
     OutOfRange { offset: i64, log_start_offset: i64 },
 }
