@@ -1,6 +1,6 @@
 //! Data replication with real brokers in one process: three `Broker`s on loopback,
-//! each with its engine, quorum member and fetchers; Produce requests sent the way a
-//! client sends them.
+//! each with its engine, quorum member and fetchers; Produce and DeleteRecords
+//! requests sent the way a client sends them.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName as WireTopicName};
+use kafka_protocol::messages::{DeleteRecordsRequest, ProduceRequest, TopicName as WireTopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -98,6 +99,32 @@ fn replica_state(broker: &Broker, topic: &str) -> (Vec<u8>, i64) {
     (read.bytes, stats.high_watermark.0)
 }
 
+/// Deletes the records of partition 0 of `topic` below `offset` through `broker`
+/// (DeleteRecords); the partition's error and low watermark (its new log start).
+fn delete_records(broker: &Broker, topic: &str, offset: i64) -> (Option<ResponseError>, i64) {
+    let address = broker.local_addr().to_string();
+    let mut connection =
+        PeerConnection::connect(&address, "replication-test", Duration::from_secs(20)).expect("connect");
+    let partitions = vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(offset)];
+    let name = WireTopicName(StrBytes::from_string(topic.to_string()));
+    let topics = vec![DeleteRecordsTopic::default().with_name(name).with_partitions(partitions)];
+    let request = DeleteRecordsRequest::default().with_timeout_ms(10_000).with_topics(topics);
+    let response = connection.request(&request, 2).expect("delete records answered");
+    let answer = &response.topics[0].partitions[0];
+    (ResponseError::try_from_code(answer.error_code), answer.low_watermark)
+}
+
+/// The replica's log start, log end and every batch from its log start; `None`
+/// while a read races a move of its log start.
+fn replica_log(broker: &Broker, topic: &str) -> Option<(i64, i64, Vec<u8>)> {
+    let engine = broker.handle().expect("engine");
+    let partition = partition(topic);
+    let stats = futures_lite::future::block_on(engine.stats(&partition)).ok()?;
+    let read = futures_lite::future::block_on(engine.read_replica(&partition, stats.log_start_offset, 64 << 20));
+    let read = read.ok()?;
+    Some((read.log_start_offset.0, read.log_end_offset.0, read.bytes))
+}
+
 fn leader_of(broker: &Broker, topic: &str) -> NodeId {
     broker.cluster().expect("cluster").image().partition(topic, 0).map_or(-1, |p| p.leader)
 }
@@ -165,6 +192,86 @@ fn every_replica_holds_the_leaders_batches_and_acks_all_waits_for_the_in_sync_re
         produce(&brokers[&leader], "pair", -1, 1).0 == Some(ResponseError::NotEnoughReplicas)
     });
     assert_eq!(produce(&brokers[&leader], "pair", 1, 3).0, None, "acks=1 is still taken");
+
+    for (_, broker) in brokers {
+        broker.shutdown().expect("clean shutdown");
+    }
+}
+
+/// Kafka's `truncateFullyAndStartAt` and `maybeIncrementLogStartOffset`: a follower
+/// away while the leader deleted past its log end restarts its log at the leader's
+/// log start and catches up from there, and followers move their log start up to
+/// the leader's.
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_there_and_followers_follow_the_log_start() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let voters: Vec<(NodeId, String)> = (0..3).map(|id| (id, free_address().to_string())).collect();
+    let mut brokers: BTreeMap<NodeId, Broker> = (0..3).map(|id| (id, start(id, &voters, root.path()))).collect();
+    wait_for("three live brokers", Duration::from_secs(30), || {
+        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
+    });
+    let create = ControllerRequest::CreateTopic {
+        name: "trimmed".to_string(),
+        placement: Placement::Spread { partitions: 1, replication_factor: 3 },
+        configs: BTreeMap::new(),
+    };
+    assert!(matches!(controller(&brokers[&0], create), ControllerReply::Done { .. }));
+    wait_for("the topic's leader in the image", Duration::from_secs(20), || {
+        brokers.contains_key(&leader_of(&brokers[&0], "trimmed"))
+    });
+    let leader = leader_of(&brokers[&0], "trimmed");
+    wait_for("the leader to take acks=all produces", Duration::from_secs(20), || {
+        produce(&brokers[&leader], "trimmed", -1, 10).0.is_none()
+    });
+    for _ in 0..2 {
+        assert_eq!(produce(&brokers[&leader], "trimmed", -1, 10).0, None);
+    }
+    let same_as_leader = |brokers: &BTreeMap<NodeId, Broker>, ids: &[NodeId], start: i64, end: i64| {
+        let leader_log = replica_log(&brokers[&leader], "trimmed");
+        let expected = leader_log.filter(|(s, e, _)| (*s, *e) == (start, end));
+        expected.is_some() && ids.iter().all(|id| replica_log(&brokers[id], "trimmed") == expected)
+    };
+    let followers: Vec<NodeId> = brokers.keys().copied().filter(|id| *id != leader).collect();
+    wait_for("every replica to hold offsets 0 to 30", Duration::from_secs(20), || {
+        same_as_leader(&brokers, &followers, 0, 30)
+    });
+
+    // One follower stops with offsets 0 to 30; the leader goes on to 60, then
+    // deletes up to 45, past the stopped follower's log end.
+    let (stopped, stayed) = (followers[0], followers[1]);
+    brokers.remove(&stopped).expect("follower").shutdown().expect("clean shutdown");
+    wait_for("the stopped follower out of the ISR", Duration::from_secs(20), || {
+        let image = brokers[&leader].cluster().expect("cluster").image();
+        !image.partition("trimmed", 0).expect("partition").isr.contains(&stopped)
+    });
+    for _ in 0..3 {
+        assert_eq!(produce(&brokers[&leader], "trimmed", -1, 10).0, None);
+    }
+    assert_eq!(delete_records(&brokers[&leader], "trimmed", 45), (None, 45));
+
+    // The follower that stayed up takes the leader's log start from its fetches
+    // (45 is inside the batch 40..50, which it keeps).
+    wait_for("the follower that stayed up to start at 45 too", Duration::from_secs(20), || {
+        same_as_leader(&brokers, &[stayed], 45, 60)
+    });
+
+    // Restarted on its data, it finds the leader's log starting past its end (at 30,
+    // or at 0 when the restarted reconciler's first, empty, metadata image had the
+    // topic deleted and created again): its log restarts empty at 45, then at 40 to
+    // take the batch that holds 45, and its log start follows the leader's to 45.
+    brokers.insert(stopped, start(stopped, &voters, root.path()));
+    wait_for("the restarted follower to hold the leader's log from 45 to 60", Duration::from_secs(30), || {
+        same_as_leader(&brokers, &[stopped], 45, 60)
+    });
+    wait_for("the restarted follower back in the ISR", Duration::from_secs(20), || {
+        let image = brokers[&leader].cluster().expect("cluster").image();
+        image.partition("trimmed", 0).expect("partition").isr.contains(&stopped)
+    });
+
+    // Both followers follow the next move.
+    assert_eq!(produce(&brokers[&leader], "trimmed", -1, 10).0, None);
+    assert_eq!(delete_records(&brokers[&leader], "trimmed", 65), (None, 65));
+    wait_for("both followers to start at 65", Duration::from_secs(20), || same_as_leader(&brokers, &followers, 65, 70));
 
     for (_, broker) in brokers {
         broker.shutdown().expect("clean shutdown");
