@@ -277,3 +277,68 @@ fn a_follower_behind_the_leaders_log_start_starts_there_and_followers_follow_the
         broker.shutdown().expect("clean shutdown");
     }
 }
+
+/// A broker's reconciler acts only on metadata replayed up to what it had applied
+/// before it stopped: an older image (the empty one before the replay, or the
+/// snapshot's) lacks the topics created since and would have the broker delete
+/// them. With every broker restarted at once, that deleted the topic's data on all.
+#[test]
+fn a_whole_cluster_restarted_at_once_keeps_every_acknowledged_record() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let voters: Vec<(NodeId, String)> = (0..3).map(|id| (id, free_address().to_string())).collect();
+    let start_all = |voters: &[(NodeId, String)]| -> BTreeMap<NodeId, Broker> {
+        // In parallel: a node's start waits for a quorum leader, which needs the others.
+        let starting: Vec<_> = (0..3)
+            .map(|id| {
+                let (voters, root) = (voters.to_vec(), root.path().to_path_buf());
+                std::thread::spawn(move || (id, start(id, &voters, &root)))
+            })
+            .collect();
+        starting.into_iter().map(|t| t.join().expect("a broker started")).collect()
+    };
+    let brokers = start_all(&voters);
+    wait_for("three live brokers", Duration::from_secs(30), || {
+        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
+    });
+    let create = ControllerRequest::CreateTopic {
+        name: "kept".to_string(),
+        placement: Placement::Spread { partitions: 1, replication_factor: 3 },
+        configs: BTreeMap::new(),
+    };
+    assert!(matches!(controller(&brokers[&0], create), ControllerReply::Done { .. }));
+    wait_for("the topic's leader in the image", Duration::from_secs(20), || {
+        brokers.contains_key(&leader_of(&brokers[&0], "kept"))
+    });
+    let leader = leader_of(&brokers[&0], "kept");
+    wait_for("the leader to take acks=all produces", Duration::from_secs(20), || {
+        produce(&brokers[&leader], "kept", -1, 10).0.is_none()
+    });
+    for _ in 0..2 {
+        assert_eq!(produce(&brokers[&leader], "kept", -1, 10).0, None);
+    }
+    let before = replica_state(&brokers[&leader], "kept");
+    assert_eq!(before.1, 30);
+    wait_for("every replica to hold the 30 records", Duration::from_secs(20), || {
+        brokers.values().all(|b| replica_state(b, "kept") == before)
+    });
+
+    // Every broker stops, then all start again on their data.
+    let stopping: Vec<_> = brokers
+        .into_values()
+        .map(|broker| std::thread::spawn(move || broker.shutdown().expect("clean shutdown")))
+        .collect();
+    for stopped in stopping {
+        stopped.join().expect("a broker stopped");
+    }
+    let brokers = start_all(&voters);
+    wait_for("a leader of the topic again", Duration::from_secs(30), || {
+        brokers.contains_key(&leader_of(&brokers[&0], "kept"))
+    });
+    let leader = leader_of(&brokers[&0], "kept");
+    wait_for("the new leader to hold all 30 acknowledged records", Duration::from_secs(20), || {
+        replica_state(&brokers[&leader], "kept") == before
+    });
+    for (_, broker) in brokers {
+        broker.shutdown().expect("clean shutdown");
+    }
+}

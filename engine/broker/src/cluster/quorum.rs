@@ -7,9 +7,14 @@
 //! The thread waits for an input (a Raft message, a request, a forwarded reply) or
 //! the next tick (every [`QuorumConfig::tick`]), hands it to raft-rs, then handles
 //! the `Ready` in the order raft-rs requires: messages a leader may send at once;
-//! a snapshot received; committed entries applied to the image; new entries and the
-//! hard state persisted (fdatasync) before the messages that depend on them
-//! (votes, appends acknowledged) leave; then `advance`.
+//! a snapshot received; new entries and the hard state persisted (fdatasync) before
+//! the messages that depend on them (votes, appends acknowledged) leave; committed
+//! entries applied to the image; then `advance`. Applying after the hard state is
+//! persisted (raft-rs allows either order) means the persisted commit index is never
+//! behind what was applied: after a restart, the image replayed up to the commit
+//! index found at start ([`Quorum::startup_commit`]) holds everything the broker
+//! applied before, so the reconciler waits for it before it acts (an image from
+//! before the replay would have it delete every topic created since the snapshot).
 //!
 //! ## Requests
 //!
@@ -170,6 +175,8 @@ enum Input {
 /// A running quorum node.
 pub struct Quorum {
     node_id: NodeId,
+    /// The commit index the durable log held when the node started.
+    startup_commit: u64,
     inbox: flume::Sender<Input>,
     shared: Arc<Shared>,
     listen: SocketAddr,
@@ -199,6 +206,7 @@ impl Quorum {
             let ids: Vec<u64> = config.voters.iter().map(|(id, _)| raft_id(*id)).collect();
             store.initialize(&ids)?;
         }
+        let startup_commit = store.hard_state().commit;
         let image = match store.snapshot_data() {
             Some((_, data)) => MetadataImage::decode(&data).map_err(EngineError::DataDirectory)?,
             None => MetadataImage::default(),
@@ -237,11 +245,18 @@ impl Quorum {
             .name(format!("corelog-quorum-{}", state.config.node_id))
             .spawn(move || state.run(inputs))
             .map_err(|e| EngineError::ThreadPanicked { thread: format!("quorum ({e})") })?;
-        Ok(Quorum { node_id: state_node_id, inbox, shared, listen, thread: Some(thread) })
+        Ok(Quorum { node_id: state_node_id, startup_commit, inbox, shared, listen, thread: Some(thread) })
     }
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// The commit index of the durable log when the node started: an image applied
+    /// up to it holds everything this node applied before it stopped (see the
+    /// module doc).
+    pub fn startup_commit(&self) -> u64 {
+        self.startup_commit
     }
 
     /// The controller listener's address.
@@ -594,13 +609,13 @@ impl NodeState {
         if !ready.snapshot().is_empty() {
             self.install_snapshot(ready.snapshot().clone())?;
         }
-        self.apply(ready.take_committed_entries())?;
         if !ready.entries().is_empty() {
             self.node.mut_store().append(ready.entries())?;
         }
         if let Some(hard_state) = ready.hs() {
             self.node.mut_store().set_hard_state(hard_state)?;
         }
+        self.apply(ready.take_committed_entries())?;
         self.send(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {

@@ -107,12 +107,14 @@ impl ClusterRuntime {
             .name(format!("corelog-isr-{node_id}"))
             .spawn(move || isr_replicas.run_isr_loop(&isr_engine, &isr_stopped))
             .map_err(|e| EngineError::ThreadPanicked { thread: format!("ISR thread ({e})") })?;
+        let replayed_at = quorum.startup_commit();
         let reconciler = std::thread::Builder::new()
             .name(format!("corelog-reconcile-{node_id}"))
             .spawn(move || {
                 let fetchers = Fetchers::new(node_id, engine.clone());
                 let mut roles = Roles { node_id, replicas, fetchers, coordinators, applied: BTreeMap::new() };
-                reconcile_loop(node_id, &images, &stopped, &engine, &topic_defaults, &mut roles);
+                let Some(first) = replayed(node_id, &images, &stopped, replayed_at) else { return };
+                reconcile_loop(node_id, first, &images, &stopped, &engine, &topic_defaults, &mut roles);
             })
             .map_err(|e| EngineError::ThreadPanicked { thread: format!("reconciler ({e})") })?;
         Ok(ClusterRuntime {
@@ -171,8 +173,33 @@ impl Drop for ClusterRuntime {
     }
 }
 
+/// Waits until the quorum's image is replayed up to `commit` (the commit index its
+/// log held at start: everything this node applied before it stopped), skipping
+/// older images: one of those would miss topics the engine holds and have them
+/// deleted. Returns the first replayed image; `None` when stopped first.
+fn replayed(
+    node_id: NodeId,
+    images: &flume::Receiver<Arc<MetadataImage>>,
+    stopped: &flume::Receiver<()>,
+    commit: u64,
+) -> Option<Arc<MetadataImage>> {
+    loop {
+        let selector = flume::Selector::new().recv(images, |image| image.ok()).recv(stopped, |_| None);
+        let image = selector.wait()?;
+        if image.applied_index >= commit {
+            tracing::info!(
+                "broker {node_id}: metadata replayed to {} (committed at start: {commit})",
+                image.applied_index
+            );
+            return Some(image);
+        }
+        tracing::debug!("broker {node_id}: metadata at {} of {commit}: replaying", image.applied_index);
+    }
+}
+
 fn reconcile_loop(
     node_id: NodeId,
+    first: Arc<MetadataImage>,
     images: &flume::Receiver<Arc<MetadataImage>>,
     stopped: &flume::Receiver<()>,
     engine: &EngineHandle,
@@ -183,9 +210,14 @@ fn reconcile_loop(
     let mut applied: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut latest: Option<Arc<MetadataImage>> = None;
     let mut retry = false;
+    let mut first = Some(first);
     loop {
         let selector = flume::Selector::new().recv(images, |image| image.ok().map(Some)).recv(stopped, |_| None);
-        let next = if retry { selector.wait_timeout(RETRY_INTERVAL).unwrap_or(Some(None)) } else { selector.wait() };
+        let next = match first.take() {
+            Some(first) => Some(Some(first)),
+            None if retry => selector.wait_timeout(RETRY_INTERVAL).unwrap_or(Some(None)),
+            None => selector.wait(),
+        };
         let mut image = match next {
             Some(Some(image)) => image,
             // Nothing new: the last image again.
