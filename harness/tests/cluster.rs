@@ -46,6 +46,8 @@ const TOPIC: &str = "replicated";
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_COORDINATOR: i16 = 16;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
 const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
 const ELECTION_NOT_NEEDED: i16 = 84;
 
@@ -70,6 +72,23 @@ fn create_topic_raw(node: &BrokerProcess, topic: &str, partitions: i32, replicat
     let response = RawConnection::open(node).request(&request, 7);
     let result = &response.topics[0];
     (result.error_code, result.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default())
+}
+
+/// The error code of a consumer's Fetch v12 of `topic`/0 from offset 0, naming
+/// `current_leader_epoch`.
+fn fetch_code(node: &BrokerProcess, topic: &str, current_leader_epoch: i32) -> i16 {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let partition = FetchPartition::default()
+        .with_partition(0)
+        .with_current_leader_epoch(current_leader_epoch)
+        .with_fetch_offset(0)
+        .with_partition_max_bytes(1 << 20);
+    let request = kafka_protocol::messages::FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![partition])]);
+    let response = RawConnection::open(node).request(&request, 12);
+    response.responses[0].partitions[0].error_code
 }
 
 /// ElectLeaders v1 of one partition: its error code.
@@ -201,6 +220,15 @@ fn a_three_node_cluster_answers_as_one_and_moves_leadership_off_a_killed_broker(
     let (brokers, partitions) = last;
     assert_eq!(brokers.len(), 2, "{brokers:?}");
     assert!(partitions[0].replica_nodes.iter().any(|id| id.0 == leader), "replicas stay assigned");
+    // A consumer's Fetch that names the old leader epoch is fenced; one from the
+    // future is unknown; the current one is served.
+    let (new_leader, new_epoch) = (partitions[0].leader_id.0 as usize, partitions[0].leader_epoch);
+    wait_until("the new leader to serve a Fetch in its epoch", SETTLE_TIMEOUT, || {
+        fetch_code(&cluster.nodes[new_leader], TOPIC, new_epoch) == 0
+    });
+    assert_eq!(fetch_code(&cluster.nodes[new_leader], TOPIC, old_epoch), FENCED_LEADER_EPOCH);
+    assert_eq!(fetch_code(&cluster.nodes[new_leader], TOPIC, new_epoch + 1), UNKNOWN_LEADER_EPOCH);
+    assert_eq!(fetch_code(&cluster.nodes[new_leader], TOPIC, -1), 0, "no epoch: not checked");
     // Its preferred replica is dead: no preferred election is possible.
     assert_eq!(elect(survivor, 0, TOPIC, 0), ELIGIBLE_LEADERS_NOT_AVAILABLE);
 

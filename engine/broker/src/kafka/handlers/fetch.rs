@@ -41,7 +41,7 @@ use crate::kafka::errors::response_error;
 use corelog_engine::error::EngineError;
 use corelog_engine::log::ReadResult;
 use corelog_engine::shard::{Dispatched, EngineHandle};
-use corelog_engine::types::{Offset, TopicPartition};
+use corelog_engine::types::{LeaderEpoch, Offset, TopicPartition};
 
 pub const VERSIONS: Versions = Versions::new(4, 12);
 
@@ -89,10 +89,12 @@ pub async fn dispatch(
     for topic in &request.topics {
         let resolved = resolver.topic(TopicRef::Name(topic.topic.0.as_str()), Intent::Read);
         for fetch in &topic.partitions {
-            // The current leader epoch (v9+) is not checked (see `resolve`'s limits).
-            let partition = partition_of(&resolved, PartitionRef::new(fetch.partition))
-                .map(|resolved| resolved.partition)
-                .map_err(|refusal| refusal.error);
+            // The current leader epoch (v9+; -1 before): FENCED_LEADER_EPOCH when the
+            // fetcher's is older, UNKNOWN_LEADER_EPOCH when newer than this leader's.
+            let wanted_ref =
+                PartitionRef::new(fetch.partition).with_current_leader_epoch(LeaderEpoch(fetch.current_leader_epoch));
+            let partition =
+                partition_of(&resolved, wanted_ref).map(|resolved| resolved.partition).map_err(|refusal| refusal.error);
             let (partition, slot) = match (&replica, partition) {
                 (Some(replica), Ok(partition)) => match leader_for(replica, &partition, fetch.current_leader_epoch) {
                     Ok(slot) => (Ok(partition), Some(slot)),

@@ -14,7 +14,7 @@ use super::resolve::{Intent, PartitionRef, TopicRef, LEADER_EPOCH};
 use super::{PerPartition, RequestContext, Versions};
 use crate::kafka::errors::response_error;
 use corelog_engine::log::OffsetSpec;
-use corelog_engine::types::{Offset, TimestampMs};
+use corelog_engine::types::{LeaderEpoch, Offset, TimestampMs};
 
 pub const VERSIONS: Versions = Versions::new(1, 6);
 
@@ -39,8 +39,8 @@ pub async fn dispatch(
             topic.name,
             &resolved,
             topic.partitions,
-            // The current leader epoch (v4+) is not checked (see `resolve`'s limits).
-            |p| PartitionRef::new(p.partition_index),
+            // The current leader epoch (v4+; -1 before) is checked as Fetch's is.
+            |p| PartitionRef::new(p.partition_index).with_current_leader_epoch(LeaderEpoch(p.current_leader_epoch)),
             |resolved, wanted| {
                 let leader_epoch = replicas.as_ref().map(|replicas| {
                     let slot = replicas.leader(&resolved.partition).ok_or(ResponseError::NotLeaderOrFollower)?;

@@ -41,9 +41,10 @@
 //! leadership. A follower's fetch (Fetch with a replica id) is an [`Intent::Read`]
 //! like a consumer's: it resolves on the leader.
 //!
-//! Limits. Only OffsetForLeaderEpoch passes its current leader epoch; Fetch (v9+)
-//! and ListOffsets (v4+) carry one too, which Kafka checks and corelog has never
-//! checked (with one broker and one epoch a client only ever learns epoch 0). No
+//! OffsetForLeaderEpoch, Fetch (v9+) and ListOffsets (v4+) pass the current leader
+//! epoch the client knows (-1: unknown, not checked), as Kafka checks it: older than
+//! the partition's is FENCED_LEADER_EPOCH, newer is UNKNOWN_LEADER_EPOCH; clients
+//! refresh their metadata on both. Limits. No
 //! handler served today names topics by id (Fetch v13+, DeleteTopics v6+; Metadata
 //! v10+ entries without a name are skipped), so [`TopicRef::Id`] is used by none yet;
 //! the engine's registry is keyed by name, so a lookup by id scans it. On a cluster
