@@ -357,3 +357,43 @@ fn delete_records_moves_the_log_start_offset() {
     };
     assert!(refused, "DeleteRecords past the high watermark was accepted");
 }
+
+#[test]
+fn describe_log_dirs_lists_every_replica_with_its_size_and_the_disk_space() {
+    use common::raw::RawConnection;
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{DescribeLogDirsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let _watchdog = Watchdog::new("describe_log_dirs", Duration::from_secs(120));
+    let broker = BrokerProcess::start(BrokerOptions::new("describe-log-dirs"));
+    block_on(create_topic(&broker, "sized", 2, &[]));
+    let producer: FutureProducer = client_config(&broker).create().expect("producer");
+    let messages: Vec<Outgoing> = (0..50).map(|i| (None, vec![b'x'; 1000 + i])).collect();
+    expect_all_acknowledged("sized", &produce(&producer, "sized", Some(1), &messages, Duration::from_secs(30)));
+
+    // Every replica (v4: with the file system's size).
+    let response = RawConnection::open(&broker).request(&DescribeLogDirsRequest::default().with_topics(None), 4);
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.results.len(), 1, "one log directory: the data directory");
+    let result = &response.results[0];
+    assert_eq!(result.error_code, 0);
+    assert_eq!(result.log_dir.as_str(), broker.data_dir().display().to_string());
+    assert!(result.total_bytes > 0 && (0..=result.total_bytes).contains(&result.usable_bytes), "{result:?}");
+    let sized = result.topics.iter().find(|t| t.name.0.as_str() == "sized").expect("the topic is listed");
+    let sizes: BTreeMap<i32, i64> = sized.partitions.iter().map(|p| (p.partition_index, p.partition_size)).collect();
+    assert_eq!(sizes.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+    assert!(sizes[&1] >= 50 * 1000, "50 records of 1000+ bytes on disk: {sizes:?}");
+    assert!(sizes[&0] < sizes[&1], "{sizes:?}");
+    assert!(sized.partitions.iter().all(|p| p.offset_lag == 0 && !p.is_future_key));
+
+    // Asked by topic: only the listed partitions that exist.
+    let asked = DescribableLogDirTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("sized")))
+        .with_partitions(vec![1, 7]);
+    let request = DescribeLogDirsRequest::default().with_topics(Some(vec![asked]));
+    let response = RawConnection::open(&broker).request(&request, 1);
+    let topics = &response.results[0].topics;
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0].partitions.iter().map(|p| p.partition_index).collect::<Vec<_>>(), vec![1]);
+}

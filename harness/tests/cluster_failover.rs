@@ -6,7 +6,8 @@
 //!   acknowledged at, in order per partition, with no offset skipped;
 //! - with `min.insync.replicas=2` and the only follower paused (SIGSTOP), the leader
 //!   refuses `acks=all` appends with NOT_ENOUGH_REPLICAS instead of taking them
-//!   silently, and takes them again once the follower is back in sync.
+//!   silently, and takes them again once the follower is back in sync;
+//!   DescribeLogDirs lists the partition on its two replicas, not on the third broker.
 
 mod common;
 
@@ -20,7 +21,7 @@ use common::raw::RawConnection;
 use common::*;
 use corelog_engine::batch::build_value_batch;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::ProduceRequest;
+use kafka_protocol::messages::{DescribeLogDirsRequest, ProduceRequest};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Sessions expire 6 s after a broker's last heartbeat (not below the quorum's 5 s
@@ -189,6 +190,14 @@ fn a_paused_follower_below_min_insync_replicas_gets_acks_all_refused_not_silentl
     let (leader, isr) = current;
     let follower = *isr.iter().find(|id| **id != leader).expect("a follower");
     let leader_node = &cluster.nodes[leader as usize];
+    // DescribeLogDirs lists a partition on its two replicas, not on the third broker.
+    let outsider = (0..3).find(|id| !isr.contains(id)).expect("a broker without a replica");
+    for (id, node) in cluster.nodes.iter().enumerate() {
+        let request = DescribeLogDirsRequest::default().with_topics(None);
+        let response = RawConnection::open(node).request(&request, 4);
+        let listed = response.results[0].topics.iter().any(|t| t.name.0.as_str() == TOPIC);
+        assert_eq!(listed, id as i32 != outsider, "broker {id} lists {TOPIC}: {listed}");
+    }
     wait_until("the leader to take acks=all", SETTLE_TIMEOUT, || produce_code(leader_node, TOPIC, -1) == 0);
 
     // SIGSTOP the follower: it stops fetching, leaves the ISR after the lag time

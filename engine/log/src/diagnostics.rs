@@ -1,4 +1,5 @@
-//! Start-up checks for io_uring and locked memory.
+//! Start-up checks for io_uring and locked memory, and the data directory's file
+//! system space ([`file_system_space`]): what the engine asks of libc.
 //!
 //! Every shard runs a glommio executor, and glommio needs two things from the host
 //! that are often missing:
@@ -20,6 +21,9 @@
 //! CAP_SYS_RESOURCE) allows.
 
 use std::io;
+use std::path::Path;
+
+use crate::error::{EngineError, Result};
 
 /// glommio 0.9's `MIN_MEMLOCK_LIMIT`: its reactor will not start below this.
 pub const GLOMMIO_MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
@@ -285,9 +289,49 @@ fn kernel_release() -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The size of the file system a data directory is on (DescribeLogDirs' total and
+/// usable bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSystemSpace {
+    pub total_bytes: u64,
+    /// What an unprivileged writer may still use (`f_bavail`, as `df` shows).
+    pub usable_bytes: u64,
+}
+
+/// The space of the file system `path` is on (`statvfs(3)`).
+pub fn file_system_space(path: &Path) -> Result<FileSystemSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| EngineError::DataDirectory(format!("{} has a NUL byte in its path", path.display())))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and
+    // `stat` is writable memory of the struct's size, which statvfs fills on success.
+    let status = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if status != 0 {
+        return Err(EngineError::io("statvfs", path, io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs returned 0, so it initialized the whole struct.
+    let stat = unsafe { stat.assume_init() };
+    // 64-bit Linux, the only target (glommio): these fields are u64.
+    let block = stat.f_frsize;
+    Ok(FileSystemSpace {
+        total_bytes: stat.f_blocks.saturating_mul(block),
+        usable_bytes: stat.f_bavail.saturating_mul(block),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_system_space_of_a_directory_is_its_size_and_what_is_free() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let space = file_system_space(dir.path()).expect("statvfs");
+        assert!(space.total_bytes > 0 && space.usable_bytes <= space.total_bytes, "{space:?}");
+        let error = file_system_space(&dir.path().join("missing")).expect_err("no such directory");
+        assert!(error.to_string().contains("statvfs"), "{error}");
+    }
 
     const MIB: u64 = 1 << 20;
 

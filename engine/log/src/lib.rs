@@ -41,7 +41,7 @@
 pub mod batch;
 pub mod config;
 pub mod data_dir;
-#[allow(unsafe_code)] // getrlimit, setrlimit, io_uring_setup and uname through libc
+#[allow(unsafe_code)] // getrlimit, setrlimit, io_uring_setup, uname and statvfs through libc
 pub mod diagnostics;
 pub mod error;
 pub mod hash;
