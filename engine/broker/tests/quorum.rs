@@ -30,7 +30,8 @@ fn config(node_id: NodeId, voters: &[(NodeId, String)], root: &Path, cluster_id:
         root.join(format!("node{node_id}")),
     );
     config.tick = Duration::from_millis(50);
-    config.controller = ControllerConfig { session_timeout_ms: 1_500, producer_id_block: 1_000 };
+    config.controller =
+        ControllerConfig { session_timeout_ms: 1_500, producer_id_block: 1_000, ..ControllerConfig::default() };
     config.snapshot_entries = 16;
     config.seed = node_id as u64;
     config

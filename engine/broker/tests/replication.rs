@@ -28,6 +28,16 @@ fn free_address() -> SocketAddr {
 }
 
 fn start(node_id: NodeId, voters: &[(NodeId, String)], root: &Path) -> Broker {
+    start_with(node_id, voters, root, |_| {})
+}
+
+/// [`start`], with `tweak` applied to the broker's config last.
+fn start_with(
+    node_id: NodeId,
+    voters: &[(NodeId, String)],
+    root: &Path,
+    tweak: impl FnOnce(&mut BrokerConfig),
+) -> Broker {
     let mut config = BrokerConfig::new(root.join(format!("broker{node_id}")));
     config.node_id = node_id;
     config.listen = free_address();
@@ -41,7 +51,9 @@ fn start(node_id: NodeId, voters: &[(NodeId, String)], root: &Path) -> Broker {
         heartbeat_interval_ms: 200,
         replica_lag_time_max_ms: 2_000,
         default_replication_factor: 3,
+        ..ClusterSettings::default()
     };
+    tweak(&mut config);
     Broker::start(config).expect("broker starts")
 }
 
@@ -337,6 +349,46 @@ fn a_whole_cluster_restarted_at_once_keeps_every_acknowledged_record() {
     let leader = leader_of(&brokers[&0], "kept");
     wait_for("the new leader to hold all 30 acknowledged records", Duration::from_secs(20), || {
         replica_state(&brokers[&leader], "kept") == before
+    });
+    for (_, broker) in brokers {
+        broker.shutdown().expect("clean shutdown");
+    }
+}
+
+/// Kafka's `auto.leader.rebalance.enable`: a preferred replica that comes back and
+/// catches up is given its leadership back by the controller's periodic check.
+#[test]
+fn a_preferred_replica_that_comes_back_leads_again() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let voters: Vec<(NodeId, String)> = (0..3).map(|id| (id, free_address().to_string())).collect();
+    let quick_rebalance = |config: &mut BrokerConfig| {
+        config.cluster.leader_imbalance_check_interval_s = 1;
+        config.cluster.leader_imbalance_percentage = 0;
+    };
+    let mut brokers: BTreeMap<NodeId, Broker> =
+        (0..3).map(|id| (id, start_with(id, &voters, root.path(), quick_rebalance))).collect();
+    wait_for("three live brokers", Duration::from_secs(30), || {
+        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
+    });
+    let create = ControllerRequest::CreateTopic {
+        name: "preferred".to_string(),
+        placement: Placement::Manual(vec![vec![0, 1, 2]]),
+        configs: BTreeMap::new(),
+    };
+    assert!(matches!(controller(&brokers[&1], create), ControllerReply::Done { .. }));
+    wait_for("broker 0, the preferred replica, to lead", Duration::from_secs(20), || {
+        leader_of(&brokers[&1], "preferred") == 0
+    });
+    // Broker 0 stops (its leadership moves first) and starts again on its data.
+    brokers.remove(&0).expect("broker 0").shutdown().expect("clean shutdown");
+    wait_for("another leader", Duration::from_secs(20), || {
+        // Node ids start at 0 and -1 is none: any leader but broker 0.
+        leader_of(&brokers[&1], "preferred") > 0
+    });
+    brokers.insert(0, start_with(0, &voters, root.path(), quick_rebalance));
+    wait_for("broker 0 back in the ISR and leading again", Duration::from_secs(30), || {
+        let image = brokers[&1].cluster().expect("cluster").image();
+        image.partition("preferred", 0).is_some_and(|p| p.leader == 0 && p.isr.contains(&0))
     });
     for (_, broker) in brokers {
         broker.shutdown().expect("clean shutdown");

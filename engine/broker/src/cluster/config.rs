@@ -28,6 +28,11 @@ pub struct ClusterConfig {
     pub session_timeout: Duration,
     /// How often a broker heartbeats (`broker.heartbeat.interval.ms`).
     pub heartbeat_interval: Duration,
+    /// How often leadership goes back to preferred replicas; `None`: never
+    /// (`auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`).
+    pub leader_imbalance_check_interval: Option<Duration>,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub leader_imbalance_percentage: u64,
     /// A follower not caught up for longer leaves the ISR (`replica.lag.time.max.ms`).
     pub replica_lag_time_max: Duration,
 }
@@ -41,6 +46,8 @@ impl ClusterConfig {
             session_timeout: Duration::from_millis(9_000),
             heartbeat_interval: Duration::from_millis(2_000),
             replica_lag_time_max: Duration::from_millis(30_000),
+            leader_imbalance_check_interval: Some(Duration::from_secs(300)),
+            leader_imbalance_percentage: 10,
         }
     }
 }
@@ -57,6 +64,12 @@ pub struct ClusterSettings {
     pub heartbeat_interval_ms: u64,
     pub replica_lag_time_max_ms: u64,
     pub default_replication_factor: i32,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub leader_imbalance_check_interval_s: u64,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub leader_imbalance_percentage: u64,
 }
 
 impl Default for ClusterSettings {
@@ -69,6 +82,9 @@ impl Default for ClusterSettings {
             heartbeat_interval_ms: 2_000,
             replica_lag_time_max_ms: 30_000,
             default_replication_factor: 1,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_s: 300,
+            leader_imbalance_percentage: 10,
         }
     }
 }
@@ -105,6 +121,10 @@ impl ClusterSettings {
             session_timeout: Duration::from_millis(self.session_timeout_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms),
+            leader_imbalance_check_interval: self
+                .auto_leader_rebalance
+                .then(|| Duration::from_secs(self.leader_imbalance_check_interval_s)),
+            leader_imbalance_percentage: self.leader_imbalance_percentage,
         }))
     }
 }

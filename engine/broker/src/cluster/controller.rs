@@ -26,6 +26,13 @@
 //!   comes back.
 //! - A broker that asks for a controlled shutdown hands over every leadership it
 //!   holds first, and is fenced once it leads nothing.
+//! - Leadership drifts off the preferred replicas as brokers die and come back.
+//!   Every `leader_imbalance_check_interval_ms` (Kafka's
+//!   `auto.leader.rebalance.enable` and `leader.imbalance.check.interval.seconds`)
+//!   the controller looks, per broker, at the partitions it is the preferred
+//!   replica of: when more than `leader_imbalance_percentage` of them are led by
+//!   another broker, it gives back to it each one where it is live and in the ISR
+//!   ([`Controller::rebalance_leaders`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,11 +53,22 @@ pub struct ControllerConfig {
     pub session_timeout_ms: u64,
     /// Producer ids handed to a broker at a time.
     pub producer_id_block: i64,
+    /// How often leadership is given back to preferred replicas; `None`: never
+    /// (Kafka's `auto.leader.rebalance.enable=false`).
+    pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// A broker's share of its preferred partitions led elsewhere, in percent, above
+    /// which they are given back (Kafka's `leader.imbalance.per.broker.percentage`).
+    pub leader_imbalance_percentage: u64,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        ControllerConfig { session_timeout_ms: 9_000, producer_id_block: 1_000 }
+        ControllerConfig {
+            session_timeout_ms: 9_000,
+            producer_id_block: 1_000,
+            leader_imbalance_check_interval_ms: Some(300_000),
+            leader_imbalance_percentage: 10,
+        }
     }
 }
 
@@ -117,11 +135,13 @@ pub struct Controller {
     /// Last heartbeat per broker, in ms.
     sessions: BTreeMap<NodeId, u64>,
     random: SplitMix64,
+    /// When leadership imbalance was last checked.
+    imbalance_checked_ms: u64,
 }
 
 impl Controller {
     pub fn new(config: ControllerConfig, seed: u64) -> Controller {
-        Controller { config, sessions: BTreeMap::new(), random: SplitMix64::new(seed) }
+        Controller { config, sessions: BTreeMap::new(), random: SplitMix64::new(seed), imbalance_checked_ms: 0 }
     }
 
     /// This node became the active controller at `now_ms`: every registered broker
@@ -129,6 +149,7 @@ impl Controller {
     /// when the log has none yet.
     pub fn activate(&mut self, image: &MetadataImage, now_ms: u64, cluster_id: &str) -> Vec<MetadataRecord> {
         self.sessions = image.brokers.keys().map(|id| (*id, now_ms)).collect();
+        self.imbalance_checked_ms = now_ms;
         match image.cluster_id {
             None => vec![MetadataRecord::Cluster { cluster_id: cluster_id.to_string() }],
             Some(_) => Vec::new(),
@@ -198,6 +219,48 @@ impl Controller {
                 let fencing = fence(&after, broker.node_id, broker.epoch);
                 apply_all(&mut after, &fencing);
                 records.extend(fencing);
+            }
+        }
+        records
+    }
+
+    /// Once per `leader_imbalance_check_interval_ms`: for each broker whose
+    /// preferred partitions are led elsewhere more than `leader_imbalance_percentage`
+    /// of the time, the records that give each of them back to it where it is live
+    /// and in the ISR (see the module doc).
+    pub fn rebalance_leaders(&mut self, image: &MetadataImage, now_ms: u64) -> Vec<MetadataRecord> {
+        let Some(interval_ms) = self.config.leader_imbalance_check_interval_ms else { return Vec::new() };
+        if now_ms.saturating_sub(self.imbalance_checked_ms) < interval_ms {
+            return Vec::new();
+        }
+        self.imbalance_checked_ms = now_ms;
+        // Per preferred broker: its partitions, and those another broker leads.
+        let mut preferred: BTreeMap<NodeId, (u64, Vec<PartitionRef<'_>>)> = BTreeMap::new();
+        for (topic, index, state) in image.partitions() {
+            let Some(&first) = state.replicas.first() else { continue };
+            let entry = preferred.entry(first).or_default();
+            entry.0 += 1;
+            if state.leader != first {
+                entry.1.push((topic, index, state));
+            }
+        }
+        let mut records = Vec::new();
+        for (broker, (count, elsewhere)) in preferred {
+            let percentage = elsewhere.len() as u64 * 100 / count.max(1);
+            if percentage <= self.config.leader_imbalance_percentage || !image.is_live(broker) {
+                continue;
+            }
+            let movable: Vec<_> = elsewhere.into_iter().filter(|(_, _, state)| state.isr.contains(&broker)).collect();
+            if !movable.is_empty() {
+                tracing::info!(
+                    "broker {broker} leads {}% fewer of its preferred partitions than it could: \
+                     giving {} back to it",
+                    percentage,
+                    movable.len()
+                );
+            }
+            for (topic, index, state) in movable {
+                records.push(partition_record(topic.id, index, state, state.isr.clone(), broker));
             }
         }
         records
@@ -520,6 +583,9 @@ fn elect(
     }
     None
 }
+
+/// One partition of an image: its topic, index and state.
+type PartitionRef<'a> = (&'a TopicImage, i32, &'a PartitionImage);
 
 fn unclean_allowed(topic: &TopicImage) -> bool {
     topic.configs.get(UNCLEAN_LEADER_ELECTION).is_some_and(|v| v.eq_ignore_ascii_case("true"))

@@ -524,7 +524,10 @@ impl NodeState {
         if self.pending.is_none() {
             let now_ms = self.now_ms();
             if let Some(controller) = self.controller.as_mut() {
-                let records = controller.expire_sessions(&self.image, now_ms);
+                let mut records = controller.expire_sessions(&self.image, now_ms);
+                if records.is_empty() {
+                    records = controller.rebalance_leaders(&self.image, now_ms);
+                }
                 if !records.is_empty() {
                     self.propose(
                         Requester::Internal,

@@ -76,6 +76,8 @@ pub fn start_quorum(
     );
     config.controller = ControllerConfig {
         session_timeout_ms: cluster.session_timeout.as_millis() as u64,
+        leader_imbalance_check_interval_ms: cluster.leader_imbalance_check_interval.map(|i| i.as_millis() as u64),
+        leader_imbalance_percentage: cluster.leader_imbalance_percentage,
         ..ControllerConfig::default()
     };
     config.seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);

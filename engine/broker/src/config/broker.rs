@@ -59,7 +59,7 @@ pub const TOPIC_DEFAULTS_YAML_KEY: &str = "topic_defaults";
 const PLAINTEXT: &str = "PLAINTEXT://";
 
 /// Every broker setting, in the order `--help` and DescribeConfigs list them.
-pub const BROKER_SETTINGS: [BrokerSetting; 17] = [
+pub const BROKER_SETTINGS: [BrokerSetting; 20] = [
     BrokerSetting {
         name: "log.dirs",
         flag: Some(Flag { long: "data-dir", value_name: "DIR", required: true }),
@@ -252,6 +252,44 @@ pub const BROKER_SETTINGS: [BrokerSetting; 17] = [
         }),
     },
     BrokerSetting {
+        name: "auto.leader.rebalance.enable",
+        flag: None,
+        yaml_key: Some("auto_leader_rebalance_enable"),
+        kind: ConfigKind::Boolean,
+        documentation: "Whether the active controller gives leadership back to preferred replicas (the first of \
+                        each partition's replicas) once a broker leads too few of its own.",
+        value: |config| config.cluster.auto_leader_rebalance.to_string(),
+        set: Some(|config, text| {
+            config.cluster.auto_leader_rebalance = super::parse_bool(text)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "leader.imbalance.check.interval.seconds",
+        flag: None,
+        yaml_key: Some("leader_imbalance_check_interval_seconds"),
+        kind: ConfigKind::Long,
+        documentation: "How often the active controller checks for leadership imbalance.",
+        value: |config| config.cluster.leader_imbalance_check_interval_s.to_string(),
+        set: Some(|config, text| {
+            config.cluster.leader_imbalance_check_interval_s = parse_in(text, 1, i32::MAX as u64)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "leader.imbalance.per.broker.percentage",
+        flag: None,
+        yaml_key: Some("leader_imbalance_per_broker_percentage"),
+        kind: ConfigKind::Int,
+        documentation: "The share of a broker's preferred partitions, in percent, that may be led by others before \
+                        the controller gives them back.",
+        value: |config| config.cluster.leader_imbalance_percentage.to_string(),
+        set: Some(|config, text| {
+            config.cluster.leader_imbalance_percentage = parse_in(text, 0, 100)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
         name: "socket.request.max.bytes",
         flag: None,
         yaml_key: Some("max_request_bytes"),
@@ -355,6 +393,9 @@ mod tests {
             ("broker.session.timeout.ms", "3000", "3000"),
             ("broker.heartbeat.interval.ms", "500", "500"),
             ("replica.lag.time.max.ms", "10000", "10000"),
+            ("auto.leader.rebalance.enable", "FALSE", "false"),
+            ("leader.imbalance.check.interval.seconds", "30", "30"),
+            ("leader.imbalance.per.broker.percentage", "25", "25"),
         ];
         for (name, text, reported) in cases {
             let setting = by_name(name).unwrap_or_else(|| panic!("no setting {name}"));
@@ -378,6 +419,9 @@ mod tests {
             ("node.id", "-1"),
             ("corelog.cores", "many"),
             ("auto.create.topics.enable", "yes"),
+            ("auto.leader.rebalance.enable", "maybe"),
+            ("leader.imbalance.check.interval.seconds", "0"),
+            ("leader.imbalance.per.broker.percentage", "101"),
             ("num.partitions", "0"),
             ("num.partitions", "10001"),
             ("default.replication.factor", "0"),

@@ -32,9 +32,9 @@ pub(crate) fn parse_in<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
     }
 }
 
-/// `text` as `true` or `false`, or why not.
+/// `text` as `true` or `false` in any case (as Kafka reads booleans), or why not.
 pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
-    match text.trim() {
+    match text.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err("expected true or false".to_string()),

@@ -51,10 +51,7 @@ fn integer_in<const MIN: i64, const MAX: i64>(text: &str) -> std::result::Result
 /// A broker key holding `true` or `false` (any case, as Kafka reads booleans),
 /// stored in lowercase.
 fn boolean(text: &str) -> std::result::Result<String, String> {
-    match text.to_ascii_lowercase().as_str() {
-        value @ ("true" | "false") => Ok(value.to_string()),
-        _ => Err(format!("`{text}` is not true or false")),
-    }
+    super::parse_bool(text).map(|value| value.to_string()).map_err(|_| format!("`{text}` is not true or false"))
 }
 
 /// Every topic-config key the broker accepts, in the order DescribeConfigs lists them.

@@ -12,7 +12,8 @@ struct Cluster {
 
 impl Cluster {
     fn new(brokers: i32) -> Cluster {
-        let config = ControllerConfig { session_timeout_ms: 1_000, producer_id_block: 100 };
+        let config =
+            ControllerConfig { session_timeout_ms: 1_000, producer_id_block: 100, ..ControllerConfig::default() };
         let mut cluster =
             Cluster { controller: Controller::new(config, 7), image: MetadataImage::default(), now_ms: 0 };
         let records = cluster.controller.activate(&cluster.image, 0, "c");
@@ -223,7 +224,7 @@ fn a_controlled_shutdown_hands_leadership_over_before_the_broker_is_fenced() {
 fn a_new_active_controller_gives_every_broker_a_fresh_session() {
     let mut cluster = Cluster::new(3);
     cluster.now_ms = 50_000;
-    let config = ControllerConfig { session_timeout_ms: 1_000, producer_id_block: 100 };
+    let config = ControllerConfig { session_timeout_ms: 1_000, producer_id_block: 100, ..ControllerConfig::default() };
     let mut successor = Controller::new(config, 8);
     assert!(successor.activate(&cluster.image, cluster.now_ms, "c").is_empty(), "the cluster id is in the log");
     assert!(successor.expire_sessions(&cluster.image, cluster.now_ms + 900).is_empty());
@@ -287,6 +288,8 @@ enum Step {
         shrink: bool,
     },
     Shutdown(NodeId),
+    /// The periodic check of leadership imbalance runs.
+    Rebalance,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -296,6 +299,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (1..4, 1..4).prop_map(|(partitions, replication_factor)| Step::Create { partitions, replication_factor }),
         2 => (any::<usize>(), any::<bool>()).prop_map(|(nth, shrink)| Step::Alter { nth, shrink }),
         1 => (0..4).prop_map(Step::Shutdown),
+        1 => Just(Step::Rebalance),
     ]
 }
 
@@ -327,13 +331,17 @@ fn check_invariants(image: &MetadataImage, leader_epochs: &mut BTreeMap<(String,
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
-    /// Without unclean election, whatever happens, a partition is led only by a
-    /// live broker from its ISR, and leader epochs only rise.
+    /// Without unclean election, whatever happens (leadership given back to
+    /// preferred replicas among it), a partition is led only by a live broker from
+    /// its ISR, and leader epochs only rise.
     #[test]
     fn leadership_stays_within_live_in_sync_replicas(steps in proptest::collection::vec(step(), 1..60)) {
         let mut cluster = Cluster::new(4);
         let mut leader_epochs = BTreeMap::new();
         let mut topics = 0;
+        // The imbalance check runs on its own clock: each step is one interval later.
+        let interval = ControllerConfig::default().leader_imbalance_check_interval_ms.expect("on by default");
+        let mut rebalance_at = 0;
         for step in steps {
             match step {
                 Step::Pass { ms, alive } => {
@@ -368,8 +376,65 @@ proptest! {
                         cluster.beat(node_id, true);
                     }
                 }
+                Step::Rebalance => {
+                    rebalance_at += interval;
+                    let records = cluster.controller.rebalance_leaders(&cluster.image, rebalance_at);
+                    cluster.commit(records);
+                }
             }
             check_invariants(&cluster.image, &mut leader_epochs);
         }
     }
+}
+
+#[test]
+fn leadership_goes_back_to_preferred_replicas_once_a_broker_is_imbalanced_past_the_threshold() {
+    let mut cluster = Cluster::new(3);
+    let placement = Placement::Manual(vec![vec![0, 1, 2]; 10]);
+    let records = cluster.controller.create_topic(&cluster.image, "t", placement, BTreeMap::new()).expect("create");
+    cluster.commit(records);
+    // Broker 0 dies: its ten partitions move to broker 1; it comes back and catches up.
+    cluster.pass(1_500, &[1, 2]);
+    assert!((0..10).all(|i| cluster.partition("t", i).leader == 1));
+    cluster.start(0);
+    for index in 0..10 {
+        cluster.alter("t", index, &[0, 1, 2]).expect("0 caught up");
+    }
+    // Nine given back by hand: one of ten (10%) led elsewhere is not past the threshold.
+    let nine: Vec<(String, i32)> = (1..10).map(|i| ("t".to_string(), i)).collect();
+    let (_, records) = cluster.controller.elect_leaders(&cluster.image, Election::Preferred, &nine);
+    cluster.commit(records);
+    let interval = ControllerConfig::default().leader_imbalance_check_interval_ms.expect("on by default");
+    let first_check = cluster.now_ms + interval;
+    assert!(cluster.controller.rebalance_leaders(&cluster.image, first_check).is_empty(), "10% is not past 10%");
+    // Broker 0 dies and returns again: now all ten are elsewhere.
+    cluster.pass(1_500, &[1, 2]);
+    cluster.start(0);
+    for index in 0..10 {
+        let isr = cluster.partition("t", index).isr;
+        if !isr.contains(&0) {
+            cluster.alter("t", index, &[0, 1, 2]).expect("0 caught up");
+        }
+    }
+    assert!((0..10).all(|i| cluster.partition("t", i).leader != 0));
+    let epochs: Vec<i32> = (0..10).map(|i| cluster.partition("t", i).leader_epoch).collect();
+    assert!(
+        cluster.controller.rebalance_leaders(&cluster.image, first_check + interval / 2).is_empty(),
+        "checked once per interval"
+    );
+    let records = cluster.controller.rebalance_leaders(&cluster.image, first_check + interval);
+    cluster.commit(records);
+    for index in 0..10 {
+        let state = cluster.partition("t", index);
+        assert_eq!(state.leader, 0, "partition {index} back on its preferred replica");
+        assert!(state.leader_epoch > epochs[index as usize], "a new leader epoch");
+    }
+    // A broker outside the ISR is not given leadership back.
+    let mut off = Cluster::new(3);
+    let placement = Placement::Manual(vec![vec![0, 1, 2]]);
+    let records = off.controller.create_topic(&off.image, "t", placement, BTreeMap::new()).expect("create");
+    off.commit(records);
+    off.pass(1_500, &[1, 2]);
+    off.start(0);
+    assert!(off.controller.rebalance_leaders(&off.image, off.now_ms + interval).is_empty(), "0 is not in the ISR");
 }
