@@ -394,3 +394,98 @@ fn a_preferred_replica_that_comes_back_leads_again() {
         broker.shutdown().expect("clean shutdown");
     }
 }
+
+/// AlterPartitionReassignments moves a partition's replicas as Kafka does (KIP-455);
+/// a move that cannot finish (its new replica's broker is down) is listed in
+/// progress until cancelled.
+#[test]
+fn a_partition_moves_to_other_brokers_and_a_stuck_move_can_be_cancelled() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest};
+
+    let reassign = |broker: &Broker, replicas: Option<Vec<i32>>| -> i16 {
+        let address = broker.local_addr().to_string();
+        let mut connection =
+            PeerConnection::connect(&address, "replication-test", Duration::from_secs(20)).expect("connect");
+        let partition = ReassignablePartition::default()
+            .with_partition_index(0)
+            .with_replicas(replicas.map(|ids| ids.into_iter().map(BrokerId).collect()));
+        let topic = ReassignableTopic::default()
+            .with_name(WireTopicName(StrBytes::from_static_str("moving")))
+            .with_partitions(vec![partition]);
+        let request = AlterPartitionReassignmentsRequest::default().with_timeout_ms(10_000).with_topics(vec![topic]);
+        let response = connection.request(&request, 0).expect("AlterPartitionReassignments answered");
+        assert_eq!(response.error_code, 0, "{:?}", response.error_message);
+        response.responses[0].partitions[0].error_code
+    };
+    let in_progress = |broker: &Broker| -> Vec<(Vec<i32>, Vec<i32>, Vec<i32>)> {
+        let address = broker.local_addr().to_string();
+        let mut connection =
+            PeerConnection::connect(&address, "replication-test", Duration::from_secs(20)).expect("connect");
+        let response =
+            connection.request(&ListPartitionReassignmentsRequest::default().with_topics(None), 0).expect("answered");
+        let ids = |nodes: &[BrokerId]| nodes.iter().map(|id| id.0).collect::<Vec<_>>();
+        response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| (ids(&p.replicas), ids(&p.adding_replicas), ids(&p.removing_replicas)))
+            .collect()
+    };
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let voters: Vec<(NodeId, String)> = (0..3).map(|id| (id, free_address().to_string())).collect();
+    let mut brokers: BTreeMap<NodeId, Broker> = (0..3).map(|id| (id, start(id, &voters, root.path()))).collect();
+    wait_for("three live brokers", Duration::from_secs(30), || {
+        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
+    });
+    let create = ControllerRequest::CreateTopic {
+        name: "moving".to_string(),
+        placement: Placement::Manual(vec![vec![0, 1]]),
+        configs: BTreeMap::new(),
+    };
+    assert!(matches!(controller(&brokers[&1], create), ControllerReply::Done { .. }));
+    wait_for("broker 0 to lead and take acks=all", Duration::from_secs(20), || {
+        leader_of(&brokers[&1], "moving") == 0 && produce(&brokers[&0], "moving", -1, 10).0.is_none()
+    });
+    for _ in 0..2 {
+        assert_eq!(produce(&brokers[&0], "moving", -1, 10).0, None);
+    }
+    let before = replica_state(&brokers[&0], "moving");
+    assert_eq!(before.1, 30);
+
+    // Broker 2 is down: a move onto it starts but cannot finish, and is listed.
+    brokers.remove(&2).expect("broker 2").shutdown().expect("clean shutdown");
+    assert_eq!(reassign(&brokers[&1], Some(vec![1, 2])), 0);
+    assert_eq!(in_progress(&brokers[&1]), vec![(vec![1, 2, 0], vec![2], vec![0])]);
+    assert_eq!(reassign(&brokers[&1], None), 0, "cancelled");
+    wait_for("the cancelled move to leave the list", Duration::from_secs(10), || in_progress(&brokers[&1]).is_empty());
+    let image = brokers[&1].cluster().expect("cluster").image();
+    // Back on brokers 0 and 1, in the order the move left them (the target first),
+    // as Kafka's revert leaves them.
+    assert_eq!(image.partition("moving", 0).map(|p| p.replicas.clone()), Some(vec![1, 0]));
+    assert_eq!(reassign(&brokers[&1], None), ResponseError::NoReassignmentInProgress.code());
+    assert_eq!(reassign(&brokers[&1], Some(vec![1, 7])), ResponseError::InvalidReplicaAssignment.code());
+
+    // With broker 2 back, the move finishes: 2 holds the records, 1 leads, 0 lets go.
+    brokers.insert(2, start(2, &voters, root.path()));
+    wait_for("broker 2 live again", Duration::from_secs(30), || {
+        brokers[&1].cluster().expect("cluster").image().live_brokers().count() == 3
+    });
+    assert_eq!(reassign(&brokers[&1], Some(vec![1, 2])), 0);
+    wait_for("the move to finish", Duration::from_secs(30), || {
+        let image = brokers[&1].cluster().expect("cluster").image();
+        image.partition("moving", 0).is_some_and(|p| p.replicas == [1, 2] && p.adding.is_empty() && p.leader == 1)
+    });
+    wait_for("broker 2 to hold the 30 records", Duration::from_secs(20), || {
+        replica_state(&brokers[&2], "moving") == before && replica_state(&brokers[&1], "moving") == before
+    });
+    wait_for("broker 0 to drop its replica", Duration::from_secs(20), || {
+        brokers[&0].handle().expect("engine").topic(&TopicName::new("moving").expect("name")).is_none()
+    });
+    assert!(in_progress(&brokers[&1]).is_empty());
+    assert_eq!(produce(&brokers[&1], "moving", -1, 10).0, None, "the new leader takes acks=all");
+    for (_, broker) in brokers {
+        broker.shutdown().expect("clean shutdown");
+    }
+}

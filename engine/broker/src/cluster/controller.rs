@@ -99,6 +99,8 @@ pub enum ControllerError {
     EligibleLeadersNotAvailable { topic: String, partition: i32 },
     #[error("the preferred leader of {topic}/{partition} already leads")]
     ElectionNotNeeded { topic: String, partition: i32 },
+    #[error("no reassignment of {topic}/{partition} is in progress")]
+    NoReassignmentInProgress { topic: String, partition: i32 },
 }
 
 /// What a heartbeat tells the broker.
@@ -639,6 +641,9 @@ fn apply_all(image: &mut MetadataImage, records: &[MetadataRecord]) {
         }
     }
 }
+
+mod reassignment;
+pub use reassignment::ReassignmentChange;
 
 #[cfg(test)]
 mod tests;

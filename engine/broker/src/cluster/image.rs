@@ -40,6 +40,12 @@ pub struct PartitionImage {
     /// Rises on every change (Kafka's partition epoch): AlterPartition requests name
     /// the one they were computed against.
     pub partition_epoch: i32,
+    /// A reassignment in progress: replicas being added (not yet in the ISR) and
+    /// removed (once the added ones are in sync). Empty: none.
+    #[serde(default)]
+    pub adding: Vec<NodeId>,
+    #[serde(default)]
+    pub removing: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,25 +105,7 @@ impl MetadataImage {
                 self.topics.insert(name.clone(), topic);
             }
             MetadataRecord::Partition { topic_id, partition, replicas, isr, leader } => {
-                let topic = self.topic_by_id_mut(*topic_id)?;
-                let index = usize::try_from(*partition).map_err(|_| format!("partition {partition}"))?;
-                let fresh = PartitionImage {
-                    replicas: replicas.clone(),
-                    isr: isr.clone(),
-                    leader: *leader,
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                };
-                let count = topic.partitions.len();
-                match topic.partitions.get_mut(index) {
-                    Some(existing) => {
-                        let leader_epoch = existing.leader_epoch + i32::from(existing.leader != *leader);
-                        let partition_epoch = existing.partition_epoch + 1;
-                        *existing = PartitionImage { leader_epoch, partition_epoch, ..fresh };
-                    }
-                    None if index == count => topic.partitions.push(fresh),
-                    None => return Err(format!("partition {partition} of {} skips ahead", topic.name)),
-                }
+                self.apply_partition(*topic_id, *partition, replicas, isr, *leader)?
             }
             MetadataRecord::DeleteTopic { topic_id } => {
                 let name = self.topic_by_id(*topic_id).map(|t| t.name.clone()).ok_or_else(|| unknown(*topic_id))?;
@@ -130,12 +118,57 @@ impl MetadataImage {
                     None => topic.configs.remove(key),
                 };
             }
+            MetadataRecord::Reassignment { topic_id, partition, adding, removing } => {
+                let topic = self.topic_by_id_mut(*topic_id)?;
+                let state = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|index| topic.partitions.get_mut(index))
+                    .ok_or_else(|| format!("partition {partition} of {} does not exist", topic.name))?;
+                state.adding = adding.clone();
+                state.removing = removing.clone();
+            }
             MetadataRecord::ProducerIds { first, count, .. } => {
                 if *first < self.next_producer_id || *count <= 0 {
                     return Err(format!("producer ids [{first}, +{count}) below {}", self.next_producer_id));
                 }
                 self.next_producer_id = first + count;
             }
+        }
+        Ok(())
+    }
+
+    /// A [`MetadataRecord::Partition`]: the partition's new state (its epochs moved
+    /// on), or a new partition at the end of its topic.
+    fn apply_partition(
+        &mut self,
+        topic_id: TopicId,
+        partition: i32,
+        replicas: &[NodeId],
+        isr: &[NodeId],
+        leader: NodeId,
+    ) -> Result<(), String> {
+        let topic = self.topic_by_id_mut(topic_id)?;
+        let index = usize::try_from(partition).map_err(|_| format!("partition {partition}"))?;
+        let fresh = PartitionImage {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        };
+        let count = topic.partitions.len();
+        match topic.partitions.get_mut(index) {
+            Some(existing) => {
+                let leader_epoch = existing.leader_epoch + i32::from(existing.leader != leader);
+                let partition_epoch = existing.partition_epoch + 1;
+                // A reassignment in progress stays until its own record ends it.
+                let (adding, removing) = (std::mem::take(&mut existing.adding), std::mem::take(&mut existing.removing));
+                *existing = PartitionImage { leader_epoch, partition_epoch, adding, removing, ..fresh };
+            }
+            None if index == count => topic.partitions.push(fresh),
+            None => return Err(format!("partition {partition} of {} skips ahead", topic.name)),
         }
         Ok(())
     }

@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use super::controller::{
     AlterPartition, Controller, ControllerConfig, ControllerError, Election, Heartbeat, HeartbeatReply, Placement,
+    ReassignmentChange,
 };
 use super::image::MetadataImage;
 use super::raft_store::RaftLogStore;
@@ -116,15 +117,42 @@ fn node_of(raft_id: u64) -> Option<NodeId> {
 /// A change of metadata a broker asks the active controller for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerRequest {
-    Register { node_id: NodeId, host: String, port: u16 },
+    Register {
+        node_id: NodeId,
+        host: String,
+        port: u16,
+    },
     Heartbeat(Heartbeat),
-    CreateTopic { name: String, placement: Placement, configs: BTreeMap<String, String> },
-    CreatePartitions { name: String, count: i32, assignment: Option<Vec<Vec<NodeId>>> },
-    DeleteTopic { name: String },
-    AlterConfigs { name: String, changes: Vec<(String, Option<String>)> },
+    CreateTopic {
+        name: String,
+        placement: Placement,
+        configs: BTreeMap<String, String>,
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        assignment: Option<Vec<Vec<NodeId>>>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AlterConfigs {
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+    },
     AlterPartition(AlterPartition),
-    ElectLeaders { election: Election, partitions: Vec<(String, i32)> },
-    AllocateProducerIds { node_id: NodeId, broker_epoch: u64 },
+    ElectLeaders {
+        election: Election,
+        partitions: Vec<(String, i32)>,
+    },
+    AllocateProducerIds {
+        node_id: NodeId,
+        broker_epoch: u64,
+    },
+    /// Start, replace or cancel (`None`) partition reassignments.
+    AlterReassignments {
+        changes: Vec<ReassignmentChange>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +166,8 @@ pub enum ControllerReply {
     },
     Heartbeat(HeartbeatReply),
     Elected(Vec<Result<(), ControllerError>>),
+    /// One result per reassignment change, in request order.
+    Reassigned(Vec<Result<(), ControllerError>>),
     ProducerIds {
         first: i64,
         count: i64,
@@ -526,6 +556,9 @@ impl NodeState {
             if let Some(controller) = self.controller.as_mut() {
                 let mut records = controller.expire_sessions(&self.image, now_ms);
                 if records.is_empty() {
+                    records = controller.complete_reassignments(&self.image);
+                }
+                if records.is_empty() {
                     records = controller.rebalance_leaders(&self.image, now_ms);
                 }
                 if !records.is_empty() {
@@ -789,6 +822,10 @@ fn decide(controller: &mut Controller, image: &MetadataImage, request: &Controll
         ControllerRequest::ElectLeaders { election, partitions } => {
             let (results, records) = controller.elect_leaders(image, election, &partitions);
             Decision::Propose(records, Some(ControllerReply::Elected(results)))
+        }
+        ControllerRequest::AlterReassignments { changes } => {
+            let (results, records) = controller.alter_reassignments(image, &changes);
+            Decision::Propose(records, Some(ControllerReply::Reassigned(results)))
         }
         ControllerRequest::AllocateProducerIds { node_id, broker_epoch } => {
             match controller.allocate_producer_ids(image, node_id, broker_epoch) {

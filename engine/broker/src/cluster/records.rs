@@ -72,6 +72,17 @@ pub enum MetadataRecord {
     },
     /// Producer ids `[first, first + count)` belong to `node_id` from now on.
     ProducerIds { node_id: NodeId, first: i64, count: i64 },
+    /// A partition's reassignment (KIP-455): the replicas being added (they catch up
+    /// before the replica set becomes the target) and removed (they go once it
+    /// does); both empty: none in progress. Follows the [`MetadataRecord::Partition`]
+    /// record that changed the replicas, in the same entry.
+    Reassignment {
+        #[serde(with = "topic_id_text")]
+        topic_id: TopicId,
+        partition: i32,
+        adding: Vec<NodeId>,
+        removing: Vec<NodeId>,
+    },
 }
 
 impl MetadataRecord {
@@ -138,6 +149,7 @@ mod tests {
             MetadataRecord::TopicConfig { topic_id, key: "retention.ms".to_string(), value: None },
             MetadataRecord::DeleteTopic { topic_id },
             MetadataRecord::ProducerIds { node_id: 2, first: 1000, count: 1000 },
+            MetadataRecord::Reassignment { topic_id, partition: 0, adding: vec![3], removing: vec![0] },
         ]
     }
 

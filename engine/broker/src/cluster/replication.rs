@@ -112,6 +112,20 @@ impl LeaderPartition {
     /// The committed metadata of the partition changed while this node still leads
     /// it in the same epoch (an ISR change committed, its own or not).
     pub fn update(&mut self, state: &PartitionImage) {
+        // A reassignment adds replicas (they start out of sync and join once caught
+        // up) and removes others (their fetches are no longer followed).
+        if state.replicas != self.replicas {
+            self.followers.retain(|id, _| state.replicas.contains(id));
+            for replica in state.replicas.iter().filter(|r| **r != self.node_id) {
+                self.followers.entry(*replica).or_insert(FollowerState {
+                    log_end: -1,
+                    caught_up_ms: 0,
+                    log_end_at_last_fetch: -1,
+                    last_fetch_ms: 0,
+                });
+            }
+            self.replicas = state.replicas.clone();
+        }
         self.isr = state.isr.clone();
         self.partition_epoch = state.partition_epoch;
         if self.proposed_isr.as_ref().is_some_and(|p| *p == state.isr) {

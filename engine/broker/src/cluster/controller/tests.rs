@@ -290,6 +290,14 @@ enum Step {
     Shutdown(NodeId),
     /// The periodic check of leadership imbalance runs.
     Rebalance,
+    /// The n-th partition is moved to the brokers whose bit is set (in id order,
+    /// rotated by `rotate`), or its move cancelled (no bit set); then finished moves
+    /// complete.
+    Reassign {
+        nth: usize,
+        brokers: u8,
+        rotate: usize,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -300,6 +308,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (any::<usize>(), any::<bool>()).prop_map(|(nth, shrink)| Step::Alter { nth, shrink }),
         1 => (0..4).prop_map(Step::Shutdown),
         1 => Just(Step::Rebalance),
+        2 => (any::<usize>(), any::<u8>(), 0usize..4).prop_map(|(nth, brokers, rotate)| Step::Reassign { nth, brokers, rotate }),
     ]
 }
 
@@ -310,6 +319,8 @@ fn check_invariants(image: &MetadataImage, leader_epochs: &mut BTreeMap<(String,
         assert_eq!(distinct.len(), p.replicas.len(), "{p:?}");
         assert!(!p.isr.is_empty(), "an ISR is never empty: {p:?}");
         assert!(p.isr.iter().all(|r| p.replicas.contains(r)), "ISR within the replicas: {p:?}");
+        assert!(p.adding.iter().chain(&p.removing).all(|r| p.replicas.contains(r)), "moves within the replicas: {p:?}");
+        assert!(p.adding.iter().all(|r| !p.removing.contains(r)), "adding and removing apart: {p:?}");
         if p.has_leader() {
             assert!(p.isr.contains(&p.leader), "the leader is in sync: {p:?}");
             assert!(image.is_live(p.leader), "the leader is live: {p:?}");
@@ -381,6 +392,22 @@ proptest! {
                     let records = cluster.controller.rebalance_leaders(&cluster.image, rebalance_at);
                     cluster.commit(records);
                 }
+                Step::Reassign { nth, brokers, rotate } => {
+                    let partitions: Vec<(String, i32)> =
+                        cluster.image.partitions().map(|(t, i, _)| (t.name.clone(), i)).collect();
+                    if let Some((name, index)) = partitions.get(nth % partitions.len().max(1)) {
+                        let mut target: Vec<NodeId> = (0..4).filter(|id| brokers & (1 << id) != 0).collect();
+                        if !target.is_empty() {
+                            let by = rotate % target.len();
+                            target.rotate_left(by);
+                        }
+                        let change = (name.clone(), *index, Some(target).filter(|t| !t.is_empty()));
+                        let (_, records) = cluster.controller.alter_reassignments(&cluster.image, &[change]);
+                        cluster.commit(records);
+                    }
+                    let records = cluster.controller.complete_reassignments(&cluster.image);
+                    cluster.commit(records);
+                }
             }
             check_invariants(&cluster.image, &mut leader_epochs);
         }
@@ -437,4 +464,66 @@ fn leadership_goes_back_to_preferred_replicas_once_a_broker_is_imbalanced_past_t
     off.pass(1_500, &[1, 2]);
     off.start(0);
     assert!(off.controller.rebalance_leaders(&off.image, off.now_ms + interval).is_empty(), "0 is not in the ISR");
+}
+
+#[test]
+fn a_reassignment_adds_replicas_first_and_drops_the_old_ones_once_the_new_are_in_sync() {
+    let mut cluster = Cluster::new(4);
+    let placement = Placement::Manual(vec![vec![0, 1, 2]]);
+    let records = cluster.controller.create_topic(&cluster.image, "t", placement, BTreeMap::new()).expect("create");
+    cluster.commit(records);
+    let moving = [("t".to_string(), 0, Some(vec![1, 2, 3]))];
+    let (results, records) = cluster.controller.alter_reassignments(&cluster.image, &moving);
+    assert_eq!(results, vec![Ok(())]);
+    cluster.commit(records);
+    let p = cluster.partition("t", 0);
+    assert_eq!((p.replicas.clone(), p.adding.clone(), p.removing.clone()), (vec![1, 2, 3, 0], vec![3], vec![0]));
+    assert_eq!((p.leader, p.isr.clone()), (0, vec![0, 1, 2]), "the leader and ISR stay while 3 catches up");
+    assert!(cluster.controller.complete_reassignments(&cluster.image).is_empty(), "3 is not in sync yet");
+    cluster.alter("t", 0, &[0, 1, 2, 3]).expect("3 caught up");
+    let records = cluster.controller.complete_reassignments(&cluster.image);
+    cluster.commit(records);
+    let done = cluster.partition("t", 0);
+    assert_eq!((done.replicas.clone(), done.isr.clone()), (vec![1, 2, 3], vec![1, 2, 3]));
+    assert!(done.adding.is_empty() && done.removing.is_empty());
+    assert_eq!(done.leader, 1, "the old leader left: the first target replica in sync leads");
+    assert!(done.leader_epoch > p.leader_epoch);
+
+    // Refusals, each for its own partition entry.
+    let bad = [
+        ("t".to_string(), 0, None),
+        ("t".to_string(), 0, Some(vec![1, 9])),
+        ("t".to_string(), 0, Some(vec![1, 1])),
+        ("t".to_string(), 0, Some(vec![])),
+        ("nope".to_string(), 0, Some(vec![1])),
+    ];
+    let (results, records) = cluster.controller.alter_reassignments(&cluster.image, &bad);
+    assert!(matches!(results[0], Err(ControllerError::NoReassignmentInProgress { .. })), "{results:?}");
+    assert!(
+        results[1..4].iter().all(|r| matches!(r, Err(ControllerError::InvalidReplicaAssignment(_)))),
+        "{results:?}"
+    );
+    assert!(matches!(results[4], Err(ControllerError::UnknownTopic(_))), "{results:?}");
+    assert!(records.is_empty());
+
+    // A reassignment cancelled before it finishes returns to the replicas it started from.
+    let (_, records) =
+        cluster.controller.alter_reassignments(&cluster.image, &[("t".to_string(), 0, Some(vec![0, 1]))]);
+    cluster.commit(records);
+    assert_eq!(cluster.partition("t", 0).adding, vec![0]);
+    let (results, records) = cluster.controller.alter_reassignments(&cluster.image, &[("t".to_string(), 0, None)]);
+    assert_eq!(results, vec![Ok(())]);
+    cluster.commit(records);
+    let cancelled = cluster.partition("t", 0);
+    assert_eq!(
+        (cancelled.replicas.clone(), cancelled.isr.clone(), cancelled.leader),
+        (vec![1, 2, 3], vec![1, 2, 3], 1)
+    );
+    assert!(cancelled.adding.is_empty() && cancelled.removing.is_empty());
+    // Shrinking to replicas already in sync adds nothing: it holds at once.
+    let (_, records) =
+        cluster.controller.alter_reassignments(&cluster.image, &[("t".to_string(), 0, Some(vec![3, 2]))]);
+    cluster.commit(records);
+    let shrunk = cluster.partition("t", 0);
+    assert_eq!((shrunk.replicas.clone(), shrunk.isr.clone(), shrunk.leader), (vec![3, 2], vec![3, 2], 3));
 }

@@ -6,7 +6,15 @@ const LEADER: NodeId = 0;
 const LAG_MAX_MS: u64 = 1_000;
 
 fn state(isr: &[NodeId], partition_epoch: i32) -> PartitionImage {
-    PartitionImage { replicas: vec![0, 1, 2], isr: isr.to_vec(), leader: LEADER, leader_epoch: 3, partition_epoch }
+    PartitionImage {
+        replicas: vec![0, 1, 2],
+        isr: isr.to_vec(),
+        leader: LEADER,
+        leader_epoch: 3,
+        partition_epoch,
+        adding: Vec::new(),
+        removing: Vec::new(),
+    }
 }
 
 #[test]
@@ -38,6 +46,31 @@ fn a_lagging_follower_leaves_the_isr_and_the_high_watermark_moves_only_once_that
     leader.update(&state(&[0, 1], 1));
     assert_eq!(leader.high_watermark(), 5);
     assert_eq!(leader.isr(), &[0, 1]);
+}
+
+#[test]
+fn a_reassignment_adds_a_follower_that_joins_once_caught_up_and_drops_a_removed_one() {
+    let mut leader = LeaderPartition::new(LEADER, &state(&[0, 1, 2], 0), 10, 10, 0);
+    leader.fetched(1, 10, 1);
+    leader.fetched(2, 10, 1);
+    // Broker 3 is added (out of sync), broker 2 is leaving.
+    let moving =
+        PartitionImage { replicas: vec![0, 1, 3, 2], adding: vec![3], removing: vec![2], ..state(&[0, 1, 2], 1) };
+    leader.update(&moving);
+    assert!(leader.follower(3).is_some(), "the added replica is followed");
+    assert_eq!(leader.high_watermark(), 10, "an out-of-sync replica does not hold the high watermark");
+    assert_eq!(leader.fetched(3, 4, 2), None, "not caught up");
+    assert_eq!(leader.fetched(3, 10, 3), Some(vec![0, 1, 3, 2]), "caught up: it joins the ISR (in replica order)");
+    leader.update(&PartitionImage { isr: vec![0, 1, 3, 2], partition_epoch: 2, ..moving });
+    // The reassignment finishes: 2 is gone.
+    let done = PartitionImage { replicas: vec![0, 1, 3], ..state(&[0, 1, 3], 3) };
+    leader.update(&done);
+    assert!(leader.follower(2).is_none(), "the removed replica is no longer followed");
+    assert_eq!(leader.fetched(2, 10, 4), None);
+    leader.appended(12);
+    leader.fetched(1, 12, 5);
+    leader.fetched(3, 12, 5);
+    assert_eq!(leader.high_watermark(), 12, "the ISR without 2 holds it");
 }
 
 #[test]

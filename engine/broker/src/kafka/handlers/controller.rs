@@ -88,6 +88,7 @@ pub fn refusal(error: &ControllerError) -> Refusal {
         ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
         ControllerError::EligibleLeadersNotAvailable { .. } => ResponseError::EligibleLeadersNotAvailable,
         ControllerError::ElectionNotNeeded { .. } => ResponseError::ElectionNotNeeded,
+        ControllerError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
     };
     Refusal::new(code, error.to_string())
 }

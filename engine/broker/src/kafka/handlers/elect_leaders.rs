@@ -34,7 +34,7 @@ const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
 
 /// Each topic in request order with its partitions' outcomes.
-type Results = Vec<(String, Vec<(i32, Result<(), Refusal>)>)>;
+pub(super) type Results = Vec<(String, Vec<(i32, Result<(), Refusal>)>)>;
 
 pub async fn handle(context: &RequestContext<'_>, request: ElectLeadersRequest) -> ElectLeadersResponse {
     let election = match (context.version, request.election_type) {
@@ -137,7 +137,7 @@ fn single(context: &RequestContext<'_>, named: Vec<(String, i32)>) -> Results {
 }
 
 /// Outcomes grouped by topic, topics in the order they first appear.
-fn group_by_topic(outcomes: impl IntoIterator<Item = ((String, i32), Result<(), Refusal>)>) -> Results {
+pub(super) fn group_by_topic(outcomes: impl IntoIterator<Item = ((String, i32), Result<(), Refusal>)>) -> Results {
     let mut results: Results = Vec::new();
     for ((topic, index), outcome) in outcomes {
         match results.iter_mut().find(|(name, _)| *name == topic) {

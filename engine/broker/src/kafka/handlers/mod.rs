@@ -44,6 +44,7 @@
 //! connection interleaves freely.
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod config_resources;
 pub mod controller;
@@ -67,6 +68,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
@@ -192,6 +194,8 @@ served! {
     DescribeGroups => describe_groups,
     DeleteGroups => delete_groups,
     ElectLeaders => elect_leaders,
+    AlterPartitionReassignments => alter_partition_reassignments,
+    ListPartitionReassignments => list_partition_reassignments,
     DescribeQuorum => describe_quorum,
 }
 
