@@ -412,6 +412,7 @@ mod tests {
                 "advertised-listener",
                 "node-id",
                 "cores",
+                "cpus",
                 "controller-listener",
                 "controller-quorum-voters",
                 "cluster-id",
@@ -436,6 +437,14 @@ mod tests {
         assert!(error.contains("--node-id -1"), "{error}");
         let error = build_config(&parse(&["--data-dir", "/x", "--advertised-listener", "h"])).expect_err("no port");
         assert!(error.to_string().contains("--advertised-listener h"), "{error}");
+        let error = build_config(&parse(&["--data-dir", "/x", "--cpus", "8191"])).expect_err("not online");
+        assert!(error.is::<UsageError>(), "a usage error: nothing starts");
+        let online = corelog_engine::cpus::online().expect("the online CPUs are listed");
+        let expected = format!("--cpus 8191: CPU 8191 is not online (online CPUs: {online})");
+        assert_eq!(error.to_string(), expected);
+        let error = build_config(&parse(&["--data-dir", "/x", "--cpus", "0,"])).expect_err("syntax");
+        assert!(error.to_string().starts_with("--cpus 0,: \"0,\" has an empty item"), "{error}");
+        assert!(error.to_string().ends_with(&format!("(online CPUs: {online})")), "{error}");
     }
 
     #[test]
@@ -463,6 +472,8 @@ mod tests {
         assert!(error.contains("broker.yaml:1") && error.contains("true or false"), "{error}");
         let error = error_of("cores: 1\nnode_id: 2\ncores: 2\n");
         assert!(error.contains("broker.yaml:3") && error.contains("duplicate"), "{error}");
+        let error = error_of("node_id: 1\ncpus: 0-8191\n");
+        assert!(error.contains("broker.yaml:2") && error.contains("are not online (online CPUs: "), "{error}");
         let error = error_of("listen: [127.0.0.1, 9092]\n");
         assert!(error.contains("broker.yaml:1"), "{error}");
         let error = error_of("node_id: 1\ntopic_defaults: [retention.ms]\n");
@@ -480,6 +491,7 @@ mod tests {
              default_replication_factor: 3\ncontroller_listener: 127.0.0.1:19093\n\
              controller_quorum_voters: 3@127.0.0.1:19093,4@127.0.0.1:19094\ncluster_id: prod-1\n\
              broker_session_timeout_ms: 3000\nbroker_heartbeat_interval_ms: 500\nreplica_lag_time_max_ms: 10000\n\
+             cpus: unpinned\n\
              topic_defaults:\n  segment.bytes: 1048576\n  fsync.policy: always\n  min.insync.replicas: 2\n",
         )
         .expect("write");
@@ -492,6 +504,7 @@ mod tests {
             ("listeners", "PLAINTEXT://127.0.0.1:0"),
             ("advertised.listeners", "PLAINTEXT://proxy.local:19092"),
             ("corelog.cores", "1"),
+            ("corelog.cpus", "unpinned"),
             ("auto.create.topics.enable", "false"),
             ("num.partitions", "6"),
             ("socket.request.max.bytes", "1048576"),

@@ -193,6 +193,13 @@ impl Broker {
     /// then starts the engine (recovering the data directory) and a listener on
     /// every shard.
     pub fn start(config: BrokerConfig) -> Result<Broker> {
+        // Before anything starts (the quorum starts before the engine, which checks again).
+        let online = corelog_engine::cpus::online()?;
+        config.engine.cpus.resolve(&online).map_err(|reason| EngineError::InvalidConfig {
+            key: "corelog.cpus".to_string(),
+            value: config.engine.cpus.to_string(),
+            reason,
+        })?;
         let data_dir = DataDir::open(&config.engine.data_dir)?;
         listener::ensure_no_other_listener(config.listen)?;
         let membership = ClusterMembership::start(&config, &data_dir)?;

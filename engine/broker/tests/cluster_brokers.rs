@@ -24,7 +24,7 @@ fn config(
     config.node_id = node_id;
     config.listen = listen;
     config.engine.shard_count = 1;
-    config.engine.pin_shards = false;
+    config.engine.cpus = corelog_engine::cpus::ShardCpus::Unpinned;
     config.cluster.voters = corelog_broker::cluster::config::parse_voters(voters).expect("voters");
     config.cluster.controller_listener = Some(controller);
     config.cluster.cluster_id = Some("brokers-test".to_string());
@@ -83,4 +83,21 @@ fn producer_ids_are_unique_across_the_brokers_of_a_cluster_and_across_restarts()
     for broker in brokers {
         broker.shutdown().expect("shutdown");
     }
+}
+
+#[test]
+fn a_node_given_cpus_that_are_not_online_starts_nothing_and_says_which_are() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (listen, controller) = (free_address(), free_address());
+    let voters = format!("0@{controller}");
+    let mut config = config(0, root.path(), listen, &voters, controller);
+    config.engine.cpus = corelog_engine::cpus::ShardCpus::parse("0,8191").expect("a CPU list");
+    let error = Broker::start(config).err().expect("CPU 8191 is not online");
+    let online = corelog_engine::cpus::online().expect("the online CPUs are listed");
+    assert_eq!(
+        error.to_string(),
+        format!("invalid config corelog.cpus=\"0,8191\": CPU 8191 is not online (online CPUs: {online})")
+    );
+    assert!(!root.path().join("broker0").exists(), "no data directory was made");
+    TcpListener::bind(controller).expect("the controller listener was never bound");
 }

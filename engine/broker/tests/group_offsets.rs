@@ -20,7 +20,7 @@ fn offsets_partition() -> TopicPartition {
 fn start(dir: &std::path::Path) -> Engine {
     let mut config = EngineConfig::new(dir);
     config.shard_count = 1;
-    config.pin_shards = false;
+    config.cpus = corelog_engine::cpus::ShardCpus::Unpinned;
     Engine::start(config).expect("engine starts")
 }
 

@@ -171,7 +171,7 @@ fn each_broker_holds_the_topics_the_metadata_places_on_it_with_the_controllers_t
         let quorum = start_quorum(node_id, &cluster, CLUSTER.to_string(), &meta).expect("quorum");
         let mut engine_config = EngineConfig::new(&data);
         engine_config.shard_count = 1;
-        engine_config.pin_shards = false;
+        engine_config.cpus = corelog_engine::cpus::ShardCpus::Unpinned;
         let engine = Engine::start(engine_config).expect("engine");
         let endpoint = Endpoint { node_id, host: "127.0.0.1".to_string(), port: 9000 };
         let replicas = Arc::new(ReplicaManager::new(node_id, quorum.clone(), cluster.replica_lag_time_max));

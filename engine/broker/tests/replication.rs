@@ -42,7 +42,7 @@ fn start_with(
     config.node_id = node_id;
     config.listen = free_address();
     config.engine.shard_count = 1;
-    config.engine.pin_shards = false;
+    config.engine.cpus = corelog_engine::cpus::ShardCpus::Unpinned;
     config.cluster = ClusterSettings {
         controller_listener: Some(voters[node_id as usize].1.parse().expect("address")),
         voters: voters.to_vec(),

@@ -5,8 +5,9 @@
 //!
 //! ## Execution model
 //!
-//! One glommio executor (io_uring) per shard, pinned to a core. Each partition is
-//! owned by one shard; its log is `!Send` in practice and never leaves that thread.
+//! One glommio executor (io_uring) per shard, pinned to a core ([`cpus`]: which
+//! ones, or none). Each partition is owned by one shard; its log is `!Send` in
+//! practice and never leaves that thread.
 //! Other threads and shards talk to it through [`shard::EngineHandle`] over bounded
 //! queues. Disk IO is O_DIRECT through [`storage::DmaStorage`]; tests swap in
 //! [`storage::SimStorage`] to crash the log at any write.
@@ -40,6 +41,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod cpus;
 pub mod data_dir;
 #[allow(unsafe_code)] // getrlimit, setrlimit, io_uring_setup, uname and statvfs through libc
 pub mod diagnostics;

@@ -14,6 +14,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
+use corelog_engine::cpus::{self, ShardCpus};
+
 use super::{parse_bool, parse_in, ConfigKind};
 use crate::BrokerConfig;
 
@@ -59,7 +61,7 @@ pub const TOPIC_DEFAULTS_YAML_KEY: &str = "topic_defaults";
 const PLAINTEXT: &str = "PLAINTEXT://";
 
 /// Every broker setting, in the order `--help` and DescribeConfigs list them.
-pub const BROKER_SETTINGS: [BrokerSetting; 20] = [
+pub const BROKER_SETTINGS: [BrokerSetting; 21] = [
     BrokerSetting {
         name: "log.dirs",
         flag: Some(Flag { long: "data-dir", value_name: "DIR", required: true }),
@@ -128,11 +130,32 @@ pub const BROKER_SETTINGS: [BrokerSetting; 20] = [
         flag: Some(Flag { long: "cores", value_name: "N", required: false }),
         yaml_key: Some("cores"),
         kind: ConfigKind::Int,
-        documentation: "corelog's own: shards, one pinned thread each, serving both connections and disk IO \
-                        (Kafka's num.network.threads and num.io.threads in one); 0 means one per online CPU.",
+        documentation: "corelog's own: shards, one thread each, serving both connections and disk IO \
+                        (Kafka's num.network.threads and num.io.threads in one); 0 means one per CPU of \
+                        corelog.cpus (per online CPU when unpinned).",
         value: |config| config.engine.shard_count.to_string(),
         set: Some(|config, text| {
             config.engine.shard_count = parse_in(text, 0, usize::MAX)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "corelog.cpus",
+        flag: Some(Flag { long: "cpus", value_name: "LIST|unpinned", required: false }),
+        yaml_key: Some("cpus"),
+        kind: ConfigKind::String,
+        documentation: "corelog's own: the CPUs the shards are pinned to, a Linux CPU list as taskset -c writes \
+                        it (0-1,3): shard i on the i-th CPU, wrapping; or unpinned (the kernel schedules them). \
+                        Default: every online CPU.",
+        value: |config| match &config.engine.cpus {
+            ShardCpus::Online => {
+                cpus::online().map_or_else(|_| ShardCpus::Online.to_string(), |online| online.to_string())
+            }
+            pinned_or_not => pinned_or_not.to_string(),
+        },
+        set: Some(|config, text| {
+            let online = cpus::online().map_err(|e| e.to_string());
+            config.engine.cpus = parse_cpus(text, online.as_ref())?;
             Ok(())
         }),
     },
@@ -325,6 +348,24 @@ pub fn by_name(name: &str) -> Option<&'static BrokerSetting> {
     BROKER_SETTINGS.iter().find(|setting| setting.name == name)
 }
 
+/// `corelog.cpus` from `text` on a machine whose online CPUs are `online` (or
+/// could not be listed: then only `unpinned` is accepted), or why not, naming the
+/// online CPUs: a CPU list every CPU of which is online, or `unpinned`.
+pub fn parse_cpus(text: &str, online: Result<&cpus::CpuList, &String>) -> Result<ShardCpus, String> {
+    let online_text = match online {
+        Ok(online) => online.to_string(),
+        Err(reason) => format!("unknown: {reason}"),
+    };
+    let parsed = ShardCpus::parse(text).map_err(|reason| {
+        format!("{reason}; expected a CPU list such as 0-1,3, or unpinned (online CPUs: {online_text})")
+    })?;
+    match (&parsed, online) {
+        (ShardCpus::Unpinned, _) => Ok(parsed),
+        (_, Ok(online)) => parsed.resolve(online).map(|_| parsed),
+        (_, Err(_)) => Err(format!("cannot pin to CPUs the machine does not list (online CPUs: {online_text})")),
+    }
+}
+
 /// `host:port` (or Kafka's `PLAINTEXT://host:port`) as the first address it resolves to.
 fn resolve(text: &str) -> Result<SocketAddr, String> {
     let address = text.strip_prefix(PLAINTEXT).unwrap_or(text);
@@ -381,6 +422,8 @@ mod tests {
             ("advertised.listeners", "proxy.local:29092", "PLAINTEXT://proxy.local:29092"),
             ("node.id", "7", "7"),
             ("corelog.cores", "2", "2"),
+            ("corelog.cpus", "0", "0"),
+            ("corelog.cpus", "unpinned", "unpinned"),
             ("auto.create.topics.enable", "false", "false"),
             ("num.partitions", "12", "12"),
             ("socket.request.max.bytes", "1048576", "1048576"),
@@ -409,6 +452,46 @@ mod tests {
     }
 
     #[test]
+    fn cpus_are_a_list_of_online_cpus_or_unpinned_and_errors_name_the_online_cpus() {
+        let online = cpus::CpuList::parse("0-1").expect("a list");
+        let unlisted = "cannot read /sys".to_string();
+        let pinned = |text: &str| ShardCpus::Pinned(cpus::CpuList::parse(text).expect("a list"));
+        assert_eq!(parse_cpus("1", Ok(&online)), Ok(pinned("1")));
+        assert_eq!(parse_cpus("0-1", Ok(&online)), Ok(pinned("0-1")));
+        assert_eq!(parse_cpus("unpinned", Ok(&online)), Ok(ShardCpus::Unpinned));
+        assert_eq!(parse_cpus("unpinned", Err(&unlisted)), Ok(ShardCpus::Unpinned));
+        for (text, listed, error) in [
+            ("0-3", Ok(&online), "CPUs 2-3 are not online (online CPUs: 0-1)"),
+            ("2", Ok(&online), "CPU 2 is not online (online CPUs: 0-1)"),
+            (
+                "",
+                Ok(&online),
+                "the CPU list is empty; expected a CPU list such as 0-1,3, or unpinned (online CPUs: 0-1)",
+            ),
+            (
+                "0;1",
+                Ok(&online),
+                "\"0;1\" is not a CPU number or range (such as 3 or 0-2); expected a CPU list such as 0-1,3, or \
+                 unpinned (online CPUs: 0-1)",
+            ),
+            (
+                "0",
+                Err(&unlisted),
+                "cannot pin to CPUs the machine does not list (online CPUs: unknown: cannot read /sys)",
+            ),
+        ] {
+            assert_eq!(parse_cpus(text, listed), Err(error.to_string()), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_cpus_are_reported_as_the_online_cpus() {
+        let setting = by_name("corelog.cpus").expect("listed");
+        let online = cpus::online().expect("the online CPUs are listed");
+        assert_eq!((setting.value)(&BrokerConfig::new("/var/lib/corelog")), online.to_string());
+    }
+
+    #[test]
     fn bad_values_are_refused_and_change_nothing() {
         for (name, text) in [
             ("log.dirs", ""),
@@ -418,6 +501,10 @@ mod tests {
             ("advertised.listeners", "proxy.local:http"),
             ("node.id", "-1"),
             ("corelog.cores", "many"),
+            ("corelog.cpus", ""),
+            ("corelog.cpus", "0-"),
+            ("corelog.cpus", "8192"),
+            ("corelog.cpus", "online"),
             ("auto.create.topics.enable", "yes"),
             ("auto.leader.rebalance.enable", "maybe"),
             ("leader.imbalance.check.interval.seconds", "0"),

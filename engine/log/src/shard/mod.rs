@@ -52,6 +52,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Clock, SystemClock, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
+use crate::cpus::{CpuList, ShardCpus};
 use crate::data_dir::DataDir;
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult, RepairReport};
@@ -74,10 +75,12 @@ pub type ShardService = Arc<dyn Fn(ShardId, EngineHandle) -> Pin<Box<dyn Future<
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
-    /// Number of shards; 0 means one per online CPU.
+    /// Number of shards; 0 means one per CPU of `cpus` (one per online CPU when
+    /// they are unpinned).
     pub shard_count: usize,
-    /// Pin shard `i` to the `i`-th online CPU.
-    pub pin_shards: bool,
+    /// The CPUs the shards are pinned to (shard `i` to the `i`-th, wrapping), or
+    /// none; by default every online CPU. A CPU that is not online fails the start.
+    pub cpus: ShardCpus,
     /// Capacity of each shard's request queue and each partition's op queue.
     pub queue_depth_max: usize,
     /// Per-file O_DIRECT write buffer of an active segment.
@@ -106,7 +109,7 @@ impl EngineConfig {
         EngineConfig {
             data_dir: data_dir.into(),
             shard_count: 0,
-            pin_shards: true,
+            cpus: ShardCpus::Online,
             queue_depth_max: 1024,
             write_buffer_bytes: crate::storage::dma::WRITE_BUFFER_BYTES_DEFAULT,
             io_memory_bytes: 10 << 20,
@@ -242,11 +245,15 @@ impl Engine {
     /// starts). `config.data_dir` must be that directory.
     pub fn start_in(data_dir: DataDir, config: EngineConfig, service: Option<ShardService>) -> Result<Engine> {
         assert_eq!(data_dir.path(), config.data_dir, "the engine starts in the data directory it was given");
-        let cpus = glommio::CpuSet::online().map_err(|e| EngineError::Startup(format!("listing CPUs: {e}")))?;
-        // CpuSet is a HashSet: sort, so shard i is pinned to the i-th CPU on every start.
-        let mut cpu_ids: Vec<usize> = cpus.iter().map(|location| location.cpu).collect();
-        cpu_ids.sort_unstable();
-        let shard_count = if config.shard_count == 0 { cpu_ids.len().max(1) } else { config.shard_count };
+        let online = crate::cpus::online()?;
+        let pinned =
+            config.cpus.resolve(&online).map_err(|reason| EngineError::Startup(format!("shard CPUs: {reason}")))?;
+        let shard_count = match (config.shard_count, &pinned) {
+            (0, Some(cpus)) => cpus.cpus().len(),
+            (0, None) => online.cpus().len(),
+            (count, _) => count,
+        };
+        log_placement(shard_count, pinned.as_ref());
         crate::diagnostics::probe_io_uring((shard_count * config.io_memory_bytes) as u64)?;
         let topics = load_topics(&config.data_dir)?;
 
@@ -267,9 +274,9 @@ impl Engine {
         };
         let mut threads = Vec::with_capacity(shard_count);
         for (shard, receiver) in receivers.into_iter().enumerate() {
-            let placement = match (config.pin_shards, cpu_ids.is_empty()) {
-                (true, false) => Placement::Fixed(cpu_ids[shard % cpu_ids.len()]),
-                _ => Placement::Unbound,
+            let placement = match &pinned {
+                Some(cpus) => Placement::Fixed(cpus.cpu_for(ShardId(shard))),
+                None => Placement::Unbound,
             };
             let shard_config = config.clone();
             let watch =
@@ -1061,6 +1068,17 @@ thread_local! {
     static SHARD_WATCH: RefCell<Option<ShardWatch>> = const { RefCell::new(None) };
 }
 
+/// Says where the shards run, once at start: which CPU each shard is pinned to.
+fn log_placement(shard_count: usize, pinned: Option<&CpuList>) {
+    match pinned {
+        Some(cpus) => {
+            let each: Vec<String> = (0..shard_count).map(|shard| cpus.cpu_for(ShardId(shard)).to_string()).collect();
+            tracing::info!("{shard_count} shard(s) pinned to CPUs {cpus} (shard i on CPU: {})", each.join(","));
+        }
+        None => tracing::info!("{shard_count} shard(s), unpinned"),
+    }
+}
+
 /// Installs, once per process, a panic hook that reports panics on shard threads (see
 /// the module doc) and then runs the hook that was there before (the default one
 /// prints the message and where it was raised). Panics on other threads go to the
@@ -1261,6 +1279,62 @@ mod tests {
 
     fn unknown<T>(result: Result<T>) -> bool {
         matches!(result, Err(EngineError::UnknownTopicOrPartition(_)))
+    }
+
+    /// The calling thread's `Cpus_allowed_list` (`0-1`).
+    fn allowed_cpus_of_this_thread() -> String {
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("the thread's status");
+        let allowed = status.lines().find_map(|line| line.strip_prefix("Cpus_allowed_list:"));
+        allowed.expect("Cpus_allowed_list").trim().to_string()
+    }
+
+    /// Each shard's `Cpus_allowed_list`, as the shard's own thread reads it.
+    fn shard_affinities(cpus: ShardCpus, shard_count: usize) -> Vec<String> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tmp");
+        std::fs::create_dir_all(root).expect("create target/tmp");
+        let dir = tempfile::tempdir_in(root).expect("tempdir on the build disk");
+        let mut config = EngineConfig::new(dir.path());
+        config.shard_count = shard_count;
+        config.cpus = cpus;
+        let (sender, affinities) = flume::unbounded();
+        let service: ShardService = Arc::new(move |shard, _handle| {
+            let sender = sender.clone();
+            Box::pin(async move {
+                sender.send((shard, allowed_cpus_of_this_thread())).expect("the test waits");
+            })
+        });
+        let engine = Engine::start_with_service(config, Some(service)).expect("start");
+        let count = engine.handle.shared.shards.len();
+        let mut seen: Vec<(ShardId, String)> = affinities.iter().take(count).collect();
+        engine.shutdown().expect("shutdown");
+        seen.sort();
+        seen.into_iter().map(|(_, allowed)| allowed).collect()
+    }
+
+    #[test]
+    fn shards_run_on_the_cpus_they_are_given_in_order_and_wrap() {
+        let online = crate::cpus::online().expect("the online CPUs are listed");
+        let last = *online.cpus().last().expect("a CPU");
+        let one = CpuList::from_cpus([last]).expect("a CPU");
+        // No shard count: one per listed CPU.
+        assert_eq!(shard_affinities(ShardCpus::Pinned(one.clone()), 0), [last.to_string()]);
+        assert_eq!(shard_affinities(ShardCpus::Pinned(one), 2), [last.to_string(), last.to_string()]);
+        let every: Vec<String> = online.cpus().iter().map(ToString::to_string).collect();
+        assert_eq!(shard_affinities(ShardCpus::Online, 0), every);
+        // Unpinned: as the thread that started it.
+        assert_eq!(shard_affinities(ShardCpus::Unpinned, 1), [allowed_cpus_of_this_thread()]);
+    }
+
+    #[test]
+    fn a_shard_cpu_that_is_not_online_fails_the_start_naming_the_online_cpus() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tmp");
+        std::fs::create_dir_all(root).expect("create target/tmp");
+        let dir = tempfile::tempdir_in(root).expect("tempdir on the build disk");
+        let mut config = EngineConfig::new(dir.path());
+        config.cpus = ShardCpus::Pinned(CpuList::parse("8191").expect("a CPU list"));
+        let online = crate::cpus::online().expect("the online CPUs are listed");
+        let error = Engine::start(config).err().expect("CPU 8191 is not online").to_string();
+        assert_eq!(error, format!("shard CPUs: CPU 8191 is not online (online CPUs: {online})"));
     }
 
     #[test]
