@@ -65,7 +65,14 @@ fn a_short_run_writes_consistent_results_and_a_complete_report() {
     );
     assert_eq!(result["deliveryGuarantee"], "at-least-once");
     assert!(result["environment"]["cpuCores"].as_u64().expect("cores") >= 1);
-    assert!(result["environment"]["pinning"].as_str().expect("pinning").contains("broker"));
+    assert!(result["environment"]["pinning"].as_str().expect("pinning").contains("broker-0 on CPU "));
+    // One broker, one shard: on the first online CPU.
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("the online CPUs");
+    let first: String = online.trim().chars().take_while(char::is_ascii_digit).collect();
+    assert_eq!(
+        result["environment"]["brokerCpus"],
+        serde_json::json!([{"broker": "broker-0", "shards": 1, "cpus": first}])
+    );
 
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     let pngs: Vec<_> = std::fs::read_dir(&out)
@@ -112,6 +119,32 @@ fn a_bad_workload_fails_before_anything_starts_with_exit_code_2() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.yaml:3") && stderr.contains("partitionsPerTopic"), "{stderr}");
     assert!(!dir.join("out").exists(), "nothing is written for an invalid workload");
+}
+
+#[test]
+fn cpus_that_are_not_online_fail_the_run_before_anything_starts_with_exit_code_2() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-cpus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let workload = dir.join("cpus.yaml");
+    std::fs::write(
+        &workload,
+        "name: cpus\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 10\nproducersPerTopic: 1\n\
+         testDurationSeconds: 1\ncluster: {brokers: 3, cores: 1, cpus: \"0,8191\"}\n",
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
+        .arg("run")
+        .arg(&workload)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("the online CPUs");
+    let expected = format!("cluster.cpus: CPU 8191 is not online (online CPUs: {})", online.trim());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!dir.join("out").exists(), "nothing is written");
 }
 
 /// At 20 msg/s the producer thread spends most of its time waiting for the next

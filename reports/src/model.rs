@@ -773,6 +773,9 @@ pub struct Environment {
     pub cpu_cores: Option<u32>,
     /// How threads were pinned, in words ("broker shards on cores 0-1; clients on 2-3").
     pub pinning: Option<String>,
+    /// Where the shards of each broker (or embedded engine) the harness started ran;
+    /// empty for an external cluster.
+    pub broker_cpus: Vec<BrokerCpus>,
     /// Kernel release (`uname -r`).
     pub kernel: Option<String>,
     /// Distribution and version ("Debian GNU/Linux 12").
@@ -785,6 +788,18 @@ pub struct Environment {
     pub git_commit: Option<String>,
     /// Anything else worth recording (client library versions, cluster endpoints).
     pub extra: BTreeMap<String, String>,
+}
+
+/// The shards of one broker the harness started, and the CPUs they were pinned to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BrokerCpus {
+    /// The broker's name in fault targets (`broker-0`), or `engine` for the embedded one.
+    pub broker: String,
+    pub shards: u32,
+    /// A CPU list in the Linux cpuset syntax (`0-1,3`; shard i on the i-th CPU,
+    /// wrapping), or `unpinned`.
+    pub cpus: String,
 }
 
 /// The run's raw message counts over the measured phase.

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use corelog_engine::batch::{build_batch, split_batches, BatchProducer, RecordSpec, BATCH_HEADER_BYTES};
+use corelog_engine::cpus::ShardCpus;
 use corelog_engine::{
     Durability, Engine, EngineConfig, EngineError, EngineHandle, LeaderEpoch, Offset, OffsetSpec, PartitionId,
     TimestampMs, TopicConfig, TopicName, TopicPartition,
@@ -49,9 +50,10 @@ pub struct EmbeddedDriver {
 
 impl EmbeddedDriver {
     /// Starts an engine on `data_dir` with `shards` shards (0: one per core).
-    pub fn start(data_dir: &Path, shards: usize) -> anyhow::Result<EmbeddedDriver> {
+    pub fn start(data_dir: &Path, shards: usize, cpus: ShardCpus) -> anyhow::Result<EmbeddedDriver> {
         let mut config = EngineConfig::new(data_dir);
         config.shard_count = shards;
+        config.cpus = cpus;
         let engine =
             Engine::start(config).with_context(|| format!("starting the embedded engine on {}", data_dir.display()))?;
         Ok(EmbeddedDriver { engine })

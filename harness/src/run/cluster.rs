@@ -21,6 +21,10 @@
 //! A broker restarted after a crash or stop keeps its node id, ports and data
 //! directory. Stopping is SIGTERM (the broker finishes in-flight requests, hands
 //! its leaderships over and syncs), then SIGKILL if it has not exited in time.
+//!
+//! Brokers on one machine would all pin their shard 0 to the first CPU: each is
+//! given its own CPUs instead (`--cpus`), spread over the machine's by
+//! [`spread_cpus`].
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -30,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use corelog_engine::cpus::{CpuList, ShardCpus};
 
 /// How long a broker may take to print its ready line, and a cluster to have every
 /// broker unfenced after that.
@@ -52,8 +57,11 @@ pub struct BrokerSpec {
     pub name: String,
     /// The broker's node id in a cluster (unused by a broker that runs alone).
     pub node_id: u32,
-    /// Shards (0: one per core).
+    /// Shards (0: one per CPU of `cpus`).
     pub cores: usize,
+    /// The CPUs its shards are pinned to (`--cpus`; none given for
+    /// [`ShardCpus::Online`], the broker's default).
+    pub cpus: ShardCpus,
     /// Lines of the broker's YAML `--config` file (a cluster's session settings are added).
     pub config_yaml: String,
     /// The address the broker tells clients to use (its fault proxy), if not its own.
@@ -77,6 +85,7 @@ pub struct LocalBroker {
     data_dir: PathBuf,
     config_path: PathBuf,
     cores: usize,
+    cpus: ShardCpus,
     advertised: Option<String>,
     /// A cluster member's flags (node id, controller listener, voters, cluster id);
     /// empty for a broker that runs alone.
@@ -199,6 +208,40 @@ impl LocalCluster {
     }
 }
 
+/// Where one started broker's shards run: how many, and on which CPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub shards: usize,
+    /// A CPU list or unpinned, never [`ShardCpus::Online`].
+    pub cpus: ShardCpus,
+}
+
+/// Where each of `brokers` brokers started on one machine runs its shards: `cores`
+/// of them each (0: one per CPU of `cpus`), spread over `cpus` (every online CPU
+/// by default). Broker k takes the `cores` CPUs of the list after broker k-1's,
+/// wrapping, so with one shard each broker k runs on the list's CPU k mod its
+/// length, and co-located brokers do not all start at its first CPU; unpinned,
+/// every broker is. Refused, naming the online CPUs, if `cpus` names one that is
+/// not online.
+pub fn spread_cpus(cpus: &ShardCpus, online: &CpuList, brokers: usize, cores: usize) -> Result<Vec<Placement>, String> {
+    let Some(list) = cpus.resolve(online)? else {
+        let shards = if cores == 0 { online.cpus().len() } else { cores };
+        return Ok(vec![Placement { shards, cpus: ShardCpus::Unpinned }; brokers]);
+    };
+    let available = list.cpus();
+    let shards = if cores == 0 { available.len() } else { cores };
+    // More shards than CPUs: each broker takes them all, its shards wrapping.
+    let width = shards.min(available.len());
+    let placements = (0..brokers)
+        .map(|broker| {
+            let taken = (0..width).map(|shard| available[(broker * width + shard) % available.len()]);
+            let taken = CpuList::from_cpus(taken).expect("a broker takes at least one CPU");
+            Placement { shards, cpus: ShardCpus::Pinned(taken) }
+        })
+        .collect();
+    Ok(placements)
+}
+
 /// Why a cluster did not start: a controller port was taken between being picked
 /// and being bound (worth another attempt), or anything else.
 enum StartError {
@@ -274,12 +317,31 @@ impl LocalBroker {
             data_dir: root.join(&spec.name),
             config_path,
             cores: spec.cores,
+            cpus: spec.cpus.clone(),
             advertised: spec.advertised.clone(),
             cluster_args,
             log_path: root.join(format!("{}.log", spec.name)),
             log_state: Arc::default(),
             child: None,
         })
+    }
+
+    /// `--cpus` and its value, unless the broker's default (every online CPU) is wanted.
+    fn cpus_flag(&self) -> Vec<String> {
+        match &self.cpus {
+            ShardCpus::Online => Vec::new(),
+            cpus => vec!["--cpus".to_string(), cpus.to_string()],
+        }
+    }
+
+    /// The CPUs its shards are pinned to.
+    pub fn cpus(&self) -> &ShardCpus {
+        &self.cpus
+    }
+
+    /// Its shards (0: one per CPU of [`LocalBroker::cpus`]).
+    pub fn cores(&self) -> usize {
+        self.cores
     }
 
     /// Starts the broker process (again, on the same data directory, node id and
@@ -300,6 +362,7 @@ impl LocalBroker {
             .arg(listen)
             .arg("--cores")
             .arg(self.cores.to_string())
+            .args(self.cpus_flag())
             .arg("--config")
             .arg(&self.config_path)
             .args(self.advertised.iter().flat_map(|address| ["--advertised-listener", address.as_str()]))
@@ -490,6 +553,39 @@ mod tests {
         assert!(!state.unfenced);
         watch.read(&format!("{prefix}quorum: node 1: no longer the active controller"), &mut state);
         assert_eq!(state.controller_term, None);
+    }
+
+    /// Each broker's CPUs and shard count, as `--cpus` and `--cores` give them.
+    fn spread(cpus: &str, online: &str, brokers: usize, cores: usize) -> Result<Vec<(String, usize)>, String> {
+        let cpus = if cpus.is_empty() { ShardCpus::Online } else { ShardCpus::parse(cpus).expect("valid") };
+        let online = CpuList::parse(online).expect("a CPU list");
+        let placements = spread_cpus(&cpus, &online, brokers, cores)?;
+        Ok(placements.into_iter().map(|placement| (placement.cpus.to_string(), placement.shards)).collect())
+    }
+
+    fn each(placements: &[(&str, usize)]) -> Result<Vec<(String, usize)>, String> {
+        Ok(placements.iter().map(|(cpus, shards)| (cpus.to_string(), *shards)).collect())
+    }
+
+    #[test]
+    fn co_located_brokers_are_spread_over_the_cpus() {
+        // One shard each: broker k on CPU k mod the online count.
+        assert_eq!(spread("", "0-1", 3, 1), each(&[("0", 1), ("1", 1), ("0", 1)]));
+        assert_eq!(spread("", "0-3", 3, 1), each(&[("0", 1), ("1", 1), ("2", 1)]));
+        // Several shards each: consecutive CPUs, wrapping.
+        assert_eq!(spread("", "0-3", 3, 2), each(&[("0-1", 2), ("2-3", 2), ("0-1", 2)]));
+        assert_eq!(spread("", "0-2", 2, 2), each(&[("0-1", 2), ("0,2", 2)]));
+        // More shards than CPUs, or one per CPU (cores 0): every broker on all of them.
+        assert_eq!(spread("", "0-1", 2, 3), each(&[("0-1", 3), ("0-1", 3)]));
+        assert_eq!(spread("", "0-1", 3, 0), each(&[("0-1", 2), ("0-1", 2), ("0-1", 2)]));
+        // A broker alone keeps the first CPUs, as before.
+        assert_eq!(spread("", "0-7", 1, 1), each(&[("0", 1)]));
+        // Within the workload's CPUs; online ones that are not listed stay free.
+        assert_eq!(spread("2-3", "0-3", 3, 1), each(&[("2", 1), ("3", 1), ("2", 1)]));
+        assert_eq!(spread("1,5", "0-7", 2, 0), each(&[("1,5", 2), ("1,5", 2)]));
+        assert_eq!(spread("unpinned", "0-1", 2, 1), each(&[("unpinned", 1), ("unpinned", 1)]));
+        assert_eq!(spread("unpinned", "0-3", 1, 0), each(&[("unpinned", 4)]));
+        assert_eq!(spread("1-2", "0-1", 3, 1), Err("CPU 2 is not online (online CPUs: 0-1)".to_string()));
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! machine is not a result. On a shared 2-core box the broker, its clients and the
 //! harness compete for the same cores; the pinning line says so.
 
-use corelog_reports::model::Environment;
+use corelog_reports::model::{BrokerCpus, Environment};
 
 use crate::workload::{Cluster, DriverKind, Workload};
 
-pub fn collect(workload: &Workload) -> Environment {
+/// The machine, and where the brokers the run started (`broker_cpus`, from the
+/// target) ran their shards.
+pub fn collect(workload: &Workload, broker_cpus: Vec<BrokerCpus>) -> Environment {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get()) as u32;
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
         info.lines()
@@ -21,23 +23,13 @@ pub fn collect(workload: &Workload) -> Environment {
             .and_then(|kb| kb.parse::<u64>().ok())
             .map(|kb| kb * 1024)
     });
-    let pinning = match (&workload.driver, &workload.cluster) {
-        (DriverKind::Embedded, Cluster::Local(local)) => format!(
-            "embedded engine: {} shard(s) pinned to cores 0..; producer/consumer threads unpinned, sharing all {cores} cores",
-            if local.cores == 0 { cores } else { local.cores }
-        ),
-        (DriverKind::Kafka, Cluster::Local(local)) => format!(
-            "{} local broker(s), {} shard(s) each pinned to cores 0..; clients (librdkafka threads) unpinned, sharing all {cores} cores with the brokers",
-            local.brokers,
-            if local.cores == 0 { cores } else { local.cores }
-        ),
-        (_, Cluster::External(_)) => format!("external cluster; clients unpinned on this machine's {cores} cores"),
-    };
+    let pinning = pinning(workload, &broker_cpus, cores);
     let read = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_string());
     Environment {
         cpu_model,
         cpu_cores: Some(cores),
         pinning: Some(pinning),
+        broker_cpus,
         kernel: read("/proc/sys/kernel/osrelease"),
         os: read("/etc/os-release").and_then(|text| {
             text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
@@ -47,6 +39,33 @@ pub fn collect(workload: &Workload) -> Environment {
         corelog_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         git_commit: option_env!("CORELOG_GIT_COMMIT").map(str::to_string),
         extra: Default::default(),
+    }
+}
+
+/// How threads were pinned, in words: where each started broker's shards ran
+/// (`broker-0 on CPU 0, broker-1 on CPU 1`), and that the clients float.
+fn pinning(workload: &Workload, broker_cpus: &[BrokerCpus], cores: u32) -> String {
+    let placed = |broker: &BrokerCpus| match broker.cpus.as_str() {
+        corelog_engine::cpus::UNPINNED => format!("{} unpinned", broker.broker),
+        cpus if cpus.contains(['-', ',']) => format!("{} on CPUs {cpus}", broker.broker),
+        cpu => format!("{} on CPU {cpu}", broker.broker),
+    };
+    let brokers = broker_cpus.iter().map(placed).collect::<Vec<_>>().join(", ");
+    let shards = |broker: &BrokerCpus| format!("{} shard(s)", broker.shards);
+    match (&workload.driver, &workload.cluster, broker_cpus.first()) {
+        (_, Cluster::External(_), _) | (_, _, None) => {
+            format!("external cluster; clients unpinned on this machine's {cores} cores")
+        }
+        (DriverKind::Embedded, Cluster::Local(_), Some(engine)) => format!(
+            "embedded engine, {}: {brokers}; producer/consumer threads unpinned, sharing all {cores} cores",
+            shards(engine)
+        ),
+        (DriverKind::Kafka, Cluster::Local(_), Some(first)) => format!(
+            "{} local broker(s), {} each: {brokers}; clients (librdkafka threads) unpinned, sharing all {cores} \
+             cores with the brokers",
+            broker_cpus.len(),
+            shards(first)
+        ),
     }
 }
 

@@ -153,7 +153,7 @@ impl<'a> Execution<'a> {
             faults: None,
             injected: Injected::default(),
             send_errors: 0,
-            measurement: Measurement::new(new_result(&plan, driver.name()), &plan)?,
+            measurement: Measurement::new(new_result(&plan, target, driver.name()), &plan)?,
             plan,
             target,
             driver,
@@ -557,7 +557,7 @@ fn create_topics(plan: &Plan<'_>, driver: &dyn Driver) -> anyhow::Result<Vec<Str
 }
 
 /// The result's fixed fields: what ran, where, how.
-fn new_result(plan: &Plan<'_>, driver: &str) -> RunResult {
+fn new_result(plan: &Plan<'_>, target: &Target, driver: &str) -> RunResult {
     let workload = plan.workload;
     let mut result = RunResult::new();
     result.workload = workload.name.clone();
@@ -567,7 +567,7 @@ fn new_result(plan: &Plan<'_>, driver: &str) -> RunResult {
     result.partitions = workload.partitions_per_topic;
     result.producers_per_topic = workload.producers_per_topic;
     result.consumers_per_topic = workload.subscriptions_per_topic * workload.consumers_per_subscription;
-    result.environment = environment::collect(workload);
+    result.environment = environment::collect(workload, target.broker_cpus());
     result.workload_echo = serde_json::json!({ "summary": workload.summary(), "file": workload.path.display().to_string(), "seed": plan.seed });
     result.delivery_guarantee = plan.guarantee.map(report_guarantee);
     if let Some(every) = plan.forget_reads {

@@ -120,6 +120,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let workload = workload::load(&args.workload).map_err(|diagnostics| {
         UsageError(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
     })?;
+    // Each execution places its brokers again, the same way; a CPU that is not
+    // online fails the run here, before anything starts or is written.
+    target::placements(&workload)?;
     let out_dir = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(sanitize(&workload.name)).join(environment::utc_timestamp_for_path())
     });

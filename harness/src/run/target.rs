@@ -11,19 +11,36 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _};
+use corelog_reports::model::BrokerCpus;
 
 use crate::driver::embedded::EmbeddedDriver;
 use crate::driver::kafka::KafkaDriver;
 use crate::driver::Driver;
 use crate::proxy::FaultProxy;
-use crate::run::cluster::{BrokerSpec, LocalCluster};
+use crate::run::cluster::{spread_cpus, BrokerSpec, LocalCluster, Placement};
 use crate::workload::{self, Cluster, DriverKind, FaultKind, FaultScope, Workload};
+use crate::UsageError;
 
 /// What the system under test is, for one execution.
 pub(super) enum Target {
     Local { cluster: Arc<Mutex<LocalCluster>>, driver: Arc<KafkaDriver>, proxies: BTreeMap<String, Arc<FaultProxy>> },
     External(Arc<KafkaDriver>),
-    Embedded(Arc<EmbeddedDriver>, tempfile::TempDir),
+    Embedded(Arc<EmbeddedDriver>, Placement, tempfile::TempDir),
+}
+
+/// The name the embedded engine has where brokers are listed.
+const EMBEDDED_NAME: &str = "engine";
+
+/// Where the brokers the workload starts on this machine (or its embedded engine)
+/// run their shards, in broker order: spread over `cluster.cpus`
+/// ([`spread_cpus`]); none for an external cluster. A CPU that is not online is a
+/// usage error: checked before anything starts.
+pub(super) fn placements(workload: &Workload) -> anyhow::Result<Vec<Placement>> {
+    let Cluster::Local(local) = &workload.cluster else { return Ok(Vec::new()) };
+    let online = corelog_engine::cpus::online()?;
+    let brokers = if workload.driver == DriverKind::Embedded { 1 } else { local.brokers as usize };
+    spread_cpus(&local.cpus, &online, brokers, local.cores as usize)
+        .map_err(|reason| UsageError(format!("cluster.cpus: {reason}")).into())
 }
 
 impl Target {
@@ -31,16 +48,19 @@ impl Target {
     /// under `run_dir/.scratch`.
     pub(super) fn start(workload: &Workload, run_dir: &Path) -> anyhow::Result<Target> {
         let scratch = run_dir.join(".scratch");
+        let mut placements = placements(workload)?;
         match (&workload.driver, &workload.cluster) {
-            (DriverKind::Embedded, Cluster::Local(local)) => {
+            (DriverKind::Embedded, Cluster::Local(_)) => {
                 std::fs::create_dir_all(&scratch)?;
                 let dir = tempfile::Builder::new().prefix("embedded-").tempdir_in(&scratch)?;
-                Ok(Target::Embedded(Arc::new(EmbeddedDriver::start(dir.path(), local.cores as usize)?), dir))
+                let placement = placements.pop().context("the embedded engine's CPUs")?;
+                let driver = EmbeddedDriver::start(dir.path(), placement.shards, placement.cpus.clone())?;
+                Ok(Target::Embedded(Arc::new(driver), placement, dir))
             }
             (DriverKind::Embedded, Cluster::External(_)) => {
                 bail!("the embedded driver runs the engine in-process; it cannot use `bootstrap`")
             }
-            (DriverKind::Kafka, Cluster::Local(local)) => start_local(workload, local, &scratch),
+            (DriverKind::Kafka, Cluster::Local(local)) => start_local(workload, local, placements, &scratch),
             (DriverKind::Kafka, Cluster::External(external)) => {
                 Ok(Target::External(Arc::new(KafkaDriver::new(external.bootstrap.join(",")))))
             }
@@ -50,7 +70,26 @@ impl Target {
     pub(super) fn driver(&self) -> Arc<dyn Driver> {
         match self {
             Target::Local { driver, .. } | Target::External(driver) => driver.clone(),
-            Target::Embedded(driver, _) => driver.clone(),
+            Target::Embedded(driver, ..) => driver.clone(),
+        }
+    }
+
+    /// Where each broker (or the embedded engine) the run started runs its shards.
+    pub(super) fn broker_cpus(&self) -> Vec<BrokerCpus> {
+        let record = |broker: &str, shards: usize, cpus: String| BrokerCpus {
+            broker: broker.to_string(),
+            shards: u32::try_from(shards).unwrap_or(u32::MAX),
+            cpus,
+        };
+        match self {
+            Target::Local { cluster, .. } => {
+                let cluster = cluster.lock().expect("cluster lock");
+                cluster.brokers.iter().map(|b| record(&b.name, b.cores(), b.cpus().to_string())).collect()
+            }
+            Target::External(_) => Vec::new(),
+            Target::Embedded(_, placement, _) => {
+                vec![record(EMBEDDED_NAME, placement.shards, placement.cpus.to_string())]
+            }
         }
     }
 
@@ -87,7 +126,7 @@ impl Target {
                 cluster.into_inner().expect("cluster lock").stop()
             }
             Target::External(_) => Ok(()),
-            Target::Embedded(driver, _dir) => {
+            Target::Embedded(driver, _, _dir) => {
                 Arc::try_unwrap(driver).map_err(|_| anyhow::anyhow!("the embedded engine is still in use"))?.shutdown()
             }
         }
@@ -102,7 +141,12 @@ pub(super) fn has_faults_of(workload: &Workload, wanted: impl Fn(FaultKind) -> b
 
 /// Starts the local brokers as child processes (several: one cluster), each
 /// behind a fault proxy when the workload has network faults.
-fn start_local(workload: &Workload, local: &workload::LocalCluster, scratch: &Path) -> anyhow::Result<Target> {
+fn start_local(
+    workload: &Workload,
+    local: &workload::LocalCluster,
+    placements: Vec<Placement>,
+    scratch: &Path,
+) -> anyhow::Result<Target> {
     let mut config_yaml = String::from("topic_defaults:\n");
     config_yaml.push_str(&format!("  fsync.policy: \"{}\"\n", local.fsync));
     for (key, value) in &local.topic_config {
@@ -114,7 +158,7 @@ fn start_local(workload: &Workload, local: &workload::LocalCluster, scratch: &Pa
     let with_proxies = has_faults_of(workload, |kind| kind.scope() == FaultScope::Network);
     let mut proxies = BTreeMap::new();
     let mut specs = Vec::new();
-    for id in 0..local.brokers {
+    for (id, placement) in (0..local.brokers).zip(placements) {
         let name = workload::local_broker_name(id);
         let mut advertised = None;
         if with_proxies {
@@ -128,7 +172,8 @@ fn start_local(workload: &Workload, local: &workload::LocalCluster, scratch: &Pa
         specs.push(BrokerSpec {
             name,
             node_id: id,
-            cores: local.cores as usize,
+            cores: placement.shards,
+            cpus: placement.cpus,
             config_yaml: config_yaml.clone(),
             advertised,
         });

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use corelog_engine::cpus::ShardCpus;
 use corelog_engine::Durability;
 
 use super::schema::Choice;
@@ -287,8 +288,10 @@ pub enum Cluster {
 pub struct LocalCluster {
     /// Node ids 0..brokers, named `broker-<id>`.
     pub brokers: u32,
-    /// Shards per broker; 0 is one per online CPU.
+    /// Shards per broker; 0 is one per CPU of `cpus`.
     pub cores: u32,
+    /// The CPUs the brokers are spread over (`run::cluster::spread_cpus`), or unpinned.
+    pub cpus: ShardCpus,
     pub fsync: Durability,
     /// At most `brokers`.
     pub replication_factor: u32,

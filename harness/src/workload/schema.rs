@@ -98,7 +98,7 @@ pub(crate) enum Kind {
     /// A file path, relative to the workload file's directory.
     Path,
     /// A string with a small syntax of its own, shown in the reference and checked
-    /// after the structural pass.
+    /// after the structural pass; a number is read as its text.
     Pattern(&'static str),
     /// One of these strings (case-sensitive).
     OneOf(&'static [Choice]),
@@ -303,9 +303,9 @@ block! {
 block! {
     /// Where the brokers come from. By default the harness starts `brokers` corelog
     /// brokers on this machine; with `bootstrap` it uses an external Kafka-compatible
-    /// cluster instead (Kafka, Redpanda, corelog on other hosts). `brokers`, `cores`
-    /// and `fsync` apply to started brokers only; `bootstrap`, `nodes` and `commands`
-    /// to external clusters only.
+    /// cluster instead (Kafka, Redpanda, corelog on other hosts). `brokers`, `cores`,
+    /// `cpus` and `fsync` apply to started brokers only; `bootstrap`, `nodes` and
+    /// `commands` to external clusters only.
     struct RawCluster, static CLUSTER, name "cluster", at ["cluster"];
 
     /// Number of corelog brokers to start on this machine, named `broker-0`,
@@ -315,9 +315,17 @@ block! {
     /// `driver: embedded`, 1.
     brokers: i64 = "brokers", Corelog, Kind::Integer { min: 1, max: 16 }, Presence::Default("`1` unless `bootstrap` is given");
 
-    /// Shards (pinned threads, one per core) of each started broker; 0 is one per
-    /// online CPU. Several brokers on one machine then share the cores.
-    cores: i64 = "cores", Corelog, Kind::Integer { min: 0, max: 1024 }, Presence::Default("`0`: one per online CPU");
+    /// Shards (threads, one per core) of each started broker; 0 is one per CPU of
+    /// `cpus`. Several brokers on one machine then share the cores.
+    cores: i64 = "cores", Corelog, Kind::Integer { min: 0, max: 1024 }, Presence::Default("`0`: one per CPU of `cpus`");
+
+    /// The CPUs the started brokers' shards are pinned to: a Linux CPU list as
+    /// `taskset -c` writes it (`0-1,3`), or `unpinned` (the kernel schedules them).
+    /// The brokers are spread over the list: broker k takes the `cores` CPUs after
+    /// broker k-1's, wrapping, so with one shard each, broker k runs on the list's
+    /// CPU k mod its length. A CPU that is not online fails the run before anything
+    /// starts. The result records each broker's CPUs (`environment.brokerCpus`).
+    cpus: String = "cpus", Corelog, Kind::Pattern("<CPU list> | unpinned"), Presence::Default("every online CPU");
 
     /// When started brokers fdatasync appended data: `always` (before acknowledging,
     /// with group commit), `interval:<ms>` (at most that long after), `never` (at
@@ -351,7 +359,7 @@ block! {
 
     /// An external cluster's bootstrap servers, `host:port`: a list, or one
     /// comma-separated string as in Kafka's `bootstrap.servers`. Excludes `brokers`,
-    /// `cores` and `fsync`.
+    /// `cores`, `cpus` and `fsync`.
     bootstrap: RawHostPorts = "bootstrap", Corelog, Kind::HostPorts, Presence::Default("none: start brokers locally");
 
     /// The external cluster's brokers, for fault targets: each node's name (used in

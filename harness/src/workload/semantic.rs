@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corelog_broker::config::topic;
+use corelog_engine::cpus::ShardCpus;
 use corelog_engine::{Durability, TopicConfig};
 
 use super::locate::{Anchor, FieldPath};
@@ -413,9 +414,12 @@ impl Checker<'_> {
         topic_config: BTreeMap<String, String>,
     ) -> ExternalCluster {
         let at = cluster_key;
-        for (key, given) in
-            [("brokers", raw.brokers.is_some()), ("cores", raw.cores.is_some()), ("fsync", raw.fsync.is_some())]
-        {
+        for (key, given) in [
+            ("brokers", raw.brokers.is_some()),
+            ("cores", raw.cores.is_some()),
+            ("cpus", raw.cpus.is_some()),
+            ("fsync", raw.fsync.is_some()),
+        ] {
             if given {
                 let hint = if key == "fsync" {
                     "an external cluster's durability is its own: set Kafka's flush.messages/flush.ms in cluster.topic_config"
@@ -520,11 +524,28 @@ impl Checker<'_> {
         LocalCluster {
             brokers,
             cores: to_u32(raw.cores.unwrap_or(0)),
+            cpus: self.local_cpus(raw),
             fsync,
             replication_factor,
             min_insync_replicas,
             topic_config,
         }
+    }
+
+    /// `cluster.cpus`, every online CPU when absent or invalid (reported). Whether
+    /// its CPUs are online is checked when the run starts (`run::target::placements`),
+    /// so that a workload checks the same on every machine.
+    fn local_cpus(&mut self, raw: &RawCluster) -> ShardCpus {
+        let Some(text) = raw.cpus.as_deref() else { return ShardCpus::Online };
+        ShardCpus::parse(text).unwrap_or_else(|reason| {
+            self.report(
+                cluster_key("cpus"),
+                Anchor::Value,
+                format!("`{text}`: {reason}"),
+                "a CPU list as `taskset -c` writes it, e.g. `0-1,3`, or `unpinned`".to_string(),
+            );
+            ShardCpus::Online
+        })
     }
 
     /// `cluster.fsync`, `never` when absent or invalid (reported).

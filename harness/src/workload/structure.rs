@@ -120,8 +120,17 @@ impl Walker {
                 };
                 self.text(text, value, path)
             }
-            Kind::Path | Kind::Pattern(_) => {
+            Kind::Path => {
                 let text = value.as_str().map(str::to_string);
+                self.text(text, value, path)
+            }
+            Kind::Pattern(_) => {
+                // A number spells some patterns (`cpus: 1`); the pattern's own check reads it.
+                let text = match value {
+                    Value::String(text) => Some(text.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                };
                 self.text(text, value, path)
             }
             Kind::OneOf(choices) => self.one_of(value, choices, path),

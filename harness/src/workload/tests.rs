@@ -159,6 +159,29 @@ fn replication_defaults_to_one_replica_for_started_brokers_and_to_the_cluster_fo
 }
 
 #[test]
+fn started_brokers_take_a_cpu_list_or_unpinned_and_every_online_cpu_by_default() {
+    use corelog_engine::cpus::{CpuList, ShardCpus};
+    let cpus_of = |cluster: &str| {
+        let workload = parse_ok(&format!("{MINIMAL}cluster: {cluster}\n"), Path::new("x.yaml"));
+        let Cluster::Local(local) = workload.cluster else { panic!("local cluster") };
+        local.cpus
+    };
+    assert_eq!(cpus_of("{brokers: 3}"), ShardCpus::Online);
+    let listed = CpuList::parse("0-1,3").expect("a CPU list");
+    assert_eq!(cpus_of("{brokers: 3, cores: 1, cpus: \"0-1,3\"}"), ShardCpus::Pinned(listed));
+    assert_eq!(cpus_of("{cpus: unpinned}"), ShardCpus::Unpinned);
+    // A CPU number alone is a YAML integer; it is read as the list it spells.
+    assert_eq!(cpus_of("{cpus: 1}"), ShardCpus::Pinned(CpuList::parse("1").expect("a CPU list")));
+    // Whether the CPUs are online is the run's check: a workload checks the same everywhere.
+    assert_eq!(cpus_of("{cpus: 4000}"), ShardCpus::Pinned(CpuList::parse("4000").expect("a CPU list")));
+    assert_eq!(
+        problems(&format!("{MINIMAL}cluster: {{cpus: \"3-1\"}}\n")),
+        ["test.yaml:6:17: cluster.cpus: `3-1`: \"3-1\" is a backwards range\n    hint: a CPU list as `taskset -c` \
+          writes it, e.g. `0-1,3`, or `unpinned`"]
+    );
+}
+
+#[test]
 fn external_cluster_is_typed() {
     let path = manifest_dir().join("tests/workloads/good/external-cluster.yaml");
     let workload = load(&path).unwrap_or_else(|d| panic!("{d:?}"));

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use corelog_reports::model::{
-    CheckerCounts, CheckerResult, Environment, ErrorCount, Evidence, FaultWindow, Guarantee, OutOfRangeSamples,
-    Quantiles, RawCounts, RunResult, Verdict, VerdictStatus,
+    BrokerCpus, CheckerCounts, CheckerResult, Environment, ErrorCount, Evidence, FaultWindow, Guarantee,
+    OutOfRangeSamples, Quantiles, RawCounts, RunResult, Verdict, VerdictStatus,
 };
 
 /// Windows in the synthetic run (one per second).
@@ -199,6 +199,9 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
         cpu_model: Some("AMD EPYC 7B13".into()),
         cpu_cores: Some(2),
         pinning: Some("broker shards on cores 0-1".into()),
+        broker_cpus: (0..3)
+            .map(|id| BrokerCpus { broker: format!("broker-{id}"), shards: 1, cpus: (id % 2).to_string() })
+            .collect(),
         kernel: Some("6.1.0-18-amd64".into()),
         os: Some("Debian GNU/Linux 12 (bookworm)".into()),
         memory_bytes: Some(24 << 30),
