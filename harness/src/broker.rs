@@ -491,7 +491,8 @@ mod tests {
              default_replication_factor: 3\ncontroller_listener: 127.0.0.1:19093\n\
              controller_quorum_voters: 3@127.0.0.1:19093,4@127.0.0.1:19094\ncluster_id: prod-1\n\
              broker_session_timeout_ms: 3000\nbroker_heartbeat_interval_ms: 500\nreplica_lag_time_max_ms: 10000\n\
-             cpus: unpinned\n\
+             cpus: unpinned\nauto_leader_rebalance_enable: false\nleader_imbalance_check_interval_seconds: 60\n\
+             leader_imbalance_per_broker_percentage: 20\n\
              topic_defaults:\n  segment.bytes: 1048576\n  fsync.policy: always\n  min.insync.replicas: 2\n",
         )
         .expect("write");
@@ -516,6 +517,9 @@ mod tests {
             ("broker.session.timeout.ms", "3000"),
             ("broker.heartbeat.interval.ms", "500"),
             ("replica.lag.time.max.ms", "10000"),
+            ("auto.leader.rebalance.enable", "false"),
+            ("leader.imbalance.check.interval.seconds", "60"),
+            ("leader.imbalance.per.broker.percentage", "20"),
         ];
         for (name, reported) in expected {
             assert_eq!(value(name), reported, "{name}");
