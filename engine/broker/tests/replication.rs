@@ -484,7 +484,11 @@ fn a_partition_moves_to_other_brokers_and_a_stuck_move_can_be_cancelled() {
         brokers[&0].handle().expect("engine").topic(&TopicName::new("moving").expect("name")).is_none()
     });
     assert!(in_progress(&brokers[&1]).is_empty());
-    assert_eq!(produce(&brokers[&1], "moving", -1, 10).0, None, "the new leader takes acks=all");
+    // Broker 1 takes the lead once its reconciler applies the change (a client
+    // gets NOT_LEADER_OR_FOLLOWER until then and retries).
+    wait_for("the new leader to take acks=all", Duration::from_secs(20), || {
+        produce(&brokers[&1], "moving", -1, 10).0.is_none()
+    });
     for (_, broker) in brokers {
         broker.shutdown().expect("clean shutdown");
     }

@@ -54,6 +54,12 @@ impl Membership {
         Some(self.shared.epoch.load(Ordering::Acquire)).filter(|e| *e > 0)
     }
 
+    /// [`Membership::broker_epoch`] for another thread (the reconciler's).
+    pub fn epoch_reader(&self) -> impl Fn() -> Option<u64> + Send + 'static {
+        let shared = self.shared.clone();
+        move || Some(shared.epoch.load(Ordering::Acquire)).filter(|e| *e > 0)
+    }
+
     /// Whether the controller holds this broker fenced (it leads nothing then).
     pub fn is_fenced(&self) -> bool {
         self.shared.fenced.load(Ordering::Acquire)

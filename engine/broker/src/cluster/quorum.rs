@@ -13,8 +13,9 @@
 //! persisted (raft-rs allows either order) means the persisted commit index is never
 //! behind what was applied: after a restart, the image replayed up to the commit
 //! index found at start ([`Quorum::startup_commit`]) holds everything the broker
-//! applied before, so the reconciler waits for it before it acts (an image from
-//! before the replay would have it delete every topic created since the snapshot).
+//! applied before, so the reconciler waits for it (and for the broker's new
+//! registration) before it acts: an image from before the replay would have it
+//! delete every topic created since the snapshot.
 //!
 //! ## Requests
 //!

@@ -45,6 +45,9 @@ use corelog_engine::error::{EngineError, Result};
 use corelog_engine::shard::EngineHandle;
 use corelog_engine::types::{LeaderEpoch, PartitionId, TopicName, TopicPartition};
 
+/// How often the reconciler looks for its registration while catching up.
+const CATCH_UP_POLL: Duration = Duration::from_millis(50);
+
 /// How soon a reconciliation that failed part-way is tried again without a new image.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -110,12 +113,13 @@ impl ClusterRuntime {
             .spawn(move || isr_replicas.run_isr_loop(&isr_engine, &isr_stopped))
             .map_err(|e| EngineError::ThreadPanicked { thread: format!("ISR thread ({e})") })?;
         let replayed_at = quorum.startup_commit();
+        let registered = membership.epoch_reader();
         let reconciler = std::thread::Builder::new()
             .name(format!("corelog-reconcile-{node_id}"))
             .spawn(move || {
                 let fetchers = Fetchers::new(node_id, engine.clone());
                 let mut roles = Roles { node_id, replicas, fetchers, coordinators, applied: BTreeMap::new() };
-                let Some(first) = replayed(node_id, &images, &stopped, replayed_at) else { return };
+                let Some(first) = caught_up(node_id, &images, &stopped, replayed_at, &registered) else { return };
                 reconcile_loop(node_id, first, &images, &stopped, &engine, &topic_defaults, &mut roles);
             })
             .map_err(|e| EngineError::ThreadPanicked { thread: format!("reconciler ({e})") })?;
@@ -175,27 +179,46 @@ impl Drop for ClusterRuntime {
     }
 }
 
-/// Waits until the quorum's image is replayed up to `commit` (the commit index its
-/// log held at start: everything this node applied before it stopped), skipping
-/// older images: one of those would miss topics the engine holds and have them
-/// deleted. Returns the first replayed image; `None` when stopped first.
-fn replayed(
+/// Waits until the quorum's image has caught up enough to act on: replayed up to
+/// `commit` (the commit index its log held at start: everything this node applied
+/// before it stopped) and holding this broker's current registration (so every
+/// change the cluster made while it was away, such as a new leader at a higher
+/// epoch, as Kafka's brokers wait for their registration record). An older image
+/// would miss topics the engine holds, and have them deleted, or name this broker
+/// leader where it no longer is. Returns that image; `None` when stopped first.
+fn caught_up(
     node_id: NodeId,
     images: &flume::Receiver<Arc<MetadataImage>>,
     stopped: &flume::Receiver<()>,
     commit: u64,
+    registered: &dyn Fn() -> Option<u64>,
 ) -> Option<Arc<MetadataImage>> {
+    enum Wake {
+        Image(Arc<MetadataImage>),
+        Stop,
+    }
+    let mut latest: Option<Arc<MetadataImage>> = None;
     loop {
-        let selector = flume::Selector::new().recv(images, |image| image.ok()).recv(stopped, |_| None);
-        let image = selector.wait()?;
-        if image.applied_index >= commit {
-            tracing::info!(
-                "broker {node_id}: metadata replayed to {} (committed at start: {commit})",
-                image.applied_index
-            );
-            return Some(image);
+        let selector = flume::Selector::new()
+            .recv(images, |image| image.map_or(Wake::Stop, Wake::Image))
+            .recv(stopped, |_| Wake::Stop);
+        // The registration's epoch arrives by itself, not with an image: look again soon.
+        match selector.wait_timeout(CATCH_UP_POLL) {
+            Ok(Wake::Image(image)) => latest = Some(image),
+            Ok(Wake::Stop) => return None,
+            Err(_) => {}
         }
-        tracing::debug!("broker {node_id}: metadata at {} of {commit}: replaying", image.applied_index);
+        let Some(image) = &latest else { continue };
+        let epoch = registered();
+        let registered_here = epoch.is_some_and(|e| image.brokers.get(&node_id).is_some_and(|b| b.epoch >= e));
+        if image.applied_index >= commit && registered_here {
+            tracing::info!(
+                "broker {node_id}: metadata caught up at {} (committed at start: {commit}, registered at {})",
+                image.applied_index,
+                epoch.unwrap_or_default()
+            );
+            return Some(image.clone());
+        }
     }
 }
 
