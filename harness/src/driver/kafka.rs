@@ -60,14 +60,24 @@ impl KafkaDriver {
 
     /// The node id leading `topic`/`partition`, from the cluster's metadata.
     pub fn partition_leader(&self, topic: &str, partition: i32) -> anyhow::Result<i32> {
+        self.partition(topic, partition)?.leader()
+    }
+
+    /// The node id of `topic`/`partition`'s first replica, in replica-list order,
+    /// that is not its leader, from the cluster's metadata; an error when it has no
+    /// leader, or no other replica (replication factor 1).
+    pub fn partition_follower(&self, topic: &str, partition: i32) -> anyhow::Result<i32> {
+        self.partition(topic, partition)?.follower()
+    }
+
+    /// `topic`/`partition` in the cluster's metadata.
+    fn partition(&self, topic: &str, partition: i32) -> anyhow::Result<PartitionLeader> {
         let topics = [topic.to_string()];
         self.leader_reader()?
             .leaders(&topics, Duration::from_secs(10))?
             .into_iter()
-            .find(|leader| leader.partition == partition)
-            .map(|leader| leader.leader)
-            .filter(|&leader| leader >= 0)
-            .with_context(|| format!("{topic}/{partition} has no leader"))
+            .find(|found| found.partition == partition)
+            .with_context(|| format!("the metadata has no partition {topic}/{partition}"))
     }
 
     /// A client that reads partition leaders from the cluster's metadata, for
@@ -95,21 +105,43 @@ impl KafkaDriver {
     }
 }
 
-/// One partition's leader in the cluster's metadata (-1: none).
+/// One partition's leader in the cluster's metadata (-1: none), and its replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionLeader {
     pub topic: String,
     pub partition: i32,
     pub leader: i32,
+    /// Node ids in the partition's replica-list order (the preferred leader first).
+    pub replicas: Vec<i32>,
 }
 
-/// Reads partition leaders from the cluster's metadata, one Metadata request per read.
+impl PartitionLeader {
+    /// The leader's node id; an error when the partition has none.
+    fn leader(&self) -> anyhow::Result<i32> {
+        if self.leader < 0 {
+            bail!("{}/{} has no leader", self.topic, self.partition);
+        }
+        Ok(self.leader)
+    }
+
+    /// The first replica, in replica-list order, that is not the leader; an error
+    /// when there is no leader or no other replica.
+    fn follower(&self) -> anyhow::Result<i32> {
+        let leader = self.leader()?;
+        self.replicas.iter().copied().find(|&replica| replica != leader).with_context(|| {
+            format!("{}/{} has no follower: its replicas are {:?}", self.topic, self.partition, self.replicas)
+        })
+    }
+}
+
+/// Reads partition leaders (and replicas) from the cluster's metadata, one Metadata
+/// request per read.
 pub struct LeaderReader {
     client: BaseConsumer,
 }
 
 impl LeaderReader {
-    /// Every partition of `topics` and its leader.
+    /// Every partition of `topics`, its leader and its replicas.
     pub fn leaders(&self, topics: &[String], timeout: Duration) -> anyhow::Result<Vec<PartitionLeader>> {
         let mut leaders = Vec::new();
         for topic in topics {
@@ -122,6 +154,7 @@ impl LeaderReader {
                     topic: topic.clone(),
                     partition: partition.id(),
                     leader: partition.leader(),
+                    replicas: partition.replicas().to_vec(),
                 });
             }
         }
@@ -705,5 +738,22 @@ pub fn consume(
 pub fn close(consumer: &BaseConsumer) {
     if let Err(error) = consumer.commit_consumer_state(RdCommitMode::Sync) {
         tracing::debug!("final commit: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(leader: i32, replicas: &[i32]) -> PartitionLeader {
+        PartitionLeader { topic: "t".to_string(), partition: 0, leader, replicas: replicas.to_vec() }
+    }
+
+    #[test]
+    fn a_follower_is_the_first_replica_in_list_order_that_does_not_lead() {
+        assert_eq!(partition(2, &[2, 0, 1]).follower().unwrap(), 0);
+        assert_eq!(partition(0, &[2, 0, 1]).follower().unwrap(), 2);
+        assert_eq!(partition(1, &[1]).follower().unwrap_err().to_string(), "t/0 has no follower: its replicas are [1]");
+        assert_eq!(partition(-1, &[1, 2]).follower().unwrap_err().to_string(), "t/0 has no leader");
     }
 }

@@ -5,11 +5,11 @@
 //! Times are from the start of the measured phase (t = 0 of the result), as the
 //! workload's `at` is. Every target is resolved when the schedule is made (a
 //! `random` broker, producer or consumer is drawn with the run's seed), so the
-//! same seed gives the same faults on the same targets; only `leader:<t>/<p>` and
-//! `controller` are resolved when the fault starts, since leadership is the
-//! cluster's to decide: a partition's leader from the cluster's metadata, the
-//! active controller from the started brokers' logs (an external cluster's from its
-//! metadata).
+//! same seed gives the same faults on the same targets; only `leader:<t>/<p>`,
+//! `follower:<t>/<p>` and `controller` are resolved when the fault starts, since
+//! leadership is the cluster's to decide: a partition's leader and its first other
+//! replica from the cluster's metadata, the active controller from the started
+//! brokers' logs (an external cluster's from its metadata).
 //!
 //! Each applied fault becomes a [`FaultWindow`] of the result. When the run stops
 //! early (Ctrl-C, a failure), every active fault is undone at once: a paused
@@ -111,7 +111,7 @@ pub struct Targets {
     pub external: Option<ExternalCluster>,
     /// The fault proxy in front of each local broker, by broker name.
     pub proxies: BTreeMap<String, Arc<FaultProxy>>,
-    /// For `leader:` and (external) `controller` targets.
+    /// For `leader:`, `follower:` and (external) `controller` targets.
     pub kafka: Option<Arc<KafkaDriver>>,
     /// The run's topic names, by index.
     pub topics: Vec<String>,
@@ -452,6 +452,7 @@ impl Injector {
             FaultTarget::All => all,
             FaultTarget::Broker(name) => vec![name.clone()],
             FaultTarget::Leader { topic, partition } => vec![self.leader(*topic, *partition)?],
+            FaultTarget::Follower { topic, partition } => vec![self.follower(*topic, *partition)?],
             FaultTarget::Controller => vec![self.controller()?],
             FaultTarget::Random => {
                 bail!("no broker to draw a random target from: list the external cluster's brokers under cluster.nodes")
@@ -478,6 +479,21 @@ impl Injector {
         let kafka = self.targets.kafka.as_ref().context("leader targets need the kafka driver")?;
         let node_id = kafka.partition_leader(topic_name, partition as i32)?;
         self.node_name(node_id).with_context(|| format!("the leader of {topic_name}/{partition} is node {node_id}"))
+    }
+
+    /// The first replica of `topic`/`partition`, in its replica list, that does not
+    /// lead it now, by the cluster's metadata.
+    fn follower(&self, topic: u32, partition: u32) -> anyhow::Result<String> {
+        if let Some(cluster) = &self.targets.local {
+            if !cluster.lock().expect("cluster lock").is_quorum() {
+                bail!("a broker that runs alone holds the only replica of every partition: it has no follower");
+            }
+        }
+        let topic_name =
+            self.targets.topics.get(topic as usize).with_context(|| format!("there is no topic {topic}"))?;
+        let kafka = self.targets.kafka.as_ref().context("follower targets need the kafka driver")?;
+        let node_id = kafka.partition_follower(topic_name, partition as i32)?;
+        self.node_name(node_id).with_context(|| format!("a follower of {topic_name}/{partition} is node {node_id}"))
     }
 
     /// The metadata quorum's active controller now: for started brokers, the one

@@ -355,6 +355,12 @@ pub enum FaultTarget {
         topic: u32,
         partition: u32,
     },
+    /// A replica of this partition that is not its leader when the fault starts:
+    /// the first such one in the partition's replica list (indexes from 0).
+    Follower {
+        topic: u32,
+        partition: u32,
+    },
     /// The metadata quorum's active controller when the fault starts.
     Controller,
     Producer(u32),
@@ -372,10 +378,17 @@ impl FaultTarget {
             "controller" => return Ok(FaultTarget::Controller),
             _ => {}
         }
-        if let Some(rest) = text.strip_prefix("leader:") {
+        // `leader:<topic>/<partition>` and `follower:<topic>/<partition>`.
+        for role in ["leader", "follower"] {
+            let Some(rest) = text.strip_prefix(role).and_then(|rest| rest.strip_prefix(':')) else { continue };
             let (topic, partition) =
-                rest.split_once('/').ok_or_else(|| "a leader target is `leader:<topic>/<partition>`".to_string())?;
-            return Ok(FaultTarget::Leader { topic: index(topic)?, partition: index(partition)? });
+                rest.split_once('/').ok_or_else(|| format!("a {role} target is `{role}:<topic>/<partition>`"))?;
+            let (topic, partition) = (index(topic)?, index(partition)?);
+            return Ok(if role == "leader" {
+                FaultTarget::Leader { topic, partition }
+            } else {
+                FaultTarget::Follower { topic, partition }
+            });
         }
         if let Some(rest) = text.strip_prefix("producer-") {
             return Ok(FaultTarget::Producer(index(rest)?));
@@ -397,6 +410,7 @@ impl fmt::Display for FaultTarget {
             FaultTarget::Random => f.write_str("random"),
             FaultTarget::Broker(name) => f.write_str(name),
             FaultTarget::Leader { topic, partition } => write!(f, "leader:{topic}/{partition}"),
+            FaultTarget::Follower { topic, partition } => write!(f, "follower:{topic}/{partition}"),
             FaultTarget::Controller => f.write_str("controller"),
             FaultTarget::Producer(i) => write!(f, "producer-{i}"),
             FaultTarget::Consumer(i) => write!(f, "consumer-{i}"),

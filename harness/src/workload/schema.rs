@@ -426,12 +426,14 @@ block! {
     /// Whom it happens to. Broker and network kinds: `all`, `random`, a broker's name
     /// (`broker-<id>` for started brokers, a `cluster.nodes` name for an external
     /// cluster), `leader:<topic>/<partition>`, the leader of that partition (topic
-    /// and partition count from 0), or `controller`, the metadata quorum's active
-    /// controller; the last two are resolved when the fault starts. Client kinds:
+    /// and partition count from 0), `follower:<topic>/<partition>`, the first replica
+    /// in that partition's replica list that is not its leader (none with
+    /// replication_factor 1), or `controller`, the metadata quorum's active
+    /// controller; the last three are resolved when the fault starts. Client kinds:
     /// `all`, `random`, `producer-<i>` or `consumer-<i>` (counting from 0 over all
     /// topics).
     target: String = "target", Corelog,
-        Kind::Pattern("all | random | <broker> | leader:<topic>/<partition> | controller | producer-<i> | consumer-<i>"),
+        Kind::Pattern("all | random | <broker> | leader:<topic>/<partition> | follower:<topic>/<partition> | controller | producer-<i> | consumer-<i>"),
         Presence::Default("`random`");
 
     /// Settings of the kind (see the fault kinds table for which it needs).

@@ -615,7 +615,7 @@ impl Checker<'_> {
                     path.key("name"),
                     Anchor::Value,
                     format!("`{name}` cannot be a node name: it reads as another kind of fault target"),
-                    "avoid `all`, `random`, `leader:…`, `controller`, `producer-<i>`, `consumer-<i>`, spaces and braces".to_string(),
+                    "avoid `all`, `random`, `leader:…`, `follower:…`, `controller`, `producer-<i>`, `consumer-<i>`, spaces and braces".to_string(),
                 ),
             }
             if nodes.iter().any(|other| &other.name == name) {
@@ -817,7 +817,7 @@ impl Checker<'_> {
                     path.key("target"),
                     Anchor::Value,
                     reason,
-                    "targets are all, random, a broker name, leader:<topic>/<partition>, controller, producer-<i> or consumer-<i>"
+                    "targets are all, random, a broker name, leader:<topic>/<partition>, follower:<topic>/<partition>, controller, producer-<i> or consumer-<i>"
                         .to_string(),
                 );
                 FaultTarget::Random
@@ -851,15 +851,22 @@ impl Checker<'_> {
                 format!("a `{kind}` fault acts on brokers, not on `{target}`"),
                 "use producer-crash or consumer-crash to crash a client".to_string(),
             ),
-            FaultTarget::Broker(_) | FaultTarget::Leader { .. } | FaultTarget::Controller if client => self.report(
-                target_path.clone(),
-                Anchor::Value,
-                format!("a `{kind}` fault acts on a client, not on `{target}`"),
-                format!(
-                    "use all, random or {}-<i>",
-                    if kind == FaultKind::ProducerCrash { "producer" } else { "consumer" }
-                ),
-            ),
+            FaultTarget::Broker(_)
+            | FaultTarget::Leader { .. }
+            | FaultTarget::Follower { .. }
+            | FaultTarget::Controller
+                if client =>
+            {
+                self.report(
+                    target_path.clone(),
+                    Anchor::Value,
+                    format!("a `{kind}` fault acts on a client, not on `{target}`"),
+                    format!(
+                        "use all, random or {}-<i>",
+                        if kind == FaultKind::ProducerCrash { "producer" } else { "consumer" }
+                    ),
+                )
+            }
             FaultTarget::Producer(_) if kind == FaultKind::ConsumerCrash => self.report(
                 target_path.clone(),
                 Anchor::Value,
@@ -912,20 +919,51 @@ impl Checker<'_> {
                 }
             }
             FaultTarget::Leader { topic, partition } => {
-                if counts.known && (*topic >= counts.topics || *partition >= counts.partitions_per_topic) {
-                    self.report(
-                        target_path,
-                        Anchor::Value,
-                        format!(
-                            "there is no partition {topic}/{partition}: the workload has {} of {} each",
-                            plural(u64::from(counts.topics), "topic"),
-                            plural(u64::from(counts.partitions_per_topic), "partition")
-                        ),
-                        "topics and partitions count from 0".to_string(),
-                    );
+                self.partition_exists(*topic, *partition, target_path, counts);
+            }
+            FaultTarget::Follower { topic, partition } => {
+                if self.partition_exists(*topic, *partition, target_path.clone(), counts) {
+                    self.follower_exists(target, target_path, cluster);
                 }
             }
             FaultTarget::Broker(name) => self.broker_exists(name, target_path, cluster),
+        }
+    }
+
+    /// Whether the workload has partition `topic`/`partition` (true when a count is
+    /// unknown); reports it when not.
+    fn partition_exists(&mut self, topic: u32, partition: u32, target_path: FieldPath, counts: &Counts) -> bool {
+        if !counts.known || (topic < counts.topics && partition < counts.partitions_per_topic) {
+            return true;
+        }
+        self.report(
+            target_path,
+            Anchor::Value,
+            format!(
+                "there is no partition {topic}/{partition}: the workload has {} of {} each",
+                plural(u64::from(counts.topics), "topic"),
+                plural(u64::from(counts.partitions_per_topic), "partition")
+            ),
+            "topics and partitions count from 0".to_string(),
+        );
+        false
+    }
+
+    /// Whether a partition has a replica besides its leader: not with a replication
+    /// factor of 1 (skipped when the factor is the external cluster's own default).
+    fn follower_exists(&mut self, target: &FaultTarget, target_path: FieldPath, cluster: Option<&Cluster>) {
+        let replication_factor = match cluster {
+            Some(Cluster::Local(local)) => Some(local.replication_factor),
+            Some(Cluster::External(external)) => external.replication_factor,
+            None => None,
+        };
+        if replication_factor == Some(1) && !self.was_invalid(&cluster_key("replication_factor")) {
+            self.report(
+                target_path,
+                Anchor::Value,
+                format!("`{target}` names no broker: with replication_factor 1 a partition has no follower"),
+                "raise cluster.replication_factor to 2 or more".to_string(),
+            );
         }
     }
 

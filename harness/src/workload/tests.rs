@@ -99,8 +99,9 @@ fn every_library_workload_is_valid_and_quickstart_is_short() {
 fn fault_schedule_and_nemesis_are_typed() {
     let path = manifest_dir().join("tests/workloads/good/chaos-schedule.yaml");
     let workload = load(&path).unwrap_or_else(|d| panic!("{d:?}"));
-    assert_eq!(workload.faults.len(), 12);
+    assert_eq!(workload.faults.len(), 13);
     assert_eq!(workload.faults[11].target, FaultTarget::Controller);
+    assert_eq!(workload.faults[12].target, FaultTarget::Follower { topic: 1, partition: 2 });
     assert!(workload.faults.windows(2).all(|pair| pair[0].at <= pair[1].at), "faults are sorted by start");
     let pause = &workload.faults[1];
     assert_eq!(
@@ -249,13 +250,53 @@ fn fault_targets_parse() {
     assert_eq!(FaultTarget::parse("leader:2/15"), Ok(FaultTarget::Leader { topic: 2, partition: 15 }));
     assert_eq!(FaultTarget::parse("producer-3"), Ok(FaultTarget::Producer(3)));
     assert_eq!(FaultTarget::parse("controller"), Ok(FaultTarget::Controller));
+    assert_eq!(FaultTarget::parse("follower:0/3"), Ok(FaultTarget::Follower { topic: 0, partition: 3 }));
     assert_eq!(FaultTarget::parse("kafka-1"), Ok(FaultTarget::Broker("kafka-1".to_string())));
     assert!(FaultTarget::parse("leader:1").is_err());
+    assert_eq!(
+        FaultTarget::parse("follower:1"),
+        Err("a follower target is `follower:<topic>/<partition>`".to_string())
+    );
+    assert_eq!(FaultTarget::parse("follower:0/x"), Err("`x` is not an index".to_string()));
     assert!(FaultTarget::parse("consumer-x").is_err());
     assert!(FaultTarget::parse("two words").is_err());
-    for target in ["all", "random", "broker-2", "leader:0/1", "controller", "producer-0", "consumer-9"] {
+    // Only the exact prefixes name a partition's replica; other names are brokers'.
+    assert_eq!(FaultTarget::parse("followers"), Ok(FaultTarget::Broker("followers".to_string())));
+    for target in ["all", "random", "broker-2", "leader:0/1", "follower:2/0", "controller", "producer-0", "consumer-9"]
+    {
         assert_eq!(FaultTarget::parse(target).map(|t| t.to_string()), Ok(target.to_string()));
     }
+}
+
+#[test]
+fn follower_targets_need_the_partition_and_a_second_replica() {
+    let cluster = "cluster: {brokers: 3, replication_factor: 2}\n";
+    let with = |target: &str, cluster: &str| {
+        problems(&format!("{MINIMAL}{cluster}faults:\n  - {{at: 5, duration: 5, kind: pause, target: \"{target}\"}}\n"))
+    };
+    assert_eq!(with("follower:0/1", cluster), Vec::<String>::new());
+    let found = with("follower:0/2", cluster);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("there is no partition 0/2: the workload has 1 topic of 2 partitions each"),
+        "{found:#?}"
+    );
+    let found = with("follower:0/0", "cluster: {brokers: 3}\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("`follower:0/0` names no broker: with replication_factor 1 a partition has no follower"),
+        "{found:#?}"
+    );
+    let external = "cluster: {bootstrap: \"kafka-1:9092\", nodes: [{name: kafka-1, node_id: 1}], \
+                    commands: {pause: \"true\", resume: \"true\"}}\n";
+    assert_eq!(with("follower:0/0", external), Vec::<String>::new(), "the cluster's own replication factor");
+    let found = with("follower:0/0", &external.replace("bootstrap:", "replication_factor: 1, bootstrap:"));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let found = problems(&format!(
+        "{MINIMAL}consumerPerSubscription: 1\nsubscriptionsPerTopic: 1\n{cluster}faults:\n  \
+         - {{at: 5, kind: consumer-crash, target: \"follower:0/0\"}}\n"
+    ));
+    assert!(found.iter().any(|p| p.contains("acts on a client, not on `follower:0/0`")), "{found:#?}");
 }
 
 #[test]
