@@ -6,6 +6,8 @@
 //! `acks1-leader-crash.yaml`) crash whichever broker leads the partition, which may
 //! also coordinate the consumers' group: the group's committed offsets are in the
 //! replicated `__consumer_offsets`, so the consumers resume where they committed.
+//! The same cluster goes through a rolling restart (`rolling-restart-rf3.yaml`),
+//! losing nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,8 +18,15 @@ fn out_dir(name: &str) -> PathBuf {
     out
 }
 
-/// Runs a workload; returns result.json and stderr.
+/// Runs a workload that must pass; returns result.json and stderr.
 fn run(workload: &Path, out: &Path) -> (serde_json::Value, String) {
+    let (result, stderr, status) = run_any(workload, out);
+    assert!(status.success(), "corelog run failed: {stderr}");
+    (result, stderr)
+}
+
+/// Runs a workload whatever its verdicts; returns result.json, stderr and the exit status.
+fn run_any(workload: &Path, out: &Path) -> (serde_json::Value, String, std::process::ExitStatus) {
     let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
         .arg("run")
         .arg(workload)
@@ -26,9 +35,13 @@ fn run(workload: &Path, out: &Path) -> (serde_json::Value, String) {
         .output()
         .expect("run corelog");
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(output.status.success(), "corelog run failed: {stderr}");
-    let text = std::fs::read_to_string(out.join("result.json")).expect("result.json");
-    (serde_json::from_str(&text).expect("valid JSON"), stderr)
+    let text = std::fs::read_to_string(out.join("result.json"))
+        .unwrap_or_else(|error| panic!("result.json ({error}), exit {}: {stderr}", output.status));
+    (serde_json::from_str(&text).expect("valid JSON"), stderr, output.status)
+}
+
+fn chaos_workload(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/chaos").join(file)
 }
 
 fn count(checker: &serde_json::Value, field: &str) -> u64 {
@@ -183,4 +196,62 @@ fn crashing_the_leader_under_acks_1_may_lose_what_at_most_once_allows_and_duplic
     assert_eq!(count(checker, "inconsistentOffsets"), 0, "an offset was handed out twice: {stderr}");
     assert_eq!(checker["verdict"]["status"], "pass", "loss is what at-most-once allows: {stderr}");
     assert_three_leader_crashes(&result);
+}
+
+/// Every fault window of `result`, each with its kind, its resolved target and
+/// (after a process fault on a cluster) when leadership moved off it.
+fn windows(result: &serde_json::Value) -> &Vec<serde_json::Value> {
+    result["faultWindows"].as_array().expect("faultWindows")
+}
+
+/// What the checker of a replicated run counted, on one line for the test's output.
+fn summary(name: &str, result: &serde_json::Value) -> String {
+    let checker = &result["checker"];
+    let moved: Vec<String> = windows(result)
+        .iter()
+        .filter(|w| w["leaderChange"].is_object())
+        .map(|w| format!("{} {}: {}", w["kind"], w["target"], w["leaderChange"]["movedMs"]))
+        .collect();
+    format!(
+        "{name}: acknowledged {} lost {} duplicate {} writtenTwice {} inconsistentOffsets {} verdict {}; new leader after ms: {}",
+        count(checker, "acknowledged"),
+        count(checker, "lost"),
+        count(checker, "duplicate"),
+        count(checker, "writtenTwice"),
+        count(checker, "inconsistentOffsets"),
+        checker["verdict"]["status"],
+        moved.join(", ")
+    )
+}
+
+/// An idempotent run of a replicated cluster that lost nothing and wrote nothing twice.
+fn assert_replicated_pass(result: &serde_json::Value, stderr: &str, acknowledged_min: u64) {
+    let checker = &result["checker"];
+    assert_eq!(checker["guarantee"], "idempotent", "{stderr}");
+    let acknowledged = count(checker, "acknowledged");
+    assert!(acknowledged >= acknowledged_min, "acknowledged {acknowledged} < {acknowledged_min}: {stderr}");
+    assert_eq!(count(checker, "lost"), 0, "an acknowledged message was lost: {stderr}");
+    assert_eq!(count(checker, "writtenTwice"), 0, "the idempotent producer wrote one twice: {stderr}");
+    assert_eq!(count(checker, "inconsistentOffsets"), 0, "an offset was handed out twice: {stderr}");
+    assert_eq!(checker["verdict"]["status"], "pass", "{stderr}");
+}
+
+#[test]
+fn a_rolling_restart_of_a_replicated_cluster_loses_nothing_and_writes_nothing_twice() {
+    let (result, stderr) = run(&chaos_workload("rolling-restart-rf3.yaml"), &out_dir("rolling-restart-rf3"));
+    eprintln!("{}", summary("rolling restart", &result));
+    // About 1000 msg/s for 40 s; clean handovers keep the rate up.
+    assert_replicated_pass(&result, &stderr, 30_000);
+    let windows = windows(&result);
+    let targets: Vec<&str> = windows.iter().map(|w| w["target"].as_str().expect("a target")).collect();
+    assert_eq!(targets, ["broker-0", "broker-1", "broker-2"], "one broker after the other: {windows:?}");
+    for window in windows {
+        assert_eq!(window["kind"], "restart");
+        // Closed once the broker was started again and unfenced, before the next one went.
+        assert!(window["endMs"].as_i64().is_some(), "{window}");
+    }
+    for pair in windows.windows(2) {
+        let (end, next) = (pair[0]["endMs"].as_i64().unwrap(), pair[1]["startMs"].as_i64().unwrap());
+        assert!(end < next, "a broker was still down when the next one stopped: {pair:?}");
+    }
 }
