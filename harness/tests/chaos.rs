@@ -6,8 +6,9 @@
 //! `acks1-leader-crash.yaml`) crash whichever broker leads the partition, which may
 //! also coordinate the consumers' group: the group's committed offsets are in the
 //! replicated `__consumer_offsets`, so the consumers resume where they committed.
-//! The same cluster goes through a rolling restart (`rolling-restart-rf3.yaml`),
-//! losing nothing.
+//! The same cluster goes through a rolling restart (`rolling-restart-rf3.yaml`) and
+//! two crashes of its active controller (`controller-crash-rf3.yaml`), losing
+//! nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -254,4 +255,23 @@ fn a_rolling_restart_of_a_replicated_cluster_loses_nothing_and_writes_nothing_tw
         let (end, next) = (pair[0]["endMs"].as_i64().unwrap(), pair[1]["startMs"].as_i64().unwrap());
         assert!(end < next, "a broker was still down when the next one stopped: {pair:?}");
     }
+}
+
+#[test]
+fn crashing_the_controller_twice_loses_nothing_and_a_new_controller_takes_over() {
+    let (result, stderr) = run(&chaos_workload("controller-crash-rf3.yaml"), &out_dir("controller-crash-rf3"));
+    eprintln!("{}", summary("controller crash", &result));
+    assert_replicated_pass(&result, &stderr, 20_000);
+    let windows = windows(&result);
+    assert_eq!(windows.len(), 2, "{windows:?}");
+    for window in windows {
+        assert_eq!(window["kind"], "crash");
+        let target = window["target"].as_str().expect("a target");
+        assert!(["broker-0", "broker-1", "broker-2"].contains(&target), "the controller is a broker: {target}");
+        // The restarted broker was registered and unfenced: a controller answered.
+        assert!(window["endMs"].as_i64().is_some(), "{window}");
+    }
+    // The second crash found a running active controller, another broker than the
+    // one the first crash killed: the two voters left elected it.
+    assert_ne!(windows[0]["target"], windows[1]["target"], "{windows:?}");
 }
