@@ -9,6 +9,18 @@
 //! The same cluster goes through a rolling restart (`rolling-restart-rf3.yaml`) and
 //! two crashes of its active controller (`controller-crash-rf3.yaml`), losing
 //! nothing.
+//!
+//! `unclean-election.yaml` loses acknowledged messages on purpose, and its test
+//! runs only with `CORELOG_CHAOS_FULL=1` (`scripts/chaos-full.sh`), printing NOT RUN
+//! otherwise. It passed in each of its measured runs, but it depends on timing
+//! that a loaded machine can upset: the controller elects an out-of-sync replica
+//! only when it fences the dead leader, not when the replica is unfenced later, so
+//! the follower must be back before the dead leader's 3 s session runs out; when
+//! the third broker is the controller, it must also step down (Raft's check-quorum,
+//! under 2 s on an idle machine) before that session runs out, a margin of about
+//! half a second. If the order flips, the partition waits for its old leader and
+//! nothing is lost, which fails the test. It is also one more three-broker run of
+//! about 55 s beside the two in CI.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +55,16 @@ fn run_any(workload: &Path, out: &Path) -> (serde_json::Value, String, std::proc
 
 fn chaos_workload(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/chaos").join(file)
+}
+
+/// Whether the chaos tests CI leaves out run (`CORELOG_CHAOS_FULL=1`, as
+/// `scripts/chaos-full.sh` sets it); says NOT RUN when they do not.
+fn full_chaos(name: &str) -> bool {
+    let run = std::env::var("CORELOG_CHAOS_FULL").as_deref() == Ok("1");
+    if !run {
+        eprintln!("NOT RUN: {name} is timing-sensitive (see this file's doc); CORELOG_CHAOS_FULL=1 runs it");
+    }
+    run
 }
 
 fn count(checker: &serde_json::Value, field: &str) -> u64 {
@@ -274,4 +296,36 @@ fn crashing_the_controller_twice_loses_nothing_and_a_new_controller_takes_over()
     // The second crash found a running active controller, another broker than the
     // one the first crash killed: the two voters left elected it.
     assert_ne!(windows[0]["target"], windows[1]["target"], "{windows:?}");
+}
+
+#[test]
+fn an_unclean_leader_election_loses_acknowledged_messages_and_the_verdict_fails() {
+    if !full_chaos("an_unclean_leader_election_loses_acknowledged_messages_and_the_verdict_fails") {
+        return;
+    }
+    let (result, stderr, status) = run_any(&chaos_workload("unclean-election.yaml"), &out_dir("unclean-election"));
+    eprintln!("{}", summary("unclean election", &result));
+    assert_eq!(status.code(), Some(1), "a FAIL verdict is a failed run: {stderr}");
+    let closing = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("");
+    assert!(closing.starts_with("corelog: error: FAIL: at-least-once (lost "), "{stderr}");
+    let checker = &result["checker"];
+    assert_eq!(checker["guarantee"], "at-least-once", "{stderr}");
+    assert!(count(checker, "acknowledged") >= 20_000, "{stderr}");
+    let lost = count(checker, "lost");
+    assert!(lost > 0, "the old leader's acknowledged messages should be gone: {stderr}");
+    assert_eq!(checker["verdict"]["status"], "fail", "{stderr}");
+    // The consumer was down while only the leader held them: the messages that
+    // took their offsets are the only ones ever read there.
+    assert_eq!(count(checker, "inconsistentOffsets"), 0, "{stderr}");
+    let reasons = checker["verdict"]["reasons"].to_string();
+    assert!(reasons.contains(&format!("{lost} acknowledged message")) && reasons.contains(" lost: "), "{reasons}");
+
+    let windows = windows(&result);
+    let kinds: Vec<&str> = windows.iter().map(|w| w["kind"].as_str().expect("a kind")).collect();
+    assert_eq!(kinds, ["pause", "consumer-crash", "crash"], "{windows:?}");
+    let (pause, crash) = (&windows[0], &windows[2]);
+    assert_ne!(pause["target"], crash["target"], "the follower and the leader of 0/0 are two brokers");
+    // Partition 0 moved off the dead leader: to the follower, uncleanly.
+    let moved_ms = crash["leaderChange"]["movedMs"].as_i64().unwrap_or_else(|| panic!("no new leader: {crash}"));
+    assert!(moved_ms < 20_000, "{crash}");
 }
