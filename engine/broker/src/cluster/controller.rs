@@ -553,12 +553,28 @@ fn fence(image: &MetadataImage, node_id: NodeId, epoch: u64) -> Vec<MetadataReco
 }
 
 /// Leaders for the partitions that have none and that `node_id`, just unfenced,
-/// can lead cleanly (it is in their ISR).
+/// can lead: cleanly when it is in their ISR; uncleanly, alone in the ISR, when it
+/// is not but the topic allows it (no in-sync replica is live: the partition
+/// would have a leader otherwise), as Kafka's controller elects an out-of-sync
+/// replica that comes back to a partition with none.
 fn leaders_for_leaderless(image: &MetadataImage, node_id: NodeId) -> Vec<MetadataRecord> {
     image
         .partitions()
-        .filter(|(_, _, p)| !p.has_leader() && p.isr.contains(&node_id))
-        .map(|(topic, index, p)| partition_record(topic.id, index, p, p.isr.clone(), node_id))
+        .filter(|(_, _, p)| !p.has_leader() && p.replicas.contains(&node_id))
+        .filter_map(|(topic, index, p)| {
+            if p.isr.contains(&node_id) {
+                return Some(partition_record(topic.id, index, p, p.isr.clone(), node_id));
+            }
+            unclean_allowed(topic).then(|| {
+                tracing::warn!(
+                    "unclean leader election: broker {node_id}, outside the ISR {:?}, leads {}/{index}; \
+                     committed data may be lost",
+                    p.isr,
+                    topic.name
+                );
+                partition_record(topic.id, index, p, vec![node_id], node_id)
+            })
+        })
         .collect()
 }
 

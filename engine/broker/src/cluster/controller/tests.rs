@@ -158,6 +158,33 @@ fn with_unclean_election_allowed_an_out_of_sync_replica_leads_alone() {
     cluster.pass(1_500, &[1, 2]);
     let p = cluster.partition("t", 0);
     assert_eq!((p.leader, p.isr), (1, vec![1]));
+
+    // The out-of-sync replicas were away too when the last in-sync one died: the
+    // first of them to come back leads, alone.
+    let mut away = Cluster::new(3);
+    let configs = BTreeMap::from([(UNCLEAN_LEADER_ELECTION.to_string(), "true".to_string())]);
+    let placement = Placement::Manual(vec![vec![0, 1, 2]]);
+    let records = away.controller.create_topic(&away.image, "t", placement, configs).expect("create");
+    away.commit(records);
+    away.alter("t", 0, &[0]).expect("shrink");
+    away.pass(1_500, &[0]);
+    assert_eq!(away.partition("t", 0).leader, 0, "1 and 2 are fenced; 0 still leads");
+    away.pass(1_500, &[]);
+    assert!(!away.partition("t", 0).has_leader(), "no live replica at all");
+    away.start(2);
+    let p = away.partition("t", 0);
+    assert_eq!((p.leader, p.isr), (2, vec![2]), "broker 2 came back first and leads uncleanly");
+
+    // Without the topic's consent a returning out-of-sync replica does not lead.
+    let mut clean = Cluster::new(3);
+    let placement = Placement::Manual(vec![vec![0, 1, 2]]);
+    let records = clean.controller.create_topic(&clean.image, "t", placement, BTreeMap::new()).expect("create");
+    clean.commit(records);
+    clean.alter("t", 0, &[0]).expect("shrink");
+    clean.pass(1_500, &[0]);
+    clean.pass(1_500, &[]);
+    clean.start(2);
+    assert!(!clean.partition("t", 0).has_leader(), "only broker 0, the last in sync, may lead");
 }
 
 #[test]
