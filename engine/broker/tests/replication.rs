@@ -141,14 +141,33 @@ fn leader_of(broker: &Broker, topic: &str) -> NodeId {
     broker.cluster().expect("cluster").image().partition(topic, 0).map_or(-1, |p| p.leader)
 }
 
+/// Waits until every broker sees all of `brokers` live.
+fn wait_live(brokers: &BTreeMap<NodeId, Broker>) {
+    wait_for("every broker live", Duration::from_secs(30), || {
+        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == brokers.len())
+    });
+}
+
+/// Waits until `topic`/0 has a leader among `brokers` that takes an acks=all
+/// produce (of 10 records); returns it.
+fn wait_leader_taking_acks_all(brokers: &BTreeMap<NodeId, Broker>, topic: &str) -> NodeId {
+    let observer = brokers.values().next().expect("a broker");
+    wait_for("the topic's leader in the image", Duration::from_secs(20), || {
+        brokers.contains_key(&leader_of(observer, topic))
+    });
+    let leader = leader_of(observer, topic);
+    wait_for("the leader to take acks=all produces", Duration::from_secs(20), || {
+        produce(&brokers[&leader], topic, -1, 10).0.is_none()
+    });
+    leader
+}
+
 #[test]
 fn every_replica_holds_the_leaders_batches_and_acks_all_waits_for_the_in_sync_replicas() {
     let root = tempfile::tempdir().expect("tempdir");
     let voters: Vec<(NodeId, String)> = (0..3).map(|id| (id, free_address().to_string())).collect();
     let mut brokers: BTreeMap<NodeId, Broker> = (0..3).map(|id| (id, start(id, &voters, root.path()))).collect();
-    wait_for("three live brokers", Duration::from_secs(30), || {
-        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
-    });
+    wait_live(&brokers);
 
     let create = ControllerRequest::CreateTopic {
         name: "orders".to_string(),
@@ -219,22 +238,14 @@ fn a_follower_behind_the_leaders_log_start_starts_there_and_followers_follow_the
     let root = tempfile::tempdir().expect("tempdir");
     let voters: Vec<(NodeId, String)> = (0..3).map(|id| (id, free_address().to_string())).collect();
     let mut brokers: BTreeMap<NodeId, Broker> = (0..3).map(|id| (id, start(id, &voters, root.path()))).collect();
-    wait_for("three live brokers", Duration::from_secs(30), || {
-        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
-    });
+    wait_live(&brokers);
     let create = ControllerRequest::CreateTopic {
         name: "trimmed".to_string(),
         placement: Placement::Spread { partitions: 1, replication_factor: 3 },
         configs: BTreeMap::new(),
     };
     assert!(matches!(controller(&brokers[&0], create), ControllerReply::Done { .. }));
-    wait_for("the topic's leader in the image", Duration::from_secs(20), || {
-        brokers.contains_key(&leader_of(&brokers[&0], "trimmed"))
-    });
-    let leader = leader_of(&brokers[&0], "trimmed");
-    wait_for("the leader to take acks=all produces", Duration::from_secs(20), || {
-        produce(&brokers[&leader], "trimmed", -1, 10).0.is_none()
-    });
+    let leader = wait_leader_taking_acks_all(&brokers, "trimmed");
     for _ in 0..2 {
         assert_eq!(produce(&brokers[&leader], "trimmed", -1, 10).0, None);
     }
@@ -309,22 +320,14 @@ fn a_whole_cluster_restarted_at_once_keeps_every_acknowledged_record() {
         starting.into_iter().map(|t| t.join().expect("a broker started")).collect()
     };
     let brokers = start_all(&voters);
-    wait_for("three live brokers", Duration::from_secs(30), || {
-        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
-    });
+    wait_live(&brokers);
     let create = ControllerRequest::CreateTopic {
         name: "kept".to_string(),
         placement: Placement::Spread { partitions: 1, replication_factor: 3 },
         configs: BTreeMap::new(),
     };
     assert!(matches!(controller(&brokers[&0], create), ControllerReply::Done { .. }));
-    wait_for("the topic's leader in the image", Duration::from_secs(20), || {
-        brokers.contains_key(&leader_of(&brokers[&0], "kept"))
-    });
-    let leader = leader_of(&brokers[&0], "kept");
-    wait_for("the leader to take acks=all produces", Duration::from_secs(20), || {
-        produce(&brokers[&leader], "kept", -1, 10).0.is_none()
-    });
+    let leader = wait_leader_taking_acks_all(&brokers, "kept");
     for _ in 0..2 {
         assert_eq!(produce(&brokers[&leader], "kept", -1, 10).0, None);
     }
@@ -367,9 +370,7 @@ fn a_preferred_replica_that_comes_back_leads_again() {
     };
     let mut brokers: BTreeMap<NodeId, Broker> =
         (0..3).map(|id| (id, start_with(id, &voters, root.path(), quick_rebalance))).collect();
-    wait_for("three live brokers", Duration::from_secs(30), || {
-        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
-    });
+    wait_live(&brokers);
     let create = ControllerRequest::CreateTopic {
         name: "preferred".to_string(),
         placement: Placement::Manual(vec![vec![0, 1, 2]]),
@@ -436,9 +437,7 @@ fn a_partition_moves_to_other_brokers_and_a_stuck_move_can_be_cancelled() {
     let root = tempfile::tempdir().expect("tempdir");
     let voters: Vec<(NodeId, String)> = (0..3).map(|id| (id, free_address().to_string())).collect();
     let mut brokers: BTreeMap<NodeId, Broker> = (0..3).map(|id| (id, start(id, &voters, root.path()))).collect();
-    wait_for("three live brokers", Duration::from_secs(30), || {
-        brokers.values().all(|b| b.cluster().expect("cluster").image().live_brokers().count() == 3)
-    });
+    wait_live(&brokers);
     let create = ControllerRequest::CreateTopic {
         name: "moving".to_string(),
         placement: Placement::Manual(vec![vec![0, 1]]),
