@@ -1,10 +1,11 @@
 //! A Kafka connection from this broker to another one, as a client: what a
 //! follower's fetcher uses to ask the leader for records (Fetch with its replica
 //! id) and for epoch ends (OffsetForLeaderEpoch). Blocking, with timeouts: a
-//! fetcher runs on its own thread, one per leader it follows.
+//! fetcher runs on its own thread, one per leader it follows. Another thread
+//! interrupts a request in flight through the connection's [`PeerInterrupt`].
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,6 +55,12 @@ impl PeerConnection {
         &self.address
     }
 
+    /// A handle another thread uses to break this connection (a second descriptor
+    /// of its socket).
+    pub fn interrupter(&self) -> Result<PeerInterrupt, PeerError> {
+        self.stream.try_clone().map(PeerInterrupt).map_err(|source| self.io(source))
+    }
+
     /// Sends `request` at `version` and waits for its response.
     pub fn request<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, PeerError> {
         let correlation_id = self.next_correlation_id;
@@ -98,6 +105,23 @@ impl PeerConnection {
 
     fn protocol(&self, message: String) -> PeerError {
         PeerError::Protocol { address: self.address.clone(), message }
+    }
+}
+
+/// Breaks a [`PeerConnection`] from another thread: `shutdown(SHUT_RDWR)` on its
+/// socket makes a read or write blocked in it return at once (a read sees the end
+/// of the stream, a write an error), and every later one fail, so the connection's
+/// thread sees a broken connection instead of waiting out its timeout on a peer
+/// that is stopped or cut off.
+#[derive(Debug)]
+pub struct PeerInterrupt(TcpStream);
+
+impl PeerInterrupt {
+    pub fn interrupt(&self) {
+        // Fails only when the socket is already shut down or reset: broken either way.
+        if let Err(error) = self.0.shutdown(Shutdown::Both) {
+            tracing::debug!("interrupting a peer connection: {error}");
+        }
     }
 }
 
