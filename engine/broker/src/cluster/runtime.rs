@@ -15,8 +15,11 @@
 //! [`LeaderSlot`](super::replica_manager::LeaderSlot) in the [`ReplicaManager`]; a
 //! follower's is put in replicated mode and fetched from its leader
 //! ([`Fetchers`]). The order is the one that keeps two writers off one log: the
-//! leaderships that end are resigned and the fetchers stop fetching what they no
-//! longer follow (and confirm it) before any new leadership starts. The ISR thread
+//! leaderships that end are resigned and the fetchers are told what they no longer
+//! follow before any new leadership starts; [`Fetchers::assign`] returns without
+//! waiting on a leader's socket, its fence keeping any fetcher from writing what it
+//! no longer follows from then on, so a stopped or cut-off old leader does not delay
+//! following the new one or leading. The ISR thread
 //! ([`ReplicaManager::run_isr_loop`]) runs beside the reconciler.
 //!
 //! The offsets topic (`__consumer_offsets`) is reconciled like any topic; in
