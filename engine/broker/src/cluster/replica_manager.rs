@@ -143,7 +143,8 @@ impl ReplicaManager {
         high_watermark: Offset,
     ) {
         let topic_id = image.topic(partition.topic.as_str()).map_or(TopicId(0), |t| t.id);
-        let leader = LeaderPartition::new(self.node_id, state, log_end.0, high_watermark.0, self.now_ms());
+        let mut leader = LeaderPartition::new(self.node_id, state, log_end.0, high_watermark.0, self.now_ms());
+        leader.set_ineligible(ineligible(state, image));
         let published = high_watermark.0;
         let slot = Arc::new(LeaderSlot {
             leader_epoch: LeaderEpoch(state.leader_epoch),
@@ -187,6 +188,7 @@ impl ReplicaManager {
         {
             let mut locked = slot.lock();
             locked.leader.update(state);
+            locked.leader.set_ineligible(ineligible(state, image));
             locked.min_insync = min_insync;
             locked.broker_epoch = broker_epoch(image, self.node_id);
             locked.wake(true);
@@ -393,4 +395,10 @@ fn alter_partition(node_id: NodeId, partition: &TopicPartition, state: &SlotStat
 
 fn broker_epoch(image: &MetadataImage, node_id: NodeId) -> u64 {
     image.brokers.get(&node_id).map_or(0, |b| b.epoch)
+}
+
+/// The replicas of `state` that `image` shows fenced or unregistered: the
+/// controller refuses them in an ISR ([`super::controller`]'s AlterPartition check).
+fn ineligible<'a>(state: &'a PartitionImage, image: &'a MetadataImage) -> impl Iterator<Item = NodeId> + 'a {
+    state.replicas.iter().copied().filter(|r| !image.is_live(*r))
 }

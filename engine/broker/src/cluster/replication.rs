@@ -10,7 +10,10 @@
 //! - A follower is caught up when it fetches from at least the leader's log end as
 //!   of its previous fetch (Kafka's `lastCaughtUpTimeMs` rule); one that has not
 //!   been caught up for `replica.lag.time.max.ms` leaves the ISR, one outside the
-//!   ISR that reaches the high watermark (and this leader's epoch start) joins it.
+//!   ISR that reaches the high watermark (and this leader's epoch start) joins it,
+//!   unless the metadata shows it fenced: the controller would refuse it (KIP-841's
+//!   ISR eligibility), and a fenced follower that fetches would be proposed, and
+//!   refused, after every fetch.
 //!   Both are asked of the controller ([`super::controller::Controller::alter_partition`]);
 //!   until the answer is committed, the high watermark counts the ISR as the larger
 //!   of the old and the proposed one (KIP-497's "maximal ISR"), so an acknowledged
@@ -53,6 +56,8 @@ pub struct LeaderPartition {
     log_end: i64,
     high_watermark: i64,
     followers: BTreeMap<NodeId, FollowerState>,
+    /// Replicas the metadata shows fenced (or unregistered): never proposed to join.
+    ineligible: BTreeSet<NodeId>,
 }
 
 /// Why an `acks=all` append cannot be (or could not be) acknowledged.
@@ -90,6 +95,7 @@ impl LeaderPartition {
             log_end,
             high_watermark: high_watermark.min(log_end),
             followers,
+            ineligible: BTreeSet::new(),
         }
     }
 
@@ -132,6 +138,12 @@ impl LeaderPartition {
             self.proposed_isr = None;
         }
         self.advance_high_watermark();
+    }
+
+    /// The replicas the metadata now shows fenced or unregistered (the controller
+    /// refuses them in an ISR): none of them is proposed to join until it is live.
+    pub fn set_ineligible(&mut self, ineligible: impl IntoIterator<Item = NodeId>) {
+        self.ineligible = ineligible.into_iter().collect();
     }
 
     /// The controller refused or lost the proposed ISR change: forget it, so the
@@ -193,6 +205,7 @@ impl LeaderPartition {
         // second proposal would replace the first, and the high watermark would
         // stop counting members the first may still add.
         let joins = self.proposed_isr.is_none()
+            && !self.ineligible.contains(&follower)
             && !self.effective_isr().contains(&follower)
             && fetch_offset >= self.high_watermark
             && fetch_offset >= self.epoch_start_offset;

@@ -90,6 +90,17 @@ fn a_follower_rejoins_once_it_reaches_the_high_watermark_and_the_epoch_start() {
 }
 
 #[test]
+fn a_fenced_follower_is_not_proposed_for_the_isr_until_it_is_live_again() {
+    let mut leader = LeaderPartition::new(LEADER, &state(&[0, 1], 1), 20, 20, 0);
+    leader.set_ineligible([2]);
+    leader.fetched(1, 20, 10);
+    assert_eq!(leader.fetched(2, 20, 11), None, "caught up but fenced: the controller would refuse it");
+    assert_eq!(leader.fetched(2, 20, 12), None, "nor at its next fetch");
+    leader.set_ineligible([]);
+    assert_eq!(leader.fetched(2, 20, 13), Some(vec![0, 1, 2]), "unfenced: it joins");
+}
+
+#[test]
 fn acks_all_is_refused_below_min_insync_and_fails_after_append_when_the_isr_shrinks_under_it() {
     let mut leader = LeaderPartition::new(LEADER, &state(&[0, 1, 2], 0), 0, 0, 0);
     leader.fetched(1, 0, 0);
