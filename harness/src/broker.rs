@@ -415,6 +415,7 @@ mod tests {
                 "cpus",
                 "controller-listener",
                 "controller-quorum-voters",
+                "peer-addresses",
                 "cluster-id",
                 "config",
                 TEST_PANIC_FLAG
@@ -490,6 +491,7 @@ mod tests {
              auto_create_topics: false\ndefault_partitions: 6\nmax_request_bytes: 1048576\nmax_connections: 20\n\
              default_replication_factor: 3\ncontroller_listener: 127.0.0.1:19093\n\
              controller_quorum_voters: 3@127.0.0.1:19093,4@127.0.0.1:19094\ncluster_id: prod-1\n\
+             peer_addresses: 4@127.0.0.1:29094\n\
              broker_session_timeout_ms: 3000\nbroker_heartbeat_interval_ms: 500\nreplica_lag_time_max_ms: 10000\n\
              cpus: unpinned\nauto_leader_rebalance_enable: false\nleader_imbalance_check_interval_seconds: 60\n\
              leader_imbalance_per_broker_percentage: 20\n\
@@ -514,6 +516,7 @@ mod tests {
             ("controller.listener", "CONTROLLER://127.0.0.1:19093"),
             ("controller.quorum.voters", "3@127.0.0.1:19093,4@127.0.0.1:19094"),
             ("cluster.id", "prod-1"),
+            ("corelog.peer.addresses", "4@127.0.0.1:29094"),
             ("broker.session.timeout.ms", "3000"),
             ("broker.heartbeat.interval.ms", "500"),
             ("replica.lag.time.max.ms", "10000"),

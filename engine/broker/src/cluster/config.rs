@@ -2,7 +2,7 @@
 //! Kafka writes `controller.quorum.voters`, and the cluster id its data directory
 //! belongs to.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -35,6 +35,11 @@ pub struct ClusterConfig {
     pub leader_imbalance_percentage: u64,
     /// A follower not caught up for longer leaves the ISR (`replica.lag.time.max.ms`).
     pub replica_lag_time_max: Duration,
+    /// Where this broker reaches another broker's client listener to fetch as its
+    /// follower, instead of the address that broker registered
+    /// (`corelog.peer.addresses`): how a test harness routes replication through
+    /// a fault proxy per pair of brokers.
+    pub peer_addresses: BTreeMap<NodeId, String>,
 }
 
 impl ClusterConfig {
@@ -48,6 +53,7 @@ impl ClusterConfig {
             replica_lag_time_max: Duration::from_millis(30_000),
             leader_imbalance_check_interval: Some(Duration::from_secs(300)),
             leader_imbalance_percentage: 10,
+            peer_addresses: BTreeMap::new(),
         }
     }
 }
@@ -70,6 +76,8 @@ pub struct ClusterSettings {
     pub leader_imbalance_check_interval_s: u64,
     /// `leader.imbalance.per.broker.percentage`.
     pub leader_imbalance_percentage: u64,
+    /// `corelog.peer.addresses`.
+    pub peer_addresses: Vec<(NodeId, String)>,
 }
 
 impl Default for ClusterSettings {
@@ -85,6 +93,7 @@ impl Default for ClusterSettings {
             auto_leader_rebalance: true,
             leader_imbalance_check_interval_s: 300,
             leader_imbalance_percentage: 10,
+            peer_addresses: Vec::new(),
         }
     }
 }
@@ -97,6 +106,11 @@ impl ClusterSettings {
             if self.controller_listener.is_some() {
                 return Err("--controller-listener needs --controller-quorum-voters".to_string());
             }
+            if !self.peer_addresses.is_empty() {
+                return Err(
+                    "--peer-addresses needs --controller-quorum-voters: a single broker has no peers".to_string()
+                );
+            }
             return Ok(None);
         }
         let Some(listen) = self.controller_listener else {
@@ -107,6 +121,9 @@ impl ClusterSettings {
         if !self.voters.iter().any(|(id, _)| *id == node_id) {
             let voters = self.voters.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(",");
             return Err(format!("node {node_id} is not among the voters {voters}: give it its own --node-id"));
+        }
+        if let Some((id, _)) = self.peer_addresses.iter().find(|(id, _)| *id == node_id) {
+            return Err(format!("corelog.peer.addresses names node {id}, this node: it never fetches from itself"));
         }
         if self.heartbeat_interval_ms >= self.session_timeout_ms {
             return Err(format!(
@@ -125,6 +142,7 @@ impl ClusterSettings {
                 .auto_leader_rebalance
                 .then(|| Duration::from_secs(self.leader_imbalance_check_interval_s)),
             leader_imbalance_percentage: self.leader_imbalance_percentage,
+            peer_addresses: self.peer_addresses.iter().cloned().collect(),
         }))
     }
 }
@@ -132,22 +150,36 @@ impl ClusterSettings {
 /// Parses `controller.quorum.voters`: `id@host:port` entries separated by commas,
 /// each id once.
 pub fn parse_voters(text: &str) -> Result<Vec<(NodeId, String)>, String> {
-    let mut voters = Vec::new();
+    parse_node_addresses(text, "voter", "the voters")
+}
+
+/// Parses `corelog.peer.addresses`, written as the voters are (empty: none).
+pub fn parse_peer_addresses(text: &str) -> Result<Vec<(NodeId, String)>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    parse_node_addresses(text, "peer address", "corelog.peer.addresses")
+}
+
+/// `id@host:port` entries separated by commas, each id once; `what` names an
+/// entry in errors, `list` the whole.
+fn parse_node_addresses(text: &str, what: &str, list: &str) -> Result<Vec<(NodeId, String)>, String> {
+    let mut nodes = Vec::new();
     let mut ids = BTreeSet::new();
     for entry in text.split(',').map(str::trim) {
-        let (id, address) = entry.split_once('@').ok_or_else(|| format!("voter {entry:?} is not id@host:port"))?;
+        let (id, address) = entry.split_once('@').ok_or_else(|| format!("{what} {entry:?} is not id@host:port"))?;
         let id: NodeId =
-            id.parse().ok().filter(|id| *id >= 0).ok_or_else(|| format!("voter {entry:?}: bad node id"))?;
-        let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("voter {entry:?}: no port"))?;
+            id.parse().ok().filter(|id| *id >= 0).ok_or_else(|| format!("{what} {entry:?}: bad node id"))?;
+        let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("{what} {entry:?}: no port"))?;
         if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(format!("voter {entry:?}: expected host:port"));
+            return Err(format!("{what} {entry:?}: expected host:port"));
         }
         if !ids.insert(id) {
-            return Err(format!("node id {id} is named twice in the voters"));
+            return Err(format!("node id {id} is named twice in {list}"));
         }
-        voters.push((id, address.to_string()));
+        nodes.push((id, address.to_string()));
     }
-    Ok(voters)
+    Ok(nodes)
 }
 
 /// The cluster id of the data directory whose meta directory is `meta_dir`: the one
@@ -232,6 +264,14 @@ mod tests {
         assert!(error.contains("node 5 is not among the voters 0@127.0.0.1:19093,1@127.0.0.1:19094"), "{error}");
         let resolved = cluster.resolve(1).expect("valid").expect("a cluster");
         assert_eq!((resolved.voters.len(), resolved.session_timeout), (2, Duration::from_secs(9)));
+        let peers = parse_peer_addresses("0@127.0.0.1:29093").expect("peers");
+        let routed = ClusterSettings { peer_addresses: peers.clone(), ..cluster.clone() };
+        let resolved = routed.resolve(1).expect("valid").expect("a cluster");
+        assert_eq!(resolved.peer_addresses.get(&0).map(String::as_str), Some("127.0.0.1:29093"));
+        let error = routed.resolve(0).expect_err("its own address");
+        assert!(error.contains("names node 0, this node"), "{error}");
+        let lonely_peers = ClusterSettings { peer_addresses: peers, ..ClusterSettings::default() };
+        assert!(lonely_peers.resolve(0).expect_err("no voters").contains("--peer-addresses"));
         let slow_heartbeat = ClusterSettings { heartbeat_interval_ms: 9_000, ..cluster };
         assert!(slow_heartbeat.resolve(1).is_err());
     }

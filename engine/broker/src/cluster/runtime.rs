@@ -117,11 +117,13 @@ impl ClusterRuntime {
             .map_err(|e| EngineError::ThreadPanicked { thread: format!("ISR thread ({e})") })?;
         let replayed_at = quorum.startup_commit();
         let registered = membership.epoch_reader();
+        let peer_addresses = cluster.peer_addresses.clone();
         let reconciler = std::thread::Builder::new()
             .name(format!("corelog-reconcile-{node_id}"))
             .spawn(move || {
                 let fetchers = Fetchers::new(node_id, engine.clone());
-                let mut roles = Roles { node_id, replicas, fetchers, coordinators, applied: BTreeMap::new() };
+                let mut roles =
+                    Roles { node_id, replicas, fetchers, coordinators, peer_addresses, applied: BTreeMap::new() };
                 let Some(first) = caught_up(node_id, &images, &stopped, replayed_at, &registered) else { return };
                 reconcile_loop(node_id, first, &images, &stopped, &engine, &topic_defaults, &mut roles);
             })
@@ -276,6 +278,8 @@ struct Roles {
     fetchers: Fetchers,
     /// Told when a leadership of an offsets partition starts or ends.
     coordinators: Coordinators,
+    /// Where to fetch from a leader instead of its registered listener.
+    peer_addresses: BTreeMap<NodeId, String>,
     applied: BTreeMap<TopicPartition, (Role, PartitionImage)>,
 }
 
@@ -321,7 +325,11 @@ impl Roles {
                 continue;
             };
             let assignment = fetches.entry(leader).or_insert_with(|| Assignment {
-                address: format!("{}:{}", broker.host, broker.port),
+                address: self
+                    .peer_addresses
+                    .get(&leader)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}:{}", broker.host, broker.port)),
                 partitions: BTreeMap::new(),
             });
             assignment.partitions.insert(partition.clone(), leader_epoch);

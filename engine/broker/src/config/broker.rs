@@ -61,7 +61,7 @@ pub const TOPIC_DEFAULTS_YAML_KEY: &str = "topic_defaults";
 const PLAINTEXT: &str = "PLAINTEXT://";
 
 /// Every broker setting, in the order `--help` and DescribeConfigs list them.
-pub const BROKER_SETTINGS: [BrokerSetting; 21] = [
+pub const BROKER_SETTINGS: [BrokerSetting; 22] = [
     BrokerSetting {
         name: "log.dirs",
         flag: Some(Flag { long: "data-dir", value_name: "DIR", required: true }),
@@ -221,6 +221,28 @@ pub const BROKER_SETTINGS: [BrokerSetting; 21] = [
         },
         set: Some(|config, text| {
             config.cluster.voters = crate::cluster::config::parse_voters(text)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "corelog.peer.addresses",
+        flag: Some(Flag { long: "peer-addresses", value_name: "ID@HOST:PORT,...", required: false }),
+        yaml_key: Some("peer_addresses"),
+        kind: ConfigKind::List,
+        documentation: "corelog's own: where this broker reaches other brokers to fetch as their follower, \
+                        written as controller.quorum.voters, instead of the listener each registered (how \
+                        corelog run routes replication through its fault proxy). Default: none.",
+        value: |config| {
+            config
+                .cluster
+                .peer_addresses
+                .iter()
+                .map(|(id, address)| format!("{id}@{address}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        set: Some(|config, text| {
+            config.cluster.peer_addresses = crate::cluster::config::parse_peer_addresses(text)?;
             Ok(())
         }),
     },
@@ -432,6 +454,7 @@ mod tests {
             ("controller.listener", "127.0.0.1:19093", "CONTROLLER://127.0.0.1:19093"),
             ("controller.listener", "CONTROLLER://127.0.0.1:19094", "CONTROLLER://127.0.0.1:19094"),
             ("controller.quorum.voters", "0@127.0.0.1:19093,1@host:19094", "0@127.0.0.1:19093,1@host:19094"),
+            ("corelog.peer.addresses", "1@127.0.0.1:30001, 2@proxy:30002", "1@127.0.0.1:30001,2@proxy:30002"),
             ("cluster.id", "prod-1", "prod-1"),
             ("broker.session.timeout.ms", "3000", "3000"),
             ("broker.heartbeat.interval.ms", "500", "500"),
@@ -514,6 +537,7 @@ mod tests {
             ("default.replication.factor", "0"),
             ("controller.listener", "nowhere"),
             ("controller.quorum.voters", "0@a:1,0@b:2"),
+            ("corelog.peer.addresses", "1@nowhere"),
             ("broker.session.timeout.ms", "10"),
             ("socket.request.max.bytes", "0"),
             ("max.connections", "-5"),
