@@ -8,7 +8,9 @@
 //! replicated `__consumer_offsets`, so the consumers resume where they committed.
 //! The same cluster goes through a rolling restart (`rolling-restart-rf3.yaml`) and
 //! two crashes of its active controller (`controller-crash-rf3.yaml`), losing
-//! nothing.
+//! nothing; so do its leader cut off from the other brokers while clients still
+//! reach it (`leader-isolated-rf3.yaml`) and network partitions of it
+//! (`partition-rf3.yaml`), whose faults blackhole the links between brokers.
 //!
 //! `unclean-election.yaml` loses acknowledged messages on purpose, and its test
 //! runs only with `CORELOG_CHAOS_FULL=1` (`scripts/chaos-full.sh`), printing NOT RUN
@@ -328,4 +330,48 @@ fn an_unclean_leader_election_loses_acknowledged_messages_and_the_verdict_fails(
     // Partition 0 moved off the dead leader: to the follower, uncleanly.
     let moved_ms = crash["leaderChange"]["movedMs"].as_i64().unwrap_or_else(|| panic!("no new leader: {crash}"));
     assert!(moved_ms < 20_000, "{crash}");
+}
+
+/// Each window of a link fault hit the leader's side, and leadership moved off
+/// the brokers it cut off within the window.
+fn assert_leadership_moved_within(windows: &[serde_json::Value], kind: &str) {
+    for window in windows {
+        assert_eq!(window["kind"], kind, "{window}");
+        let change = &window["leaderChange"];
+        if change["partitions"].as_u64() == Some(0) || change.is_null() {
+            continue; // the cut-off brokers led none of the run's partitions
+        }
+        let moved_ms = change["movedMs"].as_i64().unwrap_or_else(|| panic!("leadership did not move: {window}"));
+        let length = window["endMs"].as_i64().expect("closed") - window["startMs"].as_i64().expect("started");
+        assert!(moved_ms < length, "leadership moved after {moved_ms} ms, after the cut healed: {window}");
+    }
+}
+
+#[test]
+fn a_leader_cut_off_from_the_other_brokers_acknowledges_nothing_it_could_lose() {
+    let (result, stderr) = run(&chaos_workload("leader-isolated-rf3.yaml"), &out_dir("leader-isolated-rf3"));
+    eprintln!("{}", summary("leader isolated", &result));
+    assert_replicated_pass(&result, &stderr, 20_000);
+    let windows = windows(&result);
+    assert_eq!(windows.len(), 2, "{windows:?}");
+    for window in windows {
+        let target = window["target"].as_str().expect("a target");
+        assert!(["broker-0", "broker-1", "broker-2"].contains(&target), "the leader is a broker: {target}");
+        assert!(window["leaderChange"]["partitions"].as_u64().is_some_and(|p| p >= 1), "it led 0: {window}");
+    }
+    assert_leadership_moved_within(windows, "isolate");
+}
+
+#[test]
+fn a_network_partition_of_a_replicated_cluster_loses_nothing_on_either_side() {
+    let (result, stderr) = run(&chaos_workload("partition-rf3.yaml"), &out_dir("partition-rf3"));
+    eprintln!("{}", summary("partition", &result));
+    assert_replicated_pass(&result, &stderr, 20_000);
+    let windows = windows(&result);
+    assert_eq!(windows.len(), 2, "{windows:?}");
+    assert_eq!(windows[0]["target"], "broker-0 | broker-1,broker-2", "the groups as written: {windows:?}");
+    let drawn = windows[1]["target"].as_str().expect("a target");
+    let sides: Vec<usize> = drawn.split(" | ").map(|side| side.split(',').count()).collect();
+    assert_eq!(sides, [1, 2], "a minority of one drawn against the rest: {drawn}");
+    assert_leadership_moved_within(windows, "partition");
 }

@@ -39,7 +39,7 @@ fn pinned_line(cpu: usize) -> String {
 fn a_started_cluster_is_ready_when_every_broker_is_unfenced_and_a_crashed_broker_rejoins() {
     let dir = tempfile::tempdir().expect("tempdir");
     let started = Instant::now();
-    let mut cluster = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_corelog")), dir.path(), &specs())
+    let mut cluster = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_corelog")), dir.path(), &specs(), None)
         .expect("the cluster starts");
     assert!(started.elapsed() < BOUND, "ready after {:?}", started.elapsed());
     assert!(cluster.is_quorum());

@@ -141,7 +141,7 @@ fn connect_upstream(shared: &Shared, link: &Link) -> bool {
                 "proxy {}: connecting to the upstream {address} for {} failed: {error}; closing the client connection",
                 shared.name, link.peer
             );
-            if shared.upstream_failing.swap(true, Ordering::Relaxed) {
+            if shared.upstream_failing.swap(true, Ordering::Relaxed) || shared.quiet.load(Ordering::Relaxed) {
                 tracing::debug!("{message}");
             } else {
                 tracing::warn!("{message} (further failures are logged at debug level)");
@@ -150,7 +150,7 @@ fn connect_upstream(shared: &Shared, link: &Link) -> bool {
         }
     };
     if shared.upstream_failing.swap(false, Ordering::Relaxed) {
-        tracing::info!("proxy {}: connecting to the upstream {address} works again", shared.name);
+        shared.log(format_args!("connecting to the upstream {address} works again"));
     }
     if !link.attach_upstream(upstream) {
         return false;

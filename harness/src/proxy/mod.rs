@@ -131,7 +131,7 @@ impl FaultProxy {
         let mut faults = lock(&self.shared.faults);
         let id = FaultId(faults.next_id);
         faults.next_id += 1;
-        tracing::info!("proxy {}: fault {id} added: {fault}", self.shared.name);
+        self.shared.log(format_args!("fault {id} added: {fault}"));
         let resets = fault == NetFault::Reset;
         faults.active.insert(id, fault);
         self.shared.publish(&faults);
@@ -139,6 +139,12 @@ impl FaultProxy {
             self.shared.reset_links("reset");
         }
         id
+    }
+
+    /// Logs this proxy's faults and upstream failures at the debug level only:
+    /// for proxies whose owner reports what it does to them.
+    pub fn quiet(&self) {
+        self.shared.quiet.store(true, Ordering::Relaxed);
     }
 
     /// Ends fault `id`; nothing if it is not active.
@@ -181,7 +187,7 @@ impl FaultProxy {
         let Some(fault) = faults.active.remove(&id) else {
             return false;
         };
-        tracing::info!("proxy {}: fault {id} removed: {fault}", self.shared.name);
+        self.shared.log(format_args!("fault {id} removed: {fault}"));
         self.shared.publish(&faults);
         true
     }
@@ -233,6 +239,9 @@ struct Shared {
     /// Set while connecting upstream fails, so a dead broker is warned about once
     /// per outage, not once per client retry.
     upstream_failing: AtomicBool,
+    /// Set for a proxy on a link between brokers: its owner says what was done to
+    /// it, so its own fault and upstream messages go to the debug level.
+    quiet: AtomicBool,
     accepted: AtomicU64,
     bytes: [AtomicU64; 2],
     resets: AtomicU64,
@@ -254,6 +263,15 @@ struct Registry {
 }
 
 impl Shared {
+    /// One line about this proxy: at the info level, or debug when it is quiet.
+    fn log(&self, message: fmt::Arguments<'_>) {
+        if self.quiet.load(Ordering::Relaxed) {
+            tracing::debug!("proxy {}: {message}", self.name);
+        } else {
+            tracing::info!("proxy {}: {message}", self.name);
+        }
+    }
+
     fn new(name: &str, local_addr: SocketAddr, upstream: SocketAddr, listener: TcpListener) -> Shared {
         Shared {
             name: name.to_string(),
@@ -267,6 +285,7 @@ impl Shared {
             listener_changed: Condvar::new(),
             links: Mutex::new(Registry::default()),
             upstream_failing: AtomicBool::new(false),
+            quiet: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
             bytes: [AtomicU64::new(0), AtomicU64::new(0)],
             resets: AtomicU64::new(0),

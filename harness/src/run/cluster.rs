@@ -26,8 +26,9 @@
 //! given its own CPUs instead (`--cpus`), spread over the machine's by
 //! [`spread_cpus`].
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use corelog_engine::cpus::{CpuList, ShardCpus};
+
+use super::links::PeerLinks;
 
 /// How long a broker may take to print its ready line, and a cluster to have every
 /// broker unfenced after that.
@@ -108,7 +111,15 @@ impl LocalCluster {
     /// Starts every broker as a `program broker` process (the `corelog` binary),
     /// under a temporary directory inside `parent`; with several brokers, as one
     /// cluster, ready once every broker is unfenced.
-    pub fn start(program: &Path, parent: &Path, specs: &[BrokerSpec]) -> anyhow::Result<LocalCluster> {
+    ///
+    /// With `links`, the brokers reach each other through them (see
+    /// [`super::links`]): each is told its own voters list and peer addresses.
+    pub fn start(
+        program: &Path,
+        parent: &Path,
+        specs: &[BrokerSpec],
+        links: Option<&PeerLinks>,
+    ) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         let root = tempfile::Builder::new()
             .prefix("corelog-cluster-")
@@ -125,7 +136,7 @@ impl LocalCluster {
         }
         let mut attempt = 1;
         loop {
-            match start_quorum(program, root.path(), specs) {
+            match start_quorum(program, root.path(), specs, links) {
                 Ok(brokers) => {
                     let cluster = LocalCluster { brokers, quorum: true, _root: root };
                     let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
@@ -252,10 +263,24 @@ enum StartError {
 /// One attempt at starting the brokers of a cluster: free controller ports, a new
 /// cluster id, empty data directories. Every broker is up when it returns; on an
 /// error the brokers already started are killed (dropped).
-fn start_quorum(program: &Path, root: &Path, specs: &[BrokerSpec]) -> Result<Vec<LocalBroker>, StartError> {
+fn start_quorum(
+    program: &Path,
+    root: &Path,
+    specs: &[BrokerSpec],
+    links: Option<&PeerLinks>,
+) -> Result<Vec<LocalBroker>, StartError> {
     let ports = free_ports(specs.len()).map_err(StartError::Other)?;
-    let voters: Vec<String> =
-        specs.iter().zip(&ports).map(|(spec, port)| format!("{}@127.0.0.1:{port}", spec.node_id)).collect();
+    let controllers: BTreeMap<u32, SocketAddr> = specs
+        .iter()
+        .zip(&ports)
+        .map(|(spec, &port)| (spec.node_id, SocketAddr::from(([127, 0, 0, 1], port))))
+        .collect();
+    if let Some(links) = links {
+        for (&node_id, &listener) in &controllers {
+            links.set_controller(node_id, listener);
+        }
+    }
+    let direct = controllers.iter().map(|(id, listener)| format!("{id}@{listener}")).collect::<Vec<_>>().join(",");
     let cluster_id = format!("corelog-run-{:x}-{:x}", crate::payload::now_us(), std::process::id());
     let mut brokers = Vec::with_capacity(specs.len());
     for (spec, port) in specs.iter().zip(&ports) {
@@ -266,16 +291,20 @@ fn start_quorum(program: &Path, root: &Path, specs: &[BrokerSpec]) -> Result<Vec
                 .with_context(|| format!("removing {}", data_dir.display()))
                 .map_err(StartError::Other)?;
         }
-        let cluster_args = vec![
+        let voters = links.map_or_else(|| direct.clone(), |links| links.voters_for(spec.node_id, &controllers));
+        let mut cluster_args = vec![
             "--node-id".to_string(),
             spec.node_id.to_string(),
             "--controller-listener".to_string(),
             format!("127.0.0.1:{port}"),
             "--controller-quorum-voters".to_string(),
-            voters.join(","),
+            voters,
             "--cluster-id".to_string(),
             cluster_id.clone(),
         ];
+        if let Some(links) = links {
+            cluster_args.extend(["--peer-addresses".to_string(), links.peer_addresses_for(spec.node_id)]);
+        }
         let mut spec = spec.clone();
         spec.config_yaml.push_str(&format!(
             "broker_session_timeout_ms: {BROKER_SESSION_TIMEOUT_MS}\n\
@@ -289,6 +318,10 @@ fn start_quorum(program: &Path, root: &Path, specs: &[BrokerSpec]) -> Result<Vec
             } else {
                 StartError::Other(error)
             });
+        }
+        if let Some(links) = links {
+            let listener = broker.address.parse().with_context(|| format!("broker address {}", broker.address));
+            links.set_client_listener(spec.node_id, listener.map_err(StartError::Other)?);
         }
         brokers.push(broker);
     }

@@ -273,6 +273,10 @@ impl<'a> Execution<'a> {
                 Target::Local { proxies, .. } => proxies.clone(),
                 _ => Default::default(),
             },
+            links: match self.target {
+                Target::Local { links, .. } => links.clone(),
+                _ => None,
+            },
             kafka: self.target.kafka(),
             topics: self.topics.clone(),
             consumers: self.consumers.clone(),

@@ -32,9 +32,11 @@ use crate::driver::kafka::{KafkaDriver, PartitionLeader};
 use crate::proxy::{Directions, FaultId, FaultProxy, NetFault};
 use crate::run::cluster::LocalCluster;
 use crate::run::consumers::Consumers;
+use crate::run::links::{Cut, PeerLinks};
 use crate::run::load::CrashSwitch;
 use crate::workload::{
-    ExternalCluster, FaultKind, FaultParameters, FaultScope, FaultTarget, ParameterDirection, Workload,
+    local_broker_id, local_broker_name, ExternalCluster, FaultKind, FaultParameters, FaultScope, FaultTarget,
+    ParameterDirection, Workload,
 };
 
 /// A fault with a concrete target and a time from t = 0.
@@ -59,7 +61,7 @@ pub fn plan(workload: &Workload, brokers: &[String], seed: u64) -> (Vec<PlannedF
             duration: fault.duration,
             kind: fault.kind,
             target: resolve_random(&fault.target, fault.kind, workload, brokers, &mut rng),
-            parameters: fault.parameters.clone(),
+            parameters: resolve_groups(fault.kind, &fault.parameters, brokers, &mut rng),
         })
         .collect();
     let mut nemesis_seed = None;
@@ -76,12 +78,36 @@ pub fn plan(workload: &Workload, brokers: &[String], seed: u64) -> (Vec<PlannedF
             } else {
                 Duration::ZERO
             };
-            faults.push(PlannedFault { at, duration, kind, target, parameters: nemesis.parameters.clone() });
+            let parameters = resolve_groups(kind, &nemesis.parameters, brokers, &mut rng);
+            faults.push(PlannedFault { at, duration, kind, target, parameters });
             at += nemesis.interval;
         }
     }
     faults.sort_by_key(|fault| fault.at);
     (faults, nemesis_seed)
+}
+
+/// A `partition` without `groups` gets them drawn: a random minority of the
+/// started brokers (at least one) split from the rest. Other kinds, as given.
+fn resolve_groups(
+    kind: FaultKind,
+    parameters: &FaultParameters,
+    brokers: &[String],
+    rng: &mut SplitMix64,
+) -> FaultParameters {
+    let mut parameters = parameters.clone();
+    if kind != FaultKind::Partition || parameters.groups.is_some() {
+        return parameters;
+    }
+    let mut ids: Vec<u32> = brokers.iter().filter_map(|name| crate::workload::local_broker_id(name)).collect();
+    // Fisher-Yates with the run's generator: the same seed, the same split.
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let minority = (ids.len().saturating_sub(1) / 2).max(1).min(ids.len());
+    let rest = ids.split_off(minority);
+    parameters.groups = Some(vec![ids, rest]);
+    parameters
 }
 
 fn resolve_random(
@@ -111,6 +137,8 @@ pub struct Targets {
     pub external: Option<ExternalCluster>,
     /// The fault proxy in front of each local broker, by broker name.
     pub proxies: BTreeMap<String, Arc<FaultProxy>>,
+    /// The links between local brokers, for `partition` and `isolate`.
+    pub links: Option<Arc<PeerLinks>>,
     /// For `leader:`, `follower:` and (external) `controller` targets.
     pub kafka: Option<Arc<KafkaDriver>>,
     /// The run's topic names, by index.
@@ -205,6 +233,7 @@ enum Undo {
         node: String,
     },
     RemoveNet(Arc<FaultProxy>, FaultId),
+    Heal(Cut),
     RestartConsumer(usize),
     RestartProducer(usize),
 }
@@ -295,8 +324,7 @@ impl Injector {
                 let ends = (fault.at + fault.duration).max(self.t0.elapsed());
                 self.active.push(Active { ends, window: index, undo });
                 if let Some(before) = leaders_before {
-                    let brokers: Vec<String> =
-                        self.injected.windows[index].target.split(',').map(str::to_string).collect();
+                    let brokers = hit_brokers(&self.injected.windows[index].target);
                     self.watch_leaders(index, &brokers, before, started);
                 }
             }
@@ -307,12 +335,13 @@ impl Injector {
         }
     }
 
-    /// Before a process fault on a cluster: every partition of the run's topics and
-    /// its leader, so that the fault's window can say when leadership moved off the
-    /// brokers it hit. `None` when that is not measured: not a process fault, a
-    /// broker that runs alone, or no metadata (logged).
+    /// Before a process or link fault on a cluster: every partition of the run's
+    /// topics and its leader, so that the fault's window can say when leadership
+    /// moved off the brokers it hit. `None` when that is not measured: another
+    /// kind, a broker that runs alone, or no metadata (logged).
     fn leaders_before(&self, fault: &PlannedFault) -> Option<Vec<PartitionLeader>> {
-        if fault.kind.scope() != FaultScope::BrokerProcess || self.targets.topics.is_empty() {
+        let moves_leaders = matches!(fault.kind.scope(), FaultScope::BrokerProcess | FaultScope::Links);
+        if !moves_leaders || self.targets.topics.is_empty() {
             return None;
         }
         let cluster = match (&self.targets.local, &self.targets.external) {
@@ -417,6 +446,7 @@ impl Injector {
     fn start(&mut self, fault: &PlannedFault) -> anyhow::Result<(String, Vec<Undo>)> {
         match fault.kind.scope() {
             FaultScope::Client => self.start_client(fault),
+            FaultScope::Links => self.start_links(fault),
             FaultScope::BrokerProcess | FaultScope::Network => {
                 let brokers = self.brokers(&fault.target)?;
                 let mut undo = Vec::new();
@@ -572,6 +602,57 @@ impl Injector {
         Ok(Undo::RemoveNet(proxy, id))
     }
 
+    /// Cuts the links between brokers on different sides: for `partition`, its
+    /// groups (a broker in none is a side of its own), and the clients reach only
+    /// the side `clients` names, if it does; for `isolate`, each target broker is
+    /// a side of its own. The target's text lists the sides, ` | ` between them.
+    fn start_links(&mut self, fault: &PlannedFault) -> anyhow::Result<(String, Vec<Undo>)> {
+        let links = self.targets.links.clone().with_context(|| {
+            format!("`{}` needs several brokers that the harness starts, linked through its proxies", fault.kind)
+        })?;
+        let all: Vec<u32> = self.brokers(&FaultTarget::All)?.iter().filter_map(|n| local_broker_id(n)).collect();
+        let mut sides: Vec<Vec<u32>> = match fault.kind {
+            FaultKind::Partition => fault.parameters.groups.clone().context("a partition without groups")?,
+            _ => self
+                .brokers(&fault.target)?
+                .iter()
+                .filter_map(|name| local_broker_id(name))
+                .map(|id| vec![id])
+                .collect(),
+        };
+        let placed: Vec<u32> = sides.iter().flatten().copied().collect();
+        let rest: Vec<u32> = all.iter().copied().filter(|id| !placed.contains(id)).collect();
+        let isolated = sides.len();
+        match fault.kind {
+            FaultKind::Partition => sides.extend(rest.into_iter().map(|id| vec![id])),
+            _ if !rest.is_empty() => sides.push(rest),
+            _ => {}
+        }
+        let mut undo = Vec::new();
+        for (index, side) in sides.iter().enumerate() {
+            for other in sides.iter().skip(index + 1) {
+                for (&a, &b) in side.iter().flat_map(|a| other.iter().map(move |b| (a, b))) {
+                    undo.push(Undo::Heal(links.cut(a, b)?));
+                }
+            }
+        }
+        if let Some(clients) = fault.parameters.clients.filter(|_| fault.kind == FaultKind::Partition) {
+            let with_clients = sides.get(clients as usize).context("no such group")?;
+            for &id in all.iter().filter(|id| !with_clients.contains(id)) {
+                let name = local_broker_name(id);
+                let proxy = self.targets.proxies.get(&name).with_context(|| format!("{name} has no fault proxy"))?;
+                let fault = NetFault::Blackhole { directions: Directions::BOTH };
+                undo.push(Undo::RemoveNet(proxy.clone(), proxy.add(fault)));
+            }
+        }
+        let names = |side: &Vec<u32>| side.iter().map(|&id| local_broker_name(id)).collect::<Vec<_>>().join(",");
+        let text = match fault.kind {
+            FaultKind::Partition => sides.iter().map(names).collect::<Vec<_>>().join(" | "),
+            _ => sides[..isolated].iter().map(names).collect::<Vec<_>>().join(","),
+        };
+        Ok((text, undo))
+    }
+
     fn start_client(&mut self, fault: &PlannedFault) -> anyhow::Result<(String, Vec<Undo>)> {
         let consumers = self.targets.consumers.len();
         let producers = self.targets.producers.len();
@@ -623,6 +704,10 @@ impl Injector {
                 proxy.remove(id);
                 Ok(())
             }
+            Undo::Heal(cut) => {
+                PeerLinks::heal(cut);
+                Ok(())
+            }
             Undo::RestartConsumer(index) => self.targets.consumers.restart(index),
             Undo::RestartProducer(index) => {
                 if let Some(switch) = self.targets.producers.get(index) {
@@ -672,7 +757,27 @@ fn parameters_json(parameters: &FaultParameters) -> serde_json::Value {
     if let Some(direction) = parameters.direction {
         map.insert("direction".into(), direction.name().into());
     }
+    if let Some(groups) = &parameters.groups {
+        map.insert("groups".into(), serde_json::json!(groups));
+    }
+    if let Some(clients) = parameters.clients {
+        map.insert("clients".into(), clients.into());
+    }
     serde_json::Value::Object(map)
+}
+
+/// The brokers a fault's target text names whose leaderships should move: every
+/// one listed (`broker-1,broker-2`), except, for a partition's sides
+/// (`broker-0 | broker-1,broker-2`), those of its largest side, where a majority
+/// of the quorum can still elect leaders.
+fn hit_brokers(target: &str) -> Vec<String> {
+    let mut sides: Vec<Vec<String>> =
+        target.split(" | ").map(|side| side.split(',').map(str::to_string).collect()).collect();
+    if sides.len() > 1 {
+        let largest = (0..sides.len()).max_by_key(|&i| (sides[i].len(), std::cmp::Reverse(i))).expect("sides");
+        sides.remove(largest);
+    }
+    sides.into_iter().flatten().collect()
 }
 
 /// How often a leader watch reads the metadata after a process fault.
@@ -737,6 +842,44 @@ mod tests {
                     warmupDurationSeconds: 1\ntestDurationSeconds: 40\n";
         std::fs::write(&path, format!("{base}{yaml}")).unwrap();
         crate::workload::load(&path).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    #[test]
+    fn a_nemesis_of_link_faults_draws_a_broker_to_isolate_and_a_minority_to_split_off() {
+        let w = workload(
+            "cluster: { brokers: 5, replication_factor: 3 }\n\
+             nemesis: { seed: 3, interval: 4, duration: 2, kinds: [partition, isolate] }\n\
+             faults:\n  - { at: 1, duration: 2, kind: partition, parameters: { groups: [[4], [0, 1]] } }\n",
+        );
+        let brokers: Vec<String> = (0..5).map(local_broker_name).collect();
+        let (first, _) = plan(&w, &brokers, 7);
+        assert_eq!(first, plan(&w, &brokers, 7).0, "the same seed, the same faults");
+        assert_eq!(first[0].parameters.groups, Some(vec![vec![4], vec![0, 1]]), "given groups are kept");
+        let mut kinds = std::collections::BTreeSet::new();
+        for fault in &first[1..] {
+            kinds.insert(fault.kind);
+            match fault.kind {
+                FaultKind::Partition => {
+                    let groups = fault.parameters.groups.as_ref().expect("drawn groups");
+                    assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [2, 3], "a minority of 2 of 5");
+                    let mut ids: Vec<u32> = groups.iter().flatten().copied().collect();
+                    ids.sort_unstable();
+                    assert_eq!(ids, [0, 1, 2, 3, 4], "every broker on one side: {groups:?}");
+                }
+                _ => assert!(matches!(&fault.target, FaultTarget::Broker(name) if brokers.contains(name))),
+            }
+        }
+        assert_eq!(kinds.len(), 2, "both kinds drawn in 9 faults: {first:?}");
+    }
+
+    #[test]
+    fn the_brokers_a_link_fault_hits_are_its_targets_or_the_sides_besides_the_largest() {
+        assert_eq!(hit_brokers("broker-1"), ["broker-1"]);
+        assert_eq!(hit_brokers("broker-1,broker-2"), ["broker-1", "broker-2"]);
+        assert_eq!(hit_brokers("broker-0 | broker-1,broker-2"), ["broker-0"]);
+        assert_eq!(hit_brokers("broker-1,broker-2 | broker-0"), ["broker-0"]);
+        assert_eq!(hit_brokers("broker-0,broker-1 | broker-2,broker-3"), ["broker-2", "broker-3"]);
+        assert_eq!(hit_brokers("broker-0 | broker-1 | broker-2"), ["broker-1", "broker-2"]);
     }
 
     #[test]

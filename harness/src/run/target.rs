@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context as _};
 use corelog_reports::model::BrokerCpus;
 
+use super::links::PeerLinks;
 use crate::driver::embedded::EmbeddedDriver;
 use crate::driver::kafka::KafkaDriver;
 use crate::driver::Driver;
@@ -23,7 +24,13 @@ use crate::UsageError;
 
 /// What the system under test is, for one execution.
 pub(super) enum Target {
-    Local { cluster: Arc<Mutex<LocalCluster>>, driver: Arc<KafkaDriver>, proxies: BTreeMap<String, Arc<FaultProxy>> },
+    Local {
+        cluster: Arc<Mutex<LocalCluster>>,
+        driver: Arc<KafkaDriver>,
+        proxies: BTreeMap<String, Arc<FaultProxy>>,
+        /// The links between the brokers of a cluster, when the workload has network faults.
+        links: Option<Arc<PeerLinks>>,
+    },
     External(Arc<KafkaDriver>),
     Embedded(Arc<EmbeddedDriver>, Placement, tempfile::TempDir),
 }
@@ -114,16 +121,21 @@ impl Target {
     /// Stops what was started; everything holding a driver must be gone.
     pub(super) fn stop(self) -> anyhow::Result<()> {
         match self {
-            Target::Local { cluster, proxies, .. } => {
-                // Proxies first: no client is left, and a proxy outliving its broker
-                // would only report refused upstream connections.
+            Target::Local { cluster, proxies, links, .. } => {
+                // Client proxies first: no client is left, and a proxy outliving its
+                // broker would only report refused upstream connections. The links
+                // between brokers last: brokers stopping hand their leaderships over.
                 for proxy in proxies.into_values() {
                     if let Ok(proxy) = Arc::try_unwrap(proxy) {
                         proxy.shutdown();
                     }
                 }
                 let cluster = Arc::try_unwrap(cluster).map_err(|_| anyhow::anyhow!("the cluster is still in use"))?;
-                cluster.into_inner().expect("cluster lock").stop()
+                let stopped = cluster.into_inner().expect("cluster lock").stop();
+                if let Some(links) = links.and_then(|links| Arc::try_unwrap(links).ok()) {
+                    links.shutdown();
+                }
+                stopped
             }
             Target::External(_) => Ok(()),
             Target::Embedded(driver, _, _dir) => {
@@ -155,7 +167,13 @@ fn start_local(
     // Network faults need every client connection to cross a proxy: each
     // broker advertises its proxy's address. Without them, no proxy: it
     // would only add its overhead to the measurement.
-    let with_proxies = has_faults_of(workload, |kind| kind.scope() == FaultScope::Network);
+    let with_proxies = has_faults_of(workload, |kind| matches!(kind.scope(), FaultScope::Network | FaultScope::Links));
+    // And every link between brokers crosses one of its own, so that a fault can
+    // cut brokers off from each other.
+    let links = match with_proxies && local.brokers > 1 {
+        true => Some(Arc::new(PeerLinks::start(&(0..local.brokers).collect::<Vec<_>>())?)),
+        false => None,
+    };
     let mut proxies = BTreeMap::new();
     let mut specs = Vec::new();
     for (id, placement) in (0..local.brokers).zip(placements) {
@@ -179,7 +197,7 @@ fn start_local(
         });
     }
     let program = std::env::current_exe().context("locating the corelog binary")?;
-    let cluster = LocalCluster::start(&program, scratch, &specs)?;
+    let cluster = LocalCluster::start(&program, scratch, &specs, links.as_deref())?;
     let mut bootstrap = Vec::new();
     for broker in &cluster.brokers {
         match proxies.get(&broker.name) {
@@ -193,5 +211,5 @@ fn start_local(
         }
     }
     let driver = Arc::new(KafkaDriver::new(bootstrap.join(",")));
-    Ok(Target::Local { cluster: Arc::new(Mutex::new(cluster)), driver, proxies })
+    Ok(Target::Local { cluster: Arc::new(Mutex::new(cluster)), driver, proxies, links })
 }

@@ -135,6 +135,16 @@ named_enum! {
         /// The fault proxy closes its listener and connections for `duration`:
         /// connections are refused.
         Down = "down",
+        /// Splits the cluster's brokers into `groups` for `duration`: every link
+        /// between brokers of different groups (replication and metadata quorum,
+        /// both directions) is blackholed. Clients reach every broker, or with
+        /// `clients` only those of that group. Without `groups`, a random minority
+        /// is split from the rest.
+        Partition = "partition",
+        /// Cuts the target broker off from the other brokers for `duration` (every
+        /// replication and metadata quorum link, both directions, blackholed);
+        /// clients still reach it.
+        Isolate = "isolate",
         /// Kill a consumer without committing or leaving its group; a new one joins
         /// the group after `duration` (0: at once).
         ConsumerCrash = "consumer-crash",
@@ -163,6 +173,8 @@ pub enum FaultScope {
     BrokerProcess,
     /// The TCP fault proxy in front of a broker's listener.
     Network,
+    /// The fault proxies on the links between brokers.
+    Links,
     /// One of the harness' own clients.
     Client,
 }
@@ -172,6 +184,7 @@ impl FaultScope {
         match self {
             FaultScope::BrokerProcess => "broker process",
             FaultScope::Network => "broker network",
+            FaultScope::Links => "links between brokers",
             FaultScope::Client => "client",
         }
     }
@@ -184,6 +197,7 @@ impl FaultKind {
             FaultKind::Latency | FaultKind::Bandwidth | FaultKind::Reset | FaultKind::Blackhole | FaultKind::Down => {
                 FaultScope::Network
             }
+            FaultKind::Partition | FaultKind::Isolate => FaultScope::Links,
             FaultKind::ConsumerCrash | FaultKind::ProducerCrash => FaultScope::Client,
         }
     }
@@ -192,7 +206,13 @@ impl FaultKind {
     pub fn needs_duration(self) -> bool {
         matches!(
             self,
-            FaultKind::Pause | FaultKind::Latency | FaultKind::Bandwidth | FaultKind::Blackhole | FaultKind::Down
+            FaultKind::Pause
+                | FaultKind::Latency
+                | FaultKind::Bandwidth
+                | FaultKind::Blackhole
+                | FaultKind::Down
+                | FaultKind::Partition
+                | FaultKind::Isolate
         )
     }
 
@@ -202,6 +222,7 @@ impl FaultKind {
             FaultKind::Latency => (&["delay_ms"], &["jitter_ms", "direction"]),
             FaultKind::Bandwidth => (&["bytes_per_second"], &["direction"]),
             FaultKind::Blackhole => (&[], &["direction"]),
+            FaultKind::Partition => (&[], &["groups", "clients"]),
             _ => (&[], &[]),
         }
     }
@@ -425,6 +446,10 @@ pub struct FaultParameters {
     pub jitter_ms: Option<u32>,
     pub bytes_per_second: Option<u64>,
     pub direction: Option<ParameterDirection>,
+    /// `partition`: broker ids, one list per side.
+    pub groups: Option<Vec<Vec<u32>>>,
+    /// `partition`: the index in `groups` of the side the clients are on.
+    pub clients: Option<u32>,
 }
 
 /// The random fault generator.
@@ -472,6 +497,11 @@ pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 /// The local broker names for `brokers` brokers.
 pub fn local_broker_name(node_id: u32) -> String {
     format!("broker-{node_id}")
+}
+
+/// The node id of a started broker, by its name (`broker-<id>`).
+pub fn local_broker_id(name: &str) -> Option<u32> {
+    name.strip_prefix("broker-")?.parse().ok()
 }
 
 impl Workload {

@@ -130,6 +130,7 @@ fn type_text(kind: &Kind) -> String {
         }
         Kind::HostPorts => "`host:port` list, or one comma-separated string".to_string(),
         Kind::Map(what) => format!("map: {what} → value"),
+        Kind::Groups => "list of lists of broker ids".to_string(),
         Kind::Block(block) => format!("block: {}", block.paths.first().copied().unwrap_or(block.name)),
         Kind::Blocks(block) => format!("list of blocks: {}", block.paths.first().copied().unwrap_or(block.name)),
     }

@@ -108,6 +108,9 @@ pub(crate) enum Kind {
     HostPorts,
     /// A mapping from keys (described here) to scalar values (string, number, boolean).
     Map(&'static str),
+    /// Broker ids in groups: a list of lists of whole numbers (`[[0], [1, 2]]`),
+    /// each list non-empty; which ids exist is checked after the structural pass.
+    Groups,
     /// A nested block.
     Block(&'static BlockDoc),
     /// A list of blocks.
@@ -458,6 +461,14 @@ block! {
 
     /// Which traffic is affected.
     direction: String = "direction", Corelog, Kind::OneOf(ParameterDirection::CHOICES), Presence::Default("`both`");
+
+    /// `partition`: the sides, as lists of broker ids (`[[0], [1, 2]]`), at least
+    /// two, each broker in at most one; a broker in none is a side of its own.
+    groups: Vec<Vec<i64>> = "groups", Corelog, Kind::Groups, Presence::Default("a random minority split from the rest");
+
+    /// `partition`: the side the clients are on, as an index into `groups`: they
+    /// reach only its brokers (the others' listeners are blackholed for them).
+    clients: i64 = "clients", Corelog, Kind::Integer { min: 0, max: 63 }, Presence::Default("every broker");
 }
 
 block! {

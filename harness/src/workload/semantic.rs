@@ -757,6 +757,9 @@ impl Checker<'_> {
         let target = self.fault_target(raw_fault, kind, path, cluster, counts);
         self.kind_fits_cluster(kind, &path.key("kind"), cluster, counts);
         let parameters = self.parameters(raw_fault.parameters.as_ref(), &[kind], path, "fault");
+        if kind == FaultKind::Partition {
+            self.partition_groups(&parameters, &path.key("parameters"), cluster);
+        }
         Some(Fault { at, duration, kind, target, parameters })
     }
 
@@ -867,6 +870,13 @@ impl Checker<'_> {
                     ),
                 )
             }
+            FaultTarget::All | FaultTarget::Random => return true,
+            _ if kind == FaultKind::Partition => self.report(
+                target_path.clone(),
+                Anchor::Value,
+                format!("a `partition` fault splits the whole cluster, not `{target}`"),
+                "leave target out and list the sides in parameters.groups, or use `isolate` on one broker".to_string(),
+            ),
             FaultTarget::Producer(_) if kind == FaultKind::ConsumerCrash => self.report(
                 target_path.clone(),
                 Anchor::Value,
@@ -996,6 +1006,19 @@ impl Checker<'_> {
     /// Whether the cluster and the workload's clients allow faults of `kind`.
     fn kind_fits_cluster(&mut self, kind: FaultKind, path: &FieldPath, cluster: Option<&Cluster>, counts: &Counts) {
         match (kind.scope(), cluster) {
+            (FaultScope::Links, Some(Cluster::External(_))) => self.report(
+                path.clone(),
+                Anchor::Value,
+                format!("`{kind}` faults cut the links between brokers the harness starts"),
+                "an external cluster's brokers reach each other directly; remove bootstrap to use local brokers"
+                    .to_string(),
+            ),
+            (FaultScope::Links, Some(Cluster::Local(local))) if local.brokers < 2 => self.report(
+                path.clone(),
+                Anchor::Value,
+                format!("`{kind}` faults cut the links between brokers, and the cluster has one"),
+                "set cluster.brokers to 3".to_string(),
+            ),
             (FaultScope::Network, Some(Cluster::External(_))) => self.report(
                 path.clone(),
                 Anchor::Value,
@@ -1065,6 +1088,8 @@ impl Checker<'_> {
             ("jitter_ms", raw.jitter_ms.is_some()),
             ("bytes_per_second", raw.bytes_per_second.is_some()),
             ("direction", raw.direction.is_some()),
+            ("groups", raw.groups.is_some()),
+            ("clients", raw.clients.is_some()),
         ];
         let parameters_path = path.key("parameters");
         for (key, is_given) in given {
@@ -1111,6 +1136,53 @@ impl Checker<'_> {
             jitter_ms: raw.jitter_ms.map(to_u32),
             bytes_per_second: raw.bytes_per_second.and_then(|b| u64::try_from(b).ok()),
             direction: raw.direction.as_deref().and_then(ParameterDirection::from_name),
+            groups: raw.groups.as_ref().map(|groups| {
+                groups.iter().map(|ids| ids.iter().map(|&id| u32::try_from(id).unwrap_or(u32::MAX)).collect()).collect()
+            }),
+            clients: raw.clients.map(to_u32),
+        }
+    }
+
+    /// A partition's `groups` name started brokers, each once, and make at least
+    /// two sides (a broker in no group is a side of its own); `clients` names one
+    /// of them.
+    fn partition_groups(&mut self, parameters: &FaultParameters, path: &FieldPath, cluster: Option<&Cluster>) {
+        let brokers = match cluster {
+            Some(Cluster::Local(local)) => local.brokers,
+            _ => return,
+        };
+        if let Some(groups) = &parameters.groups {
+            let mut seen = std::collections::BTreeSet::new();
+            for (index, group) in groups.iter().enumerate() {
+                for (position, &id) in group.iter().enumerate() {
+                    let id_path = path.key("groups").index(index).index(position);
+                    if id >= brokers {
+                        let hint = format!("the started brokers have ids 0 to {}", brokers.saturating_sub(1));
+                        self.report(id_path, Anchor::Value, format!("there is no broker {id}"), hint);
+                    } else if !seen.insert(id) {
+                        self.report(id_path, Anchor::Value, format!("broker {id} is in two groups"), None);
+                    }
+                }
+            }
+            let sides = groups.len() + (brokers as usize).saturating_sub(seen.len());
+            if sides < 2 && !self.was_invalid(&path.key("groups")) {
+                self.report(
+                    path.key("groups"),
+                    Anchor::Value,
+                    "the groups leave the cluster whole: a partition needs at least two sides".to_string(),
+                    "for example `[[0], [1, 2]]`".to_string(),
+                );
+            }
+        }
+        if let Some(clients) = parameters.clients {
+            let sides = parameters.groups.as_ref().map(Vec::len);
+            if sides.is_none_or(|sides| clients as usize >= sides) {
+                let hint = match sides {
+                    Some(sides) => format!("groups has {}, counted from 0", plural(sides as u64, "group")),
+                    None => "clients picks one of `groups`, which the fault must then list".to_string(),
+                };
+                self.report(path.key("clients"), Anchor::Value, format!("there is no group {clients}"), hint);
+            }
         }
     }
 

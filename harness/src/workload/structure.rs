@@ -137,6 +137,7 @@ impl Walker {
             Kind::ListOf(choices) => self.choice_list(value, choices, path),
             Kind::HostPorts => self.host_ports(value, path),
             Kind::Map(what) => self.map(value, what, path),
+            Kind::Groups => self.groups(value, path),
             Kind::Block(block) => self.nested_block(block, value, path),
             Kind::Blocks(block) => self.blocks(block, value, path),
         }
@@ -193,6 +194,40 @@ impl Walker {
                 false
             }
         }
+    }
+
+    /// A `Kind::Groups` field: a list of non-empty lists of whole numbers.
+    fn groups(&mut self, value: &Value, path: &FieldPath) -> bool {
+        let Value::Sequence(groups) = value else {
+            self.report(
+                path.clone(),
+                Anchor::Value,
+                format!("expected a list of lists of broker ids, found {}", describe(value)),
+                Some("for example `[[0], [1, 2]]`".to_string()),
+            );
+            return false;
+        };
+        let mut valid = true;
+        for (index, group) in groups.iter().enumerate() {
+            let ids = match group {
+                Value::Sequence(ids) if !ids.is_empty() => ids,
+                _ => {
+                    let found = if group.is_sequence() { "an empty list".to_string() } else { describe(group) };
+                    self.report(
+                        path.index(index),
+                        Anchor::Value,
+                        format!("expected a non-empty list of broker ids, found {found}"),
+                        Some("for example `[1, 2]`".to_string()),
+                    );
+                    valid = false;
+                    continue;
+                }
+            };
+            for (position, id) in ids.iter().enumerate() {
+                valid &= self.integer(id, 0, i128::from(u32::MAX), &path.index(index).index(position));
+            }
+        }
+        valid
     }
 
     fn boolean(&mut self, value: &Value, path: &FieldPath) -> bool {
@@ -512,6 +547,7 @@ pub(crate) fn kind_summary(kind: &Kind) -> String {
         Kind::ListOf(choices) => format!("a list of {}", choice_list(choices)),
         Kind::HostPorts => "host:port addresses".to_string(),
         Kind::Map(what) => format!("a mapping of {what} to value"),
+        Kind::Groups => "a list of lists of broker ids".to_string(),
         Kind::Block(block) => format!("a `{}` block", block.name),
         Kind::Blocks(block) => format!("a list of `{}` blocks", block.name),
     }

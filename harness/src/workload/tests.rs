@@ -120,7 +120,9 @@ fn fault_schedule_and_nemesis_are_typed() {
             delay_ms: Some(50),
             jitter_ms: Some(10),
             bytes_per_second: None,
-            direction: Some(ParameterDirection::ToClient)
+            direction: Some(ParameterDirection::ToClient),
+            groups: None,
+            clients: None,
         }
     );
     let nemesis = workload.nemesis.expect("nemesis");
@@ -361,6 +363,10 @@ fn sample(kind: &Kind, high: bool) -> Value {
             let mut map = Mapping::new();
             map.insert(Value::from("k.k"), Value::from(1));
             Value::Mapping(map)
+        }
+        Kind::Groups => {
+            let group = |ids: &[u64]| Value::Sequence(ids.iter().map(|&id| Value::from(id)).collect());
+            Value::Sequence(if high { vec![group(&[0]), group(&[1, 2])] } else { vec![group(&[0])] })
         }
         Kind::Block(block) => block_sample(block, high),
         Kind::Blocks(block) => Value::Sequence(vec![block_sample(block, high)]),
