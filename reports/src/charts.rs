@@ -512,7 +512,7 @@ mod tests {
                 start_ms,
                 end_ms: Some(end_ms),
                 parameters: serde_json::Value::Null,
-                leader_change: None,
+                ..FaultWindow::default()
             })
             .collect();
         run

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use crate::charts::ChartId;
 use crate::compare::ChangeTable;
 use crate::metrics::metrics;
-use crate::model::{RunResult, VerdictStatus, SCHEMA_VERSION};
+use crate::model::{FaultWindow, RunResult, VerdictStatus, SCHEMA_VERSION};
 
 /// Appends formatted text to a `String` (infallible, unlike `write!`'s signature).
 macro_rules! out {
@@ -335,7 +335,8 @@ fn guarantees(runs: &[RunResult], labels: &[String], charts: &[EmbeddedChart]) -
 
 fn faults(runs: &[RunResult], labels: &[String]) -> String {
     let mut html = String::from(
-        "<table>\n<tr><th>run</th><th>kind</th><th>target</th><th>start (s)</th><th>end (s)</th><th>parameters</th></tr>\n",
+        "<table>\n<tr><th>run</th><th>kind</th><th>target</th><th>start (s)</th><th>end (s)</th>\
+         <th>leaders moved in (s)</th><th>no acks (s)</th><th>rate back in (s)</th><th>parameters</th></tr>\n",
     );
     // Runs of one schedule share their faults: list them once.
     let shared = runs.len() > 1 && runs.windows(2).all(|pair| pair[0].fault_windows == pair[1].fault_windows);
@@ -345,20 +346,47 @@ fn faults(runs: &[RunResult], labels: &[String]) -> String {
         for fault in &run.fault_windows {
             let end = fault.end_ms.map_or("end of run".to_string(), seconds);
             let parameters = if fault.parameters.is_null() { "–".to_string() } else { fault.parameters.to_string() };
+            let [leaders_moved, no_acks, rate_back] = fault_measures(run, fault);
             outln!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><code>{}</code></td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><code>{}</code></td></tr>",
                 escape(label),
                 escape(&fault.kind),
                 escape(&fault.target),
                 seconds(fault.start_ms),
                 escape(&end),
+                escape(&leaders_moved),
+                escape(&no_acks),
+                escape(&rate_back),
                 escape(&parameters)
             );
         }
     }
     html.push_str("</table>\n");
     html
+}
+
+/// A fault's measures as the faults table shows them: when leadership moved off
+/// the faulted brokers, the longest stretch without acks, and when the publish rate
+/// was back; "–" where not measured.
+fn fault_measures(run: &RunResult, fault: &FaultWindow) -> [String; 3] {
+    let leaders_moved = match &fault.leader_change {
+        None => "–".to_string(),
+        Some(change) => match change.moved_ms {
+            Some(moved_ms) => seconds(moved_ms),
+            None => format!("not in {}", seconds(change.watched_ms)),
+        },
+    };
+    let no_acks = fault.no_ack_ms.map_or("–".to_string(), seconds);
+    let rate_back = match (fault.publish_recovered_ms, fault.no_ack_ms) {
+        (Some(recovered_ms), _) => seconds(recovered_ms),
+        // Measured (the stretch without acks was) but not recovered: say why.
+        (None, Some(_)) if crate::recovery::steady_publish_rate(run).is_none() => "no steady rate".to_string(),
+        (None, Some(_)) => "not by the end".to_string(),
+        (None, None) => "–".to_string(),
+    };
+    [leaders_moved, no_acks, rate_back]
 }
 
 fn errors(runs: &[RunResult], labels: &[String]) -> String {

@@ -14,6 +14,9 @@
 //! - [`html`] writes report.html.
 //! - [`compare`] builds the change table.
 //! - [`metrics`] is the one list of summary metrics both tables show.
+//! - [`recovery`] measures, from a result's own series, how publishing fared
+//!   around each fault (the longest stretch without acks, the time to the
+//!   publish rate's recovery).
 //! - `report.rs` builds every output path ([`output_path`]) and writes the files.
 //!
 //! Execution model: plain synchronous functions, no threads, no global state but
@@ -32,6 +35,7 @@ mod error;
 pub mod html;
 pub mod metrics;
 pub mod model;
+pub mod recovery;
 mod report;
 
 pub use charts::{build_charts, Chart, ChartId, ChartRenderer, PngRenderer};

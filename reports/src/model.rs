@@ -866,6 +866,24 @@ pub struct FaultWindow {
     /// `None` when not measured (one broker, other kinds, no metadata).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader_change: Option<LeaderChange>,
+    /// The longest stretch without any acknowledged publish that began within the
+    /// window (from `start_ms` to `end_ms`, or to the end of the run if open), in
+    /// ms; 0 if acknowledgements never stopped. Measured from acknowledgements
+    /// counted in 100 ms buckets, so it is a lower bound up to 200 ms short (up to
+    /// 2 s short, at the 1 s resolution of the windows, when the harness kept no
+    /// finer data); a stretch still going when the run ended counts to that end.
+    /// `None` when not measured (an older result, a fault after the last window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_ack_ms: Option<i64>,
+    /// Ms from `start_ms` until the publish rate was back within ±10% of its
+    /// steady value and stayed there for 3 windows (3 s): the start of the first
+    /// such window, 0 if the rate never left that band (resolution 1 s). The
+    /// steady value is the median `publishRate` of the windows outside every fault
+    /// and the 5 s after each. `None` when the rate had not recovered by the end
+    /// of the run, when there was no steady value to compare with (fewer than 3
+    /// windows outside the faults, or a median of 0), or when not measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_recovered_ms: Option<i64>,
 }
 
 /// How leadership moved off the brokers a fault hit, as the cluster's metadata
@@ -1095,6 +1113,24 @@ mod tests {
         window.leader_change = Some(LeaderChange { partitions: 2, moved_ms: Some(3_200), watched_ms: 3_200 });
         let json = serde_json::to_value(&window).expect("serializes");
         assert_eq!(json["leaderChange"], serde_json::json!({"partitions": 2, "movedMs": 3200, "watchedMs": 3200}));
+        let back: FaultWindow = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, window);
+    }
+
+    #[test]
+    fn a_fault_window_names_its_publish_measures_only_when_measured_and_older_ones_load() {
+        let old = r#"{"kind": "pause", "target": "broker-0", "startMs": 1000, "endMs": 4000, "parameters": null}"#;
+        let mut window: FaultWindow = serde_json::from_str(old).expect("an older fault window");
+        assert_eq!((window.no_ack_ms, window.publish_recovered_ms), (None, None));
+        let json = serde_json::to_value(&window).expect("serializes");
+        assert!(json.get("noAckMs").is_none() && json.get("publishRecoveredMs").is_none(), "{json}");
+        window.no_ack_ms = Some(3_000);
+        window.publish_recovered_ms = Some(6_700);
+        let json = serde_json::to_value(&window).expect("serializes");
+        assert_eq!(
+            (&json["noAckMs"], &json["publishRecoveredMs"]),
+            (&serde_json::json!(3000), &serde_json::json!(6700))
+        );
         let back: FaultWindow = serde_json::from_value(json).expect("reads back");
         assert_eq!(back, window);
     }

@@ -353,3 +353,12 @@ fn window_ends_and_gaps_are_kept() {
     let json = serde_json::to_value(&run).expect("serialize");
     assert!(json["endToEndLatency99pct"][0].is_null());
 }
+
+#[test]
+fn the_synthetic_runs_fault_measures_are_the_ones_recovery_computes() {
+    let run = base_run();
+    let mut measured = run.clone();
+    measured.fault_windows.iter_mut().for_each(|fault| (fault.no_ack_ms, fault.publish_recovered_ms) = (None, None));
+    corelog_reports::recovery::measure_fault_windows(&mut measured, None);
+    assert_eq!(measured.fault_windows, run.fault_windows);
+}

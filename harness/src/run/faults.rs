@@ -307,7 +307,7 @@ impl Injector {
             start_ms: started_ms,
             end_ms: None,
             parameters: parameters_json(&fault.parameters),
-            leader_change: None,
+            ..FaultWindow::default()
         };
         eprintln!(
             "  fault: {} {} at {:.1} s for {:.1} s",

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use corelog_reports::model::{
-    BrokerCpus, CheckerCounts, CheckerResult, Environment, ErrorCount, Evidence, FaultWindow, Guarantee,
+    BrokerCpus, CheckerCounts, CheckerResult, Environment, ErrorCount, Evidence, FaultWindow, Guarantee, LeaderChange,
     OutOfRangeSamples, Quantiles, RawCounts, RunResult, Verdict, VerdictStatus,
 };
 
@@ -234,7 +234,9 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
             start_ms: 20_000,
             end_ms: Some(30_000),
             parameters: serde_json::json!({"signal": "SIGKILL", "restartAfterMs": 10000}),
-            leader_change: None,
+            leader_change: Some(LeaderChange { partitions: 5, moved_ms: Some(2_400), watched_ms: 2_400 }),
+            no_ack_ms: Some(0),
+            publish_recovered_ms: Some(10_000),
         },
         FaultWindow {
             kind: "latency".into(),
@@ -243,6 +245,8 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
             end_ms: Some(45_000),
             parameters: serde_json::json!({"delayMs": 200, "jitterMs": 50}),
             leader_change: None,
+            no_ack_ms: Some(0),
+            publish_recovered_ms: Some(0),
         },
         FaultWindow {
             kind: "reset".into(),
@@ -251,6 +255,8 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
             end_ms: Some(50_000),
             parameters: serde_json::Value::Null,
             leader_change: None,
+            no_ack_ms: Some(0),
+            publish_recovered_ms: Some(0),
         },
     ];
     let (counts, verdict) = match guarantee {
