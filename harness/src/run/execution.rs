@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use corelog_reports::model::{ErrorCount, RawCounts, RunResult};
+use corelog_reports::recovery;
 use hdrhistogram::Histogram;
 
 use super::progress::{HistogramLogs, Progress};
@@ -167,7 +168,8 @@ impl<'a> Execution<'a> {
             execution.start_consumers()?;
         }
         execution.start_producers()?;
-        execution.measurement.begin(workload.warmup_duration);
+        let t0_us = execution.measurement.begin(workload.warmup_duration);
+        execution.metrics.start_ack_timeline(t0_us);
         execution.start_faults()?;
         Ok(execution)
     }
@@ -394,6 +396,8 @@ impl<'a> Execution<'a> {
         result.out_of_range_samples.end_to_end_latency = self.measurement.out_of_range;
         let injected = std::mem::take(&mut self.injected);
         result.fault_windows = injected.windows;
+        let run_end_ms = result.window_end_ms.last().map_or(0, |&end_ms| end_ms as i64);
+        recovery::measure_fault_windows(&mut result, Some(&self.metrics.ack_buckets(run_end_ms)));
         for error in &injected.errors {
             result.errors.push(ErrorCount {
                 operation: "fault".to_string(),
@@ -416,6 +420,7 @@ impl<'a> Execution<'a> {
             self.subscriptions(),
             result.counts.errors
         );
+        print_fault_measures(&result);
         let verdict_brief = self.judge(&mut result, drain_complete);
         Ok(Outcome { result, problems, verdict_brief })
     }
@@ -537,11 +542,38 @@ impl Measurement {
     }
 
     /// The producers have started: the warm-up begins now, and the result's t = 0
-    /// is the end of the warm-up.
-    fn begin(&mut self, warmup: Duration) {
+    /// is the end of the warm-up. Returns t = 0 in the clock of `payload::now_us`.
+    fn begin(&mut self, warmup: Duration) -> i64 {
         self.started = Instant::now();
         self.last_window = self.started;
-        self.result.started_at_ms = Some((crate::payload::now_us() / 1000) as u64 + warmup.as_millis() as u64);
+        let t0_us = crate::payload::now_us() + warmup.as_micros() as i64;
+        self.result.started_at_ms = Some((t0_us / 1000) as u64);
+        t0_us
+    }
+}
+
+/// A line per fault: how long until leadership moved, the longest stretch without
+/// acks, and when the publish rate was back (`corelog_reports::recovery`).
+fn print_fault_measures(result: &RunResult) {
+    let seconds = |ms: i64| format!("{:.1} s", ms as f64 / 1000.0);
+    let steady = recovery::steady_publish_rate(result);
+    for fault in &result.fault_windows {
+        let mut measures = Vec::new();
+        if let Some(change) = &fault.leader_change {
+            measures.push(match change.moved_ms {
+                Some(moved_ms) => format!("leaders moved in {}", seconds(moved_ms)),
+                None => format!("leaders not moved in {}", seconds(change.watched_ms)),
+            });
+        }
+        if let Some(no_ack_ms) = fault.no_ack_ms {
+            measures.push(format!("no acks for {}", seconds(no_ack_ms)));
+        }
+        measures.push(match (fault.publish_recovered_ms, steady) {
+            (Some(recovered_ms), _) => format!("publish rate back in {}", seconds(recovered_ms)),
+            (None, None) => "no steady publish rate to recover to".to_string(),
+            (None, Some(_)) => "publish rate not back by the end".to_string(),
+        });
+        eprintln!("  fault {} at {}: {}", fault.label(), seconds(fault.start_ms), measures.join(", "));
     }
 }
 

@@ -12,10 +12,15 @@
 //! Every second the run takes a [`Window`]: the interval histograms and counters are
 //! swapped out and summarised, and the interval histograms are added to the
 //! run-long totals. Samples of the warm-up are discarded with its windows.
+//!
+//! Acknowledgements are also counted in [`ACK_BUCKET_MS`] buckets from t = 0
+//! ([`AckTimeline`]), finer than the windows, for the stretches without acks
+//! around faults (`corelog_reports::recovery`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use corelog_reports::recovery::PublishBucket;
 use hdrhistogram::Histogram;
 
 use crate::driver::{Delivery, DeliverySink, MessageSink, Received, SendOutcome, SendToken};
@@ -113,6 +118,53 @@ pub struct Window {
     pub out_of_range: u64,
 }
 
+/// The width of an [`AckTimeline`] bucket.
+pub const ACK_BUCKET_MS: i64 = 100;
+/// An [`AckTimeline`] counts at most this many buckets (24 hours); later acks are
+/// left out of it (and only of it).
+pub const ACK_BUCKETS_MAX: usize = 864_000;
+
+/// Acknowledgements counted per [`ACK_BUCKET_MS`] from t = 0, by the time the
+/// client reported them; none before t = 0 is counted.
+#[derive(Default)]
+struct AckTimeline {
+    /// t = 0 in the clock of `Delivery::at_us`; `None` until the warm-up ends.
+    origin_us: Option<i64>,
+    counts: Vec<u32>,
+}
+
+impl AckTimeline {
+    fn note(&mut self, at_us: i64) {
+        let Some(origin_us) = self.origin_us else { return };
+        if at_us < origin_us {
+            return;
+        }
+        let index = ((at_us - origin_us) / (ACK_BUCKET_MS * 1000)) as usize;
+        if index >= ACK_BUCKETS_MAX {
+            return;
+        }
+        if index >= self.counts.len() {
+            self.counts.resize(index + 1, 0);
+        }
+        self.counts[index] = self.counts[index].saturating_add(1);
+    }
+
+    /// The buckets from t = 0 to `end_ms` (the last one cut there), with the
+    /// empty ones.
+    fn buckets(&self, end_ms: i64) -> Vec<PublishBucket> {
+        let count = (end_ms.max(0) + ACK_BUCKET_MS - 1) / ACK_BUCKET_MS;
+        (0..count.min(ACK_BUCKETS_MAX as i64))
+            .map(|index| {
+                let start_ms = index * ACK_BUCKET_MS;
+                let bucket_end_ms = (start_ms + ACK_BUCKET_MS).min(end_ms);
+                let acks = self.counts.get(index as usize).copied().unwrap_or(0);
+                let publish_rate = f64::from(acks) * 1000.0 / (bucket_end_ms - start_ms) as f64;
+                PublishBucket { start_ms, end_ms: bucket_end_ms, publish_rate }
+            })
+            .collect()
+    }
+}
+
 pub struct Metrics {
     message_bytes: u64,
     /// Publish service time, corrected publish latency and publish delay (due →
@@ -120,6 +172,7 @@ pub struct Metrics {
     pub publish: Latencies<3>,
     pub end_to_end: Latencies<1>,
     counters: Counters,
+    acks: Mutex<AckTimeline>,
 }
 
 impl Metrics {
@@ -129,7 +182,19 @@ impl Metrics {
             publish: Latencies::new(),
             end_to_end: Latencies::new(),
             counters: Counters::default(),
+            acks: Mutex::default(),
         }
+    }
+
+    /// Starts counting acks in buckets from `origin_us` (t = 0, in the clock of
+    /// `Delivery::at_us`).
+    pub fn start_ack_timeline(&self, origin_us: i64) {
+        self.acks.lock().expect("ack timeline lock").origin_us = Some(origin_us);
+    }
+
+    /// The acks counted in [`ACK_BUCKET_MS`] buckets from t = 0 to `end_ms`.
+    pub fn ack_buckets(&self, end_ms: i64) -> Vec<PublishBucket> {
+        self.acks.lock().expect("ack timeline lock").buckets(end_ms)
     }
 
     pub fn note_sent(&self) {
@@ -180,6 +245,11 @@ impl DeliverySink for Metrics {
         }
         if acknowledged > 0 {
             c.acknowledged_bytes.fetch_add(acknowledged * self.message_bytes, Ordering::Relaxed);
+            let mut timeline = self.acks.lock().expect("ack timeline lock");
+            for delivery in deliveries.iter().filter(|d| matches!(d.outcome, SendOutcome::Acknowledged { .. })) {
+                timeline.note(delivery.at_us);
+            }
+            drop(timeline);
             self.publish.record_all(
                 deliveries.iter().filter(|d| matches!(d.outcome, SendOutcome::Acknowledged { .. })).map(|d| {
                     let (token, at_us) = (d.token, d.at_us);
@@ -226,6 +296,20 @@ mod tests {
         let empty = metrics.take_window();
         assert_eq!(empty.counts, Counts::default());
         assert_eq!(empty.publish_service_us.len(), 0);
+    }
+
+    #[test]
+    fn acks_are_counted_in_buckets_from_t0_and_cut_at_the_end() {
+        let metrics = Metrics::new(100);
+        let acknowledged = SendOutcome::Acknowledged { partition: 0, offset: 0 };
+        metrics.delivered(token(0, 0), acknowledged.clone(), 5_000);
+        metrics.start_ack_timeline(1_000_000);
+        for at_us in [999_999, 1_000_000, 1_050_000, 1_250_000] {
+            metrics.delivered(token(0, 0), acknowledged.clone(), at_us);
+        }
+        let buckets = metrics.ack_buckets(350);
+        let rates: Vec<(i64, i64, f64)> = buckets.iter().map(|b| (b.start_ms, b.end_ms, b.publish_rate)).collect();
+        assert_eq!(rates, [(0, 100, 20.0), (100, 200, 0.0), (200, 300, 10.0), (300, 350, 0.0)]);
     }
 
     #[test]
