@@ -32,6 +32,7 @@ use crate::driver::kafka::{KafkaDriver, PartitionLeader};
 use crate::proxy::{Directions, FaultId, FaultProxy, NetFault};
 use crate::run::cluster::LocalCluster;
 use crate::run::consumers::Consumers;
+use crate::run::leaders::leaders_seen_by;
 use crate::run::links::{Cut, PeerLinks};
 use crate::run::load::CrashSwitch;
 use crate::workload::{
@@ -359,8 +360,10 @@ impl Injector {
         }
     }
 
-    /// Starts a thread that polls the metadata every [`LEADER_POLL`] until every
-    /// partition that `brokers` led `before` has another leader (at most
+    /// Starts a thread that polls the metadata every [`LEADER_POLL`] (of the started
+    /// brokers that `brokers` does not name, in turn, asked directly; of the
+    /// external cluster through its client) until every partition that `brokers`
+    /// led `before` has another leader (at most
     /// [`LEADER_WATCH_MAX`], or until the injector stops); its finding goes into
     /// window `index` when the injector finishes.
     fn watch_leaders(&mut self, index: usize, brokers: &[String], before: Vec<PartitionLeader>, started: Instant) {
@@ -371,18 +374,34 @@ impl Injector {
         if led.is_empty() {
             return;
         }
+        // Started brokers are asked directly, those the fault did not hit: they
+        // are the ones that elect new leaders.
+        let others: Vec<String> = match &self.targets.local {
+            Some(cluster) => {
+                let cluster = cluster.lock().expect("cluster lock");
+                cluster.brokers.iter().filter(|b| !brokers.contains(&b.name)).map(|b| b.address.clone()).collect()
+            }
+            None => Vec::new(),
+        };
         let topics = self.targets.topics.clone();
         let stop = self.stop.clone();
         let spawned = std::thread::Builder::new().name("corelog-leader-watch".to_string()).spawn(move || {
             let partitions = led.len() as u32;
             let watched = || started.elapsed().as_millis() as i64;
-            let reader = match kafka.leader_reader() {
-                Ok(reader) => reader,
-                Err(_) => return LeaderChange { partitions, moved_ms: None, watched_ms: 0 },
+            let reader = match others.is_empty() {
+                true => match kafka.leader_reader() {
+                    Ok(reader) => Some(reader),
+                    Err(_) => return LeaderChange { partitions, moved_ms: None, watched_ms: 0 },
+                },
+                false => None,
+            };
+            let read = |tick: u32| match &reader {
+                Some(reader) => reader.leaders(&topics, LEADER_POLL * 10),
+                None => leaders_seen_by(&others[tick as usize % others.len()], &topics, LEADER_POLL * 10),
             };
             let mut tick = 0;
             while started.elapsed() < LEADER_WATCH_MAX && !stop.load(Ordering::Relaxed) {
-                if let Ok(now) = reader.leaders(&topics, LEADER_POLL * 10) {
+                if let Ok(now) = read(tick) {
                     let moved = led.iter().all(|(topic, partition)| {
                         now.iter().any(|p| {
                             &p.topic == topic

@@ -37,6 +37,7 @@ pub mod consumers;
 pub mod environment;
 mod execution;
 pub mod faults;
+pub mod leaders;
 pub mod links;
 pub mod load;
 pub mod metrics;
