@@ -114,13 +114,26 @@ pub fn encode_response(
 ) -> Result<Bytes, String> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api_key.response_header_version(version);
-    let mut frame = BytesMut::with_capacity(64);
+    let mut frame = BytesMut::with_capacity(FRAME_SIZE_BYTES + RESPONSE_HEADER_BYTES_MAX + size_hint(body, version));
     frame.put_i32(0);
     header.encode(&mut frame, header_version).map_err(|e| format!("encoding {api_key:?} response header: {e}"))?;
     body.encode(&mut frame, version).map_err(|e| format!("encoding {api_key:?} v{version} response: {e}"))?;
     let size = (frame.len() - FRAME_SIZE_BYTES) as i32;
     frame[..FRAME_SIZE_BYTES].copy_from_slice(&size.to_be_bytes());
     Ok(frame.freeze())
+}
+
+/// Room for a response header: a correlation id and, flexible, its tagged fields.
+const RESPONSE_HEADER_BYTES_MAX: usize = 16;
+
+/// The encoded size of a response that may be large (a Fetch's records), so that
+/// its frame is allocated once instead of grown by doubling, each step a copy of
+/// everything so far; a small guess for the others.
+fn size_hint(body: &ResponseKind, version: i16) -> usize {
+    match body {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
+        _ => 256,
+    }
 }
 
 #[cfg(test)]
@@ -190,5 +203,22 @@ mod tests {
             futures_lite::future::block_on(read_frame(&mut whole, 255)).expect("ok"),
             Some(Bytes::from_static(&[9, 8]))
         );
+    }
+
+    #[test]
+    fn a_fetch_response_frame_is_sized_before_it_is_encoded() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::FetchResponse;
+        let records = Bytes::from(vec![7u8; 3 << 20]);
+        let partitions =
+            (0..3).map(|i| PartitionData::default().with_partition_index(i).with_records(Some(records.clone())));
+        let topic = FetchableTopicResponse::default().with_partitions(partitions.collect());
+        let body = ResponseKind::Fetch(FetchResponse::default().with_responses(vec![topic]));
+        for version in [4, 12, 16] {
+            let frame = encode_response(ApiKey::Fetch, version, 9, &body).expect("encodes");
+            let header = frame.len() - FRAME_SIZE_BYTES - size_hint(&body, version);
+            assert!((4..=RESPONSE_HEADER_BYTES_MAX).contains(&header), "v{version}: the hint is the body's size");
+            assert_eq!(&frame[..4], &((frame.len() - 4) as i32).to_be_bytes(), "v{version}");
+        }
     }
 }
