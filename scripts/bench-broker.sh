@@ -25,7 +25,9 @@
 # a fixed rate, LATENCY_SECONDS of produce with per-message latency (rdkafka_performance
 # -l: send to delivery report, so linger.ms=5 is part of it) and its p99: each at half
 # of its own median maximum, and RF=1 also at RF=3's rate (the same offered load).
-# The table shows medians of REPEATS runs and RF3/RF1.
+# The table shows medians of REPEATS runs and RF3/RF1, and the brokers' CPU time per
+# produced message (/proc/<pid>/stat), all of them and the busiest (RF=3's leader),
+# from which it prints RF3/RF1's ceiling when the machine's CPU is the limit.
 #
 # corelog runs with its data on disk (default fsync policy `never`: O_DIRECT writes,
 # no fdatasync; set CORELOG_FSYNC=always to sync every acknowledged batch); the peer
@@ -59,6 +61,7 @@ corelog_port=$(free_port)
 "$corelog" broker --data-dir "$work/corelog-data" --listen "127.0.0.1:$corelog_port" \
   --cores "$CORELOG_CORES" --config "$work/corelog.yaml" 2>"$work/corelog.log" &
 pids+=($!)
+rf1_pid=$!
 wait_port "$corelog_port"
 
 cores=$(nproc)
@@ -66,12 +69,31 @@ echo "cores online: $cores, CPUs $(cat /sys/devices/system/cpu/online) ($(grep -
 echo "corelog: fsync.policy=$CORELOG_FSYNC, data on $(df --output=source "$work" | tail -1); load tool unpinned, sharing all $cores cores with the brokers"
 echo "corelog broker (RF=1): $(broker_cpus_line "$work/corelog.log")"
 
+# CPU time (user + system) the processes $@ have used so far, in microseconds.
+cpu_us() {
+  local pid total=0 ticks
+  for pid in "$@"; do
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    total=$((total + ticks))
+  done
+  echo $((total * 1000000 / $(getconf CLK_TCK)))
+}
+
 # Runs one produce+consume pair against bootstrap $1 (the topic holding $5 messages
-# before, default 0); prints "produce_msgs_per_s consume_msgs_per_s".
+# before, default 0); prints "produce_msgs_per_s consume_msgs_per_s". With
+# cpu_pids set (the brokers' pids), the CPU they used per produced message, in
+# microseconds, overall and for the busiest of them, goes to $work/cpu-<topic>.
 run_pair() {
-  local bootstrap=$1 size=$2 count=$3 topic=$4 total=$(($3 + ${5:-0})) out produce consume
+  local bootstrap=$1 size=$2 count=$3 topic=$4 total=$(($3 + ${5:-0})) out produce consume before=() pid
+  for pid in ${cpu_pids[@]+"${cpu_pids[@]}"}; do before+=("$(cpu_us "$pid")"); done
   out=$("$perf" -P -t "$topic" -p 0 -b "$bootstrap" -s "$size" -c "$count" \
         -X linger.ms=5 -X acks=all -X queue.buffering.max.messages=1000000 2>&1) || { echo "$out" >&2; return 1; }
+  if [ -n "${cpu_pids[*]:-}" ]; then
+    local used=() i
+    for i in "${!cpu_pids[@]}"; do used+=($(( $(cpu_us "${cpu_pids[$i]}") - before[i] ))); done
+    printf '%s\n' "${used[@]}" | awk -v n="$count" '{s += $1; if ($1 > m) m = $1} END {printf "%.2f %.2f\n", s / n, m / n}' \
+      > "$work/cpu-$topic"
+  fi
   produce=$(echo "$out" | sed -n 's/.* delivered .* in [0-9]*ms: \([0-9]*\) msgs\/s.*/\1/p' | tail -1)
   failed=$(echo "$out" | sed -n 's/.*(offset [-0-9]*, \([0-9]*\) failed).*/\1/p' | tail -1)
   if [ -z "$produce" ] || [ "${failed:-1}" != 0 ]; then echo "produce to $topic on $bootstrap failed:" >&2; echo "$out" | tail -5 >&2; return 1; fi
@@ -161,7 +183,9 @@ default_replication_factor: 3
 topic_defaults:
   fsync.policy: $CORELOG_FSYNC
 YAML
+  local first_cluster_pid=${#pids[@]}
   start_corelog_cluster 3 "$RF3_CORES" "$work/cluster.yaml"
+  rf3_pids=("${pids[@]:$first_cluster_pid:3}")
   local rf1="127.0.0.1:$corelog_port" rf3=$cluster_bootstrap size=$REPL_SIZE
   echo
   echo "== corelog RF=3 (three brokers) vs RF=1 (one broker), acks=all, rdkafka_performance ($("$perf" -h 2>&1 | grep -o 'librdkafka version [0-9.]*')) =="
@@ -169,17 +193,19 @@ YAML
   echo "per run: one fresh topic, 1 partition, ${size} B messages; produce $REPL_COUNT acks=all linger.ms=5, then consume from the beginning;"
   echo "then ${LATENCY_SECONDS} s at a fixed rate with per-message latency (send to delivery report); median of $REPEATS"
   echo
-  local p1=() c1=() p3=() c3=() repeat p c
+  local p1=() c1=() p3=() c3=() u1=() u3=() m3=() repeat p c u m
   for repeat in $(seq 1 "$REPEATS"); do
     # Alternate which goes first, so drift hits both alike.
     if [ $((repeat % 2)) = 1 ]; then order="rf1 rf3"; else order="rf3 rf1"; fi
     for rf in $order; do
-      bootstrap=$([ "$rf" = rf1 ] && echo "$rf1" || echo "$rf3")
+      if [ "$rf" = rf1 ]; then bootstrap=$rf1; cpu_pids=("$rf1_pid"); else bootstrap=$rf3; cpu_pids=("${rf3_pids[@]}"); fi
       create_topic "$bootstrap" "repl-$repeat-$rf"
       read -r p c < <(run_pair "$bootstrap" "$size" "$REPL_COUNT" "repl-$repeat-$rf" 1)
-      if [ "$rf" = rf1 ]; then p1+=("$p"); c1+=("$c"); else p3+=("$p"); c3+=("$c"); fi
+      read -r u m < "$work/cpu-repl-$repeat-$rf"
+      if [ "$rf" = rf1 ]; then p1+=("$p"); c1+=("$c"); u1+=("$u"); else p3+=("$p"); c3+=("$c"); u3+=("$u"); m3+=("$m"); fi
     done
   done
+  cpu_pids=()
   # Half of each one's median maximum; RF=1 also at RF=3's rate.
   local rate1 rate3 l1=() l3=() same=() a1=() a3=() as=() l a
   rate1=$(( $(echo "${p1[@]}" | median) / 2 )); rate3=$(( $(echo "${p3[@]}" | median) / 2 ))
@@ -196,7 +222,13 @@ YAML
   replication_row "consume/${size}B" MB/s "$(mb_per_s "${c1[*]}" "$size")" "$(mb_per_s "${c3[*]}" "$size")"
   replication_row "p99 publish, half own max" ms "${l1[*]}" "${l3[*]}"
   replication_row "p99 publish, both at RF=3's rate" ms "${same[*]}" "${l3[*]}"
+  replication_row "produce CPU, all brokers" us/msg "${u1[*]}" "${u3[*]}"
+  replication_row "produce CPU, busiest broker" us/msg "${u1[*]}" "${m3[*]}"
   echo
+  # With every broker on this machine, CPU is the budget: RF=3 can reach at most
+  # (RF=1's CPU per message) / (RF=3's, all brokers) of RF=1's rate when CPU-bound.
+  awk -v a="$(echo "${u1[@]}" | median_decimal)" -v b="$(echo "${u3[@]}" | median_decimal)" \
+    'BEGIN {if (b > 0) printf "CPU-bound ceiling of RF3/RF1 on one machine: %.2f (RF=1 %s us/msg, RF=3 %s us/msg over all brokers)\n", a / b, a, b}'
   # rdkafka_performance -r spaces messages one by one (a busy poll between sends) and
   # falls short of high rates: what it achieved is part of the result.
   echo "fixed rates asked (-r): RF=1 $rate1 msgs/s, RF=3 $rate3 msgs/s; achieved: RF=1 ${a1[*]}, RF=3 ${a3[*]}, RF=1 at RF=3's rate ${as[*]}"
