@@ -3,7 +3,9 @@
 # (CORELOG_CHAOS_FULL=1): today the unclean leader election of
 # workloads/chaos/unclean-election.yaml, which loses acknowledged messages on
 # purpose and depends on timing a loaded machine can upset (the reason is in
-# chaos.rs's doc). Each test starts its own brokers on loopback; the three-broker
+# chaos.rs's doc), and the seeded nemesis of workloads/chaos/nemesis-rf3.yaml
+# (crashes, pauses, isolated brokers, partitions, latency; three guarantees on
+# three brokers, about 3 minutes). Each test starts its own brokers on loopback; the three-broker
 # ones take about a minute each, two at a time. Extra arguments go to the test
 # binary (a test name to run only that one, --test-threads 1 on a busy machine).
 set -euo pipefail

@@ -42,13 +42,7 @@ fn run(workload: &Path, out: &Path) -> (serde_json::Value, String) {
 
 /// Runs a workload whatever its verdicts; returns result.json, stderr and the exit status.
 fn run_any(workload: &Path, out: &Path) -> (serde_json::Value, String, std::process::ExitStatus) {
-    let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
-        .arg("run")
-        .arg(workload)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .expect("run corelog");
+    let output = corelog_run(workload, out);
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     let text = std::fs::read_to_string(out.join("result.json"))
         .unwrap_or_else(|error| panic!("result.json ({error}), exit {}: {stderr}", output.status));
@@ -61,10 +55,10 @@ fn chaos_workload(file: &str) -> PathBuf {
 
 /// Whether the chaos tests CI leaves out run (`CORELOG_CHAOS_FULL=1`, as
 /// `scripts/chaos-full.sh` sets it); says NOT RUN when they do not.
-fn full_chaos(name: &str) -> bool {
+fn full_chaos(name: &str, why: &str) -> bool {
     let run = std::env::var("CORELOG_CHAOS_FULL").as_deref() == Ok("1");
     if !run {
-        eprintln!("NOT RUN: {name} is timing-sensitive (see this file's doc); CORELOG_CHAOS_FULL=1 runs it");
+        eprintln!("NOT RUN: {name} {why}; CORELOG_CHAOS_FULL=1 runs it");
     }
     run
 }
@@ -305,7 +299,8 @@ fn crashing_the_controller_twice_loses_nothing_and_a_new_controller_takes_over()
 
 #[test]
 fn an_unclean_leader_election_loses_acknowledged_messages_and_the_verdict_fails() {
-    if !full_chaos("an_unclean_leader_election_loses_acknowledged_messages_and_the_verdict_fails") {
+    let name = "an_unclean_leader_election_loses_acknowledged_messages_and_the_verdict_fails";
+    if !full_chaos(name, "is timing-sensitive (see this file's doc)") {
         return;
     }
     let (result, stderr, status) = run_any(&chaos_workload("unclean-election.yaml"), &out_dir("unclean-election"));
@@ -381,4 +376,41 @@ fn a_network_partition_of_a_replicated_cluster_loses_nothing_on_either_side() {
     let sides: Vec<usize> = drawn.split(" | ").map(|side| side.split(',').count()).collect();
     assert_eq!(sides, [1, 2], "a minority of one drawn against the rest: {drawn}");
     assert_leadership_moved_within(windows, "partition");
+}
+
+#[test]
+fn a_seeded_nemesis_of_crashes_pauses_and_cut_links_keeps_every_guarantee_of_a_replicated_cluster() {
+    let name = "a_seeded_nemesis_of_crashes_pauses_and_cut_links_keeps_every_guarantee_of_a_replicated_cluster";
+    if !full_chaos(name, "runs three guarantees on three brokers, about 3 minutes") {
+        return;
+    }
+    let out = out_dir("nemesis-rf3");
+    let output = corelog_run(&chaos_workload("nemesis-rf3.yaml"), &out);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let mut kinds = std::collections::BTreeSet::new();
+    for guarantee in ["at-most-once", "at-least-once", "idempotent"] {
+        let text = std::fs::read_to_string(out.join(guarantee).join("result.json")).expect("result.json");
+        let result: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        eprintln!("{}", summary(guarantee, &result));
+        let checker = &result["checker"];
+        assert_eq!(checker["verdict"]["status"], "pass", "{guarantee}: {stderr}");
+        assert_eq!(count(checker, "inconsistentOffsets"), 0, "{guarantee}: an offset was handed out twice");
+        if guarantee != "at-most-once" {
+            assert_eq!(count(checker, "lost"), 0, "{guarantee}: an acknowledged message was lost: {stderr}");
+        }
+        kinds.extend(windows(&result).iter().map(|w| w["kind"].as_str().expect("a kind").to_string()));
+    }
+    assert!(kinds.contains("partition") || kinds.contains("isolate"), "the seed draws a link fault: {kinds:?}");
+}
+
+/// `corelog run <workload> --out <out>`, to its end.
+fn corelog_run(workload: &Path, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_corelog"))
+        .arg("run")
+        .arg(workload)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run corelog")
 }
