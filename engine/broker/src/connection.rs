@@ -25,7 +25,7 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use corelog_engine::types::ShardId;
 use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel;
@@ -153,8 +153,10 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
     peer: &str,
     stop: &flume::Receiver<()>,
 ) -> End {
+    // The connection's receive room, reused from frame to frame (see `read_frame_into`).
+    let mut room = BytesMut::new();
     loop {
-        let frame = match next_frame(reader, context, peer, stop).await {
+        let frame = match next_frame(reader, &mut room, context, peer, stop).await {
             Ok(frame) => frame,
             Err(end) => return end,
         };
@@ -180,12 +182,13 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
 /// (`PeerGone`), the broker stops or the frame is bad (`Closing`, logged).
 async fn next_frame<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
+    room: &mut BytesMut,
     context: &ShardContext,
     peer: &str,
     stop: &flume::Receiver<()>,
 ) -> Result<Bytes, End> {
     let shard = context.shard;
-    let frame = async { Some(codec::read_frame(reader, context.broker.config.request_bytes_max).await) }
+    let frame = async { Some(codec::read_frame_into(reader, room, context.broker.config.request_bytes_max).await) }
         .or(async {
             super::stop_requested(stop).await;
             None

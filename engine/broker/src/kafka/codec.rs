@@ -34,6 +34,25 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     size_bytes_max: usize,
 ) -> Result<Option<Bytes>, FrameError> {
+    read_frame_into(reader, &mut BytesMut::new(), size_bytes_max).await
+}
+
+/// Room taken for a frame before any of its body arrived: a size prefix alone
+/// commits no more than this, whatever it declares.
+pub const FRAME_ROOM_FIRST_BYTES: usize = 1 << 20;
+/// Bytes zeroed ahead of each read: the body's room is written only as it arrives.
+const READ_AHEAD_BYTES: usize = 256 << 10;
+
+/// [`read_frame`] into `buffer`, a connection's own: the body is read into its
+/// room, which is reused for the next frame once the previous one is dropped
+/// (instead of a fresh allocation per frame, whose pages the kernel must fault in
+/// and clear), and which grows only as the body arrives, from at most
+/// [`FRAME_ROOM_FIRST_BYTES`].
+pub async fn read_frame_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    size_bytes_max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let mut size = [0u8; FRAME_SIZE_BYTES];
     let mut filled = 0;
     while filled < FRAME_SIZE_BYTES {
@@ -50,12 +69,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if size as usize > size_bytes_max {
         return Err(FrameError::TooLarge { size_bytes: size as i64, size_bytes_max });
     }
-    let mut body = vec![0u8; size as usize];
-    reader.read_exact(&mut body).await.map_err(|error| match error.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(error),
-    })?;
-    Ok(Some(Bytes::from(body)))
+    let size = size as usize;
+    buffer.clear();
+    buffer.reserve(size.min(FRAME_ROOM_FIRST_BYTES));
+    while buffer.len() < size {
+        let filled = buffer.len();
+        buffer.resize(filled + (size - filled).min(READ_AHEAD_BYTES), 0);
+        let read = reader.read(&mut buffer[filled..]).await?;
+        buffer.truncate(filled + read);
+        if read == 0 {
+            return Err(FrameError::Truncated);
+        }
+    }
+    Ok(Some(buffer.split().freeze()))
 }
 
 /// A decoded request.
@@ -203,6 +229,34 @@ mod tests {
             futures_lite::future::block_on(read_frame(&mut whole, 255)).expect("ok"),
             Some(Bytes::from_static(&[9, 8]))
         );
+    }
+
+    #[test]
+    fn a_frame_takes_room_as_its_body_arrives_and_reuses_it_once_dropped() {
+        let mut buffer = BytesMut::new();
+        // A 100 MiB size prefix and 10 bytes: the room taken stays bounded.
+        let mut declared: Vec<u8> = (100i32 << 20).to_be_bytes().to_vec();
+        declared.extend_from_slice(&[1; 10]);
+        let result = futures_lite::future::block_on(read_frame_into(&mut declared.as_slice(), &mut buffer, 200 << 20));
+        assert!(matches!(result, Err(FrameError::Truncated)), "{result:?}");
+        assert!(buffer.capacity() <= FRAME_ROOM_FIRST_BYTES, "took {} bytes", buffer.capacity());
+        // Two frames of 3 MiB in a row: bodies intact, the room of the first (dropped) reused.
+        let body: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut stream = Vec::new();
+        for _ in 0..2 {
+            stream.extend_from_slice(&(body.len() as i32).to_be_bytes());
+            stream.extend_from_slice(&body);
+        }
+        let mut reader = stream.as_slice();
+        let first = futures_lite::future::block_on(read_frame_into(&mut reader, &mut buffer, 200 << 20));
+        let first = first.expect("read").expect("a frame");
+        assert_eq!(first, body);
+        let first_at = first.as_ptr();
+        drop(first);
+        let second = futures_lite::future::block_on(read_frame_into(&mut reader, &mut buffer, 200 << 20));
+        let second = second.expect("read").expect("a frame");
+        assert_eq!(second, body);
+        assert_eq!(second.as_ptr(), first_at, "the second frame is read into the first one's room");
     }
 
     #[test]
