@@ -114,12 +114,12 @@ impl BatchHeader {
 
     /// Bit 4 of the attributes: the batch belongs to a transaction.
     pub fn is_transactional(&self) -> bool {
-        self.attributes & 0x10 != 0
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
     }
 
     /// Bit 5 of the attributes: a control batch (transaction marker).
     pub fn is_control(&self) -> bool {
-        self.attributes & 0x20 != 0
+        self.attributes & ATTRIBUTE_CONTROL != 0
     }
 }
 
@@ -264,6 +264,123 @@ fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 /// harness get batches from real Kafka clients; this exists for tests, benchmarks and
 /// the embedded driver, which need valid batches without a client.
 pub fn build_batch(base_timestamp: TimestampMs, producer: BatchProducer, records: &[RecordSpec<'_>]) -> Vec<u8> {
+    build_batch_with_attributes(base_timestamp, producer, 0, records)
+}
+
+/// [`build_batch`] with the transactional attribute set: a transactional producer's
+/// data batch (tests; clients send their own).
+pub fn build_transactional_batch(
+    base_timestamp: TimestampMs,
+    producer: BatchProducer,
+    records: &[RecordSpec<'_>],
+) -> Vec<u8> {
+    build_batch_with_attributes(base_timestamp, producer, ATTRIBUTE_TRANSACTIONAL, records)
+}
+
+/// How a transaction ended: the control record type of its marker (Kafka's
+/// `ControlRecordType`: ABORT = 0, COMMIT = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxnOutcome {
+    Abort,
+    Commit,
+}
+
+impl TxnOutcome {
+    fn control_type(self) -> i16 {
+        match self {
+            TxnOutcome::Abort => 0,
+            TxnOutcome::Commit => 1,
+        }
+    }
+}
+
+/// A transaction marker: the one record of a control batch (Kafka's
+/// `EndTransactionMarker`). Key: `version: i16 = 0, type: i16`; value:
+/// `version: i16 = 0, coordinator_epoch: i32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub outcome: TxnOutcome,
+    pub coordinator_epoch: i32,
+}
+
+const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
+const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+const ATTRIBUTE_CONTROL: i16 = 0x20;
+const CONTROL_KEY_BYTES: usize = 4;
+const MARKER_VALUE_BYTES: usize = 6;
+
+/// Reads a zigzag varint at `*at`, moving past it; `None` if cut or too long.
+fn get_varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// The transaction marker a whole, valid batch holds, if it is one: a control
+/// batch, uncompressed (Kafka never compresses them), whose first record's key is
+/// version 0 and type ABORT or COMMIT. Other control batches (Kafka's KRaft
+/// records, unknown types) and anything cut or malformed give `None`: this is the
+/// one place the engine decodes a record, and only these few bytes of it.
+pub fn txn_marker(bytes: &[u8]) -> Option<TxnMarker> {
+    let header = BatchHeader::parse(bytes).ok()?;
+    if !header.is_control() || header.attributes & ATTRIBUTE_COMPRESSION_MASK != 0 || header.record_count < 1 {
+        return None;
+    }
+    let mut at = BATCH_HEADER_BYTES;
+    let _record_length = get_varint(bytes, &mut at)?;
+    at += 1; // record attributes
+    let _timestamp_delta = get_varint(bytes, &mut at)?;
+    let _offset_delta = get_varint(bytes, &mut at)?;
+    if get_varint(bytes, &mut at)? != CONTROL_KEY_BYTES as i64 {
+        return None;
+    }
+    let key = bytes.get(at..at + CONTROL_KEY_BYTES)?;
+    at += CONTROL_KEY_BYTES;
+    let (key_version, control_type) = (be_i16(key, 0), be_i16(key, 2));
+    let outcome = match (key_version, control_type) {
+        (0, 0) => TxnOutcome::Abort,
+        (0, 1) => TxnOutcome::Commit,
+        _ => return None,
+    };
+    if get_varint(bytes, &mut at)? < MARKER_VALUE_BYTES as i64 {
+        return None;
+    }
+    let value = bytes.get(at..at + MARKER_VALUE_BYTES)?;
+    Some(TxnMarker { outcome, coordinator_epoch: be_i32(value, 2) })
+}
+
+/// Encodes the control batch of a transaction marker (base offset 0, one record,
+/// sequence -1), as Kafka's `MemoryRecords.withEndTransactionMarker` does.
+pub fn build_marker_batch(
+    timestamp: TimestampMs,
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+    marker: TxnMarker,
+) -> Vec<u8> {
+    let mut key = Vec::with_capacity(CONTROL_KEY_BYTES);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&marker.outcome.control_type().to_be_bytes());
+    let mut value = Vec::with_capacity(MARKER_VALUE_BYTES);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let producer = BatchProducer { producer_id, producer_epoch: producer_epoch.0, base_sequence: -1 };
+    let record = RecordSpec { key: Some(&key), value: Some(&value), timestamp_delta_ms: 0 };
+    build_batch_with_attributes(timestamp, producer, ATTRIBUTE_TRANSACTIONAL | ATTRIBUTE_CONTROL, &[record])
+}
+
+fn build_batch_with_attributes(
+    base_timestamp: TimestampMs,
+    producer: BatchProducer,
+    attributes: i16,
+    records: &[RecordSpec<'_>],
+) -> Vec<u8> {
     assert!(!records.is_empty(), "a record batch holds at least one record");
     let mut body = Vec::new();
     let mut record = Vec::new();
@@ -286,7 +403,7 @@ pub fn build_batch(base_timestamp: TimestampMs, producer: BatchProducer, records
     out.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
     out.push(MAGIC_V2 as u8);
     out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-    out.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression
+    out.extend_from_slice(&attributes.to_be_bytes()); // no compression
     out.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
     out.extend_from_slice(&base_timestamp.0.to_be_bytes());
     out.extend_from_slice(&max_timestamp.to_be_bytes());
@@ -360,6 +477,28 @@ mod tests {
         assert_eq!(validate(&magic), Err(BatchError::UnsupportedMagic(1)));
         assert_eq!(scan_step(&bytes[..bytes.len() - 1]), ScanStep::Incomplete);
         assert_eq!(scan_step(&[0u8; 4096]), ScanStep::Invalid);
+    }
+
+    #[test]
+    fn a_marker_batch_round_trips_and_other_batches_are_no_markers() {
+        let marker = TxnMarker { outcome: TxnOutcome::Abort, coordinator_epoch: 7 };
+        let bytes = build_marker_batch(TimestampMs(5), ProducerId(42), ProducerEpoch(3), marker);
+        let header = validate(&bytes).expect("valid");
+        assert!(header.is_control() && header.is_transactional());
+        assert_eq!(
+            (header.producer_id, header.producer_epoch, header.base_sequence),
+            (ProducerId(42), ProducerEpoch(3), Sequence(-1))
+        );
+        assert_eq!(txn_marker(&bytes), Some(marker));
+        let commit = TxnMarker { outcome: TxnOutcome::Commit, coordinator_epoch: 0 };
+        assert_eq!(
+            txn_marker(&build_marker_batch(TimestampMs(5), ProducerId(1), ProducerEpoch(0), commit)),
+            Some(commit)
+        );
+        assert_eq!(txn_marker(&sample()), None, "a data batch");
+        for cut in 0..bytes.len() {
+            assert_eq!(txn_marker(&bytes[..cut]).is_some(), cut >= bytes.len() - 1, "cut at {cut}");
+        }
     }
 
     #[test]

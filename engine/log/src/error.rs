@@ -77,6 +77,17 @@ pub enum EngineError {
     )]
     InvalidSequence { partition: TopicPartition, producer_id: ProducerId, base_sequence: Sequence },
 
+    /// A non-transactional batch from a producer whose transaction is open (Kafka's
+    /// INVALID_TXN_STATE). Nothing of the record set was written.
+    #[error("partition {partition}: producer {producer_id} sent a non-transactional batch at offset {offset} while its transaction is open; nothing was written")]
+    InvalidTxnState { partition: TopicPartition, producer_id: ProducerId, offset: Offset },
+
+    /// A client's record set held a control batch: only the engine writes transaction
+    /// markers ([`crate::log::PartitionLog::append_txn_marker`]), as Kafka's
+    /// `LogValidator` refuses them from clients (INVALID_RECORD).
+    #[error("partition {partition}: clients may not write control batches; nothing was written")]
+    ControlBatchFromClient { partition: TopicPartition },
+
     /// A leader epoch below 0 given for a leader append, or carried by a replicated
     /// batch: a leader's epoch is never negative. Nothing of the record set was written.
     #[error("partition {partition}: leader epoch {epoch} is negative; nothing was written")]

@@ -63,3 +63,24 @@ pub use types::{
     LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, Sequence, ShardId, TimestampMs, TopicName,
     TopicPartition,
 };
+
+/// Golden files of the engine's on-disk formats (`src/golden/`): a test compares
+/// the bytes it encodes with the file; `UPDATE_GOLDEN=1` rewrites it, to review.
+#[cfg(test)]
+pub(crate) fn check_golden(name: &str, actual: &[u8]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/golden").join(name);
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, actual).expect("write golden");
+        eprintln!("updated golden file {}", path.display());
+        return;
+    }
+    let expected = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("cannot read {} ({e}); run with UPDATE_GOLDEN=1 to create it, then review it", path.display())
+    });
+    assert!(
+        expected == actual,
+        "{name} differs from its golden file (first at byte {:?}); if the format changed on purpose, bump its \
+         version, keep reading the old one, and rerun with UPDATE_GOLDEN=1",
+        expected.iter().zip(actual).position(|(e, a)| e != a).unwrap_or(expected.len().min(actual.len()))
+    );
+}

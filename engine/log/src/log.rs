@@ -6,6 +6,8 @@
 //! 00000000000000000000.log        segments, see crate::segment
 //! 00000000000000000000.index
 //! 00000000000000000000.timeindex
+//! 00000000000000000000.txnindex   aborted transactions whose marker is in that segment,
+//!                                 see crate::segment::txn_index
 //! 00000000000000000000.snapshot   idempotent-producer state as of that offset, see
 //!                                 crate::producer_state (at each roll and clean close)
 //! log-start-offset                decimal text, written atomically (delete-records, retention)
@@ -71,14 +73,15 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchHeader, TxnMarker};
 use crate::config::{Clock, TopicConfig};
 use crate::error::{EngineError, Result};
 use crate::leader_epoch::{EpochEndOffset, LeaderEpochCache, LEADER_EPOCH_CHECKPOINT_FILE};
-use crate::producer_state::{Admission, ProducerStateManager, SnapshotFiles};
+use crate::producer_state::{Admission, ProducerStateManager, SnapshotFiles, StoredBatch};
+use crate::segment::txn_index::AbortedTxn;
 use crate::segment::{parse_segment_file_name, segment_file_name, LogSegment, OpenMode, RecoveryReport, SegmentRead};
 use crate::storage::{FileRole, Storage, StorageFile};
-use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs, TopicPartition};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
@@ -117,6 +120,11 @@ pub struct ReadResult {
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
     pub high_watermark: Offset,
+    /// [`PartitionLog::last_stable_offset`] at the time.
+    pub last_stable_offset: Offset,
+    /// For a committed read ([`PartitionLog::read_committed`]): the aborted
+    /// transactions overlapping the offsets read, for the consumer to drop; else empty.
+    pub aborted_transactions: Vec<AbortedTxn>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,6 +132,8 @@ pub struct PartitionStats {
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
     pub high_watermark: Offset,
+    /// Consumers reading committed data stop here ([`PartitionLog::last_stable_offset`]).
+    pub last_stable_offset: Offset,
     /// Offsets below this are synced to disk.
     pub durable_offset: Offset,
     /// Offsets below this are written to the segment files (they survive a crash of
@@ -161,6 +171,8 @@ impl StartedSync {
 pub enum OffsetSpec {
     Earliest,
     Latest,
+    /// The last stable offset: latest for a consumer reading committed data.
+    LastStable,
     /// The first batch whose max timestamp is at least this.
     Timestamp(TimestampMs),
 }
@@ -451,20 +463,39 @@ impl<S: Storage> PartitionLog<S> {
     /// end. Deletes, durably, the snapshots that cannot serve: above the end, below
     /// the first segment, damaged, or strays that are neither a segment's base nor
     /// the one loaded (an older clean close's). See [`crate::producer_state`].
+    ///
+    /// The scan also rebuilds the aborted-transaction indexes of the segments it
+    /// covers from its offset on; a segment whose index was missing or damaged makes
+    /// it start at a snapshot at or below that segment's base (see
+    /// [`crate::segment::txn_index`]).
     async fn load_producer_state(&mut self) -> Result<()> {
         let end = self.log_end_offset();
         let first_base = self.segments.keys().next().copied().expect("a log always has a segment");
         let count_before = self.snapshots.offsets().count();
         self.snapshots.remove_where(&self.storage, |offset| offset > end || offset < first_base).await?;
-        let loaded = self.snapshots.load_newest(&self.storage, &self.partition, end).await?;
+        let untrusted = self.segments.values().find(|s| s.txn_index_untrusted()).map(|s| s.base_offset());
+        let at_most = untrusted.map_or(end, |base| base.min(end));
+        let loaded = self.snapshots.load_newest(&self.storage, &self.partition, at_most).await?;
         let (loaded_offset, mut state) = match loaded {
             Some((offset, state)) => (Some(offset), state),
             None => (None, ProducerStateManager::new(self.partition.clone())),
         };
         let scan_from = loaded_offset.unwrap_or(first_base);
-        for segment in self.segments.values().filter(|s| s.next_offset() > scan_from) {
-            segment.scan_headers(scan_from.max(segment.base_offset()), |header| state.replay(header)).await?;
+        for segment in self.segments.values_mut().filter(|s| s.next_offset() > scan_from || s.txn_index_untrusted()) {
+            let from = scan_from.max(segment.base_offset());
+            let mut aborted = Vec::new();
+            segment
+                .scan_headers(from, |header, marker| aborted.extend(state.replay(StoredBatch { header, marker })))
+                .await?;
+            if segment.rebuild_txn_index_from(from, aborted).await? {
+                tracing::info!(
+                    "{}: rebuilt the aborted-transaction index of segment {}",
+                    self.partition,
+                    segment.base_offset()
+                );
+            }
         }
+        state.forget_replicated(self.high_watermark);
         let segments = &self.segments;
         self.snapshots
             .remove_where(&self.storage, |offset| !segments.contains_key(&offset) && Some(offset) != loaded_offset)
@@ -562,7 +593,7 @@ impl<S: Storage> PartitionLog<S> {
         let mut epochs = LeaderEpochCache::new();
         for segment in self.segments.values() {
             segment
-                .scan_headers(segment.base_offset(), |header| {
+                .scan_headers(segment.base_offset(), |header, _| {
                     if header.leader_epoch.0 >= 0 {
                         epochs.assign(header.leader_epoch, header.base_offset);
                     }
@@ -792,9 +823,44 @@ impl<S: Storage> PartitionLog<S> {
     /// for the sync covering `last_offset` as for a fresh append); a fenced epoch or
     /// a sequence out of order fails with [`EngineError::InvalidProducerEpoch`] or
     /// [`EngineError::OutOfOrderSequence`] and writes nothing.
-    pub async fn append(&mut self, mut bytes: Vec<u8>, leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
+    ///
+    /// A control batch is refused ([`EngineError::ControlBatchFromClient`]): markers
+    /// are written by [`PartitionLog::append_txn_marker`] only.
+    pub async fn append(&mut self, bytes: Vec<u8>, leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
+        let batches = batch::split_batches(&bytes)?;
+        if batches.iter().any(|(_, header)| header.is_control()) {
+            return Err(EngineError::ControlBatchFromClient { partition: self.partition.clone() });
+        }
+        self.append_batches(bytes, batches, leader_epoch).await
+    }
+
+    /// Appends the marker that ends producer `producer_id`'s transaction in this
+    /// partition (Kafka's WriteTxnMarkers on a leader: a control batch with one
+    /// COMMIT or ABORT record), stamped with `leader_epoch` like a leader's append.
+    /// The producer state completes the transaction; an abort gets its entry in the
+    /// active segment's aborted-transaction index. A marker from an epoch older than
+    /// the producer's is refused with [`EngineError::InvalidProducerEpoch`], nothing
+    /// written. Not durable until [`PartitionLog::sync`].
+    pub async fn append_txn_marker(
+        &mut self,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        marker: TxnMarker,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo> {
+        let bytes = batch::build_marker_batch(self.clock.now_ms(), producer_id, producer_epoch, marker);
+        let batches = batch::split_batches(&bytes)?;
+        self.append_batches(bytes, batches, leader_epoch).await
+    }
+
+    /// A leader's append of validated batches, control batches included.
+    async fn append_batches(
+        &mut self,
+        mut bytes: Vec<u8>,
+        mut batches: Vec<(usize, BatchHeader)>,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo> {
         self.check_writable()?;
-        let mut batches = batch::split_batches(&bytes)?;
         if batches.is_empty() {
             return Err(batch::BatchError::TooShort { len_bytes: 0 }.into());
         }
@@ -818,7 +884,9 @@ impl<S: Storage> PartitionLog<S> {
         }
         let last_offset = Offset(next.0 - 1);
         let now = self.clock.now_ms();
-        let update = match self.producer_state.check(batches.iter().map(|(_, header)| header), now)? {
+        let markers = txn_markers(&bytes, &batches);
+        let stored = batches.iter().zip(&markers).map(|((_, header), marker)| StoredBatch { header, marker: *marker });
+        let update = match self.producer_state.check(stored, now)? {
             Admission::Append(update) => update,
             Admission::Duplicate(original) => {
                 return Ok(AppendInfo {
@@ -842,7 +910,8 @@ impl<S: Storage> PartitionLog<S> {
             return Err(error);
         }
         // Only now: a failed write (a full disk) leaves the producer state as it was.
-        self.producer_state.apply(update);
+        let aborted = self.producer_state.apply(update);
+        self.index_aborted(aborted).await?;
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -902,9 +971,12 @@ impl<S: Storage> PartitionLog<S> {
             self.leader_epochs = epochs_before;
             return Err(error);
         }
-        for (_, header) in &batches {
-            self.producer_state.replay(header);
+        let markers = txn_markers(&bytes, &batches);
+        let mut aborted = Vec::new();
+        for ((_, header), marker) in batches.iter().zip(markers) {
+            aborted.extend(self.producer_state.replay(StoredBatch { header, marker }));
         }
+        self.index_aborted(aborted).await?;
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -913,6 +985,46 @@ impl<S: Storage> PartitionLog<S> {
             duplicate: false,
             log_end_offset: self.local_end_offset(),
         })
+    }
+
+    /// Puts the aborts of a written record set into the active segment's index (their
+    /// markers are in it: a roll comes before the write), and lets the producer state
+    /// forget the completed transactions the high watermark passed. An index that
+    /// cannot be written poisons the log: the batches are written, and a consumer
+    /// must not be shown aborted records as committed.
+    async fn index_aborted(&mut self, aborted: Vec<AbortedTxn>) -> Result<()> {
+        for entry in aborted {
+            if let Err(error) = self.active_mut().append_aborted(entry).await {
+                return Err(self.poison(error));
+            }
+        }
+        self.producer_state.forget_replicated(self.high_watermark);
+        Ok(())
+    }
+
+    /// Where consumers reading committed data stop (Kafka's `lastStableOffset`): the
+    /// first unstable offset ([`ProducerStateManager::first_unstable_offset`]) if
+    /// below the high watermark, else the high watermark; never below the log start.
+    pub fn last_stable_offset(&self) -> Offset {
+        let high_watermark = self.high_watermark;
+        let first_unstable = self.producer_state.first_unstable_offset(high_watermark);
+        first_unstable.map_or(high_watermark, |first| first.min(high_watermark)).max(self.log_start_offset)
+    }
+
+    /// The aborted transactions overlapping `[fetch_offset, upper_bound)` (Kafka's
+    /// `collectAbortedTransactions`): the index entries from the segment holding
+    /// `fetch_offset` on, until one's last stable offset reaches `upper_bound`.
+    pub fn aborted_transactions(&self, fetch_offset: Offset, upper_bound: Offset) -> Vec<AbortedTxn> {
+        let floor = self.segments.range(..=fetch_offset).next_back().map_or(Offset(i64::MIN), |(base, _)| *base);
+        let mut aborted = Vec::new();
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            let collected = segment.collect_aborted(fetch_offset, upper_bound);
+            aborted.extend(collected.aborted);
+            if collected.complete {
+                break;
+            }
+        }
+        aborted
     }
 
     /// Makes `epoch` the latest leader epoch, starting at the log end, before anything
@@ -1084,6 +1196,8 @@ impl<S: Storage> PartitionLog<S> {
             log_start_offset: self.log_start_offset,
             log_end_offset,
             high_watermark: self.high_watermark,
+            last_stable_offset: self.last_stable_offset(),
+            aborted_transactions: Vec::new(),
         };
         let floor = self.segments.range(..=offset).next_back().map_or(self.log_start_offset, |(base, _)| *base);
         for segment in self.segments.range(floor..).map(|(_, s)| s) {
@@ -1100,11 +1214,29 @@ impl<S: Storage> PartitionLog<S> {
         Ok(result)
     }
 
+    /// A read of a consumer reading committed data (`isolation_level=1`): as
+    /// [`PartitionLog::read`], but none past the last stable offset (nor past
+    /// `offset_limit`), with the aborted transactions overlapping what it returns.
+    pub async fn read_committed(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        offset_limit: Option<Offset>,
+    ) -> Result<ReadResult> {
+        let limit = offset_limit.map_or(self.last_stable_offset(), |limit| limit.min(self.last_stable_offset()));
+        let mut read = self.read(offset, max_bytes, Some(limit)).await?;
+        if !read.bytes.is_empty() {
+            read.aborted_transactions = self.aborted_transactions(offset, read.next_offset);
+        }
+        Ok(read)
+    }
+
     /// An offset for ListOffsets.
     pub async fn list_offset(&self, spec: OffsetSpec) -> Result<Option<(Offset, TimestampMs)>> {
         match spec {
             OffsetSpec::Earliest => Ok(Some((self.log_start_offset, TimestampMs(-1)))),
             OffsetSpec::Latest => Ok(Some((self.high_watermark, TimestampMs(-1)))),
+            OffsetSpec::LastStable => Ok(Some((self.last_stable_offset(), TimestampMs(-1)))),
             OffsetSpec::Timestamp(timestamp) => {
                 for segment in self.segments.values() {
                     let found = segment
@@ -1348,7 +1480,11 @@ impl<S: Storage> PartitionLog<S> {
             None => (first_base, ProducerStateManager::new(self.partition.clone())),
         };
         for segment in self.segments.range(..base).map(|(_, s)| s).filter(|s| s.next_offset() > scan_from) {
-            segment.scan_headers(scan_from.max(segment.base_offset()), |header| state.replay(header)).await?;
+            segment
+                .scan_headers(scan_from.max(segment.base_offset()), |header, marker| {
+                    state.replay(StoredBatch { header, marker });
+                })
+                .await?;
         }
         self.snapshots.write(&self.storage, &state, base).await
     }
@@ -1404,6 +1540,7 @@ impl<S: Storage> PartitionLog<S> {
             log_start_offset: self.log_start_offset,
             log_end_offset: self.log_end_offset(),
             high_watermark: self.high_watermark,
+            last_stable_offset: self.last_stable_offset(),
             durable_offset: self.durable_offset,
             written_offset: self.written_offset,
             size_bytes: self.segments.values().map(|s| s.size_bytes()).sum(),
@@ -1486,6 +1623,17 @@ impl<S: Storage> PartitionLog<S> {
 
 /// Damage where one segment does not start at the offset the previous one ends at
 /// (a segment file lost or left over).
+/// The transaction marker of each batch (`None` for all but control batches).
+fn txn_markers(bytes: &[u8], batches: &[(usize, BatchHeader)]) -> Vec<Option<TxnMarker>> {
+    batches
+        .iter()
+        .map(|(position, header)| match header.is_control() {
+            true => batch::txn_marker(&bytes[*position..*position + header.size_bytes()]),
+            false => None,
+        })
+        .collect()
+}
+
 fn join_damage(previous_log: &Path, previous_end: Offset, next_base: Offset) -> EngineError {
     EngineError::Corrupt {
         path: previous_log.to_path_buf(),

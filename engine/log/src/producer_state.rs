@@ -27,9 +27,27 @@
 //! but a negative base sequence is refused ([`EngineError::InvalidSequence`], Kafka's
 //! INVALID_RECORD). Batches with `producer_id < 0` bypass all of this.
 //!
+//! Transactions (Kafka's `ProducerAppendInfo` for transactional batches and
+//! `appendEndTxnMarker`): a transactional data batch opens its producer's transaction
+//! at its base offset if none is open; a transaction marker (a control batch whose
+//! record is COMMIT or ABORT, [`crate::batch::txn_marker`]) closes it, giving a
+//! [`CompletedTxn`] from that first offset to the marker's offset (a marker with no
+//! open transaction completes an empty one at its own offset, as in Kafka). A marker
+//! from an older epoch is fenced ([`EngineError::InvalidProducerEpoch`]); one from a
+//! newer epoch moves the producer to it with an empty batch cache, so its next batch
+//! starts at sequence 0. A non-transactional batch while the producer's transaction is
+//! open is [`EngineError::InvalidTxnState`]. The first offsets of the open
+//! transactions, and of the completed ones whose marker the high watermark has not
+//! passed yet, make the first unstable offset ([`ProducerStateManager::
+//! first_unstable_offset`]); an abort yields an [`AbortedTxn`] for the segment's
+//! transaction index, whose last stable offset is the first offset of the oldest
+//! transaction of another producer still open, or the marker's offset + 1 (Kafka's
+//! `ProducerStateManager.lastStableOffset(CompletedTxn)`).
+//!
 //! Limits:
-//! - Transactions are not supported: transactional data batches are sequenced like
-//!   any idempotent batch; control batches (transaction markers) are ignored.
+//! - The coordinator epoch of a marker is stored in the log but not checked against
+//!   the previous marker's (Kafka's TRANSACTION_COORDINATOR_FENCED); transactions are
+//!   never timed out here (that is the coordinator's job).
 //! - Producers are never expired (Kafka forgets them after `producer.id.expiration.ms`),
 //!   not even when retention deletes all their batches, so memory and snapshot size
 //!   grow with the producer ids a partition has seen since its log was last emptied:
@@ -60,20 +78,25 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     2  version             1
+//!      0     2  version             2 (1 is still read: no txn_first_offset, batch_count >= 1)
 //!      2     4  crc                 CRC32C of bytes [6, end)
 //!      6     8  offset              the state covers the batches below it; equals the file name
 //!     14     4  producer_count
 //!     18     …  producer_count entries, by ascending producer id:
 //!                  8  producer_id
 //!                  2  producer_epoch
-//!                  1  batch_count     1..=5, then that many batches, oldest first:
+//!                  8  txn_first_offset  first offset of its open transaction, -1: none (version 2)
+//!                  1  batch_count     0..=5, then that many batches, oldest first:
 //!                       4  base_sequence
 //!                       4  last_sequence
 //!                       8  base_offset
 //!                       8  last_offset
 //!                       8  log_append_time
 //! ```
+//!
+//! The completed transactions whose marker is not yet below the high watermark are
+//! not in a snapshot (nor in Kafka's): after an open they no longer hold the last
+//! stable offset back.
 //!
 //! Crash story: a snapshot is written whole and durably (temporary file, fsync,
 //! rename, directory fsync), and only once every batch below its offset is durable
@@ -95,9 +118,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
-use crate::batch::BatchHeader;
+use crate::batch::{BatchHeader, TxnMarker, TxnOutcome};
 use crate::error::{EngineError, Result};
 use crate::segment::segment_file_name;
+use crate::segment::txn_index::AbortedTxn;
 use crate::storage::Storage;
 use crate::types::{Offset, ProducerEpoch, ProducerId, Sequence, TimestampMs, TopicPartition};
 
@@ -109,7 +133,9 @@ pub const BATCHES_PER_PRODUCER_MAX: usize = 5;
 pub const SNAPSHOT_EXTENSION: &str = "snapshot";
 /// The extension `Storage::write_file_atomic` gives its temporary file.
 const TEMPORARY_EXTENSION: &str = "tmp";
-const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 2;
+/// The format before transactions, still read.
+const SNAPSHOT_VERSION_1: u16 = 1;
 const SNAPSHOT_HEADER_BYTES: usize = 18;
 const SNAPSHOT_CRC_START: usize = 6;
 const SNAPSHOT_BATCH_BYTES: usize = 32;
@@ -163,17 +189,24 @@ impl ProducerBatch {
     }
 }
 
-/// One producer's epoch and its last appended batches.
+/// One producer's epoch, its last appended batches and its open transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerEntry {
     epoch: ProducerEpoch,
-    /// Oldest first; never empty, at most [`BATCHES_PER_PRODUCER_MAX`].
+    /// Oldest first; at most [`BATCHES_PER_PRODUCER_MAX`]; empty only after a marker
+    /// moved the producer to a new epoch.
     batches: VecDeque<BatchMetadata>,
+    /// The first offset of its open transaction.
+    txn_first_offset: Option<Offset>,
 }
 
 impl ProducerEntry {
     fn new(epoch: ProducerEpoch, first: BatchMetadata) -> ProducerEntry {
-        ProducerEntry { epoch, batches: VecDeque::from([first]) }
+        ProducerEntry { epoch, batches: VecDeque::from([first]), txn_first_offset: None }
+    }
+
+    fn empty(epoch: ProducerEpoch) -> ProducerEntry {
+        ProducerEntry { epoch, batches: VecDeque::new(), txn_first_offset: None }
     }
 
     pub fn epoch(&self) -> ProducerEpoch {
@@ -185,8 +218,22 @@ impl ProducerEntry {
         self.batches.iter()
     }
 
-    pub fn last_batch(&self) -> &BatchMetadata {
-        self.batches.back().expect("a producer entry always holds a batch")
+    /// The last remembered batch; `None` after a marker of a new epoch.
+    pub fn last_batch(&self) -> Option<&BatchMetadata> {
+        self.batches.back()
+    }
+
+    /// The first offset of the producer's open transaction, if one is open.
+    pub fn txn_first_offset(&self) -> Option<Offset> {
+        self.txn_first_offset
+    }
+
+    /// Moves to `epoch`; a new epoch starts an empty batch cache.
+    fn set_epoch(&mut self, epoch: ProducerEpoch) {
+        if epoch != self.epoch {
+            self.batches.clear();
+            self.epoch = epoch;
+        }
     }
 
     /// The cached batch `batch` is a retry of, if any (Kafka's `findDuplicateBatch`).
@@ -206,10 +253,7 @@ impl ProducerEntry {
     /// Records an appended batch. A new epoch starts an empty cache: sequences of
     /// the old epoch can never be retried under the new one.
     fn add(&mut self, epoch: ProducerEpoch, batch: BatchMetadata) {
-        if epoch != self.epoch {
-            self.batches.clear();
-            self.epoch = epoch;
-        }
+        self.set_epoch(epoch);
         if self.batches.len() == BATCHES_PER_PRODUCER_MAX {
             self.batches.pop_front();
         }
@@ -226,23 +270,78 @@ pub enum Admission {
     Duplicate(BatchMetadata),
 }
 
-/// The producer entries an admitted record set changes, to install once it is written.
+/// The producer entries an admitted record set changes, to install once it is written,
+/// and the transactions it starts and completes, in log order.
 #[derive(Debug, Default)]
 pub struct PendingUpdate {
     entries: BTreeMap<ProducerId, ProducerEntry>,
+    started: Vec<(Offset, ProducerId)>,
+    completed: Vec<CompletedTxn>,
 }
 
-/// The idempotent producers of one partition. Owned by the partition's log (one
-/// shard); it does no IO itself.
+/// A transaction a marker ended (Kafka's `CompletedTxn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: ProducerId,
+    pub first_offset: Offset,
+    /// The marker's offset.
+    pub last_offset: Offset,
+    pub aborted: bool,
+}
+
+/// One batch as the producer state sees it: its stamped header and, for a control
+/// batch, the transaction marker it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredBatch<'a> {
+    pub header: &'a BatchHeader,
+    pub marker: Option<TxnMarker>,
+}
+
+/// The idempotent and transactional producers of one partition. Owned by the
+/// partition's log (one shard); it does no IO itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerStateManager {
     partition: TopicPartition,
     producers: BTreeMap<ProducerId, ProducerEntry>,
+    /// The open transactions by first offset (Kafka's `ongoingTxns`); the same as
+    /// the entries' `txn_first_offset`s.
+    ongoing: BTreeMap<Offset, ProducerId>,
+    /// Completed transactions whose marker may not be below the high watermark yet,
+    /// by first offset (Kafka's `unreplicatedTxns`).
+    unreplicated: BTreeMap<Offset, CompletedTxn>,
 }
 
 impl ProducerStateManager {
     pub fn new(partition: TopicPartition) -> ProducerStateManager {
-        ProducerStateManager { partition, producers: BTreeMap::new() }
+        ProducerStateManager {
+            partition,
+            producers: BTreeMap::new(),
+            ongoing: BTreeMap::new(),
+            unreplicated: BTreeMap::new(),
+        }
+    }
+
+    /// The first offset of the oldest open transaction, or of the oldest completed
+    /// one whose marker is at or past `high_watermark` (Kafka's
+    /// `firstUnstableOffset`): consumers reading committed data stop there.
+    pub fn first_unstable_offset(&self, high_watermark: Offset) -> Option<Offset> {
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated =
+            self.unreplicated.values().filter(|t| t.last_offset >= high_watermark).map(|t| t.first_offset).min();
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Forgets the completed transactions whose marker is below `high_watermark`.
+    pub fn forget_replicated(&mut self, high_watermark: Offset) {
+        self.unreplicated.retain(|_, t| t.last_offset >= high_watermark);
+    }
+
+    /// The open transactions, by first offset.
+    pub fn ongoing_transactions(&self) -> impl Iterator<Item = (Offset, ProducerId)> + '_ {
+        self.ongoing.iter().map(|(offset, id)| (*offset, *id))
     }
 
     pub fn entry(&self, producer_id: ProducerId) -> Option<&ProducerEntry> {
@@ -265,6 +364,8 @@ impl ProducerStateManager {
     /// Forgets every producer (the log was emptied).
     pub fn clear(&mut self) {
         self.producers.clear();
+        self.ongoing.clear();
+        self.unreplicated.clear();
     }
 
     /// Classifies a record set whose batches are stamped with the offsets they would
@@ -273,11 +374,24 @@ impl ProducerStateManager {
     /// [`PendingUpdate`] instead of applying it.
     pub fn check<'a>(
         &self,
-        headers: impl IntoIterator<Item = &'a BatchHeader>,
+        batches: impl IntoIterator<Item = StoredBatch<'a>>,
         log_append_time: TimestampMs,
     ) -> Result<Admission> {
         let mut update = PendingUpdate::default();
-        for header in headers {
+        for stored in batches {
+            let header = stored.header;
+            if header.producer_id.0 < 0 {
+                continue;
+            }
+            let committed = self.producers.get(&header.producer_id);
+            let current = update.entries.get(&header.producer_id).or(committed).cloned();
+            let current = current.as_ref();
+            if let Some(marker) = stored.marker {
+                self.check_epoch(current, header.producer_id, header.producer_epoch)?;
+                let entry = transition_marker(current, header, marker, &mut update);
+                update.entries.insert(header.producer_id, entry);
+                continue;
+            }
             let Some(batch) = ProducerBatch::from_header(header, log_append_time) else { continue };
             if batch.metadata.base_sequence.0 < 0 {
                 return Err(EngineError::InvalidSequence {
@@ -286,23 +400,39 @@ impl ProducerStateManager {
                     base_sequence: batch.metadata.base_sequence,
                 });
             }
-            let committed = self.producers.get(&batch.producer_id);
             if let Some(original) = committed.and_then(|entry| entry.find_duplicate(&batch)) {
                 return Ok(Admission::Duplicate(original));
             }
-            let current = update.entries.get(&batch.producer_id).or(committed);
             self.check_next(current, &batch)?;
-            let entry = match current {
-                Some(current) => {
-                    let mut entry = current.clone();
-                    entry.add(batch.epoch, batch.metadata);
-                    entry
-                }
-                None => ProducerEntry::new(batch.epoch, batch.metadata),
-            };
+            if !header.is_transactional() && current.and_then(|e| e.txn_first_offset).is_some() {
+                return Err(EngineError::InvalidTxnState {
+                    partition: self.partition.clone(),
+                    producer_id: batch.producer_id,
+                    offset: header.base_offset,
+                });
+            }
+            let entry = transition_data(current, header, batch, &mut update);
             update.entries.insert(batch.producer_id, entry);
         }
         Ok(Admission::Append(update))
+    }
+
+    /// A batch (a marker too) from an epoch older than the producer's is fenced.
+    fn check_epoch(
+        &self,
+        current: Option<&ProducerEntry>,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+    ) -> Result<()> {
+        match current {
+            Some(current) if epoch < current.epoch => Err(EngineError::InvalidProducerEpoch {
+                partition: self.partition.clone(),
+                producer_id,
+                epoch,
+                current_epoch: current.epoch,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Whether `batch` may follow `current` (Kafka's `checkProducerEpoch` and
@@ -310,16 +440,14 @@ impl ProducerStateManager {
     fn check_next(&self, current: Option<&ProducerEntry>, batch: &ProducerBatch) -> Result<()> {
         // Unknown producer: any epoch, any sequence (KIP-360; see the module doc).
         let Some(current) = current else { return Ok(()) };
-        let last_sequence = current.last_batch().last_sequence;
-        if batch.epoch < current.epoch {
-            return Err(EngineError::InvalidProducerEpoch {
-                partition: self.partition.clone(),
-                producer_id: batch.producer_id,
-                epoch: batch.epoch,
-                current_epoch: current.epoch,
-            });
-        }
-        let expected_sequence = if batch.epoch == current.epoch { last_sequence.next() } else { Sequence(0) };
+        self.check_epoch(Some(current), batch.producer_id, batch.epoch)?;
+        // After a marker moved the producer to a new epoch it has no batch: it
+        // starts at 0, and the last sequence reported is -1.
+        let last_sequence = current.last_batch().map_or(Sequence(-1), |b| b.last_sequence);
+        let expected_sequence = match current.last_batch() {
+            Some(last) if batch.epoch == current.epoch => last.last_sequence.next(),
+            _ => Sequence(0),
+        };
         if batch.metadata.base_sequence != expected_sequence {
             return Err(EngineError::OutOfOrderSequence {
                 partition: self.partition.clone(),
@@ -334,29 +462,66 @@ impl ProducerStateManager {
         Ok(())
     }
 
-    /// Installs the entries of a record set that is now written.
-    pub fn apply(&mut self, update: PendingUpdate) {
+    /// Installs the entries of a record set that is now written, and its
+    /// transactions: started ones become open, completed ones go to the
+    /// not-yet-replicated ones. Returns the aborted ones, each with the last stable
+    /// offset at its abort, for the transaction index (see the module doc).
+    pub fn apply(&mut self, update: PendingUpdate) -> Vec<AbortedTxn> {
         self.producers.extend(update.entries);
+        for (first_offset, producer_id) in update.started {
+            self.ongoing.insert(first_offset, producer_id);
+        }
+        let mut aborted = Vec::new();
+        for txn in update.completed {
+            if txn.aborted {
+                let last_stable_offset = self
+                    .ongoing
+                    .iter()
+                    .find(|(_, producer_id)| **producer_id != txn.producer_id)
+                    .map_or(txn.last_offset.next(), |(first_offset, _)| *first_offset);
+                aborted.push(AbortedTxn {
+                    producer_id: txn.producer_id,
+                    first_offset: txn.first_offset,
+                    last_offset: txn.last_offset,
+                    last_stable_offset,
+                });
+            }
+            if self.ongoing.get(&txn.first_offset) == Some(&txn.producer_id) {
+                self.ongoing.remove(&txn.first_offset);
+            }
+            self.unreplicated.insert(txn.first_offset, txn);
+        }
+        aborted
     }
 
     /// Replays a batch read back from the log (rebuild after open or truncation):
     /// no checks, as every stored batch passed them when it was appended (Kafka
-    /// loads the log with `AppendOrigin.REPLICATION` the same way).
-    pub fn replay(&mut self, header: &BatchHeader) {
-        let Some(batch) = ProducerBatch::from_header(header, header.max_timestamp) else { return };
-        match self.producers.get_mut(&batch.producer_id) {
-            Some(entry) => entry.add(batch.epoch, batch.metadata),
-            None => {
-                self.producers.insert(batch.producer_id, ProducerEntry::new(batch.epoch, batch.metadata));
-            }
+    /// loads the log with `AppendOrigin.REPLICATION` the same way). Returns the
+    /// transactions it aborted, as [`ProducerStateManager::apply`].
+    pub fn replay(&mut self, stored: StoredBatch<'_>) -> Vec<AbortedTxn> {
+        let header = stored.header;
+        if header.producer_id.0 < 0 {
+            return Vec::new();
         }
+        let mut update = PendingUpdate::default();
+        let current = self.producers.get(&header.producer_id).cloned();
+        let current = current.as_ref();
+        let entry = match stored.marker {
+            Some(marker) => transition_marker(current, header, marker, &mut update),
+            None => {
+                let Some(batch) = ProducerBatch::from_header(header, header.max_timestamp) else { return Vec::new() };
+                transition_data(current, header, batch, &mut update)
+            }
+        };
+        update.entries.insert(header.producer_id, entry);
+        self.apply(update)
     }
 
     /// The snapshot file bytes of this state as of `offset` (see the module doc).
     pub fn encode_snapshot(&self, offset: Offset) -> Vec<u8> {
         let batches: usize = self.producers.values().map(|e| e.batches.len()).sum();
         let mut out =
-            Vec::with_capacity(SNAPSHOT_HEADER_BYTES + self.producers.len() * 11 + batches * SNAPSHOT_BATCH_BYTES);
+            Vec::with_capacity(SNAPSHOT_HEADER_BYTES + self.producers.len() * 19 + batches * SNAPSHOT_BATCH_BYTES);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
         out.extend_from_slice(&offset.0.to_be_bytes());
@@ -365,7 +530,10 @@ impl ProducerStateManager {
         for (producer_id, entry) in &self.producers {
             out.extend_from_slice(&producer_id.0.to_be_bytes());
             out.extend_from_slice(&entry.epoch.0.to_be_bytes());
-            assert!((1..=BATCHES_PER_PRODUCER_MAX).contains(&entry.batches.len()), "entry of producer {producer_id}");
+            let txn_first_offset = entry.txn_first_offset.map_or(-1, |o| o.0);
+            assert!(txn_first_offset < offset.0, "a snapshot at {offset} holds a transaction at {txn_first_offset}");
+            out.extend_from_slice(&txn_first_offset.to_be_bytes());
+            assert!(entry.batches.len() <= BATCHES_PER_PRODUCER_MAX, "entry of producer {producer_id}");
             out.push(entry.batches.len() as u8);
             for batch in &entry.batches {
                 assert!(batch.last_offset < offset, "a snapshot at {offset} holds batch {batch:?}");
@@ -391,7 +559,7 @@ impl ProducerStateManager {
         let corrupt = |reason: String| CorruptSnapshot { offset, reason };
         let mut reader = Reader { bytes, at: 0, offset };
         let version = u16::from_be_bytes(reader.take()?);
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
             return Err(corrupt(format!("unknown version {version}")));
         }
         let stored = u32::from_be_bytes(reader.take()?);
@@ -408,11 +576,20 @@ impl ProducerStateManager {
         for _ in 0..count {
             let producer_id = ProducerId(i64::from_be_bytes(reader.take()?));
             let epoch = ProducerEpoch(i16::from_be_bytes(reader.take()?));
+            let txn_first_offset = match version {
+                SNAPSHOT_VERSION_1 => None,
+                _ => match i64::from_be_bytes(reader.take()?) {
+                    -1 => None,
+                    first if (0..offset.0).contains(&first) => Some(Offset(first)),
+                    first => return Err(corrupt(format!("producer {producer_id} has a transaction at {first}"))),
+                },
+            };
             let [batch_count] = reader.take::<1>()?;
             if producer_id.0 < 0 || producers.keys().next_back().is_some_and(|last| *last >= producer_id) {
                 return Err(corrupt(format!("producer id {producer_id} out of order")));
             }
-            if !(1..=BATCHES_PER_PRODUCER_MAX).contains(&(batch_count as usize)) {
+            let batches_min = if version == SNAPSHOT_VERSION_1 { 1 } else { 0 };
+            if !(batches_min..=BATCHES_PER_PRODUCER_MAX).contains(&(batch_count as usize)) {
                 return Err(corrupt(format!("producer {producer_id} has {batch_count} batches")));
             }
             let mut batches = VecDeque::with_capacity(batch_count as usize);
@@ -434,13 +611,64 @@ impl ProducerStateManager {
                 }
                 batches.push_back(batch);
             }
-            producers.insert(producer_id, ProducerEntry { epoch, batches });
+            producers.insert(producer_id, ProducerEntry { epoch, batches, txn_first_offset });
         }
         if reader.at != bytes.len() {
             return Err(corrupt(format!("{} bytes follow the last producer", bytes.len() - reader.at)));
         }
-        Ok(ProducerStateManager { partition, producers })
+        let mut ongoing = BTreeMap::new();
+        for (producer_id, entry) in &producers {
+            if let Some(first) = entry.txn_first_offset {
+                if ongoing.insert(first, *producer_id).is_some() {
+                    return Err(corrupt(format!("two transactions start at offset {first}")));
+                }
+            }
+        }
+        Ok(ProducerStateManager { partition, producers, ongoing, unreplicated: BTreeMap::new() })
     }
+}
+
+/// The entry after a data batch of `current`'s producer; a transactional batch opens
+/// a transaction if none is open.
+fn transition_data(
+    current: Option<&ProducerEntry>,
+    header: &BatchHeader,
+    batch: ProducerBatch,
+    update: &mut PendingUpdate,
+) -> ProducerEntry {
+    let mut entry = match current {
+        Some(current) => {
+            let mut entry = current.clone();
+            entry.add(batch.epoch, batch.metadata);
+            entry
+        }
+        None => ProducerEntry::new(batch.epoch, batch.metadata),
+    };
+    if header.is_transactional() && entry.txn_first_offset.is_none() {
+        entry.txn_first_offset = Some(header.base_offset);
+        update.started.push((header.base_offset, batch.producer_id));
+    }
+    entry
+}
+
+/// The entry after a transaction marker of `current`'s producer: its transaction (an
+/// empty one at the marker if none is open) completes.
+fn transition_marker(
+    current: Option<&ProducerEntry>,
+    header: &BatchHeader,
+    marker: TxnMarker,
+    update: &mut PendingUpdate,
+) -> ProducerEntry {
+    let mut entry = current.cloned().unwrap_or_else(|| ProducerEntry::empty(header.producer_epoch));
+    entry.set_epoch(header.producer_epoch);
+    let first_offset = entry.txn_first_offset.take().unwrap_or(header.base_offset);
+    update.completed.push(CompletedTxn {
+        producer_id: header.producer_id,
+        first_offset,
+        last_offset: header.base_offset,
+        aborted: marker.outcome == TxnOutcome::Abort,
+    });
+    entry
 }
 
 /// A snapshot file that cannot be used; the log falls back to an older one or a scan.
@@ -592,6 +820,10 @@ mod tests {
 
     const T0: TimestampMs = TimestampMs(1_700_000_000_000);
 
+    fn data(header: &BatchHeader) -> StoredBatch<'_> {
+        StoredBatch { header, marker: None }
+    }
+
     fn partition() -> TopicPartition {
         TopicPartition::new(TopicName::new("idempotent").expect("valid"), PartitionId(3))
     }
@@ -619,7 +851,7 @@ mod tests {
         /// Sends one batch; on `Append`, stores it at the end.
         fn send(&mut self, id: i64, epoch: i16, base_sequence: i32, records: usize) -> Result<Sent> {
             let header = header(id, epoch, base_sequence, records, self.end);
-            match self.state.check([&header], T0)? {
+            match self.state.check([data(&header)], T0)? {
                 Admission::Append(update) => {
                     self.state.apply(update);
                     self.end = header.last_offset().0 + 1;
@@ -630,7 +862,7 @@ mod tests {
         }
 
         fn last_sequence(&self, id: i64) -> Sequence {
-            self.state.entry(ProducerId(id)).expect("known").last_batch().last_sequence
+            self.state.entry(ProducerId(id)).expect("known").last_batch().expect("a batch").last_sequence
         }
     }
 
@@ -654,7 +886,7 @@ mod tests {
         assert_eq!(p.send(8, 0, 0, 1).expect("other producer"), Sent::Appended(Offset(5)));
         // Non-idempotent batches bypass everything.
         let plain = header(-1, -1, -1, 2, p.end);
-        assert!(matches!(p.state.check([&plain], T0), Ok(Admission::Append(_))));
+        assert!(matches!(p.state.check([data(&plain)], T0), Ok(Admission::Append(_))));
     }
 
     #[test]
@@ -755,18 +987,18 @@ mod tests {
         let p = Partition::new();
         let first = header(7, 0, 0, 2, 0);
         let second = header(7, 0, 2, 1, 2);
-        let Admission::Append(update) = p.state.check([&first, &second], T0).expect("in sequence") else {
+        let Admission::Append(update) = p.state.check([data(&first), data(&second)], T0).expect("in sequence") else {
             panic!("expected an append")
         };
         assert!(p.state.is_empty(), "check changes nothing");
         let gap = header(7, 0, 4, 1, 3);
-        assert!(matches!(p.state.check([&first, &gap], T0), Err(EngineError::OutOfOrderSequence { .. })));
+        assert!(matches!(p.state.check([data(&first), data(&gap)], T0), Err(EngineError::OutOfOrderSequence { .. })));
         let mut state = p.state.clone();
         state.apply(update);
         assert_eq!(state.entry(ProducerId(7)).expect("known").batches().len(), 2);
         // A set with a retry anywhere is answered by the first duplicate and not written.
         let third = header(7, 0, 3, 1, 3);
-        match state.check([&third, &second], T0).expect("duplicate") {
+        match state.check([data(&third), data(&second)], T0).expect("duplicate") {
             Admission::Duplicate(original) => assert_eq!(original.base_offset, Offset(2)),
             other => panic!("expected the duplicate, got {other:?}"),
         }
@@ -784,7 +1016,7 @@ mod tests {
         headers.push(header(-1, -1, -1, 1, p.end));
         let mut rebuilt = ProducerStateManager::new(partition());
         for header in &headers {
-            rebuilt.replay(header);
+            rebuilt.replay(data(header));
         }
         // The batch's max timestamp stands in for the clock, which here was T0 as well.
         assert_eq!(rebuilt, p.state);
@@ -817,6 +1049,267 @@ mod tests {
                     "flip at byte {byte} bit {bit} not detected"
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod txn_tests {
+    use super::*;
+    use crate::batch::{self, BatchProducer, RecordSpec};
+    use crate::types::{PartitionId, TopicName};
+    use proptest::prelude::*;
+
+    const T0: TimestampMs = TimestampMs(1_700_000_000_000);
+
+    fn partition() -> TopicPartition {
+        TopicPartition::new(TopicName::new("transactions").expect("valid"), PartitionId(0))
+    }
+
+    /// A partition's producer state with its log end, appending as the log does.
+    struct Partition {
+        state: ProducerStateManager,
+        end: i64,
+        /// Every stored batch, header and marker, for replays.
+        stored: Vec<(BatchHeader, Option<TxnMarker>)>,
+        aborted: Vec<AbortedTxn>,
+    }
+
+    impl Partition {
+        fn new() -> Partition {
+            Partition { state: ProducerStateManager::new(partition()), end: 0, stored: Vec::new(), aborted: Vec::new() }
+        }
+
+        fn append(&mut self, mut bytes: Vec<u8>) -> Result<Offset> {
+            batch::stamp(&mut bytes, Offset(self.end), crate::types::LeaderEpoch(0));
+            let header = batch::validate(&bytes).expect("valid");
+            let marker = batch::txn_marker(&bytes);
+            match self.state.check([StoredBatch { header: &header, marker }], T0)? {
+                Admission::Append(update) => {
+                    self.aborted.extend(self.state.apply(update));
+                    self.end = header.last_offset().0 + 1;
+                    self.stored.push((header, marker));
+                    Ok(header.base_offset)
+                }
+                Admission::Duplicate(original) => Ok(original.base_offset),
+            }
+        }
+
+        fn data(&mut self, id: i64, epoch: i16, sequence: i32, records: usize, transactional: bool) -> Result<Offset> {
+            let specs = vec![RecordSpec { key: None, value: Some(b"v"), timestamp_delta_ms: 0 }; records];
+            let producer =
+                BatchProducer { producer_id: ProducerId(id), producer_epoch: epoch, base_sequence: sequence };
+            let bytes = match transactional {
+                true => batch::build_transactional_batch(T0, producer, &specs),
+                false => batch::build_batch(T0, producer, &specs),
+            };
+            self.append(bytes)
+        }
+
+        fn end_txn(&mut self, id: i64, epoch: i16, outcome: TxnOutcome) -> Result<Offset> {
+            let marker = TxnMarker { outcome, coordinator_epoch: 3 };
+            self.append(batch::build_marker_batch(T0, ProducerId(id), ProducerEpoch(epoch), marker))
+        }
+
+        fn replayed(&self) -> (ProducerStateManager, Vec<AbortedTxn>) {
+            let mut state = ProducerStateManager::new(partition());
+            let mut aborted = Vec::new();
+            for (header, marker) in &self.stored {
+                aborted.extend(state.replay(StoredBatch { header, marker: *marker }));
+            }
+            (state, aborted)
+        }
+    }
+
+    #[test]
+    fn a_transaction_holds_the_first_unstable_offset_until_its_marker_is_below_the_high_watermark() {
+        let mut p = Partition::new();
+        p.data(1, 0, 0, 2, false).expect("idempotent, not transactional");
+        assert_eq!(p.state.first_unstable_offset(Offset(2)), None);
+        assert_eq!(p.data(7, 0, 0, 2, true).expect("txn 7"), Offset(2));
+        p.data(8, 0, 0, 1, true).expect("txn 8 at 4");
+        p.data(7, 0, 2, 1, true).expect("txn 7 goes on at 5");
+        assert_eq!(p.state.entry(ProducerId(7)).and_then(|e| e.txn_first_offset()), Some(Offset(2)));
+        assert_eq!(p.state.first_unstable_offset(Offset(6)), Some(Offset(2)));
+        // Producer 7 aborts at 6: 8's transaction, open since 4, is the last stable offset.
+        assert_eq!(p.end_txn(7, 0, TxnOutcome::Abort).expect("abort"), Offset(6));
+        let abort = AbortedTxn {
+            producer_id: ProducerId(7),
+            first_offset: Offset(2),
+            last_offset: Offset(6),
+            last_stable_offset: Offset(4),
+        };
+        assert_eq!(p.aborted, vec![abort]);
+        // Completed, but its marker is not below the high watermark yet.
+        assert_eq!(p.state.first_unstable_offset(Offset(6)), Some(Offset(2)));
+        assert_eq!(p.state.first_unstable_offset(Offset(7)), Some(Offset(4)));
+        p.state.forget_replicated(Offset(7));
+        // 8 commits at 7: no abort; everything is stable once the high watermark passes 7.
+        p.end_txn(8, 0, TxnOutcome::Commit).expect("commit");
+        assert_eq!(p.aborted.len(), 1);
+        assert_eq!(p.state.first_unstable_offset(Offset(7)), Some(Offset(4)));
+        assert_eq!(p.state.first_unstable_offset(Offset(8)), None);
+        // A replay of the same batches ends in the same state, with the same aborts.
+        let (replayed, aborted) = p.replayed();
+        assert_eq!(aborted, p.aborted);
+        assert_eq!(replayed.first_unstable_offset(Offset(8)), None);
+        assert_eq!(replayed.producers, p.state.producers);
+    }
+
+    #[test]
+    fn an_abort_with_no_other_transaction_open_is_stable_past_its_marker() {
+        let mut p = Partition::new();
+        p.data(7, 0, 0, 3, true).expect("txn");
+        p.end_txn(7, 0, TxnOutcome::Abort).expect("abort at 3");
+        let abort = p.aborted[0];
+        assert_eq!(
+            (abort.first_offset, abort.last_offset, abort.last_stable_offset),
+            (Offset(0), Offset(3), Offset(4))
+        );
+        // A marker with no transaction open completes an empty one at itself, as in Kafka.
+        p.end_txn(7, 0, TxnOutcome::Abort).expect("second abort at 4");
+        assert_eq!((p.aborted[1].first_offset, p.aborted[1].last_offset), (Offset(4), Offset(4)));
+    }
+
+    #[test]
+    fn markers_and_batches_of_a_fenced_epoch_are_refused_and_a_new_epochs_marker_resets_sequences() {
+        let mut p = Partition::new();
+        p.data(7, 1, 0, 2, true).expect("txn at epoch 1");
+        assert!(matches!(p.end_txn(7, 0, TxnOutcome::Commit), Err(EngineError::InvalidProducerEpoch { .. })));
+        assert!(matches!(p.data(7, 0, 2, 1, true), Err(EngineError::InvalidProducerEpoch { .. })));
+        assert_eq!(p.end, 2, "nothing written");
+        // Not transactional while the transaction is open.
+        assert!(matches!(p.data(7, 1, 2, 1, false), Err(EngineError::InvalidTxnState { .. })));
+        // The coordinator aborts with a bumped epoch: the producer is at epoch 2, no batches.
+        p.end_txn(7, 2, TxnOutcome::Abort).expect("abort at epoch 2");
+        let entry = p.state.entry(ProducerId(7)).expect("known");
+        assert_eq!((entry.epoch(), entry.batches().len(), entry.txn_first_offset()), (ProducerEpoch(2), 0, None));
+        assert!(matches!(p.data(7, 2, 5, 1, true), Err(EngineError::OutOfOrderSequence { .. })));
+        assert_eq!(p.data(7, 2, 0, 1, true).expect("sequence 0 of epoch 2"), Offset(3));
+        // A marker for a producer never seen here completes an empty transaction.
+        p.end_txn(9, 0, TxnOutcome::Commit).expect("unknown producer's marker");
+        assert_eq!(p.state.entry(ProducerId(9)).map(|e| e.batches().len()), Some(0));
+    }
+
+    #[test]
+    fn snapshots_keep_open_transactions_and_version_1_is_still_read() {
+        let mut p = Partition::new();
+        p.data(1, 0, 0, 2, false).expect("idempotent");
+        p.data(7, 0, 0, 2, true).expect("open txn at 2");
+        p.data(8, 3, 0, 1, true).expect("txn");
+        p.end_txn(8, 4, TxnOutcome::Abort).expect("abort with a bump: no batches left");
+        let offset = Offset(p.end);
+        let bytes = p.state.encode_snapshot(offset);
+        crate::check_golden("producer-state-v2.snapshot", &bytes);
+        let decoded = ProducerStateManager::decode_snapshot(partition(), offset, &bytes).expect("decodes");
+        assert_eq!(decoded.producers, p.state.producers);
+        assert_eq!(decoded.ongoing_transactions().collect::<Vec<_>>(), vec![(Offset(2), ProducerId(7))]);
+        assert_eq!(decoded.first_unstable_offset(offset), Some(Offset(2)));
+        for cut in 0..bytes.len() {
+            assert!(ProducerStateManager::decode_snapshot(partition(), offset, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // A version 1 file, as the engine wrote before transactions: producer 1 at
+        // epoch 0, one batch of sequences 0..=1 at offsets 0..=1, as of offset 2.
+        let v1 =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/src/golden/producer-state-v1.snapshot")).expect("v1");
+        let state = ProducerStateManager::decode_snapshot(partition(), Offset(2), &v1).expect("version 1 decodes");
+        let entry = state.entry(ProducerId(1)).expect("producer 1");
+        assert_eq!((entry.epoch(), entry.txn_first_offset()), (ProducerEpoch(0), None));
+        let batch = *entry.last_batch().expect("its batch");
+        assert_eq!(
+            (batch.base_sequence, batch.last_sequence, batch.base_offset, batch.last_offset),
+            (Sequence(0), Sequence(1), Offset(0), Offset(1))
+        );
+    }
+
+    /// One step of the model test.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A transactional batch of `records` from producer `producer`.
+        Data {
+            producer: usize,
+            records: usize,
+        },
+        End {
+            producer: usize,
+            commit: bool,
+        },
+        /// The high watermark moves to the log end.
+        Replicate,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0..3usize, 1..4usize).prop_map(|(producer, records)| Step::Data { producer, records }),
+            2 => (0..3usize, any::<bool>()).prop_map(|(producer, commit)| Step::End { producer, commit }),
+            1 => Just(Step::Replicate),
+        ]
+    }
+
+    /// The model: per producer its open transaction's first offset; the completed
+    /// transactions (first, last, aborted); the high watermark.
+    #[derive(Default)]
+    struct Model {
+        open: [Option<i64>; 3],
+        completed: Vec<(i64, i64, i64, bool)>,
+        high_watermark: i64,
+    }
+
+    impl Model {
+        fn first_unstable(&self) -> Option<i64> {
+            let open = self.open.iter().flatten().copied();
+            let pending = self.completed.iter().filter(|c| c.2 >= self.high_watermark).map(|c| c.1);
+            open.chain(pending).min()
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn transactions_of_several_producers_against_a_model(steps in proptest::collection::vec(step(), 1..60)) {
+            let mut p = Partition::new();
+            let mut model = Model::default();
+            let mut sequences = [0i32; 3];
+            let mut expected_aborts = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Data { producer, records } => {
+                        let at = p.data(100 + producer as i64, 0, sequences[producer], records, true).expect("in sequence");
+                        sequences[producer] += records as i32;
+                        model.open[producer].get_or_insert(at.0);
+                    }
+                    Step::End { producer, commit } => {
+                        let outcome = if commit { TxnOutcome::Commit } else { TxnOutcome::Abort };
+                        let at = p.end_txn(100 + producer as i64, 0, outcome).expect("marker").0;
+                        let first = model.open[producer].take().unwrap_or(at);
+                        if !commit {
+                            // The oldest transaction of another producer still open, else past the marker.
+                            let others = model.open.iter().enumerate().filter(|(i, _)| *i != producer);
+                            let last_stable = others.filter_map(|(_, o)| *o).min().unwrap_or(at + 1);
+                            expected_aborts.push(AbortedTxn {
+                                producer_id: ProducerId(100 + producer as i64),
+                                first_offset: Offset(first),
+                                last_offset: Offset(at),
+                                last_stable_offset: Offset(last_stable),
+                            });
+                        }
+                        model.completed.push((producer as i64, first, at, !commit));
+                    }
+                    Step::Replicate => {
+                        model.high_watermark = p.end;
+                        p.state.forget_replicated(Offset(p.end));
+                    }
+                }
+                let high_watermark = Offset(model.high_watermark);
+                prop_assert_eq!(p.state.first_unstable_offset(high_watermark).map(|o| o.0), model.first_unstable());
+                prop_assert_eq!(&p.aborted, &expected_aborts);
+            }
+            let (replayed, aborted) = p.replayed();
+            prop_assert_eq!(&aborted, &expected_aborts);
+            prop_assert_eq!(&replayed.producers, &p.state.producers);
+            let end = Offset(p.end);
+            let snapshot = ProducerStateManager::decode_snapshot(partition(), end, &p.state.encode_snapshot(end)).expect("decodes");
+            let open: Vec<i64> = model.open.iter().flatten().copied().collect();
+            prop_assert_eq!(snapshot.first_unstable_offset(end).map(|o| o.0), open.iter().copied().min());
         }
     }
 }

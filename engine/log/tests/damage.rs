@@ -327,7 +327,7 @@ fn reads_that_meet_a_corrupt_length_fail_with_an_error_and_never_panic() {
         );
         expect_read_damage(block_on(segment.find_batch(offset)), &victim, &what("LogSegment::find_batch"));
         expect_read_damage(
-            block_on(segment.scan_headers(Offset(0), |_| {})),
+            block_on(segment.scan_headers(Offset(0), |_, _| {})),
             &victim,
             &what("LogSegment::scan_headers"),
         );

@@ -40,6 +40,8 @@ pub fn response_error(error: &EngineError) -> ResponseError {
         EngineError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         EngineError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         EngineError::InvalidSequence { .. } => ResponseError::InvalidRecord,
+        EngineError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+        EngineError::ControlBatchFromClient { .. } => ResponseError::InvalidRecord,
         // The broker's own mistakes (replication's), never a client's.
         EngineError::InvalidLeaderEpoch { .. }
         | EngineError::UnexpectedAppendOffset { .. }

@@ -1,4 +1,5 @@
-//! One segment of a partition's log: `<base_offset:020>.log` plus its two indexes.
+//! One segment of a partition's log: `<base_offset:020>.log` plus its two sparse
+//! indexes and its aborted-transaction index (`txn_index.rs`).
 //!
 //! `.log` byte layout: Kafka RecordBatch v2 batches back to back, exactly as
 //! produced except for the broker-assigned base offset and leader epoch (see
@@ -31,14 +32,16 @@
 //! what a corrupt length asks for.
 
 pub mod index;
+pub mod txn_index;
 
 use std::path::{Path, PathBuf};
 
-use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, MAGIC_V2};
+use crate::batch::{self, BatchHeader, TxnMarker, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, MAGIC_V2};
 use crate::error::{EngineError, Result};
 use crate::storage::{FileRole, Storage, StorageFile};
 use crate::types::{Offset, TimestampMs};
 use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use txn_index::{AbortedTxn, Collected, TransactionIndex, TXN_INDEX_EXTENSION};
 
 /// Bytes read per step while scanning a `.log` during recovery.
 const RECOVERY_READ_BYTES: usize = 1 << 20;
@@ -253,6 +256,10 @@ pub struct LogSegment<S: Storage> {
     log: S::File,
     offset_index: OffsetIndex<S>,
     time_index: TimeIndex<S>,
+    txn_index: TransactionIndex<S>,
+    /// The `.txnindex` was missing or failed its sanity check at open: the log
+    /// rebuilds it from a replay of the producer state.
+    txn_index_untrusted: bool,
     /// One past the last offset stored.
     next_offset: Offset,
     /// Largest batch max timestamp seen, and the base offset of the batch that first
@@ -292,12 +299,16 @@ impl<S: Storage> LogSegment<S> {
             OffsetIndex::open(storage, &dir.join(segment_file_name(base_offset, "index"))).await?;
         let (time_index, time_sane) =
             TimeIndex::open(storage, &dir.join(segment_file_name(base_offset, "timeindex"))).await?;
+        let (txn_index, txn_sane) =
+            TransactionIndex::open(storage, &dir.join(segment_file_name(base_offset, TXN_INDEX_EXTENSION))).await?;
         let segment = LogSegment {
             base_offset,
             log_path,
             log,
             offset_index,
             time_index,
+            txn_index,
+            txn_index_untrusted: !txn_sane && !create,
             next_offset: base_offset,
             max_timestamp: None,
             created_at: now,
@@ -529,7 +540,14 @@ impl<S: Storage> LogSegment<S> {
     /// Calls `visit` with the header of every batch from the one holding `from` to
     /// the end of the segment, reading the `.log` in large chunks (the rebuild of
     /// idempotent-producer state needs headers only, possibly of a whole segment).
-    pub async fn scan_headers(&self, from: Offset, mut visit: impl FnMut(&BatchHeader)) -> Result<()> {
+    ///
+    /// A control batch is read whole, and `visit` gets the transaction marker it
+    /// holds ([`batch::txn_marker`]); every other batch gets `None`.
+    pub async fn scan_headers(
+        &self,
+        from: Offset,
+        mut visit: impl FnMut(&BatchHeader, Option<TxnMarker>),
+    ) -> Result<()> {
         let Some((mut position, first)) = self.find_batch(from).await? else { return Ok(()) };
         let end = self.log.len();
         let mut expected = first.base_offset;
@@ -551,7 +569,15 @@ impl<S: Storage> LogSegment<S> {
             let at = (position - chunk_start) as usize;
             let header = check_header(&chunk[at..], position, end, expected)
                 .map_err(|damage| damage.into_error(&self.log_path))?;
-            visit(&header);
+            let marker = match header.is_control() {
+                true if at + header.size_bytes() <= chunk.len() => {
+                    batch::txn_marker(&chunk[at..at + header.size_bytes()])
+                }
+                // Ends inside the file (`check_header`), so the read is bounded.
+                true => batch::txn_marker(&self.log.read_at(position, header.size_bytes()).await?),
+                false => None,
+            };
+            visit(&header, marker);
             position += header.size_bytes() as u64;
             expected = header.last_offset().next();
         }
@@ -631,6 +657,7 @@ impl<S: Storage> LogSegment<S> {
         self.offset_index.truncate_entries(keep).await?;
         let keep = self.time_index.entries().partition_point(|e| (e.relative_offset as i64) < relative);
         self.time_index.truncate_entries(keep).await?;
+        self.txn_index.truncate_to(header.base_offset).await?;
         self.log.truncate(position).await?;
         self.log.sync().await?;
         self.next_offset = header.base_offset;
@@ -703,15 +730,53 @@ impl<S: Storage> LogSegment<S> {
         self.log.sync_detached()
     }
 
-    /// Syncs `.log` and both indexes and releases write buffers: this segment will
+    /// The aborted transactions whose marker is in this segment, in log order.
+    pub fn aborted_transactions(&self) -> &[AbortedTxn] {
+        self.txn_index.entries()
+    }
+
+    /// Records the abort whose marker was just appended to this segment.
+    pub async fn append_aborted(&mut self, entry: AbortedTxn) -> Result<()> {
+        assert!(
+            entry.last_offset >= self.base_offset && entry.last_offset < self.next_offset,
+            "abort marker {entry:?} outside segment {}",
+            self.base_offset
+        );
+        self.txn_index.append(entry).await
+    }
+
+    /// The aborts overlapping `[fetch_offset, upper_bound)` (Kafka's
+    /// `LogSegment.collectAbortedTxns`).
+    pub fn collect_aborted(&self, fetch_offset: Offset, upper_bound: Offset) -> Collected {
+        self.txn_index.collect(fetch_offset, upper_bound)
+    }
+
+    /// Whether the `.txnindex` was missing or insane at open and is not rebuilt yet.
+    pub fn txn_index_untrusted(&self) -> bool {
+        self.txn_index_untrusted
+    }
+
+    /// Replaces the entries from `from` on with `replayed` (see
+    /// [`TransactionIndex::rebuild_from`]); the index is trusted from then on.
+    /// Returns whether the file changed.
+    pub async fn rebuild_txn_index_from(&mut self, from: Offset, replayed: Vec<AbortedTxn>) -> Result<bool> {
+        let from = if self.txn_index_untrusted { self.base_offset } else { from };
+        let changed = self.txn_index.rebuild_from(from, replayed).await?;
+        self.txn_index_untrusted = false;
+        Ok(changed)
+    }
+
+    /// Syncs `.log` and the indexes and releases write buffers: this segment will
     /// never be appended to again.
     pub async fn seal(&mut self) -> Result<()> {
         self.log.sync().await?;
         self.offset_index.sync().await?;
         self.time_index.sync().await?;
+        self.txn_index.sync().await?;
         self.log.seal().await?;
         self.offset_index.seal().await?;
-        self.time_index.seal().await
+        self.time_index.seal().await?;
+        self.txn_index.seal().await
     }
 
     /// Clean close: everything synced, padding trimmed.
@@ -719,16 +784,22 @@ impl<S: Storage> LogSegment<S> {
         self.seal().await?;
         self.log.close().await?;
         self.offset_index.close().await?;
-        self.time_index.close().await
+        self.time_index.close().await?;
+        self.txn_index.close().await
     }
 
-    /// Closes and removes the segment's three files.
+    /// Closes and removes the segment's four files.
     pub async fn delete(self, storage: &S) -> Result<()> {
-        let paths =
-            [self.log_path.clone(), self.offset_index.path().to_path_buf(), self.time_index.path().to_path_buf()];
+        let paths = [
+            self.log_path.clone(),
+            self.offset_index.path().to_path_buf(),
+            self.time_index.path().to_path_buf(),
+            self.txn_index.path().to_path_buf(),
+        ];
         self.log.close().await?;
         self.offset_index.close().await?;
         self.time_index.close().await?;
+        self.txn_index.close().await?;
         for path in paths {
             storage.remove_file(&path).await?;
         }

@@ -51,14 +51,18 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::batch::TxnMarker;
 use crate::config::{Clock, SystemClock, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 use crate::cpus::{CpuList, ShardCpus};
 use crate::data_dir::DataDir;
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult, RepairReport};
 use crate::storage::DmaStorage;
-use crate::types::{LeaderEpoch, Offset, PartitionId, ShardId, TimestampMs, TopicId, TopicName, TopicPartition};
-use partition::{PartitionOp, Reply};
+use crate::types::{
+    LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, ShardId, TimestampMs, TopicId, TopicName,
+    TopicPartition,
+};
+use partition::{PartitionOp, Reader, Reply};
 
 /// The file in each topic directory that records its topic id, partition count and
 /// config. Written last on create (once every partition is open), removed first on
@@ -750,8 +754,51 @@ impl EngineHandle {
         max_bytes: usize,
         offset_limit: Option<Offset>,
     ) -> Result<Dispatched<ReadResult>> {
-        self.dispatch(partition, |reply| PartitionOp::Read { offset, max_bytes, offset_limit, replica: false, reply })
-            .await
+        self.dispatch(partition, |reply| PartitionOp::Read {
+            offset,
+            max_bytes,
+            offset_limit,
+            reader: Reader::Consumer,
+            reply,
+        })
+        .await
+    }
+
+    /// A consumer's read of committed data (`isolation_level=1`): as
+    /// [`EngineHandle::read`], but up to the last stable offset, with the aborted
+    /// transactions overlapping what it returns
+    /// ([`PartitionLog::read_committed`]); in two stages, as
+    /// [`EngineHandle::dispatch_append`].
+    pub async fn dispatch_read_committed(
+        &self,
+        partition: &TopicPartition,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<Dispatched<ReadResult>> {
+        let read = |reply| PartitionOp::Read {
+            offset,
+            max_bytes,
+            offset_limit: None,
+            reader: Reader::CommittedConsumer,
+            reply,
+        };
+        self.dispatch(partition, read).await
+    }
+
+    /// Appends the COMMIT or ABORT marker of producer `producer_id`'s transaction
+    /// (what the transaction coordinator's WriteTxnMarkers asks of a leader), stamped
+    /// with `leader_epoch`; see [`PartitionLog::append_txn_marker`]. Returns as
+    /// [`EngineHandle::append`] does, once the durability policy is satisfied.
+    pub async fn append_txn_marker(
+        &self,
+        partition: &TopicPartition,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        marker: TxnMarker,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo> {
+        let op = |reply| PartitionOp::AppendTxnMarker { producer_id, producer_epoch, marker, leader_epoch, reply };
+        self.dispatch(partition, op).await?.reply().await
     }
 
     /// A follower's fetch: whole batches from `offset` (at most `max_bytes`, at least
@@ -773,7 +820,7 @@ impl EngineHandle {
         offset: Offset,
         max_bytes: usize,
     ) -> Result<Dispatched<ReadResult>> {
-        let read = |reply| PartitionOp::Read { offset, max_bytes, offset_limit: None, replica: true, reply };
+        let read = |reply| PartitionOp::Read { offset, max_bytes, offset_limit: None, reader: Reader::Replica, reply };
         self.dispatch(partition, read).await
     }
 
@@ -853,16 +900,27 @@ impl EngineHandle {
     /// under `always`, its sync) moves the high watermark; callers bound the wait
     /// and dropping the future withdraws it.
     pub async fn wait_for_data(&self, partition: &TopicPartition, offset: Offset) {
-        if let Err(error) = self.op(partition, |reply| PartitionOp::WaitForData { offset, replica: false, reply }).await
+        if let Err(error) =
+            self.op(partition, |reply| PartitionOp::WaitForData { offset, reader: Reader::Consumer, reply }).await
         {
             tracing::debug!("waiting for data on {partition}: {error}");
+        }
+    }
+
+    /// [`EngineHandle::wait_for_data`] for a consumer reading committed data: returns
+    /// once the partition's last stable offset is past `offset`.
+    pub async fn wait_for_committed_data(&self, partition: &TopicPartition, offset: Offset) {
+        let wait = |reply| PartitionOp::WaitForData { offset, reader: Reader::CommittedConsumer, reply };
+        if let Err(error) = self.op(partition, wait).await {
+            tracing::debug!("waiting for committed data on {partition}: {error}");
         }
     }
 
     /// [`EngineHandle::wait_for_data`] for a follower's fetch: returns once the
     /// partition's written log end is past `offset`.
     pub async fn wait_for_replica_data(&self, partition: &TopicPartition, offset: Offset) {
-        if let Err(error) = self.op(partition, |reply| PartitionOp::WaitForData { offset, replica: true, reply }).await
+        if let Err(error) =
+            self.op(partition, |reply| PartitionOp::WaitForData { offset, reader: Reader::Replica, reply }).await
         {
             tracing::debug!("waiting for replica data on {partition}: {error}");
         }
@@ -1226,6 +1284,7 @@ fn reject(op: PartitionOp, error: EngineError) {
     match op {
         PartitionOp::Append { reply, .. } => send(reply, error),
         PartitionOp::AppendReplicated { reply, .. } => send(reply, error),
+        PartitionOp::AppendTxnMarker { reply, .. } => send(reply, error),
         PartitionOp::AssignLeaderEpoch { reply, .. } => send(reply, error),
         PartitionOp::Read { reply, .. } => send(reply, error),
         PartitionOp::ListOffset { reply, .. } => send(reply, error),

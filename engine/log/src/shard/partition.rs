@@ -72,11 +72,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::batch::TxnMarker;
 use crate::config::{Durability, TopicConfig};
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult, StartedSync};
 use crate::storage::Storage;
-use crate::types::{LeaderEpoch, Offset, TimestampMs};
+use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs};
 
 /// Operations served per round; bounds the latency one round can add.
 pub const OPS_PER_ROUND_MAX: usize = 1024;
@@ -112,13 +113,21 @@ pub enum PartitionOp {
         leader_epoch: LeaderEpoch,
         reply: Reply<()>,
     },
-    /// Up to `offset_limit`, by default the high watermark; a `replica` read (a
-    /// follower's fetch) never past the written log end, by default up to it.
+    /// A transaction marker ([`PartitionLog::append_txn_marker`]), a leader's;
+    /// acknowledged like `Append`.
+    AppendTxnMarker {
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        marker: TxnMarker,
+        leader_epoch: LeaderEpoch,
+        reply: Reply<AppendInfo>,
+    },
+    /// Up to `offset_limit`, by default the `reader`'s bound ([`Reader`]).
     Read {
         offset: Offset,
         max_bytes: usize,
         offset_limit: Option<Offset>,
-        replica: bool,
+        reader: Reader,
         reply: Reply<ReadResult>,
     },
     ListOffset {
@@ -149,12 +158,11 @@ pub enum PartitionOp {
     Stats {
         reply: Reply<PartitionStats>,
     },
-    /// Answered once the high watermark (for a `replica`, the written log end) is
-    /// past `offset` (a long-poll fetch waits on it); a waiter whose requester gave up
-    /// is dropped at the end of a round.
+    /// Answered once the `reader`'s bound is past `offset` (a long-poll fetch waits
+    /// on it); a waiter whose requester gave up is dropped at the end of a round.
     WaitForData {
         offset: Offset,
-        replica: bool,
+        reader: Reader,
         reply: Reply<()>,
     },
     /// Switches replicated mode (see the module doc); answers the high watermark.
@@ -175,6 +183,17 @@ pub enum PartitionOp {
         delete: bool,
         reply: Reply<()>,
     },
+}
+
+/// Who reads, which says how far: a consumer up to the high watermark, one reading
+/// committed data (`isolation_level=1`) up to the last stable offset, with the
+/// aborted transactions of what it reads, and a replica (a follower's fetch) up to
+/// the written log end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    Consumer,
+    CommittedConsumer,
+    Replica,
 }
 
 fn answer<T>(reply: Reply<T>, result: Result<T>) {
@@ -323,8 +342,9 @@ impl<S: Storage> Actor<S> {
 
     /// One op other than `Close`.
     async fn serve(&mut self, op: PartitionOp) {
-        let read = matches!(op, PartitionOp::Read { .. } | PartitionOp::ListOffset { .. } | PartitionOp::Stats { .. });
-        if read && !self.unwritten.is_empty() {
+        let is_read =
+            matches!(op, PartitionOp::Read { .. } | PartitionOp::ListOffset { .. } | PartitionOp::Stats { .. });
+        if is_read && !self.unwritten.is_empty() {
             self.deferred_reads.push((op, self.log.log_end_offset()));
             return;
         }
@@ -341,9 +361,13 @@ impl<S: Storage> Actor<S> {
             PartitionOp::AssignLeaderEpoch { leader_epoch, reply } => {
                 answer(reply, log.assign_leader_epoch(leader_epoch).await)
             }
-            PartitionOp::Read { offset, max_bytes, offset_limit, replica, reply } => {
-                let limit = read_limit(log, offset_limit, replica);
-                answer(reply, log.read(offset, max_bytes, limit).await)
+            PartitionOp::AppendTxnMarker { producer_id, producer_epoch, marker, leader_epoch, reply } => {
+                let appended = log.append_txn_marker(producer_id, producer_epoch, marker, leader_epoch).await;
+                self.acknowledge_when_due(appended, reply);
+            }
+            PartitionOp::Read { offset, max_bytes, offset_limit, reader, reply } => {
+                let limit = read_limit(log, offset_limit, reader);
+                answer(reply, read(log, offset, max_bytes, limit, reader).await)
             }
             PartitionOp::ListOffset { spec, reply } => answer(reply, log.list_offset(spec).await),
             PartitionOp::Sync { reply } => {
@@ -369,7 +393,7 @@ impl<S: Storage> Actor<S> {
                 answer(reply, Ok(()));
             }
             PartitionOp::Stats { reply } => answer(reply, Ok(log.stats())),
-            PartitionOp::WaitForData { offset, replica, reply } => self.wait_for_data(offset, replica, reply),
+            PartitionOp::WaitForData { offset, reader, reply } => self.wait_for_data(offset, reader, reply),
             PartitionOp::SetReplicated { replicated, reply } => {
                 // Appends made in the old mode are answered in it.
                 self.write_out_and_serve_reads().await;
@@ -424,10 +448,11 @@ impl<S: Storage> Actor<S> {
     async fn serve_read_as_of(&self, op: PartitionOp, end: Offset) {
         let log = &self.log;
         match op {
-            PartitionOp::Read { offset, max_bytes, offset_limit, replica, reply } => {
-                let limit = read_limit(log, offset_limit, replica).unwrap_or(log.high_watermark()).min(end);
-                let read = log.read(offset, max_bytes, Some(limit)).await.map(|mut read| {
+            PartitionOp::Read { offset, max_bytes, offset_limit, reader, reply } => {
+                let limit = read_limit(log, offset_limit, reader).unwrap_or(log.high_watermark()).min(end);
+                let read = read(log, offset, max_bytes, Some(limit), reader).await.map(|mut read| {
                     read.high_watermark = read.high_watermark.min(end);
+                    read.last_stable_offset = read.last_stable_offset.min(end);
                     read.log_end_offset = read.log_end_offset.min(end);
                     read
                 });
@@ -435,7 +460,9 @@ impl<S: Storage> Actor<S> {
             }
             PartitionOp::ListOffset { spec, reply } => {
                 let found = log.list_offset(spec).await.map(|found| match spec {
-                    OffsetSpec::Latest => found.map(|(offset, timestamp)| (offset.min(end), timestamp)),
+                    OffsetSpec::Latest | OffsetSpec::LastStable => {
+                        found.map(|(offset, timestamp)| (offset.min(end), timestamp))
+                    }
                     OffsetSpec::Earliest => found,
                     OffsetSpec::Timestamp(_) => found.filter(|(offset, _)| *offset < end),
                 });
@@ -444,6 +471,7 @@ impl<S: Storage> Actor<S> {
             PartitionOp::Stats { reply } => {
                 let mut stats = log.stats();
                 stats.high_watermark = stats.high_watermark.min(end);
+                stats.last_stable_offset = stats.last_stable_offset.min(end);
                 stats.log_end_offset = stats.log_end_offset.min(end);
                 answer(reply, Ok(stats))
             }
@@ -451,8 +479,8 @@ impl<S: Storage> Actor<S> {
         }
     }
 
-    fn wait_for_data(&mut self, offset: Offset, replica: bool, reply: Reply<()>) {
-        let waiter = DataWaiter { offset, replica, reply };
+    fn wait_for_data(&mut self, offset: Offset, reader: Reader, reply: Reply<()>) {
+        let waiter = DataWaiter { offset, reader, reply };
         if waiter.bound(&self.log) > offset {
             answer(waiter.reply, Ok(()));
             return;
@@ -509,31 +537,44 @@ async fn write_out<S: Storage>(log: &mut PartitionLog<S>, unwritten: &mut Vec<(A
     }
 }
 
-/// How far a read may go: a consumer's up to `offset_limit` or (`None`) the high
-/// watermark; a replica's never past the written log end, by default up to it.
-fn read_limit<S: Storage>(log: &PartitionLog<S>, offset_limit: Option<Offset>, replica: bool) -> Option<Offset> {
-    if !replica {
+/// How far a read may go: a consumer's up to `offset_limit` or (`None`) its bound
+/// (the high watermark, or the last stable offset, applied by the read); a replica's
+/// never past the written log end, by default up to it.
+fn read_limit<S: Storage>(log: &PartitionLog<S>, offset_limit: Option<Offset>, reader: Reader) -> Option<Offset> {
+    if reader != Reader::Replica {
         return offset_limit;
     }
     let written = log.written_offset();
     Some(offset_limit.map_or(written, |limit| limit.min(written)))
 }
 
+async fn read<S: Storage>(
+    log: &PartitionLog<S>,
+    offset: Offset,
+    max_bytes: usize,
+    limit: Option<Offset>,
+    reader: Reader,
+) -> Result<ReadResult> {
+    match reader {
+        Reader::CommittedConsumer => log.read_committed(offset, max_bytes, limit).await,
+        Reader::Consumer | Reader::Replica => log.read(offset, max_bytes, limit).await,
+    }
+}
+
 /// A long-poll fetch waiting for data past `offset`.
 struct DataWaiter {
     offset: Offset,
-    /// A follower's: waits on the written log end, not the high watermark.
-    replica: bool,
+    reader: Reader,
     reply: Reply<()>,
 }
 
 impl DataWaiter {
     /// Where readable data ends for this waiter.
     fn bound<S: Storage>(&self, log: &PartitionLog<S>) -> Offset {
-        if self.replica {
-            log.written_offset()
-        } else {
-            log.high_watermark()
+        match self.reader {
+            Reader::Consumer => log.high_watermark(),
+            Reader::CommittedConsumer => log.last_stable_offset(),
+            Reader::Replica => log.written_offset(),
         }
     }
 }
@@ -1190,7 +1231,7 @@ mod tests {
             let (sender, queue) = flume::bounded(16);
             let wait = |offset| {
                 let (reply, answer) = flume::bounded(1);
-                (PartitionOp::WaitForData { offset: Offset(offset), replica: false, reply }, answer)
+                (PartitionOp::WaitForData { offset: Offset(offset), reader: Reader::Consumer, reply }, answer)
             };
             let (wait_at_0, at_0) = wait(0);
             let (wait_at_1, at_1) = wait(1);
@@ -1216,8 +1257,9 @@ mod tests {
     }
 
     async fn read_of(sender: &flume::Sender<PartitionOp>, replica: bool) -> ReadResult {
+        let reader = if replica { Reader::Replica } else { Reader::Consumer };
         let read =
-            |reply| PartitionOp::Read { offset: Offset(0), max_bytes: 1 << 20, offset_limit: None, replica, reply };
+            |reply| PartitionOp::Read { offset: Offset(0), max_bytes: 1 << 20, offset_limit: None, reader, reply };
         ask(sender, read).await.expect("read")
     }
 
@@ -1249,7 +1291,7 @@ mod tests {
                 let replica = read_of(&sender, true).await;
                 assert_eq!((replica.next_offset, replica.high_watermark), (Offset(2), Offset(0)));
                 // A follower's long poll waits on the written end, a consumer's on the HW.
-                ask(&sender, |reply| PartitionOp::WaitForData { offset: Offset(1), replica: true, reply })
+                ask(&sender, |reply| PartitionOp::WaitForData { offset: Offset(1), reader: Reader::Replica, reply })
                     .await
                     .expect("data for the follower");
                 let hw = ask(&sender, |reply| PartitionOp::SetHighWatermark { offset: Offset(1), reply }).await;
