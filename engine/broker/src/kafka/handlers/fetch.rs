@@ -7,12 +7,19 @@
 //! most `partition_max_bytes`, the response at most `max_bytes`, except that the
 //! first batch found is always returned whole so a large batch cannot stall a
 //! consumer (KIP-74). Fetch sessions (KIP-227) are declined (session id 0), so
-//! clients send full requests. Until transactions arrive, `read_committed` sees the
-//! same data as `read_uncommitted` (there are no open transactions, so the last
-//! stable offset is the high watermark).
+//! clients send full requests.
+//!
+//! Isolation: a consumer's `read_uncommitted` fetch (`isolation_level` 0) reads up
+//! to the high watermark; a `read_committed` one (1) up to the last stable offset
+//! (`dispatch_read_committed`, long-polling on it), with the aborted transactions
+//! overlapping what it returns (`aborted_transactions`: producer id and first
+//! offset, for the client to drop those producers' records up to their ABORT
+//! marker); `read_uncommitted` answers them null, as Kafka does. Every partition's
+//! answer carries the last stable offset, whatever the isolation.
 //!
 //! A follower's fetch (in a cluster, `replica_id` >= 0) reads up to the leader's
-//! written log end instead (`read_replica`, long-polling on it), only from a
+//! written log end instead (`read_replica`, long-polling on it), whatever its
+//! isolation level, only from a
 //! partition this node leads in the follower's leader epoch (else
 //! NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH); its fetch
 //! offset is the follower's log end, which the partition's [`LeaderSlot`] records
@@ -29,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
@@ -40,10 +47,14 @@ use crate::cluster::replica_manager::{LeaderSlot, ReplicaManager};
 use crate::kafka::errors::response_error;
 use corelog_engine::error::EngineError;
 use corelog_engine::log::ReadResult;
+use corelog_engine::shard::partition::Reader;
 use corelog_engine::shard::{Dispatched, EngineHandle};
 use corelog_engine::types::{LeaderEpoch, Offset, TopicPartition};
 
 pub const VERSIONS: Versions = Versions::new(4, 12);
+
+/// `isolation_level` of a consumer that reads committed data only.
+const READ_COMMITTED: i8 = 1;
 
 /// Longest wait a client may ask for; Kafka clients use 500 ms by default.
 const MAX_WAIT_MS_MAX: i32 = 30_000;
@@ -54,6 +65,8 @@ struct Wanted {
     partition_max_bytes: usize,
     /// A follower's fetch: the partition's leader state.
     slot: Option<Arc<LeaderSlot>>,
+    /// How far the read goes: the fetcher and its isolation level.
+    reader: Reader,
 }
 
 /// A follower fetching (a cluster node's `replica_id`), and this node's led partitions.
@@ -102,11 +115,17 @@ pub async fn dispatch(
                 },
                 (_, partition) => (partition, None),
             };
+            let reader = match (&slot, request.isolation_level) {
+                (Some(_), _) => Reader::Replica,
+                (None, READ_COMMITTED) => Reader::CommittedConsumer,
+                (None, _) => Reader::Consumer,
+            };
             wanted.push(Wanted {
                 partition,
                 fetch_offset: Offset(fetch.fetch_offset),
                 partition_max_bytes: fetch.partition_max_bytes.max(0) as usize,
                 slot,
+                reader,
             });
         }
         shape.push((topic.topic.clone(), topic.partitions.iter().map(|p| p.partition).collect::<Vec<_>>()));
@@ -183,14 +202,14 @@ async fn respond(
         // deadline; then read everything again (another may have grown too).
         let waits: Vec<_> = wanted
             .iter()
-            .filter_map(|w| w.partition.as_ref().ok().map(|p| (p.clone(), w.fetch_offset)))
-            .map(|(partition, offset)| {
+            .filter_map(|w| w.partition.as_ref().ok().map(|p| (p.clone(), w.fetch_offset, w.reader)))
+            .map(|(partition, offset, reader)| {
                 let engine = engine.clone();
-                let replica = !high_watermarks.is_empty();
                 async move {
-                    match replica {
-                        true => engine.wait_for_replica_data(&partition, offset).await,
-                        false => engine.wait_for_data(&partition, offset).await,
+                    match reader {
+                        Reader::Replica => engine.wait_for_replica_data(&partition, offset).await,
+                        Reader::CommittedConsumer => engine.wait_for_committed_data(&partition, offset).await,
+                        Reader::Consumer => engine.wait_for_data(&partition, offset).await,
                     }
                 }
             })
@@ -204,9 +223,19 @@ async fn respond(
         results = read_replies(dispatch_reads(engine, &wanted, max_bytes).await, max_bytes).await;
     }
 
+    let isolation_committed = request.isolation_level == READ_COMMITTED;
+    answer(shape, results, high_watermarks, isolation_committed)
+}
+
+/// The response: each partition's read, in request order.
+fn answer(
+    shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
+    results: Vec<Result<ReadResult, ReadFailure>>,
+    high_watermarks: Vec<Option<Offset>>,
+    isolation_committed: bool,
+) -> FetchResponse {
     let mut results = results.into_iter();
     let mut high_watermarks = high_watermarks.into_iter();
-    let isolation_committed = request.isolation_level == 1;
     let responses = shape
         .into_iter()
         .map(|(topic, indexes)| {
@@ -214,14 +243,19 @@ async fn respond(
                 .into_iter()
                 .map(|index| {
                     let data = PartitionData::default().with_partition_index(index);
-                    let data =
-                        if isolation_committed { data.with_aborted_transactions(Some(Vec::new())) } else { data };
+                    // Null for read_uncommitted, as Kafka answers; a list for read_committed.
+                    let data = data.with_aborted_transactions(isolation_committed.then(Vec::new));
                     let leader_high_watermark = high_watermarks.next().flatten();
                     match results.next() {
                         Some(Ok(read)) => {
-                            let high_watermark = leader_high_watermark.unwrap_or(read.high_watermark).0;
-                            data.with_high_watermark(high_watermark)
-                                .with_last_stable_offset(high_watermark)
+                            let high_watermark = leader_high_watermark.unwrap_or(read.high_watermark);
+                            let last_stable_offset = read.last_stable_offset.min(high_watermark);
+                            let data = match isolation_committed {
+                                true => data.with_aborted_transactions(Some(aborted(&read))),
+                                false => data,
+                            };
+                            data.with_high_watermark(high_watermark.0)
+                                .with_last_stable_offset(last_stable_offset.0)
                                 .with_log_start_offset(read.log_start_offset.0)
                                 .with_records(Some(Bytes::from(read.bytes)))
                         }
@@ -251,9 +285,12 @@ async fn dispatch_reads(
         let read = match &w.partition {
             Ok(partition) => {
                 let budget = w.partition_max_bytes.min(max_bytes);
-                let read = match w.slot {
-                    Some(_) => engine.dispatch_read_replica(partition, w.fetch_offset, budget).await,
-                    None => engine.dispatch_read(partition, w.fetch_offset, budget, None).await,
+                let read = match w.reader {
+                    Reader::Replica => engine.dispatch_read_replica(partition, w.fetch_offset, budget).await,
+                    Reader::CommittedConsumer => {
+                        engine.dispatch_read_committed(partition, w.fetch_offset, budget).await
+                    }
+                    Reader::Consumer => engine.dispatch_read(partition, w.fetch_offset, budget, None).await,
                 };
                 read.map_err(|e| failure(&e))
             }
@@ -286,6 +323,16 @@ async fn read_replies(
         spent += read.bytes.len();
     }
     results
+}
+
+/// A committed read's aborted transactions, as the response lists them.
+fn aborted(read: &ReadResult) -> Vec<AbortedTransaction> {
+    let to_wire = |txn: &corelog_engine::segment::txn_index::AbortedTxn| {
+        AbortedTransaction::default()
+            .with_producer_id(kafka_protocol::messages::ProducerId(txn.producer_id.0))
+            .with_first_offset(txn.first_offset.0)
+    };
+    read.aborted_transactions.iter().map(to_wire).collect()
 }
 
 fn failure(error: &EngineError) -> ReadFailure {

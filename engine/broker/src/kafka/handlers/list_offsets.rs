@@ -1,6 +1,7 @@
-//! ListOffsets (key 2), v1–v6: the earliest offset (-2), the latest (-1, the high
-//! watermark), or the first offset of the first batch whose max timestamp reaches
-//! the given one (batch granularity: records are never decoded).
+//! ListOffsets (key 2), v1–v6: the earliest offset (-2), the latest (-1: the high
+//! watermark, or for `isolation_level` 1, read_committed (v2+), the last stable
+//! offset), or the first offset of the first batch whose max timestamp reaches the
+//! given one (batch granularity: records are never decoded).
 //!
 //! In a cluster the engine serves latest as the replicated high watermark too, and
 //! the answer's leader epoch (v4+) is the one this node leads the partition in
@@ -20,6 +21,8 @@ pub const VERSIONS: Versions = Versions::new(1, 6);
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// `isolation_level` of a consumer that reads committed data only.
+const READ_COMMITTED: i8 = 1;
 
 /// Queues every partition's lookup (staged, see the handlers' module doc); the
 /// returned future waits for their replies.
@@ -33,6 +36,7 @@ pub async fn dispatch(
     let replicas = context.shard.replicas.clone();
     // The leader epoch answered per (topic, partition) in a cluster.
     let epochs: std::cell::RefCell<Vec<((String, i32), i32)>> = std::cell::RefCell::default();
+    let latest = if request.isolation_level == READ_COMMITTED { OffsetSpec::LastStable } else { OffsetSpec::Latest };
     for topic in request.topics {
         let resolved = resolver.topic(TopicRef::Name(topic.name.0.as_str()), Intent::Read);
         work.topic(
@@ -53,7 +57,7 @@ pub async fn dispatch(
                         leader_epoch?;
                     }
                     let spec = match wanted.timestamp {
-                        LATEST => OffsetSpec::Latest,
+                        LATEST => latest,
                         EARLIEST => OffsetSpec::Earliest,
                         timestamp if timestamp >= 0 => OffsetSpec::Timestamp(TimestampMs(timestamp)),
                         _ => return Err(ResponseError::UnsupportedVersion),
