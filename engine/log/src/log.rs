@@ -24,7 +24,11 @@
 //! the log start offset, so an offset is never handed out twice. The idempotent
 //! producers' state is then rebuilt from the newest usable snapshot at or below the
 //! recovered end and the batch headers after it (its own crash story is in
-//! [`crate::producer_state`]); a log that restarts empty forgets every producer. Last,
+//! [`crate::producer_state`]); a log that restarts empty forgets every producer. That
+//! replay also rebuilds the aborted-transaction index of every segment it covers
+//! (the active one after a crash among them), and it starts early enough to cover a
+//! segment whose `.txnindex` is missing or fails its sanity check (see
+//! [`crate::segment::txn_index`]). Last,
 //! the leader-epoch history is loaded from its checkpoint, cut to the recovered log,
 //! checked against the batch headers, and rebuilt from them if it does not match (its
 //! own crash story is in [`crate::leader_epoch`]).
