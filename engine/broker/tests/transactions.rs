@@ -57,12 +57,16 @@ fn transactional(producer: i64, sequence: i32, records: usize) -> Vec<u8> {
 }
 
 fn fetch(connection: &mut PeerConnection, offset: i64, isolation_level: i8) -> PartitionData {
+    fetch_waiting(connection, offset, isolation_level, 0)
+}
+
+fn fetch_waiting(connection: &mut PeerConnection, offset: i64, isolation_level: i8, max_wait_ms: i32) -> PartitionData {
     let partition =
         FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(1 << 20);
     let topic = FetchTopic::default().with_topic(wire_topic()).with_partitions(vec![partition]);
     let request = FetchRequest::default()
         .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-        .with_max_wait_ms(0)
+        .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_isolation_level(isolation_level)
@@ -95,10 +99,9 @@ fn aborted(data: &PartitionData) -> Option<Vec<(i64, i64)>> {
     Some(list.iter().map(|a| (a.producer_id.0, a.first_offset)).collect())
 }
 
-#[test]
-fn read_committed_stops_at_the_last_stable_offset_and_lists_the_aborted_transactions() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir on the build disk");
-    let mut config = BrokerConfig::new(dir.path().join("broker"));
+/// A broker with topic `payments` of one partition.
+fn start(dir: &std::path::Path) -> (Broker, TopicPartition) {
+    let mut config = BrokerConfig::new(dir.join("broker"));
     config.listen = free_address();
     config.engine.shard_count = 1;
     config.engine.cpus = corelog_engine::cpus::ShardCpus::Unpinned;
@@ -106,7 +109,14 @@ fn read_committed_stops_at_the_last_stable_offset_and_lists_the_aborted_transact
     let engine = broker.handle().expect("engine");
     let name = TopicName::new(TOPIC).expect("valid");
     block_on(engine.create_topic(name.clone(), 1, TopicConfig::default())).expect("create");
-    let partition = TopicPartition::new(name, PartitionId(0));
+    (broker, TopicPartition::new(name, PartitionId(0)))
+}
+
+#[test]
+fn read_committed_stops_at_the_last_stable_offset_and_lists_the_aborted_transactions() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir on the build disk");
+    let (broker, partition) = start(dir.path());
+    let engine = broker.handle().expect("engine");
     let end_txn = |producer: i64, outcome| {
         let marker = TxnMarker { outcome, coordinator_epoch: 0 };
         let appended =
@@ -141,5 +151,27 @@ fn read_committed_stops_at_the_last_stable_offset_and_lists_the_aborted_transact
     assert_eq!(latest(&mut connection, 1), latest(&mut connection, 0));
     // From past the abort's marker, nothing to drop.
     assert_eq!(aborted(&fetch(&mut connection, commit, 1)), Some(Vec::new()));
+    broker.shutdown().expect("shutdown");
+}
+
+#[test]
+fn a_read_committed_long_poll_is_answered_when_the_transaction_commits() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir on the build disk");
+    let (broker, partition) = start(dir.path());
+    let engine = broker.handle().expect("engine");
+    let mut connection = connect(&broker);
+    let first = produce(&mut connection, transactional(7, 0, 3));
+    // The marker comes while the fetch waits (up to 20 s, far more than needed).
+    let committer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let marker = TxnMarker { outcome: TxnOutcome::Commit, coordinator_epoch: 0 };
+        let appended = engine.append_txn_marker(&partition, ProducerId(7), ProducerEpoch(0), marker, LeaderEpoch(0));
+        block_on(appended).expect("marker").base_offset.0
+    });
+    let committed = fetch_waiting(&mut connection, first, 1, 20_000);
+    let commit = committer.join().expect("committer");
+    assert_eq!(batch_offsets(&committed)[0], first, "the committed batch, once its marker is written");
+    assert_eq!(committed.last_stable_offset, commit + 1);
+    assert_eq!(aborted(&committed), Some(Vec::new()));
     broker.shutdown().expect("shutdown");
 }
