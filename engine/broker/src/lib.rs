@@ -41,6 +41,7 @@ pub mod group;
 pub mod kafka;
 pub mod listener;
 pub mod producer_ids;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::path::Path;

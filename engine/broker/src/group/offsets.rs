@@ -462,7 +462,7 @@ fn get_varbytes<'a>(bytes: &'a [u8], at: &mut usize) -> std::result::Result<Opti
 }
 
 /// Walks the records of one uncompressed v2 batch: (key, value) of each.
-fn for_each_record(
+pub(crate) fn for_each_record(
     batch: &[u8],
     attributes: i16,
     record_count: i32,

@@ -1,0 +1,803 @@
+//! [`TxnCoordinator`]: the transactions of the `__transaction_state` partitions one
+//! broker coordinates, as a state machine (Kafka's `TransactionCoordinator`).
+//!
+//! No IO and no clock. Inputs are [`Request`]s (each with a caller's [`RequestId`]),
+//! [`TxnCoordinator::tick`] with `now_ms`, and completions: an append done or failed
+//! ([`AppendId`]), markers written. Outputs are [`Effect`]s taken with
+//! [`TxnCoordinator::take_effects`]: a record to append to `__transaction_state`,
+//! markers to write, an answer to a request. A change of a transaction takes effect
+//! only once its record is appended; until then the transaction has a pending state
+//! and other requests for it get CONCURRENT_TRANSACTIONS.
+//!
+//! The rules and error codes follow Kafka's coordinator: fencing by epoch bump when a
+//! new producer calls InitProducerId with the same transactional id (an open
+//! transaction is aborted first and the caller told CONCURRENT_TRANSACTIONS), KIP-360
+//! (a producer that retries InitProducerId with its epoch keeps it or bumps it;
+//! an exhausted epoch gets a new producer id), KIP-890 part 1 (verify-only
+//! AddPartitionsToTxn, answered TRANSACTION_ABORTABLE for a partition not in the
+//! transaction) and part 2 (transaction version 2: every EndTxn bumps the epoch).
+//! A transaction that reached PrepareCommit commits, whatever happens after: a
+//! coordinator that loads a partition resends the markers of every prepared one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::ResponseError;
+
+use super::log::TxnRecord;
+use super::state::{TransactionMetadata, TxnState, TxnTransit};
+use super::{
+    partition_for, CoordinatorEpoch, TransactionResult, TransactionVersion, TransactionalId, TxnConfig, NO_PRODUCER_ID,
+};
+use crate::group::offsets_topic;
+use corelog_engine::types::{PartitionId, ProducerEpoch, ProducerId, TopicPartition};
+
+/// Where producer ids come from (the broker's [`crate::producer_ids`] allocators).
+pub trait ProducerIdSource {
+    /// A producer id never handed out before, or the error to answer (a cluster node
+    /// waiting for a block from the controller answers COORDINATOR_LOAD_IN_PROGRESS,
+    /// as Kafka's does).
+    fn next_producer_id(&mut self) -> Result<ProducerId, ResponseError>;
+}
+
+/// The caller's name for a request, given back with its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// The coordinator's name for an append, given back with its completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppendId(pub u64);
+
+/// A request to the coordinator; the handlers have decoded and validated the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// InitProducerId with a transactional id; `expected` is KIP-360's producer id
+    /// and epoch of a producer that already has one.
+    InitProducerId { transactional_id: TransactionalId, timeout_ms: i32, expected: Option<(ProducerId, ProducerEpoch)> },
+    /// AddPartitionsToTxn; `verify_only` is KIP-890's check from a partition leader.
+    AddPartitions {
+        transactional_id: TransactionalId,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        partitions: BTreeSet<TopicPartition>,
+        verify_only: bool,
+    },
+    /// AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the transaction.
+    AddOffsets {
+        transactional_id: TransactionalId,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        offsets_partition: PartitionId,
+    },
+    /// EndTxn; `version` is the client's transaction version (2 from EndTxn v5).
+    EndTxn {
+        transactional_id: TransactionalId,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        result: TransactionResult,
+        version: TransactionVersion,
+    },
+}
+
+impl Request {
+    pub fn transactional_id(&self) -> &TransactionalId {
+        match self {
+            Request::InitProducerId { transactional_id, .. }
+            | Request::AddPartitions { transactional_id, .. }
+            | Request::AddOffsets { transactional_id, .. }
+            | Request::EndTxn { transactional_id, .. } => transactional_id,
+        }
+    }
+}
+
+/// An answer, one kind per request kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    InitProducerId(Result<(ProducerId, ProducerEpoch), ResponseError>),
+    AddPartitions(Result<(), ResponseError>),
+    /// Per partition: None, or why it is not in the transaction.
+    VerifyPartitions(BTreeMap<TopicPartition, Option<ResponseError>>),
+    AddOffsets(Result<(), ResponseError>),
+    /// The producer id and epoch the producer goes on with.
+    EndTxn(Result<(ProducerId, ProducerEpoch), ResponseError>),
+}
+
+/// Transaction markers to write to every partition of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnMarkers {
+    pub transactional_id: TransactionalId,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub result: TransactionResult,
+    pub coordinator_epoch: CoordinatorEpoch,
+    pub partitions: BTreeSet<TopicPartition>,
+}
+
+/// What the coordinator asks of its runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Append `record` to `partition` of `__transaction_state` as its coordinator
+    /// of `coordinator_epoch`, then call `append_done` or `append_failed`.
+    Append { append: AppendId, partition: PartitionId, coordinator_epoch: CoordinatorEpoch, record: TxnRecord },
+    /// Write these markers (WriteTxnMarkers), retrying each partition until it is
+    /// written or gone, then call `markers_written` with them.
+    WriteMarkers(TxnMarkers),
+    /// Answer a request.
+    Respond { request: RequestId, response: Response },
+}
+
+/// What happens once an append is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterAppend {
+    InitProducerId(RequestId),
+    /// A new producer's InitProducerId fenced an open transaction: answered
+    /// CONCURRENT_TRANSACTIONS once the abort is prepared (the producer retries).
+    InitFence(RequestId),
+    AddPartitions(RequestId),
+    AddOffsets(RequestId),
+    EndTxn(RequestId),
+    TimeoutAbort,
+    Complete,
+    Expire,
+}
+
+impl AfterAppend {
+    fn request(self) -> Option<RequestId> {
+        match self {
+            AfterAppend::InitProducerId(request)
+            | AfterAppend::InitFence(request)
+            | AfterAppend::AddPartitions(request)
+            | AfterAppend::AddOffsets(request)
+            | AfterAppend::EndTxn(request) => Some(request),
+            AfterAppend::TimeoutAbort | AfterAppend::Complete | AfterAppend::Expire => None,
+        }
+    }
+
+    /// The answer to the request when the append did not happen.
+    fn failed(self, error: ResponseError) -> Option<(RequestId, Response)> {
+        let response = match self {
+            AfterAppend::InitProducerId(_) | AfterAppend::InitFence(_) => Response::InitProducerId(Err(error)),
+            AfterAppend::AddPartitions(_) => Response::AddPartitions(Err(error)),
+            AfterAppend::AddOffsets(_) => Response::AddOffsets(Err(error)),
+            AfterAppend::EndTxn(_) => Response::EndTxn(Err(error)),
+            AfterAppend::TimeoutAbort | AfterAppend::Complete | AfterAppend::Expire => return None,
+        };
+        self.request().map(|request| (request, response))
+    }
+}
+
+struct PendingAppend {
+    transactional_id: TransactionalId,
+    partition: PartitionId,
+    coordinator_epoch: CoordinatorEpoch,
+    transit: TxnTransit,
+    then: AfterAppend,
+}
+
+pub struct TxnCoordinator<P> {
+    config: TxnConfig,
+    producer_ids: P,
+    /// The `__transaction_state` partitions this coordinator owns, with its epoch.
+    owned: BTreeMap<PartitionId, CoordinatorEpoch>,
+    transactions: BTreeMap<TransactionalId, TransactionMetadata>,
+    appends: BTreeMap<AppendId, PendingAppend>,
+    next_append: u64,
+    /// Prepared transactions whose markers are written but whose completion record
+    /// could not be appended: retried on the tick.
+    completions_due: BTreeSet<TransactionalId>,
+    effects: Vec<Effect>,
+}
+
+/// A refusal before any change: the request is answered at once.
+type Refusal = ResponseError;
+
+/// What an InitProducerId's append leads to, given its request.
+type InitFollowUp = fn(RequestId) -> AfterAppend;
+
+impl<P: ProducerIdSource> TxnCoordinator<P> {
+    pub fn new(config: TxnConfig, producer_ids: P) -> TxnCoordinator<P> {
+        assert!(config.state_log_partitions > 0, "the transaction state topic has partitions");
+        TxnCoordinator {
+            config,
+            producer_ids,
+            owned: BTreeMap::new(),
+            transactions: BTreeMap::new(),
+            appends: BTreeMap::new(),
+            next_append: 0,
+            completions_due: BTreeSet::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// The effects since the last call, in the order they were decided.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub fn partition_for(&self, transactional_id: &TransactionalId) -> PartitionId {
+        partition_for(transactional_id, self.config.state_log_partitions)
+    }
+
+    pub fn transaction(&self, transactional_id: &TransactionalId) -> Option<&TransactionMetadata> {
+        self.transactions.get(transactional_id)
+    }
+
+    pub fn transactions(&self) -> impl Iterator<Item = &TransactionMetadata> {
+        self.transactions.values()
+    }
+
+    pub fn producer_ids(&self) -> &P {
+        &self.producer_ids
+    }
+
+    /// This broker became the coordinator of `partition` at `coordinator_epoch`, whose
+    /// replay ([`super::log::replay`]) found `transactions`. Prepared transactions get
+    /// their markers sent again; open ones time out as usual.
+    pub fn load_partition(
+        &mut self,
+        partition: PartitionId,
+        coordinator_epoch: CoordinatorEpoch,
+        transactions: BTreeMap<TransactionalId, TransactionMetadata>,
+    ) {
+        self.unload_partition(partition);
+        self.owned.insert(partition, coordinator_epoch);
+        for (transactional_id, metadata) in transactions {
+            if self.partition_for(&transactional_id) != partition {
+                tracing::warn!("{transactional_id}: found in {partition}, belongs elsewhere; skipped");
+                continue;
+            }
+            if matches!(metadata.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                self.send_markers(&metadata, coordinator_epoch);
+            }
+            self.transactions.insert(transactional_id, metadata);
+        }
+    }
+
+    /// This broker is no longer the coordinator of `partition`: its transactions are
+    /// forgotten; appends in flight are answered NOT_COORDINATOR when they complete.
+    pub fn unload_partition(&mut self, partition: PartitionId) {
+        self.owned.remove(&partition);
+        let partitions = self.config.state_log_partitions;
+        self.transactions.retain(|id, _| partition_for(id, partitions) != partition);
+        self.completions_due.retain(|id| partition_for(id, partitions) != partition);
+    }
+
+    pub fn handle(&mut self, request_id: RequestId, request: Request, now_ms: i64) {
+        match request {
+            Request::InitProducerId { transactional_id, timeout_ms, expected } => {
+                self.init_producer_id(request_id, transactional_id, timeout_ms, expected, now_ms)
+            }
+            Request::AddPartitions { transactional_id, producer_id, producer_epoch, partitions, verify_only: true } => {
+                let response = self.verify_partitions(&transactional_id, producer_id, producer_epoch, partitions);
+                self.respond(request_id, Response::VerifyPartitions(response));
+            }
+            Request::AddPartitions {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+                verify_only: false,
+            } => {
+                let then = AfterAppend::AddPartitions(request_id);
+                self.add_partitions(then, transactional_id, (producer_id, producer_epoch), partitions, now_ms);
+            }
+            Request::AddOffsets { transactional_id, producer_id, producer_epoch, offsets_partition } => {
+                let partitions = [TopicPartition::new(offsets_topic(), offsets_partition)].into();
+                let then = AfterAppend::AddOffsets(request_id);
+                self.add_partitions(then, transactional_id, (producer_id, producer_epoch), partitions, now_ms);
+            }
+            Request::EndTxn { transactional_id, producer_id, producer_epoch, result, version } => {
+                let producer = (producer_id, producer_epoch);
+                self.end_txn(request_id, transactional_id, producer, result, version, now_ms)
+            }
+        }
+    }
+
+    fn respond(&mut self, request: RequestId, response: Response) {
+        self.effects.push(Effect::Respond { request, response });
+    }
+
+    /// The coordinator epoch of `transactional_id`'s partition, if this broker owns it.
+    fn owner_epoch(&self, transactional_id: &TransactionalId) -> Result<CoordinatorEpoch, Refusal> {
+        if transactional_id.0.is_empty() {
+            return Err(ResponseError::InvalidRequest);
+        }
+        self.owned.get(&self.partition_for(transactional_id)).copied().ok_or(ResponseError::NotCoordinator)
+    }
+
+    /// Queues the append of `transit` for `transactional_id` (whose pending state
+    /// `prepare_*` has set).
+    fn append(&mut self, transactional_id: TransactionalId, transit: TxnTransit, then: AfterAppend) {
+        let partition = self.partition_for(&transactional_id);
+        let coordinator_epoch = self.owned[&partition];
+        let append = AppendId(self.next_append);
+        self.next_append += 1;
+        let record = TxnRecord::of(transactional_id.clone(), &transit);
+        self.effects.push(Effect::Append { append, partition, coordinator_epoch, record });
+        self.appends.insert(append, PendingAppend { transactional_id, partition, coordinator_epoch, transit, then });
+    }
+
+    fn init_producer_id(
+        &mut self,
+        request: RequestId,
+        transactional_id: TransactionalId,
+        timeout_ms: i32,
+        expected: Option<(ProducerId, ProducerEpoch)>,
+        now_ms: i64,
+    ) {
+        let prepared = self.prepare_init(&transactional_id, timeout_ms, expected, now_ms);
+        match prepared {
+            Err(error) => self.respond(request, Response::InitProducerId(Err(error))),
+            Ok((transit, then)) => self.append(transactional_id, transit, then(request)),
+        }
+    }
+
+    /// Kafka's `prepareInitProducerIdTransit`: the transition InitProducerId asks for.
+    fn prepare_init(
+        &mut self,
+        transactional_id: &TransactionalId,
+        timeout_ms: i32,
+        expected: Option<(ProducerId, ProducerEpoch)>,
+        now_ms: i64,
+    ) -> Result<(TxnTransit, InitFollowUp), Refusal> {
+        self.owner_epoch(transactional_id)?;
+        if timeout_ms <= 0 || timeout_ms > self.config.transaction_timeout_ms_max {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        if !self.transactions.contains_key(transactional_id) {
+            let producer_id = self.producer_ids.next_producer_id()?;
+            let metadata = TransactionMetadata::new(transactional_id.clone(), producer_id, timeout_ms, now_ms);
+            self.transactions.insert(transactional_id.clone(), metadata);
+        }
+        let metadata = &self.transactions[transactional_id];
+        if metadata.pending_state.is_some() {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
+        let valid_producer = |(producer_id, epoch): (ProducerId, ProducerEpoch)| {
+            metadata.producer_epoch == super::NO_PRODUCER_EPOCH
+                || producer_id == metadata.producer_id
+                || (producer_id == metadata.previous_producer_id && super::state::is_epoch_exhausted(epoch))
+        };
+        if !expected.is_none_or(valid_producer) {
+            return Err(ResponseError::ProducerFenced);
+        }
+        match metadata.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => Err(ResponseError::ConcurrentTransactions),
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                let transit = self.prepare_new_epoch(transactional_id, timeout_ms, expected, now_ms)?;
+                Ok((transit, AfterAppend::InitProducerId))
+            }
+            TxnState::Ongoing => {
+                let metadata = self.transactions.get_mut(transactional_id).expect("present");
+                let transit = metadata.prepare_fence_and_abort(now_ms).map_err(bug)?;
+                Ok((transit, AfterAppend::InitFence))
+            }
+            TxnState::Dead | TxnState::PrepareEpochFence => Err(bug(metadata.state)),
+        }
+    }
+
+    /// An idle transactional id's next epoch, or its next producer id when the epoch
+    /// is exhausted (and the producer, if it says, has the current one).
+    fn prepare_new_epoch(
+        &mut self,
+        transactional_id: &TransactionalId,
+        timeout_ms: i32,
+        expected: Option<(ProducerId, ProducerEpoch)>,
+        now_ms: i64,
+    ) -> Result<TxnTransit, Refusal> {
+        let metadata = &self.transactions[transactional_id];
+        if metadata.is_epoch_exhausted() && expected.is_none_or(|(_, epoch)| epoch == metadata.producer_epoch) {
+            let producer_id = self.producer_ids.next_producer_id()?;
+            let metadata = self.transactions.get_mut(transactional_id).expect("present");
+            return metadata
+                .prepare_producer_id_rotation(producer_id, timeout_ms, now_ms, expected.is_some())
+                .map_err(bug);
+        }
+        let metadata = self.transactions.get_mut(transactional_id).expect("present");
+        match metadata.prepare_increment_epoch(timeout_ms, expected.map(|(_, epoch)| epoch), now_ms) {
+            Ok(Some(transit)) => Ok(transit),
+            Ok(None) => Err(ResponseError::ProducerFenced),
+            Err(error) => Err(bug(error)),
+        }
+    }
+
+    /// The checks AddPartitions and its verify-only form share: the transactional id
+    /// is known here and the producer is its current one.
+    fn current_producer(
+        &self,
+        transactional_id: &TransactionalId,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+    ) -> Result<&TransactionMetadata, Refusal> {
+        self.owner_epoch(transactional_id)?;
+        let metadata = self.transactions.get(transactional_id).ok_or(ResponseError::InvalidProducerIdMapping)?;
+        if metadata.state.has_pending_transaction()
+            && !matches!(metadata.state, TxnState::Ongoing)
+            && producer_id == metadata.next_producer_id
+        {
+            // Transaction version 2: the producer already has the id the completion
+            // moves to; it waits for the completion.
+            return Err(ResponseError::ConcurrentTransactions);
+        }
+        if metadata.producer_id != producer_id {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        }
+        if metadata.producer_epoch != producer_epoch {
+            return Err(ResponseError::ProducerFenced);
+        }
+        Ok(metadata)
+    }
+
+    /// KIP-890 part 1: is each partition in the producer's ongoing transaction?
+    fn verify_partitions(
+        &self,
+        transactional_id: &TransactionalId,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        partitions: BTreeSet<TopicPartition>,
+    ) -> BTreeMap<TopicPartition, Option<ResponseError>> {
+        let checked = self.current_producer(transactional_id, producer_id, producer_epoch).and_then(|metadata| {
+            if matches!(metadata.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                Err(ResponseError::ConcurrentTransactions)
+            } else {
+                Ok(metadata)
+            }
+        });
+        partitions
+            .into_iter()
+            .map(|partition| {
+                let error = match &checked {
+                    Err(error) => Some(*error),
+                    Ok(metadata) if metadata.partitions.contains(&partition) => None,
+                    Ok(_) => Some(ResponseError::TransactionAbortable),
+                };
+                (partition, error)
+            })
+            .collect()
+    }
+
+    fn add_partitions(
+        &mut self,
+        then: AfterAppend,
+        transactional_id: TransactionalId,
+        (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
+        partitions: BTreeSet<TopicPartition>,
+        now_ms: i64,
+    ) {
+        let prepared = self.current_producer(&transactional_id, producer_id, producer_epoch).and_then(|metadata| {
+            if metadata.pending_state.is_some()
+                || matches!(metadata.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+            {
+                return Err(ResponseError::ConcurrentTransactions);
+            }
+            Ok(metadata.state == TxnState::Ongoing && partitions.is_subset(&metadata.partitions))
+        });
+        let prepared = prepared.and_then(|already_added| {
+            if already_added {
+                return Ok(None);
+            }
+            let metadata = self.transactions.get_mut(&transactional_id).expect("checked");
+            metadata.prepare_add_partitions(&partitions, now_ms).map(Some).map_err(bug)
+        });
+        match prepared {
+            Ok(Some(transit)) => self.append(transactional_id, transit, then),
+            Ok(None) => self.answer_after(then, Ok(())),
+            Err(error) => self.answer_after(then, Err(error)),
+        }
+    }
+
+    /// Answers the request of an AddPartitions or AddOffsets.
+    fn answer_after(&mut self, then: AfterAppend, result: Result<(), ResponseError>) {
+        match then {
+            AfterAppend::AddPartitions(request) => self.respond(request, Response::AddPartitions(result)),
+            AfterAppend::AddOffsets(request) => self.respond(request, Response::AddOffsets(result)),
+            other => unreachable!("only adds are answered here, not {other:?}"),
+        }
+    }
+
+    fn end_txn(
+        &mut self,
+        request: RequestId,
+        transactional_id: TransactionalId,
+        producer: (ProducerId, ProducerEpoch),
+        result: TransactionResult,
+        version: TransactionVersion,
+        now_ms: i64,
+    ) {
+        match self.prepare_end(&transactional_id, producer, result, version, now_ms) {
+            Ok(EndDecision::Prepared(transit)) => {
+                self.append(transactional_id, transit, AfterAppend::EndTxn(request));
+            }
+            Ok(EndDecision::AlreadyDone(producer)) => self.respond(request, Response::EndTxn(Ok(producer))),
+            Err(error) => self.respond(request, Response::EndTxn(Err(error))),
+        }
+    }
+
+    /// Kafka's `endTransaction` from a client, up to the append.
+    fn prepare_end(
+        &mut self,
+        transactional_id: &TransactionalId,
+        (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
+        result: TransactionResult,
+        version: TransactionVersion,
+        now_ms: i64,
+    ) -> Result<EndDecision, Refusal> {
+        self.owner_epoch(transactional_id)?;
+        let metadata = self.transactions.get(transactional_id).ok_or(ResponseError::InvalidProducerIdMapping)?;
+        check_end_producer(metadata, producer_id, producer_epoch)?;
+        if metadata.pending_state.is_some() {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
+        let same = |wanted: TransactionResult| wanted == result;
+        match metadata.state {
+            TxnState::Ongoing => {
+                let exhausted = version.bumps_epoch_at_end() && metadata.is_epoch_exhausted();
+                let next_producer_id = if exhausted { self.producer_ids.next_producer_id()? } else { NO_PRODUCER_ID };
+                let metadata = self.transactions.get_mut(transactional_id).expect("present");
+                let transit = metadata.prepare_end(result, version, next_producer_id, now_ms).map_err(bug)?;
+                Ok(EndDecision::Prepared(transit))
+            }
+            TxnState::CompleteCommit if same(TransactionResult::Commit) => {
+                Ok(EndDecision::AlreadyDone((metadata.producer_id, metadata.producer_epoch)))
+            }
+            TxnState::CompleteAbort if same(TransactionResult::Abort) => {
+                Ok(EndDecision::AlreadyDone((metadata.producer_id, metadata.producer_epoch)))
+            }
+            TxnState::PrepareCommit if same(TransactionResult::Commit) => Err(ResponseError::ConcurrentTransactions),
+            TxnState::PrepareAbort if same(TransactionResult::Abort) => Err(ResponseError::ConcurrentTransactions),
+            TxnState::Empty
+            | TxnState::CompleteCommit
+            | TxnState::CompleteAbort
+            | TxnState::PrepareCommit
+            | TxnState::PrepareAbort => Err(ResponseError::InvalidTxnState),
+            TxnState::Dead | TxnState::PrepareEpochFence => Err(bug(metadata.state)),
+        }
+    }
+
+    /// The record of `append` is in the log: the transition takes effect and its
+    /// follow-up runs (an answer, markers, a removal).
+    pub fn append_done(&mut self, append: AppendId, now_ms: i64) {
+        let Some(pending) = self.appends.remove(&append) else {
+            tracing::warn!("append {append:?} completed twice or never started");
+            return;
+        };
+        let transactional_id = pending.transactional_id.clone();
+        let owner = self.owned.get(&pending.partition) == Some(&pending.coordinator_epoch);
+        let metadata = self.transactions.get_mut(&transactional_id).filter(|_| owner);
+        let Some(metadata) = metadata else {
+            // The partition moved (or was reloaded) meanwhile.
+            if let Some((request, response)) = pending.then.failed(ResponseError::NotCoordinator) {
+                self.respond(request, response);
+            }
+            return;
+        };
+        if let Err(error) = metadata.complete(pending.transit) {
+            tracing::error!("{error}");
+            metadata.abandon();
+            if let Some((request, response)) = pending.then.failed(ResponseError::UnknownServerError) {
+                self.respond(request, response);
+            }
+            return;
+        }
+        self.after_append(transactional_id, pending.coordinator_epoch, pending.then, now_ms);
+    }
+
+    fn after_append(
+        &mut self,
+        transactional_id: TransactionalId,
+        coordinator_epoch: CoordinatorEpoch,
+        then: AfterAppend,
+        now_ms: i64,
+    ) {
+        let metadata = &self.transactions[&transactional_id];
+        let producer = (metadata.producer_id, metadata.producer_epoch);
+        match then {
+            AfterAppend::InitProducerId(request) => self.respond(request, Response::InitProducerId(Ok(producer))),
+            AfterAppend::InitFence(request) => {
+                self.respond(request, Response::InitProducerId(Err(ResponseError::ConcurrentTransactions)));
+                self.send_markers_of(&transactional_id, coordinator_epoch, now_ms);
+            }
+            AfterAppend::AddPartitions(request) => self.respond(request, Response::AddPartitions(Ok(()))),
+            AfterAppend::AddOffsets(request) => self.respond(request, Response::AddOffsets(Ok(()))),
+            AfterAppend::EndTxn(request) => {
+                // With transaction version 2 and an exhausted epoch, the producer goes
+                // on with the producer id the completion moves to.
+                let next = if metadata.next_producer_id != NO_PRODUCER_ID {
+                    (metadata.next_producer_id, ProducerEpoch(0))
+                } else {
+                    producer
+                };
+                self.respond(request, Response::EndTxn(Ok(next)));
+                self.send_markers_of(&transactional_id, coordinator_epoch, now_ms);
+            }
+            AfterAppend::TimeoutAbort => self.send_markers_of(&transactional_id, coordinator_epoch, now_ms),
+            AfterAppend::Complete => {}
+            AfterAppend::Expire => {
+                self.transactions.remove(&transactional_id);
+            }
+        }
+    }
+
+    fn send_markers_of(
+        &mut self,
+        transactional_id: &TransactionalId,
+        coordinator_epoch: CoordinatorEpoch,
+        now_ms: i64,
+    ) {
+        let metadata = self.transactions[transactional_id].clone();
+        if metadata.partitions.is_empty() {
+            self.complete_transaction(transactional_id, now_ms);
+        } else {
+            self.send_markers(&metadata, coordinator_epoch);
+        }
+    }
+
+    fn send_markers(&mut self, metadata: &TransactionMetadata, coordinator_epoch: CoordinatorEpoch) {
+        let result = match metadata.state {
+            TxnState::PrepareCommit => TransactionResult::Commit,
+            TxnState::PrepareAbort => TransactionResult::Abort,
+            other => {
+                tracing::error!("{}: markers of a transaction in {other}", metadata.transactional_id);
+                return;
+            }
+        };
+        self.effects.push(Effect::WriteMarkers(TxnMarkers {
+            transactional_id: metadata.transactional_id.clone(),
+            producer_id: metadata.producer_id,
+            producer_epoch: metadata.producer_epoch,
+            result,
+            coordinator_epoch,
+            partitions: metadata.partitions.clone(),
+        }));
+    }
+
+    /// The append of `append` failed and its record is not in the log (a runtime that
+    /// cannot tell reloads the partition instead): the transition is dropped and the
+    /// request answered with Kafka's mapping of `error`.
+    pub fn append_failed(&mut self, append: AppendId, error: ResponseError) {
+        let Some(pending) = self.appends.remove(&append) else {
+            tracing::warn!("append {append:?} failed twice or never started");
+            return;
+        };
+        let owner = self.owned.get(&pending.partition) == Some(&pending.coordinator_epoch);
+        if let Some(metadata) = self.transactions.get_mut(&pending.transactional_id).filter(|_| owner) {
+            metadata.abandon();
+            if pending.then == AfterAppend::Complete {
+                self.completions_due.insert(pending.transactional_id.clone());
+            }
+        }
+        let answer = if owner { append_error(error) } else { ResponseError::NotCoordinator };
+        if let Some((request, response)) = pending.then.failed(answer) {
+            self.respond(request, response);
+        }
+    }
+
+    /// Every partition of the transaction has its marker: the completion record is
+    /// appended (CompleteCommit or CompleteAbort).
+    pub fn markers_written(&mut self, markers: &TxnMarkers, now_ms: i64) {
+        let partition = self.partition_for(&markers.transactional_id);
+        if self.owned.get(&partition) != Some(&markers.coordinator_epoch) {
+            return;
+        }
+        let Some(metadata) = self.transactions.get(&markers.transactional_id) else { return };
+        if (metadata.producer_id, metadata.producer_epoch) != (markers.producer_id, markers.producer_epoch)
+            || !matches!(metadata.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+        {
+            tracing::warn!("{}: markers written for a transaction no longer prepared", markers.transactional_id);
+            return;
+        }
+        self.complete_transaction(&markers.transactional_id.clone(), now_ms);
+    }
+
+    fn complete_transaction(&mut self, transactional_id: &TransactionalId, now_ms: i64) {
+        let metadata = self.transactions.get_mut(transactional_id).expect("present");
+        match metadata.prepare_complete(now_ms) {
+            Ok(transit) => {
+                self.completions_due.remove(transactional_id);
+                self.append(transactional_id.clone(), transit, AfterAppend::Complete);
+            }
+            Err(error) => tracing::error!("{error}"),
+        }
+    }
+
+    /// The timer: aborts transactions open longer than their timeout (fencing their
+    /// producer), expires transactional ids idle for `transactional.id.expiration.ms`,
+    /// and retries completions whose append failed.
+    pub fn tick(&mut self, now_ms: i64) {
+        let expiration_ms = self.config.transactional_id_expiration_ms;
+        let mut timed_out = Vec::new();
+        let mut expired = Vec::new();
+        for (transactional_id, metadata) in &self.transactions {
+            if metadata.pending_state.is_some() || !self.owned.contains_key(&self.partition_for(transactional_id)) {
+                continue;
+            }
+            if metadata.state == TxnState::Ongoing
+                && metadata.txn_start_timestamp_ms.saturating_add(i64::from(metadata.timeout_ms)) < now_ms
+            {
+                timed_out.push(transactional_id.clone());
+            } else if metadata.state.is_expiration_allowed()
+                && metadata.txn_last_update_timestamp_ms.saturating_add(expiration_ms) <= now_ms
+            {
+                expired.push(transactional_id.clone());
+            }
+        }
+        for transactional_id in timed_out {
+            let metadata = self.transactions.get_mut(&transactional_id).expect("present");
+            match metadata.prepare_fence_and_abort(now_ms) {
+                Ok(transit) => self.append(transactional_id, transit, AfterAppend::TimeoutAbort),
+                Err(error) => tracing::error!("{error}"),
+            }
+        }
+        for transactional_id in expired {
+            let metadata = self.transactions.get_mut(&transactional_id).expect("present");
+            match metadata.prepare_dead() {
+                Ok(transit) => self.append(transactional_id, transit, AfterAppend::Expire),
+                Err(error) => tracing::error!("{error}"),
+            }
+        }
+        for transactional_id in std::mem::take(&mut self.completions_due) {
+            let pending = self.transactions.get(&transactional_id).is_none_or(|m| m.pending_state.is_some());
+            if !pending {
+                self.complete_transaction(&transactional_id, now_ms);
+            }
+        }
+    }
+}
+
+enum EndDecision {
+    Prepared(TxnTransit),
+    /// A retry of an EndTxn that completed: answered with the producer's id and epoch.
+    AlreadyDone((ProducerId, ProducerEpoch)),
+}
+
+/// Kafka's producer id and epoch checks of EndTxn from a client, transaction
+/// version 2's retries included (the epoch the end bumped, the producer id it rotated).
+fn check_end_producer(
+    metadata: &TransactionMetadata,
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+) -> Result<(), Refusal> {
+    let version_2 = metadata.client_transaction_version.bumps_epoch_at_end();
+    let retry_on_overflow = version_2
+        && metadata.previous_producer_id == producer_id
+        && producer_epoch.0 == i16::MAX - 1
+        && metadata.producer_epoch.0 == 0;
+    let retry_on_epoch_bump = version_2 && i32::from(metadata.producer_epoch.0) == i32::from(producer_epoch.0) + 1;
+    let valid_epoch = if version_2 {
+        match metadata.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_epoch_bump,
+            TxnState::CompleteCommit | TxnState::CompleteAbort => retry_on_epoch_bump || retry_on_overflow,
+            _ => producer_epoch == metadata.producer_epoch,
+        }
+    } else {
+        producer_epoch == metadata.producer_epoch
+    };
+    if metadata.producer_id != producer_id && !retry_on_overflow {
+        Err(ResponseError::InvalidProducerIdMapping)
+    } else if !valid_epoch {
+        Err(ResponseError::ProducerFenced)
+    } else {
+        Ok(())
+    }
+}
+
+/// Kafka's answer to a failed append to `__transaction_state`.
+fn append_error(error: ResponseError) -> ResponseError {
+    match error {
+        ResponseError::UnknownTopicOrPartition
+        | ResponseError::NotEnoughReplicas
+        | ResponseError::NotEnoughReplicasAfterAppend
+        | ResponseError::RequestTimedOut => ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => ResponseError::NotCoordinator,
+        _ => ResponseError::UnknownServerError,
+    }
+}
+
+/// A state the coordinator never leaves a transaction in, or a transition it never
+/// prepares wrongly: logged, answered UNKNOWN_SERVER_ERROR.
+fn bug(what: impl std::fmt::Display) -> ResponseError {
+    tracing::error!("transaction coordinator bug: {what}");
+    ResponseError::UnknownServerError
+}
+
+#[cfg(test)]
+mod tests;

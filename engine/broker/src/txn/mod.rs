@@ -1,0 +1,187 @@
+//! Transactions: the transaction coordinator (Kafka's `TransactionCoordinator`), sans IO.
+//!
+//! A `transactional.id` maps to one partition of the internal topic
+//! [`TRANSACTION_STATE_TOPIC`] ([`partition_for`], Kafka's placement), and the leader
+//! of that partition is its coordinator. The coordinator keeps one
+//! [`state::TransactionMetadata`] per transactional id, changes it only through
+//! Kafka's state machine (Empty → Ongoing → PrepareCommit/PrepareAbort →
+//! CompleteCommit/CompleteAbort), and persists every change as a record of
+//! `__transaction_state` ([`log`]) before it takes effect.
+//!
+//! ## Layers
+//!
+//! - [`state`]: one transactional id's metadata and its legal transitions, each
+//!   prepared (a pending state that blocks others) and completed once its record is
+//!   in the log.
+//! - [`coordinator`]: [`coordinator::TxnCoordinator`], the requests (InitProducerId,
+//!   AddPartitionsToTxn and its verify-only form, AddOffsetsToTxn, EndTxn), the timer
+//!   (`transaction.timeout.ms`, `transactional.id.expiration.ms`) and the completions
+//!   (an append done or failed, markers written), turned into [`coordinator::Effect`]s:
+//!   records to append, markers to write, answers. No IO, no clock: `now_ms` is
+//!   passed in; producer ids come from an injected [`coordinator::ProducerIdSource`].
+//! - [`log`]: the record layout of `__transaction_state` (Kafka's binary schema) and
+//!   replay of a partition into metadata per transactional id.
+//!
+//! ## Limits
+//!
+//! - Not wired yet: no Kafka API is served from here, and `__transaction_state` is
+//!   neither created nor internal to the broker. The runtime (an actor per shard,
+//!   a writer per partition, the marker sender) comes with the wiring.
+//! - An append reported failed ([`coordinator::TxnCoordinator::append_failed`]) must
+//!   not be in the log; a runtime that cannot tell reloads the partition instead.
+//! - Markers are reported written for a transaction as a whole, not per partition.
+
+pub mod coordinator;
+pub mod log;
+pub mod state;
+
+use std::fmt;
+
+use corelog_engine::types::{PartitionId, ProducerEpoch, ProducerId, TopicName};
+
+/// The internal topic holding transactions' metadata.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// Kafka's `RecordBatch.NO_PRODUCER_ID`.
+pub const NO_PRODUCER_ID: ProducerId = ProducerId(-1);
+/// Kafka's `RecordBatch.NO_PRODUCER_EPOCH`.
+pub const NO_PRODUCER_EPOCH: ProducerEpoch = ProducerEpoch(-1);
+
+/// A producer's `transactional.id` (never empty once past request validation).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TransactionalId(pub String);
+
+impl fmt::Display for TransactionalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The epoch of a coordinator of a `__transaction_state` partition: the partition's
+/// leader epoch when this broker became its coordinator. Markers carry it, so a
+/// partition's leader can refuse the markers of a deposed coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CoordinatorEpoch(pub i32);
+
+impl fmt::Display for CoordinatorEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How a transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionResult {
+    Commit,
+    Abort,
+}
+
+/// The transaction protocol version a client uses (Kafka's `transaction.version`
+/// feature level, recorded in the log): 2 (KIP-890 part 2, EndTxn v5+) bumps the
+/// producer epoch at every transaction's end; 0 and 1 do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TransactionVersion(pub i16);
+
+impl TransactionVersion {
+    pub const V0: TransactionVersion = TransactionVersion(0);
+    pub const V2: TransactionVersion = TransactionVersion(2);
+
+    pub fn bumps_epoch_at_end(self) -> bool {
+        self.0 >= 2
+    }
+}
+
+/// Java's `String.hashCode`: `s[0]*31^(n-1) + … + s[n-1]` over UTF-16 code units,
+/// wrapping, as a Kafka broker computes it.
+pub fn java_string_hash(text: &str) -> i32 {
+    text.encode_utf16().fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit)))
+}
+
+/// The partition of [`TRANSACTION_STATE_TOPIC`] that holds `transactional_id`:
+/// Kafka's `Utils.abs(transactionalId.hashCode) % transaction.state.log.num.partitions`
+/// (`Utils.abs` maps `i32::MIN` to 0), so a transactional id has the same partition as
+/// on a Kafka cluster with as many partitions.
+pub fn partition_for(transactional_id: &TransactionalId, partitions: i32) -> PartitionId {
+    assert!(partitions > 0, "the transaction state topic has partitions");
+    let hash = java_string_hash(&transactional_id.0);
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    PartitionId(abs % partitions)
+}
+
+/// The topic name [`TRANSACTION_STATE_TOPIC`].
+pub fn transaction_state_topic() -> TopicName {
+    TopicName::new(TRANSACTION_STATE_TOPIC).expect("a valid topic name")
+}
+
+/// How transactions behave; Kafka's broker config names in the field docs.
+#[derive(Debug, Clone)]
+pub struct TxnConfig {
+    /// `transaction.state.log.num.partitions`. The topic keeps its partition count
+    /// once created: the transactional-id-to-partition map depends on it.
+    pub state_log_partitions: i32,
+    /// `transaction.max.timeout.ms`: InitProducerId with a longer timeout gets
+    /// INVALID_TRANSACTION_TIMEOUT.
+    pub transaction_timeout_ms_max: i32,
+    /// `transactional.id.expiration.ms`: a transactional id without a transaction
+    /// and without requests for this long is forgotten (a tombstone in the log).
+    pub transactional_id_expiration_ms: i64,
+}
+
+impl Default for TxnConfig {
+    fn default() -> Self {
+        TxnConfig {
+            state_log_partitions: 50,
+            transaction_timeout_ms_max: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_java_string_hash_code() {
+        // Values from Java's "…".hashCode().
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("a"), 97);
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash("transactional-id-1"), "transactional-id-1".hashCode_reference());
+        // Overflow wraps as in Java: "polygenelubricants".hashCode() == Integer.MIN_VALUE.
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        // Beyond the BMP Java hashes the two UTF-16 surrogates.
+        assert_eq!(java_string_hash("😀"), 0xD83D * 31 + 0xDE00);
+    }
+
+    trait Reference {
+        #[allow(non_snake_case)]
+        fn hashCode_reference(&self) -> i32;
+    }
+
+    impl Reference for str {
+        /// The textbook definition, in i64 reduced modulo 2^32 at the end.
+        fn hashCode_reference(&self) -> i32 {
+            let mut hash: i64 = 0;
+            for unit in self.encode_utf16() {
+                hash = (hash * 31 + i64::from(unit)) & 0xffff_ffff;
+            }
+            hash as u32 as i32
+        }
+    }
+
+    #[test]
+    fn partitions_follow_kafka() {
+        // Integer.MIN_VALUE maps to partition 0 (Utils.abs), not to a negative index.
+        assert_eq!(partition_for(&TransactionalId("polygenelubricants".into()), 50), PartitionId(0));
+        assert_eq!(partition_for(&TransactionalId("hello".into()), 50), PartitionId(99_162_322 % 50));
+        // A negative hash: "transactional-id" is negative in Java.
+        let id = TransactionalId("negative-hash-zzzzzzzzzz".into());
+        let hash = java_string_hash(&id.0);
+        assert_eq!(partition_for(&id, 7), PartitionId(hash.abs() % 7));
+        for i in 0..1000 {
+            let p = partition_for(&TransactionalId(format!("txn-{i}")), 50);
+            assert!((0..50).contains(&p.0));
+        }
+    }
+}
