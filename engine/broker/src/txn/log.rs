@@ -32,6 +32,8 @@
 //!                                      (-1, -1, 0)
 //! ```
 //!
+//! `golden/transaction_state.txt` pins the bytes of each kind of record.
+//!
 //! Batches are uncompressed RecordBatch v2, producer id -1 (as the offsets topic's).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -403,3 +405,6 @@ pub fn replay_records(records: impl IntoIterator<Item = TxnRecord>) -> BTreeMap<
     }
     transactions
 }
+
+#[cfg(test)]
+mod tests;
