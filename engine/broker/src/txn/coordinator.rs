@@ -26,7 +26,8 @@ use kafka_protocol::ResponseError;
 use super::log::TxnRecord;
 use super::state::{TransactionMetadata, TxnState, TxnTransit};
 use super::{
-    partition_for, CoordinatorEpoch, TransactionResult, TransactionVersion, TransactionalId, TxnConfig, NO_PRODUCER_ID,
+    partition_for, CoordinatorEpoch, TransactionResult, TransactionVersion, TransactionalId, TxnConfig,
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
 use crate::group::offsets_topic;
 use corelog_engine::types::{PartitionId, ProducerEpoch, ProducerId, TopicPartition};
@@ -353,7 +354,7 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
             return Err(ResponseError::ConcurrentTransactions);
         }
         let valid_producer = |(producer_id, epoch): (ProducerId, ProducerEpoch)| {
-            metadata.producer_epoch == super::NO_PRODUCER_EPOCH
+            metadata.producer_epoch == NO_PRODUCER_EPOCH
                 || producer_id == metadata.producer_id
                 || (producer_id == metadata.previous_producer_id && super::state::is_epoch_exhausted(epoch))
         };
@@ -661,7 +662,10 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
         let owner = self.owned.get(&pending.partition) == Some(&pending.coordinator_epoch);
         if let Some(metadata) = self.transactions.get_mut(&pending.transactional_id).filter(|_| owner) {
             metadata.abandon();
-            if pending.then == AfterAppend::Complete {
+            if metadata.producer_epoch == NO_PRODUCER_EPOCH {
+                // Its first record: the transactional id was never in the log.
+                self.transactions.remove(&pending.transactional_id);
+            } else if pending.then == AfterAppend::Complete {
                 self.completions_due.insert(pending.transactional_id.clone());
             }
         }

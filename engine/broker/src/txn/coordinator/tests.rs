@@ -1,6 +1,8 @@
 //! The coordinator driven directly: requests in, effects out, appends and markers
 //! completed (or failed, or lost in a crash) by hand, time moved by hand.
 
+mod model;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
@@ -380,6 +382,11 @@ fn a_failed_append_changes_nothing_and_maps_the_error() {
         let metadata = h.coordinator.transaction(&id("t")).expect("known");
         assert_eq!((metadata.state, metadata.pending_state), (TxnState::Empty, None));
     }
+    // The first record of a new transactional id fails: nothing of it stays.
+    let first = h.send(init("new"));
+    h.complete_append(0, Some(ResponseError::NotEnoughReplicas));
+    assert_eq!(h.answer(first), Response::InitProducerId(Err(ResponseError::CoordinatorNotAvailable)));
+    assert!(h.coordinator.transaction(&id("new")).is_none());
     // A completion whose append fails is retried on the tick.
     h.request_and_settle(add("t", p, &[0]));
     let ended = h.send(end("t", p, TransactionResult::Abort));
