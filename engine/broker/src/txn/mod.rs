@@ -29,7 +29,15 @@
 //!   a writer per partition, the marker sender) comes with the wiring.
 //! - An append reported failed ([`coordinator::TxnCoordinator::append_failed`]) must
 //!   not be in the log; a runtime that cannot tell reloads the partition instead.
-//! - Markers are reported written for a transaction as a whole, not per partition.
+//! - Markers are reported written for a transaction as a whole, not per partition
+//!   (Kafka drops a partition from the set as its marker lands).
+//! - `__transaction_state` is not compacted: replay reads it from its log start, and
+//!   the snapshot compaction the offsets topic has is still to be written for it.
+//! - `last_producer_epoch` is not in the record (nor in Kafka's), so a KIP-360 retry
+//!   of an InitProducerId that spans a coordinator move is fenced, as in Kafka.
+//! - With transaction version 2, an EndTxn that exhausts the epoch answers the
+//!   producer id the completion moves to, at epoch 0 (KIP-890's intent; the Kafka
+//!   code read for this answers the old id and bumped epoch).
 
 pub mod coordinator;
 pub mod log;
@@ -141,32 +149,26 @@ impl Default for TxnConfig {
 mod tests {
     use super::*;
 
+    /// `String.hashCode` as Java's documentation defines it, in i64 reduced modulo 2^32.
+    fn reference_hash(text: &str) -> i32 {
+        let mut hash: i64 = 0;
+        for unit in text.encode_utf16() {
+            hash = (hash * 31 + i64::from(unit)) & 0xffff_ffff;
+        }
+        hash as u32 as i32
+    }
+
     #[test]
     fn hash_is_java_string_hash_code() {
-        // Values from Java's "…".hashCode().
+        // Values Java gives.
         assert_eq!(java_string_hash(""), 0);
         assert_eq!(java_string_hash("a"), 97);
         assert_eq!(java_string_hash("hello"), 99_162_322);
-        assert_eq!(java_string_hash("transactional-id-1"), "transactional-id-1".hashCode_reference());
-        // Overflow wraps as in Java: "polygenelubricants".hashCode() == Integer.MIN_VALUE.
         assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
         // Beyond the BMP Java hashes the two UTF-16 surrogates.
         assert_eq!(java_string_hash("😀"), 0xD83D * 31 + 0xDE00);
-    }
-
-    trait Reference {
-        #[allow(non_snake_case)]
-        fn hashCode_reference(&self) -> i32;
-    }
-
-    impl Reference for str {
-        /// The textbook definition, in i64 reduced modulo 2^32 at the end.
-        fn hashCode_reference(&self) -> i32 {
-            let mut hash: i64 = 0;
-            for unit in self.encode_utf16() {
-                hash = (hash * 31 + i64::from(unit)) & 0xffff_ffff;
-            }
-            hash as u32 as i32
+        for text in ["transactional-id-1", "orders-producer-é", "a much longer transactional id than the others"] {
+            assert_eq!(java_string_hash(text), reference_hash(text), "{text}");
         }
     }
 
@@ -175,10 +177,11 @@ mod tests {
         // Integer.MIN_VALUE maps to partition 0 (Utils.abs), not to a negative index.
         assert_eq!(partition_for(&TransactionalId("polygenelubricants".into()), 50), PartitionId(0));
         assert_eq!(partition_for(&TransactionalId("hello".into()), 50), PartitionId(99_162_322 % 50));
-        // A negative hash: "transactional-id" is negative in Java.
-        let id = TransactionalId("negative-hash-zzzzzzzzzz".into());
-        let hash = java_string_hash(&id.0);
-        assert_eq!(partition_for(&id, 7), PartitionId(hash.abs() % 7));
+        // A negative hash takes its absolute value.
+        let negative = (0..).map(|i| TransactionalId(format!("txn-{i}"))).find(|id| java_string_hash(&id.0) < 0);
+        let negative = negative.expect("some id hashes negative");
+        let hash = java_string_hash(&negative.0);
+        assert_eq!(partition_for(&negative, 7), PartitionId(-hash % 7));
         for i in 0..1000 {
             let p = partition_for(&TransactionalId(format!("txn-{i}")), 50);
             assert!((0..50).contains(&p.0));

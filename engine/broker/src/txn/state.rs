@@ -8,11 +8,15 @@
 //! failed). An illegal transition is a [`TxnStateError`], never a panic.
 //!
 //! ```text
-//!            InitProducerId             AddPartitions              EndTxn
-//!   Empty ─────────────────► Empty ───────────────► Ongoing ──────────────► PrepareCommit ─► CompleteCommit
-//!     ▲ CompleteCommit/Abort ──────────────────────►   │ │  timeout, fence  PrepareAbort  ─► CompleteAbort
-//!     │                                                │ └──► PrepareEpochFence ──┘ (pending only, never logged)
-//!   Dead ◄── Empty/CompleteCommit/CompleteAbort (expiry: a tombstone)
+//! state              follows                               on
+//! Empty              Empty, CompleteCommit, CompleteAbort  InitProducerId (epoch bumped, or a new producer id)
+//! Ongoing            Empty, Ongoing, Complete*             AddPartitionsToTxn, AddOffsetsToTxn
+//! PrepareCommit      Ongoing                               EndTxn(commit)
+//! PrepareAbort       Ongoing, PrepareEpochFence            EndTxn(abort); a fence or timeout (epoch bumped)
+//! CompleteCommit     PrepareCommit                         markers written
+//! CompleteAbort      PrepareAbort                          markers written
+//! Dead               Empty, CompleteCommit, CompleteAbort  expiry (logged as a tombstone)
+//! PrepareEpochFence  Ongoing                               Kafka's fence; here folded into PrepareAbort
 //! ```
 
 use std::collections::BTreeSet;
