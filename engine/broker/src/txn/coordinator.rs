@@ -411,10 +411,8 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
     ) -> Result<&TransactionMetadata, Refusal> {
         self.owner_epoch(transactional_id)?;
         let metadata = self.transactions.get(transactional_id).ok_or(ResponseError::InvalidProducerIdMapping)?;
-        if metadata.state.has_pending_transaction()
-            && !matches!(metadata.state, TxnState::Ongoing)
-            && producer_id == metadata.next_producer_id
-        {
+        let prepared = matches!(metadata.state, TxnState::PrepareCommit | TxnState::PrepareAbort);
+        if prepared && producer_id == metadata.next_producer_id {
             // Transaction version 2: the producer already has the id the completion
             // moves to; it waits for the completion.
             return Err(ResponseError::ConcurrentTransactions);
