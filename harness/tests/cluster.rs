@@ -16,8 +16,8 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    broker_ids, create_replicated_topic, find_coordinator, metadata, node_args, offset_fetch, partitions_of,
-    topic_name, wait_for_coordinator, ClusterProcesses, CLUSTER_ID, SETTLE_TIMEOUT,
+    broker_ids, create_replicated_topic, find_coordinator, free_ports, metadata, node_args, offset_fetch,
+    partitions_of, topic_name, wait_for_coordinator, ClusterProcesses, CLUSTER_ID, SETTLE_TIMEOUT,
 };
 use common::raw::RawConnection;
 use common::*;
@@ -262,6 +262,22 @@ fn a_three_node_cluster_answers_as_one_and_moves_leadership_off_a_killed_broker(
     let (status, log) = run_broker_expecting_exit(&args, Duration::from_secs(30));
     assert!(!status.success(), "a node that is not a voter started:\n{log}");
     assert!(log.contains("node 7 is not among the voters"), "{log}");
+
+    // Two brokers with one node id: a second node started with the running
+    // `follower`'s id is refused, whether it takes that node's controller listener
+    // (in use) or another one (not where the voters reach node `follower`).
+    let twin_data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temporary data directory");
+    let twin_dir = twin_data.path().display().to_string();
+    let listen_args = ["--data-dir", twin_dir.as_str(), "--listen", "127.0.0.1:0", "--cores", "1"];
+    let same_port = cluster.controller_ports[follower as usize];
+    for (port, why) in [(same_port, "address in use"), (free_ports(1)[0], "voter entry is")] {
+        let twin = node_args(follower, port, &cluster.voters, CLUSTER_ID);
+        let args: Vec<&str> = listen_args.iter().copied().chain(twin.iter().map(String::as_str)).collect();
+        let (status, log) = run_broker_expecting_exit(&args, Duration::from_secs(30));
+        assert!(!status.success(), "a second node {follower} started:\n{log}");
+        assert!(log.contains(why) && log.contains(&format!("node {follower}")), "{why}: {log}");
+    }
+    assert_eq!(broker_ids(&metadata(survivor, Some(&[]))).len(), 2, "the running node {follower} serves on");
 
     for (id, node) in cluster.nodes.iter_mut().enumerate() {
         if id as i32 != leader {

@@ -122,6 +122,14 @@ impl ClusterSettings {
             let voters = self.voters.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(",");
             return Err(format!("node {node_id} is not among the voters {voters}: give it its own --node-id"));
         }
+        let own = self.voters.iter().find(|(id, _)| *id == node_id).map(|(_, address)| address.as_str());
+        if let Some(own) = own.filter(|own| !listens_at(listen, own)) {
+            return Err(format!(
+                "node {node_id}'s voter entry is {node_id}@{own}, but its controller listener is {listen}: the \
+                 other voters would reach another node there; give each node its own --node-id, listening where \
+                 its voter entry says"
+            ));
+        }
         if let Some((id, _)) = self.peer_addresses.iter().find(|(id, _)| *id == node_id) {
             return Err(format!("corelog.peer.addresses names node {id}, this node: it never fetches from itself"));
         }
@@ -144,6 +152,20 @@ impl ClusterSettings {
             leader_imbalance_percentage: self.leader_imbalance_percentage,
             peer_addresses: self.peer_addresses.iter().cloned().collect(),
         }))
+    }
+}
+
+/// Whether a node listening on `listen` is the one a voter entry's `host:port`
+/// names: the same port, and the same address unless the listener takes every
+/// address or the entry names a host (which only the network resolves).
+fn listens_at(listen: SocketAddr, entry: &str) -> bool {
+    let Some((host, port)) = entry.rsplit_once(':') else { return false };
+    if port.parse::<u16>().ok() != Some(listen.port()) {
+        return false;
+    }
+    match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(ip) => listen.ip().is_unspecified() || ip == listen.ip(),
+        Err(_) => true,
     }
 }
 
@@ -253,7 +275,8 @@ mod tests {
     fn cluster_settings_are_checked_together() {
         let single = ClusterSettings::default();
         assert_eq!(single.resolve(0), Ok(None));
-        let listener = Some("127.0.0.1:19093".parse().expect("address"));
+        // Node 1's controller listener, as its voter entry says.
+        let listener = Some("127.0.0.1:19094".parse().expect("address"));
         let lonely_listener = ClusterSettings { controller_listener: listener, ..ClusterSettings::default() };
         assert!(lonely_listener.resolve(0).is_err());
         let voters = parse_voters("0@127.0.0.1:19093,1@127.0.0.1:19094").expect("voters");
@@ -268,10 +291,22 @@ mod tests {
         let routed = ClusterSettings { peer_addresses: peers.clone(), ..cluster.clone() };
         let resolved = routed.resolve(1).expect("valid").expect("a cluster");
         assert_eq!(resolved.peer_addresses.get(&0).map(String::as_str), Some("127.0.0.1:29093"));
-        let error = routed.resolve(0).expect_err("its own address");
-        assert!(error.contains("names node 0, this node"), "{error}");
+        let to_itself =
+            ClusterSettings { peer_addresses: parse_peer_addresses("1@127.0.0.1:29094").unwrap(), ..cluster.clone() };
+        let error = to_itself.resolve(1).expect_err("its own address");
+        assert!(error.contains("names node 1, this node"), "{error}");
         let lonely_peers = ClusterSettings { peer_addresses: peers, ..ClusterSettings::default() };
         assert!(lonely_peers.resolve(0).expect_err("no voters").contains("--peer-addresses"));
+        let elsewhere =
+            ClusterSettings { controller_listener: Some("127.0.0.1:19095".parse().unwrap()), ..cluster.clone() };
+        let error = elsewhere.resolve(1).expect_err("not where its voter entry says");
+        assert!(error.contains("node 1's voter entry is 1@127.0.0.1:19094, but its controller listener is"), "{error}");
+        assert!(elsewhere.resolve(0).is_err(), "port 19093 is node 0's, not 19095");
+        let any = ClusterSettings { controller_listener: Some("0.0.0.0:19094".parse().unwrap()), ..cluster.clone() };
+        assert!(any.resolve(1).is_ok(), "a listener on every address answers at the entry's");
+        let named = parse_voters("0@controller-0.local:19093,1@controller-1.local:19094").expect("voters");
+        let named = ClusterSettings { voters: named, ..cluster.clone() };
+        assert!(named.resolve(1).is_ok(), "a host name is the network's to resolve");
         let slow_heartbeat = ClusterSettings { heartbeat_interval_ms: 9_000, ..cluster };
         assert!(slow_heartbeat.resolve(1).is_err());
     }

@@ -261,8 +261,19 @@ impl Quorum {
         let (inbox, inputs) = flume::unbounded();
         let (incoming, transport_inputs) = flume::unbounded();
         let hello = Hello { cluster_id: config.cluster_id.clone(), node_id: config.node_id };
-        let transport = Transport::start(hello, config.listen, &config.voters, incoming)
-            .map_err(|e| EngineError::io("listen (controller listener)", &config.dir, e))?;
+        let transport =
+            Transport::start(hello, config.listen, &config.voters, incoming).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => EngineError::InvalidConfig {
+                    key: "controller.listener".to_string(),
+                    value: config.listen.to_string(),
+                    reason: format!(
+                        "address in use: another process listens there, perhaps node {} already running (each \
+                     node of a cluster needs its own --node-id and controller listener)",
+                        config.node_id
+                    ),
+                },
+                _ => EngineError::io("listen (controller listener)", &config.dir, e),
+            })?;
         let listen = transport.local_addr();
         forward_transport(transport_inputs, inbox.clone())?;
         let shared = Arc::new(Shared {
