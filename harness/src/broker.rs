@@ -495,6 +495,8 @@ mod tests {
              broker_session_timeout_ms: 3000\nbroker_heartbeat_interval_ms: 500\nreplica_lag_time_max_ms: 10000\n\
              cpus: unpinned\nauto_leader_rebalance_enable: false\nleader_imbalance_check_interval_seconds: 60\n\
              leader_imbalance_per_broker_percentage: 20\n\
+             max_connections_per_ip: 8\nmax_connections_per_ip_overrides: 10.0.0.2:100\n\
+             connections_max_idle_ms: 60000\nrequest_read_timeout_ms: 5000\n\
              topic_defaults:\n  segment.bytes: 1048576\n  fsync.policy: always\n  min.insync.replicas: 2\n",
         )
         .expect("write");
@@ -523,6 +525,10 @@ mod tests {
             ("auto.leader.rebalance.enable", "false"),
             ("leader.imbalance.check.interval.seconds", "60"),
             ("leader.imbalance.per.broker.percentage", "20"),
+            ("max.connections.per.ip", "8"),
+            ("max.connections.per.ip.overrides", "10.0.0.2:100"),
+            ("connections.max.idle.ms", "60000"),
+            ("corelog.request.read.timeout.ms", "5000"),
         ];
         for (name, reported) in expected {
             assert_eq!(value(name), reported, "{name}");

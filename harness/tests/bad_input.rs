@@ -26,10 +26,11 @@ use common::raw::{request_frame, RawConnection as Connection, IO_TIMEOUT};
 use common::*;
 use corelog_broker::kafka::handlers;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest,
-    MetadataResponse, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest,
+    FetchResponse, MetadataRequest, MetadataResponse, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -533,7 +534,9 @@ fn a_garbage_sending_connection_beside_a_real_producer_does_not_disturb_the_prod
     const PARTITIONS: i32 = 3;
     const MESSAGES: usize = 3_000;
     let _watchdog = Watchdog::new("garbage_beside_producer", TEST_BOUND);
-    let broker = start_broker("beside-producer", "");
+    // The stalled connection below must outlast the run: its read deadline is
+    // pushed far out (the deadline itself is tested on its own below).
+    let broker = start_broker("beside-producer", "request_read_timeout_ms: 600000\n");
     block_on(create_topic(&broker, TOPIC, PARTITIONS, &[]));
 
     // A connection that sends most of a frame and then nothing, for the whole run: a
@@ -659,4 +662,264 @@ fn a_request_declaring_two_billion_elements_closes_only_its_connection() {
         false,
         "malformed Metadata v0 request",
     );
+}
+
+// Hostile clients that hold connections instead of sending bad bytes: idle ones,
+// ones trickling a request a byte at a time, and many from one address. Each bound
+// closes only the connections that cross it, counts them in the broker's connection
+// stats (logged when it stops) and leaves the broker serving everyone else.
+
+/// The broker's connection stats, from the line it logs when it stops.
+fn connection_stats_at_stop(broker: &mut BrokerProcess) -> BTreeMap<String, u64> {
+    broker.stop();
+    let log = broker_log(broker);
+    let line = log
+        .lines()
+        .rev()
+        .find_map(|line| line.split_once("connection stats: ").map(|(_, stats)| stats.to_string()))
+        .unwrap_or_else(|| panic!("no connection stats in the log of a stopped broker:\n{}", log_summary(broker)));
+    line.split_whitespace()
+        .map(|field| {
+            let (name, value) = field.split_once('=').unwrap_or_else(|| panic!("stats field {field:?}"));
+            (name.to_string(), value.parse().unwrap_or_else(|_| panic!("stats field {field:?}")))
+        })
+        .collect()
+}
+
+/// Blocks until the broker closes `stream` (or `bound` passes: then fails); how
+/// long that took.
+fn wait_closed(stream: &TcpStream, what: &str, bound: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    let mut stream = stream.try_clone().expect("cloning a stream");
+    stream.set_read_timeout(Some(bound)).expect("read timeout");
+    let mut buffer = [0u8; 64];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return start.elapsed(),
+            Ok(read) => panic!("{what}: the broker sent {read} bytes instead of closing"),
+            Err(error) if matches!(error.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
+                return start.elapsed()
+            }
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("{what}: still open after {bound:?}")
+            }
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => panic!("{what}: reading failed with {error} instead of a close"),
+        }
+    }
+}
+
+/// A Fetch v12 of partition 0 of `topic` from offset 0 that waits up to
+/// `max_wait_ms` for a byte.
+fn long_poll_fetch(topic: &str, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+#[test]
+fn an_idle_connection_is_reaped_but_one_awaiting_a_long_poll_fetch_is_answered() {
+    const IDLE_MS: u64 = 1_000;
+    const FETCH_WAIT_MS: i32 = 3_500;
+    let _watchdog = Watchdog::new("idle_connections", TEST_BOUND);
+    let mut broker = start_broker("idle", &format!("connections_max_idle_ms: {IDLE_MS}\n"));
+    let mut creator = Connection::open(&broker);
+    let created = create_topics(&mut creator, vec![creatable("long-poll", 1)], false);
+    assert_eq!(created.topics[0].error_code, 0, "creating the topic: {:?}", created.topics[0].error_message);
+    drop(creator);
+
+    let mut idle = Connection::open(&broker);
+    api_versions(&mut idle);
+    let mut fetcher = Connection::open(&broker);
+    let sent = std::time::Instant::now();
+    let correlation_id = fetcher.send(&long_poll_fetch("long-poll", FETCH_WAIT_MS), 12);
+
+    // The idle connection goes after connections.max.idle.ms from its last answer;
+    // the fetcher's request is in flight meanwhile, and well past that time.
+    let idle_for = wait_closed(&idle.stream, "the idle connection", Duration::from_secs(20));
+    let idle_ms = IDLE_MS as u128;
+    assert!(
+        idle_for.as_millis() >= idle_ms * 8 / 10 && idle_for.as_millis() <= idle_ms * 4,
+        "the idle connection was closed {idle_for:?} after its answer (connections.max.idle.ms {IDLE_MS})"
+    );
+    let answer: FetchResponse = fetcher.receive::<FetchRequest>(correlation_id, 12);
+    let waited = sent.elapsed();
+    assert_eq!(answer.error_code, 0, "the long-poll Fetch's error code");
+    assert_eq!(answer.responses[0].partitions[0].error_code, 0, "the long-poll Fetch's partition error code");
+    assert!(
+        waited >= Duration::from_millis(FETCH_WAIT_MS as u64 * 9 / 10),
+        "the long-poll Fetch was answered after {waited:?}, before its max_wait_ms {FETCH_WAIT_MS}"
+    );
+    // Answered, the fetcher is idle in its turn: the idle time counts from the answer.
+    let then_idle_for = wait_closed(&fetcher.stream, "the fetcher, once answered", Duration::from_secs(20));
+    assert!(
+        then_idle_for.as_millis() <= idle_ms * 4,
+        "the answered fetcher was closed {then_idle_for:?} after its answer (connections.max.idle.ms {IDLE_MS})"
+    );
+    assert_serves_fresh_clients(&broker, "idle connections reaped");
+    let stats = connection_stats_at_stop(&mut broker);
+    assert_eq!(stats.get("idle_reaped"), Some(&2), "idle connections reaped: {stats:?}");
+}
+
+#[test]
+fn a_client_trickling_a_request_is_closed_at_its_read_deadline_while_others_are_served() {
+    const READ_TIMEOUT_MS: u64 = 2_000;
+    let _watchdog = Watchdog::new("read_deadline", TEST_BOUND);
+    let mut broker = start_broker("trickle", &format!("request_read_timeout_ms: {READ_TIMEOUT_MS}\n"));
+    let mut bystander = Connection::open(&broker);
+    api_versions(&mut bystander);
+
+    // A size prefix declaring 1000 bytes, then a byte every 200 ms: 200 s if let be.
+    let trickler = Connection::open(&broker);
+    let closed = Arc::new(AtomicBool::new(false));
+    let dripping = {
+        let (mut stream, closed) = (trickler.stream.try_clone().expect("cloning a stream"), closed.clone());
+        std::thread::spawn(move || {
+            let _ = stream.write_all(&1000i32.to_be_bytes());
+            while !closed.load(Ordering::Relaxed) && stream.write_all(&[0]).is_ok() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    // The bystander and fresh clients are served while the trickler drips.
+    let watching = {
+        let stream = trickler.stream.try_clone().expect("cloning a stream");
+        let closed = closed.clone();
+        std::thread::spawn(move || {
+            let after = wait_closed(&stream, "the trickling connection", Duration::from_secs(30));
+            closed.store(true, Ordering::Relaxed);
+            after
+        })
+    };
+    let mut served = 0;
+    while !closed.load(Ordering::Relaxed) {
+        api_versions(&mut bystander);
+        assert_serves_fresh_clients(&broker, "a trickled byte");
+        served += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let closed_after = watching.join().expect("the watching thread panicked");
+    dripping.join().expect("the dripping thread panicked");
+    assert!(served >= 5, "only {served} rounds of requests were served while the trickler dripped");
+    let bound = READ_TIMEOUT_MS as u128;
+    assert!(
+        closed_after.as_millis() >= bound * 9 / 10 && closed_after.as_millis() <= bound * 3,
+        "the trickling connection was closed {closed_after:?} after its first byte (read timeout {READ_TIMEOUT_MS} ms)"
+    );
+    assert_logged_once(&broker, &trickler, "corelog.request.read.timeout.ms");
+    api_versions(&mut bystander);
+    let stats = connection_stats_at_stop(&mut broker);
+    assert_eq!(stats.get("read_deadlines_hit"), Some(&1), "read deadlines hit: {stats:?}");
+}
+
+#[test]
+fn connections_past_the_per_ip_limit_are_closed_at_accept_and_counted() {
+    const PER_IP_MAX: usize = 3;
+    let _watchdog = Watchdog::new("per_ip", TEST_BOUND);
+    // Every address may hold 1 connection but 127.0.0.1, which is allowed 3: the
+    // limit the test meets comes from the overrides.
+    let mut broker = start_broker(
+        "per-ip",
+        &format!("max_connections_per_ip: 1\nmax_connections_per_ip_overrides: 127.0.0.1:{PER_IP_MAX}\n"),
+    );
+    let mut admitted: Vec<Connection> = (0..PER_IP_MAX).map(|_| Connection::open(&broker)).collect();
+    for connection in &mut admitted {
+        api_versions(connection);
+    }
+    let mut refused = 0;
+    let mut over = Connection::open(&broker);
+    let started = std::time::Instant::now();
+    over.expect_closed(&format!("connection {} from 127.0.0.1", PER_IP_MAX + 1));
+    refused += 1;
+    assert!(started.elapsed() < Duration::from_secs(5), "the connection over the limit lived {:?}", started.elapsed());
+    assert_logged_once(&broker, &over, &format!("{PER_IP_MAX} connections from 127.0.0.1 already open"));
+    for connection in &mut admitted {
+        api_versions(connection);
+    }
+
+    // A closed connection frees its place; the broker counts the close when it
+    // notices it, so the new client may be refused a few times first.
+    drop(admitted.pop());
+    let mut fresh = None;
+    wait_until("a connection to be admitted after one closed", Duration::from_secs(30), || {
+        let mut connection = Connection::open(&broker);
+        if is_answered(&mut connection) {
+            fresh = Some(connection);
+        } else {
+            refused += 1;
+        }
+        fresh.is_some()
+    });
+    let mut fresh = fresh.expect("admitted");
+    assert_serves(&broker, &mut fresh, "a refusal per IP");
+    for connection in &mut admitted {
+        api_versions(connection);
+    }
+    let stats = connection_stats_at_stop(&mut broker);
+    assert_eq!(stats.get("per_ip_refused"), Some(&refused), "refusals per IP: {stats:?}");
+}
+
+#[test]
+fn fifty_trickling_clients_holding_every_slot_are_closed_at_their_deadline() {
+    const CONNECTIONS_MAX: usize = 50;
+    const READ_TIMEOUT_MS: u64 = 3_000;
+    let _watchdog = Watchdog::new("trickling_flood", TEST_BOUND);
+    let mut broker = start_broker(
+        "trickling-flood",
+        &format!("max_connections: {CONNECTIONS_MAX}\nrequest_read_timeout_ms: {READ_TIMEOUT_MS}\n"),
+    );
+    let mut tricklers: Vec<Connection> = (0..CONNECTIONS_MAX).map(|_| Connection::open(&broker)).collect();
+    for connection in &mut tricklers {
+        api_versions(connection);
+        connection.send_raw(&1000i32.to_be_bytes());
+    }
+    let started = std::time::Instant::now();
+    // Every slot is held: a new client is refused (as measured on this box: 200
+    // sockets dripping a byte a second held every slot for 120 s).
+    assert!(!is_answered(&mut Connection::open(&broker)), "a client beyond max_connections was served");
+    let stop = Arc::new(AtomicBool::new(false));
+    let dripping = {
+        let streams: Vec<TcpStream> =
+            tricklers.iter().map(|c| c.stream.try_clone().expect("cloning a stream")).collect();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for mut stream in &streams {
+                    // The broker closes them: writes then fail, which is expected.
+                    let _ = stream.write_all(&[0]);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    for connection in &tricklers {
+        wait_closed(&connection.stream, &format!("trickler {}", connection.peer), Duration::from_secs(30));
+    }
+    let all_closed_after = started.elapsed();
+    assert!(
+        all_closed_after >= Duration::from_millis(READ_TIMEOUT_MS * 9 / 10)
+            && all_closed_after <= Duration::from_millis(READ_TIMEOUT_MS * 4),
+        "the tricklers were closed within {all_closed_after:?} (read timeout {READ_TIMEOUT_MS} ms)"
+    );
+    // Their slots are free again (the broker releases each as it closes it).
+    wait_until("a fresh client to be served after the deadline", Duration::from_secs(30), || {
+        is_answered(&mut Connection::open(&broker))
+    });
+    assert_serves_fresh_clients(&broker, "fifty trickling clients");
+    stop.store(true, Ordering::Relaxed);
+    dripping.join().expect("the dripping thread panicked");
+    // Fifty deadlines hit at once are not fifty log lines.
+    let lines = broker_log(&broker).lines().filter(|line| line.contains("corelog.request.read.timeout.ms")).count();
+    assert!((1..CONNECTIONS_MAX).contains(&lines), "{lines} log lines about read deadlines for {CONNECTIONS_MAX} hit");
+    let stats = connection_stats_at_stop(&mut broker);
+    assert_eq!(stats.get("read_deadlines_hit"), Some(&(CONNECTIONS_MAX as u64)), "read deadlines hit: {stats:?}");
 }

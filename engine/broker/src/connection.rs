@@ -23,7 +23,13 @@
 //! rebalance). When the broker stops or the connection is closed for bad input,
 //! requests already read get [`SHUTDOWN_GRACE`] to finish and be answered.
 
+use std::cell::Cell;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use corelog_engine::types::ShardId;
@@ -34,6 +40,7 @@ use glommio::task::JoinHandle;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use super::ShardContext;
+use crate::connection_quotas::{suppressed_note, ConnectionQuotas, LogLimit, Refusal};
 use crate::kafka::codec::{self, DecodeError, FrameError, Request};
 use crate::kafka::handlers::{self, api_versions, RequestContext};
 
@@ -41,6 +48,7 @@ use crate::kafka::handlers::{self, api_versions, RequestContext};
 /// connection of this shard to finish what it has read.
 pub async fn accept_loop(listener: TcpListener, context: Rc<ShardContext>, stop: flume::Receiver<()>) {
     let connections = glommio::sync::Gate::new();
+    let logs = Rc::new(ShardLogs::default());
     loop {
         let accepted = async { Some(listener.accept().await) }.or(async {
             super::stop_requested(&stop).await;
@@ -49,20 +57,22 @@ pub async fn accept_loop(listener: TcpListener, context: Rc<ShardContext>, stop:
         match accepted.await {
             None => break,
             Some(Ok(stream)) => {
-                let peer = stream.peer_addr().map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
-                if !context.broker.admit_connection() {
-                    tracing::warn!(
-                        "shard {}: refusing {peer}: {} connections already open",
-                        context.shard,
-                        context.broker.config.connections_max
-                    );
-                    continue;
-                }
+                let address = stream.peer_addr().ok();
+                let peer = address.map_or_else(|| "unknown peer".to_string(), |a| a.to_string());
+                let ip = address.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+                let permit = match ConnectionQuotas::admit(&context.broker, ip) {
+                    Ok(permit) => permit,
+                    Err(refusal) => {
+                        log_refusal(&context, &logs, &peer, refusal);
+                        continue;
+                    }
+                };
                 let connection_context = context.clone();
                 let stop = stop.clone();
+                let logs = logs.clone();
                 let spawned = connections.spawn(async move {
-                    serve(stream, &connection_context, &peer, stop).await;
-                    connection_context.broker.release_connection();
+                    serve(stream, &connection_context, &peer, stop, &logs).await;
+                    drop(permit);
                 });
                 match spawned {
                     Ok(task) => {
@@ -84,9 +94,39 @@ pub async fn accept_loop(listener: TcpListener, context: Rc<ShardContext>, stop:
     }
 }
 
+/// A shard's rate limits for the log lines hostile clients can cause by the
+/// thousand (see [`LogLimit`]).
+#[derive(Debug, Default)]
+struct ShardLogs {
+    per_ip_refusal: LogLimit,
+    read_deadline: LogLimit,
+}
+
+/// Logs a connection refused at accept (the socket is closed as it is dropped).
+/// Refusals over `max.connections` are each logged, as they always were; refusals
+/// per IP, which one client can cause at will, are rate-limited.
+fn log_refusal(context: &ShardContext, logs: &ShardLogs, peer: &str, refusal: Refusal) {
+    let shard = context.shard;
+    match refusal {
+        Refusal::TooMany { connections_max } => {
+            tracing::warn!("shard {shard}: refusing {peer}: {connections_max} connections already open");
+        }
+        Refusal::TooManyFromIp { ip, connections_max } => {
+            if let Some(suppressed) = logs.per_ip_refusal.admit(Instant::now()) {
+                let refused = context.broker.connection_stats.per_ip_refused.load(Ordering::Relaxed);
+                tracing::warn!(
+                    "shard {shard}: refusing {peer}: {connections_max} connections from {ip} already open \
+                     (max.connections.per.ip; {refused} refused so far){}",
+                    suppressed_note(suppressed)
+                );
+            }
+        }
+    }
+}
+
 /// Serves one connection: its read side and its write side run side by side until
 /// both end, then the socket is closed.
-async fn serve(stream: TcpStream, context: &Rc<ShardContext>, peer: &str, stop: flume::Receiver<()>) {
+async fn serve(stream: TcpStream, context: &Rc<ShardContext>, peer: &str, stop: flume::Receiver<()>, logs: &ShardLogs) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!("{peer}: TCP_NODELAY: {error}");
     }
@@ -97,14 +137,15 @@ async fn serve(stream: TcpStream, context: &Rc<ShardContext>, peer: &str, stop: 
     // How the read side ended: the writer drains differently for each.
     let (ended, end_seen) = flume::bounded::<End>(1);
     let shard = context.shard;
+    let activity = &Activity::new();
     let read_side = async move {
-        let end = read_requests(reader, &queue, context, peer, stop).await;
+        let end = read_requests(reader, &queue, context, peer, stop, activity, logs).await;
         // Capacity 1 and sent once: this cannot fail while the writer lives.
         let _ = ended.try_send(end);
         // Dropping `queue` here closes it: the writer ends after the last response.
         drop(queue);
     };
-    let write_side = write_responses(&mut writer, &pending, ReadEnd::new(end_seen), shard, peer);
+    let write_side = write_responses(&mut writer, &pending, ReadEnd::new(end_seen), activity, shard, peer);
     futures_lite::future::zip(read_side, write_side).await;
     if let Err(error) = writer.close().await {
         tracing::debug!("shard {shard}: {peer}: closing: {error}");
@@ -152,11 +193,14 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
     context: &Rc<ShardContext>,
     peer: &str,
     stop: &flume::Receiver<()>,
+    activity: &Activity,
+    logs: &ShardLogs,
 ) -> End {
     // The connection's receive room, reused from frame to frame (see `read_frame_into`).
     let mut room = BytesMut::new();
+    let mut reader = Watched { inner: reader, activity };
     loop {
-        let frame = match next_frame(reader, &mut room, context, peer, stop).await {
+        let frame = match next_frame(&mut reader, &mut room, context, peer, stop, logs).await {
             Ok(frame) => frame,
             Err(end) => return end,
         };
@@ -164,6 +208,8 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
             Ok(started) => started,
             Err(end) => return end,
         };
+        // Counted before it is queued: the writer may answer it as soon as it is.
+        activity.in_flight.set(activity.in_flight.get() + 1);
         if queue.send(next).await.is_err() {
             return End::PeerGone;
         }
@@ -179,33 +225,187 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(
 }
 
 /// The next request's frame, or how the read side ends: the peer closed or failed
-/// (`PeerGone`), the broker stops or the frame is bad (`Closing`, logged).
+/// (`PeerGone`), the broker stops, the frame is bad, missed its read deadline or
+/// never started before the connection idled out (`Closing`, logged).
 async fn next_frame<R: futures_lite::AsyncRead + Unpin>(
-    reader: &mut R,
+    reader: &mut Watched<'_, R>,
     room: &mut BytesMut,
     context: &ShardContext,
     peer: &str,
     stop: &flume::Receiver<()>,
+    logs: &ShardLogs,
 ) -> Result<Bytes, End> {
     let shard = context.shard;
-    let frame = async { Some(codec::read_frame_into(reader, room, context.broker.config.request_bytes_max).await) }
+    let activity = reader.activity;
+    activity.frame_started.set(None);
+    let bounds = Bounds::of(&context.broker.config);
+    let request_bytes_max = context.broker.config.request_bytes_max;
+    let read = async { Read::Frame(codec::read_frame_into(reader, room, request_bytes_max).await) }
+        .or(async { Read::Expired(watch(activity, bounds).await) })
         .or(async {
             super::stop_requested(stop).await;
-            None
+            Read::Stopping
         })
         .await;
-    match frame {
-        None => Err(End::Closing),
-        Some(Ok(Some(frame))) => Ok(frame),
-        Some(Ok(None)) => Err(End::PeerGone),
-        Some(Err(FrameError::Io(error))) => {
+    match read {
+        Read::Stopping => Err(End::Closing),
+        Read::Expired(expiry) => {
+            log_expiry(context, logs, peer, expiry, bounds);
+            Err(End::Closing)
+        }
+        Read::Frame(Ok(Some(frame))) => Ok(frame),
+        Read::Frame(Ok(None)) => Err(End::PeerGone),
+        Read::Frame(Err(FrameError::Io(error))) => {
             tracing::debug!("shard {shard}: {peer}: {error}");
             Err(End::PeerGone)
         }
-        Some(Err(error)) => {
+        Read::Frame(Err(error)) => {
             tracing::warn!("shard {shard}: closing {peer}: {error}");
             Err(End::Closing)
         }
+    }
+}
+
+/// How reading the next frame ended.
+enum Read {
+    Frame(Result<Option<Bytes>, FrameError>),
+    Expired(Expiry),
+    Stopping,
+}
+
+/// Counts and logs a connection closed by a time bound: an idle one at debug (it is
+/// routine: Kafka's clients reconnect when they need to), a missed read deadline
+/// as a warning, rate-limited.
+fn log_expiry(context: &ShardContext, logs: &ShardLogs, peer: &str, expiry: Expiry, bounds: Bounds) {
+    let (shard, stats) = (context.shard, &context.broker.connection_stats);
+    match expiry {
+        Expiry::Idle => {
+            stats.idle_reaped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                "shard {shard}: closing {peer}: idle for {} ms (connections.max.idle.ms)",
+                bounds.idle.as_millis()
+            );
+        }
+        Expiry::ReadDeadline => {
+            let hit = stats.read_deadlines_hit.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(suppressed) = logs.read_deadline.admit(Instant::now()) {
+                tracing::warn!(
+                    "shard {shard}: closing {peer}: a request frame did not arrive whole within {} ms of its \
+                     first byte (corelog.request.read.timeout.ms; {hit} deadlines hit so far){}",
+                    bounds.read_timeout.as_millis(),
+                    suppressed_note(suppressed)
+                );
+            }
+        }
+    }
+}
+
+// The time bounds of the read side.
+
+/// A connection's activity, as its time bounds see it.
+struct Activity {
+    /// When the last byte arrived or the last request was answered (or the
+    /// connection was accepted).
+    last: Cell<Instant>,
+    /// When the first byte of the frame being read arrived; `None` between frames.
+    frame_started: Cell<Option<Instant>>,
+    /// Requests read and not yet answered (or dropped unanswered).
+    in_flight: Cell<usize>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { last: Cell::new(Instant::now()), frame_started: Cell::new(None), in_flight: Cell::new(0) }
+    }
+
+    /// The writer is done with one request.
+    fn answered(&self) {
+        assert!(self.in_flight.get() > 0, "a request answered that was never counted");
+        self.in_flight.set(self.in_flight.get() - 1);
+        self.last.set(Instant::now());
+    }
+}
+
+/// The connection's reader, noting in its [`Activity`] when bytes arrive.
+/// `read_frame_into` reads exactly one frame's bytes, so the first byte read after
+/// `frame_started` is reset is the first byte of the next frame.
+struct Watched<'a, R> {
+    inner: &'a mut R,
+    activity: &'a Activity,
+}
+
+impl<R: futures_lite::AsyncRead + Unpin> futures_lite::AsyncRead for Watched<'_, R> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(read)) = &polled {
+            if *read > 0 {
+                let now = Instant::now();
+                this.activity.last.set(now);
+                if this.activity.frame_started.get().is_none() {
+                    this.activity.frame_started.set(Some(now));
+                }
+            }
+        }
+        polled
+    }
+}
+
+/// The time bounds of a connection's read side.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// `connections.max.idle.ms`.
+    idle: Duration,
+    /// `corelog.request.read.timeout.ms`.
+    read_timeout: Duration,
+}
+
+impl Bounds {
+    fn of(config: &crate::BrokerConfig) -> Self {
+        Self {
+            idle: Duration::from_millis(config.connections_max_idle_ms),
+            read_timeout: Duration::from_millis(config.request_read_timeout_ms),
+        }
+    }
+}
+
+/// Which time bound a connection crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No request in flight and nothing received for `connections.max.idle.ms`.
+    Idle,
+    /// A frame begun `corelog.request.read.timeout.ms` ago is still not whole.
+    ReadDeadline,
+}
+
+/// Longest sleep of [`watch`] between two looks at the activity: a frame that
+/// starts while it sleeps is seen at its deadline at the latest.
+fn watch_interval_max(bounds: Bounds) -> Duration {
+    bounds.read_timeout.min(Duration::from_secs(3600))
+}
+
+/// Resolves when the connection crosses one of its time bounds (runs beside the
+/// read of a frame, and is dropped with it).
+async fn watch(activity: &Activity, bounds: Bounds) -> Expiry {
+    loop {
+        let now = Instant::now();
+        let until = |start: Instant, bound: Duration| {
+            start.checked_add(bound).map_or(Duration::MAX, |at| at.saturating_duration_since(now))
+        };
+        let sleep = match activity.frame_started.get() {
+            Some(started) => match until(started, bounds.read_timeout) {
+                Duration::ZERO => return Expiry::ReadDeadline,
+                left => left,
+            },
+            None if activity.in_flight.get() == 0 => match until(activity.last.get(), bounds.idle) {
+                Duration::ZERO => return Expiry::Idle,
+                left => left,
+            },
+            // A request in flight (a long-poll Fetch, a Produce waiting for its
+            // acks) keeps the connection; the idle time counts from its answer.
+            None => bounds.idle,
+        };
+        glommio::timer::sleep(sleep.min(watch_interval_max(bounds))).await;
     }
 }
 
@@ -289,6 +489,7 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
     writer: &mut W,
     pending: &local_channel::LocalReceiver<Pending>,
     mut read_end: ReadEnd,
+    activity: &Activity,
     shard: ShardId,
     peer: &str,
 ) {
@@ -297,7 +498,10 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
             Pending::Ready(bytes) => bytes,
             Pending::Handler(handler) => match handler.reply(&mut read_end, shard, peer).await {
                 Reply::Write(bytes) => bytes,
-                Reply::Nothing => continue,
+                Reply::Nothing => {
+                    activity.answered();
+                    continue;
+                }
                 Reply::Fail => return,
                 Reply::Abandon => {
                     cancel_all(pending).await;
@@ -310,6 +514,7 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
             cancel_all(pending).await;
             return;
         }
+        activity.answered();
     }
 }
 

@@ -37,6 +37,7 @@
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod connection_quotas;
 pub mod group;
 pub mod kafka;
 pub mod listener;
@@ -46,7 +47,7 @@ pub mod txn;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use corelog_engine::config::TopicConfig;
@@ -78,6 +79,18 @@ pub struct BrokerConfig {
     pub request_bytes_max: usize,
     /// Connections served at once, over all shards; more are closed at accept.
     pub connections_max: usize,
+    /// Connections served at once from one IP address (Kafka's
+    /// `max.connections.per.ip`); more from it are closed at accept.
+    pub connections_max_per_ip: usize,
+    /// `connections_max_per_ip` of particular addresses (Kafka's
+    /// `max.connections.per.ip.overrides`).
+    pub connections_max_per_ip_overrides: std::collections::BTreeMap<std::net::IpAddr, usize>,
+    /// A connection with no request in flight that receives nothing for this long is
+    /// closed (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// Once a request frame's first byte arrived, the whole frame must arrive within
+    /// this, or the connection is closed (`corelog.request.read.timeout.ms`).
+    pub request_read_timeout_ms: u64,
     /// Requests of one connection being handled at once (pipelining depth).
     pub inflight_requests_max: usize,
     pub engine: EngineConfig,
@@ -102,12 +115,21 @@ impl BrokerConfig {
             topic_defaults: config::topic::built_in(),
             request_bytes_max: 100 << 20,
             connections_max: 10_000,
+            connections_max_per_ip: i32::MAX as usize,
+            connections_max_per_ip_overrides: std::collections::BTreeMap::new(),
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
             inflight_requests_max: 64,
             engine: EngineConfig::new(data_dir),
             cluster: cluster::config::ClusterSettings::default(),
             groups: group::GroupConfig::default(),
             test_panic_on_produce_to: None,
         }
+    }
+
+    /// The most connections `ip` may have open at once.
+    pub fn connections_max_per_ip_for(&self, ip: std::net::IpAddr) -> usize {
+        self.connections_max_per_ip_overrides.get(&ip).copied().unwrap_or(self.connections_max_per_ip)
     }
 }
 
@@ -120,7 +142,10 @@ pub struct BrokerState {
     pub cluster_producer_ids: producer_ids::ClusterProducerIds,
     /// The port all shards listen on (resolved when the configured one is 0).
     listen_port: AtomicU16,
-    connections: AtomicUsize,
+    /// Connections open, in all and per IP address.
+    pub connection_quotas: connection_quotas::ConnectionQuotas,
+    /// What the connection bounds did.
+    pub connection_stats: connection_quotas::ConnectionStats,
 }
 
 impl BrokerState {
@@ -135,16 +160,6 @@ impl BrokerState {
     /// The address the broker listens on, with the port resolved once it listens.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.config.listen.ip(), self.listen_port.load(Ordering::Acquire))
-    }
-
-    /// Counts a new connection; `false` (and nothing counted) when at the limit.
-    fn admit_connection(&self) -> bool {
-        let max = self.config.connections_max;
-        self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
-    }
-
-    fn release_connection(&self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -210,7 +225,8 @@ impl Broker {
             cluster_id: membership.cluster_id.clone(),
             producer_ids: producer_ids::ProducerIdAllocator::open(&data_dir.meta_dir())?,
             cluster_producer_ids: producer_ids::ClusterProducerIds::default(),
-            connections: AtomicUsize::new(0),
+            connection_quotas: connection_quotas::ConnectionQuotas::default(),
+            connection_stats: connection_quotas::ConnectionStats::default(),
         });
         let (stop, stop_seen) = flume::bounded::<()>(1);
         let (stopped_tx, stopped) = flume::unbounded::<()>();
@@ -262,6 +278,12 @@ impl Broker {
         self.cluster.as_ref()
     }
 
+    /// What the connection bounds did since the broker started (also logged when it
+    /// stops).
+    pub fn connection_stats(&self) -> connection_quotas::ConnectionStatsSnapshot {
+        self.state.connection_stats.snapshot()
+    }
+
     /// Stops accepting, waits for in-flight requests to be answered, then closes the
     /// engine (every partition synced and marked clean).
     pub fn shutdown(mut self) -> Result<()> {
@@ -281,6 +303,7 @@ impl Broker {
                 Err(flume::RecvTimeoutError::Disconnected) => break,
             }
         }
+        tracing::info!("connection stats: {}", self.connection_stats());
         match self.engine.take() {
             Some(engine) => engine.shutdown(),
             None => Ok(()),

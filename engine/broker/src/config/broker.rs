@@ -61,7 +61,7 @@ pub const TOPIC_DEFAULTS_YAML_KEY: &str = "topic_defaults";
 const PLAINTEXT: &str = "PLAINTEXT://";
 
 /// Every broker setting, in the order `--help` and DescribeConfigs list them.
-pub const BROKER_SETTINGS: [BrokerSetting; 22] = [
+pub const BROKER_SETTINGS: [BrokerSetting; 26] = [
     BrokerSetting {
         name: "log.dirs",
         flag: Some(Flag { long: "data-dir", value_name: "DIR", required: true }),
@@ -358,6 +358,69 @@ pub const BROKER_SETTINGS: [BrokerSetting; 22] = [
             Ok(())
         }),
     },
+    BrokerSetting {
+        name: "max.connections.per.ip",
+        flag: None,
+        yaml_key: Some("max_connections_per_ip"),
+        kind: ConfigKind::Int,
+        documentation: "Connections served at once from one IP address, over all shards; more from it are closed \
+                        when accepted. Default: 2147483647 (no limit), as in Kafka.",
+        value: |config| config.connections_max_per_ip.to_string(),
+        set: Some(|config, text| {
+            config.connections_max_per_ip = parse_in(text, 0, i32::MAX as usize)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "max.connections.per.ip.overrides",
+        flag: None,
+        yaml_key: Some("max_connections_per_ip_overrides"),
+        kind: ConfigKind::String,
+        documentation: "max.connections.per.ip of particular addresses, as ip:count,ip:count (IP addresses only, \
+                        not Kafka's host names). Default: none.",
+        value: |config| {
+            config
+                .connections_max_per_ip_overrides
+                .iter()
+                .map(|(ip, count)| match ip {
+                    std::net::IpAddr::V4(ip) => format!("{ip}:{count}"),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]:{count}"),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        set: Some(|config, text| {
+            config.connections_max_per_ip_overrides = crate::connection_quotas::parse_per_ip_overrides(text)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "connections.max.idle.ms",
+        flag: None,
+        yaml_key: Some("connections_max_idle_ms"),
+        kind: ConfigKind::Long,
+        documentation: "A connection with no request in flight that receives nothing for this long is closed \
+                        (a long-poll Fetch or a Produce waiting for its acks keeps it). Default: 600000.",
+        value: |config| config.connections_max_idle_ms.to_string(),
+        set: Some(|config, text| {
+            config.connections_max_idle_ms = parse_in(text, 1, i64::MAX as u64)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "corelog.request.read.timeout.ms",
+        flag: None,
+        yaml_key: Some("request_read_timeout_ms"),
+        kind: ConfigKind::Long,
+        documentation: "corelog's own (Kafka has none): once the first byte of a request's size prefix \
+                        arrives, the whole request must arrive within this, or the connection is closed, so a \
+                        client trickling bytes cannot hold a connection. Default: 30000.",
+        value: |config| config.request_read_timeout_ms.to_string(),
+        set: Some(|config, text| {
+            config.request_read_timeout_ms = parse_in(text, 1, i64::MAX as u64)?;
+            Ok(())
+        }),
+    },
 ];
 
 /// The setting whose YAML key is `key`.
@@ -450,6 +513,10 @@ mod tests {
             ("num.partitions", "12", "12"),
             ("socket.request.max.bytes", "1048576", "1048576"),
             ("max.connections", "50", "50"),
+            ("max.connections.per.ip", "3", "3"),
+            ("max.connections.per.ip.overrides", "10.0.0.2:5, ::1:7", "10.0.0.2:5,[::1]:7"),
+            ("connections.max.idle.ms", "1000", "1000"),
+            ("corelog.request.read.timeout.ms", "2500", "2500"),
             ("default.replication.factor", "3", "3"),
             ("controller.listener", "127.0.0.1:19093", "CONTROLLER://127.0.0.1:19093"),
             ("controller.listener", "CONTROLLER://127.0.0.1:19094", "CONTROLLER://127.0.0.1:19094"),
@@ -541,6 +608,14 @@ mod tests {
             ("broker.session.timeout.ms", "10"),
             ("socket.request.max.bytes", "0"),
             ("max.connections", "-5"),
+            ("max.connections.per.ip", "-1"),
+            ("max.connections.per.ip", "2147483648"),
+            ("max.connections.per.ip.overrides", "localhost:3"),
+            ("max.connections.per.ip.overrides", "10.0.0.2"),
+            ("connections.max.idle.ms", "0"),
+            ("connections.max.idle.ms", "ten minutes"),
+            ("corelog.request.read.timeout.ms", "0"),
+            ("corelog.request.read.timeout.ms", "-30000"),
         ] {
             let setting = by_name(name).unwrap_or_else(|| panic!("no setting {name}"));
             let mut config = BrokerConfig::new("/var/lib/corelog");
