@@ -18,6 +18,18 @@
 //! truncated or undecodable frame, an unknown API key or an unsupported version (but
 //! ApiVersions at an unknown version is answered, as Kafka does).
 //!
+//! Time bounds, so no client holds a connection for free (see `watch`): a
+//! connection with no request in flight that receives nothing for
+//! `connections.max.idle.ms` is closed (Kafka's idle expiry; a long-poll Fetch or a
+//! Produce awaiting its acks keeps it, and the idle time counts from the last
+//! answer); once a frame's first byte arrives, the whole frame must arrive within
+//! `corelog.request.read.timeout.ms` (corelog's own: a client trickling bytes is
+//! closed at the deadline). The limit: the deadline is for the whole frame, so a
+//! request near `socket.request.max.bytes` over a slow link needs a longer one.
+//! Connections over `max.connections` or `max.connections.per.ip` are closed at
+//! accept ([`crate::connection_quotas`]). Lines a hostile client can cause by the
+//! thousand (deadlines, refusals per IP) are rate-limited per shard.
+//!
 //! Endings: when the peer goes away, handlers still running are cancelled (nobody
 //! would read their answers; a JoinGroup may otherwise wait minutes for a
 //! rebalance). When the broker stops or the connection is closed for bad input,
