@@ -217,3 +217,62 @@ fn kafka_python_group_reads_on_through_a_killed_coordinator() {
         }
     }
 }
+
+/// confluent-kafka's transactional producer against one broker (the script checks
+/// the fencing and the timeout itself): a committed and an aborted transaction, a
+/// zombie fenced by a new instance of its transactional.id, a transaction the broker
+/// aborts after its transaction.timeout.ms, a timeout above transaction.max.timeout.ms
+/// refused; read_committed sees exactly the committed records, read_uncommitted all.
+/// Then the broker is SIGKILLed and restarted: the coordinator reloads the
+/// transactional ids from `__transaction_state` (InitProducerId keeps the producer
+/// id and bumps the epoch) and read_committed still sees exactly the committed ones.
+#[test]
+fn confluent_kafka_transactions_commit_abort_fence_timeout_and_reload() {
+    let _watchdog = Watchdog::new("confluent_kafka_transactions", Duration::from_secs(400));
+    let python = python();
+    let mut broker = BrokerProcess::start(BrokerOptions::new("python-confluent-transactions"));
+    let topic = "payments";
+    block_on(create_topic(&broker, topic, 3, &[]));
+
+    let name = "confluent_kafka_transactions.py";
+    let stdout = run_script(&python, name, &[&broker.bootstrap(), topic, "produce"]);
+    let result = result_line(name, &stdout);
+    eprintln!("{name}: {result}");
+    let committed = ["after-timeout-1", "committed-0", "committed-1", "committed-2", "zombie-new-0"];
+    assert_eq!(result["read_committed"], serde_json::json!(committed), "{result}");
+    let mut everything = vec!["aborted-0", "aborted-1", "aborted-2", "timed-out-1", "zombie-old-0"];
+    everything.extend(committed);
+    everything.sort();
+    assert_eq!(result["read_uncommitted"], serde_json::json!(everything), "{result}");
+    assert_eq!(result["too_long_timeout"], "INVALID_TRANSACTION_TIMEOUT", "{result}");
+    assert!(result["zombie_commit"].as_str().is_some_and(|e| e.contains("FENCED")), "{result}");
+
+    let (producer_id, epoch) = init_transactional_producer(&broker, "txn-main");
+    broker.kill();
+    broker.restart();
+    let (reloaded_id, reloaded_epoch) = init_transactional_producer(&broker, "txn-main");
+    assert_eq!((reloaded_id, reloaded_epoch), (producer_id, epoch + 1), "txn-main after a restart");
+    let stdout = run_script(&python, name, &[&broker.bootstrap(), topic, "verify"]);
+    let result = result_line(name, &stdout);
+    assert_eq!(result["read_committed"], serde_json::json!(committed), "after a restart: {result}");
+}
+
+/// A raw InitProducerId v1 for `transactional_id`, retried while the coordinator
+/// answers a retriable error: its producer id and epoch.
+fn init_transactional_producer(broker: &BrokerProcess, transactional_id: &str) -> (i64, i16) {
+    use kafka_protocol::messages::{InitProducerIdRequest, TransactionalId};
+    use kafka_protocol::protocol::StrBytes;
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(transactional_id.to_string()))))
+        .with_transaction_timeout_ms(60_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = common::raw::RawConnection::open(broker).request(&request, 1);
+        match response.error_code {
+            0 => return (response.producer_id.0, response.producer_epoch),
+            // COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, CONCURRENT_TRANSACTIONS
+            14 | 15 | 51 if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            code => panic!("InitProducerId {transactional_id}: error {code}"),
+        }
+    }
+}

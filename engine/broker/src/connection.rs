@@ -437,7 +437,7 @@ fn start_request(
             Ok((Pending::Handler(handler), Some(on_dispatched)))
         }
         Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
-            let body = ResponseKind::ApiVersions(api_versions::unsupported_version());
+            let body = ResponseKind::ApiVersions(api_versions::unsupported_version(context.transactions.is_some()));
             match codec::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body) {
                 Ok(bytes) => Ok((Pending::Ready(bytes), None)),
                 Err(error) => {

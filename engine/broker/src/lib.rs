@@ -28,9 +28,10 @@
 //!   broker on the same address exits with an error naming it ([`listener`]).
 //! - Its files: `cluster-id` and `producer-id-block` live in the data directory's
 //!   [`corelog_engine::data_dir::META_DIR`], apart from every topic's directory.
-//! - Its internal topic [`group::OFFSETS_TOPIC`]: clients may read it, but their
-//!   Produce, DeleteRecords, DeleteTopics, CreatePartitions and (Incremental)
-//!   AlterConfigs on it are refused (see [`is_internal`] and the handlers).
+//! - Its internal topics [`group::OFFSETS_TOPIC`] and [`txn::TRANSACTION_STATE_TOPIC`]:
+//!   clients may read them, but their Produce, DeleteRecords, DeleteTopics,
+//!   CreatePartitions and (Incremental) AlterConfigs on them are refused (see
+//!   [`is_internal`] and the handlers).
 
 #![forbid(unsafe_code)]
 
@@ -98,6 +99,8 @@ pub struct BrokerConfig {
     pub cluster: cluster::config::ClusterSettings,
     /// Consumer groups and `__consumer_offsets` ([`group::GroupConfig`]).
     pub groups: group::GroupConfig,
+    /// Transactions and `__transaction_state` ([`txn::TxnConfig`]); a single broker only.
+    pub transactions: txn::TxnConfig,
     /// Test-only (`corelog broker --test-panic-on-produce-to`, hidden): a Produce
     /// request naming this topic panics the shard that handles it, so tests can
     /// check what a shard's death does to the process.
@@ -123,6 +126,7 @@ impl BrokerConfig {
             engine: EngineConfig::new(data_dir),
             cluster: cluster::config::ClusterSettings::default(),
             groups: group::GroupConfig::default(),
+            transactions: txn::TxnConfig::default(),
             test_panic_on_produce_to: None,
         }
     }
@@ -170,6 +174,9 @@ pub struct ShardContext {
     pub shard: ShardId,
     /// Reaches the group coordinator of any group (on whichever shard owns it).
     pub groups: group::GroupRouter,
+    /// Reaches the transaction coordinator of any transactional id; `None` on a
+    /// cluster node, which does not serve transactions yet.
+    pub transactions: Option<txn::router::TxnRouter>,
     /// The cluster's metadata as this shard sees it; `None` for a single broker.
     pub cluster: Option<Rc<cluster::view::ClusterView>>,
     /// The partitions this node leads (shared by every shard); `None` for a single broker.
@@ -183,11 +190,11 @@ pub(crate) async fn stop_requested(stop: &flume::Receiver<()>) {
 }
 
 /// Whether `topic` is one of the broker's internal topics (Kafka's
-/// `Topic.isInternal`; corelog has one, [`group::OFFSETS_TOPIC`]). The broker writes
-/// and replays it itself, so clients may read it but not write, truncate, delete,
-/// grow or reconfigure it.
+/// `Topic.isInternal`: [`group::OFFSETS_TOPIC`] and [`txn::TRANSACTION_STATE_TOPIC`]).
+/// The broker writes and replays them itself, so clients may read them but not
+/// write, truncate, delete, grow or reconfigure them.
 pub fn is_internal(topic: &TopicName) -> bool {
-    topic.as_str() == group::OFFSETS_TOPIC
+    topic.as_str() == group::OFFSETS_TOPIC || topic.as_str() == txn::TRANSACTION_STATE_TOPIC
 }
 
 /// A running broker.
@@ -232,9 +239,12 @@ impl Broker {
         let (stopped_tx, stopped) = flume::unbounded::<()>();
         let bind_error: Arc<Mutex<Option<String>>> = Arc::default();
         let coordinators = group::Coordinators::new(config.groups.clone(), membership.quorum.is_some());
+        let transactions =
+            membership.quorum.is_none().then(|| txn::router::TxnCoordinators::new(config.transactions.clone()));
         let service = ListenerService {
             state: state.clone(),
             coordinators: coordinators.clone(),
+            transactions: transactions.clone(),
             bind_error: bind_error.clone(),
             quorum: membership.quorum.clone(),
             replicas: membership.replicas.clone(),
@@ -256,6 +266,12 @@ impl Broker {
         // group requests that arrive meanwhile wait in the coordinators' queues.
         if let Err(error) = futures_lite::future::block_on(coordinators.load(&engine.handle())) {
             return Err(abandon_start(engine, stop, error));
+        }
+        // So are the transactions of `__transaction_state` (a single broker's).
+        if let Some(transactions) = &transactions {
+            if let Err(error) = futures_lite::future::block_on(transactions.load(&engine.handle())) {
+                return Err(abandon_start(engine, stop, error));
+            }
         }
         let cluster = match membership.join(&state, &engine, coordinators) {
             Ok(cluster) => cluster,
@@ -380,6 +396,8 @@ impl ClusterMembership {
 struct ListenerService {
     state: Arc<BrokerState>,
     coordinators: group::Coordinators,
+    /// `None` on a cluster node.
+    transactions: Option<txn::router::TxnCoordinators>,
     /// The first shard's bind failure, reported by [`Broker::start`].
     bind_error: Arc<Mutex<Option<String>>>,
     quorum: Option<Arc<cluster::quorum::Quorum>>,
@@ -425,7 +443,12 @@ impl ListenerService {
                 None => groups,
             };
             let replicas = self.replicas.clone();
-            let context = Rc::new(ShardContext { broker: state, engine, shard, groups, cluster, replicas });
+            let transactions = self.transactions.as_ref().map(|coordinators| {
+                let producer_ids = txn::runtime::BrokerProducerIds(state.clone());
+                coordinators.start_on_shard(shard, engine.clone(), producer_ids, self.stop_seen.clone())
+            });
+            let context =
+                Rc::new(ShardContext { broker: state, engine, shard, groups, transactions, cluster, replicas });
             let stop_seen = self.stop_seen.clone();
             let stopped = self.stopped.clone();
             Box::pin(async move {

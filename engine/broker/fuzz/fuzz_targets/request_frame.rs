@@ -203,7 +203,7 @@ fn check_decode(frame: Bytes) {
             assert!(!versions.contains(version), "v{version} is served, yet UnsupportedVersion");
             if api_key == ApiKey::ApiVersions {
                 // What the connection answers (KIP-511): v0, UNSUPPORTED_VERSION, the list.
-                let body = ResponseKind::ApiVersions(api_versions::unsupported_version());
+                let body = ResponseKind::ApiVersions(api_versions::unsupported_version(true));
                 let response = check_response(ApiKey::ApiVersions, 0, correlation_id, &body);
                 let ResponseKind::ApiVersions(response) = response else { unreachable!("decoded as ApiVersions") };
                 assert_eq!(response.error_code, ResponseError::UnsupportedVersion.code());

@@ -21,12 +21,16 @@
 //!   passed in; producer ids come from an injected [`coordinator::ProducerIdSource`].
 //! - [`log`]: the record layout of `__transaction_state` (Kafka's binary schema) and
 //!   replay of a partition into metadata per transactional id.
+//! - [`runtime`] and [`router`]: the glommio side (an actor per shard, its appends
+//!   and marker writes as tasks) and how handlers reach it.
 //!
 //! ## Limits
 //!
-//! - Not wired yet: no Kafka API is served from here, and `__transaction_state` is
-//!   neither created nor internal to the broker. The runtime (an actor per shard,
-//!   a writer per partition, the marker sender) comes with the wiring.
+//! - A single broker only: [`router`] and [`runtime`] run an actor per shard over a
+//!   broker-created, unreplicated `__transaction_state`, with coordinator epoch 0
+//!   and markers written to this broker's partitions. A cluster node starts none.
+//! - Appends of one partition are not coalesced: each change is one batch and one
+//!   fdatasync (the group commit of the partition actor shares syncs between them).
 //! - An append reported failed ([`coordinator::TxnCoordinator::append_failed`]) must
 //!   not be in the log; a runtime that cannot tell reloads the partition instead.
 //! - Markers are reported written for a transaction as a whole, not per partition
@@ -41,6 +45,8 @@
 
 pub mod coordinator;
 pub mod log;
+pub mod router;
+pub mod runtime;
 pub mod state;
 
 use std::fmt;
@@ -99,6 +105,20 @@ impl TransactionVersion {
     }
 }
 
+impl TxnConfig {
+    /// The topic config of `__transaction_state`: synced on every append (a change is
+    /// answered only once durable) and never deleted by retention (replay reads the
+    /// partition from its log start; nothing compacts it yet).
+    pub fn state_topic_config(&self) -> corelog_engine::config::TopicConfig {
+        corelog_engine::config::TopicConfig {
+            retention_bytes: -1,
+            retention_ms: -1,
+            durability: corelog_engine::config::Durability::Always,
+            ..corelog_engine::config::TopicConfig::default()
+        }
+    }
+}
+
 /// Java's `String.hashCode`: `s[0]*31^(n-1) + … + s[n-1]` over UTF-16 code units,
 /// wrapping, as a Kafka broker computes it.
 pub fn java_string_hash(text: &str) -> i32 {
@@ -124,8 +144,12 @@ pub fn transaction_state_topic() -> TopicName {
 /// How transactions behave; Kafka's broker config names in the field docs.
 #[derive(Debug, Clone)]
 pub struct TxnConfig {
-    /// `transaction.state.log.num.partitions`. The topic keeps its partition count
-    /// once created: the transactional-id-to-partition map depends on it.
+    /// `transaction.state.log.num.partitions`, used when the broker creates the topic.
+    /// The topic keeps its partition count once created: the
+    /// transactional-id-to-partition map depends on it. Kafka's default is 50; ours
+    /// is 8, as for `__consumer_offsets`: every partition is a directory of
+    /// `fsync.policy=always` files and a replay at start-up, and a single broker of a
+    /// few shards spreads 8 over its shards as well as 50.
     pub state_log_partitions: i32,
     /// `transaction.max.timeout.ms`: InitProducerId with a longer timeout gets
     /// INVALID_TRANSACTION_TIMEOUT.
@@ -133,14 +157,21 @@ pub struct TxnConfig {
     /// `transactional.id.expiration.ms`: a transactional id without a transaction
     /// and without requests for this long is forgotten (a tombstone in the log).
     pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often the
+    /// coordinator looks for transactions open past their timeout (and ids to expire).
+    pub abort_timed_out_transaction_cleanup_interval_ms: u64,
+    /// Requests queued for one shard's transaction coordinator; senders wait when full.
+    pub coordinator_queue_depth_max: usize,
 }
 
 impl Default for TxnConfig {
     fn default() -> Self {
         TxnConfig {
-            state_log_partitions: 50,
+            state_log_partitions: 8,
             transaction_timeout_ms_max: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            abort_timed_out_transaction_cleanup_interval_ms: 10_000,
+            coordinator_queue_depth_max: 1024,
         }
     }
 }

@@ -8,22 +8,25 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{versions, RequestContext, Versions, API_KEYS};
+use super::{versions, RequestContext, Versions, API_KEYS, TRANSACTION_API_KEYS};
 
 pub const VERSIONS: Versions = Versions::new(0, 4);
 
-pub async fn handle(_context: &RequestContext<'_>, _request: ApiVersionsRequest) -> ApiVersionsResponse {
-    supported()
+pub async fn handle(context: &RequestContext<'_>, _request: ApiVersionsRequest) -> ApiVersionsResponse {
+    supported(context.shard.transactions.is_some())
 }
 
-/// The response to an ApiVersions request at a version we do not serve (encode at v0).
-pub fn unsupported_version() -> ApiVersionsResponse {
-    supported().with_error_code(ResponseError::UnsupportedVersion.code())
+/// The response to an ApiVersions request at a version we do not serve (encode at
+/// v0); `transactions`: whether this broker serves the transaction APIs (a single
+/// broker does, a cluster node not yet).
+pub fn unsupported_version(transactions: bool) -> ApiVersionsResponse {
+    supported(transactions).with_error_code(ResponseError::UnsupportedVersion.code())
 }
 
-fn supported() -> ApiVersionsResponse {
+fn supported(transactions: bool) -> ApiVersionsResponse {
     let api_keys = API_KEYS
         .iter()
+        .filter(|api_key| transactions || !TRANSACTION_API_KEYS.contains(api_key))
         .filter_map(|&api_key| {
             let served = versions(api_key)?;
             // librdkafka enables compression only if Produce is advertised from v0

@@ -1,7 +1,9 @@
 //! FindCoordinator (key 10), v0–v4: which broker coordinates a group. With one
 //! broker the answer for a group (key type 0) is always this broker; v4 asks for
-//! several keys at once (KIP-699). Transactions (key type 1) have no coordinator
-//! yet: COORDINATOR_NOT_AVAILABLE, which clients retry.
+//! several keys at once (KIP-699). A transactional id (key type 1) is coordinated
+//! by this broker too on a single broker (its shard that owns the id's partition of
+//! `__transaction_state` serves it, see [`crate::txn::router`]); a cluster node does
+//! not serve transactions yet and answers COORDINATOR_NOT_AVAILABLE.
 //!
 //! On a node of a cluster a group is coordinated, as in Kafka, by the leader of its
 //! partition of the cluster's `__consumer_offsets` (replicated like any topic):
@@ -52,10 +54,11 @@ impl Answer {
 async fn answer(context: &RequestContext<'_>, key_type: i8, key: &str) -> Answer {
     match key_type {
         KEY_TYPE_GROUP => {}
+        KEY_TYPE_TRANSACTION if context.shard.transactions.is_some() => {}
         KEY_TYPE_TRANSACTION => {
             return Answer::refused(Refusal::new(
                 ResponseError::CoordinatorNotAvailable,
-                "transactions are not supported yet",
+                "transactions are not served on a cluster yet",
             ))
         }
         other => {

@@ -43,6 +43,7 @@
 //! offset before that commit; and a partition op queued by a handler of another
 //! connection interleaves freely.
 
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod api_versions;
@@ -59,6 +60,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -197,7 +199,13 @@ served! {
     AlterPartitionReassignments => alter_partition_reassignments,
     ListPartitionReassignments => list_partition_reassignments,
     DescribeQuorum => describe_quorum,
+    AddPartitionsToTxn => add_partitions_to_txn,
+    EndTxn => end_txn,
 }
+
+/// The transaction APIs: served by a single broker only, so a cluster node's
+/// ApiVersions leaves them out (and their handlers answer an error).
+pub const TRANSACTION_API_KEYS: &[ApiKey] = &[ApiKey::AddPartitionsToTxn, ApiKey::EndTxn];
 
 /// Waits until the first of `futures` completes.
 pub async fn first_of<F: std::future::Future<Output = ()>>(futures: Vec<F>) {

@@ -43,6 +43,7 @@ pub(super) fn config() -> TxnConfig {
         state_log_partitions: PARTITIONS,
         transaction_timeout_ms_max: 900_000,
         transactional_id_expiration_ms: EXPIRATION_MS,
+        ..TxnConfig::default()
     }
 }
 
