@@ -222,7 +222,9 @@ fn kafka_python_group_reads_on_through_a_killed_coordinator() {
 /// the fencing and the timeout itself): a committed and an aborted transaction, a
 /// zombie fenced by a new instance of its transactional.id, a transaction the broker
 /// aborts after its transaction.timeout.ms, a timeout above transaction.max.timeout.ms
-/// refused; read_committed sees exactly the committed records, read_uncommitted all.
+/// refused, send_offsets_to_transaction refused (AddOffsetsToTxn and TxnOffsetCommit
+/// are not served yet); read_committed sees exactly the committed records,
+/// read_uncommitted all.
 /// Then the broker is SIGKILLed and restarted: the coordinator reloads the
 /// transactional ids from `__transaction_state` (InitProducerId keeps the producer
 /// id and bumps the epoch) and read_committed still sees exactly the committed ones.
@@ -240,12 +242,15 @@ fn confluent_kafka_transactions_commit_abort_fence_timeout_and_reload() {
     eprintln!("{name}: {result}");
     let committed = ["after-timeout-1", "committed-0", "committed-1", "committed-2", "zombie-new-0"];
     assert_eq!(result["read_committed"], serde_json::json!(committed), "{result}");
-    let mut everything = vec!["aborted-0", "aborted-1", "aborted-2", "timed-out-1", "zombie-old-0"];
+    let mut everything = vec!["aborted-0", "aborted-1", "aborted-2", "offsets-txn-2", "timed-out-1", "zombie-old-0"];
     everything.extend(committed);
     everything.sort();
     assert_eq!(result["read_uncommitted"], serde_json::json!(everything), "{result}");
     assert_eq!(result["too_long_timeout"], "INVALID_TRANSACTION_TIMEOUT", "{result}");
     assert!(result["zombie_commit"].as_str().is_some_and(|e| e.contains("FENCED")), "{result}");
+    // TxnOffsetCommit is not served yet: the client refuses, the transaction aborts.
+    assert_ne!(result["send_offsets"], "succeeded", "{result}");
+    assert_eq!(result["send_offsets_abort"], "aborted", "{result}");
 
     let (producer_id, epoch) = init_transactional_producer(&broker, "txn-main");
     broker.kill();

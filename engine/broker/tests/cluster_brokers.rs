@@ -101,3 +101,53 @@ fn a_node_given_cpus_that_are_not_online_starts_nothing_and_says_which_are() {
     assert!(!root.path().join("broker0").exists(), "no data directory was made");
     TcpListener::bind(controller).expect("the controller listener was never bound");
 }
+
+/// Transactions are a single broker's for now: a cluster node's ApiVersions leaves
+/// out the transaction APIs and its handlers answer errors, while a single broker
+/// advertises them.
+#[test]
+fn a_cluster_node_does_not_serve_transactions_yet_and_a_single_broker_does() {
+    use kafka_protocol::messages::{
+        ApiKey, ApiVersionsRequest, EndTxnRequest, FindCoordinatorRequest, ProducerId, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let root = tempfile::tempdir().expect("tempdir");
+    let (listen, controller) = (free_address(), free_address());
+    let node = Broker::start(config(0, root.path(), listen, &format!("0@{controller}"), controller)).expect("starts");
+    let mut single_config = BrokerConfig::new(root.path().join("single"));
+    single_config.listen = free_address();
+    single_config.engine.shard_count = 1;
+    single_config.engine.cpus = corelog_engine::cpus::ShardCpus::Unpinned;
+    let single = Broker::start(single_config).expect("single broker starts");
+    let transaction_keys = [ApiKey::AddPartitionsToTxn as i16, ApiKey::EndTxn as i16];
+
+    let advertised = |address: SocketAddr| -> BTreeSet<i16> {
+        let mut connection =
+            PeerConnection::connect(&address.to_string(), "txn-test", Duration::from_secs(10)).expect("connect");
+        let response = connection.request(&ApiVersionsRequest::default(), 3).expect("ApiVersions");
+        response.api_keys.iter().map(|k| k.api_key).collect()
+    };
+    let on_node = advertised(listen);
+    let on_single = advertised(single.local_addr());
+    for key in transaction_keys {
+        assert!(!on_node.contains(&key), "a cluster node advertises API key {key}");
+        assert!(on_single.contains(&key), "a single broker does not advertise API key {key}");
+    }
+
+    let mut connection =
+        PeerConnection::connect(&listen.to_string(), "txn-test", Duration::from_secs(10)).expect("connect");
+    let id = || TransactionalId(StrBytes::from_static_str("txn"));
+    let find = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("txn")).with_key_type(1);
+    assert_eq!(connection.request(&find, 3).expect("FindCoordinator").error_code, 15, "COORDINATOR_NOT_AVAILABLE");
+    let init = InitProducerIdRequest::default().with_transactional_id(Some(id())).with_transaction_timeout_ms(60_000);
+    assert_eq!(
+        connection.request(&init, 1).expect("InitProducerId").error_code,
+        53,
+        "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+    );
+    let end = EndTxnRequest::default().with_transactional_id(id()).with_producer_id(ProducerId(1)).with_committed(true);
+    assert_eq!(connection.request(&end, 1).expect("EndTxn").error_code, 15, "COORDINATOR_NOT_AVAILABLE");
+    drop(connection);
+    single.shutdown().expect("shutdown");
+    node.shutdown().expect("shutdown");
+}

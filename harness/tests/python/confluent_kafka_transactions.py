@@ -7,7 +7,8 @@ topic's 3 partitions) and aborts a second; a zombie producer with the same
 transactional.id is fenced by a new instance (its commit fails, its records are
 aborted); a transaction left open past its transaction.timeout.ms is aborted by the
 broker (a later committed record on the same partition becomes readable, the
-timed-out one never); read_committed and read_uncommitted consumers then read the
+timed-out one never); send_offsets_to_transaction is refused (AddOffsetsToTxn and
+TxnOffsetCommit are not served yet) and its transaction aborted; read_committed and read_uncommitted consumers then read the
 topic. verify: a read_committed consumer reads the topic again (after a restart).
 Prints RESULT {json} last; exits 1 on any check that fails.
 """
@@ -135,6 +136,27 @@ def timeout(result):
         result["timed_out_commit"] = e.args[0].name()
 
 
+def offsets_not_served(result):
+    """AddOffsetsToTxn and TxnOffsetCommit are not served (not advertised): the
+    client refuses send_offsets_to_transaction, and the transaction is aborted."""
+    p = producer("txn-offsets", timeout_ms=5000)
+    p.init_transactions(30)
+    p.begin_transaction()
+    produce_all(p, "offsets-txn", [2])
+    group = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "txn-offsets-group"})
+    try:
+        p.send_offsets_to_transaction([TopicPartition(TOPIC, 0, 1)], group.consumer_group_metadata(), 10)
+        result["send_offsets"] = "succeeded"
+    except KafkaException as e:
+        result["send_offsets"] = e.args[0].name()
+    group.close()
+    try:
+        p.abort_transaction(30)
+        result["send_offsets_abort"] = "aborted"
+    except KafkaException as e:
+        result["send_offsets_abort"] = e.args[0].name()
+
+
 def too_long_timeout(result):
     p = producer("txn-too-long", timeout_ms=900001)
     try:
@@ -151,6 +173,7 @@ def main():
         zombie(result)
         timeout(result)
         too_long_timeout(result)
+        offsets_not_served(result)
         committed = read("read_committed", expect_at_least=["committed-0", "committed-1", "committed-2"])
         uncommitted = read("read_uncommitted", expect_at_least=["aborted-0", "aborted-1", "aborted-2"])
         result["read_uncommitted"] = sorted(uncommitted)
