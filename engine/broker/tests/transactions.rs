@@ -175,3 +175,75 @@ fn a_read_committed_long_poll_is_answered_when_the_transaction_commits() {
     assert_eq!(aborted(&committed), Some(Vec::new()));
     broker.shutdown().expect("shutdown");
 }
+
+/// Produces `records` as a transactional producer's request; the partition's error code.
+fn produce_as(connection: &mut PeerConnection, transactional_id: &str, records: Vec<u8>) -> i16 {
+    let data = PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(records)));
+    let topic = TopicProduceData::default().with_name(wire_topic()).with_partition_data(vec![data]);
+    let request = ProduceRequest::default()
+        .with_transactional_id(Some(kafka_protocol::messages::TransactionalId(StrBytes::from_string(
+            transactional_id.to_string(),
+        ))))
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![topic]);
+    connection.request(&request, 8).expect("produce answered").responses[0].partition_responses[0].error_code
+}
+
+/// The coordinator through the wire, as a client without a library drives it:
+/// InitProducerId, a transactional Produce refused with INVALID_TXN_STATE until
+/// AddPartitionsToTxn adds the partition (KIP-890's check on the same broker), an
+/// unknown partition refused with the others not attempted, EndTxn from a stale
+/// epoch fenced, then a commit whose marker lets read_committed read the batch.
+#[test]
+fn the_coordinator_adds_partitions_checks_produce_and_commits_through_the_wire() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ProducerId as WireProducerId, TransactionalId,
+    };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir on the build disk");
+    let (broker, _) = start(dir.path());
+    let mut connection = connect(&broker);
+    let id = || TransactionalId(StrBytes::from_static_str("wire-txn"));
+    let init = InitProducerIdRequest::default().with_transactional_id(Some(id())).with_transaction_timeout_ms(60_000);
+    let init = connection.request(&init, 1).expect("InitProducerId");
+    assert_eq!((init.error_code, init.producer_epoch), (0, 0));
+    let producer = init.producer_id;
+
+    assert_eq!(produce_as(&mut connection, "wire-txn", transactional(producer.0, 0, 1)), 48, "INVALID_TXN_STATE");
+    let add = |topics: Vec<AddPartitionsToTxnTopic>| {
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(id())
+            .with_v3_and_below_producer_id(producer)
+            .with_v3_and_below_producer_epoch(0)
+            .with_v3_and_below_topics(topics)
+    };
+    let topic =
+        |partitions: Vec<i32>| AddPartitionsToTxnTopic::default().with_name(wire_topic()).with_partitions(partitions);
+    let response = connection.request(&add(vec![topic(vec![0, 7])]), 3).expect("AddPartitionsToTxn");
+    let codes: Vec<i16> =
+        response.results_by_topic_v3_and_below[0].results_by_partition.iter().map(|p| p.partition_error_code).collect();
+    assert_eq!(codes, vec![55, 3], "OPERATION_NOT_ATTEMPTED beside UNKNOWN_TOPIC_OR_PARTITION");
+    let response = connection.request(&add(vec![topic(vec![0])]), 3).expect("AddPartitionsToTxn");
+    assert_eq!(response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
+    assert_eq!(produce_as(&mut connection, "wire-txn", transactional(producer.0, 0, 1)), 0);
+    assert_eq!(fetch(&mut connection, 0, 1).high_watermark, 1);
+    assert_eq!(latest(&mut connection, 1), 0, "the open transaction holds the last stable offset");
+
+    let end = |epoch: i16| {
+        EndTxnRequest::default()
+            .with_transactional_id(id())
+            .with_producer_id(WireProducerId(producer.0))
+            .with_producer_epoch(epoch)
+            .with_committed(true)
+    };
+    assert_eq!(connection.request(&end(1), 3).expect("EndTxn").error_code, 90, "PRODUCER_FENCED");
+    assert_eq!(connection.request(&end(0), 3).expect("EndTxn").error_code, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while latest(&mut connection, 1) != 2 {
+        assert!(std::time::Instant::now() < deadline, "the commit marker was never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(batch_offsets(&fetch(&mut connection, 0, 1)), vec![0, 1], "the batch and its marker");
+    broker.shutdown().expect("shutdown");
+}

@@ -25,13 +25,20 @@
 //! them ("Cannot append to internal topic"). Kafka lets one client id through
 //! (`__admin_client`, its own tools'); corelog lets none: the group coordinator owns
 //! the records of `__consumer_offsets` and replays them at start-up.
+//!
+//! Transactions (KIP-890 part 1, as Kafka 3.6+ checks on the same broker): a request
+//! with a `transactional_id` whose batches are transactional is checked first with
+//! the transaction coordinator (a verify-only AddPartitionsToTxn): a partition not in
+//! the producer's ongoing transaction is answered INVALID_TXN_STATE and not appended.
+//! Kafka asks only for a partition where the producer has no open transaction yet;
+//! corelog asks once per such request, a hop to the coordinator's shard.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,9 +47,12 @@ use super::{PerPartition, RequestContext, Versions};
 use crate::cluster::replica_manager::{AcksAllError, LeaderSlot, ReplicaManager};
 use crate::cluster::replication::InsyncError;
 use crate::kafka::errors::response_error;
+use crate::txn::coordinator::{Request, Response};
+use crate::txn::TransactionalId;
+use corelog_engine::batch::split_batches;
 use corelog_engine::log::AppendInfo;
 use corelog_engine::shard::EngineHandle;
-use corelog_engine::types::TopicPartition;
+use corelog_engine::types::{PartitionId, TopicName, TopicPartition};
 
 pub const VERSIONS: Versions = Versions::new(3, 9);
 
@@ -59,6 +69,7 @@ pub async fn dispatch(
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
     // In a cluster, the leader state of each partition appended to, by (topic, index).
     let led: RefCell<Led> = RefCell::default();
+    let refused = verify_transaction(context, &request).await;
     for topic in request.topic_data {
         let raw_name = topic.name.0.as_str();
         if context.shard.broker.config.test_panic_on_produce_to.as_deref() == Some(raw_name) {
@@ -80,8 +91,12 @@ pub async fn dispatch(
                     led.borrow_mut().insert(key, (resolved.partition.clone(), slot.clone()));
                     Ok(slot.leader_epoch)
                 });
+                let refusal = refused.get(&(resolved.partition.topic.to_string(), data.index)).copied();
                 async move {
                     let Some(records) = data.records else { return Err(ResponseError::CorruptMessage) };
+                    if let Some(refusal) = refusal {
+                        return Err(refusal);
+                    }
                     let partition = resolved.partition;
                     let leader_epoch = match leadership {
                         Some(leader_epoch) => leader_epoch?,
@@ -105,6 +120,63 @@ pub async fn dispatch(
         }
         respond(replies)
     }
+}
+
+/// The partitions of a transactional producer's request that its coordinator says
+/// are not in its ongoing transaction (or whose check failed), by (topic, index),
+/// with the error to answer; empty for a request without transactional batches.
+async fn verify_transaction(
+    context: &RequestContext<'_>,
+    request: &ProduceRequest,
+) -> BTreeMap<(String, i32), ResponseError> {
+    let (Some(transactions), Some(transactional_id)) = (&context.shard.transactions, &request.transactional_id) else {
+        return BTreeMap::new();
+    };
+    let mut partitions = BTreeSet::new();
+    let mut producer = None;
+    for topic in &request.topic_data {
+        let Ok(name) = TopicName::new(topic.name.0.as_str()) else { continue };
+        for data in &topic.partition_data {
+            let Some(records) = &data.records else { continue };
+            let Ok(batches) = split_batches(records) else { continue };
+            if let Some((_, header)) = batches.first().filter(|(_, h)| h.is_transactional() && !h.is_control()) {
+                producer = Some((header.producer_id, header.producer_epoch));
+                partitions.insert(TopicPartition::new(name.clone(), PartitionId(data.index)));
+            }
+        }
+    }
+    let Some((producer_id, producer_epoch)) = producer else { return BTreeMap::new() };
+    let ask = Request::AddPartitions {
+        transactional_id: TransactionalId(transactional_id.to_string()),
+        producer_id,
+        producer_epoch,
+        partitions: partitions.clone(),
+        verify_only: true,
+    };
+    let key = |partition: &TopicPartition| (partition.topic.to_string(), partition.partition.0);
+    let verdicts = match transactions.ask(ask).await {
+        Ok(Response::VerifyPartitions(verdicts)) => verdicts,
+        other => {
+            tracing::debug!("verifying a transactional produce: {other:?}");
+            return partitions.iter().map(|p| (key(p), ResponseError::NotEnoughReplicas)).collect();
+        }
+    };
+    let produce_error = |error: ResponseError| match error {
+        ResponseError::TransactionAbortable | ResponseError::InvalidTxnState => ResponseError::InvalidTxnState,
+        ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+        ResponseError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        // The coordinator is moving or busy: retriable, as Kafka maps it.
+        _ => ResponseError::NotEnoughReplicas,
+    };
+    // A partition the coordinator did not answer for is not known to be in the transaction.
+    partitions
+        .iter()
+        .filter_map(|partition| match verdicts.get(partition) {
+            Some(None) => None,
+            Some(Some(error)) => Some((key(partition), produce_error(*error))),
+            None => Some((key(partition), ResponseError::InvalidTxnState)),
+        })
+        .collect()
 }
 
 /// The leader state of each partition appended to, by (topic, partition index).
