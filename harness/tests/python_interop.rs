@@ -222,12 +222,14 @@ fn kafka_python_group_reads_on_through_a_killed_coordinator() {
 /// the fencing and the timeout itself): a committed and an aborted transaction, a
 /// zombie fenced by a new instance of its transactional.id, a transaction the broker
 /// aborts after its transaction.timeout.ms, a timeout above transaction.max.timeout.ms
-/// refused, send_offsets_to_transaction refused (AddOffsetsToTxn and TxnOffsetCommit
-/// are not served yet); read_committed sees exactly the committed records,
-/// read_uncommitted all.
+/// refused; offsets sent to a transaction (AddOffsetsToTxn, TxnOffsetCommit) the
+/// group's once it commits, not when it aborts; read_committed sees exactly the
+/// committed records, read_uncommitted all.
 /// Then the broker is SIGKILLed and restarted: the coordinator reloads the
 /// transactional ids from `__transaction_state` (InitProducerId keeps the producer
-/// id and bumps the epoch) and read_committed still sees exactly the committed ones.
+/// id and bumps the epoch), read_committed still sees exactly the committed records
+/// and the group its transactionally committed offsets (replay of the transactional
+/// batch and its marker in `__consumer_offsets`).
 #[test]
 fn confluent_kafka_transactions_commit_abort_fence_timeout_and_reload() {
     let _watchdog = Watchdog::new("confluent_kafka_transactions", Duration::from_secs(400));
@@ -240,17 +242,18 @@ fn confluent_kafka_transactions_commit_abort_fence_timeout_and_reload() {
     let stdout = run_script(&python, name, &[&broker.bootstrap(), topic, "produce"]);
     let result = result_line(name, &stdout);
     eprintln!("{name}: {result}");
-    let committed = ["after-timeout-1", "committed-0", "committed-1", "committed-2", "zombie-new-0"];
+    let committed =
+        ["after-timeout-1", "committed-0", "committed-1", "committed-2", "offsets-commit-2", "zombie-new-0"];
     assert_eq!(result["read_committed"], serde_json::json!(committed), "{result}");
-    let mut everything = vec!["aborted-0", "aborted-1", "aborted-2", "offsets-txn-2", "timed-out-1", "zombie-old-0"];
+    let mut everything = vec!["aborted-0", "aborted-1", "aborted-2", "offsets-abort-2", "timed-out-1", "zombie-old-0"];
     everything.extend(committed);
     everything.sort();
     assert_eq!(result["read_uncommitted"], serde_json::json!(everything), "{result}");
     assert_eq!(result["too_long_timeout"], "INVALID_TRANSACTION_TIMEOUT", "{result}");
     assert!(result["zombie_commit"].as_str().is_some_and(|e| e.contains("FENCED")), "{result}");
-    // TxnOffsetCommit is not served yet: the client refuses, the transaction aborts.
-    assert_ne!(result["send_offsets"], "succeeded", "{result}");
-    assert_eq!(result["send_offsets_abort"], "aborted", "{result}");
+    // Offsets sent to a transaction: the group's once it commits, not when it aborts.
+    assert_eq!(result["offsets_after_commit"], serde_json::json!([5, 7]), "{result}");
+    assert_eq!(result["offsets_after_abort"], serde_json::json!([5, 7]), "{result}");
 
     let (producer_id, epoch) = init_transactional_producer(&broker, "txn-main");
     broker.kill();
@@ -260,6 +263,7 @@ fn confluent_kafka_transactions_commit_abort_fence_timeout_and_reload() {
     let stdout = run_script(&python, name, &[&broker.bootstrap(), topic, "verify"]);
     let result = result_line(name, &stdout);
     assert_eq!(result["read_committed"], serde_json::json!(committed), "after a restart: {result}");
+    assert_eq!(result["offsets"], serde_json::json!([5, 7]), "the group's offsets after a restart: {result}");
 }
 
 /// A raw InitProducerId v1 for `transactional_id`, retried while the coordinator

@@ -445,7 +445,7 @@ impl ListenerService {
             let replicas = self.replicas.clone();
             let transactions = self.transactions.as_ref().map(|coordinators| {
                 let producer_ids = txn::runtime::BrokerProducerIds(state.clone());
-                coordinators.start_on_shard(shard, engine.clone(), producer_ids, self.stop_seen.clone())
+                coordinators.start_on_shard(shard, engine.clone(), producer_ids, groups.clone(), self.stop_seen.clone())
             });
             let context =
                 Rc::new(ShardContext { broker: state, engine, shard, groups, transactions, cluster, replicas });

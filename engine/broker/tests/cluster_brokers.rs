@@ -108,7 +108,7 @@ fn a_node_given_cpus_that_are_not_online_starts_nothing_and_says_which_are() {
 #[test]
 fn a_cluster_node_does_not_serve_transactions_yet_and_a_single_broker_does() {
     use kafka_protocol::messages::{
-        ApiKey, ApiVersionsRequest, EndTxnRequest, FindCoordinatorRequest, ProducerId, TransactionalId,
+        ApiVersionsRequest, EndTxnRequest, FindCoordinatorRequest, ProducerId, TransactionalId,
     };
     use kafka_protocol::protocol::StrBytes;
     let root = tempfile::tempdir().expect("tempdir");
@@ -119,7 +119,7 @@ fn a_cluster_node_does_not_serve_transactions_yet_and_a_single_broker_does() {
     single_config.engine.shard_count = 1;
     single_config.engine.cpus = corelog_engine::cpus::ShardCpus::Unpinned;
     let single = Broker::start(single_config).expect("single broker starts");
-    let transaction_keys = [ApiKey::AddPartitionsToTxn as i16, ApiKey::EndTxn as i16];
+    let transaction_keys = corelog_broker::kafka::handlers::TRANSACTION_API_KEYS.iter().map(|&k| k as i16);
 
     let advertised = |address: SocketAddr| -> BTreeSet<i16> {
         let mut connection =

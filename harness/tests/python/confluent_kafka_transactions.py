@@ -7,9 +7,10 @@ topic's 3 partitions) and aborts a second; a zombie producer with the same
 transactional.id is fenced by a new instance (its commit fails, its records are
 aborted); a transaction left open past its transaction.timeout.ms is aborted by the
 broker (a later committed record on the same partition becomes readable, the
-timed-out one never); send_offsets_to_transaction is refused (AddOffsetsToTxn and
-TxnOffsetCommit are not served yet) and its transaction aborted; read_committed and read_uncommitted consumers then read the
-topic. verify: a read_committed consumer reads the topic again (after a restart).
+timed-out one never); offsets sent to a transaction become the group's when it
+commits, not when it aborts; read_committed and read_uncommitted consumers then read the
+topic. verify: a read_committed consumer reads the topic again and the group's
+offsets are read again (after a restart).
 Prints RESULT {json} last; exits 1 on any check that fails.
 """
 
@@ -136,25 +137,42 @@ def timeout(result):
         result["timed_out_commit"] = e.args[0].name()
 
 
-def offsets_not_served(result):
-    """AddOffsetsToTxn and TxnOffsetCommit are not served (not advertised): the
-    client refuses send_offsets_to_transaction, and the transaction is aborted."""
-    p = producer("txn-offsets", timeout_ms=5000)
+GROUP = "txn-offsets-group"
+
+
+def group_offsets(expected=None, deadline_s=15.0):
+    """The group's committed offsets of partitions 0 and 1 (-1: none), polled until
+    they are `expected` or the deadline passes."""
+    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": GROUP, "enable.auto.commit": False})
+    start = time.time()
+    while True:
+        committed = consumer.committed([TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)], 10)
+        offsets = [tp.offset if tp.offset >= 0 else -1 for tp in committed]
+        if expected is None or offsets == expected or time.time() - start > deadline_s:
+            consumer.close()
+            return offsets
+        time.sleep(0.2)
+
+
+def send_offsets(result):
+    """send_offsets_to_transaction: the offsets become the group's when the
+    transaction commits, never when it aborts."""
+    p = producer("txn-offsets")
     p.init_transactions(30)
+    group = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": GROUP})
+    metadata = group.consumer_group_metadata()
     p.begin_transaction()
-    produce_all(p, "offsets-txn", [2])
-    group = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "txn-offsets-group"})
-    try:
-        p.send_offsets_to_transaction([TopicPartition(TOPIC, 0, 1)], group.consumer_group_metadata(), 10)
-        result["send_offsets"] = "succeeded"
-    except KafkaException as e:
-        result["send_offsets"] = e.args[0].name()
+    produce_all(p, "offsets-commit", [2])
+    p.send_offsets_to_transaction([TopicPartition(TOPIC, 0, 5), TopicPartition(TOPIC, 1, 7)], metadata, 30)
+    p.commit_transaction(30)
+    result["offsets_after_commit"] = group_offsets([5, 7])
+    p.begin_transaction()
+    produce_all(p, "offsets-abort", [2])
+    p.send_offsets_to_transaction([TopicPartition(TOPIC, 0, 9)], metadata, 30)
+    p.abort_transaction(30)
+    time.sleep(2)
+    result["offsets_after_abort"] = group_offsets()
     group.close()
-    try:
-        p.abort_transaction(30)
-        result["send_offsets_abort"] = "aborted"
-    except KafkaException as e:
-        result["send_offsets_abort"] = e.args[0].name()
 
 
 def too_long_timeout(result):
@@ -173,12 +191,13 @@ def main():
         zombie(result)
         timeout(result)
         too_long_timeout(result)
-        offsets_not_served(result)
+        send_offsets(result)
         committed = read("read_committed", expect_at_least=["committed-0", "committed-1", "committed-2"])
         uncommitted = read("read_uncommitted", expect_at_least=["aborted-0", "aborted-1", "aborted-2"])
         result["read_uncommitted"] = sorted(uncommitted)
     else:
         committed = read("read_committed", expect_at_least=["committed-0", "committed-1", "committed-2"])
+        result["offsets"] = group_offsets([5, 7])
     result["read_committed"] = sorted(committed)
     result["failures"] = failures
     print("RESULT " + json.dumps(result), flush=True)

@@ -44,6 +44,9 @@ pub enum StoreWrite {
     Group { partition: PartitionId, group_id: GroupId, record: GroupRecord },
     /// Tombstones for a deleted group and all its offsets; answered after the append.
     Delete { partition: PartitionId, group_id: GroupId, reply: Reply<Option<GroupError>> },
+    /// A TxnOffsetCommit: the offsets appended as the producer's transactional batch,
+    /// pending until its transaction's marker; answered after the append.
+    TxnCommit { partition: PartitionId, request: super::TxnCommitRequest, reply: Reply<CommitResponse> },
 }
 
 impl StoreWrite {
@@ -51,7 +54,8 @@ impl StoreWrite {
         match self {
             StoreWrite::Commit { partition, .. }
             | StoreWrite::Group { partition, .. }
-            | StoreWrite::Delete { partition, .. } => *partition,
+            | StoreWrite::Delete { partition, .. }
+            | StoreWrite::TxnCommit { partition, .. } => *partition,
         }
     }
 }

@@ -40,7 +40,10 @@
 //!   generation, whose members then rejoin (ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID).
 //!   Offset commits are acknowledged only once durable.
 //! - The client host of a member is not known to handlers; DescribeGroups reports "".
-//! - Transactional offset commits and the KIP-848 consumer protocol are not served.
+//! - The KIP-848 consumer protocol is not served. Transactional offset commits are
+//!   a single broker's (with transactions); their generation and member are not
+//!   checked, and OffsetFetch does not answer UNSTABLE_OFFSET_COMMIT while one is
+//!   pending (it answers the last committed offset).
 
 pub mod coordinator;
 pub mod offsets;
@@ -345,6 +348,17 @@ pub struct CommitRequest {
     pub offsets: Vec<(TopicPartition, CommittedOffset)>,
 }
 
+/// A TxnOffsetCommit: offsets a transactional producer commits with its
+/// transaction, visible once the transaction commits (Kafka's pending transactional
+/// offsets). The generation and member are not checked (Kafka checks them from v3).
+pub struct TxnCommitRequest {
+    pub group_id: GroupId,
+    pub producer_id: corelog_engine::types::ProducerId,
+    pub producer_epoch: corelog_engine::types::ProducerEpoch,
+    /// Partitions of existing topics only (the handler answers the others).
+    pub offsets: Vec<(TopicPartition, CommittedOffset)>,
+}
+
 /// One error per [`CommitRequest::offsets`] entry, in order.
 pub type CommitResponse = Vec<Option<GroupError>>;
 
@@ -412,6 +426,15 @@ pub enum CoordinatorRequest {
     List(Reply<Vec<ListedGroup>>),
     Describe(GroupId, Reply<Result<Option<DescribedGroup>, GroupError>>),
     Delete(GroupId, Reply<Option<GroupError>>),
+    TxnCommit(TxnCommitRequest, Reply<CommitResponse>),
+    /// The marker of producer `producer_id`'s transaction is written to offsets
+    /// partition `partition`: its pending offsets there are applied or dropped.
+    CompleteTxn {
+        partition: PartitionId,
+        producer_id: corelog_engine::types::ProducerId,
+        commit: bool,
+        reply: Reply<()>,
+    },
     /// On a cluster node, from the reconciler: this broker leads offsets partition
     /// `partition` (of the topic's `partitions`) in `leader_epoch`; its coordinator
     /// loads the partition's groups from the replicated log and serves them.
@@ -540,6 +563,38 @@ impl GroupRouter {
                 Err(error) => Err(error),
             };
             answered.unwrap_or_else(|error| vec![Some(error); count])
+        }
+    }
+
+    /// The offsets partition of `group` (what AddOffsetsToTxn adds to a transaction).
+    pub fn offsets_partition(&self, group: &GroupId) -> Result<PartitionId, GroupError> {
+        Ok(offsets_partition_for(group, self.partitions()?))
+    }
+
+    /// A TxnOffsetCommit, answered once its records are durable (pending).
+    pub async fn txn_commit(&self, request: TxnCommitRequest) -> CommitResponse {
+        let count = request.offsets.len();
+        let group = request.group_id.clone();
+        self.ask_group(&group, |reply| CoordinatorRequest::TxnCommit(request, reply))
+            .await
+            .unwrap_or_else(|error| vec![Some(error); count])
+    }
+
+    /// Tells the coordinator of offsets partition `partition` that producer
+    /// `producer_id`'s marker is written there; returns once the store has it.
+    pub async fn complete_txn(
+        &self,
+        partition: PartitionId,
+        producer_id: corelog_engine::types::ProducerId,
+        commit: bool,
+    ) {
+        let shard = shard_for(&TopicPartition::new(offsets_topic(), partition), self.coordinators.len());
+        let asked = self.ask(shard, |reply| CoordinatorRequest::CompleteTxn { partition, producer_id, commit, reply });
+        if asked.await.is_err() {
+            tracing::warn!(
+                "{}/{partition}: the group coordinator is gone before a transaction's completion",
+                offsets_topic()
+            );
         }
     }
 

@@ -71,11 +71,16 @@ use bytes::Bytes;
 
 use super::{CommittedOffset, GenerationId, GroupId, MemberId};
 use crate::cluster::replica_manager::{AcksAllError, LeaderSlot, ReplicaManager};
-use corelog_engine::batch::{build_batch, split_batches, BatchProducer, RecordSpec, BATCH_HEADER_BYTES};
+use corelog_engine::batch::{
+    build_batch, build_transactional_batch, split_batches, txn_marker, BatchProducer, RecordSpec, TxnOutcome,
+    BATCH_HEADER_BYTES,
+};
 use corelog_engine::error::{EngineError, Result};
 use corelog_engine::log::AppendInfo;
 use corelog_engine::shard::EngineHandle;
-use corelog_engine::types::{LeaderEpoch, Offset, PartitionId, TimestampMs, TopicName, TopicPartition};
+use corelog_engine::types::{
+    LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, Sequence, TimestampMs, TopicName, TopicPartition,
+};
 
 /// `max.message.bytes` of the offsets topic: one group's metadata record (all its
 /// members' subscriptions and assignments) must fit in one batch.
@@ -437,6 +442,46 @@ pub fn decode_batches(bytes: &[u8], partition: &TopicPartition, mut apply: impl 
     Ok(skipped)
 }
 
+/// Applies a read's (or an append's) batches to `store` as replay does: plain
+/// records at once, a transactional producer's records (TxnOffsetCommit) held
+/// pending until that producer's COMMIT marker (applied) or ABORT marker (dropped),
+/// as Kafka's `GroupMetadataManager` loads them. Returns the records skipped.
+pub fn apply_batches(bytes: &[u8], partition: &TopicPartition, store: &mut OffsetsStore) -> Result<usize> {
+    let mut skipped = 0;
+    let batches = split_batches(bytes).map_err(EngineError::InvalidBatch)?;
+    for (position, header) in batches {
+        let batch = &bytes[position..position + header.size_bytes()];
+        if header.is_control() {
+            if let Some(marker) = txn_marker(batch) {
+                store.complete_txn(header.producer_id, marker.outcome == TxnOutcome::Commit);
+            }
+            continue;
+        }
+        let producer = header.is_transactional().then_some(header.producer_id);
+        if producer.is_some() {
+            let last = Sequence(header.base_sequence.0.wrapping_add(header.record_count.max(1) - 1));
+            store.sequences.insert(header.producer_id, (header.producer_epoch, last));
+        }
+        let result = for_each_record(batch, header.attributes, header.record_count, |key, value| {
+            match key.ok_or(RecordError::MissingKey).and_then(|key| Record::decode(key, value)) {
+                Ok(record) => match producer {
+                    Some(producer_id) => store.pending.entry(producer_id).or_default().push(record),
+                    None => store.apply(record),
+                },
+                Err(error) => {
+                    skipped += 1;
+                    tracing::warn!("{partition}: skipping a record in the batch at {}: {error}", header.base_offset);
+                }
+            }
+        });
+        if let Err(error) = result {
+            skipped += header.record_count.max(0) as usize;
+            tracing::warn!("{partition}: skipping the batch at {}: {error}", header.base_offset);
+        }
+    }
+    Ok(skipped)
+}
+
 fn get_varint(bytes: &[u8], at: &mut usize) -> std::result::Result<i64, RecordError> {
     let mut value: u64 = 0;
     for shift in (0..64).step_by(7) {
@@ -517,9 +562,39 @@ pub struct StoredGroup {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OffsetsStore {
     groups: BTreeMap<GroupId, StoredGroup>,
+    /// Transactional offset commits whose producer's marker is not written yet.
+    pending: BTreeMap<ProducerId, Vec<Record>>,
+    /// Each transactional producer's epoch and last sequence in this partition: the
+    /// next TxnOffsetCommit batch continues it.
+    sequences: BTreeMap<ProducerId, (ProducerEpoch, Sequence)>,
 }
 
 impl OffsetsStore {
+    /// The marker of `producer_id`'s transaction is written to this partition: its
+    /// pending offsets are applied (`commit`) or dropped. Returns how many.
+    pub fn complete_txn(&mut self, producer_id: ProducerId, commit: bool) -> usize {
+        let records = self.pending.remove(&producer_id).unwrap_or_default();
+        let count = records.len();
+        if commit {
+            records.into_iter().for_each(|record| self.apply(record));
+        }
+        count
+    }
+
+    /// Whether some transaction's offsets wait for its marker (no snapshot may then
+    /// delete their records).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The base sequence of `producer_id`'s next transactional batch here.
+    pub fn next_sequence(&self, producer_id: ProducerId, epoch: ProducerEpoch) -> Sequence {
+        match self.sequences.get(&producer_id) {
+            Some((last_epoch, last)) if *last_epoch == epoch => last.next(),
+            _ => Sequence(0),
+        }
+    }
+
     pub fn apply(&mut self, record: Record) {
         match record {
             Record::Offset { group_id, partition, value: Some(committed) } => {
@@ -707,19 +782,58 @@ impl OffsetsLog {
         let info = self.append_local(bytes.clone()).await?;
         let skipped = {
             let mut store = self.store.borrow_mut();
-            decode_batches(&bytes, &self.partition, |record| store.apply(record))?
+            apply_batches(&bytes, &self.partition, &mut store)?
         };
         assert_eq!(skipped, 0, "records the coordinator encodes always decode");
         self.bytes_since_snapshot += bytes.len() as u64;
         self.replicate(&info).await?;
         let mut compaction = Compaction::default();
-        if self.bytes_since_snapshot >= self.snapshot_interval_bytes.max(2 * self.snapshot_bytes) {
+        let due = self.bytes_since_snapshot >= self.snapshot_interval_bytes.max(2 * self.snapshot_bytes);
+        if due && !self.store.borrow().has_pending() {
             match self.snapshot(now).await {
                 Ok(log_start) => compaction.log_start_offset = Some(log_start),
                 Err(error) => tracing::error!("{}: snapshot failed (will retry): {error}", self.partition),
             }
         }
         Ok((info, compaction))
+    }
+
+    /// A TxnOffsetCommit: `records` as one transactional batch of `producer`, held
+    /// pending in the store until the transaction's marker (a single broker's only:
+    /// transactions are not served on a cluster yet).
+    pub async fn append_transactional(
+        &mut self,
+        records: &[Record],
+        producer: (ProducerId, ProducerEpoch),
+        now: TimestampMs,
+    ) -> std::result::Result<AppendInfo, AppendError> {
+        assert!(!records.is_empty(), "an append holds at least one record");
+        let (producer_id, epoch) = producer;
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            records.iter().map(|r| (r.encode_key(), r.encode_value())).collect();
+        let specs: Vec<RecordSpec<'_>> = encoded
+            .iter()
+            .map(|(key, value)| RecordSpec { key: Some(key), value: value.as_deref(), timestamp_delta_ms: 0 })
+            .collect();
+        let batch = |sequence: Sequence| {
+            let producer = BatchProducer { producer_id, producer_epoch: epoch.0, base_sequence: sequence.0 };
+            build_transactional_batch(now, producer, &specs)
+        };
+        let mut bytes = batch(self.store.borrow().next_sequence(producer_id, epoch));
+        let info = match self.append_local(bytes.clone()).await {
+            // The producer's sequence in this partition predates what replay saw
+            // (its records compacted away): the log says where it is.
+            Err(AppendError::Engine(EngineError::OutOfOrderSequence { expected_sequence, .. })) => {
+                bytes = batch(expected_sequence);
+                self.append_local(bytes.clone()).await?
+            }
+            other => other?,
+        };
+        let skipped = apply_batches(&bytes, &self.partition, &mut self.store.borrow_mut())?;
+        assert_eq!(skipped, 0, "records the coordinator encodes always decode");
+        self.bytes_since_snapshot += bytes.len() as u64;
+        self.replicate(&info).await?;
+        Ok(info)
     }
 
     /// The local append, as the partition's leader on a cluster node.
@@ -795,7 +909,7 @@ pub async fn replay(
             break;
         }
         bytes_read += read.bytes.len() as u64;
-        skipped += decode_batches(&read.bytes, partition, |record| store.apply(record))?;
+        skipped += apply_batches(&read.bytes, partition, &mut store)?;
         offset = read.next_offset;
     }
     if skipped > 0 {
@@ -964,5 +1078,57 @@ mod tests {
         }
         assert!(store.group(&GroupId("a".into())).is_none());
         assert_eq!(store.groups().len(), 1, "the group with the empty id remains");
+    }
+
+    /// Transactional offset commits replay as Kafka loads them: held per producer
+    /// until its marker, applied on COMMIT, dropped on ABORT, interleaved with plain
+    /// commits; the next sequence continues each producer's batches.
+    #[test]
+    fn transactional_offsets_wait_for_their_marker() {
+        use corelog_engine::batch::{build_marker_batch, TxnMarker};
+        let partition = tp(crate::group::OFFSETS_TOPIC, 0);
+        let offset = |group: &str, at: i64| Record::Offset {
+            group_id: GroupId(group.into()),
+            partition: tp("orders", 0),
+            value: Some(committed(at, None)),
+        };
+        let transactional = |producer: i64, sequence: i32, record: Record| {
+            let (key, value) = (record.encode_key(), record.encode_value());
+            let spec = RecordSpec { key: Some(&key), value: value.as_deref(), timestamp_delta_ms: 0 };
+            let producer =
+                BatchProducer { producer_id: ProducerId(producer), producer_epoch: 0, base_sequence: sequence };
+            build_transactional_batch(TimestampMs(0), producer, &[spec])
+        };
+        let marker = |producer: i64, outcome| {
+            build_marker_batch(
+                TimestampMs(0),
+                ProducerId(producer),
+                ProducerEpoch(0),
+                TxnMarker { outcome, coordinator_epoch: 0 },
+            )
+        };
+        let mut log = Vec::new();
+        log.extend(transactional(7, 0, offset("aborted", 1)));
+        log.extend(transactional(8, 0, offset("committed", 2)));
+        log.extend(encode_batches(&[offset("plain", 3)], TimestampMs(0)));
+        let mut store = OffsetsStore::default();
+        apply_batches(&log, &partition, &mut store).expect("applies");
+        let at = |store: &OffsetsStore, group: &str| {
+            store.group(&GroupId(group.into())).and_then(|g| g.offsets.get(&tp("orders", 0))).map(|c| c.offset.0)
+        };
+        assert_eq!((at(&store, "aborted"), at(&store, "committed"), at(&store, "plain")), (None, None, Some(3)));
+        assert!(store.has_pending());
+        assert_eq!(store.next_sequence(ProducerId(8), ProducerEpoch(0)), Sequence(1));
+        assert_eq!(store.next_sequence(ProducerId(8), ProducerEpoch(1)), Sequence(0), "a new epoch starts at 0");
+        let mut ends = marker(7, TxnOutcome::Abort);
+        ends.extend(marker(8, TxnOutcome::Commit));
+        apply_batches(&ends, &partition, &mut store).expect("applies");
+        assert_eq!((at(&store, "aborted"), at(&store, "committed")), (None, Some(2)));
+        assert!(!store.has_pending());
+        // The same log replayed whole gives the same store.
+        log.extend(ends);
+        let mut replayed = OffsetsStore::default();
+        apply_batches(&log, &partition, &mut replayed).expect("applies");
+        assert_eq!(replayed, store);
     }
 }

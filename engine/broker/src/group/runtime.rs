@@ -37,7 +37,7 @@ use super::{
 use crate::cluster::replica_manager::ReplicaManager;
 use crate::kafka::errors::response_error;
 use corelog_engine::config::{Clock, SystemClock};
-use corelog_engine::error::Result;
+use corelog_engine::error::{EngineError, Result};
 use corelog_engine::shard::{shard_for, EngineHandle};
 use corelog_engine::types::{LeaderEpoch, PartitionId, ShardId, TopicPartition};
 
@@ -311,6 +311,26 @@ impl Actor {
                 self.lead(partition, partitions, leader_epoch).await
             }
             CoordinatorRequest::Resign { partition } => self.resign(partition).await,
+            CoordinatorRequest::TxnCommit(request, reply) => {
+                let partition = self.coordinator.offsets_partition(&request.group_id);
+                self.send_write(StoreWrite::TxnCommit { partition, request, reply }).await
+            }
+            CoordinatorRequest::CompleteTxn { partition, producer_id, commit, reply } => {
+                match self.loaded.get(&partition) {
+                    Some(loaded) => {
+                        let count = loaded.store.borrow_mut().complete_txn(producer_id, commit);
+                        tracing::debug!(
+                            "{}/{partition}: {count} offsets of producer {producer_id} done",
+                            offsets_topic()
+                        );
+                    }
+                    None => tracing::warn!(
+                        "{}/{partition}: a transaction's marker for a partition not loaded",
+                        offsets_topic()
+                    ),
+                }
+                answer(reply, ());
+            }
         }
     }
 
@@ -334,8 +354,12 @@ fn group_of(request: &CoordinatorRequest) -> Option<&GroupId> {
         CoordinatorRequest::Leave(request, _) => Some(&request.group_id),
         CoordinatorRequest::Commit(request, _) => Some(&request.group_id),
         CoordinatorRequest::Fetch(request, _) => Some(&request.group_id),
+        CoordinatorRequest::TxnCommit(request, _) => Some(&request.group_id),
         CoordinatorRequest::Describe(group_id, _) | CoordinatorRequest::Delete(group_id, _) => Some(group_id),
-        CoordinatorRequest::List(_) | CoordinatorRequest::Lead { .. } | CoordinatorRequest::Resign { .. } => None,
+        CoordinatorRequest::List(_)
+        | CoordinatorRequest::Lead { .. }
+        | CoordinatorRequest::Resign { .. }
+        | CoordinatorRequest::CompleteTxn { .. } => None,
     }
 }
 
@@ -349,6 +373,8 @@ fn refuse(request: CoordinatorRequest, error: GroupError) {
         CoordinatorRequest::Commit(request, reply) => answer(reply, vec![Some(error); request.offsets.len()]),
         CoordinatorRequest::Fetch(_, reply) => answer(reply, FetchResponse { error: Some(error), offsets: Vec::new() }),
         CoordinatorRequest::Describe(_, reply) => answer(reply, Err(error)),
+        CoordinatorRequest::TxnCommit(request, reply) => answer(reply, vec![Some(error); request.offsets.len()]),
+        CoordinatorRequest::CompleteTxn { reply, .. } => answer(reply, ()),
         CoordinatorRequest::List(_) | CoordinatorRequest::Lead { .. } | CoordinatorRequest::Resign { .. } => {}
     }
 }
@@ -360,6 +386,7 @@ fn fail_write(write: StoreWrite, error: GroupError) {
             answer(reply, results.into_iter().map(|r| r.or(Some(error))).collect())
         }
         StoreWrite::Delete { reply, .. } => answer(reply, Some(error)),
+        StoreWrite::TxnCommit { request, reply, .. } => answer(reply, vec![Some(error); request.offsets.len()]),
         StoreWrite::Group { group_id, .. } => {
             tracing::warn!("group {group_id}: metadata not persisted: {}", error.code())
         }
@@ -401,7 +428,11 @@ async fn write_loop(mut log: OffsetsLog, writes: flume::Receiver<StoreWrite>, wr
         // before it is appended (and applied) first.
         let mut chunk = Vec::new();
         for write in batch {
-            if matches!(write, StoreWrite::Delete { .. }) {
+            if let StoreWrite::TxnCommit { request, reply, .. } = write {
+                // A transactional batch of its own (the producer's id and epoch).
+                append_writes(&mut log, std::mem::take(&mut chunk)).await;
+                append_txn_commit(&mut log, request, reply).await;
+            } else if matches!(write, StoreWrite::Delete { .. }) {
                 append_writes(&mut log, std::mem::take(&mut chunk)).await;
                 append_writes(&mut log, vec![write]).await;
             } else {
@@ -409,6 +440,40 @@ async fn write_loop(mut log: OffsetsLog, writes: flume::Receiver<StoreWrite>, wr
             }
         }
         append_writes(&mut log, chunk).await;
+    }
+}
+
+/// Appends a TxnOffsetCommit's records as its producer's transactional batch
+/// (pending in the store until the transaction's marker) and answers it.
+async fn append_txn_commit(
+    log: &mut OffsetsLog,
+    request: super::TxnCommitRequest,
+    reply: super::Reply<super::CommitResponse>,
+) {
+    let now = SystemClock.now_ms();
+    let records: Vec<Record> = request
+        .offsets
+        .iter()
+        .map(|(partition, committed)| Record::Offset {
+            group_id: request.group_id.clone(),
+            partition: partition.clone(),
+            value: Some(CommittedOffset { commit_timestamp_ms: now.0, ..committed.clone() }),
+        })
+        .collect();
+    if records.is_empty() {
+        return answer(reply, Vec::new());
+    }
+    let producer = (request.producer_id, request.producer_epoch);
+    match log.append_transactional(&records, producer, now).await {
+        Ok(_) => answer(reply, vec![None; records.len()]),
+        Err(error) => {
+            tracing::error!("{}: appending a transactional offset commit: {error}", log.partition());
+            let error = match &error {
+                AppendError::Engine(EngineError::InvalidProducerEpoch { .. }) => GroupError::ProducerFenced,
+                _ => append_error(&error),
+            };
+            answer(reply, vec![Some(error); records.len()])
+        }
     }
 }
 
@@ -432,6 +497,7 @@ async fn append_writes(log: &mut OffsetsLog, writes: Vec<StoreWrite>) {
                 records.push(Record::Group { group_id: group_id.clone(), value: Some(record.clone()) });
             }
             StoreWrite::Delete { group_id, .. } => records.extend(log.store().borrow().tombstones(group_id)),
+            StoreWrite::TxnCommit { .. } => unreachable!("appended on its own by append_txn_commit"),
         }
     }
     let result = log.append(&records, now).await;
@@ -444,6 +510,8 @@ async fn append_writes(log: &mut OffsetsLog, writes: Vec<StoreWrite>) {
             (StoreWrite::Commit { results, reply, .. }, None) => answer(reply, results),
             (StoreWrite::Delete { reply, .. }, None) => answer(reply, None),
             (StoreWrite::Group { .. }, None) => {}
+            // Never here: write_loop appends a TxnCommit on its own.
+            (write @ StoreWrite::TxnCommit { .. }, None) => fail_write(write, GroupError::UnknownServerError),
             (write, Some(error)) => fail_write(write, error),
         }
     }

@@ -85,6 +85,7 @@ impl TxnCoordinators {
         shard: ShardId,
         engine: EngineHandle,
         producer_ids: BrokerProducerIds,
+        groups: crate::group::GroupRouter,
         stop: flume::Receiver<()>,
     ) -> TxnRouter {
         let channels = self.channels(engine.shard_count());
@@ -92,7 +93,7 @@ impl TxnCoordinators {
         // one with the configured count, so every shard computes the same.
         let partitions =
             engine.topic(&transaction_state_topic()).map_or(self.config.state_log_partitions, |m| m.partition_count);
-        let actor = runtime::Shard { shard, engine, config: self.config.clone(), producer_ids };
+        let actor = runtime::Shard { shard, engine, config: self.config.clone(), producer_ids, groups };
         let task = runtime::run(actor, channels.receivers[shard.0].clone(), channels.starts[shard.0].1.clone(), stop);
         glommio::spawn_local(task).detach();
         TxnRouter { coordinators: channels.senders.clone(), partitions }

@@ -13,7 +13,9 @@
 //!   before the completion comes back to the actor; `WriteMarkers` becomes a task that
 //!   writes the COMMIT/ABORT marker to every partition of the transaction through
 //!   [`EngineHandle::append_txn_marker`] (whichever shard owns it), retrying each until
-//!   it is written or the partition is gone, and then reports the markers written; a
+//!   it is written or the partition is gone (a marker on a `__consumer_offsets`
+//!   partition also tells its group coordinator, which applies or drops the
+//!   producer's pending TxnOffsetCommit offsets), and then reports the markers written; a
 //!   `Respond` answers the waiting handler.
 //!
 //! A single broker only: the coordinator epoch is 0 and appends use leader epoch 0.
@@ -37,7 +39,7 @@ use corelog_engine::batch::{TxnMarker, TxnOutcome};
 use corelog_engine::config::{Clock, SystemClock};
 use corelog_engine::error::{EngineError, Result};
 use corelog_engine::shard::{shard_for, EngineHandle};
-use corelog_engine::types::{LeaderEpoch, Offset, PartitionId, ProducerId, ShardId, TopicPartition};
+use corelog_engine::types::{LeaderEpoch, PartitionId, ProducerId, ShardId, TopicPartition};
 
 /// Bytes asked of the engine per read while replaying a partition.
 const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
@@ -63,6 +65,9 @@ pub struct Shard {
     pub config: TxnConfig,
     /// Where producer ids come from (the broker's allocator).
     pub producer_ids: BrokerProducerIds,
+    /// Told when a marker lands on a `__consumer_offsets` partition, so the group
+    /// coordinator applies or drops the producer's pending offsets there.
+    pub groups: crate::group::GroupRouter,
 }
 
 /// [`ProducerIdSource`] over the broker's durable allocator.
@@ -117,6 +122,7 @@ struct Actor {
     coordinator: TxnCoordinator<BrokerProducerIds>,
     partitions: i32,
     tick_interval: Duration,
+    groups: crate::group::GroupRouter,
     replies: HashMap<RequestId, flume::Sender<Response>>,
     next_request: u64,
     completions: (flume::Sender<Completion>, flume::Receiver<Completion>),
@@ -132,6 +138,7 @@ impl Actor {
             coordinator: TxnCoordinator::new(config, shard.producer_ids),
             partitions,
             tick_interval,
+            groups: shard.groups,
             replies: HashMap::new(),
             next_request: 0,
             completions: flume::unbounded(),
@@ -254,8 +261,9 @@ impl Actor {
                 Effect::WriteMarkers(markers) => {
                     let engine = self.engine.clone();
                     let done = self.completions.0.clone();
+                    let groups = self.groups.clone();
                     glommio::spawn_local(async move {
-                        write_markers(&engine, &markers).await;
+                        write_markers(&engine, &groups, &markers).await;
                         let _ = done.send(Completion::MarkersWritten(markers));
                     })
                     .detach();
@@ -284,35 +292,38 @@ async fn append_record(
 
 /// Writes the marker of `markers` to each of its partitions, each retried until it
 /// is written or its partition is gone (deleted with its topic).
-async fn write_markers(engine: &EngineHandle, markers: &TxnMarkers) {
+async fn write_markers(engine: &EngineHandle, groups: &crate::group::GroupRouter, markers: &TxnMarkers) {
     let outcome = match markers.result {
         TransactionResult::Commit => TxnOutcome::Commit,
         TransactionResult::Abort => TxnOutcome::Abort,
     };
     let marker = TxnMarker { outcome, coordinator_epoch: markers.coordinator_epoch.0 };
     for partition in &markers.partitions {
-        write_marker(engine, partition, markers, marker).await;
+        let written = write_marker(engine, partition, markers, marker).await;
+        if written && partition.topic == crate::group::offsets_topic() {
+            let commit = markers.result == TransactionResult::Commit;
+            groups.complete_txn(partition.partition, markers.producer_id, commit).await;
+        }
     }
 }
 
-/// One partition's marker; the offset it was written at, or `None` if the partition
-/// is gone.
+/// One partition's marker: whether it was written (not if the partition is gone).
 async fn write_marker(
     engine: &EngineHandle,
     partition: &TopicPartition,
     markers: &TxnMarkers,
     marker: TxnMarker,
-) -> Option<Offset> {
+) -> bool {
     let mut attempts: u64 = 0;
     loop {
         let result = engine
             .append_txn_marker(partition, markers.producer_id, markers.producer_epoch, marker, LeaderEpoch(0))
             .await;
         match result {
-            Ok(info) => return Some(info.last_offset),
+            Ok(_) => return true,
             Err(EngineError::UnknownTopicOrPartition(_)) => {
                 tracing::warn!("{partition}: gone before the marker of {}; skipped", markers.transactional_id);
-                return None;
+                return false;
             }
             Err(error) => {
                 attempts += 1;

@@ -43,6 +43,7 @@
 //! offset before that commit; and a partition op queued by a handler of another
 //! connection interleaves freely.
 
+pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
@@ -78,6 +79,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod resolve;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
@@ -200,12 +202,15 @@ served! {
     ListPartitionReassignments => list_partition_reassignments,
     DescribeQuorum => describe_quorum,
     AddPartitionsToTxn => add_partitions_to_txn,
+    AddOffsetsToTxn => add_offsets_to_txn,
     EndTxn => end_txn,
+    TxnOffsetCommit => txn_offset_commit,
 }
 
 /// The transaction APIs: served by a single broker only, so a cluster node's
 /// ApiVersions leaves them out (and their handlers answer an error).
-pub const TRANSACTION_API_KEYS: &[ApiKey] = &[ApiKey::AddPartitionsToTxn, ApiKey::EndTxn];
+pub const TRANSACTION_API_KEYS: &[ApiKey] =
+    &[ApiKey::AddPartitionsToTxn, ApiKey::AddOffsetsToTxn, ApiKey::EndTxn, ApiKey::TxnOffsetCommit];
 
 /// Waits until the first of `futures` completes.
 pub async fn first_of<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
