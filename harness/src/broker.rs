@@ -31,10 +31,13 @@ pub struct BrokerArgs {
     config: Option<PathBuf>,
     /// Test-only: a Produce to this topic panics the shard that handles it.
     test_panic_on_produce_to: Option<String>,
+    /// Test-only: the transaction coordinator never writes markers.
+    test_hold_txn_markers: bool,
 }
 
 const CONFIG_FLAG: &str = "config";
 const TEST_PANIC_FLAG: &str = "test-panic-on-produce-to";
+const TEST_HOLD_MARKERS_FLAG: &str = "test-hold-txn-markers";
 
 impl clap::Args for BrokerArgs {
     /// One argument per flagged setting, its id the setting's name and its help the
@@ -65,6 +68,13 @@ impl clap::Args for BrokerArgs {
                     .hide(true)
                     .help("Test-only: a Produce to this topic panics the shard that handles it."),
             )
+            .arg(
+                clap::Arg::new(TEST_HOLD_MARKERS_FLAG)
+                    .long(TEST_HOLD_MARKERS_FLAG)
+                    .action(clap::ArgAction::SetTrue)
+                    .hide(true)
+                    .help("Test-only: the transaction coordinator never writes transaction markers."),
+            )
             .after_long_help(file_reference())
     }
 
@@ -84,6 +94,7 @@ impl clap::FromArgMatches for BrokerArgs {
             settings,
             config: matches.get_one::<PathBuf>(CONFIG_FLAG).cloned(),
             test_panic_on_produce_to: matches.get_one::<String>(TEST_PANIC_FLAG).cloned(),
+            test_hold_txn_markers: matches.get_flag(TEST_HOLD_MARKERS_FLAG),
         })
     }
 
@@ -122,6 +133,7 @@ fn file_reference() -> String {
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let mut config = build_config(&args)?;
     config.test_panic_on_produce_to = args.test_panic_on_produce_to.clone();
+    config.transactions.test_hold_markers = args.test_hold_txn_markers;
     let (failures, failed) = flume::bounded(1);
     config.engine.shard_failures = Some(failures);
     watch_shards(failed)?;
@@ -418,7 +430,8 @@ mod tests {
                 "peer-addresses",
                 "cluster-id",
                 "config",
-                TEST_PANIC_FLAG
+                TEST_PANIC_FLAG,
+                TEST_HOLD_MARKERS_FLAG
             ]
         );
         let reference = file_reference();

@@ -285,3 +285,30 @@ fn init_transactional_producer(broker: &BrokerProcess, transactional_id: &str) -
         }
     }
 }
+
+/// A broker SIGKILLed between EndTxn and the markers (deterministically: started
+/// with `--test-hold-txn-markers`, it never writes them): confluent-kafka's commit
+/// returned, yet nothing is readable committed; restarted without the flag, the
+/// coordinator reloads the PrepareCommit transaction from `__transaction_state` and
+/// writes its markers, and read_committed reads all three records.
+#[test]
+fn confluent_kafka_commit_survives_a_kill_between_end_txn_and_the_markers() {
+    let _watchdog = Watchdog::new("confluent_kafka_prepared_commit", Duration::from_secs(300));
+    let python = python();
+    let mut options = BrokerOptions::new("python-confluent-prepared-commit");
+    options.extra_args = vec!["--test-hold-txn-markers".to_string()];
+    let mut broker = BrokerProcess::start(options);
+    let topic = "ledger";
+    block_on(create_topic(&broker, topic, 3, &[]));
+
+    let name = "confluent_kafka_transactions.py";
+    let result = result_line(name, &run_script(&python, name, &[&broker.bootstrap(), topic, "prepare"]));
+    let prepared = serde_json::json!(["prepared-0", "prepared-1", "prepared-2"]);
+    assert_eq!(result["read_uncommitted"], prepared, "{result}");
+    assert_eq!(result["read_committed"], serde_json::json!([]), "markers held, yet read committed: {result}");
+    broker.kill();
+    broker.set_extra_args(Vec::new());
+    broker.restart();
+    let result = result_line(name, &run_script(&python, name, &[&broker.bootstrap(), topic, "prepared"]));
+    assert_eq!(result["read_committed"], prepared, "{result}");
+}

@@ -173,6 +173,11 @@ impl BrokerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The extra `corelog broker` arguments of the next [`BrokerProcess::restart`].
+    pub fn set_extra_args(&mut self, args: Vec<String>) {
+        self.options.extra_args = args;
+    }
+
     /// SIGKILL: the broker gets no chance to sync or close anything.
     pub fn kill(&mut self) {
         self.signal_and_wait(libc::SIGKILL);

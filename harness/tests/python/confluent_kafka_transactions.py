@@ -1,6 +1,6 @@
 """confluent-kafka transactions against one corelog broker.
 
-Usage: confluent_kafka_transactions.py BOOTSTRAP TOPIC produce|verify
+Usage: confluent_kafka_transactions.py BOOTSTRAP TOPIC produce|verify|prepare|prepared
 
 produce: a transactional producer commits one transaction (a record on each of the
 topic's 3 partitions) and aborts a second; a zombie producer with the same
@@ -10,7 +10,9 @@ broker (a later committed record on the same partition becomes readable, the
 timed-out one never); offsets sent to a transaction become the group's when it
 commits, not when it aborts; read_committed and read_uncommitted consumers then read the
 topic. verify: a read_committed consumer reads the topic again and the group's
-offsets are read again (after a restart).
+offsets are read again (after a restart). prepare: one transaction committed on a
+broker that holds its markers (nothing readable committed); prepared: after a
+restart, read_committed reads it (the reloaded coordinator wrote the markers).
 Prints RESULT {json} last; exits 1 on any check that fails.
 """
 
@@ -186,7 +188,19 @@ def too_long_timeout(result):
 
 def main():
     result = {}
-    if MODE == "produce":
+    if MODE == "prepare":
+        p = producer("txn-prepared")
+        p.init_transactions(30)
+        p.begin_transaction()
+        produce_all(p, "prepared")
+        p.commit_transaction(30)
+        expected = ["prepared-0", "prepared-1", "prepared-2"]
+        result["read_uncommitted"] = sorted(read("read_uncommitted", expect_at_least=expected))
+        committed = read("read_committed", idle_s=2.0)
+    elif MODE == "prepared":
+        expected = ["prepared-0", "prepared-1", "prepared-2"]
+        committed = read("read_committed", expect_at_least=expected, idle_s=1.0)
+    elif MODE == "produce":
         commit_and_abort(result)
         zombie(result)
         timeout(result)

@@ -162,6 +162,9 @@ pub struct TxnConfig {
     pub abort_timed_out_transaction_cleanup_interval_ms: u64,
     /// Requests queued for one shard's transaction coordinator; senders wait when full.
     pub coordinator_queue_depth_max: usize,
+    /// Test-only (`corelog broker --test-hold-txn-markers`, hidden): markers are never
+    /// written, so a test can kill the broker between EndTxn and the markers.
+    pub test_hold_markers: bool,
 }
 
 impl Default for TxnConfig {
@@ -172,6 +175,7 @@ impl Default for TxnConfig {
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             abort_timed_out_transaction_cleanup_interval_ms: 10_000,
             coordinator_queue_depth_max: 1024,
+            test_hold_markers: false,
         }
     }
 }

@@ -123,6 +123,7 @@ struct Actor {
     partitions: i32,
     tick_interval: Duration,
     groups: crate::group::GroupRouter,
+    hold_markers: bool,
     replies: HashMap<RequestId, flume::Sender<Response>>,
     next_request: u64,
     completions: (flume::Sender<Completion>, flume::Receiver<Completion>),
@@ -132,6 +133,7 @@ impl Actor {
     fn new(shard: Shard, partitions: i32) -> Actor {
         let config = TxnConfig { state_log_partitions: partitions, ..shard.config };
         let tick_interval = Duration::from_millis(config.abort_timed_out_transaction_cleanup_interval_ms.max(1));
+        let hold_markers = config.test_hold_markers;
         Actor {
             shard: shard.shard,
             engine: shard.engine,
@@ -139,6 +141,7 @@ impl Actor {
             partitions,
             tick_interval,
             groups: shard.groups,
+            hold_markers,
             replies: HashMap::new(),
             next_request: 0,
             completions: flume::unbounded(),
@@ -257,6 +260,9 @@ impl Actor {
                         let _ = done.send(Completion::Appended(append, result));
                     })
                     .detach();
+                }
+                Effect::WriteMarkers(markers) if self.hold_markers => {
+                    tracing::warn!("{}: markers held (--test-hold-txn-markers)", markers.transactional_id);
                 }
                 Effect::WriteMarkers(markers) => {
                     let engine = self.engine.clone();
