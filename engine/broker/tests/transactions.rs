@@ -247,3 +247,31 @@ fn the_coordinator_adds_partitions_checks_produce_and_commits_through_the_wire()
     assert_eq!(batch_offsets(&fetch(&mut connection, 0, 1)), vec![0, 1], "the batch and its marker");
     broker.shutdown().expect("shutdown");
 }
+
+/// WriteTxnMarkers, as another coordinator would send it: the COMMIT marker of a
+/// raw transactional batch moves the last stable offset; an unknown partition is
+/// UNKNOWN_TOPIC_OR_PARTITION.
+#[test]
+fn write_txn_markers_commits_a_transaction() {
+    use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+    use kafka_protocol::messages::{ProducerId as WireProducerId, WriteTxnMarkersRequest};
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir on the build disk");
+    let (broker, _) = start(dir.path());
+    let mut connection = connect(&broker);
+    produce(&mut connection, transactional(9, 0, 2));
+    assert_eq!(latest(&mut connection, 1), 0, "the open transaction holds the last stable offset");
+    let marker = WritableTxnMarker::default()
+        .with_producer_id(WireProducerId(9))
+        .with_producer_epoch(0)
+        .with_transaction_result(true)
+        .with_coordinator_epoch(0)
+        .with_topics(vec![WritableTxnMarkerTopic::default()
+            .with_name(wire_topic())
+            .with_partition_indexes(vec![0, 3])]);
+    let response =
+        connection.request(&WriteTxnMarkersRequest::default().with_markers(vec![marker]), 1).expect("answered");
+    let codes: Vec<i16> = response.markers[0].topics[0].partitions.iter().map(|p| p.error_code).collect();
+    assert_eq!(codes, vec![0, 3]);
+    assert_eq!(latest(&mut connection, 1), 3, "the batch and its marker are stable");
+    broker.shutdown().expect("shutdown");
+}

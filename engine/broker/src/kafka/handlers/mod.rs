@@ -80,6 +80,7 @@ pub mod produce;
 pub mod resolve;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
@@ -205,12 +206,18 @@ served! {
     AddOffsetsToTxn => add_offsets_to_txn,
     EndTxn => end_txn,
     TxnOffsetCommit => txn_offset_commit,
+    WriteTxnMarkers => write_txn_markers,
 }
 
 /// The transaction APIs: served by a single broker only, so a cluster node's
 /// ApiVersions leaves them out (and their handlers answer an error).
-pub const TRANSACTION_API_KEYS: &[ApiKey] =
-    &[ApiKey::AddPartitionsToTxn, ApiKey::AddOffsetsToTxn, ApiKey::EndTxn, ApiKey::TxnOffsetCommit];
+pub const TRANSACTION_API_KEYS: &[ApiKey] = &[
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::TxnOffsetCommit,
+    ApiKey::WriteTxnMarkers,
+];
 
 /// Waits until the first of `futures` completes.
 pub async fn first_of<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
