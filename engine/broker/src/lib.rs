@@ -3,9 +3,10 @@
 //! The Kafka broker: one node that real Kafka clients use unchanged, over the log of
 //! `corelog-engine`. It holds the wire protocol ([`kafka`]: codec, error codes, one
 //! handler per API) and the broker around it (connections, consumer groups, producer
-//! ids, the listener). Replication and transactions will live here too, their state
-//! machines sans IO like the group coordinator's. The engine below knows nothing of
-//! the Kafka wire format: it sees RecordBatch bytes and typed ids.
+//! ids, the listener), replication ([`cluster`]) and transactions ([`txn`], a single
+//! broker's for now), their state machines sans IO like the group coordinator's.
+//! The engine below knows nothing of the Kafka wire format: it sees RecordBatch
+//! bytes and typed ids.
 //!
 //! [`Broker::start`] starts the engine with a listener service on every shard. Each
 //! shard binds the same address with SO_REUSEPORT, so the kernel spreads incoming

@@ -275,3 +275,64 @@ fn write_txn_markers_commits_a_transaction() {
     assert_eq!(latest(&mut connection, 1), 3, "the batch and its marker are stable");
     broker.shutdown().expect("shutdown");
 }
+
+/// TxnOffsetCommit through the wire: refused INVALID_TXN_STATE until AddOffsetsToTxn
+/// adds the group's offsets partition to the transaction; then pending, invisible
+/// to OffsetFetch, until the transaction commits.
+#[test]
+fn txn_offset_commit_needs_add_offsets_and_shows_at_commit() {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, EndTxnRequest, GroupId, InitProducerIdRequest, OffsetFetchRequest, TransactionalId,
+        TxnOffsetCommitRequest,
+    };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir on the build disk");
+    let (broker, _) = start(dir.path());
+    let mut connection = connect(&broker);
+    let id = || TransactionalId(StrBytes::from_static_str("wire-offsets"));
+    let group = || GroupId(StrBytes::from_static_str("wire-group"));
+    let init = InitProducerIdRequest::default().with_transactional_id(Some(id())).with_transaction_timeout_ms(60_000);
+    let producer = connection.request(&init, 1).expect("InitProducerId").producer_id;
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(id())
+        .with_group_id(group())
+        .with_producer_id(producer)
+        .with_producer_epoch(0)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default().with_name(wire_topic()).with_partitions(vec![
+            TxnOffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(42),
+        ])]);
+    let code =
+        |response: kafka_protocol::messages::TxnOffsetCommitResponse| response.topics[0].partitions[0].error_code;
+    assert_eq!(code(connection.request(&commit, 0).expect("TxnOffsetCommit")), 48, "INVALID_TXN_STATE");
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(id())
+        .with_producer_id(producer)
+        .with_producer_epoch(0)
+        .with_group_id(group());
+    assert_eq!(connection.request(&add, 0).expect("AddOffsetsToTxn").error_code, 0);
+    assert_eq!(code(connection.request(&commit, 0).expect("TxnOffsetCommit")), 0);
+    let fetch =
+        OffsetFetchRequest::default()
+            .with_group_id(group())
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(wire_topic())
+                .with_partition_indexes(vec![0])]));
+    let mut fetched = || connection.request(&fetch, 1).expect("OffsetFetch").topics[0].partitions[0].committed_offset;
+    assert_eq!(fetched(), -1, "pending until the transaction commits");
+    let end = EndTxnRequest::default()
+        .with_transactional_id(id())
+        .with_producer_id(kafka_protocol::messages::ProducerId(producer.0))
+        .with_producer_epoch(0)
+        .with_committed(true);
+    let mut connection_end = connect(&broker);
+    assert_eq!(connection_end.request(&end, 1).expect("EndTxn").error_code, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fetched() != 42 {
+        assert!(std::time::Instant::now() < deadline, "the committed offset never showed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    broker.shutdown().expect("shutdown");
+}

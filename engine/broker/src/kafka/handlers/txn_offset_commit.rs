@@ -6,7 +6,11 @@
 //! durable; they stay pending, invisible to OffsetFetch, until the transaction
 //! coordinator writes the transaction's marker there (AddOffsetsToTxn put the
 //! partition in the transaction): COMMIT applies them, ABORT drops them, as Kafka's
-//! `GroupMetadataManager` does. Partitions of unknown topics get
+//! `GroupMetadataManager` does. The transaction coordinator is asked first whether
+//! the group's offsets partition is in the producer's ongoing transaction (a
+//! verify-only AddPartitionsToTxn, as Kafka 3.6+ does): if not, every partition is
+//! answered INVALID_TXN_STATE and nothing is written, so no pending offsets wait
+//! for a marker that will never come. Partitions of unknown topics get
 //! UNKNOWN_TOPIC_OR_PARTITION, metadata over `offset.metadata.max.bytes`
 //! OFFSET_METADATA_TOO_LARGE. Not checked (Kafka checks them from v3): the
 //! generation and member of a consumer in the group. A cluster node does not serve
@@ -20,10 +24,41 @@ use kafka_protocol::ResponseError;
 
 use super::resolve::{partition_of, Intent, PartitionRef, TopicRef};
 use super::{wire_code, RequestContext, Versions};
-use crate::group::{CommittedOffset, GroupId, TxnCommitRequest};
-use corelog_engine::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
+use crate::group::{offsets_topic, CommittedOffset, GroupId, TxnCommitRequest};
+use crate::txn::coordinator::{Request, Response};
+use crate::txn::TransactionalId;
+use corelog_engine::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TopicPartition};
 
 pub const VERSIONS: Versions = Versions::new(0, 3);
+
+/// Whether the transaction coordinator has the group's offsets partition in the
+/// producer's ongoing transaction; the error to answer if not.
+async fn verify(
+    context: &RequestContext<'_>,
+    request: &TxnOffsetCommitRequest,
+    group_id: &GroupId,
+) -> Result<(), ResponseError> {
+    let transactions = context.shard.transactions.as_ref().ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let partition = TopicPartition::new(offsets_topic(), context.shard.groups.offsets_partition(group_id)?);
+    let ask = Request::AddPartitions {
+        transactional_id: TransactionalId(request.transactional_id.to_string()),
+        producer_id: ProducerId(request.producer_id.0),
+        producer_epoch: ProducerEpoch(request.producer_epoch),
+        partitions: [partition.clone()].into(),
+        verify_only: true,
+    };
+    match transactions.ask(ask).await? {
+        Response::VerifyPartitions(verdicts) => match verdicts.get(&partition) {
+            Some(None) => Ok(()),
+            Some(Some(ResponseError::TransactionAbortable)) | None => Err(ResponseError::InvalidTxnState),
+            Some(Some(error)) => Err(*error),
+        },
+        other => {
+            tracing::error!("TxnOffsetCommit's check answered with {other:?}");
+            Err(ResponseError::UnknownServerError)
+        }
+    }
+}
 
 pub async fn handle(context: &RequestContext<'_>, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let resolver = context.resolver();
@@ -55,13 +90,14 @@ pub async fn handle(context: &RequestContext<'_>, request: TxnOffsetCommitReques
             shape.push((topic_index, index, None));
         }
     }
+    let group_id = GroupId(request.group_id.0.to_string());
     let mut results = if offsets.is_empty() {
         Vec::new()
-    } else if context.shard.transactions.is_none() {
-        vec![Some(ResponseError::CoordinatorNotAvailable); offsets.len()]
+    } else if let Err(error) = verify(context, &request, &group_id).await {
+        vec![Some(error); offsets.len()]
     } else {
         let commit = TxnCommitRequest {
-            group_id: GroupId(request.group_id.0.to_string()),
+            group_id,
             producer_id: ProducerId(request.producer_id.0),
             producer_epoch: ProducerEpoch(request.producer_epoch),
             offsets,
