@@ -30,7 +30,9 @@
 # from which it prints RF3/RF1's ceiling when the machine's CPU is the limit.
 #
 # corelog runs with its data on disk (default fsync policy `never`: O_DIRECT writes,
-# no fdatasync; set CORELOG_FSYNC=always to sync every acknowledged batch); the peer
+# no fdatasync; set CORELOG_FSYNC=always to sync every acknowledged batch), each
+# partition kept to 1 GiB by retention in 256 MiB segments (a fixed-rate run at half
+# of RF=1's maximum writes several GB, and repeats append to the same topics); the peer
 # keeps its data in memory. Figures go to stdout and to target/bench/broker.json
 # (peer) and target/bench/broker-replication.json.
 #
@@ -56,6 +58,8 @@ bench_setup broker
 cat > "$work/corelog.yaml" <<YAML
 topic_defaults:
   fsync.policy: $CORELOG_FSYNC
+  segment.bytes: 268435456
+  retention.bytes: 1073741824
 YAML
 corelog_port=$(free_port)
 "$corelog" broker --data-dir "$work/corelog-data" --listen "127.0.0.1:$corelog_port" \
@@ -182,6 +186,8 @@ replication_table() {
 default_replication_factor: 3
 topic_defaults:
   fsync.policy: $CORELOG_FSYNC
+  segment.bytes: 268435456
+  retention.bytes: 1073741824
 YAML
   local first_cluster_pid=${#pids[@]}
   start_corelog_cluster 3 "$RF3_CORES" "$work/cluster.yaml"
