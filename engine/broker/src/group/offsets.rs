@@ -417,7 +417,21 @@ pub fn encode_batches(records: &[Record], timestamp: TimestampMs) -> Vec<u8> {
 /// Decodes every record of a read's batches, in order, into `apply`. A batch that
 /// cannot be split (never the case for bytes the engine served) fails the whole
 /// read; a record that does not decode is skipped with a warning.
-pub fn decode_batches(bytes: &[u8], partition: &TopicPartition, mut apply: impl FnMut(Record)) -> Result<usize> {
+pub fn decode_batches(bytes: &[u8], partition: &TopicPartition, apply: impl FnMut(Record)) -> Result<usize> {
+    decode_keyed_batches(bytes, partition, Record::decode, apply)
+}
+
+/// Decodes every keyed record of a read's batches with `decode`, in order, into
+/// `apply`; control batches are passed over. A batch that cannot be split fails the
+/// whole read; a record without a key, or that does not decode, is skipped with a
+/// warning. Returns how many were. For the records of an internal topic
+/// (`__consumer_offsets`, `__transaction_state`).
+pub(crate) fn decode_keyed_batches<T, E: std::fmt::Display>(
+    bytes: &[u8],
+    partition: &TopicPartition,
+    decode: impl Fn(&[u8], Option<&[u8]>) -> std::result::Result<T, E>,
+    mut apply: impl FnMut(T),
+) -> Result<usize> {
     let mut skipped = 0;
     let batches = split_batches(bytes).map_err(EngineError::InvalidBatch)?;
     for (position, header) in batches {
@@ -426,7 +440,11 @@ pub fn decode_batches(bytes: &[u8], partition: &TopicPartition, mut apply: impl 
             continue;
         }
         let result = for_each_record(batch, header.attributes, header.record_count, |key, value| {
-            match key.ok_or(RecordError::MissingKey).and_then(|key| Record::decode(key, value)) {
+            let decoded = match key {
+                Some(key) => decode(key, value).map_err(|error| error.to_string()),
+                None => Err("a record without a key".to_string()),
+            };
+            match decoded {
                 Ok(record) => apply(record),
                 Err(error) => {
                     skipped += 1;

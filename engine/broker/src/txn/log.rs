@@ -40,9 +40,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::state::{TransactionMetadata, TxnState, TxnTransit};
 use super::{TransactionVersion, TransactionalId, NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
-use crate::group::offsets::for_each_record;
-use corelog_engine::batch::{build_batch, split_batches, BatchProducer, RecordSpec};
-use corelog_engine::error::{EngineError, Result};
+use corelog_engine::batch::{build_batch, BatchProducer, RecordSpec};
+use corelog_engine::error::Result;
 use corelog_engine::types::{PartitionId, ProducerEpoch, ProducerId, TimestampMs, TopicName, TopicPartition};
 
 const KEY_VERSION: i16 = 0;
@@ -362,29 +361,8 @@ pub fn encode_batch(records: &[TxnRecord], timestamp: TimestampMs) -> Vec<u8> {
 /// Decodes every record of a read's batches, in order, into `apply`; control
 /// batches are passed over. A batch that cannot be split fails the whole read; a
 /// record that does not decode is skipped with a warning. Returns how many were.
-pub fn decode_batches(bytes: &[u8], partition: &TopicPartition, mut apply: impl FnMut(TxnRecord)) -> Result<usize> {
-    let mut skipped = 0;
-    let batches = split_batches(bytes).map_err(EngineError::InvalidBatch)?;
-    for (position, header) in batches {
-        let batch = &bytes[position..position + header.size_bytes()];
-        if header.is_control() {
-            continue;
-        }
-        let result = for_each_record(batch, header.attributes, header.record_count, |key, value| {
-            match key.ok_or(TxnRecordError::MissingKey).and_then(|key| TxnRecord::decode(key, value)) {
-                Ok(record) => apply(record),
-                Err(error) => {
-                    skipped += 1;
-                    tracing::warn!("{partition}: skipping a record in the batch at {}: {error}", header.base_offset);
-                }
-            }
-        });
-        if let Err(error) = result {
-            skipped += header.record_count.max(0) as usize;
-            tracing::warn!("{partition}: skipping the batch at {}: {error}", header.base_offset);
-        }
-    }
-    Ok(skipped)
+pub fn decode_batches(bytes: &[u8], partition: &TopicPartition, apply: impl FnMut(TxnRecord)) -> Result<usize> {
+    crate::group::offsets::decode_keyed_batches(bytes, partition, TxnRecord::decode, apply)
 }
 
 /// The metadata per transactional id that records, in log order, leave: each record
