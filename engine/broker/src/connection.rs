@@ -54,6 +54,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use super::ShardContext;
 use crate::connection_quotas::{suppressed_note, ConnectionQuotas, LogLimit, Refusal};
 use crate::kafka::codec::{self, DecodeError, FrameError, Request};
+use crate::kafka::frame::ResponseFrame;
 use crate::kafka::handlers::{self, api_versions, RequestContext};
 
 /// Accepts connections until `stop` is disconnected, then waits for every
@@ -183,7 +184,7 @@ enum End {
 enum Pending {
     Handler(Handler),
     /// A response known at read time (ApiVersions at an unsupported version).
-    Ready(Bytes),
+    Ready(ResponseFrame),
 }
 
 /// A request whose handler is running, and what its response needs.
@@ -506,10 +507,10 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
     peer: &str,
 ) {
     while let Some(next) = pending.recv().await {
-        let bytes = match next {
-            Pending::Ready(bytes) => bytes,
+        let frame = match next {
+            Pending::Ready(frame) => frame,
             Pending::Handler(handler) => match handler.reply(&mut read_end, shard, peer).await {
-                Reply::Write(bytes) => bytes,
+                Reply::Write(frame) => frame,
                 Reply::Nothing => {
                     activity.answered();
                     continue;
@@ -521,7 +522,7 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
                 }
             },
         };
-        if let Err(error) = writer.write_all(&bytes).await {
+        if let Err(error) = write_frame(writer, &frame).await {
             tracing::debug!("shard {shard}: {peer}: writing a response: {error}");
             cancel_all(pending).await;
             return;
@@ -530,10 +531,47 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
     }
 }
 
+/// Writes every part of `frame`, in order, with as few writes as the socket takes
+/// (vectored where the socket writes several slices at once; glommio's writes the
+/// first, so each part is one `send` there).
+async fn write_frame<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &ResponseFrame,
+) -> std::io::Result<()> {
+    use futures_lite::AsyncWriteExt;
+    let mut parts = frame.parts();
+    // Bytes of `parts[0]` already written.
+    let mut done = 0;
+    while let Some((first, rest)) = parts.split_first() {
+        let mut slices = Vec::with_capacity(parts.len().min(WRITE_SLICES_MAX));
+        slices.push(std::io::IoSlice::new(&first[done..]));
+        slices.extend(rest.iter().take(WRITE_SLICES_MAX - 1).map(|part| std::io::IoSlice::new(part)));
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        // Skip what was written: whole parts, then into the next one.
+        while let Some((first, rest)) = parts.split_first() {
+            let left = first.len() - done;
+            if written < left {
+                done += written;
+                break;
+            }
+            written -= left;
+            done = 0;
+            parts = rest;
+        }
+    }
+    Ok(())
+}
+
+/// IoSlices per vectored write (Linux's IOV_MAX is 1024).
+const WRITE_SLICES_MAX: usize = 64;
+
 /// What the writer does for one request.
 enum Reply {
-    /// Writes these bytes, the response.
-    Write(Bytes),
+    /// Writes this frame, the response.
+    Write(ResponseFrame),
     /// Writes nothing: the client reads no response (Produce with acks=0).
     Nothing,
     /// Stops writing: the handler gave no answer or its response could not be

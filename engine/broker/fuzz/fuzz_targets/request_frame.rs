@@ -224,7 +224,7 @@ fn check_decode(frame: Bytes) {
 fn check_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> ResponseKind {
     let frame = codec::encode_response(api_key, version, correlation_id, body)
         .unwrap_or_else(|e| panic!("encoding the {api_key:?} v{version} response envelope: {e}"));
-    let mut rest = frame.clone();
+    let mut rest = frame.to_bytes();
     let size = rest.get_i32();
     assert_eq!(size as usize, rest.len(), "size prefix of a response");
     let header =

@@ -11,6 +11,7 @@ use futures_lite::{AsyncRead, AsyncReadExt};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use super::frame::{ChunkedBuf, ResponseFrame};
 use super::handlers::{self, Versions};
 
 /// Size of the frame length prefix.
@@ -131,36 +132,51 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     Ok(Request { api_key, header, body })
 }
 
-/// Encodes a response frame: size prefix, response header, body.
+/// Encodes a response frame: size prefix, response header, body. A Fetch's record
+/// batches are not copied: the frame refers to them (see [`super::frame`]).
 pub fn encode_response(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
-) -> Result<Bytes, String> {
+) -> Result<ResponseFrame, String> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api_key.response_header_version(version);
-    let mut frame = BytesMut::with_capacity(FRAME_SIZE_BYTES + RESPONSE_HEADER_BYTES_MAX + size_hint(body, version));
-    frame.put_i32(0);
-    header.encode(&mut frame, header_version).map_err(|e| format!("encoding {api_key:?} response header: {e}"))?;
-    body.encode(&mut frame, version).map_err(|e| format!("encoding {api_key:?} v{version} response: {e}"))?;
-    let size = (frame.len() - FRAME_SIZE_BYTES) as i32;
-    frame[..FRAME_SIZE_BYTES].copy_from_slice(&size.to_be_bytes());
-    Ok(frame.freeze())
+    let mut head = BytesMut::with_capacity(FRAME_SIZE_BYTES + RESPONSE_HEADER_BYTES_MAX + SMALL_BODY_BYTES);
+    head.put_i32(0);
+    header.encode(&mut head, header_version).map_err(|e| format!("encoding {api_key:?} response header: {e}"))?;
+    let body_error = |e| format!("encoding {api_key:?} v{version} response: {e}");
+    let ResponseKind::Fetch(fetch) = body else {
+        body.encode(&mut head, version).map_err(body_error)?;
+        let size = (head.len() - FRAME_SIZE_BYTES) as i32;
+        head[..FRAME_SIZE_BYTES].copy_from_slice(&size.to_be_bytes());
+        return Ok(ResponseFrame::from(head.freeze()));
+    };
+    // The size is known before the body is encoded, so the prefix is written first
+    // and the record batches can follow as parts of their own.
+    let body_size = fetch.compute_size(version).map_err(body_error)?;
+    let size = head.len() - FRAME_SIZE_BYTES + body_size;
+    head[..FRAME_SIZE_BYTES].copy_from_slice(&(size as i32).to_be_bytes());
+    let records: Vec<Bytes> =
+        fetch.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.clone()).collect();
+    let shared_bytes: usize = records.iter().map(Bytes::len).sum();
+    let mut frame = ChunkedBuf::new(head.len() + body_size.saturating_sub(shared_bytes), records);
+    frame.put_slice(&head);
+    fetch.encode(&mut frame, version).map_err(body_error)?;
+    let frame = frame.finish();
+    if frame.len() != FRAME_SIZE_BYTES + size {
+        return Err(format!(
+            "{api_key:?} v{version}: encoded {} bytes, computed {size}",
+            frame.len() - FRAME_SIZE_BYTES
+        ));
+    }
+    Ok(frame)
 }
 
 /// Room for a response header: a correlation id and, flexible, its tagged fields.
 const RESPONSE_HEADER_BYTES_MAX: usize = 16;
-
-/// The encoded size of a response that may be large (a Fetch's records), so that
-/// its frame is allocated once instead of grown by doubling, each step a copy of
-/// everything so far; a small guess for the others.
-fn size_hint(body: &ResponseKind, version: i16) -> usize {
-    match body {
-        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
-        _ => 256,
-    }
-}
+/// First room for a response body other than a Fetch's (grown if it needs more).
+const SMALL_BODY_BYTES: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -260,19 +276,35 @@ mod tests {
     }
 
     #[test]
-    fn a_fetch_response_frame_is_sized_before_it_is_encoded() {
+    fn a_fetch_response_frame_sends_the_record_batches_from_their_own_buffers() {
         use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
         use kafka_protocol::messages::FetchResponse;
-        let records = Bytes::from(vec![7u8; 3 << 20]);
-        let partitions =
-            (0..3).map(|i| PartitionData::default().with_partition_index(i).with_records(Some(records.clone())));
-        let topic = FetchableTopicResponse::default().with_partitions(partitions.collect());
+        let records: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; (1 << 20) + i as usize])).collect();
+        let partitions = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| PartitionData::default().with_partition_index(i as i32).with_records(Some(r.clone())));
+        let mut partitions: Vec<PartitionData> = partitions.collect();
+        partitions
+            .push(PartitionData::default().with_partition_index(3).with_records(Some(Bytes::from_static(b"small"))));
+        let topic = FetchableTopicResponse::default().with_partitions(partitions);
         let body = ResponseKind::Fetch(FetchResponse::default().with_responses(vec![topic]));
         for version in [4, 12, 16] {
             let frame = encode_response(ApiKey::Fetch, version, 9, &body).expect("encodes");
-            let header = frame.len() - FRAME_SIZE_BYTES - size_hint(&body, version);
-            assert!((4..=RESPONSE_HEADER_BYTES_MAX).contains(&header), "v{version}: the hint is the body's size");
-            assert_eq!(&frame[..4], &((frame.len() - 4) as i32).to_be_bytes(), "v{version}");
+            let whole = frame.to_bytes();
+            assert_eq!(&whole[..4], &((whole.len() - 4) as i32).to_be_bytes(), "v{version}: the size prefix");
+            // The same bytes as one buffer encoded by kafka-protocol.
+            let mut expected = BytesMut::new();
+            expected.put_i32(0);
+            let header = ResponseHeader::default().with_correlation_id(9);
+            header.encode(&mut expected, ApiKey::Fetch.response_header_version(version)).expect("header");
+            body.encode(&mut expected, version).expect("body");
+            assert_eq!(&whole[4..], &expected[4..], "v{version}");
+            for batch in &records {
+                let sent =
+                    frame.parts().iter().any(|part| part.as_ptr() == batch.as_ptr() && part.len() == batch.len());
+                assert!(sent, "v{version}: a record batch was copied");
+            }
         }
     }
 }
