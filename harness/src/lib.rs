@@ -15,6 +15,8 @@
 //! - [`proxy`]: `corelog proxy`, the TCP fault proxy on its own.
 //! - [`repair`]: `corelog repair`, which shows a damaged (offline) partition's
 //!   damage and, with consent, truncates it there.
+//! - [`cli`]: `corelog topics`, `groups`, `produce` and `consume`, the Kafka
+//!   command-line workflows over librdkafka, for any Kafka-compatible cluster.
 //! - [`payload`]: the header every message the harness sends carries.
 //!
 //! Errors are `anyhow` throughout; a [`UsageError`] among them means the user's
@@ -28,6 +30,7 @@
 pub mod broker;
 pub mod check;
 pub mod checker;
+pub mod cli;
 pub mod driver;
 pub mod payload;
 pub mod proxy;

@@ -2,7 +2,9 @@
 //! `corelog run` replays a workload against brokers it starts (or any Kafka-compatible
 //! cluster, or the embedded engine) and writes results and a report; `corelog report`
 //! and `corelog compare` re-render results; `corelog check` validates workloads;
-//! `corelog repair` truncates a damaged partition, with consent.
+//! `corelog repair` truncates a damaged partition, with consent; `corelog topics`,
+//! `groups`, `produce` and `consume` are the Kafka command-line workflows, for any
+//! Kafka-compatible cluster.
 //!
 //! Exit codes: 0 success; 1 the command failed (the message says why), and for
 //! `corelog run` also a guarantee whose verdict is not PASS (FAIL, or UNKNOWN: the
@@ -19,7 +21,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
-use corelog_harness::{broker, check, driver, proxy, repair, report, run, UsageError};
+use corelog_harness::{broker, check, cli, driver, proxy, repair, report, run, UsageError};
 
 #[derive(Parser)]
 #[command(name = "corelog", version, about = "A Kafka-compatible thread-per-core log engine and its test harness")]
@@ -44,6 +46,12 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Show a damaged (offline) partition's damage; with --truncate-at-corruption, cut it there.
     Repair(repair::RepairArgs),
+    /// Create, list, describe, alter and delete topics (as kafka-topics.sh).
+    Topics(cli::topics::TopicsArgs),
+    /// Write one record per stdin line to a topic (as kafka-console-producer.sh).
+    Produce(cli::produce::ProduceArgs),
+    /// Print a topic's records (as kafka-console-consumer.sh, with kcat's --format).
+    Consume(cli::consume::ConsumeArgs),
     /// A consumer in its own process, for `corelog run` (faults kill it for real).
     #[command(hide = true)]
     ConsumerWorker(driver::worker::WorkerArgs),
@@ -80,6 +88,9 @@ fn try_main() -> anyhow::Result<()> {
         Command::Compare(args) => report::compare(args),
         Command::Proxy(args) => proxy::run(args),
         Command::Repair(args) => repair::run(args),
+        Command::Topics(args) => cli::topics::run(args),
+        Command::Produce(args) => cli::produce::run(args),
+        Command::Consume(args) => cli::consume::run(args),
         Command::ConsumerWorker(args) => driver::worker::run(args),
     }
 }
