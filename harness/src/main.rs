@@ -48,6 +48,8 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Create, list, describe, alter and delete topics (as kafka-topics.sh).
     Topics(cli::topics::TopicsArgs),
+    /// List, describe (LAG per partition), reset the offsets of and delete consumer groups.
+    Groups(cli::groups::GroupsArgs),
     /// Write one record per stdin line to a topic (as kafka-console-producer.sh).
     Produce(cli::produce::ProduceArgs),
     /// Print a topic's records (as kafka-console-consumer.sh, with kcat's --format).
@@ -89,6 +91,7 @@ fn try_main() -> anyhow::Result<()> {
         Command::Proxy(args) => proxy::run(args),
         Command::Repair(args) => repair::run(args),
         Command::Topics(args) => cli::topics::run(args),
+        Command::Groups(args) => cli::groups::run(args),
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
         Command::ConsumerWorker(args) => driver::worker::run(args),

@@ -84,6 +84,15 @@ fn help(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 help")
 }
 
+/// The whitespace-separated cells of the `groups describe` row of `topic`/`partition`.
+fn describe_row(describe: &str, topic: &str, partition: i32) -> Vec<String> {
+    describe
+        .lines()
+        .map(|line| line.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .find(|cells| cells.len() >= 6 && cells[1] == topic && cells[2] == partition.to_string())
+        .unwrap_or_else(|| panic!("no row for {topic}/{partition} in:\n{describe}"))
+}
+
 #[test]
 fn a_topic_is_created_listed_described_altered_and_deleted_from_the_command_line() {
     let _watchdog = Watchdog::new("topics", TEST_BOUND);
@@ -200,6 +209,81 @@ fn produced_lines_with_keys_and_headers_consume_back_through_a_format_string() {
 }
 
 #[test]
+fn a_group_shows_its_lag_and_reset_offsets_changes_it_only_with_execute() {
+    let _watchdog = Watchdog::new("groups", TEST_BOUND);
+    let broker = BrokerProcess::start(BrokerOptions::new("cli-groups"));
+    let bootstrap = broker.bootstrap();
+    corelog(&bootstrap, &["topics", "create", "orders", "--partitions", "1"], "").succeeded("topics create");
+    let lines: String = (0..10).map(|i| format!("order-{i}\n")).collect();
+    corelog(&bootstrap, &["produce", "orders"], &lines).succeeded("produce");
+
+    let part = corelog(
+        &bootstrap,
+        &["consume", "orders", "--group", "billing", "--from-beginning", "--max-messages", "4"],
+        "",
+    )
+    .succeeded("consume part");
+    assert_eq!(part.stdout, "order-0\norder-1\norder-2\norder-3\n");
+    let listed = corelog(&bootstrap, &["groups", "list"], "").succeeded("groups list");
+    assert!(listed.stdout.lines().any(|line| line == "billing"), "{}", listed.stdout);
+    let described = corelog(&bootstrap, &["groups", "describe", "billing"], "").succeeded("groups describe");
+    let heading =
+        ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST", "CLIENT-ID"];
+    assert!(described.stdout.lines().any(|line| line.split_whitespace().eq(heading)), "{}", described.stdout);
+    assert_eq!(describe_row(&described.stdout, "orders", 0)[..6], ["billing", "orders", "0", "4", "10", "6"]);
+
+    let plan = corelog(&bootstrap, &["groups", "reset-offsets", "billing", "--topic", "orders", "--to-earliest"], "")
+        .succeeded("reset dry run");
+    assert!(
+        plan.stdout.lines().any(|line| line.split_whitespace().eq(["billing", "orders", "0", "0"])),
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stderr.contains("Dry run"), "{}", plan.stderr);
+    let unchanged = corelog(&bootstrap, &["groups", "describe", "billing"], "").succeeded("describe after dry run");
+    assert_eq!(describe_row(&unchanged.stdout, "orders", 0)[3], "4", "a dry run changes nothing");
+
+    corelog(
+        &bootstrap,
+        &["groups", "reset-offsets", "billing", "--topic", "orders", "--to-offset", "7", "--execute"],
+        "",
+    )
+    .succeeded("reset --execute");
+    let moved = corelog(&bootstrap, &["groups", "describe", "billing"], "").succeeded("describe after reset");
+    assert_eq!(describe_row(&moved.stdout, "orders", 0)[3..6], ["7", "10", "3"]);
+
+    // A live member: the reset is refused, and describe names the member.
+    let live = spawn(&bootstrap, &["consume", "orders", "--group", "billing"], "");
+    wait_until("the live consumer to join billing", Duration::from_secs(20), || {
+        corelog(&bootstrap, &["groups", "describe", "billing"], "").stdout.contains("with 1 member.")
+    });
+    let refused = corelog(
+        &bootstrap,
+        &["groups", "reset-offsets", "billing", "--topic", "orders", "--to-latest", "--execute"],
+        "",
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stdout);
+    assert!(refused.stderr.contains("can only be reset if the group 'billing' is inactive"), "{}", refused.stderr);
+    let busy = corelog(&bootstrap, &["groups", "describe", "billing"], "").succeeded("describe with a member");
+    // The member's id, host (corelog's JoinGroup does not record the host yet: "-")
+    // and client id.
+    let row = describe_row(&busy.stdout, "orders", 0);
+    assert!(row[6].starts_with("corelog-cli-") && row[8] == "corelog-cli", "{}", busy.stdout);
+    // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+    assert_eq!(unsafe { libc::kill(live.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let stopped = finish(live, &["consume (live)"]).succeeded("live consumer on SIGTERM");
+    assert_eq!(stopped.stdout, "order-7\norder-8\norder-9\n", "it read from the reset offset");
+
+    wait_until("billing to be empty", Duration::from_secs(20), || {
+        corelog(&bootstrap, &["groups", "describe", "billing"], "").stdout.contains("with 0 members.")
+    });
+    corelog(&bootstrap, &["groups", "delete", "billing"], "").succeeded("groups delete");
+    let gone = corelog(&bootstrap, &["groups", "describe", "billing"], "");
+    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(gone.stderr.trim_end(), "corelog: error: consumer group 'billing' does not exist");
+}
+
+#[test]
 fn an_unknown_topic_and_a_broker_that_is_down_are_said_once_with_exit_1() {
     let _watchdog = Watchdog::new("errors", TEST_BOUND);
     let broker = BrokerProcess::start(BrokerOptions::new("cli-errors"));
@@ -212,7 +296,7 @@ fn an_unknown_topic_and_a_broker_that_is_down_are_said_once_with_exit_1() {
     drop(broker);
 
     // Nothing listens on the port of the broker that was just stopped.
-    for args in [&["topics", "list"][..], &["consume", "orders"]] {
+    for args in [&["topics", "list"][..], &["groups", "list"], &["consume", "orders"]] {
         let mut all = args.to_vec();
         all.extend(["--timeout-ms", "1500"]);
         let down = corelog(&bootstrap, &all, "");

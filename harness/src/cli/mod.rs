@@ -14,6 +14,7 @@
 
 pub mod consume;
 mod datetime;
+pub mod groups;
 pub mod produce;
 pub mod topics;
 
