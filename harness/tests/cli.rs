@@ -213,9 +213,9 @@ fn a_group_shows_its_lag_and_reset_offsets_changes_it_only_with_execute() {
     let _watchdog = Watchdog::new("groups", TEST_BOUND);
     let broker = BrokerProcess::start(BrokerOptions::new("cli-groups"));
     let bootstrap = broker.bootstrap();
-    corelog(&bootstrap, &["topics", "create", "orders", "--partitions", "1"], "").succeeded("topics create");
+    corelog(&bootstrap, &["topics", "create", "orders", "--partitions", "2"], "").succeeded("topics create");
     let lines: String = (0..10).map(|i| format!("order-{i}\n")).collect();
-    corelog(&bootstrap, &["produce", "orders"], &lines).succeeded("produce");
+    corelog(&bootstrap, &["produce", "orders", "--partition", "0"], &lines).succeeded("produce");
 
     let part = corelog(
         &bootstrap,
@@ -231,6 +231,8 @@ fn a_group_shows_its_lag_and_reset_offsets_changes_it_only_with_execute() {
         ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST", "CLIENT-ID"];
     assert!(described.stdout.lines().any(|line| line.split_whitespace().eq(heading)), "{}", described.stdout);
     assert_eq!(describe_row(&described.stdout, "orders", 0)[..6], ["billing", "orders", "0", "4", "10", "6"]);
+    // Partition 1 is empty and the group committed nothing there; it is still shown.
+    assert_eq!(describe_row(&described.stdout, "orders", 1)[..6], ["billing", "orders", "1", "-", "0", "-"]);
 
     let plan = corelog(&bootstrap, &["groups", "reset-offsets", "billing", "--topic", "orders", "--to-earliest"], "")
         .succeeded("reset dry run");
@@ -251,6 +253,11 @@ fn a_group_shows_its_lag_and_reset_offsets_changes_it_only_with_execute() {
     .succeeded("reset --execute");
     let moved = corelog(&bootstrap, &["groups", "describe", "billing"], "").succeeded("describe after reset");
     assert_eq!(describe_row(&moved.stdout, "orders", 0)[3..6], ["7", "10", "3"]);
+    assert_eq!(
+        describe_row(&moved.stdout, "orders", 1)[3..6],
+        ["0", "0", "0"],
+        "offset 7 moved into the empty partition's range"
+    );
 
     // A live member: the reset is refused, and describe names the member.
     let live = spawn(&bootstrap, &["consume", "orders", "--group", "billing"], "");

@@ -157,36 +157,50 @@ fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
     Some(assignment)
 }
 
-/// The group's committed offset of every partition of every topic that has one.
-fn committed_offsets(cluster: &ClusterArgs, group: &str) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+/// The partitions of every topic of the cluster but its internal ones, by topic.
+type TopicPartitions = BTreeMap<String, Vec<i32>>;
+
+/// A group's committed offsets, by topic and partition.
+type CommittedOffsets = BTreeMap<(String, i32), i64>;
+
+/// The group's committed offset of every partition that has one, and the
+/// partitions of every topic.
+fn committed_offsets(cluster: &ClusterArgs, group: &str) -> anyhow::Result<(CommittedOffsets, TopicPartitions)> {
     let consumer = cluster.plain_consumer(Some(group))?;
     let metadata = cluster.metadata(&consumer)?;
+    let topics: TopicPartitions = metadata
+        .topics()
+        .iter()
+        .filter(|topic| !topic.name().starts_with("__"))
+        .map(|topic| (topic.name().to_string(), topic.partitions().iter().map(|partition| partition.id()).collect()))
+        .collect();
     let mut partitions = TopicPartitionList::new();
-    for topic in metadata.topics().iter().filter(|topic| !topic.name().starts_with("__")) {
-        for partition in topic.partitions() {
-            partitions.add_partition(topic.name(), partition.id());
+    for (topic, ids) in &topics {
+        for id in ids {
+            partitions.add_partition(topic, *id);
         }
     }
     if partitions.count() == 0 {
-        return Ok(BTreeMap::new());
+        return Ok((BTreeMap::new(), topics));
     }
     let committed = consumer
         .committed_offsets(partitions, cluster.timeout())
         .map_err(|error| anyhow!("the committed offsets of group {group}: {error}"))?;
-    Ok(committed
+    let committed = committed
         .elements()
         .iter()
         .filter_map(|element| match element.offset() {
             Offset::Offset(offset) => Some(((element.topic().to_string(), element.partition()), offset)),
             _ => None,
         })
-        .collect())
+        .collect();
+    Ok((committed, topics))
 }
 
 fn describe(cluster: &ClusterArgs, group: &str) -> anyhow::Result<()> {
     let consumer = cluster.plain_consumer(None)?;
     let members = group_members(cluster, &consumer, group)?;
-    let committed = committed_offsets(cluster, group)?;
+    let (committed, topics) = committed_offsets(cluster, group)?;
     let (state, members) = match members {
         Some(found) => found,
         None if committed.is_empty() => bail!("consumer group '{group}' does not exist"),
@@ -196,7 +210,14 @@ fn describe(cluster: &ClusterArgs, group: &str) -> anyhow::Result<()> {
         .iter()
         .flat_map(|member| member.assignment.iter().map(move |partition| (partition.clone(), member)))
         .collect();
-    let partitions: BTreeSet<&(String, i32)> = committed.keys().chain(owner.keys()).collect();
+    // Every partition of each topic the group has an offset or a member on: one it
+    // has neither on shows its whole log as "-" rather than being left out.
+    let group_topics: BTreeSet<&String> = committed.keys().chain(owner.keys()).map(|(topic, _)| topic).collect();
+    let partitions: BTreeSet<(String, i32)> = group_topics
+        .into_iter()
+        .flat_map(|topic| topics.get(topic).into_iter().flatten().map(move |id| (topic.clone(), *id)))
+        .chain(committed.keys().cloned())
+        .collect();
     let plural = if members.len() == 1 { "" } else { "s" };
     println!("Consumer group '{group}' is {state} with {} member{plural}.\n", members.len());
     let mut rows = vec![[
@@ -212,7 +233,8 @@ fn describe(cluster: &ClusterArgs, group: &str) -> anyhow::Result<()> {
     ]
     .map(String::from)
     .to_vec()];
-    for key @ (topic, partition) in partitions {
+    for key in &partitions {
+        let (topic, partition) = key;
         let (_, end) = consumer
             .fetch_watermarks(topic, *partition, cluster.timeout())
             .map_err(|error| anyhow!("offsets of {topic}/{partition}: {error}"))?;
