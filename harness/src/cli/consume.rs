@@ -27,7 +27,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::datetime::parse_timestamp_ms;
-use super::ClusterArgs;
+use super::{reason, ClusterArgs};
 use crate::UsageError;
 
 /// How long one poll waits for a record before the loop checks for a stop.
@@ -173,7 +173,11 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             // Nothing printed since the last commit: nothing to commit.
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => {
-                bail!("committing the offsets of group {}: {error}", args.group.as_deref().unwrap_or_default())
+                bail!(
+                    "committing the offsets of group {}: {}",
+                    args.group.as_deref().unwrap_or_default(),
+                    reason(&error)
+                )
             }
         }
     }
@@ -210,7 +214,7 @@ fn subscribe(args: &ConsumeArgs, group: &str) -> anyhow::Result<BaseConsumer> {
         .create()
         .map_err(|error| anyhow!("creating the consumer: {error}"))?;
     partitions(args, &consumer)?;
-    consumer.subscribe(&[&args.topic]).map_err(|error| anyhow!("subscribing to {}: {error}", args.topic))?;
+    consumer.subscribe(&[&args.topic]).map_err(|error| anyhow!("subscribing to {}: {}", args.topic, reason(&error)))?;
     Ok(consumer)
 }
 
@@ -242,9 +246,11 @@ fn assign(args: &ConsumeArgs) -> anyhow::Result<BaseConsumer> {
         // A partition with no record at or after the time starts at its end.
         assignment = consumer
             .offsets_for_times(query, args.cluster.timeout())
-            .map_err(|error| anyhow!("the offsets of {} at {timestamp_ms} ms: {error}", args.topic))?;
+            .map_err(|error| anyhow!("the offsets of {} at {timestamp_ms} ms: {}", args.topic, reason(&error)))?;
     }
-    consumer.assign(&assignment).map_err(|error| anyhow!("assigning the partitions of {}: {error}", args.topic))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|error| anyhow!("assigning the partitions of {}: {}", args.topic, reason(&error)))?;
     Ok(consumer)
 }
 
@@ -269,9 +275,9 @@ fn print_records(
                     Ok(()) => {
                         printed += 1;
                         if args.group.is_some() {
-                            consumer
-                                .store_offset_from_message(&message)
-                                .map_err(|error| anyhow!("storing the offset of a printed record: {error}"))?;
+                            consumer.store_offset_from_message(&message).map_err(|error| {
+                                anyhow!("storing the offset of a printed record: {}", reason(&error))
+                            })?;
                         }
                     }
                     // The reader went away (`| head`): a normal end.
@@ -284,7 +290,7 @@ fn print_records(
             }
             Some(Err(error)) => match error.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::TopicAuthorizationFailed) => {
-                    bail!("reading {}: {error}", args.topic)
+                    bail!("reading {}: {}", args.topic, reason(&error))
                 }
                 // Passing trouble (a broker restarting, a rebalance): librdkafka retries.
                 _ => tracing::warn!("reading {}: {error}", args.topic),

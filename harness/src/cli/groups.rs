@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::datetime::parse_timestamp_ms;
-use super::{print_table, ClusterArgs};
+use super::{code_reason, print_table, reason, ClusterArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct GroupsArgs {
@@ -185,7 +185,7 @@ fn committed_offsets(cluster: &ClusterArgs, group: &str) -> anyhow::Result<(Comm
     }
     let committed = consumer
         .committed_offsets(partitions, cluster.timeout())
-        .map_err(|error| anyhow!("the committed offsets of group {group}: {error}"))?;
+        .map_err(|error| anyhow!("the committed offsets of group {group}: {}", reason(&error)))?;
     let committed = committed
         .elements()
         .iter()
@@ -237,7 +237,7 @@ fn describe(cluster: &ClusterArgs, group: &str) -> anyhow::Result<()> {
         let (topic, partition) = key;
         let (_, end) = consumer
             .fetch_watermarks(topic, *partition, cluster.timeout())
-            .map_err(|error| anyhow!("offsets of {topic}/{partition}: {error}"))?;
+            .map_err(|error| anyhow!("offsets of {topic}/{partition}: {}", reason(&error)))?;
         let current = committed.get(key);
         let member = owner.get(key);
         let text = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
@@ -296,7 +296,7 @@ fn reset_offsets(cluster: &ClusterArgs, args: &ResetArgs) -> anyhow::Result<()> 
     if args.execute {
         consumer
             .commit(&commit, CommitMode::Sync)
-            .map_err(|error| anyhow!("committing the new offsets of group {group}: {error}"))?;
+            .map_err(|error| anyhow!("committing the new offsets of group {group}: {}", reason(&error)))?;
     } else {
         eprintln!("Dry run: nothing changed. Add --execute to commit these offsets.");
     }
@@ -349,7 +349,7 @@ fn new_offsets(
         }
         let found = consumer
             .offsets_for_times(query, cluster.timeout())
-            .map_err(|error| anyhow!("the offsets at {timestamp_ms} ms: {error}"))?;
+            .map_err(|error| anyhow!("the offsets at {timestamp_ms} ms: {}", reason(&error)))?;
         for element in found.elements() {
             by_time.insert((element.topic().to_string(), element.partition()), element.offset());
         }
@@ -358,7 +358,7 @@ fn new_offsets(
     for key @ (topic, partition) in partitions {
         let (earliest, latest) = consumer
             .fetch_watermarks(topic, *partition, cluster.timeout())
-            .map_err(|error| anyhow!("offsets of {topic}/{partition}: {error}"))?;
+            .map_err(|error| anyhow!("offsets of {topic}/{partition}: {}", reason(&error)))?;
         let offset = if args.to_earliest {
             earliest
         } else if let Some(offset) = args.to_offset {
@@ -383,7 +383,7 @@ fn delete(cluster: &ClusterArgs, group: &str) -> anyhow::Result<()> {
         .map_err(|error| cluster.unreachable(error))?;
     for result in results {
         if let Err((group, code)) = result {
-            bail!("deleting consumer group '{group}': {code}");
+            bail!("deleting consumer group '{group}': {}", code_reason(code));
         }
     }
     println!("Deletion of requested consumer groups ('{group}') was successful.");

@@ -25,7 +25,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 
 /// Where the commands find the cluster and how long they wait for it.
@@ -87,7 +87,24 @@ impl ClusterArgs {
 
     /// The error of a request the cluster did not answer.
     pub fn unreachable(&self, error: KafkaError) -> anyhow::Error {
-        anyhow!("no answer from the cluster at {} within {} ms: {error}", self.bootstrap, self.timeout_ms)
+        anyhow!("no answer from the cluster at {} within {} ms: {}", self.bootstrap, self.timeout_ms, reason(&error))
+    }
+}
+
+/// What went wrong, said once: librdkafka's description of the error code
+/// ("Broker: Topic already exists"), without the code's name and the operation
+/// that `KafkaError` and `RDKafkaErrorCode` print around it (the message that
+/// uses it names the operation).
+pub fn reason(error: &KafkaError) -> String {
+    error.rdkafka_error_code().map_or_else(|| error.to_string(), code_reason)
+}
+
+/// librdkafka's description of `code`, which its `Display` prints after the name.
+pub fn code_reason(code: RDKafkaErrorCode) -> String {
+    let text = code.to_string();
+    match text.split_once(" (").and_then(|(_, description)| description.strip_suffix(')')) {
+        Some(description) => description.to_string(),
+        None => text,
     }
 }
 
@@ -138,6 +155,13 @@ mod tests {
         assert_eq!(key_value("a=b=c"), Ok(("a".to_string(), "b=c".to_string())));
         assert!(key_value("retention.ms").is_err());
         assert!(key_value("=1").is_err());
+    }
+
+    #[test]
+    fn an_error_code_is_said_once() {
+        assert_eq!(code_reason(RDKafkaErrorCode::TopicAlreadyExists), "Broker: Topic already exists");
+        let error = KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut);
+        assert_eq!(reason(&error), "Local: Timed out");
     }
 
     #[test]

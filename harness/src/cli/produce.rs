@@ -19,7 +19,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
-use super::{key_value, ClusterArgs};
+use super::{key_value, reason, ClusterArgs};
 
 /// How much longer than `--timeout-ms` the end waits for the last delivery reports.
 const FLUSH_SLACK: Duration = Duration::from_secs(5);
@@ -60,7 +60,7 @@ impl ProducerContext for Failures {
         if let Err((error, _)) = result {
             let mut failures = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             failures.0 += 1;
-            failures.1.get_or_insert_with(|| error.to_string());
+            failures.1.get_or_insert_with(|| reason(error));
         }
     }
 }
@@ -85,9 +85,10 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let sent = read?;
     flushed.map_err(|error| {
         anyhow!(
-            "{sent} records sent to {} were not all acknowledged within {} ms: {error}",
+            "{sent} records sent to {} were not all acknowledged within {} ms: {}",
             args.topic,
-            args.cluster.timeout_ms
+            args.cluster.timeout_ms,
+            reason(&error)
         )
     })?;
     let (failed, first) = failures.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
@@ -148,7 +149,7 @@ fn send(
                 record = returned;
                 producer.poll(Duration::from_millis(10));
             }
-            Err((error, returned)) => bail!("sending a record to {}: {error}", returned.topic),
+            Err((error, returned)) => bail!("sending a record to {}: {}", returned.topic, reason(&error)),
         }
     }
 }

@@ -17,7 +17,7 @@ use rdkafka::admin::{AlterConfig, ConfigSource, NewTopic, ResourceSpecifier, Top
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::metadata::MetadataTopic;
 
-use super::{key_value, ClusterArgs};
+use super::{code_reason, key_value, reason, ClusterArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct TopicsArgs {
@@ -99,7 +99,7 @@ fn create(
         .map_err(|error| cluster.unreachable(error))?;
     for result in results {
         if let Err((topic, code)) = result {
-            bail!("creating topic {topic}: {code}");
+            bail!("creating topic {topic}: {}", code_reason(code));
         }
     }
     println!("Created topic {name}.");
@@ -132,7 +132,7 @@ fn describe(cluster: &ClusterArgs, name: Option<&str>) -> anyhow::Result<()> {
     let configs = own_configs(cluster, &names)?;
     for topic in topics {
         if let Some(error) = topic.error() {
-            bail!("describing topic {}: {}", topic.name(), rdkafka::error::RDKafkaErrorCode::from(error));
+            bail!("describing topic {}: {}", topic.name(), code_reason(error.into()));
         }
         print!("{}", describe_topic(cluster, &consumer, topic, &configs[topic.name()])?);
     }
@@ -159,7 +159,7 @@ fn describe_topic(
     for partition in partitions {
         let (earliest, latest) = consumer
             .fetch_watermarks(topic.name(), partition.id(), cluster.timeout())
-            .map_err(|error| anyhow!("offsets of {}/{}: {error}", topic.name(), partition.id()))?;
+            .map_err(|error| anyhow!("offsets of {}/{}: {}", topic.name(), partition.id(), reason(&error)))?;
         let list = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
         text.push_str(&format!(
             "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tEarliest: {earliest}\tLatest: {latest}\n",
@@ -181,7 +181,7 @@ fn own_configs(cluster: &ClusterArgs, names: &[&str]) -> anyhow::Result<BTreeMap
         .map_err(|error| cluster.unreachable(error))?;
     let mut configs = BTreeMap::new();
     for (name, result) in names.iter().zip(results) {
-        let resource = result.map_err(|code| anyhow!("configs of topic {name}: {code}"))?;
+        let resource = result.map_err(|code| anyhow!("configs of topic {name}: {}", code_reason(code)))?;
         let own = resource
             .entries
             .into_iter()
@@ -222,7 +222,7 @@ fn alter(
         .map_err(|error| cluster.unreachable(error))?;
     for result in results {
         if let Err((_, code)) = result {
-            bail!("altering the configs of topic {name}: {code}");
+            bail!("altering the configs of topic {name}: {}", code_reason(code));
         }
     }
     println!("Completed updating config for topic {name}.");
@@ -235,7 +235,7 @@ fn delete(cluster: &ClusterArgs, name: &str) -> anyhow::Result<()> {
         block_on(admin.delete_topics(&[name], &cluster.admin_options())).map_err(|error| cluster.unreachable(error))?;
     for result in results {
         if let Err((topic, code)) = result {
-            bail!("deleting topic {topic}: {code}");
+            bail!("deleting topic {topic}: {}", code_reason(code));
         }
     }
     println!("Deleted topic {name}.");
