@@ -244,6 +244,19 @@ fn a_group_shows_its_lag_and_reset_offsets_changes_it_only_with_execute() {
     assert!(plan.stderr.contains("Dry run"), "{}", plan.stderr);
     let unchanged = corelog(&bootstrap, &["groups", "describe", "billing"], "").succeeded("describe after dry run");
     assert_eq!(describe_row(&unchanged.stdout, "orders", 0)[3], "4", "a dry run changes nothing");
+    let future = corelog(
+        &bootstrap,
+        &["groups", "reset-offsets", "billing", "--topic", "orders:0", "--to-datetime", "2999-01-01T00:00:00Z"],
+        "",
+    )
+    .succeeded("reset to a time");
+    let plan: Vec<&str> = future.stdout.lines().skip(1).collect();
+    assert_eq!(plan.len(), 1, "only partition 0:\n{}", future.stdout);
+    assert!(
+        plan[0].split_whitespace().eq(["billing", "orders", "0", "10"]),
+        "no record that late: the end\n{}",
+        future.stdout
+    );
 
     corelog(
         &bootstrap,
@@ -282,6 +295,12 @@ fn a_group_shows_its_lag_and_reset_offsets_changes_it_only_with_execute() {
     assert_eq!(stopped.stdout, "order-7\norder-8\norder-9\n", "it read from the reset offset");
 
     wait_until("billing to be empty", Duration::from_secs(20), || {
+        corelog(&bootstrap, &["groups", "describe", "billing"], "").stdout.contains("with 0 members.")
+    });
+    let caught_up = corelog(&bootstrap, &["consume", "orders", "--group", "billing", "--exit-at-end"], "")
+        .succeeded("a group consumer with --exit-at-end");
+    assert_eq!(caught_up.stdout, "", "the group had read everything");
+    wait_until("billing to be empty again", Duration::from_secs(20), || {
         corelog(&bootstrap, &["groups", "describe", "billing"], "").stdout.contains("with 0 members.")
     });
     corelog(&bootstrap, &["groups", "delete", "billing"], "").succeeded("groups delete");

@@ -51,7 +51,7 @@ pub struct ConsumeArgs {
     /// Read only this partition [default: every partition].
     #[arg(long, value_name = "P")]
     partition: Option<i32>,
-    /// Start at the first record at or after this time: YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM] (UTC without a zone).
+    /// Start at the first record at or after this time: YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM] (UTC without a zone) or epoch ms.
     #[arg(long, value_name = "DATETIME", value_parser = parse_timestamp_ms)]
     from_time: Option<i64>,
     /// How to print a record, as kcat's -f: %k key, %v value, %p partition, %o offset,

@@ -62,7 +62,7 @@ struct ResetArgs {
     /// To each partition's latest offset (its end).
     #[arg(long)]
     to_latest: bool,
-    /// To the first offset at or after a time: YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM] (UTC without a zone).
+    /// To the first offset at or after a time: YYYY-MM-DDTHH:MM:SS[.sss][Z|+HH:MM] (UTC without a zone) or epoch ms.
     #[arg(long, value_name = "DATETIME", value_parser = parse_timestamp_ms)]
     to_datetime: Option<i64>,
     /// To this offset, moved into the partition's range if outside it.
