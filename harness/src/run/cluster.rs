@@ -121,8 +121,11 @@ impl LocalCluster {
         links: Option<&PeerLinks>,
     ) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        // CORELOG_KEEP_BROKER_DIRS keeps the brokers' data directories and logs after
+        // the run, for looking into a failed verdict.
         let root = tempfile::Builder::new()
             .prefix("corelog-cluster-")
+            .disable_cleanup(std::env::var_os("CORELOG_KEEP_BROKER_DIRS").is_some())
             .tempdir_in(parent)
             .context("creating the cluster directory")?;
         if specs.len() <= 1 {

@@ -266,7 +266,8 @@ fn execute(
     // every producer, consumer and fault, so nothing holds the target any more.
     let outcome = Execution::run(plan, &target, interrupted);
     let stopped = target.stop();
-    if run_dir.join(".scratch").exists() {
+    // CORELOG_KEEP_BROKER_DIRS keeps the brokers' data and logs for a post-mortem.
+    if run_dir.join(".scratch").exists() && std::env::var_os("CORELOG_KEEP_BROKER_DIRS").is_none() {
         if let Err(error) = std::fs::remove_dir_all(run_dir.join(".scratch")) {
             tracing::warn!("removing {}: {error}", run_dir.join(".scratch").display());
         }

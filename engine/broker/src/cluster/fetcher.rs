@@ -370,7 +370,16 @@ impl Fetcher {
     }
 
     /// One round: the epoch questions, then one fetch.
+    ///
+    /// The local offsets a request names are read inside the fence: once a
+    /// partition is reassigned (to another leader, or to lead here), this thread
+    /// no longer reads it, so it never tells its old leader a log end that includes
+    /// records written since in another leader epoch. The old leader, if it has not
+    /// heard of the new epoch (cut off from the controller), would count that end
+    /// for its high watermark and acknowledge records no other replica has.
     fn step(&mut self) -> Round {
+        let fence = self.fence.clone();
+        let Some(current) = fence.current() else { return Round::Asked };
         let now = Instant::now();
         let mut asks = Vec::new();
         let mut fetches = Vec::new();
@@ -390,6 +399,7 @@ impl Fetcher {
                 Action::Truncate { .. } | Action::StartAt { .. } => {}
             }
         }
+        drop(current);
         if asks.is_empty() && fetches.is_empty() {
             return Round::Idle;
         }

@@ -69,6 +69,8 @@ pub async fn dispatch(
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
     // In a cluster, the leader state of each partition appended to, by (topic, index).
     let led: RefCell<Led> = RefCell::default();
+    // With trace logging, each partition's producer and sequences, to log with its answer.
+    let traced: RefCell<BTreeMap<(String, i32), String>> = RefCell::default();
     let refused = verify_transaction(context, &request).await;
     for topic in request.topic_data {
         let raw_name = topic.name.0.as_str();
@@ -91,6 +93,11 @@ pub async fn dispatch(
                     led.borrow_mut().insert(key, (resolved.partition.clone(), slot.clone()));
                     Ok(slot.leader_epoch)
                 });
+                if let Some(records) = data.records.as_ref().filter(|_| tracing::enabled!(tracing::Level::TRACE)) {
+                    traced
+                        .borrow_mut()
+                        .insert((resolved.partition.topic.to_string(), data.index), producer_of(records));
+                }
                 let refusal = refused.get(&(resolved.partition.topic.to_string(), data.index)).copied();
                 async move {
                     let Some(records) = data.records else { return Err(ResponseError::CorruptMessage) };
@@ -113,10 +120,17 @@ pub async fn dispatch(
     }
     let engine = engine.clone();
     let led = led.into_inner();
+    let traced = traced.into_inner();
     async move {
         let mut replies = work.replies().await;
         if let Some(replicas) = replicas {
             replicate(&replicas, &engine, &led, &mut replies, acks_all, deadline).await;
+        }
+        for (name, answers) in replies.iter().filter(|_| tracing::enabled!(tracing::Level::TRACE)) {
+            for (index, answer) in answers {
+                let producer = traced.get(&(name.0.to_string(), *index)).cloned().unwrap_or_default();
+                tracing::trace!("produce to {}-{index} {producer}: {answer:?}", name.0);
+            }
         }
         respond(replies)
     }
@@ -217,6 +231,25 @@ async fn replicate(
                 *answer = Err(error);
             }
         }
+    }
+}
+
+/// The producer id, epoch and sequences of a record set's first batch, for the
+/// trace of each append.
+fn producer_of(records: &[u8]) -> String {
+    match split_batches(records) {
+        Ok(batches) => match batches.first() {
+            Some((_, h)) => format!(
+                "producer {:?} epoch {:?} sequences {:?}+{} ({} batches)",
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.last_offset_delta,
+                batches.len()
+            ),
+            None => "no batch".to_string(),
+        },
+        Err(error) => format!("unreadable batches: {error}"),
     }
 }
 
