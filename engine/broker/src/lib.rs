@@ -45,6 +45,7 @@ pub mod group;
 pub mod kafka;
 pub mod listener;
 pub mod producer_ids;
+pub mod shard_queues;
 pub mod txn;
 
 use std::net::SocketAddr;

@@ -57,6 +57,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
+use crate::shard_queues::{LazyShardQueues, ShardQueues};
 use corelog_engine::config::{Durability, TopicConfig};
 use corelog_engine::shard::shard_for;
 use corelog_engine::types::{LeaderEpoch, Offset, PartitionId, ShardId, TopicName, TopicPartition};
@@ -649,29 +650,16 @@ pub struct Coordinators {
     /// A cluster node: the offsets topic is the cluster's, and each partition is
     /// loaded by its leader ([`Coordinators::offsets_leadership`]).
     clustered: bool,
-    channels: Arc<std::sync::OnceLock<Channels>>,
-}
-
-struct Channels {
-    senders: Arc<[flume::Sender<CoordinatorRequest>]>,
-    receivers: Vec<flume::Receiver<CoordinatorRequest>>,
-    starts: Vec<(flume::Sender<runtime::Start>, flume::Receiver<runtime::Start>)>,
+    channels: LazyShardQueues<CoordinatorRequest, runtime::Start>,
 }
 
 impl Coordinators {
     pub fn new(config: GroupConfig, clustered: bool) -> Coordinators {
-        Coordinators { config, clustered, channels: Arc::default() }
+        Coordinators { config, clustered, channels: LazyShardQueues::default() }
     }
 
-    fn channels(&self, shard_count: usize) -> &Channels {
-        let channels = self.channels.get_or_init(|| {
-            let (senders, receivers): (Vec<_>, Vec<_>) =
-                (0..shard_count).map(|_| flume::bounded(self.config.coordinator_queue_depth_max.max(1))).unzip();
-            let starts = (0..shard_count).map(|_| flume::bounded(1)).collect();
-            Channels { senders: senders.into(), receivers, starts }
-        });
-        assert_eq!(channels.senders.len(), shard_count, "one coordinator per engine shard");
-        channels
+    fn channels(&self, shard_count: usize) -> &ShardQueues<CoordinatorRequest, runtime::Start> {
+        self.channels.get_or_make(shard_count, self.config.coordinator_queue_depth_max, "group coordinator")
     }
 
     /// Runs on `shard`'s thread (from the broker's shard service): spawns the shard's
@@ -711,17 +699,8 @@ impl Coordinators {
             true => self.config.offsets_partitions,
             false => self.local_offsets_topic(engine).await?,
         };
-        let mut waiting = Vec::with_capacity(channels.starts.len());
-        for (shard, (start, _)) in channels.starts.iter().enumerate() {
-            let (reply, loaded) = flume::bounded(1);
-            let start_message = runtime::Start { offsets_partitions: partitions, load_all: !self.clustered, reply };
-            start.send_async(start_message).await.map_err(|_| EngineError::ShardUnavailable(shard))?;
-            waiting.push((shard, loaded));
-        }
-        for (shard, loaded) in waiting {
-            loaded.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard))??;
-        }
-        Ok(())
+        let load_all = !self.clustered;
+        channels.start_all(|reply| runtime::Start { offsets_partitions: partitions, load_all, reply }).await
     }
 
     /// From a cluster node's reconciler (any thread): this broker leads offsets

@@ -14,6 +14,7 @@ use kafka_protocol::ResponseError;
 use super::coordinator::{Request, Response};
 use super::runtime::{self, BrokerProducerIds, TxnAsk};
 use super::{partition_for, transaction_state_topic, TransactionalId, TxnConfig};
+use crate::shard_queues::{LazyShardQueues, ShardQueues};
 use corelog_engine::config::Durability;
 use corelog_engine::error::{EngineError, Result};
 use corelog_engine::shard::{shard_for, EngineHandle};
@@ -53,29 +54,16 @@ impl TxnRouter {
 #[derive(Clone)]
 pub struct TxnCoordinators {
     config: TxnConfig,
-    channels: Arc<std::sync::OnceLock<Channels>>,
-}
-
-struct Channels {
-    senders: Arc<[flume::Sender<TxnAsk>]>,
-    receivers: Vec<flume::Receiver<TxnAsk>>,
-    starts: Vec<(flume::Sender<runtime::Start>, flume::Receiver<runtime::Start>)>,
+    channels: LazyShardQueues<TxnAsk, runtime::Start>,
 }
 
 impl TxnCoordinators {
     pub fn new(config: TxnConfig) -> TxnCoordinators {
-        TxnCoordinators { config, channels: Arc::default() }
+        TxnCoordinators { config, channels: LazyShardQueues::default() }
     }
 
-    fn channels(&self, shard_count: usize) -> &Channels {
-        let channels = self.channels.get_or_init(|| {
-            let depth = self.config.coordinator_queue_depth_max.max(1);
-            let (senders, receivers): (Vec<_>, Vec<_>) = (0..shard_count).map(|_| flume::bounded(depth)).unzip();
-            let starts = (0..shard_count).map(|_| flume::bounded(1)).collect();
-            Channels { senders: senders.into(), receivers, starts }
-        });
-        assert_eq!(channels.senders.len(), shard_count, "one transaction coordinator per engine shard");
-        channels
+    fn channels(&self, shard_count: usize) -> &ShardQueues<TxnAsk, runtime::Start> {
+        self.channels.get_or_make(shard_count, self.config.coordinator_queue_depth_max, "transaction coordinator")
     }
 
     /// Runs on `shard`'s thread: spawns the shard's coordinator task, which waits for
@@ -107,17 +95,7 @@ impl TxnCoordinators {
             return Err(EngineError::Startup("no shard started a transaction coordinator".to_string()));
         };
         let partitions = self.local_state_topic(engine).await?;
-        let mut waiting = Vec::with_capacity(channels.starts.len());
-        for (shard, (start, _)) in channels.starts.iter().enumerate() {
-            let (reply, loaded) = flume::bounded(1);
-            let start_message = runtime::Start { partitions, reply };
-            start.send_async(start_message).await.map_err(|_| EngineError::ShardUnavailable(shard))?;
-            waiting.push((shard, loaded));
-        }
-        for (shard, loaded) in waiting {
-            loaded.recv_async().await.map_err(|_| EngineError::ShardUnavailable(shard))??;
-        }
-        Ok(())
+        channels.start_all(|reply| runtime::Start { partitions, reply }).await
     }
 
     /// A single broker's own `__transaction_state`. Returns its partition count.
