@@ -1,7 +1,8 @@
 //! Kafka RecordBatch v2 headers: validation and the two fields the broker assigns.
 //!
 //! The engine stores batches as the bytes the producer sent. It reads the 61-byte
-//! header and checks the CRC32C, but never decodes records. Byte layout (big-endian):
+//! header and checks the CRC32C; records are decoded only by a time lookup
+//! ([`crate::records`]) and for transaction markers. Byte layout (big-endian):
 //!
 //! ```text
 //! offset  size  field
@@ -44,6 +45,10 @@ pub enum BatchError {
     CrcMismatch { stored: u32, computed: u32 },
     #[error("last_offset_delta {last_offset_delta} and record_count {record_count} disagree")]
     BadRecordCount { last_offset_delta: i32, record_count: i32 },
+    /// The records of a stored batch, read for a time lookup ([`crate::records`]),
+    /// are cut, garbled or compressed with an unknown codec.
+    #[error("the records of the batch at offset {base_offset} do not decode: {reason}")]
+    UndecodableRecords { base_offset: Offset, reason: String },
 }
 
 fn be_i16(bytes: &[u8], at: usize) -> i16 {

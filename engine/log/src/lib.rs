@@ -19,8 +19,9 @@
 //! - A segment is at most 2 GiB (index positions are 32-bit), as in Kafka.
 //! - At most [`config::PARTITIONS_PER_TOPIC_MAX`] partitions per topic.
 //! - Reads copy stored bytes into a `Vec<u8>` once, to hand them across threads.
-//! - ListOffsets by timestamp answers at batch granularity: the base offset of the
-//!   first batch whose max timestamp reaches the target (records are never decoded).
+//! - ListOffsets by timestamp (and by max timestamp) decodes the records of the one
+//!   batch it lands on, inflating them if compressed ([`records`]); nothing else
+//!   decodes records.
 //!
 //! ## It is not
 //!
@@ -50,6 +51,7 @@ pub mod hash;
 pub mod leader_epoch;
 pub mod log;
 pub mod producer_state;
+pub mod records;
 pub mod segment;
 pub mod shard;
 pub mod storage;
@@ -57,7 +59,7 @@ pub mod types;
 
 pub use config::{Durability, TopicConfig};
 pub use error::{EngineError, Result};
-pub use log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
+pub use log::{AppendInfo, Isolation, OffsetSpec, PartitionLog, PartitionStats, ReadResult};
 pub use shard::{Engine, EngineConfig, EngineHandle};
 pub use types::{
     LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, Sequence, ShardId, TimestampMs, TopicName,

@@ -177,8 +177,23 @@ pub enum OffsetSpec {
     Latest,
     /// The last stable offset: latest for a consumer reading committed data.
     LastStable,
-    /// The first batch whose max timestamp is at least this.
-    Timestamp(TimestampMs),
+    /// The first record (in offset order, at or past the log start offset) whose
+    /// timestamp is at least this, and its timestamp: Kafka's lookup by timestamp.
+    Timestamp(TimestampMs, Isolation),
+    /// The first record holding the largest timestamp of the log, and that timestamp:
+    /// Kafka's MAX_TIMESTAMP (ListOffsets v7+).
+    MaxTimestamp(Isolation),
+}
+
+/// Which records a lookup by time may answer, as Kafka bounds it by the
+/// `isolation_level` of the request (`Partition.fetchOffsetForTimestamp`'s last
+/// fetchable offset): a record found at or past the bound gives no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Below the high watermark.
+    ReadUncommitted,
+    /// Below the last stable offset.
+    ReadCommitted,
 }
 
 pub struct PartitionLog<S: Storage> {
@@ -1241,21 +1256,42 @@ impl<S: Storage> PartitionLog<S> {
             OffsetSpec::Earliest => Ok(Some((self.log_start_offset, TimestampMs(-1)))),
             OffsetSpec::Latest => Ok(Some((self.high_watermark, TimestampMs(-1)))),
             OffsetSpec::LastStable => Ok(Some((self.last_stable_offset(), TimestampMs(-1)))),
-            OffsetSpec::Timestamp(timestamp) => {
+            OffsetSpec::Timestamp(timestamp, isolation) => {
+                let bound = self.fetchable_end(isolation);
                 for segment in self.segments.values() {
                     let found = segment
                         .offset_for_timestamp(timestamp, self.log_start_offset)
                         .await
                         .inspect_err(|e| self.note_damage(e))?;
                     if let Some((offset, ts)) = found {
-                        // Compared once clamped: a high watermark at a log start inside
-                        // a batch (replicated mode) hides that batch's later offsets.
-                        let offset = offset.max(self.log_start_offset);
-                        return Ok((offset < self.high_watermark).then_some((offset, ts)));
+                        return Ok((offset < bound).then_some((offset, ts)));
                     }
                 }
                 Ok(None)
             }
+            OffsetSpec::MaxTimestamp(isolation) => {
+                // As Kafka: the segment that first reached the largest max timestamp,
+                // in it the batch that first did, in it the first record holding it.
+                // (Like Kafka's, the search does not skip records below the log start
+                // offset in the first segment; the bound below still applies.)
+                let mut newest: Option<&LogSegment<S>> = None;
+                for segment in self.segments.values() {
+                    if segment.max_timestamp() > newest.and_then(|n| n.max_timestamp()) {
+                        newest = Some(segment);
+                    }
+                }
+                let Some(segment) = newest else { return Ok(None) };
+                let found = segment.offset_of_max_timestamp().await.inspect_err(|e| self.note_damage(e))?;
+                Ok(found.filter(|(offset, _)| *offset < self.fetchable_end(isolation)))
+            }
+        }
+    }
+
+    /// Where the records a time lookup may answer end (see [`Isolation`]).
+    fn fetchable_end(&self, isolation: Isolation) -> Offset {
+        match isolation {
+            Isolation::ReadUncommitted => self.high_watermark,
+            Isolation::ReadCommitted => self.last_stable_offset(),
         }
     }
 

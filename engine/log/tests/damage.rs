@@ -318,7 +318,7 @@ fn reads_that_meet_a_corrupt_length_fail_with_an_error_and_never_panic() {
 
         expect_read_damage(block_on(log.read(offset, 1 << 20, None)), &victim, &what("PartitionLog::read"));
         expect_read_damage(block_on(log.batch_header(offset)), &victim, &what("PartitionLog::batch_header"));
-        let by_time = block_on(log.list_offset(OffsetSpec::Timestamp(timestamp)));
+        let by_time = block_on(log.list_offset(OffsetSpec::Timestamp(timestamp, Isolation::ReadUncommitted)));
         expect_read_damage(by_time, &victim, &what("PartitionLog::list_offset by timestamp"));
         expect_read_damage(
             block_on(segment.read(offset, 1 << 20, Offset(i64::MAX))),

@@ -78,6 +78,37 @@ struct MBatch {
     /// Exactly what the log must serve: the producer's bytes, stamped.
     bytes: Vec<u8>,
     max_ts: i64,
+    /// Each record's timestamp, in offset order from `base`.
+    record_ts: Vec<i64>,
+}
+
+/// The timestamps of an uncompressed batch's records, read the simplest way: the
+/// model's own reading, not the engine's.
+fn record_timestamps(bytes: &[u8]) -> Vec<i64> {
+    fn varint(bytes: &[u8], at: &mut usize) -> i64 {
+        let mut value = 0u64;
+        let mut shift = 0;
+        loop {
+            let byte = bytes[*at];
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                return (value >> 1) as i64 ^ -((value & 1) as i64);
+            }
+        }
+    }
+    let header = batch::BatchHeader::parse(bytes).expect("built batch");
+    let mut at = batch::BATCH_HEADER_BYTES;
+    (0..header.record_count)
+        .map(|_| {
+            let length = varint(bytes, &mut at) as usize;
+            let mut inside = at + 1;
+            let delta = varint(bytes, &mut inside);
+            at += length;
+            header.base_timestamp.0 + delta
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +195,8 @@ impl Model {
             let header = batch::BatchHeader::parse(bytes).expect("built batch");
             let last = next + header.last_offset_delta as i64;
             let max_ts = header.max_timestamp.0;
-            self.batches.push(MBatch { base: next, last, bytes: stamped(bytes, next, epoch), max_ts });
+            let record_ts = record_timestamps(bytes);
+            self.batches.push(MBatch { base: next, last, bytes: stamped(bytes, next, epoch), max_ts, record_ts });
             let active = self.active();
             active.size += bytes.len() as u64;
             active.next = last + 1;
@@ -327,10 +359,23 @@ impl Model {
         Some((bytes, next))
     }
 
+    /// The first record at or past the log start whose timestamp reaches `t`.
     fn offset_for_timestamp(&self, t: i64) -> Option<(i64, i64)> {
-        let b = self.batches.iter().find(|b| b.last >= self.lso && b.max_ts >= t)?;
-        let offset = b.base.max(self.lso);
-        (offset < self.hw).then_some((offset, b.max_ts))
+        let (offset, ts) = self.batches.iter().find_map(|b| {
+            let mut records = b.record_ts.iter().enumerate().map(|(i, ts)| (b.base + i as i64, *ts));
+            records.find(|(offset, ts)| *offset >= self.lso && *ts >= t)
+        })?;
+        (offset < self.hw).then_some((offset, ts))
+    }
+
+    /// The first record holding the largest timestamp of the batches on disk.
+    fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let max = self.batches.iter().map(|b| b.max_ts).max()?;
+        let (offset, ts) = self.batches.iter().find_map(|b| {
+            let mut records = b.record_ts.iter().enumerate().map(|(i, ts)| (b.base + i as i64, *ts));
+            records.find(|(_, ts)| *ts == max)
+        })?;
+        (offset < self.hw).then_some((offset, ts))
     }
 }
 
@@ -596,7 +641,10 @@ async fn run_case(case: Case, ops: Vec<Op>) {
                 } else {
                     now + pick(sel, -12_000, 12_000)
                 };
-                let actual = log.list_offset(OffsetSpec::Timestamp(TimestampMs(t))).await.expect("list offset");
+                let actual = log
+                    .list_offset(OffsetSpec::Timestamp(TimestampMs(t), Isolation::ReadUncommitted))
+                    .await
+                    .expect("list offset");
                 let expected = model.offset_for_timestamp(t).map(|(o, ts)| (Offset(o), TimestampMs(ts)));
                 assert_eq!(actual, expected, "{what}: offset for timestamp {t}; batches {:?}", timeline(&model));
             }
@@ -605,6 +653,9 @@ async fn run_case(case: Case, ops: Vec<Op>) {
                 let latest = log.list_offset(OffsetSpec::Latest).await.expect("latest");
                 assert_eq!(earliest, Some((Offset(model.lso), TimestampMs(-1))), "{what}");
                 assert_eq!(latest, Some((Offset(model.hw), TimestampMs(-1))), "{what}");
+                let max = log.list_offset(OffsetSpec::MaxTimestamp(Isolation::ReadUncommitted)).await.expect("max");
+                let expected = model.max_timestamp().map(|(o, ts)| (Offset(o), TimestampMs(ts)));
+                assert_eq!(max, expected, "{what}: max timestamp; batches {:?}", timeline(&model));
             }
             Op::Roll => {
                 log.roll().await.unwrap_or_else(|e| panic!("{what}: {e}"));

@@ -57,7 +57,9 @@ fn engine_appends_reads_and_survives_a_clean_restart() {
         offset = read.next_offset;
     }
     assert_eq!(seen, 200);
-    let by_time = block_on(handle.list_offset(&orders, OffsetSpec::Timestamp(TimestampMs(1_100)))).expect("list");
+    let by_time =
+        block_on(handle.list_offset(&orders, OffsetSpec::Timestamp(TimestampMs(1_100), Isolation::ReadUncommitted)))
+            .expect("list");
     assert_eq!(by_time, Some((Offset(1000), TimestampMs(1_100))));
     engine.shutdown().expect("shutdown");
 }

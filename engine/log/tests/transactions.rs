@@ -8,7 +8,7 @@ use futures_lite::future::block_on;
 
 use corelog_engine::batch::{self, BatchProducer, RecordSpec, TxnMarker, TxnOutcome};
 use corelog_engine::config::ManualClock;
-use corelog_engine::log::{OffsetSpec, PartitionLog};
+use corelog_engine::log::{Isolation, OffsetSpec, PartitionLog};
 use corelog_engine::segment::txn_index::AbortedTxn;
 use corelog_engine::storage::{CrashFault, SimStorage, Storage};
 use corelog_engine::types::{LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, TimestampMs, TopicName};
@@ -26,9 +26,13 @@ fn open(storage: &SimStorage, dir: &str) -> PartitionLog<SimStorage> {
 }
 
 fn txn_batch(producer: i64, sequence: i32, records: usize) -> Vec<u8> {
+    txn_batch_at(producer, sequence, records, T0)
+}
+
+fn txn_batch_at(producer: i64, sequence: i32, records: usize, timestamp: TimestampMs) -> Vec<u8> {
     let specs = vec![RecordSpec { key: None, value: Some(b"in a transaction"), timestamp_delta_ms: 0 }; records];
     let producer = BatchProducer { producer_id: ProducerId(producer), producer_epoch: 0, base_sequence: sequence };
-    batch::build_transactional_batch(T0, producer, &specs)
+    batch::build_transactional_batch(timestamp, producer, &specs)
 }
 
 fn plain_batch() -> Vec<u8> {
@@ -244,4 +248,28 @@ fn a_follower_builds_the_same_index_and_last_stable_offset_from_the_leaders_batc
     visible(&mut follower);
     assert_eq!(all_aborted(&follower), all_aborted(&leader));
     assert_eq!(follower.last_stable_offset(), open_txn);
+}
+
+#[test]
+fn a_read_committed_time_lookup_answers_nothing_past_the_last_stable_offset() {
+    let storage = SimStorage::new();
+    let mut log = open(&storage, DIR);
+    append(&mut log, plain_batch());
+    let later = TimestampMs(T0.0 + 1_000);
+    let open_txn = append(&mut log, txn_batch_at(7, 0, 2, later));
+    visible(&mut log);
+    let by_time = |log: &PartitionLog<SimStorage>, spec| block_on(log.list_offset(spec)).expect("list");
+    for spec in
+        [OffsetSpec::Timestamp(later, Isolation::ReadUncommitted), OffsetSpec::MaxTimestamp(Isolation::ReadUncommitted)]
+    {
+        assert_eq!(by_time(&log, spec), Some((open_txn, later)), "{spec:?}: below the high watermark");
+    }
+    for spec in
+        [OffsetSpec::Timestamp(later, Isolation::ReadCommitted), OffsetSpec::MaxTimestamp(Isolation::ReadCommitted)]
+    {
+        assert_eq!(by_time(&log, spec), None, "{spec:?}: 7's open transaction holds the last stable offset");
+    }
+    end_txn(&mut log, 7, TxnOutcome::Commit);
+    visible(&mut log);
+    assert_eq!(by_time(&log, OffsetSpec::Timestamp(later, Isolation::ReadCommitted)), Some((open_txn, later)));
 }

@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 use crate::batch::{self, BatchHeader, TxnMarker, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, MAGIC_V2};
 use crate::error::{EngineError, Result};
+use crate::records;
 use crate::storage::{FileRole, Storage, StorageFile};
 use crate::types::{Offset, TimestampMs};
 use index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
@@ -618,9 +619,13 @@ impl<S: Storage> LogSegment<S> {
         Ok(Some(SegmentRead { bytes, first_offset: first.base_offset, next_offset }))
     }
 
-    /// The first batch holding an offset at or past `from` whose max timestamp is at
-    /// least `timestamp`: its base offset and max timestamp. (`from` is the log start
-    /// offset: batches wholly below it are deleted, even if their segment is not.)
+    /// The first record at or past offset `from` whose timestamp is at least
+    /// `timestamp`: its offset and timestamp. (`from` is the log start offset: records
+    /// below it are deleted, even if their segment is not.) The time index and the
+    /// batches' max timestamps lead to the first candidate batch; its records are
+    /// read ([`records::find_record`]), and if none qualifies (all below `from`, or a
+    /// max timestamp its records do not hold) the next batches are, as Kafka's
+    /// `FileRecords.searchForTimestamp` does.
     pub async fn offset_for_timestamp(
         &self,
         timestamp: TimestampMs,
@@ -637,8 +642,12 @@ impl<S: Storage> LogSegment<S> {
         let start_offset = start_offset.max(from);
         let Some((mut position, mut header)) = self.find_batch(start_offset).await? else { return Ok(None) };
         loop {
-            if header.max_timestamp >= timestamp {
-                return Ok(Some((header.base_offset, header.max_timestamp)));
+            if header.max_timestamp >= timestamp && header.last_offset() >= from {
+                let bytes = self.batch_bytes(position, &header).await?;
+                let found = records::find_record(&bytes, |r| r.timestamp >= timestamp && r.offset >= from)?;
+                if let Some(record) = found {
+                    return Ok(Some((record.offset, record.timestamp)));
+                }
             }
             position += header.size_bytes() as u64;
             match self.batch_at(position, header.last_offset().next()).await? {
@@ -646,6 +655,29 @@ impl<S: Storage> LogSegment<S> {
                 None => return Ok(None),
             }
         }
+    }
+
+    /// The first record holding this segment's largest timestamp, in the first batch
+    /// whose max timestamp is it: its offset and timestamp (Kafka's
+    /// `RecordBatch.offsetOfMaxTimestamp`). `None` for an empty segment, or if that
+    /// batch's records do not hold the max timestamp its header claims.
+    pub async fn offset_of_max_timestamp(&self) -> Result<Option<(Offset, TimestampMs)>> {
+        let Some((max, base_offset)) = self.max_timestamp else { return Ok(None) };
+        let Some((position, header)) = self.find_batch(base_offset).await? else { return Ok(None) };
+        let bytes = self.batch_bytes(position, &header).await?;
+        let found = records::find_record(&bytes, |r| r.timestamp == max)?;
+        Ok(found.map(|record| (record.offset, record.timestamp)))
+    }
+
+    /// The whole batch at `position` whose header is `header`; the header was
+    /// checked to end inside the file, so the read is bounded by it.
+    async fn batch_bytes(&self, position: u64, header: &BatchHeader) -> Result<Vec<u8>> {
+        let bytes = self.log.read_at(position, header.size_bytes()).await?;
+        if bytes.len() < header.size_bytes() {
+            let reason = format!("a read of the {}-byte batch returned {} bytes", header.size_bytes(), bytes.len());
+            return Err(Damage { position, offset: header.base_offset, reason }.into_error(&self.log_path));
+        }
+        Ok(bytes)
     }
 
     /// Removes every batch holding an offset at or past `offset` (a batch that

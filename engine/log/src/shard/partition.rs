@@ -464,7 +464,9 @@ impl<S: Storage> Actor<S> {
                         found.map(|(offset, timestamp)| (offset.min(end), timestamp))
                     }
                     OffsetSpec::Earliest => found,
-                    OffsetSpec::Timestamp(_) => found.filter(|(offset, _)| *offset < end),
+                    OffsetSpec::Timestamp(..) | OffsetSpec::MaxTimestamp(_) => {
+                        found.filter(|(offset, _)| *offset < end)
+                    }
                 });
                 answer(reply, found)
             }
