@@ -53,7 +53,7 @@ const ELECTION_NOT_NEEDED: i16 = 84;
 
 /// The error code of a Produce v9, acks=1, of one batch to one partition.
 fn produce(node: &BrokerProcess, topic: &str, partition: i32) -> i16 {
-    let batch = build_value_batch(corelog_engine::TimestampMs(1_700_000_000_000), 1, 10);
+    let batch = build_value_batch(now_timestamp(), 1, 10);
     let request = ProduceRequest::default().with_acks(1).with_timeout_ms(10_000).with_topic_data(vec![
         TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
             PartitionProduceData::default().with_index(partition).with_records(Some(batch.into())),

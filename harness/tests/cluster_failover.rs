@@ -166,7 +166,7 @@ fn ten_leader_kills_in_a_row_lose_and_duplicate_nothing_acknowledged() {
 
 /// The error code of a Produce v9 with `acks` of one batch to `topic`/0.
 fn produce_code(node: &BrokerProcess, topic: &str, acks: i16) -> i16 {
-    let batch = build_value_batch(corelog_engine::TimestampMs(1_700_000_000_000), 1, 10);
+    let batch = build_value_batch(now_timestamp(), 1, 10);
     let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![
         TopicProduceData::default()
             .with_name(topic_name(topic))

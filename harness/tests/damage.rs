@@ -73,7 +73,7 @@ fn fetch(connection: &mut Connection, topic: &str, partition: i32) -> (i16, usiz
 
 /// The error code of a Produce v9 of one batch to one partition.
 fn produce_raw(connection: &mut Connection, topic: &str, partition: i32) -> i16 {
-    let batch = build_value_batch(corelog_engine::TimestampMs(1_700_000_000_000), 1, 10);
+    let batch = build_value_batch(now_timestamp(), 1, 10);
     let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
         TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
             PartitionProduceData::default().with_index(partition).with_records(Some(batch.into())),

@@ -6,6 +6,8 @@
 //! - ListOffsets v7 MAX_TIMESTAMP answers the first record holding the largest
 //!   timestamp, and below v7 that timestamp is UNSUPPORTED_VERSION for its
 //!   partition; EARLIEST_LOCAL (v8) answers the log start;
+//! - a topic with `retention.ms=1000` and a single segment empties soon after (log
+//!   start = log end), and the next append takes the next offset.
 //!
 //! The ListOffsets requests are raw (the `kafka-protocol` crate), so the
 //! test sees the exact fields on the wire.
@@ -132,4 +134,24 @@ fn max_timestamp_answers_the_first_record_holding_the_largest_timestamp_from_v7(
     assert_eq!((earliest_local.error_code, earliest_local.offset), (0, 0), "EARLIEST_LOCAL at v8");
     let too_old = list_offset(&mut connection, topic, EARLIEST_LOCAL, 7);
     assert_eq!(too_old.error_code, ResponseError::UnsupportedVersion.code(), "EARLIEST_LOCAL at v7");
+}
+
+#[test]
+fn a_topic_with_retention_ms_1000_empties_soon_after_and_appends_go_on_at_the_same_offset() {
+    let _watchdog = Watchdog::new("retention_ms_1000_empties", TEST_BOUND);
+    let broker = BrokerProcess::start(BrokerOptions::new("offsets-time-retention"));
+    let topic = "short-lived";
+    block_on(create_topic(&broker, topic, 1, &[("retention.ms", "1000")]));
+    let now = rdkafka::util::millis_to_epoch(std::time::SystemTime::now());
+    let producer = batching_producer(&broker, "none");
+    produce_one_batch(&producer, topic, &(0..10).map(|i| now + i).collect::<Vec<_>>());
+    let consumer: BaseConsumer = client_config(&broker).create().expect("consumer");
+    // The one segment is the active one: only deleting it (rolled first) empties
+    // the topic. Housekeeping runs every second; allow many.
+    let watermarks = || consumer.fetch_watermarks(topic, 0, CLIENT_TIMEOUT).expect("ListOffsets");
+    wait_until("the retention of the only segment", Duration::from_secs(30), || watermarks() == (10, 10));
+    let later = rdkafka::util::millis_to_epoch(std::time::SystemTime::now());
+    let record = FutureRecord::<(), str>::to(topic).payload("after").partition(0).timestamp(later);
+    let delivery = block_on(producer.send(record, CLIENT_TIMEOUT)).expect("acknowledged");
+    assert_eq!((delivery.partition, delivery.offset), (0, 10), "the first append after the retention");
 }

@@ -34,7 +34,7 @@ use std::time::Duration;
 use common::*;
 use corelog_engine::batch::{build_batch, BatchProducer, RecordSpec};
 use corelog_engine::shard::shard_for;
-use corelog_engine::types::{PartitionId, TimestampMs, TopicPartition};
+use corelog_engine::types::{PartitionId, TopicPartition};
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -169,7 +169,7 @@ fn produce_request(topic: &str, number: usize, acks: i16) -> ProduceRequest {
         .iter()
         .map(|&index| {
             let batch = build_batch(
-                TimestampMs(1_700_000_000_000),
+                now_timestamp(),
                 BatchProducer::default(),
                 &[RecordSpec { key: None, value: Some(value.as_bytes()), timestamp_delta_ms: 0 }],
             );

@@ -89,7 +89,9 @@ fn produce(broker: &Broker, topic: &str, acks: i16, count: usize) -> (Option<Res
     let address = broker.local_addr().to_string();
     let mut connection =
         PeerConnection::connect(&address, "replication-test", Duration::from_secs(20)).expect("connect");
-    let records = build_value_batch(TimestampMs(1_700_000_000_000), count, 100);
+    // Stamped now: the topic's age retention (7 days) deletes the active segment too.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    let records = build_value_batch(TimestampMs(now.as_millis() as i64), count, 100);
     let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![
         TopicProduceData::default()
             .with_name(WireTopicName(StrBytes::from_string(topic.to_string())))

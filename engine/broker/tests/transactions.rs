@@ -24,7 +24,12 @@ use corelog_engine::types::{
 use corelog_engine::TopicConfig;
 
 const TOPIC: &str = "payments";
-const T0: TimestampMs = TimestampMs(1_700_000_000_000);
+/// The batches' timestamp: now, so that the topic's age retention (7 days), which
+/// deletes the active segment too, leaves them alone while the test runs.
+fn t0() -> TimestampMs {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    TimestampMs(now.as_millis() as i64)
+}
 
 fn free_address() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address")
@@ -53,7 +58,7 @@ fn produce(connection: &mut PeerConnection, records: Vec<u8>) -> i64 {
 fn transactional(producer: i64, sequence: i32, records: usize) -> Vec<u8> {
     let specs = vec![RecordSpec { key: None, value: Some(b"transfer"), timestamp_delta_ms: 0 }; records];
     let producer = BatchProducer { producer_id: ProducerId(producer), producer_epoch: 0, base_sequence: sequence };
-    batch::build_transactional_batch(T0, producer, &specs)
+    batch::build_transactional_batch(t0(), producer, &specs)
 }
 
 fn fetch(connection: &mut PeerConnection, offset: i64, isolation_level: i8) -> PartitionData {
@@ -125,7 +130,7 @@ fn read_committed_stops_at_the_last_stable_offset_and_lists_the_aborted_transact
     };
     let mut connection = connect(&broker);
 
-    let plain = produce(&mut connection, batch::build_value_batch(T0, 1, 10));
+    let plain = produce(&mut connection, batch::build_value_batch(t0(), 1, 10));
     let aborted_first = produce(&mut connection, transactional(7, 0, 2));
     let committed_first = produce(&mut connection, transactional(8, 0, 1));
     produce(&mut connection, transactional(7, 2, 1));
@@ -143,7 +148,7 @@ fn read_committed_stops_at_the_last_stable_offset_and_lists_the_aborted_transact
 
     let abort = end_txn(7, TxnOutcome::Abort);
     let commit = end_txn(8, TxnOutcome::Commit);
-    let after = produce(&mut connection, batch::build_value_batch(T0, 1, 10));
+    let after = produce(&mut connection, batch::build_value_batch(t0(), 1, 10));
     let committed = fetch(&mut connection, 0, 1);
     assert_eq!(batch_offsets(&committed), vec![plain, aborted_first, committed_first, 4, abort, commit, after]);
     assert_eq!(committed.last_stable_offset, committed.high_watermark);

@@ -378,7 +378,9 @@ fn engine_append(
     wipe(dir);
     let engine = Engine::start(engine_config(dir, shards)).expect("engine start");
     let handle = engine.handle();
-    let topic_config = TopicConfig { durability: policy, ..TopicConfig::default() };
+    // The batches carry a fixed, old timestamp: no age retention, which would
+    // delete the active segment too while the run writes or reads it.
+    let topic_config = TopicConfig { durability: policy, retention_ms: -1, ..TopicConfig::default() };
     block_on(handle.create_topic(TopicName::new(TOPIC).expect("valid"), handle.shard_count() as i32, topic_config))
         .expect("create topic");
     let partitions = bench_partitions(&handle);

@@ -1456,7 +1456,7 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         self.log_start_offset = offset;
-        self.delete_segments_while(|segment, _| segment.next_offset() <= offset).await?;
+        self.delete_segments_while(false, |segment, _| segment.next_offset() <= offset).await?;
         if written.is_err() {
             if let Err(error) = self.storage.write_file_atomic(&checkpoint, text.as_bytes()).await {
                 tracing::warn!("{}: log start offset {offset} not checkpointed yet: {error}", self.partition);
@@ -1471,18 +1471,33 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
-    /// Deletes sealed segments from the oldest while `doomed(segment, log size
-    /// without it)` holds. The active segment is never deleted.
-    async fn delete_segments_while(&mut self, mut doomed: impl FnMut(&LogSegment<S>, u64) -> bool) -> Result<usize> {
+    /// Deletes segments from the oldest while `doomed(segment, log size without it)`
+    /// holds. The active segment goes only if `active_too`, it holds records and the
+    /// log is not poisoned: rolled first, so the log keeps an empty one at its end.
+    async fn delete_segments_while(
+        &mut self,
+        active_too: bool,
+        mut doomed: impl FnMut(&LogSegment<S>, u64) -> bool,
+    ) -> Result<usize> {
         let mut deleted = 0;
         let mut size_bytes: u64 = self.segments.values().map(|s| s.size_bytes()).sum();
-        while self.segments.len() > 1 {
+        loop {
+            let active = self.segments.len() == 1;
             let (base, segment) = self.segments.iter().next().expect("not empty");
+            if active && (!active_too || segment.is_empty() || self.is_poisoned()) {
+                break;
+            }
             let remaining = size_bytes - segment.size_bytes();
             if !doomed(segment, remaining) {
                 break;
             }
             let base = *base;
+            if active {
+                // As Kafka's `deleteSegments`: a log always has a segment, so a new,
+                // empty one starts at the log end before the last one goes, and
+                // appends go on at the same offset.
+                self.roll().await?;
+            }
             let successor = self.segments.keys().nth(1).copied().expect("more than one segment");
             if let Err(error) = self.ensure_snapshot_at(successor).await {
                 // Without it, the producers of the doomed segment would be forgotten
@@ -1529,9 +1544,11 @@ impl<S: Storage> PartitionLog<S> {
         self.snapshots.write(&self.storage, &state, base).await
     }
 
-    /// Applies `retention.bytes` and `retention.ms`, deleting whole sealed segments
-    /// wholly below the high watermark, and rolls the active segment once it is older than `segment.ms`. Returns the
-    /// number of segments deleted.
+    /// Applies `retention.bytes` and `retention.ms`, deleting whole segments wholly
+    /// below the high watermark, the active one too (rolled first, as Kafka does, so
+    /// a quiet partition's records do not outlive `retention.ms` by up to
+    /// `segment.ms`), and rolls the active segment once it is older than
+    /// `segment.ms`. Returns the number of segments deleted.
     pub async fn housekeeping(&mut self) -> Result<usize> {
         let now = self.clock.now_ms();
         if !self.is_poisoned() && self.should_roll(0, self.log_end_offset(), now) {
@@ -1541,7 +1558,7 @@ impl<S: Storage> PartitionLog<S> {
         let retention_ms = self.config.retention_ms;
         let high_watermark = self.high_watermark;
         let deleted = self
-            .delete_segments_while(|segment, remaining| {
+            .delete_segments_while(true, |segment, remaining| {
                 // As in Kafka, only segments wholly below the high watermark: the log
                 // start never passes it, and no record is deleted before it was visible.
                 if segment.next_offset() > high_watermark {

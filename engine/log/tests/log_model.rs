@@ -229,8 +229,12 @@ impl Model {
         let retention_ms = self.config.retention_ms;
         let mut size: u64 = self.segs.iter().map(|s| s.size).sum();
         let mut deleted = 0;
-        while self.segs.len() > 1 {
+        loop {
             let seg = &self.segs[0];
+            let active = self.segs.len() == 1;
+            if active && seg.next == seg.base {
+                break;
+            }
             let remaining = size - seg.size;
             let too_big = retention_bytes >= 0 && remaining >= retention_bytes as u64;
             let newest = seg.max_ts.unwrap_or(seg.created_at);
@@ -240,6 +244,11 @@ impl Model {
             let below_hw = seg.next <= self.hw;
             if !((too_big || too_old) && below_hw) {
                 break;
+            }
+            if active {
+                // The active segment goes too, as in Kafka: rolled first, so the log
+                // keeps an empty segment at its end.
+                self.roll(now);
             }
             size = remaining;
             self.drop_first_segment();

@@ -20,8 +20,13 @@ fn engine_appends_reads_and_survives_a_clean_restart() {
     config.shard_count = 2;
     let engine = Engine::start(config.clone()).expect("start");
     let handle = engine.handle();
-    let topic_config =
-        TopicConfig { durability: Durability::Always, segment_bytes: 64 << 10, ..TopicConfig::default() };
+    // Made-up timestamps from 1970 below: no age retention.
+    let topic_config = TopicConfig {
+        durability: Durability::Always,
+        segment_bytes: 64 << 10,
+        retention_ms: -1,
+        ..TopicConfig::default()
+    };
     block_on(handle.create_topic(TopicName::new("orders").expect("valid"), 4, topic_config)).expect("create");
     let orders = partition("orders", 3);
     let mut expected = Vec::new();
@@ -115,7 +120,9 @@ fn a_delete_racing_a_create_of_the_same_name_leaves_a_whole_new_topic_and_every_
     let engine = Engine::start(config.clone()).expect("start");
     let handle = engine.handle();
     let name = TopicName::new("recreated").expect("valid");
-    let topic_config = TopicConfig { durability: Durability::Always, ..TopicConfig::default() };
+    // The batches carry made-up timestamps from 1970: age retention, which deletes
+    // the active segment too, would take them while the test runs.
+    let topic_config = TopicConfig { durability: Durability::Always, retention_ms: -1, ..TopicConfig::default() };
     let old = block_on(handle.create_topic(name.clone(), PARTITIONS, topic_config.clone())).expect("create");
     for index in 0..PARTITIONS {
         let batch = build_value_batch(TimestampMs(index as i64), 1, 10);

@@ -381,6 +381,14 @@ impl Drop for Watchdog {
     }
 }
 
+/// Now, as a record timestamp. Batches a test builds itself carry it: a topic's age
+/// retention (7 days by default) deletes the active segment too, as Kafka's does,
+/// so a made-up old timestamp would have the records deleted while the test runs.
+pub fn now_timestamp() -> corelog_engine::TimestampMs {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    corelog_engine::TimestampMs(now.as_millis() as i64)
+}
+
 /// Polls `done` every 50 ms until it returns true; panics with `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
