@@ -7,20 +7,23 @@
 //!   timestamp, and below v7 that timestamp is UNSUPPORTED_VERSION for its
 //!   partition; EARLIEST_LOCAL (v8) answers the log start;
 //! - a topic with `retention.ms=1000` and a single segment empties soon after (log
-//!   start = log end), and the next append takes the next offset.
+//!   start = log end), and the next append takes the next offset;
+//! - a Fetch with `min_bytes` 0 at the log end answers at once, not after
+//!   `max_wait_ms`.
 //!
-//! The ListOffsets requests are raw (the `kafka-protocol` crate), so the
+//! The ListOffsets and Fetch requests are raw (the `kafka-protocol` crate), so the
 //! test sees the exact fields on the wire.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::raw::RawConnection as Connection;
 use common::*;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
-use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -154,4 +157,41 @@ fn a_topic_with_retention_ms_1000_empties_soon_after_and_appends_go_on_at_the_sa
     let record = FutureRecord::<(), str>::to(topic).payload("after").partition(0).timestamp(later);
     let delivery = block_on(producer.send(record, CLIENT_TIMEOUT)).expect("acknowledged");
     assert_eq!((delivery.partition, delivery.offset), (0, 10), "the first append after the retention");
+}
+
+#[test]
+fn a_fetch_with_min_bytes_0_at_the_log_end_answers_at_once() {
+    let _watchdog = Watchdog::new("fetch_min_bytes_0", TEST_BOUND);
+    let broker = BrokerProcess::start(BrokerOptions::new("offsets-time-fetch"));
+    let topic = "quiet";
+    block_on(create_topic(&broker, topic, 1, &[]));
+    let mut connection = Connection::open(&broker);
+    let partition = FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(0)
+        .with_partition_max_bytes(1 << 20)
+        .with_current_leader_epoch(-1)
+        .with_log_start_offset(-1);
+    let fetch = |min_bytes: i32| {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(10_000)
+            .with_min_bytes(min_bytes)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(vec![partition.clone()])])
+    };
+    let started = Instant::now();
+    let response = connection.request(&fetch(0), 12);
+    let waited = started.elapsed();
+    assert_eq!(response.error_code, 0, "Fetch error code");
+    assert_eq!(response.responses[0].partitions[0].error_code, 0, "Fetch partition error code");
+    assert!(waited < Duration::from_secs(2), "a Fetch with min_bytes 0 waited {waited:?}, max_wait_ms is 10 s");
+    // min_bytes 1 still waits for data, up to max_wait_ms.
+    let started = Instant::now();
+    let response = connection.request(&fetch(1).with_max_wait_ms(1_000), 12);
+    assert_eq!(response.responses[0].partitions[0].error_code, 0, "Fetch partition error code");
+    assert!(started.elapsed() >= Duration::from_millis(900), "a Fetch with min_bytes 1 answered before max_wait_ms");
 }

@@ -2,7 +2,7 @@
 //! bytes on disk (never decoded), up to the high watermark.
 //!
 //! Long poll: when less than `min_bytes` is available the request waits, up to
-//! `max_wait_ms`, and re-reads the partitions as data arrives
+//! `max_wait_ms` (`min_bytes` 0 never waits), and re-reads the partitions as data arrives
 //! ([`corelog_engine::shard::EngineHandle::wait_for_data`]). Budgets: each partition gets at
 //! most `partition_max_bytes`, the response at most `max_bytes`, except that the
 //! first batch found is always returned whole so a large batch cannot stall a
@@ -195,7 +195,9 @@ async fn respond(
         let total: usize = results.iter().map(|r| r.as_ref().map_or(0, |read| read.bytes.len())).sum();
         let any_error = results.iter().any(|r| r.is_err());
         let elapsed = started.elapsed();
-        if total >= min_bytes.max(1) || any_error || elapsed >= max_wait || wanted.is_empty() {
+        // `min_bytes` 0 answers at once, with or without data, as Kafka's
+        // `ReplicaManager.fetchMessages` does (`bytesReadable >= minBytes`).
+        if total >= min_bytes || any_error || elapsed >= max_wait || wanted.is_empty() {
             break;
         }
         // Wait until one of the partitions has data past its fetch offset, or the
