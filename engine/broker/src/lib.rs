@@ -197,7 +197,12 @@ pub(crate) async fn stop_requested(stop: &flume::Receiver<()>) {
 /// The broker writes and replays them itself, so clients may read them but not
 /// write, truncate, delete, grow or reconfigure them.
 pub fn is_internal(topic: &TopicName) -> bool {
-    topic.as_str() == group::OFFSETS_TOPIC || topic.as_str() == txn::TRANSACTION_STATE_TOPIC
+    is_internal_name(topic.as_str())
+}
+
+/// [`is_internal`] of a name not yet checked as a topic name (a metadata image's).
+pub fn is_internal_name(topic: &str) -> bool {
+    topic == group::OFFSETS_TOPIC || topic == txn::TRANSACTION_STATE_TOPIC
 }
 
 /// A running broker.
@@ -488,4 +493,22 @@ fn load_or_create_cluster_id(meta_dir: &Path) -> Result<String> {
     let id = uuid::Uuid::from_u64_pair(nanos, std::process::id() as u64 ^ 0x636f_7265_6c6f_6700).simple().to_string();
     replace_file_durably(&path, id.as_bytes())?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_kafkas_internal_topics_are_internal() {
+        for name in [group::OFFSETS_TOPIC, txn::TRANSACTION_STATE_TOPIC] {
+            assert!(is_internal_name(name), "{name}");
+            assert!(is_internal(&TopicName::new(name).expect("valid")), "{name}");
+        }
+        // Kafka's metadata log is not a topic clients see; the others are the
+        // internal topics of Kafka's tools, ordinary topics to the broker.
+        for name in ["__cluster_metadata", "__consumer_offsets_", "_schemas", "connect-offsets", "__internal"] {
+            assert!(!is_internal_name(name), "{name}");
+        }
+    }
 }

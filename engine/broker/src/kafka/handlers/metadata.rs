@@ -211,7 +211,7 @@ fn cluster_topic_entry(
     MetadataResponseTopic::default()
         .with_name(Some(kafka_protocol::messages::TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(uuid::Uuid::from_u128(topic.id.0))
-        .with_is_internal(topic.name == crate::group::OFFSETS_TOPIC)
+        .with_is_internal(crate::is_internal_name(&topic.name))
         .with_partitions(partitions)
 }
 
