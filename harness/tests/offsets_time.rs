@@ -5,7 +5,8 @@
 //!   with (the broker reads the records of that one batch, inflating them);
 //! - ListOffsets v7 MAX_TIMESTAMP answers the first record holding the largest
 //!   timestamp, and below v7 that timestamp is UNSUPPORTED_VERSION for its
-//!   partition; EARLIEST_LOCAL (v8) answers the log start;
+//!   partition; EARLIEST_LOCAL (v8) answers the log start, LATEST_TIERED (v9)
+//!   offset -1;
 //! - a topic with `retention.ms=1000` and a single segment empties soon after (log
 //!   start = log end), and the next append takes the next offset;
 //! - a Fetch with `min_bytes` 0 at the log end answers at once, not after
@@ -37,6 +38,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const T0: i64 = 1_700_000_000_000;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
@@ -137,6 +139,9 @@ fn max_timestamp_answers_the_first_record_holding_the_largest_timestamp_from_v7(
     assert_eq!((earliest_local.error_code, earliest_local.offset), (0, 0), "EARLIEST_LOCAL at v8");
     let too_old = list_offset(&mut connection, topic, EARLIEST_LOCAL, 7);
     assert_eq!(too_old.error_code, ResponseError::UnsupportedVersion.code(), "EARLIEST_LOCAL at v7");
+    // Nothing is tiered: Kafka answers offset -1 and leader epoch -1.
+    let tiered = list_offset(&mut connection, topic, LATEST_TIERED, 9);
+    assert_eq!((tiered.error_code, tiered.offset, tiered.leader_epoch), (0, -1, -1), "LATEST_TIERED at v9");
 }
 
 #[test]
