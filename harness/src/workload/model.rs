@@ -106,7 +106,8 @@ named_enum! {
         Idempotent = "idempotent",
         /// Transactional consume-transform-produce with offsets committed in the
         /// transaction and read_committed consumers: every message's effect exactly
-        /// once. Accepted now; it runs once the engine has transactions.
+        /// once. Refused for now, by `corelog check` and `corelog run` alike: the
+        /// harness has no transactional consume-transform-produce run yet.
         ExactlyOnce = "exactly-once",
     }
 }

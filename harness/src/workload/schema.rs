@@ -279,8 +279,8 @@ block! {
 
     /// librdkafka settings for every producer, e.g. `linger.ms: 5`, `compression.type:
     /// lz4`. Keys the delivery guarantee decides (`acks`, `enable.idempotence`,
-    /// `transactional.id`) and `bootstrap.servers` are refused. Key names are checked
-    /// by librdkafka when the run starts, not by `corelog check`.
+    /// `transactional.id`) and `bootstrap.servers` are refused. `corelog check` asks
+    /// librdkafka whether it knows each key and can parse its value.
     producer_config: RawMap = "producerConfig", Corelog, Kind::Map("librdkafka producer property"), Presence::Default("none");
 
     /// librdkafka settings for every consumer, e.g. `fetch.min.bytes: 1`. Keys the

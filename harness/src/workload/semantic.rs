@@ -146,6 +146,7 @@ impl Checker<'_> {
             self.client_config(raw.consumer_config.as_ref(), "consumerConfig", &CONSUMER_KEYS_RESERVED, driver);
 
         let guarantees = guarantees(raw);
+        self.guarantees_runnable(raw);
 
         let counts = Counts {
             topics: topics.unwrap_or(0),
@@ -208,6 +209,23 @@ impl Checker<'_> {
                 "set consumerPerSubscription to 1 or more, or subscriptionsPerTopic to 0 for a producer-only run"
                     .to_string(),
             );
+        }
+    }
+
+    /// Every listed guarantee is one the harness can run: exactly-once needs a
+    /// transactional consume-transform-produce loop, which the harness does not have,
+    /// so `corelog run` would refuse it and `check` refuses it first.
+    fn guarantees_runnable(&mut self, raw: &RawWorkload) {
+        let listed = raw.guarantees.iter().flatten().enumerate();
+        for (index, name) in listed {
+            if Guarantee::from_name(name) == Some(Guarantee::ExactlyOnce) {
+                self.report(
+                    top("guarantees").index(index),
+                    Anchor::Value,
+                    "exactly-once needs a transactional consume-transform-produce run, which the harness does not have yet",
+                    "remove it from `guarantees`; `idempotent` is the strongest guarantee that runs".to_string(),
+                );
+            }
         }
     }
 
@@ -703,7 +721,30 @@ impl Checker<'_> {
                 );
             }
         }
-        strings(raw)
+        let settings = strings(raw);
+        if driver == DriverKind::Kafka {
+            self.librdkafka_accepts(field, &settings, reserved);
+        }
+        settings
+    }
+
+    /// Each setting as librdkafka takes it when `corelog run` creates its clients:
+    /// an unknown property or a value it cannot parse is refused here, in its words,
+    /// rather than when the run starts. librdkafka checks each pair alone, so a
+    /// producer-only property under consumerConfig passes (librdkafka only warns).
+    fn librdkafka_accepts(&mut self, field: &str, settings: &BTreeMap<String, String>, reserved: &[&str]) {
+        for (key, value) in settings.iter().filter(|(key, _)| !reserved.contains(&key.as_str())) {
+            let mut config = rdkafka::ClientConfig::new();
+            config.set(key, value);
+            if let Err(rdkafka::error::KafkaError::ClientConfig(_, description, _, _)) = config.create_native_config() {
+                self.report(
+                    top(field).key(key),
+                    Anchor::Key,
+                    format!("librdkafka refuses `{key}: {value}`: {description}"),
+                    "librdkafka's properties are listed in its CONFIGURATION.md".to_string(),
+                );
+            }
+        }
     }
 
     fn faults(
