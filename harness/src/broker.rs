@@ -19,6 +19,7 @@ use corelog_broker::config::topic;
 use corelog_broker::{Broker, BrokerConfig};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
+use crate::workload::suggest;
 use crate::UsageError;
 
 /// The `corelog broker` command line: a flag for every setting of
@@ -105,12 +106,20 @@ impl clap::FromArgMatches for BrokerArgs {
     }
 }
 
-/// A flag's help: the setting's documentation, and its YAML key if it has one.
+/// A flag's help: the setting's documentation, its default (as clap shows one,
+/// unless the documentation says it) and its YAML key if it has one. The default is
+/// not a clap default value, which would override the YAML file.
 fn flag_help(setting: &BrokerSetting) -> String {
-    match setting.yaml_key {
-        Some(key) => format!("{} [YAML: {key}]", setting.documentation),
-        None => setting.documentation.to_string(),
+    let mut help = setting.documentation.to_string();
+    let required = setting.flag.is_some_and(|flag| flag.required);
+    if !required && !help.contains("Default:") && !help.contains("by default") {
+        let default = (setting.value)(&BrokerConfig::new(PathBuf::new()));
+        help.push_str(&format!(" [default: {}]", if default.is_empty() { "none" } else { &default }));
     }
+    if let Some(key) = setting.yaml_key {
+        help.push_str(&format!(" [YAML: {key}]"));
+    }
+    help
 }
 
 /// The `--config` file's keys, for `--help`: every setting's YAML key, then topic defaults.
@@ -197,6 +206,57 @@ fn build_config(args: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
     Ok(config)
 }
 
+/// The `--config` file's reference as Markdown, the text of docs/broker-config.md:
+/// every YAML key of the settings table with its Kafka name, default and meaning,
+/// then the topic keys `topic_defaults` takes. A test keeps the file equal to it.
+pub fn reference_markdown() -> String {
+    let defaults = BrokerConfig::new(PathBuf::new());
+    let mut text = String::from(
+        "# `corelog broker --config` file reference\n\n\
+         Generated from the broker's settings table (`BROKER_SETTINGS` and `TOPIC_KEYS` in \
+         `engine/broker/src/config/`); a test keeps this file equal to it.\n\n\
+         The file is a YAML map of the keys below. A flag given on the command line overrides \
+         the file's key. An unknown key, a repeated key or a value the setting refuses stops the \
+         broker with the file, line and column (and the nearest key when one is close). A null \
+         value leaves the setting at its default. DescribeConfigs reports every setting under its \
+         Kafka name, read-only.\n\n\
+         | key | Kafka name | flag | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    for setting in BROKER_SETTINGS.iter() {
+        let Some(key) = setting.yaml_key else { continue };
+        let flag = setting.flag.map_or("none".to_string(), |flag| format!("`--{}`", flag.long));
+        // A default the documentation states may depend on the machine (the online
+        // CPUs): the documentation's words, not this machine's value.
+        let default = match (setting.value)(&defaults) {
+            _ if setting.documentation.contains("Default:") => "as its meaning says".to_string(),
+            value if value.is_empty() => "none".to_string(),
+            value => format!("`{value}`"),
+        };
+        text.push_str(&format!(
+            "| `{key}` | `{}` | {flag} | {default} | {} |\n",
+            setting.name,
+            setting.documentation.replace('|', "\\|")
+        ));
+    }
+    text.push_str(&format!(
+        "\n## `{TOPIC_DEFAULTS_YAML_KEY}`\n\n\
+         The topic configs every new topic starts with: a map of topic keys to values, e.g. \
+         `segment.bytes: 1073741824`. A topic created with its own value of a key keeps it. \
+         DescribeConfigs reports these defaults under Kafka's broker names.\n\n\
+         | key | broker name | default | meaning |\n|---|---|---|---|\n"
+    ));
+    for key in topic::TOPIC_KEYS.iter() {
+        let default = topic::value(&defaults.topic_defaults, key.name).unwrap_or_default();
+        text.push_str(&format!(
+            "| `{}` | `{}` | `{default}` | {} |\n",
+            key.name,
+            key.broker_name,
+            key.documentation.replace('|', "\\|")
+        ));
+    }
+    text
+}
+
 /// Reads the `--config` file: sets each setting it names on `config` and returns
 /// its topic defaults, each checked alone (a pair may still contradict, which
 /// [`topic::set_all`] refuses).
@@ -281,7 +341,13 @@ impl<'de> Visitor<'de> for KnownKey<'_> {
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<&'static str, E> {
         let Some(known) = self.known.iter().find(|known| **known == key) else {
-            return Err(E::unknown_field(key, self.known));
+            return Err(match suggest(key, self.known) {
+                Some(meant) => E::custom(format!(
+                    "unknown field `{key}`: did you mean `{meant}`? (expected one of {})",
+                    self.known.iter().map(|known| format!("`{known}`")).collect::<Vec<_>>().join(", ")
+                )),
+                None => E::unknown_field(key, self.known),
+            });
         };
         if self.seen.contains(known) {
             return Err(E::custom(format!("duplicate field `{key}`")));
@@ -414,6 +480,9 @@ mod tests {
             assert_eq!(arg.is_required_set(), flag.required, "--{}", flag.long);
             let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
             assert!(help.starts_with(setting.documentation), "--{}: {help}", flag.long);
+            let says_default =
+                ["[default: ", "Default: ", "by default"].iter().any(|words| help.contains(words)) || flag.required;
+            assert!(says_default, "--{} does not say its default: {help}", flag.long);
         }
         let flags = command.get_arguments().filter_map(|arg| arg.get_long()).collect::<Vec<_>>();
         assert_eq!(
@@ -492,6 +561,48 @@ mod tests {
         assert!(error.contains("broker.yaml:1"), "{error}");
         let error = error_of("node_id: 1\ntopic_defaults: [retention.ms]\n");
         assert!(error.contains("broker.yaml:2"), "{error}");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_answered_with_the_key_it_was_probably_meant_to_be() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("broker.yaml");
+        let error_of = |yaml: &str| {
+            std::fs::write(&path, yaml).expect("write");
+            build_config(&args(Some(path.clone()))).expect_err(yaml).to_string()
+        };
+        let error = error_of("node_id: 1\nmax_conections: 20\n");
+        assert!(
+            error.contains("broker.yaml:2")
+                && error.contains("unknown field `max_conections`: did you mean `max_connections`?"),
+            "{error}"
+        );
+        // Kafka's dotted spelling of a setting finds its YAML key.
+        let error = error_of("node.id: 1\n");
+        assert!(error.contains("did you mean `node_id`?"), "{error}");
+        let error = error_of("topic_defaults:\n  retention.msec: 5\n");
+        assert!(error.contains("broker.yaml:2") && error.contains("did you mean `retention.ms`?"), "{error}");
+        // Nothing close: the known keys only.
+        let error = error_of("zzzzzzzz: 1\n");
+        assert!(!error.contains("did you mean") && error.contains("expected one of"), "{error}");
+    }
+
+    #[test]
+    fn the_checked_in_broker_config_reference_is_the_generated_one() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/broker-config.md");
+        let generated = reference_markdown();
+        for setting in BROKER_SETTINGS.iter().filter_map(|setting| setting.yaml_key) {
+            assert!(generated.contains(&format!("| `{setting}` |")), "{setting} is missing");
+        }
+        if std::env::var_os("UPDATE_GOLDEN").is_some_and(|value| value == "1") {
+            std::fs::write(&path, &generated).expect("writing docs/broker-config.md");
+            return;
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == generated,
+            "docs/broker-config.md differs from the settings table (UPDATE_GOLDEN=1 rewrites it)\n{generated}"
+        );
     }
 
     #[test]

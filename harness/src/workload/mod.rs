@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::*;
 pub use reference::reference_markdown;
+pub(crate) use structure::suggest;
 
 use locate::{locate_or_enclosing, Anchor, FieldPath, Position};
 
