@@ -71,10 +71,11 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_env("CORELOG_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(corelog_harness::logging::LogWriter)
+        .with_ansi(corelog_harness::logging::colour())
         .init();
     if let Err(error) = try_main() {
-        eprintln!("corelog: error: {error:#}");
+        eprintln!("corelog: error: {}", corelog_harness::error_text(&error));
         let code = if error.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
         std::process::exit(code);
     }
