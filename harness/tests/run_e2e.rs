@@ -4,8 +4,12 @@
 //! HdrHistogram logs; and the exit status: 0 with a PASS closing line when every
 //! guarantee held, 1 naming the guarantee when one failed.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
+
+use common::{BrokerOptions, BrokerProcess};
 
 /// The last line `corelog run` wrote to stderr: its closing line.
 fn closing_line(stderr: &str) -> &str {
@@ -235,5 +239,57 @@ fn a_failed_guarantee_makes_the_run_exit_1_and_the_closing_line_names_it() {
     assert_eq!(lost, (acknowledged / 50.0).ceil(), "sequences 0, 50, 100, … are the forgotten ones: {stderr}");
     assert_eq!(result["workloadEcho"]["testForgetReads"], 50);
     assert!(out.join("report.html").exists());
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// The topics `corelog topics list` shows on `bootstrap`, one per line.
+fn listed_topics(bootstrap: &str) -> Vec<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
+        .args(["topics", "list", "--bootstrap", bootstrap])
+        .output()
+        .expect("corelog topics list");
+    assert!(output.status.success(), "topics list: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(|line| line.trim().to_string()).collect()
+}
+
+#[test]
+fn a_run_on_an_external_cluster_deletes_its_topics_unless_told_to_keep_them() {
+    let broker = BrokerProcess::start(BrokerOptions::new("run-external-topics"));
+    let bootstrap = broker.bootstrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-external-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let workload = dir.join("external.yaml");
+    std::fs::write(
+        &workload,
+        format!(
+            "name: external\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 100\nproducersPerTopic: 1\n\
+             subscriptionsPerTopic: 1\nconsumerPerSubscription: 1\nproducerRate: 200\nwarmupDurationSeconds: 0\n\
+             testDurationSeconds: 1\nseed: 1\ncluster:\n  bootstrap: {bootstrap}\n"
+        ),
+    )
+    .expect("write");
+    let run = |out: &str, extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
+            .arg("run")
+            .arg(&workload)
+            .arg("--out")
+            .arg(dir.join(out))
+            .args(extra)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    // The seed names the topic: `external-at-least-once-0-000001`.
+    let topic = "external-at-least-once-0-000001".to_string();
+    let stderr = run("deleted", &[]);
+    assert!(stderr.contains("deleted the run's topics (external-at-least-once-0-000001)"), "{stderr}");
+    assert!(!listed_topics(&bootstrap).contains(&topic), "the run's topic is gone: {stderr}");
+
+    let stderr = run("kept", &["--keep-topics"]);
+    assert!(!stderr.contains("deleted the run's topics"), "{stderr}");
+    assert!(listed_topics(&bootstrap).contains(&topic), "--keep-topics keeps it: {stderr}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

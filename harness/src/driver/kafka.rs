@@ -54,6 +54,31 @@ impl KafkaDriver {
         KafkaDriver { bootstrap: bootstrap.into(), watermarks: Mutex::new(None) }
     }
 
+    /// Deletes `names` (topics a run created); one already gone counts as deleted.
+    /// Every topic is tried; the error names those that could not be deleted.
+    pub fn delete_topics(&self, names: &[String]) -> anyhow::Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            self.base_config().create().context("creating the admin client")?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let results = futures_lite::future::block_on(admin.delete_topics(&names, &options))
+            .with_context(|| format!("deleting topics {}", names.join(", ")))?;
+        let failed: Vec<String> = results
+            .into_iter()
+            .filter_map(|result| match result {
+                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) | Ok(_) => None,
+                Err((topic, code)) => Some(format!("{topic}: {code}")),
+            })
+            .collect();
+        if !failed.is_empty() {
+            bail!("deleting topics: {}", failed.join(", "));
+        }
+        Ok(())
+    }
+
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
     }

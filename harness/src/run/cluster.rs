@@ -210,8 +210,26 @@ impl LocalCluster {
             .map(|(_, broker)| broker)
     }
 
+    /// Stops every broker gracefully, then copies each broker's log into
+    /// `logs_dir` as `<broker>.log` (the originals go with the cluster's directory);
+    /// the first failure is returned after all tried.
+    pub fn stop_keeping_logs(mut self, logs_dir: &Path) -> anyhow::Result<()> {
+        let stopped = self.stop_brokers();
+        std::fs::create_dir_all(logs_dir).with_context(|| format!("creating {}", logs_dir.display()))?;
+        for broker in &self.brokers {
+            let kept = logs_dir.join(format!("{}.log", broker.name));
+            std::fs::copy(&broker.log_path, &kept)
+                .with_context(|| format!("copying {} to {}", broker.log_path.display(), kept.display()))?;
+        }
+        stopped
+    }
+
     /// Stops every broker gracefully; the first failure is returned after all tried.
     pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_brokers()
+    }
+
+    fn stop_brokers(&mut self) -> anyhow::Result<()> {
         let mut first_error = None;
         for broker in &mut self.brokers {
             if let Err(error) = broker.stop() {

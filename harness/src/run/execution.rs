@@ -29,7 +29,7 @@ use corelog_reports::model::{ErrorCount, RawCounts, RunResult};
 use corelog_reports::recovery;
 use hdrhistogram::Histogram;
 
-use super::progress::{HistogramLogs, Progress};
+use super::progress::{HistogramLogs, Progress, ProgressEvery, ScheduledFault};
 use super::target::{has_faults_of, Target};
 use super::{environment, report_guarantee, result, sanitize, DRAIN_IDLE_MAX, DRAIN_MAX, HISTORY_MESSAGES_MAX, WINDOW};
 use crate::checker::History;
@@ -52,6 +52,8 @@ pub(super) struct Plan<'a> {
     pub seed: u64,
     /// Test only: see `RunArgs::test_forget_reads`.
     pub forget_reads: Option<NonZeroU64>,
+    /// How often a progress line is printed (`--progress-interval`, `--quiet`).
+    pub progress: ProgressEvery,
 }
 
 /// What one execution measured and found.
@@ -285,6 +287,15 @@ impl<'a> Execution<'a> {
             producers: self.producers.crash_switches().to_vec(),
         };
         let t0 = self.measurement.started + workload.warmup_duration;
+        let schedule = planned
+            .iter()
+            .map(|fault| ScheduledFault {
+                from: workload.warmup_duration + fault.at,
+                until: workload.warmup_duration + fault.at + fault.duration,
+                label: format!("{} {}", fault.kind, fault.target),
+            })
+            .collect();
+        self.measurement.progress.set_faults(schedule);
         self.faults = Some(FaultInjector::spawn(planned, targets, t0)?);
         Ok(())
     }
@@ -300,7 +311,8 @@ impl<'a> Execution<'a> {
         while started.elapsed() < end && !interrupted.load(Ordering::Relaxed) {
             tick += 1;
             std::thread::sleep((started + WINDOW * tick).saturating_duration_since(Instant::now()));
-            let window = self.take_window(started.elapsed() > warmup)?;
+            let phase = if started.elapsed() > warmup { "test" } else { "warm-up" };
+            let window = self.take_window(phase)?;
             self.adjust_rate(&window);
             if !self.consumers_started && self.backlog_built() {
                 self.start_consumers()?;
@@ -335,7 +347,7 @@ impl<'a> Execution<'a> {
         let mut end_offsets: Option<Vec<Vec<i64>>> = None;
         while !interrupted.load(Ordering::Relaxed) && drain_started.elapsed() < DRAIN_MAX {
             std::thread::sleep(Duration::from_millis(200));
-            self.take_window(false)?;
+            self.take_window("drain")?;
             // Producers are done, so end offsets no longer move: read them once.
             if end_offsets.is_none() {
                 end_offsets = self.end_offsets();
@@ -451,9 +463,10 @@ impl<'a> Execution<'a> {
         verdict_brief
     }
 
-    /// Takes a metrics window: into the result when `measured` (not in the warm-up
-    /// or the drain), into the progress line always.
-    fn take_window(&mut self, measured: bool) -> anyhow::Result<Window> {
+    /// Takes a metrics window: into the result in the `test` phase (not in the
+    /// `warm-up` or the `drain`), into the progress always.
+    fn take_window(&mut self, phase: &'static str) -> anyhow::Result<Window> {
+        let measured = phase == "test";
         let window = self.metrics.take_window();
         let t0 = self.measurement.started + self.plan.workload.warmup_duration;
         let subscriptions = self.subscriptions();
@@ -472,7 +485,7 @@ impl<'a> Execution<'a> {
             m.totals.end_to_end_us.add(&window.end_to_end_us).ok();
             m.logs.write(&window, m.started.elapsed())?;
         }
-        m.progress.update(m.started.elapsed(), &window, seconds, backlog);
+        m.progress.update(m.started.elapsed(), phase, &window, seconds, backlog);
         Ok(window)
     }
 
@@ -535,7 +548,11 @@ impl Measurement {
             counts: Counts::default(),
             out_of_range: 0,
             logs: HistogramLogs::create(plan.run_dir)?,
-            progress: Progress::new(workload.warmup_duration + workload.test_duration),
+            progress: Progress::new(
+                workload.warmup_duration + workload.test_duration,
+                plan.guarantee.map_or_else(|| workload.name.clone(), |g| format!("{} ({})", workload.name, g.name())),
+                plan.progress,
+            ),
             started: Instant::now(),
             last_window: Instant::now(),
         })
@@ -577,19 +594,25 @@ fn print_fault_measures(result: &RunResult) {
     }
 }
 
-/// The execution's topics, created empty: named after the workload, the guarantee
-/// and the seed, so executions never share one.
+/// The execution's topics, created empty.
 fn create_topics(plan: &Plan<'_>, driver: &dyn Driver) -> anyhow::Result<Vec<String>> {
     let workload = plan.workload;
-    let nonce = format!("{:06x}", plan.seed & 0xff_ffff);
     let settings = workload.cluster.topic_settings();
-    let guarantee = plan.guarantee.map_or("run", |g| g.name());
-    let topics: Vec<String> =
-        (0..workload.topics).map(|i| format!("{}-{guarantee}-{i}-{nonce}", sanitize(&workload.name))).collect();
+    let topics = topic_names(plan);
     for topic in &topics {
         driver.create_topic(topic, workload.partitions_per_topic as i32, &settings)?;
     }
     Ok(topics)
+}
+
+/// The execution's topic names: after the workload, the guarantee and the seed, so
+/// executions never share one, and whoever holds the plan can name them (to delete
+/// them from an external cluster afterwards).
+pub(super) fn topic_names(plan: &Plan<'_>) -> Vec<String> {
+    let workload = plan.workload;
+    let nonce = format!("{:06x}", plan.seed & 0xff_ffff);
+    let guarantee = plan.guarantee.map_or("run", |g| g.name());
+    (0..workload.topics).map(|i| format!("{}-{guarantee}-{i}-{nonce}", sanitize(&workload.name))).collect()
 }
 
 /// The result's fixed fields: what ran, where, how.
@@ -700,7 +723,7 @@ mod tests {
         while !(paused.exists() && producer_0.is_crashed() && execution.measurement.counts.acknowledged > 0) {
             assert!(Instant::now() < deadline, "the faults were not applied or nothing was acknowledged within 60 s");
             std::thread::sleep(Duration::from_millis(100));
-            execution.take_window(true)?;
+            execution.take_window("test")?;
         }
         assert!(
             Arc::strong_count(&execution.metrics) > 2,
@@ -724,6 +747,7 @@ mod tests {
             run_dir: dir.path(),
             seed: 7,
             forget_reads: None,
+            progress: ProgressEvery(None),
         };
 
         let mut held = None;
@@ -740,7 +764,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(held.metrics.take_window().counts.sent, 0, "a producer sent after the execution was gone");
 
-        target.stop().unwrap();
+        target.stop(&dir.path().join("logs")).unwrap();
         broker.shutdown().unwrap();
     }
 }

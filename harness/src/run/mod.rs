@@ -56,6 +56,7 @@ use anyhow::{bail, Context as _};
 use corelog_reports::model::{Guarantee as ReportGuarantee, RunResult, VerdictStatus};
 
 use crate::run::execution::{Execution, Outcome, Plan};
+use crate::run::progress::ProgressEvery;
 use crate::run::target::Target;
 use crate::workload::{self, Guarantee, Workload};
 use crate::UsageError;
@@ -75,9 +76,21 @@ const HISTORY_MESSAGES_MAX: u64 = 30_000_000;
 pub struct RunArgs {
     /// The workload file (YAML; OMB workload files run unmodified).
     workload: PathBuf,
-    /// Output directory (default: results/<workload name>/<UTC timestamp>/).
+    /// Output directory [default: results/<workload name>/<UTC timestamp>/].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Keep the topics the run created on an external cluster (`cluster.bootstrap`);
+    /// by default they are deleted once the run ends. Brokers the run starts are
+    /// deleted with their topics either way.
+    #[arg(long)]
+    keep_topics: bool,
+    /// Seconds between two progress lines (publish and consume rates, backlog,
+    /// publish latency, errors, faults in effect), one line per execution.
+    #[arg(long, value_name = "SECS", default_value = "5")]
+    progress_interval: NonZeroU64,
+    /// No progress lines and no progress bar; the closing lines still print.
+    #[arg(long)]
+    quiet: bool,
     /// Test only, hidden: the checker forgets every read of each message whose
     /// sequence number is a multiple of N (the consumers still read them and the
     /// drain still sees them), so every guarantee that forbids loss FAILs on purpose
@@ -129,14 +142,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         PathBuf::from("results").join(sanitize(&workload.name)).join(environment::utc_timestamp_for_path())
     });
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let log_path = out_dir.join("logs").join("corelog.log");
+    crate::logging::to_file(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let outcome = run_in(&args, &workload, &out_dir);
+    crate::logging::to_stderr();
+    outcome
+}
+
+/// The run once its workload is checked and its directory made: every execution,
+/// the report and the closing lines.
+fn run_in(args: &RunArgs, workload: &Workload, out_dir: &Path) -> anyhow::Result<()> {
+    let out_dir = out_dir.to_path_buf();
     let source = std::fs::read_to_string(&args.workload).ok();
     let interrupted = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
         .context("installing the Ctrl-C handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, interrupted.clone())
         .context("installing the SIGTERM handler")?;
-    let guarantees = guarantees_to_run(&workload, &args.workload)?;
+    let guarantees = guarantees_to_run(&workload);
     eprintln!("corelog run: {} → {}", workload.summary(), out_dir.display());
+    eprintln!(
+        "  log lines: {} (the harness and its clients), logs/<broker>.log beside each result.json (started brokers)",
+        out_dir.join("logs").join("corelog.log").display()
+    );
     if let Some(every) = args.test_forget_reads {
         eprintln!(
             "  TEST ONLY (--test-forget-reads {every}): the checker forgets the reads of every message whose sequence \
@@ -153,7 +181,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         std::fs::create_dir_all(&run_dir)?;
         let label = guarantee.map_or_else(|| workload.name.clone(), |g| format!("{} ({})", workload.name, g.name()));
-        match execute(&workload, *guarantee, &run_dir, &interrupted, args.test_forget_reads) {
+        match execute(&workload, *guarantee, &run_dir, &interrupted, args) {
             Ok(Outcome { mut result, problems, verdict_brief }) => {
                 summary.failures.extend(problems.into_iter().map(|problem| format!("{label}: {problem}")));
                 // Without a subscription nothing was read: the verdict is UNKNOWN by
@@ -174,7 +202,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 summary.results.push(result);
             }
-            Err(error) => summary.failures.push(format!("{label}: {error:#}")),
+            Err(error) => summary.failures.push(format!("{label}: {}", crate::error_text(&error))),
         }
         if interrupted.load(Ordering::Relaxed) {
             break;
@@ -191,20 +219,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// One execution per guarantee the workload lists, or one unjudged execution if it
-/// lists none.
-fn guarantees_to_run(workload: &Workload, path: &Path) -> anyhow::Result<Vec<Option<Guarantee>>> {
-    let guarantees: Vec<Option<Guarantee>> = if workload.guarantees.is_empty() {
+/// lists none. The workload's semantic checks refused the guarantees the harness
+/// cannot run (exactly-once), so `corelog check` refuses them too.
+fn guarantees_to_run(workload: &Workload) -> Vec<Option<Guarantee>> {
+    assert!(!workload.guarantees.contains(&Guarantee::ExactlyOnce), "a checked workload never lists exactly-once");
+    if workload.guarantees.is_empty() {
         vec![None]
     } else {
         workload.guarantees.iter().copied().map(Some).collect()
-    };
-    if guarantees.contains(&Some(Guarantee::ExactlyOnce)) {
-        bail!(UsageError(format!(
-            "{}: exactly-once needs transactions, which corelog does not serve yet; remove it from `guarantees`",
-            path.display()
-        )));
     }
-    Ok(guarantees)
 }
 
 /// What the executions of one run came to: their results (for the report), what
@@ -221,6 +244,15 @@ impl Summary {
     /// the error that names what failed, then the verdicts. `not_run`: the
     /// guarantees an interrupt left out (`None` without an interrupt).
     fn close(self, workload: &Workload, out_dir: &Path, not_run: Option<Vec<&str>>) -> anyhow::Result<()> {
+        if !self.results.is_empty() {
+            eprintln!("summary:");
+            for result in &self.results {
+                eprintln!(
+                    "{}",
+                    progress::closing_line(result.label.as_deref().unwrap_or(&workload.name), &closing_figures(result))
+                );
+            }
+        }
         // The verdicts come last, so the closing line says which guarantee failed.
         let mut closing = Vec::new();
         if !self.failures.is_empty() {
@@ -249,23 +281,45 @@ impl Summary {
     }
 }
 
+/// An execution's closing figures, from its result.
+fn closing_figures(result: &RunResult) -> progress::ClosingFigures {
+    let rates = &result.publish_rate;
+    let publish_rate = if rates.is_empty() { 0.0 } else { rates.iter().sum::<f64>() / rates.len() as f64 };
+    progress::ClosingFigures {
+        publish_rate,
+        message_size_bytes: result.message_size,
+        publish_p99_ms: result.aggregated_publish_latency_99pct,
+        end_to_end_p99_ms: result.aggregated_end_to_end_latency_99pct,
+        verdict: result.checker.as_ref().map(|checker| checker.verdict.status.as_str()),
+    }
+}
+
 /// One execution of the workload under one guarantee: starts the target, runs the
 /// [`Execution`] on it, then stops the target whatever the execution's outcome.
-/// `forget_reads`: see `RunArgs::test_forget_reads` (tests only).
 fn execute(
     workload: &Workload,
     guarantee: Option<Guarantee>,
     run_dir: &Path,
     interrupted: &AtomicBool,
-    forget_reads: Option<NonZeroU64>,
+    args: &RunArgs,
 ) -> anyhow::Result<Outcome> {
     let seed = workload.seed.unwrap_or_else(|| crate::payload::now_us() as u64);
     let target = Target::start(workload, run_dir)?;
-    let plan = Plan { workload, guarantee, run_dir, seed, forget_reads };
+    let progress = ProgressEvery((!args.quiet).then(|| Duration::from_secs(args.progress_interval.get())));
+    let plan = Plan { workload, guarantee, run_dir, seed, forget_reads: args.test_forget_reads, progress };
+    let topics = execution::topic_names(&plan);
     // The execution is gone when `run` returns, early or not: its drop stopped
     // every producer, consumer and fault, so nothing holds the target any more.
     let outcome = Execution::run(plan, &target, interrupted);
-    let stopped = target.stop();
+    // Topics on a cluster the harness started go with its data directories; on an
+    // external cluster they would stay and pile up, run after run.
+    if let (Target::External(kafka), false) = (&target, args.keep_topics) {
+        match kafka.delete_topics(&topics) {
+            Ok(()) => eprintln!("  deleted the run's topics ({}); --keep-topics keeps them", topics.join(", ")),
+            Err(error) => eprintln!("  warning: {error:#}"),
+        }
+    }
+    let stopped = target.stop(&run_dir.join("logs"));
     // CORELOG_KEEP_BROKER_DIRS keeps the brokers' data and logs for a post-mortem.
     if run_dir.join(".scratch").exists() && std::env::var_os("CORELOG_KEEP_BROKER_DIRS").is_none() {
         if let Err(error) = std::fs::remove_dir_all(run_dir.join(".scratch")) {

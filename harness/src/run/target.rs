@@ -118,8 +118,9 @@ impl Target {
         }
     }
 
-    /// Stops what was started; everything holding a driver must be gone.
-    pub(super) fn stop(self) -> anyhow::Result<()> {
+    /// Stops what was started; everything holding a driver must be gone. The
+    /// started brokers' logs are kept in `logs_dir`.
+    pub(super) fn stop(self, logs_dir: &Path) -> anyhow::Result<()> {
         match self {
             Target::Local { cluster, proxies, links, .. } => {
                 // Client proxies first: no client is left, and a proxy outliving its
@@ -131,7 +132,7 @@ impl Target {
                     }
                 }
                 let cluster = Arc::try_unwrap(cluster).map_err(|_| anyhow::anyhow!("the cluster is still in use"))?;
-                let stopped = cluster.into_inner().expect("cluster lock").stop();
+                let stopped = cluster.into_inner().expect("cluster lock").stop_keeping_logs(logs_dir);
                 if let Some(links) = links.and_then(|links| Arc::try_unwrap(links).ok()) {
                     links.shutdown();
                 }
