@@ -259,22 +259,24 @@ fn a_run_on_an_external_cluster_deletes_its_topics_unless_told_to_keep_them() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-external-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let workload = dir.join("external.yaml");
-    std::fs::write(
-        &workload,
-        format!(
-            "name: external\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 100\nproducersPerTopic: 1\n\
-             subscriptionsPerTopic: 1\nconsumerPerSubscription: 1\nproducerRate: 200\nwarmupDurationSeconds: 0\n\
-             testDurationSeconds: 1\nseed: 1\ncluster:\n  bootstrap: {bootstrap}\n"
-        ),
-    )
-    .expect("write");
-    let run = |out: &str, extra: &[&str]| {
+    // Each run its own seed, so its own topic and consumer group names: a group
+    // of the first run would keep its committed offsets for the second's topic.
+    let run = |seed: u32, extra: &[&str]| {
+        let workload = dir.join(format!("external-{seed}.yaml"));
+        std::fs::write(
+            &workload,
+            format!(
+                "name: external\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 100\nproducersPerTopic: 1\n\
+                 subscriptionsPerTopic: 1\nconsumerPerSubscription: 1\nproducerRate: 200\nwarmupDurationSeconds: 0\n\
+                 testDurationSeconds: 1\nseed: {seed}\ncluster:\n  bootstrap: {bootstrap}\n"
+            ),
+        )
+        .expect("write");
         let output = Command::new(env!("CARGO_BIN_EXE_corelog"))
             .arg("run")
             .arg(&workload)
             .arg("--out")
-            .arg(dir.join(out))
+            .arg(dir.join(seed.to_string()))
             .args(extra)
             .output()
             .expect("run");
@@ -283,13 +285,14 @@ fn a_run_on_an_external_cluster_deletes_its_topics_unless_told_to_keep_them() {
         stderr
     };
     // The seed names the topic: `external-at-least-once-0-000001`.
-    let topic = "external-at-least-once-0-000001".to_string();
-    let stderr = run("deleted", &[]);
+    let stderr = run(1, &[]);
     assert!(stderr.contains("deleted the run's topics (external-at-least-once-0-000001)"), "{stderr}");
+    let topic = "external-at-least-once-0-000001".to_string();
     assert!(!listed_topics(&bootstrap).contains(&topic), "the run's topic is gone: {stderr}");
 
-    let stderr = run("kept", &["--keep-topics"]);
+    let stderr = run(2, &["--keep-topics"]);
     assert!(!stderr.contains("deleted the run's topics"), "{stderr}");
+    let topic = "external-at-least-once-0-000002".to_string();
     assert!(listed_topics(&bootstrap).contains(&topic), "--keep-topics keeps it: {stderr}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -159,7 +159,7 @@ fn run_in(args: &RunArgs, workload: &Workload, out_dir: &Path) -> anyhow::Result
         .context("installing the Ctrl-C handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, interrupted.clone())
         .context("installing the SIGTERM handler")?;
-    let guarantees = guarantees_to_run(&workload);
+    let guarantees = guarantees_to_run(workload);
     eprintln!("corelog run: {} → {}", workload.summary(), out_dir.display());
     eprintln!(
         "  log lines: {} (the harness and its clients), logs/<broker>.log beside each result.json (started brokers)",
@@ -181,7 +181,7 @@ fn run_in(args: &RunArgs, workload: &Workload, out_dir: &Path) -> anyhow::Result
         };
         std::fs::create_dir_all(&run_dir)?;
         let label = guarantee.map_or_else(|| workload.name.clone(), |g| format!("{} ({})", workload.name, g.name()));
-        match execute(&workload, *guarantee, &run_dir, &interrupted, args) {
+        match execute(workload, *guarantee, &run_dir, &interrupted, args) {
             Ok(Outcome { mut result, problems, verdict_brief }) => {
                 summary.failures.extend(problems.into_iter().map(|problem| format!("{label}: {problem}")));
                 // Without a subscription nothing was read: the verdict is UNKNOWN by
@@ -215,7 +215,7 @@ fn run_in(args: &RunArgs, workload: &Workload, out_dir: &Path) -> anyhow::Result
     let not_run = interrupted
         .load(Ordering::Relaxed)
         .then(|| guarantees.iter().skip(started).flatten().map(|guarantee| guarantee.name()).collect());
-    summary.close(&workload, &out_dir, not_run)
+    summary.close(workload, &out_dir, not_run)
 }
 
 /// One execution per guarantee the workload lists, or one unjudged execution if it
