@@ -12,7 +12,8 @@
 //!   defines the [`ChartRenderer`] trait that draws it; [`PngRenderer`] draws with
 //!   plotters, text in an embedded font.
 //! - [`html`] writes report.html.
-//! - [`compare`] builds the change table.
+//! - [`compare`] builds the change table and judges each change better, worse or
+//!   within noise.
 //! - [`metrics`] is the one list of summary metrics both tables show.
 //! - [`recovery`] measures, from a result's own series, how publishing fared
 //!   around each fault (the longest stretch without acks, the time to the
@@ -43,6 +44,6 @@ pub use compare::ChangeTable;
 pub use error::{ReportError, Result};
 pub use model::{RunResult, SCHEMA_VERSION};
 pub use report::{
-    compare, load_result, output_path, parse_result, render_report, render_report_with, save_result, Comparison,
-    Output, ReportFiles,
+    compare, compare_repeats, load_result, output_path, parse_result, render_report, render_report_with, save_result,
+    Comparison, Output, ReportFiles,
 };

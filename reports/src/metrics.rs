@@ -12,6 +12,15 @@ pub enum Format {
     Measure,
 }
 
+/// Which way a metric improves, for `corelog compare`'s better/worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// Rates and messages delivered.
+    Higher,
+    /// Latencies, backlog, errors and anomalies.
+    Lower,
+}
+
 /// Reads a metric's value from a run.
 type MetricValue = Box<dyn Fn(&RunResult) -> Option<f64>>;
 
@@ -20,6 +29,7 @@ pub struct Metric {
     pub name: String,
     pub unit: &'static str,
     pub format: Format,
+    pub better: Better,
     value: MetricValue,
 }
 
@@ -28,9 +38,10 @@ impl Metric {
         name: impl Into<String>,
         unit: &'static str,
         format: Format,
+        better: Better,
         value: impl Fn(&RunResult) -> Option<f64> + 'static,
     ) -> Metric {
-        Metric { name: name.into(), unit, format, value: Box::new(value) }
+        Metric { name: name.into(), unit, format, better, value: Box::new(value) }
     }
 
     pub fn value(&self, run: &RunResult) -> Option<f64> {
@@ -56,10 +67,14 @@ const SUMMARY_STATS: [LatencyStat; 6] =
 /// left out by the tables, not here.
 pub fn metrics() -> Vec<Metric> {
     let mut metrics = vec![
-        Metric::new("publish rate (avg)", "msg/s", Format::Measure, |r| mean(&r.publish_rate)),
-        Metric::new("consume rate (avg)", "msg/s", Format::Measure, |r| mean(&r.consume_rate)),
-        Metric::new("publish error rate (avg)", "err/s", Format::Measure, |r| mean(&r.publish_error_rate)),
-        Metric::new("backlog (max)", "msg", Format::Count, |r| r.backlog.iter().max().map(|&b| b as f64)),
+        Metric::new("publish rate (avg)", "msg/s", Format::Measure, Better::Higher, |r| mean(&r.publish_rate)),
+        Metric::new("consume rate (avg)", "msg/s", Format::Measure, Better::Higher, |r| mean(&r.consume_rate)),
+        Metric::new("publish error rate (avg)", "err/s", Format::Measure, Better::Lower, |r| {
+            mean(&r.publish_error_rate)
+        }),
+        Metric::new("backlog (max)", "msg", Format::Count, Better::Lower, |r| {
+            r.backlog.iter().max().map(|&b| b as f64)
+        }),
     ];
     for kind in [LatencyKind::Publish, LatencyKind::PublishCorrected, LatencyKind::EndToEnd, LatencyKind::PublishDelay]
     {
@@ -68,6 +83,7 @@ pub fn metrics() -> Vec<Metric> {
                 format!("{} latency {}", kind.title(), stat.title()),
                 kind.unit(),
                 Format::Measure,
+                Better::Lower,
                 move |r| r.latency(kind).aggregated(stat),
             ));
         }
@@ -75,15 +91,19 @@ pub fn metrics() -> Vec<Metric> {
     // OMB results carry no counts: show "–", not a misleading 0.
     let corelog = |r: &RunResult, value: u64| (!r.is_omb()).then_some(value as f64);
     metrics.extend([
-        Metric::new("messages produced", "msg", Format::Count, move |r| corelog(r, r.counts.produced)),
-        Metric::new("messages acknowledged", "msg", Format::Count, move |r| corelog(r, r.counts.acknowledged)),
-        Metric::new("messages consumed", "msg", Format::Count, move |r| corelog(r, r.counts.consumed)),
-        Metric::new("errors", "", Format::Count, move |r| corelog(r, r.counts.errors)),
-        Metric::new("out-of-range samples", "", Format::Count, move |r| corelog(r, r.out_of_range_samples.total())),
+        Metric::new("messages produced", "msg", Format::Count, Better::Higher, move |r| corelog(r, r.counts.produced)),
+        Metric::new("messages acknowledged", "msg", Format::Count, Better::Higher, move |r| {
+            corelog(r, r.counts.acknowledged)
+        }),
+        Metric::new("messages consumed", "msg", Format::Count, Better::Higher, move |r| corelog(r, r.counts.consumed)),
+        Metric::new("errors", "", Format::Count, Better::Lower, move |r| corelog(r, r.counts.errors)),
+        Metric::new("out-of-range samples", "", Format::Count, Better::Lower, move |r| {
+            corelog(r, r.out_of_range_samples.total())
+        }),
     ]);
     let anomaly_names = crate::model::CheckerCounts::default().anomalies().map(|(name, _)| name);
     for (index, name) in anomaly_names.into_iter().enumerate() {
-        metrics.push(Metric::new(format!("checker: {name}"), "msg", Format::Count, move |r| {
+        metrics.push(Metric::new(format!("checker: {name}"), "msg", Format::Count, Better::Lower, move |r| {
             let checker = r.checker.as_ref()?;
             checker.counts.anomalies().get(index).map(|&(_, count)| count as f64)
         }));

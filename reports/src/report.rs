@@ -138,11 +138,21 @@ pub fn render_report(results: &[RunResult], out_dir: &Path) -> Result<ReportFile
 /// Compares `new` runs against `base`: the change table (as text and in
 /// report.html) and a report of all runs overlaid, written into `out_dir`.
 pub fn compare(base: &RunResult, new: &[RunResult], out_dir: &Path) -> Result<Comparison> {
-    if new.is_empty() {
+    let new: Vec<Vec<RunResult>> = new.iter().map(|run| vec![run.clone()]).collect();
+    compare_repeats(std::slice::from_ref(base), &new, out_dir)
+}
+
+/// [`compare`] with each side given as its repeats (`corelog run --repeat N`): the
+/// change table judges noise from them, and the report overlays every repeat.
+pub fn compare_repeats(base: &[RunResult], new: &[Vec<RunResult>], out_dir: &Path) -> Result<Comparison> {
+    if new.is_empty() || new.iter().any(Vec::is_empty) {
         return Err(ReportError::NothingToCompare);
     }
-    let table = ChangeTable::new(base, new);
-    let runs: Vec<RunResult> = std::iter::once(base).chain(new).cloned().collect();
+    if base.is_empty() {
+        return Err(ReportError::NoResults);
+    }
+    let table = ChangeTable::of_repeats(base, new);
+    let runs: Vec<RunResult> = base.iter().chain(new.iter().flatten()).cloned().collect();
     let files = render_report_with(&PngRenderer::default(), &runs, Some(&table), out_dir)?;
     Ok(Comparison { table_text: table.to_text(), table, files })
 }
