@@ -13,7 +13,14 @@
 //!
 //! Several runs in one report are overlaid: one colour per run, and where a run has
 //! several lines in a chart (p50/p99/p99.9, publish/consume) a dash pattern tells
-//! them apart. A single run gets one colour per line instead.
+//! them apart. A single run gets one colour per line instead; its consume line is
+//! dashed too and drawn after publish, so where the two coincide both show.
+//!
+//! Honesty rules every builder keeps: the time axis ends with the data (the last
+//! window or fault end), counts (backlog, anomalies) are `y_counts` panels (from
+//! 0, whole ticks; a negative backlog is drawn as 0), and throughput is given in
+//! msg/s and MB/s. Where legends go is the renderer's business: `PngRenderer`
+//! puts them beside the plot, never over it.
 
 mod png;
 
@@ -82,7 +89,7 @@ pub struct TimeSeriesChart {
     pub panels: Vec<Panel>,
     /// Shaded on every panel, labelled by kind and target.
     pub faults: Vec<FaultBand>,
-    /// Seconds: from 0 to the last window end or fault end.
+    /// Seconds: from 0 to the last window end or fault end; the axis ends here.
     pub x_end_seconds: f64,
 }
 
@@ -91,6 +98,8 @@ pub struct Panel {
     pub title: String,
     pub y_label: String,
     pub y_scale: Scale,
+    /// The values are counts: the axis starts at 0 and its ticks are whole numbers.
+    pub y_counts: bool,
     pub lines: Vec<Line>,
 }
 
@@ -239,38 +248,68 @@ impl<'a> ChartInput<'a> {
     }
 }
 
-/// Publish and consume rate over time.
+/// Publish and consume rate over time, in messages and in megabytes (10^6 bytes)
+/// per second; the MB/s panel needs the runs' message size and is left out when no
+/// run has one.
 fn throughput_chart(input: &ChartInput<'_>) -> Option<Chart> {
+    let msg_lines = throughput_lines(input, |_| Some(1.0));
+    if msg_lines.is_empty() {
+        return None;
+    }
+    let mut panels = vec![Panel {
+        title: "Publish and consume rate (msg/s)".into(),
+        y_label: "msg/s".into(),
+        y_scale: Scale::Linear,
+        y_counts: false,
+        lines: msg_lines,
+    }];
+    let megabytes = |run: &RunResult| (run.message_size > 0).then(|| run.message_size as f64 / 1e6);
+    let mb_lines = throughput_lines(input, megabytes);
+    if !mb_lines.is_empty() {
+        panels.push(Panel {
+            title: "Publish and consume rate (MB/s)".into(),
+            y_label: "MB/s".into(),
+            y_scale: Scale::Linear,
+            y_counts: false,
+            lines: mb_lines,
+        });
+    }
+    Some(Chart {
+        id: ChartId::Throughput,
+        title: "Throughput".into(),
+        caption: "Messages (and megabytes, 10^6 bytes of payload) per second acknowledged (publish) and \
+                  consumed, per window; consume is dashed and drawn over publish, so where the two coincide \
+                  both stay visible. Shaded bands are injected faults."
+            .into(),
+        body: input.time_series(panels),
+    })
+}
+
+/// The publish and consume lines of every run, each rate multiplied by `unit(run)`;
+/// a run whose `unit` is `None` is left out. Consume is dashed even for a single
+/// run and comes after publish, so it is drawn on top of it.
+fn throughput_lines(input: &ChartInput<'_>, unit: impl Fn(&RunResult) -> Option<f64>) -> Vec<Line> {
     let mut lines = Vec::new();
     for (run_index, run) in input.runs.iter().enumerate() {
+        let Some(factor) = unit(run) else { continue };
         let named = [("publish", &run.publish_rate), ("consume", &run.consume_rate)];
         for (line_index, (name, rates)) in named.into_iter().enumerate() {
             if rates.is_empty() {
                 continue;
             }
-            let points = rates.iter().enumerate().map(|(i, &rate)| (run.window_end_seconds(i), Some(rate))).collect();
-            lines.push(input.line(run_index, line_index, name, points));
+            let points =
+                rates.iter().enumerate().map(|(i, &rate)| (run.window_end_seconds(i), Some(rate * factor))).collect();
+            let mut line = input.line(run_index, line_index, name, points);
+            line.dash = Dash::nth(line_index);
+            lines.push(line);
         }
     }
-    if lines.is_empty() {
-        return None;
-    }
-    Some(Chart {
-        id: ChartId::Throughput,
-        title: "Throughput".into(),
-        caption: "Messages per second acknowledged (publish) and consumed, per window; \
-                  shaded bands are injected faults."
-            .into(),
-        body: input.time_series(vec![Panel {
-            title: "Publish and consume rate".into(),
-            y_label: "msg/s".into(),
-            y_scale: Scale::Linear,
-            lines,
-        }]),
-    })
+    lines
 }
 
-/// Backlog over time: one line per run, in the run's colour even alone.
+/// Backlog over time: one line per run, in the run's colour even alone. A count:
+/// the axis starts at 0 and a negative backlog (OMB's counts can dip below 0
+/// while acknowledgements are in flight) is drawn as 0.
 fn backlog_chart(input: &ChartInput<'_>) -> Option<Chart> {
     let lines: Vec<Line> = input
         .runs
@@ -285,7 +324,7 @@ fn backlog_chart(input: &ChartInput<'_>) -> Option<Chart> {
                 .backlog
                 .iter()
                 .enumerate()
-                .map(|(i, &backlog)| (run.window_end_seconds(i), Some(backlog as f64)))
+                .map(|(i, &backlog)| (run.window_end_seconds(i), Some(backlog.max(0) as f64)))
                 .collect(),
         })
         .collect();
@@ -300,6 +339,7 @@ fn backlog_chart(input: &ChartInput<'_>) -> Option<Chart> {
             title: "Backlog".into(),
             y_label: "messages".into(),
             y_scale: Scale::Linear,
+            y_counts: true,
             lines,
         }]),
     })
@@ -344,6 +384,7 @@ fn latency_over_time_panel(input: &ChartInput<'_>, kind: LatencyKind) -> Option<
         title: format!("{} latency", capitalise(kind.title())),
         y_label: kind.unit().into(),
         y_scale: Scale::Log,
+        y_counts: false,
         lines,
     })
 }
@@ -516,6 +557,28 @@ mod tests {
             })
             .collect();
         run
+    }
+
+    #[test]
+    fn throughput_is_charted_in_msg_and_mb_per_second_with_consume_dashed_over_publish() {
+        let mut run = RunResult::new();
+        run.message_size = 1000;
+        run.publish_rate = vec![2000.0, 2000.0];
+        run.consume_rate = vec![2000.0, 2000.0];
+        run.backlog = vec![-3, 5];
+        run.window_end_ms = vec![1000, 2000];
+        let charts = build_charts(&[run], &["run".into()]);
+        let ChartBody::TimeSeries(throughput) = &charts[0].body else { panic!("a time series") };
+        assert_eq!(throughput.x_end_seconds, 2.0, "the axis ends with the data");
+        let units: Vec<&str> = throughput.panels.iter().map(|p| p.y_label.as_str()).collect();
+        assert_eq!(units, ["msg/s", "MB/s"]);
+        let mb = &throughput.panels[1].lines;
+        assert_eq!(mb[0].points[0].1, Some(2.0));
+        let drawn: Vec<(&str, Dash)> = mb.iter().map(|l| (l.label.as_str(), l.dash)).collect();
+        assert_eq!(drawn, [("publish", Dash::Solid), ("consume", Dash::Dashed)], "consume last, so on top");
+        let ChartBody::TimeSeries(backlog) = &charts[1].body else { panic!("a time series") };
+        assert!(backlog.panels[0].y_counts);
+        assert_eq!(backlog.panels[0].lines[0].points[0].1, Some(0.0), "a negative backlog is drawn as 0");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! style sheet is inline, and nothing is fetched from anywhere, so the file can be
 //! mailed, archived or opened offline.
 //!
+//! The page opens with a headline, one line per run (publish rate in msg/s and
+//! MB/s, publish and end-to-end p99, verdict, and "partial" for an interrupted
+//! run), then the list of runs.
+//!
 //! Sections, in order: verdicts (when a checker ran), changes (compare only, in
 //! place of the summary) or summary, charts, delivery guarantees (when a checker
 //! ran), faults and errors (when a run has any), workload, environment. One table,
@@ -12,9 +16,11 @@
 use base64::Engine as _;
 
 use crate::charts::ChartId;
-use crate::compare::ChangeTable;
+use crate::compare::{ChangeTable, Judgement};
+use crate::metrics::format_measure;
 use crate::metrics::metrics;
-use crate::model::{FaultWindow, RunResult, VerdictStatus, SCHEMA_VERSION};
+use crate::model::{FaultWindow, LatencyKind, LatencyStat, RunResult, VerdictStatus, SCHEMA_VERSION};
+use crate::recovery::{latency_by_period, PeriodLatency};
 
 /// Appends formatted text to a `String` (infallible, unlike `write!`'s signature).
 macro_rules! out {
@@ -56,7 +62,8 @@ figcaption{color:#555;font-size:.9em}pre{background:#f7f7f7;border:1px solid #e3
 padding:10px;overflow:auto;font-size:.85em}
 .verdict{font-weight:bold;padding:2px 8px;border-radius:3px;color:#fff}
 .pass{background:#2e7d32}.fail{background:#c62828}.unknown{background:#6d6d6d}
-.muted{color:#777}footer{margin-top:40px;color:#777;font-size:.85em}
+.muted{color:#777}.worse{color:#c62828;font-weight:bold}.better{color:#2e7d32}.headline{font-size:1.05em;margin:8px 0 12px;padding-left:20px}\
+.partial{background:#ef6c00;color:#fff;font-weight:bold;padding:2px 8px;border-radius:3px}footer{margin-top:40px;color:#777;font-size:.85em}
 ";
 
 /// The whole page: a title, the runs, then every present section of `SECTIONS`,
@@ -76,6 +83,11 @@ pub fn render_html(
     outln!(html, "<title>{}</title>", escape(&title));
     outln!(html, "<style>\n{STYLE}</style>\n</head>\n<body>");
     outln!(html, "<h1>{}</h1>", escape(&title));
+    html.push_str("<ul class=\"headline\">\n");
+    for (run, label) in runs.iter().zip(labels) {
+        outln!(html, "<li>{}</li>", headline_html(run, label));
+    }
+    html.push_str("</ul>\n");
     html.push_str(&runs_list(runs, labels));
     html.push_str("<nav>");
     for section in &sections {
@@ -172,6 +184,76 @@ const SECTIONS: &[Section] = &[
     },
 ];
 
+/// The figures of a run's headline: mean publish rate (msg/s, and MB/s when the
+/// message size is known), aggregated publish and end-to-end p99, the checker's
+/// verdict, and whether the run was interrupted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headline {
+    pub label: String,
+    pub publish_rate: Option<f64>,
+    pub publish_megabytes: Option<f64>,
+    pub publish_p99_ms: Option<f64>,
+    pub end_to_end_p99_ms: Option<f64>,
+    pub verdict: Option<VerdictStatus>,
+    pub partial: bool,
+}
+
+impl Headline {
+    pub fn of(run: &RunResult, label: &str) -> Headline {
+        let finite: Vec<f64> = run.publish_rate.iter().copied().filter(|v| v.is_finite()).collect();
+        let publish_rate = (!finite.is_empty()).then(|| finite.iter().sum::<f64>() / finite.len() as f64);
+        Headline {
+            label: label.to_string(),
+            publish_rate,
+            publish_megabytes: publish_rate
+                .filter(|_| run.message_size > 0)
+                .map(|rate| rate * run.message_size as f64 / 1e6),
+            publish_p99_ms: run.latency(LatencyKind::Publish).aggregated(LatencyStat::P99),
+            end_to_end_p99_ms: run.latency(LatencyKind::EndToEnd).aggregated(LatencyStat::P99),
+            verdict: run.checker.as_ref().map(|checker| checker.verdict.status),
+            partial: run.partial,
+        }
+    }
+
+    /// The figures as text, without the label and the verdict:
+    /// `10,000 msg/s (10.2 MB/s), p99 publish 4.00 ms, p99 end-to-end 12.0 ms`.
+    pub fn figures(&self) -> String {
+        let value = |v: Option<f64>| v.map_or("–".to_string(), format_measure);
+        let mut text = format!("{} msg/s", value(self.publish_rate));
+        if let Some(megabytes) = self.publish_megabytes {
+            out!(text, " ({} MB/s)", format_measure(megabytes));
+        }
+        out!(
+            text,
+            ", p99 publish {} ms, p99 end-to-end {} ms",
+            value(self.publish_p99_ms),
+            value(self.end_to_end_p99_ms)
+        );
+        text
+    }
+}
+
+/// One headline as HTML: label, figures, verdict badge, partial badge.
+fn headline_html(run: &RunResult, label: &str) -> String {
+    let headline = Headline::of(run, label);
+    let mut html = format!("<b>{}</b>: {}", escape(label), escape(&headline.figures()));
+    if let Some(status) = headline.verdict {
+        out!(html, ", <span class=\"verdict {}\">{}</span>", verdict_class(status), status.as_str());
+    }
+    if headline.partial {
+        html.push_str(" <span class=\"partial\">PARTIAL: interrupted</span>");
+    }
+    html
+}
+
+fn verdict_class(status: VerdictStatus) -> &'static str {
+    match status {
+        VerdictStatus::Pass => "pass",
+        VerdictStatus::Fail => "fail",
+        VerdictStatus::Unknown => "unknown",
+    }
+}
+
 fn runs_list(runs: &[RunResult], labels: &[String]) -> String {
     let mut html = String::from("<ul class=\"runs\">\n");
     for (run, label) in runs.iter().zip(labels) {
@@ -195,6 +277,9 @@ fn runs_list(runs: &[RunResult], labels: &[String]) -> String {
         if run.is_omb() {
             facts.push("OpenMessaging Benchmark result".to_string());
         }
+        if run.partial {
+            facts.push("partial: interrupted before its end, so its figures cover only what ran".to_string());
+        }
         outln!(html, "<li><b>{}</b>: {}</li>", escape(label), escape(&facts.join(", ")));
     }
     html.push_str("</ul>\n");
@@ -211,11 +296,7 @@ fn verdicts(runs: &[RunResult], labels: &[String]) -> String {
             continue;
         };
         let verdict = &checker.verdict;
-        let class = match verdict.status {
-            VerdictStatus::Pass => "pass",
-            VerdictStatus::Fail => "fail",
-            VerdictStatus::Unknown => "unknown",
-        };
+        let class = verdict_class(verdict.status);
         let reasons: Vec<String> = verdict.reasons.iter().map(|r| escape(r)).collect();
         let evidence: Vec<String> = verdict
             .evidence
@@ -241,7 +322,7 @@ fn change_table(changes: &ChangeTable) -> String {
     let mut html = String::from("<table>\n<tr><th>metric</th><th>unit</th>");
     out!(html, "<th>base: {}</th>", escape(&changes.base_label));
     for label in &changes.new_labels {
-        out!(html, "<th>{}</th><th>change</th>", escape(label));
+        out!(html, "<th>{}</th><th>change</th><th>verdict</th>", escape(label));
     }
     html.push_str("</tr>\n");
     for row in &changes.rows {
@@ -253,9 +334,15 @@ fn change_table(changes: &ChangeTable) -> String {
             escape(&row.base_text)
         );
         for change in &row.changes {
+            let judgement = change.judgement.map_or("–", Judgement::as_str);
+            let class = match change.judgement {
+                Some(Judgement::Worse) => "worse",
+                Some(Judgement::Better) => "better",
+                _ => "muted",
+            };
             out!(
                 html,
-                "<td class=\"num\">{}</td><td class=\"num\">{}</td>",
+                "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{class}\">{judgement}</td>",
                 escape(&change.value_text),
                 escape(&change.percent_text)
             );
@@ -263,6 +350,7 @@ fn change_table(changes: &ChangeTable) -> String {
         html.push_str("</tr>\n");
     }
     html.push_str("</table>\n");
+    outln!(html, "<p class=\"muted\">Worst regressions first. {}</p>", escape(&changes.noise_rule()));
     html
 }
 
@@ -341,11 +429,11 @@ fn faults(runs: &[RunResult], labels: &[String]) -> String {
     // Runs of one schedule share their faults: list them once.
     let shared = runs.len() > 1 && runs.windows(2).all(|pair| pair[0].fault_windows == pair[1].fault_windows);
     let all_runs = ["all runs".to_string()];
-    let (runs, labels) = if shared { (&runs[..1], &all_runs[..]) } else { (runs, labels) };
-    for (run, label) in runs.iter().zip(labels) {
+    let (listed_runs, listed_labels) = if shared { (&runs[..1], &all_runs[..]) } else { (runs, labels) };
+    for (run, label) in listed_runs.iter().zip(listed_labels) {
         for fault in &run.fault_windows {
             let end = fault.end_ms.map_or("end of run".to_string(), seconds);
-            let parameters = if fault.parameters.is_null() { "–".to_string() } else { fault.parameters.to_string() };
+            let parameters = fault_parameters_text(fault);
             let [leaders_moved, no_acks, rate_back] = fault_measures(run, fault);
             outln!(
                 html,
@@ -360,6 +448,69 @@ fn faults(runs: &[RunResult], labels: &[String]) -> String {
                 escape(&no_acks),
                 escape(&rate_back),
                 escape(&parameters)
+            );
+        }
+    }
+    html.push_str("</table>\n");
+    html.push_str(&latency_periods(runs, labels));
+    html
+}
+
+/// The parameters each fault kind uses, as the workload file spells them, with the
+/// name `result.json` gives each (camelCase). A nemesis draws its faults' kinds
+/// from one parameter block, so a fault can carry parameters its kind ignores:
+/// they are not shown.
+const FAULT_PARAMETERS: &[(&str, &[(&str, &str)])] = &[
+    ("latency", &[("delayMs", "delay_ms"), ("jitterMs", "jitter_ms"), ("direction", "direction")]),
+    ("bandwidth", &[("bytesPerSecond", "bytes_per_second"), ("direction", "direction")]),
+    ("blackhole", &[("direction", "direction")]),
+    ("partition", &[("groups", "groups"), ("clients", "clients")]),
+];
+
+/// `delay_ms: 200, jitter_ms: 50`, or "–" when the kind uses none.
+fn fault_parameters_text(fault: &FaultWindow) -> String {
+    let used = FAULT_PARAMETERS.iter().find(|(kind, _)| *kind == fault.kind).map_or(&[][..], |(_, used)| *used);
+    let shown: Vec<String> = used
+        .iter()
+        .filter_map(|(json_name, workload_name)| {
+            let value = fault.parameters.get(json_name)?;
+            let text = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+            Some(format!("{workload_name}: {text}"))
+        })
+        .collect();
+    if shown.is_empty() {
+        "–".to_string()
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Publish and end-to-end latency in the steady and the faulted windows of each
+/// run with faults (see [`latency_by_period`] for what each figure is).
+fn latency_periods(runs: &[RunResult], labels: &[String]) -> String {
+    let mut html = String::from(
+        "<h3>Latency in steady and fault periods</h3>\n<p class=\"muted\">Per period, the median over its \
+         windows of each window's p50 and p99, and the worst window's p99, in ms. Steady: the windows outside \
+         every fault and the 5 s after it; fault: the windows that overlap a fault.</p>\n<table>\n\
+         <tr><th>run</th><th>period</th><th>windows</th><th>publish p50</th><th>publish p99</th>\
+         <th>publish worst p99</th><th>end-to-end p50</th><th>end-to-end p99</th><th>end-to-end worst p99</th></tr>\n",
+    );
+    for (run, label) in runs.iter().zip(labels).filter(|(run, _)| !run.fault_windows.is_empty()) {
+        let (publish_steady, publish_fault) = latency_by_period(run, LatencyKind::Publish);
+        let (e2e_steady, e2e_fault) = latency_by_period(run, LatencyKind::EndToEnd);
+        for (period, publish, e2e) in [("steady", publish_steady, e2e_steady), ("fault", publish_fault, e2e_fault)] {
+            let cells = |p: PeriodLatency| {
+                [p.p50, p.p99, p.worst_p99]
+                    .map(|v| format!("<td class=\"num\">{}</td>", v.map_or("–".to_string(), format_measure)))
+                    .join("")
+            };
+            outln!(
+                html,
+                "<tr><td>{}</td><td>{period}</td><td class=\"num\">{}</td>{}{}</tr>",
+                escape(label),
+                publish.windows.max(e2e.windows),
+                cells(publish),
+                cells(e2e)
             );
         }
     }
@@ -391,18 +542,21 @@ fn fault_measures(run: &RunResult, fault: &FaultWindow) -> [String; 3] {
 
 fn errors(runs: &[RunResult], labels: &[String]) -> String {
     let mut html = String::from(
-        "<table>\n<tr><th>run</th><th>operation</th><th>error</th><th>count</th><th>first seen (s)</th></tr>\n",
+        "<table>\n<tr><th>run</th><th>operation</th><th>error</th><th>count</th><th>first seen (s)</th>\
+         <th>first example</th></tr>\n",
     );
     for (run, label) in runs.iter().zip(labels) {
         for error in &run.errors {
             outln!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td><code>{}</code></td></tr>",
                 escape(label),
                 escape(&error.operation),
                 escape(&error.error),
                 crate::metrics::group_thousands(error.count as f64),
-                error.first_ms.map_or("–".to_string(), seconds)
+                error.first_ms.map_or("–".to_string(), seconds),
+                escape(error.example.as_deref().unwrap_or("–"))
             );
         }
     }

@@ -205,8 +205,19 @@ pub struct RunResult {
     /// counted, never dropped silently; a non-zero count means the percentiles
     /// above are lower bounds.
     pub out_of_range_samples: OutOfRangeSamples,
-    /// Errors seen, grouped by operation and error name.
+    /// Errors seen, grouped by operation and error name: the failed sends by the
+    /// client's error text, sends the client refused (`send`), and faults that
+    /// could not be applied or undone (`fault`). Their counts add up to
+    /// `counts.errors` but for the `fault` ones, which are not message errors.
     pub errors: Vec<ErrorCount>,
+    /// The run was interrupted (Ctrl-C, SIGTERM) before it ended: its windows
+    /// stop early and its drain may not have finished, so its figures cover only
+    /// what ran.
+    pub partial: bool,
+    /// Which of the repeats of a `corelog run --repeat N` this is; `None` for a
+    /// run that was not repeated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<Repeat>,
 
     // --- corelog: chaos ---------------------------------------------------------
     /// Faults injected during the run (empty without a fault schedule).
@@ -324,6 +335,8 @@ impl Default for RunResult {
             counts: RawCounts::default(),
             out_of_range_samples: OutOfRangeSamples::default(),
             errors: Vec::new(),
+            partial: false,
+            repeat: None,
             fault_windows: Vec::new(),
             delivery_guarantee: None,
             checker: None,
@@ -832,6 +845,15 @@ impl OutOfRangeSamples {
     }
 }
 
+/// One of the N repeats of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Repeat {
+    /// 1-based.
+    pub index: u32,
+    pub count: u32,
+}
+
 /// Errors of one kind during one operation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -843,6 +865,10 @@ pub struct ErrorCount {
     pub count: u64,
     /// When it was first seen, ms from t = 0.
     pub first_ms: Option<i64>,
+    /// The first occurrence, to start an investigation from (for a send, the
+    /// message id `p<producer>:<sequence>`); `None` when not recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub example: Option<String>,
 }
 
 /// One injected fault, shaded on every time-series chart.

@@ -15,7 +15,7 @@
 //! in-band windows counts as recovered at once. At very low rates, ordinary gaps
 //! between acks (batching, linger) count as stretches without acks too.
 
-use crate::model::{FaultWindow, RunResult};
+use crate::model::{FaultWindow, LatencyKind, LatencyStat, RunResult};
 
 /// The publish rate is back when within this fraction of the steady value, either side.
 pub const PUBLISH_RATE_BAND: f64 = 0.10;
@@ -40,14 +40,18 @@ pub struct PublishBucket {
 /// first from as far before its end as the second is long (a nominal 1 s when
 /// there is no second; OMB's windows, without `windowEndMs`, are 10 s).
 pub fn publish_windows(result: &RunResult) -> Vec<PublishBucket> {
+    buckets(result, result.publish_rate.len())
+}
+
+/// The first `count` windows of `result` as buckets (a rate of 0 past `publishRate`).
+fn buckets(result: &RunResult, count: usize) -> Vec<PublishBucket> {
     let end_ms = |index: usize| (result.window_end_seconds(index) * 1000.0).round() as i64;
-    let count = result.publish_rate.len();
     let first_length_ms = if count > 1 { end_ms(1) - end_ms(0) } else { 1_000 };
     (0..count)
         .map(|index| PublishBucket {
             start_ms: if index == 0 { end_ms(0) - first_length_ms } else { end_ms(index - 1) },
             end_ms: end_ms(index),
-            publish_rate: result.publish_rate[index],
+            publish_rate: result.publish_rate.get(index).copied().unwrap_or(0.0),
         })
         .collect()
 }
@@ -91,6 +95,81 @@ pub fn steady_publish_rate_of(windows: &[PublishBucket], faults: &[FaultWindow])
     let middle = rates.len() / 2;
     let median = if rates.len().is_multiple_of(2) { (rates[middle - 1] + rates[middle]) / 2.0 } else { rates[middle] };
     (median > 0.0).then_some(median)
+}
+
+/// One latency kind over the windows of one period of a run (steady or faulted).
+///
+/// Derived from the windows' own percentiles, since a result keeps no histogram per
+/// period: `p50` and `p99` are the medians of the windows' p50 and p99 (a typical
+/// window of the period), `worst_p99` the highest window p99. Windows without
+/// samples are left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeriodLatency {
+    /// Windows of the period with samples of this kind.
+    pub windows: usize,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub worst_p99: Option<f64>,
+}
+
+/// `kind`'s latency in the steady period (the windows [`steady_publish_rate_of`]
+/// takes: outside every fault and the [`STEADY_MARGIN_MS`] after it) and in the
+/// faulted one (the windows that overlap a fault, an instant one included); the
+/// windows of the margins after faults are in neither.
+pub fn latency_by_period(result: &RunResult, kind: LatencyKind) -> (PeriodLatency, PeriodLatency) {
+    let windows = buckets(result, result.window_count());
+    let view = result.latency(kind);
+    let (p50s, p99s) = (view.windows(LatencyStat::P50), view.windows(LatencyStat::P99));
+    let mut steady = (Vec::new(), Vec::new());
+    let mut faulted = (Vec::new(), Vec::new());
+    for (index, window) in windows.iter().enumerate() {
+        let (Some(Some(p50)), Some(Some(p99))) = (p50s.get(index), p99s.get(index)) else { continue };
+        let in_fault = result.fault_windows.iter().any(|fault| overlaps(window, fault));
+        let period = if in_fault {
+            &mut faulted
+        } else if undisturbed(window, &result.fault_windows) {
+            &mut steady
+        } else {
+            continue;
+        };
+        period.0.push(*p50);
+        period.1.push(*p99);
+    }
+    let summarise = |(p50s, p99s): (Vec<f64>, Vec<f64>)| PeriodLatency {
+        windows: p50s.len(),
+        p50: median(p50s.clone()),
+        p99: median(p99s.clone()),
+        worst_p99: p99s.iter().copied().reduce(f64::max),
+    };
+    (summarise(steady), summarise(faulted))
+}
+
+/// Whether `window` (`(start_ms, end_ms]`) overlaps `fault`; an instant fault
+/// overlaps the window it happened in.
+fn overlaps(window: &PublishBucket, fault: &FaultWindow) -> bool {
+    let end_ms = fault.end_ms.unwrap_or(i64::MAX);
+    if end_ms > fault.start_ms {
+        window.end_ms > fault.start_ms && window.start_ms < end_ms
+    } else {
+        window.start_ms < fault.start_ms && fault.start_ms <= window.end_ms
+    }
+}
+
+/// Whether `window` overlaps no fault nor the [`STEADY_MARGIN_MS`] after it.
+fn undisturbed(window: &PublishBucket, faults: &[FaultWindow]) -> bool {
+    !faults.iter().any(|fault| {
+        let quiet_from_ms = fault.end_ms.map_or(i64::MAX, |end_ms| end_ms.saturating_add(STEADY_MARGIN_MS));
+        window.end_ms > fault.start_ms && window.start_ms < quiet_from_ms
+    })
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) { (values[middle - 1] + values[middle]) / 2.0 } else { values[middle] })
 }
 
 /// The longest run of buckets without acks that began within the fault: from its

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::{check_golden, normalise_data_uris, synthetic_run, WINDOWS};
+use corelog_reports::compare::Judgement;
 use corelog_reports::model::{Guarantee, LatencyKind, LatencyStat, OMB_SCHEMA_VERSION};
 use corelog_reports::{
     compare, load_result, parse_result, render_report, save_result, ChangeTable, ReportError, RunResult, SCHEMA_VERSION,
@@ -183,7 +184,8 @@ fn save_then_load_is_identity() {
 /// The chart files of a full report and their expected pixel sizes.
 fn expected_charts() -> BTreeMap<&'static str, (u32, u32)> {
     [
-        ("throughput.png", (1200, 424)),
+        // Two panels: msg/s and MB/s.
+        ("throughput.png", (1200, 804)),
         ("backlog.png", (1200, 424)),
         // Three panels: publish, publish (corrected), end-to-end.
         ("latency-over-time.png", (1200, 1184)),
@@ -361,4 +363,58 @@ fn the_synthetic_runs_fault_measures_are_the_ones_recovery_computes() {
     measured.fault_windows.iter_mut().for_each(|fault| (fault.no_ack_ms, fault.publish_recovered_ms) = (None, None));
     corelog_reports::recovery::measure_fault_windows(&mut measured, None);
     assert_eq!(measured.fault_windows, run.fault_windows);
+}
+
+#[test]
+fn compare_marks_each_metric_better_worse_or_noise_and_puts_the_worst_regressions_first() {
+    // The candidate is 25% faster (better rates and latencies) but loses 3
+    // messages (worse, from 0: the largest regression) and reorders 1.
+    let table = ChangeTable::new(&base_run(), &[new_run()]);
+    let judged = |metric: &str| {
+        let row = table.rows.iter().find(|row| row.metric == metric).unwrap_or_else(|| panic!("no {metric}"));
+        row.changes[0].judgement
+    };
+    assert_eq!(judged("publish rate (avg)"), Some(Judgement::Better));
+    assert_eq!(judged("publish latency p99"), Some(Judgement::Better), "lower latency is better");
+    assert_eq!(judged("checker: lost"), Some(Judgement::Worse));
+    assert_eq!(judged("errors"), Some(Judgement::WithinNoise), "400 both times");
+    let order: Vec<Option<Judgement>> = table.rows.iter().map(|row| row.changes[0].judgement).collect();
+    let first_noise = order.iter().position(|j| *j == Some(Judgement::WithinNoise)).expect("noise rows");
+    let first_better = order.iter().position(|j| *j == Some(Judgement::Better)).expect("better rows");
+    assert!(order[..first_noise].iter().all(|j| *j == Some(Judgement::Worse)), "{order:?}");
+    assert!(first_noise < first_better && order[first_better..].iter().all(|j| *j != Some(Judgement::Worse)));
+    assert_eq!(table.rows[0].metric, "checker: lost", "a regression from 0 is the largest");
+    assert!(!table.noise_from_repeats());
+    assert!(table.to_text().contains("no repeats, so a change within ±5%"));
+}
+
+#[test]
+fn compare_judges_noise_from_the_repeats_and_ranks_larger_regressions_higher() {
+    let repeats = |label: &str, speeds: &[f64]| -> Vec<RunResult> {
+        speeds.iter().map(|&speed| synthetic_run(label, Guarantee::AtLeastOnce, speed)).collect()
+    };
+    // The base's repeats vary by ±10%; a candidate 4% slower is within that noise,
+    // and one 30% slower is worse, its latency more so than its rate.
+    let base = repeats("base", &[0.9, 1.0, 1.1]);
+    let table = ChangeTable::of_repeats(&base, &[repeats("slightly slower", &[0.96]), repeats("slow", &[0.7])]);
+    assert_eq!(table.repeats, [3, 1, 1]);
+    assert!(table.noise_from_repeats());
+    let rate = table.rows.iter().find(|row| row.metric == "publish rate (avg)").expect("rate row");
+    let judgements: Vec<Option<Judgement>> = rate.changes.iter().map(|c| c.judgement).collect();
+    assert_eq!(judgements, [Some(Judgement::WithinNoise), Some(Judgement::Worse)]);
+    assert_eq!(rate.base, Some(rate_of(&base[1])), "a side's value is the median of its repeats");
+    // Worse rows first, by the size of their change: latency (+43%) before rate (-30%).
+    let worse: Vec<&str> = table
+        .rows
+        .iter()
+        .take_while(|row| row.changes.iter().any(|c| c.judgement == Some(Judgement::Worse)))
+        .map(|row| row.metric.as_str())
+        .collect();
+    let position =
+        |metric: &str| worse.iter().position(|m| *m == metric).unwrap_or_else(|| panic!("{metric} in {worse:?}"));
+    assert!(position("publish latency p99") < position("publish rate (avg)"), "{worse:?}");
+}
+
+fn rate_of(run: &RunResult) -> f64 {
+    run.publish_rate.iter().sum::<f64>() / run.publish_rate.len() as f64
 }

@@ -410,12 +410,14 @@ impl<'a> Execution<'a> {
         result.fault_windows = injected.windows;
         let run_end_ms = result.window_end_ms.last().map_or(0, |&end_ms| end_ms as i64);
         recovery::measure_fault_windows(&mut result, Some(&self.metrics.ack_buckets(run_end_ms)));
+        result.errors = result::message_errors(self.metrics.error_counts(), self.send_errors);
         for error in &injected.errors {
             result.errors.push(ErrorCount {
                 operation: "fault".to_string(),
                 error: error.clone(),
                 count: 1,
                 first_ms: None,
+                example: None,
             });
         }
         self.measurement.logs.finish()?;

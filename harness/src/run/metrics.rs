@@ -17,9 +17,11 @@
 //! ([`AckTimeline`]), finer than the windows, for the stretches without acks
 //! around faults (`corelog_reports::recovery`).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use corelog_reports::model::ErrorCount;
 use corelog_reports::recovery::PublishBucket;
 use hdrhistogram::Histogram;
 
@@ -165,8 +167,26 @@ impl AckTimeline {
     }
 }
 
+/// At most this many distinct error texts are tallied apart; the failures of any
+/// other text are counted under [`OTHER_ERRORS`].
+pub const ERROR_KINDS_MAX: usize = 64;
+/// The error kind that collects the texts past [`ERROR_KINDS_MAX`].
+pub const OTHER_ERRORS: &str = "other errors";
+
+/// The failed sends of one error text: how many, and the first of them.
+struct ErrorTally {
+    count: u64,
+    first_at_us: i64,
+    /// The first failed message, `p<producer>:<sequence>`, and whether its send
+    /// was ambiguous.
+    first_example: String,
+}
+
 pub struct Metrics {
     message_bytes: u64,
+    /// Failed sends by error text (the client's words), so a result lists what its
+    /// error count is made of.
+    errors: Mutex<BTreeMap<String, ErrorTally>>,
     /// Publish service time, corrected publish latency and publish delay (due →
     /// handed to the client, OMB's: how far producers lagged), recorded per ack.
     pub publish: Latencies<3>,
@@ -183,6 +203,51 @@ impl Metrics {
             end_to_end: Latencies::new(),
             counters: Counters::default(),
             acks: Mutex::default(),
+            errors: Mutex::default(),
+        }
+    }
+
+    /// The failed sends so far, one [`ErrorCount`] per error text in the order of
+    /// their first failure, with its first example; `first_ms` from t = 0 once the
+    /// ack timeline started (negative in the warm-up).
+    pub fn error_counts(&self) -> Vec<ErrorCount> {
+        let origin_us = self.acks.lock().expect("ack timeline lock").origin_us;
+        let errors = self.errors.lock().expect("errors lock");
+        let mut counts: Vec<(i64, ErrorCount)> = errors
+            .iter()
+            .map(|(text, tally)| {
+                let count = ErrorCount {
+                    operation: "produce".to_string(),
+                    error: text.clone(),
+                    count: tally.count,
+                    first_ms: origin_us.map(|origin_us| (tally.first_at_us - origin_us).div_euclid(1000)),
+                    example: Some(tally.first_example.clone()),
+                };
+                (tally.first_at_us, count)
+            })
+            .collect();
+        counts.sort_by_key(|(first_at_us, _)| *first_at_us);
+        counts.into_iter().map(|(_, count)| count).collect()
+    }
+
+    fn note_failures(&self, deliveries: &[Delivery]) {
+        let mut errors = self.errors.lock().expect("errors lock");
+        for delivery in deliveries {
+            let SendOutcome::Failed { error, ambiguous } = &delivery.outcome else { continue };
+            let known = errors.contains_key(error.as_str());
+            let text = if known || errors.len() < ERROR_KINDS_MAX { error.as_str() } else { OTHER_ERRORS };
+            let token = delivery.token;
+            let tally = errors.entry(text.to_string()).or_insert_with(|| ErrorTally {
+                count: 0,
+                first_at_us: delivery.at_us,
+                first_example: format!(
+                    "p{}:{}{}",
+                    token.producer_id,
+                    token.sequence,
+                    if *ambiguous { " (ambiguous: it may have been written)" } else { "" }
+                ),
+            });
+            tally.count += 1;
         }
     }
 
@@ -237,6 +302,9 @@ impl DeliverySink for Metrics {
                 SendOutcome::Failed { .. } => failed += 1,
             }
         }
+        if ambiguous + failed > 0 {
+            self.note_failures(deliveries);
+        }
         let c = &self.counters;
         for (counter, count) in [(&c.acknowledged, acknowledged), (&c.ambiguous, ambiguous), (&c.failed, failed)] {
             if count > 0 {
@@ -278,6 +346,36 @@ mod tests {
 
     fn token(intended_us: i64, sent_us: i64) -> SendToken {
         SendToken { producer_id: 1, sequence: 0, intended_us, sent_us }
+    }
+
+    #[test]
+    fn failed_sends_are_listed_by_error_text_with_their_first_message_and_time() {
+        let metrics = Metrics::new(100);
+        metrics.start_ack_timeline(1_000_000);
+        let failed = |sequence: u64, error: &str, ambiguous: bool, at_us: i64| Delivery {
+            token: SendToken { producer_id: 3, sequence, intended_us: 0, sent_us: 0 },
+            outcome: SendOutcome::Failed { error: error.into(), ambiguous },
+            at_us,
+        };
+        metrics.delivered_all(&[failed(7, "timed out", true, 3_500_000), failed(8, "timed out", true, 3_600_000)]);
+        metrics.delivered(
+            SendToken { producer_id: 1, sequence: 2, intended_us: 0, sent_us: 0 },
+            SendOutcome::Failed { error: "not leader".into(), ambiguous: false },
+            900_000,
+        );
+        let errors = metrics.error_counts();
+        let listed: Vec<(&str, u64, Option<i64>, Option<&str>)> =
+            errors.iter().map(|e| (e.error.as_str(), e.count, e.first_ms, e.example.as_deref())).collect();
+        assert_eq!(
+            listed,
+            [
+                ("not leader", 1, Some(-100), Some("p1:2")),
+                ("timed out", 2, Some(2_500), Some("p3:7 (ambiguous: it may have been written)")),
+            ]
+        );
+        assert!(errors.iter().all(|e| e.operation == "produce"));
+        let window = metrics.take_window();
+        assert_eq!(window.counts.failed + window.counts.ambiguous, 3, "the list adds up to the count");
     }
 
     #[test]

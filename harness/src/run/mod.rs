@@ -30,7 +30,11 @@
 //!
 //! Output layout: `<out>/result.json` (one execution) or
 //! `<out>/<guarantee>/result.json` (several), plus `<out>/report.html` and charts
-//! over all of them; `<out>/<run>/…-latency.hlog` are the interval logs.
+//! over all of them; `<out>/<run>/…-latency.hlog` are the interval logs. With
+//! `--repeat N` (N > 1) every guarantee runs N times, one after the other, and
+//! each repeat is a directory of its own: `<out>/[<guarantee>/]repeat-<i>/`, its
+//! result labelled `… #i` and carrying `repeat`; `corelog compare` reads such a
+//! directory as the repeats of one side and judges noise from them.
 
 pub mod cluster;
 pub mod consumers;
@@ -46,14 +50,14 @@ pub mod recorder;
 pub mod result;
 mod target;
 
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use corelog_reports::model::{Guarantee as ReportGuarantee, RunResult, VerdictStatus};
+use corelog_reports::model::{Guarantee as ReportGuarantee, Repeat, RunResult, VerdictStatus};
 
 use crate::run::execution::{Execution, Outcome, Plan};
 use crate::run::progress::ProgressEvery;
@@ -98,6 +102,11 @@ pub struct RunArgs {
     /// run says so on stderr and in result.json (`workloadEcho.testForgetReads`).
     #[arg(long, hide = true, value_name = "N")]
     test_forget_reads: Option<NonZeroU64>,
+    /// Run the workload N times (each guarantee N times), each repeat in its own
+    /// directory `repeat-<i>`, so that `corelog compare` can tell a change from
+    /// run-to-run noise.
+    #[arg(long, value_name = "N", default_value_t = NonZeroU32::MIN)]
+    repeat: NonZeroU32,
 }
 
 /// One guarantee's verdict, for the closing line.
@@ -173,14 +182,17 @@ fn run_in(args: &RunArgs, workload: &Workload, out_dir: &Path) -> anyhow::Result
     }
     let mut summary = Summary::default();
     let mut started = 0;
-    for guarantee in &guarantees {
+    let executions = executions(&guarantees, args.repeat);
+    for (guarantee, repeat) in &executions {
+        let repeat = *repeat;
         started += 1;
-        let run_dir = match guarantee {
-            Some(g) if guarantees.len() > 1 => out_dir.join(g.name()),
-            _ => out_dir.clone(),
-        };
+        let run_dir = execution_dir(&out_dir, guarantees.len(), *guarantee, repeat);
         std::fs::create_dir_all(&run_dir)?;
         let label = guarantee.map_or_else(|| workload.name.clone(), |g| format!("{} ({})", workload.name, g.name()));
+        let label = match repeat {
+            Some(repeat) => format!("{label} #{}", repeat.index),
+            None => label,
+        };
         match execute(workload, *guarantee, &run_dir, &interrupted, args) {
             Ok(Outcome { mut result, problems, verdict_brief }) => {
                 summary.failures.extend(problems.into_iter().map(|problem| format!("{label}: {problem}")));
@@ -193,6 +205,8 @@ fn run_in(args: &RunArgs, workload: &Workload, out_dir: &Path) -> anyhow::Result
                     }
                 }
                 result.label = Some(label.clone());
+                result.partial = interrupted.load(Ordering::Relaxed);
+                result.repeat = repeat;
                 result.workload_source = source.clone();
                 let path = corelog_reports::output_path(&run_dir, corelog_reports::Output::Result);
                 corelog_reports::save_result(&result, &path).with_context(|| format!("writing {}", path.display()))?;
@@ -212,10 +226,37 @@ fn run_in(args: &RunArgs, workload: &Workload, out_dir: &Path) -> anyhow::Result
         let files = corelog_reports::render_report(&summary.results, &out_dir).context("rendering the report")?;
         eprintln!("  report: {} ({} charts)", files.html.display(), files.charts.len());
     }
-    let not_run = interrupted
-        .load(Ordering::Relaxed)
-        .then(|| guarantees.iter().skip(started).flatten().map(|guarantee| guarantee.name()).collect());
+    let not_run = interrupted.load(Ordering::Relaxed).then(|| {
+        let mut names: Vec<&str> = executions.iter().skip(started).filter_map(|(g, _)| g.map(|g| g.name())).collect();
+        names.dedup();
+        names
+    });
     summary.close(workload, &out_dir, not_run)
+}
+
+/// The executions of a run, in order: each guarantee `repeat` times in a row,
+/// with its repeat's number when there are several.
+fn executions(guarantees: &[Option<Guarantee>], repeat: NonZeroU32) -> Vec<(Option<Guarantee>, Option<Repeat>)> {
+    let count = repeat.get();
+    guarantees
+        .iter()
+        .flat_map(|&guarantee| {
+            (1..=count).map(move |index| (guarantee, (count > 1).then_some(Repeat { index, count })))
+        })
+        .collect()
+}
+
+/// Where one execution writes: `<out>`, `<out>/<guarantee>` when there are several
+/// guarantees, and `repeat-<i>` below that when the run is repeated.
+fn execution_dir(out_dir: &Path, guarantees: usize, guarantee: Option<Guarantee>, repeat: Option<Repeat>) -> PathBuf {
+    let dir = match guarantee {
+        Some(g) if guarantees > 1 => out_dir.join(g.name()),
+        _ => out_dir.to_path_buf(),
+    };
+    match repeat {
+        Some(repeat) => dir.join(format!("repeat-{}", repeat.index)),
+        None => dir,
+    }
 }
 
 /// One execution per guarantee the workload lists, or one unjudged execution if it

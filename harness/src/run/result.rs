@@ -3,7 +3,7 @@
 //! Units follow OMB's TestResult: publish and end-to-end latencies in milliseconds,
 //! publish delay in microseconds; rates per second of window.
 
-use corelog_reports::model::{Quantiles, RunResult};
+use corelog_reports::model::{ErrorCount, Quantiles, RunResult};
 use hdrhistogram::Histogram;
 
 use crate::run::metrics::Window;
@@ -120,6 +120,22 @@ pub fn push_window(result: &mut RunResult, window: &Window, seconds: f64, end_ms
         end_to_end_latency_99999pct,
         end_to_end_latency_max
     );
+}
+
+/// The errors a result lists for its error count: the failed sends by error text
+/// (`failed`, as the metrics tallied them), then the sends the client refused
+/// before they were handed over, whose texts are only in the debug log.
+pub fn message_errors(mut failed: Vec<ErrorCount>, refused_sends: u64) -> Vec<ErrorCount> {
+    if refused_sends > 0 {
+        failed.push(ErrorCount {
+            operation: "send".to_string(),
+            error: "refused by the client (texts in the debug log, RUST_LOG=debug)".to_string(),
+            count: refused_sends,
+            first_ms: None,
+            example: None,
+        });
+    }
+    failed
 }
 
 /// The run-long histograms of the measured phase.

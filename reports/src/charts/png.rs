@@ -10,6 +10,10 @@
 //! Log axes are drawn by transforming values (log10) onto a linear axis whose tick
 //! labels show the untransformed values; a value ≤ 0 cannot be placed on a log axis
 //! and is drawn as a gap.
+//!
+//! Legends never cover data: every plot gives up a column of [`LEGEND_WIDTH_PX`] on
+//! its right, outside its axes, and the legend is drawn there (a label too long
+//! for the column is cut with "…"). The time axis ends at the data's end.
 
 use std::error::Error;
 use std::sync::OnceLock;
@@ -55,7 +59,10 @@ const PANEL_TITLE_FONT_PX: f64 = 19.0;
 const LABEL_FONT_PX: f64 = 15.0;
 const LINE_WIDTH_PX: u32 = 2;
 const FAULT_LABEL_ROWS: usize = 3;
-const MARGIN_RIGHT_PX: i32 = 36;
+const MARGIN_RIGHT_PX: i32 = 16;
+/// The column right of every plot that holds its legend.
+pub const LEGEND_WIDTH_PX: u32 = 260;
+const LEGEND_ROW_PX: i32 = 22;
 const Y_LABEL_AREA_PX: i32 = 78;
 /// Where plots start: the left margin plus the y label area.
 const PLOT_LEFT_PX: i32 = 12 + Y_LABEL_AREA_PX;
@@ -70,15 +77,25 @@ pub struct PngRenderer {
     pub panel_height_px: u32,
     /// Height of a quantile or bar chart.
     pub chart_height_px: u32,
+    /// Whether legends are drawn. Their column is kept either way, so a chart
+    /// rendered without them differs from one with them only inside the legends
+    /// (how the tests find a legend's box and check it covers no data).
+    pub draw_legends: bool,
 }
 
 impl Default for PngRenderer {
     fn default() -> Self {
-        PngRenderer { width_px: 1200, panel_height_px: 380, chart_height_px: 560 }
+        PngRenderer { width_px: 1200, panel_height_px: 380, chart_height_px: 560, draw_legends: true }
     }
 }
 
 impl PngRenderer {
+    /// The colours lines and bars are drawn in (RGB), in palette order: a pixel of
+    /// one of them in a plot belongs to a data series.
+    pub fn series_colors(&self) -> Vec<[u8; 3]> {
+        PALETTE.iter().map(|color| [color.0, color.1, color.2]).collect()
+    }
+
     /// The pixel size `chart` renders at.
     pub fn size_of(&self, chart: &Chart) -> (u32, u32) {
         match &chart.body {
@@ -111,7 +128,7 @@ impl ChartRenderer for PngRenderer {
         let mut rgb = vec![0xff_u8; pixels];
         {
             let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-            draw_chart(&root, chart).map_err(|error| chart_error(error.to_string()))?;
+            draw_chart(&root, chart, self.draw_legends).map_err(|error| chart_error(error.to_string()))?;
             root.present().map_err(|error| chart_error(error.to_string()))?;
         }
         encode_png(&rgb, width, height).map_err(|error| chart_error(error.to_string()))
@@ -188,36 +205,87 @@ fn font(size_px: f64) -> TextStyle<'static> {
     (FONT_FAMILY, size_px).into_font().color(&TEXT_COLOR)
 }
 
-fn draw_chart(root: &Area<'_>, chart: &Chart) -> DrawResult {
+fn draw_chart(root: &Area<'_>, chart: &Chart, legends: bool) -> DrawResult {
     root.fill(&WHITE)?;
     let (_, height) = root.dim_in_pixel();
     let (title_area, body) = root.split_vertically(TITLE_HEIGHT_PX.min(height));
     title_area.draw(&Text::new(chart.title.clone(), (16, 10), font(TITLE_FONT_PX)))?;
     match &chart.body {
-        ChartBody::TimeSeries(series) => draw_time_series(&body, series),
-        ChartBody::Quantiles(quantiles) => draw_quantiles(&body, quantiles),
-        ChartBody::Bars(bars) => draw_bars(&body, bars),
+        ChartBody::TimeSeries(series) => draw_time_series(&body, series, legends),
+        ChartBody::Quantiles(quantiles) => draw_quantiles(&body, quantiles, legends),
+        ChartBody::Bars(bars) => draw_bars(&body, bars, legends),
     }
 }
 
-fn draw_time_series(area: &Area<'_>, chart: &TimeSeriesChart) -> DrawResult {
+fn draw_time_series(area: &Area<'_>, chart: &TimeSeriesChart, legends: bool) -> DrawResult {
     if chart.panels.is_empty() {
         return no_data(area);
     }
     let areas = area.split_evenly((chart.panels.len(), 1));
     let titled = chart.panels.len() > 1;
     for (panel_index, (panel, panel_area)) in chart.panels.iter().zip(&areas).enumerate() {
-        draw_panel(panel_area, panel, chart, titled, panel_index == 0)?;
+        draw_panel(panel_area, panel, chart, titled, panel_index == 0, legends)?;
+    }
+    Ok(())
+}
+
+/// `area` split into the plot's part and the legend column on its right.
+fn split_legend<'a>(area: &Area<'a>) -> (Area<'a>, Area<'a>) {
+    let (width, _) = area.dim_in_pixel();
+    area.split_horizontally(width.saturating_sub(LEGEND_WIDTH_PX))
+}
+
+/// What a legend shows of one line or bar group.
+struct LegendEntry {
+    label: String,
+    color: RGBColor,
+    /// `None`: a bar's filled square.
+    dash: Option<Dash>,
+}
+
+/// Draws `entries` down the legend column, from `top_px` (the plot's top, so the
+/// legend starts level with it).
+fn draw_legend(area: &Area<'_>, entries: &[LegendEntry], top_px: i32, draw: bool) -> DrawResult {
+    if !draw || entries.is_empty() {
+        return Ok(());
+    }
+    // About 7 px per character of the label font; the mark takes 40.
+    let chars_max = ((LEGEND_WIDTH_PX as usize).saturating_sub(48) / 7).max(4);
+    for (index, entry) in entries.iter().enumerate() {
+        let y = top_px + 8 + LEGEND_ROW_PX * index as i32;
+        let style = entry.color.stroke_width(LINE_WIDTH_PX);
+        match entry.dash {
+            Some(dash) => area.draw(&legend_mark::<BitMapBackend<'_>>(dash, style, 8, y))?,
+            None => area.draw(&Rectangle::new([(8, y - 6), (24, y + 6)], entry.color.filled()))?,
+        }
+        let label = if entry.label.chars().count() > chars_max {
+            let cut: String = entry.label.chars().take(chars_max - 1).collect();
+            format!("{cut}…")
+        } else {
+            entry.label.clone()
+        };
+        area.draw(&Text::new(label, (40, y - 8), font(LABEL_FONT_PX)))?;
     }
     Ok(())
 }
 
 /// One panel: its title (when the chart has several) at the top left, then the
 /// fault labels' rows, then the plot.
-fn draw_panel(area: &Area<'_>, panel: &Panel, chart: &TimeSeriesChart, titled: bool, label_faults: bool) -> DrawResult {
-    let axis = ValueAxis::fit(panel.y_scale, panel.lines.iter().flat_map(|l| l.points.iter().filter_map(|p| p.1)));
-    let x_ticks = linear_ticks(0.0, chart.x_end_seconds);
-    let x_end = x_ticks.last().copied().unwrap_or(chart.x_end_seconds).max(chart.x_end_seconds);
+fn draw_panel(
+    area: &Area<'_>,
+    panel: &Panel,
+    chart: &TimeSeriesChart,
+    titled: bool,
+    label_faults: bool,
+    legends: bool,
+) -> DrawResult {
+    let values = panel.lines.iter().flat_map(|l| l.points.iter().filter_map(|p| p.1));
+    let axis = if panel.y_counts { ValueAxis::fit_counts(values) } else { ValueAxis::fit(panel.y_scale, values) };
+    // The axis ends with the data; the ticks past it are not drawn.
+    let x_end = chart.x_end_seconds;
+    let x_ticks = linear_ticks(0.0, x_end);
+    let (area, legend_area) = split_legend(area);
+    let area = &area;
     // Fault labels go in rows above the plot, where they cover neither data nor legend.
     let label_rows = if label_faults { chart.faults.len().min(FAULT_LABEL_ROWS) } else { 0 };
     let title_px = if titled {
@@ -226,11 +294,12 @@ fn draw_panel(area: &Area<'_>, panel: &Panel, chart: &TimeSeriesChart, titled: b
     } else {
         0
     };
+    let top_px = 10 + title_px + FAULT_LABEL_ROW_PX * label_rows as i32;
     let mut builder = ChartBuilder::on(area);
     builder
         .margin(12)
         .margin_right(MARGIN_RIGHT_PX)
-        .margin_top(10 + title_px + FAULT_LABEL_ROW_PX * label_rows as i32)
+        .margin_top(top_px)
         .x_label_area_size(44)
         .y_label_area_size(Y_LABEL_AREA_PX);
     let mut ctx = builder.build_cartesian_2d(
@@ -249,10 +318,11 @@ fn draw_panel(area: &Area<'_>, panel: &Panel, chart: &TimeSeriesChart, titled: b
         .bold_line_style(RGBColor(0xdd, 0xdd, 0xdd))
         .draw()?;
     draw_fault_bands(&mut ctx, &chart.faults, (axis.low, axis.high), label_faults)?;
+    let mut entries = Vec::new();
     for line in &panel.lines {
-        draw_line(&mut ctx, line, Some, |y| axis.place(y))?;
+        entries.extend(draw_line(&mut ctx, line, Some, |y| axis.place(y))?);
     }
-    draw_legend(&mut ctx, SeriesLabelPosition::UpperRight)
+    draw_legend(&legend_area, &entries, top_px, legends)
 }
 
 fn draw_fault_bands<'a, 'b: 'a>(
@@ -289,13 +359,13 @@ fn draw_fault_bands<'a, 'b: 'a>(
 }
 
 /// Draws `line`'s points placed by `place_x`/`place_y`; a point either places as
-/// `None` breaks the line. Registers one legend entry.
+/// `None` breaks the line. Returns its legend entry, if anything was drawn.
 fn draw_line<'a, 'b: 'a>(
     ctx: &mut ChartContext<'a, BitMapBackend<'b>, Coords>,
     line: &Line,
     place_x: impl Fn(f64) -> Option<f64>,
     place_y: impl Fn(f64) -> Option<f64>,
-) -> DrawResult {
+) -> std::result::Result<Option<LegendEntry>, Box<dyn Error>> {
     let color = PALETTE[line.color % PALETTE.len()];
     let style = color.stroke_width(LINE_WIDTH_PX);
     let mut segments: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
@@ -317,20 +387,15 @@ fn draw_line<'a, 'b: 'a>(
     let lone: Vec<(f64, f64)> = segments.iter().filter(|s| s.len() == 1).map(|s| s[0]).collect();
     ctx.draw_series(lone.into_iter().map(|point| Circle::new(point, 2, color.filled())))?;
 
-    let mut legend_done = false;
+    let drawn = segments.iter().any(|s| !s.is_empty());
     for segment in segments.into_iter().filter(|s| s.len() > 1) {
-        let annotation = match line.dash {
+        match line.dash {
             Dash::Solid => ctx.draw_series(LineSeries::new(segment, style))?,
             Dash::Dashed => ctx.draw_series(DashedLineSeries::new(segment, 9, 5, style))?,
             Dash::Dotted => ctx.draw_series(DashedLineSeries::new(segment, 2, 4, style))?,
         };
-        if !legend_done {
-            legend_done = true;
-            let dash = line.dash;
-            annotation.label(line.label.clone()).legend(move |(x, y)| legend_mark(dash, style, x, y));
-        }
     }
-    Ok(())
+    Ok(drawn.then(|| LegendEntry { label: line.label.clone(), color, dash: Some(line.dash) }))
 }
 
 fn legend_mark<DB: DrawingBackend>(
@@ -347,31 +412,21 @@ fn legend_mark<DB: DrawingBackend>(
     }
 }
 
-fn draw_legend<'a, 'b: 'a>(
-    ctx: &mut ChartContext<'a, BitMapBackend<'b>, Coords>,
-    position: SeriesLabelPosition,
-) -> DrawResult {
-    ctx.configure_series_labels()
-        .position(position)
-        .label_font(font(LABEL_FONT_PX))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(0xbb, 0xbb, 0xbb))
-        .draw()?;
-    Ok(())
-}
-
 /// The percentile axis: x = log10(1 / (1 - q)), i.e. the number of nines.
 fn nines(percentile: f64) -> Option<f64> {
     let fraction = 1.0 - percentile / 100.0;
     (fraction > 0.0 && percentile >= 0.0).then(|| -fraction.log10())
 }
 
-fn draw_quantiles(area: &Area<'_>, chart: &QuantileChart) -> DrawResult {
-    const NINES_MIN: f64 = 4.0; // 99.99%
+fn draw_quantiles(area: &Area<'_>, chart: &QuantileChart, legends: bool) -> DrawResult {
+    const NINES_MIN: f64 = 2.0; // 99%
     const NINES_MAX: f64 = 6.0; // 99.9999%
+                                // Fitted to the data: up to the whole nine at or above its highest percentile.
     let data_nines =
         chart.lines.iter().flat_map(|line| line.points.iter().filter_map(|p| nines(p.0))).fold(0.0_f64, f64::max);
-    let x_end = data_nines.ceil().clamp(NINES_MIN, NINES_MAX);
+    let x_end = (data_nines - 1e-9).ceil().clamp(NINES_MIN, NINES_MAX);
+    let (area, legend_area) = split_legend(area);
+    let area = &area;
     let mut x_ticks = vec![0.0, 2.0_f64.log10()];
     x_ticks.extend((1..=x_end as u32).map(f64::from));
 
@@ -393,10 +448,11 @@ fn draw_quantiles(area: &Area<'_>, chart: &QuantileChart) -> DrawResult {
         .light_line_style(RGBColor(0xf0, 0xf0, 0xf0))
         .bold_line_style(RGBColor(0xdd, 0xdd, 0xdd))
         .draw()?;
+    let mut entries = Vec::new();
     for line in &chart.lines {
-        draw_line(&mut ctx, line, |q| nines(q).filter(|&x| x <= x_end + 1e-9), |y| axis.place(y))?;
+        entries.extend(draw_line(&mut ctx, line, |q| nines(q).filter(|&x| x <= x_end + 1e-9), |y| axis.place(y))?);
     }
-    draw_legend(&mut ctx, SeriesLabelPosition::UpperLeft)
+    draw_legend(&legend_area, &entries, 16, legends)
 }
 
 /// "99.9%" for x = 3 nines.
@@ -406,14 +462,16 @@ fn percent_label(nines: f64) -> String {
     format!("{percentile:.decimals$}%")
 }
 
-fn draw_bars(area: &Area<'_>, chart: &BarChart) -> DrawResult {
+fn draw_bars(area: &Area<'_>, chart: &BarChart, legends: bool) -> DrawResult {
     if chart.categories.is_empty() || chart.groups.is_empty() {
         return no_data(area);
     }
     let categories = chart.categories.len() as f64;
     let max = chart.groups.iter().flat_map(|g| g.values.iter()).copied().max().unwrap_or(0);
     // Headroom above the tallest bar for its value label.
-    let axis = ValueAxis::fit(Scale::Linear, [0.0, (max as f64 * 1.1).max(1.0)]);
+    let axis = ValueAxis::fit_counts([0.0, (max as f64 * 1.1).max(1.0)]);
+    let (area, legend_area) = split_legend(area);
+    let area = &area;
     let x_ticks: Vec<f64> = (0..chart.categories.len()).map(|i| i as f64 + 0.5).collect();
     let mut builder = ChartBuilder::on(area);
     builder.margin(16).margin_right(MARGIN_RIGHT_PX).x_label_area_size(44).y_label_area_size(Y_LABEL_AREA_PX);
@@ -436,8 +494,11 @@ fn draw_bars(area: &Area<'_>, chart: &BarChart) -> DrawResult {
 
     let groups = chart.groups.len() as f64;
     let bar_width = 0.8 / groups;
+    let mut entries = Vec::new();
     for (group_index, group) in chart.groups.iter().enumerate() {
         draw_bar_group(&mut ctx, group, group_index as f64 * bar_width, bar_width)?;
+        let color = PALETTE[group.color % PALETTE.len()];
+        entries.push(LegendEntry { label: group.label.clone(), color, dash: None });
     }
     if max == 0 {
         ctx.draw_series(std::iter::once(Text::new(
@@ -446,11 +507,11 @@ fn draw_bars(area: &Area<'_>, chart: &BarChart) -> DrawResult {
             font(22.0),
         )))?;
     }
-    draw_legend(&mut ctx, SeriesLabelPosition::UpperRight)
+    draw_legend(&legend_area, &entries, 16, legends)
 }
 
 /// One group's bars, `offset` right of each category's left edge (plus the 0.1
-/// margin), each labelled with its value unless zero. Registers one legend entry.
+/// margin), each labelled with its value unless zero.
 fn draw_bar_group<'a, 'b: 'a>(
     ctx: &mut ChartContext<'a, BitMapBackend<'b>, Coords>,
     group: &BarGroup,
@@ -462,9 +523,7 @@ fn draw_bar_group<'a, 'b: 'a>(
     let bars = group.values.iter().enumerate().map(|(category, &value)| {
         Rectangle::new([(left(category), 0.0), (left(category) + bar_width * 0.92, value as f64)], color.filled())
     });
-    ctx.draw_series(bars)?
-        .label(group.label.clone())
-        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
+    ctx.draw_series(bars)?;
     let centred = font(13.0).pos(Pos::new(HPos::Center, VPos::Bottom));
     let value_labels = group.values.iter().enumerate().filter(|(_, &v)| v > 0).map(|(category, &value)| {
         EmptyElement::at((left(category) + bar_width * 0.46, value as f64))
@@ -518,6 +577,20 @@ impl ValueAxis {
                 ValueAxis { scale, low, high, ticks }
             }
         }
+    }
+
+    /// A linear axis for counts: from 0, whole-number ticks (a step of at least 1).
+    fn fit_counts(values: impl IntoIterator<Item = f64>) -> ValueAxis {
+        let max = values.into_iter().filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
+        let high = max.max(1.0);
+        let ticks: Vec<f64> = linear_ticks(0.0, high)
+            .into_iter()
+            .filter(|&t| t >= 0.0 && (t - t.round()).abs() < 1e-9)
+            .map(f64::round)
+            .collect();
+        let ticks = if ticks.len() < 2 { vec![0.0, 1.0] } else { ticks };
+        let high = ticks.last().copied().unwrap_or(high).max(high);
+        ValueAxis { scale: Scale::Linear, low: 0.0, high, ticks }
     }
 
     /// Where `value` goes on this axis, if it can go anywhere.
@@ -596,6 +669,19 @@ mod tests {
     fn percent_labels() {
         let labels: Vec<String> = [0.0, 2f64.log10(), 1.0, 2.0, 3.0, 4.0].iter().map(|&x| percent_label(x)).collect();
         assert_eq!(labels, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"]);
+    }
+
+    #[test]
+    fn a_count_axis_starts_at_zero_with_whole_ticks_even_for_small_or_negative_counts() {
+        for values in [vec![0.0, 3.0], vec![-4.0, 2.0], vec![0.0], vec![7.0, 12_345.0]] {
+            let axis = ValueAxis::fit_counts(values.clone());
+            assert_eq!(axis.low, 0.0, "{values:?}");
+            assert!(axis.ticks.len() >= 2, "{values:?}: {:?}", axis.ticks);
+            assert!(axis.ticks.iter().all(|t| *t >= 0.0 && t.fract() == 0.0), "{values:?}: {:?}", axis.ticks);
+            assert!(axis.high >= values.iter().copied().fold(1.0, f64::max));
+        }
+        // A linear measure axis still takes whatever ticks fit (0.5 steps here).
+        assert!(ValueAxis::fit(Scale::Linear, [0.0, 3.0]).ticks.contains(&0.5));
     }
 
     #[test]

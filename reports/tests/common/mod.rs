@@ -219,12 +219,14 @@ pub fn synthetic_run(label: &str, guarantee: Guarantee, speed: f64) -> RunResult
             error: "REQUEST_TIMED_OUT".into(),
             count: 390,
             first_ms: Some(20_150),
+            example: Some("p0:20311 (ambiguous: it may have been written)".into()),
         },
         ErrorCount {
             operation: "produce".into(),
             error: "NOT_LEADER_OR_FOLLOWER <broker-1>".into(),
             count: 10,
             first_ms: Some(20_010),
+            example: None,
         },
     ];
     run.fault_windows = vec![
