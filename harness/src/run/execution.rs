@@ -36,7 +36,7 @@ use crate::checker::History;
 use crate::driver::{CommitMode, ConsumerSettings, DeliverySink, Driver, ProducerSettings};
 use crate::run::consumers::{ConsumerSpec, Consumers};
 use crate::run::faults::{self, FaultInjector, Injected, Targets};
-use crate::run::load::{self, CrashSwitch, KeyChoice, ProducerPlan, Producers, Rate, RateController};
+use crate::run::load::{self, CrashSwitch, KeyChoice, ProducerPlan, Producers, Rate, RateController, SendErrors};
 use crate::run::metrics::{self, Counts, Metrics, Window};
 use crate::run::recorder::{ConsumerSink, ReadPositions, Recorder};
 use crate::workload::{Cluster, FaultKind, Guarantee, KeyDistributor, Payload, ProducerRate, Workload};
@@ -91,7 +91,7 @@ pub(super) struct Execution<'a> {
     /// What the injector did, once it stopped.
     injected: Injected,
     /// The producers' send errors, once they stopped.
-    send_errors: u64,
+    send_errors: SendErrors,
     measurement: Measurement,
 }
 
@@ -155,7 +155,7 @@ impl<'a> Execution<'a> {
             producers: Producers::default(),
             faults: None,
             injected: Injected::default(),
-            send_errors: 0,
+            send_errors: SendErrors::default(),
             measurement: Measurement::new(new_result(&plan, target, driver.name()), &plan)?,
             plan,
             target,
@@ -403,14 +403,14 @@ impl<'a> Execution<'a> {
             produced: counts.sent,
             acknowledged: counts.acknowledged,
             consumed: counts.consumed,
-            errors: counts.failed + counts.ambiguous + self.send_errors,
+            errors: counts.failed + counts.ambiguous + self.send_errors.count,
         };
         result.out_of_range_samples.end_to_end_latency = self.measurement.out_of_range;
         let injected = std::mem::take(&mut self.injected);
         result.fault_windows = injected.windows;
         let run_end_ms = result.window_end_ms.last().map_or(0, |&end_ms| end_ms as i64);
         recovery::measure_fault_windows(&mut result, Some(&self.metrics.ack_buckets(run_end_ms)));
-        result.errors = result::message_errors(self.metrics.error_counts(), self.send_errors);
+        result.errors = result::message_errors(self.metrics.error_counts(), &self.send_errors);
         for error in &injected.errors {
             result.errors.push(ErrorCount {
                 operation: "fault".to_string(),
@@ -443,7 +443,9 @@ impl<'a> Execution<'a> {
     /// it in a few words (empty without a guarantee).
     fn judge(&self, result: &mut RunResult, drain_complete: bool) -> String {
         let Some(guarantee) = self.plan.guarantee else { return String::new() };
-        let checked = self.history.check(report_guarantee(guarantee), drain_complete);
+        let checked = super::progress::phase(self.plan.progress, "checking the history", || {
+            self.history.check(report_guarantee(guarantee), drain_complete)
+        });
         let verdict_brief = checked.brief;
         let checked = checked.result;
         let c = &checked.counts;

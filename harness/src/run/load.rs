@@ -149,10 +149,27 @@ pub struct ProducerPlan {
 }
 
 /// What a producer thread reports when it ends.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct ProducerReport {
     pub sent: u64,
-    pub send_errors: u64,
+    pub send_errors: SendErrors,
+}
+
+/// Sends the client refused (never handed over): how many, and the first one's
+/// error text and message id (`p<producer>:<sequence>`), for the run's error table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SendErrors {
+    pub count: u64,
+    pub first: Option<(String, String)>,
+}
+
+impl SendErrors {
+    fn add(&mut self, other: SendErrors) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
 }
 
 pub fn key_pool(seed: u64) -> Arc<Vec<Vec<u8>>> {
@@ -217,14 +234,14 @@ impl Producers {
     }
 
     /// Stops every producer thread and waits until each has flushed and ended;
-    /// returns their send errors. Stopping again returns 0.
-    pub fn stop(&mut self) -> anyhow::Result<u64> {
+    /// returns their send errors. Stopping again returns none.
+    pub fn stop(&mut self) -> anyhow::Result<SendErrors> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut send_errors = 0;
+        let mut send_errors = SendErrors::default();
         let mut panicked = 0;
         for thread in self.threads.drain(..) {
             match thread.join() {
-                Ok(report) => send_errors += report.send_errors,
+                Ok(report) => send_errors.add(report.send_errors),
                 Err(_) => panicked += 1,
             }
         }
@@ -346,7 +363,11 @@ impl ProducerThread {
                 Err(SendError::Failed(error)) => {
                     tracing::debug!("producer {producer_id}: send failed: {error}");
                     self.plan.history.failed(producer_id, sequence, false);
-                    self.report.send_errors += 1;
+                    let errors = &mut self.report.send_errors;
+                    errors.count += 1;
+                    if errors.first.is_none() {
+                        errors.first = Some((error.to_string(), format!("p{producer_id}:{sequence}")));
+                    }
                     return;
                 }
             }

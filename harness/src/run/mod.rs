@@ -345,8 +345,13 @@ fn execute(
     args: &RunArgs,
 ) -> anyhow::Result<Outcome> {
     let seed = workload.seed.unwrap_or_else(|| crate::payload::now_us() as u64);
-    let target = Target::start(workload, run_dir)?;
     let progress = ProgressEvery((!args.quiet).then(|| Duration::from_secs(args.progress_interval.get())));
+    let starting = match (&workload.driver, &workload.cluster) {
+        (crate::workload::DriverKind::Embedded, _) => "starting the embedded engine".to_string(),
+        (_, crate::workload::Cluster::Local(local)) => format!("starting {} broker(s)", local.brokers),
+        (_, crate::workload::Cluster::External(_)) => "connecting to the cluster".to_string(),
+    };
+    let target = crate::run::progress::phase(progress, &starting, || Target::start(workload, run_dir))?;
     let plan = Plan { workload, guarantee, run_dir, seed, forget_reads: args.test_forget_reads, progress };
     let topics = execution::topic_names(&plan);
     // The execution is gone when `run` returns, early or not: its drop stopped

@@ -142,6 +142,29 @@ pub(crate) fn closing_line(label: &str, figures: &ClosingFigures) -> String {
     )
 }
 
+/// The line that closes a phase outside the measured time (see [`phase`]).
+pub(crate) fn phase_line(what: &str, took: Duration) -> String {
+    format!("  {what}: done in {:.1} s", took.as_secs_f64())
+}
+
+/// Runs `step`, a phase outside the measured time (starting the brokers, the
+/// checker's pass over the history), under a spinner saying `what` while it runs
+/// when stderr is a terminal (indicatif draws nothing otherwise), then prints a
+/// [`phase_line`]. `--quiet` (`every` of `None`) shows neither.
+pub(super) fn phase<T>(every: ProgressEvery, what: &str, step: impl FnOnce() -> T) -> T {
+    if every.0.is_none() {
+        return step();
+    }
+    let started = std::time::Instant::now();
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("{what}…"));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let value = step();
+    spinner.finish_and_clear();
+    eprintln!("{}", phase_line(what, started.elapsed()));
+    value
+}
+
 /// A scheduled fault: in effect from `from` to `until`, measured from the start of
 /// the warm-up.
 pub(super) struct ScheduledFault {
@@ -295,6 +318,16 @@ e2e (at-least-once)    120s test    | pub 24691357.8 msg/s     1.02 MB/s | cons 
         // Every column starts at the same place on both lines.
         let columns = |line: &str| line.match_indices('|').map(|(at, _)| at).collect::<Vec<_>>();
         assert_eq!(columns(&steady), columns(&faulted));
+    }
+
+    #[test]
+    fn a_phase_line_says_what_ran_and_how_long_it_took() {
+        assert_eq!(
+            phase_line("starting 3 brokers", Duration::from_millis(4_240)),
+            "  starting 3 brokers: done in 4.2 s"
+        );
+        let quiet = ProgressEvery(None);
+        assert_eq!(phase(quiet, "checking", || 7), 7, "the step's value comes back, quiet or not");
     }
 
     #[test]

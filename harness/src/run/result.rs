@@ -6,6 +6,7 @@
 use corelog_reports::model::{ErrorCount, Quantiles, RunResult};
 use hdrhistogram::Histogram;
 
+use crate::run::load::SendErrors;
 use crate::run::metrics::Window;
 
 /// Percentiles written to the quantile maps (as OMB's `…Quantiles`).
@@ -124,15 +125,17 @@ pub fn push_window(result: &mut RunResult, window: &Window, seconds: f64, end_ms
 
 /// The errors a result lists for its error count: the failed sends by error text
 /// (`failed`, as the metrics tallied them), then the sends the client refused
-/// before they were handed over, whose texts are only in the debug log.
-pub fn message_errors(mut failed: Vec<ErrorCount>, refused_sends: u64) -> Vec<ErrorCount> {
-    if refused_sends > 0 {
+/// before they were handed over: one row, with the first refusal's text and
+/// message (the others' texts are in the debug log, `CORELOG_LOG=debug`).
+pub fn message_errors(mut failed: Vec<ErrorCount>, refused: &SendErrors) -> Vec<ErrorCount> {
+    if refused.count > 0 {
+        let (text, example) = refused.first.clone().unzip();
         failed.push(ErrorCount {
             operation: "send".to_string(),
-            error: "refused by the client (texts in the debug log, RUST_LOG=debug)".to_string(),
-            count: refused_sends,
+            error: format!("refused by the client: {}", text.as_deref().unwrap_or("no text")),
+            count: refused.count,
             first_ms: None,
-            example: None,
+            example,
         });
     }
     failed
@@ -213,4 +216,27 @@ pub fn set_aggregates(result: &mut RunResult, totals: &Totals) {
         aggregated_end_to_end_latency_99999pct,
         aggregated_end_to_end_latency_max
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_sends_are_one_row_with_the_first_refusals_text_and_message() {
+        let failed = vec![ErrorCount {
+            operation: "produce".to_string(),
+            error: "Broker: Request timed out".to_string(),
+            count: 3,
+            first_ms: Some(1_200),
+            example: Some("p0:17".to_string()),
+        }];
+        let refused = SendErrors { count: 2, first: Some(("Local: Unknown topic".to_string(), "p1:4".to_string())) };
+        let rows = message_errors(failed.clone(), &refused);
+        assert_eq!(rows[0], failed[0], "the failed sends come first, as tallied");
+        assert_eq!(rows[1].operation, "send");
+        assert_eq!(rows[1].error, "refused by the client: Local: Unknown topic");
+        assert_eq!((rows[1].count, rows[1].example.as_deref()), (2, Some("p1:4")));
+        assert_eq!(message_errors(failed, &SendErrors::default()).len(), 1, "no refusal, no row");
+    }
 }
