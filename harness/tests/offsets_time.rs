@@ -35,7 +35,11 @@ use rdkafka::{Offset, TopicPartitionList};
 const TEST_BOUND: Duration = Duration::from_secs(240);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The first record's timestamp; record `i` of a batch is `T0 + 10 * i` unless said.
+/// It is in 2023, older than the default `retention.ms` (7 days), so the topics of
+/// the lookups keep their records with `retention.ms=-1` ([`KEEP_FOREVER`]): retention
+/// deletes the active segment too, within a housekeeping tick.
 const T0: i64 = 1_700_000_000_000;
+const KEEP_FOREVER: (&str, &str) = ("retention.ms", "-1");
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
@@ -107,7 +111,7 @@ fn offsets_for_times_inside_one_batch_of_100_records_answers_the_exact_record_fo
     let mut connection = Connection::open(&broker);
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("by-time-{codec}");
-        block_on(create_topic(&broker, &topic, 1, &[]));
+        block_on(create_topic(&broker, &topic, 1, &[KEEP_FOREVER]));
         produce_one_batch(&batching_producer(&broker, codec), &topic, &timestamps);
         for (time, expected) in [(T0, 0), (T0 + 1, 1), (T0 + 505, 51), (T0 + 990, 99), (T0 - 5_000, 0)] {
             assert_eq!(offset_for_time(&consumer, &topic, time), Offset::Offset(expected), "{codec}: time {time}");
@@ -124,7 +128,7 @@ fn max_timestamp_answers_the_first_record_holding_the_largest_timestamp_from_v7(
     let _watchdog = Watchdog::new("max_timestamp_from_v7", TEST_BOUND);
     let broker = BrokerProcess::start(BrokerOptions::new("offsets-time-max"));
     let topic = "max-timestamp";
-    block_on(create_topic(&broker, topic, 1, &[]));
+    block_on(create_topic(&broker, topic, 1, &[KEEP_FOREVER]));
     // Out of order: the largest timestamp is held by records 3 and 7; 3 is first.
     let timestamps = [T0, T0 + 50, T0 + 20, T0 + 900, T0 + 10, T0 + 300, T0 + 5, T0 + 900, T0 + 1];
     produce_one_batch(&batching_producer(&broker, "lz4"), topic, &timestamps);

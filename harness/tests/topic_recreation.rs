@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use common::raw::RawConnection as Connection;
 use common::*;
 use corelog_engine::batch::{build_batch, BatchProducer, RecordSpec};
-use corelog_engine::types::TimestampMs;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -54,7 +53,7 @@ fn topic_name() -> TopicName {
 /// Kafka error code.
 fn produce_one(connection: &mut Connection, partition: i32, value: &[u8]) -> Result<i64, i16> {
     let batch = build_batch(
-        TimestampMs(1_700_000_000_000),
+        now_timestamp(),
         BatchProducer::default(),
         &[RecordSpec { key: None, value: Some(value), timestamp_delta_ms: 0 }],
     );
