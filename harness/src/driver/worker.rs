@@ -35,7 +35,7 @@
 //! messages from an in-process consumer's.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -158,10 +158,7 @@ fn encode_record(topic: u16, message: &Received<'_>) -> Vec<u8> {
 
 /// The parent's side: a running worker and the thread that feeds its records to
 /// the sink.
-pub struct WorkerConsumer {
-    child: Child,
-    reader: Option<JoinHandle<anyhow::Result<()>>>,
-}
+pub struct WorkerConsumer(ChildClient);
 
 impl WorkerConsumer {
     pub fn spawn(
@@ -180,6 +177,44 @@ impl WorkerConsumer {
         for (key, value) in &settings.overrides {
             command.arg("--set").arg(format!("{key}={value}"));
         }
+        let topics = topics.to_vec();
+        let child = ChildClient::spawn(command, "consumer worker", move |stdout| {
+            read_records(BufReader::new(stdout), &topics, &*sink)
+        })?;
+        Ok(WorkerConsumer(child))
+    }
+
+    /// Makes the worker die at its crash point (or kills it after [`CRASH_GRACE`]);
+    /// returns once it is dead and everything it processed was handed on.
+    pub fn crash(self) -> anyhow::Result<()> {
+        self.0.crash()
+    }
+
+    /// Stops the worker cleanly (final commit, leave the group).
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.0.stop()
+    }
+}
+
+/// A client of `corelog run` in a child process (a consumer worker, a processor
+/// of the exactly-once stage), and the thread that reads what it writes to its
+/// stdout. On SIGUSR1 the child crashes at its crash point, on SIGTERM it ends
+/// cleanly; dropped, it is killed.
+pub struct ChildClient {
+    child: Child,
+    reader: Option<JoinHandle<anyhow::Result<()>>>,
+    /// What the child is, for errors ("consumer worker").
+    what: &'static str,
+}
+
+impl ChildClient {
+    /// Starts `command` (stdin closed, stderr shared, librdkafka's log off unless
+    /// `CORELOG_LOG` says otherwise) and a thread running `read` on its stdout.
+    pub fn spawn(
+        mut command: Command,
+        what: &'static str,
+        read: impl FnOnce(ChildStdout) -> anyhow::Result<()> + Send + 'static,
+    ) -> anyhow::Result<ChildClient> {
         let mut child = command
             .env(
                 "CORELOG_LOG",
@@ -189,17 +224,15 @@ impl WorkerConsumer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("starting a consumer worker")?;
-        let stdout = child.stdout.take().context("consumer worker stdout")?;
-        let topics = topics.to_vec();
-        let reader = std::thread::Builder::new()
-            .name("corelog-worker-reader".to_string())
-            .spawn(move || read_records(BufReader::new(stdout), &topics, &*sink))?;
-        Ok(WorkerConsumer { child, reader: Some(reader) })
+            .with_context(|| format!("starting a {what}"))?;
+        let stdout = child.stdout.take().with_context(|| format!("{what} stdout"))?;
+        let reader =
+            std::thread::Builder::new().name("corelog-child-reader".to_string()).spawn(move || read(stdout))?;
+        Ok(ChildClient { child, reader: Some(reader), what })
     }
 
-    /// Makes the worker die at its crash point (or kills it after [`CRASH_GRACE`]);
-    /// returns once it is dead and everything it processed was handed on.
+    /// Makes the child die at its crash point (or kills it after [`CRASH_GRACE`]);
+    /// returns once it is dead and everything it wrote was read.
     pub fn crash(mut self) -> anyhow::Result<()> {
         self.signal(libc::SIGUSR1);
         if !self.wait_for_exit(CRASH_GRACE)? {
@@ -209,18 +242,18 @@ impl WorkerConsumer {
         self.join_reader()
     }
 
-    /// Stops the worker cleanly (final commit, leave the group).
+    /// Stops the child cleanly and checks that it exited with success.
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.signal(libc::SIGTERM);
         if !self.wait_for_exit(STOP_TIMEOUT)? {
             let _ = self.child.kill();
             let _ = self.child.wait();
-            bail!("a consumer worker did not stop within {STOP_TIMEOUT:?} and was killed");
+            bail!("a {} did not stop within {STOP_TIMEOUT:?} and was killed", self.what);
         }
         let status = self.child.wait()?;
         self.join_reader()?;
         if !status.success() {
-            bail!("a consumer worker exited with {status}");
+            bail!("a {} exited with {status}", self.what);
         }
         Ok(())
     }
@@ -248,13 +281,13 @@ impl WorkerConsumer {
     fn join_reader(&mut self) -> anyhow::Result<()> {
         match self.reader.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => bail!("a consumer worker's reader thread panicked"),
+            Some(Err(_)) => bail!("a {}'s reader thread panicked", self.what),
             None => Ok(()),
         }
     }
 }
 
-impl Drop for WorkerConsumer {
+impl Drop for ChildClient {
     fn drop(&mut self) {
         if self.reader.is_some() {
             let _ = self.child.kill();
