@@ -15,9 +15,15 @@
 //! Every client of a run is on this machine, so send and receive clocks agree and
 //! the end-to-end latency is receive time minus send time. A message smaller than
 //! the header is sent with the header anyway (it is the measurement's floor).
+//!
+//! The exactly-once stage copies each input message to its output unchanged,
+//! except in a transaction it means to abort (`abortRate`): there the magic
+//! becomes "CLGA", so a reader that is shown such a record has read an aborted
+//! transaction, whatever else happened to the message.
 
 pub const PAYLOAD_HEADER_BYTES: usize = 28;
 const MAGIC: &[u8; 4] = b"CLG1";
+const MAGIC_ABORTED: &[u8; 4] = b"CLGA";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PayloadHeader {
@@ -36,13 +42,35 @@ impl PayloadHeader {
         payload[20..28].copy_from_slice(&self.send_time_us.to_be_bytes());
     }
 
-    /// The header of a payload, or `None` if it was not sent by the harness.
+    /// The header of a payload, or `None` if it was not sent by the harness (or is
+    /// a copy written by a transaction meant to abort: see [`PayloadHeader::parse_aborted`]).
     pub fn parse(payload: &[u8]) -> Option<PayloadHeader> {
         if payload.len() < PAYLOAD_HEADER_BYTES || &payload[..4] != MAGIC {
             return None;
         }
+        Some(Self::fields(payload))
+    }
+
+    /// The header of a copy the exactly-once stage wrote in a transaction it meant
+    /// to abort, or `None` for any other payload.
+    pub fn parse_aborted(payload: &[u8]) -> Option<PayloadHeader> {
+        if payload.len() < PAYLOAD_HEADER_BYTES || &payload[..4] != MAGIC_ABORTED {
+            return None;
+        }
+        Some(Self::fields(payload))
+    }
+
+    /// Marks a harness payload as written by a transaction meant to abort; other
+    /// payloads are left as they are.
+    pub fn mark_aborted(payload: &mut [u8]) {
+        if payload.len() >= PAYLOAD_HEADER_BYTES && &payload[..4] == MAGIC {
+            payload[..4].copy_from_slice(MAGIC_ABORTED);
+        }
+    }
+
+    fn fields(payload: &[u8]) -> PayloadHeader {
         let field = |at: usize| u64::from_be_bytes(payload[at..at + 8].try_into().expect("8 bytes"));
-        Some(PayloadHeader { producer_id: field(4), sequence: field(12), send_time_us: field(20) as i64 })
+        PayloadHeader { producer_id: field(4), sequence: field(12), send_time_us: field(20) as i64 }
     }
 }
 
@@ -64,5 +92,19 @@ mod tests {
         assert_eq!(payload[PAYLOAD_HEADER_BYTES], 0xab, "filler after the header is untouched");
         assert_eq!(PayloadHeader::parse(&payload[..PAYLOAD_HEADER_BYTES - 1]), None);
         assert_eq!(PayloadHeader::parse(b"not a harness message, but long enough"), None);
+    }
+
+    #[test]
+    fn a_payload_marked_aborted_parses_only_as_aborted() {
+        let header = PayloadHeader { producer_id: 3, sequence: 9, send_time_us: 5 };
+        let mut payload = vec![0; 40];
+        header.stamp(&mut payload);
+        assert_eq!(PayloadHeader::parse_aborted(&payload), None, "an ordinary copy is not an aborted one");
+        PayloadHeader::mark_aborted(&mut payload);
+        assert_eq!(PayloadHeader::parse(&payload), None);
+        assert_eq!(PayloadHeader::parse_aborted(&payload), Some(header));
+        let mut foreign = b"not a harness message, but long enough".to_vec();
+        PayloadHeader::mark_aborted(&mut foreign);
+        assert_eq!(&foreign[..], b"not a harness message, but long enough", "foreign payloads are left alone");
     }
 }

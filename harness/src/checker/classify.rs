@@ -75,13 +75,15 @@ impl Category {
 ///
 /// `ambiguous` counts sends that failed ambiguously or never got an outcome (a
 /// crashed producer, a client that gave up): possibly persisted, so never lost,
-/// read or not, and never failures. `aborted_read` stays 0 until the harness runs
-/// transactions.
+/// read or not, and never failures. `aborted_read` (and its evidence) is filled
+/// in by `History::check` from the reads of copies marked aborted.
 #[derive(Debug, Default)]
 pub(super) struct Classification {
     pub counts: CheckerCounts,
     pub failed_but_read: u64,
     pub read_unsent: u64,
+    /// Example ids of aborted reads.
+    pub aborted_evidence: Vec<String>,
     evidence: BTreeMap<Category, Vec<String>>,
 }
 

@@ -27,8 +27,14 @@
 //! message and subscription; beyond either, recording of new messages (or reads)
 //! stops and the verdict is Unknown.
 //!
-//! It is not: a transaction checker (`aborted_read` stays 0 until transactions
-//! exist), nor a latency or throughput measurement.
+//! Aborted reads: the exactly-once stage marks the copies it writes in a
+//! transaction it means to abort (`payload.rs`); a read of one is an aborted read,
+//! counted apart from the message's other reads ([`History::aborted_read`]). A
+//! copy written by a transaction that aborted for another reason (a processor
+//! killed mid-transaction) carries no mark: read, it shows as the message written
+//! twice, which exactly-once forbids as well.
+//!
+//! It is not a latency or throughput measurement.
 
 mod chunked;
 mod classify;
@@ -71,6 +77,9 @@ pub struct History {
     /// bound), so the counts of the recorded part stay right.
     overflowed: AtomicBool,
     shards: Box<[Mutex<Shard>]>,
+    /// Reads of copies written by a transaction meant to abort: how many, and the
+    /// first few as evidence.
+    aborted_reads: Mutex<(u64, Vec<String>)>,
 }
 
 /// The history's memory bounds.
@@ -265,6 +274,7 @@ impl History {
             reads_recorded: AtomicU64::new(0),
             overflowed: AtomicBool::new(false),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            aborted_reads: Mutex::new((0, Vec::new())),
         }
     }
 
@@ -357,13 +367,32 @@ impl History {
         }
     }
 
+    /// A consumer read, at `topic`/`partition`/`offset`, a copy of message
+    /// (`producer_id`, `sequence`) that a transaction meant to abort wrote: the read
+    /// a read_committed consumer must never make. Counted apart from the message's
+    /// reads, which stay what the committed copies show.
+    pub fn aborted_read(&self, topic: u32, partition: i32, offset: i64, producer_id: u64, sequence: u64) {
+        self.assert_topic(topic);
+        let mut aborted = self.aborted_reads.lock().unwrap_or_else(PoisonError::into_inner);
+        aborted.0 += 1;
+        if aborted.1.len() < classify::EVIDENCE_IDS_MAX {
+            let name = &self.topics[topic as usize];
+            aborted.1.push(format!("p{producer_id}:{sequence} @ {name}/{partition}:{offset}"));
+        }
+    }
+
     /// Classifies every message and judges the run against `guarantee`. Call it
     /// after the final drain; `drain_complete`: every subscription caught up with
     /// the log end.
     pub fn check(&self, guarantee: Guarantee, drain_complete: bool) -> Checked {
         let mut guards: Vec<MutexGuard<'_, Shard>> = (0..SHARDS).map(|index| self.lock_shard(index)).collect();
         let mut shards: Vec<&mut Shard> = guards.iter_mut().map(|guard| &mut **guard).collect();
-        let classification = classify::classify(&mut shards, &self.topics, self.subscriptions);
+        let mut classification = classify::classify(&mut shards, &self.topics, self.subscriptions);
+        {
+            let aborted = self.aborted_reads.lock().unwrap_or_else(PoisonError::into_inner);
+            classification.counts.aborted_read = aborted.0;
+            classification.aborted_evidence = aborted.1.clone();
+        }
         let context = verdict::Context {
             drain_complete,
             subscriptions: self.subscriptions,

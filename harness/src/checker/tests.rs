@@ -422,3 +422,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_aborted_read_fails_exactly_once_alone_and_names_the_copy() {
+    let history = history(1);
+    // In a pipeline the input's offsets say nothing about the output's: the
+    // sends are recorded without one.
+    for sequence in 0..3 {
+        acknowledged(&history, 1, sequence, 0, -1);
+        read(&history, 0, 0, sequence as i64 + 10, 1, sequence);
+    }
+    assert_eq!(statuses(&history, true), [Pass; 4], "committed copies only: nothing to say");
+
+    history.aborted_read(ORDERS, 0, 4, 1, 2);
+    assert_eq!(statuses(&history, true), [Pass, Pass, Pass, Fail], "only exactly-once forbids aborted reads");
+    let checked = history.check(Guarantee::ExactlyOnce, true);
+    assert_eq!(checked.brief, "1 aborted read");
+    assert_eq!(checked.result.counts.aborted_read, 1);
+    assert_eq!(evidence(&checked.result, "aborted read"), ["p1:2 @ orders/0:4"]);
+    assert!(checked.result.verdict.reasons[0].contains("1 message of aborted transactions was read"));
+    let lenient = history.check(Guarantee::AtLeastOnce, true).result;
+    assert_eq!(lenient.counts.aborted_read, 1, "counted for every guarantee");
+    assert!(evidence(&lenient, "aborted read").is_empty(), "evidence only where it decided the verdict");
+}

@@ -143,7 +143,11 @@ pub(super) fn verdict(guarantee: Guarantee, classification: &Classification, con
         status,
         promise: promise.text.to_string(),
         reasons: findings.iter().map(|finding| finding.reason.clone()).collect(),
-        evidence: findings.iter().filter_map(|finding| evidence(classification, finding.category?)).collect(),
+        evidence: findings
+            .iter()
+            .filter_map(|finding| evidence(classification, finding.category?))
+            .chain(aborted_evidence(&promise, classification, status))
+            .collect(),
     };
     Judged { verdict, brief }
 }
@@ -217,7 +221,12 @@ const VIOLATIONS: [Violation; 6] = [
     Violation {
         category: Category::WrittenTwice,
         reason: |n| {
-            format!("{n} message{} {} stored at two or more offsets: written again by a producer retry.", s(n), were(n))
+            format!(
+                "{n} message{} {} stored at two or more offsets: written again by a producer retry \
+                 (or, under exactly-once, by the processing stage).",
+                s(n),
+                were(n)
+            )
         },
         brief: |n| format!("{n} written twice"),
     },
@@ -298,6 +307,13 @@ fn notes(classification: &Classification) -> Vec<Finding> {
         ),
         format!("{failed} failed but read"),
     )]
+}
+
+/// The aborted reads' example ids, when they decided a failure.
+fn aborted_evidence(promise: &Promise, classification: &Classification, status: VerdictStatus) -> Option<Evidence> {
+    let ids = &classification.aborted_evidence;
+    (promise.no_aborted_read && status == VerdictStatus::Fail && !ids.is_empty())
+        .then(|| Evidence { category: "aborted read".to_string(), message_ids: ids.clone() })
 }
 
 fn evidence(classification: &Classification, category: Category) -> Option<Evidence> {
