@@ -57,6 +57,9 @@ enum Command {
     /// A consumer in its own process, for `corelog run` (faults kill it for real).
     #[command(hide = true)]
     ConsumerWorker(driver::worker::WorkerArgs),
+    /// A processor of the exactly-once stage in its own process, for `corelog run`.
+    #[command(hide = true)]
+    TxnProcessor(driver::processor::ProcessorArgs),
 }
 
 /// Log filter unless `CORELOG_LOG` says otherwise. librdkafka's own log is off:
@@ -96,5 +99,6 @@ fn try_main() -> anyhow::Result<()> {
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
         Command::ConsumerWorker(args) => driver::worker::run(args),
+        Command::TxnProcessor(args) => driver::processor::run(args),
     }
 }

@@ -164,6 +164,12 @@ const SECTIONS: &[Section] = &[
         render: |page| guarantees(page.runs, page.labels, page.charts),
     },
     Section {
+        id: "transactions",
+        title: "Exactly-once stage",
+        present: |page| page.runs.iter().any(|r| r.stage.is_some()),
+        render: |page| stage(page.runs, page.labels),
+    },
+    Section {
         id: "faults",
         title: "Faults",
         present: |page| page.runs.iter().any(|r| !r.fault_windows.is_empty()),
@@ -538,6 +544,41 @@ fn fault_measures(run: &RunResult, fault: &FaultWindow) -> [String; 3] {
         (None, None) => "–".to_string(),
     };
     [leaders_moved, no_acks, rate_back]
+}
+
+/// The exactly-once stage's transactions, a row per run that had one.
+fn stage(runs: &[RunResult], labels: &[String]) -> String {
+    let mut html = String::from(
+        "<table>\n<tr><th>run</th><th>processors</th><th>abort rate</th><th>committed</th>\
+         <th>aborted on purpose</th><th>aborted on errors</th><th>messages committed</th>\
+         <th>commit p50 (ms)</th><th>commit p99 (ms)</th><th>commit max (ms)</th></tr>\n",
+    );
+    for (run, label) in runs.iter().zip(labels) {
+        let Some(stage) = &run.stage else { continue };
+        let label = if stage.transactional {
+            escape(label)
+        } else {
+            format!("{} <span class=\"muted\">(test only: not transactional)</span>", escape(label))
+        };
+        let count = |n: u64| crate::metrics::group_thousands(n as f64);
+        outln!(
+            html,
+            "<tr><td>{label}</td><td class=\"num\">{}</td><td class=\"num\">{:.2}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{:.1}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.1}</td></tr>",
+            stage.processors,
+            stage.abort_rate,
+            count(stage.committed),
+            count(stage.aborted_planned),
+            count(stage.aborted_on_error),
+            count(stage.messages_committed),
+            stage.commit_latency_p50_ms,
+            stage.commit_latency_p99_ms,
+            stage.commit_latency_max_ms
+        );
+    }
+    html.push_str("</table>\n");
+    html
 }
 
 fn errors(runs: &[RunResult], labels: &[String]) -> String {

@@ -227,6 +227,10 @@ pub struct RunResult {
     pub delivery_guarantee: Option<Guarantee>,
     /// The checker's classification and verdict, if the checker ran.
     pub checker: Option<CheckerResult>,
+    /// The exactly-once guarantee's transactional stage: what it committed and
+    /// aborted, and how long its commits took. `None` for the other guarantees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageSummary>,
 }
 
 fn omb_schema_version() -> u32 {
@@ -340,6 +344,7 @@ impl Default for RunResult {
             fault_windows: Vec::new(),
             delivery_guarantee: None,
             checker: None,
+            stage: None,
         }
     }
 }
@@ -1160,4 +1165,29 @@ mod tests {
         let back: FaultWindow = serde_json::from_value(json).expect("reads back");
         assert_eq!(back, window);
     }
+}
+
+/// What the exactly-once guarantee's consume-transform-produce stage did: its
+/// transactions, over all processors and their restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSummary {
+    pub processors: u32,
+    /// The fraction of transactions the processors were asked to abort.
+    pub abort_rate: f64,
+    /// `false` only for the test-only at-least-once stage.
+    pub transactional: bool,
+    /// Transactions committed.
+    pub committed: u64,
+    /// Transactions aborted on purpose (`abortRate`).
+    pub aborted_planned: u64,
+    /// Transactions aborted because a call failed (a broker away, a fenced epoch).
+    pub aborted_on_error: u64,
+    /// Input messages whose transaction committed (a message processed again
+    /// after an abort counts once per commit).
+    pub messages_committed: u64,
+    /// From `begin_transaction` to the commit's answer, ms.
+    pub commit_latency_p50_ms: f64,
+    pub commit_latency_p99_ms: f64,
+    pub commit_latency_max_ms: f64,
 }

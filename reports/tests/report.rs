@@ -418,3 +418,33 @@ fn compare_judges_noise_from_the_repeats_and_ranks_larger_regressions_higher() {
 fn rate_of(run: &RunResult) -> f64 {
     run.publish_rate.iter().sum::<f64>() / run.publish_rate.len() as f64
 }
+
+#[test]
+fn a_run_with_an_exactly_once_stage_gets_its_transactions_section() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut staged = base_run();
+    staged.stage = Some(corelog_reports::model::StageSummary {
+        processors: 2,
+        abort_rate: 0.2,
+        transactional: true,
+        committed: 1_234,
+        aborted_planned: 300,
+        aborted_on_error: 2,
+        messages_committed: 98_765,
+        commit_latency_p50_ms: 4.3,
+        commit_latency_p99_ms: 17.5,
+        commit_latency_max_ms: 80.0,
+    });
+    let path = render_report(&[staged, new_run()], &dir.path().join("staged")).expect("render").html;
+    let html = std::fs::read_to_string(path).expect("read html");
+    let section = html.split("<section id=\"transactions\">").nth(1).expect("the stage's section");
+    let section = section.split("</section>").next().unwrap();
+    for figure in ["1,234", "300", "98,765", "4.3", "17.5", "0.20"] {
+        assert!(section.contains(figure), "{figure} missing in {section}");
+    }
+    assert_eq!(section.matches("<tr><td>").count(), 1, "a row only for the run with a stage: {section}");
+
+    let path = render_report(&[base_run()], &dir.path().join("plain")).expect("render").html;
+    let html = std::fs::read_to_string(path).expect("read html");
+    assert!(!html.contains("id=\"transactions\""), "no stage, no section");
+}

@@ -11,6 +11,7 @@
 pub mod embedded;
 #[allow(unsafe_code)] // librdkafka's C API: batched delivery reports, topic handles
 pub mod kafka;
+pub mod processor;
 pub mod worker;
 
 use std::collections::BTreeMap;

@@ -38,6 +38,7 @@ use crate::run::consumers::{ConsumerSpec, Consumers};
 use crate::run::faults::{self, FaultInjector, Injected, Targets};
 use crate::run::load::{self, CrashSwitch, KeyChoice, ProducerPlan, Producers, Rate, RateController, SendErrors};
 use crate::run::metrics::{self, Counts, Metrics, Window};
+use crate::run::pipeline::{self, Processors, StageSpec};
 use crate::run::recorder::{ConsumerSink, ReadPositions, Recorder};
 use crate::workload::{Cluster, FaultKind, Guarantee, KeyDistributor, Payload, ProducerRate, Workload};
 
@@ -52,6 +53,8 @@ pub(super) struct Plan<'a> {
     pub seed: u64,
     /// Test only: see `RunArgs::test_forget_reads`.
     pub forget_reads: Option<NonZeroU64>,
+    /// Test only: see `RunArgs::test_non_transactional_stage`.
+    pub non_transactional_stage: bool,
     /// How often a progress line is printed (`--progress-interval`, `--quiet`).
     pub progress: ProgressEvery,
 }
@@ -72,8 +75,18 @@ pub(super) struct Execution<'a> {
     plan: Plan<'a>,
     target: &'a Target,
     driver: Arc<dyn Driver>,
-    /// The execution's fresh topics, by index.
+    /// The execution's fresh topics, by index: the ones the producers write.
     topics: Vec<String>,
+    /// Under exactly-once, the stage's output topics (`outputs[i]` is `topics[i]`'s),
+    /// which the subscriptions read; empty otherwise.
+    outputs: Vec<String>,
+    /// Under exactly-once, the transactional stage, until the drain stops it.
+    stage: Option<Arc<Processors>>,
+    /// What the stage's processors said when they were stopped.
+    stage_errors: Vec<String>,
+    /// Under exactly-once, once the stage stopped: per output partition, the offset
+    /// after its end mark (see `pipeline.rs`), which the drain reads up to.
+    end_marks: Option<Vec<Vec<i64>>>,
     metrics: Arc<Metrics>,
     history: Arc<History>,
     /// How far each subscription has read, for the drain.
@@ -127,8 +140,10 @@ impl<'a> Execution<'a> {
         let workload = plan.workload;
         let driver = target.driver();
         let topics = create_topics(&plan, &*driver)?;
+        let outputs = create_output_topics(&plan, &*driver)?;
         let metrics = Arc::new(Metrics::new(workload.message_size_bytes as usize));
-        let history = Arc::new(History::new(topics.clone(), workload.subscriptions_per_topic, HISTORY_MESSAGES_MAX));
+        let read = if outputs.is_empty() { &topics } else { &outputs };
+        let history = Arc::new(History::new(read.clone(), workload.subscriptions_per_topic, HISTORY_MESSAGES_MAX));
         let workers = match target.kafka() {
             Some(kafka) if has_faults_of(workload, |kind| kind == FaultKind::ConsumerCrash) => {
                 Some(kafka.bootstrap().to_string())
@@ -161,6 +176,10 @@ impl<'a> Execution<'a> {
             target,
             driver,
             topics,
+            outputs,
+            stage: None,
+            stage_errors: Vec::new(),
+            end_marks: None,
             metrics,
             history,
             rate,
@@ -169,6 +188,7 @@ impl<'a> Execution<'a> {
         if workload.backlog.is_none() {
             execution.start_consumers()?;
         }
+        execution.start_stage()?;
         execution.start_producers()?;
         let t0_us = execution.measurement.begin(workload.warmup_duration);
         execution.metrics.start_ack_timeline(t0_us);
@@ -180,7 +200,9 @@ impl<'a> Execution<'a> {
     fn start_consumers(&mut self) -> anyhow::Result<()> {
         let workload = self.plan.workload;
         self.consumers_started = true;
-        for (topic_index, topic) in self.topics.iter().enumerate() {
+        let pipeline = !self.outputs.is_empty();
+        let read = if pipeline { &self.outputs } else { &self.topics };
+        for (topic_index, topic) in read.iter().enumerate() {
             for subscription in 0..workload.subscriptions_per_topic {
                 for member in 0..workload.consumers_per_subscription as usize {
                     let mut overrides = workload.consumer_config.clone();
@@ -203,6 +225,7 @@ impl<'a> Execution<'a> {
                         subscription,
                         positions: self.positions[subscription as usize].clone(),
                         forget_reads: self.plan.forget_reads,
+                        pipeline,
                     });
                     self.consumers.start(ConsumerSpec { topic: topic.clone(), settings, sink })?;
                 }
@@ -223,8 +246,11 @@ impl<'a> Execution<'a> {
             KeyDistributor::RandomNano => KeyChoice::RandomNano,
         };
         let settings = producer_settings(workload, self.plan.guarantee);
-        let recorder: Arc<dyn DeliverySink> =
-            Arc::new(Recorder { metrics: self.metrics.clone(), history: self.history.clone() });
+        let recorder: Arc<dyn DeliverySink> = Arc::new(Recorder {
+            metrics: self.metrics.clone(),
+            history: self.history.clone(),
+            pipeline: !self.outputs.is_empty(),
+        });
         let factory: load::ProducerFactory = {
             let driver = self.driver.clone();
             Arc::new(move || driver.producer(&settings, recorder.clone()))
@@ -248,6 +274,30 @@ impl<'a> Execution<'a> {
                 self.producers.spawn(factory()?, producer_plan, keys.clone(), self.metrics.clone())?;
             }
         }
+        Ok(())
+    }
+
+    /// Under exactly-once, starts the transactional stage that copies the input
+    /// topics to their outputs (`pipeline.rs`).
+    fn start_stage(&mut self) -> anyhow::Result<()> {
+        if self.outputs.is_empty() {
+            return Ok(());
+        }
+        let workload = self.plan.workload;
+        let kafka = self.target.kafka().context("the exactly-once stage needs a Kafka cluster")?;
+        let spec = StageSpec {
+            bootstrap: kafka.bootstrap().to_string(),
+            group: format!("{}-stage", self.topics[0]),
+            inputs: self.topics.clone(),
+            outputs: self.outputs.clone(),
+            abort_rate: workload.processing.abort_rate,
+            max_messages: workload.processing.messages_per_transaction,
+            seed: self.plan.seed,
+            non_transactional: self.plan.non_transactional_stage,
+            producer_config: workload.producer_config.clone(),
+            consumer_config: workload.consumer_config.clone(),
+        };
+        self.stage = Some(Arc::new(Processors::start(spec, workload.processing.processors)?));
         Ok(())
     }
 
@@ -285,6 +335,7 @@ impl<'a> Execution<'a> {
             topics: self.topics.clone(),
             consumers: self.consumers.clone(),
             producers: self.producers.crash_switches().to_vec(),
+            processors: self.stage.clone(),
         };
         let t0 = self.measurement.started + workload.warmup_duration;
         let schedule = planned
@@ -341,6 +392,9 @@ impl<'a> Execution<'a> {
         if !self.consumers_started {
             self.start_consumers()?;
         }
+        if !self.drain_stage(interrupted)? {
+            return Ok(false);
+        }
         let drain_started = Instant::now();
         let mut last_consumed = self.measurement.counts.consumed;
         let mut idle_since = Instant::now();
@@ -371,9 +425,50 @@ impl<'a> Execution<'a> {
         Ok(false)
     }
 
-    /// Every topic's end offsets, by topic index; `None` if the driver could not
-    /// say (the drain asks again).
-    fn end_offsets(&self) -> Option<Vec<Vec<i64>>> {
+    /// Under exactly-once, before the subscriptions' drain: waits until the stage
+    /// has committed every input partition to its end (`false` if it does not
+    /// within [`DRAIN_MAX`], or ends no transaction for [`DRAIN_IDLE_MAX`], or the
+    /// run is interrupted), stops it, and appends the end marks the subscriptions
+    /// then read up to. `true` at once without a stage.
+    fn drain_stage(&mut self, interrupted: &AtomicBool) -> anyhow::Result<bool> {
+        let Some(stage) = self.stage.clone() else { return Ok(true) };
+        let started = Instant::now();
+        let mut input_ends = None;
+        let mut last_transactions = stage.transactions();
+        let mut idle_since = Instant::now();
+        let caught_up = loop {
+            if interrupted.load(Ordering::Relaxed) || started.elapsed() > DRAIN_MAX {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            self.take_window("drain")?;
+            if input_ends.is_none() {
+                input_ends = self.input_end_offsets();
+            }
+            if input_ends.as_ref().is_some_and(|ends| stage.caught_up(ends)) {
+                break true;
+            }
+            if stage.transactions() > last_transactions {
+                last_transactions = stage.transactions();
+                idle_since = Instant::now();
+            } else if idle_since.elapsed() > DRAIN_IDLE_MAX {
+                tracing::warn!("drain: the exactly-once stage ended no transaction for {DRAIN_IDLE_MAX:?}");
+                break false;
+            }
+        };
+        self.stage_errors = stage.stop_all();
+        if !caught_up {
+            return Ok(false);
+        }
+        let kafka = self.target.kafka().context("the exactly-once stage needs a Kafka cluster")?;
+        let partitions = self.plan.workload.partitions_per_topic;
+        self.end_marks = Some(pipeline::write_end_marks(kafka.bootstrap(), &self.outputs, partitions)?);
+        Ok(true)
+    }
+
+    /// The input topics' end offsets, by topic index; `None` if the driver could
+    /// not say (the caller asks again).
+    fn input_end_offsets(&self) -> Option<Vec<Vec<i64>>> {
         let partitions = self.plan.workload.partitions_per_topic as i32;
         match self
             .topics
@@ -386,6 +481,16 @@ impl<'a> Execution<'a> {
                 tracing::debug!("drain: {error:#}");
                 None
             }
+        }
+    }
+
+    /// Every topic's end offsets, by topic index; `None` if the driver could not
+    /// say (the drain asks again). Under exactly-once, the offsets after the
+    /// output's end marks.
+    fn end_offsets(&self) -> Option<Vec<Vec<i64>>> {
+        match &self.end_marks {
+            Some(marks) => Some(marks.clone()),
+            None => self.input_end_offsets(),
         }
     }
 
@@ -424,6 +529,26 @@ impl<'a> Execution<'a> {
         let mut problems: Vec<String> = injected.errors.iter().map(|e| format!("fault injection: {e}")).collect();
         if !consumer_errors.is_empty() {
             problems.push(format!("consumers failed: {}", consumer_errors.join("; ")));
+        }
+        if let Some(stage) = self.stage.take() {
+            // Stopped by the drain already, unless the drain ended early.
+            self.stage_errors.extend(stage.stop_all());
+            let summary = stage.summary();
+            eprintln!(
+                "  stage: {} processor(s), {} transactions committed ({} messages; commit p50 {:.1} ms, p99 {:.1} ms), \
+                 {} aborted on purpose, {} aborted on errors",
+                summary.processors,
+                summary.committed,
+                summary.messages_committed,
+                summary.commit_latency_p50_ms,
+                summary.commit_latency_p99_ms,
+                summary.aborted_planned,
+                summary.aborted_on_error
+            );
+            result.stage = Some(summary);
+        }
+        if !self.stage_errors.is_empty() {
+            problems.push(format!("the exactly-once stage failed: {}", self.stage_errors.join("; ")));
         }
         eprintln!(
             "  {}: produced {}, acknowledged {}, consumed {} ({} subscription(s)), errors {}",
@@ -531,6 +656,11 @@ impl Drop for Execution<'_> {
         if let Err(error) = self.producers.stop() {
             tracing::error!("{error:#}");
         }
+        if let Some(stage) = self.stage.take() {
+            for error in stage.stop_all() {
+                tracing::warn!("stopping the exactly-once stage: {error}");
+            }
+        }
         for error in self.consumers.stop_all() {
             tracing::warn!("stopping the consumers: {error}");
         }
@@ -609,6 +739,30 @@ fn create_topics(plan: &Plan<'_>, driver: &dyn Driver) -> anyhow::Result<Vec<Str
     Ok(topics)
 }
 
+/// Under exactly-once, the stage's output topics, created empty (none otherwise).
+fn create_output_topics(plan: &Plan<'_>, driver: &dyn Driver) -> anyhow::Result<Vec<String>> {
+    let workload = plan.workload;
+    let settings = workload.cluster.topic_settings();
+    let outputs = output_names(plan);
+    for topic in &outputs {
+        driver.create_topic(topic, workload.partitions_per_topic as i32, &settings)?;
+    }
+    Ok(outputs)
+}
+
+/// Under exactly-once, the output topic of each of [`topic_names`]; empty otherwise.
+fn output_names(plan: &Plan<'_>) -> Vec<String> {
+    if plan.guarantee != Some(Guarantee::ExactlyOnce) {
+        return Vec::new();
+    }
+    topic_names(plan).iter().map(|topic| pipeline::output_topic(topic)).collect()
+}
+
+/// Every topic the execution creates: [`topic_names`] and the outputs.
+pub(super) fn all_topic_names(plan: &Plan<'_>) -> Vec<String> {
+    topic_names(plan).into_iter().chain(output_names(plan)).collect()
+}
+
 /// The execution's topic names: after the workload, the guarantee and the seed, so
 /// executions never share one, and whoever holds the plan can name them (to delete
 /// them from an external cluster afterwards).
@@ -635,6 +789,9 @@ fn new_result(plan: &Plan<'_>, target: &Target, driver: &str) -> RunResult {
     result.delivery_guarantee = plan.guarantee.map(report_guarantee);
     if let Some(every) = plan.forget_reads {
         result.workload_echo["testForgetReads"] = every.get().into();
+    }
+    if plan.non_transactional_stage && plan.guarantee == Some(Guarantee::ExactlyOnce) {
+        result.workload_echo["testNonTransactionalStage"] = true.into();
     }
     result
 }
@@ -751,6 +908,7 @@ mod tests {
             run_dir: dir.path(),
             seed: 7,
             forget_reads: None,
+            non_transactional_stage: false,
             progress: ProgressEvery(None),
         };
 

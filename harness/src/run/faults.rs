@@ -35,6 +35,7 @@ use crate::run::consumers::Consumers;
 use crate::run::leaders::leaders_seen_by;
 use crate::run::links::{Cut, PeerLinks};
 use crate::run::load::CrashSwitch;
+use crate::run::pipeline::Processors;
 use crate::workload::{
     local_broker_id, local_broker_name, ExternalCluster, FaultKind, FaultParameters, FaultScope, FaultTarget,
     ParameterDirection, Workload,
@@ -124,6 +125,9 @@ fn resolve_random(
     match kind {
         FaultKind::ProducerCrash => FaultTarget::Producer(rng.below(workload.producers_total().max(1)) as u32),
         FaultKind::ConsumerCrash => FaultTarget::Consumer(rng.below(workload.consumers_total().max(1)) as u32),
+        FaultKind::ProcessorCrash => {
+            FaultTarget::Processor(rng.below(u64::from(workload.processing.processors.max(1))) as u32)
+        }
         // No broker to draw from stays `Random`, which the injector reports.
         _ if brokers.is_empty() => FaultTarget::Random,
         _ => FaultTarget::Broker(brokers[rng.below(brokers.len() as u64) as usize].clone()),
@@ -146,6 +150,9 @@ pub struct Targets {
     pub topics: Vec<String>,
     pub consumers: Arc<Consumers>,
     pub producers: Vec<Arc<CrashSwitch>>,
+    /// The exactly-once stage's processors; `None` under the other guarantees,
+    /// where `processor-crash` faults have nothing to act on and are skipped.
+    pub processors: Option<Arc<Processors>>,
 }
 
 /// What the injector thread returns.
@@ -237,6 +244,7 @@ enum Undo {
     Heal(Cut),
     RestartConsumer(usize),
     RestartProducer(usize),
+    RestartProcessor(usize),
 }
 
 struct Injector {
@@ -506,7 +514,9 @@ impl Injector {
             FaultTarget::Random => {
                 bail!("no broker to draw a random target from: list the external cluster's brokers under cluster.nodes")
             }
-            FaultTarget::Producer(_) | FaultTarget::Consumer(_) => bail!("`{target}` is not a broker"),
+            FaultTarget::Producer(_) | FaultTarget::Consumer(_) | FaultTarget::Processor(_) => {
+                bail!("`{target}` is not a broker")
+            }
         };
         if brokers.is_empty() {
             bail!("`{target}` names no broker: list the external cluster's brokers under cluster.nodes");
@@ -673,6 +683,9 @@ impl Injector {
     }
 
     fn start_client(&mut self, fault: &PlannedFault) -> anyhow::Result<(String, Vec<Undo>)> {
+        if fault.kind == FaultKind::ProcessorCrash {
+            return self.crash_processors(&fault.target);
+        }
         let consumers = self.targets.consumers.len();
         let producers = self.targets.producers.len();
         let (indexes, is_consumer): (Vec<usize>, bool) = match (&fault.target, fault.kind) {
@@ -694,6 +707,26 @@ impl Injector {
         }
         let prefix = if is_consumer { "consumer" } else { "producer" };
         Ok((indexes.iter().map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>().join(","), undo))
+    }
+
+    /// `processor-crash`: kills processors of the exactly-once stage mid-transaction;
+    /// without a stage (the other guarantees' executions of the same schedule) it
+    /// does nothing and says so in the fault's label.
+    fn crash_processors(&mut self, target: &FaultTarget) -> anyhow::Result<(String, Vec<Undo>)> {
+        let Some(processors) = self.targets.processors.clone() else {
+            return Ok((format!("{target} (no exactly-once stage in this execution: nothing crashed)"), Vec::new()));
+        };
+        let indexes: Vec<usize> = match target {
+            FaultTarget::Processor(i) => vec![*i as usize],
+            FaultTarget::All => (0..processors.len()).collect(),
+            other => bail!("`processor-crash` cannot act on `{other}`"),
+        };
+        let mut undo = Vec::new();
+        for &index in &indexes {
+            processors.crash(index)?;
+            undo.push(Undo::RestartProcessor(index));
+        }
+        Ok((indexes.iter().map(|i| format!("processor-{i}")).collect::<Vec<_>>().join(","), undo))
     }
 
     fn undo_one(&mut self, undo: Undo) -> anyhow::Result<()> {
@@ -728,6 +761,10 @@ impl Injector {
                 Ok(())
             }
             Undo::RestartConsumer(index) => self.targets.consumers.restart(index),
+            Undo::RestartProcessor(index) => match &self.targets.processors {
+                Some(processors) => processors.restart(index),
+                None => Ok(()),
+            },
             Undo::RestartProducer(index) => {
                 if let Some(switch) = self.targets.producers.get(index) {
                     switch.restart();

@@ -45,6 +45,7 @@ pub mod leaders;
 pub mod links;
 pub mod load;
 pub mod metrics;
+pub mod pipeline;
 mod progress;
 pub mod recorder;
 pub mod result;
@@ -102,6 +103,13 @@ pub struct RunArgs {
     /// run says so on stderr and in result.json (`workloadEcho.testForgetReads`).
     #[arg(long, hide = true, value_name = "N")]
     test_forget_reads: Option<NonZeroU64>,
+    /// Test only, hidden: the exactly-once stage runs at least once instead (an
+    /// idempotent producer, input offsets committed by the consumer after the
+    /// copies were acknowledged), so a processor crash writes copies twice and the
+    /// exactly-once verdict FAILs on purpose through the real checker. The run says
+    /// so on stderr and in result.json (`workloadEcho.testNonTransactionalStage`).
+    #[arg(long, hide = true)]
+    test_non_transactional_stage: bool,
     /// Run the workload N times (each guarantee N times), each repeat in its own
     /// directory `repeat-<i>`, so that `corelog compare` can tell a change from
     /// run-to-run noise.
@@ -174,6 +182,12 @@ fn run_in(args: &RunArgs, workload: &Workload, out_dir: &Path) -> anyhow::Result
         "  log lines: {} (the harness and its clients), logs/<broker>.log beside each result.json (started brokers)",
         out_dir.join("logs").join("corelog.log").display()
     );
+    if args.test_non_transactional_stage {
+        eprintln!(
+            "  TEST ONLY (--test-non-transactional-stage): the exactly-once stage runs at least once; this run's \
+             exactly-once verdict says nothing about the system under test"
+        );
+    }
     if let Some(every) = args.test_forget_reads {
         eprintln!(
             "  TEST ONLY (--test-forget-reads {every}): the checker forgets the reads of every message whose sequence \
@@ -260,10 +274,8 @@ fn execution_dir(out_dir: &Path, guarantees: usize, guarantee: Option<Guarantee>
 }
 
 /// One execution per guarantee the workload lists, or one unjudged execution if it
-/// lists none. The workload's semantic checks refused the guarantees the harness
-/// cannot run (exactly-once), so `corelog check` refuses them too.
+/// lists none.
 fn guarantees_to_run(workload: &Workload) -> Vec<Option<Guarantee>> {
-    assert!(!workload.guarantees.contains(&Guarantee::ExactlyOnce), "a checked workload never lists exactly-once");
     if workload.guarantees.is_empty() {
         vec![None]
     } else {
@@ -352,8 +364,16 @@ fn execute(
         (_, crate::workload::Cluster::External(_)) => "connecting to the cluster".to_string(),
     };
     let target = crate::run::progress::phase(progress, &starting, || Target::start(workload, run_dir))?;
-    let plan = Plan { workload, guarantee, run_dir, seed, forget_reads: args.test_forget_reads, progress };
-    let topics = execution::topic_names(&plan);
+    let plan = Plan {
+        workload,
+        guarantee,
+        run_dir,
+        seed,
+        forget_reads: args.test_forget_reads,
+        non_transactional_stage: args.test_non_transactional_stage,
+        progress,
+    };
+    let topics = execution::all_topic_names(&plan);
     // The execution is gone when `run` returns, early or not: its drop stopped
     // every producer, consumer and fault, so nothing holds the target any more.
     let outcome = Execution::run(plan, &target, interrupted);

@@ -16,6 +16,10 @@ use crate::run::metrics::Metrics;
 pub struct Recorder {
     pub metrics: Arc<Metrics>,
     pub history: Arc<History>,
+    /// Under exactly-once the producers write the stage's input while the
+    /// subscriptions read its output, so an acknowledgement's offset says nothing
+    /// about where the message is read: the history records it without one.
+    pub pipeline: bool,
 }
 
 impl DeliverySink for Recorder {
@@ -26,6 +30,9 @@ impl DeliverySink for Recorder {
     fn delivered_all(&self, deliveries: &[Delivery]) {
         self.history.outcomes(deliveries.iter().map(|delivery| {
             let reported = match delivery.outcome {
+                SendOutcome::Acknowledged { partition, .. } if self.pipeline => {
+                    Reported::Acknowledged { partition, offset: -1 }
+                }
                 SendOutcome::Acknowledged { partition, offset } => Reported::Acknowledged { partition, offset },
                 SendOutcome::Failed { ambiguous, .. } => Reported::Failed { ambiguous },
             };
@@ -45,6 +52,11 @@ impl ReadPositions {
         let mut positions = self.0.lock().expect("positions lock");
         let highest = positions.entry((topic, partition)).or_insert(offset);
         *highest = (*highest).max(offset);
+    }
+
+    /// The highest offset read of a partition, if any.
+    fn highest(&self, topic: u32, partition: i32) -> Option<i64> {
+        self.0.lock().expect("positions lock").get(&(topic, partition)).copied()
     }
 
     /// Whether every partition was read up to `end_offsets[p]` (exclusive).
@@ -68,10 +80,41 @@ pub struct ConsumerSink {
     /// those messages lost; metrics and read positions still count them, so the
     /// drain completes as usual.
     pub forget_reads: Option<NonZeroU64>,
+    /// The subscription reads the exactly-once stage's output (see [`ConsumerSink::pipeline_read`]).
+    pub pipeline: bool,
+}
+
+impl ConsumerSink {
+    /// A read of the exactly-once stage's output, if it is not a message to
+    /// record as usual: returns `true` when it was handled here.
+    ///
+    /// - The end mark (`pipeline::END_MARK`) only moves the read position.
+    /// - A copy marked aborted is an aborted read for the checker.
+    /// - A read at or below the highest offset this subscription already read of
+    ///   the partition is the subscription's own consumer reading again after a
+    ///   rebalance (it commits after processing, at least once): the output did
+    ///   not change, so it says nothing about the stage and is left out. A copy
+    ///   the stage wrote twice lies at a new, higher offset and is recorded.
+    fn pipeline_read(&self, message: &Received<'_>) -> bool {
+        if message.payload == crate::run::pipeline::END_MARK {
+            self.positions.note(self.topic_index, message.partition, message.offset);
+            return true;
+        }
+        if let Some(header) = PayloadHeader::parse_aborted(message.payload) {
+            let (topic, partition, offset) = (self.topic_index, message.partition, message.offset);
+            self.history.aborted_read(topic, partition, offset, header.producer_id, header.sequence);
+            self.positions.note(topic, partition, offset);
+            return true;
+        }
+        self.positions.highest(self.topic_index, message.partition).is_some_and(|highest| message.offset <= highest)
+    }
 }
 
 impl MessageSink for ConsumerSink {
     fn received(&self, message: Received<'_>) {
+        if self.pipeline && self.pipeline_read(&message) {
+            return;
+        }
         if let Some(header) = PayloadHeader::parse(message.payload) {
             // Test only: see `forget_reads`.
             let forgotten = self.forget_reads.is_some_and(|every| header.sequence % every.get() == 0);

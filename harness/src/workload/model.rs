@@ -104,10 +104,12 @@ named_enum! {
         /// acknowledged message is lost and producer retries never write one twice;
         /// a consumer restart may still deliver some twice.
         Idempotent = "idempotent",
-        /// Transactional consume-transform-produce with offsets committed in the
-        /// transaction and read_committed consumers: every message's effect exactly
-        /// once. Refused for now, by `corelog check` and `corelog run` alike: the
-        /// harness has no transactional consume-transform-produce run yet.
+        /// Transactional consume-transform-produce (`processing`): idempotent
+        /// producers write the input, transactional processors copy it to an output
+        /// topic committing the input offsets in the same transaction, and the
+        /// subscriptions read the output with read_committed. Every acknowledged
+        /// message appears exactly once in the output, in order, and no copy of an
+        /// aborted transaction is read.
         ExactlyOnce = "exactly-once",
     }
 }
@@ -152,6 +154,11 @@ named_enum! {
         /// Drop a producer with its in-flight sends (their outcome is counted as
         /// ambiguous); a new one starts after `duration` (0: at once).
         ProducerCrash = "producer-crash",
+        /// Kill a processor of the exactly-once stage (SIGKILL) in the middle of a
+        /// transaction, its copies written and nothing committed; a new one with
+        /// the same transactional.id starts after `duration` (0: at once). Needs
+        /// `exactly-once` in `guarantees`; the other guarantees' executions skip it.
+        ProcessorCrash = "processor-crash",
     }
 }
 
@@ -199,7 +206,7 @@ impl FaultKind {
                 FaultScope::Network
             }
             FaultKind::Partition | FaultKind::Isolate => FaultScope::Links,
-            FaultKind::ConsumerCrash | FaultKind::ProducerCrash => FaultScope::Client,
+            FaultKind::ConsumerCrash | FaultKind::ProducerCrash | FaultKind::ProcessorCrash => FaultScope::Client,
         }
     }
 
@@ -269,6 +276,25 @@ pub struct Workload {
     /// Ordered by start time.
     pub faults: Vec<Fault>,
     pub nemesis: Option<Nemesis>,
+    /// The exactly-once guarantee's stage (unused by the other guarantees).
+    pub processing: Processing,
+}
+
+/// The exactly-once guarantee's consume-transform-produce stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Processing {
+    /// Transactional processors, one consumer group; `processor-<i>` in fault targets.
+    pub processors: u32,
+    /// The fraction of transactions aborted on purpose, in [0, 1).
+    pub abort_rate: f64,
+    /// Most input messages in one transaction.
+    pub messages_per_transaction: u32,
+}
+
+impl Default for Processing {
+    fn default() -> Processing {
+        Processing { processors: 2, abort_rate: 0.0, messages_per_transaction: 500 }
+    }
 }
 
 /// Where message values come from.
@@ -387,6 +413,8 @@ pub enum FaultTarget {
     Controller,
     Producer(u32),
     Consumer(u32),
+    /// A processor of the exactly-once stage.
+    Processor(u32),
 }
 
 impl FaultTarget {
@@ -418,6 +446,9 @@ impl FaultTarget {
         if let Some(rest) = text.strip_prefix("consumer-") {
             return Ok(FaultTarget::Consumer(index(rest)?));
         }
+        if let Some(rest) = text.strip_prefix("processor-") {
+            return Ok(FaultTarget::Processor(index(rest)?));
+        }
         if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '{' || c == '}') {
             return Err(format!("`{text}` is not a target"));
         }
@@ -436,6 +467,7 @@ impl fmt::Display for FaultTarget {
             FaultTarget::Controller => f.write_str("controller"),
             FaultTarget::Producer(i) => write!(f, "producer-{i}"),
             FaultTarget::Consumer(i) => write!(f, "consumer-{i}"),
+            FaultTarget::Processor(i) => write!(f, "processor-{i}"),
         }
     }
 }

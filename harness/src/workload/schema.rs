@@ -301,6 +301,10 @@ block! {
 
     /// Faults drawn at random (from a seed) instead of, or as well as, `faults`.
     nemesis: RawNemesis = "nemesis", Corelog, Kind::Block(&NEMESIS), Presence::Default("none");
+
+    /// The exactly-once guarantee's consume-transform-produce stage; the other
+    /// guarantees ignore it.
+    processing: RawProcessing = "processing", Corelog, Kind::Block(&PROCESSING), Presence::Default("2 processors, no planned aborts");
 }
 
 block! {
@@ -494,5 +498,27 @@ block! {
     parameters: RawFaultParameters = "parameters", Corelog, Kind::Block(&FAULT_PARAMETERS), Presence::Default("none");
 }
 
+block! {
+    /// The exactly-once guarantee's stage: `processors` transactional processors in
+    /// one consumer group read each input topic with read_committed and copy every
+    /// message to the topic's output (`<topic>-out`, same partition, key and
+    /// payload), one transaction per batch that also commits the input offsets
+    /// (`send_offsets_to_transaction`); the subscriptions read the outputs. Each
+    /// processor is a child process that `processor-crash` kills mid-transaction.
+    struct RawProcessing, static PROCESSING, name "processing", at ["processing"];
+
+    /// Transactional processors (`processor-0`, `processor-1`, … in fault targets).
+    processors: i64 = "processors", Corelog, Kind::Integer { min: 1, max: 64 }, Presence::Default("`2`");
+
+    /// The fraction of transactions the processors abort on purpose (and process
+    /// again), so the verdict shows that no aborted copy is read. Below 1.
+    abort_rate: f64 = "abortRate", Corelog, Kind::Number { min: 0.0, max: 0.99 }, Presence::Default("`0.0`");
+
+    /// Most input messages in one transaction (a transaction takes what one poll
+    /// has ready, up to this).
+    messages_per_transaction: i64 = "messagesPerTransaction", Corelog, Kind::Integer { min: 1, max: 100_000 }, Presence::Default("`500`");
+}
+
 /// Every block, in the reference's order.
-pub(crate) static BLOCKS: [&BlockDoc; 7] = [&WORKLOAD, &CLUSTER, &NODE, &COMMANDS, &FAULT, &FAULT_PARAMETERS, &NEMESIS];
+pub(crate) static BLOCKS: [&BlockDoc; 8] =
+    [&WORKLOAD, &CLUSTER, &NODE, &COMMANDS, &FAULT, &FAULT_PARAMETERS, &NEMESIS, &PROCESSING];

@@ -99,6 +99,17 @@ fn producer_rate(raw: &RawWorkload) -> ProducerRate {
 }
 
 /// `guarantees`, at-least-once when absent (invalid names were reported structurally).
+/// The exactly-once stage, defaults filled in.
+fn processing(raw: &RawWorkload) -> Processing {
+    let defaults = Processing::default();
+    let Some(given) = raw.processing.as_ref() else { return defaults };
+    Processing {
+        processors: given.processors.map_or(defaults.processors, to_u32),
+        abort_rate: given.abort_rate.unwrap_or(defaults.abort_rate),
+        messages_per_transaction: given.messages_per_transaction.map_or(defaults.messages_per_transaction, to_u32),
+    }
+}
+
 fn guarantees(raw: &RawWorkload) -> Vec<Guarantee> {
     match &raw.guarantees {
         Some(names) => names.iter().filter_map(|name| Guarantee::from_name(name)).collect(),
@@ -146,7 +157,8 @@ impl Checker<'_> {
             self.client_config(raw.consumer_config.as_ref(), "consumerConfig", &CONSUMER_KEYS_RESERVED, driver);
 
         let guarantees = guarantees(raw);
-        self.guarantees_runnable(raw);
+        self.exactly_once_runnable(raw, &guarantees, driver, cluster.as_ref(), subscriptions_per_topic);
+        let processing = processing(raw);
 
         let counts = Counts {
             topics: topics.unwrap_or(0),
@@ -155,6 +167,7 @@ impl Checker<'_> {
             consumers: u64::from(topics.unwrap_or(0))
                 * u64::from(subscriptions_per_topic)
                 * u64::from(consumers_per_subscription),
+            processors: guarantees.contains(&Guarantee::ExactlyOnce).then_some(processing.processors),
             known: topics.is_some() && partitions_per_topic.is_some() && producers_per_topic.is_some(),
         };
         let faults = self.faults(raw, driver, cluster.as_ref(), &counts, test_duration);
@@ -183,6 +196,7 @@ impl Checker<'_> {
             seed: raw.seed,
             faults,
             nemesis,
+            processing,
         })
     }
 
@@ -212,20 +226,52 @@ impl Checker<'_> {
         }
     }
 
-    /// Every listed guarantee is one the harness can run: exactly-once needs a
-    /// transactional consume-transform-produce loop, which the harness does not have,
-    /// so `corelog run` would refuse it and `check` refuses it first.
-    fn guarantees_runnable(&mut self, raw: &RawWorkload) {
-        let listed = raw.guarantees.iter().flatten().enumerate();
-        for (index, name) in listed {
-            if Guarantee::from_name(name) == Some(Guarantee::ExactlyOnce) {
+    /// Exactly-once runs a transactional stage whose output the subscriptions read:
+    /// it needs Kafka clients, a broker that serves transactions, and a reader.
+    fn exactly_once_runnable(
+        &mut self,
+        raw: &RawWorkload,
+        guarantees: &[Guarantee],
+        driver: DriverKind,
+        cluster: Option<&Cluster>,
+        subscriptions_per_topic: u32,
+    ) {
+        let Some(index) =
+            raw.guarantees.iter().flatten().position(|name| Guarantee::from_name(name) == Some(Guarantee::ExactlyOnce))
+        else {
+            return;
+        };
+        debug_assert!(guarantees.contains(&Guarantee::ExactlyOnce));
+        let path = top("guarantees").index(index);
+        if driver == DriverKind::Embedded {
+            self.report(
+                path.clone(),
+                Anchor::Value,
+                "exactly-once needs Kafka transactions, which the embedded engine (no broker, no Kafka client) has not",
+                "use `driver: kafka`".to_string(),
+            );
+        }
+        if let Some(Cluster::Local(local)) = cluster {
+            if local.brokers > 1 {
                 self.report(
-                    top("guarantees").index(index),
+                    path.clone(),
                     Anchor::Value,
-                    "exactly-once needs a transactional consume-transform-produce run, which the harness does not have yet",
-                    "remove it from `guarantees`; `idempotent` is the strongest guarantee that runs".to_string(),
+                    format!(
+                        "exactly-once on {} local brokers: corelog serves transactions on a single broker only, \
+                         so far (a cluster node refuses them)",
+                        local.brokers
+                    ),
+                    "run exactly-once with `cluster.brokers: 1`, or against an external cluster".to_string(),
                 );
             }
+        }
+        if subscriptions_per_topic == 0 {
+            self.report(
+                path,
+                Anchor::Value,
+                "exactly-once is judged by reading the stage's output, and the workload has no subscription",
+                "set subscriptionsPerTopic and consumerPerSubscription to 1 or more".to_string(),
+            );
         }
     }
 
@@ -889,7 +935,7 @@ impl Checker<'_> {
     fn target_fits_kind(&mut self, kind: FaultKind, target: &FaultTarget, target_path: &FieldPath) -> bool {
         let client = kind.scope() == FaultScope::Client;
         match target {
-            FaultTarget::Producer(_) | FaultTarget::Consumer(_) if !client => self.report(
+            FaultTarget::Producer(_) | FaultTarget::Consumer(_) | FaultTarget::Processor(_) if !client => self.report(
                 target_path.clone(),
                 Anchor::Value,
                 format!("a `{kind}` fault acts on brokers, not on `{target}`"),
@@ -907,7 +953,11 @@ impl Checker<'_> {
                     format!("a `{kind}` fault acts on a client, not on `{target}`"),
                     format!(
                         "use all, random or {}-<i>",
-                        if kind == FaultKind::ProducerCrash { "producer" } else { "consumer" }
+                        match kind {
+                            FaultKind::ProducerCrash => "producer",
+                            FaultKind::ProcessorCrash => "processor",
+                            _ => "consumer",
+                        }
                     ),
                 )
             }
@@ -929,6 +979,18 @@ impl Checker<'_> {
                 Anchor::Value,
                 "a `producer-crash` fault needs a producer target",
                 None,
+            ),
+            FaultTarget::Producer(_) | FaultTarget::Consumer(_) if kind == FaultKind::ProcessorCrash => self.report(
+                target_path.clone(),
+                Anchor::Value,
+                "a `processor-crash` fault needs a processor target",
+                None,
+            ),
+            FaultTarget::Processor(_) if kind != FaultKind::ProcessorCrash => self.report(
+                target_path.clone(),
+                Anchor::Value,
+                format!("a `{kind}` fault does not act on the exactly-once stage's `{target}`"),
+                "use processor-crash".to_string(),
             ),
             _ => return true,
         }
@@ -966,6 +1028,17 @@ impl Checker<'_> {
                             "consumers count from 0 over all topics and subscriptions: {}",
                             names("consumer-", counts.consumers)
                         ),
+                    );
+                }
+            }
+            FaultTarget::Processor(index) => {
+                let processors = counts.processors.unwrap_or(0);
+                if *index >= processors && counts.processors.is_some() {
+                    self.report(
+                        target_path,
+                        Anchor::Value,
+                        format!("there is no `{target}`: the stage has {}", plural(u64::from(processors), "processor")),
+                        format!("processors count from 0: {}", names("processor-", u64::from(processors))),
                     );
                 }
             }
@@ -1101,6 +1174,15 @@ impl Checker<'_> {
                     );
                 }
             }
+            (FaultScope::Client, _) if kind == FaultKind::ProcessorCrash && counts.processors.is_none() => {
+                self.report(
+                    path.clone(),
+                    Anchor::Value,
+                    "`processor-crash` crashes the exactly-once stage, and no listed guarantee runs it",
+                    "add exactly-once to `guarantees`".to_string(),
+                );
+            }
+            (FaultScope::Client, _) if kind == FaultKind::ProcessorCrash => {}
             (FaultScope::Client, _) => {
                 let (count, what) = match kind {
                     FaultKind::ConsumerCrash => (counts.consumers, "consumers"),
@@ -1341,6 +1423,8 @@ struct Counts {
     partitions_per_topic: u32,
     producers: u64,
     consumers: u64,
+    /// The exactly-once stage's processors; `None` when no guarantee runs the stage.
+    processors: Option<u32>,
     /// False when a count was missing or invalid: index checks are then skipped.
     known: bool,
 }

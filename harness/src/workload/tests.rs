@@ -405,6 +405,7 @@ fn schema_kinds_fit_the_rust_types() {
     deserializes::<schema::RawFault>(&schema::FAULT);
     deserializes::<schema::RawFaultParameters>(&schema::FAULT_PARAMETERS);
     deserializes::<schema::RawNemesis>(&schema::NEMESIS);
+    deserializes::<schema::RawProcessing>(&schema::PROCESSING);
     for block in schema::BLOCKS {
         for field in block.fields {
             assert!(!field.doc.trim().is_empty(), "{}.{} has no documentation", block.name, field.key);
