@@ -261,6 +261,23 @@ impl ProducerEntry {
     }
 }
 
+/// One producer of a partition as DescribeProducers reports it (Kafka's
+/// `UnifiedLog.activeProducers`), read from the state without changing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: ProducerId,
+    pub epoch: ProducerEpoch,
+    /// The last sequence of its last remembered batch; `None` after a marker moved
+    /// it to a new epoch (Kafka's `NO_SEQUENCE`).
+    pub last_sequence: Option<Sequence>,
+    /// The `log_append_time` of that batch: the broker's clock at the append, or the
+    /// batch's max timestamp for one re-read from the log (Kafka reports the batch's
+    /// max timestamp always).
+    pub last_timestamp: Option<TimestampMs>,
+    /// The first offset of its open transaction.
+    pub current_txn_start_offset: Option<Offset>,
+}
+
 /// What to do with an incoming record set, per [`ProducerStateManager::check`].
 #[derive(Debug)]
 pub enum Admission {
@@ -351,6 +368,20 @@ impl ProducerStateManager {
     /// Every known producer, by ascending id.
     pub fn producers(&self) -> impl Iterator<Item = (ProducerId, &ProducerEntry)> {
         self.producers.iter().map(|(id, entry)| (*id, entry))
+    }
+
+    /// Every known producer as DescribeProducers reports it, by ascending id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.producers
+            .iter()
+            .map(|(id, entry)| ActiveProducer {
+                producer_id: *id,
+                epoch: entry.epoch,
+                last_sequence: entry.last_batch().map(|batch| batch.last_sequence),
+                last_timestamp: entry.last_batch().map(|batch| batch.log_append_time),
+                current_txn_start_offset: entry.txn_first_offset,
+            })
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -1189,6 +1220,26 @@ mod txn_tests {
         // A marker for a producer never seen here completes an empty transaction.
         p.end_txn(9, 0, TxnOutcome::Commit).expect("unknown producer's marker");
         assert_eq!(p.state.entry(ProducerId(9)).map(|e| e.batches().len()), Some(0));
+    }
+
+    #[test]
+    fn active_producers_report_epoch_last_sequence_and_open_transaction() {
+        let mut p = Partition::new();
+        p.data(1, 0, 0, 3, false).expect("idempotent: sequences 0-2");
+        p.data(7, 0, 0, 2, true).expect("open txn at 3");
+        p.data(8, 3, 0, 1, true).expect("txn at 5");
+        p.end_txn(8, 4, TxnOutcome::Abort).expect("abort with a bump: no batches left");
+        let active = |id: i64, epoch: i16, last_sequence: Option<i32>, txn_start: Option<i64>| ActiveProducer {
+            producer_id: ProducerId(id),
+            epoch: ProducerEpoch(epoch),
+            last_sequence: last_sequence.map(Sequence),
+            last_timestamp: last_sequence.map(|_| T0),
+            current_txn_start_offset: txn_start.map(Offset),
+        };
+        assert_eq!(
+            p.state.active_producers(),
+            vec![active(1, 0, Some(2), None), active(7, 0, Some(1), Some(3)), active(8, 4, None, None)]
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ use crate::cpus::{CpuList, ShardCpus};
 use crate::data_dir::DataDir;
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult, RepairReport};
+use crate::producer_state::ActiveProducer;
 use crate::storage::DmaStorage;
 use crate::types::{
     LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, ShardId, TimestampMs, TopicId, TopicName,
@@ -895,6 +896,12 @@ impl EngineHandle {
         self.dispatch(partition, |reply| PartitionOp::Stats { reply }).await
     }
 
+    /// The producers of a partition's producer state, by ascending producer id
+    /// (DescribeProducers).
+    pub async fn producers(&self, partition: &TopicPartition) -> Result<Vec<ActiveProducer>> {
+        self.op(partition, |reply| PartitionOp::Producers { reply }).await
+    }
+
     /// Returns once the partition's high watermark is past `offset` (data to read),
     /// or the partition is gone. The partition's actor answers when an append (or,
     /// under `always`, its sync) moves the high watermark; callers bound the wait
@@ -1294,6 +1301,7 @@ fn reject(op: PartitionOp, error: EngineError) {
         PartitionOp::DeleteRecords { reply, .. } => send(reply, error),
         PartitionOp::SetConfig { reply, .. } => send(reply, error),
         PartitionOp::Stats { reply } => send(reply, error),
+        PartitionOp::Producers { reply } => send(reply, error),
         PartitionOp::WaitForData { reply, .. } => send(reply, error),
         PartitionOp::SetReplicated { reply, .. } => send(reply, error),
         PartitionOp::SetHighWatermark { reply, .. } => send(reply, error),

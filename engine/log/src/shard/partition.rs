@@ -76,6 +76,7 @@ use crate::batch::TxnMarker;
 use crate::config::{Durability, TopicConfig};
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult, StartedSync};
+use crate::producer_state::ActiveProducer;
 use crate::storage::Storage;
 use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs};
 
@@ -157,6 +158,12 @@ pub enum PartitionOp {
     },
     Stats {
         reply: Reply<PartitionStats>,
+    },
+    /// The producers of the partition's producer state (DescribeProducers); served
+    /// at once, unwritten appends of the round included, as Kafka's state has every
+    /// append the leader made.
+    Producers {
+        reply: Reply<Vec<ActiveProducer>>,
     },
     /// Answered once the `reader`'s bound is past `offset` (a long-poll fetch waits
     /// on it); a waiter whose requester gave up is dropped at the end of a round.
@@ -393,6 +400,7 @@ impl<S: Storage> Actor<S> {
                 answer(reply, Ok(()));
             }
             PartitionOp::Stats { reply } => answer(reply, Ok(log.stats())),
+            PartitionOp::Producers { reply } => answer(reply, Ok(log.producer_state().active_producers())),
             PartitionOp::WaitForData { offset, reader, reply } => self.wait_for_data(offset, reader, reply),
             PartitionOp::SetReplicated { replicated, reply } => {
                 // Appends made in the old mode are answered in it.
