@@ -103,12 +103,15 @@ fn a_node_given_cpus_that_are_not_online_starts_nothing_and_says_which_are() {
 }
 
 /// Transactions are a single broker's for now: a cluster node's ApiVersions leaves
-/// out the transaction APIs and its handlers answer errors, while a single broker
-/// advertises them.
+/// out the transaction APIs that need the coordinator (DescribeTransactions and
+/// ListTransactions among them) and its handlers answer errors, while a single broker
+/// advertises them. DescribeProducers, which reads a partition's producer state, is
+/// advertised by both.
 #[test]
 fn a_cluster_node_does_not_serve_transactions_yet_and_a_single_broker_does() {
     use kafka_protocol::messages::{
-        ApiVersionsRequest, EndTxnRequest, FindCoordinatorRequest, ProducerId, TransactionalId,
+        ApiKey, ApiVersionsRequest, DescribeTransactionsRequest, EndTxnRequest, FindCoordinatorRequest,
+        ListTransactionsRequest, ProducerId, TransactionalId,
     };
     use kafka_protocol::protocol::StrBytes;
     let root = tempfile::tempdir().expect("tempdir");
@@ -133,6 +136,9 @@ fn a_cluster_node_does_not_serve_transactions_yet_and_a_single_broker_does() {
         assert!(!on_node.contains(&key), "a cluster node advertises API key {key}");
         assert!(on_single.contains(&key), "a single broker does not advertise API key {key}");
     }
+    for (keys, broker) in [(&on_node, "a cluster node"), (&on_single, "a single broker")] {
+        assert!(keys.contains(&(ApiKey::DescribeProducers as i16)), "{broker} does not advertise DescribeProducers");
+    }
 
     let mut connection =
         PeerConnection::connect(&listen.to_string(), "txn-test", Duration::from_secs(10)).expect("connect");
@@ -147,6 +153,12 @@ fn a_cluster_node_does_not_serve_transactions_yet_and_a_single_broker_does() {
     );
     let end = EndTxnRequest::default().with_transactional_id(id()).with_producer_id(ProducerId(1)).with_committed(true);
     assert_eq!(connection.request(&end, 1).expect("EndTxn").error_code, 15, "COORDINATOR_NOT_AVAILABLE");
+    let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id()]);
+    let described = connection.request(&describe, 0).expect("DescribeTransactions");
+    let codes: Vec<i16> = described.transaction_states.iter().map(|state| state.error_code).collect();
+    assert_eq!(codes, vec![15], "COORDINATOR_NOT_AVAILABLE for the id");
+    let listed = connection.request(&ListTransactionsRequest::default(), 1).expect("ListTransactions");
+    assert_eq!(listed.error_code, 15, "COORDINATOR_NOT_AVAILABLE");
     drop(connection);
     single.shutdown().expect("shutdown");
     node.shutdown().expect("shutdown");

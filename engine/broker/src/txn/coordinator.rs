@@ -77,17 +77,84 @@ pub enum Request {
         result: TransactionResult,
         version: TransactionVersion,
     },
+    /// DescribeTransactions of one transactional id: a query, nothing changes.
+    Describe { transactional_id: TransactionalId },
+    /// ListTransactions: every transactional id of this coordinator's partitions that
+    /// passes the filters; a query, nothing changes.
+    List(ListFilter),
 }
 
 impl Request {
-    pub fn transactional_id(&self) -> &TransactionalId {
+    /// The transactional id whose coordinator serves the request; `None` for a
+    /// request every coordinator answers (ListTransactions).
+    pub fn transactional_id(&self) -> Option<&TransactionalId> {
         match self {
             Request::InitProducerId { transactional_id, .. }
             | Request::AddPartitions { transactional_id, .. }
             | Request::AddOffsets { transactional_id, .. }
-            | Request::EndTxn { transactional_id, .. } => transactional_id,
+            | Request::EndTxn { transactional_id, .. }
+            | Request::Describe { transactional_id } => Some(transactional_id),
+            Request::List(_) => None,
         }
     }
+}
+
+/// ListTransactions' filters, as Kafka's `TransactionStateManager.listTransactionStates`
+/// applies them: a transaction is listed if it is not Dead, its producer id is one of
+/// `producer_ids` (when any), its state one of `states` (when given), and it started
+/// more than `duration_ms` ago (when >= 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    /// `None`: any state. `Some` of an empty set: the request named only unknown
+    /// states, so no transaction passes (as in Kafka).
+    pub states: Option<BTreeSet<TxnState>>,
+    /// Empty: any producer id.
+    pub producer_ids: BTreeSet<ProducerId>,
+    /// -1 (any negative): no duration filter (ListTransactions v1's DurationFilter).
+    pub duration_ms: i64,
+}
+
+/// No filter: every transactional id but the Dead ones.
+impl Default for ListFilter {
+    fn default() -> Self {
+        ListFilter { states: None, producer_ids: BTreeSet::new(), duration_ms: -1 }
+    }
+}
+
+impl ListFilter {
+    /// Kafka's test, with its quirk: a transaction that never started has start time
+    /// -1, so it passes any duration filter (`now - (-1) > duration`).
+    fn passes(&self, metadata: &TransactionMetadata, now_ms: i64) -> bool {
+        metadata.state != TxnState::Dead
+            && (self.producer_ids.is_empty() || self.producer_ids.contains(&metadata.producer_id))
+            && self.states.as_ref().is_none_or(|states| states.contains(&metadata.state))
+            && (self.duration_ms < 0 || now_ms.saturating_sub(metadata.txn_start_timestamp_ms) > self.duration_ms)
+    }
+}
+
+/// What DescribeTransactions reports of one transactional id (Kafka's
+/// `TransactionCoordinator.handleDescribeTransactions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionDescription {
+    /// The current state, not a pending one.
+    pub state: TxnState,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub timeout_ms: i32,
+    /// When its current (or last) transaction started; -1 for none since the last
+    /// InitProducerId.
+    pub txn_start_timestamp_ms: i64,
+    /// The partitions of the transaction, `__consumer_offsets` ones included; all of
+    /// them until the transaction completes (Kafka drops each as its marker lands).
+    pub partitions: BTreeSet<TopicPartition>,
+}
+
+/// One line of ListTransactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTransaction {
+    pub transactional_id: TransactionalId,
+    pub producer_id: ProducerId,
+    pub state: TxnState,
 }
 
 /// An answer, one kind per request kind.
@@ -100,6 +167,8 @@ pub enum Response {
     AddOffsets(Result<(), ResponseError>),
     /// The producer id and epoch the producer goes on with.
     EndTxn(Result<(ProducerId, ProducerEpoch), ResponseError>),
+    Describe(Result<TransactionDescription, ResponseError>),
+    List(Vec<ListedTransaction>),
 }
 
 /// Transaction markers to write to every partition of a transaction.
@@ -290,7 +359,52 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
                 let producer = (producer_id, producer_epoch);
                 self.end_txn(request_id, transactional_id, producer, result, version, now_ms)
             }
+            Request::Describe { transactional_id } => {
+                let response = Response::Describe(self.describe(&transactional_id));
+                self.respond(request_id, response);
+            }
+            Request::List(filter) => {
+                let response = Response::List(self.list(&filter, now_ms));
+                self.respond(request_id, response);
+            }
         }
+    }
+
+    /// DescribeTransactions of one transactional id, as Kafka's coordinator answers
+    /// it: INVALID_REQUEST for an empty id, NOT_COORDINATOR when this coordinator does
+    /// not own its partition, TRANSACTIONAL_ID_NOT_FOUND when it has no metadata or is
+    /// being expired (Dead). Never COORDINATOR_LOAD_IN_PROGRESS: the runtime serves
+    /// requests only once its partitions are loaded (they wait in its queue).
+    pub fn describe(&self, transactional_id: &TransactionalId) -> Result<TransactionDescription, ResponseError> {
+        self.owner_epoch(transactional_id)?;
+        let metadata = self
+            .transactions
+            .get(transactional_id)
+            .filter(|metadata| metadata.state != TxnState::Dead)
+            .ok_or(ResponseError::TransactionalIdNotFound)?;
+        Ok(TransactionDescription {
+            state: metadata.state,
+            producer_id: metadata.producer_id,
+            producer_epoch: metadata.producer_epoch,
+            timeout_ms: metadata.timeout_ms,
+            txn_start_timestamp_ms: metadata.txn_start_timestamp_ms,
+            partitions: metadata.partitions.clone(),
+        })
+    }
+
+    /// ListTransactions: every transactional id of the partitions this coordinator
+    /// owns that passes `filter` at `now_ms`, by transactional id.
+    pub fn list(&self, filter: &ListFilter, now_ms: i64) -> Vec<ListedTransaction> {
+        self.transactions
+            .values()
+            .filter(|metadata| self.owned.contains_key(&self.partition_for(&metadata.transactional_id)))
+            .filter(|metadata| filter.passes(metadata, now_ms))
+            .map(|metadata| ListedTransaction {
+                transactional_id: metadata.transactional_id.clone(),
+                producer_id: metadata.producer_id,
+                state: metadata.state,
+            })
+            .collect()
     }
 
     fn respond(&mut self, request: RequestId, response: Response) {

@@ -14,7 +14,8 @@
 //!   prepared (a pending state that blocks others) and completed once its record is
 //!   in the log.
 //! - [`coordinator`]: [`coordinator::TxnCoordinator`], the requests (InitProducerId,
-//!   AddPartitionsToTxn and its verify-only form, AddOffsetsToTxn, EndTxn), the timer
+//!   AddPartitionsToTxn and its verify-only form, AddOffsetsToTxn, EndTxn, and the
+//!   queries of DescribeTransactions and ListTransactions), the timer
 //!   (`transaction.timeout.ms`, `transactional.id.expiration.ms`) and the completions
 //!   (an append done or failed, markers written), turned into [`coordinator::Effect`]s:
 //!   records to append, markers to write, answers. No IO, no clock: `now_ms` is

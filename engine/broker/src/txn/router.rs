@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
-use super::coordinator::{Request, Response};
+use super::coordinator::{ListFilter, ListedTransaction, Request, Response};
 use super::runtime::{self, BrokerProducerIds, TxnAsk};
 use super::{partition_for, transaction_state_topic, TransactionalId, TxnConfig};
 use crate::shard_queues::{LazyShardQueues, ShardQueues};
@@ -37,14 +37,50 @@ impl TxnRouter {
     /// Asks the coordinator of the request's transactional id and waits for its
     /// answer: once the change is durable in `__transaction_state`.
     /// COORDINATOR_NOT_AVAILABLE when the coordinator is gone (the broker stops).
+    /// A request without a transactional id (ListTransactions) goes to [`TxnRouter::list`].
     pub async fn ask(&self, request: Request) -> std::result::Result<Response, ResponseError> {
-        let shard = self.shard_for(request.transactional_id());
+        let Some(transactional_id) = request.transactional_id() else {
+            tracing::error!("a transaction request without a transactional id sent to one coordinator");
+            return Err(ResponseError::UnknownServerError);
+        };
+        let shard = self.shard_for(transactional_id);
+        let answer = self.send(shard, request).await?;
+        answer.recv_async().await.map_err(|_| ResponseError::CoordinatorNotAvailable)
+    }
+
+    async fn send(
+        &self,
+        shard: ShardId,
+        request: Request,
+    ) -> std::result::Result<flume::Receiver<Response>, ResponseError> {
         let (reply, answer) = flume::bounded(1);
         self.coordinators[shard.0]
             .send_async(TxnAsk { request, reply })
             .await
             .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
-        answer.recv_async().await.map_err(|_| ResponseError::CoordinatorNotAvailable)
+        Ok(answer)
+    }
+
+    /// ListTransactions: every shard's coordinator asked (all queued before any
+    /// answer is awaited), their transactions merged by transactional id.
+    /// COORDINATOR_NOT_AVAILABLE if one of them is gone.
+    pub async fn list(&self, filter: ListFilter) -> std::result::Result<Vec<ListedTransaction>, ResponseError> {
+        let mut answers = Vec::with_capacity(self.coordinators.len());
+        for shard in 0..self.coordinators.len() {
+            answers.push(self.send(ShardId(shard), Request::List(filter.clone())).await?);
+        }
+        let mut listed = Vec::new();
+        for answer in answers {
+            match answer.recv_async().await.map_err(|_| ResponseError::CoordinatorNotAvailable)? {
+                Response::List(transactions) => listed.extend(transactions),
+                other => {
+                    tracing::error!("ListTransactions answered with {other:?}");
+                    return Err(ResponseError::UnknownServerError);
+                }
+            }
+        }
+        listed.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        Ok(listed)
     }
 }
 

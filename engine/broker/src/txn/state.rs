@@ -83,6 +83,12 @@ impl TxnState {
         }
     }
 
+    /// The state of a name [`TxnState::name`] gives, exactly as spelled (Kafka's
+    /// `TransactionState.fromName`): ListTransactions' state filters.
+    pub fn from_name(name: &str) -> Option<TxnState> {
+        TxnState::ALL.into_iter().find(|state| state.name() == name)
+    }
+
     /// The states this one may follow (Kafka's `validPreviousStates`).
     pub fn valid_previous_states(self) -> &'static [TxnState] {
         use TxnState::*;
@@ -615,6 +621,10 @@ mod tests {
             assert_eq!(TxnState::from_id(state.id()), Some(state));
         }
         assert_eq!(TxnState::from_id(8), None);
+        for state in TxnState::ALL {
+            assert_eq!(TxnState::from_name(state.name()), Some(state));
+        }
+        assert_eq!(TxnState::from_name("ongoing"), None, "names are matched as Kafka spells them");
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_transactions;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
@@ -72,6 +74,7 @@ pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
@@ -207,16 +210,23 @@ served! {
     EndTxn => end_txn,
     TxnOffsetCommit => txn_offset_commit,
     WriteTxnMarkers => write_txn_markers,
+    DescribeProducers => describe_producers,
+    DescribeTransactions => describe_transactions,
+    ListTransactions => list_transactions,
 }
 
-/// The transaction APIs: served by a single broker only, so a cluster node's
-/// ApiVersions leaves them out (and their handlers answer an error).
+/// The transaction APIs that need the transaction coordinator: served by a single
+/// broker only, so a cluster node's ApiVersions leaves them out (and their handlers
+/// answer an error). DescribeProducers is not one: it reads a partition's producer
+/// state, which a cluster node's leaders keep too.
 pub const TRANSACTION_API_KEYS: &[ApiKey] = &[
     ApiKey::AddPartitionsToTxn,
     ApiKey::AddOffsetsToTxn,
     ApiKey::EndTxn,
     ApiKey::TxnOffsetCommit,
     ApiKey::WriteTxnMarkers,
+    ApiKey::DescribeTransactions,
+    ApiKey::ListTransactions,
 ];
 
 /// Waits until the first of `futures` completes.

@@ -7,9 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
 
-use super::{AppendId, Effect, ProducerIdSource, Request, RequestId, Response, TxnCoordinator, TxnMarkers};
+use super::{
+    AppendId, Effect, ListFilter, ProducerIdSource, Request, RequestId, Response, TransactionDescription,
+    TxnCoordinator, TxnMarkers,
+};
 use crate::txn::log::{replay_records, TxnRecord};
-use crate::txn::state::TxnState;
+use crate::txn::state::{TransactionMetadata, TxnState};
 use crate::txn::{
     partition_for, CoordinatorEpoch, TransactionResult, TransactionVersion, TransactionalId, TxnConfig,
     TRANSACTION_STATE_TOPIC,
@@ -692,4 +695,122 @@ fn transaction_version_2_rotates_the_producer_id_when_the_end_exhausts_the_epoch
     assert_eq!((metadata.producer_id, metadata.producer_epoch), next);
     assert_eq!(h.request_and_settle(request), Response::EndTxn(Ok(next)), "the retry from the old id");
     assert_eq!(h.request_and_settle(add("t", next, &[0])), Response::AddPartitions(Ok(())));
+}
+
+impl Harness {
+    fn describe(&mut self, name: &str) -> Result<TransactionDescription, ResponseError> {
+        match self.request_and_settle_no_flush(Request::Describe { transactional_id: id(name) }) {
+            Response::Describe(described) => described,
+            other => panic!("DescribeTransactions answered {other:?}"),
+        }
+    }
+
+    /// The transactional ids ListTransactions gives with `filter`, with their state.
+    fn list(&mut self, filter: ListFilter) -> Vec<(String, TxnState)> {
+        match self.request_and_settle_no_flush(Request::List(filter)) {
+            Response::List(listed) => listed.into_iter().map(|t| (t.transactional_id.0, t.state)).collect(),
+            other => panic!("ListTransactions answered {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn describe_reports_the_current_state_partitions_and_start_of_a_transaction() {
+    let mut h = Harness::new();
+    assert_eq!(h.describe("nobody"), Err(ResponseError::TransactionalIdNotFound));
+    assert_eq!(h.describe(""), Err(ResponseError::InvalidRequest));
+    let p = initialized(&mut h, "t");
+    let empty = h.describe("t").expect("described");
+    assert_eq!(
+        (empty.state, empty.producer_id, empty.producer_epoch, empty.timeout_ms, empty.txn_start_timestamp_ms),
+        (TxnState::Empty, p.0, p.1, TIMEOUT_MS, -1),
+        "no transaction yet: start time -1"
+    );
+    assert!(empty.partitions.is_empty());
+
+    h.now_ms = 5_000;
+    h.send(add("t", p, &[0, 1]));
+    assert_eq!(h.describe("t").expect("described").state, TxnState::Empty, "the current state, not the pending one");
+    h.settle();
+    h.now_ms = 6_000;
+    h.request_and_settle(Request::AddOffsets {
+        transactional_id: id("t"),
+        producer_id: p.0,
+        producer_epoch: p.1,
+        offsets_partition: PartitionId(2),
+    });
+    let ongoing = h.describe("t").expect("described");
+    assert_eq!((ongoing.state, ongoing.txn_start_timestamp_ms), (TxnState::Ongoing, 5_000), "started at the first add");
+    let offsets = TopicPartition::new(crate::group::offsets_topic(), PartitionId(2));
+    assert_eq!(ongoing.partitions, [tp("orders", 0), tp("orders", 1), offsets].into());
+
+    let ended = h.send(end("t", p, TransactionResult::Commit));
+    h.complete_append(0, None);
+    assert_eq!(h.answer(ended), Response::EndTxn(Ok(p)));
+    let prepared = h.describe("t").expect("described");
+    assert_eq!((prepared.state, prepared.partitions.len()), (TxnState::PrepareCommit, 3), "markers not written yet");
+    h.settle();
+    let complete = h.describe("t").expect("described");
+    assert_eq!(
+        (complete.state, complete.partitions.len(), complete.txn_start_timestamp_ms),
+        (TxnState::CompleteCommit, 0, 5_000),
+        "complete: no partitions, the start kept (as Kafka's record keeps it)"
+    );
+
+    h.coordinator.unload_partition(partition_for(&id("t"), PARTITIONS));
+    assert_eq!(h.describe("t"), Err(ResponseError::NotCoordinator));
+}
+
+#[test]
+fn list_filters_by_state_producer_id_and_duration_as_kafka_does() {
+    let mut h = Harness::new();
+    let a = initialized(&mut h, "a");
+    let b = initialized(&mut h, "b");
+    let c = initialized(&mut h, "c");
+    h.now_ms = 10_000;
+    h.request_and_settle(add("a", a, &[0]));
+    h.now_ms = 12_000;
+    h.request_and_settle(add("c", c, &[1]));
+    h.request_and_settle(end("c", c, TransactionResult::Commit));
+    assert_eq!(h.state("c"), TxnState::CompleteCommit);
+    h.now_ms = 20_000;
+    let states = |names: &[&str]| Some(names.iter().map(|n| TxnState::from_name(n).expect("known")).collect());
+    let all = vec![
+        ("a".to_string(), TxnState::Ongoing),
+        ("b".to_string(), TxnState::Empty),
+        ("c".to_string(), TxnState::CompleteCommit),
+    ];
+    let filter = |states, producer_ids: &[ProducerId], duration_ms| ListFilter {
+        states,
+        producer_ids: producer_ids.iter().copied().collect(),
+        duration_ms,
+    };
+    assert_eq!(h.list(filter(None, &[], -1)), all, "no filter: every transactional id");
+    assert_eq!(h.list(filter(states(&["Ongoing"]), &[], -1)), all[..1]);
+    assert_eq!(h.list(filter(states(&["Ongoing", "CompleteCommit"]), &[], -1)), vec![all[0].clone(), all[2].clone()]);
+    assert_eq!(h.list(filter(Some(BTreeSet::new()), &[], -1)), [], "only unknown state names: nothing");
+    assert_eq!(h.list(filter(None, &[b.0], -1)), all[1..2]);
+    assert_eq!(h.list(filter(states(&["Ongoing"]), &[b.0], -1)), [], "both filters apply");
+    // "a" started 10 s ago, "c" 8 s ago; "b" never started (start -1), which passes
+    // any duration filter in Kafka's test (now - start > duration).
+    assert_eq!(h.list(filter(None, &[], 9_999)), vec![all[0].clone(), all[1].clone()]);
+    assert_eq!(h.list(filter(None, &[], 10_000)), all[1..2], "longer than the duration, not as long");
+    assert_eq!(h.list(filter(None, &[], 7_999)), all);
+
+    // Dead (being expired) is never listed; ids of partitions not coordinated here neither.
+    let partition = partition_for(&id("d"), PARTITIONS);
+    let mut transactions: BTreeMap<TransactionalId, TransactionMetadata> = BTreeMap::new();
+    for name in ["a", "b", "c"] {
+        if partition_for(&id(name), PARTITIONS) == partition {
+            transactions.insert(id(name), h.coordinator.transaction(&id(name)).expect("known").clone());
+        }
+    }
+    let mut dead = TransactionMetadata::new(id("d"), ProducerId(50), TIMEOUT_MS, 0);
+    dead.state = TxnState::Dead;
+    transactions.insert(id("d"), dead);
+    h.coordinator.load_partition(partition, CoordinatorEpoch(0), transactions);
+    assert_eq!(h.list(filter(None, &[], -1)), all, "Dead is not listed");
+    assert_eq!(h.describe("d"), Err(ResponseError::TransactionalIdNotFound), "nor described");
+    h.coordinator.unload_partition(partition_for(&id("a"), PARTITIONS));
+    assert!(!h.list(filter(None, &[], -1)).iter().any(|(name, _)| name == "a"));
 }

@@ -13,6 +13,8 @@
 //! - epochs of a producer id never go down in the log, and InitProducerId hands out
 //!   strictly higher epochs but to a KIP-360 retry;
 //! - after a tick, no transaction open longer than its timeout is left unaborted;
+//! - DescribeTransactions and ListTransactions report the durable log, never a
+//!   pending state;
 //! - once everything in flight completes and time passes every timeout, no
 //!   transaction is open or prepared.
 //!
@@ -25,7 +27,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::{add, end, id, tp, Harness, EXPIRATION_MS, TIMEOUT_MS};
-use crate::txn::coordinator::{Request, RequestId, Response};
+use crate::txn::coordinator::{ListFilter, Request, RequestId, Response};
 use crate::txn::log::{replay_records, TxnRecord};
 use crate::txn::state::TxnState;
 use crate::txn::{TransactionResult, TransactionVersion, TransactionalId, NO_PRODUCER_EPOCH};
@@ -209,6 +211,31 @@ impl Model {
         self.check_log();
         self.check_answers();
         self.check_memory_is_the_log();
+        self.check_queries();
+    }
+
+    /// DescribeTransactions and ListTransactions answer what the durable log says
+    /// (an id whose first record is still in flight: Empty at epoch -1), never a
+    /// pending state; ListTransactions without filters lists every id.
+    fn check_queries(&self) {
+        let replayed = replay_records(self.h.log.values().flatten().cloned());
+        let listed = self.h.coordinator.list(&ListFilter::default(), self.h.now_ms);
+        let known: Vec<_> = self.h.coordinator.transactions().map(|m| m.transactional_id.clone()).collect();
+        assert_eq!(listed.iter().map(|t| t.transactional_id.clone()).collect::<Vec<_>>(), known);
+        for listed in listed {
+            let described = self.h.coordinator.describe(&listed.transactional_id).expect("described");
+            assert_eq!((described.state, described.producer_id), (listed.state, listed.producer_id));
+            let seen = (described.state, described.producer_id, described.producer_epoch, described.partitions);
+            match replayed.get(&listed.transactional_id) {
+                Some(durable) => assert_eq!(
+                    seen,
+                    (durable.state, durable.producer_id, durable.producer_epoch, durable.partitions.clone()),
+                    "{} described other than its log",
+                    listed.transactional_id
+                ),
+                None => assert_eq!((seen.0, seen.2), (TxnState::Empty, NO_PRODUCER_EPOCH)),
+            }
+        }
     }
 
     /// Every new durable record: a legal step from the id's last one; fences noted.
@@ -314,6 +341,7 @@ impl Model {
             | Response::AddPartitions(Err(_))
             | Response::AddOffsets(Err(_))
             | Response::EndTxn(Err(_)) => {}
+            Response::Describe(_) | Response::List(_) => unreachable!("the model asks its queries directly"),
         }
     }
 
