@@ -42,14 +42,17 @@
 //! - The client host of a member is not known to handlers; DescribeGroups reports "".
 //! - The KIP-848 consumer protocol is not served. Transactional offset commits are
 //!   a single broker's (with transactions); their generation and member are not
-//!   checked, and OffsetFetch does not answer UNSTABLE_OFFSET_COMMIT while one is
-//!   pending (it answers the last committed offset).
+//!   checked. OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for a
+//!   partition whose transactional offsets are durable and wait for their marker;
+//!   not yet while their append is in flight (Kafka counts those too), nor for a
+//!   plain OffsetCommit in flight.
 
 pub mod coordinator;
 pub mod offsets;
 pub mod runtime;
 pub mod state;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -367,6 +370,9 @@ pub struct FetchRequest {
     pub group_id: GroupId,
     /// `None`: every partition the group has committed offsets for.
     pub partitions: Option<Vec<TopicPartition>>,
+    /// OffsetFetch v7+'s `require_stable`: the partitions with transactional offsets
+    /// pending for the group are reported in [`FetchResponse::unstable`].
+    pub require_stable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,6 +380,11 @@ pub struct FetchResponse {
     pub error: Option<GroupError>,
     /// `None` offset: nothing committed (the wire says -1).
     pub offsets: Vec<(TopicPartition, Option<CommittedOffset>)>,
+    /// With `require_stable`, the asked partitions (of `offsets`) for which a
+    /// TxnOffsetCommit of the group is durable but its transaction's marker not yet
+    /// written: answered UNSTABLE_OFFSET_COMMIT, as Kafka's coordinator does, so a
+    /// read_committed consumer retries instead of starting from a stale offset.
+    pub unstable: BTreeSet<TopicPartition>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -601,9 +612,9 @@ impl GroupRouter {
 
     pub async fn fetch(&self, request: FetchRequest) -> FetchResponse {
         let group = request.group_id.clone();
-        self.ask_group(&group, |reply| CoordinatorRequest::Fetch(request, reply))
-            .await
-            .unwrap_or_else(|error| FetchResponse { error: Some(error), offsets: Vec::new() })
+        self.ask_group(&group, |reply| CoordinatorRequest::Fetch(request, reply)).await.unwrap_or_else(|error| {
+            FetchResponse { error: Some(error), offsets: Vec::new(), unstable: BTreeSet::new() }
+        })
     }
 
     /// Every shard's groups (asked concurrently). `Err` if some coordinator is gone.

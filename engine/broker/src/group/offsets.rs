@@ -62,7 +62,7 @@
 //! topic, say) are skipped with a warning at replay; they never come from here.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -605,6 +605,18 @@ impl OffsetsStore {
         !self.pending.is_empty()
     }
 
+    /// The partitions for which `group_id` has transactional offsets waiting for
+    /// their producer's marker (OffsetFetch's `require_stable`).
+    pub fn pending_partitions(&self, group_id: &GroupId) -> BTreeSet<TopicPartition> {
+        let records = self.pending.values().flatten();
+        records
+            .filter_map(|record| match record {
+                Record::Offset { group_id: id, partition, .. } if id == group_id => Some(partition.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The base sequence of `producer_id`'s next transactional batch here.
     pub fn next_sequence(&self, producer_id: ProducerId, epoch: ProducerEpoch) -> Sequence {
         match self.sequences.get(&producer_id) {
@@ -1136,6 +1148,9 @@ mod tests {
         };
         assert_eq!((at(&store, "aborted"), at(&store, "committed"), at(&store, "plain")), (None, None, Some(3)));
         assert!(store.has_pending());
+        let pending = |store: &OffsetsStore, group: &str| store.pending_partitions(&GroupId(group.into()));
+        assert_eq!(pending(&store, "committed"), [tp("orders", 0)].into(), "unstable until its marker");
+        assert!(pending(&store, "plain").is_empty(), "a plain commit is never pending");
         assert_eq!(store.next_sequence(ProducerId(8), ProducerEpoch(0)), Sequence(1));
         assert_eq!(store.next_sequence(ProducerId(8), ProducerEpoch(1)), Sequence(0), "a new epoch starts at 0");
         let mut ends = marker(7, TxnOutcome::Abort);
@@ -1143,6 +1158,7 @@ mod tests {
         apply_batches(&ends, &partition, &mut store).expect("applies");
         assert_eq!((at(&store, "aborted"), at(&store, "committed")), (None, Some(2)));
         assert!(!store.has_pending());
+        assert!(pending(&store, "committed").is_empty() && pending(&store, "aborted").is_empty());
         // The same log replayed whole gives the same store.
         log.extend(ends);
         let mut replayed = OffsetsStore::default();

@@ -21,7 +21,7 @@
 //! OffsetFetch; neither holds a borrow across an `await`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -296,11 +296,22 @@ impl Actor {
             CoordinatorRequest::Fetch(request, reply) => {
                 let partition = coordinator.offsets_partition(&request.group_id);
                 let response = match self.loaded.get(&partition) {
-                    Some(loaded) => FetchResponse {
-                        error: None,
-                        offsets: loaded.store.borrow().committed(&request.group_id, request.partitions.as_deref()),
+                    Some(loaded) => {
+                        let store = loaded.store.borrow();
+                        let offsets = store.committed(&request.group_id, request.partitions.as_deref());
+                        let unstable = if request.require_stable {
+                            let pending = store.pending_partitions(&request.group_id);
+                            offsets.iter().map(|(p, _)| p).filter(|p| pending.contains(*p)).cloned().collect()
+                        } else {
+                            BTreeSet::new()
+                        };
+                        FetchResponse { error: None, offsets, unstable }
+                    }
+                    None => FetchResponse {
+                        error: Some(GroupError::NotCoordinator),
+                        offsets: Vec::new(),
+                        unstable: BTreeSet::new(),
                     },
-                    None => FetchResponse { error: Some(GroupError::NotCoordinator), offsets: Vec::new() },
                 };
                 answer(reply, response);
             }
@@ -371,7 +382,9 @@ fn refuse(request: CoordinatorRequest, error: GroupError) {
         CoordinatorRequest::Heartbeat(_, reply) | CoordinatorRequest::Delete(_, reply) => answer(reply, Some(error)),
         CoordinatorRequest::Leave(_, reply) => answer(reply, LeaveResponse { error: Some(error), members: Vec::new() }),
         CoordinatorRequest::Commit(request, reply) => answer(reply, vec![Some(error); request.offsets.len()]),
-        CoordinatorRequest::Fetch(_, reply) => answer(reply, FetchResponse { error: Some(error), offsets: Vec::new() }),
+        CoordinatorRequest::Fetch(_, reply) => {
+            answer(reply, FetchResponse { error: Some(error), offsets: Vec::new(), unstable: BTreeSet::new() })
+        }
         CoordinatorRequest::Describe(_, reply) => answer(reply, Err(error)),
         CoordinatorRequest::TxnCommit(request, reply) => answer(reply, vec![Some(error); request.offsets.len()]),
         CoordinatorRequest::CompleteTxn { reply, .. } => answer(reply, ()),

@@ -3,6 +3,14 @@
 //! without a commit (or of an unknown topic) answers offset -1; a null topic list
 //! asks for every committed partition of the group. Groups need not exist: clients
 //! fetch before they ever commit.
+//!
+//! `require_stable` (v7+, sent by read_committed consumers): a partition whose
+//! offsets a transaction committed (TxnOffsetCommit durable) but whose marker is not
+//! written yet answers UNSTABLE_OFFSET_COMMIT with offset -1, as Kafka's coordinator
+//! does; the consumer retries until the transaction completes instead of starting
+//! from the offset before it.
+
+use std::collections::BTreeSet;
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
@@ -36,12 +44,14 @@ async fn fetch_group(
     context: &RequestContext<'_>,
     group_id: GroupId,
     topics: Option<Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>>,
+    require_stable: bool,
 ) -> GroupFetch {
     let Some(topics) = topics else {
-        let response = context.shard.groups.fetch(FetchRequest { group_id, partitions: None }).await;
+        let request = FetchRequest { group_id, partitions: None, require_stable };
+        let response = context.shard.groups.fetch(request).await;
         let mut grouped: Vec<(kafka_protocol::messages::TopicName, Vec<Fetched>)> = Vec::new();
         for (partition, committed) in response.offsets {
-            let fetched = Fetched { partition_index: partition.partition.0, committed, error: None };
+            let fetched = stable(&response.unstable, &partition, committed, None);
             match grouped.last_mut() {
                 Some((name, partitions)) if name.0.as_str() == partition.topic.as_str() => partitions.push(fetched),
                 _ => grouped.push((
@@ -67,7 +77,7 @@ async fn fetch_group(
             asked.extend(partitions.iter().map(|&index| TopicPartition::new(topic.name().clone(), PartitionId(index))));
         }
     }
-    let response = context.shard.groups.fetch(FetchRequest { group_id, partitions: Some(asked) }).await;
+    let response = context.shard.groups.fetch(FetchRequest { group_id, partitions: Some(asked), require_stable }).await;
     let mut answers = response.offsets.into_iter();
     let topics = topics
         .into_iter()
@@ -75,16 +85,31 @@ async fn fetch_group(
             let valid = resolved.is_some();
             let fetched = partitions
                 .into_iter()
-                .map(|partition_index| {
+                .map(|partition_index| match if valid { answers.next() } else { None } {
+                    Some((partition, committed)) => stable(&response.unstable, &partition, committed, response.error),
                     // Unknown or invalid topic names answer -1 like any uncommitted partition.
-                    let committed = if valid { answers.next().and_then(|(_, c)| c) } else { None };
-                    Fetched { partition_index, committed, error: response.error }
+                    None => Fetched { partition_index, committed: None, error: response.error },
                 })
                 .collect();
             (name, fetched)
         })
         .collect();
     GroupFetch { error: response.error, topics }
+}
+
+/// One partition's answer: UNSTABLE_OFFSET_COMMIT (and no offset) if it is `unstable`.
+fn stable(
+    unstable: &BTreeSet<TopicPartition>,
+    partition: &TopicPartition,
+    committed: Option<CommittedOffset>,
+    error: Option<GroupError>,
+) -> Fetched {
+    let partition_index = partition.partition.0;
+    if unstable.contains(partition) {
+        Fetched { partition_index, committed: None, error: Some(GroupError::UnstableOffsetCommit) }
+    } else {
+        Fetched { partition_index, committed, error }
+    }
 }
 
 /// A partition's committed offset, leader epoch and metadata, as the response has them.
@@ -98,7 +123,8 @@ fn offset_fields(fetched: &Fetched) -> (i64, i32, Option<StrBytes>) {
 pub async fn handle(context: &RequestContext<'_>, request: OffsetFetchRequest) -> OffsetFetchResponse {
     if context.version < 8 {
         let topics = request.topics.map(|topics| topics.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
-        let fetched = fetch_group(context, GroupId(request.group_id.0.to_string()), topics).await;
+        let group_id = GroupId(request.group_id.0.to_string());
+        let fetched = fetch_group(context, group_id, topics, request.require_stable).await;
         let topics = fetched
             .topics
             .into_iter()
@@ -123,7 +149,8 @@ pub async fn handle(context: &RequestContext<'_>, request: OffsetFetchRequest) -
     let mut groups = Vec::with_capacity(request.groups.len());
     for group in request.groups {
         let topics = group.topics.map(|topics| topics.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
-        let fetched = fetch_group(context, GroupId(group.group_id.0.to_string()), topics).await;
+        let group_id = GroupId(group.group_id.0.to_string());
+        let fetched = fetch_group(context, group_id, topics, request.require_stable).await;
         let topics = fetched
             .topics
             .into_iter()
