@@ -9,11 +9,15 @@
 //! - `offset_fetch_require_stable_is_unstable_until_the_transactions_marker`: made
 //!   deterministic with the hidden `--test-hold-txn-markers` (the coordinator never
 //!   writes markers), then a restart without it writes them.
+//! - `describe_producers_in_a_cluster_answers_on_the_partitions_leader`: a cluster
+//!   serves no transactions yet, but DescribeProducers reads a partition's producer
+//!   state, which its leader keeps.
 
 mod common;
 
 use std::time::Duration;
 
+use common::cluster::{create_replicated_topic, metadata, partitions_of, ClusterProcesses, SETTLE_TIMEOUT};
 use common::raw::RawConnection;
 use common::*;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
@@ -34,6 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// Kafka's error codes the tests expect.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const INVALID_REQUEST: i16 = 42;
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
@@ -377,4 +382,39 @@ fn offset_fetch_require_stable_is_unstable_until_the_transactions_marker() {
         offset_fetch(&broker, 7, group, input, true, false) == Some((0, 7))
     });
     assert_eq!(offset_fetch(&broker, 8, group, input, true, true), Some((0, 7)));
+}
+
+#[test]
+fn describe_producers_in_a_cluster_answers_on_the_partitions_leader() {
+    let _watchdog = Watchdog::new("describe_producers_in_a_cluster", Duration::from_secs(240));
+    let cluster = ClusterProcesses::start_live("txn-admin-cluster", 3, "");
+    let topic = "replicated";
+    create_replicated_topic(&cluster.nodes[0], topic, 1, 3, &[]);
+    let mut leader = -1;
+    wait_until("a leader with three in-sync replicas", SETTLE_TIMEOUT, || {
+        let partitions = partitions_of(&metadata(&cluster.nodes[0], Some(&[topic])), topic);
+        leader = partitions.first().map_or(-1, |p| if p.isr_nodes.len() == 3 { p.leader_id.0 } else { -1 });
+        leader >= 0
+    });
+    let producer: FutureProducer = client_config(&cluster.nodes[0])
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .expect("creating the idempotent producer");
+    produce_to(&producer, topic, 0, &["r-0", "r-1", "r-2", "r-3"]);
+
+    for (id, node) in cluster.nodes.iter().enumerate() {
+        let answer = describe_producers(node, &[(topic, &[0])]);
+        let partition = &answer[0].1[0];
+        if id as i32 == leader {
+            assert_eq!(partition.error_code, 0, "the leader, node {id}: {partition:?}");
+            let [state] = partition.active_producers.as_slice() else {
+                panic!("one producer on the leader: {partition:?}");
+            };
+            assert_eq!((state.producer_epoch, state.last_sequence, state.current_txn_start_offset), (0, 3, -1));
+        } else {
+            assert_eq!(partition.error_code, NOT_LEADER_OR_FOLLOWER, "a follower, node {id}: {partition:?}");
+        }
+    }
 }
