@@ -85,10 +85,15 @@ async fn fetch_group(
             let valid = resolved.is_some();
             let fetched = partitions
                 .into_iter()
-                .map(|partition_index| match if valid { answers.next() } else { None } {
-                    Some((partition, committed)) => stable(&response.unstable, &partition, committed, response.error),
+                .map(|partition_index| {
                     // Unknown or invalid topic names answer -1 like any uncommitted partition.
-                    None => Fetched { partition_index, committed: None, error: response.error },
+                    let answer = if valid { answers.next() } else { None };
+                    match answer {
+                        Some((partition, committed)) => {
+                            stable(&response.unstable, &partition, committed, response.error)
+                        }
+                        None => Fetched { partition_index, committed: None, error: response.error },
+                    }
                 })
                 .collect();
             (name, fetched)
