@@ -862,6 +862,26 @@ impl GroupCoordinator {
         }
     }
 
+    /// TxnOffsetCommit's check of the committer, Kafka's `validateOffsetCommit` for a
+    /// transactional commit: a commit that names a member, a generation or an
+    /// instance must come from the group's current member in its current
+    /// generation; one that names none (below v3) is taken whatever the group's
+    /// state, as is any commit to a group that does not exist.
+    pub fn validate_txn_commit(&self, request: &super::TxnCommitRequest) -> Result<(), GroupError> {
+        let Some(group) = self.groups.get(&request.group_id) else { return Ok(()) };
+        if group.is(GroupState::Dead) {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        let instance = request.group_instance_id.as_deref();
+        if request.generation.0 >= 0 || !request.member_id.is_unknown() || instance.is_some() {
+            group.validate_member(&request.member_id, instance)?;
+            if request.generation != group.generation {
+                return Err(GroupError::IllegalGeneration);
+            }
+        }
+        Ok(())
+    }
+
     fn validate_commit(now_ms: u64, group: &mut Group, request: &CommitRequest) -> Result<(), GroupError> {
         if group.is(GroupState::Dead) {
             return Err(GroupError::CoordinatorNotAvailable);

@@ -354,9 +354,15 @@ pub struct CommitRequest {
 
 /// A TxnOffsetCommit: offsets a transactional producer commits with its
 /// transaction, visible once the transaction commits (Kafka's pending transactional
-/// offsets). The generation and member are not checked (Kafka checks them from v3).
+/// offsets). From v3 it carries the consumer's generation and member (KIP-447), which
+/// the coordinator checks as Kafka does, so a zombie processor whose partitions
+/// moved to another member cannot commit them.
 pub struct TxnCommitRequest {
     pub group_id: GroupId,
+    /// -1 (and an empty member id) below v3, or from a producer without group metadata.
+    pub generation: GenerationId,
+    pub member_id: MemberId,
+    pub group_instance_id: Option<String>,
     pub producer_id: corelog_engine::types::ProducerId,
     pub producer_epoch: corelog_engine::types::ProducerEpoch,
     /// Partitions of existing topics only (the handler answers the others).

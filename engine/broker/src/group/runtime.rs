@@ -322,10 +322,13 @@ impl Actor {
                 self.lead(partition, partitions, leader_epoch).await
             }
             CoordinatorRequest::Resign { partition } => self.resign(partition).await,
-            CoordinatorRequest::TxnCommit(request, reply) => {
-                let partition = self.coordinator.offsets_partition(&request.group_id);
-                self.send_write(StoreWrite::TxnCommit { partition, request, reply }).await
-            }
+            CoordinatorRequest::TxnCommit(request, reply) => match self.coordinator.validate_txn_commit(&request) {
+                Err(error) => answer(reply, vec![Some(error); request.offsets.len()]),
+                Ok(()) => {
+                    let partition = self.coordinator.offsets_partition(&request.group_id);
+                    self.send_write(StoreWrite::TxnCommit { partition, request, reply }).await
+                }
+            },
             CoordinatorRequest::CompleteTxn { partition, producer_id, commit, reply } => {
                 match self.loaded.get(&partition) {
                     Some(loaded) => {

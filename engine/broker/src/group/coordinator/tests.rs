@@ -642,3 +642,50 @@ fn a_partition_that_moves_away_takes_its_groups_and_answers_their_held_requests(
     assert_eq!(state(&c), None);
     assert_eq!(heartbeat(&mut c, 500, &leader, generation), Some(GroupError::UnknownMemberId));
 }
+
+fn txn_commit(member: &MemberId, generation: GenerationId, group_id: GroupId) -> crate::group::TxnCommitRequest {
+    crate::group::TxnCommitRequest {
+        group_id,
+        generation,
+        member_id: member.clone(),
+        group_instance_id: None,
+        producer_id: corelog_engine::types::ProducerId(7),
+        producer_epoch: corelog_engine::types::ProducerEpoch(0),
+        offsets: vec![(tp(0), offset(5))],
+    }
+}
+
+/// KIP-447: a transactional processor's offsets carry its consumer's generation and
+/// member, and a processor the group has moved on from (a zombie after a rebalance)
+/// is refused, while commits that name no member (below v3) or no existing group
+/// are taken as Kafka takes them.
+#[test]
+fn transactional_commits_from_a_stale_generation_or_a_departed_member_are_fenced() {
+    let mut c = coordinator();
+    let (leader, follower, generation) = stable_pair(&mut c);
+    assert_eq!(c.validate_txn_commit(&txn_commit(&follower, generation, group())), Ok(()));
+    assert_eq!(
+        c.validate_txn_commit(&txn_commit(&follower, GenerationId(generation.0 - 1), group())),
+        Err(GroupError::IllegalGeneration)
+    );
+    assert_eq!(
+        c.validate_txn_commit(&txn_commit(&MemberId("zombie".into()), generation, group())),
+        Err(GroupError::UnknownMemberId)
+    );
+    assert_eq!(
+        c.validate_txn_commit(&txn_commit(&MemberId::default(), GenerationId::NONE, group())),
+        Ok(()),
+        "a commit without group metadata (TxnOffsetCommit v0-v2) is taken even by a live group"
+    );
+    assert_eq!(
+        c.validate_txn_commit(&txn_commit(&leader, generation, GroupId("no-such-group".into()))),
+        Ok(()),
+        "no group, nothing to fence against"
+    );
+    // The follower leaves: its generation's commits are now a zombie's.
+    assert_eq!(leave(&mut c, 1_000, &[&follower]), vec![None]);
+    assert_eq!(
+        c.validate_txn_commit(&txn_commit(&follower, generation, group())),
+        Err(GroupError::UnknownMemberId)
+    );
+}

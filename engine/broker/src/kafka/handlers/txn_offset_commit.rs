@@ -12,9 +12,13 @@
 //! answered INVALID_TXN_STATE and nothing is written, so no pending offsets wait
 //! for a marker that will never come. Partitions of unknown topics get
 //! UNKNOWN_TOPIC_OR_PARTITION, metadata over `offset.metadata.max.bytes`
-//! OFFSET_METADATA_TOO_LARGE. Not checked (Kafka checks them from v3): the
-//! generation and member of a consumer in the group. A cluster node does not serve
-//! transactions yet: COORDINATOR_NOT_AVAILABLE.
+//! OFFSET_METADATA_TOO_LARGE. From v3 the consumer's generation, member id and
+//! group instance id come along (KIP-447: `send_offsets_to_transaction` with the
+//! consumer's group metadata), and the group coordinator refuses a commit from a
+//! member the group no longer has (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID) or from an
+//! older generation (ILLEGAL_GENERATION), as Kafka does: a processor that lost its
+//! partitions in a rebalance cannot commit offsets for them. A cluster node does not
+//! serve transactions yet: COORDINATOR_NOT_AVAILABLE.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -24,7 +28,7 @@ use kafka_protocol::ResponseError;
 
 use super::resolve::{partition_of, Intent, PartitionRef, TopicRef};
 use super::{wire_code, RequestContext, Versions};
-use crate::group::{offsets_topic, CommittedOffset, GroupId, TxnCommitRequest};
+use crate::group::{offsets_topic, CommittedOffset, GenerationId, GroupId, MemberId, TxnCommitRequest};
 use crate::txn::coordinator::{Request, Response};
 use crate::txn::TransactionalId;
 use corelog_engine::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TopicPartition};
@@ -98,6 +102,9 @@ pub async fn handle(context: &RequestContext<'_>, request: TxnOffsetCommitReques
     } else {
         let commit = TxnCommitRequest {
             group_id,
+            generation: GenerationId(request.generation_id),
+            member_id: MemberId(request.member_id.to_string()),
+            group_instance_id: request.group_instance_id.as_ref().map(|id| id.to_string()),
             producer_id: ProducerId(request.producer_id.0),
             producer_epoch: ProducerEpoch(request.producer_epoch),
             offsets,
