@@ -115,9 +115,60 @@ pub struct TopicConfig {
     pub max_message_bytes: u32,
     /// `fsync.policy`.
     pub durability: Durability,
+    /// `cleanup.policy`: retention deletes old segments, the log cleaner compacts
+    /// them ([`crate::cleaner`]), or both.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long a tombstone (and a transaction marker the
+    /// cleaner may remove) outlives the pass that first kept it.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record becomes eligible for compaction at the
+    /// latest this long after it was written, whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: the cleaner takes a log once its dirty bytes are
+    /// more than this share of its cleanable bytes.
+    pub min_cleanable_dirty_ratio: DirtyRatio,
     /// Keys the broker interprets and the engine only stores (in `topic.properties`,
     /// with the engine's keys, so they change and survive restarts with them).
     pub broker_keys: BrokerKeys,
+}
+
+/// `cleanup.policy`: `delete`, `compact`, or both (`compact,delete`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl Default for CleanupPolicy {
+    fn default() -> Self {
+        CleanupPolicy { delete: true, compact: false }
+    }
+}
+
+impl fmt::Display for CleanupPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.compact, self.delete) {
+            (true, true) => f.write_str("compact,delete"),
+            (true, false) => f.write_str("compact"),
+            (false, true) => f.write_str("delete"),
+            (false, false) => f.write_str(""),
+        }
+    }
+}
+
+/// `min.cleanable.dirty.ratio`, a number in `[0, 1]` (Kafka's default 0.5).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DirtyRatio(pub f64);
+
+// A ratio is never NaN (`TopicConfig::set` refuses it), so equality is total.
+impl Eq for DirtyRatio {}
+
+impl fmt::Display for DirtyRatio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }
 
 /// Topic-config keys the engine stores for the broker without interpreting them,
@@ -172,6 +223,11 @@ impl Default for TopicConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             durability: Durability::Never,
+            cleanup_policy: CleanupPolicy::default(),
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: DirtyRatio(0.5),
             broker_keys: BrokerKeys::default(),
         }
     }

@@ -41,6 +41,7 @@
 #![deny(unsafe_code)]
 
 pub mod batch;
+pub mod cleaner;
 pub mod config;
 pub mod cpus;
 pub mod data_dir;

@@ -269,8 +269,11 @@ async fn open_segments<S: Storage>(
         }
         let active = i + 1 == base_offsets.len();
         let mode = if active && !clean { OpenMode::RecoverTail } else { OpenMode::Verify };
-        let (segment, segment_report) =
-            LogSegment::open(storage, dir, *base_offset, config.index_interval_bytes, now, mode).await?;
+        let interval = config.index_interval_bytes;
+        let (segment, segment_report) = match active {
+            true => LogSegment::open_active(storage, dir, *base_offset, interval, now, mode).await?,
+            false => LogSegment::open(storage, dir, *base_offset, interval, now, mode).await?,
+        };
         if segment_report.indexes_rebuilt {
             report.indexes_rebuilt = true;
         }
@@ -293,7 +296,10 @@ impl<S: Storage> PartitionLog<S> {
         clock: Arc<dyn Clock>,
     ) -> Result<(PartitionLog<S>, RecoveryReport)> {
         storage.create_dir_all(dir).await?;
-        let names = storage.list_dir(dir).await?;
+        let mut names = storage.list_dir(dir).await?;
+        if crate::cleaner::swap::recover_swaps(&storage, dir, &names, config.index_interval_bytes).await? {
+            names = storage.list_dir(dir).await?;
+        }
         let clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
         let base_offsets: Vec<Offset> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
         let checkpoint = read_offset_file(&storage, &dir.join(LOG_START_OFFSET_FILE)).await?;
@@ -587,7 +593,10 @@ impl<S: Storage> PartitionLog<S> {
                 return Ok(Some(format!("no batch holds offset {}", entry.start_offset)));
             };
             let starts_there = header.base_offset == entry.start_offset || entry.start_offset == start;
-            if !starts_there || header.leader_epoch != entry.epoch {
+            // The log cleaner may have removed the batches an epoch starts with: the
+            // first one left after the gap is of that epoch or a later one.
+            let compacted_away = header.base_offset > entry.start_offset && header.leader_epoch >= entry.epoch;
+            if !compacted_away && (!starts_there || header.leader_epoch != entry.epoch) {
                 return Ok(Some(format!(
                     "epoch {} starts at {}, where the batch at {} is of epoch {}",
                     entry.epoch, entry.start_offset, header.base_offset, header.leader_epoch
@@ -688,6 +697,28 @@ impl<S: Storage> PartitionLog<S> {
                 self.partition
             );
         }
+    }
+
+    /// The segments, by base offset; the last is active (the log cleaner reads them).
+    pub(crate) fn segments(&self) -> &BTreeMap<Offset, LogSegment<S>> {
+        &self.segments
+    }
+
+    /// The log cleaner's way to swap segments ([`crate::cleaner`]).
+    pub(crate) fn segments_mut(&mut self) -> &mut BTreeMap<Offset, LogSegment<S>> {
+        &mut self.segments
+    }
+
+    pub(crate) fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn clock_now(&self) -> TimestampMs {
+        self.clock.now_ms()
     }
 
     pub fn partition(&self) -> &TopicPartition {
@@ -1091,7 +1122,7 @@ impl<S: Storage> PartitionLog<S> {
         self.snapshots.write(&self.storage, &self.producer_state, next).await
     }
 
-    fn poison(&mut self, error: EngineError) -> EngineError {
+    pub(crate) fn poison(&mut self, error: EngineError) -> EngineError {
         let cause = error.to_string();
         self.poisoned = Some(cause.clone());
         EngineError::Poisoned { partition: self.partition.clone(), cause }
@@ -1720,7 +1751,7 @@ fn is_full_disk_write(error: &EngineError) -> bool {
     matches!(error, EngineError::NoSpace { op, .. } if !op.contains("sync"))
 }
 
-async fn read_offset_file<S: Storage>(storage: &S, path: &Path) -> Result<Option<Offset>> {
+pub(crate) async fn read_offset_file<S: Storage>(storage: &S, path: &Path) -> Result<Option<Offset>> {
     let Some(bytes) = storage.read_file(path).await? else { return Ok(None) };
     let text = String::from_utf8_lossy(&bytes);
     match text.trim().parse::<i64>() {

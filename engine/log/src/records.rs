@@ -64,6 +64,83 @@ pub fn find_record(batch: &[u8], mut wanted: impl FnMut(RecordTime) -> bool) -> 
     Ok(None)
 }
 
+/// One record of a batch, whole: what the log cleaner ([`crate::cleaner`]) keeps or
+/// drops, and writes back into a batch of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record's attributes byte (unused by Kafka so far, kept as it was).
+    pub attributes: u8,
+    pub offset: Offset,
+    /// The record's own time: the batch's base timestamp plus its delta, whatever
+    /// the batch's timestamp type (a LogAppendTime batch's records report the
+    /// batch's max timestamp instead; the cleaner keeps that type).
+    pub timestamp: TimestampMs,
+    pub key: Option<Vec<u8>>,
+    /// `None`: a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// The headers section as stored: its count and the headers, undecoded.
+    pub headers: Vec<u8>,
+}
+
+/// Every record of `batch` (one whole batch, as stored), inflated. The inflated
+/// records may hold at most `inflated_bytes_max` bytes: a batch that inflates to
+/// more fails with [`BatchError::UndecodableRecords`] instead of taking the memory.
+pub fn decode_records(batch: &[u8], inflated_bytes_max: usize) -> Result<Vec<Record>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let undecodable = |reason: String| BatchError::UndecodableRecords { base_offset: header.base_offset, reason };
+    let end = header.size_bytes().min(batch.len());
+    let body = batch.get(BATCH_HEADER_BYTES..end).unwrap_or_default();
+    let mut stream = inflated(header.attributes, body).map_err(|e| undecodable(e.to_string()))?;
+    let mut budget = inflated_bytes_max;
+    let mut records = Vec::with_capacity(header.record_count.clamp(0, 4096) as usize);
+    for index in 0..header.record_count.max(0) {
+        let record =
+            whole_record(&mut stream, &header, &mut budget).map_err(|e| undecodable(format!("record {index}: {e}")))?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+fn whole_record(stream: &mut dyn Read, header: &BatchHeader, budget: &mut usize) -> io::Result<Record> {
+    let length = read_varint(stream)?;
+    let length = usize::try_from(length).map_err(|_| invalid(format!("negative record length {length}")))?;
+    if length > *budget {
+        return Err(invalid(format!("the records inflate to more than the {} bytes allowed", *budget)));
+    }
+    *budget -= length;
+    let mut bytes = vec![0u8; length];
+    stream.read_exact(&mut bytes)?;
+    let mut input: &[u8] = &bytes;
+    let mut attributes = [0u8; 1];
+    input.read_exact(&mut attributes)?;
+    let timestamp_delta = read_varint(&mut input)?;
+    let offset_delta = read_varint(&mut input)?;
+    let key = read_nullable_bytes(&mut input)?;
+    let value = read_nullable_bytes(&mut input)?;
+    Ok(Record {
+        attributes: attributes[0],
+        offset: Offset(header.base_offset.0.wrapping_add(offset_delta)),
+        timestamp: TimestampMs(header.base_timestamp.0.wrapping_add(timestamp_delta)),
+        key,
+        value,
+        headers: input.to_vec(),
+    })
+}
+
+/// A varint length and that many bytes; length -1 is null.
+fn read_nullable_bytes(input: &mut &[u8]) -> io::Result<Option<Vec<u8>>> {
+    let length = read_varint(input)?;
+    if length < 0 {
+        return Ok(None);
+    }
+    let length = length as usize;
+    let Some(bytes) = input.get(..length) else {
+        return Err(invalid(format!("a field of {length} bytes runs past its record")));
+    };
+    *input = &input[length..];
+    Ok(Some(bytes.to_vec()))
+}
+
 /// The records of a batch as a stream of their uncompressed bytes.
 fn inflated<'a>(attributes: i16, body: &'a [u8]) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match attributes & ATTRIBUTE_COMPRESSION_MASK {

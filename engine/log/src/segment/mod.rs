@@ -3,8 +3,12 @@
 //!
 //! `.log` byte layout: Kafka RecordBatch v2 batches back to back, exactly as
 //! produced except for the broker-assigned base offset and leader epoch (see
-//! [`crate::batch`]). Offsets are contiguous: each batch's base offset is the
-//! previous batch's last offset + 1, and the first is the segment's base offset.
+//! [`crate::batch`]). Offsets increase: each batch's base offset is the previous
+//! batch's last offset + 1 (at least the segment's base offset for the first),
+//! except in a segment the log cleaner wrote ([`crate::cleaner`]), where whole
+//! batches compacted away leave gaps, as in Kafka. A segment still ends where the
+//! next one starts: the cleaner keeps the last batch of what it cleans, emptied if
+//! need be.
 //!
 //! Crash story: a sealed (non-active) segment was fully synced, `.log` and indexes,
 //! before the next segment was created, and a clean close syncs the active one, so
@@ -94,7 +98,11 @@ impl Damage {
 /// 2, the offset delta is not negative, and the base offset is `expected`, the one
 /// the previous batch leads to. `bytes` holds the header, or all that is left of the
 /// file if that is less.
-fn check_header(bytes: &[u8], position: u64, end: u64, expected: Offset) -> Result<BatchHeader, Damage> {
+///
+/// `gaps` allows a base offset past `expected` (a segment the log cleaner wrote,
+/// where whole batches were compacted away); the active segment, which the cleaner
+/// never touches, is held to contiguous offsets.
+fn check_header(bytes: &[u8], position: u64, end: u64, expected: Offset, gaps: bool) -> Result<BatchHeader, Damage> {
     let damage = |reason: String| Damage { position, offset: expected, reason };
     let Ok(header) = BatchHeader::parse(bytes) else {
         return Err(damage(format!(
@@ -122,9 +130,13 @@ fn check_header(bytes: &[u8], position: u64, end: u64, expected: Offset) -> Resu
     if header.last_offset_delta < 0 {
         return Err(damage(format!("last_offset_delta {} is negative", header.last_offset_delta)));
     }
-    if header.base_offset != expected {
+    if header.base_offset < expected || (!gaps && header.base_offset != expected) {
+        let rule = match gaps {
+            true => "offsets increase",
+            false => "offsets are contiguous in the active segment",
+        };
         return Err(damage(format!(
-            "the batch says base offset {}, but offsets are contiguous and the previous batch leads to {expected}",
+            "the batch says base offset {}, but {rule} and the previous batch leads to {expected}",
             header.base_offset
         )));
     }
@@ -143,6 +155,8 @@ enum Scanned {
 /// share. A declared length is checked against the file before anything is read
 /// for it, so a corrupt one costs no memory.
 struct BatchScan {
+    /// Offsets may skip (see [`check_header`]).
+    gaps: bool,
     path: PathBuf,
     position: u64,
     end: u64,
@@ -152,8 +166,9 @@ struct BatchScan {
 }
 
 impl BatchScan {
-    fn new(path: &Path, base_offset: Offset, end: u64) -> BatchScan {
+    fn new(path: &Path, base_offset: Offset, end: u64, gaps: bool) -> BatchScan {
         BatchScan {
+            gaps,
             path: path.to_path_buf(),
             position: 0,
             end,
@@ -184,12 +199,12 @@ impl BatchScan {
     }
 
     async fn next<F: StorageFile>(&mut self, log: &F) -> Result<Scanned> {
-        let (position, end, expected) = (self.position, self.end, self.expected);
+        let (position, end, expected, gaps) = (self.position, self.end, self.expected, self.gaps);
         if position >= end {
             return Ok(Scanned::End);
         }
         let head = self.bytes(log, BATCH_HEADER_BYTES.min((end - position) as usize)).await?;
-        let header = match check_header(head, position, end, expected) {
+        let header = match check_header(head, position, end, expected, gaps) {
             Ok(header) => header,
             Err(damage) => return Ok(Scanned::Damaged(damage)),
         };
@@ -220,6 +235,14 @@ enum Verified {
 
 pub fn segment_file_name(base_offset: Offset, extension: &str) -> String {
     format!("{:020}.{extension}", base_offset.0)
+}
+
+/// The four files of the segment at `base_offset`, `.log` first, then `.index`,
+/// `.timeindex` and `.txnindex`, each name followed by `suffix` (empty for a
+/// segment of the log; the log cleaner's `.cleaned`, `.swap` and `.deleted`).
+pub fn segment_file_paths(dir: &Path, base_offset: Offset, suffix: &str) -> [PathBuf; 4] {
+    ["log", "index", "timeindex", TXN_INDEX_EXTENSION]
+        .map(|extension| dir.join(format!("{}{suffix}", segment_file_name(base_offset, extension))))
 }
 
 /// Parses `<020 digits>.log` back into a base offset.
@@ -270,6 +293,9 @@ pub struct LogSegment<S: Storage> {
     created_at: TimestampMs,
     bytes_since_index_entry: u64,
     index_interval_bytes: u32,
+    /// Batches may skip offsets (a segment the cleaner may have written); false for
+    /// a segment opened or created as the active one, which has none.
+    gaps: bool,
 }
 
 impl<S: Storage> LogSegment<S> {
@@ -281,7 +307,23 @@ impl<S: Storage> LogSegment<S> {
         index_interval_bytes: u32,
         now: TimestampMs,
     ) -> Result<LogSegment<S>> {
-        let (segment, _) = Self::open_files(storage, dir, base_offset, index_interval_bytes, now, true).await?;
+        let (segment, _) = Self::open_files(storage, dir, base_offset, index_interval_bytes, now, "", true).await?;
+        storage.sync_dir(dir).await?;
+        Ok(segment)
+    }
+
+    /// Creates an empty segment whose four files' names end in `suffix` (the log
+    /// cleaner's `.cleaned`): no open of the log sees it as a segment.
+    pub async fn create_with_suffix(
+        storage: &S,
+        dir: &Path,
+        base_offset: Offset,
+        index_interval_bytes: u32,
+        now: TimestampMs,
+        suffix: &str,
+    ) -> Result<LogSegment<S>> {
+        assert!(!suffix.is_empty(), "a suffixed segment needs a suffix");
+        let (segment, _) = Self::open_files(storage, dir, base_offset, index_interval_bytes, now, suffix, true).await?;
         storage.sync_dir(dir).await?;
         Ok(segment)
     }
@@ -292,16 +334,14 @@ impl<S: Storage> LogSegment<S> {
         base_offset: Offset,
         index_interval_bytes: u32,
         now: TimestampMs,
+        suffix: &str,
         create: bool,
     ) -> Result<(LogSegment<S>, bool)> {
-        let log_path = dir.join(segment_file_name(base_offset, "log"));
+        let [log_path, offset_path, time_path, txn_path] = segment_file_paths(dir, base_offset, suffix);
         let log = storage.open(&log_path, create, FileRole::Log).await?;
-        let (offset_index, offset_sane) =
-            OffsetIndex::open(storage, &dir.join(segment_file_name(base_offset, "index"))).await?;
-        let (time_index, time_sane) =
-            TimeIndex::open(storage, &dir.join(segment_file_name(base_offset, "timeindex"))).await?;
-        let (txn_index, txn_sane) =
-            TransactionIndex::open(storage, &dir.join(segment_file_name(base_offset, TXN_INDEX_EXTENSION))).await?;
+        let (offset_index, offset_sane) = OffsetIndex::open(storage, &offset_path).await?;
+        let (time_index, time_sane) = TimeIndex::open(storage, &time_path).await?;
+        let (txn_index, txn_sane) = TransactionIndex::open(storage, &txn_path).await?;
         let segment = LogSegment {
             base_offset,
             log_path,
@@ -315,6 +355,7 @@ impl<S: Storage> LogSegment<S> {
             created_at: now,
             bytes_since_index_entry: 0,
             index_interval_bytes,
+            gaps: !create || !suffix.is_empty(),
         };
         Ok((segment, offset_sane && time_sane))
     }
@@ -329,7 +370,51 @@ impl<S: Storage> LogSegment<S> {
         now: TimestampMs,
         mode: OpenMode,
     ) -> Result<(LogSegment<S>, RecoveryReport)> {
-        let (mut segment, sane) = Self::open_files(storage, dir, base_offset, index_interval_bytes, now, false).await?;
+        Self::open_with_suffix(storage, dir, base_offset, index_interval_bytes, now, "", mode).await
+    }
+
+    /// [`LogSegment::open`] of the log's last segment, the active one: its offsets
+    /// must be contiguous (the cleaner never writes it), so a base offset moved up
+    /// is damage even in its last batch.
+    pub async fn open_active(
+        storage: &S,
+        dir: &Path,
+        base_offset: Offset,
+        index_interval_bytes: u32,
+        now: TimestampMs,
+        mode: OpenMode,
+    ) -> Result<(LogSegment<S>, RecoveryReport)> {
+        Self::open_inner(storage, dir, base_offset, index_interval_bytes, now, "", mode, false).await
+    }
+
+    /// [`LogSegment::open`] of a segment whose files' names end in `suffix` (the log
+    /// cleaner's recovery reads a `.swap` segment this way, with [`OpenMode::Inspect`]).
+    pub async fn open_with_suffix(
+        storage: &S,
+        dir: &Path,
+        base_offset: Offset,
+        index_interval_bytes: u32,
+        now: TimestampMs,
+        suffix: &str,
+        mode: OpenMode,
+    ) -> Result<(LogSegment<S>, RecoveryReport)> {
+        Self::open_inner(storage, dir, base_offset, index_interval_bytes, now, suffix, mode, true).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn open_inner(
+        storage: &S,
+        dir: &Path,
+        base_offset: Offset,
+        index_interval_bytes: u32,
+        now: TimestampMs,
+        suffix: &str,
+        mode: OpenMode,
+        gaps: bool,
+    ) -> Result<(LogSegment<S>, RecoveryReport)> {
+        let (mut segment, sane) =
+            Self::open_files(storage, dir, base_offset, index_interval_bytes, now, suffix, false).await?;
+        segment.gaps = gaps;
         if mode == OpenMode::RecoverTail {
             let report = segment.recover(true).await?;
             return Ok((segment, report));
@@ -352,7 +437,7 @@ impl<S: Storage> LogSegment<S> {
     /// timestamp reached its timestamp. When the log is intact, sets the in-memory
     /// state (end, max timestamp, bytes since the last index entry) from it.
     async fn verify(&mut self, indexes_sane: bool) -> Result<Verified> {
-        let mut scan = BatchScan::new(&self.log_path, self.base_offset, self.log.len());
+        let mut scan = BatchScan::new(&self.log_path, self.base_offset, self.log.len(), self.gaps);
         let offset_entries = self.offset_index.entries();
         let time_entries = self.time_index.entries();
         let (mut next_offset_entry, mut next_time_entry) = (0, 0);
@@ -413,7 +498,7 @@ impl<S: Storage> LogSegment<S> {
         self.max_timestamp = None;
         self.bytes_since_index_entry = 0;
         let mut report = RecoveryReport { indexes_rebuilt: true, ..RecoveryReport::default() };
-        let mut scan = BatchScan::new(&self.log_path, self.base_offset, self.log.len());
+        let mut scan = BatchScan::new(&self.log_path, self.base_offset, self.log.len(), self.gaps);
         let damage = loop {
             match scan.next(&self.log).await? {
                 Scanned::Batch { position, header } => {
@@ -451,7 +536,7 @@ impl<S: Storage> LogSegment<S> {
 
     /// Updates in-memory state and indexes for a batch stored at `position`.
     async fn index_batch(&mut self, header: &BatchHeader, position: u64) -> Result<()> {
-        assert_eq!(header.base_offset, self.next_offset, "offsets must be contiguous");
+        assert!(header.base_offset >= self.next_offset, "offsets must increase");
         if self.offset_index.last().is_none() || self.bytes_since_index_entry >= self.index_interval_bytes as u64 {
             let relative_offset = self.relative(header.base_offset);
             self.offset_index.append(OffsetEntry { relative_offset, position: position as u32 }).await?;
@@ -505,7 +590,9 @@ impl<S: Storage> LogSegment<S> {
             return Err(Damage { position, offset: expected, reason }.into_error(&self.log_path));
         }
         let bytes = self.log.read_at(position, BATCH_HEADER_BYTES).await?;
-        check_header(&bytes, position, end, expected).map(Some).map_err(|damage| damage.into_error(&self.log_path))
+        check_header(&bytes, position, end, expected, self.gaps)
+            .map(Some)
+            .map_err(|damage| damage.into_error(&self.log_path))
     }
 
     /// Position and header of the batch holding `offset`, walking headers from the
@@ -568,7 +655,7 @@ impl<S: Storage> LogSegment<S> {
                 }
             }
             let at = (position - chunk_start) as usize;
-            let header = check_header(&chunk[at..], position, end, expected)
+            let header = check_header(&chunk[at..], position, end, expected, self.gaps)
                 .map_err(|damage| damage.into_error(&self.log_path))?;
             let marker = match header.is_control() {
                 true if at + header.size_bytes() <= chunk.len() => {
@@ -603,7 +690,9 @@ impl<S: Storage> LogSegment<S> {
         let mut end = 0usize;
         let mut next_offset = first.base_offset;
         while bytes.len() - end >= BATCH_HEADER_BYTES {
-            let Ok(header) = check_header(&bytes[end..], start + end as u64, file_end, next_offset) else { break };
+            let Ok(header) = check_header(&bytes[end..], start + end as u64, file_end, next_offset, self.gaps) else {
+                break;
+            };
             let fits = end + header.size_bytes() <= bytes.len();
             if !fits || header.base_offset >= offset_limit || (end > 0 && end + header.size_bytes() > max_bytes) {
                 break;

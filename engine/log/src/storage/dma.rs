@@ -160,6 +160,10 @@ impl Storage for DmaStorage {
         std::fs::remove_file(path).map_err(std_io("remove", path))
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        std::fs::rename(from, to).map_err(std_io("rename", from))
+    }
+
     async fn create_dir_all(&self, path: &Path) -> Result<()> {
         std::fs::create_dir_all(path).map_err(std_io("create directory", path))
     }

@@ -31,6 +31,9 @@ pub trait Storage: Clone + 'static {
     /// Opens a file for appending and reading; its logical length is its size.
     async fn open(&self, path: &Path, create: bool, role: FileRole) -> Result<Self::File>;
     async fn remove_file(&self, path: &Path) -> Result<()>;
+    /// Renames a file, replacing `to` if it exists (POSIX `rename`: atomic). Durable
+    /// only after [`Storage::sync_dir`]. No handle to `from` may be open.
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()>;
     async fn create_dir_all(&self, path: &Path) -> Result<()>;
     async fn remove_dir_all(&self, path: &Path) -> Result<()>;
     /// Names (not paths) of the entries in a directory, sorted.

@@ -263,6 +263,17 @@ impl Storage for SimStorage {
         }
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        if !disk.files.contains_key(from) {
+            return Err(not_found("rename", from));
+        }
+        disk.change("rename", from)?;
+        let state = disk.files.remove(from).expect("checked above");
+        disk.files.insert(to.to_path_buf(), state);
+        Ok(())
+    }
+
     async fn create_dir_all(&self, path: &Path) -> Result<()> {
         let mut disk = self.disk.borrow_mut();
         for ancestor in path.ancestors() {

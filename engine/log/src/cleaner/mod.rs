@@ -1,0 +1,469 @@
+//! The log cleaner: compaction of `cleanup.policy=compact` partitions (Kafka's
+//! `LogCleaner`, `Cleaner` and `LogCleanerManager`, for one partition at a time).
+//!
+//! A pass ([`PartitionLog::clean`]) works on the log's sealed segments:
+//!
+//! 1. The dirty section runs from the cleaner checkpoint (`cleaner-offset-checkpoint`
+//!    in the partition's directory: where the last pass stopped; the log start if
+//!    there is none or it is out of the log) to the first uncleanable offset
+//!    ([`PartitionLog::cleanable_range`]): never the active segment, never at or past
+//!    the last stable offset (so never past the high watermark, nor into an open
+//!    transaction), never a segment holding a record newer than
+//!    `min.compaction.lag.ms`; cut down to a segment boundary.
+//! 2. The offset map ([`offset_map`]) gets each key's latest offset in the dirty
+//!    section, skipping aborted transactions' records; if it fills, the pass covers
+//!    only the part mapped.
+//! 3. Every sealed segment below the mapped end, clean ones too (a newer record of a
+//!    key may supersede theirs), is rewritten in groups whose sizes add up to at most
+//!    `segment.bytes` (small segments merge into one, as in Kafka): per key only the
+//!    latest record stays ([`filter`]); records keep their offsets (whole batches
+//!    that go leave gaps); tombstones and transaction markers go once their delete
+//!    horizon passes; records of aborted transactions go ([`transactions`]); the
+//!    last batch of each producer still in the producer state stays, emptied if need
+//!    be, so its epoch and last sequence survive a rebuild of that state; the last
+//!    batch of a group stays, emptied if need be, so the new segment ends where the
+//!    next one starts (Kafka keeps only the last batch of the whole pass; keeping one
+//!    per group costs a 61-byte header and keeps segments contiguous).
+//! 4. Each group's new segment is written under `.cleaned` names, synced, and swapped
+//!    in for the group ([`swap`]: Kafka's `.cleaned` → `.swap` → `.deleted` dance,
+//!    finished or rolled back by the next open after a crash).
+//! 5. The checkpoint moves to the mapped end.
+//!
+//! Limits: the pass runs on the partition's actor, so appends to the partition wait
+//! for it; the scheduler ([`crate::shard`]) runs one group per turn and yields
+//! between chunks. Records are kept whole in memory one batch at a time (a batch
+//! inflating past [`CleanerLimits::inflated_batch_bytes_max`] fails the pass).
+
+mod filter;
+mod offset_map;
+pub(crate) mod swap;
+mod transactions;
+
+use std::collections::HashMap;
+
+use crate::batch::{self, BatchHeader};
+use crate::error::{EngineError, Result};
+use crate::log::PartitionLog;
+use crate::segment::LogSegment;
+use crate::storage::Storage;
+use crate::types::{Offset, ProducerEpoch, ProducerId, TimestampMs};
+pub use filter::{delete_horizon, ATTRIBUTE_DELETE_HORIZON};
+use filter::{BatchRetention, BatchVerdict};
+pub use offset_map::OffsetMap;
+use transactions::CleanedTransactions;
+
+/// Where the last pass stopped: decimal text, written atomically.
+pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+
+/// Bounds on one pass's memory and IO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanerLimits {
+    /// The offset map's budget ([`OffsetMap`]); a dirty section with more distinct
+    /// keys is cleaned over several passes.
+    pub offset_map_bytes_max: usize,
+    /// Bytes of whole batches read from a segment at a time.
+    pub read_chunk_bytes: usize,
+    /// The most one batch's records may inflate to.
+    pub inflated_batch_bytes_max: usize,
+}
+
+impl Default for CleanerLimits {
+    fn default() -> Self {
+        CleanerLimits { offset_map_bytes_max: 64 << 20, read_chunk_bytes: 1 << 20, inflated_batch_bytes_max: 128 << 20 }
+    }
+}
+
+/// What cleaning did, summed over passes (Kafka's `CleanerStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanerStats {
+    pub passes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_read: u64,
+    pub records_removed: u64,
+    /// Segments replaced by cleaned ones.
+    pub segments_cleaned: u64,
+}
+
+impl CleanerStats {
+    pub fn add(&mut self, other: &CleanerStats) {
+        self.passes += other.passes;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.records_read += other.records_read;
+        self.records_removed += other.records_removed;
+        self.segments_cleaned += other.segments_cleaned;
+    }
+}
+
+/// The part of a log a pass may clean, and how dirty the log is (Kafka's
+/// `LogToClean` and `cleanableOffsets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanableRange {
+    pub first_dirty: Offset,
+    /// A segment's base offset: nothing at or past it is cleaned.
+    pub first_uncleanable: Offset,
+    /// Bytes of the segments below the first dirty offset.
+    pub clean_bytes: u64,
+    /// Bytes of the segments from the first dirty offset to the first uncleanable.
+    pub dirty_bytes: u64,
+    /// A dirty sealed segment's first batch is older than `max.compaction.lag.ms`.
+    pub compaction_overdue: bool,
+}
+
+impl CleanableRange {
+    /// Dirty bytes over all cleanable bytes (0 for an empty log).
+    pub fn dirty_ratio(&self) -> f64 {
+        let total = self.clean_bytes + self.dirty_bytes;
+        if total == 0 {
+            return 0.0;
+        }
+        self.dirty_bytes as f64 / total as f64
+    }
+
+    /// Whether the log is due a pass: some bytes are dirty, and either its dirty
+    /// ratio passes `min_ratio` or compaction is overdue (Kafka's rule).
+    pub fn is_due(&self, min_ratio: f64) -> bool {
+        self.dirty_bytes > 0 && (self.compaction_overdue || self.dirty_ratio() > min_ratio)
+    }
+}
+
+/// What the producer state says must survive of a producer (Kafka's `LastRecord`):
+/// its last data batch, or, after a marker moved it to a new epoch, a marker of
+/// that epoch.
+#[derive(Debug, Clone, Copy)]
+struct LastRecord {
+    last_data_offset: Option<Offset>,
+    epoch: ProducerEpoch,
+}
+
+/// One batch after another of a segment, in chunks of whole batches.
+struct SegmentChunks {
+    next: Offset,
+    end: Offset,
+}
+
+impl SegmentChunks {
+    async fn next<S: Storage>(&mut self, segment: &LogSegment<S>, chunk_bytes: usize) -> Result<Option<Vec<u8>>> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let Some(read) = segment.read(self.next, chunk_bytes, self.end).await? else { return Ok(None) };
+        self.next = read.next_offset;
+        Ok(Some(read.bytes))
+    }
+}
+
+fn corrupt_chunk(segment_path: &std::path::Path, error: batch::BatchError) -> EngineError {
+    EngineError::Corrupt {
+        path: segment_path.to_path_buf(),
+        position: 0,
+        offset: None,
+        reason: format!("the log cleaner read an invalid batch: {error}"),
+    }
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// The first dirty offset the cleaner checkpoint holds, if it was written.
+    pub async fn cleaner_checkpoint(&self) -> Result<Option<Offset>> {
+        crate::log::read_offset_file(self.storage(), &self.dir().join(CLEANER_CHECKPOINT_FILE)).await
+    }
+
+    /// What a pass would clean now (see the module doc).
+    pub async fn cleanable_range(&self) -> Result<CleanableRange> {
+        let now = self.clock_now();
+        let config = self.config();
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        let first_dirty = match self.cleaner_checkpoint().await? {
+            Some(checkpoint) if checkpoint >= start && checkpoint <= end => checkpoint,
+            _ => start,
+        };
+        let segments = self.segments();
+        let active_base = *segments.keys().next_back().expect("a log always has a segment");
+        let sealed_from = |from: Offset| {
+            let floor = segments.range(..=from).next_back().map_or(Offset(i64::MIN), |(base, _)| *base);
+            segments.range(floor..active_base).map(|(_, s)| s)
+        };
+        let mut uncleanable = self.last_stable_offset().min(active_base);
+        let min_lag = config.min_compaction_lag_ms.max(0);
+        if min_lag > 0 {
+            let too_new = sealed_from(first_dirty).find(|s| s.max_timestamp().is_some_and(|ts| ts.0 > now.0 - min_lag));
+            if let Some(segment) = too_new {
+                uncleanable = uncleanable.min(segment.base_offset());
+            }
+        }
+        let uncleanable = uncleanable.max(first_dirty);
+        let first_uncleanable = sealed_from(uncleanable).next().map_or(active_base, |s| s.base_offset());
+        let clean_bytes = segments.range(..first_dirty).map(|(_, s)| s.size_bytes()).sum();
+        let dirty_bytes = sealed_from(first_dirty.min(first_uncleanable))
+            .take_while(|s| s.base_offset() < first_uncleanable)
+            .map(|s| s.size_bytes())
+            .sum();
+        let max_lag = config.max_compaction_lag_ms.max(0);
+        let mut compaction_overdue = false;
+        for segment in sealed_from(first_dirty) {
+            if let Some((_, header)) = segment.find_batch(segment.base_offset()).await? {
+                if header.max_timestamp.0 > 0 && header.max_timestamp.0 < now.0.saturating_sub(max_lag) {
+                    compaction_overdue = true;
+                    break;
+                }
+            }
+        }
+        Ok(CleanableRange { first_dirty, first_uncleanable, clean_bytes, dirty_bytes, compaction_overdue })
+    }
+
+    /// One cleaner pass over this log (see the module doc), whether or not it is due
+    /// ([`CleanableRange::is_due`] is the scheduler's question). `None`: nothing to
+    /// clean. A failure after the first change to a segment file poisons the log;
+    /// the next open finishes or rolls back the swap in progress.
+    pub async fn clean(&mut self, limits: &CleanerLimits) -> Result<Option<CleanerStats>> {
+        self.check_writable()?;
+        let range = self.cleanable_range().await?;
+        if range.first_dirty >= range.first_uncleanable {
+            return Ok(None);
+        }
+        let mut stats = CleanerStats { passes: 1, ..CleanerStats::default() };
+        let mut map = OffsetMap::new(limits.offset_map_bytes_max);
+        let Some(end) = self.build_offset_map(range, &mut map, limits, &mut stats).await? else {
+            tracing::warn!(
+                "{}: the cleaner's offset map ({} bytes) cannot hold one key of offset {}: not cleaned",
+                self.partition(),
+                map.bytes_max(),
+                range.first_dirty
+            );
+            return Ok(None);
+        };
+        let last_records: HashMap<ProducerId, LastRecord> = self
+            .producer_state()
+            .producers()
+            .map(|(id, entry)| {
+                (id, LastRecord { last_data_offset: entry.last_batch().map(|b| b.last_offset), epoch: entry.epoch() })
+            })
+            .collect();
+        let mut transactions = CleanedTransactions::default();
+        for group in self.groups_below(end) {
+            self.clean_group(&group, &map, &last_records, &mut transactions, limits, &mut stats).await?;
+        }
+        let text = format!("{}\n", end.0);
+        self.storage().write_file_atomic(&self.dir().join(CLEANER_CHECKPOINT_FILE), text.as_bytes()).await?;
+        Ok(Some(stats))
+    }
+
+    /// Fills `map` from the dirty section; returns the offset one past what it
+    /// covers, or `None` if it could not take a single key.
+    async fn build_offset_map(
+        &self,
+        range: CleanableRange,
+        map: &mut OffsetMap,
+        limits: &CleanerLimits,
+        stats: &mut CleanerStats,
+    ) -> Result<Option<Offset>> {
+        let (start, end) = (range.first_dirty, range.first_uncleanable);
+        let mut transactions = CleanedTransactions::default();
+        transactions.add_aborted(self.aborted_transactions(start, end));
+        let segments = self.segments();
+        let floor = segments.range(..=start).next_back().map_or(start, |(base, _)| *base);
+        let dirty: Vec<&LogSegment<S>> = segments.range(floor..end).map(|(_, s)| s).collect();
+        for (i, segment) in dirty.iter().enumerate() {
+            let segment_end = dirty.get(i + 1).map_or(end, |next| next.base_offset());
+            let mut chunks = SegmentChunks { next: start.max(segment.base_offset()), end: segment.next_offset() };
+            while let Some(bytes) = chunks.next(segment, limits.read_chunk_bytes).await? {
+                stats.bytes_read += bytes.len() as u64;
+                let batches = batch::split_batches(&bytes).map_err(|e| corrupt_chunk(segment.log_path(), e))?;
+                for (position, header) in batches {
+                    let whole = &bytes[position..position + header.size_bytes()];
+                    if !self.map_batch(whole, &header, start, map, &mut transactions, limits)? {
+                        return Ok((map.latest_offset() >= start).then(|| map.latest_offset().next()));
+                    }
+                }
+                futures_lite::future::yield_now().await;
+            }
+            map.update_latest_offset(Offset(segment_end.0 - 1));
+        }
+        Ok(Some(map.latest_offset().next().max(start)))
+    }
+
+    /// Puts one batch's keys into the map; false once the map is full.
+    fn map_batch(
+        &self,
+        whole: &[u8],
+        header: &BatchHeader,
+        start: Offset,
+        map: &mut OffsetMap,
+        transactions: &mut CleanedTransactions,
+        limits: &CleanerLimits,
+    ) -> Result<bool> {
+        if header.is_control() {
+            transactions.on_control_batch(header, batch::txn_marker(whole));
+        } else if !transactions.on_batch(header) {
+            let records = crate::records::decode_records(whole, limits.inflated_batch_bytes_max)
+                .map_err(|e| corrupt_chunk(self.dir(), e))?;
+            for record in records.iter().filter(|r| r.offset >= start) {
+                if let Some(key) = &record.key {
+                    if !map.put(key, record.offset) {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        if header.last_offset() >= start {
+            map.update_latest_offset(header.last_offset());
+        }
+        Ok(true)
+    }
+
+    /// The sealed segments below `end`, in groups of consecutive segments whose
+    /// sizes add up to at most `segment.bytes` and whose offsets fit one segment's
+    /// 32-bit relative offsets (Kafka's `groupSegmentsBySize`).
+    fn groups_below(&self, end: Offset) -> Vec<Vec<Offset>> {
+        let segments = self.segments();
+        let active_base = *segments.keys().next_back().expect("a log always has a segment");
+        let limit = self.config().segment_bytes;
+        let mut groups: Vec<Vec<Offset>> = Vec::new();
+        let mut size = 0u64;
+        for (base, segment) in segments.range(..end.min(active_base)) {
+            let fits = groups.last().is_some_and(|group| {
+                let first = group[0];
+                size + segment.size_bytes() <= limit && segment.next_offset().0 - 1 - first.0 <= u32::MAX as i64
+            });
+            if fits {
+                size += segment.size_bytes();
+                groups.last_mut().expect("checked").push(*base);
+            } else {
+                size = segment.size_bytes();
+                groups.push(vec![*base]);
+            }
+        }
+        groups
+    }
+
+    /// Cleans one group of segments into one `.cleaned` segment and swaps it in.
+    async fn clean_group(
+        &mut self,
+        group: &[Offset],
+        map: &OffsetMap,
+        last_records: &HashMap<ProducerId, LastRecord>,
+        transactions: &mut CleanedTransactions,
+        limits: &CleanerLimits,
+        stats: &mut CleanerStats,
+    ) -> Result<()> {
+        let now = self.clock_now();
+        let config = self.config().clone();
+        let first = group[0];
+        let last = *group.last().expect("a group has a segment");
+        let group_end = self.segments()[&last].next_offset();
+        swap::remove_leftovers(self.storage(), self.dir(), first).await?;
+        let mut cleaned = LogSegment::create_with_suffix(
+            self.storage(),
+            self.dir(),
+            first,
+            config.index_interval_bytes,
+            now,
+            swap::CLEANED_SUFFIX,
+        )
+        .await?;
+        let written = self.clean_into(group, group_end, &mut cleaned, map, last_records, transactions, limits, stats);
+        if let Err(error) = written.await {
+            // Nothing of the log changed: the `.cleaned` files go, the log stays.
+            cleaned.close().await?;
+            swap::remove_leftovers(self.storage(), self.dir(), first).await?;
+            return Err(error);
+        }
+        assert_eq!(cleaned.next_offset(), group_end, "a cleaned group ends where it did");
+        cleaned.close().await?;
+        stats.segments_cleaned += group.len() as u64;
+        self.swap_in(first, group).await
+    }
+
+    /// Writes what stays of `group` into `cleaned`.
+    #[allow(clippy::too_many_arguments)]
+    async fn clean_into(
+        &self,
+        group: &[Offset],
+        group_end: Offset,
+        cleaned: &mut LogSegment<S>,
+        map: &OffsetMap,
+        last_records: &HashMap<ProducerId, LastRecord>,
+        transactions: &mut CleanedTransactions,
+        limits: &CleanerLimits,
+        stats: &mut CleanerStats,
+    ) -> Result<()> {
+        let now = self.clock_now();
+        let delete_retention_ms = self.config().delete_retention_ms;
+        for base in group {
+            let segment = &self.segments()[base];
+            let upper = self.segments().range(base.next()..).next().map_or(group_end, |(next, _)| *next);
+            transactions.add_aborted(self.aborted_transactions(*base, upper));
+            let mut chunks = SegmentChunks { next: *base, end: segment.next_offset() };
+            while let Some(bytes) = chunks.next(segment, limits.read_chunk_bytes).await? {
+                stats.bytes_read += bytes.len() as u64;
+                let batches = batch::split_batches(&bytes).map_err(|e| corrupt_chunk(segment.log_path(), e))?;
+                let mut out = Vec::new();
+                let mut out_batches = Vec::new();
+                let mut index_entries = Vec::new();
+                for (position, header) in batches {
+                    let whole = &bytes[position..position + header.size_bytes()];
+                    let (discard_txn, index_entry) = match header.is_control() {
+                        true => transactions.on_control_batch(&header, batch::txn_marker(whole)),
+                        false => (transactions.on_batch(&header), None),
+                    };
+                    index_entries.extend(index_entry);
+                    let verdict = batch_verdict(&header, discard_txn, now, last_records, group_end);
+                    let filtered = filter::filter_batch(
+                        whole,
+                        &header,
+                        &verdict,
+                        map,
+                        now,
+                        delete_retention_ms,
+                        limits.inflated_batch_bytes_max,
+                    )
+                    .map_err(|e| corrupt_chunk(segment.log_path(), e))?;
+                    stats.records_read += filtered.records_read;
+                    stats.records_removed += filtered.records_read - filtered.records_kept;
+                    if let Some(kept) = filtered.bytes {
+                        let kept_header = batch::validate(&kept).map_err(|e| corrupt_chunk(segment.log_path(), e))?;
+                        out_batches.push((out.len(), kept_header));
+                        out.extend_from_slice(&kept);
+                    }
+                }
+                if !out.is_empty() {
+                    stats.bytes_written += out.len() as u64;
+                    cleaned.append(&out, &out_batches).await?;
+                }
+                for entry in index_entries {
+                    cleaned.append_aborted(entry).await?;
+                }
+                futures_lite::future::yield_now().await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's `checkBatchRetention` for the cleaner: see [`filter`].
+fn batch_verdict(
+    header: &BatchHeader,
+    discard_txn: bool,
+    now: TimestampMs,
+    last_records: &HashMap<ProducerId, LastRecord>,
+    group_end: Offset,
+) -> BatchVerdict {
+    let discard_records = match header.is_control() {
+        true => discard_txn && delete_horizon(header).is_some_and(|horizon| horizon <= now),
+        false => discard_txn,
+    };
+    let last_of_producer = header.producer_id.0 >= 0
+        && last_records.get(&header.producer_id).is_some_and(|last| match last.last_data_offset {
+            Some(offset) => header.last_offset() == offset,
+            None => header.is_control() && header.producer_epoch == last.epoch,
+        });
+    let retention = if last_of_producer || header.last_offset().next() == group_end {
+        BatchRetention::RetainEmpty
+    } else if discard_records {
+        BatchRetention::Delete
+    } else {
+        BatchRetention::DeleteEmpty
+    };
+    BatchVerdict { retention, discard_records, removable_marker: discard_txn && header.is_control() }
+}
