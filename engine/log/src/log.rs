@@ -14,9 +14,12 @@
 //! leader-epoch-checkpoint         each leader epoch and its start offset, see crate::leader_epoch
 //! high-watermark-checkpoint       decimal text, written atomically; present only in replicated mode
 //! clean-shutdown                  present only between a clean close and the next open
+//! cleaner-offset-checkpoint       decimal text: where the log cleaner's last pass stopped
+//! *.cleaned, *.swap, *.deleted    a log-cleaner swap in progress, see crate::cleaner::swap
 //! ```
 //!
-//! Crash story: on open without `clean-shutdown`, the active (last) segment is
+//! Crash story: first, a log-cleaner swap a crash interrupted is finished or rolled
+//! back ([`crate::cleaner::swap`]). On open without `clean-shutdown`, the active (last) segment is
 //! recovered (validated, torn tail truncated, indexes rebuilt); sealed segments were
 //! synced before the next one was created. The marker is removed, and its removal
 //! synced, before the log accepts an append. If `log-start-offset` is past the

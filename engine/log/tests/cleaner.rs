@@ -455,3 +455,73 @@ fn segment_bases(storage: &SimStorage) -> Vec<i64> {
     let names = block_on(storage.list_dir(Path::new(DIR))).expect("list");
     names.iter().filter_map(|n| n.strip_suffix(".log")).filter_map(|n| n.parse().ok()).collect()
 }
+
+/// A log of keyed records over small segments, with a producer, a tombstone and an
+/// aborted transaction in it, closed cleanly and reopened: the same log for every
+/// crash point.
+fn crash_subject(storage: &SimStorage, clock: &Arc<ManualClock>) -> PartitionLog<SimStorage> {
+    let mut log = open(storage, &compacted_config(400), clock);
+    for i in 0..45u32 {
+        let key = format!("key-{}", i % 4).into_bytes();
+        let value = format!("value-{i}").into_bytes();
+        let value = (i % 11 != 5).then_some(value.as_slice());
+        let spec = RecordSpec { key: Some(&key), value, timestamp_delta_ms: 0 };
+        let producer = match i % 3 {
+            0 => BatchProducer { producer_id: ProducerId(3), producer_epoch: 0, base_sequence: (i / 3) as i32 },
+            _ => BatchProducer::default(),
+        };
+        let bytes = compressed(&batch::build_batch(clock.now(), producer, &[spec]), (i % 5) as i16);
+        block_on(log.append(bytes, EPOCH)).expect("append");
+    }
+    visible(&mut log);
+    block_on(log.close()).expect("close");
+    open(storage, &compacted_config(400), clock)
+}
+
+#[test]
+fn a_crash_at_every_change_to_the_disk_during_a_clean_reopens_a_log_with_the_same_latest_values() {
+    let clock = ManualClock::new(T0);
+    let reference = SimStorage::new();
+    let mut log = crash_subject(&reference, &clock);
+    let before = read_all(&log);
+    clean(&mut log).expect("a pass");
+    let cleaned_end = checkpoint(&log);
+    let after = read_all(&log);
+    let latest = |records: &[Seen]| {
+        let mut latest: BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> = BTreeMap::new();
+        for record in records {
+            latest.insert(record.key.clone().expect("keyed"), (record.offset, record.value.clone()));
+        }
+        latest
+    };
+    assert_eq!(latest(&after), latest(&before));
+    for changes in 0.. {
+        let storage = SimStorage::new();
+        let mut log = crash_subject(&storage, &clock);
+        storage.die_after_changes(changes);
+        let outcome = block_on(log.clean(&CleanerLimits::default()));
+        let finished = outcome.is_ok() && !log.is_poisoned();
+        drop(log);
+        storage.crash(CrashFault::TornTail { seed: changes });
+        let log = open(&storage, &compacted_config(400), &clock);
+        let reopened = read_all(&log);
+        let what = format!("crash after {changes} changes ({outcome:?})");
+        assert_eq!(latest(&reopened), latest(&before), "{what}: each key's latest record");
+        for record in &reopened {
+            assert!(before.contains(record), "{what}: {record:?} was never appended");
+        }
+        for record in expected(&before, cleaned_end) {
+            assert!(reopened.contains(&record), "{what}: {record:?} was lost");
+        }
+        let names = block_on(storage.list_dir(Path::new(DIR))).expect("list");
+        assert!(
+            names.iter().all(|n| !n.ends_with(".cleaned") && !n.ends_with(".swap") && !n.ends_with(".deleted")),
+            "{what}: the open left {names:?}"
+        );
+        if finished {
+            assert_eq!(reopened, after, "{what}: the whole pass survives");
+            assert!(changes > 10, "the pass took {changes} changes");
+            break;
+        }
+    }
+}
