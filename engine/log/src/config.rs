@@ -237,6 +237,29 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> EngineError {
     EngineError::InvalidConfig { key: key.to_string(), value: value.to_string(), reason: reason.into() }
 }
 
+/// `cleanup.policy`: a comma-separated list of `delete` and `compact` (Kafka's
+/// `ValidList`), at least one, each at most once.
+fn parse_cleanup_policy(key: &str, value: &str) -> Result<CleanupPolicy> {
+    let mut policy = CleanupPolicy { delete: false, compact: false };
+    for item in value.split(',').map(str::trim) {
+        let seen = match item {
+            "delete" => std::mem::replace(&mut policy.delete, true),
+            "compact" => std::mem::replace(&mut policy.compact, true),
+            _ => {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("`{item}` is not a cleanup policy: expected delete, compact or both"),
+                ))
+            }
+        };
+        if seen {
+            return Err(invalid(key, value, format!("`{item}` is given twice")));
+        }
+    }
+    Ok(policy)
+}
+
 fn parse_in<T: std::str::FromStr + PartialOrd + fmt::Display>(key: &str, value: &str, min: T, max: T) -> Result<T> {
     match value.parse::<T>() {
         Ok(parsed) if parsed >= min && parsed <= max => Ok(parsed),
@@ -247,7 +270,7 @@ fn parse_in<T: std::str::FromStr + PartialOrd + fmt::Display>(key: &str, value: 
 impl TopicConfig {
     /// Every key the engine interprets: the keys [`TopicConfig::set`] accepts and
     /// [`TopicConfig::get`] reports.
-    pub const KEYS: [&'static str; 10] = [
+    pub const KEYS: [&'static str; 14] = [
         "segment.bytes",
         "segment.ms",
         "retention.bytes",
@@ -258,12 +281,15 @@ impl TopicConfig {
         "flush.messages",
         "flush.ms",
         "cleanup.policy",
+        "delete.retention.ms",
+        "min.compaction.lag.ms",
+        "max.compaction.lag.ms",
+        "min.cleanable.dirty.ratio",
     ];
 
     /// The keys of [`TopicConfig::KEYS`] written to `topic.properties`. The others
-    /// are not stored: `flush.*` re-spell `fsync.policy`, and `cleanup.policy` has a
-    /// single possible value.
-    pub const STORED_KEYS: [&'static str; 7] = [
+    /// are not stored: `flush.*` re-spell `fsync.policy`.
+    pub const STORED_KEYS: [&'static str; 12] = [
         "segment.bytes",
         "segment.ms",
         "retention.bytes",
@@ -271,6 +297,11 @@ impl TopicConfig {
         "index.interval.bytes",
         "max.message.bytes",
         "fsync.policy",
+        "cleanup.policy",
+        "delete.retention.ms",
+        "min.compaction.lag.ms",
+        "max.compaction.lag.ms",
+        "min.cleanable.dirty.ratio",
     ];
 
     /// Sets one key, validating the value; an invalid value changes nothing.
@@ -308,16 +339,14 @@ impl TopicConfig {
                 let (flush_messages, _) = self.durability.kafka_flush();
                 self.durability = Durability::from_kafka_flush(flush_messages, flush_ms);
             }
-            "cleanup.policy" => {
-                let policies: Vec<&str> = value.split(',').map(str::trim).collect();
-                if policies.iter().any(|policy| *policy != "delete") || value.trim().is_empty() {
-                    return Err(invalid(
-                        key,
-                        value,
-                        "delete is the only cleanup policy: log compaction is not implemented",
-                    ));
-                }
-            }
+            "cleanup.policy" => self.cleanup_policy = parse_cleanup_policy(key, value)?,
+            "delete.retention.ms" => self.delete_retention_ms = parse_in(key, value, 0, i64::MAX)?,
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_in(key, value, 0, i64::MAX)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = parse_in(key, value, 1, i64::MAX)?,
+            "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
+                Ok(ratio) if (0.0..=1.0).contains(&ratio) => self.min_cleanable_dirty_ratio = DirtyRatio(ratio),
+                _ => return Err(invalid(key, value, "expected a number in [0, 1]")),
+            },
             _ => return Err(invalid(key, value, "unknown topic config key")),
         }
         Ok(())
@@ -347,6 +376,22 @@ impl TopicConfig {
             if *key == "fsync.policy" {
                 policy = Some((value, updated.durability));
             }
+        }
+        if updated.min_compaction_lag_ms > updated.max_compaction_lag_ms {
+            let (key, value) = entries
+                .iter()
+                .rev()
+                .find(|(key, _)| key.ends_with("compaction.lag.ms"))
+                .copied()
+                .unwrap_or(("min.compaction.lag.ms", ""));
+            return Err(invalid(
+                key,
+                value,
+                format!(
+                    "min.compaction.lag.ms {} is more than max.compaction.lag.ms {}",
+                    updated.min_compaction_lag_ms, updated.max_compaction_lag_ms
+                ),
+            ));
         }
         if let Some((policy_text, policy)) = policy {
             if updated.durability != policy {
@@ -379,7 +424,11 @@ impl TopicConfig {
             "fsync.policy" => self.durability.to_string(),
             "flush.messages" => self.durability.kafka_flush().0.to_string(),
             "flush.ms" => self.durability.kafka_flush().1.to_string(),
-            "cleanup.policy" => "delete".to_string(),
+            "cleanup.policy" => self.cleanup_policy.to_string(),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
             _ => return None,
         })
     }
@@ -475,9 +524,14 @@ mod tests {
             ("flush.messages", "0"),
             ("flush.messages", "1000"),
             ("flush.ms", "-1"),
-            ("cleanup.policy", "compact"),
-            ("cleanup.policy", "delete,compact"),
+            ("cleanup.policy", "compaction"),
+            ("cleanup.policy", "delete,delete"),
             ("cleanup.policy", ""),
+            ("delete.retention.ms", "-1"),
+            ("min.compaction.lag.ms", "-1"),
+            ("max.compaction.lag.ms", "0"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "NaN"),
             ("nope", "1"),
             // The broker's key: the engine neither sets nor validates it.
             ("min.insync.replicas", "2"),
@@ -486,6 +540,28 @@ mod tests {
             assert!(config.set(key, value).is_err(), "{key}={value} accepted");
             assert_eq!(config, before);
         }
+    }
+
+    #[test]
+    fn the_cleaner_keys_take_kafkas_values_and_survive_topic_properties() {
+        let mut config = TopicConfig::default();
+        assert_eq!(config.get("cleanup.policy").as_deref(), Some("delete"));
+        let entries = [
+            ("cleanup.policy", "compact, delete"),
+            ("delete.retention.ms", "0"),
+            ("min.compaction.lag.ms", "100"),
+            ("max.compaction.lag.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+        ];
+        config.set_all(entries).expect("valid");
+        assert_eq!(config.cleanup_policy, CleanupPolicy { delete: true, compact: true });
+        assert_eq!(config.get("cleanup.policy").as_deref(), Some("compact,delete"));
+        assert_eq!(config.min_cleanable_dirty_ratio, DirtyRatio(0.25));
+        assert_eq!(TopicConfig::from_properties(&config.to_properties()).expect("reads back"), config);
+        let before = config.clone();
+        let refused = config.set_all([("min.compaction.lag.ms", "101")]);
+        assert!(refused.is_err(), "min.compaction.lag.ms past max.compaction.lag.ms is refused, as Kafka does");
+        assert_eq!(config, before);
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub enum EngineError {
     #[error("partition {partition}: clients may not write control batches; nothing was written")]
     ControlBatchFromClient { partition: TopicPartition },
 
+    /// A record without a key for a compacted topic, which could never be compacted
+    /// (Kafka's `LogValidator` refuses it: INVALID_RECORD). Nothing was written.
+    #[error("partition {partition}: compacted topic cannot accept a record without a key (offset delta {offset_delta}); nothing was written")]
+    RecordWithoutKey { partition: TopicPartition, offset_delta: i64 },
+
     /// A leader epoch below 0 given for a leader append, or carried by a replicated
     /// batch: a leader's epoch is never negative. Nothing of the record set was written.
     #[error("partition {partition}: leader epoch {epoch} is negative; nothing was written")]

@@ -154,6 +154,8 @@ pub struct PartitionStats {
     /// Each leader epoch of the log and its start offset (OffsetForLeaderEpoch:
     /// [`LeaderEpochCache::end_offset_for`] with `log_end_offset`).
     pub leader_epochs: LeaderEpochCache,
+    /// What the log cleaner did to this log since it was opened.
+    pub cleaner: crate::cleaner::CleanerStats,
 }
 
 /// A sync started by [`PartitionLog::start_sync`] and not yet finished.
@@ -234,6 +236,11 @@ pub struct PartitionLog<S: Storage> {
     /// written for the periodic rewrite).
     checkpointed_high_watermark: Option<Offset>,
     high_watermark_checkpointed_at: TimestampMs,
+    /// Where the log cleaner's next pass starts (`cleaner-offset-checkpoint`, read
+    /// at open, written after each pass, cut by truncation).
+    cleaner_checkpoint: Option<Offset>,
+    /// What the log cleaner did to this log since it was opened.
+    cleaner_stats: crate::cleaner::CleanerStats,
 }
 
 /// What [`PartitionLog::repair`] found, and removed or would remove.
@@ -329,6 +336,17 @@ impl<S: Storage> PartitionLog<S> {
             replicated: false,
             checkpointed_high_watermark: None,
             high_watermark_checkpointed_at: now,
+            cleaner_checkpoint: None,
+            cleaner_stats: crate::cleaner::CleanerStats::default(),
+        };
+        let cleaner_checkpoint = dir.join(crate::cleaner::CLEANER_CHECKPOINT_FILE);
+        log.cleaner_checkpoint = match read_offset_file(&log.storage, &cleaner_checkpoint).await {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                // Only where the next pass starts: the log start, a full pass, will do.
+                tracing::warn!("{}: {error}; the cleaner starts over from the log start", log.partition);
+                None
+            }
         };
         let first_base = log.segments.keys().next().copied();
         log.log_start_offset = match (checkpoint, first_base) {
@@ -720,6 +738,18 @@ impl<S: Storage> PartitionLog<S> {
         &self.dir
     }
 
+    pub(crate) fn cleaner_checkpoint_value(&self) -> Option<Offset> {
+        self.cleaner_checkpoint
+    }
+
+    pub(crate) fn cleaner_checkpoint_mut(&mut self) -> &mut Option<Offset> {
+        &mut self.cleaner_checkpoint
+    }
+
+    pub(crate) fn cleaner_stats_mut(&mut self) -> &mut crate::cleaner::CleanerStats {
+        &mut self.cleaner_stats
+    }
+
     pub(crate) fn clock_now(&self) -> TimestampMs {
         self.clock.now_ms()
     }
@@ -884,7 +914,26 @@ impl<S: Storage> PartitionLog<S> {
         if batches.iter().any(|(_, header)| header.is_control()) {
             return Err(EngineError::ControlBatchFromClient { partition: self.partition.clone() });
         }
+        if self.config.cleanup_policy.compact {
+            self.check_keys(&bytes, &batches)?;
+        }
         self.append_batches(bytes, batches, leader_epoch).await
+    }
+
+    /// Refuses a record without a key on a compacted topic, as Kafka's
+    /// `LogValidator` does: the records are decoded (inflated if compressed, bounded
+    /// by [`crate::cleaner::CleanerLimits`]'s default), the price compacted topics pay.
+    fn check_keys(&self, bytes: &[u8], batches: &[(usize, BatchHeader)]) -> Result<()> {
+        let inflated_bytes_max = crate::cleaner::CleanerLimits::default().inflated_batch_bytes_max;
+        for (position, header) in batches {
+            let whole = &bytes[*position..*position + header.size_bytes()];
+            let records = crate::records::decode_records(whole, inflated_bytes_max)?;
+            if let Some(keyless) = records.iter().find(|record| record.key.is_none()) {
+                let offset_delta = keyless.offset.0 - header.base_offset.0;
+                return Err(EngineError::RecordWithoutKey { partition: self.partition.clone(), offset_delta });
+            }
+        }
+        Ok(())
     }
 
     /// Appends the marker that ends producer `producer_id`'s transaction in this
@@ -1362,6 +1411,10 @@ impl<S: Storage> PartitionLog<S> {
         }
         // Truncation synced the active segment, so all that is left is durable.
         let end = self.log_end_offset();
+        // Records appended past the new end are dirty whatever the last pass covered
+        // (the file follows at the next pass; after a crash first, the next pass
+        // starts at the old checkpoint, clamped to the log, and only compacts less).
+        self.cleaner_checkpoint = self.cleaner_checkpoint.map(|checkpoint| checkpoint.min(end));
         self.high_watermark = self.high_watermark.min(end);
         self.durable_offset = end;
         self.written_offset = end;
@@ -1588,8 +1641,11 @@ impl<S: Storage> PartitionLog<S> {
         if !self.is_poisoned() && self.should_roll(0, self.log_end_offset(), now) {
             self.roll().await?;
         }
-        let retention_bytes = self.config.retention_bytes;
-        let retention_ms = self.config.retention_ms;
+        // A compact-only topic keeps its segments: the cleaner, not retention, bounds it.
+        let (retention_bytes, retention_ms) = match self.config.cleanup_policy.delete {
+            true => (self.config.retention_bytes, self.config.retention_ms),
+            false => (-1, -1),
+        };
         let high_watermark = self.high_watermark;
         let deleted = self
             .delete_segments_while(true, |segment, remaining| {
@@ -1639,6 +1695,7 @@ impl<S: Storage> PartitionLog<S> {
             poisoned: self.poisoned.clone(),
             replicated: self.replicated,
             leader_epochs: self.leader_epochs.clone(),
+            cleaner: self.cleaner_stats,
         }
     }
 

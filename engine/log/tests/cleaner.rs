@@ -136,7 +136,7 @@ fn clean(log: &mut PartitionLog<SimStorage>) -> Option<CleanerStats> {
 }
 
 fn checkpoint(log: &PartitionLog<SimStorage>) -> i64 {
-    block_on(log.cleaner_checkpoint()).expect("checkpoint").map_or(0, |o| o.0)
+    log.cleaner_checkpoint().map_or(0, |o| o.0)
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +164,14 @@ fn op() -> impl Strategy<Value = Op> {
 fn run(ops: &[Op]) {
     let storage = SimStorage::new();
     let clock = ManualClock::new(T0);
-    let config = compacted_config(700);
+    // Records without a key, which a compacted topic refuses, are in the log as if
+    // written before the topic became compacted: appended under `delete` (with no
+    // retention), cleaned as the cleaner cleans any log it is given.
+    let config = TopicConfig {
+        cleanup_policy: CleanupPolicy { delete: true, compact: false },
+        retention_ms: -1,
+        ..compacted_config(700)
+    };
     let mut log = open(&storage, &config, &clock);
     let mut appended: Vec<Seen> = Vec::new();
     let mut sequence = 0u64;
@@ -523,5 +530,41 @@ fn a_crash_at_every_change_to_the_disk_during_a_clean_reopens_a_log_with_the_sam
             assert!(changes > 10, "the pass took {changes} changes");
             break;
         }
+    }
+}
+
+#[test]
+fn a_compacted_topic_refuses_a_record_without_a_key_and_writes_nothing() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let mut log = open(&storage, &compacted_config(400), &clock);
+    let keyed = RecordSpec { key: Some(b"k"), value: Some(b"v"), timestamp_delta_ms: 0 };
+    let keyless = RecordSpec { key: None, value: Some(b"v"), timestamp_delta_ms: 0 };
+    let bytes = compressed(&batch::build_batch(T0, BatchProducer::default(), &[keyed.clone(), keyless]), 4);
+    let refused = block_on(log.append(bytes, EPOCH));
+    assert!(matches!(refused, Err(EngineError::RecordWithoutKey { offset_delta: 1, .. })), "{refused:?}");
+    assert_eq!(log.log_end_offset(), Offset(0));
+    block_on(log.append(batch::build_batch(T0, BatchProducer::default(), &[keyed]), EPOCH)).expect("keyed");
+}
+
+#[test]
+fn a_compact_only_topic_keeps_its_segments_past_retention_and_compact_delete_does_not() {
+    for delete in [false, true] {
+        let storage = SimStorage::new();
+        let clock = ManualClock::new(T0);
+        let config = TopicConfig {
+            retention_ms: 1000,
+            cleanup_policy: CleanupPolicy { delete, compact: true },
+            ..compacted_config(300)
+        };
+        let mut log = open(&storage, &config, &clock);
+        for i in 0..20u8 {
+            let spec = RecordSpec { key: Some(&[i]), value: Some(&[i; 40]), timestamp_delta_ms: 0 };
+            block_on(log.append(batch::build_batch(T0, BatchProducer::default(), &[spec]), EPOCH)).expect("append");
+        }
+        visible(&mut log);
+        clock.advance_ms(10_000);
+        let deleted = block_on(log.housekeeping()).expect("housekeeping");
+        assert_eq!(deleted > 0, delete, "compact,delete applies retention; compact alone does not ({deleted})");
     }
 }

@@ -15,6 +15,7 @@ pub enum ConfigKind {
     String,
     Int,
     Long,
+    Double,
     /// Comma-separated values; the only kind IncrementalAlterConfigs can APPEND to and
     /// SUBTRACT from.
     List,

@@ -55,7 +55,7 @@ fn boolean(text: &str) -> std::result::Result<String, String> {
 }
 
 /// Every topic-config key the broker accepts, in the order DescribeConfigs lists them.
-pub const TOPIC_KEYS: [TopicKey; 12] = [
+pub const TOPIC_KEYS: [TopicKey; 16] = [
     TopicKey {
         name: "segment.bytes",
         broker_name: "log.segment.bytes",
@@ -145,7 +145,40 @@ pub const TOPIC_KEYS: [TopicKey; 12] = [
         name: "cleanup.policy",
         broker_name: "log.cleanup.policy",
         kind: ConfigKind::List,
-        documentation: "delete is the only policy: log compaction is not implemented.",
+        documentation: "delete: retention deletes old segments; compact: the log cleaner keeps the latest record \
+                        of each key in the sealed segments (records without a key are refused); compact,delete: \
+                        both.",
+        interpreter: Interpreter::Engine,
+    },
+    TopicKey {
+        name: "delete.retention.ms",
+        broker_name: "log.cleaner.delete.retention.ms",
+        kind: ConfigKind::Long,
+        documentation: "How long a tombstone (and a transaction marker the cleaner may remove) stays after the \
+                        cleaner pass that first kept it, so a consumer reading behind sees the delete.",
+        interpreter: Interpreter::Engine,
+    },
+    TopicKey {
+        name: "min.compaction.lag.ms",
+        broker_name: "log.cleaner.min.compaction.lag.ms",
+        kind: ConfigKind::Long,
+        documentation: "A record stays uncompacted at least this long after its timestamp.",
+        interpreter: Interpreter::Engine,
+    },
+    TopicKey {
+        name: "max.compaction.lag.ms",
+        broker_name: "log.cleaner.max.compaction.lag.ms",
+        kind: ConfigKind::Long,
+        documentation: "A sealed segment whose first record is older than this is cleaned whatever the dirty \
+                        ratio (at least 1; at least min.compaction.lag.ms).",
+        interpreter: Interpreter::Engine,
+    },
+    TopicKey {
+        name: "min.cleanable.dirty.ratio",
+        broker_name: "log.cleaner.min.cleanable.ratio",
+        kind: ConfigKind::Double,
+        documentation: "The cleaner takes a compacted log once its dirty bytes (written since the last pass, in \
+                        sealed segments) are more than this share of its sealed bytes; in [0, 1].",
         interpreter: Interpreter::Engine,
     },
 ];

@@ -42,6 +42,7 @@ pub fn response_error(error: &EngineError) -> ResponseError {
         EngineError::InvalidSequence { .. } => ResponseError::InvalidRecord,
         EngineError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
         EngineError::ControlBatchFromClient { .. } => ResponseError::InvalidRecord,
+        EngineError::RecordWithoutKey { .. } => ResponseError::InvalidRecord,
         // The broker's own mistakes (replication's), never a client's.
         EngineError::InvalidLeaderEpoch { .. }
         | EngineError::UnexpectedAppendOffset { .. }

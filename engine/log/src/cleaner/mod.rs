@@ -65,11 +65,19 @@ pub struct CleanerLimits {
     pub read_chunk_bytes: usize,
     /// The most one batch's records may inflate to.
     pub inflated_batch_bytes_max: usize,
+    /// Dirty bytes one pass maps at most (whole segments, at least one): bounds how
+    /// long a pass holds its partition; the rest waits for the next pass.
+    pub dirty_bytes_max: u64,
 }
 
 impl Default for CleanerLimits {
     fn default() -> Self {
-        CleanerLimits { offset_map_bytes_max: 64 << 20, read_chunk_bytes: 1 << 20, inflated_batch_bytes_max: 128 << 20 }
+        CleanerLimits {
+            offset_map_bytes_max: 64 << 20,
+            read_chunk_bytes: 1 << 20,
+            inflated_batch_bytes_max: 128 << 20,
+            dirty_bytes_max: 64 << 20,
+        }
     }
 }
 
@@ -164,9 +172,10 @@ fn corrupt_chunk(segment_path: &std::path::Path, error: batch::BatchError) -> En
 }
 
 impl<S: Storage> PartitionLog<S> {
-    /// The first dirty offset the cleaner checkpoint holds, if it was written.
-    pub async fn cleaner_checkpoint(&self) -> Result<Option<Offset>> {
-        crate::log::read_offset_file(self.storage(), &self.dir().join(CLEANER_CHECKPOINT_FILE)).await
+    /// Where the cleaner's next pass starts, as its checkpoint says (kept in memory
+    /// from the open on), if a pass ever ran.
+    pub fn cleaner_checkpoint(&self) -> Option<Offset> {
+        self.cleaner_checkpoint_value()
     }
 
     /// What a pass would clean now (see the module doc).
@@ -174,7 +183,7 @@ impl<S: Storage> PartitionLog<S> {
         let now = self.clock_now();
         let config = self.config();
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
-        let first_dirty = match self.cleaner_checkpoint().await? {
+        let first_dirty = match self.cleaner_checkpoint() {
             Some(checkpoint) if checkpoint >= start && checkpoint <= end => checkpoint,
             _ => start,
         };
@@ -246,6 +255,8 @@ impl<S: Storage> PartitionLog<S> {
         }
         let text = format!("{}\n", end.0);
         self.storage().write_file_atomic(&self.dir().join(CLEANER_CHECKPOINT_FILE), text.as_bytes()).await?;
+        *self.cleaner_checkpoint_mut() = Some(end);
+        self.cleaner_stats_mut().add(&stats);
         Ok(Some(stats))
     }
 
@@ -264,7 +275,12 @@ impl<S: Storage> PartitionLog<S> {
         let segments = self.segments();
         let floor = segments.range(..=start).next_back().map_or(start, |(base, _)| *base);
         let dirty: Vec<&LogSegment<S>> = segments.range(floor..end).map(|(_, s)| s).collect();
+        let mut dirty_bytes = 0u64;
         for (i, segment) in dirty.iter().enumerate() {
+            if i > 0 && dirty_bytes + segment.size_bytes() > limits.dirty_bytes_max {
+                break;
+            }
+            dirty_bytes += segment.size_bytes();
             let segment_end = dirty.get(i + 1).map_or(end, |next| next.base_offset());
             let mut chunks = SegmentChunks { next: start.max(segment.base_offset()), end: segment.next_offset() };
             while let Some(bytes) = chunks.next(segment, limits.read_chunk_bytes).await? {

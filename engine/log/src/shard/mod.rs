@@ -94,6 +94,10 @@ pub struct EngineConfig {
     pub io_memory_bytes: usize,
     /// Period of segment-age rolls and retention checks.
     pub housekeeping_interval_ms: u64,
+    /// How long each shard's log cleaner waits when no compacted partition is due a
+    /// pass before it asks them again (Kafka's `log.cleaner.backoff.ms`, whose 15 s
+    /// default is shorter here: the question costs a few header reads).
+    pub cleaner_backoff_ms: u64,
     pub clock: Arc<dyn Clock>,
     /// Where a shard's panic is reported, besides the log (see the module doc): the
     /// owner of the process should end it, since the dead shard's partitions and
@@ -119,6 +123,7 @@ impl EngineConfig {
             write_buffer_bytes: crate::storage::dma::WRITE_BUFFER_BYTES_DEFAULT,
             io_memory_bytes: 10 << 20,
             housekeeping_interval_ms: 1000,
+            cleaner_backoff_ms: 1000,
             clock: Arc::new(SystemClock),
             shard_failures: None,
         }
@@ -976,6 +981,21 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
     probe_device(shard, &storage, &config).await;
     let state = ShardState { shard, storage, config, partitions: Rc::default() };
     let ticker = glommio::spawn_local(tick(state.partitions.clone(), state.config.housekeeping_interval_ms)).detach();
+    // The cleaner runs in a task queue of its own with a small share, so the
+    // shard's connections and partitions get the CPU first when both want it.
+    let cleaner_queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(CLEANER_SHARES),
+        glommio::Latency::NotImportant,
+        "log-cleaner",
+    );
+    let cleaner = glommio::spawn_local_into(
+        clean_compacted(state.partitions.clone(), state.config.cleaner_backoff_ms),
+        cleaner_queue,
+    )
+    .map(|task| task.detach());
+    if let Err(error) = &cleaner {
+        tracing::error!("shard {shard}: the log cleaner could not start: {error}");
+    }
     while let Ok(request) = requests.recv_async().await {
         match request {
             ShardRequest::Open { partition, topic_id, config, reply } => {
@@ -993,6 +1013,9 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
             }
             ShardRequest::Shutdown { reply } => {
                 ticker.cancel();
+                if let Ok(cleaner) = &cleaner {
+                    cleaner.cancel();
+                }
                 let result = close_all(&state.partitions).await;
                 answer(shard, "shutdown", reply, result);
                 return;
@@ -1000,6 +1023,9 @@ async fn run_shard(shard: ShardId, requests: flume::Receiver<ShardRequest>, conf
         }
     }
     ticker.cancel();
+    if let Ok(cleaner) = &cleaner {
+        cleaner.cancel();
+    }
     if let Err(error) = close_all(&state.partitions).await {
         tracing::error!("shard {shard}: closing partitions: {error}");
     }
@@ -1282,6 +1308,67 @@ async fn tick(partitions: Routes, housekeeping_ms: u64) {
     }
 }
 
+/// The log cleaner's share of a shard's CPU against the default queue's 1000.
+const CLEANER_SHARES: usize = 100;
+
+/// The shard's log cleaner (Kafka's `CleanerThread`, one per shard): asks every
+/// partition how dirty it is, runs a pass on the dirtiest one due, and asks again at
+/// once after a pass, or after `backoff_ms` when none was due. A pass runs on its
+/// partition's actor, so that partition's ops wait for it (bounded by
+/// [`crate::cleaner::CleanerLimits::dirty_bytes_max`] of dirty bytes and the
+/// sealed bytes below them); the pass yields between chunks, so the shard's other
+/// partitions and connections go on.
+async fn clean_compacted(partitions: Routes, backoff_ms: u64) {
+    loop {
+        let queues: Vec<(TopicPartition, flume::Sender<PartitionOp>)> = partitions
+            .borrow()
+            .iter()
+            .filter_map(|(partition, route)| match &route.target {
+                Target::Actor(queue) => Some((partition.clone(), queue.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut dirtiest: Option<(f64, TopicPartition, flume::Sender<PartitionOp>)> = None;
+        for (partition, queue) in queues {
+            let (reply, answer) = flume::bounded(1);
+            if queue.send_async(PartitionOp::CleanerCheck { reply }).await.is_err() {
+                continue;
+            }
+            match answer.recv_async().await {
+                Ok(Ok(Some(ratio))) if dirtiest.as_ref().is_none_or(|(best, ..)| ratio > *best) => {
+                    dirtiest = Some((ratio, partition, queue));
+                }
+                Ok(Err(error)) => tracing::warn!("log cleaner: {partition}: {error}"),
+                _ => {}
+            }
+        }
+        let Some((ratio, partition, queue)) = dirtiest else {
+            glommio::timer::sleep(Duration::from_millis(backoff_ms.max(1))).await;
+            continue;
+        };
+        let (reply, answer) = flume::bounded(1);
+        if queue.send_async(PartitionOp::Clean { reply }).await.is_err() {
+            continue;
+        }
+        match answer.recv_async().await {
+            Ok(Ok(Some(stats))) => tracing::info!(
+                "log cleaner: {partition} (dirty ratio {ratio:.2}): read {} bytes, wrote {}, removed {} of {} records",
+                stats.bytes_read,
+                stats.bytes_written,
+                stats.records_removed,
+                stats.records_read
+            ),
+            // Due, yet nothing to clean (the offset map cannot hold one key), or
+            // failed: wait, rather than ask the same partition again at once.
+            Ok(Ok(None)) | Err(_) => glommio::timer::sleep(Duration::from_millis(backoff_ms.max(1))).await,
+            Ok(Err(error)) => {
+                tracing::error!("log cleaner: {partition}: {error}");
+                glommio::timer::sleep(Duration::from_millis(backoff_ms.max(1))).await;
+            }
+        }
+    }
+}
+
 fn reject(op: PartitionOp, error: EngineError) {
     fn send<T>(reply: Reply<T>, error: EngineError) {
         if reply.send(Err(error)).is_err() {
@@ -1306,6 +1393,8 @@ fn reject(op: PartitionOp, error: EngineError) {
         PartitionOp::SetReplicated { reply, .. } => send(reply, error),
         PartitionOp::SetHighWatermark { reply, .. } => send(reply, error),
         PartitionOp::Close { reply, .. } => send(reply, error),
+        PartitionOp::CleanerCheck { reply } => send(reply, error),
+        PartitionOp::Clean { reply } => send(reply, error),
         PartitionOp::Housekeeping => {}
     }
 }

@@ -73,6 +73,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::batch::TxnMarker;
+use crate::cleaner::{CleanerLimits, CleanerStats};
 use crate::config::{Durability, TopicConfig};
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult, StartedSync};
@@ -182,6 +183,16 @@ pub enum PartitionOp {
     SetHighWatermark {
         offset: Offset,
         reply: Reply<Offset>,
+    },
+    /// The shard's cleaner asks how dirty a compacted log is: its dirty ratio if a
+    /// pass is due (`cleanup.policy` has `compact`, and the ratio passes
+    /// `min.cleanable.dirty.ratio` or `max.compaction.lag.ms` makes it overdue).
+    CleanerCheck {
+        reply: Reply<Option<f64>>,
+    },
+    /// The shard's cleaner runs one pass ([`PartitionLog::clean`]) on this log.
+    Clean {
+        reply: Reply<Option<CleanerStats>>,
     },
     /// Periodic: roll by age, retention.
     Housekeeping,
@@ -347,6 +358,17 @@ impl<S: Storage> Actor<S> {
         close
     }
 
+    /// One log-cleaner pass. Appends of this round are written out first, so the
+    /// last stable offset the pass stops at is current.
+    async fn clean(&mut self) -> Result<Option<CleanerStats>> {
+        self.settle_all().await;
+        let cleaned = self.log.clean(&CleanerLimits::default()).await;
+        if let Err(error) = &cleaned {
+            tracing::error!("cleaning {} failed: {error}", self.log.partition());
+        }
+        cleaned
+    }
+
     /// One op other than `Close`.
     async fn serve(&mut self, op: PartitionOp) {
         let is_read =
@@ -411,6 +433,8 @@ impl<S: Storage> Actor<S> {
                 answer(reply, switched.map(|()| self.log.high_watermark()));
             }
             PartitionOp::SetHighWatermark { offset, reply } => answer(reply, log.update_high_watermark(offset)),
+            PartitionOp::CleanerCheck { reply } => answer(reply, cleaning_due(log).await),
+            PartitionOp::Clean { reply } => answer(reply, self.clean().await),
             PartitionOp::Housekeeping => {
                 self.settle_all().await;
                 if let Err(error) = self.log.housekeeping().await {
@@ -797,6 +821,18 @@ impl GroupCommit {
         }
         answered
     }
+}
+
+/// The log's dirty ratio if the shard's cleaner should run a pass on it now: its
+/// `cleanup.policy` has `compact`, and the ratio passes `min.cleanable.dirty.ratio`
+/// or `max.compaction.lag.ms` makes a pass overdue.
+async fn cleaning_due<S: Storage>(log: &PartitionLog<S>) -> Result<Option<f64>> {
+    let config = log.config();
+    if !config.cleanup_policy.compact || log.is_poisoned() {
+        return Ok(None);
+    }
+    let range = log.cleanable_range().await?;
+    Ok(range.is_due(config.min_cleanable_dirty_ratio.0).then(|| range.dirty_ratio()))
 }
 
 #[cfg(test)]

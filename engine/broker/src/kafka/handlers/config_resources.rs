@@ -88,6 +88,7 @@ pub fn config_type(kind: ConfigKind) -> i8 {
         ConfigKind::String => 2,
         ConfigKind::Int => 3,
         ConfigKind::Long => 5,
+        ConfigKind::Double => 6,
         ConfigKind::List => 7,
     }
 }
@@ -225,7 +226,7 @@ pub async fn replace_topic_config(
     if validate_only || updated == metadata.config {
         return Ok(());
     }
-    // flush.* and cleanup.policy are not stored: they change only with fsync.policy, if at all.
+    // flush.* are not stored: they change only with fsync.policy.
     let changed: Vec<String> = topic::topic_key_names()
         .filter(|key| !TopicConfig::KEYS.contains(key) || TopicConfig::STORED_KEYS.contains(key))
         .filter(|key| topic::value(&metadata.config, key) != topic::value(&updated, key))

@@ -185,7 +185,7 @@ fn list_items(value: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corelog_engine::config::Durability;
+    use corelog_engine::config::{CleanupPolicy, Durability};
 
     const NEVER: &str = "9223372036854775807";
 
@@ -245,7 +245,10 @@ mod tests {
             apply(&config, &config, &[("cleanup.policy", APPEND, Some("delete"))]).expect("no-op append"),
             config
         );
-        assert_eq!(code(apply(&config, &config, &[("cleanup.policy", APPEND, Some("compact"))])), invalid_config);
+        let both = apply(&config, &config, &[("cleanup.policy", APPEND, Some("compact"))]).expect("append");
+        assert_eq!(both.cleanup_policy, CleanupPolicy { delete: true, compact: true });
+        let compact = apply(&both, &both, &[("cleanup.policy", SUBTRACT, Some("delete"))]).expect("subtract");
+        assert_eq!(compact.cleanup_policy, CleanupPolicy { delete: false, compact: true });
         assert_eq!(code(apply(&config, &config, &[("cleanup.policy", SUBTRACT, Some("delete"))])), invalid_config);
         assert_eq!(
             apply(&config, &config, &[("cleanup.policy", SUBTRACT, Some("compact"))]).expect("no-op subtract"),
