@@ -738,6 +738,11 @@ impl<S: Storage> PartitionLog<S> {
         &self.dir
     }
 
+    /// Truncations so far: a cleaner pass that saw another count is abandoned.
+    pub(crate) fn truncation_count(&self) -> u64 {
+        self.truncations
+    }
+
     pub(crate) fn cleaner_checkpoint_value(&self) -> Option<Offset> {
         self.cleaner_checkpoint
     }

@@ -11,7 +11,7 @@ use futures_lite::future::block_on;
 use proptest::prelude::*;
 
 use corelog_engine::batch::{self, BatchProducer, RecordSpec, TxnMarker, TxnOutcome, BATCH_HEADER_BYTES};
-use corelog_engine::cleaner::{CleanerLimits, CleanerStats};
+use corelog_engine::cleaner::{CleanStep, CleanerLimits, CleanerStats};
 use corelog_engine::config::{CleanupPolicy, ManualClock};
 use corelog_engine::log::PartitionLog;
 use corelog_engine::records;
@@ -567,4 +567,57 @@ fn a_compact_only_topic_keeps_its_segments_past_retention_and_compact_delete_doe
         let deleted = block_on(log.housekeeping()).expect("housekeeping");
         assert_eq!(deleted > 0, delete, "compact,delete applies retention; compact alone does not ({deleted})");
     }
+}
+
+fn has_cleaned_files(storage: &SimStorage) -> bool {
+    let names = block_on(storage.list_dir(Path::new(DIR))).expect("list");
+    names.iter().any(|n| n.ends_with(".cleaned"))
+}
+
+#[test]
+fn a_pass_runs_in_steps_with_appends_between_them_and_is_abandoned_when_its_segments_go() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let mut log = keyed_log(&storage, &clock, 60);
+    let mut appended = read_all(&log);
+    let limits = CleanerLimits { read_chunk_bytes: 64, ..CleanerLimits::default() };
+    let mut pass = None;
+    let mut steps = 0;
+    let stats = loop {
+        match block_on(log.clean_step(&mut pass, &limits)).expect("step") {
+            CleanStep::Working => steps += 1,
+            CleanStep::Done(stats) => break stats,
+            CleanStep::Idle => panic!("the pass stopped after {steps} steps"),
+        }
+        // An append between every two steps.
+        let key = format!("key-{}", steps % 3).into_bytes();
+        let value = format!("between-{steps}").into_bytes();
+        let spec = RecordSpec { key: Some(&key), value: Some(&value), timestamp_delta_ms: 0 };
+        let info =
+            block_on(log.append(batch::build_batch(T0, BatchProducer::default(), &[spec]), EPOCH)).expect("append");
+        appended.push(Seen { offset: info.base_offset.0, key: Some(key), value: Some(value), timestamp: T0.0 });
+        visible(&mut log);
+    };
+    assert!(steps > 20, "a pass of {} bytes read in {steps} steps", stats.bytes_read);
+    assert_eq!(read_all(&log), expected(&appended, checkpoint(&log)));
+
+    // A pass whose segments go (delete-records past them) between two steps is
+    // abandoned, its `.cleaned` files removed; the next one starts over.
+    let before = read_all(&log);
+    let mut pass = None;
+    while !has_cleaned_files(&storage) {
+        let step = block_on(log.clean_step(&mut pass, &limits)).expect("step");
+        assert_eq!(step, CleanStep::Working, "a pass writing its first group");
+    }
+    let second_base = segment_bases(&storage)[1];
+    block_on(log.delete_records(Offset(second_base))).expect("delete records");
+    assert_eq!(block_on(log.clean_step(&mut pass, &limits)).expect("step"), CleanStep::Idle);
+    assert!(pass.is_none() && !has_cleaned_files(&storage), "abandoned, its files removed");
+    clean(&mut log);
+    let kept: Vec<Seen> = before.into_iter().filter(|r| r.offset >= second_base).collect();
+    assert_eq!(latest_values(&read_all(&log)), latest_values(&kept));
+}
+
+fn latest_values(records: &[Seen]) -> BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> {
+    records.iter().map(|r| (r.key.clone().expect("keyed"), (r.offset, r.value.clone()))).collect()
 }

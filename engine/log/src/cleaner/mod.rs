@@ -29,13 +29,17 @@
 //!    finished or rolled back by the next open after a crash).
 //! 5. The checkpoint moves to the mapped end.
 //!
-//! Limits: the pass runs on the partition's actor, so appends to the partition wait
-//! for it; the scheduler ([`crate::shard`]) runs one group per turn and yields
-//! between chunks. Records are kept whole in memory one batch at a time (a batch
-//! inflating past [`CleanerLimits::inflated_batch_bytes_max`] fails the pass).
+//! A pass runs in steps ([`pass`]: one chunk read, or one group swapped in), on the
+//! partition's actor, so the partition's appends wait for one step at most; the
+//! shard's cleaner task ([`crate::shard`]) sends one step at a time. Limits: a
+//! step that swaps a group in reads the new segment whole to open it (up to
+//! `segment.bytes`); one batch's records are inflated whole in memory (a batch
+//! inflating past [`CleanerLimits::inflated_batch_bytes_max`] fails the pass); the
+//! offset map keeps whole keys, within [`CleanerLimits::offset_map_bytes_max`].
 
 mod filter;
 mod offset_map;
+mod pass;
 pub(crate) mod swap;
 mod transactions;
 
@@ -50,6 +54,7 @@ use crate::types::{Offset, ProducerEpoch, ProducerId, TimestampMs};
 pub use filter::{delete_horizon, ATTRIBUTE_DELETE_HORIZON};
 use filter::{BatchRetention, BatchVerdict};
 pub use offset_map::OffsetMap;
+pub use pass::{CleanStep, CleanerPass};
 use transactions::CleanedTransactions;
 
 /// Where the last pass stopped: decimal text, written atomically.
@@ -221,84 +226,6 @@ impl<S: Storage> PartitionLog<S> {
         Ok(CleanableRange { first_dirty, first_uncleanable, clean_bytes, dirty_bytes, compaction_overdue })
     }
 
-    /// One cleaner pass over this log (see the module doc), whether or not it is due
-    /// ([`CleanableRange::is_due`] is the scheduler's question). `None`: nothing to
-    /// clean. A failure after the first change to a segment file poisons the log;
-    /// the next open finishes or rolls back the swap in progress.
-    pub async fn clean(&mut self, limits: &CleanerLimits) -> Result<Option<CleanerStats>> {
-        self.check_writable()?;
-        let range = self.cleanable_range().await?;
-        if range.first_dirty >= range.first_uncleanable {
-            return Ok(None);
-        }
-        let mut stats = CleanerStats { passes: 1, ..CleanerStats::default() };
-        let mut map = OffsetMap::new(limits.offset_map_bytes_max);
-        let Some(end) = self.build_offset_map(range, &mut map, limits, &mut stats).await? else {
-            tracing::warn!(
-                "{}: the cleaner's offset map ({} bytes) cannot hold one key of offset {}: not cleaned",
-                self.partition(),
-                map.bytes_max(),
-                range.first_dirty
-            );
-            return Ok(None);
-        };
-        let last_records: HashMap<ProducerId, LastRecord> = self
-            .producer_state()
-            .producers()
-            .map(|(id, entry)| {
-                (id, LastRecord { last_data_offset: entry.last_batch().map(|b| b.last_offset), epoch: entry.epoch() })
-            })
-            .collect();
-        let mut transactions = CleanedTransactions::default();
-        for group in self.groups_below(end) {
-            self.clean_group(&group, &map, &last_records, &mut transactions, limits, &mut stats).await?;
-        }
-        let text = format!("{}\n", end.0);
-        self.storage().write_file_atomic(&self.dir().join(CLEANER_CHECKPOINT_FILE), text.as_bytes()).await?;
-        *self.cleaner_checkpoint_mut() = Some(end);
-        self.cleaner_stats_mut().add(&stats);
-        Ok(Some(stats))
-    }
-
-    /// Fills `map` from the dirty section; returns the offset one past what it
-    /// covers, or `None` if it could not take a single key.
-    async fn build_offset_map(
-        &self,
-        range: CleanableRange,
-        map: &mut OffsetMap,
-        limits: &CleanerLimits,
-        stats: &mut CleanerStats,
-    ) -> Result<Option<Offset>> {
-        let (start, end) = (range.first_dirty, range.first_uncleanable);
-        let mut transactions = CleanedTransactions::default();
-        transactions.add_aborted(self.aborted_transactions(start, end));
-        let segments = self.segments();
-        let floor = segments.range(..=start).next_back().map_or(start, |(base, _)| *base);
-        let dirty: Vec<&LogSegment<S>> = segments.range(floor..end).map(|(_, s)| s).collect();
-        let mut dirty_bytes = 0u64;
-        for (i, segment) in dirty.iter().enumerate() {
-            if i > 0 && dirty_bytes + segment.size_bytes() > limits.dirty_bytes_max {
-                break;
-            }
-            dirty_bytes += segment.size_bytes();
-            let segment_end = dirty.get(i + 1).map_or(end, |next| next.base_offset());
-            let mut chunks = SegmentChunks { next: start.max(segment.base_offset()), end: segment.next_offset() };
-            while let Some(bytes) = chunks.next(segment, limits.read_chunk_bytes).await? {
-                stats.bytes_read += bytes.len() as u64;
-                let batches = batch::split_batches(&bytes).map_err(|e| corrupt_chunk(segment.log_path(), e))?;
-                for (position, header) in batches {
-                    let whole = &bytes[position..position + header.size_bytes()];
-                    if !self.map_batch(whole, &header, start, map, &mut transactions, limits)? {
-                        return Ok((map.latest_offset() >= start).then(|| map.latest_offset().next()));
-                    }
-                }
-                futures_lite::future::yield_now().await;
-            }
-            map.update_latest_offset(Offset(segment_end.0 - 1));
-        }
-        Ok(Some(map.latest_offset().next().max(start)))
-    }
-
     /// Puts one batch's keys into the map; false once the map is full.
     fn map_batch(
         &self,
@@ -351,109 +278,6 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         groups
-    }
-
-    /// Cleans one group of segments into one `.cleaned` segment and swaps it in.
-    async fn clean_group(
-        &mut self,
-        group: &[Offset],
-        map: &OffsetMap,
-        last_records: &HashMap<ProducerId, LastRecord>,
-        transactions: &mut CleanedTransactions,
-        limits: &CleanerLimits,
-        stats: &mut CleanerStats,
-    ) -> Result<()> {
-        let now = self.clock_now();
-        let config = self.config().clone();
-        let first = group[0];
-        let last = *group.last().expect("a group has a segment");
-        let group_end = self.segments()[&last].next_offset();
-        swap::remove_leftovers(self.storage(), self.dir(), first).await?;
-        let mut cleaned = LogSegment::create_with_suffix(
-            self.storage(),
-            self.dir(),
-            first,
-            config.index_interval_bytes,
-            now,
-            swap::CLEANED_SUFFIX,
-        )
-        .await?;
-        let written = self.clean_into(group, group_end, &mut cleaned, map, last_records, transactions, limits, stats);
-        if let Err(error) = written.await {
-            // Nothing of the log changed: the `.cleaned` files go, the log stays.
-            cleaned.close().await?;
-            swap::remove_leftovers(self.storage(), self.dir(), first).await?;
-            return Err(error);
-        }
-        assert_eq!(cleaned.next_offset(), group_end, "a cleaned group ends where it did");
-        cleaned.close().await?;
-        stats.segments_cleaned += group.len() as u64;
-        self.swap_in(first, group).await
-    }
-
-    /// Writes what stays of `group` into `cleaned`.
-    #[allow(clippy::too_many_arguments)]
-    async fn clean_into(
-        &self,
-        group: &[Offset],
-        group_end: Offset,
-        cleaned: &mut LogSegment<S>,
-        map: &OffsetMap,
-        last_records: &HashMap<ProducerId, LastRecord>,
-        transactions: &mut CleanedTransactions,
-        limits: &CleanerLimits,
-        stats: &mut CleanerStats,
-    ) -> Result<()> {
-        let now = self.clock_now();
-        let delete_retention_ms = self.config().delete_retention_ms;
-        for base in group {
-            let segment = &self.segments()[base];
-            let upper = self.segments().range(base.next()..).next().map_or(group_end, |(next, _)| *next);
-            transactions.add_aborted(self.aborted_transactions(*base, upper));
-            let mut chunks = SegmentChunks { next: *base, end: segment.next_offset() };
-            while let Some(bytes) = chunks.next(segment, limits.read_chunk_bytes).await? {
-                stats.bytes_read += bytes.len() as u64;
-                let batches = batch::split_batches(&bytes).map_err(|e| corrupt_chunk(segment.log_path(), e))?;
-                let mut out = Vec::new();
-                let mut out_batches = Vec::new();
-                let mut index_entries = Vec::new();
-                for (position, header) in batches {
-                    let whole = &bytes[position..position + header.size_bytes()];
-                    let (discard_txn, index_entry) = match header.is_control() {
-                        true => transactions.on_control_batch(&header, batch::txn_marker(whole)),
-                        false => (transactions.on_batch(&header), None),
-                    };
-                    index_entries.extend(index_entry);
-                    let verdict = batch_verdict(&header, discard_txn, now, last_records, group_end);
-                    let filtered = filter::filter_batch(
-                        whole,
-                        &header,
-                        &verdict,
-                        map,
-                        now,
-                        delete_retention_ms,
-                        limits.inflated_batch_bytes_max,
-                    )
-                    .map_err(|e| corrupt_chunk(segment.log_path(), e))?;
-                    stats.records_read += filtered.records_read;
-                    stats.records_removed += filtered.records_read - filtered.records_kept;
-                    if let Some(kept) = filtered.bytes {
-                        let kept_header = batch::validate(&kept).map_err(|e| corrupt_chunk(segment.log_path(), e))?;
-                        out_batches.push((out.len(), kept_header));
-                        out.extend_from_slice(&kept);
-                    }
-                }
-                if !out.is_empty() {
-                    stats.bytes_written += out.len() as u64;
-                    cleaned.append(&out, &out_batches).await?;
-                }
-                for entry in index_entries {
-                    cleaned.append_aborted(entry).await?;
-                }
-                futures_lite::future::yield_now().await;
-            }
-        }
-        Ok(())
     }
 }
 

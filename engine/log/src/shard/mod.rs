@@ -52,6 +52,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::batch::TxnMarker;
+use crate::cleaner::CleanStep;
 use crate::config::{Clock, SystemClock, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 use crate::cpus::{CpuList, ShardCpus};
 use crate::data_dir::DataDir;
@@ -1314,10 +1315,10 @@ const CLEANER_SHARES: usize = 100;
 /// The shard's log cleaner (Kafka's `CleanerThread`, one per shard): asks every
 /// partition how dirty it is, runs a pass on the dirtiest one due, and asks again at
 /// once after a pass, or after `backoff_ms` when none was due. A pass runs on its
-/// partition's actor, so that partition's ops wait for it (bounded by
-/// [`crate::cleaner::CleanerLimits::dirty_bytes_max`] of dirty bytes and the
-/// sealed bytes below them); the pass yields between chunks, so the shard's other
-/// partitions and connections go on.
+/// partition's actor one step per op (one chunk of a segment read and written, or
+/// one group swapped in), so the partition's appends and reads queued meanwhile
+/// wait for one step at most; the longest is a swap, which reads the new segment
+/// once to open it.
 async fn clean_compacted(partitions: Routes, backoff_ms: u64) {
     loop {
         let queues: Vec<(TopicPartition, flume::Sender<PartitionOp>)> = partitions
@@ -1346,24 +1347,38 @@ async fn clean_compacted(partitions: Routes, backoff_ms: u64) {
             glommio::timer::sleep(Duration::from_millis(backoff_ms.max(1))).await;
             continue;
         };
+        clean_partition(&partition, &queue, ratio, backoff_ms).await;
+    }
+}
+
+/// Runs one pass on a partition, one step per op: the partition's other ops queued
+/// meanwhile go first.
+async fn clean_partition(partition: &TopicPartition, queue: &flume::Sender<PartitionOp>, ratio: f64, backoff_ms: u64) {
+    let backoff = Duration::from_millis(backoff_ms.max(1));
+    loop {
         let (reply, answer) = flume::bounded(1);
         if queue.send_async(PartitionOp::Clean { reply }).await.is_err() {
-            continue;
+            return;
         }
         match answer.recv_async().await {
-            Ok(Ok(Some(stats))) => tracing::info!(
-                "log cleaner: {partition} (dirty ratio {ratio:.2}): read {} bytes, wrote {}, removed {} of {} records",
-                stats.bytes_read,
-                stats.bytes_written,
-                stats.records_removed,
-                stats.records_read
-            ),
-            // Due, yet nothing to clean (the offset map cannot hold one key), or
-            // failed: wait, rather than ask the same partition again at once.
-            Ok(Ok(None)) | Err(_) => glommio::timer::sleep(Duration::from_millis(backoff_ms.max(1))).await,
+            Ok(Ok(CleanStep::Working)) => glommio::yield_if_needed().await,
+            Ok(Ok(CleanStep::Done(stats))) => {
+                tracing::info!(
+                    "log cleaner: {partition} (dirty ratio {ratio:.2}): read {} bytes, wrote {}, removed {} of {} \
+                     records",
+                    stats.bytes_read,
+                    stats.bytes_written,
+                    stats.records_removed,
+                    stats.records_read
+                );
+                return;
+            }
+            // Due, yet nothing cleaned (the offset map cannot hold one key, or the
+            // pass was abandoned), or failed: wait rather than ask again at once.
+            Ok(Ok(CleanStep::Idle)) | Err(_) => return glommio::timer::sleep(backoff).await,
             Ok(Err(error)) => {
                 tracing::error!("log cleaner: {partition}: {error}");
-                glommio::timer::sleep(Duration::from_millis(backoff_ms.max(1))).await;
+                return glommio::timer::sleep(backoff).await;
             }
         }
     }

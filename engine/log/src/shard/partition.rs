@@ -73,7 +73,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::batch::TxnMarker;
-use crate::cleaner::{CleanerLimits, CleanerStats};
+use crate::cleaner::{CleanStep, CleanerLimits, CleanerPass};
 use crate::config::{Durability, TopicConfig};
 use crate::error::{EngineError, Result};
 use crate::log::{AppendInfo, OffsetSpec, PartitionLog, PartitionStats, ReadResult, StartedSync};
@@ -190,9 +190,10 @@ pub enum PartitionOp {
     CleanerCheck {
         reply: Reply<Option<f64>>,
     },
-    /// The shard's cleaner runs one pass ([`PartitionLog::clean`]) on this log.
+    /// The shard's cleaner runs one step of a pass on this log
+    /// ([`PartitionLog::clean_step`]; the actor keeps the pass between steps).
     Clean {
-        reply: Reply<Option<CleanerStats>>,
+        reply: Reply<CleanStep>,
     },
     /// Periodic: roll by age, retention.
     Housekeeping,
@@ -280,6 +281,8 @@ struct Actor<S: Storage> {
     deferred_reads: Vec<(PartitionOp, Offset)>,
     /// Under `interval`, when the oldest unsynced append was made.
     unsynced_since: Option<Instant>,
+    /// The log cleaner's pass in progress, between its steps.
+    cleaner_pass: Option<CleanerPass<S>>,
 }
 
 impl<S: Storage> Actor<S> {
@@ -291,6 +294,7 @@ impl<S: Storage> Actor<S> {
             unwritten: Vec::new(),
             deferred_reads: Vec::new(),
             unsynced_since: None,
+            cleaner_pass: None,
         }
     }
 
@@ -358,15 +362,17 @@ impl<S: Storage> Actor<S> {
         close
     }
 
-    /// One log-cleaner pass. Appends of this round are written out first, so the
-    /// last stable offset the pass stops at is current.
-    async fn clean(&mut self) -> Result<Option<CleanerStats>> {
-        self.settle_all().await;
-        let cleaned = self.log.clean(&CleanerLimits::default()).await;
-        if let Err(error) = &cleaned {
+    /// One step of a log-cleaner pass. Before a pass starts, the round's appends are
+    /// written out, so the last stable offset it stops at is current.
+    async fn clean(&mut self) -> Result<CleanStep> {
+        if self.cleaner_pass.is_none() {
+            self.settle_all().await;
+        }
+        let step = self.log.clean_step(&mut self.cleaner_pass, &CleanerLimits::default()).await;
+        if let Err(error) = &step {
             tracing::error!("cleaning {} failed: {error}", self.log.partition());
         }
-        cleaned
+        step
     }
 
     /// One op other than `Close`.
@@ -529,6 +535,10 @@ impl<S: Storage> Actor<S> {
     /// The `Close` op: commit what waits, then close (or delete) the log and answer.
     async fn close(mut self, delete: bool, reply: Reply<()>) {
         self.commit.barrier(&mut self.log).await;
+        if let Err(error) = self.log.abandon_clean(&mut self.cleaner_pass).await {
+            // Its `.cleaned` files stay; the next open removes them.
+            tracing::warn!("closing {}: abandoning a cleaner pass: {error}", self.log.partition());
+        }
         answer_data_waiters(&self.log, &mut self.waiting_for_data);
         let result = if delete { self.log.delete().await } else { self.log.close().await };
         answer(reply, result);
