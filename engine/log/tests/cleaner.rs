@@ -621,3 +621,36 @@ fn a_pass_runs_in_steps_with_appends_between_them_and_is_abandoned_when_its_segm
 fn latest_values(records: &[Seen]) -> BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> {
     records.iter().map(|r| (r.key.clone().expect("keyed"), (r.offset, r.value.clone()))).collect()
 }
+
+#[test]
+fn min_compaction_lag_keeps_recent_segments_dirty_and_max_compaction_lag_makes_a_pass_overdue() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let hour_ms = 3600 * 1000;
+    let config = TopicConfig {
+        min_compaction_lag_ms: hour_ms,
+        max_compaction_lag_ms: 2 * hour_ms,
+        min_cleanable_dirty_ratio: corelog_engine::config::DirtyRatio(1.0),
+        ..compacted_config(400)
+    };
+    let mut log = open(&storage, &config, &clock);
+    for i in 0..40u32 {
+        let key = format!("key-{}", i % 3).into_bytes();
+        let spec = RecordSpec { key: Some(&key), value: Some(b"value"), timestamp_delta_ms: 0 };
+        block_on(log.append(batch::build_batch(clock.now(), BatchProducer::default(), &[spec]), EPOCH))
+            .expect("append");
+        visible(&mut log);
+    }
+    let range = block_on(log.cleanable_range()).expect("range");
+    assert_eq!(range.first_uncleanable, range.first_dirty, "every record is younger than min.compaction.lag.ms");
+    assert!(!range.is_due(1.0));
+    assert_eq!(clean(&mut log), None);
+    clock.advance_ms(hour_ms + 1);
+    let range = block_on(log.cleanable_range()).expect("range");
+    assert!(range.first_uncleanable > range.first_dirty, "past the lag, the sealed segments are cleanable");
+    assert!(!range.compaction_overdue && !range.is_due(1.0), "a ratio of 1 is never passed");
+    clock.advance_ms(hour_ms);
+    let range = block_on(log.cleanable_range()).expect("range");
+    assert!(range.compaction_overdue && range.is_due(1.0), "past max.compaction.lag.ms a pass is due anyway");
+    assert!(clean(&mut log).is_some_and(|stats| stats.records_removed > 0));
+}
