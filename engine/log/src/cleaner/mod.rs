@@ -215,7 +215,12 @@ impl<S: Storage> PartitionLog<S> {
             .sum();
         let max_lag = config.max_compaction_lag_ms.max(0);
         let mut compaction_overdue = false;
-        for segment in sealed_from(first_dirty) {
+        // At its default (Long.MAX_VALUE) no record is ever overdue: no header to read.
+        let dirty_sealed = match max_lag < now.0 {
+            true => sealed_from(first_dirty).collect(),
+            false => Vec::new(),
+        };
+        for segment in dirty_sealed {
             if let Some((_, header)) = segment.find_batch(segment.base_offset()).await? {
                 if header.max_timestamp.0 > 0 && header.max_timestamp.0 < now.0.saturating_sub(max_lag) {
                     compaction_overdue = true;
