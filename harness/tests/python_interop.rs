@@ -266,6 +266,35 @@ fn confluent_kafka_transactions_commit_abort_fence_timeout_and_reload() {
     assert_eq!(result["offsets"], serde_json::json!([5, 7]), "the group's offsets after a restart: {result}");
 }
 
+/// aiokafka's own transactions (its Python implementation of the protocol, not
+/// librdkafka's): a commit and an abort, a consume-transform-produce round with the
+/// group's offsets sent to a committed transaction and one to an aborted one; a
+/// read_committed consumer sees exactly the committed records, a read_uncommitted
+/// one sees the aborted ones too, and the group keeps the committed round's offsets.
+#[test]
+fn aiokafka_transactions_commit_abort_and_send_offsets() {
+    let _watchdog = Watchdog::new("aiokafka_transactions", Duration::from_secs(300));
+    let python = python();
+    let broker = BrokerProcess::start(BrokerOptions::new("python-aiokafka-transactions"));
+    let topic = "ledger";
+    block_on(create_topic(&broker, topic, 2, &[]));
+
+    let name = "aiokafka_transactions.py";
+    let stdout = run_script(&python, name, &[&broker.bootstrap(), topic, "2"]);
+    let result = result_line(name, &stdout);
+    eprintln!("{name}: {result}");
+    let committed = ["committed-0", "committed-1", "copied-committed-0", "copied-committed-1"];
+    assert_eq!(result["read_committed"], serde_json::json!(committed), "{result}");
+    let mut everything = vec!["aborted-0", "aborted-1", "dropped-copied-committed-0", "dropped-copied-committed-1"];
+    everything.extend(committed);
+    everything.sort();
+    assert_eq!(result["read_uncommitted"], serde_json::json!(everything), "{result}");
+    assert_eq!(result["first_round"], serde_json::json!(["committed-0", "committed-1"]), "{result}");
+    // Each partition: committed-* at 0 and its marker at 1; the committed round's
+    // offsets (1) stand, the aborted round's (5) were dropped with its transaction.
+    assert_eq!(result["committed_offsets"], serde_json::json!({"0": 1, "1": 1}), "{result}");
+}
+
 /// A raw InitProducerId v1 for `transactional_id`, retried while the coordinator
 /// answers a retriable error: its producer id and epoch.
 fn init_transactional_producer(broker: &BrokerProcess, transactional_id: &str) -> (i64, i16) {
