@@ -54,7 +54,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode as RdCommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::payload::PayloadHeader;
@@ -145,7 +145,7 @@ pub fn run(args: ProcessorArgs) -> anyhow::Result<()> {
 struct Processor {
     consumer: BaseConsumer<RebalanceFlag>,
     rebalanced: Arc<AtomicBool>,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: BaseProducer,
     inputs: Vec<String>,
     outputs: Vec<String>,
     transactional: bool,
@@ -190,8 +190,7 @@ impl Processor {
         for (key, value) in &args.producer_settings {
             config.set(key, value);
         }
-        let producer: ThreadedProducer<DefaultProducerContext> =
-            config.create().context("creating the processor's producer")?;
+        let producer: BaseProducer = config.create().context("creating the processor's producer")?;
         if !args.non_transactional {
             producer.init_transactions(CALL_TIMEOUT).context("initialising transactions")?;
         }
@@ -247,14 +246,21 @@ impl Processor {
         }
         if crash.load(Ordering::Relaxed) {
             // Make the open transaction's copies reach the broker first.
-            let _ = self.producer.flush(Duration::from_secs(5));
+            let _ = self.await_deliveries();
             crash_now();
         }
         let offsets = next_offsets(batch)?;
         if !self.transactional {
-            self.producer.flush(CALL_TIMEOUT).context("flushing the copies")?;
+            self.await_deliveries()?;
             self.consumer.commit(&offsets, RdCommitMode::Sync).context("committing the input offsets")?;
             return self.report(&commit_line(batch.len(), started, &offsets, &self.inputs));
+        }
+        // The copies acknowledged first: their AddPartitionsToTxn has then made the
+        // transaction Ongoing, so AddOffsetsToTxn does not meet the previous
+        // transaction still completing (CONCURRENT_TRANSACTIONS, which librdkafka
+        // retries only after retry.backoff.ms, 100 ms).
+        if let Err(error) = self.await_deliveries() {
+            tracing::debug!("processor: {error:#}");
         }
         let metadata = self.consumer.group_metadata().context("the consumer has no group metadata")?;
         let ending = match self.producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT) {
@@ -265,6 +271,8 @@ impl Processor {
         match ending {
             Ending::Committed => self.report(&commit_line(batch.len(), started, &offsets, &self.inputs)),
             Ending::Abort(why) => {
+                // Whatever is in flight must be answered before an abort can end.
+                let _ = self.await_deliveries();
                 self.producer.abort_transaction(CALL_TIMEOUT).context("aborting a transaction")?;
                 self.rewind(batch)?;
                 let line = format!("abort {} {} {why}", batch.len(), started.elapsed().as_micros());
@@ -273,8 +281,29 @@ impl Processor {
         }
     }
 
+    /// Serves the producer's delivery reports until every copy sent is answered.
+    ///
+    /// rust-rdkafka's `flush` (which its `commit_transaction` calls first) polls in
+    /// 100 ms steps once anything is outstanding, which put a floor of about 100 ms
+    /// under every commit (measured: 101 ms p50 for one-message transactions, where
+    /// librdkafka through Python commits in 3 ms). Polling here in 1 ms steps leaves
+    /// nothing for it to wait for.
+    fn await_deliveries(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                bail!("{} copies not acknowledged within {CALL_TIMEOUT:?}", self.producer.in_flight_count());
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     /// Commits the open transaction, trying a retriable failure again.
     fn commit(&mut self) -> anyhow::Result<Ending> {
+        if let Err(error) = self.await_deliveries() {
+            tracing::debug!("processor: {error:#}; the commit waits for them");
+        }
         for _ in 0..COMMIT_TRIES {
             match self.producer.commit_transaction(CALL_TIMEOUT) {
                 Ok(()) => return Ok(Ending::Committed),
@@ -304,8 +333,7 @@ impl Processor {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    // The producer's own thread serves the queue.
-                    std::thread::sleep(Duration::from_millis(10));
+                    self.producer.poll(Duration::from_millis(10));
                 }
                 Err((error, _)) => return Err(error).context("producing a copy"),
             }

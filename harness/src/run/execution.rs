@@ -139,8 +139,8 @@ impl<'a> Execution<'a> {
     fn start(plan: Plan<'a>, target: &'a Target) -> anyhow::Result<Execution<'a>> {
         let workload = plan.workload;
         let driver = target.driver();
-        let topics = create_topics(&plan, &*driver)?;
-        let outputs = create_output_topics(&plan, &*driver)?;
+        let topics = create_topics(&plan, &*driver, topic_names(&plan))?;
+        let outputs = create_topics(&plan, &*driver, output_names(&plan))?;
         let metrics = Arc::new(Metrics::new(workload.message_size_bytes as usize));
         let read = if outputs.is_empty() { &topics } else { &outputs };
         let history = Arc::new(History::new(read.clone(), workload.subscriptions_per_topic, HISTORY_MESSAGES_MAX));
@@ -728,26 +728,14 @@ fn print_fault_measures(result: &RunResult) {
     }
 }
 
-/// The execution's topics, created empty.
-fn create_topics(plan: &Plan<'_>, driver: &dyn Driver) -> anyhow::Result<Vec<String>> {
+/// Creates `topics` empty, with the workload's partitions and settings.
+fn create_topics(plan: &Plan<'_>, driver: &dyn Driver, topics: Vec<String>) -> anyhow::Result<Vec<String>> {
     let workload = plan.workload;
     let settings = workload.cluster.topic_settings();
-    let topics = topic_names(plan);
     for topic in &topics {
         driver.create_topic(topic, workload.partitions_per_topic as i32, &settings)?;
     }
     Ok(topics)
-}
-
-/// Under exactly-once, the stage's output topics, created empty (none otherwise).
-fn create_output_topics(plan: &Plan<'_>, driver: &dyn Driver) -> anyhow::Result<Vec<String>> {
-    let workload = plan.workload;
-    let settings = workload.cluster.topic_settings();
-    let outputs = output_names(plan);
-    for topic in &outputs {
-        driver.create_topic(topic, workload.partitions_per_topic as i32, &settings)?;
-    }
-    Ok(outputs)
 }
 
 /// Under exactly-once, the output topic of each of [`topic_names`]; empty otherwise.
