@@ -684,8 +684,5 @@ fn transactional_commits_from_a_stale_generation_or_a_departed_member_are_fenced
     );
     // The follower leaves: its generation's commits are now a zombie's.
     assert_eq!(leave(&mut c, 1_000, &[&follower]), vec![None]);
-    assert_eq!(
-        c.validate_txn_commit(&txn_commit(&follower, generation, group())),
-        Err(GroupError::UnknownMemberId)
-    );
+    assert_eq!(c.validate_txn_commit(&txn_commit(&follower, generation, group())), Err(GroupError::UnknownMemberId));
 }
