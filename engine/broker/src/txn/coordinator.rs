@@ -18,6 +18,18 @@
 //! transaction) and part 2 (transaction version 2: every EndTxn bumps the epoch).
 //! A transaction that reached PrepareCommit commits, whatever happens after: a
 //! coordinator that loads a partition resends the markers of every prepared one.
+//!
+//! One departure from Kafka, invisible to clients but for its latency: Kafka answers
+//! EndTxn once PrepareCommit is durable and a producer's next AddPartitionsToTxn or
+//! AddOffsetsToTxn, arriving while the markers are still written, gets
+//! CONCURRENT_TRANSACTIONS, which librdkafka retries 20 ms later (AddPartitions)
+//! or after `retry.backoff.ms`, 100 ms (AddOffsets): a floor under every small
+//! transaction (measured: 5 214 msg/s committing every 100 messages). Here such a
+//! request from the transaction's current producer is parked until the completion
+//! record is appended and then handled as if it had just arrived; at most
+//! [`PARKED_PER_TRANSACTION_MAX`] per transaction, and one still parked after
+//! [`PARKED_MS_MAX`] (seen on the tick) is answered CONCURRENT_TRANSACTIONS after
+//! all, so a transaction whose markers cannot be written holds no client.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -254,11 +266,28 @@ pub struct TxnCoordinator<P> {
     /// Prepared transactions whose markers are written but whose completion record
     /// could not be appended: retried on the tick.
     completions_due: BTreeSet<TransactionalId>,
+    /// Requests of the next transaction that arrived while this one's markers were
+    /// written (see the module docs).
+    parked: BTreeMap<TransactionalId, Vec<Parked>>,
     effects: Vec<Effect>,
 }
 
 /// A refusal before any change: the request is answered at once.
 type Refusal = ResponseError;
+
+/// Most AddPartitions/AddOffsets parked per completing transaction (a client sends
+/// one at a time; more are answered CONCURRENT_TRANSACTIONS as Kafka would).
+pub const PARKED_PER_TRANSACTION_MAX: usize = 8;
+/// How long a parked request may wait for its transaction's completion before it is
+/// answered CONCURRENT_TRANSACTIONS (checked on the tick, so up to a tick later).
+pub const PARKED_MS_MAX: i64 = 1_000;
+
+/// A request waiting for its transaction to complete.
+struct Parked {
+    request_id: RequestId,
+    request: Request,
+    since_ms: i64,
+}
 
 /// What an InitProducerId's append leads to, given its request.
 type InitFollowUp = fn(RequestId) -> AfterAppend;
@@ -274,6 +303,7 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
             appends: BTreeMap::new(),
             next_append: 0,
             completions_due: BTreeSet::new(),
+            parked: BTreeMap::new(),
             effects: Vec::new(),
         }
     }
@@ -329,9 +359,19 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
         let partitions = self.config.state_log_partitions;
         self.transactions.retain(|id, _| partition_for(id, partitions) != partition);
         self.completions_due.retain(|id| partition_for(id, partitions) != partition);
+        let (moved, kept) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(id, _)| partition_for(id, partitions) == partition);
+        self.parked = kept;
+        for parked in moved.into_values().flatten() {
+            self.answer_parked(parked, ResponseError::NotCoordinator);
+        }
     }
 
     pub fn handle(&mut self, request_id: RequestId, request: Request, now_ms: i64) {
+        if self.park_if_completing(request_id, &request, now_ms) {
+            return;
+        }
         match request {
             Request::InitProducerId { transactional_id, timeout_ms, expected } => {
                 self.init_producer_id(request_id, transactional_id, timeout_ms, expected, now_ms)
@@ -368,6 +408,60 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
                 self.respond(request_id, response);
             }
         }
+    }
+
+    /// Parks an AddPartitions or AddOffsets from the current producer of a
+    /// transaction whose markers are being written (PrepareCommit or PrepareAbort,
+    /// its completion record perhaps in flight); `true` if it did.
+    fn park_if_completing(&mut self, request_id: RequestId, request: &Request, now_ms: i64) -> bool {
+        let (transactional_id, producer_id, producer_epoch) = match request {
+            Request::AddPartitions { transactional_id, producer_id, producer_epoch, verify_only: false, .. }
+            | Request::AddOffsets { transactional_id, producer_id, producer_epoch, .. } => {
+                (transactional_id, *producer_id, *producer_epoch)
+            }
+            _ => return false,
+        };
+        let completing = match self.current_producer(transactional_id, producer_id, producer_epoch) {
+            Ok(metadata) => matches!(metadata.state, TxnState::PrepareCommit | TxnState::PrepareAbort),
+            // Transaction version 2: the producer already has the id the completion
+            // moves to.
+            Err(ResponseError::ConcurrentTransactions) => true,
+            Err(_) => false,
+        };
+        let waiting = self.parked.get(transactional_id).map_or(0, Vec::len);
+        if !completing || waiting >= PARKED_PER_TRANSACTION_MAX {
+            return false;
+        }
+        let parked = Parked { request_id, request: request.clone(), since_ms: now_ms };
+        self.parked.entry(transactional_id.clone()).or_default().push(parked);
+        true
+    }
+
+    /// The transaction completed (or a released request's append did): its parked
+    /// requests are handled now, in arrival order, one at a time: once one leaves an
+    /// append in flight, the rest wait for that append, as a client's next request
+    /// would have.
+    fn release_parked(&mut self, transactional_id: &TransactionalId, now_ms: i64) {
+        while let Some(parked) = self.parked.get_mut(transactional_id).and_then(|queue| {
+            let first = (!queue.is_empty()).then(|| queue.remove(0));
+            first
+        }) {
+            self.handle(parked.request_id, parked.request, now_ms);
+            if self.transactions.get(transactional_id).is_none_or(|m| m.pending_state.is_some()) {
+                break;
+            }
+        }
+        if self.parked.get(transactional_id).is_some_and(Vec::is_empty) {
+            self.parked.remove(transactional_id);
+        }
+    }
+
+    fn answer_parked(&mut self, parked: Parked, error: ResponseError) {
+        let response = match parked.request {
+            Request::AddOffsets { .. } => Response::AddOffsets(Err(error)),
+            _ => Response::AddPartitions(Err(error)),
+        };
+        self.respond(parked.request_id, response);
     }
 
     /// DescribeTransactions of one transactional id, as Kafka's coordinator answers
@@ -709,8 +803,14 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
                 self.respond(request, Response::InitProducerId(Err(ResponseError::ConcurrentTransactions)));
                 self.send_markers_of(&transactional_id, coordinator_epoch, now_ms);
             }
-            AfterAppend::AddPartitions(request) => self.respond(request, Response::AddPartitions(Ok(()))),
-            AfterAppend::AddOffsets(request) => self.respond(request, Response::AddOffsets(Ok(()))),
+            AfterAppend::AddPartitions(request) => {
+                self.respond(request, Response::AddPartitions(Ok(())));
+                self.release_parked(&transactional_id, now_ms);
+            }
+            AfterAppend::AddOffsets(request) => {
+                self.respond(request, Response::AddOffsets(Ok(())));
+                self.release_parked(&transactional_id, now_ms);
+            }
             AfterAppend::EndTxn(request) => {
                 // With transaction version 2 and an exhausted epoch, the producer goes
                 // on with the producer id the completion moves to.
@@ -723,7 +823,7 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
                 self.send_markers_of(&transactional_id, coordinator_epoch, now_ms);
             }
             AfterAppend::TimeoutAbort => self.send_markers_of(&transactional_id, coordinator_epoch, now_ms),
-            AfterAppend::Complete => {}
+            AfterAppend::Complete => self.release_parked(&transactional_id, now_ms),
             AfterAppend::Expire => {
                 self.transactions.remove(&transactional_id);
             }
@@ -848,6 +948,18 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
             match metadata.prepare_dead() {
                 Ok(transit) => self.append(transactional_id, transit, AfterAppend::Expire),
                 Err(error) => tracing::error!("{error}"),
+            }
+        }
+        let overdue: Vec<TransactionalId> = self
+            .parked
+            .iter()
+            .filter(|(_, parked)| parked.iter().any(|p| now_ms.saturating_sub(p.since_ms) >= PARKED_MS_MAX))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for transactional_id in overdue {
+            let parked = self.parked.remove(&transactional_id).unwrap_or_default();
+            for parked in parked {
+                self.answer_parked(parked, ResponseError::ConcurrentTransactions);
             }
         }
         for transactional_id in std::mem::take(&mut self.completions_due) {

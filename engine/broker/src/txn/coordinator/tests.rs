@@ -332,16 +332,16 @@ fn requests_are_refused_with_kafkas_errors() {
         h.request_and_settle_no_flush(end("t", p, TransactionResult::Abort)),
         Response::EndTxn(Err(ResponseError::InvalidTxnState))
     );
-    assert_eq!(
-        h.request_and_settle_no_flush(add("t", p, &[1])),
-        Response::AddPartitions(Err(ResponseError::ConcurrentTransactions))
-    );
+    // The next transaction's first add waits for the markers (parked, not refused).
+    let next = h.send(add("t", p, &[1]));
+    assert!(!h.responses.contains_key(&next), "parked until the transaction completes");
     assert_eq!(
         h.request_and_settle_no_flush(init("t")),
         Response::InitProducerId(Err(ResponseError::ConcurrentTransactions))
     );
     h.settle();
-    assert_eq!(h.state("t"), TxnState::CompleteCommit);
+    assert_eq!(h.answer(next), Response::AddPartitions(Ok(())), "handled once the commit completed");
+    assert_eq!(h.state("t"), TxnState::Ongoing, "the next transaction began");
 }
 
 impl Harness {
@@ -686,10 +686,6 @@ fn transaction_version_2_rotates_the_producer_id_when_the_end_exhausts_the_epoch
     assert_ne!(next.0, p.0);
     assert_eq!(next.1, ProducerEpoch(0));
     assert_eq!(h.markers[0].producer_epoch, ProducerEpoch(i16::MAX), "the old id's markers fence it");
-    assert_eq!(
-        h.request_and_settle_no_flush(add("t", next, &[0])),
-        Response::AddPartitions(Err(ResponseError::ConcurrentTransactions))
-    );
     h.settle();
     let metadata = h.coordinator.transaction(&id("t")).expect("known");
     assert_eq!((metadata.producer_id, metadata.producer_epoch), next);
@@ -813,4 +809,89 @@ fn list_filters_by_state_producer_id_and_duration_as_kafka_does() {
     assert_eq!(h.describe("d"), Err(ResponseError::TransactionalIdNotFound), "nor described");
     h.coordinator.unload_partition(partition_for(&id("a"), PARTITIONS));
     assert!(!h.list(filter(None, &[], -1)).iter().any(|(name, _)| name == "a"));
+}
+
+/// Not Kafka's answer, Kafka's outcome sooner: an add from the current producer that
+/// arrives while the last transaction's markers are written waits for its
+/// completion instead of CONCURRENT_TRANSACTIONS and a client backoff; an add from
+/// anyone else, one past the per-transaction bound, and one whose wait outlasts
+/// PARKED_MS_MAX are answered as Kafka answers them; moving the partition away
+/// answers the parked NOT_COORDINATOR.
+#[test]
+fn adds_during_the_markers_wait_for_the_completion_within_bounds() {
+    use super::{PARKED_MS_MAX, PARKED_PER_TRANSACTION_MAX};
+    let mut h = Harness::new();
+    let p = initialized(&mut h, "t");
+    h.request_and_settle(add("t", p, &[0]));
+    let ended = h.send(end("t", p, TransactionResult::Commit));
+    h.complete_append(0, None);
+    assert_eq!(h.answer(ended), Response::EndTxn(Ok(p)));
+    assert_eq!(h.markers.len(), 1, "the markers are being written");
+
+    let offsets = h.send(Request::AddOffsets {
+        transactional_id: id("t"),
+        producer_id: p.0,
+        producer_epoch: p.1,
+        offsets_partition: PartitionId(1),
+    });
+    let mut parked = vec![offsets];
+    for _ in 1..PARKED_PER_TRANSACTION_MAX {
+        parked.push(h.send(add("t", p, &[2])));
+    }
+    assert!(parked.iter().all(|request| !h.responses.contains_key(request)), "all parked");
+    assert_eq!(
+        h.request_and_settle_no_flush(add("t", p, &[3])),
+        Response::AddPartitions(Err(ResponseError::ConcurrentTransactions)),
+        "past the bound: Kafka's answer"
+    );
+    assert_eq!(
+        h.request_and_settle_no_flush(add("t", (p.0, ProducerEpoch(p.1 .0 + 1)), &[2])),
+        Response::AddPartitions(Err(ResponseError::ProducerFenced)),
+        "only the current producer waits"
+    );
+    h.settle();
+    assert_eq!(h.answer(offsets), Response::AddOffsets(Ok(())));
+    for request in &parked[1..] {
+        assert_eq!(h.answer(*request), Response::AddPartitions(Ok(())));
+    }
+    assert_eq!(h.state("t"), TxnState::Ongoing);
+
+    // Transaction version 2 with the producer id rotated: the new id's first add,
+    // refused by the producer check while the old id's markers are written, waits too.
+    let mut v2 = Harness::new();
+    let exhausted = at_epoch(&mut v2, i16::MAX - 1);
+    v2.request_and_settle(add("t", exhausted, &[0]));
+    let ended = v2.send(Request::EndTxn {
+        transactional_id: id("t"),
+        producer_id: exhausted.0,
+        producer_epoch: exhausted.1,
+        result: TransactionResult::Commit,
+        version: TransactionVersion::V2,
+    });
+    v2.complete_append(0, None);
+    let Response::EndTxn(Ok(next)) = v2.answer(ended) else { panic!("ended") };
+    assert_ne!(next.0, exhausted.0, "a new producer id");
+    let first = v2.send(add("t", next, &[1]));
+    assert!(!v2.responses.contains_key(&first), "parked");
+    v2.settle();
+    assert_eq!(v2.answer(first), Response::AddPartitions(Ok(())));
+
+    // Markers that are not written: the wait ends on the tick after PARKED_MS_MAX.
+    let u = initialized(&mut h, "u");
+    h.request_and_settle(add("u", u, &[0]));
+    let ended = h.send(end("u", u, TransactionResult::Abort));
+    h.complete_append(0, None);
+    assert_eq!(h.answer(ended), Response::EndTxn(Ok(u)));
+    let waiting = h.send(add("u", u, &[1]));
+    h.now_ms += PARKED_MS_MAX - 1;
+    h.tick();
+    assert!(!h.responses.contains_key(&waiting), "still within its wait");
+    h.now_ms += 1;
+    h.tick();
+    assert_eq!(h.answer(waiting), Response::AddPartitions(Err(ResponseError::ConcurrentTransactions)));
+    // Parked again, then the partition moves away.
+    let moved = h.send(add("u", u, &[1]));
+    h.coordinator.unload_partition(partition_for(&id("u"), PARTITIONS));
+    h.collect();
+    assert_eq!(h.answer(moved), Response::AddPartitions(Err(ResponseError::NotCoordinator)));
 }
