@@ -612,7 +612,7 @@ mod tests {
         std::fs::write(
             &path,
             "node_id: 3\nlisten: 127.0.0.1:9999\nadvertised_listener: proxy.local:19092\ncores: 1\n\
-             auto_create_topics: false\ndefault_partitions: 6\nmax_request_bytes: 1048576\nmax_connections: 20\n\
+             auto_create_topics: false\ndefault_partitions: 6\nmax_request_bytes: 1048576\nfetch_max_bytes: 2097152\nmax_connections: 20\n\
              default_replication_factor: 3\ncontroller_listener: 127.0.0.1:19093\n\
              controller_quorum_voters: 3@127.0.0.1:19093,4@127.0.0.1:19094\ncluster_id: prod-1\n\
              peer_addresses: 4@127.0.0.1:29094\n\
@@ -637,6 +637,7 @@ mod tests {
             ("auto.create.topics.enable", "false"),
             ("num.partitions", "6"),
             ("socket.request.max.bytes", "1048576"),
+            ("fetch.max.bytes", "2097152"),
             ("max.connections", "20"),
             ("default.replication.factor", "3"),
             ("controller.listener", "CONTROLLER://127.0.0.1:19093"),

@@ -61,6 +61,9 @@ use corelog_engine::shard::{Engine, EngineConfig, EngineHandle, ShardService};
 use corelog_engine::storage::dma::replace_file_durably;
 use corelog_engine::types::{ShardId, TopicName};
 
+/// Kafka's default `fetch.max.bytes`: 55 MiB.
+pub const FETCH_BYTES_MAX_DEFAULT: usize = 55 << 20;
+
 /// How a broker is started. The `corelog broker` flags and YAML file end up here
 /// through [`config::broker::BROKER_SETTINGS`], which names every field a flag or
 /// the file sets.
@@ -81,6 +84,10 @@ pub struct BrokerConfig {
     /// Largest request frame accepted (Kafka's `socket.request.max.bytes`); a larger
     /// one closes the connection.
     pub request_bytes_max: usize,
+    /// Most record bytes one Fetch response carries (Kafka's `fetch.max.bytes`): a
+    /// request's `max_bytes` is capped by it, except that the first batch of the
+    /// first non-empty partition is returned whole whatever its size (KIP-74).
+    pub fetch_bytes_max: usize,
     /// Connections served at once, over all shards; more are closed at accept.
     pub connections_max: usize,
     /// Connections served at once from one IP address (Kafka's
@@ -120,6 +127,7 @@ impl BrokerConfig {
             default_partitions: 1,
             topic_defaults: config::topic::built_in(),
             request_bytes_max: 100 << 20,
+            fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
             connections_max_per_ip: i32::MAX as usize,
             connections_max_per_ip_overrides: std::collections::BTreeMap::new(),

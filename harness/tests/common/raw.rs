@@ -60,12 +60,17 @@ impl RawConnection {
 
     /// Reads one response frame: the bytes after its size prefix (header and body).
     pub fn receive_frame(&mut self, what: &str) -> Vec<u8> {
+        self.receive_frame_within(what, RESPONSE_BYTES_MAX)
+    }
+
+    /// [`RawConnection::receive_frame`] of an answer that may be up to `bytes_max` long.
+    pub fn receive_frame_within(&mut self, what: &str, bytes_max: usize) -> Vec<u8> {
         let mut size = [0u8; 4];
         self.stream
             .read_exact(&mut size)
             .unwrap_or_else(|e| panic!("{}: reading the size of the answer to {what}: {e}", self.peer));
         let size = i32::from_be_bytes(size);
-        assert!((0..=RESPONSE_BYTES_MAX as i32).contains(&size), "{}: answer to {what} has size {size}", self.peer);
+        assert!((0..=bytes_max as i64).contains(&(size as i64)), "{}: answer to {what} has size {size}", self.peer);
         let mut frame = vec![0u8; size as usize];
         self.stream
             .read_exact(&mut frame)
@@ -75,8 +80,13 @@ impl RawConnection {
 
     /// Reads the response to the request with `correlation_id`, sent at `version`.
     pub fn receive<R: Request>(&mut self, correlation_id: i32, version: i16) -> R::Response {
+        self.receive_within::<R>(correlation_id, version, RESPONSE_BYTES_MAX)
+    }
+
+    /// [`RawConnection::receive`] of an answer that may be up to `bytes_max` long.
+    pub fn receive_within<R: Request>(&mut self, correlation_id: i32, version: i16, bytes_max: usize) -> R::Response {
         let what = format!("{:?} v{version}", ApiKey::try_from(R::KEY).expect("a known key"));
-        let frame = self.receive_frame(&what);
+        let frame = self.receive_frame_within(&what, bytes_max);
         let mut rest = frame.as_slice();
         let header =
             ResponseHeader::decode(&mut rest, R::Response::header_version(version)).expect("a response header");

@@ -61,7 +61,7 @@ pub const TOPIC_DEFAULTS_YAML_KEY: &str = "topic_defaults";
 const PLAINTEXT: &str = "PLAINTEXT://";
 
 /// Every broker setting, in the order `--help` and DescribeConfigs list them.
-pub const BROKER_SETTINGS: [BrokerSetting; 26] = [
+pub const BROKER_SETTINGS: [BrokerSetting; 27] = [
     BrokerSetting {
         name: "log.dirs",
         flag: Some(Flag { long: "data-dir", value_name: "DIR", required: true }),
@@ -343,6 +343,20 @@ pub const BROKER_SETTINGS: [BrokerSetting; 26] = [
         value: |config| config.request_bytes_max.to_string(),
         set: Some(|config, text| {
             config.request_bytes_max = parse_in(text, 1, i32::MAX as usize)?;
+            Ok(())
+        }),
+    },
+    BrokerSetting {
+        name: "fetch.max.bytes",
+        flag: None,
+        yaml_key: Some("fetch_max_bytes"),
+        kind: ConfigKind::Int,
+        documentation: "Most record bytes one Fetch response carries, whatever its max_bytes asks (at least \
+                        1024); the first batch of the first non-empty partition is returned whole even if \
+                        larger, so consumers make progress. Default: 57671680 (55 MiB), as in Kafka.",
+        value: |config| config.fetch_bytes_max.to_string(),
+        set: Some(|config, text| {
+            config.fetch_bytes_max = parse_in(text, 1024, i32::MAX as usize)?;
             Ok(())
         }),
     },

@@ -3,11 +3,27 @@
 //!
 //! Long poll: when less than `min_bytes` is available the request waits, up to
 //! `max_wait_ms` (`min_bytes` 0 never waits), and re-reads the partitions as data arrives
-//! ([`corelog_engine::shard::EngineHandle::wait_for_data`]). Budgets: each partition gets at
-//! most `partition_max_bytes`, the response at most `max_bytes`, except that the
-//! first batch found is always returned whole so a large batch cannot stall a
-//! consumer (KIP-74). Fetch sessions (KIP-227) are declined (session id 0), so
-//! clients send full requests.
+//! ([`corelog_engine::shard::EngineHandle::wait_for_data`]). Fetch sessions (KIP-227) are
+//! declined (session id 0), so clients send full requests.
+//!
+//! Budgets, applied while reading as Kafka's `ReplicaManager.readFromLog` does: the
+//! response carries at most min(`max_bytes`, the broker's `fetch.max.bytes`), and
+//! each partition, in request order, at most min(its `partition_max_bytes`, what the
+//! partitions before it left), so the engine never reads much more than the response
+//! may carry. The first batch of the first non-empty partition is returned whole
+//! even when larger than both (KIP-74), so a large batch cannot stall a consumer;
+//! after it, a partition whose next batch does not fit answers no records. Reads go
+//! in waves of at most [`READS_IN_FLIGHT_MAX`] partitions, each reserving its whole
+//! budget from what is left (a partition whose budget would be cut short by the
+//! reservations before it waits for the next wave), so a wave answers what reading
+//! one partition after the other would. Limit: a partition of a wave may read one
+//! batch more than it keeps (the engine returns at least one batch), so a pass holds
+//! at most the budget plus one batch per partition of a wave.
+//!
+//! A partition named more than once is answered once, as Kafka does (its
+//! `FetchRequest.fetchData` is a map by topic-partition): at the place it was first
+//! named, with the fetch offset and sizes it was named with last. So a request
+//! naming one partition many times reads it once.
 //!
 //! Isolation: a consumer's `read_uncommitted` fetch (`isolation_level` 0) reads up
 //! to the high watermark; a `read_committed` one (1) up to the last stable offset
@@ -29,22 +45,26 @@
 //! "past the end".
 //!
 //! Staged (see the handlers' module doc): the request is dispatched once the first
-//! read of every partition is queued, so it sees what the requests sent before it
-//! on the connection appended; the re-reads of a long poll are not ordered.
+//! read of every partition is done (its waves one after the other), so it sees what
+//! the requests sent before it on the connection appended; the re-reads of a long
+//! poll are not ordered.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
-use super::resolve::{partition_of, Intent, PartitionRef, TopicRef};
-use super::{first_of, RequestContext, Versions};
+use super::resolve::{partition_of, Intent, PartitionRef, Refusal, ResolvedTopic, TopicRef};
+use super::{first_of, Pacer, RequestContext, Versions};
 use crate::cluster::records::NodeId;
 use crate::cluster::replica_manager::{LeaderSlot, ReplicaManager};
 use crate::kafka::errors::response_error;
+use corelog_engine::batch::BatchHeader;
 use corelog_engine::error::EngineError;
 use corelog_engine::log::ReadResult;
 use corelog_engine::shard::partition::Reader;
@@ -58,6 +78,10 @@ const READ_COMMITTED: i8 = 1;
 
 /// Longest wait a client may ask for; Kafka clients use 500 ms by default.
 const MAX_WAIT_MS_MAX: i32 = 30_000;
+
+/// Partition reads of one Fetch queued at once (a wave, see the module doc): bounds
+/// the reads in flight and the bytes they hold, whatever the request names.
+pub const READS_IN_FLIGHT_MAX: usize = 32;
 
 struct Wanted {
     partition: Result<TopicPartition, ResponseError>,
@@ -76,12 +100,15 @@ struct Replica {
     replicas: Arc<ReplicaManager>,
 }
 
+/// The response's topics in order, each with its partitions' indexes.
+type Shape = Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>;
+
 /// A partition's read failed: the error, and the log start offset when it was
 /// OFFSET_OUT_OF_RANGE (-1 otherwise).
 type ReadFailure = (ResponseError, i64);
 
-/// Queues the first read of every partition; the returned future waits for them,
-/// long-polls if asked to, and answers.
+/// Reads every partition once, under the budgets (the dispatch stage); the returned
+/// future long-polls if asked to, and answers.
 pub async fn dispatch(
     context: &RequestContext<'_>,
     request: FetchRequest,
@@ -89,7 +116,7 @@ pub async fn dispatch(
     let engine = context.shard.engine.clone();
     let resolver = context.resolver();
     let started = Instant::now();
-    let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let budget = Budget::new(&request, context.shard.broker.config.fetch_bytes_max);
     let replica = match &context.shard.replicas {
         Some(replicas) if request.replica_id.0 >= 0 => {
             Some(Replica { follower: request.replica_id.0, replicas: replicas.clone() })
@@ -97,49 +124,103 @@ pub async fn dispatch(
         _ => None,
     };
 
-    let mut shape = Vec::with_capacity(request.topics.len());
-    let mut wanted = Vec::new();
+    // Each partition once, where it was first named, as it was named last.
+    let mut named: Vec<(kafka_protocol::messages::TopicName, i32)> = Vec::new();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let mut place: HashMap<(&str, i32), usize> = HashMap::new();
+    let mut pacer = Pacer::default();
     for topic in &request.topics {
         let resolved = resolver.topic(TopicRef::Name(topic.topic.0.as_str()), Intent::Read);
         for fetch in &topic.partitions {
-            // The current leader epoch (v9+; -1 before): FENCED_LEADER_EPOCH when the
-            // fetcher's is older, UNKNOWN_LEADER_EPOCH when newer than this leader's.
-            let wanted_ref =
-                PartitionRef::new(fetch.partition).with_current_leader_epoch(LeaderEpoch(fetch.current_leader_epoch));
-            let partition =
-                partition_of(&resolved, wanted_ref).map(|resolved| resolved.partition).map_err(|refusal| refusal.error);
-            let (partition, slot) = match (&replica, partition) {
-                (Some(replica), Ok(partition)) => match leader_for(replica, &partition, fetch.current_leader_epoch) {
-                    Ok(slot) => (Ok(partition), Some(slot)),
-                    Err(error) => (Err(error), None),
-                },
-                (_, partition) => (partition, None),
-            };
-            let reader = match (&slot, request.isolation_level) {
-                (Some(_), _) => Reader::Replica,
-                (None, READ_COMMITTED) => Reader::CommittedConsumer,
-                (None, _) => Reader::Consumer,
-            };
-            wanted.push(Wanted {
-                partition,
-                fetch_offset: Offset(fetch.fetch_offset),
-                partition_max_bytes: fetch.partition_max_bytes.max(0) as usize,
-                slot,
-                reader,
-            });
+            let one = wanted_partition(&resolved, fetch, replica.as_ref(), request.isolation_level);
+            match place.entry((topic.topic.0.as_str(), fetch.partition)) {
+                Entry::Occupied(at) => wanted[*at.get()] = one,
+                Entry::Vacant(at) => {
+                    at.insert(wanted.len());
+                    wanted.push(one);
+                    named.push((topic.topic.clone(), fetch.partition));
+                }
+            }
+            pacer.entry().await;
         }
-        shape.push((topic.topic.clone(), topic.partitions.iter().map(|p| p.partition).collect::<Vec<_>>()));
     }
+    drop(place);
+    let shape = shape_of(named);
 
-    let first_reads = dispatch_reads(&engine, &wanted, max_bytes).await;
+    // The first pass reads in the dispatch stage: its reads reach each partition
+    // after the ops of the requests sent before it (see the handlers' module doc).
+    let first_results = read_all(&engine, &wanted, budget.response_bytes_max).await;
     async move {
-        let results = read_replies(first_reads, max_bytes).await;
         let high_watermarks = match &replica {
-            Some(replica) => followed(replica, &engine, &wanted, &results).await,
+            Some(replica) => followed(replica, &engine, &wanted, &first_results).await,
             None => Vec::new(),
         };
-        respond(&engine, request, started, shape, wanted, results, high_watermarks).await
+        respond(&engine, request, budget, started, shape, wanted, first_results, high_watermarks).await
     }
+}
+
+/// The byte limits of one Fetch.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// min(`max_bytes`, `fetch.max.bytes`), as Kafka's `KafkaApis.handleFetchRequest`.
+    response_bytes_max: usize,
+    /// `min_bytes`, at most `response_bytes_max` (as Kafka caps it).
+    min_bytes: usize,
+}
+
+impl Budget {
+    fn new(request: &FetchRequest, fetch_bytes_max: usize) -> Budget {
+        let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+        let response_bytes_max = max_bytes.min(fetch_bytes_max);
+        Budget { response_bytes_max, min_bytes: (request.min_bytes.max(0) as usize).min(response_bytes_max) }
+    }
+}
+
+/// One named partition, resolved: what to read and how far.
+fn wanted_partition(
+    resolved: &Result<ResolvedTopic, Refusal>,
+    fetch: &FetchPartition,
+    replica: Option<&Replica>,
+    isolation_level: i8,
+) -> Wanted {
+    // The current leader epoch (v9+; -1 before): FENCED_LEADER_EPOCH when the
+    // fetcher's is older, UNKNOWN_LEADER_EPOCH when newer than this leader's.
+    let wanted_ref =
+        PartitionRef::new(fetch.partition).with_current_leader_epoch(LeaderEpoch(fetch.current_leader_epoch));
+    let partition =
+        partition_of(resolved, wanted_ref).map(|resolved| resolved.partition).map_err(|refusal| refusal.error);
+    let (partition, slot) = match (replica, partition) {
+        (Some(replica), Ok(partition)) => match leader_for(replica, &partition, fetch.current_leader_epoch) {
+            Ok(slot) => (Ok(partition), Some(slot)),
+            Err(error) => (Err(error), None),
+        },
+        (_, partition) => (partition, None),
+    };
+    let reader = match (&slot, isolation_level) {
+        (Some(_), _) => Reader::Replica,
+        (None, READ_COMMITTED) => Reader::CommittedConsumer,
+        (None, _) => Reader::Consumer,
+    };
+    Wanted {
+        partition,
+        fetch_offset: Offset(fetch.fetch_offset),
+        partition_max_bytes: fetch.partition_max_bytes.max(0) as usize,
+        slot,
+        reader,
+    }
+}
+
+/// The response's topics, each with its partitions' indexes: consecutive partitions
+/// of one topic share an entry, as Kafka's `FetchResponse` groups them.
+fn shape_of(named: Vec<(kafka_protocol::messages::TopicName, i32)>) -> Shape {
+    let mut shape: Shape = Vec::new();
+    for (topic, index) in named {
+        match shape.last_mut() {
+            Some((last, indexes)) if *last == topic => indexes.push(index),
+            _ => shape.push((topic, vec![index])),
+        }
+    }
+    shape
 }
 
 /// The leader state of a partition a follower fetches in `current_leader_epoch`.
@@ -179,25 +260,25 @@ async fn followed(
 }
 
 /// Waits for data as the request asks, re-reading as it arrives, then answers.
+#[allow(clippy::too_many_arguments)]
 async fn respond(
     engine: &EngineHandle,
     request: FetchRequest,
+    budget: Budget,
     started: Instant,
-    shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
+    shape: Shape,
     wanted: Vec<Wanted>,
     mut results: Vec<Result<ReadResult, ReadFailure>>,
     high_watermarks: Vec<Option<Offset>>,
 ) -> FetchResponse {
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
-    let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
     loop {
         let total: usize = results.iter().map(|r| r.as_ref().map_or(0, |read| read.bytes.len())).sum();
         let any_error = results.iter().any(|r| r.is_err());
         let elapsed = started.elapsed();
         // `min_bytes` 0 answers at once, with or without data, as Kafka's
         // `ReplicaManager.fetchMessages` does (`bytesReadable >= minBytes`).
-        if total >= min_bytes || any_error || elapsed >= max_wait || wanted.is_empty() {
+        if total >= budget.min_bytes || any_error || elapsed >= max_wait || wanted.is_empty() {
             break;
         }
         // Wait until one of the partitions has data past its fetch offset, or the
@@ -222,7 +303,9 @@ async fn respond(
         };
         let timeout = glommio::timer::sleep(remaining);
         futures_lite::future::or(any_data, timeout).await;
-        results = read_replies(dispatch_reads(engine, &wanted, max_bytes).await, max_bytes).await;
+        // Free the read bytes before the next pass reads as much again.
+        drop(results);
+        results = read_all(engine, &wanted, budget.response_bytes_max).await;
     }
 
     let isolation_committed = request.isolation_level == READ_COMMITTED;
@@ -231,7 +314,7 @@ async fn respond(
 
 /// The response: each partition's read, in request order.
 fn answer(
-    shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
+    shape: Shape,
     results: Vec<Result<ReadResult, ReadFailure>>,
     high_watermarks: Vec<Option<Offset>>,
     isolation_committed: bool,
@@ -276,55 +359,97 @@ fn answer(
     FetchResponse::default().with_responses(responses)
 }
 
-/// Queues a read of every wanted partition, one after the other in request order.
-async fn dispatch_reads(
+/// Reads every wanted partition under the response budget, in request order, in
+/// waves of at most [`READS_IN_FLIGHT_MAX`] (see the module doc): the answer is
+/// what reading them one after the other would give, as Kafka's
+/// `ReplicaManager.readFromLog`, each partition bounded by min(its
+/// `partition_max_bytes`, what is left of `response_bytes_max`).
+async fn read_all(
     engine: &EngineHandle,
     wanted: &[Wanted],
-    max_bytes: usize,
-) -> Vec<Result<Dispatched<ReadResult>, ReadFailure>> {
-    let mut reads = Vec::with_capacity(wanted.len());
-    for w in wanted {
-        let read = match &w.partition {
-            Ok(partition) => {
-                let budget = w.partition_max_bytes.min(max_bytes);
-                let read = match w.reader {
-                    Reader::Replica => engine.dispatch_read_replica(partition, w.fetch_offset, budget).await,
-                    Reader::CommittedConsumer => {
-                        engine.dispatch_read_committed(partition, w.fetch_offset, budget).await
-                    }
-                    Reader::Consumer => engine.dispatch_read(partition, w.fetch_offset, budget, None).await,
-                };
-                read.map_err(|e| failure(&e))
-            }
-            Err(error) => Err((*error, -1)),
-        };
-        reads.push(read);
-    }
-    reads
-}
-
-/// Waits for the reads (all queued, so as long as the slowest), then applies the
-/// response budget in request order: once `max_bytes` is spent, later partitions
-/// return no records (but the first non-empty one is always kept).
-async fn read_replies(
-    reads: Vec<Result<Dispatched<ReadResult>, ReadFailure>>,
-    max_bytes: usize,
+    response_bytes_max: usize,
 ) -> Vec<Result<ReadResult, ReadFailure>> {
-    let mut results = Vec::with_capacity(reads.len());
-    for read in reads {
-        results.push(match read {
-            Ok(pending) => pending.reply().await.map_err(|error| failure(&error)),
-            Err(failure) => Err(failure),
-        });
-    }
-    let mut spent = 0usize;
-    for read in results.iter_mut().flatten() {
-        if spent > 0 && spent + read.bytes.len() > max_bytes {
-            read.bytes.clear();
+    let mut results = Vec::with_capacity(wanted.len());
+    // What the reads so far left of the response budget.
+    let mut remaining = response_bytes_max;
+    // Until a partition returned records, one whole batch is returned above the limits.
+    let mut first_batch_whole = true;
+    let mut next = 0;
+    while next < wanted.len() {
+        let mut unreserved = remaining;
+        let mut wave = Vec::new();
+        while let Some(w) = wanted.get(next).filter(|_| wave.len() < READS_IN_FLIGHT_MAX) {
+            let budget = w.partition_max_bytes.min(unreserved);
+            // Cut short by the reservations before it: read once they are settled.
+            if budget < w.partition_max_bytes && !wave.is_empty() && remaining > 0 {
+                break;
+            }
+            if w.partition.is_ok() {
+                unreserved -= budget;
+            }
+            wave.push(dispatch_read(engine, w, budget).await);
+            next += 1;
         }
-        spent += read.bytes.len();
+        let first = results.len();
+        for (pending, w) in wave.into_iter().zip(&wanted[first..]) {
+            let read = match pending {
+                Ok(pending) => pending.reply().await.map_err(|error| failure(&error)),
+                Err(failure) => Err(failure),
+            };
+            let read = read.map(|mut read| {
+                keep_within(&mut read, w.partition_max_bytes.min(remaining), first_batch_whole);
+                read
+            });
+            if let Ok(read) = &read {
+                first_batch_whole &= read.bytes.is_empty();
+                remaining = remaining.saturating_sub(read.bytes.len());
+            }
+            results.push(read);
+        }
+        futures_lite::future::yield_now().await;
     }
     results
+}
+
+/// Queues the read of one partition, at most `budget` bytes (at least one batch).
+async fn dispatch_read(
+    engine: &EngineHandle,
+    w: &Wanted,
+    budget: usize,
+) -> Result<Dispatched<ReadResult>, ReadFailure> {
+    let partition = w.partition.as_ref().map_err(|error| (*error, -1))?;
+    let read = match w.reader {
+        Reader::Replica => engine.dispatch_read_replica(partition, w.fetch_offset, budget).await,
+        Reader::CommittedConsumer => engine.dispatch_read_committed(partition, w.fetch_offset, budget).await,
+        Reader::Consumer => engine.dispatch_read(partition, w.fetch_offset, budget, None).await,
+    };
+    read.map_err(|e| failure(&e))
+}
+
+/// Cuts a read to the whole batches that fit in `limit`, as a read with that limit
+/// would have returned: the first batch stays whatever its size when
+/// `first_batch_whole` (KIP-74), else a first batch that does not fit leaves no
+/// records. The aborted transactions kept are those that start before the cut.
+fn keep_within(read: &mut ReadResult, limit: usize, first_batch_whole: bool) {
+    if read.bytes.len() <= limit {
+        return;
+    }
+    let mut end = 0usize;
+    let mut next_offset = None;
+    while let Ok(header) = BatchHeader::parse(&read.bytes[end..]) {
+        let size = header.size_bytes();
+        let fits = end + size <= limit || (end == 0 && first_batch_whole);
+        if !fits || end + size > read.bytes.len() {
+            break;
+        }
+        end += size;
+        next_offset = Some(header.last_offset().next());
+    }
+    read.bytes.truncate(end);
+    match next_offset {
+        Some(next_offset) => read.aborted_transactions.retain(|txn| txn.first_offset < next_offset),
+        None => read.aborted_transactions.clear(),
+    }
 }
 
 /// A committed read's aborted transactions, as the response lists them.

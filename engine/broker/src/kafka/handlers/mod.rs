@@ -252,6 +252,29 @@ pub fn wire_code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |error| error.code())
 }
 
+/// Partition entries a handler goes through between two yields to the shard's
+/// other tasks ([`Pacer`]).
+pub const ENTRIES_PER_YIELD: usize = 128;
+
+/// Yields to the shard's other tasks once every [`ENTRIES_PER_YIELD`] entries of a
+/// request, so a request naming a million partitions does not hold the shard (and
+/// every other connection on it) until it is through. glommio preempts a task only
+/// at its awaits, and its own `yield_if_needed` only after a 100 ms time slice.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    entries: usize,
+}
+
+impl Pacer {
+    /// Counts one entry; every [`ENTRIES_PER_YIELD`]th yields.
+    pub async fn entry(&mut self) {
+        self.entries += 1;
+        if self.entries.is_multiple_of(ENTRIES_PER_YIELD) {
+            futures_lite::future::yield_now().await;
+        }
+    }
+}
+
 /// Per-partition ops of a staged request: queued one after the other in request
 /// order by [`PerPartition::topic`] (the dispatch stage), their replies then awaited
 /// together by [`PerPartition::replies`] and handed back grouped by topic in request

@@ -1,0 +1,205 @@
+//! A client that follows the protocol while asking for too much cannot take the
+//! broker's memory: a real `corelog broker` process gets a Fetch naming one large
+//! partition fifty times with `max_bytes` i32::MAX and a Fetch under a small
+//! `fetch.max.bytes`, while the test measures the broker's resident memory
+//! (`/proc/<pid>/status`).
+//!
+//! Requests are encoded with the `kafka-protocol` crate and written with `std::net`
+//! (see `common::raw`), so the requests are exactly as hostile as written.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::raw::RawConnection as Connection;
+use common::*;
+use corelog_engine::batch::{build_value_batch, BatchHeader};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, DescribeConfigsRequest, FetchRequest, FetchResponse, ProduceRequest,
+    ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+/// Every test here ends within this bound (see [`Watchdog`]).
+const TEST_BOUND: Duration = Duration::from_secs(300);
+/// Kafka's default `fetch.max.bytes`, which the broker uses unless told otherwise.
+const FETCH_MAX_BYTES_DEFAULT: usize = 55 << 20;
+/// The record bytes of one batch the tests append.
+const BATCH_VALUE_BYTES: usize = 512 << 10;
+/// How much a hostile request may grow the broker's peak resident memory.
+const RSS_GROWTH_MAX_KB: u64 = 200 << 10;
+
+fn name(text: &str) -> TopicName {
+    TopicName(StrBytes::from_string(text.to_string()))
+}
+
+/// A line of `/proc/<pid>/status`, in kB (`VmRSS`, `VmHWM`: the peak).
+fn status_kb(broker: &BrokerProcess, field: &str) -> u64 {
+    let path = format!("/proc/{}/status", broker.pid());
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let line = status.lines().find(|line| line.starts_with(field)).unwrap_or_else(|| panic!("{path} has no {field}"));
+    line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).unwrap_or_else(|| panic!("{path}: {line}"))
+}
+
+fn start_broker(name: &str, cores: usize, extra_yaml: &str) -> BrokerProcess {
+    let mut options = BrokerOptions::new(&format!("request-budgets-{name}"));
+    options.cores = cores;
+    options.config_yaml = Some(extra_yaml.to_string());
+    BrokerProcess::start(options)
+}
+
+fn create_topic(connection: &mut Connection, topic: &str, partitions: i32) {
+    let creatable =
+        CreatableTopic::default().with_name(name(topic)).with_num_partitions(partitions).with_replication_factor(1);
+    let request = CreateTopicsRequest::default().with_topics(vec![creatable]).with_timeout_ms(30_000);
+    let response = connection.request(&request, 7);
+    assert_eq!(response.topics[0].error_code, 0, "creating {topic}: {:?}", response.topics[0]);
+}
+
+fn produce_request(topic: &str, entries: Vec<PartitionProduceData>) -> ProduceRequest {
+    let data = TopicProduceData::default().with_name(name(topic)).with_partition_data(entries);
+    ProduceRequest::default().with_acks(1).with_timeout_ms(30_000).with_topic_data(vec![data])
+}
+
+/// Appends `batches` batches of [`BATCH_VALUE_BYTES`] to partition `partition`.
+fn append_batches(connection: &mut Connection, topic: &str, partition: i32, batches: usize) {
+    for _ in 0..batches {
+        let batch = build_value_batch(now_timestamp(), 1, BATCH_VALUE_BYTES);
+        let entry = PartitionProduceData::default().with_index(partition).with_records(Some(batch.into()));
+        let response: ProduceResponse = connection.request(&produce_request(topic, vec![entry]), 9);
+        let answer = &response.responses[0].partition_responses[0];
+        assert_eq!(answer.error_code, 0, "appending to {topic}-{partition}: {answer:?}");
+    }
+}
+
+fn fetch_partition(partition: i32, partition_max_bytes: i32) -> FetchPartition {
+    FetchPartition::default()
+        .with_partition(partition)
+        .with_fetch_offset(0)
+        .with_partition_max_bytes(partition_max_bytes)
+        .with_current_leader_epoch(-1)
+}
+
+fn fetch_request(topic: &str, partitions: Vec<FetchPartition>, max_bytes: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(partitions)])
+}
+
+/// The sizes of the whole batches in a partition's records.
+fn batch_sizes(records: &[u8]) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let mut at = 0;
+    while at < records.len() {
+        let header = BatchHeader::parse(&records[at..]).expect("a batch header");
+        sizes.push(header.size_bytes());
+        at += header.size_bytes();
+    }
+    assert_eq!(at, records.len(), "the records end inside a batch");
+    sizes
+}
+
+#[test]
+fn a_fetch_naming_one_large_partition_fifty_times_reads_it_once_within_fetch_max_bytes() {
+    let _watchdog = Watchdog::new("fetch fifty times", TEST_BOUND);
+    let broker = start_broker("fifty-times", 2, "");
+    let mut connection = Connection::open(&broker);
+    create_topic(&mut connection, "large", 1);
+    // 40 MiB: below fetch.max.bytes, so only collapsing the duplicates keeps the
+    // answer to one copy of it.
+    append_batches(&mut connection, "large", 0, 80);
+    let stored = 80 * build_value_batch(now_timestamp(), 1, BATCH_VALUE_BYTES).len();
+    let peak_before_kb = status_kb(&broker, "VmHWM");
+
+    let fifty = (0..50).map(|_| fetch_partition(0, i32::MAX)).collect();
+    let started = Instant::now();
+    let id = connection.send(&fetch_request("large", fifty, i32::MAX), 12);
+    let response: FetchResponse =
+        connection.receive_within::<FetchRequest>(id, 12, FETCH_MAX_BYTES_DEFAULT + (2 << 20));
+    let took = started.elapsed();
+    let peak_growth_kb = status_kb(&broker, "VmHWM").saturating_sub(peak_before_kb);
+    eprintln!("a fetch of one partition fifty times: {took:?}, broker peak RSS +{peak_growth_kb} kB");
+
+    assert_eq!(response.responses.len(), 1, "one topic answered");
+    let partitions = &response.responses[0].partitions;
+    assert_eq!(partitions.len(), 1, "the partition is answered once: {:?}", partitions.len());
+    assert_eq!(partitions[0].error_code, 0);
+    let records = partitions[0].records.as_ref().expect("records");
+    assert_eq!(records.len(), stored, "the whole partition, once");
+    assert!(
+        peak_growth_kb < RSS_GROWTH_MAX_KB,
+        "the broker's peak RSS grew {peak_growth_kb} kB answering a {stored}-byte partition (bound {RSS_GROWTH_MAX_KB} kB)"
+    );
+}
+
+#[test]
+fn a_fetch_asking_for_more_than_fetch_max_bytes_gets_at_most_fetch_max_bytes_in_whole_batches() {
+    let _watchdog = Watchdog::new("fetch.max.bytes", TEST_BOUND);
+    let fetch_max_bytes = 3 << 20;
+    let broker = start_broker("fetch-max-bytes", 2, &format!("fetch_max_bytes: {fetch_max_bytes}\n"));
+    let mut connection = Connection::open(&broker);
+    create_topic(&mut connection, "three", 3);
+    for partition in 0..3 {
+        append_batches(&mut connection, "three", partition, 5);
+    }
+
+    let partitions = (0..3).map(|partition| fetch_partition(partition, i32::MAX)).collect();
+    let id = connection.send(&fetch_request("three", partitions, i32::MAX), 12);
+    let response: FetchResponse = connection.receive_within::<FetchRequest>(id, 12, 64 << 20);
+    let answered: Vec<Vec<usize>> = response.responses[0]
+        .partitions
+        .iter()
+        .map(|p| batch_sizes(p.records.as_deref().unwrap_or_default()))
+        .collect();
+    let batch = build_value_batch(now_timestamp(), 1, BATCH_VALUE_BYTES).len();
+    let total: usize = answered.iter().flatten().sum();
+    assert!(total <= fetch_max_bytes, "{total} record bytes answered, more than fetch.max.bytes {fetch_max_bytes}");
+    // In request order: partition 0's five batches, then what fits of partition 1.
+    let fitting = (fetch_max_bytes - 5 * batch) / batch;
+    assert_eq!(answered, vec![vec![batch; 5], vec![batch; fitting], vec![]], "batches answered per partition");
+}
+
+#[test]
+fn a_first_batch_larger_than_every_limit_is_still_returned_whole_and_nothing_after_it() {
+    let _watchdog = Watchdog::new("first batch", TEST_BOUND);
+    let broker = start_broker("first-batch", 2, "fetch_max_bytes: 1024\n");
+    let mut connection = Connection::open(&broker);
+    create_topic(&mut connection, "big-batches", 2);
+    append_batches(&mut connection, "big-batches", 0, 3);
+    append_batches(&mut connection, "big-batches", 1, 1);
+
+    let partitions = vec![fetch_partition(0, 1024), fetch_partition(1, i32::MAX)];
+    let id = connection.send(&fetch_request("big-batches", partitions, i32::MAX), 12);
+    let response: FetchResponse = connection.receive_within::<FetchRequest>(id, 12, 64 << 20);
+    let answered: Vec<Vec<usize>> = response.responses[0]
+        .partitions
+        .iter()
+        .map(|p| batch_sizes(p.records.as_deref().unwrap_or_default()))
+        .collect();
+    let batch = build_value_batch(now_timestamp(), 1, BATCH_VALUE_BYTES).len();
+    assert_eq!(answered, vec![vec![batch], vec![]], "partition 0's first batch alone, so the consumer progresses");
+}
+
+#[test]
+fn fetch_max_bytes_is_reported_by_describe_configs() {
+    let _watchdog = Watchdog::new("describe fetch.max.bytes", TEST_BOUND);
+    let broker = start_broker("describe", 1, "fetch_max_bytes: 2097152\n");
+    let mut connection = Connection::open(&broker);
+    let resource = DescribeConfigsResource::default()
+        .with_resource_type(4)
+        .with_resource_name(StrBytes::from_static_str("0"))
+        .with_configuration_keys(Some(vec![StrBytes::from_static_str("fetch.max.bytes")]));
+    let response = connection.request(&DescribeConfigsRequest::default().with_resources(vec![resource]), 4);
+    let result = &response.results[0];
+    assert_eq!(result.error_code, 0, "{result:?}");
+    let values: Vec<(String, Option<String>)> =
+        result.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect();
+    assert_eq!(values, vec![("fetch.max.bytes".to_string(), Some("2097152".to_string()))]);
+}
