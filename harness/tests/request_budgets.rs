@@ -1,8 +1,9 @@
 //! A client that follows the protocol while asking for too much cannot take the
-//! broker's memory: a real `corelog broker` process gets a Fetch naming one large
-//! partition fifty times with `max_bytes` i32::MAX and a Fetch under a small
-//! `fetch.max.bytes`, while the test measures the broker's resident memory
-//! (`/proc/<pid>/status`).
+//! broker's memory or its other clients' time: a real `corelog broker` process gets
+//! a Fetch naming one large partition fifty times with `max_bytes` i32::MAX, a Fetch
+//! under a small `fetch.max.bytes`, and Produce and ListOffsets requests with 200 000
+//! partition entries, while the test measures the broker's resident memory
+//! (`/proc/<pid>/status`) and how long a bystander's ApiVersions waits.
 //!
 //! Requests are encoded with the `kafka-protocol` crate and written with `std::net`
 //! (see `common::raw`), so the requests are exactly as hostile as written.
@@ -11,18 +12,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::raw::RawConnection as Connection;
+use common::raw::{request_frame, RawConnection as Connection};
 use common::*;
 use corelog_engine::batch::{build_value_batch, BatchHeader};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DescribeConfigsRequest, FetchRequest, FetchResponse, ProduceRequest,
-    ProduceResponse, TopicName,
+    ApiVersionsRequest, BrokerId, CreateTopicsRequest, DescribeConfigsRequest, FetchRequest, FetchResponse,
+    ListOffsetsRequest, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Encodable, Request, StrBytes};
 
 /// Every test here ends within this bound (see [`Watchdog`]).
 const TEST_BOUND: Duration = Duration::from_secs(300);
@@ -202,4 +204,93 @@ fn fetch_max_bytes_is_reported_by_describe_configs() {
     let values: Vec<(String, Option<String>)> =
         result.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect();
     assert_eq!(values, vec![("fetch.max.bytes".to_string(), Some("2097152".to_string()))]);
+}
+
+/// Asks ApiVersions on a connection of its own every few milliseconds until `busy`
+/// answers its request; the longest wait, and how many were asked.
+fn bystander_worst_wait(broker: &BrokerProcess, busy: &mut Connection) -> (Duration, u64) {
+    let (done, answered) = std::sync::mpsc::channel();
+    let mut bystander = Connection::open(broker);
+    let asking = std::thread::spawn(move || {
+        let mut worst = Duration::ZERO;
+        let mut asked = 0u64;
+        while answered.try_recv().is_err() {
+            let started = Instant::now();
+            let response = bystander.request(&ApiVersionsRequest::default(), 3);
+            assert_eq!(response.error_code, 0);
+            worst = worst.max(started.elapsed());
+            asked += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (worst, asked)
+    });
+    let frame = busy.receive_frame_within("the request with many entries", 64 << 20);
+    let correlation_id = i32::from_be_bytes(frame[..4].try_into().expect("a response header"));
+    assert_eq!(correlation_id, BUSY_ID, "the answer to the request with many entries");
+    done.send(()).expect("the bystander is running");
+    asking.join().expect("the bystander")
+}
+
+/// `entries` entries naming a partition the topic does not have, without records
+/// (8 bytes each on the wire): the cheapest request for a client and no engine op
+/// for the broker, each entry answered UNKNOWN_TOPIC_OR_PARTITION.
+fn many_produce_entries(entries: usize) -> Vec<PartitionProduceData> {
+    (0..entries).map(|_| PartitionProduceData::default().with_index(1).with_records(None)).collect()
+}
+
+const ENTRIES: usize = 200_000;
+/// The correlation id of the request with [`ENTRIES`] entries (sent as raw bytes,
+/// encoded before the clock starts).
+const BUSY_ID: i32 = 1000;
+
+/// Checks that a bystander was not held for most of the time a request with
+/// [`ENTRIES`] entries took. Decoding the request and encoding its answer are each
+/// one step that no other task interrupts (about 100 ms apiece in a debug build),
+/// so the bound is relative: a handler that went through its entries without
+/// yielding holds the shard, and the bystander, for nearly the whole request.
+fn assert_bystander_served(what: &str, busy_took: Duration, worst: Duration, asked: u64) {
+    eprintln!("{what}: {busy_took:?}; bystander's worst ApiVersions wait {worst:?} over {asked}");
+    assert!(worst < busy_took / 2, "{what} took {busy_took:?}, and a bystander's ApiVersions waited {worst:?} of it");
+}
+
+#[test]
+fn a_produce_with_200_000_partition_entries_leaves_a_bystander_answered_promptly() {
+    let _watchdog = Watchdog::new("produce fan-out", TEST_BOUND);
+    // One shard: the bystander shares it with the hostile request.
+    let broker = start_broker("produce-fan-out", 1, "");
+    let mut connection = Connection::open(&broker);
+    create_topic(&mut connection, "fan-out", 1);
+    let rss_before_kb = status_kb(&broker, "VmHWM");
+
+    let request = produce_request("fan-out", many_produce_entries(ENTRIES));
+    let frame = request_frame(ProduceRequest::KEY, 9, BUSY_ID, |frame| request.encode(frame, 9));
+    let started = Instant::now();
+    connection.send_raw(&frame);
+    let (worst, asked) = bystander_worst_wait(&broker, &mut connection);
+    let peak_growth_kb = status_kb(&broker, "VmHWM").saturating_sub(rss_before_kb);
+    eprintln!("a produce of {ENTRIES} entries: broker peak RSS +{peak_growth_kb} kB");
+    assert_bystander_served(&format!("a produce of {ENTRIES} entries"), started.elapsed(), worst, asked);
+    assert!(peak_growth_kb < RSS_GROWTH_MAX_KB, "the broker's peak RSS grew {peak_growth_kb} kB");
+}
+
+#[test]
+fn a_list_offsets_with_200_000_partition_entries_leaves_a_bystander_answered_promptly() {
+    let _watchdog = Watchdog::new("list offsets fan-out", TEST_BOUND);
+    let broker = start_broker("list-offsets-fan-out", 1, "");
+    let mut connection = Connection::open(&broker);
+    create_topic(&mut connection, "fan-out", 1);
+    let rss_before_kb = status_kb(&broker, "VmHWM");
+
+    let partitions =
+        (0..ENTRIES).map(|_| ListOffsetsPartition::default().with_partition_index(1).with_timestamp(-1)).collect();
+    let topic = ListOffsetsTopic::default().with_name(name("fan-out")).with_partitions(partitions);
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![topic]);
+    let frame = request_frame(ListOffsetsRequest::KEY, 7, BUSY_ID, |frame| request.encode(frame, 7));
+    let started = Instant::now();
+    connection.send_raw(&frame);
+    let (worst, asked) = bystander_worst_wait(&broker, &mut connection);
+    let peak_growth_kb = status_kb(&broker, "VmHWM").saturating_sub(rss_before_kb);
+    eprintln!("a list offsets of {ENTRIES} entries: broker peak RSS +{peak_growth_kb} kB");
+    assert_bystander_served(&format!("a list offsets of {ENTRIES} entries"), started.elapsed(), worst, asked);
+    assert!(peak_growth_kb < RSS_GROWTH_MAX_KB, "the broker's peak RSS grew {peak_growth_kb} kB");
 }

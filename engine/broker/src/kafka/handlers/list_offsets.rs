@@ -14,12 +14,14 @@
 //! the answer's leader epoch (v4+) is the one this node leads the partition in
 //! (its `LeaderSlot`'s), or NOT_LEADER_OR_FOLLOWER where it leads none.
 
+use std::collections::{HashMap, HashSet};
+
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use super::resolve::{Intent, PartitionRef, TopicRef, LEADER_EPOCH};
-use super::{PerPartition, RequestContext, Versions};
+use super::{Pacer, PerPartition, RequestContext, Versions};
 use crate::kafka::errors::response_error;
 use corelog_engine::log::{Isolation, OffsetSpec};
 use corelog_engine::types::{LeaderEpoch, Offset, TimestampMs};
@@ -45,11 +47,11 @@ pub async fn dispatch(
     let mut work = PerPartition::new();
     let replicas = context.shard.replicas.clone();
     // The leader epoch answered per (topic, partition) in a cluster.
-    let epochs: std::cell::RefCell<Vec<((String, i32), i32)>> = std::cell::RefCell::default();
+    let epochs: std::cell::RefCell<HashMap<(String, i32), i32>> = std::cell::RefCell::default();
     // The (topic, partition)s asked for LATEST_TIERED: answered offset -1 and leader
     // epoch -1 whatever the log holds (the engine is asked only to keep the request's
     // partitions staged alike).
-    let tiered: std::cell::RefCell<Vec<(String, i32)>> = std::cell::RefCell::default();
+    let tiered: std::cell::RefCell<HashSet<(String, i32)>> = std::cell::RefCell::default();
     let (latest, isolation) = match request.isolation_level == READ_COMMITTED {
         true => (OffsetSpec::LastStable, Isolation::ReadCommitted),
         false => (OffsetSpec::Latest, Isolation::ReadUncommitted),
@@ -67,11 +69,11 @@ pub async fn dispatch(
                 let leader_epoch = replicas.as_ref().map(|replicas| {
                     let slot = replicas.leader(&resolved.partition).ok_or(ResponseError::NotLeaderOrFollower)?;
                     let key = (resolved.partition.topic.to_string(), resolved.partition.partition.0);
-                    epochs.borrow_mut().push((key, slot.leader_epoch.0));
+                    epochs.borrow_mut().insert(key, slot.leader_epoch.0);
                     Ok(())
                 });
                 if wanted.timestamp == LATEST_TIERED && version >= 9 {
-                    tiered.borrow_mut().push((resolved.partition.topic.to_string(), resolved.partition.partition.0));
+                    tiered.borrow_mut().insert((resolved.partition.topic.to_string(), resolved.partition.partition.0));
                 }
                 async move {
                     if let Some(leader_epoch) = leader_epoch {
@@ -94,43 +96,37 @@ pub async fn dispatch(
     respond(work, context.version, epochs.into_inner(), tiered.into_inner())
 }
 
+/// The response, built with a yield every few entries (see [`Pacer`]): a request
+/// may name hundreds of thousands of partitions.
 async fn respond(
     work: PerPartition<kafka_protocol::messages::TopicName, Option<(Offset, TimestampMs)>>,
     version: i16,
-    epochs: Vec<((String, i32), i32)>,
-    tiered: Vec<(String, i32)>,
+    epochs: HashMap<(String, i32), i32>,
+    tiered: HashSet<(String, i32)>,
 ) -> ListOffsetsResponse {
-    let topics = work
-        .replies()
-        .await
-        .into_iter()
-        .map(|(name, answers)| {
-            let partitions = answers
-                .into_iter()
-                .map(|(index, answer)| {
-                    // The leader epoch field exists from v4; below it must stay at its default.
-                    let epoch = epochs
-                        .iter()
-                        .find(|((topic, partition), _)| *topic == name.0.as_str() && *partition == index)
-                        .map_or(LEADER_EPOCH.0, |(_, epoch)| *epoch);
-                    let leader_epoch = if version >= 4 { epoch } else { -1 };
-                    let response = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(index)
-                        .with_leader_epoch(leader_epoch);
-                    let is_tiered =
-                        tiered.iter().any(|(topic, partition)| *topic == name.0.as_str() && *partition == index);
-                    match answer {
-                        // Nothing is tiered: Kafka answers offset -1 and leader epoch -1.
-                        Ok(_) if is_tiered => response.with_offset(-1).with_timestamp(-1).with_leader_epoch(-1),
-                        Ok(Some((offset, timestamp))) => response.with_offset(offset.0).with_timestamp(timestamp.0),
-                        // No record that recent (or none visible): Kafka answers offset -1.
-                        Ok(None) => response.with_offset(-1).with_timestamp(-1),
-                        Err(error) => response.with_error_code(error.code()).with_offset(-1).with_timestamp(-1),
-                    }
-                })
-                .collect();
-            ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions)
-        })
-        .collect();
+    let mut pacer = Pacer::default();
+    let mut topics = Vec::new();
+    for (name, answers) in work.replies().await {
+        let mut partitions = Vec::with_capacity(answers.len());
+        for (index, answer) in answers {
+            // Looked up by key: a request may name hundreds of thousands of partitions.
+            let key = (name.0.to_string(), index);
+            // The leader epoch field exists from v4; below it must stay at its default.
+            let epoch = epochs.get(&key).map_or(LEADER_EPOCH.0, |epoch| *epoch);
+            let leader_epoch = if version >= 4 { epoch } else { -1 };
+            let response =
+                ListOffsetsPartitionResponse::default().with_partition_index(index).with_leader_epoch(leader_epoch);
+            partitions.push(match answer {
+                // Nothing is tiered: Kafka answers offset -1 and leader epoch -1.
+                Ok(_) if tiered.contains(&key) => response.with_offset(-1).with_timestamp(-1).with_leader_epoch(-1),
+                Ok(Some((offset, timestamp))) => response.with_offset(offset.0).with_timestamp(timestamp.0),
+                // No record that recent (or none visible): Kafka answers offset -1.
+                Ok(None) => response.with_offset(-1).with_timestamp(-1),
+                Err(error) => response.with_error_code(error.code()).with_offset(-1).with_timestamp(-1),
+            });
+            pacer.entry().await;
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions));
+    }
     ListOffsetsResponse::default().with_topics(topics)
 }

@@ -85,6 +85,8 @@ pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
+use std::collections::VecDeque;
+
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 
@@ -275,19 +277,44 @@ impl Pacer {
     }
 }
 
+/// Ops of one request [`PerPartition`] keeps queued and unanswered at once; past
+/// it, the oldest reply is awaited before the next op is queued. Kafka has no cap
+/// on a request's partition entries (a Produce, Fetch or ListOffsets may name a
+/// million, within `socket.request.max.bytes`), and neither has corelog: this
+/// bounds the replies and record bytes held in flight, not what a request may ask.
+pub const OPS_IN_FLIGHT_MAX: usize = 1024;
+
 /// Per-partition ops of a staged request: queued one after the other in request
 /// order by [`PerPartition::topic`] (the dispatch stage), their replies then awaited
-/// together by [`PerPartition::replies`] and handed back grouped by topic in request
-/// order: `(topic, [(partition index, reply or error)])`.
+/// by [`PerPartition::replies`] and handed back grouped by topic in request order:
+/// `(topic, [(partition index, reply or error)])`. At most [`OPS_IN_FLIGHT_MAX`]
+/// are queued and unanswered at once, and both stages yield to the shard's other
+/// tasks every [`ENTRIES_PER_YIELD`] entries ([`Pacer`]), so a request naming a
+/// million partitions neither holds a million replies in flight nor starves other
+/// connections.
 pub struct PerPartition<N, T> {
     shape: Vec<(N, Vec<i32>)>,
     /// One per partition index of `shape`, in the same order.
-    dispatched: Vec<Result<Dispatched<T>, ResponseError>>,
+    slots: Vec<Slot<T>>,
+    /// The ops still queued, oldest first, with their place in `slots` and their
+    /// partition index.
+    queued: VecDeque<(usize, i32, Dispatched<T>)>,
+    pacer: Pacer,
+}
+
+/// One partition's op of a [`PerPartition`]: kept small (an engine error becomes
+/// its response error as the reply is taken), one per entry of the request.
+enum Slot<T> {
+    /// Queued: its reply is in `queued`.
+    Queued,
+    /// Its reply, taken early (to keep the ops in flight bounded) or at the end;
+    /// or, for an op never queued, the refusal of its partition or of the handler.
+    Answered(Result<T, ResponseError>),
 }
 
 impl<N, T> Default for PerPartition<N, T> {
     fn default() -> Self {
-        PerPartition { shape: Vec::new(), dispatched: Vec::new() }
+        PerPartition { shape: Vec::new(), slots: Vec::new(), queued: VecDeque::new(), pacer: Pacer::default() }
     }
 }
 
@@ -321,26 +348,49 @@ impl<N: std::fmt::Debug, T> PerPartition<N, T> {
                     Err(refusal.error)
                 }
             };
-            self.dispatched.push(dispatched);
+            match dispatched {
+                Ok(pending) => {
+                    self.queued.push_back((self.slots.len(), wanted.index, pending));
+                    self.slots.push(Slot::Queued);
+                }
+                Err(error) => self.slots.push(Slot::Answered(Err(error))),
+            }
+            if self.queued.len() > OPS_IN_FLIGHT_MAX {
+                self.take_oldest_reply().await;
+            }
+            self.pacer.entry().await;
         }
         self.shape.push((name, indexes));
     }
 
+    /// Waits for the reply of the oldest op still queued, and keeps it.
+    async fn take_oldest_reply(&mut self) {
+        if let Some((at, index, pending)) = self.queued.pop_front() {
+            let reply = pending.reply().await.map_err(|error| {
+                tracing::debug!("partition {index}: {error}");
+                response_error(&error)
+            });
+            self.slots[at] = Slot::Answered(reply);
+        }
+    }
+
     /// Waits for every reply. They are all queued already, so waiting for them one
     /// after the other takes as long as the slowest.
-    pub async fn replies(self) -> Vec<(N, Vec<(i32, Result<T, ResponseError>)>)> {
-        let mut dispatched = self.dispatched.into_iter();
+    pub async fn replies(mut self) -> Vec<(N, Vec<(i32, Result<T, ResponseError>)>)> {
+        while !self.queued.is_empty() {
+            self.take_oldest_reply().await;
+            self.pacer.entry().await;
+        }
+        let mut slots = self.slots.into_iter();
         let mut replies = Vec::with_capacity(self.shape.len());
         for (name, indexes) in self.shape {
             let mut answered = Vec::with_capacity(indexes.len());
             for index in indexes {
-                let Some(next) = dispatched.next() else { break };
+                let Some(next) = slots.next() else { break };
                 let reply = match next {
-                    Ok(pending) => pending.reply().await.map_err(|error| {
-                        tracing::debug!("topic {name:?} partition {index}: {error}");
-                        response_error(&error)
-                    }),
-                    Err(error) => Err(error),
+                    Slot::Answered(reply) => reply,
+                    // Every queued op was taken above.
+                    Slot::Queued => Err(ResponseError::UnknownServerError),
                 };
                 answered.push((index, reply));
             }

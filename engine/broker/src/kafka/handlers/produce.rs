@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::resolve::{Intent, PartitionRef, TopicRef};
-use super::{PerPartition, RequestContext, Versions};
+use super::{Pacer, PerPartition, RequestContext, Versions};
 use crate::cluster::replica_manager::{AcksAllError, LeaderSlot, ReplicaManager};
 use crate::cluster::replication::InsyncError;
 use crate::kafka::errors::response_error;
@@ -132,7 +132,7 @@ pub async fn dispatch(
                 tracing::trace!("produce to {}-{index} {producer}: {answer:?}", name.0);
             }
         }
-        respond(replies)
+        respond(replies).await
     }
 }
 
@@ -267,25 +267,25 @@ fn acks_all_error(error: AcksAllError) -> ResponseError {
     }
 }
 
-fn respond(replies: Replies) -> ProduceResponse {
-    let responses = replies
-        .into_iter()
-        .map(|(name, answers)| {
-            let partition_responses = answers
-                .into_iter()
-                .map(|(index, answer)| {
-                    let response = PartitionProduceResponse::default()
-                        .with_index(index)
-                        .with_log_start_offset(-1)
-                        .with_log_append_time_ms(-1);
-                    match answer {
-                        Ok(info) => response.with_base_offset(info.base_offset.0),
-                        Err(error) => response.with_error_code(error.code()).with_base_offset(-1),
-                    }
-                })
-                .collect();
-            TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses)
-        })
-        .collect();
+/// The response, built with a yield every few entries (see [`Pacer`]): a request
+/// may name hundreds of thousands of partitions.
+async fn respond(replies: Replies) -> ProduceResponse {
+    let mut pacer = Pacer::default();
+    let mut responses = Vec::with_capacity(replies.len());
+    for (name, answers) in replies {
+        let mut partition_responses = Vec::with_capacity(answers.len());
+        for (index, answer) in answers {
+            let response = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_log_start_offset(-1)
+                .with_log_append_time_ms(-1);
+            partition_responses.push(match answer {
+                Ok(info) => response.with_base_offset(info.base_offset.0),
+                Err(error) => response.with_error_code(error.code()).with_base_offset(-1),
+            });
+            pacer.entry().await;
+        }
+        responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
+    }
     ProduceResponse::default().with_responses(responses)
 }
