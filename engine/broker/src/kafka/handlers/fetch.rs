@@ -309,11 +309,11 @@ async fn respond(
     }
 
     let isolation_committed = request.isolation_level == READ_COMMITTED;
-    answer(shape, results, high_watermarks, isolation_committed)
+    answer(shape, results, high_watermarks, isolation_committed).await
 }
 
-/// The response: each partition's read, in request order.
-fn answer(
+/// The response: each partition's read, in request order (paced, see [`Pacer`]).
+async fn answer(
     shape: Shape,
     results: Vec<Result<ReadResult, ReadFailure>>,
     high_watermarks: Vec<Option<Offset>>,
@@ -321,41 +321,39 @@ fn answer(
 ) -> FetchResponse {
     let mut results = results.into_iter();
     let mut high_watermarks = high_watermarks.into_iter();
-    let responses = shape
-        .into_iter()
-        .map(|(topic, indexes)| {
-            let partitions = indexes
-                .into_iter()
-                .map(|index| {
-                    let data = PartitionData::default().with_partition_index(index);
-                    // Null for read_uncommitted, as Kafka answers; a list for read_committed.
-                    let data = data.with_aborted_transactions(isolation_committed.then(Vec::new));
-                    let leader_high_watermark = high_watermarks.next().flatten();
-                    match results.next() {
-                        Some(Ok(read)) => {
-                            let high_watermark = leader_high_watermark.unwrap_or(read.high_watermark);
-                            let last_stable_offset = read.last_stable_offset.min(high_watermark);
-                            let data = match isolation_committed {
-                                true => data.with_aborted_transactions(Some(aborted(&read))),
-                                false => data,
-                            };
-                            data.with_high_watermark(high_watermark.0)
-                                .with_last_stable_offset(last_stable_offset.0)
-                                .with_log_start_offset(read.log_start_offset.0)
-                                .with_records(Some(Bytes::from(read.bytes)))
-                        }
-                        Some(Err((error, log_start_offset))) => data
-                            .with_error_code(error.code())
-                            .with_high_watermark(-1)
-                            .with_last_stable_offset(-1)
-                            .with_log_start_offset(log_start_offset),
-                        None => data.with_error_code(ResponseError::UnknownServerError.code()),
-                    }
-                })
-                .collect();
-            FetchableTopicResponse::default().with_topic(topic).with_partitions(partitions)
-        })
-        .collect();
+    let mut pacer = Pacer::default();
+    let mut responses = Vec::with_capacity(shape.len());
+    for (topic, indexes) in shape {
+        let mut partitions = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            let data = PartitionData::default().with_partition_index(index);
+            // Null for read_uncommitted, as Kafka answers; a list for read_committed.
+            let data = data.with_aborted_transactions(isolation_committed.then(Vec::new));
+            let leader_high_watermark = high_watermarks.next().flatten();
+            partitions.push(match results.next() {
+                Some(Ok(read)) => {
+                    let high_watermark = leader_high_watermark.unwrap_or(read.high_watermark);
+                    let last_stable_offset = read.last_stable_offset.min(high_watermark);
+                    let data = match isolation_committed {
+                        true => data.with_aborted_transactions(Some(aborted(&read))),
+                        false => data,
+                    };
+                    data.with_high_watermark(high_watermark.0)
+                        .with_last_stable_offset(last_stable_offset.0)
+                        .with_log_start_offset(read.log_start_offset.0)
+                        .with_records(Some(Bytes::from(read.bytes)))
+                }
+                Some(Err((error, log_start_offset))) => data
+                    .with_error_code(error.code())
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(log_start_offset),
+                None => data.with_error_code(ResponseError::UnknownServerError.code()),
+            });
+            pacer.entry().await;
+        }
+        responses.push(FetchableTopicResponse::default().with_topic(topic).with_partitions(partitions));
+    }
     FetchResponse::default().with_responses(responses)
 }
 
@@ -397,7 +395,7 @@ async fn read_all(
                 Err(failure) => Err(failure),
             };
             let read = read.map(|mut read| {
-                keep_within(&mut read, w.partition_max_bytes.min(remaining), first_batch_whole);
+                keep_within(&mut read, w.fetch_offset, w.partition_max_bytes.min(remaining), first_batch_whole);
                 read
             });
             if let Ok(read) = &read {
@@ -426,11 +424,12 @@ async fn dispatch_read(
     read.map_err(|e| failure(&e))
 }
 
-/// Cuts a read to the whole batches that fit in `limit`, as a read with that limit
-/// would have returned: the first batch stays whatever its size when
-/// `first_batch_whole` (KIP-74), else a first batch that does not fit leaves no
-/// records. The aborted transactions kept are those that start before the cut.
-fn keep_within(read: &mut ReadResult, limit: usize, first_batch_whole: bool) {
+/// Cuts a read from `fetch_offset` to the whole batches that fit in `limit`, as a
+/// read with that limit would have returned: the first batch stays whatever its
+/// size when `first_batch_whole` (KIP-74), else a first batch that does not fit
+/// leaves no records. The aborted transactions kept are those that start before
+/// the cut.
+fn keep_within(read: &mut ReadResult, fetch_offset: Offset, limit: usize, first_batch_whole: bool) {
     if read.bytes.len() <= limit {
         return;
     }
@@ -446,10 +445,8 @@ fn keep_within(read: &mut ReadResult, limit: usize, first_batch_whole: bool) {
         next_offset = Some(header.last_offset().next());
     }
     read.bytes.truncate(end);
-    match next_offset {
-        Some(next_offset) => read.aborted_transactions.retain(|txn| txn.first_offset < next_offset),
-        None => read.aborted_transactions.clear(),
-    }
+    read.next_offset = next_offset.unwrap_or(fetch_offset);
+    read.aborted_transactions.retain(|txn| txn.first_offset < read.next_offset);
 }
 
 /// A committed read's aborted transactions, as the response lists them.
@@ -468,4 +465,68 @@ fn failure(error: &EngineError) -> ReadFailure {
         _ => -1,
     };
     (response_error(error), log_start_offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corelog_engine::batch::{build_value_batch, stamp};
+    use corelog_engine::segment::txn_index::AbortedTxn;
+    use corelog_engine::types::{ProducerId, TimestampMs};
+
+    /// Three one-record batches at offsets 0, 1 and 2, and one batch's size.
+    fn three_batches() -> (ReadResult, usize) {
+        let mut bytes = Vec::new();
+        for offset in 0..3 {
+            let mut batch = build_value_batch(TimestampMs(0), 1, 100);
+            stamp(&mut batch, Offset(offset), LeaderEpoch(0));
+            bytes.extend_from_slice(&batch);
+        }
+        let size = bytes.len() / 3;
+        let aborted = |first: i64| AbortedTxn {
+            producer_id: ProducerId(first),
+            first_offset: Offset(first),
+            last_offset: Offset(first + 5),
+            last_stable_offset: Offset(first + 6),
+        };
+        let read = ReadResult {
+            bytes,
+            next_offset: Offset(3),
+            log_start_offset: Offset(0),
+            log_end_offset: Offset(3),
+            high_watermark: Offset(3),
+            last_stable_offset: Offset(3),
+            aborted_transactions: vec![aborted(0), aborted(1), aborted(2)],
+        };
+        (read, size)
+    }
+
+    fn first_offsets(read: &ReadResult) -> Vec<i64> {
+        read.aborted_transactions.iter().map(|txn| txn.first_offset.0).collect()
+    }
+
+    #[test]
+    fn a_read_within_its_limit_is_kept_whole() {
+        let (mut read, size) = three_batches();
+        keep_within(&mut read, Offset(0), 3 * size, false);
+        assert_eq!((read.bytes.len(), read.next_offset, first_offsets(&read)), (3 * size, Offset(3), vec![0, 1, 2]));
+    }
+
+    #[test]
+    fn a_read_past_its_limit_keeps_the_whole_batches_that_fit_and_their_aborted_transactions() {
+        let (mut read, size) = three_batches();
+        keep_within(&mut read, Offset(0), 2 * size + size / 2, false);
+        assert_eq!((read.bytes.len(), read.next_offset, first_offsets(&read)), (2 * size, Offset(2), vec![0, 1]));
+    }
+
+    #[test]
+    fn a_first_batch_larger_than_the_limit_is_kept_only_while_no_partition_returned_records() {
+        let (mut first, size) = three_batches();
+        keep_within(&mut first, Offset(0), 10, true);
+        assert_eq!((first.bytes.len(), first.next_offset, first_offsets(&first)), (size, Offset(1), vec![0]));
+
+        let (mut later, _) = three_batches();
+        keep_within(&mut later, Offset(0), 10, false);
+        assert_eq!((later.bytes.len(), later.next_offset, first_offsets(&later)), (0, Offset(0), vec![]));
+    }
 }
