@@ -1,8 +1,8 @@
 //! A client that follows the protocol while asking for too much cannot take the
 //! broker's memory or its other clients' time: a real `corelog broker` process gets
 //! a Fetch naming one large partition fifty times with `max_bytes` i32::MAX, a Fetch
-//! under a small `fetch.max.bytes`, and Produce and ListOffsets requests with 200 000
-//! partition entries, while the test measures the broker's resident memory
+//! under a small `fetch.max.bytes`, and Produce, ListOffsets and Fetch requests with
+//! 200 000 partition entries, while the test measures the broker's resident memory
 //! (`/proc/<pid>/status`) and how long a bystander's ApiVersions waits.
 //!
 //! Requests are encoded with the `kafka-protocol` crate and written with `std::net`
@@ -292,5 +292,26 @@ fn a_list_offsets_with_200_000_partition_entries_leaves_a_bystander_answered_pro
     let peak_growth_kb = status_kb(&broker, "VmHWM").saturating_sub(rss_before_kb);
     eprintln!("a list offsets of {ENTRIES} entries: broker peak RSS +{peak_growth_kb} kB");
     assert_bystander_served(&format!("a list offsets of {ENTRIES} entries"), started.elapsed(), worst, asked);
+    assert!(peak_growth_kb < RSS_GROWTH_MAX_KB, "the broker's peak RSS grew {peak_growth_kb} kB");
+}
+
+#[test]
+fn a_fetch_with_200_000_partition_entries_leaves_a_bystander_answered_promptly() {
+    let _watchdog = Watchdog::new("fetch fan-out", TEST_BOUND);
+    let broker = start_broker("fetch-fan-out", 1, "");
+    let mut connection = Connection::open(&broker);
+    create_topic(&mut connection, "fan-out", 1);
+    let rss_before_kb = status_kb(&broker, "VmHWM");
+
+    // Partitions 1, 2, ...: none exists, each is answered UNKNOWN_TOPIC_OR_PARTITION.
+    let partitions = (1..=ENTRIES as i32).map(|partition| fetch_partition(partition, 1 << 20)).collect();
+    let request = fetch_request("fan-out", partitions, i32::MAX);
+    let frame = request_frame(FetchRequest::KEY, 12, BUSY_ID, |frame| request.encode(frame, 12));
+    let started = Instant::now();
+    connection.send_raw(&frame);
+    let (worst, asked) = bystander_worst_wait(&broker, &mut connection);
+    let peak_growth_kb = status_kb(&broker, "VmHWM").saturating_sub(rss_before_kb);
+    eprintln!("a fetch of {ENTRIES} entries: broker peak RSS +{peak_growth_kb} kB");
+    assert_bystander_served(&format!("a fetch of {ENTRIES} entries"), started.elapsed(), worst, asked);
     assert!(peak_growth_kb < RSS_GROWTH_MAX_KB, "the broker's peak RSS grew {peak_growth_kb} kB");
 }
