@@ -255,63 +255,50 @@ fn assert_bystander_served(what: &str, busy_took: Duration, worst: Duration, ask
 
 #[test]
 fn a_produce_with_200_000_partition_entries_leaves_a_bystander_answered_promptly() {
-    let _watchdog = Watchdog::new("produce fan-out", TEST_BOUND);
-    // One shard: the bystander shares it with the hostile request.
-    let broker = start_broker("produce-fan-out", 1, "");
-    let mut connection = Connection::open(&broker);
-    create_topic(&mut connection, "fan-out", 1);
-    let rss_before_kb = status_kb(&broker, "VmHWM");
-
-    let request = produce_request("fan-out", many_produce_entries(ENTRIES));
-    let frame = request_frame(ProduceRequest::KEY, 9, BUSY_ID, |frame| request.encode(frame, 9));
-    let started = Instant::now();
-    connection.send_raw(&frame);
-    let (worst, asked) = bystander_worst_wait(&broker, &mut connection);
-    let peak_growth_kb = status_kb(&broker, "VmHWM").saturating_sub(rss_before_kb);
-    eprintln!("a produce of {ENTRIES} entries: broker peak RSS +{peak_growth_kb} kB");
-    assert_bystander_served(&format!("a produce of {ENTRIES} entries"), started.elapsed(), worst, asked);
-    assert!(peak_growth_kb < RSS_GROWTH_MAX_KB, "the broker's peak RSS grew {peak_growth_kb} kB");
+    assert_fan_out_leaves_a_bystander_answered("produce", || {
+        let request = produce_request("fan-out", many_produce_entries(ENTRIES));
+        request_frame(ProduceRequest::KEY, 9, BUSY_ID, |frame| request.encode(frame, 9))
+    });
 }
 
 #[test]
 fn a_list_offsets_with_200_000_partition_entries_leaves_a_bystander_answered_promptly() {
-    let _watchdog = Watchdog::new("list offsets fan-out", TEST_BOUND);
-    let broker = start_broker("list-offsets-fan-out", 1, "");
-    let mut connection = Connection::open(&broker);
-    create_topic(&mut connection, "fan-out", 1);
-    let rss_before_kb = status_kb(&broker, "VmHWM");
-
-    let partitions =
-        (0..ENTRIES).map(|_| ListOffsetsPartition::default().with_partition_index(1).with_timestamp(-1)).collect();
-    let topic = ListOffsetsTopic::default().with_name(name("fan-out")).with_partitions(partitions);
-    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![topic]);
-    let frame = request_frame(ListOffsetsRequest::KEY, 7, BUSY_ID, |frame| request.encode(frame, 7));
-    let started = Instant::now();
-    connection.send_raw(&frame);
-    let (worst, asked) = bystander_worst_wait(&broker, &mut connection);
-    let peak_growth_kb = status_kb(&broker, "VmHWM").saturating_sub(rss_before_kb);
-    eprintln!("a list offsets of {ENTRIES} entries: broker peak RSS +{peak_growth_kb} kB");
-    assert_bystander_served(&format!("a list offsets of {ENTRIES} entries"), started.elapsed(), worst, asked);
-    assert!(peak_growth_kb < RSS_GROWTH_MAX_KB, "the broker's peak RSS grew {peak_growth_kb} kB");
+    assert_fan_out_leaves_a_bystander_answered("list offsets", || {
+        let partitions =
+            (0..ENTRIES).map(|_| ListOffsetsPartition::default().with_partition_index(1).with_timestamp(-1)).collect();
+        let topic = ListOffsetsTopic::default().with_name(name("fan-out")).with_partitions(partitions);
+        let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![topic]);
+        request_frame(ListOffsetsRequest::KEY, 7, BUSY_ID, |frame| request.encode(frame, 7))
+    });
 }
 
 #[test]
 fn a_fetch_with_200_000_partition_entries_leaves_a_bystander_answered_promptly() {
-    let _watchdog = Watchdog::new("fetch fan-out", TEST_BOUND);
-    let broker = start_broker("fetch-fan-out", 1, "");
+    assert_fan_out_leaves_a_bystander_answered("fetch", || {
+        // Partitions 1, 2, ...: none exists, each is answered UNKNOWN_TOPIC_OR_PARTITION.
+        let partitions = (1..=ENTRIES as i32).map(|partition| fetch_partition(partition, 1 << 20)).collect();
+        let request = fetch_request("fan-out", partitions, i32::MAX);
+        request_frame(FetchRequest::KEY, 12, BUSY_ID, |frame| request.encode(frame, 12))
+    });
+}
+
+/// A one-shard broker with a one-partition topic `fan-out` gets the request frame
+/// `frame` builds (a `what` of [`ENTRIES`] partition entries) on one connection
+/// while a bystander on another asks ApiVersions: the bystander is answered
+/// promptly and the broker's peak RSS stays bounded.
+fn assert_fan_out_leaves_a_bystander_answered<F: FnOnce() -> Vec<u8>>(what: &'static str, frame: F) {
+    let _watchdog = Watchdog::new(what, TEST_BOUND);
+    // One shard: the bystander shares it with the hostile request.
+    let broker = start_broker(&format!("{}-fan-out", what.replace(' ', "-")), 1, "");
     let mut connection = Connection::open(&broker);
     create_topic(&mut connection, "fan-out", 1);
     let rss_before_kb = status_kb(&broker, "VmHWM");
-
-    // Partitions 1, 2, ...: none exists, each is answered UNKNOWN_TOPIC_OR_PARTITION.
-    let partitions = (1..=ENTRIES as i32).map(|partition| fetch_partition(partition, 1 << 20)).collect();
-    let request = fetch_request("fan-out", partitions, i32::MAX);
-    let frame = request_frame(FetchRequest::KEY, 12, BUSY_ID, |frame| request.encode(frame, 12));
+    let frame = frame();
     let started = Instant::now();
     connection.send_raw(&frame);
     let (worst, asked) = bystander_worst_wait(&broker, &mut connection);
     let peak_growth_kb = status_kb(&broker, "VmHWM").saturating_sub(rss_before_kb);
-    eprintln!("a fetch of {ENTRIES} entries: broker peak RSS +{peak_growth_kb} kB");
-    assert_bystander_served(&format!("a fetch of {ENTRIES} entries"), started.elapsed(), worst, asked);
+    eprintln!("a {what} of {ENTRIES} entries: broker peak RSS +{peak_growth_kb} kB");
+    assert_bystander_served(&format!("a {what} of {ENTRIES} entries"), started.elapsed(), worst, asked);
     assert!(peak_growth_kb < RSS_GROWTH_MAX_KB, "the broker's peak RSS grew {peak_growth_kb} kB");
 }
