@@ -442,10 +442,9 @@ impl<P: ProducerIdSource> TxnCoordinator<P> {
     /// append in flight, the rest wait for that append, as a client's next request
     /// would have.
     fn release_parked(&mut self, transactional_id: &TransactionalId, now_ms: i64) {
-        while let Some(parked) = self.parked.get_mut(transactional_id).and_then(|queue| {
-            let first = (!queue.is_empty()).then(|| queue.remove(0));
-            first
-        }) {
+        while let Some(parked) =
+            self.parked.get_mut(transactional_id).and_then(|queue| (!queue.is_empty()).then(|| queue.remove(0)))
+        {
             self.handle(parked.request_id, parked.request, now_ms);
             if self.transactions.get(transactional_id).is_none_or(|m| m.pending_state.is_some()) {
                 break;
