@@ -297,19 +297,34 @@ async fn append_record(
 }
 
 /// Writes the marker of `markers` to each of its partitions, each retried until it
-/// is written or its partition is gone (deleted with its topic).
+/// is written or its partition is gone (deleted with its topic). The partitions are
+/// written at once, a task each, so a transaction's completion waits for its
+/// slowest partition's durable append, not for the sum of them (each is an
+/// fdatasync under `fsync.policy` always, `__consumer_offsets` always is).
 async fn write_markers(engine: &EngineHandle, groups: &crate::group::GroupRouter, markers: &TxnMarkers) {
     let outcome = match markers.result {
         TransactionResult::Commit => TxnOutcome::Commit,
         TransactionResult::Abort => TxnOutcome::Abort,
     };
     let marker = TxnMarker { outcome, coordinator_epoch: markers.coordinator_epoch.0 };
-    for partition in &markers.partitions {
-        let written = write_marker(engine, partition, markers, marker).await;
-        if written && partition.topic == crate::group::offsets_topic() {
-            let commit = markers.result == TransactionResult::Commit;
-            groups.complete_txn(partition.partition, markers.producer_id, commit).await;
-        }
+    let markers = std::rc::Rc::new(markers.clone());
+    let tasks: Vec<_> = markers
+        .partitions
+        .iter()
+        .map(|partition| {
+            let (engine, groups, markers, partition) =
+                (engine.clone(), groups.clone(), markers.clone(), partition.clone());
+            glommio::spawn_local(async move {
+                let written = write_marker(&engine, &partition, &markers, marker).await;
+                if written && partition.topic == crate::group::offsets_topic() {
+                    let commit = markers.result == TransactionResult::Commit;
+                    groups.complete_txn(partition.partition, markers.producer_id, commit).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await;
     }
 }
 
