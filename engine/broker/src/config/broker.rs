@@ -526,6 +526,7 @@ mod tests {
             ("auto.create.topics.enable", "false", "false"),
             ("num.partitions", "12", "12"),
             ("socket.request.max.bytes", "1048576", "1048576"),
+            ("fetch.max.bytes", "1048576", "1048576"),
             ("max.connections", "50", "50"),
             ("max.connections.per.ip", "3", "3"),
             ("max.connections.per.ip.overrides", "10.0.0.2:5, ::1:7", "10.0.0.2:5,[::1]:7"),
