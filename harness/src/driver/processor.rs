@@ -25,7 +25,10 @@
 //! transaction with data in the output and nothing committed, the moment the
 //! coordinator's abort (when a new instance with the same `transactional.id`
 //! starts, or at the transaction timeout) and the group's committed offsets must
-//! agree on. SIGTERM ends the loop after the current transaction.
+//! agree on. SIGTERM ends the loop after the current transaction. A transactional
+//! call that fails for good (a fatal librdkafka error) does not end the processor:
+//! it starts its clients again, as an application would, and reports the batch
+//! aborted.
 //!
 //! `--non-transactional` (a test-only switch of `corelog run`) runs the same loop
 //! at-least-once: an idempotent producer, offsets committed by the consumer after
@@ -135,7 +138,19 @@ pub fn run(args: ProcessorArgs) -> anyhow::Result<()> {
             continue;
         }
         let planned_abort = !args.non_transactional && processor.draw() < args.abort_rate;
-        processor.process(&batch, planned_abort, &crash)?;
+        if let Err(error) = processor.process(&batch, planned_abort, &crash) {
+            // A transactional call failed for good (librdkafka's fatal errors, such
+            // as INVALID_TXN_STATE for an abort the coordinator, restarted, no longer
+            // knows): what an application does, start the clients again. The new
+            // producer's InitProducerId (same transactional.id) aborts whatever was
+            // left open, and the batch goes back to the group at its committed offsets.
+            tracing::warn!("processor: {error:#}; starting its clients again");
+            processor.report(&format!("abort {} 0 error", batch.len()))?;
+            let draws = processor.draws.clone();
+            drop(processor);
+            processor = Processor::new(&args)?;
+            processor.draws = draws;
+        }
     }
     // A clean end: the last transaction is finished; dropping the consumer leaves
     // the group.
