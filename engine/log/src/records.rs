@@ -20,7 +20,7 @@
 //! The limit: the CPU cost of a lookup grows with the inflated size of the records
 //! before the one found.
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 
 use crate::batch::{BatchError, BatchHeader, BATCH_HEADER_BYTES};
 use crate::types::{Offset, TimestampMs};
@@ -256,12 +256,35 @@ impl Read for SnappyBlocks<'_> {
     }
 }
 
+/// `records` (a batch's records section) compressed with `codec` (attribute bits
+/// 0-2; 0 leaves them as they are), as Kafka's codecs write them: gzip; snappy as one raw block
+/// (as librdkafka writes it; Java's reader takes raw blocks as well as its own
+/// xerial framing); lz4 as an LZ4 frame of independent blocks; zstd as a frame.
+pub fn compress(codec: i16, records: &[u8]) -> std::io::Result<Vec<u8>> {
+    Ok(match codec {
+        0 => records.to_vec(),
+        1 => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(records)?;
+            encoder.finish()?
+        }
+        2 => snap::raw::Encoder::new().compress_vec(records).map_err(std::io::Error::other)?,
+        3 => {
+            let info = lz4_flex::frame::FrameInfo::new().block_mode(lz4_flex::frame::BlockMode::Independent);
+            let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+            encoder.write_all(records)?;
+            encoder.finish().map_err(std::io::Error::other)?
+        }
+        4 => zstd::stream::encode_all(records, 3)?,
+        other => return Err(std::io::Error::other(format!("unknown compression codec {other}"))),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::batch::{build_batch, stamp, BatchProducer, RecordSpec};
     use crate::types::LeaderEpoch;
-    use std::io::Write;
 
     const BASE_TIMESTAMP: i64 = 1_700_000_000_000;
 
@@ -283,21 +306,7 @@ mod tests {
     /// is not recomputed: the search does not check it.
     fn compressed(batch: &[u8], codec: i16) -> Vec<u8> {
         let records = &batch[BATCH_HEADER_BYTES..];
-        let body = match codec {
-            1 => {
-                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                encoder.write_all(records).expect("gzip");
-                encoder.finish().expect("gzip")
-            }
-            2 => snap::raw::Encoder::new().compress_vec(records).expect("snappy"),
-            3 => {
-                let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
-                encoder.write_all(records).expect("lz4");
-                encoder.finish().expect("lz4")
-            }
-            4 => zstd::stream::encode_all(records, 3).expect("zstd"),
-            _ => unreachable!("codec {codec}"),
-        };
+        let body = compress(codec, records).expect("compressed");
         let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
         out.extend_from_slice(&body);
         let batch_length = (out.len() - crate::batch::BATCH_LENGTH_PREFIX_BYTES) as i32;

@@ -3,7 +3,6 @@
 //! transactions.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -52,21 +51,7 @@ struct Seen {
 /// fresh length and CRC.
 fn compressed(batch: &[u8], codec: i16) -> Vec<u8> {
     let records = &batch[BATCH_HEADER_BYTES..];
-    let body = match codec {
-        0 => records.to_vec(),
-        1 => {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            encoder.write_all(records).expect("gzip");
-            encoder.finish().expect("gzip")
-        }
-        2 => snap::raw::Encoder::new().compress_vec(records).expect("snappy"),
-        3 => {
-            let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
-            encoder.write_all(records).expect("lz4");
-            encoder.finish().expect("lz4")
-        }
-        _ => zstd::stream::encode_all(records, 1).expect("zstd"),
-    };
+    let body = records::compress(codec, records).expect("compressed");
     let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
     out.extend_from_slice(&body);
     let length = (out.len() - 12) as i32;

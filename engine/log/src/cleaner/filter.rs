@@ -16,8 +16,6 @@
 //! relative to it, so their times are unchanged). A later pass past that time
 //! drops the tombstones and the marker.
 
-use std::io::Write;
-
 use super::offset_map::OffsetMap;
 use crate::batch::{self, BatchError, BatchHeader, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, MAGIC_V2};
 use crate::records::{self, Record};
@@ -172,7 +170,8 @@ fn rebuild_batch(header: &BatchHeader, kept: &[Record], horizon: Option<Timestam
         records.extend_from_slice(&one);
     }
     let codec = header.attributes & ATTRIBUTE_COMPRESSION_MASK;
-    let body = compress(codec, &records).map_err(|e| failed(format!("recompressing with codec {codec}: {e}")))?;
+    let body =
+        records::compress(codec, &records).map_err(|e| failed(format!("recompressing with codec {codec}: {e}")))?;
     let max_timestamp = match header.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0 {
         true => header.max_timestamp.0,
         false => kept.iter().map(|r| r.timestamp.0).max().unwrap_or(header.max_timestamp.0),
@@ -182,27 +181,4 @@ fn rebuild_batch(header: &BatchHeader, kept: &[Record], horizon: Option<Timestam
         attributes |= ATTRIBUTE_DELETE_HORIZON;
     }
     Ok(write_batch(header, attributes, (base_timestamp, max_timestamp), kept.len() as i32, &body))
-}
-
-/// `records` compressed as Kafka's codecs write them: gzip; snappy as one raw block
-/// (as librdkafka writes it; Java's reader takes raw blocks as well as its own
-/// xerial framing); lz4 as an LZ4 frame of independent blocks; zstd as a frame.
-fn compress(codec: i16, records: &[u8]) -> std::io::Result<Vec<u8>> {
-    Ok(match codec {
-        0 => records.to_vec(),
-        1 => {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            encoder.write_all(records)?;
-            encoder.finish()?
-        }
-        2 => snap::raw::Encoder::new().compress_vec(records).map_err(std::io::Error::other)?,
-        3 => {
-            let info = lz4_flex::frame::FrameInfo::new().block_mode(lz4_flex::frame::BlockMode::Independent);
-            let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
-            encoder.write_all(records)?;
-            encoder.finish().map_err(std::io::Error::other)?
-        }
-        4 => zstd::stream::encode_all(records, 3)?,
-        other => return Err(std::io::Error::other(format!("unknown compression codec {other}"))),
-    })
 }
