@@ -60,6 +60,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::worker::{crash_now, parse_setting};
 use crate::payload::PayloadHeader;
 
 /// How long one transactional call (init, send offsets, commit, abort) may take.
@@ -101,11 +102,6 @@ pub struct ProcessorArgs {
     /// A librdkafka consumer setting, `key=value` (repeatable).
     #[arg(long = "consumer-set", value_parser = parse_setting)]
     consumer_settings: Vec<(String, String)>,
-}
-
-fn parse_setting(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected key=value"))?;
-    Ok((key.to_string(), value.to_string()))
 }
 
 /// Notes that a rebalance happened, so a batch gathered across it is dropped.
@@ -414,13 +410,4 @@ fn commit_line(messages: usize, started: Instant, offsets: &TopicPartitionList, 
         }
     }
     line
-}
-
-/// Kills this process with SIGKILL (see `worker.rs`, whose crash this is).
-#[allow(unsafe_code)] // kill(2) on our own pid
-fn crash_now() {
-    // SAFETY: kill(2) takes no pointers and touches no memory of ours.
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
-    }
 }

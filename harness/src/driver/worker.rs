@@ -74,7 +74,7 @@ fn parse_commit(text: &str) -> Result<CommitMode, String> {
     CommitMode::from_name(text).ok_or_else(|| format!("`{text}`: expected `before` or `after`"))
 }
 
-fn parse_setting(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_setting(text: &str) -> Result<(String, String), String> {
     let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected key=value"))?;
     Ok((key.to_string(), value.to_string()))
 }
@@ -107,7 +107,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
 /// Kills this process with SIGKILL, which cannot be caught, so nothing of it
 /// (librdkafka's threads included) runs after it: a crash, not an exit.
 #[allow(unsafe_code)] // kill(2) on our own pid: `std::process::abort` raises SIGABRT
-fn crash_now() {
+pub(crate) fn crash_now() {
     // SAFETY: kill(2) takes no pointers and touches no memory of ours.
     unsafe {
         libc::kill(libc::getpid(), libc::SIGKILL);

@@ -86,14 +86,7 @@ pub struct Processors {
 impl Processors {
     /// Starts `count` processors.
     pub fn start(spec: StageSpec, count: u32) -> anyhow::Result<Processors> {
-        let reported = Reported {
-            committed: 0,
-            aborted_planned: 0,
-            aborted_on_error: 0,
-            messages_committed: 0,
-            commit_latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).context("a latency histogram")?,
-            committed_to: HashMap::new(),
-        };
+        let reported = Reported::new()?;
         let processors =
             Processors { spec, count, reported: Arc::new(Mutex::new(reported)), slots: Mutex::new(Vec::new()) };
         for index in 0..count as usize {
@@ -221,6 +214,17 @@ impl Processors {
 }
 
 impl Reported {
+    fn new() -> anyhow::Result<Reported> {
+        Ok(Reported {
+            committed: 0,
+            aborted_planned: 0,
+            aborted_on_error: 0,
+            messages_committed: 0,
+            commit_latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).context("a latency histogram")?,
+            committed_to: HashMap::new(),
+        })
+    }
+
     /// One line of a processor's stdout (the protocol is in `driver::processor`).
     fn note(&mut self, line: &str) -> anyhow::Result<()> {
         let mut words = line.split(' ');
@@ -323,20 +327,9 @@ pub fn write_end_marks(bootstrap: &str, outputs: &[String], partitions: u32) -> 
 mod tests {
     use super::*;
 
-    fn reported() -> Reported {
-        Reported {
-            committed: 0,
-            aborted_planned: 0,
-            aborted_on_error: 0,
-            messages_committed: 0,
-            commit_latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap(),
-            committed_to: HashMap::new(),
-        }
-    }
-
     #[test]
     fn reports_are_counted_and_committed_positions_only_move_forward() {
-        let mut r = reported();
+        let mut r = Reported::new().unwrap();
         r.note("ready").unwrap();
         r.note("commit 10 2500 0:1:10 1:0:4").unwrap();
         r.note("commit 3 1500 0:1:7").unwrap();
